@@ -1,0 +1,139 @@
+"""Pure affine helpers: DICOM orientation and position to a RAS+ affine, spacing, slice normal.
+
+Conventions (see ``medload.volume``): arrays are indexed ``(z, y, x)`` = (slice, row, column)
+and the affine maps those indices, in that order, to RAS+ millimetres. DICOM's patient
+coordinates are LPS+; :func:`lps_to_ras` turns them into RAS+ once, at the reader's boundary.
+
+DICOM ImageOrientationPatient holds two direction cosines: the first three are the direction
+in which the *column index* grows (along a row), the last three the direction in which the
+*row index* grows (down a column). PixelSpacing is ``[row spacing, column spacing]``, i.e.
+``[distance between rows (y), distance between columns (x)]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "LPS_TO_RAS",
+    "lps_to_ras",
+    "slice_normal",
+    "dicom_affine",
+    "spacing_from_affine",
+    "positions_along_normal",
+    "axis_codes",
+]
+
+#: Flips x and y: DICOM LPS+ to NIfTI/nibabel RAS+.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
+    """Turn an affine into LPS+ millimetres into one into RAS+.
+
+    Examples
+    --------
+    >>> lps_to_ras(np.eye(4))[:3, :3].diagonal()
+    array([-1., -1.,  1.])
+    """
+    return LPS_TO_RAS @ np.asarray(affine_lps, dtype=np.float64)
+
+
+def slice_normal(orientation: Sequence[float]) -> np.ndarray:
+    """Unit normal of the image plane, ``row_cosine x column_cosine`` (LPS).
+
+    Parameters
+    ----------
+    orientation : sequence of 6 floats
+        DICOM ImageOrientationPatient.
+
+    Examples
+    --------
+    >>> slice_normal([1, 0, 0, 0, 1, 0])
+    array([0., 0., 1.])
+    """
+    iop = np.asarray(orientation, dtype=np.float64).reshape(2, 3)
+    normal = np.cross(iop[0], iop[1])
+    return normal / np.linalg.norm(normal)
+
+
+def positions_along_normal(positions: np.ndarray, orientation: Sequence[float]) -> np.ndarray:
+    """Distance of each ImagePositionPatient along the slice normal (the sort key of slices).
+
+    Examples
+    --------
+    >>> positions_along_normal(np.array([[0, 0, 5.0], [0, 0, -1.0]]), [1, 0, 0, 0, 1, 0])
+    array([ 5., -1.])
+    """
+    return np.asarray(positions, dtype=np.float64) @ slice_normal(orientation)
+
+
+def dicom_affine(
+    orientation: Sequence[float],
+    first_position: Sequence[float],
+    pixel_spacing: Sequence[float],
+    slice_step: Sequence[float] | None = None,
+    slice_thickness: float = 1.0,
+) -> np.ndarray:
+    """RAS+ affine of a stack of DICOM slices, for array indices ``(z, y, x)``.
+
+    Parameters
+    ----------
+    orientation : sequence of 6 floats
+        ImageOrientationPatient (row cosine, then column cosine), LPS.
+    first_position : sequence of 3 floats
+        ImagePositionPatient of slice 0 (the centre of its first pixel), LPS mm.
+    pixel_spacing : sequence of 2 floats
+        PixelSpacing ``[between rows, between columns]`` in mm.
+    slice_step : sequence of 3 floats, optional
+        LPS vector from slice ``z`` to slice ``z + 1``: ``(last - first) / (n - 1)``. It may be
+        oblique to the normal (gantry tilt); the affine then shears, which is the truth.
+        Default: the normal times ``slice_thickness`` (a single slice).
+    slice_thickness : float
+        Used only when ``slice_step`` is None.
+
+    Examples
+    --------
+    >>> aff = dicom_affine([1, 0, 0, 0, 1, 0], [-100, -120, 30], [0.5, 0.7], [0, 0, 2.0])
+    >>> aff @ [1, 0, 0, 1]          # next slice: 2 mm superior
+    array([100., 120.,  32.,   1.])
+    >>> aff @ [0, 1, 1, 1]          # one row down (posterior), one column right-to-left
+    array([ 99.3, 119.5,  30. ,   1. ])
+    """
+    iop = np.asarray(orientation, dtype=np.float64).reshape(2, 3)
+    row_cosine, column_cosine = iop[0], iop[1]
+    row_spacing, column_spacing = (float(v) for v in pixel_spacing)
+    if slice_step is None:
+        slice_step = slice_normal(orientation) * float(slice_thickness or 1.0)
+    affine = np.eye(4)
+    affine[:3, 0] = np.asarray(slice_step, dtype=np.float64)
+    affine[:3, 1] = column_cosine * row_spacing  # y: row index grows down a column
+    affine[:3, 2] = row_cosine * column_spacing  # x: column index grows along a row
+    affine[:3, 3] = np.asarray(first_position, dtype=np.float64)
+    return lps_to_ras(affine)
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
+    """Voxel size along each array axis: the norms of the affine's columns.
+
+    Examples
+    --------
+    >>> spacing_from_affine(np.diag([3.0, -0.5, 0.5, 1]))
+    (3.0, 0.5, 0.5)
+    """
+    return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
+def axis_codes(affine: np.ndarray) -> tuple[str, ...]:
+    """Anatomical direction each array axis points to, e.g. ``('S', 'A', 'L')``.
+
+    Examples
+    --------
+    >>> axis_codes(np.diag([1.0, -1, -1, 1]))
+    ('R', 'P', 'I')
+    """
+    import nibabel as nib
+
+    return tuple(nib.aff2axcodes(affine))

@@ -1,0 +1,257 @@
+"""``Volume``: the one object that flows from the readers to the store.
+
+A Volume is a numpy array, a 4x4 affine and a little JSON-able metadata. Axis 0 of the
+array is the slice axis (the acquisition's stacking direction), then rows, then columns;
+a 4D source has a leading frames axis ``(T, Z, Y, X)``. The affine maps the spatial array
+indices ``(z, y, x)``, in that order, to RAS+ millimetres, the nibabel convention. Spacing,
+origin and orientation are derived from the affine, never stored twice.
+
+Volumes are never changed in place: :meth:`Volume.with_array` returns a changed copy and
+transforms append ``(name, parameters)`` to :attr:`Volume.history`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from medload.errors import MedloadError
+
+__all__ = ["Volume", "MODALITIES"]
+
+#: Modalities medload treats specially; any other DICOM Modality code is kept as written.
+MODALITIES = ("CT", "MR", "CR", "DX", "MG", "PT", "US", "unknown")
+
+HistoryEntry = tuple[str, dict[str, Any]]
+
+
+def _check_json(meta: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(dict(meta), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise MedloadError(
+            f"Volume meta must be JSON-able (str, numbers, lists, dicts); found a value that "
+            f"is not ({exc}). Convert it (e.g. float(x), str(uid)) before building the Volume."
+        ) from exc
+
+
+class Volume:
+    """An image array with its world geometry, modality, metadata and history.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        ``(Z, Y, X)`` or ``(T, Z, Y, X)``. A 2D radiograph is ``(1, Y, X)``.
+    affine : array_like, shape (4, 4)
+        Maps spatial indices ``(z, y, x)`` to RAS+ millimetres.
+    modality : str
+        ``"CT"``, ``"MR"``, ``"CR"``, ``"DX"``, ``"MG"``, ``"PT"``, ``"US"`` or ``"unknown"``.
+    meta : mapping, optional
+        JSON-able metadata: series/study keys (pseudonyms), description, acquisition
+        parameters. No identifying fields.
+    history : sequence of (str, dict), optional
+        Transforms applied so far, with their concrete parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vol = Volume(np.zeros((3, 4, 5), np.float32), np.diag([2.0, 0.5, 0.5, 1.0]), modality="CT")
+    >>> vol.spacing
+    (2.0, 0.5, 0.5)
+    >>> vol.shape
+    (3, 4, 5)
+    >>> vol.with_array(vol.array + 1).array.max()
+    np.float32(1.0)
+    """
+
+    __slots__ = ("_array", "_affine", "_modality", "_meta", "_history")
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        affine: np.ndarray,
+        *,
+        modality: str = "unknown",
+        meta: Mapping[str, Any] | None = None,
+        history: tuple[HistoryEntry, ...] | list[HistoryEntry] = (),
+    ) -> None:
+        if not isinstance(array, np.ndarray):
+            raise MedloadError(
+                f"Volume array must be a numpy.ndarray, found {type(array).__name__}; "
+                "use numpy.asarray(x), medload.load(path) for a file, or "
+                "Volume.from_nifti(image) for a nibabel image."
+            )
+        if array.ndim not in (3, 4):
+            raise MedloadError(
+                f"Volume array must be 3D (Z, Y, X) or 4D (T, Z, Y, X), found shape {array.shape}; "
+                "a single 2D image is array[None] with shape (1, Y, X)."
+            )
+        affine = np.array(affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise MedloadError(f"Volume affine must be 4x4, found shape {affine.shape}.")
+        if not np.all(np.isfinite(affine)) or not np.allclose(affine[3], [0, 0, 0, 1]):
+            raise MedloadError(
+                f"Volume affine must be finite with last row [0, 0, 0, 1], found\n{affine}"
+            )
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise MedloadError(f"Volume affine is singular (zero spacing or repeated axes):\n{affine}")
+        affine.setflags(write=False)
+        self._array = array
+        self._affine = affine
+        self._modality = str(modality) if modality else "unknown"
+        self._meta = _check_json(meta or {})
+        self._history = tuple((str(name), dict(params)) for name, params in history)
+
+    # --- the data -----------------------------------------------------------------------
+    @property
+    def array(self) -> np.ndarray:
+        """The voxels, ``(Z, Y, X)`` or ``(T, Z, Y, X)``."""
+        return self._array
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 float64, spatial indices ``(z, y, x)`` to RAS+ millimetres (read-only)."""
+        return self._affine
+
+    @property
+    def modality(self) -> str:
+        """DICOM-style modality code, or ``"unknown"``."""
+        return self._modality
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """JSON-able metadata (a copy: changing it does not change the Volume)."""
+        return json.loads(json.dumps(self._meta))
+
+    @property
+    def history(self) -> tuple[HistoryEntry, ...]:
+        """``(transform name, concrete parameters)`` of every step applied, in order."""
+        return self._history
+
+    # --- derived geometry ---------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of :attr:`array`."""
+        return tuple(self._array.shape)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        """``(Z, Y, X)``, without a frames axis."""
+        return tuple(self._array.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames (1 for a 3D volume)."""
+        return self._array.shape[0] if self._array.ndim == 4 else 1
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along ``(z, y, x)``, from the affine's column norms."""
+        norms = np.linalg.norm(self._affine[:3, :3], axis=0)
+        return tuple(float(round(v, 6)) for v in norms)  # type: ignore[return-value]
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        """RAS+ position in mm of voxel ``(0, 0, 0)``."""
+        return tuple(float(v) for v in self._affine[:3, 3])  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> tuple[str, str, str]:
+        """Axis codes of ``(z, y, x)``, e.g. ``('S', 'P', 'R')``, as ``nibabel.aff2axcodes`` gives them."""
+        import nibabel as nib
+
+        return tuple(nib.aff2axcodes(self._affine))  # type: ignore[return-value]
+
+    # --- copies -------------------------------------------------------------------------
+    def with_array(
+        self,
+        array: np.ndarray,
+        *,
+        affine: np.ndarray | None = None,
+        modality: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        step: HistoryEntry | None = None,
+    ) -> Volume:
+        """Return a new Volume with ``array`` (and optionally a new affine, meta, one more step).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> vol = Volume(np.ones((1, 2, 2)), np.eye(4))
+        >>> out = vol.with_array(vol.array * 2, step=("scale", {"factor": 2}))
+        >>> out.history
+        (('scale', {'factor': 2}),)
+        >>> vol.history
+        ()
+        """
+        history = self._history + ((step[0], dict(step[1])),) if step is not None else self._history
+        return Volume(
+            array,
+            self._affine if affine is None else affine,
+            modality=self._modality if modality is None else modality,
+            meta=self._meta if meta is None else meta,
+            history=history,
+        )
+
+    # --- converters ---------------------------------------------------------------------
+    def to_nifti(self):  # -> nibabel.Nifti1Image
+        """Return a ``nibabel.Nifti1Image`` holding the same voxels at the same world positions.
+
+        NIfTI puts frames last, so a ``(T, Z, Y, X)`` array is stored as ``(Z, Y, X, T)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> vol = Volume(np.zeros((3, 4, 5), np.int16), np.diag([2.0, 1.0, 1.0, 1.0]))
+        >>> vol.to_nifti().shape
+        (3, 4, 5)
+        """
+        import nibabel as nib
+
+        data = np.moveaxis(self._array, 0, -1) if self._array.ndim == 4 else self._array
+        image = nib.Nifti1Image(np.asanyarray(data), self._affine)
+        image.set_qform(self._affine, code=1)
+        image.set_sform(self._affine, code=1)
+        image.header.set_xyzt_units("mm", "sec")
+        return image
+
+    @classmethod
+    def from_nifti(cls, image, *, modality: str = "unknown", meta: Mapping[str, Any] | None = None) -> Volume:
+        """Build a Volume from a nibabel image (scaling applied, frames moved first).
+
+        Examples
+        --------
+        >>> import numpy as np, nibabel as nib
+        >>> vol = Volume.from_nifti(nib.Nifti1Image(np.zeros((2, 3, 4, 5), np.float32), np.eye(4)))
+        >>> vol.shape
+        (5, 2, 3, 4)
+        """
+        data = np.asanyarray(image.dataobj)
+        if data.ndim == 2:
+            data = data[..., None]
+        if data.ndim == 5 and data.shape[3] == 1:
+            data = data[:, :, :, 0]
+        if data.ndim == 4:
+            data = np.moveaxis(data, -1, 0)
+        return cls(np.ascontiguousarray(data), image.affine, modality=modality, meta=meta)
+
+    def __repr__(self) -> str:
+        spacing = "x".join(f"{s:g}" for s in self.spacing)
+        return (
+            f"Volume({self._modality}, shape={self.shape}, dtype={self._array.dtype}, "
+            f"spacing={spacing} mm, orientation={''.join(self.orientation)}, "
+            f"steps={len(self._history)})"
+        )
+
+    def __reduce__(self):
+        return (
+            _rebuild,
+            (self._array, np.array(self._affine), self._modality, self._meta, self._history),
+        )
+
+
+def _rebuild(array, affine, modality, meta, history) -> Volume:
+    return Volume(array, affine, modality=modality, meta=meta, history=history)
