@@ -200,43 +200,53 @@ class Volume:
     def to_nifti(self):  # -> nibabel.Nifti1Image
         """Return a ``nibabel.Nifti1Image`` holding the same voxels at the same world positions.
 
-        NIfTI puts frames last, so a ``(T, Z, Y, X)`` array is stored as ``(Z, Y, X, T)``.
+        NIfTI's convention is ``(i, j, k[, t])`` = (column, row, slice, frame), the layout
+        dcm2niix writes, so the spatial axes are reversed and frames go last; the affine's
+        columns are permuted to match, so every voxel keeps its world position.
 
         Examples
         --------
         >>> import numpy as np
         >>> vol = Volume(np.zeros((3, 4, 5), np.int16), np.diag([2.0, 1.0, 1.0, 1.0]))
         >>> vol.to_nifti().shape
+        (5, 4, 3)
+        >>> Volume.from_nifti(vol.to_nifti()).shape
         (3, 4, 5)
         """
         import nibabel as nib
 
-        data = np.moveaxis(self._array, 0, -1) if self._array.ndim == 4 else self._array
-        image = nib.Nifti1Image(np.asanyarray(data), self._affine)
-        image.set_qform(self._affine, code=1)
-        image.set_sform(self._affine, code=1)
+        data = self._array.transpose(*range(self._array.ndim)[::-1])  # (x, y, z[, t])
+        affine = self._affine[:, [2, 1, 0, 3]]
+        image = nib.Nifti1Image(np.asanyarray(data), affine)
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
         image.header.set_xyzt_units("mm", "sec")
         return image
 
     @classmethod
     def from_nifti(cls, image, *, modality: str = "unknown", meta: Mapping[str, Any] | None = None) -> Volume:
-        """Build a Volume from a nibabel image (scaling applied, frames moved first).
+        """Build a Volume from a nibabel image: scaling applied, axes ``(i, j, k, t)`` -> ``(t, k, j, i)``.
+
+        NIfTI's third axis ``k`` is the slice axis; it becomes medload's axis 0, ``j`` the rows
+        and ``i`` the columns, and the affine's columns are permuted to match.
 
         Examples
         --------
         >>> import numpy as np, nibabel as nib
         >>> vol = Volume.from_nifti(nib.Nifti1Image(np.zeros((2, 3, 4, 5), np.float32), np.eye(4)))
         >>> vol.shape
-        (5, 2, 3, 4)
+        (5, 4, 3, 2)
         """
         data = np.asanyarray(image.dataobj)
         if data.ndim == 2:
             data = data[..., None]
         if data.ndim == 5 and data.shape[3] == 1:
             data = data[:, :, :, 0]
-        if data.ndim == 4:
-            data = np.moveaxis(data, -1, 0)
-        return cls(np.ascontiguousarray(data), image.affine, modality=modality, meta=meta)
+        if data.ndim > 4:
+            raise MedloadError(f"NIfTI image with shape {data.shape} has more than 4 dimensions; medload reads 3D or 4D.")
+        data = data.transpose(*range(data.ndim)[::-1])  # (t, k, j, i)
+        affine = np.asarray(image.affine, dtype=np.float64)[:, [2, 1, 0, 3]]
+        return cls(np.ascontiguousarray(data), affine, modality=modality, meta=meta)
 
     def __repr__(self) -> str:
         spacing = "x".join(f"{s:g}" for s in self.spacing)
