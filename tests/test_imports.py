@@ -1,0 +1,81 @@
+"""The flow of DESIGN.md stays one-directional, and ``import medload`` stays light."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "medload"
+
+# Each layer may import only what stands to its left in DESIGN.md's flow.
+FORBIDDEN = {
+    "medload.io": ("medload.transforms", "medload.store", "medload.datasets", "medload.convert", "medload.cli", "medload.parallel"),
+    "medload.transforms": ("medload.io", "medload.store", "medload.datasets", "medload.convert", "medload.cli", "medload.parallel"),
+    "medload.store": ("medload.io", "medload.transforms", "medload.datasets", "medload.convert", "medload.cli", "medload.parallel"),
+    "medload.datasets": ("medload.io", "medload.transforms", "medload.convert", "medload.cli", "medload.parallel"),
+    "medload.volume": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.convert", "medload.cli"),
+    "medload.geometry": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.convert", "medload.cli"),
+}
+
+# Heavy third-party packages and the one module allowed to import each.
+HEAVY_OWNER = {"h5py": "medload.store", "torch": "medload.datasets", "dask": "medload.parallel", "distributed": "medload.parallel"}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module_name(p))
+def test_module_imports_only_what_stands_to_its_left(path: Path) -> None:
+    module = _module_name(path)
+    imported = _imports(path)
+    for layer, forbidden in FORBIDDEN.items():
+        if module == layer or module.startswith(layer + "."):
+            bad = sorted(i for i in imported if i.startswith(forbidden))
+            assert not bad, f"{module} imports {bad}, which stand to its right in DESIGN.md's flow"
+    for heavy, owner in HEAVY_OWNER.items():
+        uses = [i for i in imported if i == heavy or i.startswith(heavy + ".")]
+        if uses:
+            assert module == owner or module.startswith(owner + "."), (
+                f"{module} imports {uses}; only {owner} may import {heavy}"
+            )
+
+
+def test_import_medload_is_light() -> None:
+    code = (
+        "import sys, medload\n"
+        "heavy = [m for m in ('h5py', 'torch', 'dask', 'distributed', 'SimpleITK', 'skimage', 'matplotlib') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"`import medload` pulled in heavy packages: {out.stdout.strip()}"
+
+
+def test_public_api_names_resolve() -> None:
+    import medload
+
+    for name in ("Volume", "MedloadError", "scan", "load", "Pipeline", "preset", "Store", "open", "convert"):
+        assert getattr(medload, name) is not None, name
