@@ -1,0 +1,510 @@
+"""NIfTI reader: ``.nii`` / ``.nii.gz`` files to :class:`~medload.volume.Volume`, through nibabel.
+
+Axis convention
+---------------
+NIfTI stores voxels as ``(i, j, k[, t])``: ``i`` the fastest (columns), ``j`` the rows,
+``k`` the slices, ``t`` the frames, and its affine maps ``(i, j, k)`` to RAS+ millimetres.
+medload's arrays are the NIfTI axes reversed, ``(t, k, j, i)`` = ``(T, Z, Y, X)``, and the
+affine's first three columns are permuted to ``(k, j, i)`` to match, so every voxel keeps its
+world position: medload axis 0 is the NIfTI slice axis ``k``, rows are ``j``, columns ``i``.
+:meth:`Volume.from_nifti` and :meth:`Volume.to_nifti` implement exactly this, so a round trip
+through ``vol.to_nifti()`` is exact. Reversing the axes of nibabel's (Fortran-ordered) array
+gives a C-contiguous array without a copy.
+
+What the reader does
+--------------------
+- Scaling: ``scl_slope`` / ``scl_inter`` are applied; a scaled image is returned as float32
+  (nibabel alone would return float64, twice the memory for no precision a scanner has).
+  Unscaled images keep their stored dtype.
+- Geometry: the affine nibabel chooses (sform if its code is set, else qform, else voxel
+  sizes alone, which is reported in ``meta["problems"]``). Spatial units of metres or microns
+  are converted to millimetres.
+- 4D images become frames ``(T, Z, Y, X)``; a 4D image with one frame becomes 3D; 2D images
+  become ``(1, Y, X)``.
+- Modality: a BIDS sidecar ``.json`` beside the file (its ``Modality`` key, else the BIDS suffix
+  of the file name: ``T1w``, ``bold``, ``dwi``... -> MR, ``ct`` -> CT, ``pet`` -> PT); else the
+  caller's ``modality=``; else ``"unknown"``. A caller's ``modality=`` that disagrees with the
+  sidecar wins, and the disagreement is written to ``meta["problems"]``.
+- Keys: ``series_key`` (and ``source_key``) is a pseudonym of the file path relative to the
+  scanned root; ``patient_key`` / ``study_key`` are pseudonyms of BIDS ``sub-XX`` / ``ses-YY``
+  found in the path, else of the same relative path.
+- Only a whitelist of sidecar fields reaches ``meta`` (no names, dates or institutions).
+  Sidecar times are seconds in BIDS; medload's ``echo_time`` / ``repetition_time`` are
+  milliseconds, as in DICOM, so they are converted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medload.deid import pseudonym
+from medload.errors import MedloadError, ReadError, UnsupportedError
+from medload.io.series import Series
+from medload.volume import Volume
+
+__all__ = ["is_nifti", "scan_nifti", "load_nifti", "NIFTI_SUFFIXES"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+# BIDS suffixes (the last "_" entity of a file name) and the modality they imply.
+_BIDS_MR = {
+    "t1w", "t2w", "t2starw", "flair", "pdw", "pd", "t1map", "t2map", "t2star", "inplanet1",
+    "inplanet2", "angio", "bold", "cbv", "dwi", "sbref", "epi", "phasediff", "phase1", "phase2",
+    "magnitude", "magnitude1", "magnitude2", "fieldmap", "asl", "m0scan", "unit1", "mp2rage",
+    "megre", "mese", "uniden", "tb1tfl", "tb1epi", "tb1srge", "trace", "chimap",
+}
+_BIDS_SUFFIX_MODALITY = {**{s: "MR" for s in _BIDS_MR}, "ct": "CT", "pet": "PT"}
+
+# Sidecar fields kept in meta: (BIDS key, meta key, factor). BIDS times are seconds; medload
+# keeps DICOM's milliseconds so DICOM and NIfTI volumes of one scanner compare directly.
+_SIDECAR_FIELDS = (
+    ("EchoTime", "echo_time", 1000.0),
+    ("RepetitionTime", "repetition_time", 1000.0),
+    ("InversionTime", "inversion_time", 1000.0),
+    ("FlipAngle", "flip_angle", None),
+    ("MagneticFieldStrength", "magnetic_field_strength", None),
+    ("Manufacturer", "manufacturer", None),
+    ("ManufacturersModelName", "manufacturer_model", None),
+    ("KVP", "kvp", None),
+    ("XRayTubeCurrent", "tube_current", None),
+    ("SliceThickness", "slice_thickness", None),
+    ("SeriesDescription", "description", None),
+    ("ProtocolName", "protocol_name", None),
+    ("ConvolutionKernel", "convolution_kernel", None),
+    ("ImageType", "image_type", None),
+    ("BodyPartExamined", "body_part", None),
+    ("WindowCenter", "window_center", None),
+    ("WindowWidth", "window_width", None),
+)
+
+_SUB = re.compile(r"^sub-([A-Za-z0-9]+)")
+_SES = re.compile(r"^ses-([A-Za-z0-9]+)")
+_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+
+
+# --- detection --------------------------------------------------------------------------
+def _has_nifti_suffix(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def _has_nifti_magic(path: Path) -> bool:
+    """NIfTI-1 (``n+1`` at byte 344) or NIfTI-2 (``n+2`` at byte 4) single-file magic."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(348)
+    except OSError:
+        return False
+    if len(head) >= 348 and head[344:348] == b"n+1\x00":
+        return int.from_bytes(head[:4], "little") == 348 or int.from_bytes(head[:4], "big") == 348
+    return len(head) >= 8 and head[4:8] == b"n+2\x00"
+
+
+def is_nifti(path: str | Path, *, check_magic: bool = True) -> bool:
+    """Whether ``path`` is a NIfTI file medload reads (``.nii`` / ``.nii.gz``).
+
+    A file with a NIfTI suffix counts even if broken, so that loading it gives an error that
+    names it. A file without the suffix counts when ``check_magic`` and its first 348 bytes
+    hold the NIfTI-1 or NIfTI-2 magic (one small read; gzip without the suffix is not opened).
+
+    Parameters
+    ----------
+    path : str or Path
+        A file.
+    check_magic : bool
+        Also look at the header of files without a NIfTI suffix.
+
+    Examples
+    --------
+    >>> is_nifti("brain.nii.gz", check_magic=False)
+    True
+    >>> is_nifti("IM0001.dcm", check_magic=False)
+    False
+    """
+    path = Path(path)
+    if _has_nifti_suffix(path):
+        return True
+    return check_magic and path.is_file() and _has_nifti_magic(path)
+
+
+# --- header reading ---------------------------------------------------------------------
+def _open(path: Path):
+    """``nibabel.load`` with errors that name the file and say what to do."""
+    import nibabel as nib
+
+    if not path.exists():
+        raise ReadError(f"NIfTI file {path} does not exist; check the path (scan a folder with medload.scan).")
+    if path.is_dir():
+        raise ReadError(f"{path} is a folder, not a NIfTI file; use medload.scan(folder) to find the series in it.")
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        if magic != b"\x1f\x8b":
+            raise ReadError(
+                f"NIfTI file {path} ends in .gz but is not gzip-compressed (first bytes {magic!r}, "
+                "expected b'\\x1f\\x8b'); rename it to .nii if it is an uncompressed NIfTI, else re-export it."
+            )
+    try:
+        image = nib.load(str(path), mmap=False)
+    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, EOFError, zlib.error, OSError, ValueError) as exc:
+        raise ReadError(
+            f"Could not read {path} as NIfTI ({type(exc).__name__}: {exc}); expected a NIfTI-1/2 "
+            "file (.nii or gzip-compressed .nii.gz). The file may be truncated or not NIfTI: re-export it."
+        ) from exc
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise UnsupportedError(
+            f"{path} opened as {type(image).__name__}, not NIfTI; medload reads NIfTI-1/2 "
+            "(.nii, .nii.gz). Convert it first, e.g. with nibabel: nib.save(nib.Nifti1Image(...), 'x.nii.gz')."
+        )
+    return image
+
+
+def _medload_shape(path: Path, nifti_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape :func:`load_nifti` returns for a NIfTI shape ``(i, j, k[, t[, ...]])``."""
+    shape = tuple(int(v) for v in nifti_shape)
+    while len(shape) > 3 and shape[-1] == 1:  # trailing singleton time / component axes
+        shape = shape[:-1]
+    if len(shape) == 5 and shape[3] == 1:  # (i, j, k, 1, c): components stand in for frames
+        shape = shape[:3] + shape[4:]
+    if len(shape) > 4:
+        raise UnsupportedError(
+            f"NIfTI file {path} has shape {nifti_shape}: more than 4 dimensions (e.g. time x "
+            "components). medload reads 3D or 4D; split it first, e.g. with nibabel's image.slicer."
+        )
+    if len(shape) == 1:
+        shape = shape + (1,)
+    if len(shape) == 2:
+        shape = shape + (1,)
+    return tuple(reversed(shape))
+
+
+def _affine_and_problems(path: Path, image) -> tuple[np.ndarray, str, list[str]]:
+    """The NIfTI ``(i, j, k)`` affine in mm, which header field it came from, and problems."""
+    header = image.header
+    problems: list[str] = []
+    sform_code = int(header["sform_code"])
+    qform_code = int(header["qform_code"])
+    if sform_code > 0:
+        source = "sform"
+    elif qform_code > 0:
+        source = "qform"
+    else:
+        source = "pixdim"
+        problems.append(
+            f"{path.name} has neither sform nor qform (both codes 0): the affine holds the voxel "
+            "sizes only, so the world position and orientation are unknown."
+        )
+    affine = np.array(image.affine, dtype=np.float64)
+    if source == "sform" and qform_code > 0:
+        qform = np.asarray(header.get_qform(), dtype=np.float64)
+        if not np.allclose(qform, affine, atol=0.01):
+            problems.append(
+                f"{path.name}: sform and qform disagree (largest difference "
+                f"{float(np.abs(qform - affine).max()):.3g} mm); the sform was used, as nibabel does."
+            )
+    unit = header.get_xyzt_units()[0]
+    factor = _UNIT_TO_MM.get(unit, 1.0)
+    if factor != 1.0:
+        affine[:3, :] *= factor
+        problems.append(f"{path.name} gives spatial units in {unit}s; the affine was converted to mm.")
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ReadError(
+            f"NIfTI file {path} has an unusable affine ({source}):\n{affine}\nexpected a finite, "
+            "invertible 4x4; fix the header (e.g. nibabel's set_sform) or re-export it."
+        )
+    return affine, source, problems
+
+
+def _sidecar(path: Path) -> dict[str, Any] | None:
+    name = path.name
+    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+    json_path = path.with_name(stem + ".json")
+    if not json_path.is_file():
+        return None
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a broken sidecar must not stop the image from loading; modality falls back
+    return data if isinstance(data, dict) else None
+
+
+def _file_stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+
+
+def _bids_suffix_modality(path: Path) -> str | None:
+    stem = _file_stem(path)
+    if not _SUB.match(stem):
+        return None  # not a BIDS file name; a suffix like "_ct" elsewhere means nothing
+    return _BIDS_SUFFIX_MODALITY.get(stem.rsplit("_", 1)[-1].lower())
+
+
+def _bids_entities(path: Path) -> tuple[str | None, str | None]:
+    subject = session = None
+    for part in path.parts:
+        sub = _SUB.match(part)
+        if sub:
+            subject = "sub-" + sub.group(1)
+        ses = _SES.match(part)
+        if ses:
+            session = "ses-" + ses.group(1)
+        for entity in part.split("_")[1:]:
+            ses = _SES.match(entity)
+            if ses:
+                session = "ses-" + ses.group(1)
+    return subject, session
+
+
+def _relative(path: Path, root: str | Path | None) -> str:
+    base = Path(root).resolve() if root is not None else path.parent
+    if base.is_file():
+        base = base.parent
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _keys(path: Path, root: str | Path | None, phi_key: str | bytes | None) -> dict[str, str]:
+    relative = _relative(path, root)
+    subject, session = _bids_entities(Path(relative))
+    series_key = pseudonym(relative, prefix="ser-", secret=phi_key)
+    patient_key = pseudonym(subject or relative, prefix="pat-", secret=phi_key)
+    study_id = f"{subject}/{session or ''}" if subject else relative
+    study_key = pseudonym(study_id, prefix="stu-", secret=phi_key)
+    return {"series_key": series_key, "study_key": study_key, "patient_key": patient_key}
+
+
+def _source_hash(path: Path, header) -> str:
+    # Header bytes + file size: changes when the image changes, without reading the voxels.
+    digest = hashlib.sha256(bytes(header.binaryblock))
+    digest.update(str(path.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+def _sidecar_meta(sidecar: Mapping[str, Any] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for bids_key, meta_key, factor in _SIDECAR_FIELDS:
+        value = (sidecar or {}).get(bids_key)
+        if value is None:
+            continue
+        if factor is not None and isinstance(value, (int, float)):
+            value = round(float(value) * factor, 6)
+        if isinstance(value, (str, int, float, bool)) or (
+            isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)
+        ):
+            meta[meta_key] = value
+    return meta
+
+
+def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict[str, Any]:
+    """Everything scan and load share: shape, geometry, modality, keys, meta."""
+    shape = _medload_shape(path, image.shape)
+    affine, affine_source, problems = _affine_and_problems(path, image)
+    sidecar = _sidecar(path)
+    sidecar_modality = None
+    if sidecar is not None:
+        value = sidecar.get("Modality")
+        sidecar_modality = str(value).upper() if isinstance(value, str) and value.strip() else None
+        sidecar_modality = sidecar_modality or _bids_suffix_modality(path)
+    else:
+        sidecar_modality = _bids_suffix_modality(path)
+    if modality:
+        if sidecar_modality and sidecar_modality != modality:
+            problems.append(
+                f"{path.name}: modality {modality!r} was given by the caller, the BIDS sidecar or "
+                f"file name says {sidecar_modality!r}; the caller's was used."
+            )
+        chosen = str(modality)
+    else:
+        chosen = sidecar_modality or "unknown"
+    medload_affine = affine[:, [2, 1, 0, 3]]
+    spacing = tuple(float(round(v, 6)) for v in np.linalg.norm(medload_affine[:3, :3], axis=0))
+    keys = _keys(path, root, phi_key)
+    meta: dict[str, Any] = {
+        "source": "nifti",
+        "source_key": keys["series_key"],
+        **keys,
+        "source_hash": _source_hash(path, image.header),
+        "description": _file_stem(path),
+        "intensity": "HU" if chosen == "CT" else "scanner units",
+        "affine_source": affine_source,
+    }
+    meta.update(_sidecar_meta(sidecar))
+    if len(shape) == 4:
+        zooms = image.header.get_zooms()
+        time_unit = image.header.get_xyzt_units()[1]
+        if len(zooms) > 3 and zooms[3] > 0 and time_unit in ("sec", "msec", "usec"):
+            scale = {"sec": 1000.0, "msec": 1.0, "usec": 0.001}[time_unit]
+            meta["frame_interval_ms"] = round(float(zooms[3]) * scale, 6)
+    meta["problems"] = problems
+    return {
+        "shape": shape,
+        "affine": medload_affine,
+        "spacing": spacing,
+        "modality": chosen,
+        "keys": keys,
+        "meta": meta,
+        "problems": tuple(problems),
+    }
+
+
+# --- public -----------------------------------------------------------------------------
+def scan_nifti(path: str | Path, *, phi_key: str | bytes | None = None, root: str | Path | None = None) -> Series:
+    """Describe one NIfTI file from its header (no voxels read) as a :class:`Series`.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.nii`` or ``.nii.gz`` file.
+    phi_key : str or bytes, optional
+        Secret of the pseudonyms (default ``$MEDLOAD_PHI_KEY``).
+    root : str or Path, optional
+        The folder being scanned; keys are pseudonyms of the path relative to it (default:
+        the file's folder), so the same export scanned from another place gets the same keys.
+
+    Returns
+    -------
+    Series
+        ``kind="nifti"``, ``shape`` exactly as :func:`load_nifti` returns it.
+
+    Raises
+    ------
+    ReadError
+        The file is missing, truncated or not NIfTI; the message names it.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, nibabel as nib
+    >>> path = tempfile.mkdtemp() + "/t1.nii.gz"
+    >>> nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4)), path)
+    >>> scan_nifti(path).shape
+    (6, 5, 4)
+    """
+    path = Path(path).resolve()
+    image = _open(path)
+    info = _describe(path, image, root=root, phi_key=phi_key, modality=None)
+    return Series(
+        kind="nifti",
+        files=(str(path),),
+        series_key=info["keys"]["series_key"],
+        study_key=info["keys"]["study_key"],
+        patient_key=info["keys"]["patient_key"],
+        modality=info["modality"],
+        description=info["meta"]["description"],
+        shape=info["shape"],
+        spacing=info["spacing"],
+        problems=info["problems"],
+        source_hash=info["meta"]["source_hash"],
+        info={"root": str(Path(root).resolve()) if root is not None else None},
+    )
+
+
+def _read_voxels(path: Path, image) -> np.ndarray:
+    proxy = image.dataobj
+    try:
+        slope = float(proxy.slope)
+        inter = float(proxy.inter)
+        raw = proxy.get_unscaled()
+    except (EOFError, zlib.error, OSError, ValueError) as exc:
+        raise ReadError(
+            f"NIfTI file {path}: the header reads but the voxels do not ({type(exc).__name__}: "
+            f"{exc}); the file is probably truncated. Re-export or re-copy it."
+        ) from exc
+    if raw.dtype.kind not in "biuf":
+        raise UnsupportedError(
+            f"NIfTI file {path} stores {raw.dtype} voxels (RGB or complex); medload reads "
+            "scalar images. Split the channels first (e.g. numpy.real / the RGB fields)."
+        )
+    if raw.dtype == np.bool_:
+        raw = raw.astype(np.uint8)
+    if slope == 1.0 and inter == 0.0:
+        return raw
+    # float32 in place: one output-sized buffer instead of nibabel's float64 (2x the memory).
+    out = raw.astype(np.float32, order="K")
+    if slope != 1.0:
+        out *= np.float32(slope)
+    if inter != 0.0:
+        out += np.float32(inter)
+    return out
+
+
+def load_nifti(series_or_path: Series | str | Path, *, modality: str | None = None) -> Volume:
+    """Load a NIfTI file as a :class:`Volume` ``(Z, Y, X)`` or ``(T, Z, Y, X)``.
+
+    Axes are NIfTI's reversed (see the module docstring): axis 0 is the NIfTI slice axis ``k``.
+
+    Parameters
+    ----------
+    series_or_path : Series or str or Path
+        A :class:`Series` from :func:`scan_nifti` (its keys are kept) or a file path.
+    modality : str, optional
+        Used when no BIDS sidecar says it; wins over the sidecar if given (noted in
+        ``meta["problems"]``).
+
+    Returns
+    -------
+    Volume
+        Scaled voxels (float32 when ``scl_slope``/``scl_inter`` are set, else the stored dtype),
+        the affine nibabel chooses (in mm), modality and JSON-able meta.
+
+    Raises
+    ------
+    ReadError
+        Missing, truncated, garbage, or ``.nii.gz`` that is not gzip; the message names the file.
+    UnsupportedError
+        More than 4 dimensions, or non-scalar voxels.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, nibabel as nib
+    >>> path = tempfile.mkdtemp() + "/ct.nii.gz"
+    >>> image = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.diag([0.5, 0.5, 2, 1]))
+    >>> image.header.set_slope_inter(1.0, -1024.0)
+    >>> nib.save(image, path)
+    >>> vol = load_nifti(path, modality="CT")
+    >>> vol.shape, vol.array.dtype, vol.spacing
+    ((4, 3, 2), dtype('float32'), (2.0, 0.5, 0.5))
+    >>> float(vol.array[1, 2, 0])   # NIfTI voxel (i=0, j=2, k=1)
+    -1015.0
+    """
+    root = None
+    keys_from_series: dict[str, str] | None = None
+    if isinstance(series_or_path, Series):
+        if series_or_path.kind != "nifti" or len(series_or_path.files) != 1:
+            raise MedloadError(
+                f"load_nifti needs a NIfTI Series with one file; found kind={series_or_path.kind!r} "
+                f"with {len(series_or_path.files)} files. Use medload.load(series) for DICOM."
+            )
+        path = Path(series_or_path.files[0])
+        root = (series_or_path.info or {}).get("root")
+        keys_from_series = {
+            "series_key": series_or_path.series_key,
+            "study_key": series_or_path.study_key,
+            "patient_key": series_or_path.patient_key,
+        }
+        modality = modality or (series_or_path.modality if series_or_path.modality != "unknown" else None)
+    else:
+        path = Path(series_or_path).resolve()
+    image = _open(path)
+    info = _describe(path, image, root=root, phi_key=None, modality=modality)
+    meta = info["meta"]
+    if keys_from_series is not None:  # keep the keys scan made (they may use a phi_key)
+        meta.update(keys_from_series)
+        meta["source_key"] = keys_from_series["series_key"]
+    data = _read_voxels(path, image)
+    nifti_shape = tuple(reversed(info["shape"]))
+    if data.shape != nifti_shape:  # drop singleton frames / add a slice axis; order="A": no copy
+        data = data.reshape(nifti_shape, order="A")
+    data = data.transpose(*range(data.ndim)[::-1])  # (t, k, j, i): a C-contiguous view
+    return Volume(np.ascontiguousarray(data), info["affine"], modality=info["modality"], meta=meta)
