@@ -1,0 +1,49 @@
+"""PyTorch datasets over a medload store, and patient-level splits.
+
+``SliceDataset`` (one item per 2D slice, optional 2.5D context) and ``VolumeDataset`` (whole
+volumes or random 3D patches) need torch and import it on first use; :func:`split`,
+:func:`label_from` and the label helpers need numpy only.
+
+Examples
+--------
+>>> from medload.datasets import split
+>>> parts = split([f"pat-{i}" for i in range(10)], fractions={"train": 0.5, "test": 0.5})
+>>> sorted(parts), len(parts["train"]) + len(parts["test"])
+(['test', 'train'], 10)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from medload.datasets.labels import LabelFrom, label_from, read_label_csv, resolve_labels
+from medload.datasets.splits import DEFAULT_FRACTIONS, patient_hash, split
+
+__all__ = [
+    "SliceDataset",
+    "VolumeDataset",
+    "split",
+    "patient_hash",
+    "DEFAULT_FRACTIONS",
+    "label_from",
+    "LabelFrom",
+    "read_label_csv",
+    "resolve_labels",
+]
+
+# torch is imported only when a dataset class is first asked for (PEP 562).
+_LAZY = {"SliceDataset": "medload.datasets.slices", "VolumeDataset": "medload.datasets.volumes"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medload.datasets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

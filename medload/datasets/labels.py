@@ -1,0 +1,216 @@
+"""Per-volume class labels: stored in the store, from a CSV, a mapping, or a field (ImageFolder).
+
+Every form ends in the same thing: one integer per volume of the store (``-1`` = no label)
+and, when the labels were names, the list of class names (``classes[i]`` is the name of
+label ``i``, sorted alphabetically as torchvision's ``ImageFolder`` does).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medload.errors import MedloadError
+
+__all__ = ["LabelFrom", "label_from", "read_label_csv", "resolve_labels", "LABEL_KEYS"]
+
+#: What a label can be keyed by: the VolumeRecord attribute of each.
+LABEL_KEYS = {"patient": "patient_key", "study": "study_key", "series": "series_key", "volume": "key"}
+
+
+@dataclass(frozen=True)
+class LabelFrom:
+    """Labels taken from a field of each volume, ImageFolder style (see :func:`label_from`)."""
+
+    field: str
+    pattern: str | None = None
+    classes: tuple[str, ...] | None = None
+
+
+def label_from(field: str, *, pattern: str | None = None, classes: Sequence[str] | None = None) -> LabelFrom:
+    """Take each volume's class from one of its fields, the way ImageFolder uses folder names.
+
+    Parameters
+    ----------
+    field : str
+        A volume record attribute (``"key"``, ``"series_key"``, ``"modality"``, ...) or a key
+        of the volume's ``meta`` (e.g. ``"description"``, or a ``"folder"`` field the
+        converter recorded).
+    pattern : str, optional
+        Regular expression searched in the field's text; its first group (or the whole match)
+        is the class name, e.g. ``r"^([^/]+)/"`` for the first folder of a relative path or
+        ``r"^(\\w+?)-"`` for a key prefix.
+    classes : sequence of str, optional
+        Class names in label order. Default: the sorted distinct names found.
+
+    Examples
+    --------
+    >>> spec = label_from("key", pattern=r"^(\\w+?)-")
+    >>> spec.field, spec.pattern
+    ('key', '^(\\\\w+?)-')
+    """
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise MedloadError(f"label_from(pattern={pattern!r}) is not a valid regular expression: {exc}") from exc
+    return LabelFrom(str(field), pattern, tuple(classes) if classes is not None else None)
+
+
+def _field_text(rec: Any, field: str) -> str | None:
+    if field != "meta" and hasattr(rec, field):
+        value = getattr(rec, field)
+    else:
+        value = (getattr(rec, "meta", None) or {}).get(field)
+    return None if value is None else str(value)
+
+
+def _names_to_ints(names: Sequence[str | None], classes: Sequence[str] | None, where: str) -> tuple[np.ndarray, list[str] | None]:
+    """Class names to integers: all-integer names are used as given, other names are indexed."""
+    present = [n for n in names if n is not None]
+    if classes is None and all(_is_int(n) for n in present):
+        return np.array([int(n) if n is not None else -1 for n in names], np.int64), None
+    classes = list(classes) if classes is not None else sorted(set(present))
+    lookup = {name: i for i, name in enumerate(classes)}
+    unknown = sorted({n for n in present if n not in lookup})
+    if unknown:
+        raise MedloadError(f"{where}: class names {unknown[:5]} are not in classes={classes}; add them or fix the labels.")
+    return np.array([lookup[n] if n is not None else -1 for n in names], np.int64), classes
+
+
+def _is_int(text: Any) -> bool:
+    try:
+        int(str(text))
+    except ValueError:
+        return False
+    return True
+
+
+def read_label_csv(path: str | Path, *, label_key: str = "patient") -> dict[str, tuple[str, int]]:
+    """Read a label CSV into ``{key: (label text, line number)}``.
+
+    The CSV has a header. The key column is the one named ``<label_key>_key``,
+    ``<label_key>`` or ``key`` (else the first column); the label column is ``label`` or
+    ``class`` (else the second).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels.csv")
+    >>> _ = open(path, "w").write("patient_key,label\\npat-1,tumor\\npat-2,normal\\n")
+    >>> read_label_csv(path)
+    {'pat-1': ('tumor', 2), 'pat-2': ('normal', 3)}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MedloadError(f"label CSV {path} does not exist; pass the path of a CSV with a header such as 'patient_key,label'.")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 1 or len(rows[0]) < 2:
+        raise MedloadError(f"label CSV {path}: expected a header with at least two columns (key, label), found {rows[:1]}.")
+    header = [h.strip().lower() for h in rows[0]]
+    key_col = next((header.index(n) for n in (f"{label_key}_key", label_key, "key") if n in header), 0)
+    label_col = next((header.index(n) for n in ("label", "class") if n in header), 1 if key_col != 1 else 0)
+    out: dict[str, tuple[str, int]] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) <= max(key_col, label_col):
+            raise MedloadError(f"label CSV {path} line {lineno}: expected {len(header)} columns, found {row}.")
+        key, label = row[key_col].strip(), row[label_col].strip()
+        if key in out and out[key][0] != label:
+            raise MedloadError(
+                f"label CSV {path}: key {key!r} has label {out[key][0]!r} on line {out[key][1]} "
+                f"and {label!r} on line {lineno}; keep one."
+            )
+        out[key] = (label, lineno)
+    return out
+
+
+def resolve_labels(
+    records: Sequence[Any],
+    labels: Any = None,
+    *,
+    label_key: str = "patient",
+    store_name: str = "the store",
+) -> tuple[np.ndarray, list[str] | None]:
+    """One integer label per volume record (``-1`` = none) and the class names, if named.
+
+    Parameters
+    ----------
+    records : sequence of VolumeRecord
+        ``StoreReader.volumes``.
+    labels : None, str, Path, mapping or LabelFrom
+        ``None``: the labels stored with each volume. A CSV path or a mapping
+        ``{key: label}``: keyed by ``label_key``; a key that matches no volume is an error
+        (it is usually a typo, or keys of another kind). :func:`label_from`: from a field.
+    label_key : {"patient", "study", "series", "volume"}
+        What the CSV or mapping keys are.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as R
+    >>> recs = [R(key="a", patient_key="p1", label=None), R(key="b", patient_key="p2", label=None)]
+    >>> resolve_labels(recs, {"p1": "tumor", "p2": "normal"})
+    (array([1, 0]), ['normal', 'tumor'])
+    """
+    if label_key not in LABEL_KEYS:
+        raise MedloadError(f"label_key must be one of {sorted(LABEL_KEYS)}, found {label_key!r}.")
+    if labels is None:
+        values = [getattr(r, "label", None) for r in records]
+        return np.array([int(v) if v is not None and int(v) >= 0 else -1 for v in values], np.int64), None
+    if isinstance(labels, LabelFrom):
+        names = []
+        for rec in records:
+            text = _field_text(rec, labels.field)
+            if text is None:
+                raise MedloadError(
+                    f"labels from field {labels.field!r}: volume {rec.key!r} has no such field "
+                    f"(record attributes or meta keys); choose another field."
+                )
+            if labels.pattern is not None:
+                match = re.search(labels.pattern, text)
+                if match is None:
+                    raise MedloadError(
+                        f"labels from field {labels.field!r}: pattern {labels.pattern!r} does not match "
+                        f"{text!r} of volume {rec.key!r}."
+                    )
+                text = match.group(1) if match.groups() else match.group(0)
+            names.append(text)
+        return _names_to_ints(names, labels.classes, f"labels from field {labels.field!r}")
+
+    attr = LABEL_KEYS[label_key]
+    keys = [str(getattr(r, attr)) for r in records]
+    if isinstance(labels, (str, Path)):
+        table = read_label_csv(labels, label_key=label_key)
+        where = f"label CSV {labels}"
+        line = {k: f"line {ln}" for k, (_, ln) in table.items()}
+        mapping = {k: v for k, (v, _) in table.items()}
+    elif isinstance(labels, Mapping):
+        where, mapping = "labels mapping", {str(k): str(v) for k, v in labels.items()}
+        line = {k: "" for k in mapping}
+    else:
+        raise MedloadError(
+            f"labels must be None (stored labels), a CSV path, a mapping key -> label or "
+            f"medload.datasets.label_from(...), found {type(labels).__name__}."
+        )
+    known = set(keys)
+    unknown = [k for k in mapping if k not in known]
+    if unknown:
+        shown = ", ".join(f"{k!r} ({line[k]})" if line[k] else repr(k) for k in unknown[:5])
+        hint = ""
+        for other, other_attr in LABEL_KEYS.items():
+            if other != label_key and set(unknown) <= {str(getattr(r, other_attr)) for r in records}:
+                hint = f" They are {other} keys: pass label_key={other!r}."
+                break
+        raise MedloadError(
+            f"{where}: {len(unknown)} {label_key} key(s) match no volume in {store_name}: {shown}"
+            f"{' ...' if len(unknown) > 5 else ''}.{hint} Remove those rows or use the store they belong to."
+        )
+    return _names_to_ints([mapping.get(k) for k in keys], None, where)
