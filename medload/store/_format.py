@@ -1,0 +1,257 @@
+"""Schema v1 constants, dtype encodings and compression filters shared by writer and reader.
+
+Everything that decides what bytes land in the file lives here, so that the writer, the
+reader and ``docs/hdf5-schema.md`` agree on one definition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from medload.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+#: Defaults chosen by ``python bench/store.py`` on windowed CT (see docs/hdf5-schema.md).
+DEFAULT_DTYPE = "float16"
+DEFAULT_COMPRESSION = "zstd:1"
+
+DTYPES = ("float32", "float16", "uint8", "int16")
+FILTERS = ("none", "gzip", "lzf", "zstd", "blosc2", "blosc2-zstd")
+
+#: The suffix of a store file while it is being written; renamed away when the store is whole.
+PARTIAL_SUFFIX = ".partial"
+
+INDEX_DTYPE = np.dtype([("volume", "<i4"), ("slice", "<i4"), ("patient", "<i4"), ("label", "<i8")])
+
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: equal configurations give equal text.
+
+    Examples
+    --------
+    >>> canonical_json({"b": 1, "a": [1.0, "x"]})
+    '{"a":[1.0,"x"],"b":1}'
+    """
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"the pipeline configuration must be JSON-able to be recorded in the store, found "
+            f"{type(value).__name__} ({exc}); pass pipeline.to_config() or a dict of plain values."
+        ) from exc
+
+
+def pipeline_config(pipeline: Any) -> Any:
+    """Turn ``None``, a mapping, or an object with ``.to_config()`` into a JSON-able value.
+
+    Examples
+    --------
+    >>> pipeline_config({"steps": []})
+    {'steps': []}
+    >>> pipeline_config(None) is None
+    True
+    """
+    if pipeline is None:
+        return None
+    if hasattr(pipeline, "to_config"):
+        pipeline = pipeline.to_config()
+    if not isinstance(pipeline, (Mapping, list)):
+        raise StoreError(
+            f"pipeline must be None, a JSON-able mapping, or an object with .to_config(); "
+            f"found {type(pipeline).__name__}."
+        )
+    return json.loads(canonical_json(pipeline))
+
+
+def pipeline_hash(config: Any) -> str:
+    """SHA-256 of the canonical JSON of a pipeline configuration (``None`` included).
+
+    Examples
+    --------
+    >>> pipeline_hash({"a": 1, "b": 2}) == pipeline_hash({"b": 2, "a": 1})
+    True
+    >>> pipeline_hash(None)[:12]
+    '74234e98afe7'
+    """
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def check_dtype(dtype: str | None) -> str:
+    """Return the stored dtype name, or raise naming the allowed ones.
+
+    Examples
+    --------
+    >>> check_dtype(None)
+    'float16'
+    >>> check_dtype("uint8")
+    'uint8'
+    """
+    if dtype is None:
+        return DEFAULT_DTYPE
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise StoreError(f"dtype must be one of {DTYPES}, found {dtype!r}.")
+    return name
+
+
+def parse_compression(spec: str | None) -> tuple[str, dict[str, Any]]:
+    """Parse ``"name[:level][+shuffle]"`` into a canonical spec and ``create_dataset`` keywords.
+
+    ``none``, ``gzip[:1-9]``, ``lzf``, ``zstd[:level]`` (hdf5plugin.Zstd), ``blosc2[:level]``
+    (hdf5plugin.Blosc2, lz4 with byte shuffle), ``blosc2-zstd[:level]`` (Blosc2, zstd with
+    byte shuffle). ``+shuffle`` adds HDF5's byte shuffle before gzip, lzf or zstd.
+
+    Examples
+    --------
+    >>> parse_compression("gzip:4")[0]
+    'gzip:4'
+    >>> parse_compression(None)[0]
+    'zstd:1'
+    >>> parse_compression("none")[1]
+    {}
+    """
+    spec = DEFAULT_COMPRESSION if spec is None else str(spec).strip().lower()
+    base, shuffle = (spec[: -len("+shuffle")], True) if spec.endswith("+shuffle") else (spec, False)
+    name, _, level_text = base.partition(":")
+    if name not in FILTERS:
+        raise StoreError(
+            f"compression must be one of {FILTERS} (optionally ':level', '+shuffle'), found {spec!r}."
+        )
+    try:
+        level = int(level_text) if level_text else None
+    except ValueError:
+        raise StoreError(f"compression level in {spec!r} must be an integer.") from None
+    kwargs: dict[str, Any]
+    if name == "none":
+        kwargs, level = {}, None
+    elif name == "gzip":
+        level = 4 if level is None else level
+        kwargs = {"compression": "gzip", "compression_opts": level}
+    elif name == "lzf":
+        kwargs, level = {"compression": "lzf"}, None
+    else:
+        import hdf5plugin
+
+        if name == "zstd":
+            level = 1 if level is None else level
+            kwargs = dict(hdf5plugin.Zstd(clevel=level))
+        else:
+            level = 5 if level is None else level
+            cname = "zstd" if name == "blosc2-zstd" else "lz4"
+            kwargs = dict(hdf5plugin.Blosc2(cname=cname, clevel=level, filters=hdf5plugin.Blosc2.SHUFFLE))
+            shuffle = False  # blosc2 shuffles itself
+    if shuffle and name != "none":
+        kwargs["shuffle"] = True
+    canonical = name + (f":{level}" if level is not None else "") + ("+shuffle" if shuffle and name != "none" else "")
+    return canonical, kwargs
+
+
+def encoding(array: np.ndarray, dtype: str, *, value_range: tuple[float, float] | None, what: str) -> tuple[float, float]:
+    """Check ``array`` fits ``dtype`` and return ``(scale, offset)``: value = stored * scale + offset.
+
+    ``uint8`` maps ``value_range`` (default: the volume's min and max) onto 0..255, so the
+    quantization error is at most ``scale / 2``. ``int16`` stores whole numbers (raw HU) as they
+    are. Float types store values as they are (scale 1, offset 0).
+
+    Examples
+    --------
+    >>> encoding(np.array([0.0, 1.0]), "uint8", value_range=None, what="test")
+    (0.00392156862745098, 0.0)
+    >>> encoding(np.array([-1000, 3000]), "int16", value_range=None, what="test")
+    (1.0, 0.0)
+    """
+    if dtype == "float32":
+        return 1.0, 0.0
+    finite = np.isfinite(array)
+    if dtype == "float16":
+        if finite.all():
+            peak = float(np.abs(array).max()) if array.size else 0.0
+        else:
+            peak = float(np.abs(array[finite]).max()) if finite.any() else 0.0
+        if peak > _FLOAT16_MAX:
+            raise StoreError(
+                f"{what}: values up to {peak:g} do not fit float16 (max {_FLOAT16_MAX:g}); "
+                "store it as dtype='float32', or window/normalize it first."
+            )
+        return 1.0, 0.0
+    if not finite.all():
+        raise StoreError(
+            f"{what}: {int((~finite).sum())} voxels are NaN or infinite, which {dtype} cannot hold; "
+            "replace them (numpy.nan_to_num) or store as dtype='float32'/'float16'."
+        )
+    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if dtype == "int16":
+        info = np.iinfo(np.int16)
+        if lo < info.min or hi > info.max or not np.array_equal(array, np.round(array)):
+            raise StoreError(
+                f"{what}: int16 stores whole numbers in [{info.min}, {info.max}] as they are (raw HU), "
+                f"found values in [{lo:g}, {hi:g}]{'' if np.array_equal(array, np.round(array)) else ' with fractions'}; "
+                "use dtype='float16' or 'uint8' (scaled) for normalized data."
+            )
+        return 1.0, 0.0
+    # uint8
+    if value_range is not None:
+        lo, hi = (float(value_range[0]), float(value_range[1]))
+        if hi <= lo:
+            raise StoreError(f"value_range must be (low, high) with high > low, found {value_range}.")
+    scale = (hi - lo) / 255.0 if hi > lo else 1.0
+    return scale, lo
+
+
+def encode(block: np.ndarray, dtype: str, scale: float, offset: float) -> np.ndarray:
+    """Convert values to their stored form (see :func:`encoding`).
+
+    Examples
+    --------
+    >>> encode(np.array([0.0, 0.5, 1.0]), "uint8", 1 / 255, 0.0)
+    array([  0, 128, 255], dtype=uint8)
+    """
+    if dtype == "uint8":
+        q = np.rint((np.asarray(block, dtype=np.float64) - offset) / scale)
+        return np.clip(q, 0, 255).astype(np.uint8)
+    if dtype == "int16":
+        return np.asarray(block).astype(np.int16)
+    return np.asarray(block, dtype=dtype)
+
+
+def mask_dtype(mask: np.ndarray, what: str) -> np.dtype:
+    """Smallest unsigned/signed integer type holding every label of ``mask``.
+
+    Examples
+    --------
+    >>> mask_dtype(np.array([0, 1, 2]), "m")
+    dtype('uint8')
+    """
+    if mask.dtype.kind == "b":
+        return np.dtype(np.uint8)
+    if mask.dtype.kind == "f":
+        if not np.array_equal(mask, np.round(mask)):
+            raise StoreError(f"{what}: a mask holds integer labels, found fractional values; round or threshold it first.")
+    if mask.dtype.kind not in "iuf":
+        raise StoreError(f"{what}: a mask holds integer labels, found dtype {mask.dtype}.")
+    lo, hi = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
+    for candidate in (np.uint8, np.uint16, np.int16, np.int32, np.int64):
+        info = np.iinfo(candidate)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(candidate)
+    raise StoreError(f"{what}: labels in [{lo}, {hi}] do not fit int64.")
+
+
+def crc32(buffer: np.ndarray, value: int = 0) -> int:
+    """Running CRC-32 of an array's bytes (C order), to verify volumes after a crash.
+
+    Examples
+    --------
+    >>> crc32(np.zeros(4, np.uint8))
+    558161692
+    """
+    return zlib.crc32(np.ascontiguousarray(buffer).data, value)

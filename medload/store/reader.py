@@ -1,0 +1,468 @@
+"""``open``: read a store (one file or a folder of shards) lazily, from any number of processes.
+
+Opening reads only attributes (one pass over the volume groups of each shard) and closes the
+files again; pixels are read on demand by :meth:`StoreReader.read_slices`, which keeps the
+h5py ``Dataset`` of each volume it has touched. The reader pickles as its path and metadata;
+h5py handles are opened per process and dropped when the process id changes (after ``fork``),
+so a reader made in a parent works in DataLoader workers started by fork or spawn.
+"""
+
+from __future__ import annotations
+
+import builtins  # `open` below shadows the builtin in this module
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medload.errors import StoreError
+from medload.store import _format as fmt
+from medload.volume import Volume
+
+__all__ = ["open", "StoreReader", "VolumeRecord"]
+
+_META_ATTRS = ("source", "source_key", "patient_key", "study_key", "series_key", "intensity", "source_hash")
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """What a store knows about one volume, read without touching its pixels.
+
+    ``shape`` and ``dtype`` are those of the stored image dataset: ``(Z, H, W)`` or
+    ``(Z, C, H, W)``; ``n_slices`` is ``shape[0]``. Decoded value = stored * ``scale`` + ``offset``.
+    """
+
+    key: str
+    shard: str
+    shape: tuple[int, ...]
+    dtype: str
+    affine: np.ndarray = field(repr=False)
+    spacing: tuple[float, float, float]
+    modality: str
+    patient_key: str
+    study_key: str
+    series_key: str
+    source_key: str
+    source: str
+    source_hash: str
+    label: int | None
+    history: tuple[tuple[str, dict], ...] = field(repr=False)
+    intensity: str
+    channels: tuple[str, ...] | None
+    has_mask: bool
+    meta: dict = field(repr=False)
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @property
+    def n_slices(self) -> int:
+        """Number of slices (axis 0 of the stored image)."""
+        return self.shape[0]
+
+    @property
+    def slice_shape(self) -> tuple[int, ...]:
+        """Shape of one decoded slice: ``(H, W)`` or ``(C, H, W)``."""
+        return self.shape[1:]
+
+
+def _h5py():
+    from medload.store.writer import _h5py as load
+
+    return load()
+
+
+def _open_file(h5py, path: Path):
+    try:
+        # No file locks: readers never share a file with a writer (writers write *.partial
+        # and rename), and locks fail on some network file systems.
+        return h5py.File(path, "r", locking=False, rdcc_nbytes=0)
+    except OSError as exc:
+        text = str(exc)
+        if "signature" in text:
+            found = "not an HDF5 file"
+            try:
+                with builtins.open(path, "rb") as handle:
+                    head = handle.read(16)
+                found += f" (it starts with {head!r})"
+            except OSError:
+                pass
+        elif "truncated" in text or "eof" in text.lower():
+            found = f"a truncated HDF5 file ({path.stat().st_size} bytes; was it copied or written completely?)"
+        else:
+            found = f"a file HDF5 cannot open ({text})"
+        raise StoreError(f"{path} is {found}; expected a medload HDF5 store (schema {fmt.SCHEMA_VERSION}).") from exc
+
+
+def _records_of(h5py, path: Path) -> tuple[dict[str, Any], list[VolumeRecord]]:
+    with _open_file(h5py, path) as f:
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        schema = attrs.get("medload_schema")
+        if schema is None:
+            found = ", ".join(list(f.keys())[:5]) or "nothing"
+            raise StoreError(
+                f"{path} is an HDF5 file but not a medload store: no 'medload_schema' attribute "
+                f"(top level holds: {found}). Write stores with medload.Store.create or medload convert."
+            )
+        if int(schema) > fmt.SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} is a medload store of schema {int(schema)}, newer than this medload "
+                f"(reads schema {fmt.SCHEMA_VERSION}); upgrade medload (pip install -U medload)."
+            )
+        if int(schema) < 1 or "volumes" not in f:
+            raise StoreError(f"{path}: medload_schema={schema!r} but no /volumes group; the file is damaged, write it again.")
+        records = []
+        try:
+            for key, group in f["volumes"].items():
+                a = group.attrs
+                if not a.get("complete", False):
+                    continue
+                image = group["image"]
+                channels = json.loads(a["channels"]) if "channels" in a else None
+                records.append(
+                    VolumeRecord(
+                        key=key,
+                        shard=str(path),
+                        shape=tuple(int(s) for s in image.shape),
+                        dtype=image.dtype.name,
+                        affine=np.asarray(a["affine"], dtype=np.float64),
+                        spacing=tuple(float(s) for s in a["spacing"]),
+                        modality=str(a.get("modality", "unknown")),
+                        patient_key=str(a.get("patient_key", "none")),
+                        study_key=str(a.get("study_key", "")),
+                        series_key=str(a.get("series_key", "")),
+                        source_key=str(a.get("source_key", "")),
+                        source=str(a.get("source", "")),
+                        source_hash=str(a.get("source_hash", "")),
+                        label=int(a["label"]) if "label" in a else None,
+                        history=tuple((str(n), dict(p)) for n, p in json.loads(a.get("history", "[]"))),
+                        intensity=str(a.get("intensity", "")),
+                        channels=tuple(channels) if channels is not None else None,
+                        has_mask="mask" in group,
+                        meta=json.loads(a.get("meta", "{}")),
+                        scale=float(image.attrs.get("scale", 1.0)),
+                        offset=float(image.attrs.get("offset", 0.0)),
+                    )
+                )
+        except (KeyError, OSError, ValueError) as exc:
+            raise StoreError(f"{path}: a volume's metadata could not be read ({exc}); the file is damaged, write it again.") from exc
+    return attrs, records
+
+
+class StoreReader:
+    """Read-only view of a medload store: one file or a folder of shard files.
+
+    Use :func:`open`. Picklable; safe to use from many processes at once.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, medload
+    >>> path = tempfile.mkdtemp() + "/s.h5"
+    >>> with medload.Store.create(path, dtype="float32") as store:
+    ...     _ = store.add(medload.Volume(np.arange(8.0).reshape(2, 2, 2), np.eye(4), meta={"patient_key": "p1"}))
+    >>> reader = medload.open(path)
+    >>> len(reader), reader.patient_keys
+    (2, ['p1'])
+    >>> reader.read_slices(0, 1, 2)
+    array([[[4., 5.],
+            [6., 7.]]], dtype=float32)
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        h5py = _h5py()
+        shards = _shards(self.path)
+        records: list[VolumeRecord] = []
+        attrs: dict[str, Any] | None = None
+        for shard in shards:
+            shard_attrs, shard_records = _records_of(h5py, shard)
+            if attrs is None:
+                attrs = shard_attrs
+            elif shard_attrs.get("pipeline_hash") != attrs.get("pipeline_hash"):
+                raise StoreError(
+                    f"{self.path}: shard {shard.name} was written with another pipeline than {shards[0].name} "
+                    f"({shard_attrs.get('pipeline')} vs {attrs.get('pipeline')}); a folder store holds one "
+                    "pipeline's output. Move or delete the stale shards and convert again."
+                )
+            records.extend(shard_records)
+        self.shards = tuple(str(s) for s in shards)
+        self._attrs = attrs or {}
+        self._records = records
+        self._build_index()
+        self._reset_handles()
+
+    def _build_index(self) -> None:
+        self._patient_keys = sorted({r.patient_key for r in self._records})
+        patient_of = {k: i for i, k in enumerate(self._patient_keys)}
+        counts = np.array([r.n_slices for r in self._records], dtype=np.int64)
+        index = np.zeros(int(counts.sum()), dtype=fmt.INDEX_DTYPE)
+        index["volume"] = np.repeat(np.arange(len(counts)), counts)
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        index["slice"] = np.arange(len(index)) - starts
+        index["patient"] = np.repeat([patient_of[r.patient_key] for r in self._records], counts).astype(np.int32)
+        index["label"] = np.repeat([-1 if r.label is None else r.label for r in self._records], counts)
+        index.setflags(write=False)
+        self._index = index
+
+    # ---------------------------------------------------------------- process-local handles
+    def _reset_handles(self) -> None:
+        self._pid = os.getpid()
+        self._files: dict[str, Any] = {}
+        self._images: dict[int, Any] = {}
+        self._masks: dict[int, Any] = {}
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            # Inherited through fork: the parent's HDF5 handles must not be used (or closed) here.
+            self._reset_handles()
+
+    def _file(self, shard: str):
+        f = self._files.get(shard)
+        if f is None:
+            f = _open_file(_h5py(), Path(shard))
+            self._files[shard] = f
+        return f
+
+    def _dataset(self, volume: int, name: str):
+        cache = self._images if name == "image" else self._masks
+        ds = cache.get(volume)
+        if ds is None:
+            rec = self.volumes_record(volume)
+            try:
+                ds = self._file(rec.shard)["volumes"][rec.key][name]
+            except KeyError:
+                raise StoreError(f"{rec.shard}: volume {rec.key} has no {name} dataset.") from None
+            cache[volume] = ds
+        return ds
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "shards": self.shards, "attrs": self._attrs, "records": self._records}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self.shards = state["shards"]
+        self._attrs = state["attrs"]
+        self._records = state["records"]
+        self._build_index()
+        self._reset_handles()
+
+    def close(self) -> None:
+        """Close the h5py files this process opened (the reader stays usable and reopens them)."""
+        if self._pid == os.getpid():
+            for f in self._files.values():
+                try:
+                    f.close()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+        self._reset_handles()
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def volumes(self) -> list[VolumeRecord]:
+        """Every complete volume, in shard order then key order."""
+        return list(self._records)
+
+    def volumes_record(self, volume: int) -> VolumeRecord:
+        """The :class:`VolumeRecord` at position ``volume`` (with a clear error when out of range)."""
+        try:
+            if volume < 0:
+                raise IndexError
+            return self._records[volume]
+        except (IndexError, TypeError):
+            raise StoreError(f"{self.path}: volume {volume!r} does not exist; the store holds {len(self._records)} volumes (0..{len(self._records) - 1}).") from None
+
+    @property
+    def index(self) -> np.ndarray:
+        """One row per slice: ``volume`` (position in :attr:`volumes`), ``slice``, ``patient`` (into :attr:`patient_keys`), ``label`` (-1 if none). Read-only."""
+        return self._index
+
+    @property
+    def patient_keys(self) -> list[str]:
+        """Sorted pseudonymous patient keys; ``index['patient']`` points into this list."""
+        return list(self._patient_keys)
+
+    @property
+    def pipeline(self) -> Any:
+        """The pipeline configuration the store was written with (``None`` if none)."""
+        return json.loads(self._attrs.get("pipeline", "null"))
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes of the (first) shard: schema, version, created, pipeline, dtype, compression."""
+        return dict(self._attrs)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"StoreReader({str(self.path)!r}, shards={len(self.shards)}, volumes={len(self._records)}, slices={len(self)})"
+
+    # ---------------------------------------------------------------- pixels
+    def _range(self, rec: VolumeRecord, start: int, stop: int) -> tuple[int, int]:
+        start, stop = int(start), int(stop)
+        if not 0 <= start <= stop <= rec.n_slices:
+            raise StoreError(f"{rec.shard}: slices {start}:{stop} are outside volume {rec.key}, which has {rec.n_slices} slices.")
+        return start, stop
+
+    def read_slices(self, volume: int, start: int, stop: int, *, raw: bool = False) -> np.ndarray:
+        """Slices ``start:stop`` of one volume, decoded to float32 ``(n, H, W)`` or ``(n, C, H, W)``.
+
+        Parameters
+        ----------
+        volume : int
+            Position in :attr:`volumes`.
+        start, stop : int
+            Slice range, ``0 <= start <= stop <= n_slices``.
+        raw : bool
+            Return the stored dtype (float16, uint8, ...) without applying scale and offset.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> with medload.Store.create(path, dtype="uint8", value_range=(0, 1)) as store:
+        ...     _ = store.add(medload.Volume(np.full((3, 2, 2), 0.5), np.eye(4)))
+        >>> r = medload.open(path)
+        >>> r.read_slices(0, 0, 1, raw=True)[0, 0, 0], round(float(r.read_slices(0, 0, 1)[0, 0, 0]), 3)
+        (np.uint8(128), 0.502)
+        """
+        self._check_pid()
+        rec = self.volumes_record(volume)
+        start, stop = self._range(rec, start, stop)
+        ds = self._dataset(volume, "image")
+        shape = (stop - start,) + rec.shape[1:]
+        stored = np.dtype(rec.dtype)
+        # float16 is widened by HDF5 during the read (no second pass over the slices in numpy).
+        target = stored if raw or stored.kind in "iu" else np.dtype(np.float32)
+        out = np.empty(shape, dtype=target)
+        _read(ds, start, stop, out, rec)
+        if raw or stored.kind == "f":
+            return out
+        decoded = out.astype(np.float32)
+        if rec.scale != 1.0:
+            decoded *= np.float32(rec.scale)
+        if rec.offset != 0.0:
+            decoded += np.float32(rec.offset)
+        return decoded
+
+    def read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
+        """Mask slices ``start:stop`` of one volume, integer ``(n, H, W)`` in the stored type.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> with medload.Store.create(path) as store:
+        ...     _ = store.add(medload.Volume(np.zeros((2, 2, 2)), np.eye(4)), mask=np.ones((2, 2, 2), np.uint8))
+        >>> medload.open(path).read_mask(0, 0, 2).sum()
+        np.uint64(8)
+        """
+        self._check_pid()
+        rec = self.volumes_record(volume)
+        if not rec.has_mask:
+            raise StoreError(f"{rec.shard}: volume {rec.key} has no mask; check VolumeRecord.has_mask first.")
+        start, stop = self._range(rec, start, stop)
+        ds = self._dataset(volume, "mask")
+        out = np.empty((stop - start,) + rec.shape[-2:], dtype=ds.dtype)
+        _read(ds, start, stop, out, rec)
+        return out
+
+    def read_volume(self, volume: int, *, mask: bool = False) -> Volume | tuple[Volume, Volume | None]:
+        """The whole volume as a :class:`~medload.Volume` (float32, original axis order).
+
+        With ``mask=True`` returns ``(image, mask)``, the mask a Volume on the same grid or
+        ``None`` when the volume has none.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> with medload.Store.create(path) as store:
+        ...     _ = store.add(medload.Volume(np.zeros((2, 3, 4)), np.diag([3, 1, 1, 1.0]), modality="CT"))
+        >>> medload.open(path).read_volume(0)
+        Volume(CT, shape=(2, 3, 4), dtype=float32, spacing=3x1x1 mm, orientation=RAS, steps=0)
+        """
+        rec = self.volumes_record(volume)
+        array = self.read_slices(volume, 0, rec.n_slices)
+        if array.ndim == 4:
+            array = np.ascontiguousarray(array.transpose(1, 0, 2, 3))
+        meta = dict(rec.meta)
+        for name in _META_ATTRS:
+            value = getattr(rec, name)
+            if value:
+                meta[name] = value
+        if rec.channels is not None:
+            meta["channels"] = list(rec.channels)
+        image = Volume(array, rec.affine, modality=rec.modality, meta=meta, history=rec.history)
+        if not mask:
+            return image
+        mask_volume = None
+        if rec.has_mask:
+            mask_volume = Volume(self.read_mask(volume, 0, rec.n_slices), rec.affine, modality=rec.modality,
+                                 meta={"intensity": "labels"})
+        return image, mask_volume
+
+
+def _read(ds, start: int, stop: int, out: np.ndarray, rec: VolumeRecord) -> None:
+    # h5py's low-level read: skips the selection parsing of Dataset.__getitem__ (measurable
+    # at tens of thousands of slices per second).
+    from h5py import h5s
+
+    try:
+        if stop > start:
+            fspace = ds.id.get_space()
+            fspace.select_hyperslab((start,) + (0,) * (out.ndim - 1), out.shape)
+            mspace = h5s.create_simple(out.shape)
+            ds.id.read(mspace, fspace, out)
+    except OSError as exc:
+        raise StoreError(
+            f"{rec.shard}: reading slices {start}:{stop} of volume {rec.key} failed ({exc}); the file may be "
+            "damaged or a compression plugin missing (pip install hdf5plugin)."
+        ) from exc
+
+
+def _shards(path: Path) -> list[Path]:
+    if path.is_dir():
+        shards = sorted(p for p in path.iterdir() if p.suffix in (".h5", ".hdf5") and p.is_file())
+        if not shards:
+            partial = sorted(p.name for p in path.iterdir() if p.name.endswith(fmt.PARTIAL_SUFFIX))
+            hint = (f"; unfinished shards {partial[:3]} exist: a writer is still running or was interrupted "
+                    "(run the conversion again to finish them)") if partial else ""
+            raise StoreError(f"{path} is a folder with no store shards (*.h5){hint}.")
+        return shards
+    if not path.exists():
+        partial = path.with_name(path.name + fmt.PARTIAL_SUFFIX)
+        if partial.exists():
+            raise StoreError(
+                f"{path} is not finished: only {partial.name} exists (a writer is still running or was "
+                "interrupted); run the conversion again to finish it."
+            )
+        raise StoreError(f"{path} does not exist; expected a medload store file or a folder of shards.")
+    return [path]
+
+
+def open(path: str | os.PathLike) -> StoreReader:  # noqa: A001 - medload.open, by design
+    """Open a medload store (one ``.h5`` file or a folder of shard files) for reading.
+
+    Cheap: reads attributes only. Raises :class:`~medload.StoreError` naming what was found
+    when ``path`` is not a medload store (plain HDF5, another file type, truncated, newer schema).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, medload
+    >>> folder = tempfile.mkdtemp()
+    >>> for i in range(2):
+    ...     with medload.Store.create(f"{folder}/shard-{i:04d}.h5") as s:
+    ...         _ = s.add(medload.Volume(np.zeros((3, 2, 2)), np.eye(4), meta={"source_hash": str(i)}))
+    >>> len(medload.open(folder))
+    6
+    """
+    return StoreReader(path)

@@ -1,0 +1,569 @@
+"""``Store``: write Volumes into an HDF5 store, atomically, resumably, one volume at a time.
+
+A store ``out.h5`` is written as ``out.h5.partial`` and renamed to ``out.h5`` by :meth:`Store.close`
+once it is whole, so ``out.h5`` is never half-written. Inside the partial file each volume
+counts only once its ``complete`` attribute is set, which is done after its pixels and
+metadata are flushed. What a crash (SIGKILL, power cut) leaves behind is handled on the next
+``Store.create`` of the same path:
+
+- a ``.partial`` file that opens: its complete volumes whose CRC-32 still matches are copied
+  into a fresh partial file (HDF5 metadata written between two flushes cannot be trusted, so
+  the old file is never written into again) and writing continues from there;
+- a ``.partial`` file that does not open at all (killed before its first flush): it is
+  deleted and the store starts over (the lost volumes are written again);
+- a finished ``out.h5`` to which volumes are added: it is copied to ``out.h5.partial`` first,
+  so readers of ``out.h5`` never see a file that is being written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medload._optional import require
+from medload.deid import sanitize_key
+from medload.errors import StoreError
+from medload.store import _format as fmt
+from medload.volume import Volume
+
+__all__ = ["Store"]
+
+log = logging.getLogger(__name__)
+
+#: Slices encoded and written per call: bounds the extra memory of a write to a few slices.
+BLOCK_SLICES = 32
+
+# Meta keys that become their own attributes; everything else goes into the ``meta`` JSON attr.
+_OWN_ATTRS = ("source", "source_key", "patient_key", "study_key", "series_key", "intensity", "source_hash", "channels")
+
+
+def _h5py():
+    require("hdf5plugin", "the HDF5 store (compressed filters)")
+    return require("h5py", "the HDF5 store")
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "resource temporarily unavailable" in text
+
+
+def content_hash(volume: Volume) -> str:
+    """A hash of a Volume's voxels and affine, used when ``meta['source_hash']`` is absent.
+
+    Examples
+    --------
+    >>> v = Volume(np.zeros((1, 2, 2), np.float32), np.eye(4))
+    >>> content_hash(v)[:8]
+    'content-'
+    """
+    digest = hashlib.sha256()
+    digest.update(str((volume.array.dtype.str, volume.shape)).encode())
+    digest.update(np.ascontiguousarray(volume.array).data)
+    digest.update(np.ascontiguousarray(volume.affine).data)
+    return "content-" + digest.hexdigest()[:32]
+
+
+class Store:
+    """Writer of a medload HDF5 store (schema v1). Use :meth:`Store.create`.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, medload
+    >>> path = tempfile.mkdtemp() + "/out.h5"
+    >>> vol = medload.Volume(np.ones((2, 4, 4), np.float32), np.eye(4), meta={"source_hash": "a"})
+    >>> with medload.Store.create(path) as store:
+    ...     key = store.add(vol, label=1)
+    ...     store.add(vol) == key          # same source_hash: skipped
+    True
+    >>> medload.open(path).volumes[0].label
+    1
+    """
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        raise StoreError("create a store writer with medload.Store.create(path, ...), not Store(...)")
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        dtype: str | None = None,
+        compression: str | None = None,
+        pipeline: Any = None,
+        resume: bool = True,
+        overwrite: bool = False,
+        value_range: tuple[float, float] | None = None,
+    ) -> Store:
+        """Open a store for writing: new, or continuing one written with the same pipeline.
+
+        Parameters
+        ----------
+        path : path-like
+            The store file, e.g. ``out.h5``, or one shard of a folder store, ``out/shard-0001.h5``.
+        dtype : {"float16", "float32", "uint8", "int16"}, optional
+            Stored type of image voxels; default float16 (chosen by ``bench/store.py``). uint8
+            maps ``value_range`` (default each volume's min..max) onto 0..255 and records the
+            scale; int16 stores whole numbers (raw HU) as they are.
+        compression : str, optional
+            ``"none"``, ``"gzip[:level]"``, ``"lzf"``, ``"zstd[:level]"``, ``"blosc2[:level]"``
+            (lz4), ``"blosc2-zstd[:level]"``; ``+shuffle`` adds HDF5's byte shuffle to gzip/lzf/zstd.
+            Default ``"zstd:1"`` (chosen by ``bench/store.py``).
+        pipeline : mapping or object with ``.to_config()``, optional
+            The preprocessing that produced the volumes. Its canonical JSON is recorded; adding
+            to a store made with another pipeline is refused (no stale caches).
+        resume : bool
+            Continue an existing store or a crashed partial one (default). ``False`` refuses
+            to touch an existing store.
+        overwrite : bool
+            Delete an existing store (and partial file) at ``path`` and start empty.
+        value_range : (float, float), optional
+            For ``dtype="uint8"``: the values mapped to 0 and 255 (e.g. ``(0, 1)`` for windowed
+            data). Default: each volume's own min and max.
+
+        Returns
+        -------
+        Store
+            A context manager; :meth:`close` finalizes and renames the file into place.
+
+        Examples
+        --------
+        >>> import tempfile, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> medload.Store.create(path, pipeline={"steps": []}).close()
+        >>> medload.Store.create(path, pipeline={"steps": [1]})
+        Traceback (most recent call last):
+        ...
+        medload.errors.StoreError: ...
+        """
+        self = object.__new__(cls)
+        self._init(Path(path), fmt.check_dtype(dtype), fmt.parse_compression(compression),
+                   fmt.pipeline_config(pipeline), resume, overwrite, value_range)
+        return self
+
+    def _init(self, path, dtype, compression, pipeline, resume, overwrite, value_range) -> None:
+        h5py = _h5py()
+        self._h5py = h5py
+        self.path = path
+        self.partial_path = path.with_name(path.name + fmt.PARTIAL_SUFFIX)
+        self.dtype = dtype
+        self.compression, self._filter_kwargs = compression
+        self.pipeline = pipeline
+        self.pipeline_hash = fmt.pipeline_hash(pipeline)
+        self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
+        self._file = None
+        self._hashes: dict[str, str] = {}  # source_hash -> key
+        self._keys: set[str] = set()
+        self._added = 0
+        self._closed = False
+        #: What was found and done on opening (crash recovery), as sentences.
+        self.problems: list[str] = []
+
+        if path.is_dir():
+            raise StoreError(f"{path} is a folder; a store writer writes one file, e.g. {path / 'shard-0001.h5'}.")
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        exists = path.exists() or self.partial_path.exists()
+        if overwrite:
+            for p in (path, self.partial_path):
+                if p.exists():
+                    p.unlink()
+        elif exists and not resume:
+            raise StoreError(
+                f"{path} already exists (or a partial {self.partial_path.name} from an interrupted run); "
+                "pass resume=True to continue it, or overwrite=True (--overwrite) to start over."
+            )
+        if self.partial_path.exists():
+            self._salvage()
+        if self.partial_path.exists():
+            self._open_partial()
+        elif path.exists():
+            self._read_existing(path)  # copied to a partial file on the first add()
+        else:
+            self._new_partial()
+
+    def _root_attrs(self) -> dict[str, Any]:
+        import medload
+
+        return {
+            "medload_schema": fmt.SCHEMA_VERSION,
+            "medload_version": medload.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "pipeline": fmt.canonical_json(self.pipeline),
+            "pipeline_hash": self.pipeline_hash,
+            "dtype": self.dtype,
+            "compression": self.compression,
+        }
+
+    def _new_partial(self) -> None:
+        f = self._h5py.File(self.partial_path, "w", rdcc_nbytes=0)
+        f.attrs.update(self._root_attrs())
+        f.create_group("volumes")
+        f.flush()
+        self._file = f
+
+    def _check_root(self, attrs, where: Path) -> None:
+        schema = attrs.get("medload_schema")
+        if schema is None:
+            raise StoreError(
+                f"{where} is an HDF5 file but not a medload store (no 'medload_schema' attribute); "
+                "choose another output path, or overwrite=True to replace it."
+            )
+        if int(schema) != fmt.SCHEMA_VERSION:
+            raise StoreError(
+                f"{where} is a medload store of schema {int(schema)}, this medload writes schema "
+                f"{fmt.SCHEMA_VERSION}; write to a new path, or overwrite=True to replace it."
+            )
+        if attrs.get("pipeline_hash") != self.pipeline_hash:
+            raise StoreError(
+                f"{where} was written with another pipeline ({attrs.get('pipeline')}) than this one "
+                f"({fmt.canonical_json(self.pipeline)}); its volumes would be stale. Delete it, "
+                "pass overwrite=True (medload convert --overwrite), or write to a new path."
+            )
+        if attrs.get("dtype") != self.dtype:
+            raise StoreError(
+                f"{where} stores dtype {attrs.get('dtype')}, this writer was asked for {self.dtype}; "
+                f"pass dtype={attrs.get('dtype')!r} to continue it, or overwrite=True to start over."
+            )
+
+    def _register_existing(self, f) -> None:
+        for key, group in f["volumes"].items():
+            if not group.attrs.get("complete", False):
+                continue
+            self._keys.add(key)
+            source_hash = group.attrs.get("source_hash")
+            if source_hash is not None:
+                self._hashes[str(source_hash)] = key
+
+    def _read_existing(self, path: Path) -> None:
+        try:
+            f = self._h5py.File(path, "r", locking=False)
+        except OSError as exc:
+            raise StoreError(
+                f"{path} exists but does not open as HDF5 ({exc}); delete it or pass overwrite=True."
+            ) from exc
+        with f:
+            self._check_root(f.attrs, path)
+            self._register_existing(f)
+
+    def _open_partial(self) -> None:
+        try:
+            f = self._h5py.File(self.partial_path, "r+", rdcc_nbytes=0)
+        except OSError as exc:
+            if _is_lock_error(exc):
+                raise StoreError(
+                    f"{self.partial_path} is being written by another process; each parallel writer "
+                    "needs its own shard file (e.g. out/shard-0001.h5, out/shard-0002.h5)."
+                ) from exc
+            raise
+        self._file = f
+        self._register_existing(f)
+
+    def _salvage(self) -> None:
+        """Rebuild a crashed partial file from its verified complete volumes (see module doc)."""
+        h5py = self._h5py
+        partial = self.partial_path
+        try:
+            src = h5py.File(partial, "r")
+        except OSError as exc:
+            if _is_lock_error(exc):
+                raise StoreError(
+                    f"{partial} is being written by another process; each parallel writer "
+                    "needs its own shard file (e.g. out/shard-0001.h5, out/shard-0002.h5)."
+                ) from exc
+            self.problems.append(
+                f"{partial.name} from an interrupted run did not open as HDF5 ({exc}); it was deleted and the store started over."
+            )
+            log.warning(self.problems[-1])
+            partial.unlink()
+            return
+        kept, dropped = [], []
+        tmp = partial.with_name(partial.name + ".salvage")
+        with src:
+            if "medload_schema" not in src.attrs or "volumes" not in src:
+                self.problems.append(
+                    f"{partial.name} from an interrupted run held no complete header; it was deleted and the store started over."
+                )
+                log.warning(self.problems[-1])
+                partial.unlink()
+                return
+            self._check_root(src.attrs, partial)
+            with h5py.File(tmp, "w", rdcc_nbytes=0) as dst:
+                dst.attrs.update({k: v for k, v in src.attrs.items()})
+                volumes = dst.create_group("volumes")
+                try:
+                    names = list(src["volumes"].keys())
+                except Exception:  # noqa: BLE001 - a damaged group index: nothing to keep
+                    names = []
+                for key in names:
+                    try:
+                        group = src["volumes"][key]
+                        if not group.attrs.get("complete", False):
+                            dropped.append(key)
+                            continue
+                        if not _verify(group):
+                            dropped.append(key)
+                            continue
+                        src.copy(group, volumes, name=key)
+                        kept.append(key)
+                    except Exception:  # noqa: BLE001 - any damage: drop this volume, write it again
+                        dropped.append(key)
+        os.replace(tmp, partial)
+        self.problems.append(
+            f"resumed {partial.name} from an interrupted run: kept {len(kept)} complete volume(s)"
+            + (f", dropped {len(dropped)} incomplete or damaged ({', '.join(dropped[:5])})" if dropped else "")
+            + "."
+        )
+        log.info(self.problems[-1])
+
+    # ------------------------------------------------------------------ writing
+    def has(self, source_hash: str) -> bool:
+        """Whether a complete volume with this ``source_hash`` is already in the store.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> store = medload.Store.create(tempfile.mkdtemp() + "/s.h5")
+        >>> store.has("abc")
+        False
+        >>> store.close()
+        """
+        return str(source_hash) in self._hashes
+
+    @property
+    def keys(self) -> list[str]:
+        """Keys of the complete volumes written so far (this run and before), sorted."""
+        return sorted(self._keys)
+
+    def _writable(self):
+        if self._closed:
+            raise StoreError(f"the store writer of {self.path} is closed; open it again with Store.create(...).")
+        if self._file is None:
+            # Appending to a finished store: work on a copy so its readers never see a write.
+            shutil.copyfile(self.path, self.partial_path)
+            self._open_partial()
+        return self._file
+
+    def _unique_key(self, volume: Volume, key: str | None) -> str:
+        meta = volume.meta
+        base = sanitize_key(str(key or meta.get("series_key") or meta.get("source_key") or "volume"))
+        candidate, n = base, 1
+        while candidate in self._keys or (self._file is not None and candidate in self._file["volumes"]):
+            n += 1
+            candidate = f"{base}-{n}"
+        return candidate
+
+    def add(self, volume: Volume, *, mask: Volume | np.ndarray | None = None, label: int | None = None,
+            key: str | None = None) -> str:
+        """Write one volume (and its mask and label); skip it if already complete here.
+
+        Parameters
+        ----------
+        volume : Volume
+            ``(Z, Y, X)``, or ``(C, Z, Y, X)`` stored as ``(Z, C, Y, X)`` (channels of one slice
+            together, ``meta['channels']`` recorded).
+        mask : Volume or ndarray, optional
+            Integer labels on the same ``(Z, Y, X)`` grid.
+        label : int, optional
+            A per-volume class label.
+        key : str, optional
+            Group name; default ``meta['series_key']`` or ``meta['source_key']``, sanitized and
+            made unique with ``-2``, ``-3``, ...
+
+        Returns
+        -------
+        str
+            The volume's key (the existing one when skipped).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> vol = medload.Volume(np.zeros((2, 3, 3)), np.eye(4), meta={"series_key": "ser/1"})
+        >>> with medload.Store.create(tempfile.mkdtemp() + "/s.h5") as store:
+        ...     store.add(vol, mask=np.ones((2, 3, 3), np.uint8))
+        'ser_1'
+        """
+        if not isinstance(volume, Volume):
+            raise StoreError(f"Store.add takes a medload.Volume, found {type(volume).__name__}; wrap arrays with medload.Volume(array, affine).")
+        meta = volume.meta
+        source_hash = str(meta.get("source_hash") or content_hash(volume))
+        if source_hash in self._hashes:
+            return self._hashes[source_hash]
+        what = f"volume {meta.get('series_key') or meta.get('source_key') or key or '(no key)'}"
+        array = volume.array
+        four_d = array.ndim == 4
+        z, h, w = volume.spatial_shape
+        mask_array = None
+        if mask is not None:
+            mask_array = mask.array if isinstance(mask, Volume) else np.asarray(mask)
+            if mask_array.shape != (z, h, w):
+                raise StoreError(f"{what}: mask shape {mask_array.shape} differs from the image grid {(z, h, w)}; resample it onto the image first.")
+            if isinstance(mask, Volume) and not np.allclose(mask.affine, volume.affine, atol=1e-3):
+                raise StoreError(f"{what}: the mask's affine differs from the image's; resample the mask onto the image grid first.")
+        if label is not None:
+            try:
+                label = int(label)
+            except (TypeError, ValueError):
+                raise StoreError(f"{what}: label must be an integer class, found {label!r}.") from None
+        scale, offset = fmt.encoding(array, self.dtype, value_range=self.value_range, what=what)
+        mdtype = fmt.mask_dtype(mask_array, what) if mask_array is not None else None
+        channels = meta.get("channels")
+        if four_d and channels is not None and len(channels) != array.shape[0]:
+            raise StoreError(f"{what}: meta['channels'] names {len(channels)} channels, the array has {array.shape[0]}.")
+
+        f = self._writable()
+        key = self._unique_key(volume, key)
+        group = f["volumes"].create_group(key)
+        try:
+            stored_shape = (z, array.shape[0], h, w) if four_d else (z, h, w)
+            image = group.create_dataset("image", shape=stored_shape, dtype=self.dtype,
+                                         chunks=(1,) + stored_shape[1:], **self._filter_kwargs)
+            image.attrs["scale"] = scale
+            image.attrs["offset"] = offset
+            crc = 0
+            for z0 in range(0, z, BLOCK_SLICES):
+                z1 = min(z, z0 + BLOCK_SLICES)
+                block = array[:, z0:z1].transpose(1, 0, 2, 3) if four_d else array[z0:z1]
+                block = fmt.encode(block, self.dtype, scale, offset)
+                image[z0:z1] = block
+                crc = fmt.crc32(block, crc)
+            if mask_array is not None:
+                mds = group.create_dataset("mask", shape=(z, h, w), dtype=mdtype, chunks=(1, h, w), **self._filter_kwargs)
+                for z0 in range(0, z, BLOCK_SLICES):
+                    block = np.ascontiguousarray(mask_array[z0:z0 + BLOCK_SLICES], dtype=mdtype)
+                    mds[z0:z0 + len(block)] = block
+                    crc = fmt.crc32(block, crc)
+            attrs = {
+                "affine": np.asarray(volume.affine, dtype=np.float64),
+                "spacing": np.asarray(volume.spacing, dtype=np.float64),
+                "modality": volume.modality,
+                "layout": "ZCYX" if four_d else "ZYX",
+                "source": str(meta.get("source", "unknown")),
+                "source_key": str(meta.get("source_key", "")),
+                "patient_key": str(meta.get("patient_key") or "none"),
+                "study_key": str(meta.get("study_key", "")),
+                "series_key": str(meta.get("series_key", "")),
+                "intensity": str(meta.get("intensity", "")),
+                "history": fmt.canonical_json([[name, params] for name, params in volume.history]),
+                "source_hash": source_hash,
+                "meta": fmt.canonical_json({k: v for k, v in meta.items() if k not in _OWN_ATTRS}),
+                "crc32": np.uint32(crc),
+            }
+            if channels is not None:
+                attrs["channels"] = fmt.canonical_json(list(channels))
+            if label is not None:
+                attrs["label"] = np.int64(label)
+            group.attrs.update(attrs)
+            f.flush()
+            # The flag that makes the volume count: written only once everything above is on disk.
+            group.attrs["complete"] = True
+            f.flush()
+        except BaseException:
+            try:
+                del f["volumes"][key]
+                f.flush()
+            except Exception:  # noqa: BLE001 - the salvage on the next run drops it anyway
+                pass
+            raise
+        self._keys.add(key)
+        self._hashes[source_hash] = key
+        self._added += 1
+        return key
+
+    # ------------------------------------------------------------------ finishing
+    def close(self) -> None:
+        """Write the ``/index``, flush, and rename the partial file into place.
+
+        Examples
+        --------
+        >>> import tempfile, medload, os
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> medload.Store.create(path).close()
+        >>> os.path.exists(path)
+        True
+        """
+        if self._closed:
+            return
+        self._closed = True
+        f = self._file
+        if f is None:  # nothing was added to an existing finished store
+            return
+        self._file = None
+        try:
+            _write_index(f)
+            f.flush()
+        finally:
+            f.close()
+        with open(self.partial_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.partial_path, self.path)
+
+    def abandon(self) -> None:
+        """Close without finalizing: the partial file stays, and the next run resumes it."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._file is not None:
+            try:
+                self._file.flush()
+            finally:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # On an error the store is not whole: keep it as a partial file that the next run resumes.
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, dtype={self.dtype}, compression={self.compression}, volumes={len(self._keys)})"
+
+
+def _verify(group) -> bool:
+    crc = 0
+    image = group["image"]
+    for z0 in range(0, image.shape[0], BLOCK_SLICES):
+        crc = fmt.crc32(image[z0:z0 + BLOCK_SLICES], crc)
+    if "mask" in group:
+        mask = group["mask"]
+        for z0 in range(0, mask.shape[0], BLOCK_SLICES):
+            crc = fmt.crc32(mask[z0:z0 + BLOCK_SLICES], crc)
+    return int(group.attrs.get("crc32", -1)) == crc
+
+
+def _write_index(f) -> None:
+    """``/index`` (one row per slice), ``/volume_keys`` and ``/patient_keys`` of the complete volumes."""
+    keys, patients, rows = [], {}, []
+    for key, group in f["volumes"].items():
+        if not group.attrs.get("complete", False):
+            continue
+        n = group["image"].shape[0]
+        patient = str(group.attrs.get("patient_key", "none"))
+        p = patients.setdefault(patient, len(patients))
+        label = int(group.attrs["label"]) if "label" in group.attrs else -1
+        block = np.zeros(n, dtype=fmt.INDEX_DTYPE)
+        block["volume"], block["slice"], block["patient"], block["label"] = len(keys), np.arange(n), p, label
+        rows.append(block)
+        keys.append(key)
+    for name in ("index", "volume_keys", "patient_keys"):
+        if name in f:
+            del f[name]
+    index = np.concatenate(rows) if rows else np.zeros(0, dtype=fmt.INDEX_DTYPE)
+    f.create_dataset("index", data=index)
+    string = _h5py().string_dtype()
+    f.create_dataset("volume_keys", data=np.array(keys, dtype=object), dtype=string)
+    f.create_dataset("patient_keys", data=np.array(list(patients), dtype=object), dtype=string)
+    f.attrs["n_volumes"] = len(keys)
+    f.attrs["n_slices"] = len(index)
