@@ -154,7 +154,14 @@ def _open(path: Path):
                 "expected b'\\x1f\\x8b'); rename it to .nii if it is an uncompressed NIfTI, else re-export it."
             )
     try:
-        image = nib.load(str(path), mmap=False)
+        if _has_nifti_suffix(path):
+            image = nib.load(str(path), mmap=False)
+        else:  # nibabel picks the format by suffix; a NIfTI without one is opened by its magic
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+            klass = nib.Nifti2Image if head[4:8] == b"n+2\x00" else nib.Nifti1Image
+            holder = nib.fileholders.FileHolder(str(path))
+            image = klass.from_file_map({"header": holder, "image": holder}, mmap=False)
     except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, EOFError, zlib.error, OSError, ValueError) as exc:
         raise ReadError(
             f"Could not read {path} as NIfTI ({type(exc).__name__}: {exc}); expected a NIfTI-1/2 "
