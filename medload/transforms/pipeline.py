@@ -1,0 +1,240 @@
+"""``Pipeline``: transforms applied in order, saved as JSON/TOML, rebuilt from a Volume's history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medload.errors import TransformError
+from medload.transforms.base import Transform, get_transform, json_params
+from medload.volume import Volume
+
+__all__ = ["Pipeline", "CONFIG_VERSION"]
+
+#: Version of the ``{"medload_pipeline": 1, "steps": [...]}`` config layout.
+CONFIG_VERSION = 1
+
+
+def _build(name: str, params: Mapping[str, Any], workers: int | None) -> Transform:
+    cls = get_transform(name)
+    kwargs = dict(params)
+    if cls.slice_wise:
+        kwargs["workers"] = workers
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise TransformError(f"transform {name!r}: parameters {dict(params)} do not fit ({exc})") from None
+
+
+class Pipeline:
+    """Transforms applied in order; ``pipe(vol)`` or ``pipe(vol, mask=mask)``.
+
+    Masks follow spatial steps only (same crop, same resampling, nearest neighbour).
+
+    Parameters
+    ----------
+    steps : sequence of Transform
+    workers : int or None, optional
+        Threads for slice-wise steps that do not set their own (``None``: every core).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from medload.transforms import Window, ResizeSlices
+    >>> vol = Volume(np.zeros((2, 10, 10), np.int16), np.eye(4), modality="CT")
+    >>> pipe = Pipeline([Window("abdomen"), ResizeSlices(8)])
+    >>> out = pipe(vol)
+    >>> out.shape, [name for name, _ in out.history]
+    ((2, 8, 8), ['window', 'resize_slices'])
+    >>> Pipeline.from_history(out.history)(vol).array.tolist() == out.array.tolist()
+    True
+    >>> print(pipe.describe())
+    1. window(window=abdomen, center=40.0, width=400.0, force=False)
+    2. resize_slices(size=[8, 8], mode=pad-crop, order=1, anti_aliasing=True)
+    """
+
+    def __init__(self, steps: Sequence[Transform] = ()) -> None:
+        steps = list(steps)
+        for i, step in enumerate(steps):
+            if not isinstance(step, Transform):
+                raise TransformError(
+                    f"Pipeline step {i} must be a medload Transform, found {type(step).__name__}; "
+                    "build steps from medload.transforms (e.g. Window('brain'))."
+                )
+        self.steps = steps
+
+    # --- running ---------------------------------------------------------------------
+    def __call__(self, volume: Volume, mask: Volume | None = None):
+        if mask is not None:
+            if not isinstance(mask, Volume):
+                raise TransformError(f"mask must be a medload.Volume, found {type(mask).__name__}")
+            if mask.spatial_shape != volume.spatial_shape or not np.allclose(mask.affine, volume.affine, atol=1e-3):
+                raise TransformError(
+                    f"mask grid does not match the image: mask shape {mask.spatial_shape}, image shape "
+                    f"{volume.spatial_shape}; affines equal: {np.allclose(mask.affine, volume.affine, atol=1e-3)}. "
+                    "Resample the mask onto the image grid first."
+                )
+            for step in self.steps:
+                volume, mask = step.apply_pair(volume, mask)
+            return volume, mask
+        for step in self.steps:
+            volume = step(volume)
+        return volume
+
+    # --- containers ------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[Transform]:
+        return iter(self.steps)
+
+    def __getitem__(self, index: int) -> Transform:
+        return self.steps[index]
+
+    def __add__(self, other: Pipeline | Transform | Iterable[Transform]) -> Pipeline:
+        extra = [other] if isinstance(other, Transform) else list(other)
+        return Pipeline(self.steps + extra)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pipeline) and self.to_config() == other.to_config()
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.steps!r})"
+
+    def describe(self) -> str:
+        """One line per step, numbered."""
+        return "\n".join(f"{i}. {step.describe()}" for i, step in enumerate(self.steps, 1)) or "(no steps)"
+
+    # --- configs ---------------------------------------------------------------------
+    def to_config(self) -> dict[str, Any]:
+        """``{"medload_pipeline": 1, "steps": [{"name": ..., "params": {...}}, ...]}``, JSON-able."""
+        return {"medload_pipeline": CONFIG_VERSION,
+                "steps": [{"name": s.name, "params": json_params(s.params())} for s in self.steps]}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, workers: int | None = 1) -> Pipeline:
+        """Rebuild from :meth:`to_config`'s dict.
+
+        Examples
+        --------
+        >>> from medload.transforms import Window
+        >>> Pipeline.from_config(Pipeline([Window("lung")]).to_config())[0].center
+        -600.0
+        """
+        if not isinstance(config, Mapping) or "steps" not in config:
+            raise TransformError(
+                "a pipeline config must be a mapping with 'medload_pipeline' and 'steps', found "
+                f"{type(config).__name__} with keys {list(config) if isinstance(config, Mapping) else '-'}"
+            )
+        version = config.get("medload_pipeline", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise TransformError(f"pipeline config version {version!r} is not supported; expected {CONFIG_VERSION}")
+        steps = []
+        for i, step in enumerate(config["steps"]):
+            if not isinstance(step, Mapping) or "name" not in step:
+                raise TransformError(f"pipeline config step {i} must be {{'name': ..., 'params': {{...}}}}, found {step!r}")
+            steps.append(_build(step["name"], step.get("params", {}), workers))
+        return cls(steps)
+
+    @classmethod
+    def from_history(cls, history: Iterable[Sequence[Any]], *, unknown: str = "error",
+                     workers: int | None = 1) -> Pipeline:
+        """Rebuild the steps recorded in ``Volume.history`` (tuples, or lists after JSON).
+
+        ``unknown="skip"`` ignores entries that are not transforms (e.g. a reader's own step).
+
+        Examples
+        --------
+        >>> import json, numpy as np
+        >>> from medload.transforms import Window
+        >>> vol = Volume(np.arange(8.0).reshape(2, 2, 2), np.eye(4), modality="CT")
+        >>> out = Window(center=4, width=8)(vol)
+        >>> replay = Pipeline.from_history(json.loads(json.dumps(out.history)))
+        >>> bool((replay(vol).array == out.array).all())
+        True
+        """
+        from medload.transforms.base import REGISTRY
+
+        if unknown not in ("error", "skip"):
+            raise TransformError(f"unknown must be 'error' or 'skip', found {unknown!r}")
+        steps = []
+        for entry in history:
+            name, params = entry[0], entry[1]
+            if name not in REGISTRY and unknown == "skip":
+                continue
+            steps.append(_build(name, params, workers))
+        return cls(steps)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as ``.json`` or ``.toml`` (chosen by the suffix).
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from medload.transforms import Window
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "pipe.toml"
+        >>> Pipeline.load(Pipeline([Window("bone")]).save(p))[0].width
+        1800.0
+        """
+        path = Path(path)
+        config = self.to_config()
+        if path.suffix == ".json":
+            text = json.dumps(config, indent=2) + "\n"
+        elif path.suffix == ".toml":
+            text = _to_toml(config)
+        else:
+            raise TransformError(f"pipeline file {path} must end in .json or .toml, found {path.suffix!r}")
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, workers: int | None = 1) -> Pipeline:
+        """Read a ``.json`` or ``.toml`` pipeline config written by :meth:`save` or by hand."""
+        path = Path(path)
+        if not path.is_file():
+            raise TransformError(f"pipeline file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix == ".toml":
+                import tomllib
+
+                config = tomllib.loads(text)
+            elif path.suffix == ".json":
+                config = json.loads(text)
+            else:
+                raise TransformError(f"pipeline file {path} must end in .json or .toml, found {path.suffix!r}")
+        except (ValueError,) as exc:
+            if isinstance(exc, TransformError):
+                raise
+            raise TransformError(f"pipeline file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+        return cls.from_config(config, workers=workers)
+
+
+def _toml_value(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+    raise TransformError(f"TOML cannot hold the value {value!r} at {where}; save the pipeline as .json instead")
+
+
+def _to_toml(config: Mapping[str, Any]) -> str:
+    lines = [f"medload_pipeline = {int(config['medload_pipeline'])}", ""]
+    for i, step in enumerate(config["steps"]):
+        lines += ["[[steps]]", f"name = {json.dumps(step['name'])}", "[steps.params]"]
+        for key, value in step["params"].items():
+            if value is None:
+                continue  # TOML has no null; a missing key takes the transform's default, which is None
+            lines.append(f"{key} = {_toml_value(value, f'steps[{i}].params.{key}')}")
+        lines.append("")
+    return "\n".join(lines)

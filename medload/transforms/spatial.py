@@ -1,0 +1,392 @@
+"""Spatial transforms: resample to a spacing, reorient, crop to foreground, fixed slice size.
+
+Every one returns the new grid's affine computed exactly from the old one (``A_new = A_old @ M``
+with ``M`` mapping new indices to old), so a voxel keeps its world position; label masks follow
+with nearest-neighbour interpolation and keep their dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from medload.errors import TransformError
+from medload.transforms.base import Transform, check_finite, check_range, map_frames
+from medload.volume import Volume
+
+__all__ = [
+    "resample",
+    "reorient_ornt",
+    "foreground_box",
+    "pad_crop_plan",
+    "Resample",
+    "Reorient",
+    "CropForeground",
+    "ResizeSlices",
+]
+
+_INTERPOLATORS = {"nearest": "sitkNearestNeighbor", "linear": "sitkLinear", "bspline": "sitkBSpline"}
+
+
+def _check_mask_grid(mask: Volume, name: str) -> None:
+    if not np.issubdtype(mask.array.dtype, np.integer) and mask.array.dtype != bool:
+        raise TransformError(f"{name}: a mask must hold integer labels or booleans, found dtype {mask.array.dtype}")
+
+
+def resample(array: np.ndarray, *, zoom: Sequence[float], shape: Sequence[int], interpolation: str = "linear") -> np.ndarray:
+    """Resample a 3D array on the grid whose index ``j`` sits at old index ``j * zoom`` (SimpleITK).
+
+    ``zoom`` is new spacing / old spacing per axis; sample 0 stays on voxel 0, so world
+    coordinates are kept by scaling the affine's columns by ``zoom``. Nearest keeps dtype; linear
+    and B-spline give float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.arange(4.0).reshape(1, 1, 4) * np.ones((2, 2, 1))
+    >>> resample(a, zoom=(1, 1, 0.5), shape=(2, 2, 7))[0, 0].tolist()
+    [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    """
+    import SimpleITK as sitk
+
+    if interpolation not in _INTERPOLATORS:
+        raise TransformError(f"resample: interpolation must be one of {', '.join(_INTERPOLATORS)}, found {interpolation!r}")
+    keep = interpolation == "nearest"
+    src = np.asarray(array)
+    if keep and src.dtype == bool:
+        src = src.astype(np.uint8)
+    elif not keep:
+        src = src.astype(np.float32, copy=False)
+    image = sitk.GetImageFromArray(src)  # sitk axes are (x, y, z): reverse ours
+    ref = sitk.Image([int(n) for n in shape[::-1]], image.GetPixelID())
+    ref.SetSpacing([float(z) for z in zoom[::-1]])
+    out = sitk.Resample(image, ref, sitk.Transform(), getattr(sitk, _INTERPOLATORS[interpolation]), 0.0,
+                        image.GetPixelID())
+    result = sitk.GetArrayFromImage(out)
+    return result.astype(bool) if keep and np.asarray(array).dtype == bool else result
+
+
+def reorient_ornt(affine: np.ndarray, axcodes: Sequence[str]) -> np.ndarray:
+    """The nibabel orientation transform taking an array with ``affine`` to ``axcodes``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reorient_ornt(np.diag([1.0, -1, 1, 1]), ("R", "A", "S")).tolist()
+    [[0.0, 1.0], [1.0, -1.0], [2.0, 1.0]]
+    """
+    import nibabel.orientations as nio
+
+    return nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(tuple(axcodes)))
+
+
+def foreground_box(mask: np.ndarray, *, margin: Sequence[int] = (0, 0, 0)) -> list[list[int]]:
+    """``[[start, stop], ...]`` per axis of the True voxels, grown by ``margin`` and clipped.
+
+    An empty mask gives the whole array (nothing to crop to).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = np.zeros((4, 6, 6), bool); m[1:3, 2:4, 1:5] = True
+    >>> foreground_box(m, margin=(0, 1, 1))
+    [[1, 3], [1, 5], [0, 6]]
+    """
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return [[0, n] for n in mask.shape]
+    box = []
+    for axis, n in enumerate(mask.shape):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append([max(int(hit[0]) - int(margin[axis]), 0), min(int(hit[-1]) + 1 + int(margin[axis]), n)])
+    return box
+
+
+def pad_crop_plan(n: int, size: int) -> tuple[int, int]:
+    """``(start, pad_before)``: centre a length ``n`` into ``size`` (crop if larger, pad if smaller).
+
+    Examples
+    --------
+    >>> pad_crop_plan(10, 6), pad_crop_plan(6, 10)
+    ((2, 0), (0, 2))
+    """
+    if n >= size:
+        return (n - size) // 2, 0
+    return 0, (size - n) // 2
+
+
+def _shift_affine(affine: np.ndarray, offset: Sequence[float]) -> np.ndarray:
+    out = np.array(affine, dtype=np.float64)
+    out[:3, 3] = affine[:3, :3] @ np.asarray(offset, np.float64) + affine[:3, 3]
+    return out
+
+
+class Resample(Transform):
+    """Resample to a target spacing in mm (``None`` keeps an axis), world coordinates kept.
+
+    Voxel 0 keeps its position; the affine's columns are scaled to the new spacing. Images:
+    ``"linear"`` or ``"bspline"``; masks: nearest neighbour. History records the new shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vol = Volume(np.zeros((10, 20, 20), np.float32), np.diag([3.0, 0.5, 0.5, 1]))
+    >>> out = Resample(spacing=(1.5, 1.0, 1.0))(vol)
+    >>> out.shape, out.spacing
+    ((20, 10, 10), (1.5, 1.0, 1.0))
+    """
+
+    name = "resample"
+    is_spatial = True
+
+    def __init__(self, spacing: Sequence[float | None] | float = (None, 1.0, 1.0), interpolation: str = "linear",
+                 shape: Sequence[int] | None = None) -> None:
+        values = [spacing] * 3 if np.isscalar(spacing) else list(spacing)
+        if len(values) != 3:
+            raise TransformError(f"{self.name}: spacing needs 3 values (z, y, x) in mm, found {spacing!r}")
+        self.spacing = [None if v is None else check_range("spacing", v, low=0, low_open=True, high=100,
+                                                            transform=self.name) for v in values]
+        if interpolation not in ("linear", "bspline", "nearest"):
+            raise TransformError(f"{self.name}: interpolation must be 'linear', 'bspline' or 'nearest', found {interpolation!r}")
+        self.interpolation = interpolation
+        self.shape = None if shape is None else [int(n) for n in shape]
+
+    def params(self):
+        return {"spacing": self.spacing, "interpolation": self.interpolation, "shape": self.shape}
+
+    def _grid(self, volume: Volume) -> tuple[list[float], list[int], list[float]]:
+        old = [float(s) for s in np.linalg.norm(volume.affine[:3, :3], axis=0)]
+        new = [o if s is None else s for o, s in zip(old, self.spacing)]
+        zoom = [n / o for n, o in zip(new, old)]
+        shape = self.shape or [max(int(round(n * o / s)), 1) for n, o, s in zip(volume.spatial_shape, old, new)]
+        return zoom, shape, new
+
+    def plan(self, volume):
+        _, shape, new = self._grid(volume)
+        return Resample(new, self.interpolation, shape)
+
+    def _affine(self, volume, zoom):
+        affine = np.array(volume.affine)
+        affine[:3, :3] = affine[:3, :3] * np.asarray(zoom)[None, :]
+        return affine
+
+    def apply(self, volume):
+        check_finite(volume.array, self.name)
+        zoom, shape, new = self._grid(volume)
+        out = map_frames(lambda a: resample(a, zoom=zoom, shape=shape, interpolation=self.interpolation), volume.array)
+        concrete = {"spacing": new, "interpolation": self.interpolation, "shape": shape}
+        return out, concrete, {"affine": self._affine(volume, zoom)}
+
+    def apply_mask(self, mask):
+        _check_mask_grid(mask, self.name)
+        zoom, shape, new = self._grid(mask)
+        out = map_frames(lambda a: resample(a, zoom=zoom, shape=shape, interpolation="nearest"), mask.array)
+        return mask.with_array(out, affine=self._affine(mask, zoom),
+                               step=(self.name, {"spacing": new, "interpolation": "nearest", "shape": shape}))
+
+
+class Reorient(Transform):
+    """Flip/permute axes to a canonical orientation, exactly (no interpolation).
+
+    ``axcodes`` names where array axes ``(z, y, x)`` point; the default ``("S", "A", "R")`` is
+    nibabel's RAS canonical in medload's axis order (the voxels of
+    ``nibabel.as_closest_canonical(vol.to_nifti())``): axis 0, the slice axis, runs inferior
+    to superior.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vol = Volume(np.zeros((2, 3, 4)), np.diag([-1.0, 1, 1, 1]))   # axis 0 points left
+    >>> Reorient()(vol).orientation
+    ('S', 'A', 'R')
+    """
+
+    name = "reorient"
+    is_spatial = True
+
+    def __init__(self, axcodes: Sequence[str] = ("S", "A", "R")) -> None:
+        codes = [str(c).upper() for c in axcodes]
+        world_axis = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+        if len(codes) != 3 or sorted(world_axis.get(c, -1) for c in codes) != [0, 1, 2]:
+            raise TransformError(f"{self.name}: axcodes must name each of L/R, A/P, S/I once, found {axcodes!r}")
+        self.axcodes = codes
+
+    def params(self):
+        return {"axcodes": self.axcodes}
+
+    def _do(self, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+        import nibabel.orientations as nio
+
+        ornt = reorient_ornt(volume.affine, self.axcodes)
+        spatial = volume.spatial_shape
+        array = volume.array
+        if array.ndim == 4:
+            out = np.stack([nio.apply_orientation(f, ornt) for f in array])
+        else:
+            out = nio.apply_orientation(array, ornt)
+        affine = volume.affine @ nio.inv_ornt_aff(ornt, spatial)
+        return np.ascontiguousarray(out), affine
+
+    def apply(self, volume):
+        out, affine = self._do(volume)
+        return out, self.params(), {"affine": affine}
+
+    def apply_mask(self, mask):
+        _check_mask_grid(mask, self.name)
+        out, affine = self._do(mask)
+        return mask.with_array(out, affine=affine, step=(self.name, self.params()))
+
+
+class CropForeground(Transform):
+    """Crop to the bounding box of the foreground plus ``margin`` voxels; the origin shifts.
+
+    Foreground: ``value > threshold``; with ``threshold=None`` the CT body mask for CT volumes
+    (air and table dropped) and "above the minimum" otherwise. The box found goes to history,
+    so replaying crops the same voxels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.zeros((4, 10, 10)); a[1:3, 2:5, 3:9] = 1
+    >>> out = CropForeground(margin=1)(Volume(a, np.eye(4)))
+    >>> out.shape, out.origin
+    ((4, 5, 8), (0.0, 1.0, 2.0))
+    """
+
+    name = "crop_foreground"
+    is_spatial = True
+
+    def __init__(self, threshold: float | None = None, margin: int | Sequence[int] = 0,
+                 box: Sequence[Sequence[int]] | None = None) -> None:
+        self.threshold = None if threshold is None else check_range("threshold", threshold, transform=self.name)
+        margins = [margin] * 3 if np.isscalar(margin) else list(margin)
+        if len(margins) != 3:
+            raise TransformError(f"{self.name}: margin needs 1 or 3 values, found {margin!r}")
+        self.margin = [int(check_range("margin", m, low=0, transform=self.name)) for m in margins]
+        self.box = None if box is None else [[int(a), int(b)] for a, b in box]
+
+    def params(self):
+        return {"threshold": self.threshold, "margin": self.margin, "box": self.box}
+
+    def _box(self, volume: Volume) -> list[list[int]]:
+        if self.box is not None:
+            for (a, b), n in zip(self.box, volume.spatial_shape):
+                if not 0 <= a < b <= n:
+                    raise TransformError(f"{self.name}: box {self.box} does not fit a volume of shape {volume.spatial_shape}")
+            return self.box
+        check_finite(volume.array, self.name)
+        array = volume.array if volume.array.ndim == 3 else volume.array.max(axis=0)
+        if self.threshold is not None:
+            mask = array > self.threshold
+        elif volume.modality == "CT" and volume.meta.get("intensity", "HU") == "HU":
+            from medload.transforms.intensity import ct_body_mask
+
+            mask = ct_body_mask(array, spacing=volume.spacing)
+        else:
+            mask = array > array.min()
+        return foreground_box(mask, margin=self.margin)
+
+    def plan(self, volume):
+        return CropForeground(self.threshold, self.margin, self._box(volume))
+
+    def _crop(self, volume: Volume, box):
+        index = (Ellipsis,) + tuple(slice(a, b) for a, b in box)
+        return np.ascontiguousarray(volume.array[index]), _shift_affine(volume.affine, [a for a, _ in box])
+
+    def apply(self, volume):
+        box = self._box(volume)
+        out, affine = self._crop(volume, box)
+        return out, {**self.params(), "box": box}, {"affine": affine}
+
+    def apply_mask(self, mask):
+        _check_mask_grid(mask, self.name)
+        out, affine = self._crop(mask, self._box(mask))
+        return mask.with_array(out, affine=affine, step=(self.name, self.params()))
+
+
+class ResizeSlices(Transform):
+    """Bring every slice to ``size`` (``H, W``) rows and columns; the slice count is kept.
+
+    ``mode="pad-crop"``: centred crop or pad with ``pad_value`` (default: the volume minimum,
+    recorded); the origin shifts, spacing is kept. ``mode="resize"``: interpolate
+    (``skimage.transform.resize``, pixel centres aligned as skimage does: new pixel ``j`` sits
+    at old ``(j + 0.5) * n / size - 0.5``); the in-plane spacing in the affine changes. Masks:
+    padded with 0, or resized nearest neighbour.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vol = Volume(np.zeros((2, 100, 80)), np.eye(4))
+    >>> ResizeSlices(64)(vol).shape, ResizeSlices((50, 40), mode="resize")(vol).spacing
+    ((2, 64, 64), (1.0, 2.0, 2.0))
+    """
+
+    name = "resize_slices"
+    is_spatial = True
+
+    def __init__(self, size: int | Sequence[int] = 256, mode: str = "pad-crop", pad_value: float | None = None,
+                 order: int = 1, anti_aliasing: bool = True) -> None:
+        sizes = [size, size] if np.isscalar(size) else list(size)
+        if len(sizes) != 2:
+            raise TransformError(f"{self.name}: size must be one number or (H, W), found {size!r}")
+        self.size = [int(check_range("size", s, low=1, high=16384, transform=self.name)) for s in sizes]
+        if mode not in ("pad-crop", "resize"):
+            raise TransformError(f"{self.name}: mode must be 'pad-crop' or 'resize', found {mode!r}")
+        self.mode = mode
+        self.pad_value = None if pad_value is None else check_range("pad_value", pad_value, transform=self.name)
+        self.order = int(check_range("order", order, low=0, high=5, transform=self.name))
+        self.anti_aliasing = bool(anti_aliasing)
+
+    def params(self):
+        return {"size": self.size, "mode": self.mode, "pad_value": self.pad_value, "order": self.order,
+                "anti_aliasing": self.anti_aliasing}
+
+    def plan(self, volume):
+        pad = self.pad_value
+        if pad is None and self.mode == "pad-crop":
+            pad = float(volume.array.min())
+        return ResizeSlices(self.size, self.mode, pad, self.order, self.anti_aliasing)
+
+    def _pad_crop(self, array: np.ndarray, fill: float) -> tuple[np.ndarray, list[int]]:
+        (ny, nx), (hy, hx) = array.shape[-2:], self.size
+        (sy, py), (sx, px) = pad_crop_plan(ny, hy), pad_crop_plan(nx, hx)
+        out = np.full(array.shape[:-2] + (hy, hx), fill, dtype=array.dtype)
+        cy, cx = min(ny, hy), min(nx, hx)
+        out[..., py:py + cy, px:px + cx] = array[..., sy:sy + cy, sx:sx + cx]
+        return out, [0, sy - py, sx - px]
+
+    def _resize(self, volume: Volume, *, order: int, anti_aliasing: bool) -> tuple[np.ndarray, np.ndarray]:
+        from skimage.transform import resize
+
+        (ny, nx), (hy, hx) = volume.spatial_shape[-2:], self.size
+        shape = volume.array.shape[:-2] + (hy, hx)
+        source = volume.array if order > 0 else volume.array
+        out = resize(source, shape, order=order, mode="edge", preserve_range=True,
+                     anti_aliasing=anti_aliasing and order > 0)
+        sy, sx = ny / hy, nx / hx
+        m = np.eye(4)
+        m[1, 1], m[2, 2] = sy, sx
+        m[1, 3], m[2, 3] = 0.5 * sy - 0.5, 0.5 * sx - 0.5
+        return out, volume.affine @ m
+
+    def apply(self, volume):
+        check_finite(volume.array, self.name)
+        planned = self.plan(volume)
+        if self.mode == "pad-crop":
+            out, offset = self._pad_crop(volume.array, planned.pad_value)
+            return out, planned.params(), {"affine": _shift_affine(volume.affine, offset)}
+        out, affine = self._resize(volume, order=self.order, anti_aliasing=self.anti_aliasing)
+        return out.astype(np.float32), planned.params(), {"affine": affine}
+
+    def apply_mask(self, mask):
+        _check_mask_grid(mask, self.name)
+        if self.mode == "pad-crop":
+            out, offset = self._pad_crop(mask.array, 0)
+            affine = _shift_affine(mask.affine, offset)
+        else:
+            out, affine = self._resize(mask, order=0, anti_aliasing=False)
+            out = out.astype(mask.array.dtype)
+        params = {**self.params(), "pad_value": 0.0, "order": 0, "anti_aliasing": False}
+        return mask.with_array(out, affine=affine, step=(self.name, params))
