@@ -1,0 +1,185 @@
+"""What SliceDataset and VolumeDataset share: the lazy per-process store handle, the choice
+of volumes (split), labels, masks and channels, all worked out once, as numpy, in ``__init__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medload.datasets.labels import resolve_labels
+from medload.datasets.splits import split as make_split
+from medload.errors import MedloadError
+
+
+def open_reader(store: Any) -> tuple[Any, str | None]:
+    """A StoreReader and the path it came from (``None`` if the reader does not say)."""
+    if isinstance(store, (str, Path)):
+        from medload.store import open as open_store
+
+        return open_store(store), str(store)
+    if hasattr(store, "read_slices") and hasattr(store, "volumes"):
+        path = getattr(store, "path", None)
+        return store, (str(path) if path is not None else None)
+    raise MedloadError(
+        f"a dataset needs a store: a path to an .h5 file or a folder of shards, or "
+        f"medload.open(path); found {type(store).__name__}."
+    )
+
+
+class StoreDatasetBase:
+    """Selection, labels, masks and channels over a store; subclasses add the items."""
+
+    def __init__(
+        self,
+        store: Any,
+        split: str | None = None,
+        *,
+        splits: Mapping[str, Sequence[str]] | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        channels: None | str | Sequence[str] = None,
+        with_mask: bool = True,
+        standardize: bool = False,
+        labels: Any = None,
+        label_key: str = "patient",
+        return_tuple: bool = False,
+        seed: int = 0,
+    ) -> None:
+        reader, path = open_reader(store)
+        self._reader: Any = reader
+        self._path = path
+        self.transform = transform
+        self.standardize = bool(standardize)
+        self.return_tuple = bool(return_tuple)
+        self.seed = int(seed)
+        self.split = split
+        store_name = path or "the store"
+
+        records = list(reader.volumes)
+        if not records:
+            raise MedloadError(f"store {store_name} holds no complete volume; convert some data into it first.")
+        #: Volume keys in store order (``item["volume"]`` indexes this list).
+        self.volume_keys: list[str] = [str(r.key) for r in records]
+
+        # --- which volumes: by patient, never by slice -------------------------------------
+        if split is None:
+            chosen = np.ones(len(records), bool)
+        else:
+            if splits is None:
+                splits = make_split(reader, seed=self.seed)
+            if split not in splits:
+                raise MedloadError(
+                    f"split {split!r} is not one of {sorted(splits)} (store {store_name}); pass one of "
+                    f"those, or splits=medload.split(store, fractions={{...}}) naming {split!r}."
+                )
+            patients = {str(p) for p in splits[split]}
+            chosen = np.array([str(r.patient_key) in patients for r in records], bool)
+            if not chosen.any():
+                raise MedloadError(
+                    f"split {split!r} ({len(patients)} patients) selects no volume of store {store_name}; "
+                    "the splits were made for other patients (check the store and the splits' source)."
+                )
+        self.volume_ids = np.flatnonzero(chosen).astype(np.int64)
+        selected = [records[i] for i in self.volume_ids]
+
+        # --- labels ---------------------------------------------------------------------------
+        self.volume_labels, self.classes = resolve_labels(records, labels, label_key=label_key, store_name=store_name)
+        self.has_labels = bool((self.volume_labels[self.volume_ids] >= 0).any())
+        if self.return_tuple and not self.has_labels:
+            raise MedloadError(
+                f"return_tuple=True gives (image, label) but no selected volume of {store_name} has a label; "
+                "pass labels= (a CSV, a mapping or label_from(...)) or return_tuple=False."
+            )
+
+        # --- masks ------------------------------------------------------------------------------
+        has_mask = [bool(getattr(r, "has_mask", False)) for r in selected]
+        if with_mask and any(has_mask) and not all(has_mask):
+            missing = next(r.key for r, m in zip(selected, has_mask) if not m)
+            raise MedloadError(
+                f"with_mask=True but volume {missing!r} of {store_name} has no mask while others do "
+                f"({sum(has_mask)} of {len(has_mask)}); items could not be batched. Pass with_mask=False "
+                "or select volumes that all have masks."
+            )
+        self.with_mask = bool(with_mask and all(has_mask))
+
+        # --- channels ---------------------------------------------------------------------------
+        self._channel_index: dict[int, np.ndarray | None] = {}
+        counts = set()
+        self.replicate3 = channels == "replicate3"
+        for vid, rec in zip(self.volume_ids, selected):
+            stored = list(getattr(rec, "channels", None) or [])
+            n_stored = max(len(stored), 1)
+            if channels is None or self.replicate3:
+                idx = None
+                n = n_stored
+                if self.replicate3 and n_stored != 1:
+                    raise MedloadError(
+                        f"channels='replicate3' copies one stored channel three times, but volume {rec.key!r} "
+                        f"has {n_stored} channels {stored}; pass channels=None or a list of names."
+                    )
+            elif isinstance(channels, str):
+                raise MedloadError(f"channels must be None, 'replicate3' or a list of channel names, found {channels!r}.")
+            else:
+                wanted = [str(c) for c in channels]
+                absent = [c for c in wanted if c not in stored]
+                if absent:
+                    raise MedloadError(
+                        f"channels {absent} are not stored in volume {rec.key!r} of {store_name}; "
+                        f"it has {stored or 'one unnamed channel'}."
+                    )
+                idx = np.array([stored.index(c) for c in wanted], np.int64)
+                n = len(wanted)
+            self._channel_index[int(vid)] = idx
+            counts.add(n)
+        if len(counts) > 1:
+            raise MedloadError(
+                f"the selected volumes of {store_name} have different channel counts {sorted(counts)}; "
+                "pass channels=[names] to pick the same channels from each."
+            )
+        #: Channels per slice as read (before 2.5D context stacking or replication).
+        self.stored_channels = counts.pop()
+
+    # --- the store handle ----------------------------------------------------------------------
+    @property
+    def reader(self) -> Any:
+        """The read-only StoreReader.
+
+        It pickles as its path and metadata and opens its h5py files lazily in each process
+        (dropping, never using, handles inherited through fork), so the dataset needs no
+        ``worker_init_fn`` and workers never re-scan the store's attributes.
+        """
+        return self._reader
+
+    # --- helpers for subclasses ---------------------------------------------------------------
+    def _read(self, volume: int, start: int, stop: int) -> np.ndarray:
+        """Slices ``start:stop`` of one volume as float32 ``(n, C, H, W)``, channels chosen."""
+        arr = self.reader.read_slices(int(volume), int(start), int(stop))
+        if arr.ndim == 3:
+            arr = arr[:, None]
+        idx = self._channel_index.get(int(volume))
+        if idx is not None:
+            arr = arr[:, idx]
+        return arr
+
+    def _read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.reader.read_mask(int(volume), int(start), int(stop))).astype(np.int64, copy=False)
+
+
+def standardize_channels(image: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:
+    """Zero mean, unit standard deviation per channel of ``(C, ...)`` (a constant channel: zero mean only).
+
+    Examples
+    --------
+    >>> x = standardize_channels(np.arange(8, dtype=np.float32).reshape(1, 2, 4))
+    >>> round(float(x.mean()), 6), round(float(x.std()), 6)
+    (0.0, 1.0)
+    """
+    flat = image.reshape(image.shape[0], -1)
+    mean = flat.mean(axis=1, dtype=np.float64)
+    std = flat.std(axis=1, dtype=np.float64)
+    std = np.where(std < eps, 1.0, std)
+    shape = (image.shape[0],) + (1,) * (image.ndim - 1)
+    return ((image - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32, copy=False)

@@ -1,0 +1,187 @@
+"""``SliceDataset``: one item per stored 2D slice, with optional 2.5D context, for PyTorch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from medload._optional import require
+from medload.datasets._base import StoreDatasetBase, standardize_channels
+
+torch = require("torch", "medload.SliceDataset")
+
+__all__ = ["SliceDataset"]
+
+
+class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
+    """A map-style PyTorch dataset with one item per slice of a medload store.
+
+    Parameters
+    ----------
+    store : str, Path or StoreReader
+        A store file, a folder of shards, or ``medload.open(path)``.
+    split : str, optional
+        Name of a split (``"train"``, ``"val"``, ``"test"``, or of ``splits``); patients of
+        other splits are left out. ``None``: every volume.
+    splits : mapping of str to list of str, optional
+        Split name to patient keys, e.g. from :func:`medload.split`. Default:
+        ``medload.split(store, seed=seed)`` (80/10/10 by patient).
+    transform : callable, optional
+        Applied to each item dict (``image``, ``mask``, ...) before it is returned, so
+        MONAI dictionary transforms and torchvision v2 transforms fit.
+    context : int
+        2.5D: stack ``context`` neighbouring slices on each side as channels, ordered from
+        ``slice - context`` to ``slice + context`` (each contributing all its channels).
+        At the first and last slices of a volume the missing neighbours repeat the edge
+        slice (no zeros, no slice of another volume).
+    channels : None, "replicate3" or list of str
+        ``None``: every stored channel (one for a plain slice, three for
+        ``["brain", "subdural", "bone"]`` windows). ``"replicate3"``: one stored channel
+        copied three times, for ImageNet-pretrained networks. A list: those stored channels.
+    with_mask : bool
+        Return the stored mask of each slice as ``mask`` when the selected volumes have one.
+    standardize : bool
+        Per image and channel, subtract the mean and divide by the standard deviation.
+    labels : None, str, Path, mapping or LabelFrom
+        Class labels: ``None`` the labels stored with each volume; a CSV path or mapping
+        keyed by ``label_key``; :func:`medload.datasets.label_from` for folder-name style.
+    label_key : {"patient", "study", "series", "volume"}
+        What the CSV or mapping keys are.
+    return_tuple : bool
+        Return ``(image, label)`` like torchvision's ``ImageFolder`` instead of a dict.
+    seed : int
+        Seed of the default split.
+
+    Notes
+    -----
+    Items: ``image`` float32 ``(C, H, W)`` with ``C = (2 * context + 1) * channels`` (3 with
+    ``"replicate3"``); ``mask`` int64 ``(H, W)``; ``label`` int64 scalar tensor (``-1`` = no
+    label), present when any selected volume is labelled; ``volume`` (int, index into
+    :attr:`volume_keys`), ``slice`` (int), ``key`` (str, the volume's key).
+
+    Each process opens its own read-only store handle on first use (after a fork or in a
+    spawned worker), so any number of DataLoader workers, ``persistent_workers``,
+    ``pin_memory`` and ``DistributedSampler`` work without a ``worker_init_fn``. Nothing is
+    cached per item, so worker memory does not grow epoch after epoch.
+    :meth:`__getitems__` reads runs of consecutive slices of a batch in one call.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np, medload
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+    >>> vol = medload.Volume(np.zeros((4, 8, 8), np.float32), np.eye(4), modality="CT",
+    ...                      meta={"patient_key": "p1", "series_key": "s1", "source_hash": "h1"})
+    >>> with medload.Store.create(path) as st:
+    ...     _ = st.add(vol, label=1)
+    >>> ds = SliceDataset(path, context=1)
+    >>> item = ds[0]
+    >>> len(ds), tuple(item["image"].shape), item["image"].dtype, int(item["label"])
+    (4, (3, 8, 8), torch.float32, 1)
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        split: str | None = None,
+        *,
+        splits: Mapping[str, Sequence[str]] | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        context: int = 0,
+        channels: None | str | Sequence[str] = None,
+        with_mask: bool = True,
+        standardize: bool = False,
+        labels: Any = None,
+        label_key: str = "patient",
+        return_tuple: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            store, split, splits=splits, transform=transform, channels=channels, with_mask=with_mask,
+            standardize=standardize, labels=labels, label_key=label_key, return_tuple=return_tuple, seed=seed,
+        )
+        context = int(context)
+        if context < 0:
+            raise ValueError(f"SliceDataset: context must be >= 0 slices on each side, found {context}.")
+        if self.replicate3 and context:
+            raise ValueError(
+                "SliceDataset: channels='replicate3' and context>0 both fill the channel axis; "
+                "choose one (context=1 already gives 3 channels)."
+            )
+        self.context = context
+        index = self.reader.index
+        rows = np.isin(np.asarray(index["volume"]), self.volume_ids)
+        # Per-item lookups are plain numpy arrays: cheap in __getitem__, shared copy-on-write by workers.
+        self._vol = np.ascontiguousarray(index["volume"][rows], dtype=np.int64)
+        self._slice = np.ascontiguousarray(index["slice"][rows], dtype=np.int64)
+        self._label = self.volume_labels[self._vol]
+        self._depth = np.array([r.shape[0] for r in self.reader.volumes], np.int64)
+        self._offsets = np.arange(-context, context + 1, dtype=np.int64)
+        self.channels_out = 3 if self.replicate3 else (2 * context + 1) * self.stored_channels
+
+    def __len__(self) -> int:
+        return int(self._vol.shape[0])
+
+    def __getitem__(self, index: int) -> Any:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """Items of a batch; consecutive slices of one volume are read in one store call."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            bad = int(idx[(idx < -n) | (idx >= n)][0])
+            raise IndexError(f"SliceDataset index {bad} is out of range for {n} slices.")
+        idx = np.where(idx < 0, idx + n, idx)
+        vols, slices = self._vol[idx], self._slice[idx]
+        breaks = np.flatnonzero((vols[1:] != vols[:-1]) | (slices[1:] != slices[:-1] + 1)) + 1
+        starts = np.concatenate(([0], breaks)).tolist()
+        ends = np.concatenate((breaks, [idx.size])).tolist()
+        items: list[Any] = []
+        for a, b in zip(starts, ends):
+            v, s0, s1 = int(vols[a]), int(slices[a]), int(slices[b - 1]) + 1
+            images = self._images(v, s0, s1)
+            masks = self._read_mask(v, s0, s1) if self.with_mask else None
+            for j in range(b - a):
+                items.append(self._item(int(idx[a + j]), v, s0 + j, images[j], None if masks is None else masks[j]))
+        return items
+
+    def _images(self, volume: int, start: int, stop: int) -> np.ndarray:
+        """``(n, C_out, H, W)`` float32 for slices ``start:stop`` with their context."""
+        k = self.context
+        if k == 0:
+            images = self._read(volume, start, stop)
+            if self.replicate3:
+                images = np.repeat(images, 3, axis=1)
+            return images
+        depth = int(self._depth[volume])
+        lo, hi = max(start - k, 0), min(stop + k, depth)
+        block = self._read(volume, lo, hi)  # (m, C, H, W)
+        # Neighbours beyond the volume's ends repeat the edge slice (clip), documented above.
+        wanted = np.clip(np.arange(start, stop)[:, None] + self._offsets[None, :], 0, depth - 1) - lo
+        stacked = block[wanted]  # (n, 2k+1, C, H, W)
+        return stacked.reshape(stacked.shape[0], -1, *stacked.shape[-2:])
+
+    def _item(self, i: int, volume: int, slice_: int, image: np.ndarray, mask: np.ndarray | None) -> Any:
+        if self.standardize:
+            image = standardize_channels(image)
+        item: dict[str, Any] = {"image": torch.from_numpy(image)}
+        if mask is not None:
+            item["mask"] = torch.from_numpy(mask)
+        if self.has_labels:
+            item["label"] = torch.tensor(int(self._label[i]), dtype=torch.int64)
+        item["volume"] = volume
+        item["slice"] = slice_
+        item["key"] = self.volume_keys[volume]
+        if self.transform is not None:
+            item = self.transform(item)
+        if self.return_tuple:
+            return item["image"], item["label"]
+        return item
+
+    def __repr__(self) -> str:
+        return (
+            f"SliceDataset({len(self)} slices of {len(self.volume_ids)} volumes, split={self.split!r}, "
+            f"context={self.context}, channels={self.channels_out}, mask={self.with_mask}, labels={self.has_labels})"
+        )

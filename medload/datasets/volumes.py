@@ -1,0 +1,206 @@
+"""``VolumeDataset``: one item per stored volume (3D), or random 3D patches of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from medload._optional import require
+from medload.datasets._base import StoreDatasetBase, standardize_channels
+from medload.errors import MedloadError
+
+torch = require("torch", "medload.VolumeDataset")
+
+__all__ = ["VolumeDataset", "patch_origin"]
+
+
+def patch_origin(
+    shape: Sequence[int],
+    patch_size: Sequence[int],
+    *,
+    rng: np.random.Generator,
+    mask: np.ndarray | None = None,
+    foreground_ratio: float = 0.0,
+) -> tuple[np.ndarray, bool]:
+    """Choose the corner of a random patch; with probability ``foreground_ratio`` centred on
+    a random foreground voxel of ``mask``.
+
+    Returns the origin (may be negative or run past the end when the volume is smaller than
+    the patch; the caller pads) and whether a foreground voxel was the centre.
+
+    Examples
+    --------
+    >>> mask = np.zeros((10, 10, 10), np.int64); mask[7, 7, 7] = 1
+    >>> origin, fg = patch_origin((10, 10, 10), (3, 3, 3), rng=np.random.default_rng(0),
+    ...                           mask=mask, foreground_ratio=1.0)
+    >>> origin.tolist(), fg
+    ([6, 6, 6], True)
+    """
+    shape = np.asarray(shape, np.int64)
+    size = np.asarray(patch_size, np.int64)
+    want_fg = foreground_ratio > 0 and rng.random() < foreground_ratio
+    if want_fg and mask is not None:
+        fg = np.flatnonzero(mask > 0)
+        if fg.size:
+            centre = np.array(np.unravel_index(fg[rng.integers(fg.size)], mask.shape), np.int64)
+            origin = centre - size // 2
+            # Keep the patch inside the volume where the volume is big enough.
+            origin = np.clip(origin, 0, np.maximum(shape - size, 0))
+            return origin, True
+    high = np.maximum(shape - size, 0) + 1
+    origin = np.array([rng.integers(h) for h in high], np.int64)
+    return origin, False
+
+
+class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
+    """A map-style PyTorch dataset with one item per volume, or random patches of volumes.
+
+    Parameters
+    ----------
+    store, split, splits, transform, channels, with_mask, standardize, labels, label_key, return_tuple
+        As for :class:`medload.SliceDataset` (``standardize`` is per volume or patch).
+    patch_size : (int, int, int), optional
+        ``(Z, H, W)`` of random patches. ``None``: whole volumes.
+    samples_per_volume : int
+        Patches drawn from each volume per epoch (``len = volumes * samples_per_volume``).
+    foreground_ratio : float
+        Probability that a patch is centred on a random voxel of the mask's foreground
+        (``mask > 0``); otherwise its position is uniform. Needs masks in the store.
+    seed : int
+        Seed of the patch positions and of the default split.
+
+    Notes
+    -----
+    Items: ``image`` float32 ``(C, Z, H, W)``; ``mask`` int64 ``(Z, H, W)``; ``label`` int64
+    scalar; ``volume``, ``key``; for patches also ``origin`` (int64 ``(3,)``, the patch corner in
+    voxels). A volume smaller than the patch is padded with zeros (image and mask) at its end.
+
+    The random patch of item ``i`` comes from ``numpy.random.default_rng((seed, epoch, i))``:
+    the same item whichever worker reads it, so runs repeat and any number of workers gives
+    the same patches; never global random state. Call :meth:`set_epoch` before each epoch
+    for new patches (like ``DistributedSampler.set_epoch``); the epoch lives in shared
+    memory, so persistent workers see it too. Whole volumes differ in shape: use
+    ``batch_size=1`` or a collate that pads.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np, medload
+    >>> path = os.path.join(tempfile.mkdtemp(), "v.h5")
+    >>> vol = medload.Volume(np.ones((6, 8, 8), np.float32), np.eye(4), modality="CT",
+    ...                      meta={"patient_key": "p1", "series_key": "s1", "source_hash": "h1"})
+    >>> with medload.Store.create(path) as st:
+    ...     _ = st.add(vol)
+    >>> ds = VolumeDataset(path, patch_size=(4, 4, 4), samples_per_volume=2)
+    >>> len(ds), tuple(ds[1]["image"].shape)
+    (2, (1, 4, 4, 4))
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        split: str | None = None,
+        *,
+        splits: Mapping[str, Sequence[str]] | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        channels: None | str | Sequence[str] = None,
+        with_mask: bool = True,
+        standardize: bool = False,
+        labels: Any = None,
+        label_key: str = "patient",
+        return_tuple: bool = False,
+        patch_size: Sequence[int] | None = None,
+        samples_per_volume: int = 1,
+        foreground_ratio: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            store, split, splits=splits, transform=transform, channels=channels, with_mask=with_mask,
+            standardize=standardize, labels=labels, label_key=label_key, return_tuple=return_tuple, seed=seed,
+        )
+        if patch_size is not None:
+            patch_size = tuple(int(p) for p in patch_size)
+            if len(patch_size) != 3 or min(patch_size) < 1:
+                raise ValueError(f"VolumeDataset: patch_size must be three positive sizes (Z, H, W), found {patch_size}.")
+        self.patch_size = patch_size
+        self.samples_per_volume = int(samples_per_volume)
+        if self.samples_per_volume < 1:
+            raise ValueError(f"VolumeDataset: samples_per_volume must be >= 1, found {samples_per_volume}.")
+        if patch_size is None and self.samples_per_volume != 1:
+            raise ValueError("VolumeDataset: samples_per_volume > 1 needs patch_size (whole volumes are all alike).")
+        self.foreground_ratio = float(foreground_ratio)
+        if not 0.0 <= self.foreground_ratio <= 1.0:
+            raise ValueError(f"VolumeDataset: foreground_ratio must be in [0, 1], found {foreground_ratio}.")
+        if self.foreground_ratio > 0 and not self.with_mask:
+            raise MedloadError(
+                "VolumeDataset: foreground_ratio > 0 samples patches around mask foreground, but the "
+                "selected volumes have no masks (or with_mask=False); store masks or set foreground_ratio=0."
+            )
+        self._shapes = {int(v): tuple(int(s) for s in self.reader.volumes[v].shape) for v in self.volume_ids}
+        # Shared memory: set_epoch in the main process reaches persistent workers (fork and spawn).
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw other patches from now on (call before iterating each epoch)."""
+        self._epoch.fill_(int(epoch))
+
+    def __len__(self) -> int:
+        return int(self.volume_ids.size * self.samples_per_volume)
+
+    def __getitem__(self, index: int) -> Any:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"VolumeDataset index {index} is out of range for {n} items.")
+        index = int(index) % n
+        volume = int(self.volume_ids[index // self.samples_per_volume])
+        depth = self._shapes[volume][0]
+        item: dict[str, Any] = {}
+        if self.patch_size is None:
+            image = self._read(volume, 0, depth).transpose(1, 0, 2, 3)  # (C, Z, H, W)
+            mask = self._read_mask(volume, 0, depth) if self.with_mask else None
+        else:
+            image, mask, origin = self._patch(volume, index)
+            item["origin"] = torch.from_numpy(origin)
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        if self.replicate3:
+            image = np.repeat(image, 3, axis=0)
+        if self.standardize:
+            image = standardize_channels(image)
+        item = {"image": torch.from_numpy(image), **item}
+        if mask is not None:
+            item["mask"] = torch.from_numpy(np.ascontiguousarray(mask))
+        if self.has_labels:
+            item["label"] = torch.tensor(int(self.volume_labels[volume]), dtype=torch.int64)
+        item["volume"] = volume
+        item["key"] = self.volume_keys[volume]
+        if self.transform is not None:
+            item = self.transform(item)
+        if self.return_tuple:
+            return item["image"], item["label"]
+        return item
+
+    def _patch(self, volume: int, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        rng = np.random.default_rng((self.seed, int(self._epoch), index))
+        spatial = (self._shapes[volume][0],) + self._shapes[volume][-2:]
+        full_mask = None
+        if self.foreground_ratio > 0:
+            full_mask = self._read_mask(volume, 0, spatial[0])
+        origin, _ = patch_origin(spatial, self.patch_size, rng=rng, mask=full_mask, foreground_ratio=self.foreground_ratio)
+        size = np.asarray(self.patch_size)
+        lo = np.maximum(origin, 0)
+        hi = np.minimum(origin + size, spatial)
+        block = self._read(volume, lo[0], hi[0])[:, :, lo[1]:hi[1], lo[2]:hi[2]].transpose(1, 0, 2, 3)
+        image = np.zeros((block.shape[0], *self.patch_size), np.float32)
+        dst = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin))
+        image[(slice(None), *dst)] = block
+        mask = None
+        if self.with_mask:
+            src = full_mask[lo[0]:hi[0]] if full_mask is not None else self._read_mask(volume, lo[0], hi[0])
+            mask = np.zeros(self.patch_size, np.int64)
+            mask[dst] = src[:, lo[1]:hi[1], lo[2]:hi[2]]
+        return image, mask, origin.astype(np.int64)
+
+    def __repr__(self) -> str:
+        what = f"patches {self.patch_size} x{self.samples_per_volume}" if self.patch_size else "whole volumes"
+        return f"VolumeDataset({len(self)} items of {self.volume_ids.size} volumes, {what}, split={self.split!r})"
