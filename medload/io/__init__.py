@@ -1,0 +1,103 @@
+"""Readers: :func:`scan` finds volumes from headers, :func:`load` reads one into a Volume.
+
+DICOM is read here (``headers``, ``sorting``, ``codecs``, ``dicom``, ``scan``); NIfTI in
+``medload.io.nifti``. Both give the same :class:`~medload.volume.Volume` contract.
+"""
+
+from __future__ import annotations
+
+import os
+
+from medload.errors import MedloadError, ReadError
+from medload.io.scan import FileProblem, ScanResult, scan
+from medload.io.series import Series
+from medload.volume import Volume
+
+__all__ = ["scan", "load", "Series", "ScanResult", "FileProblem"]
+
+
+def _is_nifti(path: str) -> bool:
+    low = path.lower()
+    if low.endswith((".nii", ".nii.gz")):
+        return True
+    try:
+        from medload.io.nifti import is_nifti
+    except ImportError:
+        return False
+    try:
+        return bool(is_nifti(path))
+    except Exception:
+        return False
+
+
+def _load_nifti(source, modality):
+    try:
+        from medload.io.nifti import load_nifti
+    except ImportError as exc:
+        raise MedloadError("the NIfTI reader medload.io.nifti is not available in this installation") from exc
+    return load_nifti(source, modality=modality)
+
+
+def load(
+    series_or_path: Series | str | os.PathLike,
+    *,
+    modality: str | None = None,
+    keep_phi: bool = False,
+    on_gap: str = "error",
+    phi_key: str | bytes | None = None,
+) -> Volume:
+    """Load one volume: a :class:`Series` from :func:`scan`, a file, or a folder holding one series.
+
+    Parameters
+    ----------
+    series_or_path : Series, str or path-like
+        What to load. A folder must hold exactly one volume; otherwise the error lists what it
+        found (use :func:`scan` and pick one).
+    modality : str, optional
+        Overrides the modality from the headers (NIfTI: used when no BIDS sidecar says).
+    keep_phi : bool
+        DICOM only: keep identifying fields under ``meta["phi"]``.
+    on_gap : {"error", "interpolate"}
+        DICOM only: what to do with missing or unevenly spaced slices.
+    phi_key : str or bytes, optional
+        Secret of the pseudonyms when scanning a path (default ``$MEDLOAD_PHI_KEY``).
+
+    Returns
+    -------
+    Volume
+
+    Raises
+    ------
+    ReadError, GeometryError, MissingDependencyError, UnsupportedError
+        Each names the file or series, what was expected and found, and what to do.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> path = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "MR_small.dcm")
+    >>> vol = load(path)
+    >>> vol.modality, vol.shape
+    ('MR', (1, 64, 64))
+    """
+    if isinstance(series_or_path, Series):
+        if series_or_path.kind == "nifti":
+            return _load_nifti(series_or_path, modality)
+        from medload.io.dicom import load_dicom
+
+        return load_dicom(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap)
+    path = os.fspath(series_or_path)
+    if not os.path.exists(path):
+        raise ReadError(f"{path}: no such file or folder; expected a DICOM/NIfTI file, a folder of one series, or a Series from medload.scan().")
+    if os.path.isfile(path) and _is_nifti(path):
+        return _load_nifti(path, modality)
+    found = scan(path, phi_key=phi_key)
+    if len(found) != 1:
+        if not found:
+            why = "; ".join(p.message for p in found.errors[:3]) or f"skipped: {dict(found.skipped)}"
+            raise ReadError(f"{path}: no image volume found in {found.n_files} file(s) ({why}).")
+        listing = "; ".join(f"[{i}] {s.modality} {s.description!r} shape {s.shape}" for i, s in enumerate(found[:10]))
+        raise ReadError(
+            f"{path}: holds {len(found)} volumes, expected one ({listing}{' ...' if len(found) > 10 else ''}). "
+            "Use medload.scan(path) and load the Series you want."
+        )
+    return load(found[0], modality=modality, keep_phi=keep_phi, on_gap=on_gap)

@@ -1,0 +1,86 @@
+"""Decode pixel data through pydicom's pixel backends; name the package when one is missing.
+
+pydicom 3 decodes native (uncompressed, big endian, deflated) and RLE data itself, and
+compressed data through plugins: pylibjpeg with pylibjpeg-libjpeg (JPEG, JPEG-LS) and
+pylibjpeg-openjpeg (JPEG 2000, HTJ2K), or python-gdcm, or pyjpegls. We do not write codecs;
+we turn pydicom's "no decoder" error into a :class:`MissingDependencyError` that says which
+``pip install`` fixes it, and any other decoding failure into a :class:`ReadError` naming the
+file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medload.errors import MissingDependencyError, ReadError
+
+__all__ = ["decode", "codec_hint"]
+
+_JPEG = "pip install pylibjpeg pylibjpeg-libjpeg (or python-gdcm)"
+_JPEGLS = "pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls, or python-gdcm)"
+_J2K = "pip install pylibjpeg pylibjpeg-openjpeg (or python-gdcm)"
+_HINTS = {
+    "1.2.840.10008.1.2.4.50": _JPEG,
+    "1.2.840.10008.1.2.4.51": _JPEG,
+    "1.2.840.10008.1.2.4.57": _JPEG,
+    "1.2.840.10008.1.2.4.70": _JPEG,
+    "1.2.840.10008.1.2.4.80": _JPEGLS,
+    "1.2.840.10008.1.2.4.81": _JPEGLS,
+    "1.2.840.10008.1.2.4.90": _J2K,
+    "1.2.840.10008.1.2.4.91": _J2K,
+    "1.2.840.10008.1.2.4.201": "pip install pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.202": "pip install pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.203": "pip install pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.5": "pip install pylibjpeg pylibjpeg-rle (or update numpy/pydicom)",
+}
+
+
+def codec_hint(transfer_syntax: str) -> str:
+    """The ``pip install`` line that provides a decoder for ``transfer_syntax``.
+
+    Examples
+    --------
+    >>> codec_hint("1.2.840.10008.1.2.4.90")
+    'pip install pylibjpeg pylibjpeg-openjpeg (or python-gdcm)'
+    """
+    return _HINTS.get(str(transfer_syntax), "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg python-gdcm")
+
+
+def decode(ds: Any, path: str) -> np.ndarray:
+    """Stored pixel values of a full pydicom dataset, as pydicom's backends decode them.
+
+    Returns ``(rows, cols)``, ``(frames, rows, cols)`` or with a trailing samples axis for
+    colour. No rescale, no photometric change (YCbCr is converted to RGB by pydicom).
+
+    Raises
+    ------
+    MissingDependencyError
+        No installed plugin decodes this transfer syntax; the message names the package.
+    ReadError
+        The pixel data is absent, truncated or corrupt.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> path = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> decode(pydicom.dcmread(path), path).shape
+    (128, 128)
+    """
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ReadError(f"{path}: no pixel data in this DICOM image; expected a PixelData element. Remove the file or re-export it.")
+    try:
+        return ds.pixel_array
+    except (RuntimeError, NotImplementedError) as exc:
+        text = str(exc)
+        if "plugin" in text.lower() or "no pixel data decoders" in text.lower() or "missing required dependencies" in text.lower() or "unable to decode" in text.lower() and "available" in text.lower():
+            raise MissingDependencyError(
+                f"{path}: no installed decoder for transfer syntax {ts} "
+                f"({getattr(ds.file_meta.TransferSyntaxUID, 'name', ts) if hasattr(ds, 'file_meta') else ts}); "
+                f"install one with: {codec_hint(ts)}"
+            ) from exc
+        raise ReadError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); the file is damaged, re-export it.") from exc
+    except Exception as exc:  # truncated data, bad fragments, inconsistent header values
+        raise ReadError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); the file is damaged or its header does not match its pixel data, re-export it.") from exc

@@ -1,0 +1,316 @@
+"""Load one DICOM volume: sorted slices, rescaled values, the RAS+ affine, honest metadata.
+
+``load_dicom`` re-reads the headers of the series' files (cheap), arranges the images in
+space and time (``sorting.arrange``), refuses what would be a wrong volume (or applies the
+documented fix the caller asked for), then decodes each file once, straight into the output
+array, applying RescaleSlope/Intercept per image.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pydicom
+
+from medload.deid import pseudonym
+from medload.errors import GeometryError, MedloadError, ReadError, UnsupportedError
+from medload.geometry import dicom_affine, lps_to_ras, slice_normal
+from medload.io.codecs import decode
+from medload.io.headers import FileHeader, Frame, read_header
+from medload.io.series import Series
+from medload.io.sorting import Layout, arrange
+from medload.volume import Volume
+
+__all__ = ["load_dicom", "ON_GAP"]
+
+#: What ``on_gap`` may be: refuse a series with missing or unevenly spaced slices, or
+#: interpolate it linearly onto an even grid (step = span / round(span / median step)).
+ON_GAP = ("error", "interpolate")
+
+_PHI_FIELDS = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "AccessionNumber",
+    "StudyDate", "StudyTime", "SeriesDate", "InstitutionName", "ReferringPhysicianName",
+    "StudyInstanceUID", "SeriesInstanceUID", "StudyID",
+)
+
+
+def _frames_of(series: Series) -> tuple[list[Frame], list[FileHeader]]:
+    import json
+
+    want = series.info.get("split")
+    orientation = series.info.get("orientation")
+    heads: list[FileHeader] = []
+    frames: list[Frame] = []
+    for path in series.files:
+        try:
+            h = read_header(path)
+        except FileNotFoundError as exc:  # pragma: no cover - read_header wraps OSError
+            raise ReadError(f"{path}: file of series {series.series_key} is gone since scan; scan again.") from exc
+        if h is None or not h.is_image:
+            raise ReadError(f"{path}: listed in series {series.series_key} but is no longer a DICOM image; scan the folder again.")
+        mine = [
+            f for f in h.frames
+            if (want is None or json.dumps(f.split_key, default=str) == want)
+            and (orientation is None or f.orientation is None
+                 or np.abs(np.asarray(f.orientation) - np.asarray(orientation)).max() <= 1e-3)
+        ]
+        if mine:
+            heads.append(h)
+            frames.extend(mine)
+    if not frames:
+        raise ReadError(f"series {series.series_key} ({series.description!r}): none of its {len(series.files)} files holds its images any more; scan the folder again.")
+    return frames, heads
+
+
+def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
+    """Smallest dtype holding every rescaled value the headers allow (float32 if non-integer)."""
+    slopes = np.array([f.slope for f in frames])
+    intercepts = np.array([f.intercept for f in frames])
+    if not (np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))):
+        return np.dtype(np.float32)
+    h = heads[0]
+    bits = max(hh.bits_stored for hh in heads)
+    if h.signed:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2**bits - 1
+    ends = np.concatenate([slopes * lo + intercepts, slopes * hi + intercepts])
+    vmin, vmax = float(ends.min()), float(ends.max())
+    for dt in (np.uint8, np.int16, np.uint16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= vmin and vmax <= info.max:
+            return np.dtype(dt)
+    return np.dtype(np.float32)
+
+
+def _interpolate_grid(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Even grid over the layout's span: (target distances, lower index, weight of upper)."""
+    d = layout.distances
+    span = float(d[-1] - d[0])
+    n = int(round(span / layout.median_step)) + 1
+    targets = np.linspace(d[0], d[-1], n)
+    lower = np.clip(np.searchsorted(d, targets, side="right") - 1, 0, len(d) - 2)
+    weight = (targets - d[lower]) / (d[lower + 1] - d[lower])
+    return targets, lower, np.clip(weight, 0.0, 1.0)
+
+
+def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], dtype: np.dtype,
+                  label: str, monochrome1: bool) -> np.ndarray:
+    """Decode each file once; place its images at their ``(t, z)`` with per-image rescale."""
+    h = heads[0]
+    n_z, n_t = layout.shape_zt
+    samples = h.samples
+    shape = (n_t, n_z, h.rows, h.columns) + ((samples,) if samples > 1 else ())
+    out = np.empty(shape, dtype=dtype)
+    where: dict[str, list[tuple[int, int, Frame]]] = {}
+    for t, row in enumerate(layout.grid):
+        for z, i in enumerate(row):
+            where.setdefault(frames[i].file, []).append((t, z, frames[i]))
+    bits = h.bits_stored
+    tiles_of = {hh.path: hh.mosaic_tiles for hh in heads}
+    for path in sorted(where):
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception as exc:
+            raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}.") from exc
+        pixels = decode(ds, path)
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            pixels = apply_color_lut(pixels, ds)
+        for t, z, f in where[path]:
+            if f.frame >= 0:
+                image = pixels[f.frame] if pixels.ndim >= (4 if samples > 1 else 3) else pixels
+            else:
+                image = pixels
+            if f.mosaic >= 0:
+                side = int(np.ceil(np.sqrt(tiles_of[path])))
+                r, c = divmod(f.mosaic, side)
+                image = image[r * h.rows:(r + 1) * h.rows, c * h.columns:(c + 1) * h.columns]
+            if image.shape[:2] != (h.rows, h.columns):
+                raise ReadError(f"{path}: image is {image.shape[:2]}, expected {(h.rows, h.columns)} like the rest of {label}; remove the file or load it on its own.")
+            if monochrome1:
+                image = _invert(image, bits, h.signed)
+            if f.slope != 1.0 or f.intercept != 0.0:
+                out[t, z] = image * f.slope + f.intercept if dtype.kind == "f" else (
+                    image.astype(np.int64) * int(f.slope) + int(f.intercept)
+                )
+            else:
+                out[t, z] = image
+    return out
+
+
+def _invert(image: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    # MONOCHROME1: the minimum stored value is white. Mirror within the stored range so that
+    # higher values are brighter, as for every other grey-scale image.
+    if signed:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2**bits - 1
+    return (lo + hi) - image.astype(np.int64)
+
+
+def _phi(path: str) -> dict[str, Any]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=list(_PHI_FIELDS))
+    return {k: str(ds.get(k)) for k in _PHI_FIELDS if ds.get(k) not in (None, "")}
+
+
+def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = False,
+               on_gap: str = "error") -> Volume:
+    """Load the DICOM volume described by ``series`` (from :func:`medload.scan`).
+
+    Parameters
+    ----------
+    series : Series
+        A DICOM series from :func:`medload.scan`.
+    modality : str, optional
+        Overrides the Modality tag.
+    keep_phi : bool
+        Put identifying fields under ``meta["phi"]`` (default: never).
+    on_gap : {"error", "interpolate"}
+        Missing or unevenly spaced slices: refuse with a :class:`GeometryError` (default), or
+        interpolate linearly onto an even grid and say so in ``meta["problems"]``.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> from medload.io.scan import scan
+    >>> path = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> vol = load_dicom(scan(path)[0])
+    >>> vol.shape, vol.meta["intensity"]
+    ((1, 128, 128), 'HU')
+    """
+    if on_gap not in ON_GAP:
+        raise MedloadError(f"on_gap must be one of {ON_GAP}, found {on_gap!r}.")
+    frames, heads = _frames_of(series)
+    h = heads[0]
+    label = f"series {series.series_key} {series.description!r} ({len(heads)} files in {os.path.dirname(h.path)})"
+    layout = arrange(frames, label=label)
+    problems = list(layout.problems)
+    if layout.duplicates:
+        frames, note = _drop_identical(frames, layout, label)
+        layout = arrange(frames, label=label)
+        problems = list(layout.problems) + [note]
+    fatal = [e for e in layout.errors if not (on_gap == "interpolate" and ("missing slices" in e or "uneven slice spacing" in e))]
+    if fatal:
+        raise GeometryError(" ".join(fatal))
+    if h.samples not in (1, 3):
+        raise UnsupportedError(f"{h.path}: {h.samples} samples per pixel; medload reads grey-scale and RGB images.")
+    monochrome1 = h.photometric == "MONOCHROME1"
+    dtype = _output_dtype(heads, frames)
+    if monochrome1:
+        dtype = np.dtype(np.float32) if dtype.kind == "f" else np.dtype(np.int32)
+    array = _decode_files(frames, layout, heads, dtype, label, monochrome1)
+    if monochrome1:
+        problems.append("MONOCHROME1 image inverted so that higher values are brighter.")
+        array = _shrink(array)
+
+    # Geometry.
+    n_z = array.shape[1]
+    positions = layout.positions
+    if layout.orientation is None:
+        ps = layout.pixel_spacing or (1.0, 1.0)
+        affine = lps_to_ras(np.diag([1.0, float(ps[0]), float(ps[1]), 1.0]))
+    else:
+        if (layout.gaps or layout.uneven) and on_gap == "interpolate":
+            targets, lower, weight = _interpolate_grid(layout)
+            array = _interp(array, lower, weight)
+            d = layout.distances
+            positions = np.array([np.interp(targets, d, positions[:, k]) for k in range(3)]).T
+            problems.append(
+                f"{len(targets) - n_z} slice(s) interpolated linearly to even the grid "
+                f"(on_gap='interpolate'; {n_z} acquired slices, step {float(np.diff(targets).mean()):.4f} mm)."
+            )
+            n_z = len(targets)
+        if n_z > 1:
+            step = (positions[-1] - positions[0]) / (n_z - 1)
+        else:
+            step = slice_normal(layout.orientation) * float(h.slice_thickness or 1.0)
+        affine = dicom_affine(layout.orientation, positions[0], layout.pixel_spacing or (1.0, 1.0), step)
+
+    # Frames axis: time / channels, or none.
+    meta_extra: dict[str, Any] = {}
+    if h.samples > 1:
+        array = np.moveaxis(array[0], -1, 0)  # (Z, Y, X, 3) -> (3, Z, Y, X)
+        meta_extra["channels"] = ["R", "G", "B"]
+    elif array.shape[0] > 1:
+        same = all(np.array_equal(array[0], array[t]) for t in range(1, array.shape[0]))
+        if same:
+            problems.append(f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position).")
+            array = array[0]
+        else:
+            meta_extra["frames_axis"] = "time"
+    else:
+        array = array[0]
+    array = np.ascontiguousarray(array)
+    modality_out = modality or h.modality or "unknown"
+    slopes = {(f.slope, f.intercept) for f in frames}
+    rescaled = slopes != {(1.0, 0.0)}
+    meta: dict[str, Any] = {
+        "source": "dicom",
+        "source_key": series.series_key,
+        "series_key": series.series_key,
+        "study_key": series.study_key,
+        "patient_key": series.patient_key,
+        "source_hash": series.source_hash,
+        "description": series.description,
+        "intensity": "HU" if modality_out == "CT" and (rescaled or h.signed) else "scanner units",
+        "modality_tag": h.modality,
+        "n_files": len(heads),
+        "transfer_syntax": h.transfer_syntax,
+        **h.params,
+        **meta_extra,
+        "problems": problems,
+    }
+    if h.mosaic_tiles:
+        meta["mosaic_tiles"] = h.mosaic_tiles
+    if layout.tilt_deg:
+        meta["gantry_tilt_deg"] = round(layout.tilt_deg, 3)
+    if keep_phi:
+        meta["phi"] = _phi(h.path)
+    return Volume(array, affine, modality=modality_out, meta=meta)
+
+
+def _shrink(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "f":
+        return array
+    lo, hi = int(array.min()), int(array.max())
+    for dt in (np.uint8, np.int16, np.uint16, np.int32):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return array.astype(dt)
+    return array
+
+
+def _interp(array: np.ndarray, lower: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    a = array[:, lower].astype(np.float32)
+    b = array[:, lower + 1].astype(np.float32)
+    w = weight.astype(np.float32).reshape((1, -1) + (1,) * (array.ndim - 2))
+    out = a * (1 - w) + b * w
+    if array.dtype.kind in "iu":
+        out = np.rint(out).astype(array.dtype)
+    return out
+
+
+def _drop_identical(frames: list[Frame], layout: Layout, label: str) -> tuple[list[Frame], str]:
+    """Drop images that repeat another image at the same position pixel for pixel."""
+    drop: set[int] = set()
+    for cluster in layout.duplicates:
+        kept: list[tuple[int, bytes]] = []
+        for i in cluster:
+            f = frames[i]
+            ds = pydicom.dcmread(f.file, force=True)
+            px = decode(ds, f.file)
+            if f.frame >= 0:
+                px = px[f.frame]
+            digest = np.ascontiguousarray(px).tobytes()
+            if any(digest == d for _, d in kept):
+                drop.add(i)
+            else:
+                kept.append((i, digest))
+    if not drop:
+        return frames, ""
+    names = sorted({frames[i].file for i in drop})
+    note = f"{len(drop)} image(s) identical to another at the same position were dropped: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}."
+    return [f for i, f in enumerate(frames) if i not in drop], note

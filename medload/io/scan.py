@@ -1,0 +1,268 @@
+"""``scan``: find every volume under a folder from headers alone.
+
+Files are recognised by content, never by name: a DICOM preamble (or a raw dataset) makes a
+DICOM file, ``is_nifti`` (medload.io.nifti) a NIfTI file; anything else is counted and
+ignored. DICOM images are grouped by SeriesInstanceUID and SeriesNumber, then split where
+one "series" holds several volumes: image size, ImageType (localizers, derived maps),
+echo number, mosaic or not, enhanced frame type, and orientation. Images of one volume
+at the same position with different temporal keys become a frames axis (``sorting.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from medload.deid import pseudonym
+from medload.errors import MedloadError, ReadError
+from medload.io.headers import FileHeader, Frame, read_header
+from medload.io.series import Series
+from medload.io.sorting import arrange
+
+__all__ = ["scan", "ScanResult", "FileProblem", "group_frames", "series_from_headers"]
+
+#: Two orientations closer than this (max abs difference of direction cosines) are one.
+ORIENTATION_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A file scan could not use: its path and why, in one sentence."""
+
+    path: str
+    message: str
+
+
+class ScanResult(list):
+    """The list of :class:`Series` found, plus what was skipped and why.
+
+    Attributes
+    ----------
+    skipped : collections.Counter
+        Files not turned into volumes, counted by kind: ``"not DICOM"``, ``"DICOMDIR"``,
+        ``"RT Structure Set"``, ``"non-image object ..."``.
+    errors : list of FileProblem
+        Files that look like DICOM (or NIfTI) but could not be read; never fatal.
+    n_files : int
+        Files looked at.
+
+    Examples
+    --------
+    >>> r = ScanResult([])
+    >>> len(r), r.n_files, dict(r.skipped)
+    (0, 0, {})
+    """
+
+    def __init__(self, series: Iterable[Series] = (), *, skipped=None, errors=None, n_files: int = 0):
+        super().__init__(series)
+        self.skipped: Counter = Counter(skipped or {})
+        self.errors: list[FileProblem] = list(errors or [])
+        self.n_files = n_files
+
+    def __repr__(self) -> str:
+        return (
+            f"ScanResult({len(self)} series from {self.n_files} files, skipped={dict(self.skipped)}, "
+            f"errors={len(self.errors)})"
+        )
+
+
+def _walk(path: str) -> Iterator[str]:
+    if os.path.isfile(path):
+        yield path
+        return
+    stack = [path]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name not in (".",):
+                # hidden files (.DS_Store, ._AppleDouble, .git) are never scanner output
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.path)
+            elif entry.is_file():
+                yield entry.path
+        stack.extend(reversed(subdirs))
+
+
+def _nifti_module():
+    try:
+        from medload.io import nifti
+    except ImportError:
+        return None
+    return nifti
+
+
+def _is_nifti_name(path: str) -> bool:
+    low = path.lower()
+    return low.endswith(".nii") or low.endswith(".nii.gz")
+
+
+def _orientation_groups(frames: list[Frame]) -> list[list[Frame]]:
+    groups: list[tuple[np.ndarray | None, list[Frame]]] = []
+    for f in frames:
+        o = None if f.orientation is None else np.asarray(f.orientation)
+        for ref, members in groups:
+            if (ref is None and o is None) or (
+                ref is not None and o is not None and np.abs(ref - o).max() <= ORIENTATION_TOLERANCE
+            ):
+                members.append(f)
+                break
+        else:
+            groups.append((o, [f]))
+    return [members for _, members in groups]
+
+
+def split_label(key: tuple) -> str:
+    return json.dumps(key, default=str)
+
+
+def group_frames(headers: list[FileHeader]) -> list[tuple[str, list[Frame], list[FileHeader]]]:
+    """Group the frames of ``headers`` into volumes: ``(split key, frames, headers)`` each.
+
+    Deterministic: groups come in the order of (series number, series UID, split key).
+    """
+    by_key: dict[str, list[Frame]] = {}
+    head_of: dict[str, FileHeader] = {h.path: h for h in headers}
+    for h in headers:
+        for f in h.frames:
+            by_key.setdefault(split_label(f.split_key), []).append(f)
+    out = []
+    for key, frames in by_key.items():
+        for sub in _orientation_groups(frames):
+            files = sorted({f.file for f in sub})
+            out.append((key, sub, [head_of[p] for p in files]))
+
+    def order(item):
+        key, frames, heads = item
+        h = heads[0]
+        return (h.series_number if h.series_number is not None else 1 << 30, h.series_uid, key,
+                tuple(np.round(frames[0].orientation, 3)) if frames[0].orientation else ())
+
+    out.sort(key=order)
+    return out
+
+
+def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], *, phi_key=None) -> Series:
+    """Describe one volume from its frames' headers (no pixels)."""
+    h = heads[0]
+    label = f"series {h.series_number} '{h.description}' ({len(heads)} files under {os.path.dirname(h.path)})"
+    layout = arrange(frames, label=label)
+    z, t = layout.shape_zt
+    shape: tuple[int, ...] = (z, h.rows, h.columns)
+    if h.samples > 1:
+        shape = (h.samples, *shape)
+    elif t > 1:
+        shape = (t, *shape)
+    if layout.median_step:
+        dz = abs(layout.median_step)
+        if layout.tilt_deg:
+            step_vec = (layout.positions[-1] - layout.positions[0]) / max(z - 1, 1)
+            dz = float(np.linalg.norm(step_vec))
+    else:
+        dz = h.slice_thickness or 1.0
+    spacing = None
+    if layout.pixel_spacing:
+        spacing = (round(float(dz), 6), float(layout.pixel_spacing[0]), float(layout.pixel_spacing[1]))
+    uids = sorted((f.uid, 0) for f in frames)
+    sizes = sorted((hh.path.rsplit(os.sep, 1)[-1], hh.size) for hh in heads)
+    digest = hashlib.sha256(json.dumps([uids, [s for _, s in sizes], key]).encode()).hexdigest()[:16]
+    orientation = list(frames[0].orientation) if frames[0].orientation else None
+    return Series(
+        kind="dicom",
+        files=tuple(sorted(hh.path for hh in heads)),
+        series_key=pseudonym(h.series_uid + "|" + key + "|" + json.dumps(orientation), prefix="ser-", secret=phi_key),
+        study_key=pseudonym(h.study_uid, prefix="stu-", secret=phi_key),
+        patient_key=pseudonym(h.patient_id, prefix="pat-", secret=phi_key),
+        modality=h.modality or "unknown",
+        description=h.description,
+        shape=shape,
+        spacing=spacing,
+        problems=tuple(layout.problems + layout.errors),
+        source_hash="sha256:" + digest,
+        info={"split": key, "orientation": orientation, "series_number": h.series_number},
+    )
+
+
+def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> ScanResult:
+    """Find every DICOM series and NIfTI file under ``path``, reading headers only.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A folder (walked recursively, hidden entries skipped) or one file.
+    phi_key : str or bytes, optional
+        Secret for the pseudonyms ``pat-``/``stu-``/``ser-`` (default ``$MEDLOAD_PHI_KEY``).
+
+    Returns
+    -------
+    ScanResult
+        A list of :class:`Series` in a deterministic order (DICOM by series number, then NIfTI
+        by path), with ``.skipped`` (counts of files that are not volumes, by kind),
+        ``.errors`` (unreadable files, each a :class:`FileProblem`) and ``.n_files``.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> folder = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
+    >>> found = scan(os.path.join(folder, "CT_small.dcm"))
+    >>> found[0].modality, found[0].shape
+    ('CT', (1, 128, 128))
+    """
+    root = os.fspath(path)
+    if not os.path.exists(root):
+        raise ReadError(f"{root}: no such file or folder; expected a folder of DICOM/NIfTI files or one file.")
+    skipped: Counter = Counter()
+    errors: list[FileProblem] = []
+    headers: list[FileHeader] = []
+    nifti_series: list[Series] = []
+    nifti = None
+    n_files = 0
+    for file in _walk(root):
+        n_files += 1
+        if _is_nifti_name(file):
+            nifti = nifti or _nifti_module()
+            if nifti is None:
+                errors.append(FileProblem(file, "NIfTI reader (medload.io.nifti) is not available in this installation."))
+                continue
+            try:
+                nifti_series.append(nifti.scan_nifti(file, phi_key=phi_key))
+            except MedloadError as exc:
+                errors.append(FileProblem(file, str(exc)))
+            except Exception as exc:  # a damaged file must not end the scan
+                errors.append(FileProblem(file, f"{file}: NIfTI header cannot be read ({type(exc).__name__}: {exc})."))
+            continue
+        try:
+            header = read_header(file)
+        except ReadError as exc:
+            errors.append(FileProblem(file, str(exc)))
+            continue
+        if header is None:
+            skipped["not DICOM"] += 1
+            continue
+        if not header.is_image:
+            skipped[header.kind_name or "non-image object"] += 1
+            continue
+        if not header.frames:
+            skipped["image without frames"] += 1
+            continue
+        headers.append(header)
+    result: list[Series] = []
+    for key, frames, heads in group_frames(headers):
+        try:
+            result.append(series_from_headers(key, frames, heads, phi_key=phi_key))
+        except MedloadError as exc:
+            for h in heads:
+                errors.append(FileProblem(h.path, str(exc)))
+    result.extend(sorted(nifti_series, key=lambda s: s.files))
+    return ScanResult(result, skipped=skipped, errors=errors, n_files=n_files)

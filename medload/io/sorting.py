@@ -1,0 +1,208 @@
+"""Arrange the 2D images of one volume in space and time, and find what is wrong with them.
+
+Slices are sorted by their position along the slice normal, never by InstanceNumber or file
+name. Images at the same position are frames of a 4D volume (ordered by temporal position,
+acquisition number, trigger time, b-value, then instance number), or copies of one another.
+Every geometric problem is measured: duplicate positions, gaps against the median step,
+uneven steps, gantry tilt (a step that is not along the normal), mixed pixel spacing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medload.io.headers import Frame
+
+__all__ = ["Layout", "arrange", "POSITION_TOLERANCE_MM"]
+
+#: Two images closer than this along the normal share one slice position.
+POSITION_TOLERANCE_MM = 0.01
+#: A step may differ from the median step by this fraction before it counts as uneven
+#: (scanners write positions rounded to ~1e-3 mm; 1% is far above that and far below a slice).
+STEP_TOLERANCE = 0.01
+#: Angle between the slice step and the normal above which the stack is tilted (degrees).
+TILT_TOLERANCE_DEG = 0.1
+
+
+@dataclass
+class Layout:
+    """Where each image goes: ``grid[t][z]`` is the index (into the input list) of an image."""
+
+    grid: list[list[int]]
+    positions: np.ndarray  # (Z, 3) LPS of each slice (frame 0)
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, float] | None
+    distances: np.ndarray  # (Z,) along the normal
+    problems: list[str] = field(default_factory=list)  # documented, not fatal
+    errors: list[str] = field(default_factory=list)  # the volume would be wrong: refuse
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (slice index before gap, missing count)
+    uneven: bool = False
+    tilt_deg: float = 0.0
+    duplicates: list[list[int]] = field(default_factory=list)  # groups of images at one position to compare
+    median_step: float = 0.0
+
+    @property
+    def shape_zt(self) -> tuple[int, int]:
+        return len(self.grid[0]) if self.grid else 0, len(self.grid)
+
+
+def _names(frames: list[Frame], idx) -> str:
+    names = []
+    for i in idx:
+        f = frames[i]
+        name = f.file + (f"[frame {f.frame}]" if f.frame >= 0 else "") + (f"[tile {f.mosaic}]" if f.mosaic >= 0 else "")
+        names.append(name)
+    shown = names[:4]
+    more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+    return ", ".join(shown) + more
+
+
+def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
+    """Sort ``frames`` (one volume's images) into a ``(T, Z)`` grid and measure its geometry.
+
+    Parameters
+    ----------
+    frames : list of Frame
+        The images of one volume (one split group of :func:`medload.scan`).
+    label : str
+        Names the series in messages.
+
+    Examples
+    --------
+    >>> from medload.io.headers import Frame
+    >>> fs = [Frame(f"f{z}", -1, -1, (0.0, 0.0, float(z) * 2), (1, 0, 0, 0, 1, 0), (1.0, 1.0), 1.0, 0.0, (0.0,), (), str(z)) for z in (3, 0, 2, 1)]
+    >>> lay = arrange(fs)
+    >>> [fs[i].file for i in lay.grid[0]], lay.median_step
+    (['f0', 'f1', 'f2', 'f3'], 2.0)
+    """
+    n = len(frames)
+    problems: list[str] = []
+    errors: list[str] = []
+    with_geometry = [f.position is not None and f.orientation is not None for f in frames]
+    if not all(with_geometry):
+        # No geometry (a cine loop, an ultrasound clip, a secondary capture): a stack of 2D
+        # images in their stored order, unit spacing. Said so; never silently placed in space.
+        order = sorted(range(n), key=lambda i: (frames[i].time_key, frames[i].file, frames[i].frame))
+        if n > 1:
+            problems.append(
+                f"{label}: {n} images without ImagePositionPatient/ImageOrientationPatient; stacked in "
+                "acquisition order with 1 mm spacing and an identity orientation (no world geometry)."
+            )
+        return Layout(grid=[order], positions=np.zeros((n, 3)), orientation=None,
+                      pixel_spacing=frames[0].pixel_spacing, distances=np.arange(n, dtype=float),
+                      problems=problems, errors=errors)
+
+    orients = np.array([f.orientation for f in frames], dtype=float)
+    if np.abs(orients - orients[0]).max() > 1e-3:
+        bad = np.nonzero(np.abs(orients - orients[0]).max(axis=1) > 1e-3)[0]
+        errors.append(
+            f"{label}: image orientation differs between images (e.g. {_names(frames, [0])} vs "
+            f"{_names(frames, bad[:2])}); expected one orientation per volume. Re-export the series "
+            "or load the files of one orientation."
+        )
+    spacings = [f.pixel_spacing for f in frames if f.pixel_spacing is not None]
+    pixel_spacing = frames[0].pixel_spacing
+    if spacings and np.abs(np.array(spacings) - np.array(spacings[0])).max() > 1e-4:
+        errors.append(
+            f"{label}: PixelSpacing differs between images ({sorted(set(spacings))[:3]}); expected one "
+            "spacing per volume. Load the images of each spacing separately."
+        )
+    orientation = tuple(float(v) for v in orients[0])
+    iop = orients[0].reshape(2, 3)
+    normal = np.cross(iop[0], iop[1])
+    normal /= np.linalg.norm(normal)
+    positions = np.array([f.position for f in frames], dtype=float)
+    dist = positions @ normal
+
+    # Cluster positions along the normal.
+    order = np.argsort(dist, kind="stable")
+    clusters: list[list[int]] = []
+    for i in order:
+        if clusters and abs(dist[i] - dist[clusters[-1][0]]) <= POSITION_TOLERANCE_MM:
+            clusters[-1].append(int(i))
+        else:
+            clusters.append([int(i)])
+    # Identical copies (same SOPInstanceUID, e.g. a file exported twice) are dropped at once.
+    dropped = 0
+    for c in clusters:
+        seen: dict[str, int] = {}
+        keep = []
+        for i in c:
+            if frames[i].uid in seen:
+                dropped += 1
+                continue
+            seen[frames[i].uid] = i
+            keep.append(i)
+        c[:] = keep
+    if dropped:
+        problems.append(f"{label}: {dropped} image(s) were copies of another (same SOPInstanceUID) and were dropped.")
+    for c in clusters:
+        c.sort(key=lambda i: (frames[i].time_key, frames[i].file, frames[i].frame, frames[i].mosaic))
+    counts = np.array([len(c) for c in clusters])
+    duplicates: list[list[int]] = []
+    n_frames = int(counts.min())
+    if counts.max() != counts.min():
+        # More images at some positions than others: copies with new UIDs (checked on pixels
+        # at load) or an incomplete time series.
+        duplicates = [c for c in clusters if len(c) > n_frames]
+        at = [f"{dist[c[0]]:.2f} mm ({len(c)} images: {_names(frames, c)})" for c in duplicates[:3]]
+        errors.append(
+            f"{label}: duplicate positions: {len(duplicates)} slice position(s) hold more images than the "
+            f"others ({n_frames}): {'; '.join(at)}. Expected the same number of images at every position. "
+            "Identical copies are dropped at load; otherwise remove the extra files or load each "
+            "acquisition separately."
+        )
+    grid = [[c[min(t, len(c) - 1)] for c in clusters] for t in range(n_frames)]
+    first = [c[0] for c in clusters]
+    pos0 = positions[first]
+    d0 = dist[first]
+    layout = Layout(grid=grid, positions=pos0, orientation=orientation, pixel_spacing=pixel_spacing,
+                    distances=d0, problems=problems, errors=errors, duplicates=duplicates)
+    if len(clusters) < 2:
+        return layout
+    steps = np.diff(d0)
+    median = float(np.median(steps))
+    layout.median_step = median
+    tol = max(POSITION_TOLERANCE_MM, STEP_TOLERANCE * median)
+    off = np.abs(steps - median) > tol
+    if off.any():
+        ratio = steps / median
+        multiple = np.abs(ratio - np.round(ratio)) * median <= tol
+        for k in np.nonzero(off)[0]:
+            if multiple[k] and round(ratio[k]) >= 2:
+                layout.gaps.append((int(k), int(round(ratio[k])) - 1))
+            else:
+                layout.uneven = True
+        if layout.gaps:
+            missing = sum(m for _, m in layout.gaps)
+            where = "; ".join(
+                f"{m} between {_names(frames, [first[k]])} and {_names(frames, [first[k + 1]])}"
+                for k, m in layout.gaps[:3]
+            )
+            errors.append(
+                f"{label}: missing slices: {missing} slice(s) absent against the median step of "
+                f"{median:.3f} mm ({where}). Re-export the complete series, or pass "
+                "on_gap='interpolate' to fill the gaps linearly from their neighbours."
+            )
+        if layout.uneven:
+            odd = [f"{steps[k]:.3f}" for k in np.nonzero(off)[0] if not (multiple[k] and round(ratio[k]) >= 2)][:5]
+            errors.append(
+                f"{label}: uneven slice spacing: steps of {', '.join(odd)} mm against a median of "
+                f"{median:.3f} mm (files {_names(frames, first)}). A single affine cannot describe these "
+                "slices; pass on_gap='interpolate' to resample them linearly onto an even grid, or "
+                "load the evenly spaced part."
+            )
+    # Gantry tilt: the step from slice to slice is not along the normal.
+    step_vec = (pos0[-1] - pos0[0]) / (len(pos0) - 1)
+    cos = abs(float(step_vec @ normal)) / max(np.linalg.norm(step_vec), 1e-12)
+    tilt = float(np.degrees(np.arccos(min(1.0, cos))))
+    if tilt > TILT_TOLERANCE_DEG:
+        layout.tilt_deg = tilt
+        problems.append(
+            f"{label}: gantry tilt of {tilt:.2f} degrees: slices are stacked obliquely to their plane. "
+            "The affine keeps the true shear (every voxel is at its scanner position); dcm2niix instead "
+            "resamples to an orthogonal grid. Resample before using tools that assume orthogonal axes."
+        )
+    return layout
