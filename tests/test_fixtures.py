@@ -102,7 +102,9 @@ def test_ct_phantom_has_realistic_hounsfield_units(tmp_path):
     assert (hu > 500).any()  # spine
     truth = ct_series(tmp_path, n_slices=3, size=32)
     ds = pydicom.dcmread(truth["files"][0])
-    assert float(ds.RescaleIntercept) == -1024 and ds.pixel_array.dtype == np.int16
+    assert float(ds.RescaleIntercept) == -1024 and ds.pixel_array.dtype == np.uint16 and ds.BitsStored == 12
+    hu_back = pydicom.dcmread(truth["files"][1]).pixel_array.astype(np.int32) - 1024
+    assert int(hu_back.min()) == -1000 and int(hu_back.max()) > 300  # HU survive the 12-bit storage
 
 
 def _digest(folder: Path) -> dict[str, str]:
