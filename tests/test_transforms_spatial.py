@@ -1,0 +1,111 @@
+"""Issue 4, point 3: spatial transforms keep world coordinates; masks follow their image."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import medload.transforms as T
+from fixtures.phantoms import ct_phantom, landmark_volume
+from medload.volume import Volume
+from tests.conftest import shared_path
+
+
+def _world(affine: np.ndarray, index) -> np.ndarray:
+    return (affine @ np.r_[np.asarray(index, float), 1.0])[:3]
+
+
+def _centroids(mask: Volume, n: int) -> np.ndarray:
+    """World position of each label's centre of mass."""
+    from scipy import ndimage
+
+    idx = ndimage.center_of_mass(np.ones(mask.shape), mask.array, range(1, n + 1))
+    return np.array([_world(mask.affine, i) for i in idx])
+
+
+def _half_voxel_world(vol: Volume, world: np.ndarray) -> np.ndarray:
+    """Distance from ``world`` to the voxel grid expressed in voxels along each axis."""
+    return np.linalg.solve(vol.affine[:3, :3], world - vol.affine[:3, 3])
+
+
+@pytest.mark.parametrize("spacing, interpolation", [((1.5, 0.5, 0.6), "linear"), ((2.0, 1.3, 1.1), "bspline"),
+                                                    ((None, 0.35, 0.35), "linear")])
+def test_resample_keeps_landmarks_in_place(spacing, interpolation):
+    image, mask, marks = landmark_volume()
+    out, out_mask = T.Pipeline([T.Resample(spacing, interpolation)])(image, mask=mask)
+    expected = [s if s is not None else image.spacing[0] for s in spacing]
+    np.testing.assert_allclose(out.spacing, expected, atol=1e-6)
+    np.testing.assert_allclose(out.origin, image.origin)  # voxel 0 does not move
+    # Each landmark's brightest voxel in the output lies within half an output voxel of where
+    # the input affine puts the landmark's centre.
+    for z, y, x in marks:
+        world = _world(image.affine, (z, y, x))
+        where = _half_voxel_world(out, world)  # fractional output index of the landmark
+        near = np.round(where).astype(int)
+        box = tuple(slice(max(c - 2, 0), c + 3) for c in near)
+        local = np.unravel_index(np.argmax(out.array[box]), out.array[box].shape)
+        peak = np.array([b.start + l for b, l in zip(box, local)])
+        assert np.all(np.abs(peak - where) <= 0.5 + 1e-6), (peak, where)
+    # The mask moved with the image: label centroids in world coordinates agree.
+    assert out_mask.shape == out.shape and out_mask.array.dtype == np.uint8
+    np.testing.assert_allclose(out_mask.affine, out.affine)
+    n = len(marks)
+    before, after = _centroids(mask, n), _centroids(out_mask, n)
+    # within half an output voxel along each output axis
+    shift_voxels = np.linalg.solve(out.affine[:3, :3], (before - after).T)
+    assert np.abs(shift_voxels).max() <= 0.5 + 1e-6, shift_voxels
+    assert set(np.unique(out_mask.array)) <= set(range(n + 1))  # nearest neighbour: no new labels
+
+
+def test_reorient_crop_and_resize_keep_world_coordinates():
+    image, mask, marks = landmark_volume()
+    pipe = T.Pipeline([T.Reorient(), T.CropForeground(threshold=50, margin=2), T.ResizeSlices(48),
+                       T.ResizeSlices((30, 20), mode="resize")])
+    out, out_mask = pipe(image, mask=mask)
+    assert out.shape[1:] == (30, 20) and out_mask.shape == out.shape
+    np.testing.assert_allclose(out_mask.affine, out.affine)
+    before, after = _centroids(mask, len(marks)), _centroids(out_mask, len(marks))
+    # exact steps (reorient, crop, pad) then one in-plane resize: within half an output voxel
+    shift_voxels = np.linalg.solve(out.affine[:3, :3], (before - after).T)
+    assert np.abs(shift_voxels).max() <= 0.5 + 1e-6, shift_voxels
+    assert [name for name, _ in out.history] == ["reorient", "crop_foreground", "resize_slices", "resize_slices"]
+    assert [name for name, _ in out_mask.history] == ["reorient", "crop_foreground", "resize_slices", "resize_slices"]
+
+
+def test_pad_crop_shifts_origin_exactly():
+    vol = ct_phantom((2, 30, 40))
+    out = T.ResizeSlices((20, 50))(vol)  # crop 5 rows each side, pad 5 columns each side
+    np.testing.assert_array_equal(out.array[:, :, 5:45], vol.array[:, 5:25, :])
+    assert (out.array[:, :, :5] == vol.array.min()).all()
+    np.testing.assert_allclose(out.origin, _world(vol.affine, (0, 5, -5)))
+    assert out.spacing == vol.spacing
+    assert out.history[-1][1]["pad_value"] == float(vol.array.min())
+
+
+def test_resize_affine_maps_pixel_centres():
+    vol = Volume(np.zeros((1, 100, 80), np.float32), np.diag([2.0, 0.5, 0.5, 1.0]))
+    out = T.ResizeSlices(50, mode="resize")(vol)
+    assert out.spacing == (2.0, 1.0, 0.8)
+    # output pixel 0 covers input pixels 0-1: its centre is at input index 0.5
+    np.testing.assert_allclose(_world(out.affine, (0, 0, 0)), _world(vol.affine, (0, 0.5, 0.3)))
+
+
+def test_crop_foreground_ct_uses_body_mask():
+    vol = ct_phantom((4, 64, 64))
+    out = T.CropForeground()(vol)
+    box = out.history[-1][1]["box"]
+    assert box[0] == [0, 4]
+    assert box[1][1] < 56  # the table (rows 56-57) is cut off
+    np.testing.assert_allclose(out.origin, _world(vol.affine, [b[0] for b in box]))
+
+
+def test_resampled_real_ct_mask_stays_aligned():
+    ct = nib.load(shared_path("totalsegmentator_ct", "example_ct_sm.nii.gz"))
+    image = Volume.from_nifti(ct, modality="CT")
+    mask = Volume(((image.array > 200)).astype(np.uint8), image.affine)  # bone: a mask on the image grid
+    out, out_mask = T.Pipeline([T.Resample((4.0, 2.0, 2.0))])(image, mask=mask)
+    # where the mask says bone, the linearly resampled image says bone too (almost everywhere)
+    assert (out.array[out_mask.array == 1] > 100).mean() > 0.9
+    bone_ml = [float(m.array.sum() * np.prod(m.spacing)) / 1000 for m in (mask, out_mask)]
+    assert bone_ml[1] == pytest.approx(bone_ml[0], rel=0.1)  # same bone volume in millilitres
