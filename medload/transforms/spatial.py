@@ -230,6 +230,7 @@ class Reorient(Transform):
         return np.ascontiguousarray(out), affine
 
     def apply(self, volume):
+        check_finite(volume.array, self.name)
         out, affine = self._do(volume)
         return out, self.params(), {"affine": affine}
 
