@@ -74,8 +74,15 @@ def decode(ds: Any, path: str) -> np.ndarray:
     try:
         return ds.pixel_array
     except (RuntimeError, NotImplementedError) as exc:
-        text = str(exc)
-        if "plugin" in text.lower() or "no pixel data decoders" in text.lower() or "missing required dependencies" in text.lower() or "unable to decode" in text.lower() and "available" in text.lower():
+        text = str(exc).lower()
+        if "exceptions were raised" in text:
+            # decoders are installed, and every one of them failed on this file
+            raise ReadError(
+                f"{path}: pixel data (transfer syntax {ts}) cannot be decoded by any installed decoder "
+                f"({' | '.join(str(exc).splitlines()[1:4]).strip()}); the file is damaged or uses a variant "
+                "no decoder supports. Re-export it uncompressed."
+            ) from exc
+        if "no pixel data decoders" in text or "missing required dependencies" in text or "plugin" in text or "not available" in text:
             raise MissingDependencyError(
                 f"{path}: no installed decoder for transfer syntax {ts} "
                 f"({getattr(ds.file_meta.TransferSyntaxUID, 'name', ts) if hasattr(ds, 'file_meta') else ts}); "

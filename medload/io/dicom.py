@@ -78,11 +78,25 @@ def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
         lo, hi = 0, 2**bits - 1
     ends = np.concatenate([slopes * lo + intercepts, slopes * hi + intercepts])
     vmin, vmax = float(ends.min()), float(ends.max())
-    for dt in (np.uint8, np.int16, np.uint16, np.int32):
+    for dt in (np.uint8, np.int16, np.uint16):
         info = np.iinfo(dt)
         if info.min <= vmin and vmax <= info.max:
             return np.dtype(dt)
-    return np.dtype(np.float32)
+    # The header allows values beyond 16 bits (e.g. 16 bits stored plus an intercept of -1024)
+    # but real data rarely uses them: start at 16 bits and widen if a slice needs it
+    # (_widen), so memory stays at 2 bytes a voxel for the common CT case.
+    return np.dtype(np.int16) if vmin < 0 else np.dtype(np.uint16)
+
+
+def _widen(out: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``out`` itself, or a wider integer copy that holds ``[lo, hi]``."""
+    info = np.iinfo(out.dtype)
+    if info.min <= lo and hi <= info.max:
+        return out
+    for dt in (np.int16, np.uint16, np.int32, np.int64):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max and np.dtype(dt).itemsize >= out.dtype.itemsize:
+            return out.astype(dt)
+    return out.astype(np.int64)
 
 
 def _interpolate_grid(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,12 +147,14 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
                 raise ReadError(f"{path}: image is {image.shape[:2]}, expected {(h.rows, h.columns)} like the rest of {label}; remove the file or load it on its own.")
             if monochrome1:
                 image = _invert(image, bits, h.signed)
-            if f.slope != 1.0 or f.intercept != 0.0:
-                out[t, z] = image * f.slope + f.intercept if dtype.kind == "f" else (
-                    image.astype(np.int64) * int(f.slope) + int(f.intercept)
-                )
-            else:
-                out[t, z] = image
+            if dtype.kind == "f":
+                out[t, z] = image * f.slope + f.intercept if (f.slope != 1.0 or f.intercept != 0.0) else image
+                continue
+            if f.slope != 1.0 or f.intercept != 0.0 or image.dtype.kind not in "iu" or image.dtype.itemsize > out.dtype.itemsize or (image.dtype.kind == "u" and out.dtype.kind == "i" and image.dtype.itemsize == out.dtype.itemsize):
+                image = image.astype(np.int64) * int(f.slope) + int(f.intercept)
+                lo, hi = int(image.min()), int(image.max())
+                out = _widen(out, lo, hi)
+            out[t, z] = image
     return out
 
 
@@ -200,12 +216,196 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         raise UnsupportedError(f"{h.path}: {h.samples} samples per pixel; medload reads grey-scale and RGB images.")
     monochrome1 = h.photometric == "MONOCHROME1"
     dtype = _output_dtype(heads, frames)
-    if monochrome1:
-        dtype = np.dtype(np.float32) if dtype.kind == "f" else np.dtype(np.int32)
     array = _decode_files(frames, layout, heads, dtype, label, monochrome1)
     if monochrome1:
-        problems.append("MONOCHROME1 image inverted so that higher values are brighter.")
-        array = _shrink(array)
+        problems.append("MONOCHROME1 image inverted within its stored range so that higher values are brighter.")
+
+    # Geometry.
+    n_z = array.shape[1]
+    positions = layout.positions
+    if layout.orientation is None:
+        ps = layout.pixel_spacing or (1.0, 1.0)
+        affine = lps_to_ras(np.diag([1.0, float(ps[0]), float(ps[1]), 1.0]))
+    else:
+        if (layout.gaps or layout.uneven) and on_gap == "interpolate":
+            targets, lower, weight = _interpolate_grid(layout)
+            array = _interp(array, lower, weight)
+            d = layout.distances
+            positions = np.array([np.interp(targets, d, positions[:, k]) for k in range(3)]).T
+            problems.append(
+                f"{len(targets) - n_z} slice(s) interpolated linearly to even the grid "
+                f"(on_gap='interpolate'; {n_z} acquired slices, step {float(np.diff(targets).mean()):.4f} mm)."
+            )
+            n_z = len(targets)
+        if n_z > 1:
+            step = (positions[-1] - positions[0]) / (n_z - 1)
+        else:
+            step = slice_normal(layout.orientation) * float(h.slice_thickness or 1.0)
+        affine = dicom_affine(layout.orientation, positions[0], layout.pixel_spacing or (1.0, 1.0), step)
+
+    # Frames axis: time / channels, or none.
+    meta_extra: dict[str, Any] = {}
+    if h.samples > 1:
+        array = np.moveaxis(array[0], -1, 0)  # (Z, Y, X, 3) -> (3, Z, Y, X)
+        meta_extra["channels"] = ["R", "G", "B"]
+    elif array.shape[0] > 1:
+        same = all(np.array_equal(array[0], array[t]) for t in range(1, array.shape[0]))
+        if same:
+            problems.append(f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position).")
+            array = array[0]
+        else:
+            meta_extra["frames_axis"] = "time"
+    else:
+        array = array[0]
+    array = np.ascontiguousarray(array)
+    modality_out = modality or h.modality or "unknown"
+    slopes = {(f.slope, f.intercept) for f in frames}
+    rescaled = slopes != {(1.0, 0.0)}
+    meta: dict[str, Any] = {
+        "source": "dicom",
+        "source_key": series.series_key,
+        "series_key": series.series_key,
+        "study_key": series.study_key,
+        "patient_key": series.patient_key,
+        "source_hash": series.source_hash,
+        "description": series.description,
+        "intensity": "HU" if modality_out == "CT" and (rescaled or h.signed) else "scanner units",
+        "modality_tag": h.modality,
+        "n_files": len(heads),
+        "transfer_syntax": h.transfer_syntax,
+        **h.params,
+        **meta_extra,
+        "problems": problems,
+    }
+    if h.mosaic_tiles:
+        meta["mosaic_tiles"] = h.mosaic_tiles
+    if layout.tilt_deg:
+        meta["gantry_tilt_deg"] = round(layout.tilt_deg, 3)
+    if keep_phi:
+        meta["phi"] = _phi(h.path)
+    return Volume(array, affine, modality=modality_out, meta=meta)
+
+
+def _interpolate_grid(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Even grid over the layout's span: (target distances, lower index, weight of upper)."""
+    d = layout.distances
+    span = float(d[-1] - d[0])
+    n = int(round(span / layout.median_step)) + 1
+    targets = np.linspace(d[0], d[-1], n)
+    lower = np.clip(np.searchsorted(d, targets, side="right") - 1, 0, len(d) - 2)
+    weight = (targets - d[lower]) / (d[lower + 1] - d[lower])
+    return targets, lower, np.clip(weight, 0.0, 1.0)
+
+
+def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], dtype: np.dtype,
+                  label: str, monochrome1: bool) -> np.ndarray:
+    """Decode each file once; place its images at their ``(t, z)`` with per-image rescale."""
+    h = heads[0]
+    n_z, n_t = layout.shape_zt
+    samples = h.samples
+    shape = (n_t, n_z, h.rows, h.columns) + ((samples,) if samples > 1 else ())
+    out = np.empty(shape, dtype=dtype)
+    where: dict[str, list[tuple[int, int, Frame]]] = {}
+    for t, row in enumerate(layout.grid):
+        for z, i in enumerate(row):
+            where.setdefault(frames[i].file, []).append((t, z, frames[i]))
+    bits = h.bits_stored
+    tiles_of = {hh.path: hh.mosaic_tiles for hh in heads}
+    for path in sorted(where):
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception as exc:
+            raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}.") from exc
+        pixels = decode(ds, path)
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            pixels = apply_color_lut(pixels, ds)
+        for t, z, f in where[path]:
+            if f.frame >= 0:
+                image = pixels[f.frame] if pixels.ndim >= (4 if samples > 1 else 3) else pixels
+            else:
+                image = pixels
+            if f.mosaic >= 0:
+                side = int(np.ceil(np.sqrt(tiles_of[path])))
+                r, c = divmod(f.mosaic, side)
+                image = image[r * h.rows:(r + 1) * h.rows, c * h.columns:(c + 1) * h.columns]
+            if image.shape[:2] != (h.rows, h.columns):
+                raise ReadError(f"{path}: image is {image.shape[:2]}, expected {(h.rows, h.columns)} like the rest of {label}; remove the file or load it on its own.")
+            if monochrome1:
+                image = _invert(image, bits, h.signed)
+            if dtype.kind == "f":
+                out[t, z] = image * f.slope + f.intercept if (f.slope != 1.0 or f.intercept != 0.0) else image
+                continue
+            if f.slope != 1.0 or f.intercept != 0.0 or image.dtype.kind not in "iu" or image.dtype.itemsize > out.dtype.itemsize or (image.dtype.kind == "u" and out.dtype.kind == "i" and image.dtype.itemsize == out.dtype.itemsize):
+                image = image.astype(np.int64) * int(f.slope) + int(f.intercept)
+                lo, hi = int(image.min()), int(image.max())
+                out = _widen(out, lo, hi)
+            out[t, z] = image
+    return out
+
+
+def _invert(image: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    # MONOCHROME1: the minimum stored value is white. Mirror within the stored range so that
+    # higher values are brighter, as for every other grey-scale image.
+    if signed:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2**bits - 1
+    return (lo + hi) - image.astype(np.int64)
+
+
+def _phi(path: str) -> dict[str, Any]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=list(_PHI_FIELDS))
+    return {k: str(ds.get(k)) for k in _PHI_FIELDS if ds.get(k) not in (None, "")}
+
+
+def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = False,
+               on_gap: str = "error") -> Volume:
+    """Load the DICOM volume described by ``series`` (from :func:`medload.scan`).
+
+    Parameters
+    ----------
+    series : Series
+        A DICOM series from :func:`medload.scan`.
+    modality : str, optional
+        Overrides the Modality tag.
+    keep_phi : bool
+        Put identifying fields under ``meta["phi"]`` (default: never).
+    on_gap : {"error", "interpolate"}
+        Missing or unevenly spaced slices: refuse with a :class:`GeometryError` (default), or
+        interpolate linearly onto an even grid and say so in ``meta["problems"]``.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> from medload.io.scan import scan
+    >>> path = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> vol = load_dicom(scan(path)[0])
+    >>> vol.shape, vol.meta["intensity"]
+    ((1, 128, 128), 'HU')
+    """
+    if on_gap not in ON_GAP:
+        raise MedloadError(f"on_gap must be one of {ON_GAP}, found {on_gap!r}.")
+    frames, heads = _frames_of(series)
+    h = heads[0]
+    label = f"series {series.series_key} {series.description!r} ({len(heads)} files in {os.path.dirname(h.path)})"
+    layout = arrange(frames, label=label)
+    problems = list(layout.problems)
+    if layout.duplicates:
+        frames, note = _drop_identical(frames, layout, label)
+        layout = arrange(frames, label=label)
+        problems = list(layout.problems) + [note]
+    fatal = [e for e in layout.errors if not (on_gap == "interpolate" and ("missing slices" in e or "uneven slice spacing" in e))]
+    if fatal:
+        raise GeometryError(" ".join(fatal))
+    if h.samples not in (1, 3):
+        raise UnsupportedError(f"{h.path}: {h.samples} samples per pixel; medload reads grey-scale and RGB images.")
+    monochrome1 = h.photometric == "MONOCHROME1"
+    dtype = _output_dtype(heads, frames)
+    array = _decode_files(frames, layout, heads, dtype, label, monochrome1)
+    if monochrome1:
+        problems.append("MONOCHROME1 image inverted within its stored range so that higher values are brighter.")
 
     # Geometry.
     n_z = array.shape[1]

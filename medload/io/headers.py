@@ -57,6 +57,9 @@ _SCAN_TAGS = [
     0x0019100A,  # Siemens NumberOfImagesInMosaic
     0x00291010,  # Siemens CSA image header (slice normal, mosaic count)
     0x00291020,
+    "KVP", "RepetitionTime", "InversionTime", "FlipAngle", "MagneticFieldStrength", "Exposure",
+    "XRayTubeCurrent", "ManufacturerModelName", "ConvolutionKernel", "BodyPartExamined",
+    "PatientPosition", "ScanningSequence", "WindowCenter", "WindowWidth", "RescaleType",
     "Manufacturer", 0x20050010, 0x2005100E,  # Philips private ScaleSlope ("precise" values)
 ]
 
@@ -374,7 +377,13 @@ def _header(ds: Any, path: str) -> FileHeader | None:
     elif ds.get("Rows") is None or ds.get("Columns") is None:
         if not sop_class and len(ds) == 0:
             return None
-        is_image, kind = False, "non-image object " + (sop_class or "without SOP class")
+        if sop_class.startswith("1.2.840.10008.5.1.4.1.1.") and len(ds) < 8:
+            # An image storage class whose dataset stops after a few elements: truncated.
+            raise ReadError(
+                f"{path}: DICOM image ({sop_class}) whose header ends after {len(ds)} element(s), "
+                "without Rows/Columns: the file is truncated or damaged; re-copy or re-export it."
+            )
+        is_image, kind = False, "object without image (no Rows/Columns)"
     header = FileHeader(
         path=path,
         size=size,
@@ -387,7 +396,8 @@ def _header(ds: Any, path: str) -> FileHeader | None:
         description=str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or ""),
         rows=int(ds.get("Rows", 0) or 0),
         columns=int(ds.get("Columns", 0) or 0),
-        samples=int(ds.get("SamplesPerPixel", 1) or 1),
+        # a palette image becomes RGB at load (pydicom's apply_color_lut)
+        samples=3 if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR" else int(ds.get("SamplesPerPixel", 1) or 1),
         photometric=str(ds.get("PhotometricInterpretation", "") or ""),
         bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16),
         signed=int(ds.get("PixelRepresentation", 0) or 0) == 1,

@@ -1,0 +1,273 @@
+"""DICOM reader on synthetic series with known geometry (no ../shared/data needed).
+
+Each series is written by ``fixtures.synthetic.write_dicom_series``, which computes the
+true array and affine independently of medload; the reader must give them back exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from fixtures.synthetic import write_dicom_series
+from medload.errors import GeometryError, MissingDependencyError, ReadError
+from medload.io import load, scan
+from medload.io.codecs import decode
+
+ORIENTATIONS = ["axial", "sagittal", "coronal", "oblique"]
+
+
+def assert_matches_truth(vol, truth, *, atol_mm=1e-4):
+    assert vol.shape == truth["shape"]
+    np.testing.assert_allclose(vol.affine, truth["affine"], atol=atol_mm)
+    np.testing.assert_array_equal(vol.array.astype(np.float32), truth["array"])
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_geometry_and_voxels_match_truth(tmp_path, orientation, shuffle):
+    truth = write_dicom_series(tmp_path, orientation=orientation, shape=(6, 9, 7),
+                               spacing=(2.5, 0.8, 0.6), shuffle=shuffle, seed=3)
+    vol = load(tmp_path)
+    assert_matches_truth(vol, truth)
+    assert vol.spacing == pytest.approx((2.5, 0.8, 0.6), abs=1e-5)
+    assert vol.modality == "CT"
+    assert vol.array.dtype == np.int16  # -1024 .. 1976 HU fits
+    assert vol.meta["intensity"] == "HU"
+    assert vol.meta["problems"] == []
+    # slice 1 lies one step along the slice normal from slice 0
+    step = vol.affine[:3, 0]
+    np.testing.assert_allclose(step, truth["slice_normal"] * 2.5, atol=1e-5)
+
+
+def test_shuffled_files_are_sorted_by_position_not_instance_number(tmp_path):
+    truth = write_dicom_series(tmp_path, shape=(8, 4, 5), shuffle=True, seed=11)
+    series = scan(tmp_path)
+    assert len(series) == 1 and series[0].shape == (8, 4, 5)
+    numbers = [int(pydicom.dcmread(f, stop_before_pixels=True).InstanceNumber) for f in truth["files"]]
+    assert numbers != sorted(numbers)  # InstanceNumber order is not the spatial order here
+    np.testing.assert_array_equal(load(series[0]).array, truth["array"].astype(np.int16))
+
+
+def test_mr_keeps_unsigned_values_and_scanner_units(tmp_path):
+    truth = write_dicom_series(tmp_path, modality="MR", shape=(3, 5, 4), seed=1)
+    vol = load(tmp_path)
+    assert_matches_truth(vol, truth)
+    assert vol.array.dtype in (np.int16, np.uint16)
+    assert vol.meta["intensity"] == "scanner units"
+    assert vol.meta["echo_time"] == 4.2 and vol.meta["magnetic_field_strength"] == 3.0
+
+
+def test_non_integer_rescale_gives_float32(tmp_path):
+    truth = write_dicom_series(tmp_path, modality="MR", rescale=(0.5, 10.25), shape=(3, 4, 4), seed=2)
+    vol = load(tmp_path)
+    assert vol.array.dtype == np.float32
+    np.testing.assert_allclose(vol.array, truth["array"], rtol=0, atol=1e-4)
+
+
+def test_per_slice_rescale_is_applied_per_slice(tmp_path):
+    truth = write_dicom_series(tmp_path, modality="CT", shape=(3, 4, 4), seed=4)
+    # Give the middle slice (in world order) its own intercept, as some scanners do.
+    middle = truth["files"][1]
+    ds = pydicom.dcmread(middle)
+    ds.RescaleIntercept = "-1000"
+    ds.save_as(middle)
+    vol = load(tmp_path)
+    expected = truth["array"].copy()
+    expected[1] += 24
+    np.testing.assert_array_equal(vol.array, expected.astype(np.int16))
+
+
+def test_several_series_in_one_folder(tmp_path):
+    truths = [
+        write_dicom_series(tmp_path, orientation=o, shape=(3 + i, 5, 4), series_number=10 - i,
+                           series_description=f"s{i}", seed=i, shuffle=True)
+        for i, o in enumerate(["axial", "sagittal", "coronal"])
+    ]
+    (tmp_path / "README.txt").write_text("not a DICOM file")
+    found = scan(tmp_path)
+    assert len(found) == 3
+    assert [s.description for s in found] == ["s2", "s1", "s0"]  # by series number: 8, 9, 10
+    assert found.skipped["not DICOM"] == 1 and found.errors == []
+    assert scan(tmp_path) == found  # deterministic
+    for series in found:
+        truth = truths[int(series.description[1])]
+        assert series.shape == truth["shape"]
+        assert_matches_truth(load(series), truth)
+    with pytest.raises(ReadError, match="holds 3 volumes"):
+        load(tmp_path)
+
+
+def test_keys_are_pseudonyms_and_no_identifying_field_reaches_meta(tmp_path):
+    truth = write_dicom_series(tmp_path, shape=(2, 3, 3), seed=5)
+    series = scan(tmp_path, phi_key="secret-1")[0]
+    assert series.series_key.startswith("ser-") and series.patient_key.startswith("pat-")
+    assert series.patient_key != scan(tmp_path, phi_key="secret-2")[0].patient_key
+    vol = load(series)
+    text = json.dumps(vol.meta)
+    for keyword, value in truth["phi"].items():
+        assert str(value) not in text, f"{keyword} leaked into meta"
+    kept = load(series, keep_phi=True).meta["phi"]
+    assert kept["PatientID"] == truth["phi"]["PatientID"]
+
+
+def test_unreadable_and_non_image_files_are_counted_not_fatal(tmp_path):
+    write_dicom_series(tmp_path / "good", shape=(3, 4, 4), seed=6)
+    good_file = next((tmp_path / "good").iterdir())
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(good_file.read_bytes()[:300])  # header cut in the middle
+    sr_dir = Path(pydicom.__file__).parent / "data" / "test_files"
+    shutil.copy(sr_dir / "rtstruct.dcm", tmp_path / "struct")
+    found = scan(tmp_path)
+    assert len(found) == 1 and found[0].shape == (3, 4, 4)
+    assert found.skipped["RT Structure Set"] == 1
+    assert [Path(e.path).name for e in found.errors] == ["broken.dcm"]
+    assert "broken.dcm" in found.errors[0].message
+
+
+def test_identical_copy_of_a_file_is_dropped(tmp_path):
+    truth = write_dicom_series(tmp_path, shape=(4, 4, 4), seed=7)
+    shutil.copy(truth["files"][2], tmp_path / "copy_of_slice_2")
+    series = scan(tmp_path)[0]
+    assert series.shape == (4, 4, 4)
+    vol = load(series)
+    assert_matches_truth(vol, truth)
+    assert any("copies" in p for p in vol.meta["problems"])
+
+
+def test_duplicate_position_with_other_pixels_is_refused(tmp_path):
+    truth = write_dicom_series(tmp_path, shape=(4, 4, 4), seed=8)
+    ds = pydicom.dcmread(truth["files"][2])
+    ds.SOPInstanceUID = ds.SOPInstanceUID[:60] + ".9"
+    arr = ds.pixel_array.copy()
+    arr[0, 0] += 1
+    ds.PixelData = arr.tobytes()
+    ds.save_as(tmp_path / "other_at_slice_2")
+    with pytest.raises(GeometryError, match="duplicate positions") as err:
+        load(tmp_path)
+    assert "other_at_slice_2" in str(err.value)
+
+
+def test_duplicate_position_with_same_pixels_and_new_uid_is_dropped(tmp_path):
+    truth = write_dicom_series(tmp_path, shape=(4, 4, 4), seed=9)
+    ds = pydicom.dcmread(truth["files"][1])
+    ds.SOPInstanceUID = ds.SOPInstanceUID[:60] + ".9"
+    ds.save_as(tmp_path / "reexported_slice_1")
+    vol = load(tmp_path)
+    assert_matches_truth(vol, truth)
+    assert any("identical" in p and "reexported_slice_1" in p for p in vol.meta["problems"])
+
+
+def test_missing_slice_is_refused_or_interpolated(tmp_path):
+    truth = write_dicom_series(tmp_path, shape=(6, 4, 5), spacing=(3.0, 1.0, 1.0), modality="MR", seed=10)
+    os.remove(truth["files"][3])
+    series = scan(tmp_path)[0]
+    assert any("missing slices" in p for p in series.problems)
+    with pytest.raises(GeometryError, match="on_gap='interpolate'") as err:
+        load(series)
+    assert Path(truth["files"][2]).name in str(err.value) and "3.000 mm" in str(err.value)
+    vol = load(series, on_gap="interpolate")
+    assert vol.shape == (6, 4, 5)
+    np.testing.assert_allclose(vol.affine, truth["affine"], atol=1e-4)
+    expected = np.rint((truth["array"][2] + truth["array"][4]) / 2)
+    np.testing.assert_allclose(vol.array[3], expected, atol=0.5)
+    np.testing.assert_array_equal(vol.array[[0, 1, 2, 4, 5]], truth["array"][[0, 1, 2, 4, 5]])
+    assert any("interpolated" in p for p in vol.meta["problems"])
+
+
+def test_uneven_spacing_is_refused(tmp_path):
+    truth = write_dicom_series(tmp_path, shape=(5, 4, 4), spacing=(2.0, 1.0, 1.0), seed=12)
+    ds = pydicom.dcmread(truth["files"][4])
+    pos = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 0.7]  # last step 2.7 mm instead of 2
+    ds.save_as(truth["files"][4])
+    with pytest.raises(GeometryError, match="uneven slice spacing: steps of 2.700"):
+        load(tmp_path)
+
+
+def test_mixed_pixel_spacing_is_refused(tmp_path):
+    truth = write_dicom_series(tmp_path, shape=(4, 4, 4), seed=13)
+    ds = pydicom.dcmread(truth["files"][0])
+    ds.PixelSpacing = ["0.9", "0.6"]
+    ds.save_as(truth["files"][0])
+    with pytest.raises(GeometryError, match="PixelSpacing differs"):
+        load(tmp_path)
+
+
+def test_temporal_positions_become_a_frames_axis(tmp_path):
+    t0 = write_dicom_series(tmp_path / "a", modality="MR", shape=(3, 4, 4), seed=14)
+    t1 = write_dicom_series(tmp_path / "b", modality="MR", shape=(3, 4, 4), seed=15, series_uid=t0["series_uid"])
+    for t, truth in ((1, t0), (2, t1)):
+        for f in truth["files"]:
+            ds = pydicom.dcmread(f)
+            ds.SOPInstanceUID = ds.SOPInstanceUID[:60] + f".{t}"
+            ds.TemporalPositionIdentifier = t
+            ds.save_as(f)
+    series = scan(tmp_path)
+    assert len(series) == 1 and series[0].shape == (2, 3, 4, 4)
+    vol = load(series[0])
+    assert vol.n_frames == 2 and vol.meta["frames_axis"] == "time"
+    np.testing.assert_array_equal(vol.array[0], t0["array"])
+    np.testing.assert_array_equal(vol.array[1], t1["array"])
+    np.testing.assert_allclose(vol.affine, t0["affine"], atol=1e-4)
+
+
+def test_localizer_and_other_image_size_are_split_from_the_volume(tmp_path):
+    main = write_dicom_series(tmp_path, shape=(4, 6, 6), seed=16)
+    scout = write_dicom_series(tmp_path / "scout", orientation="coronal", shape=(1, 8, 8), seed=17,
+                               series_uid=main["series_uid"],
+                               extra_tags={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})
+    found = scan(tmp_path)
+    assert sorted(s.shape for s in found) == [(1, 8, 8), (4, 6, 6)]
+    vol = load(next(s for s in found if s.shape == (4, 6, 6)))
+    assert_matches_truth(vol, main)
+    assert load(next(s for s in found if s.shape == (1, 8, 8))).shape == scout["shape"]
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    truth = write_dicom_series(tmp_path, modality="MR", shape=(2, 3, 3), bits_stored=12, seed=18)
+    for f in truth["files"]:
+        ds = pydicom.dcmread(f)
+        ds.PhotometricInterpretation = "MONOCHROME1"
+        ds.save_as(f)
+    vol = load(tmp_path)
+    np.testing.assert_array_equal(vol.array, 4095 - truth["array"])
+    assert any("MONOCHROME1" in p for p in vol.meta["problems"])
+
+
+def test_single_radiograph_loads_as_one_slice():
+    path = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
+    vol = load(path)
+    assert vol.shape == (1, 128, 128)
+    assert vol.meta["intensity"] == "HU"
+    ds = pydicom.dcmread(path)
+    np.testing.assert_array_equal(vol.array[0], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+
+
+def test_missing_codec_names_the_package():
+    class Fake:
+        file_meta = pydicom.dataset.FileMetaDataset()
+        file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000Lossless
+
+        def __contains__(self, key):
+            return key == "PixelData"
+
+        @property
+        def pixel_array(self):
+            raise RuntimeError("Unable to decompress 'JPEG 2000 Image Compression (Lossless Only)' pixel "
+                               "data because all plugins are missing dependencies:\n\tgdcm - requires gdcm")
+
+    with pytest.raises(MissingDependencyError, match="pip install pylibjpeg pylibjpeg-openjpeg") as err:
+        decode(Fake(), "/x/slice.dcm")
+    assert "/x/slice.dcm" in str(err.value)
+
+
+def test_scan_of_a_missing_path_says_so(tmp_path):
+    with pytest.raises(ReadError, match="no such file or folder"):
+        scan(tmp_path / "nope")
