@@ -99,6 +99,25 @@ def test_items_follow_the_documented_contract_and_masks_match_their_slice(store_
         ds[48]
 
 
+@pytest.mark.parametrize("dtype", ["float16", "uint8", "int16", "float32"])
+def test_images_equal_the_stores_own_decoding_for_every_stored_dtype(tmp_path, dtype):
+    path = tmp_path / f"{dtype}.h5"
+    rng = np.random.default_rng(1)
+    array = rng.random((6, SIZE, SIZE), dtype=np.float32) * (1000 if dtype == "int16" else 1)
+    if dtype == "int16":
+        array = np.round(array) - 500
+    with medload.Store.create(path, dtype=dtype, compression=None) as store:
+        store.add(medload.Volume(array, np.eye(4), meta={"patient_key": "p", "series_key": "s", "source_hash": "h"}))
+    reader = medload.open(path)
+    want = reader.read_slices(0, 0, 6)
+    ds = SliceDataset(path, context=1)
+    got = torch.stack([ds[z]["image"][1] for z in range(6)]).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # bit-identical to StoreReader.read_slices
+    tolerance = {"float16": 1e-3, "uint8": 1 / 255 / 2 + 1e-6, "int16": 0, "float32": 0}[dtype]
+    assert np.abs(got - array).max() <= tolerance
+
+
 def test_batched_fetch_equals_item_by_item_for_runs_and_shuffled_indices(store_path):
     path, _ = store_path
     ds = SliceDataset(path, context=1)

