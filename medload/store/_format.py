@@ -19,7 +19,7 @@ from medload.errors import StoreError
 SCHEMA_VERSION = 1
 
 #: Defaults chosen by ``python bench/store.py`` on windowed CT (see docs/hdf5-schema.md).
-DEFAULT_DTYPE = "float16"
+DEFAULT_DTYPE = "uint8"
 DEFAULT_COMPRESSION = "zstd:1"
 
 DTYPES = ("float32", "float16", "uint8", "int16")
@@ -91,9 +91,9 @@ def check_dtype(dtype: str | None) -> str:
     Examples
     --------
     >>> check_dtype(None)
-    'float16'
-    >>> check_dtype("uint8")
     'uint8'
+    >>> check_dtype("float16")
+    'float16'
     """
     if dtype is None:
         return DEFAULT_DTYPE
@@ -255,3 +255,35 @@ def crc32(buffer: np.ndarray, value: int = 0) -> int:
     558161692
     """
     return zlib.crc32(np.ascontiguousarray(buffer).data, value)
+
+
+_F16_EXP_MASK = np.uint32(0x7C00 << 13)
+
+
+def float16_to_float32(stored: np.ndarray) -> np.ndarray:
+    """Widen float16 to float32 exactly, several times faster than ``ndarray.astype``.
+
+    numpy's own float16 conversion is scalar code (measured ~200 us per 256x256 slice, the
+    slowest step of a read); this does it with whole-array integer operations: move the 15
+    exponent+mantissa bits into float32 position and multiply by 2**112 to re-bias the
+    exponent (which also handles subnormals), then restore inf/NaN and the sign.
+
+    Examples
+    --------
+    >>> x = np.array([0.0, -0.0, 1.5, -2.0, 6e-8, 65504.0, np.inf, -np.inf], np.float16)
+    >>> np.array_equal(float16_to_float32(x), x.astype(np.float32))
+    True
+    """
+    bits = np.ascontiguousarray(stored).view(np.uint16)
+    word = bits.astype(np.uint32)
+    sign = word & np.uint32(0x8000)
+    word &= np.uint32(0x7FFF)
+    special = word >= np.uint32(0x7C00)  # inf or NaN: exponent all ones
+    word <<= np.uint32(13)
+    out = word.view(np.float32)
+    out *= np.float32(2.0**112)
+    if special.any():
+        word[special] |= np.uint32(0x7F800000)
+    sign <<= np.uint32(16)
+    word |= sign
+    return out

@@ -1,0 +1,127 @@
+"""Store dtype/filter benchmark: bytes on disk, random slice reads/s and write slices/s.
+
+Data: the real Siemens body CT of ``../shared/data/totalsegmentator_ct/example_ct_dicom``
+(20 slices, 512x512, HU), windowed 40/400 to [0, 1] and resized to 256x256 with
+scikit-image, repeated to a few thousand slices (int16 rows store the raw HU instead,
+resized the same way and rounded). Reads are single slices in random order through
+``StoreReader.read_slices`` (decoded float32, as the datasets use it), one core, warm page
+cache, best of 3 passes; the anchor is a numpy memmap of the same float32 slices.
+
+Run: ``python bench/store.py [--slices 2000] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import medload  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "totalsegmentator_ct" / "example_ct_dicom"
+FILTERS = ["none", "gzip:4", "lzf", "zstd:1", "zstd:1+shuffle", "blosc2", "blosc2-zstd:1"]
+VOLUME_SLICES = 100  # slices per stored volume (a typical resampled CT series)
+
+
+def load_slices(n_slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windowed [0,1] float32 and raw-HU int16 slices, 256x256, repeated to ``n_slices``."""
+    import pydicom
+    from skimage.transform import resize
+
+    files = sorted(glob.glob(str(DATA / "*")))
+    if not files:
+        sys.exit(f"needs {DATA} (../shared/data beside the repository)")
+    datasets = sorted((pydicom.dcmread(f) for f in files), key=lambda d: float(d.ImagePositionPatient[2]))
+    hu = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in datasets])
+    hu = resize(hu.astype(np.float32), (len(hu), 256, 256), order=1, anti_aliasing=True, preserve_range=True)
+    windowed = np.clip((hu - (40 - 200)) / 400.0, 0, 1).astype(np.float32)
+    reps = -(-n_slices // len(hu))
+    return (np.tile(windowed, (reps, 1, 1))[:n_slices].copy(),
+            np.tile(np.rint(hu).astype(np.int16), (reps, 1, 1))[:n_slices].copy())
+
+
+def best_rate(read_one, order: np.ndarray, passes: int = 3) -> float:
+    for i in order:  # warm-up pass: page cache, h5py dataset handles
+        read_one(int(i))
+    best = 0.0
+    for p in range(passes):
+        shuffled = np.random.default_rng(p + 1).permutation(order)
+        t0 = time.perf_counter()
+        for i in shuffled:
+            read_one(int(i))
+        best = max(best, len(order) / (time.perf_counter() - t0))
+    return best
+
+
+def bench_memmap(slices: np.ndarray, folder: Path) -> tuple[int, float]:
+    path = folder / "slices.npy"
+    np.save(path, slices)
+    mm = np.load(path, mmap_mode="r")
+    rate = best_rate(lambda i: np.array(mm[i]), np.arange(len(slices)))
+    size = path.stat().st_size
+    del mm
+    path.unlink()
+    return size, rate
+
+
+def bench_store(slices: np.ndarray, folder: Path, dtype: str, compression: str) -> tuple[int, float, float]:
+    path = folder / f"{dtype}-{compression.replace(':', '').replace('+', '-')}.h5"
+    t0 = time.perf_counter()
+    with medload.Store.create(path, dtype=dtype, compression=compression, value_range=(0, 1) if dtype == "uint8" else None) as store:
+        for v, z0 in enumerate(range(0, len(slices), VOLUME_SLICES)):
+            store.add(medload.Volume(slices[z0:z0 + VOLUME_SLICES], np.diag([1.5, 1.5, 1.5, 1.0]), modality="CT",
+                                     meta={"source_hash": f"bench-{v}", "series_key": f"ser-{v:04d}"}))
+    write_rate = len(slices) / (time.perf_counter() - t0)
+    reader = medload.open(path)
+    index = reader.index
+    vols, sls = index["volume"].astype(int), index["slice"].astype(int)
+    read_rate = best_rate(lambda i: reader.read_slices(vols[i], sls[i], sls[i] + 1), np.arange(len(reader)))
+    reader.close()
+    size = path.stat().st_size
+    path.unlink()
+    return size, read_rate, write_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args()
+    folder = Path(args.out or tempfile.mkdtemp(prefix="medload-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    windowed, hu = load_slices(args.slices)
+    try:
+        mm_size, mm_rate = bench_memmap(windowed, folder)
+        rows = []
+        for dtype in ("float32", "float16", "uint8", "int16"):
+            for compression in FILTERS:
+                data = hu if dtype == "int16" else windowed
+                rows.append((dtype, compression, *bench_store(data, folder, dtype, compression)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True) if args.out is None else None
+    f32_size = next(r[2] for r in rows if r[0] == "float32" and r[1] == "none")
+    print(f"{args.slices} slices 256x256 (windowed CT; int16 = raw HU), one core, warm cache, "
+          f"read = random single slices decoded to float32, best of 3; {os.uname().nodename}")
+    header = f"| {'store':<28} | {'MB on disk':>10} | {'x smaller than f32':>18} | {'read slices/s':>13} | {'read vs memmap':>14} | {'write slices/s':>14} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    print(f"| {'numpy memmap float32 (anchor)':<28} | {mm_size / 1e6:>10.1f} | {f32_size / mm_size:>18.2f} | {mm_rate:>13,.0f} | {1.0:>14.2f} | {'-':>14} |")
+    default = (medload.store.DEFAULT_DTYPE, medload.store.DEFAULT_COMPRESSION)
+    for dtype, compression, size, read_rate, write_rate in rows:
+        name = f"{dtype} {compression}" + (" (default)" if (dtype, compression) == default else "")
+        print(f"| {name:<28} | {size / 1e6:>10.1f} | {f32_size / size:>18.2f} | {read_rate:>13,.0f} | "
+              f"{read_rate / mm_rate:>14.2f} | {write_rate:>14,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
