@@ -205,6 +205,13 @@ def test_keys_relative_to_root_and_bids_subject(tmp_path):
     assert vol.meta["description"] == "sub-07_ses-1_T1w" == sa.description
 
 
+def test_same_file_name_in_two_folders_gives_two_series_keys(tmp_path):
+    a = scan_nifti(write_nifti(tmp_path / "p1" / "image.nii.gz")["path"])
+    b = scan_nifti(write_nifti(tmp_path / "p2" / "image.nii.gz")["path"])
+    assert a.series_key != b.series_key and a.patient_key != b.patient_key
+    assert load_nifti(a.files[0]).meta["series_key"] == a.series_key
+
+
 def test_scan_reads_header_only_and_matches_load(tmp_path):
     truth = write_nifti(tmp_path / "s.nii.gz", shape=(9, 10, 11), scl_slope=2.0)
     series = scan_nifti(truth["path"])

@@ -26,8 +26,9 @@ What the reader does
   caller's ``modality=``; else ``"unknown"``. A caller's ``modality=`` that disagrees with the
   sidecar wins, and the disagreement is written to ``meta["problems"]``.
 - Keys: ``series_key`` (and ``source_key``) is a pseudonym of the file path relative to the
-  scanned root; ``patient_key`` / ``study_key`` are pseudonyms of BIDS ``sub-XX`` / ``ses-YY``
-  found in the path, else of the same relative path.
+  scanned root (``scan_nifti(..., root=)``; the absolute path without one); ``patient_key`` /
+  ``study_key`` are pseudonyms of BIDS ``sub-XX`` / ``sub-XX/ses-YY`` found in that path, else
+  of the same path.
 - Only a whitelist of sidecar fields reaches ``meta`` (no names, dates or institutions).
   Sidecar times are seconds in BIDS; medload's ``echo_time`` / ``repetition_time`` are
   milliseconds, as in DICOM, so they are converted.
@@ -273,13 +274,17 @@ def _bids_entities(path: Path) -> tuple[str | None, str | None]:
 
 
 def _relative(path: Path, root: str | Path | None) -> str:
-    base = Path(root).resolve() if root is not None else path.parent
+    # Without a root the absolute path is used: unique (two exports may both hold
+    # "image.nii.gz"), though not stable when the files move; scan passes its root.
+    if root is None:
+        return path.as_posix()
+    base = Path(root).resolve()
     if base.is_file():
         base = base.parent
     try:
         return path.relative_to(base).as_posix()
     except ValueError:
-        return path.name
+        return path.as_posix()
 
 
 def _keys(path: Path, root: str | Path | None, phi_key: str | bytes | None) -> dict[str, str]:
@@ -377,8 +382,9 @@ def scan_nifti(path: str | Path, *, phi_key: str | bytes | None = None, root: st
     phi_key : str or bytes, optional
         Secret of the pseudonyms (default ``$MEDLOAD_PHI_KEY``).
     root : str or Path, optional
-        The folder being scanned; keys are pseudonyms of the path relative to it (default:
-        the file's folder), so the same export scanned from another place gets the same keys.
+        The folder being scanned; keys are pseudonyms of the path relative to it, so the same
+        export scanned from another place gets the same keys. Default: the absolute path
+        (unique, but the keys change when the files move).
 
     Returns
     -------
