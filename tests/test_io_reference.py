@@ -185,3 +185,20 @@ def test_segmentation_lies_on_the_ct_grid():
     hu = np.asanyarray(canon_ours.dataobj)
     assert labels.sum() > 1000
     assert np.median(hu[labels]) > -200 > np.median(hu[~labels])
+
+
+def test_every_transfer_syntax_decodes_to_identical_pixels():
+    """Issue 2, point 1: the 9 files of dcm_qa_ts/In (explicit/implicit LE, big endian, RLE,
+    JPEG lossless x2, JPEG-LS x2, JPEG 2000) hold one mosaic; all decode to the same voxels."""
+    folder = shared_path("dcm_qa_ts", "In")
+    files = sorted(folder.glob("*.dcm"), key=lambda p: int(p.stem))
+    assert len(files) == 9
+    vols = [load(f) for f in files]
+    syntaxes = {v.meta["transfer_syntax"] for v in vols}
+    assert len(syntaxes) == 7  # 5/6 are two JPEG lossless encodings, 7/8 two JPEG-LS ones
+    first = vols[0]
+    assert first.shape == (35, 64, 64) and first.meta["mosaic_tiles"] == 35
+    assert int(first.array.max()) > 100  # a real image, not zeros
+    for f, v in zip(files[1:], vols[1:]):
+        np.testing.assert_array_equal(v.array, first.array, err_msg=f.name)
+        np.testing.assert_allclose(v.affine, first.affine, atol=1e-6, err_msg=f.name)

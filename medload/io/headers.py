@@ -84,7 +84,11 @@ def looks_like_dicom(path: str) -> bool:
     if len(head) >= 132 and head[128:132] == b"DICM":
         return True
     # No preamble (old ACR-NEMA style exports): a little-endian tag of group 0x0002 or 0x0008.
-    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00"
+    if len(head) < 8:
+        return False
+    little = head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00"
+    big = head[:2] in (b"\x00\x02", b"\x00\x08") and head[2:3] == b"\x00"
+    return little or big
 
 
 @dataclass
