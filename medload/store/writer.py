@@ -50,8 +50,10 @@ def _h5py():
 
 
 def _is_lock_error(exc: BaseException) -> bool:
+    # HDF5: "unable to lock file, errno = 11, error message = 'Resource temporarily unavailable'"
+    # (not "sblock", which appears in messages about truncated files).
     text = str(exc).lower()
-    return "lock" in text or "resource temporarily unavailable" in text
+    return "lock file" in text or "resource temporarily unavailable" in text
 
 
 def content_hash(volume: Volume) -> str:
