@@ -137,6 +137,31 @@ def test_round_trip_through_to_nifti_is_exact(tmp_path):
     np.testing.assert_allclose(again.affine, vol.affine, atol=1e-6)
 
 
+def test_nifti2_and_big_endian_read_the_same(tmp_path):
+    data = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    affine = np.diag([0.5, 0.75, 2.0, 1.0])
+    nib.save(nib.Nifti2Image(data, affine), tmp_path / "two.nii")
+    big = nib.Nifti1Image(data, affine, header=nib.Nifti1Header(endianness=">"))
+    big.set_data_dtype(np.int16)
+    nib.save(big, tmp_path / "big.nii.gz")
+    assert nib.load(tmp_path / "big.nii.gz").header.endianness == ">"
+    for name in ("two.nii", "big.nii.gz"):
+        vol = load_nifti(tmp_path / name)
+        np.testing.assert_array_equal(vol.array, data.transpose(2, 1, 0))
+        assert vol.array.dtype.isnative and vol.spacing == (2.0, 0.75, 0.5)
+
+
+def test_loaded_volume_owns_its_memory_and_pickles(tmp_path):
+    import pickle
+
+    truth = write_nifti(tmp_path / "p.nii", shape=(3, 4, 5))
+    vol = load_nifti(truth["path"])
+    assert not isinstance(vol.array, np.memmap)  # no open file behind the volume
+    again = pickle.loads(pickle.dumps(vol))
+    np.testing.assert_array_equal(again.array, truth["array"])
+    assert again.meta == vol.meta
+
+
 # --- modality and meta ------------------------------------------------------------------
 def test_modality_from_sidecar_and_acquisition_fields_in_ms(tmp_path):
     sidecar = {

@@ -441,6 +441,8 @@ def _read_voxels(path: Path, image) -> np.ndarray:
         )
     if raw.dtype == np.bool_:
         raw = raw.astype(np.uint8)
+    if not raw.dtype.isnative:  # big-endian files: torch and h5py want native byte order
+        raw = raw.astype(raw.dtype.newbyteorder("="))
     if slope == 1.0 and inter == 0.0:
         return raw
     # float32 in place: one output-sized buffer instead of nibabel's float64 (2x the memory).
