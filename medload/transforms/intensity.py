@@ -171,6 +171,13 @@ def n4_bias_correct(
     array = np.asarray(array, dtype=np.float32)
     if array.max() == array.min():
         return array.copy()
+    if array.ndim == 3 and array.shape[0] < 4:
+        # N4's B-spline field needs a few voxels along every axis: fit thin stacks slice by slice.
+        return np.stack([
+            n4_bias_correct(s, spacing=spacing[-2:], mask=None if mask is None else np.asarray(mask)[i],
+                            shrink_factor=shrink_factor, iterations=iterations,
+                            convergence_threshold=convergence_threshold)
+            for i, s in enumerate(array)])
     image = sitk.GetImageFromArray(array)
     image.SetSpacing([float(s) for s in spacing[::-1]])
     if mask is None:
@@ -182,7 +189,8 @@ def n4_bias_correct(
         return array.copy()
     mask_image = sitk.GetImageFromArray(mask_arr.astype(np.uint8))
     mask_image.CopyInformation(image)
-    shrink = [int(min(shrink_factor, n)) for n in array.shape[::-1]]
+    # Keep at least 4 voxels along each axis after shrinking (same reason as above).
+    shrink = [int(max(1, min(shrink_factor, n // 4))) for n in array.shape[::-1]]
     small = sitk.Shrink(image, shrink)
     small_mask = sitk.Shrink(mask_image, shrink)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
