@@ -173,6 +173,14 @@ class Store:
             raise StoreError(f"{path} is a folder; a store writer writes one file, e.g. {path / 'shard-0001.h5'}.")
         if not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _WriterLock(path.with_name(path.name + ".lock"))
+        try:
+            self._open(path, resume, overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, path: Path, resume: bool, overwrite: bool) -> None:
         exists = path.exists() or self.partial_path.exists()
         if overwrite:
             for p in (path, self.partial_path):
@@ -496,29 +504,35 @@ class Store:
             return
         self._closed = True
         f = self._file
-        if f is None:  # nothing was added to an existing finished store
-            return
         self._file = None
         try:
-            _write_index(f)
-            f.flush()
+            if f is None:  # nothing was added to an existing finished store
+                return
+            try:
+                _write_index(f)
+                f.flush()
+            finally:
+                f.close()
+            with open(self.partial_path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(self.partial_path, self.path)
         finally:
-            f.close()
-        with open(self.partial_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self.partial_path, self.path)
+            self._lock.release()
 
     def abandon(self) -> None:
         """Close without finalizing: the partial file stays, and the next run resumes it."""
         if self._closed:
             return
         self._closed = True
-        if self._file is not None:
-            try:
-                self._file.flush()
-            finally:
-                self._file.close()
-                self._file = None
+        try:
+            if self._file is not None:
+                try:
+                    self._file.flush()
+                finally:
+                    self._file.close()
+                    self._file = None
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Store:
         return self
@@ -532,6 +546,43 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, dtype={self.dtype}, compression={self.compression}, volumes={len(self._keys)})"
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on ``<store>.lock``: one writer per store file, even across a fork.
+
+    HDF5's own file lock does not protect a file against a forked child of its writer (the
+    child shares the parent's open file), so the writer takes this lock first. The lock file
+    is removed on close; one left by a killed writer is harmless (the kernel drops its lock).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # Windows: rely on HDF5's own locking
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            store = path.with_suffix("")
+            raise StoreError(
+                f"{store} is being written by another process (it holds {path.name}); each parallel "
+                "writer needs its own shard file (e.g. out/shard-0001.h5, out/shard-0002.h5)."
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _verify(group) -> bool:
