@@ -109,3 +109,15 @@ def test_resampled_real_ct_mask_stays_aligned():
     assert (out.array[out_mask.array == 1] > 100).mean() > 0.9
     bone_ml = [float(m.array.sum() * np.prod(m.spacing)) / 1000 for m in (mask, out_mask)]
     assert bone_ml[1] == pytest.approx(bone_ml[0], rel=0.1)  # same bone volume in millilitres
+
+
+def test_reorient_keep_slice_axis_keeps_a_sagittal_series_sagittal():
+    affine = np.diag([-1.2, -0.8, -1.0, 1.0])  # axis 0 points L (sagittal slices), rows P, columns I
+    image, mask, marks = landmark_volume()
+    vol, msk = Volume(image.array, affine), Volume(mask.array, affine)
+    assert vol.orientation == ("L", "P", "I")
+    out, out_mask = T.Pipeline([T.Reorient(keep_slice_axis=True)])(vol, mask=msk)
+    assert out.orientation == ("R", "S", "A") and out.history[-1][1]["axcodes"] == ["R", "S", "A"]
+    np.testing.assert_array_equal(out.array, vol.array[::-1, ::-1, ::-1].transpose(0, 2, 1))
+    before, after = _centroids(msk, len(marks)), _centroids(out_mask, len(marks))
+    np.testing.assert_allclose(before, after, atol=1e-9)

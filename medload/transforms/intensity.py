@@ -253,10 +253,11 @@ def zscore(array: np.ndarray, *, mask: str | np.ndarray | None = None) -> np.nda
     [0.0, 0.0, 0.0, 0.0]
     """
     array = np.asarray(array, dtype=np.float32)
-    inside = array[_mask_for(array, mask)].astype(np.float64)
+    # mask "all": reduce the array itself, no boolean mask and no copy of the voxels
+    inside = array if mask is None or (isinstance(mask, str) and mask == "all") else array[_mask_for(array, mask)]
     if inside.size == 0:
         return np.zeros_like(array)
-    mean, std = float(inside.mean()), float(inside.std())
+    mean, std = float(inside.mean(dtype=np.float64)), float(inside.std(dtype=np.float64))
     if not std > 0:
         return np.zeros_like(array)
     return (array - np.float32(mean)) / np.float32(std)
@@ -274,7 +275,7 @@ def minmax(array: np.ndarray, *, mask: str | np.ndarray | None = None) -> np.nda
     [0.0, 0.5, 1.0]
     """
     array = np.asarray(array, dtype=np.float32)
-    inside = array[_mask_for(array, mask)]
+    inside = array if mask is None or (isinstance(mask, str) and mask == "all") else array[_mask_for(array, mask)]
     if inside.size == 0:
         return np.zeros_like(array)
     lo, hi = float(inside.min()), float(inside.max())

@@ -192,8 +192,10 @@ class Reorient(Transform):
 
     ``axcodes`` names where array axes ``(z, y, x)`` point; the default ``("S", "A", "R")`` is
     nibabel's RAS canonical in medload's axis order (the voxels of
-    ``nibabel.as_closest_canonical(vol.to_nifti())``): axis 0, the slice axis, runs inferior
-    to superior.
+    ``nibabel.as_closest_canonical(vol.to_nifti())``): axis 0, the slice axis of the result,
+    runs inferior to superior. ``keep_slice_axis=True`` keeps the acquisition's slice axis as
+    axis 0 (a sagittal series stays sagittal, pointing R; coronal points A) and orders the
+    in-plane axes as ``axcodes`` does; the codes it resolved go to history.
 
     Examples
     --------
@@ -201,25 +203,41 @@ class Reorient(Transform):
     >>> vol = Volume(np.zeros((2, 3, 4)), np.diag([-1.0, 1, 1, 1]))   # axis 0 points left
     >>> Reorient()(vol).orientation
     ('S', 'A', 'R')
+    >>> Reorient(keep_slice_axis=True)(vol).orientation
+    ('R', 'A', 'S')
     """
 
     name = "reorient"
     is_spatial = True
 
-    def __init__(self, axcodes: Sequence[str] = ("S", "A", "R")) -> None:
+    def __init__(self, axcodes: Sequence[str] = ("S", "A", "R"), keep_slice_axis: bool = False) -> None:
         codes = [str(c).upper() for c in axcodes]
         world_axis = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
         if len(codes) != 3 or sorted(world_axis.get(c, -1) for c in codes) != [0, 1, 2]:
             raise TransformError(f"{self.name}: axcodes must name each of L/R, A/P, S/I once, found {axcodes!r}")
         self.axcodes = codes
+        self.keep_slice_axis = bool(keep_slice_axis)
 
     def params(self):
-        return {"axcodes": self.axcodes}
+        return {"axcodes": self.axcodes, "keep_slice_axis": self.keep_slice_axis}
 
-    def _do(self, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+    def _codes(self, volume: Volume) -> list[str]:
+        if not self.keep_slice_axis:
+            return self.axcodes
         import nibabel.orientations as nio
 
-        ornt = reorient_ornt(volume.affine, self.axcodes)
+        world_axis = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+        slice_world = int(nio.io_orientation(volume.affine)[0, 0])
+        first = "RAS"[slice_world]
+        return [first] + [c for c in self.axcodes if world_axis[c] != slice_world]
+
+    def plan(self, volume):
+        return Reorient(self._codes(volume))
+
+    def _do(self, volume: Volume, codes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        import nibabel.orientations as nio
+
+        ornt = reorient_ornt(volume.affine, codes)
         spatial = volume.spatial_shape
         array = volume.array
         if array.ndim == 4:
@@ -231,13 +249,15 @@ class Reorient(Transform):
 
     def apply(self, volume):
         check_finite(volume.array, self.name)
-        out, affine = self._do(volume)
-        return out, self.params(), {"affine": affine}
+        codes = self._codes(volume)
+        out, affine = self._do(volume, codes)
+        return out, {"axcodes": codes, "keep_slice_axis": False}, {"affine": affine}
 
     def apply_mask(self, mask):
         _check_mask_grid(mask, self.name)
-        out, affine = self._do(mask)
-        return mask.with_array(out, affine=affine, step=(self.name, self.params()))
+        codes = self._codes(mask)
+        out, affine = self._do(mask, codes)
+        return mask.with_array(out, affine=affine, step=(self.name, {"axcodes": codes, "keep_slice_axis": False}))
 
 
 class CropForeground(Transform):
