@@ -230,7 +230,7 @@ class StoreReader:
         cache = self._images if name == "image" else self._masks
         ds = cache.get(volume)
         if ds is None:
-            rec = self.volumes_record(volume)
+            rec = self.record(volume)
             try:
                 ds = self._file(rec.shard)["volumes"][rec.key][name]
             except KeyError:
@@ -271,8 +271,18 @@ class StoreReader:
         """Every complete volume, in shard order then key order."""
         return list(self._records)
 
-    def volumes_record(self, volume: int) -> VolumeRecord:
-        """The :class:`VolumeRecord` at position ``volume`` (with a clear error when out of range)."""
+    def record(self, volume: int) -> VolumeRecord:
+        """The :class:`VolumeRecord` at position ``volume`` (with a clear error when out of range).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> with medload.Store.create(path) as store:
+        ...     _ = store.add(medload.Volume(np.zeros((2, 3, 4)), np.eye(4), meta={"series_key": "s1"}), label=2)
+        >>> medload.open(path).record(0).label, medload.open(path).record(0).slice_shape
+        (2, (3, 4))
+        """
         try:
             if volume < 0:
                 raise IndexError
@@ -336,7 +346,7 @@ class StoreReader:
         (np.uint8(128), 0.502)
         """
         self._check_pid()
-        rec = self.volumes_record(volume)
+        rec = self.record(volume)
         start, stop = self._range(rec, start, stop)
         stored = _read(self._dataset(volume, "image"), start, stop, rec)
         if raw or stored.dtype == np.float32:
@@ -364,7 +374,7 @@ class StoreReader:
         np.uint64(8)
         """
         self._check_pid()
-        rec = self.volumes_record(volume)
+        rec = self.record(volume)
         if not rec.has_mask:
             raise StoreError(f"{rec.shard}: volume {rec.key} has no mask; check VolumeRecord.has_mask first.")
         start, stop = self._range(rec, start, stop)
@@ -385,7 +395,7 @@ class StoreReader:
         >>> medload.open(path).read_volume(0)
         Volume(CT, shape=(2, 3, 4), dtype=float32, spacing=3x1x1 mm, orientation=RAS, steps=0)
         """
-        rec = self.volumes_record(volume)
+        rec = self.record(volume)
         array = self.read_slices(volume, 0, rec.n_slices)
         if array.ndim == 4:
             array = np.ascontiguousarray(array.transpose(1, 0, 2, 3))
