@@ -110,7 +110,6 @@ class StoreDatasetBase:
 
         # --- channels ---------------------------------------------------------------------------
         self._channel_index: dict[int, Any] = {}
-        self._decode: dict[int, tuple[float, float]] = {}
         counts = set()
         self.replicate3 = channels == "replicate3"
         for vid, rec in zip(self.volume_ids, selected):
@@ -137,11 +136,6 @@ class StoreDatasetBase:
                 idx = np.array([stored.index(c) for c in wanted], np.int64)
                 n = len(wanted)
             self._channel_index[int(vid)] = None if idx is None else torch.from_numpy(idx)
-            # Integer stores (uint8, int16) record value = stored * scale + offset; float stores hold values.
-            integer = np.dtype(getattr(rec, "dtype", "float32")).kind in "iu"
-            self._decode[int(vid)] = (
-                (float(getattr(rec, "scale", 1.0)), float(getattr(rec, "offset", 0.0))) if integer else (1.0, 0.0)
-            )
             counts.add(n)
         if len(counts) > 1:
             raise MedloadError(
@@ -165,17 +159,10 @@ class StoreDatasetBase:
     # --- helpers for subclasses ---------------------------------------------------------------
     def _read(self, volume: int, start: int, stop: int) -> Any:
         """Slices ``start:stop`` of one volume as a float32 tensor ``(n, C, H, W)``, channels chosen."""
-        # Read the stored type and widen it with torch: torch converts float16 to float32
-        # about 6x faster than HDF5's or numpy's conversion (measured: 41 vs 273 us per
-        # 256x256 slice), which decides the speed of the default float16 store.
-        image = torch.from_numpy(self._reader.read_slices(volume, start, stop, raw=True))
-        if image.dtype != torch.float32:
-            image = image.float()
-        scale, offset = self._decode[volume]
-        if scale != 1.0:
-            image.mul_(scale)  # same float32 arithmetic as StoreReader.read_slices
-        if offset != 0.0:
-            image.add_(offset)
+        # The store decodes (uint8 scale, fast float16 widening) in numpy; torch ops here would
+        # wake torch's intra-op threads for every slice, which costs milliseconds on a busy
+        # machine in the main process (measured in bench/loader.py).
+        image = torch.from_numpy(self._reader.read_slices(volume, start, stop))
         if image.ndim == 3:
             return image.unsqueeze(1)
         idx = self._channel_index[volume]
@@ -183,7 +170,7 @@ class StoreDatasetBase:
 
     def _read_mask(self, volume: int, start: int, stop: int) -> Any:
         """Mask slices ``start:stop`` as an int64 tensor ``(n, H, W)``."""
-        return torch.from_numpy(self._reader.read_mask(volume, start, stop)).long()
+        return torch.from_numpy(self._reader.read_mask(volume, start, stop).astype(np.int64))
 
 
 def standardize_tensor(image: Any, *, eps: float = 1e-6) -> Any:
