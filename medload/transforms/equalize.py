@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -191,10 +192,9 @@ class CLAHE(Transform):
         in_range = self.in_range or [float(array.min()), float(array.max())]
         unit = rescale_unit(array, in_range=in_range)
 
-        def one(u):
-            return clahe(u, kernel_size=kernel, clip_limit=self.clip_limit, nbins=self.nbins)
-
-        out = map_slices(one, unit, workers=self.workers) if self.per_slice else map_frames(one, unit)
+        one = partial(clahe, kernel_size=kernel, clip_limit=self.clip_limit, nbins=self.nbins)
+        # skimage's CLAHE is numpy-level Python that holds the GIL: processes, not threads.
+        out = map_slices(one, unit, workers=self.workers, backend="process") if self.per_slice else map_frames(one, unit)
         if self.mask != "all":
             inside = _mask_for(array, self.mask)
             out = np.where(inside, out, unit.astype(np.float32))
