@@ -176,8 +176,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch-files", type=int, default=1024, help="torch.save files written")
     parser.add_argument("--dicom-files", type=int, default=300, help="DICOM files written")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (best kept)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads of the main process (default 1: on a shared machine more "
+                             "threads make the 0-worker collate wait for busy cores; workers always use 1)")
     parser.add_argument("--workdir", default=None, help="where to write (default: a temporary folder)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     slices, source = ct_slices(args.slices)
     order = np.random.default_rng(0).permutation(len(slices))
@@ -200,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     dcm = best["pydicom decode, one file per slice"]
 
     print(f"\nSliceDataset read speed: {len(slices)} slices 256x256 float32 from {source}; shuffled; "
-          f"{os.cpu_count()} CPUs; torch {__import__('torch').__version__}")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} intra-op thread(s); best of {args.rounds} rounds")
     for name, size in sizes.items():
         print(f"  {name}: {size / 2**20:.0f} MiB ({size / (len(slices) * SIZE * SIZE * 4):.2f}x float32)")
     width = max(len(r[0]) for r in rows)

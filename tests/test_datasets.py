@@ -293,6 +293,28 @@ def test_two_spawn_workers_yield_exactly_the_items_of_no_workers_in_order(store_
     _assert_same(reference, spawned)
 
 
+class AddTorchNoise:
+    """A random transform drawing from torch's generator (seeded per worker by the DataLoader)."""
+
+    def __call__(self, item):
+        item["image"] = item["image"] + torch.rand(())
+        return item
+
+
+def test_random_transforms_repeat_with_a_seeded_loader_and_the_lazy_top_level_names(store_path):
+    path, _ = store_path
+    assert medload.SliceDataset is SliceDataset and medload.VolumeDataset is VolumeDataset and medload.split is split
+    ds = SliceDataset(path, transform=AddTorchNoise(), with_mask=False)
+
+    def run():
+        loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, num_workers=2, multiprocessing_context="fork",
+                                             generator=torch.Generator().manual_seed(4))
+        return torch.cat([b["image"][:, 0, 0, 0] for b in loader])
+
+    first, second = run(), run()
+    assert torch.equal(first, second) and first.unique().numel() == len(ds)
+
+
 def test_pickles_small_and_reads_the_same_after(store_path):
     path, _ = store_path
     ds = SliceDataset(path)

@@ -66,6 +66,8 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
     ``pin_memory`` and ``DistributedSampler`` work without a ``worker_init_fn``. Nothing is
     cached per item, so worker memory does not grow epoch after epoch.
     :meth:`__getitems__` reads runs of consecutive slices of a batch in one call.
+    Random transforms that draw from torch's generator are seeded per worker by the
+    DataLoader; pass ``generator=torch.Generator().manual_seed(s)`` to repeat a run exactly.
 
     Examples
     --------
