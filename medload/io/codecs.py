@@ -16,7 +16,7 @@ import numpy as np
 
 from medload.errors import MissingDependencyError, ReadError
 
-__all__ = ["decode", "codec_hint"]
+__all__ = ["decode", "codec_hint", "read_native"]
 
 _JPEG = "pip install pylibjpeg pylibjpeg-libjpeg (or python-gdcm)"
 _JPEGLS = "pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls, or python-gdcm)"
@@ -91,3 +91,49 @@ def decode(ds: Any, path: str) -> np.ndarray:
         raise ReadError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); the file is damaged, re-export it.") from exc
     except Exception as exc:  # truncated data, bad fragments, inconsistent header values
         raise ReadError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); the file is damaged or its header does not match its pixel data, re-export it.") from exc
+
+
+def read_native(path: str, *, rows: int, columns: int, bits_allocated: int, bits_stored: int,
+                signed: bool) -> np.ndarray | None:
+    """Stored values of a single-frame, single-sample, uncompressed little-endian image, or None.
+
+    The pixel bytes are read straight into a numpy array (no pydicom dataset is built): for a
+    512x512 CT slice this is several times faster than ``dcmread(...).pixel_array`` (measured
+    in bench/read.py). Unused high bits are cleared, or sign-extended for signed data, as
+    pydicom does. Anything else (compressed, big endian, multi-frame, odd sizes) returns None
+    and the caller uses :func:`decode`.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> p = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> a = read_native(p, rows=128, columns=128, bits_allocated=16, bits_stored=16, signed=True)
+    >>> bool((a == pydicom.dcmread(p).pixel_array).all())
+    True
+    """
+    from medload.io.fastheader import pixel_data_location
+
+    if bits_allocated not in (8, 16, 32):
+        return None
+    where = pixel_data_location(path)
+    if where is None:
+        return None
+    offset, length, _ = where
+    itemsize = bits_allocated // 8
+    count = rows * columns
+    if length not in (count * itemsize, count * itemsize + 1):  # +1: padding to even length
+        return None  # more (or less) data than one image: let pydicom decide
+    dtype = np.dtype(("<i" if signed else "<u") + str(itemsize))
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        array = np.fromfile(fh, dtype=dtype, count=count)
+    if array.size != count:
+        return None
+    array = array.reshape(rows, columns)
+    if 0 < bits_stored < bits_allocated:
+        if signed:
+            shift = bits_allocated - bits_stored
+            array = (array << shift) >> shift
+        else:
+            array &= (1 << bits_stored) - 1
+    return array

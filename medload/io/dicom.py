@@ -17,7 +17,7 @@ import pydicom
 from medload.deid import pseudonym
 from medload.errors import GeometryError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import dicom_affine, lps_to_ras, slice_normal
-from medload.io.codecs import decode
+from medload.io.codecs import decode, read_native
 from medload.io.headers import FileHeader, Frame, read_header
 from medload.io.series import Series
 from medload.io.sorting import Layout, arrange
@@ -124,16 +124,11 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
             where.setdefault(frames[i].file, []).append((t, z, frames[i]))
     bits = h.bits_stored
     tiles_of = {hh.path: hh.mosaic_tiles for hh in heads}
+    head_of = {hh.path: hh for hh in heads}
     for path in sorted(where):
-        try:
-            ds = pydicom.dcmread(path, force=True)
-        except Exception as exc:
-            raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}.") from exc
-        pixels = decode(ds, path)
-        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
-
-            pixels = apply_color_lut(pixels, ds)
+        pixels = _read_native(head_of[path], where[path])
+        if pixels is None:
+            pixels = _read_pydicom(path, label)
         for t, z, f in where[path]:
             if f.frame >= 0:
                 image = pixels[f.frame] if pixels.ndim >= (4 if samples > 1 else 3) else pixels
@@ -156,6 +151,31 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
                 out = _widen(out, lo, hi)
             out[t, z] = image
     return out
+
+
+_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+def _read_native(h: FileHeader, placed: list) -> np.ndarray | None:
+    """Uncompressed single-frame grey-scale pixels read straight from the file (fast path)."""
+    if (h.transfer_syntax not in _NATIVE or h.samples != 1 or h.photometric == "PALETTE COLOR"
+            or any(f.frame >= 0 for _, _, f in placed)):
+        return None
+    return read_native(h.path, rows=h.stored_rows, columns=h.stored_columns,
+                       bits_allocated=h.bits_allocated, bits_stored=h.bits_stored, signed=h.signed)
+
+
+def _read_pydicom(path: str, label: str) -> np.ndarray:
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:
+        raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}.") from exc
+    pixels = decode(ds, path)
+    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, ds)
+    return pixels
 
 
 def _invert(image: np.ndarray, bits: int, signed: bool) -> np.ndarray:
@@ -311,16 +331,11 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
             where.setdefault(frames[i].file, []).append((t, z, frames[i]))
     bits = h.bits_stored
     tiles_of = {hh.path: hh.mosaic_tiles for hh in heads}
+    head_of = {hh.path: hh for hh in heads}
     for path in sorted(where):
-        try:
-            ds = pydicom.dcmread(path, force=True)
-        except Exception as exc:
-            raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}.") from exc
-        pixels = decode(ds, path)
-        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
-
-            pixels = apply_color_lut(pixels, ds)
+        pixels = _read_native(head_of[path], where[path])
+        if pixels is None:
+            pixels = _read_pydicom(path, label)
         for t, z, f in where[path]:
             if f.frame >= 0:
                 image = pixels[f.frame] if pixels.ndim >= (4 if samples > 1 else 3) else pixels
@@ -343,6 +358,31 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
                 out = _widen(out, lo, hi)
             out[t, z] = image
     return out
+
+
+_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+def _read_native(h: FileHeader, placed: list) -> np.ndarray | None:
+    """Uncompressed single-frame grey-scale pixels read straight from the file (fast path)."""
+    if (h.transfer_syntax not in _NATIVE or h.samples != 1 or h.photometric == "PALETTE COLOR"
+            or any(f.frame >= 0 for _, _, f in placed)):
+        return None
+    return read_native(h.path, rows=h.stored_rows, columns=h.stored_columns,
+                       bits_allocated=h.bits_allocated, bits_stored=h.bits_stored, signed=h.signed)
+
+
+def _read_pydicom(path: str, label: str) -> np.ndarray:
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:
+        raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}.") from exc
+    pixels = decode(ds, path)
+    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, ds)
+    return pixels
 
 
 def _invert(image: np.ndarray, bits: int, signed: bool) -> np.ndarray:

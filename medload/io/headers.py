@@ -13,6 +13,7 @@ this module.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from medload.errors import ReadError
+from medload.io.fastheader import fast_header
 
 __all__ = ["Frame", "FileHeader", "read_header", "looks_like_dicom", "NON_IMAGE_SOP_CLASSES"]
 
@@ -62,6 +64,14 @@ _SCAN_TAGS = [
     "PatientPosition", "ScanningSequence", "WindowCenter", "WindowWidth", "RescaleType",
     "Manufacturer", 0x20050010, 0x2005100E,  # Philips private ScaleSlope ("precise" values)
 ]
+
+
+@lru_cache(maxsize=1)
+def _wanted() -> frozenset[int]:
+    from pydicom.datadict import tag_for_keyword
+
+    tags = {t if isinstance(t, int) else tag_for_keyword(t) for t in _SCAN_TAGS}
+    return frozenset(t for t in tags if t is not None) | {0x00080005}
 
 
 def looks_like_dicom(path: str) -> bool:
@@ -127,7 +137,10 @@ class FileHeader:
     photometric: str
     bits_stored: int
     signed: bool
+    bits_allocated: int
     transfer_syntax: str
+    stored_rows: int = 0  # Rows/Columns as stored (a whole mosaic); rows/columns are one image
+    stored_columns: int = 0
     frames: list[Frame] = field(default_factory=list)
     mosaic_tiles: int = 0
     slice_thickness: float | None = None
@@ -342,6 +355,40 @@ def read_header(path: str, *, specific: bool = True) -> FileHeader | None:
     >>> h.modality, h.rows, len(h.frames)
     ('CT', 128, 1)
     """
+    key = None
+    if specific:
+        try:
+            st = os.stat(path)
+            key = (path, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key is not None and key in _CACHE:
+            return _CACHE[key]
+        lite = fast_header(path, _wanted())
+        if lite is not None:
+            header = header_from_dataset(lite, path)
+            _remember(key, header)
+            return header
+    header = _read_with_pydicom(path, specific)
+    _remember(key, header)
+    return header
+
+
+# scan then load reads every header twice; a small cache of the latest headers (keyed by path,
+# modification time and size, so a changed file is read again) halves that.
+_CACHE: dict[tuple, FileHeader | None] = {}
+_CACHE_SIZE = 20000
+
+
+def _remember(key: tuple | None, header: FileHeader | None) -> None:
+    if key is None:
+        return
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[key] = header
+
+
+def _read_with_pydicom(path: str, specific: bool) -> FileHeader | None:
     if not looks_like_dicom(path):
         return None
     try:
@@ -405,10 +452,12 @@ def _header(ds: Any, path: str) -> FileHeader | None:
         photometric=str(ds.get("PhotometricInterpretation", "") or ""),
         bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16),
         signed=int(ds.get("PixelRepresentation", 0) or 0) == 1,
+        bits_allocated=int(ds.get("BitsAllocated", 16) or 16),
         transfer_syntax=transfer_syntax,
         is_image=is_image,
         kind_name=kind,
     )
+    header.stored_rows, header.stored_columns = header.rows, header.columns
     if not is_image:
         return header
     header.slice_thickness = _num(ds.get("SpacingBetweenSlices")) or _num(ds.get("SliceThickness"))
@@ -424,6 +473,11 @@ def _header(ds: Any, path: str) -> FileHeader | None:
     base_split = (
         header.series_uid, header.series_number, header.rows, header.columns, header.samples,
     )
+    if ds.get("NumberOfFrames") not in (None, "") and _num(ds.get("NumberOfFrames")) is None:
+        raise ReadError(
+            f"{path}: NumberOfFrames is {ds.get('NumberOfFrames')!r}, not a number; cannot tell how many "
+            "images the file holds. Fix the header or re-export the file."
+        )
     n_frames = int(_num(ds.get("NumberOfFrames"), 1) or 1)
     if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         header.frames = _enhanced_frames(ds, path, base_split + (split_type,), sop_uid)

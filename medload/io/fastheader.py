@@ -1,0 +1,363 @@
+"""A fast header pass for ``scan``: find the few top-level elements it needs, skip the rest.
+
+pydicom's reader builds every element of a header, even with ``specific_tags``; on a GE MR
+slice (341 elements, many private) that is ~3 ms a file, far from the 2,000 files/s scan
+must reach. Here the element *headers* are walked with ``struct`` (tag, VR, length), values
+are skipped, and only the wanted top-level elements are handed to pydicom as
+``RawDataElement`` objects, which pydicom converts on access, with its own VR and charset
+rules. We measured it at 6-10x pydicom's speed on the shared data (bench numbers in the
+issue note).
+
+Only little-endian files with a DICM preamble are walked here; anything else (big endian,
+deflate, no preamble, enhanced multi-frame whose functional groups scan needs, or anything
+surprising) returns ``None`` and the caller uses pydicom's full reader.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from functools import lru_cache
+
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+__all__ = ["fast_header", "pixel_data_location", "LiteHeader"]
+
+_EXPLICIT_LONG = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
+_IMPLICIT = "1.2.840.10008.1.2"
+_LITTLE_EXPLICIT = {"1.2.840.10008.1.2.1"}
+_UNDEFINED = 0xFFFFFFFF
+_PIXEL_DATA = 0x7FE00010
+# Functional group sequences: scan needs them parsed; leave such files to pydicom.
+_MULTIFRAME = {0x52009229, 0x52009230}
+_MANUFACTURER = 0x00080070
+_NUMBER_OF_FRAMES = 0x00280008
+_CHUNK = 16384
+
+_u16 = struct.Struct("<H").unpack_from
+_u32 = struct.Struct("<I").unpack_from
+_tag_ex = struct.Struct("<HH2sH").unpack_from
+_tag_im = struct.Struct("<HHI").unpack_from
+
+
+class _Giveup(Exception):
+    """The fast path does not handle this file; use pydicom."""
+
+
+class _Buffer:
+    def __init__(self, fh) -> None:
+        self.fh = fh
+        self.data = bytearray(fh.read(_CHUNK))
+        self.eof = len(self.data) < _CHUNK
+
+    def need(self, end: int) -> None:
+        while len(self.data) < end:
+            if self.eof:
+                raise _Giveup("truncated")
+            more = self.fh.read(max(_CHUNK, end - len(self.data)))
+            if len(more) == 0:
+                self.eof = True
+                raise _Giveup("truncated")
+            self.data += more
+
+
+def _skip_undefined(buf: _Buffer, pos: int, implicit: bool) -> int:
+    """Position after a sequence of undefined length whose items start at ``pos``."""
+    while True:
+        buf.need(pos + 8)
+        group, elem, length = _tag_im(buf.data, pos)
+        pos += 8
+        if group != 0xFFFE:
+            raise _Giveup("bad item")
+        if elem == 0xE0DD:  # sequence delimiter
+            return pos
+        if elem != 0xE000:
+            raise _Giveup("bad item tag")
+        if length != _UNDEFINED:
+            pos += length
+            continue
+        # item of undefined length: elements until the item delimiter
+        while True:
+            buf.need(pos + 8)
+            g, e = _u16(buf.data, pos)[0], _u16(buf.data, pos + 2)[0]
+            if g == 0xFFFE and e == 0xE00D:
+                pos += 8
+                break
+            pos = _next_element(buf, pos, implicit)[2]
+
+
+def _next_element(buf: _Buffer, pos: int, implicit: bool) -> tuple[int, Any, int, int, int]:
+    """(tag, VR bytes or None, value start, value length, position after) of the element at pos."""
+    buf.need(pos + 8)
+    if implicit:
+        group, elem, length = _tag_im(buf.data, pos)
+        vr = None
+        start = pos + 8
+    else:
+        group, elem, vr, short = _tag_ex(buf.data, pos)
+        if vr in _EXPLICIT_LONG:
+            buf.need(pos + 12)
+            length = _u32(buf.data, pos + 8)[0]
+            start = pos + 12
+        elif vr[:1].isalpha() and vr[1:].isalpha():
+            length = short
+            start = pos + 8
+        else:
+            raise _Giveup("not an explicit VR")
+    tag = (group << 16) | elem
+    if length == _UNDEFINED:
+        if tag == _PIXEL_DATA:
+            return tag, vr, start, -1, start
+        end = _skip_undefined(buf, start, implicit)
+        return tag, vr, start, -1, end
+    return tag, vr, start, length, start + length
+
+
+def pixel_data_location(path: str) -> tuple[int, int, str] | None:
+    """(byte offset, byte length, transfer syntax) of native (uncompressed) PixelData, or None.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> p = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> offset, length, ts = pixel_data_location(p)
+    >>> length
+    32768
+    """
+    try:
+        with open(path, "rb") as fh:
+            buf = _Buffer(fh)
+            if len(buf.data) < 144 or buf.data[128:132] != b"DICM":
+                return None
+            found = _parse(buf, frozenset(), pixel=True)
+    except (_Giveup, struct.error, OSError, ValueError):
+        return None
+    if not isinstance(found, tuple) or found[2] not in (_IMPLICIT, *_LITTLE_EXPLICIT):
+        return None
+    return found
+
+
+def fast_header(path: str, wanted: frozenset[int]) -> LiteHeader | None:
+    """Top-level elements ``wanted`` (tags as ints) of ``path``, or None to use pydicom.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> p = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> ds = fast_header(p, frozenset({0x00280010, 0x00080060}))
+    >>> ds.Rows, ds.Modality
+    (128, 'CT')
+    """
+    try:
+        with open(path, "rb") as fh:
+            buf = _Buffer(fh)
+            if len(buf.data) < 144 or buf.data[128:132] != b"DICM":
+                return None
+            return _parse(buf, wanted)
+    except (_Giveup, struct.error, OSError, ValueError):
+        return None
+
+
+def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
+    pos = 132
+    meta: dict[str, str] = {}
+    ts = None
+    # File meta group: always explicit VR little endian.
+    while True:
+        buf.need(pos + 8)
+        group = _u16(buf.data, pos)[0]
+        if group != 0x0002:
+            break
+        tag, vr, start, length, pos = _next_element(buf, pos, implicit=False)
+        if length < 0:
+            return None
+        buf.need(pos)
+        if tag in (0x00020010, 0x00020002, 0x00020003):
+            value = bytes(buf.data[start:start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+            if tag == 0x00020010:
+                ts = value
+                meta["TransferSyntaxUID"] = value
+            elif tag == 0x00020002:
+                meta["MediaStorageSOPClassUID"] = value
+            else:
+                meta["MediaStorageSOPInstanceUID"] = value
+    if ts is None:
+        return None
+    if ts == _IMPLICIT:
+        implicit = True
+    elif ts in _LITTLE_EXPLICIT or (ts.startswith("1.2.840.10008.1.2.4.") or ts in ("1.2.840.10008.1.2.5",)):
+        implicit = False  # compressed syntaxes encode the header as explicit VR little endian
+    else:
+        return None  # big endian, deflate, private: pydicom
+    found: dict[int, tuple[str | None, bytes]] = {}
+    # Everything scan needs lies below (0029,1020) (Siemens CSA), except Philips' private
+    # ScaleSlope in group 2005: stop there unless the manufacturer is Philips.
+    last = max((t for t in wanted if t < 0x20000000), default=0x7FE00000)
+    philips_last = max(wanted, default=0x7FE00000)
+    if pixel:
+        last = philips_last = _PIXEL_DATA
+    data = buf.data
+    n = len(data)
+    unpack_ex, unpack_im, u32 = _tag_ex, _tag_im, _u32
+    long_vrs = _EXPLICIT_LONG
+    while True:
+        if pos + 12 > n:
+            if buf.eof:
+                if pos >= n:
+                    break
+                raise _Giveup("truncated")
+            buf.need(pos + 12)
+            data, n = buf.data, len(buf.data)
+        if implicit:
+            group, elem, length = unpack_im(data, pos)
+            vr = None
+            start = pos + 8
+        else:
+            group, elem, vr, length = unpack_ex(data, pos)
+            if vr in long_vrs:
+                length = u32(data, pos + 8)[0]
+                start = pos + 12
+            else:
+                start = pos + 8
+        tag = (group << 16) | elem
+        if tag >= _PIXEL_DATA:
+            if pixel:
+                if tag != _PIXEL_DATA or length == _UNDEFINED:
+                    return None
+                return (start, length, ts)
+            break
+        if tag > last:
+            manufacturer = found.get(_MANUFACTURER)
+            if tag > philips_last or manufacturer is None or b"philips" not in manufacturer[1].lower():
+                break
+        if tag in _MULTIFRAME:
+            return None
+        if length == _UNDEFINED:
+            if tag in wanted:
+                return None  # a wanted sequence of undefined length: pydicom
+            pos = _skip_undefined(buf, start, implicit)
+            data, n = buf.data, len(buf.data)
+            continue
+        after = start + length
+        if tag in wanted:
+            if after > n:
+                buf.need(after)
+                data, n = buf.data, len(buf.data)
+            if not implicit and not (vr[:1].isalpha() and vr[1:].isalpha()):
+                raise _Giveup("not an explicit VR")
+            found[tag] = (vr.decode() if vr else None, bytes(data[start:after]))
+        pos = after
+    if _NUMBER_OF_FRAMES in found:
+        return None  # multi-frame: scan needs the functional groups, which pydicom parses
+    image_type = found.get(0x00080008)
+    if image_type is not None and b"MOSAIC" in image_type[1].upper():
+        return None  # Siemens mosaic: nibabel's CSA parser wants a pydicom dataset
+    return LiteHeader(found, meta, implicit)
+
+
+_PRIVATE_VR = {0x0019100A: "US", 0x2005100E: "FL", 0x00291010: "OB", 0x00291020: "OB", 0x00190010: "LO",
+               0x00290010: "LO", 0x00290011: "LO", 0x20050010: "LO"}
+_TEXT_VRS = {"LO", "SH", "PN", "LT", "ST", "UT", "UC"}
+_BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+
+
+@lru_cache(maxsize=512)
+def _vr_of(tag: int) -> str:
+    if tag in _PRIVATE_VR:
+        return _PRIVATE_VR[tag]
+    try:
+        return dictionary_VR(tag).split(" or ")[0]
+    except KeyError:
+        return "UN"
+
+
+@lru_cache(maxsize=512)
+def _tag_of(name: str | int) -> int | None:
+    if isinstance(name, int):
+        return name
+    return tag_for_keyword(name)
+
+
+class _Element:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class LiteHeader:
+    """The few elements scan reads, as plain Python values, with a ``Dataset``-like ``get``.
+
+    Values convert as pydicom converts them: numbers from DS/IS strings, binary US/FL,
+    multi-valued strings as lists; text with the file's SpecificCharacterSet.
+    """
+
+    def __init__(self, raw: dict[int, tuple[str | None, bytes]], file_meta: dict[str, str], implicit: bool) -> None:
+        self._raw = raw
+        self._cache: dict[int, Any] = {}
+        self.file_meta = file_meta
+        self._implicit = implicit
+        self._encodings: list[str] | None = None
+
+    def __contains__(self, name: str | int) -> bool:
+        tag = _tag_of(name)
+        return tag in self._raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, name: str | int) -> _Element:
+        tag = _tag_of(name)
+        if tag not in self._raw:
+            raise KeyError(name)
+        return _Element(self._value(tag))
+
+    def get(self, name: str | int, default: Any = None) -> Any:
+        tag = _tag_of(name)
+        if tag is None or tag not in self._raw:
+            return default
+        return self._value(tag)
+
+    def _value(self, tag: int) -> Any:
+        if tag in self._cache:
+            return self._cache[tag]
+        vr, raw = self._raw[tag]
+        vr = vr if vr and vr != "UN" else _vr_of(tag)
+        value: Any
+        if vr in _BINARY:
+            fmt = _BINARY[vr]
+            count = len(raw) // struct.calcsize(fmt)
+            values = struct.unpack_from("<" + fmt * count, raw)
+            value = values[0] if count == 1 else (list(values) if count else None)
+        elif vr in ("OB", "OW", "UN", "SQ", "OF", "OD", "OL"):
+            value = raw
+        else:
+            if vr in _TEXT_VRS:
+                text = self._decode(raw)
+            else:
+                text = raw.decode("latin-1")
+            text = text.rstrip("\x00 ") if vr not in ("UT", "LT", "ST") else text.rstrip("\x00")
+            parts = [p.strip() for p in text.split("\\")] if vr not in ("UT", "LT", "ST") else [text]
+            if vr == "DS":
+                conv = [float(p) if p else None for p in parts]
+            elif vr == "IS":
+                conv = [int(float(p)) if p else None for p in parts]
+            else:
+                conv = parts
+            if not text:
+                value = None if vr in ("DS", "IS") else ""
+            else:
+                value = conv[0] if len(conv) == 1 else conv
+        self._cache[tag] = value
+        return value
+
+    def _decode(self, raw: bytes) -> str:
+        if self._encodings is None:
+            charset = self._raw.get(0x00080005)
+            terms = [t.strip() for t in charset[1].decode("ascii", "replace").split("\\")] if charset else []
+            self._encodings = convert_encodings([t for t in terms if t] or ["ISO_IR 6"]) if terms else []
+        if not self._encodings:
+            return raw.decode("latin-1")
+        return decode_bytes(raw, self._encodings, set())
