@@ -247,6 +247,19 @@ def test_label_csv_naming_unknown_keys_is_refused_naming_them(store_path, tmp_pa
     assert int(item["label"]) == (1 if info[item["key"]]["patient"] in ("pat-000", "pat-003") else 0)
 
 
+def test_some_volumes_without_masks_is_a_clear_error_unless_masks_are_off(tmp_path):
+    path = tmp_path / "mixed.h5"
+    with medload.Store.create(path, dtype="float32", compression="none") as store:
+        for i in range(2):
+            vol = medload.Volume(np.full((3, 8, 8), i, np.float32), np.eye(4),
+                                 meta={"patient_key": f"p{i}", "series_key": f"s{i}", "source_hash": f"h{i}"})
+            store.add(vol, mask=np.ones((3, 8, 8), np.uint8) if i == 0 else None)
+    with pytest.raises(MedloadError, match="volume 's1' .* has no mask while others do"):
+        SliceDataset(path)
+    ds = SliceDataset(path, with_mask=False)
+    assert len(ds) == 6 and "mask" not in ds[0] and "label" not in ds[0]
+
+
 def test_not_a_store_is_a_clear_error(tmp_path):
     with pytest.raises(MedloadError, match="needs a store"):
         SliceDataset(42)
@@ -415,9 +428,13 @@ def test_volume_patches_are_reproducible_per_epoch_and_cut_where_they_say(store_
     assert [a["origin"].tolist() for a in first] == [again[i]["origin"].tolist() for i in range(len(again))]
     again.set_epoch(1)
     assert [a["origin"].tolist() for a in first] != [again[i]["origin"].tolist() for i in range(len(again))]
-    forked = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="fork")
+    forked = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="fork",
+                                         persistent_workers=True)
     origins = torch.cat([b["origin"] for b in forked]).tolist()
     assert origins == [a["origin"].tolist() for a in first]
+    ds.set_epoch(1)  # reaches the persistent workers through shared memory
+    origins = torch.cat([b["origin"] for b in forked]).tolist()
+    assert origins == [again[i]["origin"].tolist() for i in range(len(again))]
 
 
 def test_foreground_sampling_centres_patches_on_the_mask(tmp_path):
