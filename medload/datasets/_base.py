@@ -10,12 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from medload._optional import require
 from medload.datasets.labels import resolve_labels
 from medload.datasets.splits import split as make_split
 from medload.errors import MedloadError
-
-torch = require("torch", "medload's PyTorch datasets")
 
 
 def open_reader(store: Any) -> tuple[Any, str | None]:
@@ -135,7 +132,7 @@ class StoreDatasetBase:
                     )
                 idx = np.array([stored.index(c) for c in wanted], np.int64)
                 n = len(wanted)
-            self._channel_index[int(vid)] = None if idx is None else torch.from_numpy(idx)
+            self._channel_index[int(vid)] = idx
             counts.add(n)
         if len(counts) > 1:
             raise MedloadError(
@@ -157,37 +154,20 @@ class StoreDatasetBase:
         return self._reader
 
     # --- helpers for subclasses ---------------------------------------------------------------
-    def _read(self, volume: int, start: int, stop: int) -> Any:
-        """Slices ``start:stop`` of one volume as a float32 tensor ``(n, C, H, W)``, channels chosen."""
-        # The store decodes (uint8 scale, fast float16 widening) in numpy; torch ops here would
-        # wake torch's intra-op threads for every slice, which costs milliseconds on a busy
-        # machine in the main process (measured in bench/loader.py).
-        image = torch.from_numpy(self._reader.read_slices(volume, start, stop))
+    def _read(self, volume: int, start: int, stop: int) -> np.ndarray:
+        """Slices ``start:stop`` of one volume as float32 ``(n, C, H, W)``, channels chosen."""
+        # numpy only, torch.from_numpy at the end: torch ops on every slice would wake torch's
+        # intra-op threads, which costs milliseconds per call in a busy main process
+        # (measured with bench/loader.py: 0-worker loading 15x slower with 2 threads).
+        image = self._reader.read_slices(volume, start, stop)
         if image.ndim == 3:
-            return image.unsqueeze(1)
+            return image[:, None]
         idx = self._channel_index[volume]
         return image if idx is None else image[:, idx]
 
-    def _read_mask(self, volume: int, start: int, stop: int) -> Any:
-        """Mask slices ``start:stop`` as an int64 tensor ``(n, H, W)``."""
-        return torch.from_numpy(self._reader.read_mask(volume, start, stop).astype(np.int64))
-
-
-def standardize_tensor(image: Any, *, eps: float = 1e-6) -> Any:
-    """Torch twin of :func:`standardize_channels` for ``(C, ...)`` float32 tensors.
-
-    Examples
-    --------
-    >>> x = standardize_tensor(torch.arange(8, dtype=torch.float32).reshape(1, 2, 4))
-    >>> round(float(x.mean()), 6), round(float(x.std(unbiased=False)), 6)
-    (0.0, 1.0)
-    """
-    flat = image.reshape(image.shape[0], -1).double()
-    mean = flat.mean(dim=1)
-    std = flat.std(dim=1, unbiased=False)
-    std = torch.where(std < eps, torch.ones_like(std), std)
-    shape = (image.shape[0],) + (1,) * (image.ndim - 1)
-    return ((image - mean.reshape(shape)) / std.reshape(shape)).float()
+    def _read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
+        """Mask slices ``start:stop`` as int64 ``(n, H, W)``."""
+        return self._reader.read_mask(volume, start, stop).astype(np.int64)
 
 
 def standardize_channels(image: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from medload._optional import require
-from medload.datasets._base import StoreDatasetBase, standardize_tensor
+from medload.datasets._base import StoreDatasetBase, standardize_channels
 
 torch = require("torch", "medload.SliceDataset")
 
@@ -161,28 +161,28 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
                 items.append(self._item(int(idx[a + j]), v, s0 + j, images[j], None if masks is None else masks[j]))
         return items
 
-    def _images(self, volume: int, start: int, stop: int) -> Any:
-        """``(n, C_out, H, W)`` float32 tensor for slices ``start:stop`` with their context."""
+    def _images(self, volume: int, start: int, stop: int) -> np.ndarray:
+        """``(n, C_out, H, W)`` float32 for slices ``start:stop`` with their context."""
         k = self.context
         if k == 0:
             images = self._read(volume, start, stop)
             if self.replicate3:
-                images = images.repeat(1, 3, 1, 1)
+                images = np.repeat(images, 3, axis=1)
             return images
         depth = int(self._depth[volume])
         lo, hi = max(start - k, 0), min(stop + k, depth)
         block = self._read(volume, lo, hi)  # (m, C, H, W)
         # Neighbours beyond the volume's ends repeat the edge slice (clip), documented above.
         wanted = np.clip(np.arange(start, stop)[:, None] + self._offsets[None, :], 0, depth - 1) - lo
-        stacked = block[torch.from_numpy(wanted)]  # (n, 2k+1, C, H, W)
+        stacked = block[wanted]  # (n, 2k+1, C, H, W)
         return stacked.reshape(stacked.shape[0], -1, *stacked.shape[-2:])
 
-    def _item(self, i: int, volume: int, slice_: int, image: Any, mask: Any) -> Any:
+    def _item(self, i: int, volume: int, slice_: int, image: np.ndarray, mask: np.ndarray | None) -> Any:
         if self.standardize:
-            image = standardize_tensor(image)
-        item: dict[str, Any] = {"image": image}
+            image = standardize_channels(image)
+        item: dict[str, Any] = {"image": torch.from_numpy(image)}
         if mask is not None:
-            item["mask"] = mask
+            item["mask"] = torch.from_numpy(mask)
         if self.has_labels:
             item["label"] = torch.tensor(int(self._label[i]))
         item["volume"] = volume

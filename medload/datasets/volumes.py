@@ -157,8 +157,8 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         depth = self._shapes[volume][0]
         item: dict[str, Any] = {}
         if self.patch_size is None:
-            image = self._read(volume, 0, depth).numpy().transpose(1, 0, 2, 3)  # (C, Z, H, W)
-            mask = self._read_mask(volume, 0, depth).numpy() if self.with_mask else None
+            image = self._read(volume, 0, depth).transpose(1, 0, 2, 3)  # (C, Z, H, W)
+            mask = self._read_mask(volume, 0, depth) if self.with_mask else None
         else:
             image, mask, origin = self._patch(volume, index)
             item["origin"] = torch.from_numpy(origin)
@@ -185,18 +185,18 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         spatial = (self._shapes[volume][0],) + self._shapes[volume][-2:]
         full_mask = None
         if self.foreground_ratio > 0:
-            full_mask = self._read_mask(volume, 0, spatial[0]).numpy()
+            full_mask = self._read_mask(volume, 0, spatial[0])
         origin, _ = patch_origin(spatial, self.patch_size, rng=rng, mask=full_mask, foreground_ratio=self.foreground_ratio)
         size = np.asarray(self.patch_size)
         lo = np.maximum(origin, 0)
         hi = np.minimum(origin + size, spatial)
-        block = self._read(volume, lo[0], hi[0]).numpy()[:, :, lo[1]:hi[1], lo[2]:hi[2]].transpose(1, 0, 2, 3)
+        block = self._read(volume, lo[0], hi[0])[:, :, lo[1]:hi[1], lo[2]:hi[2]].transpose(1, 0, 2, 3)
         image = np.zeros((block.shape[0], *self.patch_size), np.float32)
         dst = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin))
         image[(slice(None), *dst)] = block
         mask = None
         if self.with_mask:
-            src = full_mask[lo[0]:hi[0]] if full_mask is not None else self._read_mask(volume, lo[0], hi[0]).numpy()
+            src = full_mask[lo[0]:hi[0]] if full_mask is not None else self._read_mask(volume, lo[0], hi[0])
             mask = np.zeros(self.patch_size, np.int64)
             mask[dst] = src[:, lo[1]:hi[1], lo[2]:hi[2]]
         return image, mask, origin.astype(np.int64)
