@@ -140,3 +140,18 @@ def test_n4_on_thin_stacks_and_single_slices(n_slices):
     vol = Volume(corrupted[middle], np.eye(4), modality="MR")
     out = T.N4BiasCorrection(shrink_factor=4)(vol).array  # shrink capped so every axis keeps 4 voxels
     assert _cv(out[inside[middle]]) <= 0.5 * _cv(corrupted[middle][inside[middle]])
+
+
+def test_radiograph_already_mirrored_by_the_reader_is_not_inverted_twice():
+    # The DICOM reader mirrors MONOCHROME1 pixels (new = 4095 - old for 12 bits) and says so.
+    stored = np.array([[[0, 1000, 4095]]], np.uint16)  # MONOCHROME1: 0 is white (dense)
+    mirrored = (4095 - stored).astype(np.uint16)
+    meta = {"window_center": 1000, "window_width": 1001, "photometric_interpretation": "MONOCHROME1",
+            "problems": ["MONOCHROME1 image inverted within its stored range so that higher values are brighter."]}
+    out = T.RadiographWindow()(Volume(mirrored, np.eye(4), modality="CR", meta={**meta, "stored_range": [0, 4095]}))
+    assert out.history[-1][1] == {"center": 3095.0, "width": 1001.0, "invert": False}
+    assert out.array[0, 0, 0] == pytest.approx(1.0) and out.array[0, 0, 1] == pytest.approx(0.5, abs=1e-3)
+    # without the stored range the header window cannot be placed: percentiles, not a wrong window
+    out = T.RadiographWindow()(Volume(mirrored, np.eye(4), modality="CR", meta=meta))
+    assert "percentiles" in out.meta["intensity"] and not out.history[-1][1]["invert"]
+    assert out.array[0, 0, 0] > out.array[0, 0, 2]  # dense (stored 0) stays brightest

@@ -758,13 +758,24 @@ def _first_number(value: Any) -> float | None:
         return None
 
 
+def _reader_inverted(meta: dict[str, Any]) -> bool:
+    """Whether the reader already mirrored MONOCHROME1 pixels (it says so in ``meta["problems"]``)."""
+    return any("MONOCHROME1" in str(p) and "inverted" in str(p) for p in meta.get("problems", []))
+
+
 class RadiographWindow(Transform):
     """A radiograph's VOI window to ``[0, 1]``: from ``meta`` (the header) or given.
 
     ``center``/``width`` default to ``meta["window_center"]``/``meta["window_width"]`` (the first
-    when the header lists several); without them the 0.5-99.5 percentile range is used and
-    recorded. ``MONOCHROME1`` images (``meta["photometric_interpretation"]``) are inverted so
-    bright is always dense. The concrete window goes to history.
+    when the header lists several); without them the 0.5-99.5 percentile range is used. The
+    concrete window goes to history.
+
+    MONOCHROME1 (``meta["photometric_interpretation"]``; low values are white): medload's DICOM
+    reader already mirrors such pixels within their stored range and says so in
+    ``meta["problems"]``. The header's window then describes the unmirrored values: with
+    ``meta["stored_range"] = [lo, hi]`` its centre is mirrored to ``lo + hi - center``; without it
+    the percentile window is used instead (never a window on the wrong side). Pixels not yet
+    mirrored are inverted after windowing so that bright is always dense.
 
     Examples
     --------
@@ -788,9 +799,18 @@ class RadiographWindow(Transform):
     def apply(self, volume):
         check_finite(volume.array, self.name)
         meta = volume.meta
+        monochrome1 = str(meta.get("photometric_interpretation", "")).upper() == "MONOCHROME1"
+        already = monochrome1 and _reader_inverted(meta)
         center = self.center if self.center is not None else _first_number(meta.get("window_center"))
         width = self.width if self.width is not None else _first_number(meta.get("window_width"))
-        source = "header"
+        source = "given" if self.center is not None and self.width is not None else "header"
+        if source == "header" and already and center is not None:
+            stored = meta.get("stored_range")
+            if isinstance(stored, (list, tuple)) and len(stored) == 2:
+                center = float(stored[0]) + float(stored[1]) - center
+                source = "header, mirrored with the MONOCHROME1 pixels"
+            else:
+                center = None
         if center is None or width is None or width < 1:
             lo, hi = np.percentile(volume.array, [0.5, 99.5])
             width = max(float(hi - lo), 1.0)
@@ -798,7 +818,7 @@ class RadiographWindow(Transform):
             source = "0.5-99.5 percentiles"
         invert = self.invert
         if invert is None:
-            invert = str(meta.get("photometric_interpretation", "")).upper() == "MONOCHROME1"
+            invert = monochrome1 and not already
         out = voi_lut_linear(volume.array, center=center, width=width)
         if invert:
             out = 1.0 - out
