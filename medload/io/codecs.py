@@ -111,20 +111,20 @@ def read_native(path: str, *, rows: int, columns: int, bits_allocated: int, bits
     >>> bool((a == pydicom.dcmread(p).pixel_array).all())
     True
     """
-    from medload.io.fastheader import pixel_data_location
+    from medload.io.fastheader import locate_pixel_data
 
     if bits_allocated not in (8, 16, 32):
         return None
-    where = pixel_data_location(path)
-    if where is None:
-        return None
-    offset, length, _ = where
     itemsize = bits_allocated // 8
     count = rows * columns
-    if length not in (count * itemsize, count * itemsize + 1):  # +1: padding to even length
-        return None  # more (or less) data than one image: let pydicom decide
     dtype = np.dtype(("<i" if signed else "<u") + str(itemsize))
     with open(path, "rb") as fh:
+        where = locate_pixel_data(fh)
+        if where is None:
+            return None
+        offset, length, _ = where
+        if length not in (count * itemsize, count * itemsize + 1):  # +1: padding to even length
+            return None  # more (or less) data than one image: let pydicom decide
         fh.seek(offset)
         array = np.fromfile(fh, dtype=dtype, count=count)
     if array.size != count:

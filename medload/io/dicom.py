@@ -45,7 +45,7 @@ def _frames_of(series: Series) -> tuple[list[Frame], list[FileHeader]]:
     frames: list[Frame] = []
     for path in series.files:
         try:
-            h = read_header(path)
+            h = read_header(path, use_cache=True)
         except FileNotFoundError as exc:  # pragma: no cover - read_header wraps OSError
             raise ReadError(f"{path}: file of series {series.series_key} is gone since scan; scan again.") from exc
         if h is None or not h.is_image:
@@ -88,6 +88,11 @@ def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
     return np.dtype(np.int16) if vmin < 0 else np.dtype(np.uint16)
 
 
+def _fits(dtype: np.dtype, a: float, b: float) -> bool:
+    info = np.iinfo(dtype)
+    return info.min <= min(a, b) and max(a, b) <= info.max and float(a).is_integer() and float(b).is_integer()
+
+
 def _widen(out: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``out`` itself, or a wider integer copy that holds ``[lo, hi]``."""
     info = np.iinfo(out.dtype)
@@ -122,9 +127,13 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
     for t, row in enumerate(layout.grid):
         for z, i in enumerate(row):
             where.setdefault(frames[i].file, []).append((t, z, frames[i]))
-    bits = h.bits_stored
+    bits = max(hh.bits_stored for hh in heads)
     tiles_of = {hh.path: hh.mosaic_tiles for hh in heads}
     head_of = {hh.path: hh for hh in heads}
+    if h.signed:
+        stored_lo, stored_hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        stored_lo, stored_hi = 0, 2**bits - 1
     for path in sorted(where):
         pixels = _read_native(head_of[path], where[path])
         if pixels is None:
@@ -144,6 +153,14 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
                 image = _invert(image, bits, h.signed)
             if dtype.kind == "f":
                 out[t, z] = image * f.slope + f.intercept if (f.slope != 1.0 or f.intercept != 0.0) else image
+                continue
+            if image.dtype.kind in "iu" and _fits(out.dtype, stored_lo * f.slope + f.intercept, stored_hi * f.slope + f.intercept):
+                # The stored range (BitsStored) after rescale fits the output type: compute
+                # in int32 chunks straight into the output slice, no full-size temporary.
+                if f.slope == 1.0:
+                    np.add(image, np.int32(f.intercept), out=out[t, z], casting="unsafe")
+                else:
+                    np.add(np.multiply(image, np.int32(f.slope), dtype=np.int32), np.int32(f.intercept), out=out[t, z], casting="unsafe")
                 continue
             if f.slope != 1.0 or f.intercept != 0.0 or image.dtype.kind not in "iu" or image.dtype.itemsize > out.dtype.itemsize or (image.dtype.kind == "u" and out.dtype.kind == "i" and image.dtype.itemsize == out.dtype.itemsize):
                 image = image.astype(np.int64) * int(f.slope) + int(f.intercept)
@@ -329,9 +346,13 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
     for t, row in enumerate(layout.grid):
         for z, i in enumerate(row):
             where.setdefault(frames[i].file, []).append((t, z, frames[i]))
-    bits = h.bits_stored
+    bits = max(hh.bits_stored for hh in heads)
     tiles_of = {hh.path: hh.mosaic_tiles for hh in heads}
     head_of = {hh.path: hh for hh in heads}
+    if h.signed:
+        stored_lo, stored_hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        stored_lo, stored_hi = 0, 2**bits - 1
     for path in sorted(where):
         pixels = _read_native(head_of[path], where[path])
         if pixels is None:
@@ -351,6 +372,14 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
                 image = _invert(image, bits, h.signed)
             if dtype.kind == "f":
                 out[t, z] = image * f.slope + f.intercept if (f.slope != 1.0 or f.intercept != 0.0) else image
+                continue
+            if image.dtype.kind in "iu" and _fits(out.dtype, stored_lo * f.slope + f.intercept, stored_hi * f.slope + f.intercept):
+                # The stored range (BitsStored) after rescale fits the output type: compute
+                # in int32 chunks straight into the output slice, no full-size temporary.
+                if f.slope == 1.0:
+                    np.add(image, np.int32(f.intercept), out=out[t, z], casting="unsafe")
+                else:
+                    np.add(np.multiply(image, np.int32(f.slope), dtype=np.int32), np.int32(f.intercept), out=out[t, z], casting="unsafe")
                 continue
             if f.slope != 1.0 or f.intercept != 0.0 or image.dtype.kind not in "iu" or image.dtype.itemsize > out.dtype.itemsize or (image.dtype.kind == "u" and out.dtype.kind == "i" and image.dtype.itemsize == out.dtype.itemsize):
                 image = image.astype(np.int64) * int(f.slope) + int(f.intercept)

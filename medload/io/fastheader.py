@@ -128,10 +128,18 @@ def pixel_data_location(path: str) -> tuple[int, int, str] | None:
     """
     try:
         with open(path, "rb") as fh:
-            buf = _Buffer(fh)
-            if len(buf.data) < 144 or buf.data[128:132] != b"DICM":
-                return None
-            found = _parse(buf, frozenset(), pixel=True)
+            return locate_pixel_data(fh)
+    except OSError:
+        return None
+
+
+def locate_pixel_data(fh) -> tuple[int, int, str] | None:
+    """:func:`pixel_data_location` on an open binary file (read from its start)."""
+    try:
+        buf = _Buffer(fh)
+        if len(buf.data) < 144 or buf.data[128:132] != b"DICM":
+            return None
+        found = _parse(buf, frozenset(), pixel=True)
     except (_Giveup, struct.error, OSError, ValueError):
         return None
     if not isinstance(found, tuple) or found[2] not in (_IMPLICIT, *_LITTLE_EXPLICIT):

@@ -339,8 +339,18 @@ def _enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> lis
     return frames
 
 
-def read_header(path: str, *, specific: bool = True) -> FileHeader | None:
+def read_header(path: str, *, specific: bool = True, use_cache: bool = False) -> FileHeader | None:
     """Read the header of ``path``; ``None`` if it is not a DICOM file.
+
+    Parameters
+    ----------
+    path : str
+        Any file.
+    specific : bool
+        Read only the elements scan needs (fast path); False reads the whole header.
+    use_cache : bool
+        Reuse the header read last time if the file's modification time and size are
+        unchanged (``load`` after ``scan``); every read refreshes the cache.
 
     Raises
     ------
@@ -362,7 +372,7 @@ def read_header(path: str, *, specific: bool = True) -> FileHeader | None:
             key = (path, st.st_mtime_ns, st.st_size)
         except OSError:
             key = None
-        if key is not None and key in _CACHE:
+        if use_cache and key is not None and key in _CACHE:
             return _CACHE[key]
         lite = fast_header(path, _wanted())
         if lite is not None:
