@@ -10,7 +10,7 @@ round after round, and its best round is kept: the ratios compare like with like
 * numpy memmap of all slices, one slice copied per sample (the limit);
 * ``SliceDataset.__getitem__`` and a DataLoader (batch 32, shuffled; 0 and 2 workers, the
   second epoch of persistent workers timed) on an uncompressed float32 store and on the
-  default store (float16 + zstd level 1);
+  default store (today uint8 + zstd level 1, chosen by bench/store.py);
 * one ``torch.save`` file per slice read back with ``torch.load`` (MONAI PersistentDataset's way);
 * one DICOM file per sample, decoded with pydicom, rescaled and windowed (int16 CT, uncompressed).
 
@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import medload  # noqa: E402
 from medload.datasets import SliceDataset  # noqa: E402
+from medload.store import DEFAULT_COMPRESSION, DEFAULT_DTYPE  # noqa: E402
 
 SIZE = 256
 CT_NIFTI = ROOT.parent / "shared" / "data" / "totalsegmentator_ct" / "example_ct.nii.gz"
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         runners = [memmap_runner(tmp, slices, order)]
         sizes = {}
         for label, dtype, compression in (("store float32 uncompressed", "float32", "none"),
-                                          ("store default (float16+zstd:1)", None, None)):
+                                          (f"store default ({DEFAULT_DTYPE}+{DEFAULT_COMPRESSION})", None, None)):
             path = tmp / f"{dtype or 'default'}.h5"
             build_store(path, slices, dtype=dtype, compression=compression)
             sizes[label] = path.stat().st_size
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in rows:
         print(f"{name:<{width}}  {r:>9.0f}  {r / limit:>8.2f}  {r / tl:>12.2f}  {r / dcm:>8.1f}")
     unc = best["store float32 uncompressed: SliceDataset __getitem__"]
-    dft = best["store default (float16+zstd:1): SliceDataset __getitem__"]
+    dft = best[f"store default ({DEFAULT_DTYPE}+{DEFAULT_COMPRESSION}): SliceDataset __getitem__"]
     print("\ngoals:")
     print(f"  uncompressed __getitem__ >= 0.5x memmap: {unc / limit:.2f}x {'met' if unc >= 0.5 * limit else 'NOT met'}")
     print(f"  default store >= 15k slices/s per worker (__getitem__, one process): {dft:.0f} {'met' if dft >= 15000 else 'NOT met'}")
