@@ -106,6 +106,14 @@ def dataset_runners(label: str, path: Path, order: np.ndarray) -> list[tuple[str
                 pass
 
         runners.append((f"{label}: DataLoader {workers} workers, batch 32", epoch, n))
+    in_order = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=False, num_workers=0)
+
+    def sequential():
+        for _ in in_order:
+            pass
+
+    # Unshuffled batches are runs of neighbouring slices: __getitems__ reads each in one call.
+    runners.append((f"{label}: DataLoader 0 workers, batch 32, in order", sequential, n))
     return runners
 
 
