@@ -1,0 +1,498 @@
+"""Run one task per item on a local process pool or a Dask cluster, collecting every outcome.
+
+The runner is generic: it knows nothing of DICOM or HDF5. The caller gives a picklable
+*worker factory*, ``factory(slot) -> worker``, where ``worker(task)`` does one task and
+``worker.close()`` releases what the worker holds (the converter's worker holds one shard
+writer). Where the work runs decides how long a worker lives:
+
+- local pool (default): one worker per process, kept for the whole run, with a stable slot
+  name (``"0000"``, ``"0001"``, ...) so a re-run finds and resumes the same shard files;
+- Dask (``dask="local"`` or a scheduler address): one worker per task (slot ``"t-<task id>"``),
+  so each task writes its own shard and a task retried on another machine starts clean.
+
+Every task ends in exactly one :class:`Outcome`, passed to ``on_outcome`` as it arrives: a
+task that raises, or whose process dies (segfault in a codec, out-of-memory kill), becomes a
+failed outcome and the run goes on. Ctrl-C (SIGINT) stops feeding new tasks; running ones
+finish and workers close cleanly, so nothing already written is lost. A second Ctrl-C stops
+at once (the store's ``complete`` flag makes that safe too).
+
+Local processes use the ``forkserver`` start method where available (else ``spawn``): never
+``fork``, since a forked h5py/HDF5 library state or thread pool is not safe to reuse.
+dask is imported here alone, and only when asked for.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from medload._optional import require
+from medload.errors import MedloadError
+
+__all__ = ["Outcome", "RunSummary", "Worker", "run_tasks", "default_workers"]
+
+
+class Worker(Protocol):
+    """What a worker factory returns: callable on one task, closed once at the end."""
+
+    def __call__(self, task: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Outcome:
+    """How one task ended.
+
+    Attributes
+    ----------
+    task_id : str
+        The id the caller gave the task.
+    ok : bool
+        True when the worker returned; then ``value`` is what it returned.
+    value : Any
+        The worker's return value (``None`` when not ok).
+    error : str or None
+        ``"ExceptionType: message"`` when the task raised or its process died.
+    slot : str
+        Which worker ran it (the local slot, or ``"t-<task id>"`` on Dask).
+    """
+
+    task_id: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    slot: str = ""
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_tasks` did: outcomes in arrival order, and whether it was interrupted.
+
+    ``not_run`` lists task ids never started (only after an interrupt).
+    """
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    interrupted: bool = False
+    not_run: list[str] = field(default_factory=list)
+    backend: str = "local"
+
+
+def default_workers() -> int:
+    """Number of cores this process may use (``os.sched_getaffinity`` where available).
+
+    Examples
+    --------
+    >>> default_workers() >= 1
+    True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def run_tasks(
+    factory: Callable[[str], Worker],
+    tasks: Iterable[tuple[str, Any]],
+    *,
+    workers: int | None = None,
+    dask: str | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    on_start: Callable[[str, str], None] | None = None,
+) -> RunSummary:
+    """Run ``factory(slot)(task)`` for every ``(task_id, task)`` and collect the outcomes.
+
+    Parameters
+    ----------
+    factory : callable
+        Picklable (a module-level class or function): ``factory(slot) -> worker``.
+    tasks : iterable of (str, object)
+        Unique task ids with picklable tasks.
+    workers : int, optional
+        Local processes (default: all cores, see :func:`default_workers`); for
+        ``dask="local"`` the number of LocalCluster workers. ``workers=0`` runs in this
+        process (no pool; handy for debugging and profiling).
+    dask : str, optional
+        ``"local"`` to start a ``distributed.LocalCluster``, or a scheduler address
+        (``"tcp://host:8786"``) to use a running cluster. Workers must see the same paths.
+    on_outcome : callable, optional
+        Called in this process with each :class:`Outcome` as it arrives (progress bars).
+    on_start : callable, optional
+        Called with ``(task_id, slot)`` when a local worker starts a task.
+
+    Returns
+    -------
+    RunSummary
+
+    Examples
+    --------
+    >>> from medload.parallel import run_tasks
+    >>> summary = run_tasks(_Echo, [("a", 1), ("b", 2)], workers=0)
+    >>> sorted((o.task_id, o.value) for o in summary.outcomes)
+    [('a', 2), ('b', 4)]
+    """
+    tasks = list(tasks)
+    ids = [tid for tid, _ in tasks]
+    if len(set(ids)) != len(ids):
+        raise MedloadError("run_tasks: task ids must be unique; found duplicates.")
+    if workers is not None and workers < 0:
+        raise MedloadError(f"workers must be >= 0 (0 runs in this process), found {workers}.")
+    n = default_workers() if workers is None else workers
+    with _InterruptFlag() as flag:
+        if dask:
+            return _run_dask(factory, tasks, dask, max(1, n), on_outcome, flag)
+        if n == 0 or len(tasks) == 0:
+            return _run_inline(factory, tasks, on_outcome, on_start, flag)
+        return _run_pool(factory, tasks, min(n, len(tasks)), on_outcome, on_start, flag)
+
+
+class _Echo:
+    """Doubles numbers; the tiny worker of the docstring example and the tests."""
+
+    def __init__(self, slot: str) -> None:
+        self.slot = slot
+
+    def __call__(self, task: Any) -> Any:
+        return task * 2
+
+    def close(self) -> None:
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _InterruptFlag:
+    """First SIGINT sets the flag (stop feeding); the second raises KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+# --- in this process -------------------------------------------------------------------------
+def _run_inline(factory, tasks, on_outcome, on_start, flag) -> RunSummary:
+    summary = RunSummary(backend="inline")
+    worker = None
+    try:
+        for index, (tid, task) in enumerate(tasks):
+            if flag:
+                summary.interrupted = True
+                summary.not_run = [t for t, _ in tasks[index:]]
+                break
+            if worker is None:
+                worker = factory("0000")
+            if on_start:
+                on_start(tid, "0000")
+            try:
+                outcome = Outcome(tid, True, worker(task), None, "0000")
+            except Exception as exc:  # one task never stops the batch
+                outcome = Outcome(tid, False, None, _describe(exc), "0000")
+            summary.outcomes.append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+    finally:
+        if worker is not None:
+            worker.close()
+    return summary
+
+
+# --- local process pool ------------------------------------------------------------------------
+def _context():
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _pool_main(factory, slot, task_q, result_q) -> None:
+    # The parent decides when to stop; a terminal's Ctrl-C reaches the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = None
+    try:
+        worker = factory(slot)
+        while True:
+            item = task_q.get()
+            if item is None:
+                break
+            tid, task = item
+            result_q.put(("start", slot, tid))
+            try:
+                result_q.put(("done", slot, tid, True, worker(task), None))
+            except Exception as exc:
+                detail = _describe(exc)
+                if not isinstance(exc, MedloadError):
+                    detail += "\n" + traceback.format_exc(limit=8)
+                result_q.put(("done", slot, tid, False, None, detail))
+    except BaseException as exc:  # factory failed: say so once, the parent fails our tasks
+        result_q.put(("broken", slot, _describe(exc)))
+    finally:
+        if worker is not None:
+            try:
+                worker.close()
+            except Exception as exc:
+                result_q.put(("broken", slot, f"closing the worker failed: {_describe(exc)}"))
+        result_q.put(("exit", slot))
+
+
+def _run_pool(factory, tasks, n, on_outcome, on_start, flag) -> RunSummary:
+    ctx = _context()
+    task_q = ctx.Queue()
+    # SimpleQueue writes each message into the pipe at once (no feeder thread), so a worker
+    # that crashes right after "start" has still told us which task killed it.
+    result_q = ctx.SimpleQueue()
+    summary = RunSummary(backend=f"local pool ({n} processes)")
+    pending = list(reversed(tasks))  # pop() from the end = submission order
+    fed: set[str] = set()
+    finished: set[str] = set()
+    running: dict[str, str] = {}  # slot -> task id
+    procs: dict[str, Any] = {}
+    exited: set[str] = set()
+    next_slot = 0
+    broken_message: str | None = None
+
+    def start_worker() -> None:
+        nonlocal next_slot
+        slot = f"{next_slot:04d}"
+        next_slot += 1
+        proc = ctx.Process(target=_pool_main, args=(factory, slot, task_q, result_q), daemon=True,
+                           name=f"medload-worker-{slot}")
+        proc.start()
+        procs[slot] = proc
+
+    def feed(count: int) -> None:
+        for _ in range(count):
+            if not pending or flag:
+                return
+            tid, task = pending.pop()
+            fed.add(tid)
+            task_q.put((tid, task))
+
+    def record(outcome: Outcome) -> None:
+        if outcome.task_id in finished:
+            return
+        finished.add(outcome.task_id)
+        summary.outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+
+    def handle(msg: tuple) -> None:
+        nonlocal broken_message
+        kind = msg[0]
+        if kind == "start":
+            running[msg[1]] = msg[2]
+            if on_start:
+                on_start(msg[2], msg[1])
+        elif kind == "done":
+            _, slot, tid, ok, value, error = msg
+            running.pop(slot, None)
+            record(Outcome(tid, ok, value, error, slot))
+            feed(1)
+        elif kind == "broken":
+            broken_message = msg[2]
+        elif kind == "exit":
+            exited.add(msg[1])
+
+    for _ in range(n):
+        start_worker()
+    feed(2 * n)  # a small lead so no worker waits, without queueing the whole batch
+    stopping = False
+    idle_since: float | None = None
+    try:
+        while True:
+            if flag and not stopping:
+                stopping = True
+                summary.interrupted = True
+                _drain(task_q, pending)
+                for _ in procs:
+                    task_q.put(None)
+            if not stopping and len(finished) == len(tasks):
+                stopping = True
+                for _ in procs:
+                    task_q.put(None)
+            if not result_q.empty():
+                handle(result_q.get())
+                idle_since = None
+                continue
+            time.sleep(0.05)
+            if not running and not pending and not stopping:
+                # Every fed task either finished or vanished with a worker that died before
+                # saying "start"; after a grace period the vanished ones are failed.
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > 5.0 and task_q.empty():
+                    for tid in sorted(fed - finished):
+                        record(Outcome(tid, False, None,
+                                       "WorkerFailed: the task was lost when its worker ended", ""))
+            else:
+                idle_since = None
+            alive = [slot for slot, p in procs.items() if p.is_alive()]
+            dead = [slot for slot, p in procs.items() if slot not in alive and slot not in exited]
+            if dead:
+                # A dead worker wrote everything it said before dying: read it all first, so
+                # its last "start" names the task that killed it.
+                while not result_q.empty():
+                    handle(result_q.get())
+            for slot in dead:
+                proc = procs[slot]
+                if slot in exited:
+                    continue
+                # Died without saying goodbye: a crash or a kill. Its task failed; replace it.
+                exited.add(slot)
+                tid = running.pop(slot, None)
+                if tid is not None:
+                    record(Outcome(tid, False, None,
+                                   f"WorkerDied: the worker process ended (exit code {proc.exitcode}) "
+                                   "while converting this; see the log for a crash in a library",
+                                   slot))
+                if not stopping and len(finished) < len(tasks):
+                    start_worker()
+                    feed(1)
+            if stopping and not alive:
+                while not result_q.empty():  # the last messages of the workers that just ended
+                    handle(result_q.get())
+                break
+            if broken_message and not alive:
+                break  # the factory fails in every process: no point in starting more
+    except KeyboardInterrupt:  # second Ctrl-C: stop now
+        summary.interrupted = True
+        for proc in procs.values():
+            proc.terminate()
+    finally:
+        for proc in procs.values():
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        task_q.close()
+        result_q.close()
+
+    for tid, _task in tasks:
+        if tid in finished:
+            continue
+        if broken_message:
+            record(Outcome(tid, False, None, f"WorkerFailed: {broken_message}", ""))
+        elif tid in fed and not summary.interrupted:
+            record(Outcome(tid, False, None, "WorkerFailed: the task was lost when its worker ended", ""))
+        else:
+            summary.not_run.append(tid)
+    return summary
+
+
+def _drain(task_q, pending: list) -> None:
+    """Take back the tasks not yet picked up, so an interrupt leaves them not run."""
+    while True:
+        try:
+            item = task_q.get(timeout=0.05)
+        except queue.Empty:
+            return
+        if item is not None:
+            pending.append(item)
+
+
+# --- Dask ----------------------------------------------------------------------------------------
+def _dask_call(factory, slot, task) -> tuple[bool, Any, str | None]:
+    # Errors come back as values: an exception object from a library may not unpickle on
+    # the client, and one task's failure must not look like a cluster failure.
+    worker = None
+    try:
+        worker = factory(slot)
+        return True, worker(task), None
+    except Exception as exc:
+        detail = _describe(exc)
+        if not isinstance(exc, MedloadError):
+            detail += "\n" + traceback.format_exc(limit=8)
+        return False, None, detail
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _run_dask(factory, tasks, address, n, on_outcome, flag) -> RunSummary:
+    distributed = require("distributed", "--dask (running on a Dask cluster)")
+    from medload.deid import sanitize_key
+
+    cluster = None
+    summary = RunSummary(backend=f"dask {address}")
+    try:
+        if address == "local":
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                               dashboard_address=None)
+            client = distributed.Client(cluster)
+        else:
+            try:
+                client = distributed.Client(address, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise MedloadError(
+                    f"could not reach the Dask scheduler at {address!r} ({exc}); check the address "
+                    "(tcp://host:8786) and that the scheduler runs, or use --dask local"
+                ) from exc
+    except MedloadError:
+        raise
+    except Exception as exc:
+        raise MedloadError(f"could not start Dask ({address!r}): {_describe(exc)}") from exc
+
+    by_future: dict[Any, str] = {}
+    finished: set[str] = set()
+    try:
+        futures = []
+        for tid, task in tasks:
+            slot = "t-" + sanitize_key(tid)
+            fut = client.submit(_dask_call, factory, slot, task, key=f"medload-{slot}-{time.time_ns()}",
+                                pure=False)
+            by_future[fut] = tid
+            futures.append(fut)
+        iterator = distributed.as_completed(futures)
+        while True:
+            if flag and not summary.interrupted:
+                summary.interrupted = True
+                client.cancel([f for f in futures if not f.done()])
+            try:
+                fut = next(iterator)
+            except StopIteration:
+                break
+            tid = by_future[fut]
+            if fut.cancelled() or fut.status == "cancelled":
+                continue
+            slot = "t-" + sanitize_key(tid)
+            if fut.status == "error":
+                outcome = Outcome(tid, False, None, _describe(fut.exception()), slot)
+            else:
+                ok, value, error = fut.result()
+                outcome = Outcome(tid, ok, value, error, slot)
+            finished.add(tid)
+            summary.outcomes.append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    summary.not_run = [tid for tid, _ in tasks if tid not in finished]
+    return summary
