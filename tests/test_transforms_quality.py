@@ -43,7 +43,7 @@ def test_other_denoisers_raise_psnr(cls, kwargs):
 def test_n4_halves_coefficient_of_variation():
     corrupted, _, inside = bias_phantom((32, 64, 64), strength=0.4)
     vol = Volume(corrupted, np.diag([1.5, 1.0, 1.0, 1.0]), modality="MR")
-    out = T.N4BiasCorrection(shrink_factor=2)(vol).array
+    out = T.N4BiasCorrection(shrink_factor=4)(vol).array  # the default shrink: fast and enough
     before, after = _cv(corrupted[inside]), _cv(out[inside])
     assert after <= 0.5 * before, f"CV {before:.3f} -> {after:.3f}"
     assert np.isfinite(out).all()
