@@ -62,8 +62,6 @@ def ct_slices(n: int) -> tuple[np.ndarray, str]:
 def best_rates(runners: list[tuple[str, object, int]], *, rounds: int) -> dict[str, float]:
     """Items/s of each ``(name, run, count)``: one warm-up, then ``rounds`` rounds taking turns;
     the best round of each is kept (a shared machine only ever makes a run slower)."""
-    import time
-
     best = {name: 0.0 for name, _, _ in runners}
     for name, run, _ in runners:
         run()
