@@ -184,7 +184,7 @@ def build_and_path(path: Path, **kwargs) -> Path:
 
 # --- 2. splits by patient ----------------------------------------------------------------------
 def test_split_datasets_hold_disjoint_patients_covering_the_store(tmp_path):
-    path = build_and_path(tmp_path / "many.h5", patients=30, studies=3, depths=(2, 3), masks=False)
+    path = build_and_path(tmp_path / "many.h5", patients=20, studies=3, depths=(1, 2), masks=False)
     reader = medload.open(path)
     parts = split(reader, seed=1)
     patients_of = {}
@@ -207,8 +207,8 @@ def test_split_datasets_hold_disjoint_patients_covering_the_store(tmp_path):
 
 
 def test_patient_split_stable_when_patients_are_added_to_the_store(tmp_path):
-    small = build_and_path(tmp_path / "small.h5", patients=20, studies=2, depths=(2,), masks=False)
-    big = build_and_path(tmp_path / "big.h5", patients=40, studies=2, depths=(2,), masks=False)
+    small = build_and_path(tmp_path / "small.h5", patients=12, studies=2, depths=(1,), masks=False)
+    big = build_and_path(tmp_path / "big.h5", patients=24, studies=2, depths=(1,), masks=False)
     before, after = split(small, seed=5), split(big, seed=5)
     for name in before:
         assert set(before[name]) <= set(after[name])
