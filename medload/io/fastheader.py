@@ -168,6 +168,11 @@ def fast_header(path: str, wanted: frozenset[int]) -> LiteHeader | None:
         return None
 
 
+@lru_cache(maxsize=8)
+def _limits(wanted: frozenset[int]) -> tuple[int, int]:
+    return (max((t for t in wanted if t < 0x20000000), default=0x7FE00000), max(wanted, default=0x7FE00000))
+
+
 def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
     pos = 132
     meta: dict[str, str] = {}
@@ -202,8 +207,7 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
     found: dict[int, tuple[str | None, bytes]] = {}
     # Everything scan needs lies below (0029,1020) (Siemens CSA), except Philips' private
     # ScaleSlope in group 2005: stop there unless the manufacturer is Philips.
-    last = max((t for t in wanted if t < 0x20000000), default=0x7FE00000)
-    philips_last = max(wanted, default=0x7FE00000)
+    last, philips_last = _limits(wanted)
     if pixel:
         last = philips_last = _PIXEL_DATA
     data = buf.data
@@ -324,6 +328,9 @@ class LiteHeader:
 
     def get(self, name: str | int, default: Any = None) -> Any:
         tag = _tag_of(name)
+        cache = self._cache
+        if tag in cache:
+            return cache[tag]
         if tag is None or tag not in self._raw:
             return default
         return self._value(tag)
