@@ -183,7 +183,7 @@ class Store:
     def _open(self, path: Path, resume: bool, overwrite: bool) -> None:
         exists = path.exists() or self.partial_path.exists()
         if overwrite:
-            for p in (path, self.partial_path):
+            for p in (path, self.partial_path, self.partial_path.with_name(self.partial_path.name + ".salvage")):
                 if p.exists():
                     p.unlink()
         elif exists and not resume:
