@@ -185,8 +185,8 @@ def _image_type(ds: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        return (value.upper(),)
-    return tuple(str(v).upper() for v in value)
+        value = value.split("\\")
+    return tuple(str(v).strip().upper() for v in value)
 
 
 def _params(ds: Any) -> dict[str, Any]:

@@ -228,19 +228,25 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> Scan
     nifti_series: list[Series] = []
     nifti = None
     n_files = 0
+    nifti_root = root if os.path.isdir(root) else os.path.dirname(root)
+
+    def add_nifti(file: str) -> None:
+        nonlocal nifti
+        nifti = nifti or _nifti_module()
+        if nifti is None:
+            errors.append(FileProblem(file, "NIfTI reader (medload.io.nifti) is not available in this installation."))
+            return
+        try:
+            nifti_series.append(nifti.scan_nifti(file, phi_key=phi_key, root=nifti_root))
+        except MedloadError as exc:
+            errors.append(FileProblem(file, str(exc)))
+        except Exception as exc:  # a damaged file must not end the scan
+            errors.append(FileProblem(file, f"{file}: NIfTI header cannot be read ({type(exc).__name__}: {exc})."))
+
     for file in _walk(root):
         n_files += 1
         if _is_nifti_name(file):
-            nifti = nifti or _nifti_module()
-            if nifti is None:
-                errors.append(FileProblem(file, "NIfTI reader (medload.io.nifti) is not available in this installation."))
-                continue
-            try:
-                nifti_series.append(nifti.scan_nifti(file, phi_key=phi_key))
-            except MedloadError as exc:
-                errors.append(FileProblem(file, str(exc)))
-            except Exception as exc:  # a damaged file must not end the scan
-                errors.append(FileProblem(file, f"{file}: NIfTI header cannot be read ({type(exc).__name__}: {exc})."))
+            add_nifti(file)
             continue
         try:
             header = read_header(file)
@@ -248,7 +254,12 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> Scan
             errors.append(FileProblem(file, str(exc)))
             continue
         if header is None:
-            skipped["not DICOM"] += 1
+            # Names are not trusted: an uncompressed NIfTI without its suffix is found by magic.
+            nifti = nifti or _nifti_module()
+            if nifti is not None and nifti.is_nifti(file):
+                add_nifti(file)
+            else:
+                skipped["not DICOM"] += 1
             continue
         if not header.is_image:
             skipped[header.kind_name or "non-image object"] += 1
