@@ -7,7 +7,8 @@ windowed 40/400 to [0, 1], resized, repeated; a synthetic phantom when that fold
 read in shuffled order, warm cache. The machine is shared, so every method is timed in turn,
 round after round, and its best round is kept: the ratios compare like with like.
 
-* numpy memmap of all slices, one slice copied per sample (the limit);
+* numpy memmap of all slices, one slice copied per sample (the limit), also through a
+  DataLoader (what batching and worker IPC cost by themselves on this machine);
 * ``SliceDataset.__getitem__`` and a DataLoader (batch 32, shuffled; 0 and 2 workers, the
   second epoch of persistent workers timed) on an uncompressed float32 store and on the
   default store (today uint8 + zstd level 1, chosen by bench/store.py);
@@ -115,7 +116,28 @@ def dataset_runners(label: str, path: Path, order: np.ndarray) -> list[tuple[str
     return runners
 
 
-def memmap_runner(folder: Path, slices: np.ndarray, order: np.ndarray) -> tuple[str, object, int]:
+class MemmapSlices:
+    """The limit as a torch Dataset: one memmap slice per item, nothing else (reopens per process)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.n = len(np.load(path, mmap_mode="r"))
+        self._mm = None
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if self._mm is None:
+            self._mm = np.load(self.path, mmap_mode="r")
+        import torch
+
+        return {"image": torch.from_numpy(np.array(self._mm[i]))[None]}
+
+
+def memmap_runners(folder: Path, slices: np.ndarray, order: np.ndarray) -> list[tuple[str, object, int]]:
+    import torch
+
     path = folder / "slices.npy"
     np.save(path, slices)
     mm = np.load(path, mmap_mode="r")
@@ -124,7 +146,20 @@ def memmap_runner(folder: Path, slices: np.ndarray, order: np.ndarray) -> tuple[
         for i in order:
             np.array(mm[i])
 
-    return ("numpy memmap (the limit)", run, len(order))
+    runners = [("numpy memmap (the limit)", run, len(order))]
+    # The same limit through torch's DataLoader: what batching and worker IPC cost by themselves.
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(
+            MemmapSlices(path), batch_size=32, shuffle=True, num_workers=workers,
+            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0),
+        )
+
+        def epoch(loader=loader):
+            for _ in loader:
+                pass
+
+        runners.append((f"numpy memmap: DataLoader {workers} workers, batch 32", epoch, len(order)))
+    return runners
 
 
 def torch_load_runner(folder: Path, slices: np.ndarray, count: int) -> tuple[str, object, int]:
@@ -196,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     order = np.random.default_rng(0).permutation(len(slices))
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
-        runners = [memmap_runner(tmp, slices, order)]
+        runners = memmap_runners(tmp, slices, order)
         sizes = {}
         for label, dtype, compression in (("store float32 uncompressed", "float32", "none"),
                                           (f"store default ({DEFAULT_DTYPE}+{DEFAULT_COMPRESSION})", None, None)):
