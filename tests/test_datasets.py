@@ -260,6 +260,30 @@ def test_some_volumes_without_masks_is_a_clear_error_unless_masks_are_off(tmp_pa
     assert len(ds) == 6 and "mask" not in ds[0] and "label" not in ds[0]
 
 
+def test_folder_of_shards_and_imagefolder_style_labels(tmp_path):
+    from medload.datasets import label_from
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for shard, classes in enumerate((["tumor", "normal"], ["normal"])):
+        with medload.Store.create(folder / f"shard-{shard:04d}.h5", dtype="float32", compression="none") as store:
+            for j, name in enumerate(classes):
+                code = 10 * shard + j
+                vol = medload.Volume(np.stack([expected_slice(code, z) for z in range(3)]), np.eye(4), meta={
+                    "patient_key": f"p{code}", "series_key": f"se{code}", "source_hash": f"h{code}",
+                    "folder": f"{name}/case{code}"})
+                store.add(vol)
+    ds = SliceDataset(folder, labels=label_from("folder", pattern=r"^([^/]+)/"), return_tuple=True)
+    assert len(ds) == 9 and ds.classes == ["normal", "tumor"]
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, multiprocessing_context="fork")
+    images, labels = zip(*loader)
+    images, labels = torch.cat(images), torch.cat(labels)
+    codes = (images[:, 0, 0, 0] // 100000).long().tolist()
+    name_of = {0: "tumor", 1: "normal", 10: "normal"}
+    assert [ds.classes[int(lab)] for lab in labels] == [name_of[c] for c in codes]
+    assert sorted(set(codes)) == [0, 1, 10]
+
+
 def test_not_a_store_is_a_clear_error(tmp_path):
     with pytest.raises(MedloadError, match="needs a store"):
         SliceDataset(42)
