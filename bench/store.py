@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import medload  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "totalsegmentator_ct" / "example_ct_dicom"
-FILTERS = ["none", "gzip:4", "lzf", "zstd:1", "zstd:1+shuffle", "blosc2", "blosc2-zstd:1"]
+FILTERS = ["none", "gzip:4", "lzf", "lz4", "lz4+shuffle", "zstd:1", "zstd:1+shuffle", "blosc2", "blosc2-zstd:1"]
 VOLUME_SLICES = 100  # slices per stored volume (a typical resampled CT series)
 
 

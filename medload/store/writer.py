@@ -116,9 +116,9 @@ class Store:
             so the error is at most (max - min) / 510, 0.002 for data in [0, 1]. float16 keeps
             about 3 significant digits of any value; int16 stores whole numbers (raw HU) as they are.
         compression : str, optional
-            ``"none"``, ``"gzip[:level]"``, ``"lzf"``, ``"zstd[:level]"``, ``"blosc2[:level]"``
-            (lz4), ``"blosc2-zstd[:level]"``; ``+shuffle`` adds HDF5's byte shuffle to gzip/lzf/zstd.
-            Default ``"zstd:1"`` (chosen by ``bench/store.py``).
+            ``"none"``, ``"gzip[:level]"``, ``"lzf"``, ``"lz4"``, ``"zstd[:level]"``, ``"blosc2[:level]"``
+            (lz4), ``"blosc2-zstd[:level]"``; ``+shuffle`` adds HDF5's byte shuffle to gzip/lzf/lz4/zstd.
+            Default ``"lz4"`` (chosen by ``bench/store.py``).
         pipeline : mapping or object with ``.to_config()``, optional
             The preprocessing that produced the volumes. Its canonical JSON is recorded; adding
             to a store made with another pipeline is refused (no stale caches).
@@ -147,7 +147,8 @@ class Store:
         medload.errors.StoreError: ...
         """
         self = object.__new__(cls)
-        self._init(Path(path), fmt.check_dtype(dtype), fmt.parse_compression(compression),
+        dtype = fmt.check_dtype(dtype)
+        self._init(Path(path), dtype, fmt.parse_compression(compression, itemsize=np.dtype(dtype).itemsize),
                    fmt.pipeline_config(pipeline), resume, overwrite, value_range)
         return self
 
