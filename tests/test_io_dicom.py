@@ -271,3 +271,23 @@ def test_missing_codec_names_the_package():
 def test_scan_of_a_missing_path_says_so(tmp_path):
     with pytest.raises(ReadError, match="no such file or folder"):
         scan(tmp_path / "nope")
+
+
+def test_radiographs_of_one_series_are_separate_one_slice_volumes(tmp_path):
+    source = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
+    expected = []
+    for i in range(2):
+        ds = pydicom.dcmread(source)
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient  # as CR/DX images have none
+        ds.Modality = "DX"
+        ds.SOPInstanceUID = ds.SOPInstanceUID[:60] + f".{i}"
+        ds.PixelData = (ds.pixel_array + i).astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(tmp_path / f"view{i}")
+        expected.append(ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    found = scan(tmp_path)
+    assert [s.shape for s in found] == [(1, 128, 128), (1, 128, 128)]
+    for series, truth in zip(sorted(found, key=lambda s: s.files), expected):
+        vol = load(series)
+        assert vol.modality == "DX" and vol.shape == (1, 128, 128)
+        np.testing.assert_array_equal(vol.array[0], truth)
+        assert vol.spacing[1:] == pytest.approx((0.661468, 0.661468), abs=1e-6)

@@ -37,7 +37,7 @@ _PHI_FIELDS = (
 
 
 def _frames_of(series: Series) -> tuple[list[Frame], list[FileHeader]]:
-    import json
+    from medload.io.scan import volume_key
 
     want = series.info.get("split")
     orientation = series.info.get("orientation")
@@ -52,7 +52,7 @@ def _frames_of(series: Series) -> tuple[list[Frame], list[FileHeader]]:
             raise ReadError(f"{path}: listed in series {series.series_key} but is no longer a DICOM image; scan the folder again.")
         mine = [
             f for f in h.frames
-            if (want is None or json.dumps(f.split_key, default=str) == want)
+            if (want is None or volume_key(f) == want)
             and (orientation is None or f.orientation is None
                  or np.abs(np.asarray(f.orientation) - np.asarray(orientation)).max() <= 1e-3)
         ]

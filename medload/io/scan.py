@@ -127,6 +127,15 @@ def split_label(key: tuple) -> str:
     return json.dumps(key, default=str)
 
 
+def volume_key(frame: Frame) -> str:
+    """The key that puts ``frame`` in one volume (before orientation clustering)."""
+    if frame.frame < 0 and (frame.position is None or frame.orientation is None):
+        # A single image without a place in space (a radiograph, a secondary capture):
+        # a volume of its own, never stacked with the other views of its series.
+        return split_label(frame.split_key + ("file", os.path.basename(frame.file)))
+    return split_label(frame.split_key)
+
+
 def group_frames(headers: list[FileHeader]) -> list[tuple[str, list[Frame], list[FileHeader]]]:
     """Group the frames of ``headers`` into volumes: ``(split key, frames, headers)`` each.
 
@@ -136,7 +145,7 @@ def group_frames(headers: list[FileHeader]) -> list[tuple[str, list[Frame], list
     head_of: dict[str, FileHeader] = {h.path: h for h in headers}
     for h in headers:
         for f in h.frames:
-            by_key.setdefault(split_label(f.split_key), []).append(f)
+            by_key.setdefault(volume_key(f), []).append(f)
     out = []
     for key, frames in by_key.items():
         for sub in _orientation_groups(frames):
