@@ -637,6 +637,11 @@ def convert(
             seen[s.source_hash] = s.series_key
             found.append(s)
 
+    if masks:
+        # A masks folder inside a source is scanned too; its files are masks, not images.
+        mask_root = os.path.realpath(masks) + os.sep
+        is_mask = [all(os.path.realpath(f).startswith(mask_root) for f in s.files) for s in found]
+        found = [s for s, m in zip(found, is_mask) if not m]
     label_of, labels_info = _read_labels(labels, found) if labels else ({}, None)
     mask_of = _match_masks(found, _mask_candidates(masks)) if masks else {}
 

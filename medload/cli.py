@@ -1,0 +1,409 @@
+"""The ``medload`` command: ``scan``, ``convert``, ``info``, ``preview``; a thin layer over the API.
+
+Exit status: 0 all went well; 1 the conversion finished but some series or files failed (the
+report lists them); 2 a usage error (wrong flag, missing folder, bad option), printed as one
+line; 3 an unexpected internal error (one line; ``MEDLOAD_DEBUG=1`` shows the traceback);
+130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from medload.errors import MedloadError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and no traceback), as for every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+_FORMAT = argparse.RawDescriptionHelpFormatter
+
+SCAN_HELP = """\
+List the series found under a folder (headers only, nothing written): pseudonymous patient and
+study keys, description, modality, size, slices, spacing, and the problems seen in headers.
+
+example:
+  medload scan /data/export
+  medload scan /data/export --json > series.json
+"""
+
+CONVERT_HELP = """\
+Convert DICOM series and NIfTI files into one store of normalized 2D slices (HDF5): scan,
+load, preprocess, write, in parallel; a report of every series converted or skipped (and
+why) is written as report.json beside the output. Re-running resumes; Ctrl-C stops cleanly.
+
+Output: -o DIR gives a folder of shards (one per worker) that medload.open(DIR) reads as one
+store; -o FILE.h5 gives one file written by one worker.
+
+Preprocessing: by modality unless told (CT: ct-abdomen, MR: mr-body, CR/DX/MG: xray, other
+modalities as read). --preset NAME / --config FILE apply to every series; MOD=NAME or
+MOD=FILE (repeatable) choose per modality, e.g. --preset CT=ct-brain --config MR=mr.toml.
+The name 'none' means no intensity step.
+
+De-identified by default: keys are keyed pseudonyms (--phi-key or $MEDLOAD_PHI_KEY) and no
+name, ID, date, institution or physician is written; --keep-phi keeps them on purpose.
+
+examples:
+  medload convert /data/export -o out/ --preset ct-brain --size 256
+  medload convert /data/ct /data/mr -o out/ --preset CT=ct-lung --config MR=mr.toml --workers 8
+  medload convert /data/export -o out/ --dask tcp://scheduler:8786 --labels labels.csv
+  medload convert /data/export -o one.h5 --workers 1 --dtype float16 --compression gzip
+"""
+
+INFO_HELP = """\
+Describe a store: volumes, slices, modalities, patients, labels, masks, pipeline, size on disk.
+
+example:
+  medload info out/
+  medload info out/ --json
+"""
+
+PREVIEW_HELP = """\
+Draw a montage of stored slices as a PNG, optionally each beside the same slice read from the
+source (found through the report.json written by convert, or --source).
+
+example:
+  medload preview out/ --out montage.png
+  medload preview out/ --out before_after.png --before-after --n 8
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``medload`` command (every subcommand's help has an example).
+
+    Examples
+    --------
+    >>> build_parser().parse_args(["scan", "export", "--json"]).json
+    True
+    """
+    parser = _Parser(prog="medload", formatter_class=_FORMAT,
+                     description="Medical scanner exports (DICOM, NIfTI) to normalized 2D slices in HDF5.",
+                     epilog="example:\n  medload scan /data/export\n  medload convert /data/export -o out/ --size 256\n"
+                            "  medload info out/\n  medload preview out/ --out montage.png")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("scan", help="list the series found under a folder", description=SCAN_HELP,
+                       formatter_class=_FORMAT)
+    p.add_argument("source", metavar="SRC", help="folder or file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--phi-key", help="secret of the pseudonyms (default $MEDLOAD_PHI_KEY)")
+
+    p = sub.add_parser("convert", help="convert exports into a store", description=CONVERT_HELP,
+                       formatter_class=_FORMAT)
+    p.add_argument("sources", metavar="SRC", nargs="+", help="folders or files")
+    p.add_argument("-o", "--out", required=True, help="output folder (shards) or FILE.h5")
+    p.add_argument("--preset", action="append", default=[], metavar="[MOD=]NAME",
+                   help="preset for every series, or MOD=NAME for one modality (repeatable)")
+    p.add_argument("--config", action="append", default=[], metavar="[MOD=]FILE",
+                   help="pipeline .toml/.json for every series, or MOD=FILE (repeatable)")
+    p.add_argument("--size", type=_size, metavar="N or HxW", help="bring every slice to this size")
+    p.add_argument("--resize-mode", choices=["resize", "pad-crop"], default="resize",
+                   help="how slices reach --size (default: resize, spacing updated)")
+    p.add_argument("--dtype", help="stored type: uint8 (default), float16, float32, int16")
+    p.add_argument("--compression", help="zstd:1 (default), none, gzip[:level], lzf, blosc2, ...")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
+    p.add_argument("--dask", metavar="ADDRESS", help="'local' or a Dask scheduler address (tcp://host:8786)")
+    p.add_argument("--labels", metavar="CSV", help="labels.csv: label + series_key/study_key/patient_key")
+    p.add_argument("--masks", metavar="DIR", help="folder of NIfTI label masks matched to series")
+    p.add_argument("--keep-phi", action="store_true", help="keep identifying header fields (off by default)")
+    p.add_argument("--phi-key", help="secret of the pseudonyms (default $MEDLOAD_PHI_KEY)")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+
+    p = sub.add_parser("info", help="describe a store", description=INFO_HELP, formatter_class=_FORMAT)
+    p.add_argument("store", metavar="OUT", help="store file or folder of shards")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    p = sub.add_parser("preview", help="montage of stored slices as a PNG", description=PREVIEW_HELP,
+                       formatter_class=_FORMAT)
+    p.add_argument("store", metavar="OUT", help="store file or folder of shards")
+    p.add_argument("--out", required=True, metavar="PNG", help="the PNG to write")
+    p.add_argument("--n", type=int, default=16, help="slices shown (default 16)")
+    p.add_argument("--tile", type=int, default=128, help="tile size in pixels (default 128)")
+    p.add_argument("--columns", type=int, help="tiles per row")
+    p.add_argument("--before-after", action="store_true", help="show each source slice beside the stored one")
+    p.add_argument("--source", action="append", metavar="SRC", help="where the sources are (default: from report.json)")
+    p.add_argument("--phi-key", help="pseudonym secret used at conversion (to match series)")
+    return parser
+
+
+def _version() -> str:
+    import medload
+
+    return f"medload {medload.__version__}"
+
+
+def _size(text: str) -> int | tuple[int, int]:
+    try:
+        if "x" in text.lower():
+            h, w = text.lower().split("x")
+            return int(h), int(w)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 256 or 256x192), found {text!r}") from None
+
+
+def _pipeline_arg(presets: list[str], configs: list[str]) -> Any:
+    """--preset/--config values -> the ``pipeline`` argument of medload.convert."""
+    specs: dict[str, str] = {}
+    for value, kind in [(v, "preset") for v in presets] + [(v, "config") for v in configs]:
+        modality, _, name = value.rpartition("=")
+        modality = modality.strip().upper() or "*"
+        if kind == "config" and not os.path.isfile(name):
+            raise MedloadError(f"--config {value}: pipeline file {name} does not exist")
+        if modality in specs:
+            raise MedloadError(f"--{kind} {value}: a pipeline for {'every series' if modality == '*' else modality} "
+                               "was already given")
+        specs[modality] = name
+    if not specs:
+        return None
+    if list(specs) == ["*"]:
+        return specs["*"]
+    return specs
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _cmd_scan(args) -> int:
+    from medload.io import scan
+
+    if not os.path.exists(args.source):
+        raise MedloadError(f"{args.source} does not exist; expected a folder of DICOM/NIfTI files or a file")
+    result = scan(args.source, phi_key=args.phi_key)
+    rows = [s.summary() for s in result]
+    if args.json:
+        payload = {"series": rows, "files": getattr(result, "n_files", None),
+                   "skipped": dict(getattr(result, "skipped", {})),
+                   "unreadable": [{"path": e.path, "reason": e.message} for e in getattr(result, "errors", [])]}
+        print(json.dumps(payload, indent=1))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} series in {getattr(result, 'n_files', '?')} files under {args.source}")
+    for col in ("patient", "study", "description", "modality", "size", "slices", "spacing mm", "problems"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        size = "x".join(str(v) for v in r["shape"][-2:])
+        if r["frames"] > 1:
+            size += f" ({r['frames']} frames)"
+        spacing = "x".join(f"{v:g}" for v in r["spacing"]) if r["spacing"] else "-"
+        table.add_row(r["patient_key"], r["study_key"], r["description"], r["modality"], size, str(r["slices"]),
+                      spacing, "; ".join(r["problems"])[:200])
+    console = _console()
+    console.print(table)
+    skipped = dict(getattr(result, "skipped", {}))
+    errors = getattr(result, "errors", [])
+    if skipped:
+        console.print("skipped files: " + ", ".join(f"{v} {k}" for k, v in skipped.items()))
+    for e in errors[:20]:
+        console.print(f"unreadable: {e.message}", markup=False)
+    if len(errors) > 20:
+        console.print(f"... and {len(errors) - 20} more unreadable files (use --json for all)")
+    return EXIT_OK
+
+
+def _cmd_convert(args) -> int:
+    from medload.convert import convert
+
+    missing = [s for s in args.sources if not os.path.exists(s)]
+    if missing:
+        raise MedloadError(f"source {missing[0]} does not exist; expected a folder of DICOM/NIfTI files or a file")
+    if args.workers is not None and args.workers < 0:
+        raise MedloadError(f"--workers must be >= 0, found {args.workers}")
+    interactive = sys.stderr.isatty() and not args.quiet
+    report = convert(
+        args.sources, args.out, pipeline=_pipeline_arg(args.preset, args.config), size=args.size,
+        resize_mode=args.resize_mode, dtype=args.dtype, compression=args.compression, workers=args.workers,
+        dask=args.dask, labels=args.labels, masks=args.masks, keep_phi=args.keep_phi, phi_key=args.phi_key,
+        overwrite=args.overwrite, progress=interactive,
+    )
+    if not args.quiet:
+        _print_summary(report)
+    if report.get("interrupted"):
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _print_summary(report) -> None:
+    from rich.table import Table
+
+    console = _console()
+    c = report["counts"]
+    table = Table(title=f"medload convert -> {report['output']}  ({report['elapsed_s']} s)")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, key in [("series found", "series"), ("converted now", "converted"),
+                       ("already converted", "already_converted"), ("failed", "failed"),
+                       ("not run (interrupted)", "not_run"), ("duplicates", "duplicate_series"),
+                       ("files skipped (not images)", "skipped_files"), ("files unreadable", "unreadable_files"),
+                       ("slices written", "slices_written")]:
+        if c.get(key) or key in ("series", "converted", "failed"):
+            table.add_row(label, str(c.get(key, 0)))
+    console.print(table)
+    failed = report.failed
+    for entry in failed[:15]:
+        console.print(f"failed: {entry['series_key']} {entry['modality']} {entry.get('description', '')!r}: "
+                      f"{entry.get('reason', '')[:300]}", markup=False, highlight=False)
+    if len(failed) > 15:
+        console.print(f"... {len(failed) - 15} more failures", markup=False)
+    for f in report["files"][:5]:
+        console.print(f"unreadable file: {f['path']}: {f['reason'][:200]}", markup=False, highlight=False)
+    if report.get("interrupted"):
+        console.print("interrupted: everything written so far is kept; run the same command again to finish")
+    console.print(f"report: {report['report_path']}", markup=False, highlight=False)
+
+
+def _store_info(path: str) -> dict[str, Any]:
+    from medload.store import open as open_store
+
+    reader = open_store(path)
+    records = reader.volumes
+    root = Path(path)
+    shards = sorted({r.shard for r in records}) or []
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.suffix in (".h5", ".hdf5"))
+    else:
+        files = [root]
+    attrs = reader.attrs
+    info = {
+        "store": str(path),
+        "volumes": len(records),
+        "slices": int(sum(r.n_slices for r in records)),
+        "patients": len({r.patient_key for r in records}),
+        "studies": len({r.study_key for r in records}),
+        "modalities": dict(Counter(r.modality for r in records)),
+        "slice_shapes": dict(Counter("x".join(map(str, r.slice_shape)) for r in records)),
+        "labels": dict(Counter(str(r.label) for r in records if r.label is not None)),
+        "with_mask": sum(bool(r.has_mask) for r in records),
+        "dtype": attrs.get("dtype"),
+        "compression": attrs.get("compression"),
+        "schema": attrs.get("medload_schema"),
+        "shards": len(files),
+        "bytes_on_disk": int(sum(p.stat().st_size for p in files)),
+        "pipeline": reader.pipeline,
+        "intensity": dict(Counter(r.intensity for r in records)),
+    }
+    del shards
+    reader.close()
+    return info
+
+
+def _describe_pipeline(config: Any) -> list[str]:
+    if not isinstance(config, dict):
+        return [str(config)]
+
+    def steps(cfg: dict) -> str:
+        names = [f"{s['name']}({', '.join(f'{k}={v}' for k, v in s.get('params', {}).items())})"
+                 for s in cfg.get("steps", [])]
+        return " -> ".join(names) or "(as read)"
+
+    if "by_modality" in config:
+        lines = [f"{mod}: {steps(cfg)}" for mod, cfg in config["by_modality"].items()]
+        return lines + [f"other: {steps(config.get('other', {}))}"]
+    return [steps(config)]
+
+
+def _cmd_info(args) -> int:
+    info = _store_info(args.store)
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"medload store {args.store}", show_header=False)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    size = info["bytes_on_disk"]
+    for field, value in [
+        ("volumes", info["volumes"]), ("slices", info["slices"]), ("patients", info["patients"]),
+        ("studies", info["studies"]),
+        ("modalities", ", ".join(f"{k} {v}" for k, v in info["modalities"].items())),
+        ("slice shapes", ", ".join(f"{k} ({v} vol)" for k, v in info["slice_shapes"].items())),
+        ("labels", ", ".join(f"{k}: {v}" for k, v in info["labels"].items()) or "-"),
+        ("volumes with mask", info["with_mask"]), ("stored as", f"{info['dtype']}, {info['compression']}"),
+        ("on disk", f"{size / 1e6:.1f} MB in {info['shards']} file(s)"),
+        ("intensity", "; ".join(f"{k} ({v})" for k, v in info["intensity"].items())),
+        ("pipeline", "\n".join(_describe_pipeline(info["pipeline"]))),
+    ]:
+        table.add_row(field, str(value))
+    _console().print(table)
+    return EXIT_OK
+
+
+def _cmd_preview(args) -> int:
+    from medload.preview import montage
+
+    result = montage(args.store, args.out, n=args.n, columns=args.columns, tile=args.tile,
+                     before_after=args.before_after, sources=args.source, phi_key=args.phi_key)
+    print(f"wrote {result['path']} ({result['width']}x{result['height']} px, {result['tiles']} tiles)")
+    return EXIT_OK
+
+
+_COMMANDS = {"scan": _cmd_scan, "convert": _cmd_convert, "info": _cmd_info, "preview": _cmd_preview}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``medload`` command; returns the exit status (see the module doc).
+
+    Examples
+    --------
+    >>> main(["scan", "/no/such/folder"])
+    2
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return _COMMANDS[args.command](args)
+    except _UsageError as exc:
+        print(_one_line(str(exc)), file=sys.stderr)
+        return EXIT_USAGE
+    except MedloadError as exc:
+        print(f"medload: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("medload: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # never a raw traceback for the user; MEDLOAD_DEBUG shows it
+        if os.environ.get("MEDLOAD_DEBUG"):
+            raise
+        print(f"medload: unexpected error: {type(exc).__name__}: {_one_line(str(exc))} "
+              "(set MEDLOAD_DEBUG=1 to see the traceback, and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _entry()
