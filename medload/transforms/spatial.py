@@ -60,9 +60,10 @@ def resample(array: np.ndarray, *, zoom: Sequence[float], shape: Sequence[int], 
     elif not keep:
         src = src.astype(np.float32, copy=False)
     image = sitk.GetImageFromArray(src)  # sitk axes are (x, y, z): reverse ours
-    ref = sitk.Image([int(n) for n in shape[::-1]], image.GetPixelID())
-    ref.SetSpacing([float(z) for z in zoom[::-1]])
-    out = sitk.Resample(image, ref, sitk.Transform(), getattr(sitk, _INTERPOLATORS[interpolation]), 0.0,
+    # The output grid by size/spacing, not a reference image: that would allocate a volume.
+    out = sitk.Resample(image, [int(n) for n in shape[::-1]], sitk.Transform(),
+                        getattr(sitk, _INTERPOLATORS[interpolation]), (0.0, 0.0, 0.0),
+                        [float(z) for z in zoom[::-1]], (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), 0.0,
                         image.GetPixelID())
     result = sitk.GetArrayFromImage(out)
     return result.astype(bool) if keep and np.asarray(array).dtype == bool else result
@@ -203,8 +204,8 @@ class Reorient(Transform):
     >>> vol = Volume(np.zeros((2, 3, 4)), np.diag([-1.0, 1, 1, 1]))   # axis 0 points left
     >>> Reorient()(vol).orientation
     ('S', 'A', 'R')
-    >>> Reorient(keep_slice_axis=True)(vol).orientation
-    ('R', 'A', 'S')
+    >>> Reorient(keep_slice_axis=True)(vol).orientation   # slices stay sagittal
+    ('R', 'S', 'A')
     """
 
     name = "reorient"
