@@ -155,7 +155,7 @@ def fast_header(path: str, wanted: frozenset[int]) -> LiteHeader | None:
     >>> import os, pydicom
     >>> p = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
     >>> ds = fast_header(p, frozenset({0x00280010, 0x00080060}))
-    >>> ds.Rows, ds.Modality
+    >>> ds.get("Rows"), ds.get("Modality")
     (128, 'CT')
     """
     try:

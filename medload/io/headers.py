@@ -505,7 +505,9 @@ def _header(ds: Any, path: str) -> FileHeader | None:
         _num(ds.get("InstanceNumber"), 0.0),
     )
     tiles, csa = _mosaic_tiles(ds, image_type)
-    split = base_split + (split_type, echo, tiles)
+    # Echo time too: multi-echo series without EchoNumbers differ only there (as dcm2niix splits).
+    echo_time = round(float(_num(ds.get("EchoTime"), 0.0)), 2)
+    split = base_split + (split_type, echo, echo_time, tiles)
     if tiles:
         header.mosaic_tiles = tiles
         header.frames = _mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key, split, sop_uid)
