@@ -162,3 +162,13 @@ def test_shared_data_scan_finds_each_volume():
     assert found.skipped["not DICOM"] == 10  # the README-*.txt files
     shapes = sorted(s.shape for s in found)
     assert shapes == [(2, 5, 72, 72)] * 4 + [(10, 15, 64, 64)] * 4
+
+
+def test_patients_without_id_are_not_pooled(tmp_path):
+    for i in range(2):
+        write_dicom_series(tmp_path / f"p{i}", shape=(2, 3, 3), seed=10 + i, patient_id="",
+                           series_description=f"anon {i}")
+    found = scan(tmp_path)
+    assert len(found) == 2
+    assert found[0].patient_key != found[1].patient_key
+    assert "pat-none" not in {s.patient_key for s in found}

@@ -192,7 +192,9 @@ def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], 
         files=tuple(sorted(hh.path for hh in heads)),
         series_key=pseudonym(h.series_uid + "|" + key + "|" + json.dumps(orientation), prefix="ser-", secret=phi_key),
         study_key=pseudonym(h.study_uid, prefix="stu-", secret=phi_key),
-        patient_key=pseudonym(h.patient_id, prefix="pat-", secret=phi_key),
+        # Without a PatientID (anonymised exports) each study counts as its own patient, so that
+        # patient-level splits never pool every anonymous patient into one "pat-none".
+        patient_key=pseudonym(h.patient_id or (f"study:{h.study_uid}" if h.study_uid else ""), prefix="pat-", secret=phi_key),
         modality=h.modality or "unknown",
         description=h.description,
         shape=shape,
