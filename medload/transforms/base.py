@@ -46,7 +46,14 @@ def get_transform(name: str) -> type[Transform]:
 
 
 def json_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Return ``params`` as plain JSON types (tuples become lists, numpy scalars numbers)."""
+    """Return ``params`` as plain JSON types (tuples become lists, numpy scalars numbers).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_params({"size": (256, 256), "sigma": np.float32(0.5)})
+    {'size': [256, 256], 'sigma': 0.5}
+    """
 
     def convert(value: Any) -> Any:
         if isinstance(value, dict):
@@ -135,7 +142,14 @@ def map_slices(
 
 
 def map_frames(func: Callable[[np.ndarray], np.ndarray], array: np.ndarray) -> np.ndarray:
-    """Apply a 3D function to a ``(Z, Y, X)`` array, or to each frame of ``(T, Z, Y, X)``."""
+    """Apply a 3D function to a ``(Z, Y, X)`` array, or to each frame of ``(T, Z, Y, X)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> map_frames(lambda a: a - a.mean(), np.arange(16.0).reshape(2, 2, 2, 2))[1].max()
+    np.float64(3.5)
+    """
     if array.ndim == 3:
         return func(array)
     return np.stack([func(frame) for frame in array])
@@ -241,7 +255,18 @@ class Transform:
         return volume.with_array(array, step=(self.name, json_params(concrete)), **changes)
 
     def apply_pair(self, volume: Volume, mask: Volume | None) -> tuple[Volume, Volume | None]:
-        """Transform an image and, for spatial transforms, its mask the same way."""
+        """Transform an image and, for spatial transforms, its mask the same way.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from medload.transforms import ResizeSlices
+        >>> image = Volume(np.ones((1, 4, 4)), np.eye(4))
+        >>> mask = Volume(np.ones((1, 4, 4), np.uint8), np.eye(4))
+        >>> out, out_mask = ResizeSlices(6).apply_pair(image, mask)
+        >>> int(out_mask.array.sum()), out_mask.origin
+        (16, (0.0, -1.0, -1.0))
+        """
         if mask is None or not self.is_spatial:
             return self(volume), mask
         planned = self.plan(volume)

@@ -734,7 +734,15 @@ class NyulStandardize(_MaskedNorm):
     def fit(cls, volumes: Sequence[Volume], *, mask: str = "foreground",
             percentiles: Sequence[float] = NYUL_PERCENTILES,
             scale: tuple[float, float] = (0.0, 100.0)) -> NyulStandardize:
-        """Fit the standard landmarks over ``volumes`` (save with ``json.dump(t.params(), f)``)."""
+        """Fit the standard landmarks over ``volumes`` (save with ``json.dump(t.params(), f)``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> vols = [Volume(np.arange(1.0, 65.0).reshape(1, 8, 8) * s, np.eye(4)) for s in (1, 3)]
+        >>> [round(v, 6) for v in NyulStandardize.fit(vols, mask="all").landmarks[::5]]
+        [0.0, 50.0, 100.0]
+        """
         arrays = [v.array for v in volumes]
         landmarks = nyul_fit(arrays, masks=[mask] * len(arrays), percentiles=percentiles, scale=scale)
         return cls(landmarks, percentiles, mask)

@@ -111,7 +111,14 @@ class Pipeline:
 
     # --- configs ---------------------------------------------------------------------
     def to_config(self) -> dict[str, Any]:
-        """``{"medload_pipeline": 1, "steps": [{"name": ..., "params": {...}}, ...]}``, JSON-able."""
+        """``{"medload_pipeline": 1, "steps": [{"name": ..., "params": {...}}, ...]}``, JSON-able.
+
+        Examples
+        --------
+        >>> from medload.transforms import Window
+        >>> Pipeline([Window("brain")]).to_config()["steps"][0]["params"]["width"]
+        80.0
+        """
         return {"medload_pipeline": CONFIG_VERSION,
                 "steps": [{"name": s.name, "params": json_params(s.params())} for s in self.steps]}
 
@@ -193,7 +200,16 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | Path, *, workers: int | None = 1) -> Pipeline:
-        """Read a ``.json`` or ``.toml`` pipeline config written by :meth:`save` or by hand."""
+        """Read a ``.json`` or ``.toml`` pipeline config written by :meth:`save` or by hand.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "pipe.toml"
+        >>> _ = p.write_text('medload_pipeline = 1\\n[[steps]]\\nname = "window"\\nparams = { window = "lung" }\\n')
+        >>> Pipeline.load(p).describe()
+        '1. window(window=lung, center=-600.0, width=1500.0, force=False)'
+        """
         path = Path(path)
         if not path.is_file():
             raise TransformError(f"pipeline file {path} does not exist")
