@@ -30,7 +30,7 @@ _BUILDERS: dict[str, tuple[str, Callable[[], Pipeline]]] = {
     "mr-body": ("MR body: N4 bias correction (shrink 4), clip to 1-99th percentile of the body, z-score inside the body",
                 lambda: Pipeline([N4BiasCorrection(shrink_factor=4), PercentileClip(1.0, 99.0, mask="foreground"),
                                   ZScore(mask="foreground")])),
-    "xray": ("Radiograph (CR/DX/MG): the header's VOI window (first if several), MONOCHROME1 inverted, to [0,1]",
+    "xray": ("Radiograph (CR/DX/MG): the header's VOI window (first if several), bright = dense, to [0,1]",
              lambda: Pipeline([RadiographWindow()])),
 }
 
