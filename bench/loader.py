@@ -93,7 +93,16 @@ def dataset_runners(label: str, path: Path, order: np.ndarray) -> list[tuple[str
         for i in order:
             ds[i]
 
-    runners = [(f"{label}: SliceDataset __getitem__", getitem, n)]
+    reader = ds.reader
+    pairs = [(int(ds._vol[i]), int(ds._slice[i])) for i in order]
+
+    def read_only():
+        for v, z in pairs:
+            reader.read_slices(v, z, z + 1)
+
+    # The store's own read, without the dataset: the difference is the dataset's overhead.
+    runners = [(f"{label}: StoreReader.read_slices alone", read_only, n),
+               (f"{label}: SliceDataset __getitem__", getitem, n)]
     for workers in (0, 2):
         loader = torch.utils.data.DataLoader(
             ds, batch_size=32, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
