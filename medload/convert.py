@@ -399,7 +399,12 @@ def _match_masks(series: Sequence[Any], candidates) -> dict[str, tuple[str, bool
         if hit:
             out[s.source_hash] = (hit, False)
             continue
+    # By grid only one to one: the only mask of that shape for the only series of that shape.
+    shapes = Counter(tuple(s.shape[-3:]) for s in series)
+    for s in series:
         spatial = tuple(s.shape[-3:])
+        if s.source_hash in out or shapes[spatial] != 1:
+            continue
         same = [path for _, path, shape in candidates if shape == spatial]
         if len(same) == 1 and os.path.realpath(same[0]) not in {os.path.realpath(f) for f in s.files}:
             out[s.source_hash] = (same[0], True)
@@ -555,7 +560,8 @@ def convert(
     masks : path, optional
         Folder of NIfTI label masks. A mask is matched to a series by file name (the
         series_key, the NIfTI source's name, or the sanitized description), else by being the
-        only mask with the series' shape (and then used only if its affine matches too).
+        only mask with the shape of the only series of that shape (and then used only if its
+        affine matches too).
     keep_phi : bool
         Keep identifying header fields (``meta["phi"]``); off by default.
     phi_key : str, optional

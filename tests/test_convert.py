@@ -1,0 +1,195 @@
+"""medload.convert / `medload convert`: resumable after SIGKILL, same content on Dask, PHI stays out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import medload
+from medload.cli import main
+
+from fixtures.phi import find_values, write_phi_export
+from fixtures.synthetic import write_dicom_series
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _export(folder: Path, n: int, *, slices: int = 12, size: int = 48) -> Path:
+    """``n`` small CT/MR series in sub-folders, two patients, seeded."""
+    for i in range(n):
+        write_dicom_series(folder / f"s{i:02d}", modality="CT" if i % 2 == 0 else "MR",
+                           shape=(slices, size, size - 8), spacing=(2.0, 0.9, 0.9), seed=100 + i,
+                           series_description=f"series {i}", patient_id=f"P{i % 2}", return_array=False)
+    return folder
+
+
+def _content(store_path: Path) -> dict[str, dict]:
+    """source_hash -> per-slice checksums of the stored bytes (and mask), affine, history, label."""
+    reader = medload.open(store_path)
+    out = {}
+    for i, rec in enumerate(reader.volumes):
+        image = reader.read_slices(i, 0, rec.n_slices, raw=True)
+        sums = [hashlib.sha256(np.ascontiguousarray(s).tobytes()).hexdigest()[:16] for s in image]
+        if rec.has_mask:
+            mask = reader.read_mask(i, 0, rec.n_slices)
+            sums += ["m" + hashlib.sha256(np.ascontiguousarray(s).tobytes()).hexdigest()[:16] for s in mask]
+        out[rec.source_hash] = {"slices": sums, "affine": np.round(rec.affine, 6).tolist(),
+                                "history": json.dumps(rec.history), "label": rec.label, "shape": rec.shape,
+                                "series_key": rec.series_key, "scale": rec.scale, "offset": rec.offset}
+    reader.close()
+    return out
+
+
+CHEAP = ["--preset", "CT=ct-abdomen", "--preset", "MR=none", "--size", "32"]
+
+
+def test_convert_small_export_report_and_resume(tmp_path):
+    src = _export(tmp_path / "src", 3)
+    out = tmp_path / "out"
+    report = medload.convert(src, out, pipeline={"MR": "none"}, size=32, workers=0, progress=False)
+    assert report.ok and report.counts["converted"] == 3 and report.counts["slices_written"] == 36
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["counts"] == report.counts
+    assert {s["status"] for s in on_disk["series"]} == {"converted"}
+    store = medload.open(out)
+    assert len(store) == 36 and {r.slice_shape for r in store.volumes} == {(32, 32)}
+    ct = [r for r in store.volumes if r.modality == "CT"]
+    assert ct[0].intensity == "HU window 40/400 (abdomen) scaled to [0,1]"
+    assert [h[0] for h in ct[0].history][-2:] == ["window", "resize_slices"]
+    before = _content(out)
+    # a re-run converts nothing and changes nothing
+    again = medload.convert(src, out, pipeline={"MR": "none"}, size=32, workers=0, progress=False)
+    assert again.counts["converted"] == 0 and again.counts["already_converted"] == 3
+    assert _content(out) == before
+    # another pipeline on the same output is refused before anything is written
+    with pytest.raises(medload.StoreError, match="another pipeline"):
+        medload.convert(src, out, pipeline="ct-brain", size=32, workers=0, progress=False)
+
+
+def test_one_bad_series_does_not_stop_the_batch_and_the_exit_status_says_so(tmp_path, capsys):
+    src = _export(tmp_path / "src", 2)
+    # a series with a missing slice: the reader refuses it with a GeometryError
+    truth = write_dicom_series(tmp_path / "src" / "broken", shape=(6, 16, 16), seed=7, return_array=False,
+                               series_description="gap")
+    os.remove(truth["files"][3])
+    (tmp_path / "src" / "notes.txt").write_text("not an image")
+    code = main(["convert", str(src), "-o", str(tmp_path / "out"), "--workers", "2", *CHEAP])
+    assert code == 1
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["counts"]["converted"] == 2 and report["counts"]["failed"] == 1
+    failed = [s for s in report["series"] if s["status"] == "failed"]
+    assert failed[0]["description"] == "gap" and "missing slices" in failed[0]["reason"]
+    assert str(tmp_path) not in failed[0]["reason"]  # paths relative to the source
+    assert report["skipped_files"] == {"not DICOM": 1}
+    assert "failed" in capsys.readouterr().out
+
+
+def test_sigkill_midway_then_rerun_gives_the_same_content(tmp_path):
+    src = _export(tmp_path / "src", 10, slices=24, size=64)
+    args = [sys.executable, "-m", "medload", "convert", str(src), "--workers", "2", "--quiet",
+            "--preset", "CT=ct-abdomen", "--preset", "MR=none"]
+    reference = tmp_path / "reference"
+    subprocess.run(args + ["-o", str(reference)], check=True, cwd=ROOT, timeout=300)
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(args + ["-o", str(out)], cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    # kill the whole process group (parent and workers) once a shard has at least one volume
+    while time.monotonic() < deadline:
+        partial = list(out.glob("shard-*.h5.partial")) if out.exists() else []
+        if any(p.stat().st_size > 40_000 for p in partial):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "report.json").exists(), "the run finished before it was killed; nothing was tested"
+    assert list(out.glob("shard-*.h5.partial")), "expected partial shards left by the kill"
+
+    subprocess.run(args + ["-o", str(out)], check=True, cwd=ROOT, timeout=300)
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"]["converted"] + report["counts"]["already_converted"] == 10
+    assert report["counts"]["already_converted"] >= 1  # what the killed run finished was kept
+    assert not list(out.glob("*.partial"))
+    got, want = _content(out), _content(reference)
+    assert len(want) == 10 and got == want
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_same_content_as_the_local_pool(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    src = _export(tmp_path / "src", 4)
+    pool = medload.convert(src, tmp_path / "pool", pipeline={"MR": "none"}, size=32, workers=2, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        on_dask = medload.convert(src, tmp_path / "dask", pipeline={"MR": "none"}, size=32, dask=cluster.scheduler_address,
+                                  progress=False)
+    assert pool.ok and on_dask.ok and on_dask["options"]["backend"].startswith("dask tcp://")
+    assert len(on_dask["shards"]) == 4  # one shard per task
+    got, want = _content(tmp_path / "dask"), _content(tmp_path / "pool")
+    assert len(want) == 4 and got == want
+
+
+def test_phi_audit_default_output_and_report_hold_no_identifying_value(tmp_path):
+    phi = write_phi_export(tmp_path / "export")
+    out = tmp_path / "out"
+    assert main(["convert", str(tmp_path / "export"), "-o", str(out), "--workers", "0", "--quiet",
+                 "--phi-key", "audit-secret", *CHEAP]) == 0
+    files = sorted(p for p in out.iterdir() if p.is_file())
+    assert {p.name for p in files} == {"report.json", "shard-0000.h5"}
+    assert len(phi["values"]) > 30
+    assert find_values(files, phi["values"]) == {}
+    # pseudonyms depend on the key: the same patient, the same key across runs
+    store = medload.open(out)
+    assert len({r.patient_key for r in store.volumes}) == 2
+    assert all(r.patient_key.startswith("pat-") for r in store.volumes)
+
+    kept = tmp_path / "kept"
+    assert main(["convert", str(tmp_path / "export"), "-o", str(kept), "--workers", "0", "--quiet",
+                 "--keep-phi", *CHEAP]) == 0
+    hits = find_values(sorted(kept.glob("*.h5")), phi["names"] + phi["ids"])
+    assert sorted(hits) == sorted(phi["names"] + phi["ids"])
+    phi_meta = [r.meta.get("phi", {}) for r in medload.open(kept).volumes]
+    assert sorted(m["PatientID"] for m in phi_meta) == sorted(phi["ids"])
+
+
+def test_labels_csv_and_masks_folder(tmp_path):
+    src = _export(tmp_path / "src", 2)
+    series = medload.scan(src)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("series_key,label\n" + "".join(f"{s.series_key},{'tumour' if i else 'normal'}\n"
+                                                     for i, s in enumerate(series)) + "ser-unknown,normal\n")
+    # a mask on the grid of the first series, named after its series key (both series share one
+    # grid, so matching by grid alone would be ambiguous and is not done)
+    ct = medload.load(series[0])
+    mask = ct.with_array((ct.array > ct.array.mean()).astype(np.uint8))
+    (tmp_path / "masks").mkdir()
+    mask.to_nifti().to_filename(str(tmp_path / "masks" / f"{series[0].series_key}.nii.gz"))
+    report = medload.convert(src, tmp_path / "out", pipeline={"MR": "none"}, workers=0, progress=False,
+                             labels=csv, masks=tmp_path / "masks")
+    assert report.ok
+    assert report["options"]["labels"]["classes"] == ["normal", "tumour"]
+    assert report["options"]["labels"]["unknown_keys"] == ["ser-unknown"]
+    store = medload.open(tmp_path / "out")
+    by_key = {r.series_key: (i, r) for i, r in enumerate(store.volumes)}
+    i, rec = by_key[series[0].series_key]
+    assert rec.label == 0 and rec.has_mask
+    assert np.array_equal(store.read_mask(i, 0, rec.n_slices), mask.array)
+    assert by_key[series[1].series_key][1].label == 1 and not by_key[series[1].series_key][1].has_mask
+
+
+def test_single_file_output_and_its_limits(tmp_path):
+    src = _export(tmp_path / "src", 2)
+    report = medload.convert(src, tmp_path / "one.h5", pipeline={"MR": "none"}, size=32, progress=False)
+    assert report.ok and report["shards"] == ["one.h5"]
+    assert (tmp_path / "one.report.json").is_file() and len(medload.open(tmp_path / "one.h5")) == 24
+    with pytest.raises(medload.MedloadError, match="one file, written by one process"):
+        medload.convert(src, tmp_path / "two.h5", workers=2, progress=False)
