@@ -7,6 +7,9 @@ Each patient is placed by a hash of ``(seed, patient_key)`` alone, so
   evaluated on ``test`` yesterday is not evaluated on its own training patients today);
 * no patient can appear in two splits, because splits are made of patients.
 
+Volumes written without a patient key share the store's placeholder key (``"none"``) and
+so land together in one split; give every volume a ``patient_key`` before splitting.
+
 The stratified variant (``stratify=...``) gives each split the same label proportions. It
 orders the patients of each label by the same hash and cuts that order by the fractions
 (or deals it round-robin into folds). Proportions are then exact to one patient, but a
