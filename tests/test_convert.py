@@ -93,6 +93,7 @@ def test_one_bad_series_does_not_stop_the_batch_and_the_exit_status_says_so(tmp_
     assert "failed" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_rerun_gives_the_same_content(tmp_path):
     src = _export(tmp_path / "src", 10, slices=24, size=64)
     args = [sys.executable, "-m", "medload", "convert", str(src), "--workers", "2", "--quiet",

@@ -1,0 +1,101 @@
+"""The `medload` command: every --help has an example; wrong input gives one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from medload.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPORT = ROOT / "fixtures" / "export"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    width, height = struct.unpack(">II", data[16:24])
+    assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]  # header intact
+    return width, height
+
+
+@pytest.mark.parametrize("command", [[], ["scan"], ["convert"], ["info"], ["preview"]])
+def test_every_help_shows_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + ["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "example" in text and "medload " + (command[0] if command else "convert") in text.split("example")[-1]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["convert", "x", "-o", "y", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+    (["convert", "x"], "required: -o/--out"),
+    (["convert", "/no/such/folder", "-o", "out"], "source /no/such/folder does not exist"),
+    (["scan", "/no/such/folder"], "/no/such/folder does not exist"),
+    (["info", "/no/such/store"], "does not exist"),
+    (["preview", "/no/such/store", "--out", "m.png"], "does not exist"),
+    (["convert", str(EXPORT), "-o", "out", "--preset", "ct-nonsense"], "unknown preset 'ct-nonsense'"),
+    (["convert", str(EXPORT), "-o", "out", "--config", "MR=/no/pipe.toml"], "pipeline file /no/pipe.toml does not exist"),
+    (["convert", str(EXPORT), "-o", "out", "--size", "big"], "expected N or HxW"),
+    (["convert", str(EXPORT), "-o", "out", "--dtype", "float64"], "float64"),
+    (["convert", str(EXPORT), "-o", "out.h5", "--workers", "4"], "one file, written by one process"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_wrong_input_gives_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.h5").exists()
+
+
+def test_the_installed_command_prints_no_traceback():
+    run = subprocess.run([sys.executable, "-m", "medload", "convert", "/no/such/folder", "-o", "x"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("medload: error: source /no/such/folder does not exist")
+
+
+def test_scan_json_lists_series_with_pseudonyms_only(capsys):
+    assert main(["scan", str(EXPORT), "--json", "--phi-key", "k"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["series"]) == 4 and payload["files"] > 20
+    assert {s["modality"] for s in payload["series"]} >= {"CT", "MR"}
+    assert all(s["patient_key"].startswith("pat-") for s in payload["series"])
+    assert "Doe^Jane" not in json.dumps(payload)
+    assert main(["scan", str(EXPORT)]) == 0
+    assert "series in" in capsys.readouterr().out
+
+
+def test_convert_info_preview_round(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", str(EXPORT), "-o", str(out), "--size", "48", "--workers", "0",
+                 "--preset", "MR=none", "--masks", str(EXPORT / "labels")]) == 0
+    summary = capsys.readouterr().out
+    assert "converted now" in summary and "report:" in summary
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["volumes"] == 3 and info["slices"] == 24 + 16 + 32
+    assert info["slice_shapes"] == {"48x48": 3} and info["with_mask"] == 1
+    assert info["bytes_on_disk"] > 0 and "by_modality" in info["pipeline"]
+    assert main(["info", str(out)]) == 0
+    assert "pipeline" in capsys.readouterr().out
+
+    png = tmp_path / "montage.png"
+    assert main(["preview", str(out), "--out", str(png), "--n", "6", "--tile", "64"]) == 0
+    assert _png_size(png) == (3 * 64, 2 * 64)
+    pair = tmp_path / "pairs.png"
+    assert main(["preview", str(out), "--out", str(pair), "--n", "3", "--tile", "64", "--before-after"]) == 0
+    assert _png_size(pair) == (4 * 64, 2 * 64)  # 3 pairs, 4 columns (pairs kept together), 2 rows
