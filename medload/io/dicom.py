@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import numpy as np
-import pydicom
 
 from medload.deid import pseudonym
 from medload.errors import GeometryError, MedloadError, ReadError, UnsupportedError
@@ -183,6 +182,8 @@ def _read_native(h: FileHeader, placed: list) -> np.ndarray | None:
 
 
 def _read_pydicom(path: str, label: str) -> np.ndarray:
+    import pydicom
+
     try:
         ds = pydicom.dcmread(path, force=True)
     except Exception as exc:
@@ -206,6 +207,8 @@ def _invert(image: np.ndarray, bits: int, signed: bool) -> np.ndarray:
 
 
 def _phi(path: str) -> dict[str, Any]:
+    import pydicom
+
     ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=list(_PHI_FIELDS))
     return {k: str(ds.get(k)) for k in _PHI_FIELDS if ds.get(k) not in (None, "")}
 
@@ -335,6 +338,8 @@ def _interp(array: np.ndarray, lower: np.ndarray, weight: np.ndarray) -> np.ndar
 
 def _drop_identical(frames: list[Frame], layout: Layout, label: str) -> tuple[list[Frame], str]:
     """Drop images that repeat another image at the same position pixel for pixel."""
+    import pydicom
+
     drop: set[int] = set()
     for cluster in layout.duplicates:
         kept: list[tuple[int, bytes]] = []

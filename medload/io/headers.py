@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 
 from medload.errors import ReadError
-from medload.io.fastheader import fast_header
+from medload.io.fastheader import KEYWORDS, fast_header
 
 __all__ = ["Frame", "FileHeader", "read_header", "looks_like_dicom", "NON_IMAGE_SOP_CLASSES"]
 
@@ -68,10 +66,8 @@ _SCAN_TAGS = [
 
 @lru_cache(maxsize=1)
 def _wanted() -> frozenset[int]:
-    from pydicom.datadict import tag_for_keyword
-
-    tags = {t if isinstance(t, int) else tag_for_keyword(t) for t in _SCAN_TAGS}
-    return frozenset(t for t in tags if t is not None) | {0x00080005}
+    tags = {t if isinstance(t, int) else KEYWORDS[t][0] for t in _SCAN_TAGS}
+    return frozenset(tags) | {0x00080005}
 
 
 def looks_like_dicom(path: str) -> bool:
@@ -401,6 +397,8 @@ def _remember(key: tuple | None, header: FileHeader | None) -> None:
 def _read_with_pydicom(path: str, specific: bool) -> FileHeader | None:
     if not looks_like_dicom(path):
         return None
+    import pydicom
+    from pydicom.errors import InvalidDicomError
     try:
         ds = pydicom.dcmread(
             path, stop_before_pixels=True, force=True,
