@@ -131,10 +131,15 @@ def map_slices(
         with ThreadPoolExecutor(n_workers) as pool:
             list(pool.map(run, range(1, flat.shape[0])))
     else:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        # forkserver, not fork: forking a process whose other threads hold locks (SimpleITK,
+        # torch, h5py, a caller's thread pool) can deadlock the child.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         blocks = [b for b in np.array_split(np.arange(1, flat.shape[0]), n_workers) if len(b)]
-        with ProcessPoolExecutor(len(blocks)) as pool:
+        with ProcessPoolExecutor(len(blocks), mp_context=context) as pool:
             results = pool.map(_apply_block, [func] * len(blocks), [flat[b] for b in blocks])
             for block, result in zip(blocks, results):
                 out[block] = result
