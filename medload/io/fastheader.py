@@ -303,8 +303,12 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
             if vr in long_vrs:
                 length = u32(data, pos + 8)[0]
                 start = pos + 12
-            else:
+            elif vr.isalpha():
                 start = pos + 8
+            else:
+                # Not an explicit VR (a file written implicit despite its transfer syntax):
+                # pydicom detects and handles that; we do not guess.
+                raise _Giveup("not an explicit VR")
         tag = (group << 16) | elem
         if tag >= _PIXEL_DATA:
             if pixel:
