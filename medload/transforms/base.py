@@ -90,22 +90,16 @@ def resolve_workers(workers: int | None) -> int:
     return int(workers)
 
 
-def _apply_block(func: Callable[[np.ndarray], np.ndarray], block: np.ndarray) -> np.ndarray:
-    return np.stack([func(s) for s in block])
-
-
 def map_slices(
-    func: Callable[[np.ndarray], np.ndarray], array: np.ndarray, *, workers: int | None = 1,
-    backend: str = "thread",
+    func: Callable[[np.ndarray], np.ndarray], array: np.ndarray, *, workers: int | None = 1
 ) -> np.ndarray:
     """Apply ``func`` to every 2D slice ``array[..., i, :, :]`` and stack the results.
 
-    ``backend="thread"`` (default): the libraries we wrap (scikit-image's Cython kernels,
-    SimpleITK, scipy.ndimage) release the GIL in their inner loops, so threads share the array
-    without copies. ``backend="process"``: for functions written in numpy-level Python that
-    hold the GIL (scikit-image's CLAHE); slices go to ``workers`` processes in one block each,
-    and ``func`` must be picklable (a module-level function or a ``functools.partial`` of one).
-    ``bench/transforms.py`` measures both. ``workers=1`` never starts a pool.
+    Threads, not processes: the libraries we wrap (scikit-image's Cython denoisers, SimpleITK,
+    scipy.ndimage) release the GIL in their inner loops, so threads share the array without
+    copies. A process pool was measured for CLAHE (numpy-level Python that holds the GIL much
+    of the time) and lost: starting forkserver workers and shipping the slices cost more than
+    CLAHE itself on a 128-slice volume (bench/transforms.py). ``workers=1`` starts no pool.
 
     Examples
     --------
@@ -113,8 +107,6 @@ def map_slices(
     >>> map_slices(lambda s: s * 2, np.ones((3, 2, 2)), workers=2).sum()
     np.float64(24.0)
     """
-    if backend not in ("thread", "process"):
-        raise TransformError(f"backend must be 'thread' or 'process', found {backend!r}")
     flat = array.reshape((-1,) + array.shape[-2:])
     first = np.asarray(func(flat[0]))
     out = np.empty((flat.shape[0],) + first.shape, dtype=first.dtype)
@@ -127,22 +119,9 @@ def map_slices(
     if n_workers <= 1:
         for i in range(1, flat.shape[0]):
             run(i)
-    elif backend == "thread":
+    else:
         with ThreadPoolExecutor(n_workers) as pool:
             list(pool.map(run, range(1, flat.shape[0])))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # forkserver, not fork: forking a process whose other threads hold locks (SimpleITK,
-        # torch, h5py, a caller's thread pool) can deadlock the child.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        blocks = [b for b in np.array_split(np.arange(1, flat.shape[0]), n_workers) if len(b)]
-        with ProcessPoolExecutor(len(blocks), mp_context=context) as pool:
-            results = pool.map(_apply_block, [func] * len(blocks), [flat[b] for b in blocks])
-            for block, result in zip(blocks, results):
-                out[block] = result
     return out.reshape(array.shape[:-2] + first.shape)
 
 

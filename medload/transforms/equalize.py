@@ -193,8 +193,7 @@ class CLAHE(Transform):
         unit = rescale_unit(array, in_range=in_range)
 
         one = partial(clahe, kernel_size=kernel, clip_limit=self.clip_limit, nbins=self.nbins)
-        # skimage's CLAHE is numpy-level Python that holds the GIL: processes, not threads.
-        out = map_slices(one, unit, workers=self.workers, backend="process") if self.per_slice else map_frames(one, unit)
+        out = map_slices(one, unit, workers=self.workers) if self.per_slice else map_frames(one, unit)
         if self.mask != "all":
             inside = _mask_for(array, self.mask)
             out = np.where(inside, out, unit.astype(np.float32))
