@@ -39,6 +39,7 @@ def positions_lps(folder: Path) -> dict[str, np.ndarray]:
 def dcm2niix(folder: Path, out: Path) -> list[Path]:
     if DCM2NIIX is None:
         pytest.skip("dcm2niix not on PATH")
+    out.mkdir(parents=True, exist_ok=True)
     subprocess.run([DCM2NIIX, "-z", "n", "-b", "n", "-f", "%s_%p", "-o", str(out), str(folder)],
                    check=True, capture_output=True, timeout=120)
     return sorted(out.glob("*.nii"))
@@ -197,3 +198,36 @@ def test_scan_of_broken_and_good_together_returns_the_good(tmp_path):
             outcomes[s.series_key] = type(exc).__name__
     assert sum(o == "GeometryError" for o in outcomes.values()) == 2  # the two sliceincrement series
     assert sum(o == "ReadError" for o in outcomes.values()) == 2  # MR_truncated, JPEG-lossy
+
+
+def test_where_dcm2niix_differs_on_broken_series_and_why(tmp_path):
+    """The failing/ series where dcm2niix's output cannot be matched, each reason checked.
+
+    * gantrytilting: dcm2niix writes ``4_.nii`` with a slice column of 4.851 mm along z (the
+      5 mm table step times cos 14 deg) and ``4__Tilt_1.nii`` resampled to 521 rows; the files
+      say the slices are 5 mm apart. medload keeps the true positions (sheared affine).
+    * sliceincrement/001: dcm2niix writes ``2_dicom2nifti.nii`` with 4 slices 5 mm apart, but
+      the last slice is 10 mm from the third: slice 3 is placed 5 mm from where it was
+      acquired. medload refuses (or interpolates a 5-slice grid on request); dcm2niix's
+      ``_Eq_1`` version resamples to 6 slices of 4 mm.
+    """
+    folder = failing("gantrytilting", "001")
+    plain = nib.load(next(p for p in dcm2niix(folder, tmp_path / "tilt") if "Tilt" not in p.name))
+    ipp = sorted(positions_lps(folder).values(), key=lambda p: p[2])
+    ras = [lps_to_ras(np.eye(4))[:3, :3] @ p for p in ipp]
+    vol = load(folder)
+    ours = [(vol.affine @ [z, 0, 0, 1])[:3] for z in range(4)]
+    # dcm2niix's slice k lies at -k * 0.149 mm from the file's position along z
+    k_axis = int(np.argmax(np.abs(plain.affine[2, :3])))
+    assert plain.affine[2, k_axis] == pytest.approx(4.851, abs=1e-3)
+    # slice 3 relative to slice 0: dcm2niix says 3 x 4.851 mm superior, the files 3 x 5 mm
+    assert abs(3 * plain.affine[2, k_axis]) == pytest.approx(14.553, abs=0.01)
+    assert ras[3][2] - ras[0][2] == pytest.approx(15.0, abs=1e-3)
+    assert max(np.abs(np.array(ours) - np.array(ras)).max(axis=1)) < 1e-4
+
+    folder = failing("sliceincrement", "001")
+    plain = nib.load(next(p for p in dcm2niix(folder, tmp_path / "gap") if "Eq" not in p.name))
+    z_files = sorted(p[2] for p in positions_lps(folder).values())
+    assert np.diff(z_files) == pytest.approx([5, 5, 10], abs=1e-3)
+    k_axis = int(np.argmax(np.abs(plain.affine[2, :3])))
+    assert abs(plain.affine[2, k_axis]) == pytest.approx(5.0, abs=1e-3)  # claims 5 mm for the 10 mm step
