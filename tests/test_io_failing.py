@@ -8,7 +8,6 @@ the good series.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path

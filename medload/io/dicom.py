@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from medload.deid import pseudonym
 from medload.errors import GeometryError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import dicom_affine, lps_to_ras, slice_normal
 from medload.io.codecs import decode, read_native
