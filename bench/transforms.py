@@ -106,13 +106,17 @@ def cases(vol: Volume):
 
 
 def bare_resample(vol: Volume):
-    image = sitk.GetImageFromArray(vol.array)
-    image.SetSpacing([0.8, 0.8, 1.0])
     n = vol.shape
     size = [int(round(n[2] * 0.8)), int(round(n[1] * 0.8)), n[0]]
-    return lambda x: sitk.GetArrayFromImage(sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear,
-                                                          image.GetOrigin(), [1.0, 1.0, 1.0], image.GetDirection(),
-                                                          0.0, sitk.sitkFloat32))
+
+    def run(x):
+        image = sitk.GetImageFromArray(x)  # numpy in, numpy out: the same work medload does
+        image.SetSpacing([0.8, 0.8, 1.0])
+        return sitk.GetArrayFromImage(sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear,
+                                                    image.GetOrigin(), [1.0, 1.0, 1.0], image.GetDirection(),
+                                                    0.0, sitk.sitkFloat32))
+
+    return run
 
 
 def bare_reorient(vol: Volume):
