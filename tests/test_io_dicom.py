@@ -291,3 +291,18 @@ def test_radiographs_of_one_series_are_separate_one_slice_volumes(tmp_path):
         assert vol.modality == "DX" and vol.shape == (1, 128, 128)
         np.testing.assert_array_equal(vol.array[0], truth)
         assert vol.spacing[1:] == pytest.approx((0.661468, 0.661468), abs=1e-6)
+
+
+def test_philips_private_scale_slope_gives_precise_values(tmp_path):
+    """Philips: value = (stored * RS + RI) / (RS * SS), dcm2niix's default, said in meta."""
+    truth = write_dicom_series(tmp_path, modality="MR", rescale=(2.0, 0.0), shape=(2, 3, 3), seed=19,
+                               extra_tags={"Manufacturer": "Philips Medical Systems"})
+    for f in truth["files"]:
+        ds = pydicom.dcmread(f)
+        ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True).add_new(0x0E, "FL", 0.3)
+        ds.save_as(f)
+    vol = load(tmp_path)
+    stored = truth["array"] / 2.0
+    np.testing.assert_allclose(vol.array, stored / np.float32(0.3), rtol=1e-5)
+    assert vol.array.dtype == np.float32
+    assert "Philips precise" in vol.meta["intensity"]

@@ -308,7 +308,10 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         "patient_key": series.patient_key,
         "source_hash": series.source_hash,
         "description": series.description,
-        "intensity": "HU" if modality_out == "CT" and (rescaled or h.signed) else "scanner units",
+        "intensity": "HU" if modality_out == "CT" and (rescaled or h.signed) else (
+            "scanner units (Philips precise values: stored / private ScaleSlope, as dcm2niix)"
+            if h.params.get("philips_precise_scaling") else "scanner units"
+        ),
         "modality_tag": h.modality,
         "n_files": len(heads),
         "transfer_syntax": h.transfer_syntax,

@@ -281,6 +281,13 @@ def _philips_scale_slope(owner: Any) -> float | None:
     return value if value and np.isfinite(value) else None
 
 
+def _any_philips_scale(ds: Any) -> bool:
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    item = per[0] if per else None
+    private = _from_groups(item, _first(ds, "SharedFunctionalGroupsSequence"), 0x2005140F) if item is not None else None
+    return bool(_philips_scale_slope(private) or _philips_scale_slope(ds))
+
+
 def _precise(slope: float, intercept: float, scale_slope: float | None) -> tuple[float, float]:
     # Philips: FP = (PV * RS + RI) / (RS * SS), dcm2niix's default ("-p y"), which makes values
     # comparable between scans; the rescale alone gives display values.
@@ -489,6 +496,8 @@ def _header(ds: Any, path: str) -> FileHeader | None:
     n_frames = int(_num(ds.get("NumberOfFrames"), 1) or 1)
     if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         header.frames = _enhanced_frames(ds, path, base_split + (split_type,), sop_uid)
+        if str(ds.get("Manufacturer", "")).lower().startswith("philips") and _any_philips_scale(ds):
+            header.params["philips_precise_scaling"] = True
         # A multi-frame object without plane positions (e.g. a cine loop, an ultrasound clip):
         # frames keep their order, flagged by a missing position.
         return header
@@ -513,8 +522,9 @@ def _header(ds: Any, path: str) -> FileHeader | None:
         header.rows, header.columns = header.rows // side, header.columns // side  # one tile
         return header
     slope, intercept = float(_num(ds.get("RescaleSlope"), 1.0)), float(_num(ds.get("RescaleIntercept"), 0.0))
-    if str(ds.get("Manufacturer", "")).lower().startswith("philips"):
+    if str(ds.get("Manufacturer", "")).lower().startswith("philips") and _philips_scale_slope(ds):
         slope, intercept = _precise(slope, intercept, _philips_scale_slope(ds))
+        header.params["philips_precise_scaling"] = True
     header.frames = [
         Frame(
             file=path, frame=-1, mosaic=-1, position=position, orientation=orientation,
