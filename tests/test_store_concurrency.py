@@ -41,8 +41,14 @@ def _reader(reader, folder, worker: int, duration_s: float, queue) -> None:
     expected = {}
     reads = new_shard_reads = 0
     try:
-        deadline = time.monotonic() + duration_s
-        while time.monotonic() < deadline or reads < 200:
+        start = time.monotonic()
+
+        def more() -> bool:
+            elapsed = time.monotonic() - start
+            # at least duration_s and 200 reads; then on until the new shard was read (or 60 s)
+            return elapsed < duration_s or reads < 200 or (new_shard_reads == 0 and elapsed < 60)
+
+        while more():
             if reads % 50 == 49:
                 reader = medload.open(folder)  # may now include the finished new shard
             row = reader.index[rng.integers(len(reader))]
