@@ -233,3 +233,21 @@ def test_not_a_store_errors_say_what_was_found(tmp_path):
         medload.open(good).read_slices(9, 0, 1)
     with pytest.raises(StoreError, match="outside volume"):
         medload.open(good).read_slices(0, 4, 7)
+
+
+def test_catalog_gives_the_same_records_as_the_group_attributes(tmp_path):
+    path = tmp_path / "s.h5"
+    build_store(path, seeds=range(3))
+    with medload.Store.create(path) as store:  # an append rewrites the catalog
+        store.add(synthetic_volume(7, channels=("a", "b")), label=4)
+    fast = medload.open(path).volumes
+    without = tmp_path / "nocatalog.h5"
+    without.write_bytes(path.read_bytes())
+    with h5py.File(without, "r+") as f:
+        del f["catalog"]
+    slow = medload.open(without).volumes
+    assert len(fast) == len(slow) == 4 and [r.key for r in fast] == ["ser-0000", "ser-0001", "ser-0002", "ser-0007"]
+    for a, b in zip(fast, slow):
+        for name in ("key", "shape", "dtype", "spacing", "label", "history", "channels", "has_mask", "meta", "scale", "offset", "patient_key"):
+            assert getattr(a, name) == getattr(b, name), name
+        np.testing.assert_array_equal(a.affine, b.affine)

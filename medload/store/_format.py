@@ -298,3 +298,55 @@ def float16_to_float32(stored: np.ndarray) -> np.ndarray:
     sign <<= np.uint32(16)
     word |= sign
     return out
+
+
+def catalog_entry(key: str, attrs: Mapping[str, Any], *, shape, dtype, scale: float, offset: float, has_mask: bool) -> dict[str, Any]:
+    """One volume's line of ``/catalog``: its group attributes (JSON-able) and image facts.
+
+    Examples
+    --------
+    >>> e = catalog_entry("k", {"affine": np.eye(2), "label": np.int64(3)}, shape=(2, 4, 4),
+    ...                   dtype="uint8", scale=0.5, offset=0.0, has_mask=False)
+    >>> e["attrs"]["affine"], e["attrs"]["label"], e["shape"]
+    ([[1.0, 0.0], [0.0, 1.0]], 3, [2, 4, 4])
+    """
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, bytes):
+            return value.decode()
+        return value
+
+    return {
+        "key": key,
+        "shape": [int(n) for n in shape],
+        "dtype": str(np.dtype(dtype).name),
+        "scale": float(scale),
+        "offset": float(offset),
+        "has_mask": bool(has_mask),
+        "attrs": {name: plain(value) for name, value in attrs.items() if name != "crc32"},
+    }
+
+
+def entry_of_group(key: str, group) -> dict[str, Any]:
+    """:func:`catalog_entry` read from a volume group (the slow path: every attribute)."""
+    image = group["image"]
+    image_attrs = dict(image.attrs.items())
+    return catalog_entry(key, dict(group.attrs.items()), shape=image.shape, dtype=image.dtype,
+                         scale=float(image_attrs.get("scale", 1.0)), offset=float(image_attrs.get("offset", 0.0)),
+                         has_mask="mask" in group)
+
+
+def read_catalog(f) -> list[dict[str, Any]] | None:
+    """The entries of ``/catalog``, or None when the file has none or it disagrees with /volumes."""
+    if "catalog" not in f:
+        return None
+    try:
+        entries = json.loads(f["catalog"][()])
+    except (ValueError, TypeError, OSError):
+        return None
+    if int(f.attrs.get("n_volumes", -1)) != len(entries):
+        return None
+    return entries

@@ -114,42 +114,45 @@ def _records_of(h5py, path: Path) -> tuple[dict[str, Any], list[VolumeRecord]]:
             )
         if int(schema) < 1 or "volumes" not in f:
             raise StoreError(f"{path}: medload_schema={schema!r} but no /volumes group; the file is damaged, write it again.")
-        records = []
         try:
-            for key, group in f["volumes"].items():
-                a = group.attrs
-                if not a.get("complete", False):
-                    continue
-                image = group["image"]
-                channels = json.loads(a["channels"]) if "channels" in a else None
-                records.append(
-                    VolumeRecord(
-                        key=key,
-                        shard=str(path),
-                        shape=tuple(int(s) for s in image.shape),
-                        dtype=image.dtype.name,
-                        affine=np.asarray(a["affine"], dtype=np.float64),
-                        spacing=tuple(float(s) for s in a["spacing"]),
-                        modality=str(a.get("modality", "unknown")),
-                        patient_key=str(a.get("patient_key", "none")),
-                        study_key=str(a.get("study_key", "")),
-                        series_key=str(a.get("series_key", "")),
-                        source_key=str(a.get("source_key", "")),
-                        source=str(a.get("source", "")),
-                        source_hash=str(a.get("source_hash", "")),
-                        label=int(a["label"]) if "label" in a else None,
-                        history=tuple((str(n), dict(p)) for n, p in json.loads(a.get("history", "[]"))),
-                        intensity=str(a.get("intensity", "")),
-                        channels=tuple(channels) if channels is not None else None,
-                        has_mask="mask" in group,
-                        meta=json.loads(a.get("meta", "{}")),
-                        scale=float(image.attrs.get("scale", 1.0)),
-                        offset=float(image.attrs.get("offset", 0.0)),
-                    )
-                )
-        except (KeyError, OSError, ValueError) as exc:
+            # /catalog: one dataset instead of every group's attributes (measured ~5 ms per
+            # volume on a loaded machine: 50 s to open a 10,000-volume store without it).
+            entries = fmt.read_catalog(f)
+            if entries is None:
+                entries = [fmt.entry_of_group(key, group) for key, group in f["volumes"].items()
+                           if group.attrs.get("complete", False)]
+            records = [_record(entry, str(path)) for entry in entries]
+        except (KeyError, OSError, ValueError, TypeError) as exc:
             raise StoreError(f"{path}: a volume's metadata could not be read ({exc}); the file is damaged, write it again.") from exc
     return attrs, records
+
+
+def _record(entry: dict[str, Any], shard: str) -> VolumeRecord:
+    a = entry["attrs"]
+    channels = json.loads(a["channels"]) if "channels" in a else None
+    return VolumeRecord(
+        key=entry["key"],
+        shard=shard,
+        shape=tuple(int(s) for s in entry["shape"]),
+        dtype=entry["dtype"],
+        affine=np.asarray(a["affine"], dtype=np.float64),
+        spacing=tuple(float(s) for s in a["spacing"]),
+        modality=str(a.get("modality", "unknown")),
+        patient_key=str(a.get("patient_key", "none")),
+        study_key=str(a.get("study_key", "")),
+        series_key=str(a.get("series_key", "")),
+        source_key=str(a.get("source_key", "")),
+        source=str(a.get("source", "")),
+        source_hash=str(a.get("source_hash", "")),
+        label=int(a["label"]) if "label" in a else None,
+        history=tuple((str(n), dict(p)) for n, p in json.loads(a.get("history", "[]"))),
+        intensity=str(a.get("intensity", "")),
+        channels=tuple(channels) if channels is not None else None,
+        has_mask=bool(entry["has_mask"]),
+        meta=json.loads(a.get("meta", "{}")),
+        scale=float(entry["scale"]),
+        offset=float(entry["offset"]),
+    )
 
 
 class StoreReader:

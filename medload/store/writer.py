@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -165,6 +166,9 @@ class Store:
         self._file = None
         self._hashes: dict[str, str] = {}  # source_hash -> key
         self._keys: set[str] = set()
+        # key -> catalog entry of every complete volume (see _format.catalog_entry); written as
+        # /catalog on close so that readers need not read every group's attributes.
+        self._catalog: dict[str, dict[str, Any]] = {}
         self._added = 0
         self._closed = False
         #: What was found and done on opening (crash recovery), as sentences.
@@ -245,14 +249,13 @@ class Store:
                 f"pass dtype={attrs.get('dtype')!r} to continue it, or overwrite=True to start over."
             )
 
-    def _register_existing(self, f) -> None:
-        for key, group in f["volumes"].items():
-            if not group.attrs.get("complete", False):
-                continue
-            self._keys.add(key)
-            source_hash = group.attrs.get("source_hash")
-            if source_hash is not None:
-                self._hashes[str(source_hash)] = key
+    def _register(self, entry: dict[str, Any]) -> None:
+        key = entry["key"]
+        self._catalog[key] = entry
+        self._keys.add(key)
+        source_hash = entry["attrs"].get("source_hash")
+        if source_hash is not None:
+            self._hashes[str(source_hash)] = key
 
     def _read_existing(self, path: Path) -> None:
         try:
@@ -263,7 +266,12 @@ class Store:
             ) from exc
         with f:
             self._check_root(f.attrs, path)
-            self._register_existing(f)
+            entries = fmt.read_catalog(f)
+            if entries is None:  # a file without /catalog: read every group
+                entries = [fmt.entry_of_group(key, group) for key, group in f["volumes"].items()
+                           if group.attrs.get("complete", False)]
+            for entry in entries:
+                self._register(entry)
 
     def _open_partial(self) -> None:
         try:
@@ -276,7 +284,6 @@ class Store:
                 ) from exc
             raise
         self._file = f
-        self._register_existing(f)
 
     def _salvage(self) -> None:
         """Rebuild a crashed partial file from its verified complete volumes (see module doc)."""
@@ -323,8 +330,10 @@ class Store:
                         if not _verify(group):
                             dropped.append(key)
                             continue
+                        entry = fmt.entry_of_group(key, group)
                         src.copy(group, volumes, name=key)
                         kept.append(key)
+                        self._register(entry)
                     except Exception:  # noqa: BLE001 - any damage: drop this volume, write it again
                         dropped.append(key)
         os.replace(tmp, partial)
@@ -484,8 +493,8 @@ class Store:
             except Exception:  # noqa: BLE001 - the salvage on the next run drops it anyway
                 pass
             raise
-        self._keys.add(key)
-        self._hashes[source_hash] = key
+        self._register(fmt.catalog_entry(key, {**attrs, "complete": True}, shape=stored_shape, dtype=self.dtype,
+                                         scale=scale, offset=offset, has_mask=mask_array is not None))
         self._added += 1
         return key
 
@@ -510,7 +519,7 @@ class Store:
             if f is None:  # nothing was added to an existing finished store
                 return
             try:
-                _write_index(f)
+                _write_index(f, self._catalog)
                 f.flush()
             finally:
                 f.close()
@@ -598,21 +607,21 @@ def _verify(group) -> bool:
     return int(group.attrs.get("crc32", -1)) == crc
 
 
-def _write_index(f) -> None:
-    """``/index`` (one row per slice), ``/volume_keys`` and ``/patient_keys`` of the complete volumes."""
-    keys, patients, rows = [], {}, []
-    for key, group in f["volumes"].items():
-        if not group.attrs.get("complete", False):
-            continue
-        n = group["image"].shape[0]
-        patient = str(group.attrs.get("patient_key", "none"))
-        p = patients.setdefault(patient, len(patients))
-        label = int(group.attrs["label"]) if "label" in group.attrs else -1
+def _write_index(f, catalog: dict[str, dict[str, Any]]) -> None:
+    """``/index`` (one row per slice), ``/volume_keys``, ``/patient_keys`` and ``/catalog``."""
+    volumes = f["volumes"]
+    keys = [key for key in volumes.keys() if key in catalog]  # HDF5's name order
+    patients: dict[str, int] = {}
+    rows = []
+    for v, key in enumerate(keys):
+        attrs = catalog[key]["attrs"]
+        n = catalog[key]["shape"][0]
+        p = patients.setdefault(str(attrs.get("patient_key", "none")), len(patients))
         block = np.zeros(n, dtype=fmt.INDEX_DTYPE)
-        block["volume"], block["slice"], block["patient"], block["label"] = len(keys), np.arange(n), p, label
+        block["volume"], block["slice"], block["patient"] = v, np.arange(n), p
+        block["label"] = int(attrs["label"]) if "label" in attrs else -1
         rows.append(block)
-        keys.append(key)
-    for name in ("index", "volume_keys", "patient_keys"):
+    for name in ("index", "volume_keys", "patient_keys", "catalog"):
         if name in f:
             del f[name]
     index = np.concatenate(rows) if rows else np.zeros(0, dtype=fmt.INDEX_DTYPE)
@@ -620,5 +629,6 @@ def _write_index(f) -> None:
     string = _h5py().string_dtype()
     f.create_dataset("volume_keys", data=np.array(keys, dtype=object), dtype=string)
     f.create_dataset("patient_keys", data=np.array(list(patients), dtype=object), dtype=string)
+    f.create_dataset("catalog", data=fmt.canonical_json([catalog[key] for key in keys]), dtype=string)
     f.attrs["n_volumes"] = len(keys)
     f.attrs["n_slices"] = len(index)
