@@ -155,3 +155,13 @@ def test_radiograph_already_mirrored_by_the_reader_is_not_inverted_twice():
     out = T.RadiographWindow()(Volume(mirrored, np.eye(4), modality="CR", meta=meta))
     assert "percentiles" in out.meta["intensity"] and not out.history[-1][1]["invert"]
     assert out.array[0, 0, 0] > out.array[0, 0, 2]  # dense (stored 0) stays brightest
+
+
+def test_clahe_with_mask_leaves_the_background_alone():
+    vol = mr_phantom((6, 40, 40))
+    out = T.CLAHE(mask="nonzero", kernel_size=10)(vol)
+    lo, hi = out.history[-1][1]["in_range"]
+    outside = vol.array == 0
+    np.testing.assert_allclose(out.array[outside], (0 - lo) / (hi - lo), atol=1e-7)
+    inside = ~outside
+    assert out.array[inside].std() > ((vol.array[inside] - lo) / (hi - lo)).std()  # contrast raised inside
