@@ -191,6 +191,9 @@ def test_other_refusals(tmp_path):
             store.add(bad)
         with pytest.raises(StoreError, match="mask shape"):
             store.add(synthetic_volume(1), mask=np.zeros((5, 16, 16), np.uint8))
+    with medload.Store.create(tmp_path / "r.h5", dtype="uint8", value_range=(0, 0.5)) as store:
+        with pytest.raises(StoreError, match="outside value_range"):
+            store.add(synthetic_volume(1))
     with medload.Store.create(tmp_path / "i.h5", dtype="int16") as store:
         with pytest.raises(StoreError, match="fractions"):
             store.add(synthetic_volume(1))

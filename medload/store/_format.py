@@ -205,9 +205,17 @@ def encoding(array: np.ndarray, dtype: str, *, value_range: tuple[float, float] 
         return 1.0, 0.0
     # uint8
     if value_range is not None:
-        lo, hi = (float(value_range[0]), float(value_range[1]))
-        if hi <= lo:
+        low, high = (float(value_range[0]), float(value_range[1]))
+        if high <= low:
             raise StoreError(f"value_range must be (low, high) with high > low, found {value_range}.")
+        slack = 1e-6 * (high - low)
+        if array.size and (lo < low - slack or hi > high + slack):
+            # Clipping silently would store a different image than the one given.
+            raise StoreError(
+                f"{what}: values span [{lo:g}, {hi:g}], outside value_range ({low:g}, {high:g}) that uint8 "
+                "maps onto 0..255; clip or window the volume first, or widen value_range."
+            )
+        lo, hi = low, high
     scale = (hi - lo) / 255.0 if hi > lo else 1.0
     return scale, lo
 
