@@ -194,3 +194,32 @@ def test_single_file_output_and_its_limits(tmp_path):
     assert (tmp_path / "one.report.json").is_file() and len(medload.open(tmp_path / "one.h5")) == 24
     with pytest.raises(medload.MedloadError, match="one file, written by one process"):
         medload.convert(src, tmp_path / "two.h5", workers=2, progress=False)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_keeps_what_was_written_and_a_rerun_finishes(tmp_path):
+    src = _export(tmp_path / "src", 8, slices=24, size=64)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "medload", "convert", str(src), "-o", str(out), "--workers", "2", "--quiet",
+            "--preset", "CT=ct-abdomen", "--preset", "MR=none"]
+    proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        partial = list(out.glob("shard-*.h5.partial")) if out.exists() else []
+        if any(p.stat().st_size > 40_000 for p in partial):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True
+    assert report["counts"]["converted"] >= 1 and report["counts"]["not_run"] >= 1
+    # the workers closed their shards: finished files, no partial ones, readable now
+    assert not list(out.glob("*.partial")) and len(medload.open(out).volumes) == report["counts"]["converted"]
+    again = subprocess.run(args, cwd=ROOT, timeout=300)
+    assert again.returncode == 0
+    final = json.loads((out / "report.json").read_text())
+    assert final["counts"]["already_converted"] == report["counts"]["converted"]
+    assert final["counts"]["converted"] + final["counts"]["already_converted"] == 8
