@@ -393,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medload: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `medload info out --json | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # never a raw traceback for the user; MEDLOAD_DEBUG shows it
         if os.environ.get("MEDLOAD_DEBUG"):
             raise
