@@ -605,6 +605,10 @@ def convert(
     out_path = Path(out)
     single = _layout(out_path, workers, dask)
     pipelines = resolve_pipelines(pipeline, size=size, resize_mode=resize_mode)
+    if keep_phi:
+        # Part of the store's identity: a re-run without --keep-phi (or with it, on a
+        # de-identified store) is refused instead of mixing identified and de-identified volumes.
+        pipelines = dict(pipelines, keep_phi=True)
     store_options = {k: v for k, v in (("dtype", dtype), ("compression", compression)) if v is not None}
     from medload.store import _format as store_format  # validate before scanning a big export
 

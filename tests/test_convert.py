@@ -160,6 +160,10 @@ def test_phi_audit_default_output_and_report_hold_no_identifying_value(tmp_path)
     assert sorted(hits) == sorted(phi["names"] + phi["ids"])
     phi_meta = [r.meta.get("phi", {}) for r in medload.open(kept).volumes]
     assert sorted(m["PatientID"] for m in phi_meta) == sorted(phi["ids"])
+    # identified and de-identified volumes never mix in one store
+    with pytest.raises(medload.StoreError, match="another pipeline"):
+        medload.convert(tmp_path / "export", out, pipeline={"CT": "ct-abdomen", "MR": "none"}, size=32,
+                        keep_phi=True, workers=0, progress=False)
 
 
 def test_labels_csv_and_masks_folder(tmp_path):
