@@ -212,8 +212,10 @@ def _mask_volume(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | 
     data = mask.array
     if data.ndim == 4:
         raise MedloadError(f"mask {os.path.basename(path)} is 4D {data.shape}; expected one 3D label volume")
-    same = data.shape == volume.spatial_shape and np.allclose(mask.affine, volume.affine, atol=1e-3)
-    if not same:
+    aligned = _same_grid(data, mask.affine, volume)
+    if aligned is not None:
+        data = aligned
+    else:
         why = (f"mask {os.path.basename(path)} has shape {data.shape} and origin {np.round(mask.origin, 2).tolist()}, "
                f"the series {volume.spatial_shape} and {np.round(volume.origin, 2).tolist()}")
         if by_grid:
@@ -223,7 +225,33 @@ def _mask_volume(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | 
     if labels.min() < 0 or labels.max() > np.iinfo(np.int32).max:
         raise MedloadError(f"mask {os.path.basename(path)} holds values outside 0..2^31; expected integer labels")
     dtype = np.uint8 if labels.max() < 256 else np.uint16 if labels.max() < 65536 else np.int32
-    return mask.with_array(labels.astype(dtype), meta={}), ""
+    return Volume(np.ascontiguousarray(labels.astype(dtype)), volume.affine, modality=volume.modality), ""
+
+
+def _same_grid(data: np.ndarray, affine: np.ndarray, volume: Volume) -> np.ndarray | None:
+    """``data`` in ``volume``'s array order when both hold the same voxels in world space, else None.
+
+    Masks written by other tools often store the same grid with axes flipped or permuted
+    (e.g. rows bottom-up); that is the same mask, so it is reordered, never resampled.
+    """
+    to_mask = np.linalg.inv(affine) @ volume.affine  # volume index -> mask index
+    rot, shift = to_mask[:3, :3], to_mask[:3, 3]
+    perm = np.rint(rot)
+    if not (np.allclose(rot, perm, atol=1e-3) and np.allclose(shift, np.rint(shift), atol=1e-3)):
+        return None
+    if sorted(np.abs(perm).sum(axis=0)) != [1, 1, 1] or sorted(np.abs(perm).sum(axis=1)) != [1, 1, 1]:
+        return None
+    axes = [int(np.argmax(np.abs(perm[:, a]))) for a in range(3)]  # mask axis of each volume axis
+    out = data.transpose(axes)
+    if out.shape != volume.spatial_shape:
+        return None
+    for a, b in enumerate(axes):
+        sign, start = perm[b, a], int(np.rint(shift[b]))
+        if sign > 0 and start != 0 or sign < 0 and start != out.shape[a] - 1:
+            return None
+        if sign < 0:
+            out = np.flip(out, axis=a)
+    return out
 
 
 @dataclass

@@ -56,3 +56,28 @@ def test_convert_all_shared_data_then_info_and_preview(tmp_path, capsys):
     png = tmp_path / "montage.png"
     assert main(["preview", str(out), "--out", str(png), "--n", "12", "--tile", "96"]) == 0
     assert _png_size(png) == (4 * 96, 3 * 96)
+
+
+def test_real_ct_with_its_segmentation_mask_matched_by_grid(tmp_path):
+    ct = shared_path("totalsegmentator_ct", "example_ct_dicom")
+    seg = shared_path("totalsegmentator_ct", "example_seg_dicom.nii.gz")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "segmentation.nii.gz").write_bytes(seg.read_bytes())  # a name that matches nothing
+    report = medload.convert(ct, tmp_path / "out", pipeline="ct-abdomen", masks=masks, workers=0, progress=False)
+    assert report.ok and report.counts["converted"] == 1
+    assert report["series"][0]["mask"] == "segmentation.nii.gz"
+    import nibabel as nib
+    import numpy as np
+
+    mask = medload.Volume.from_nifti(nib.load(str(seg)))
+    store = medload.open(tmp_path / "out")
+    rec = store.volumes[0]
+    got = store.read_mask(0, 0, rec.n_slices)
+    assert rec.has_mask and got.shape == mask.shape == (20, 512, 512) and int(got.max()) > 0
+    # same label at the same world position, voxel by voxel (the file stores rows bottom-up)
+    index = np.indices(got.shape).reshape(3, -1)
+    world = rec.affine[:3, :3] @ index + rec.affine[:3, 3:]
+    source = np.rint(np.linalg.inv(mask.affine[:3, :3]) @ (world - mask.affine[:3, 3:])).astype(int)
+    assert np.array_equal(got.reshape(-1), np.rint(mask.array[tuple(source)]).astype(got.dtype))
+    assert rec.intensity == "HU window 40/400 (abdomen) scaled to [0,1]"
