@@ -1,0 +1,64 @@
+"""Every notebook in notebooks/ runs headless, top to bottom, without a failing cell.
+
+Executed with nbclient (the library nbconvert and nbmake use) on the ``python3`` kernel of this
+interpreter, from the notebook's own folder, so ``python -m pytest`` runs them with no plugin
+or extra flag. A failing cell fails the test with that cell's source and error. The notebooks
+check their own results (``assert`` in their cells: a store converted, a loss that went down),
+so a numeric regression fails here too. Outputs are never written back: git holds them stripped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="nbformat is in the test extras: pip install 'medload[test]'")
+nbclient = pytest.importorskip("nbclient", reason="nbclient is in the test extras: pip install 'medload[test]'")
+pytest.importorskip("ipykernel", reason="ipykernel is in the test extras: pip install 'medload[test]'")
+pytest.importorskip("torch", reason="the notebooks use torch: pip install 'medload[test]'")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def test_notebooks_are_there_and_stripped():
+    """Four notebooks, committed without outputs or execution counts (the repository stays small and diffable)."""
+    names = [p.name for p in PATHS]
+    assert names == ["01_quickstart.ipynb", "02_ct.ipynb", "03_mr.ipynb", "04_training.ipynb"]
+    for path in PATHS:
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert code, path.name
+        dirty = [i for i, c in enumerate(code) if c.get("outputs") or c.get("execution_count") is not None]
+        assert not dirty, f"{path.name}: code cells {dirty} have outputs; strip them before committing"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_notebook_runs(path: Path, tmp_path: Path):
+    nb = nbformat.read(path, as_version=4)
+    env_before = os.environ.get("MPLBACKEND")
+    # Headless: matplotlib's inline backend in the kernel; no display needed.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                         resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        except nbclient.exceptions.CellExecutionError as exc:
+            # The message already holds the failing cell's source and the error; keep the last part.
+            pytest.fail(f"{path.name}: a cell failed:\n{str(exc)[-4000:]}", pytrace=False)
+    finally:
+        if env_before is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = env_before
+    # Keep the executed copy for a person to look at when a run is in doubt (never in the repo).
+    nbformat.write(nb, tmp_path / path.name)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert images >= 2, f"{path.name}: expected its plots, found {images} images in the outputs"
