@@ -239,6 +239,25 @@ def test_monochrome1_is_inverted(tmp_path):
     vol = load(tmp_path)
     np.testing.assert_array_equal(vol.array, 4095 - truth["array"])
     assert any("MONOCHROME1" in p for p in vol.meta["problems"])
+    assert vol.meta["stored_range"] == [0, 4095]
+
+
+def test_monochrome1_header_window_follows_the_inverted_pixels(tmp_path):
+    # A CR whose header window is given for the stored (un-mirrored) values: after the reader
+    # mirrors the pixels, RadiographWindow must still put the dense (low stored) pixel at 1.
+    from medload.transforms import RadiographWindow
+
+    truth = write_dicom_series(tmp_path, modality="MR", shape=(1, 2, 2), bits_stored=12, seed=3)
+    ds = pydicom.dcmread(truth["files"][0])
+    ds.Modality = "CR"
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.PixelData = np.array([[0, 1000], [3000, 4095]], np.uint16).tobytes()
+    ds.WindowCenter, ds.WindowWidth = 1000, 2000  # stored 0 (dense) .. 2000 (air) on screen
+    ds.save_as(truth["files"][0])
+    out = RadiographWindow()(load(truth["files"][0])).array[0]
+    # Stored 0 is white (1.0), stored 1000 mid-grey, 3000 and 4095 beyond the window's air end.
+    np.testing.assert_allclose(out, [[1.0, 0.5], [0.0, 0.0]], atol=1e-3)
 
 
 def test_single_radiograph_loads_as_one_slice():

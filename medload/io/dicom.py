@@ -319,6 +319,13 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         **meta_extra,
         "problems": problems,
     }
+    if monochrome1:
+        # The stored range in output units, so a header window (given for the un-mirrored
+        # values) can be mirrored the same way: center' = lo + hi - center.
+        signed_lo = -(2 ** (h.bits_stored - 1)) if h.signed else 0
+        signed_hi = 2 ** (h.bits_stored - 1) - 1 if h.signed else 2**h.bits_stored - 1
+        slope, intercept = frames[0].slope, frames[0].intercept
+        meta["stored_range"] = sorted([signed_lo * slope + intercept, signed_hi * slope + intercept])
     if h.mosaic_tiles:
         meta["mosaic_tiles"] = h.mosaic_tiles
     if layout.tilt_deg:
