@@ -358,3 +358,76 @@ def read_catalog(f) -> list[dict[str, Any]] | None:
     if int(f.attrs.get("n_volumes", -1)) != len(entries):
         return None
     return entries
+
+
+#: HDF5's registered id of the LZ4 filter that ``hdf5plugin.LZ4`` writes.
+LZ4_FILTER_ID = 32004
+
+
+def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytearray | None:
+    """Undo HDF5's LZ4 filter (id 32004) on one stored chunk, or ``None`` if its framing disagrees.
+
+    The framing, as written by the filter (hdf5plugin ``src/LZ4/H5Zlz4.c``): the original size
+    (8 bytes, big-endian), the block size (4 bytes, big-endian; the filter caps it at the
+    original size), then per block its stored size (4 bytes, big-endian) and the block; a block
+    whose stored size equals its original size was kept raw (compression saved nothing), the
+    last block may be shorter. ``decompress`` is ``lz4.block.decompress``, passed in so this
+    module does not need ``lz4``. Anything unexpected (another original size than ``nbytes``,
+    a zero block size, a truncated or over-long chunk, a block LZ4 rejects or that decodes to
+    another length) gives ``None``: the caller then reads the chunk through HDF5, which
+    decodes it or raises, never a wrong slice.
+
+    Examples
+    --------
+    >>> import lz4.block
+    >>> raw = bytes(range(64)) * 4
+    >>> block = lz4.block.compress(raw, store_size=False)
+    >>> chunk = (256).to_bytes(8, "big") + (256).to_bytes(4, "big") + len(block).to_bytes(4, "big") + block
+    >>> decode_lz4_chunk(chunk, 256, lz4.block.decompress) == raw
+    True
+    >>> decode_lz4_chunk(chunk, 512, lz4.block.decompress) is None
+    True
+    """
+    view = memoryview(chunk)
+    total = len(view)
+    if total < 12 or int.from_bytes(view[0:8], "big") != nbytes:
+        return None
+    block_size = min(int.from_bytes(view[8:12], "big"), nbytes)
+    if block_size == 0:
+        return None if nbytes else bytearray()
+    pos = 12
+    if block_size == nbytes and total >= 16:
+        # One block (every default-written chunk): decode without an extra copy.
+        stored = int.from_bytes(view[12:16], "big")
+        if 16 + stored != total:
+            return None
+        if stored == nbytes:
+            return bytearray(view[16:])
+        try:
+            out = decompress(view[16:], uncompressed_size=nbytes, return_bytearray=True)
+        except Exception:  # noqa: BLE001 - lz4.block.LZ4BlockError or a corrupt size: let HDF5 say
+            return None
+        return out if len(out) == nbytes else None
+    out = bytearray(nbytes)
+    done = 0
+    while done < nbytes:
+        size = min(block_size, nbytes - done)
+        if pos + 4 > total:
+            return None
+        stored = int.from_bytes(view[pos:pos + 4], "big")
+        pos += 4
+        if pos + stored > total:
+            return None
+        if stored == size:
+            out[done:done + size] = view[pos:pos + stored]
+        else:
+            try:
+                part = decompress(view[pos:pos + stored], uncompressed_size=size)
+            except Exception:  # noqa: BLE001 - see above
+                return None
+            if len(part) != size:
+                return None
+            out[done:done + size] = part
+        pos += stored
+        done += size
+    return out if pos == total else None

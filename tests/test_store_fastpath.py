@@ -1,0 +1,274 @@
+"""Direct chunk reads (os.pread + lz4) return exactly what the h5py path returns, or step aside.
+
+The reader counts its read calls per path in ``reader._read_paths`` (``"direct"`` or
+``"h5py"``); ``reader._direct = False`` forces the h5py path, the reference here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+
+import h5py
+import hdf5plugin
+import lz4.block
+import numpy as np
+import pytest
+
+import medload
+import medload.store._format as fmt
+import medload.store.reader as reader_module
+from fixtures.stores import synthetic_mask, synthetic_volume
+
+CHANNELS = ("brain", "subdural", "bone")
+
+
+def assert_bit_equal(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()
+
+
+def write_store(path, dtype: str, compression: str) -> None:
+    """Three volumes: 3D with a mask, 3D without, and a 4D (Z, C, H, W) one with a mask."""
+    data = "int16" if dtype == "int16" else "float32"
+    volumes = [synthetic_volume(0, dtype=data, shape=(7, 24, 20)), synthetic_volume(1, dtype=data, shape=(5, 16, 16)),
+               synthetic_volume(2, dtype=data, shape=(6, 12, 18), channels=CHANNELS)]
+    with medload.Store.create(path, dtype=dtype, compression=compression) as store:
+        for i, volume in enumerate(volumes):
+            store.add(volume, mask=None if i == 1 else synthetic_mask(volume))
+
+
+def reference(path) -> medload.store.StoreReader:
+    ref = medload.open(path)
+    ref._direct = False
+    return ref
+
+
+def compare_everything(fast, ref, rng: np.random.Generator) -> None:
+    """Single slices, every run, random orders and whole volumes, images (raw and decoded) and masks."""
+    for v, record in enumerate(fast.volumes):
+        n = record.n_slices
+        for raw in (False, True):
+            assert_bit_equal(fast.read_slices(v, 0, n, raw=raw), ref.read_slices(v, 0, n, raw=raw))
+        for start in range(n):
+            for stop in range(start + 1, n + 1):
+                assert_bit_equal(fast.read_slices(v, start, stop), ref.read_slices(v, start, stop))
+                if record.has_mask:
+                    assert_bit_equal(fast.read_mask(v, start, stop), ref.read_mask(v, start, stop))
+        assert fast.read_slices(v, 2, 2).shape == (0, *record.slice_shape)
+    index = fast.index
+    for i in rng.permutation(len(index)):
+        v, z = int(index["volume"][i]), int(index["slice"][i])
+        assert_bit_equal(fast.read_slices(v, z, z + 1, raw=True), ref.read_slices(v, z, z + 1, raw=True))
+        assert_bit_equal(fast.read_slices(v, z, z + 1), ref.read_slices(v, z, z + 1))
+    for v, record in enumerate(fast.volumes):
+        image, mask = fast.read_volume(v, mask=True)
+        ref_image, ref_mask = ref.read_volume(v, mask=True)
+        assert_bit_equal(image.array, ref_image.array)
+        assert (mask is None) == (ref_mask is None)
+        if mask is not None:
+            assert_bit_equal(mask.array, ref_mask.array)
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd:1"])
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "int16", "float32"])
+def test_direct_reads_equal_h5py_reads(tmp_path, dtype, compression):
+    path = tmp_path / "s.h5"
+    write_store(path, dtype, compression)
+    fast, ref = medload.open(path), reference(path)
+    compare_everything(fast, ref, np.random.default_rng(0))
+    # The data are what was written (within the documented quantization), not just self-consistent.
+    expected = synthetic_volume(1, dtype="int16" if dtype == "int16" else "float32", shape=(5, 16, 16)).array
+    tolerance = {"float32": 0, "int16": 0, "float16": 2.0**-11, "uint8": fast.volumes[1].scale / 2 + 1e-6}[dtype]
+    assert np.abs(fast.read_slices(1, 0, 5) - expected).max() <= tolerance
+    assert ref._read_paths["direct"] == 0 and ref._read_paths["h5py"] > 100
+    if compression == "zstd:1":  # not a filter the direct path decodes: every read went through h5py
+        assert fast._read_paths["direct"] == 0 and fast._read_paths["h5py"] > 100
+    else:
+        assert fast._read_paths["h5py"] == 0 and fast._read_paths["direct"] > 100
+
+
+def test_multi_block_lz4_chunks_decode_exactly(tmp_path, monkeypatch):
+    # hdf5plugin.LZ4(nbytes=...) sets the filter's block size; medload never does, but other
+    # writers may. 1000 bytes does not divide a slice, so the last block of each chunk is short.
+    original = fmt.parse_compression
+
+    def small_blocks(spec, *, itemsize=2):
+        canonical, kwargs = original(spec, itemsize=itemsize)
+        return canonical, (dict(hdf5plugin.LZ4(nbytes=1000)) if canonical == "lz4" else kwargs)
+
+    monkeypatch.setattr(fmt, "parse_compression", small_blocks)
+    rng = np.random.default_rng(7)
+    slices = np.zeros((4, 40, 50), np.float32)
+    slices[:, :20] = rng.random((4, 20, 50))  # noise (blocks LZ4 cannot shrink: stored raw) then zeros
+    path = tmp_path / "blocks.h5"
+    with medload.Store.create(path, dtype="float32", compression="lz4") as store:
+        store.add(medload.Volume(slices, np.eye(4)), mask=(slices > 0.5).astype(np.uint8))
+    with h5py.File(path) as f:
+        image = f["volumes"][medload.open(path).volumes[0].key]["image"]
+        assert image.id.get_create_plist().get_filter(0)[2] == (1000,)
+        _, chunk = image.id.read_direct_chunk((0, 0, 0))
+    header = np.frombuffer(chunk[:12], ">u8", count=1)[0], np.frombuffer(chunk[8:12], ">u4")[0]
+    assert header == (8000, 1000)
+    kinds, pos = [], 12
+    for done in range(0, 8000, 1000):
+        stored = int.from_bytes(chunk[pos:pos + 4], "big")
+        kinds.append("raw" if stored == min(1000, 8000 - done) else "lz4")
+        pos += 4 + stored
+    assert pos == len(chunk) and kinds == ["raw"] * 4 + ["lz4"] * 4
+
+    fast = medload.open(path)
+    for z in range(4):
+        assert_bit_equal(fast.read_slices(0, z, z + 1)[0], slices[z])
+    assert_bit_equal(fast.read_slices(0, 0, 4), slices)
+    assert_bit_equal(fast.read_mask(0, 1, 3), (slices[1:3] > 0.5).astype(np.uint8))
+    assert fast._read_paths == {"direct": 6, "h5py": 0}
+
+
+def test_a_2048_square_slice_decodes_exactly(tmp_path):
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:2048, 0:2048]
+    image = np.clip(0.5 + 0.4 * np.sin(xx / 50.0) * np.cos(yy / 70.0) + 0.05 * rng.random((2048, 2048)), 0, 1)
+    path = tmp_path / "big.h5"
+    with medload.Store.create(path, dtype="uint8", compression="lz4", value_range=(0, 1)) as store:
+        store.add(medload.Volume(image[None].astype(np.float32), np.eye(4)))
+    fast, ref = medload.open(path), reference(path)
+    assert_bit_equal(fast.read_slices(0, 0, 1, raw=True), ref.read_slices(0, 0, 1, raw=True))
+    assert np.abs(fast.read_slices(0, 0, 1)[0] - image).max() <= fast.volumes[0].scale / 2 + 1e-6
+    assert fast._read_paths == {"direct": 2, "h5py": 0}
+
+
+def test_two_filters_fall_back(tmp_path):
+    path = tmp_path / "shuffled.h5"
+    write_store(path, "float16", "lz4+shuffle")
+    fast, ref = medload.open(path), reference(path)
+    compare_everything(fast, ref, np.random.default_rng(1))
+    assert fast._read_paths["direct"] == 0 and fast._read_paths["h5py"] > 100
+
+
+def _rewrite_image(path, key: str, *, chunks, written=None, **filters) -> np.ndarray:
+    """Replace a volume's image dataset in place (same shape and dtype) and return its values."""
+    with h5py.File(path, "r+") as f:
+        group = f["volumes"][key]
+        values = group["image"][()]
+        attrs = dict(group["image"].attrs)
+        del group["image"]
+        ds = group.create_dataset("image", shape=values.shape, dtype=values.dtype, chunks=chunks, **filters)
+        ds.attrs.update(attrs)
+        for z in (range(len(values)) if written is None else written):
+            ds[z] = values[z]
+    return values
+
+
+def test_chunks_of_several_slices_fall_back(tmp_path):
+    path = tmp_path / "s.h5"
+    write_store(path, "uint8", "lz4")
+    key = medload.open(path).volumes[0].key
+    values = _rewrite_image(path, key, chunks=(2, 24, 20), **hdf5plugin.LZ4())
+    fast = medload.open(path)
+    assert_bit_equal(fast.read_slices(0, 0, 7, raw=True), values)
+    assert_bit_equal(fast.read_slices(0, 3, 4, raw=True), values[3:4])
+    assert fast._read_paths == {"direct": 0, "h5py": 2}
+    fast.read_slices(1, 0, 1)  # the other volumes still qualify
+    assert fast._read_paths == {"direct": 1, "h5py": 2}
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4"])
+def test_unwritten_chunks_read_the_fill_value_through_h5py(tmp_path, compression):
+    path = tmp_path / "s.h5"
+    write_store(path, "uint8", compression)
+    key = medload.open(path).volumes[0].key
+    filters = dict(hdf5plugin.LZ4()) if compression == "lz4" else {}
+    values = _rewrite_image(path, key, chunks=(1, 24, 20), written=[0, 1, 2, 5, 6], **filters)
+    values[3:5] = 0  # never written: HDF5's fill value
+    fast = medload.open(path)
+    assert_bit_equal(fast.read_slices(0, 0, 3, raw=True), values[0:3])
+    assert fast._read_paths == {"direct": 1, "h5py": 0}
+    assert_bit_equal(fast.read_slices(0, 2, 6, raw=True), values[2:6])
+    assert_bit_equal(fast.read_slices(0, 4, 5, raw=True), values[4:5])
+    assert fast._read_paths == {"direct": 1, "h5py": 2}
+    assert_bit_equal(fast.read_slices(0, 0, 7, raw=True), values)
+    assert_bit_equal(fast.read_slices(0, 6, 7, raw=True), values[6:7])
+    assert fast._read_paths == {"direct": 2, "h5py": 3}
+
+
+def test_a_chunk_stored_without_its_filter_falls_back(tmp_path):
+    # HDF5 may store a chunk with the filter skipped (filter mask bit set); its bytes are raw.
+    path = tmp_path / "s.h5"
+    write_store(path, "uint8", "lz4")
+    key = medload.open(path).volumes[0].key
+    replacement = np.arange(24 * 20, dtype=np.uint8).reshape(24, 20)
+    with h5py.File(path, "r+") as f:
+        f["volumes"][key]["image"].id.write_direct_chunk((3, 0, 0), replacement.tobytes(), filter_mask=1)
+    fast, ref = medload.open(path), reference(path)
+    assert_bit_equal(fast.read_slices(0, 3, 4, raw=True)[0], replacement)
+    assert_bit_equal(fast.read_slices(0, 0, 7), ref.read_slices(0, 0, 7))
+    assert_bit_equal(fast.read_slices(0, 4, 7), ref.read_slices(0, 4, 7))
+    assert fast._read_paths == {"direct": 1, "h5py": 2}
+
+
+def test_without_lz4_installed_lz4_stores_read_through_h5py(tmp_path, monkeypatch):
+    monkeypatch.setattr(reader_module, "_lz4_decompress", None)
+    for compression in ("lz4", "none"):
+        path = tmp_path / f"{compression}.h5"
+        write_store(path, "uint8", compression)
+        fast, ref = medload.open(path), reference(path)
+        assert_bit_equal(fast.read_slices(0, 0, 7), ref.read_slices(0, 0, 7))
+        assert_bit_equal(fast.read_slices(2, 1, 2), ref.read_slices(2, 1, 2))
+        # Uncompressed chunks need no lz4: those are still read directly.
+        assert fast._read_paths == ({"direct": 0, "h5py": 2} if compression == "lz4" else {"direct": 2, "h5py": 0})
+
+
+def test_lz4_framing_that_disagrees_is_refused():
+    raw = (np.arange(3000) % 7).astype(np.uint8).tobytes()
+    block = lz4.block.compress(raw, store_size=False)
+    good = (3000).to_bytes(8, "big") + (4096).to_bytes(4, "big") + len(block).to_bytes(4, "big") + block
+    decode = lz4.block.decompress
+    assert fmt.decode_lz4_chunk(good, 3000, decode) == raw  # block size above the original size: capped
+    assert fmt.decode_lz4_chunk(good, 3001, decode) is None  # another original size than the slice's
+    assert fmt.decode_lz4_chunk(good[:-1], 3000, decode) is None  # truncated
+    assert fmt.decode_lz4_chunk(good + b"\0", 3000, decode) is None  # trailing bytes
+    assert fmt.decode_lz4_chunk(good[:12], 3000, decode) is None  # no block at all
+    broken = bytearray(good)
+    broken[16:24] = b"\xff" * 8  # corrupt LZ4 tokens
+    assert fmt.decode_lz4_chunk(bytes(broken), 3000, decode) is None
+    zero_block = (3000).to_bytes(8, "big") + (0).to_bytes(4, "big") + good[12:]
+    assert fmt.decode_lz4_chunk(zero_block, 3000, decode) is None
+    # Two blocks, the first raw, the second compressed and short, as the filter writes them.
+    second = lz4.block.compress(raw[2000:], store_size=False)
+    two = ((3000).to_bytes(8, "big") + (2000).to_bytes(4, "big") + (2000).to_bytes(4, "big") + raw[:2000]
+           + len(second).to_bytes(4, "big") + second)
+    assert fmt.decode_lz4_chunk(two, 3000, decode) == raw
+    assert fmt.decode_lz4_chunk(two[:-3], 3000, decode) is None
+
+
+def _read_in_child(reader, queue) -> None:
+    queue.put((reader.read_slices(0, 0, 7, raw=True).tobytes(), reader.read_mask(2, 1, 4).tobytes(),
+               dict(reader._read_paths), len(reader._chunk_tables)))
+
+
+def test_chunk_tables_are_per_process(tmp_path):
+    path = tmp_path / "s.h5"
+    write_store(path, "uint8", "lz4")
+    parent = medload.open(path)
+    image, mask = parent.read_slices(0, 0, 7, raw=True), parent.read_mask(2, 1, 4)
+    assert len(parent._chunk_tables) == 2
+    # fork: the child must not use the parent's handles, descriptors or tables; it builds its own.
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(parent, queue))
+    child.start()
+    got_image, got_mask, paths, tables = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert got_image == image.tobytes() and got_mask == mask.tobytes()
+    assert paths == {"direct": 2, "h5py": 0} and tables == 2
+    # spawn pickles the reader: no tables travel, they are rebuilt on first read.
+    clone = pickle.loads(pickle.dumps(parent))
+    assert clone._chunk_tables == {} and clone._direct
+    assert_bit_equal(clone.read_slices(0, 0, 7, raw=True), image)
+    # close() drops the tables with the files; reading again reopens both.
+    parent.close()
+    assert parent._chunk_tables == {}
+    assert_bit_equal(parent.read_mask(2, 1, 4), mask)
+    assert parent._read_paths == {"direct": 1, "h5py": 0}
