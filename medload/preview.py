@@ -28,7 +28,7 @@ def pick_slices(n_slices: list[int], n: int) -> list[tuple[int, int]]:
     Examples
     --------
     >>> pick_slices([10, 4], 4)
-    [(0, 5), (1, 2), (0, 2), (1, 1)]
+    [(0, 5), (1, 2), (0, 3), (1, 1)]
     """
     if n <= 0 or not n_slices:
         return []
@@ -40,8 +40,10 @@ def pick_slices(n_slices: list[int], n: int) -> list[tuple[int, int]]:
             order = [count // 2]
         else:
             # the middle, then evenly spaced others (away from the edges, often empty)
-            evenly = [int(round(x)) for x in np.linspace(0, count - 1, k + 2)[1:-1]]
-            order = sorted(set(evenly), key=lambda z: abs(z - count // 2))
+            middle = count // 2
+            evenly = {int(round(x)) for x in np.linspace(0, count - 1, k + 2)[1:-1]}
+            evenly.discard(min(evenly, key=lambda z: abs(z - middle)))
+            order = [middle] + sorted(evenly - {middle}, key=lambda z: abs(z - middle))
         choices.append(order)
     picked: list[tuple[int, int]] = []
     depth = 0
