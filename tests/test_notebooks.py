@@ -10,7 +10,7 @@ so a numeric regression fails here too. Outputs are never written back: git hold
 from __future__ import annotations
 
 import json
-import os
+import re
 from pathlib import Path
 
 import pytest
@@ -36,26 +36,25 @@ def test_notebooks_are_there_and_stripped():
         assert not dirty, f"{path.name}: code cells {dirty} have outputs; strip them before committing"
 
 
+def _readable(error: Exception) -> str:
+    """nbclient's message without terminal colours: the failing cell's source, then its traceback's end."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    return text if len(text) < 5000 else text[:1500] + "\n...\n" + text[-3000:]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_notebook_runs(path: Path, tmp_path: Path):
+def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     nb = nbformat.read(path, as_version=4)
-    env_before = os.environ.get("MPLBACKEND")
-    # Headless: matplotlib's inline backend in the kernel; no display needed.
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    # The kernel inherits the environment: make sure plots come back as images even where
+    # MPLBACKEND is set to something else (Agg in some CI images).
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
     try:
-        client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                         resources={"metadata": {"path": str(path.parent)}})
-        try:
-            client.execute()
-        except nbclient.exceptions.CellExecutionError as exc:
-            # The message already holds the failing cell's source and the error; keep the last part.
-            pytest.fail(f"{path.name}: a cell failed:\n{str(exc)[-4000:]}", pytrace=False)
-    finally:
-        if env_before is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = env_before
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as exc:
+        pytest.fail(f"{path.name}: a cell failed:\n{_readable(exc)}", pytrace=False)
     # Keep the executed copy for a person to look at when a run is in doubt (never in the repo).
     nbformat.write(nb, tmp_path / path.name)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
