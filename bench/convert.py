@@ -5,7 +5,8 @@ once into a temp folder) plus ``../shared/data`` when present. Rows:
 
 - dcm2niix (pip binary) converting every source folder to NIfTI (``-z n``), the anchor;
 - ``medload convert`` (CT preset ct-abdomen, other modalities as read: no N4, no denoising;
-  ``--size 256``; the default store) with 1 worker and with 2 workers;
+  ``--size 256``; the default store) with 1 worker and with 2 workers, and once more with 2
+  workers without ``--size`` to show what the resize step costs;
 - peak memory of ``medload convert --workers 1`` over 1, 2, 4 and 8 synthetic series
   (resident memory of the whole process tree, sampled every 100 ms): it must not grow with
   the number of series.
@@ -120,6 +121,11 @@ def main() -> None:
         wall, mem, code = _run(medload_cmd + ["-o", str(work / f"store-w{workers}"), "--workers", str(workers)])
         timings[workers] = wall
         rows.append((f"medload convert, {workers} worker{'s' if workers > 1 else ''}", wall, mem))
+
+    # Where the time goes: the same run without --size (no ResizeSlices step).
+    wall, mem, _ = _run([c for c in medload_cmd if c not in ("--size", "256")]
+                        + ["-o", str(work / "store-nosize"), "--workers", "2"])
+    rows.append(("medload convert, 2 workers, without --size", wall, mem))
 
     memory = []
     for n in [k for k in (1, 2, 4, 8) if k <= n_series]:
