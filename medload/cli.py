@@ -252,7 +252,7 @@ def _print_summary(report) -> None:
 
     console = _console()
     c = report["counts"]
-    table = Table(title=f"medload convert -> {report['output']}  ({report['elapsed_s']} s)")
+    table = Table(title="medload convert", caption=f"{report['output']}, {report['elapsed_s']} s")
     table.add_column("what")
     table.add_column("count", justify="right")
     for label, key in [("series found", "series"), ("converted now", "converted"),
