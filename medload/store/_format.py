@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -363,8 +364,11 @@ def read_catalog(f) -> list[dict[str, Any]] | None:
 #: HDF5's registered id of the LZ4 filter that ``hdf5plugin.LZ4`` writes.
 LZ4_FILTER_ID = 32004
 
+# Original size, block size, and the stored size of the first block (all big-endian).
+_LZ4_HEADER = struct.Struct(">QII")
 
-def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytearray | None:
+
+def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytes | bytearray | None:
     """Undo HDF5's LZ4 filter (id 32004) on one stored chunk, or ``None`` if its framing disagrees.
 
     The framing, as written by the filter (hdf5plugin ``src/LZ4/H5Zlz4.c``): the original size
@@ -390,26 +394,28 @@ def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytearray | None:
     """
     view = memoryview(chunk)
     total = len(view)
-    if total < 12 or int.from_bytes(view[0:8], "big") != nbytes:
+    if total < 16:
         return None
-    block_size = min(int.from_bytes(view[8:12], "big"), nbytes)
+    original, block_size, stored = _LZ4_HEADER.unpack_from(view)
+    if original != nbytes:
+        return None
+    block_size = min(block_size, nbytes)
     if block_size == 0:
-        return None if nbytes else bytearray()
-    pos = 12
-    if block_size == nbytes and total >= 16:
-        # One block (every default-written chunk): decode without an extra copy.
-        stored = int.from_bytes(view[12:16], "big")
+        return None
+    if block_size == nbytes:
+        # One block (every chunk medload writes): decode without an extra copy.
         if 16 + stored != total:
             return None
         if stored == nbytes:
-            return bytearray(view[16:])
+            return bytes(view[16:])
         try:
-            out = decompress(view[16:], uncompressed_size=nbytes, return_bytearray=True)
+            # bytes, not return_bytearray=True: that measured 3x slower (an extra allocation and copy).
+            out = decompress(view[16:], uncompressed_size=nbytes)
         except Exception:  # noqa: BLE001 - lz4.block.LZ4BlockError or a corrupt size: let HDF5 say
             return None
         return out if len(out) == nbytes else None
     out = bytearray(nbytes)
-    done = 0
+    done, pos = 0, 12
     while done < nbytes:
         size = min(block_size, nbytes - done)
         if pos + 4 > total:

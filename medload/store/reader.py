@@ -263,11 +263,10 @@ class StoreReader:
 
     def _read_stored(self, volume: int, name: str, start: int, stop: int) -> np.ndarray:
         """Stored values of slices ``start:stop``: direct chunk reads where possible, else h5py."""
-        ds = self._dataset(volume, name)
         if self._direct:
             table = self._chunk_tables.get((volume, name), _UNSET)
             if table is _UNSET:
-                table = _ChunkTable.of(ds)
+                table = _ChunkTable.of(self._dataset(volume, name))
                 self._chunk_tables[(volume, name)] = table
             if table is not None:
                 stored = table.read(start, stop)
@@ -275,7 +274,7 @@ class StoreReader:
                     self._read_paths["direct"] += 1
                     return stored
         self._read_paths["h5py"] += 1
-        return _read(ds, start, stop, self.record(volume))
+        return _read(self._dataset(volume, name), start, stop, self.record(volume))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "shards": self.shards, "attrs": self._attrs, "records": self._records}
@@ -390,7 +389,9 @@ class StoreReader:
         start, stop = self._range(rec, start, stop)
         stored = self._read_stored(volume, "image", start, stop)
         if raw or stored.dtype == np.float32:
-            return stored
+            # A direct read of one LZ4 slice is a view of the decompressed bytes (read-only);
+            # callers get arrays they may change, as from h5py.
+            return stored if stored.flags.writeable else stored.copy()
         if stored.dtype == np.float16:
             # Not HDF5's conversion during the read (measured 4x slower) nor ndarray.astype.
             return fmt.float16_to_float32(stored)
@@ -418,7 +419,8 @@ class StoreReader:
         if not rec.has_mask:
             raise StoreError(f"{rec.shard}: volume {rec.key} has no mask; check VolumeRecord.has_mask first.")
         start, stop = self._range(rec, start, stop)
-        return self._read_stored(volume, "mask", start, stop)
+        mask = self._read_stored(volume, "mask", start, stop)
+        return mask if mask.flags.writeable else mask.copy()
 
     def read_volume(self, volume: int, *, mask: bool = False) -> Volume | tuple[Volume, Volume | None]:
         """The whole volume as a :class:`~medload.Volume` (float32, original axis order).
@@ -543,30 +545,36 @@ class _ChunkTable:
         return table
 
     def read(self, start: int, stop: int) -> np.ndarray | None:
-        """Stored values of slices ``start:stop``, or ``None`` to use h5py."""
+        """Stored values of slices ``start:stop``, or ``None`` to use h5py.
+
+        One LZ4 slice comes back as a read-only view of the decompressed bytes (its caller
+        decodes it to float32, or copies it); everything else in a new writable array.
+        """
         n = stop - start
+        if n == 1:  # the common case (a dataset item), kept free of array arithmetic
+            offset = int(self.offsets[start])
+            if offset < 0:
+                return None
+            size = int(self.sizes[start])
+            if self.lz4:
+                data = self._decode(os.pread(self.fd, size, offset))
+                return None if data is None else np.frombuffer(data, self.dtype).reshape(1, *self.slice_shape)
+            out = np.empty((1, *self.slice_shape), self.dtype)
+            return out if os.preadv(self.fd, [out], offset) == size else None
         if n == 0:
             return np.empty((0, *self.slice_shape), self.dtype)
         offsets = self.offsets[start:stop]
-        if n == 1:
-            if offsets[0] < 0:
-                return None
-        elif (offsets < 0).any():
+        if (offsets < 0).any():
             return None
         ends = offsets + self.sizes[start:stop]
         # Runs of chunks lying back to back in the file (a volume written in order): one system call each.
-        cuts = [0, *(np.flatnonzero(offsets[1:] != ends[:-1]) + 1).tolist(), n] if n > 1 else [0, 1]
+        cuts = [0, *(np.flatnonzero(offsets[1:] != ends[:-1]) + 1).tolist(), n]
+        out = np.empty((n, *self.slice_shape), self.dtype)
         if not self.lz4:
-            out = np.empty((n, *self.slice_shape), self.dtype)
             for a, b in zip(cuts[:-1], cuts[1:]):
-                wanted = (b - a) * self.nbytes
-                if os.preadv(self.fd, [out[a:b]], int(offsets[a])) != wanted:
+                if os.preadv(self.fd, [out[a:b]], int(offsets[a])) != (b - a) * self.nbytes:
                     return None
             return out
-        if n == 1:
-            data = self._decode(os.pread(self.fd, int(ends[0] - offsets[0]), int(offsets[0])))
-            return None if data is None else np.frombuffer(data, self.dtype).reshape(1, *self.slice_shape)
-        out = np.empty((n, *self.slice_shape), self.dtype)
         flat = out.reshape(n, -1)
         for a, b in zip(cuts[:-1], cuts[1:]):
             base = int(offsets[a])
