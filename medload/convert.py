@@ -699,6 +699,8 @@ def convert(
             task["mask"], task["mask_by_grid"] = mask_of[s.source_hash]
         tasks.append((s.source_hash, task))
 
+    # Largest first: a big series started last would leave the other workers idle at the end.
+    tasks.sort(key=lambda t: -int(np.prod(t[1]["series"].shape or (0,), dtype=np.int64)))
     job = _Job(out=str(out_path), single_file=single, pipelines=pipelines, store_options=store_options,
                keep_phi=keep_phi, roots=roots)
     from medload.parallel import run_tasks
