@@ -118,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, metavar="N or HxW", help="bring every slice to this size")
     p.add_argument("--resize-mode", choices=["resize", "pad-crop"], default="resize",
                    help="how slices reach --size (default: resize, spacing updated)")
-    p.add_argument("--dtype", help="stored type: uint8 (default), float16, float32, int16")
-    p.add_argument("--compression", help="zstd:1 (default), none, gzip[:level], lzf, blosc2, ...")
+    p.add_argument("--dtype", help="stored type: uint8, float16, float32, int16 (default: the store's, "
+                                   "see docs/hdf5-schema.md)")
+    p.add_argument("--compression", help="lz4, zstd[:level], none, gzip[:level], lzf, blosc2, ... (default: the "
+                                         "store's, see docs/hdf5-schema.md)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="'local' or a Dask scheduler address (tcp://host:8786)")
     p.add_argument("--labels", metavar="CSV", help="labels.csv: label + series_key/study_key/patient_key")

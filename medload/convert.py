@@ -574,7 +574,7 @@ def convert(
     size : int or (int, int), optional
         Bring every slice to this size (``resize_mode``: ``"resize"`` or ``"pad-crop"``).
     dtype, compression : str, optional
-        Store encoding (:meth:`medload.Store.create`; default uint8 + zstd:1).
+        Store encoding (default: :meth:`medload.Store.create`'s, chosen in ``docs/hdf5-schema.md``).
     workers : int, optional
         Local worker processes (default: all cores; ``0`` runs in this process). With
         ``dask="local"``: the LocalCluster's workers.
