@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ runs headless, top to bottom, without a failing cell.
+"""Every notebook in notebooks/ runs headless, top to bottom, without a failing cell; the
+examples of docs/api.md run and print what the page says.
 
 Executed with nbclient (the library nbconvert and nbmake use) on the ``python3`` kernel of this
 interpreter, from the notebook's own folder, so ``python -m pytest`` runs them with no plugin
@@ -9,6 +10,7 @@ so a numeric regression fails here too. Outputs are never written back: git hold
 
 from __future__ import annotations
 
+import doctest
 import json
 import re
 from pathlib import Path
@@ -20,7 +22,8 @@ nbclient = pytest.importorskip("nbclient", reason="nbclient is in the test extra
 pytest.importorskip("ipykernel", reason="ipykernel is in the test extras: pip install 'medload[test]'")
 pytest.importorskip("torch", reason="the notebooks use torch: pip install 'medload[test]'")
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
@@ -61,3 +64,12 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert images >= 2, f"{path.name}: expected its plots, found {images} images in the outputs"
+
+
+def test_api_doc_examples(monkeypatch: pytest.MonkeyPatch):
+    """docs/api.md is a doctest: every example runs from the repository root and prints what the page shows."""
+    monkeypatch.chdir(ROOT)
+    result = doctest.testfile(str(ROOT / "docs" / "api.md"), module_relative=False, verbose=False, report=True,
+                              optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 40
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples in docs/api.md failed (printed above)"
