@@ -11,7 +11,8 @@ round after round, and its best round is kept: the ratios compare like with like
   DataLoader (what batching and worker IPC cost by themselves on this machine);
 * ``SliceDataset.__getitem__`` and a DataLoader (batch 32, shuffled; 0 and 2 workers, the
   second epoch of persistent workers timed) on an uncompressed float32 store and on the
-  default store (today uint8 + zstd level 1, chosen by bench/store.py);
+  default store (today uint8 + LZ4, chosen by bench/store.py); for both, the store read and
+  ``__getitem__`` also with the reader's direct chunk reads switched off ("via h5py");
 * one ``torch.save`` file per slice read back with ``torch.load`` (MONAI PersistentDataset's way);
 * one DICOM file per sample, decoded with pydicom, rescaled and windowed (int16 CT, uncompressed).
 
@@ -83,7 +84,7 @@ def build_store(path: Path, slices: np.ndarray, *, dtype: str | None, compressio
             store.add(vol)
 
 
-def dataset_runners(label: str, path: Path, order: np.ndarray) -> list[tuple[str, object, int]]:
+def dataset_runners(label: str, path: Path, order: np.ndarray, *, h5py_too: bool = False) -> list[tuple[str, object, int]]:
     import torch
 
     ds = SliceDataset(path, with_mask=False)
@@ -103,6 +104,22 @@ def dataset_runners(label: str, path: Path, order: np.ndarray) -> list[tuple[str
     # The store's own read, without the dataset: the difference is the dataset's overhead.
     runners = [(f"{label}: StoreReader.read_slices alone", read_only, n),
                (f"{label}: SliceDataset __getitem__", getitem, n)]
+    if h5py_too:
+        # The same two with the reader's direct chunk reads (os.pread + lz4) off: what h5py alone gives.
+        plain = SliceDataset(path, with_mask=False)
+        plain.reader._direct = False
+        plain_reader = plain.reader
+
+        def getitem_h5py():
+            for i in order:
+                plain[i]
+
+        def read_only_h5py():
+            for v, z in pairs:
+                plain_reader.read_slices(v, z, z + 1)
+
+        runners += [(f"{label}: StoreReader.read_slices alone, via h5py", read_only_h5py, n),
+                    (f"{label}: SliceDataset __getitem__, via h5py", getitem_h5py, n)]
     for workers in (0, 2):
         loader = torch.utils.data.DataLoader(
             ds, batch_size=32, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
@@ -247,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             path = tmp / f"{dtype or 'default'}.h5"
             build_store(path, slices, dtype=dtype, compression=compression)
             sizes[label] = path.stat().st_size
-            runners += dataset_runners(label, path, order)
+            runners += dataset_runners(label, path, order, h5py_too=True)
         runners.append(torch_load_runner(tmp, slices, min(args.torch_files, len(slices))))
         runners.append(dicom_runner(tmp, slices, min(args.dicom_files, len(slices))))
         best = best_rates(runners, rounds=args.rounds)
