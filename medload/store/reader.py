@@ -586,7 +586,7 @@ class _ChunkTable:
                 flat[i] = np.frombuffer(data, self.dtype)
         return out
 
-    def _decode(self, chunk) -> bytearray | None:
+    def _decode(self, chunk) -> bytes | bytearray | None:
         return fmt.decode_lz4_chunk(chunk, self.nbytes, _lz4_decompress)
 
 
