@@ -54,10 +54,13 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
+    failure = None
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as exc:
-        pytest.fail(f"{path.name}: a cell failed:\n{_readable(exc)}", pytrace=False)
+        failure = _readable(exc)
+    if failure is not None:  # outside the except block: one report, not a chained traceback
+        pytest.fail(f"{path.name}: a cell failed:\n{failure}", pytrace=False)
     # Keep the executed copy for a person to look at when a run is in doubt (never in the repo).
     nbformat.write(nb, tmp_path / path.name)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
