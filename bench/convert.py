@@ -149,11 +149,7 @@ def main() -> None:
     print(f"{'peak memory, --workers 1, CT series':44s} {'wall s':>8s} {'peak MB':>8s} {'vs 1 series':>16s}")
     for n, wall, mem in memory:
         print(f"{f'  {n} series ({n * n_slices} slices)':44s} {wall:8.1f} {mem:8.0f} {mem / memory[0][2]:15.2f}x")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        for p in work.iterdir():
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    shutil.rmtree(work, ignore_errors=True)  # the kept synthetic series live outside it
 
 
 if __name__ == "__main__":
