@@ -76,3 +76,30 @@ def test_api_doc_examples(monkeypatch: pytest.MonkeyPatch):
                               optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 40
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in docs/api.md failed (printed above)"
+
+
+def test_plot_helpers_label_edges_from_the_affine(monkeypatch: pytest.MonkeyPatch):
+    """notebooks/_plots.py: its examples run, and the edge labels follow the affine, not the array."""
+    import importlib.util
+
+    import numpy as np
+
+    import medload
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    spec = importlib.util.spec_from_file_location("_plots", NOTEBOOKS / "_plots.py")
+    plots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plots)
+    result = doctest.testmod(plots, verbose=False, report=True)
+    assert result.attempted >= 10 and result.failed == 0
+    # One volume in three stored layouts: the display grid and the labels are the same for all.
+    array = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
+    sal = medload.Volume(array, np.diag([1.0, 2.0, -3.0, 1.0])[[2, 1, 0, 3]])  # axes (S, A, L), 1x2x3 mm
+    layouts = [sal, medload.transforms.Reorient()(sal), medload.transforms.Reorient(("I", "P", "L"))(sal)]
+    grids = [plots.display_grid(v) for v in layouts]
+    for grid, affine in grids[1:]:
+        np.testing.assert_array_equal(grid, grids[0][0])
+        np.testing.assert_allclose(affine, grids[0][1])
+    for v in layouts:
+        assert plots.edge_labels(v, "coronal") == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+        assert plots.edge_labels(v, "sagittal") == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
