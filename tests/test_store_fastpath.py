@@ -276,3 +276,15 @@ def test_chunk_tables_are_per_process(tmp_path):
     assert parent._chunk_tables == {}
     assert_bit_equal(parent.read_mask(2, 1, 4), mask)
     assert parent._read_paths == {"direct": 1, "h5py": 0}
+
+
+def test_without_preadv_uncompressed_chunks_are_read_with_pread(tmp_path, monkeypatch):
+    path = tmp_path / "s.h5"
+    write_store(path, "int16", "none")
+    ref = reference(path)
+    monkeypatch.delattr(reader_module.os, "preadv")
+    fast = medload.open(path)
+    assert_bit_equal(fast.read_slices(0, 0, 7), ref.read_slices(0, 0, 7))
+    assert_bit_equal(fast.read_slices(2, 3, 4, raw=True), ref.read_slices(2, 3, 4, raw=True))
+    assert_bit_equal(fast.read_mask(2, 0, 6), ref.read_mask(2, 0, 6))
+    assert fast._read_paths == {"direct": 3, "h5py": 0}

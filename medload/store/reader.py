@@ -520,7 +520,7 @@ class _ChunkTable:
         else:
             return None
         f = ds.file
-        if f.driver != "sec2":
+        if f.driver != "sec2" or not hasattr(os, "pread"):  # os.pread: POSIX only (not Windows)
             return None
         fd = f.id.get_vfd_handle()
         if not isinstance(fd, int) or fd < 0:
@@ -560,7 +560,7 @@ class _ChunkTable:
                 data = self._decode(os.pread(self.fd, size, offset))
                 return None if data is None else np.frombuffer(data, self.dtype).reshape(1, *self.slice_shape)
             out = np.empty((1, *self.slice_shape), self.dtype)
-            return out if os.preadv(self.fd, [out], offset) == size else None
+            return out if _pread_into(self.fd, out, offset) else None
         if n == 0:
             return np.empty((0, *self.slice_shape), self.dtype)
         offsets = self.offsets[start:stop]
@@ -572,7 +572,7 @@ class _ChunkTable:
         out = np.empty((n, *self.slice_shape), self.dtype)
         if not self.lz4:
             for a, b in zip(cuts[:-1], cuts[1:]):
-                if os.preadv(self.fd, [out[a:b]], int(offsets[a])) != (b - a) * self.nbytes:
+                if not _pread_into(self.fd, out[a:b], int(offsets[a])):
                     return None
             return out
         flat = out.reshape(n, -1)
@@ -588,6 +588,17 @@ class _ChunkTable:
 
     def _decode(self, chunk) -> bytes | bytearray | None:
         return fmt.decode_lz4_chunk(chunk, self.nbytes, _lz4_decompress)
+
+
+def _pread_into(fd: int, out: np.ndarray, offset: int) -> bool:
+    """Fill contiguous ``out`` with the file's bytes at ``offset``; False if the file ends first."""
+    if hasattr(os, "preadv"):  # straight into the array (Linux, BSD; not every macOS)
+        return os.preadv(fd, [out], offset) == out.nbytes
+    data = os.pread(fd, out.nbytes, offset)
+    if len(data) != out.nbytes:
+        return False
+    out.reshape(-1)[...] = np.frombuffer(data, out.dtype)
+    return True
 
 
 def _shards(path: Path) -> list[Path]:
