@@ -247,17 +247,43 @@ def test_label_csv_naming_unknown_keys_is_refused_naming_them(store_path, tmp_pa
     assert int(item["label"]) == (1 if info[item["key"]]["patient"] in ("pat-000", "pat-003") else 0)
 
 
-def test_some_volumes_without_masks_is_a_clear_error_unless_masks_are_off(tmp_path):
-    path = tmp_path / "mixed.h5"
+def _mixed_mask_store(path):
     with medload.Store.create(path, dtype="float32", compression="none") as store:
         for i in range(2):
             vol = medload.Volume(np.full((3, 8, 8), i, np.float32), np.eye(4),
                                  meta={"patient_key": f"p{i}", "series_key": f"s{i}", "source_hash": f"h{i}"})
-            store.add(vol, mask=np.ones((3, 8, 8), np.uint8) if i == 0 else None)
-    with pytest.raises(MedloadError, match="volume 's1' .* has no mask while others do"):
-        SliceDataset(path)
+            store.add(vol, mask=np.full((3, 8, 8), 2, np.uint8) if i == 0 else None)
+    return path
+
+
+def test_masks_by_default_only_when_every_volume_has_one(tmp_path):
+    # What converting a typical export gives: masks for some series only.
+    path = _mixed_mask_store(tmp_path / "mixed.h5")
+    ds = SliceDataset(path)  # with_mask=None
+    assert ds.with_mask is False and len(ds) == 6
+    assert all("mask" not in ds[i] for i in range(6))
+    # Over volumes that all have a mask (a split holding only p0), the default returns them.
+    only_masked = SliceDataset(path, split="a", splits={"a": ["p0"]})
+    assert only_masked.with_mask is True and len(only_masked) == 3
+    assert int(only_masked[1]["mask"].sum()) == 2 * 8 * 8
+    assert VolumeDataset(path).with_mask is False
+
+
+def test_with_mask_true_refuses_volumes_without_masks(tmp_path):
+    path = _mixed_mask_store(tmp_path / "mixed.h5")
+    with pytest.raises(MedloadError, match=r"with_mask=True but volume 's1' .* has no mask \(1 of 2"):
+        SliceDataset(path, with_mask=True)
+    with pytest.raises(MedloadError, match="has no mask"):
+        SliceDataset(path, split="b", splits={"b": ["p1"]}, with_mask=True)
+    assert int(SliceDataset(path, split="a", splits={"a": ["p0"]}, with_mask=True)[0]["mask"].max()) == 2
+
+
+def test_with_mask_false_never_returns_masks(tmp_path):
+    path = _mixed_mask_store(tmp_path / "mixed.h5")
     ds = SliceDataset(path, with_mask=False)
     assert len(ds) == 6 and "mask" not in ds[0] and "label" not in ds[0]
+    ds = SliceDataset(path, split="a", splits={"a": ["p0"]}, with_mask=False)
+    assert "mask" not in ds[0]
 
 
 def test_folder_of_shards_and_imagefolder_style_labels(tmp_path):

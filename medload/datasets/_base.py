@@ -41,7 +41,7 @@ class StoreDatasetBase:
         splits: Mapping[str, Sequence[str]] | None = None,
         transform: Callable[[Any], Any] | None = None,
         channels: None | str | Sequence[str] = None,
-        with_mask: bool = True,
+        with_mask: bool | None = None,
         standardize: bool = False,
         labels: Any = None,
         label_key: str = "patient",
@@ -96,14 +96,23 @@ class StoreDatasetBase:
 
         # --- masks ------------------------------------------------------------------------------
         has_mask = [bool(getattr(r, "has_mask", False)) for r in selected]
-        if with_mask and any(has_mask) and not all(has_mask):
-            missing = next(r.key for r, m in zip(selected, has_mask) if not m)
-            raise MedloadError(
-                f"with_mask=True but volume {missing!r} of {store_name} has no mask while others do "
-                f"({sum(has_mask)} of {len(has_mask)}); items could not be batched. Pass with_mask=False "
-                "or select volumes that all have masks."
-            )
-        self.with_mask = bool(with_mask and all(has_mask))
+        if with_mask is None:
+            # Default: masks only when every selected volume has one. A converted export
+            # usually has masks for a few series only; a batch cannot mix items with and
+            # without a mask, so that store is served without masks rather than refused.
+            self.with_mask = all(has_mask)
+        elif with_mask:
+            if not all(has_mask):
+                missing = next(r.key for r, m in zip(selected, has_mask) if not m)
+                raise MedloadError(
+                    f"with_mask=True but volume {missing!r} of {store_name} has no mask "
+                    f"({sum(has_mask)} of {len(has_mask)} selected volumes have one); items could not be "
+                    "batched. Pass with_mask=None (masks only when every volume has one), with_mask=False, "
+                    "or select volumes that all have masks."
+                )
+            self.with_mask = True
+        else:
+            self.with_mask = False
 
         # --- channels ---------------------------------------------------------------------------
         self._channel_index: dict[int, Any] = {}

@@ -40,8 +40,12 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         ``None``: every stored channel (one for a plain slice, three for
         ``["brain", "subdural", "bone"]`` windows). ``"replicate3"``: one stored channel
         copied three times, for ImageNet-pretrained networks. A list: those stored channels.
-    with_mask : bool
-        Return the stored mask of each slice as ``mask`` when the selected volumes have one.
+    with_mask : bool or None
+        Return the stored mask of each slice as ``mask``. ``None`` (default): masks when every
+        selected volume has one, else no masks (a store where only some series have masks, as
+        converting a typical export gives, is served without them). ``True``: masks, and a
+        :class:`~medload.errors.MedloadError` naming a volume without one if any lacks it.
+        ``False``: never.
     standardize : bool
         Per image and channel, subtract the mean and divide by the standard deviation.
     labels : None, str, Path, mapping or LabelFrom
@@ -92,7 +96,7 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         transform: Callable[[Any], Any] | None = None,
         context: int = 0,
         channels: None | str | Sequence[str] = None,
-        with_mask: bool = True,
+        with_mask: bool | None = None,
         standardize: bool = False,
         labels: Any = None,
         label_key: str = "patient",

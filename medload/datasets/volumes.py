@@ -105,7 +105,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         splits: Mapping[str, Sequence[str]] | None = None,
         transform: Callable[[Any], Any] | None = None,
         channels: None | str | Sequence[str] = None,
-        with_mask: bool = True,
+        with_mask: bool | None = None,
         standardize: bool = False,
         labels: Any = None,
         label_key: str = "patient",
@@ -135,7 +135,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         if self.foreground_ratio > 0 and not self.with_mask:
             raise MedloadError(
                 "VolumeDataset: foreground_ratio > 0 samples patches around mask foreground, but the "
-                "selected volumes have no masks (or with_mask=False); store masks or set foreground_ratio=0."
+                "selected volumes (some or all) have no masks, or with_mask=False; store masks or set foreground_ratio=0."
             )
         self._shapes = {int(v): tuple(int(s) for s in self.reader.volumes[v].shape) for v in self.volume_ids}
         # Shared memory: set_epoch in the main process reaches persistent workers (fork and spawn).
