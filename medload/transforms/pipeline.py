@@ -38,8 +38,9 @@ class Pipeline:
     Parameters
     ----------
     steps : sequence of Transform
-    workers : int or None, optional
-        Threads for slice-wise steps that do not set their own (``None``: every core).
+        Applied in order. Threads of a slice-wise step are that step's own ``workers``
+        option; :meth:`from_config`, :meth:`from_history` and :meth:`load` take ``workers=``
+        for the slice-wise steps they build.
 
     Examples
     --------
