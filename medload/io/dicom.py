@@ -205,6 +205,14 @@ def _invert(image: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     return (lo + hi) - image.astype(np.int64)
 
 
+def _relative_to(text: str, folder: str, label: str, short_label: str) -> str:
+    """``text`` with ``label`` shortened and paths under ``folder`` made relative to it."""
+    text = text.replace(label, short_label)
+    if folder:
+        text = text.replace(folder.rstrip(os.sep) + os.sep, "")
+    return text
+
+
 def _phi(path: str) -> dict[str, Any]:
     import pydicom
 
@@ -241,7 +249,11 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         raise MedloadError(f"on_gap must be one of {ON_GAP}, found {on_gap!r}.")
     frames, heads = _frames_of(series)
     h = heads[0]
-    label = f"series {series.series_key} {series.description!r} ({len(heads)} files in {os.path.dirname(h.path)})"
+    # Messages of exceptions name the folder in full (they go to the user); meta["problems"]
+    # go to stores and reports, so there files are named relative to the series' folder and
+    # the description is left out (folder names and descriptions can hold patient names).
+    folder = os.path.commonpath([os.path.dirname(hh.path) for hh in heads]) if heads else ""
+    label = f"series {series.series_key} ({len(heads)} files in {folder})"
     layout = arrange(frames, label=label)
     problems = list(layout.problems)
     if layout.duplicates:
@@ -317,7 +329,7 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         "transfer_syntax": h.transfer_syntax,
         **h.params,
         **meta_extra,
-        "problems": problems,
+        "problems": [_relative_to(p, folder, label, f"series {series.series_key}") for p in problems],
     }
     if monochrome1:
         # The stored range in output units, so a header window (given for the un-mirrored

@@ -165,7 +165,9 @@ def group_frames(headers: list[FileHeader]) -> list[tuple[str, list[Frame], list
 def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], *, phi_key=None) -> Series:
     """Describe one volume from its frames' headers (no pixels)."""
     h = heads[0]
-    label = f"series {h.series_number} '{h.description}' ({len(heads)} files under {os.path.dirname(h.path)})"
+    # No description in the label: scan's problems reach reports and `scan --json`, where a
+    # description is written only on request (PS3.15 basic profile removes it).
+    label = f"series {h.series_number} ({len(heads)} files under {os.path.dirname(h.path)})"
     layout = arrange(frames, label=label)
     z, t = layout.shape_zt
     shape: tuple[int, ...] = (z, h.rows, h.columns)

@@ -1,0 +1,49 @@
+"""What readers put in ``Volume.meta`` goes to stores and reports: no folder names in it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import medload
+from fixtures.synthetic import write_dicom_series
+
+PATIENT_FOLDER = "QUARTERMAIN_ZEBULON_19230417"
+
+
+def _series_with_a_problem(tmp_path: Path) -> Path:
+    series = tmp_path / "export" / PATIENT_FOLDER / "CT_HEAD"
+    write_dicom_series(series, shape=(4, 8, 8), seed=3, return_array=False)
+    first = sorted(series.iterdir())[0]
+    shutil.copy(first, series / ("copy-of-" + first.name))  # same SOPInstanceUID: dropped, said so
+    return series
+
+
+def test_meta_names_no_absolute_path_nor_parent_folder(tmp_path):
+    series = _series_with_a_problem(tmp_path)
+    found = medload.scan(tmp_path / "export")
+    assert len(found) == 1
+    vol = medload.load(found[0])
+    assert vol.shape == (4, 8, 8)
+    assert any("copies of another" in p for p in vol.meta["problems"])
+    text = json.dumps(vol.meta)
+    assert PATIENT_FOLDER not in text
+    assert str(tmp_path) not in text and str(series) not in text
+    assert "CT_HEAD" not in text
+
+
+def test_exceptions_keep_the_full_path(tmp_path):
+    series = tmp_path / PATIENT_FOLDER
+    write_dicom_series(series, shape=(5, 8, 8), seed=4, return_array=False)
+    files = sorted(series.iterdir(), key=lambda p: p.name)
+    import pydicom
+
+    middle = [f for f in files if abs(float(pydicom.dcmread(f).ImagePositionPatient[2])) < 1e-6]
+    (middle or files[2:3])[0].unlink()  # a missing slice: refused, naming the folder
+    try:
+        medload.load(medload.scan(series)[0])
+    except medload.errors.GeometryError as exc:
+        assert str(series) in str(exc)
+    else:  # pragma: no cover - the reader must refuse a gap
+        raise AssertionError("a series with a missing slice was loaded")
