@@ -172,3 +172,49 @@ def test_patients_without_id_are_not_pooled(tmp_path):
     assert len(found) == 2
     assert found[0].patient_key != found[1].patient_key
     assert "pat-none" not in {s.patient_key for s in found}
+
+
+def test_series_without_patient_study_or_series_uid_are_distinct_patients(tmp_path):
+    # As the TotalSegmentator sample CT: PatientID, StudyInstanceUID and SeriesInstanceUID empty.
+    blank = {"PatientID": "", "StudyInstanceUID": "", "SeriesInstanceUID": ""}
+    for i in range(2):
+        write_dicom_series(tmp_path / f"case{i}", shape=(2, 3, 3), seed=20 + i, extra_tags=blank,
+                           return_array=False)
+    found = scan(tmp_path)
+    assert len(found) == 2
+    assert len({s.patient_key for s in found}) == 2
+    assert len({s.study_key for s in found}) == 2
+    assert len({s.series_key for s in found}) == 2
+    assert not {"pat-none", "stu-none", "ser-none"} & {k for s in found for k in (s.patient_key, s.study_key)}
+    for s in found:
+        assert any(p.startswith("patient unknown") and "folder" in p for p in s.problems)
+    assert [load(s).shape for s in found] == [(2, 3, 3), (2, 3, 3)]
+    # The folder keys are stable: the same export scanned again gives the same keys.
+    assert [s.patient_key for s in scan(tmp_path)] == [s.patient_key for s in found]
+
+
+def test_series_of_one_anonymous_study_stay_one_patient(tmp_path):
+    shared = {"PatientID": "", "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.4242"}
+    for i in range(2):
+        write_dicom_series(tmp_path / f"series{i}", shape=(2, 3, 3), seed=30 + i, series_number=i + 1,
+                           extra_tags=shared, return_array=False)
+    write_dicom_series(tmp_path / "other", shape=(2, 3, 3), seed=33, patient_id="", return_array=False)
+    found = scan(tmp_path)
+    assert len(found) == 3
+    in_study = [s for s in found if s.files[0].startswith(str(tmp_path / "series"))]
+    other = [s for s in found if s not in in_study]
+    assert len(in_study) == 2 and len(other) == 1
+    assert in_study[0].patient_key == in_study[1].patient_key
+    assert in_study[0].study_key == in_study[1].study_key
+    assert in_study[0].series_key != in_study[1].series_key
+    assert other[0].patient_key != in_study[0].patient_key
+    assert all(any(p.startswith("patient unknown") for p in s.problems) for s in found)
+
+
+def test_totalsegmentator_anonymous_ct_is_not_pat_none():
+    from tests.conftest import shared_path
+
+    folder = shared_path("totalsegmentator_ct", "example_ct_dicom")
+    (series,) = scan(folder)
+    assert series.patient_key != "pat-none" and series.study_key != "stu-none"
+    assert any(p.startswith("patient unknown") for p in series.problems)

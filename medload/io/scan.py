@@ -141,13 +141,16 @@ def group_frames(headers: list[FileHeader]) -> list[tuple[str, list[Frame], list
 
     Deterministic: groups come in the order of (series number, series UID, split key).
     """
-    by_key: dict[str, list[Frame]] = {}
+    by_key: dict[tuple[str, str], list[Frame]] = {}
     head_of: dict[str, FileHeader] = {h.path: h for h in headers}
     for h in headers:
+        # Without a SeriesInstanceUID (some anonymisers blank it) the folder is what tells
+        # one series from another; files of one folder still split by the usual keys.
+        folder = "" if h.series_uid else os.path.dirname(h.path)
         for f in h.frames:
-            by_key.setdefault(volume_key(f), []).append(f)
+            by_key.setdefault((volume_key(f), folder), []).append(f)
     out = []
-    for key, frames in by_key.items():
+    for (key, _), frames in by_key.items():
         for sub in _orientation_groups(frames):
             files = sorted({f.file for f in sub})
             out.append((key, sub, [head_of[p] for p in files]))
@@ -160,6 +163,34 @@ def group_frames(headers: list[FileHeader]) -> list[tuple[str, list[Frame], list
 
     out.sort(key=order)
     return out
+
+
+def _identity(h: FileHeader, heads: list[FileHeader]) -> tuple[dict[str, str], str]:
+    """What the patient, study and series keys are pseudonyms of, and a problem if the patient is unknown.
+
+    Without a PatientID (anonymised exports) each study counts as its own patient, so that
+    patient-level splits never pool every anonymous patient into one "pat-none". Without a
+    StudyInstanceUID either, the study is what identifies the series best: its
+    SeriesInstanceUID, else its folder (real path, so a symlinked export gives the same keys).
+    Values that are present give the same keys as always (stores stay resumable).
+    """
+    folder = os.path.realpath(os.path.commonpath([os.path.dirname(hh.path) for hh in heads]))
+    series = h.series_uid or f"folder:{folder}"
+    if h.study_uid:
+        study, study_from = h.study_uid, "StudyInstanceUID"
+    elif h.series_uid:
+        study, study_from = f"series:{h.series_uid}", "SeriesInstanceUID"
+    else:
+        study, study_from = f"folder:{folder}", "folder"
+    if h.patient_id:
+        return {"patient": h.patient_id, "study": study, "series": series}, ""
+    problem = (
+        f"patient unknown: no PatientID; this series counts as a patient of its own per study, "
+        f"keyed by its {study_from}"
+        + ("" if h.study_uid else " (no StudyInstanceUID either)")
+        + ". Series of one anonymous patient in different studies are not linked."
+    )
+    return {"patient": f"study:{study}", "study": study, "series": series}, problem
 
 
 def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], *, phi_key=None) -> Series:
@@ -189,19 +220,21 @@ def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], 
     sizes = sorted((hh.path.rsplit(os.sep, 1)[-1], hh.size) for hh in heads)
     digest = hashlib.sha256(json.dumps([uids, [s for _, s in sizes], key]).encode()).hexdigest()[:16]
     orientation = list(frames[0].orientation) if frames[0].orientation else None
+    identity, unknown = _identity(h, heads)
+    problems = list(layout.problems + layout.errors)
+    if unknown:
+        problems.append(unknown)
     return Series(
         kind="dicom",
         files=tuple(sorted(hh.path for hh in heads)),
-        series_key=pseudonym(h.series_uid + "|" + key + "|" + json.dumps(orientation), prefix="ser-", secret=phi_key),
-        study_key=pseudonym(h.study_uid, prefix="stu-", secret=phi_key),
-        # Without a PatientID (anonymised exports) each study counts as its own patient, so that
-        # patient-level splits never pool every anonymous patient into one "pat-none".
-        patient_key=pseudonym(h.patient_id or (f"study:{h.study_uid}" if h.study_uid else ""), prefix="pat-", secret=phi_key),
+        series_key=pseudonym(identity["series"] + "|" + key + "|" + json.dumps(orientation), prefix="ser-", secret=phi_key),
+        study_key=pseudonym(identity["study"], prefix="stu-", secret=phi_key),
+        patient_key=pseudonym(identity["patient"], prefix="pat-", secret=phi_key),
         modality=h.modality or "unknown",
         description=h.description,
         shape=shape,
         spacing=spacing,
-        problems=tuple(layout.problems + layout.errors),
+        problems=tuple(problems),
         source_hash="sha256:" + digest,
         info={"split": key, "orientation": orientation, "series_number": h.series_number},
     )
