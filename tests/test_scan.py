@@ -218,3 +218,21 @@ def test_totalsegmentator_anonymous_ct_is_not_pat_none():
     (series,) = scan(folder)
     assert series.patient_key != "pat-none" and series.study_key != "stu-none"
     assert any(p.startswith("patient unknown") for p in series.problems)
+
+
+def test_symlinked_export_is_followed_and_loops_end(tmp_path):
+    real = tmp_path / "storage" / "series"
+    write_dicom_series(real, shape=(3, 4, 4), seed=40, return_array=False)
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "linked").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(tmp_path / "storage", target_is_directory=True)  # storage/series/loop -> storage
+    (export / "self").symlink_to(export, target_is_directory=True)  # export/self -> export
+    one_file = sorted(p for p in real.iterdir() if p.is_file() and not p.is_symlink())[0]
+    (export / "again.dcm").symlink_to(one_file)  # the same file by a second path
+    found = scan(export)
+    assert len(found) == 1
+    assert found[0].shape == (3, 4, 4) and len(found[0].files) == 3 and found.n_files == 3
+    assert load(found[0]).shape == (3, 4, 4)
+    # a symlink given as the source itself
+    assert [s.shape for s in scan(export / "linked")] == [(3, 4, 4)]

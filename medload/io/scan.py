@@ -73,12 +73,20 @@ class ScanResult(list):
 
 
 def _walk(path: str) -> Iterator[str]:
+    """Files under ``path``, following symlinked folders and files.
+
+    Exports are often assembled from links. Each real folder is entered once and each real
+    file given once, so a link loop ends and a file reached by two paths is not counted twice.
+    """
     if os.path.isfile(path):
         yield path
         return
-    stack = [path]
+    root_real = os.path.realpath(path)
+    seen_dirs = {root_real}
+    seen_files: set[str] = set()
+    stack = [(path, root_real)]
     while stack:
-        folder = stack.pop()
+        folder, folder_real = stack.pop()
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
@@ -88,9 +96,20 @@ def _walk(path: str) -> Iterator[str]:
             if entry.name.startswith(".") and entry.name not in (".",):
                 # hidden files (.DS_Store, ._AppleDouble, .git) are never scanner output
                 continue
-            if entry.is_dir(follow_symlinks=False):
-                subdirs.append(entry.path)
-            elif entry.is_file():
+            try:
+                link = entry.is_symlink()
+                is_dir = entry.is_dir()  # follows links; a dangling link is neither
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                continue
+            # realpath only for links: a plain entry's real path is its real folder's plus its name.
+            real = os.path.realpath(entry.path) if link else os.path.join(folder_real, entry.name)
+            if is_dir:
+                if real not in seen_dirs:
+                    seen_dirs.add(real)
+                    subdirs.append((entry.path, real))
+            elif is_file and real not in seen_files:
+                seen_files.add(real)
                 yield entry.path
         stack.extend(reversed(subdirs))
 
