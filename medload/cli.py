@@ -39,6 +39,8 @@ _FORMAT = argparse.RawDescriptionHelpFormatter
 SCAN_HELP = """\
 List the series found under a folder (headers only, nothing written): pseudonymous patient and
 study keys, description, modality, size, slices, spacing, and the problems seen in headers.
+--json output leaves descriptions out (they can hold names; DICOM PS3.15's basic profile
+removes them) unless --keep-descriptions is given; the table on screen shows them.
 
 example:
   medload scan /data/export
@@ -60,6 +62,9 @@ The name 'none' means no intensity step.
 
 De-identified by default: keys are keyed pseudonyms (--phi-key or $MEDLOAD_PHI_KEY) and no
 name, ID, date, institution or physician is written; --keep-phi keeps them on purpose.
+Descriptions (series description, protocol name, body part; a NIfTI file's name) are free
+text that can hold names: written to neither store nor report unless --keep-descriptions
+(you checked they are clean) or --keep-phi.
 
 examples:
   medload convert /data/export -o out/ --preset ct-brain --size 256
@@ -105,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_FORMAT)
     p.add_argument("source", metavar="SRC", help="folder or file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--keep-descriptions", action="store_true",
+                   help="put series descriptions in the --json output (left out by default)")
     p.add_argument("--phi-key", help="secret of the pseudonyms (default $MEDLOAD_PHI_KEY)")
 
     p = sub.add_parser("convert", help="convert exports into a store", description=CONVERT_HELP,
@@ -126,10 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask", metavar="ADDRESS", help="'local' or a Dask scheduler address (tcp://host:8786)")
     p.add_argument("--labels", metavar="CSV", help="labels.csv: label + series_key/study_key/patient_key")
     p.add_argument("--masks", metavar="DIR", help="folder of NIfTI label masks matched to series")
-    p.add_argument("--keep-phi", action="store_true", help="keep identifying header fields (off by default)")
+    p.add_argument("--keep-phi", action="store_true",
+                   help="keep identifying header fields (off by default); implies --keep-descriptions")
+    p.add_argument("--keep-descriptions", action="store_true",
+                   help="write series descriptions / protocol names / NIfTI file names (off by default)")
     p.add_argument("--phi-key", help="secret of the pseudonyms (default $MEDLOAD_PHI_KEY)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, no summary table; still one line per failed series on stderr")
 
     p = sub.add_parser("info", help="describe a store", description=INFO_HELP, formatter_class=_FORMAT)
     p.add_argument("store", metavar="OUT", help="store file or folder of shards")
@@ -197,7 +208,11 @@ def _cmd_scan(args) -> int:
     result = scan(args.source, phi_key=args.phi_key)
     rows = [s.summary() for s in result]
     if args.json:
-        payload = {"series": rows, "files": getattr(result, "n_files", None),
+        from medload.convert import _summary
+
+        # Output for scripts is written somewhere: the converter's rule for descriptions.
+        series = [_summary(s, args.keep_descriptions) for s in result]
+        payload = {"series": series, "files": getattr(result, "n_files", None),
                    "skipped": dict(getattr(result, "skipped", {})),
                    "unreadable": [{"path": e.path, "reason": e.message} for e in getattr(result, "errors", [])]}
         print(json.dumps(payload, indent=1))
@@ -239,11 +254,16 @@ def _cmd_convert(args) -> int:
     report = convert(
         args.sources, args.out, pipeline=_pipeline_arg(args.preset, args.config), size=args.size,
         resize_mode=args.resize_mode, dtype=args.dtype, compression=args.compression, workers=args.workers,
-        dask=args.dask, labels=args.labels, masks=args.masks, keep_phi=args.keep_phi, phi_key=args.phi_key,
+        dask=args.dask, labels=args.labels, masks=args.masks, keep_phi=args.keep_phi,
+        keep_descriptions=args.keep_descriptions, phi_key=args.phi_key,
         overwrite=args.overwrite, progress=interactive,
     )
     if not args.quiet:
         _print_summary(report)
+    else:
+        # Quiet is for scripts and cron: no table, but a failure is never silent.
+        for entry in report.failed:
+            print(_failure_line(entry), file=sys.stderr)
     if report.get("interrupted"):
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -267,8 +287,7 @@ def _print_summary(report) -> None:
     console.print(table)
     failed = report.failed
     for entry in failed[:15]:
-        console.print(f"failed: {entry['series_key']} {entry['modality']} {entry.get('description', '')!r}: "
-                      f"{entry.get('reason', '')[:300]}", markup=False, highlight=False)
+        console.print(_failure_line(entry), markup=False, highlight=False)
     if len(failed) > 15:
         console.print(f"... {len(failed) - 15} more failures", markup=False)
     for f in report["files"][:5]:
@@ -365,6 +384,13 @@ def _cmd_preview(args) -> int:
 
 
 _COMMANDS = {"scan": _cmd_scan, "convert": _cmd_convert, "info": _cmd_info, "preview": _cmd_preview}
+
+
+def _failure_line(entry: dict[str, Any]) -> str:
+    """One line for a failed series: key, modality, (description if kept), reason."""
+    description = f" {entry['description']!r}" if entry.get("description") else ""
+    return (f"failed: {entry['series_key']} {entry.get('modality', '')}{description}: "
+            f"{_one_line(entry.get('reason', ''))[:300]}")
 
 
 def _one_line(text: str) -> str:

@@ -19,6 +19,11 @@ exports into one store. What it promises:
   ``$MEDLOAD_PHI_KEY``); no field of DICOM PS3.15's basic profile is written. Folder paths in
   messages are made relative to the source (rename folders that are themselves names).
   ``keep_phi=True`` keeps the identifying fields on purpose, under ``meta["phi"]``.
+  Descriptions (SeriesDescription, ProtocolName, BodyPartExamined, a NIfTI file's name: see
+  :data:`DESCRIPTOR_KEYS`) are free text that can hold names; the basic profile removes them,
+  so they are written to neither the store nor the report unless ``keep_descriptions=True``
+  (PS3.15's "Retain ... Clean Descriptors" option: the user judged them clean), which
+  ``keep_phi=True`` implies.
 - **Preprocessing.** ``pipeline=None`` picks a preset by modality (``medload.transforms.
   default_preset``: CT -> ``ct-abdomen``, MR -> ``mr-body``, CR/DX/MG -> ``xray``; any other
   modality is stored as read, with no intensity step). ``size`` appends
@@ -28,6 +33,7 @@ exports into one store. What it promises:
 from __future__ import annotations
 
 import csv
+import re
 import datetime
 import json
 import os
@@ -169,10 +175,72 @@ def _pipeline_for(spec: Mapping[str, Any], modality: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- worker side
+#: Meta keys holding descriptors that DICOM PS3.15 Table E.1-1's basic profile removes
+#: (SeriesDescription, StudyDescription, ProtocolName, BodyPartExamined, comments, ...) and that
+#: only its "Retain ... Clean Descriptors" option keeps: ``keep_descriptions=True``. For NIfTI
+#: sources ``description`` is the file name (which can be a patient's name): same rule.
+DESCRIPTOR_KEYS = frozenset({
+    "description", "series_description", "study_description", "protocol_name", "body_part",
+    "performed_procedure_step_description", "requested_procedure_description", "image_comments",
+    "acquisition_comments", "derivation_description", "contrast_bolus_agent",
+})
+
+# A description shorter than this is not hidden inside message texts: replacing "ct" in
+# every message would mangle them, and so short a text names nobody.
+_MIN_HIDDEN = 4
+
+
 def _relative(text: str, roots: Sequence[str]) -> str:
+    """``text`` with paths under ``roots`` made relative to them (longest root first).
+
+    A root must start a path in the text (not be the tail of a longer folder name), so a
+    relative source such as ``data`` never eats the ``data/`` of ``/mnt/metadata/``.
+    """
     for root in roots:
-        text = text.replace(root.rstrip(os.sep) + os.sep, "").replace(root, ".")
+        root = root.rstrip(os.sep) or os.sep
+        text = re.sub(rf"(?<![\w.{re.escape(os.sep)}-]){re.escape(root)}(?:{re.escape(os.sep)}|(?![\w.-]))",
+                      lambda m: "" if m.group(0).endswith(os.sep) else ".", text)
     return text
+
+
+def _source_roots(sources: Sequence[str | os.PathLike]) -> list[str]:
+    """Every spelling of each source folder that can appear in a message, longest first.
+
+    Paths in messages start with the source as the user gave it (``../shared/data/x``), its
+    absolute form, or its real path (links resolved); each is made relative to the source.
+    """
+    roots: set[str] = set()
+    for src in sources:
+        text = os.fspath(src)
+        for form in (text, os.path.normpath(text), os.path.abspath(text), os.path.realpath(text)):
+            folder = form if os.path.isdir(text) else os.path.dirname(form)
+            if folder and folder not in (".", os.curdir):
+                roots.add(folder.rstrip(os.sep) or os.sep)
+    return sorted(roots, key=len, reverse=True)
+
+
+def _hidden_texts(series: Any) -> list[str]:
+    """Texts of ``series`` that a default report or store must not hold: its description
+    and, for a NIfTI source, its file name (NIfTI descriptions are file names)."""
+    texts = [str(series.description or "")]
+    if getattr(series, "kind", "") == "nifti":
+        texts += [os.path.basename(f) for f in series.files]
+    return sorted({t for t in texts if len(t) >= _MIN_HIDDEN}, key=len, reverse=True)
+
+
+def _hide(value: Any, texts: Sequence[str]) -> Any:
+    """``value`` with every string's occurrences of ``texts`` replaced by ``[description]``."""
+    if not texts:
+        return value
+    if isinstance(value, str):
+        for t in texts:
+            value = value.replace(t, "[description]")
+        return value
+    if isinstance(value, list):
+        return [_hide(v, texts) for v in value]
+    if isinstance(value, dict):
+        return {k: _hide(v, texts) for k, v in value.items()}
+    return value
 
 
 def _scrub(value: Any, roots: Sequence[str]) -> Any:
@@ -191,13 +259,26 @@ _IDENTIFYING = {k.lower() for k in IDENTIFYING_KEYWORDS} | {
 }
 
 
-def _deidentified_meta(meta: dict[str, Any], roots: Sequence[str], keep_phi: bool) -> dict[str, Any]:
+def _deidentified_meta(meta: dict[str, Any], roots: Sequence[str], keep_phi: bool,
+                       keep_descriptions: bool = False, hidden: Sequence[str] = ()) -> dict[str, Any]:
     meta = _scrub(meta, roots)
     if keep_phi:
         return meta
     # The readers already leave these out; dropping them again here costs nothing and keeps a
     # reader bug from reaching a store.
-    return {k: v for k, v in meta.items() if k != "phi" and k.lower() not in _IDENTIFYING}
+    meta = {k: v for k, v in meta.items() if k != "phi" and k.lower() not in _IDENTIFYING}
+    if not keep_descriptions:
+        meta = _hide({k: v for k, v in meta.items() if k.lower() not in DESCRIPTOR_KEYS}, hidden)
+    return meta
+
+
+def _summary(series: Any, keep_descriptions: bool) -> dict[str, Any]:
+    """``series.summary()`` for the report: without its description unless kept."""
+    entry = series.summary()
+    if not keep_descriptions:
+        entry.pop("description", None)
+        entry = _hide(entry, _hidden_texts(series))
+    return entry
 
 
 def _mask_volume(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | None, str]:
@@ -264,6 +345,7 @@ class _Job:
     store_options: dict[str, Any]
     keep_phi: bool
     roots: list[str] = field(default_factory=list)
+    keep_descriptions: bool = False
 
     def __call__(self, slot: str) -> _Worker:
         return _Worker(self, slot)
@@ -310,7 +392,9 @@ class _Worker:
         stage = "read"
         try:
             volume = load(series, keep_phi=self.job.keep_phi)
-            meta = _deidentified_meta(volume.meta, self.job.roots, self.job.keep_phi)
+            hidden = [] if self.job.keep_descriptions else _hidden_texts(series)
+            meta = _deidentified_meta(volume.meta, self.job.roots, self.job.keep_phi,
+                                      self.job.keep_descriptions, hidden)
             meta.setdefault("source_hash", series.source_hash)
             volume = Volume(volume.array, volume.affine, modality=volume.modality, meta=meta, history=volume.history)
             entry["problems"] = list(meta.get("problems", []))
@@ -497,6 +581,10 @@ def _recover(out: Path, single: bool, pipelines, store_options) -> tuple[dict[st
         try:
             store = Store.create(shard, pipeline=pipelines, resume=True, **store_options)
         except StoreError as exc:
+            if "another pipeline" in str(exc):
+                stored = _stored_pipeline(shard)
+                if stored is not None:
+                    raise StoreError(_pipeline_mismatch(out, shard, stored, pipelines)) from None
             raise StoreError(f"{exc} (found while resuming {out}; --overwrite starts over)") from None
         notes.extend(store.problems)
         store.close()
@@ -506,6 +594,94 @@ def _recover(out: Path, single: bool, pipelines, store_options) -> tuple[dict[st
     done = {rec.source_hash: (rec.key, rec.shard) for rec in reader.volumes}
     reader.close()
     return done, notes
+
+
+def _stored_pipeline(shard: Path) -> Any:
+    """The pipeline configuration a shard was written with, or None if it cannot be read."""
+    try:
+        from medload.store import open as open_store
+
+        reader = open_store(shard)
+        try:
+            return reader.pipeline
+        finally:
+            reader.close()
+    except Exception:  # only used to explain a refusal; the store's own error stands otherwise
+        return None
+
+
+def _steps_by_modality(config: Any) -> tuple[dict[str, list], dict[str, Any]]:
+    """``({modality or "*": steps}, {other top-level option: value})`` of a converter config."""
+    if not isinstance(config, Mapping):
+        return {"*": []}, {"pipeline": config}
+    extras = {k: v for k, v in config.items()
+              if k not in ("by_modality", "other", "steps", "medload_pipeline", "medload_pipelines")}
+    if "by_modality" in config:
+        steps = {str(m): list(c.get("steps", [])) for m, c in config["by_modality"].items()}
+        steps["other"] = list((config.get("other") or {}).get("steps", []))
+        return steps, extras
+    return {"*": list(config.get("steps", []))}, extras
+
+
+def _config_diff(stored: Any, wanted: Any, *, limit: int = 6) -> list[str]:
+    """Short lines saying how ``wanted`` differs from ``stored``: step by step, parameter by parameter.
+
+    Examples
+    --------
+    >>> a = {"steps": [{"name": "window", "params": {"center": 40.0, "width": 400.0}}]}
+    >>> b = {"steps": [{"name": "window", "params": {"center": 40.0, "width": 80.0}}]}
+    >>> _config_diff(a, b)
+    ['step 1 window: width 400.0 in the store, 80.0 now']
+    """
+    a, a_extra = _steps_by_modality(stored)
+    b, b_extra = _steps_by_modality(wanted)
+    # One pipeline for every modality against per-modality ones: compare it with each of them.
+    if set(a) == {"*"} and set(b) != {"*"}:
+        a = {m: a["*"] for m in b}
+    if set(b) == {"*"} and set(a) != {"*"}:
+        b = {m: b["*"] for m in a}
+    lines: list[str] = []
+    for key in sorted(set(a_extra) | set(b_extra)):
+        if a_extra.get(key) != b_extra.get(key):
+            lines.append(f"{key}: {json.dumps(a_extra.get(key))} in the store, {json.dumps(b_extra.get(key))} now")
+    # The same difference in several modalities is said once: "CT, MR step 2 ...".
+    by_body: dict[str, list[str]] = {}
+    for modality in sorted(set(a) | set(b), key=lambda m: (m == "other", m)):
+        old, new = a.get(modality, []), b.get(modality, [])
+        if modality not in a or modality not in b:
+            by_body.setdefault(f"pipeline: {'in the store only' if modality in a else 'new now'}", []).append(modality)
+            continue
+        for i in range(max(len(old), len(new))):
+            s_old = old[i] if i < len(old) else None
+            s_new = new[i] if i < len(new) else None
+            name_old = s_old.get("name") if s_old else None
+            name_new = s_new.get("name") if s_new else None
+            if name_old != name_new:
+                body = f"step {i + 1}: {name_old or '(none)'} in the store, {name_new or '(none)'} now"
+                by_body.setdefault(body, []).append(modality)
+                continue
+            p_old, p_new = s_old.get("params", {}), s_new.get("params", {})
+            changed = [
+                f"{k} {json.dumps(p_old.get(k))} in the store, {json.dumps(p_new.get(k))} now"
+                for k in sorted(set(p_old) | set(p_new)) if p_old.get(k) != p_new.get(k)
+            ]
+            if changed:
+                by_body.setdefault(f"step {i + 1} {name_new}: " + ", ".join(changed), []).append(modality)
+    for body, modalities in by_body.items():
+        where = "" if modalities == ["*"] else ", ".join(modalities) + " "
+        lines.append(where + body)
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more differences"]
+    return lines
+
+
+def _pipeline_mismatch(out: Path, shard: Path, stored: Any, wanted: Any) -> str:
+    diff = _config_diff(stored, wanted) or ["(same steps; the stored configuration differs in form)"]
+    return (
+        f"{out}: {shard.name} was written with another pipeline, so resuming would mix two kinds of "
+        f"volumes. Differences: {'; '.join(diff)}. To continue it, run with the store's settings; to "
+        "start over, pass --overwrite (convert(..., overwrite=True)); or write to a new output path."
+    )
 
 
 def _write_report(report: ConversionReport, path: Path) -> None:
@@ -557,6 +733,7 @@ def convert(
     labels: str | os.PathLike | None = None,
     masks: str | os.PathLike | None = None,
     keep_phi: bool = False,
+    keep_descriptions: bool = False,
     phi_key: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -591,7 +768,12 @@ def convert(
         only mask with the shape of the only series of that shape (and then used only if its
         affine matches too).
     keep_phi : bool
-        Keep identifying header fields (``meta["phi"]``); off by default.
+        Keep identifying header fields (``meta["phi"]``); off by default. Implies
+        ``keep_descriptions``.
+    keep_descriptions : bool
+        Write series descriptions, protocol names and body parts (NIfTI: the file's name) to the
+        store's meta and the report: PS3.15's "Clean Descriptors" option, for exports whose
+        descriptions you checked hold no names. Off by default (the basic profile removes them).
     phi_key : str, optional
         Secret of the pseudonyms (default ``$MEDLOAD_PHI_KEY``).
     overwrite : bool
@@ -628,6 +810,9 @@ def convert(
         if not os.path.exists(src):
             raise ReadError(f"source {src} does not exist; expected a folder of DICOM/NIfTI files or a file")
         roots.append(os.path.abspath(src) if os.path.isdir(src) else os.path.dirname(os.path.abspath(src)))
+    # Every spelling of the sources (as given, absolute, real), for making message paths relative.
+    message_roots = _source_roots(source_list)
+    keep_descriptions = bool(keep_descriptions or keep_phi)
     if workers is not None and workers < 0:
         raise MedloadError(f"workers must be >= 0 (0 = in this process), found {workers}")
     out_path = Path(out)
@@ -637,6 +822,9 @@ def convert(
         # Part of the store's identity: a re-run without --keep-phi (or with it, on a
         # de-identified store) is refused instead of mixing identified and de-identified volumes.
         pipelines = dict(pipelines, keep_phi=True)
+    elif keep_descriptions:
+        # Likewise: volumes with and without descriptions never share a store.
+        pipelines = dict(pipelines, keep_descriptions=True)
     store_options = {k: v for k, v in (("dtype", dtype), ("compression", compression)) if v is not None}
     from medload.store import _format as store_format  # validate before scanning a big export
 
@@ -663,10 +851,10 @@ def convert(
         skipped.update(getattr(result, "skipped", {}))
         for problem in getattr(result, "errors", []):
             files.append({"path": _relative(os.path.abspath(problem.path), [root]), "status": "unreadable",
-                          "reason": _relative(problem.message, roots)})
+                          "reason": _relative(problem.message, message_roots)})
         for s in result:
             if s.source_hash in seen:
-                entry = s.summary()
+                entry = _summary(s, keep_descriptions)
                 entry.update(source_hash=s.source_hash, status="duplicate",
                              reason=f"same instances and file sizes as series {seen[s.source_hash]} of this batch; "
                                     "converted once")
@@ -684,12 +872,14 @@ def convert(
     mask_of = _match_masks(found, _mask_candidates(masks)) if masks else {}
 
     entries: dict[str, dict[str, Any]] = {}
+    hidden_of: dict[str, list[str]] = {}
     tasks = []
     for s in found:
-        entry = s.summary()
+        entry = _summary(s, keep_descriptions)
         entry["source_hash"] = s.source_hash
-        entry["problems"] = [_relative(p, roots) for p in entry.get("problems", [])]
+        entry["problems"] = [_relative(p, message_roots) for p in entry.get("problems", [])]
         entries[s.source_hash] = entry
+        hidden_of[s.source_hash] = [] if keep_descriptions else _hidden_texts(s)
         if s.source_hash in done:
             key, shard = done[s.source_hash]
             entry.update(status="already converted", key=key, shard=shard)
@@ -702,7 +892,7 @@ def convert(
     # Largest first: a big series started last would leave the other workers idle at the end.
     tasks.sort(key=lambda t: -int(np.prod(t[1]["series"].shape or (0,), dtype=np.int64)))
     job = _Job(out=str(out_path), single_file=single, pipelines=pipelines, store_options=store_options,
-               keep_phi=keep_phi, roots=roots)
+               keep_phi=keep_phi, roots=message_roots, keep_descriptions=keep_descriptions)
     from medload.parallel import run_tasks
 
     bar = _Progress(progress, len(tasks), sum(t["series"].n_slices for _, t in tasks))
@@ -713,7 +903,7 @@ def convert(
             entry.update(outcome.value)
         else:
             entry.update(status="failed", stage="worker", error=(outcome.error or "").split(":")[0],
-                         reason=_relative(outcome.error or "unknown error", roots))
+                         reason=_relative(outcome.error or "unknown error", message_roots))
         bar.advance(entry.get("slices", 0) if entry.get("status") == "converted" else 0)
 
     interrupted = False
@@ -730,6 +920,9 @@ def convert(
         if "status" not in entry:
             entry.update(status="not run", reason="the run was interrupted before this series started; run again to convert it")
 
+    for source_hash, entry in entries.items():
+        # Messages can quote a description (a library's error, a crashed worker): hidden too.
+        entries[source_hash] = _hide(entry, hidden_of.get(source_hash, []))
     statuses = Counter(e["status"] for e in entries.values())
     report_path = _report_path(out_path, single)
     shards = [p.name for p in _shard_paths(out_path, single)]
@@ -742,7 +935,8 @@ def convert(
         shards=shards,
         pipeline=pipelines,
         options={"size": size, "resize_mode": resize_mode, "dtype": dtype, "compression": compression,
-                 "workers": workers, "dask": dask, "keep_phi": keep_phi, "backend": backend,
+                 "workers": workers, "dask": dask, "keep_phi": keep_phi,
+                 "keep_descriptions": keep_descriptions, "backend": backend,
                  "labels": labels_info, "masks": bool(masks)},
         counts={
             "files": n_files,

@@ -99,3 +99,17 @@ def test_convert_info_preview_round(tmp_path, capsys):
     pair = tmp_path / "pairs.png"
     assert main(["preview", str(out), "--out", str(pair), "--n", "3", "--tile", "64", "--before-after"]) == 0
     assert _png_size(pair) == (4 * 64, 2 * 64)  # 3 pairs, 4 columns (pairs kept together), 2 rows
+
+
+def test_scan_json_leaves_descriptions_out_unless_asked(tmp_path, capsys):
+    from fixtures.synthetic import write_dicom_series
+
+    write_dicom_series(tmp_path / "a", shape=(2, 4, 4), seed=1, series_description="Quartermain knee left",
+                       return_array=False)
+    assert main(["scan", str(tmp_path), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["series"]) == 1 and "description" not in payload["series"][0]
+    assert "Quartermain" not in json.dumps(payload)
+    assert main(["scan", str(tmp_path), "--json", "--keep-descriptions"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["series"][0]["description"] == "Quartermain knee left"

@@ -87,7 +87,7 @@ def test_one_bad_series_does_not_stop_the_batch_and_the_exit_status_says_so(tmp_
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["counts"]["converted"] == 2 and report["counts"]["failed"] == 1
     failed = [s for s in report["series"] if s["status"] == "failed"]
-    assert failed[0]["description"] == "gap" and "missing slices" in failed[0]["reason"]
+    assert "description" not in failed[0] and "missing slices" in failed[0]["reason"]
     assert str(tmp_path) not in failed[0]["reason"]  # paths relative to the source
     assert report["skipped_files"] == {"not DICOM": 1}
     assert "failed" in capsys.readouterr().out
@@ -148,6 +148,10 @@ def test_phi_audit_default_output_and_report_hold_no_identifying_value(tmp_path)
     assert {p.name for p in files} == {"report.json", "shard-0000.h5"}
     assert len(phi["values"]) > 30
     assert find_values(files, phi["values"]) == {}
+    # Descriptions are removed by the basic profile too (kept only with --keep-descriptions).
+    descriptors = [d for values in phi["descriptors"].values() for d in values]
+    assert find_values(files, descriptors) == {}
+    assert "QMI-CT-SCANNER-9" in phi["values"]  # StationName: never written, even with descriptions
     # pseudonyms depend on the key: the same patient, the same key across runs
     store = medload.open(out)
     assert len({r.patient_key for r in store.volumes}) == 2
@@ -160,6 +164,20 @@ def test_phi_audit_default_output_and_report_hold_no_identifying_value(tmp_path)
     assert sorted(hits) == sorted(phi["names"] + phi["ids"])
     phi_meta = [r.meta.get("phi", {}) for r in medload.open(kept).volumes]
     assert sorted(m["PatientID"] for m in phi_meta) == sorted(phi["ids"])
+    # --keep-phi implies --keep-descriptions: the series descriptions are in store and report
+    assert sorted(find_values(sorted(kept.iterdir()), phi["descriptors"]["series_descriptions"])) == \
+        sorted(phi["descriptors"]["series_descriptions"])
+
+    described = tmp_path / "described"
+    assert main(["convert", str(tmp_path / "export"), "-o", str(described), "--workers", "0", "--quiet",
+                 "--keep-descriptions", *CHEAP]) == 0
+    files = sorted(p for p in described.iterdir() if p.is_file())
+    hits = find_values(files, phi["descriptors"]["series_descriptions"] + phi["values"])
+    assert sorted(hits) == sorted(phi["descriptors"]["series_descriptions"])
+    assert all(set(where) == {"report.json", "shard-0000.h5"} for where in
+               ({Path(f).name for f in found} for found in hits.values()))
+    stored = sorted(r.meta.get("description") for r in medload.open(described).volumes)
+    assert stored == sorted(phi["descriptors"]["series_descriptions"])
     # identified and de-identified volumes never mix in one store
     with pytest.raises(medload.StoreError, match="another pipeline"):
         medload.convert(tmp_path / "export", out, pipeline={"CT": "ct-abdomen", "MR": "none"}, size=32,
@@ -227,3 +245,69 @@ def test_ctrl_c_stops_cleanly_keeps_what_was_written_and_a_rerun_finishes(tmp_pa
     final = json.loads((out / "report.json").read_text())
     assert final["counts"]["already_converted"] == report["counts"]["converted"]
     assert final["counts"]["converted"] + final["counts"]["already_converted"] == 8
+
+
+def _export_with_a_broken_series(src: Path) -> Path:
+    _export(src, 1)
+    truth = write_dicom_series(src / "broken", shape=(6, 16, 16), seed=7, return_array=False,
+                               series_description="gap")
+    os.remove(truth["files"][3])  # a missing slice: refused by the reader
+    return src
+
+
+def test_quiet_still_prints_one_line_per_failed_series(tmp_path, capsys):
+    src = _export_with_a_broken_series(tmp_path / "src")
+    code = main(["convert", str(src), "-o", str(tmp_path / "out"), "--workers", "0", "--quiet", *CHEAP])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("failed: ser-") and "missing slices" in lines[0]
+    assert "'gap'" not in lines[0]  # no description by default, on screen either
+
+
+def test_report_paths_are_relative_to_a_relative_source(tmp_path, monkeypatch):
+    _export_with_a_broken_series(tmp_path / "export")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    report = medload.convert("../export", "out", pipeline={"MR": "none"}, size=32, workers=0, progress=False)
+    (failed,) = report.failed
+    reason = failed["reason"]
+    assert "missing slices" in reason and "broken" in reason
+    assert "../export" not in reason and str(tmp_path) not in reason and "export/" not in reason
+    text = (work / "out" / "report.json").read_text()
+    assert "../export/" not in text.replace('"../export"', "") and str(tmp_path / "export") not in text
+
+
+def test_other_pipeline_error_says_what_differs_and_how_to_start_over(tmp_path):
+    src = _export(tmp_path / "src", 1)
+    out = tmp_path / "out"
+    assert medload.convert(src, out, pipeline="ct-abdomen", size=32, workers=0, progress=False).ok
+    with pytest.raises(medload.StoreError) as info:
+        medload.convert(src, out, pipeline="ct-brain", size=32, workers=0, progress=False)
+    message = str(info.value)
+    assert "step 1 window: width 400.0 in the store, 80.0 now" in message
+    assert "--overwrite" in message
+    assert '"steps"' not in message and len(message) < 600  # a diff, not two whole configurations
+    with pytest.raises(medload.StoreError) as info:
+        medload.convert(src, out, pipeline="ct-abdomen", size=48, workers=0, progress=False)
+    assert "resize_slices: size [32, 32] in the store, [48, 48] now" in str(info.value)
+
+
+def test_nifti_file_names_are_descriptions(tmp_path):
+    import nibabel as nib
+
+    src = tmp_path / "nifti"
+    src.mkdir()
+    name = "Quartermain_Zebulon_head"
+    nib.save(nib.Nifti1Image(np.arange(4 * 6 * 5, dtype=np.int16).reshape(5, 6, 4), np.eye(4)),
+             src / f"{name}.nii.gz")
+    plain = medload.convert(src, tmp_path / "plain", pipeline="none", workers=0, progress=False)
+    assert plain.ok
+    files = sorted(p for p in (tmp_path / "plain").iterdir() if p.is_file())
+    assert find_values(files, [name]) == {}
+    kept = medload.convert(src, tmp_path / "kept", pipeline="none", keep_descriptions=True, workers=0,
+                           progress=False)
+    assert kept.ok and kept["series"][0]["description"] == name
+    assert [r.meta["description"] for r in medload.open(tmp_path / "kept").volumes] == [name]
