@@ -47,3 +47,38 @@ def test_exceptions_keep_the_full_path(tmp_path):
         assert str(series) in str(exc)
     else:  # pragma: no cover - the reader must refuse a gap
         raise AssertionError("a series with a missing slice was loaded")
+
+
+#: Every key a reader may put in meta. None is in DICOM PS3.15 Table E.1-1's basic profile,
+#: except the descriptors (converter's DESCRIPTOR_KEYS), which a default conversion drops.
+#: Manufacturer, model, kVp, echo time, ... are not in the basic profile and stay.
+READER_META_KEYS = {
+    "source", "source_key", "series_key", "study_key", "patient_key", "source_hash", "intensity",
+    "modality_tag", "n_files", "transfer_syntax", "problems", "channels", "frames_axis", "stored_range",
+    "mosaic_tiles", "gantry_tilt_deg", "philips_precise_scaling", "affine_source", "frame_interval_ms",
+    # acquisition parameters
+    "kvp", "echo_time", "repetition_time", "inversion_time", "flip_angle", "magnetic_field_strength",
+    "slice_thickness", "spacing_between_slices", "exposure", "xray_tube_current", "tube_current",
+    "manufacturer", "manufacturer_model", "convolution_kernel", "patient_position", "scanning_sequence",
+    "photometric_interpretation", "window_center", "window_width", "image_type",
+}
+
+
+def test_reader_meta_keys_are_outside_the_basic_profile(tmp_path):
+    from fixtures.phi import write_phi_export
+    from medload.convert import DESCRIPTOR_KEYS
+
+    phi = write_phi_export(tmp_path / "export")
+    volumes = [medload.load(s) for s in medload.scan(tmp_path / "export")]
+    assert len(volumes) == 2
+    descriptors = [d for values in phi["descriptors"].values() for d in values]
+    for vol in volumes:
+        keys = set(vol.meta)
+        assert keys - READER_META_KEYS - DESCRIPTOR_KEYS == set()
+        text = json.dumps(vol.meta)
+        # names, IDs, dates, institution, station, serial number: never, not even by default load
+        assert [v for v in phi["values"] if v in text] == []
+        # the description is the reader's (the converter drops it); protocol/study descriptions are not read
+        assert vol.meta["description"] in phi["descriptors"]["series_descriptions"]
+        assert [d for d in descriptors if d in text] == [vol.meta["description"]]
+    assert {"protocol_name", "body_part", "description"} <= DESCRIPTOR_KEYS
