@@ -220,17 +220,26 @@ def _cmd_scan(args) -> int:
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} series in {getattr(result, 'n_files', '?')} files under {args.source}")
-    for col in ("patient", "study", "description", "modality", "size", "slices", "spacing mm", "problems"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        size = "x".join(str(v) for v in r["shape"][-2:])
+    # Keys shortened on screen (12 characters tell series apart in any real export; --json has
+    # them whole). Problems are sentences: listed under the table, where they have the width.
+    table.add_column("#", justify="right", no_wrap=True)
+    for col in ("patient", "mod", "Z x Y x X", "mm"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("!", justify="right", no_wrap=True)  # number of problems, listed below
+    table.add_column("description", overflow="fold", min_width=10)
+    notes = []
+    for i, r in enumerate(rows):
+        size = "x".join(str(v) for v in r["shape"][-3:])
         if r["frames"] > 1:
-            size += f" ({r['frames']} frames)"
-        spacing = "x".join(f"{v:g}" for v in r["spacing"]) if r["spacing"] else "-"
-        table.add_row(r["patient_key"], r["study_key"], r["description"], r["modality"], size, str(r["slices"]),
-                      spacing, "; ".join(r["problems"])[:200])
+            size = f"{r['frames']}x" + size
+        spacing = "x".join(f"{v:.3g}" for v in r["spacing"]) if r["spacing"] else "-"
+        table.add_row(str(i), r["patient_key"][:12], r["modality"], size, spacing,
+                      str(len(r["problems"])) if r["problems"] else "", r["description"])
+        notes += [f"[{i}] {problem}" for problem in r["problems"]]
     console = _console()
     console.print(table)
+    for note in notes:
+        console.print(note, markup=False)
     skipped = dict(getattr(result, "skipped", {}))
     errors = getattr(result, "errors", [])
     if skipped:
