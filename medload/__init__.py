@@ -28,7 +28,9 @@ from medload.volume import Volume
 
 __version__ = "0.1.0"
 
-# name -> module that defines it; imported on first attribute access (PEP 562).
+# name -> module that defines it; imported on first attribute access (PEP 562). No function
+# shares its name with a submodule: importing ``medload.x`` sets the package attribute ``x`` to
+# the module, which would shadow a function ``medload.x`` (hence ``medload.batch.convert``).
 _LAZY = {
     "scan": "medload.io",
     "load": "medload.io",
@@ -41,7 +43,7 @@ _LAZY = {
     "SliceDataset": "medload.datasets",
     "VolumeDataset": "medload.datasets",
     "split": "medload.datasets",
-    "convert": "medload.convert",
+    "convert": "medload.batch",
 }
 
 __all__ = [
@@ -63,7 +65,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'medload' has no attribute {name!r}")
     mod = importlib.import_module(module)
-    value = mod if module.endswith("." + name) else getattr(mod, name)
+    value = mod if module == f"medload.{name}" else getattr(mod, name)
     globals()[name] = value
     return value
 

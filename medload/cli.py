@@ -208,7 +208,7 @@ def _cmd_scan(args) -> int:
     result = scan(args.source, phi_key=args.phi_key)
     rows = [s.summary() for s in result]
     if args.json:
-        from medload.convert import _summary
+        from medload.batch import _summary
 
         # Output for scripts is written somewhere: the converter's rule for descriptions.
         series = [_summary(s, args.keep_descriptions) for s in result]
@@ -252,7 +252,7 @@ def _cmd_scan(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from medload.convert import convert
+    from medload.batch import convert
 
     missing = [s for s in args.sources if not os.path.exists(s)]
     if missing:

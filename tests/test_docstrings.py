@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-MODULES = ["medload.io", "medload.transforms", "medload.convert", "medload.store"]
+MODULES = ["medload.io", "medload.transforms", "medload.batch", "medload.store"]
 
 
 def documented_parameters(obj) -> list[str]:

@@ -13,12 +13,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medload"
 
 # Each layer may import only what stands to its left in DESIGN.md's flow.
 FORBIDDEN = {
-    "medload.io": ("medload.transforms", "medload.store", "medload.datasets", "medload.convert", "medload.cli", "medload.parallel"),
-    "medload.transforms": ("medload.io", "medload.store", "medload.datasets", "medload.convert", "medload.cli", "medload.parallel"),
-    "medload.store": ("medload.io", "medload.transforms", "medload.datasets", "medload.convert", "medload.cli", "medload.parallel"),
-    "medload.datasets": ("medload.io", "medload.transforms", "medload.convert", "medload.cli", "medload.parallel"),
-    "medload.volume": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.convert", "medload.cli"),
-    "medload.geometry": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.convert", "medload.cli"),
+    "medload.io": ("medload.transforms", "medload.store", "medload.datasets", "medload.batch", "medload.cli", "medload.parallel"),
+    "medload.transforms": ("medload.io", "medload.store", "medload.datasets", "medload.batch", "medload.cli", "medload.parallel"),
+    "medload.store": ("medload.io", "medload.transforms", "medload.datasets", "medload.batch", "medload.cli", "medload.parallel"),
+    "medload.datasets": ("medload.io", "medload.transforms", "medload.batch", "medload.cli", "medload.parallel"),
+    "medload.volume": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.batch", "medload.cli"),
+    "medload.geometry": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.batch", "medload.cli"),
 }
 
 # Heavy third-party packages and the one module allowed to import each.

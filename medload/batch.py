@@ -38,10 +38,8 @@ import datetime
 import json
 import os
 import shutil
-import sys
 import time
 import traceback
-import types
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -959,18 +957,3 @@ def convert(
     )
     _write_report(report, report_path)
     return report
-
-
-class _CallableModule(types.ModuleType):
-    """``medload.convert(...)`` calls :func:`convert`, while ``medload.convert`` stays this module.
-
-    Importing ``medload.convert`` (as the CLI and tests do) makes Python set the package
-    attribute ``medload.convert`` to the module, replacing any function put there; making the
-    module itself callable is the one way both spellings keep working.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> ConversionReport:
-        return convert(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
