@@ -149,16 +149,91 @@ def test_reorient_equals_nibabel_as_closest_canonical():
     np.testing.assert_allclose(out.affine, canonical.affine)
 
 
+def _skimage_per_slice(array, size, *, order=1, anti_aliasing=True):
+    """skimage's 2D resize on each slice of ``(..., Y, X)``, in float32 as medload feeds it."""
+    flat = array.reshape((-1,) + array.shape[-2:])
+    if order > 0:
+        flat = flat.astype(np.float32)
+    out = [sktransform.resize(s, size, order=order, mode="edge", preserve_range=True,
+                              anti_aliasing=anti_aliasing and order > 0) for s in flat]
+    return np.stack(out).reshape(array.shape[:-2] + tuple(size))
+
+
+def _assert_float32_close(actual, desired):
+    span = max(float(np.ptp(desired)), 1.0)
+    np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-5 * span)
+
+
 def test_resize_equals_skimage_resize():
     vol = ct_phantom((2, 40, 30))
     out = T.ResizeSlices((20, 24), mode="resize", workers=2)(vol).array
-    # medload resizes slice by slice in float32: exactly skimage's 2D call on each slice...
-    per_slice = np.stack([sktransform.resize(s.astype(np.float32), (20, 24), order=1, mode="edge",
-                                             preserve_range=True, anti_aliasing=True) for s in vol.array])
-    np.testing.assert_array_equal(out, per_slice)
-    # ... and one 3D call in float64 to float32 precision (the slice axis is not touched).
+    # medload computes skimage's resize as two cached 1D operators: skimage's 2D call on
+    # each slice to float32 precision...
+    assert out.dtype == np.float32 and out.shape == (2, 20, 24)
+    _assert_float32_close(out, _skimage_per_slice(vol.array, (20, 24)))
+    # ... and one 3D call in float64 likewise (the slice axis is not touched).
     ref = sktransform.resize(vol.array, (2, 20, 24), order=1, mode="edge", preserve_range=True, anti_aliasing=True)
-    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-4)
+    _assert_float32_close(out, ref)
+
+
+_RESIZE_SHAPES = [
+    ((512 // 8, 512 // 8), (32, 32)),   # down by 2
+    ((66, 53), (20, 16)),               # down by 3.3
+    ((16, 12), (64, 48)),               # up by 4
+    ((40, 10), (13, 31)),               # one axis down, one up
+    ((1, 7), (5, 1)),                   # 1-pixel edges
+    ((9, 1), (1, 4)),
+    ((3, 5), (3, 5)),                   # same size
+]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize(("plane", "size"), _RESIZE_SHAPES)
+def test_resize_slices_equals_skimage_per_slice(plane, size, dtype):
+    rng = np.random.default_rng(7)
+    array = (rng.normal(0, 400, (3,) + plane) + 40).astype(dtype)
+    out = T.spatial.resize_slices(array, size)
+    assert out.dtype == np.float32 and out.shape == (3,) + size
+    _assert_float32_close(out, _skimage_per_slice(array, size))
+    # stays inside each slice's range, as skimage's clip keeps it
+    assert (out.min(axis=(1, 2)) >= array.min(axis=(1, 2)) - 1e-3).all()
+    assert (out.max(axis=(1, 2)) <= array.max(axis=(1, 2)) + 1e-3).all()
+
+
+def test_resize_slices_4d_and_no_anti_aliasing_equal_skimage():
+    rng = np.random.default_rng(3)
+    array = rng.random((2, 3, 48, 36)).astype(np.float32)   # (C, Z, Y, X)
+    out = T.ResizeSlices((20, 50), mode="resize")(Volume(array, np.eye(4))).array
+    assert out.shape == (2, 3, 20, 50)
+    _assert_float32_close(out, _skimage_per_slice(array, (20, 50)))
+    plain = T.spatial.resize_slices(array, (20, 50), anti_aliasing=False)
+    _assert_float32_close(plain, _skimage_per_slice(array, (20, 50), anti_aliasing=False))
+    assert not np.allclose(plain, out, atol=1e-3)  # the anti-aliasing did smooth the shrunk axis
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_resize_slices_spline_orders_equal_skimage_with_its_clip(order):
+    # splines overshoot at edges; skimage clips to the slice's range, and so must we
+    array = np.zeros((2, 30, 30), np.float32)
+    array[0, 10:20, 10:20] = 1000.0
+    array[1] = np.random.default_rng(5).normal(size=(30, 30))
+    out = T.spatial.resize_slices(array, (47, 13), order=order)
+    _assert_float32_close(out, _skimage_per_slice(array, (47, 13), order=order))
+    assert out[0].min() == 0.0 and out[0].max() <= 1000.0
+
+
+@pytest.mark.parametrize(("plane", "size"), _RESIZE_SHAPES + [((2, 4), (1, 2)), ((7, 5), (2, 3))])
+def test_resize_nearest_copies_labels_as_skimage(plane, size):
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 6, (2,) + plane).astype(np.uint8)
+    out = T.spatial.resize_slices(labels, size, order=0)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, _skimage_per_slice(labels, size, order=0))
+    mask = Volume(labels.astype(np.int16), np.eye(4))
+    image = Volume(labels.astype(np.float32), np.eye(4))
+    _, resized_mask = T.ResizeSlices(size, mode="resize").apply_pair(image, mask)
+    assert resized_mask.array.dtype == np.int16
+    np.testing.assert_array_equal(resized_mask.array, out)
 
 
 def test_resample_equals_simpleitk_resample():
