@@ -427,8 +427,8 @@ class ResizeSlices(Transform):
     ``mode="pad-crop"``: centred crop or pad with ``pad_value`` (default: the volume minimum,
     recorded); the origin shifts, spacing is kept. ``mode="resize"``: interpolate
     (:func:`resize_slices`: ``skimage.transform.resize``'s numbers per slice, pixel centres
-    aligned as skimage does: new pixel ``j`` sits at old ``(j + 0.5) * n / size - 0.5``); the in-plane spacing in the affine changes. Masks:
-    padded with 0, or resized nearest neighbour.
+    aligned as skimage does: new pixel ``j`` sits at old ``(j + 0.5) * n / size - 0.5``); the
+    in-plane spacing in the affine changes. Masks: padded with 0, or resized nearest neighbour.
 
     Examples
     --------
