@@ -492,7 +492,7 @@ class ResizeSlices(Transform):
             out, offset = self._pad_crop(volume.array, planned.pad_value)
             return out, planned.params(), {"affine": _shift_affine(volume.affine, offset)}
         out, affine = self._resize(volume, order=self.order, anti_aliasing=self.anti_aliasing)
-        return out.astype(np.float32), planned.params(), {"affine": affine}
+        return out.astype(np.float32, copy=False), planned.params(), {"affine": affine}
 
     def apply_mask(self, mask):
         _check_mask_grid(mask, self.name)
