@@ -177,13 +177,14 @@ def test_resize_equals_skimage_resize():
 
 
 _RESIZE_SHAPES = [
-    ((512 // 8, 512 // 8), (32, 32)),   # down by 2
+    ((64, 64), (32, 32)),               # down by 2
     ((66, 53), (20, 16)),               # down by 3.3
     ((16, 12), (64, 48)),               # up by 4
     ((40, 10), (13, 31)),               # one axis down, one up
     ((1, 7), (5, 1)),                   # 1-pixel edges
     ((9, 1), (1, 4)),
     ((3, 5), (3, 5)),                   # same size
+    ((600, 7), (150, 9)),               # operator built from more than one block of identity columns
 ]
 
 
