@@ -312,7 +312,6 @@ def _store_info(path: str) -> dict[str, Any]:
     reader = open_store(path)
     records = reader.volumes
     root = Path(path)
-    shards = sorted({r.shard for r in records}) or []
     if root.is_dir():
         files = sorted(p for p in root.iterdir() if p.suffix in (".h5", ".hdf5"))
     else:
@@ -336,7 +335,6 @@ def _store_info(path: str) -> dict[str, Any]:
         "pipeline": reader.pipeline,
         "intensity": dict(Counter(r.intensity for r in records)),
     }
-    del shards
     reader.close()
     return info
 
