@@ -146,7 +146,6 @@ def n4_bias_correct(
     shrink_factor: int = 4,
     iterations: Sequence[int] = (50, 50, 50, 50),
     convergence_threshold: float = 0.001,
-    fitting_levels: int | None = None,
 ) -> np.ndarray:
     """N4 bias field correction (SimpleITK), fitted on a shrunk copy and applied at full size.
 
