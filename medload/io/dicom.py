@@ -62,18 +62,20 @@ def _frames_of(series: Series) -> tuple[list[Frame], list[FileHeader]]:
     return frames, heads
 
 
+def _stored_range(bits_stored: int, signed: bool) -> tuple[int, int]:
+    """Smallest and largest value BitsStored bits can hold (two's complement if signed)."""
+    if signed:
+        return -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1
+    return 0, 2**bits_stored - 1
+
+
 def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
     """Smallest dtype holding every rescaled value the headers allow (float32 if non-integer)."""
     slopes = np.array([f.slope for f in frames])
     intercepts = np.array([f.intercept for f in frames])
     if not (np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))):
         return np.dtype(np.float32)
-    h = heads[0]
-    bits = max(hh.bits_stored for hh in heads)
-    if h.signed:
-        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    else:
-        lo, hi = 0, 2**bits - 1
+    lo, hi = _stored_range(max(hh.bits_stored for hh in heads), heads[0].signed)
     ends = np.concatenate([slopes * lo + intercepts, slopes * hi + intercepts])
     vmin, vmax = float(ends.min()), float(ends.max())
     for dt in (np.uint8, np.int16, np.uint16):
@@ -128,10 +130,7 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
     bits = max(hh.bits_stored for hh in heads)
     tiles_of = {hh.path: hh.mosaic_tiles for hh in heads}
     head_of = {hh.path: hh for hh in heads}
-    if h.signed:
-        stored_lo, stored_hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    else:
-        stored_lo, stored_hi = 0, 2**bits - 1
+    stored_lo, stored_hi = _stored_range(bits, h.signed)
     for path in sorted(where):
         pixels = _read_native(head_of[path], where[path])
         if pixels is None:
@@ -198,10 +197,7 @@ def _read_pydicom(path: str, label: str) -> np.ndarray:
 def _invert(image: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     # MONOCHROME1: the minimum stored value is white. Mirror within the stored range so that
     # higher values are brighter, as for every other grey-scale image.
-    if signed:
-        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    else:
-        lo, hi = 0, 2**bits - 1
+    lo, hi = _stored_range(bits, signed)
     return (lo + hi) - image.astype(np.int64)
 
 
@@ -334,8 +330,7 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     if monochrome1:
         # The stored range in output units, so a header window (given for the un-mirrored
         # values) can be mirrored the same way: center' = lo + hi - center.
-        signed_lo = -(2 ** (h.bits_stored - 1)) if h.signed else 0
-        signed_hi = 2 ** (h.bits_stored - 1) - 1 if h.signed else 2**h.bits_stored - 1
+        signed_lo, signed_hi = _stored_range(h.bits_stored, h.signed)
         slope, intercept = frames[0].slope, frames[0].intercept
         meta["stored_range"] = sorted([signed_lo * slope + intercept, signed_hi * slope + intercept])
     if h.mosaic_tiles:
