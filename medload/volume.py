@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medload.errors import MedloadError
+from medload.geometry import axis_codes, spacing_from_affine
 
 __all__ = ["Volume", "MODALITIES"]
 
@@ -150,8 +151,7 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along ``(z, y, x)``, from the affine's column norms."""
-        norms = np.linalg.norm(self._affine[:3, :3], axis=0)
-        return tuple(float(round(v, 6)) for v in norms)  # type: ignore[return-value]
+        return tuple(round(v, 6) for v in spacing_from_affine(self._affine))  # type: ignore[return-value]
 
     @property
     def origin(self) -> tuple[float, float, float]:
@@ -161,9 +161,7 @@ class Volume:
     @property
     def orientation(self) -> tuple[str, str, str]:
         """Axis codes of ``(z, y, x)``, e.g. ``('S', 'P', 'R')``, as ``nibabel.aff2axcodes`` gives them."""
-        import nibabel as nib
-
-        return tuple(nib.aff2axcodes(self._affine))  # type: ignore[return-value]
+        return axis_codes(self._affine)  # type: ignore[return-value]
 
     # --- copies -------------------------------------------------------------------------
     def with_array(

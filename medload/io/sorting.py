@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medload.geometry import positions_along_normal, slice_normal
 from medload.io.headers import Frame
 
 __all__ = ["Layout", "arrange", "POSITION_TOLERANCE_MM"]
@@ -110,11 +111,9 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
             "spacing per volume. Load the images of each spacing separately."
         )
     orientation = tuple(float(v) for v in orients[0])
-    iop = orients[0].reshape(2, 3)
-    normal = np.cross(iop[0], iop[1])
-    normal /= np.linalg.norm(normal)
+    normal = slice_normal(orientation)
     positions = np.array([f.position for f in frames], dtype=float)
-    dist = positions @ normal
+    dist = positions_along_normal(positions, orientation)
 
     # Cluster positions along the normal.
     order = np.argsort(dist, kind="stable")
