@@ -166,6 +166,24 @@ def test_channels_select_stored_windows_and_replicate3(tmp_path):
         SliceDataset(tmp_path / "mc.h5", channels="replicate3")
 
 
+def test_unnamed_frames_count_as_channels_and_cannot_be_replicated_or_mixed(tmp_path):
+    # A 4D volume without meta["channels"] (fMRI frames, DWI) has T channels per slice, not one.
+    path = tmp_path / "frames.h5"
+    with medload.Store.create(path, dtype="float32", compression="none") as store:
+        for code, frames in ((0, 5), (1, 4)):
+            image = np.stack([np.stack([expected_slice(code, z) + 0.25 * t for z in range(3)]) for t in range(frames)])
+            store.add(medload.Volume(image, np.eye(4), meta={"patient_key": f"pat-{code}", "series_key": f"se-{code}"}))
+    one = SliceDataset(path, splits={"a": ["pat-0"]}, split="a")
+    assert one.stored_channels == one.channels_out == 5 and "channels=5" in repr(one)
+    np.testing.assert_array_equal(one[1]["image"][:, 0, 0].numpy(), 1024 + 0.25 * np.arange(5))
+    with pytest.raises(MedloadError, match="'se-0' has 5 channels;"):
+        SliceDataset(path, channels="replicate3")
+    with pytest.raises(MedloadError, match=r"different channel counts \[4, 5\]"):
+        SliceDataset(path)
+    with pytest.raises(MedloadError, match="it has 5 unnamed channels"):
+        SliceDataset(path, channels=["bold"])
+
+
 def test_replicate3_standardize_and_tuple_mode(store_path):
     path, info = store_path
     ds = SliceDataset(path, channels="replicate3", standardize=True, return_tuple=True)

@@ -120,14 +120,17 @@ class StoreDatasetBase:
         self.replicate3 = channels == "replicate3"
         for vid, rec in zip(self.volume_ids, selected):
             stored = list(getattr(rec, "channels", None) or [])
-            n_stored = max(len(stored), 1)
+            # The count comes from the stored shape, (Z, C, H, W) or (Z, H, W): a 4D volume
+            # without channel names (fMRI frames, DWI) has C channels, not one.
+            shape = tuple(getattr(rec, "shape", ()))
+            n_stored = int(shape[1]) if len(shape) == 4 else max(len(stored), 1)
             if channels is None or self.replicate3:
                 idx = None
                 n = n_stored
                 if self.replicate3 and n_stored != 1:
                     raise MedloadError(
                         f"channels='replicate3' copies one stored channel three times, but volume {rec.key!r} "
-                        f"has {n_stored} channels {stored}; pass channels=None or a list of names."
+                        f"has {n_stored} channels{(' ' + str(stored)) if stored else ''}; pass channels=None or a list of names."
                     )
             elif isinstance(channels, str):
                 raise MedloadError(f"channels must be None, 'replicate3' or a list of channel names, found {channels!r}.")
@@ -137,7 +140,7 @@ class StoreDatasetBase:
                 if absent:
                     raise MedloadError(
                         f"channels {absent} are not stored in volume {rec.key!r} of {store_name}; "
-                        f"it has {stored or 'one unnamed channel'}."
+                        f"it has {stored or (f'{n_stored} unnamed channels' if n_stored > 1 else 'one unnamed channel')}."
                     )
                 idx = np.array([stored.index(c) for c in wanted], np.int64)
                 n = len(wanted)
