@@ -300,7 +300,18 @@ def _mask_volume(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | 
         if by_grid:
             return None, why + "; not used"
         raise MedloadError(why + "; resample the mask onto the series grid first")
-    labels = np.rint(np.asarray(data, dtype=np.float64))
+    values = np.asarray(data, dtype=np.float64)
+    labels = np.rint(values)
+    # A probability map or a mask resampled with linear interpolation is not a label volume:
+    # rounding it would store a silently different mask (and NaN would cast to garbage).
+    off = ~np.isfinite(values) | (np.abs(values - labels) > 1e-3)
+    if off.any():
+        first = tuple(int(i) for i in np.argwhere(off)[0])
+        raise MedloadError(
+            f"mask {os.path.basename(path)} holds {int(off.sum())} non-integer or NaN values (first "
+            f"{values[first]!r} at index {first}); expected integer labels: threshold a probability "
+            "map, or resample the mask with nearest-neighbour interpolation"
+        )
     if labels.min() < 0 or labels.max() > np.iinfo(np.int32).max:
         raise MedloadError(f"mask {os.path.basename(path)} holds values outside 0..2^31; expected integer labels")
     dtype = np.uint8 if labels.max() < 256 else np.uint16 if labels.max() < 65536 else np.int32

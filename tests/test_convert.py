@@ -212,6 +212,24 @@ def test_labels_csv_and_masks_folder(tmp_path):
     assert by_key[series[1].series_key][1].label == 1 and not by_key[series[1].series_key][1].has_mask
 
 
+
+def test_a_probability_map_as_mask_fails_that_series_not_silently_rounded(tmp_path):
+    src = _export(tmp_path / "src", 2)
+    series = medload.scan(src)
+    ct = medload.load(series[0])
+    rng = np.random.default_rng(7)
+    probability = ct.with_array(rng.random(ct.shape).astype(np.float32))  # 0..1, not labels
+    (tmp_path / "masks").mkdir()
+    probability.to_nifti().to_filename(str(tmp_path / "masks" / f"{series[0].series_key}.nii.gz"))
+    report = medload.convert(src, tmp_path / "out", pipeline={"MR": "none"}, workers=0, progress=False,
+                             masks=tmp_path / "masks")
+    by_key = {e["series_key"]: e for e in report["series"]}
+    failed = by_key[series[0].series_key]
+    assert failed["status"] == "failed" and failed["stage"] == "mask"
+    assert "non-integer" in failed["reason"] and "expected integer labels" in failed["reason"]
+    assert by_key[series[1].series_key]["status"] == "converted"
+    assert report.counts["converted"] == 1 and report.counts["failed"] == 1
+
 def test_single_file_output_and_its_limits(tmp_path):
     src = _export(tmp_path / "src", 2)
     report = medload.convert(src, tmp_path / "one.h5", pipeline={"MR": "none"}, size=32, progress=False)
