@@ -254,3 +254,18 @@ def test_catalog_gives_the_same_records_as_the_group_attributes(tmp_path):
         for name in ("key", "shape", "dtype", "spacing", "label", "history", "channels", "has_mask", "meta", "scale", "offset", "patient_key"):
             assert getattr(a, name) == getattr(b, name), name
         np.testing.assert_array_equal(a.affine, b.affine)
+
+
+def test_channel_names_must_match_the_stored_channels(tmp_path):
+    with medload.Store.create(tmp_path / "ch.h5", dtype="float32") as store:
+        flat = synthetic_volume(1)
+        named = flat.with_array(flat.array, meta={**flat.meta, "channels": ["brain", "subdural", "bone"]})
+        with pytest.raises(StoreError, match=r"names 3 channels, the array \(6, 16, 16\) has 1 \(a 3D volume is one channel\)"):
+            store.add(named)
+        four = synthetic_volume(2, channels=("a", "b"))
+        wrong = four.with_array(four.array, meta={**four.meta, "channels": ["a", "b", "c"]})
+        with pytest.raises(StoreError, match="names 3 channels, the array .* has 2;"):
+            store.add(wrong)
+        key = store.add(four)
+    record = medload.open(tmp_path / "ch.h5").volumes
+    assert [r.key for r in record] == [key] and record[0].channels == ("a", "b") and record[0].shape[1] == 2

@@ -436,8 +436,13 @@ class Store:
         scale, offset = fmt.encoding(array, self.dtype, value_range=self.value_range, what=what)
         mdtype = fmt.mask_dtype(mask_array, what) if mask_array is not None else None
         channels = meta.get("channels")
-        if four_d and channels is not None and len(channels) != array.shape[0]:
-            raise StoreError(f"{what}: meta['channels'] names {len(channels)} channels, the array has {array.shape[0]}.")
+        n_channels = array.shape[0] if four_d else 1
+        if channels is not None and len(channels) != n_channels:
+            # Names recorded for channels that are not stored would make datasets select by them.
+            raise StoreError(
+                f"{what}: meta['channels'] names {len(channels)} channels, the array {array.shape} has {n_channels}"
+                f"{' (a 3D volume is one channel)' if not four_d else ''}; fix or drop meta['channels']."
+            )
 
         f = self._writable()
         key = self._unique_key(volume, key)
