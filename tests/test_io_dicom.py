@@ -325,3 +325,22 @@ def test_philips_private_scale_slope_gives_precise_values(tmp_path):
     np.testing.assert_allclose(vol.array, stored / np.float32(0.3), rtol=1e-5)
     assert vol.array.dtype == np.float32
     assert "Philips precise" in vol.meta["intensity"]
+
+
+def test_malformed_optional_number_is_ignored_not_fatal(tmp_path):
+    # Real exports hold numbers like "120kV" or "1,5" in optional fields. pydicom keeps the
+    # text; scan's fast header path must too, instead of rejecting every file of the series.
+    truth = write_dicom_series(tmp_path, shape=(3, 4, 5), seed=21)
+    for path in truth["files"]:
+        ds = pydicom.dcmread(path)
+        ds["KVP"]._value = "120kV"  # _value: pydicom refuses to set an invalid DS otherwise
+        ds.SliceThickness = "2"
+        ds["SliceThickness"]._value = "2,5"
+        ds.save_as(path)
+    found = scan(tmp_path)
+    assert len(found) == 1 and found.errors == []
+    assert found[0].shape == (3, 4, 5)
+    vol = load(found[0])
+    assert_matches_truth(vol, truth)
+    assert "kvp" not in vol.meta and "slice_thickness" not in vol.meta
+    assert vol.spacing == pytest.approx((2.0, 0.8, 0.6), abs=1e-5)

@@ -442,12 +442,15 @@ class LiteHeader:
                 text = raw.decode("latin-1")
             text = text.rstrip("\x00 ") if vr not in ("UT", "LT", "ST") else text.rstrip("\x00")
             parts = [p.strip() for p in text.split("\\")] if vr not in ("UT", "LT", "ST") else [text]
-            if vr == "DS":
-                conv = [float(p) if p else None for p in parts]
-            elif vr == "IS":
-                conv = [int(float(p)) if p else None for p in parts]
-            else:
-                conv = parts
+            conv: list[Any] = parts
+            if vr in ("DS", "IS"):
+                try:
+                    conv = [(float(p) if vr == "DS" else int(float(p))) if p else None for p in parts]
+                except (ValueError, OverflowError):
+                    # A malformed number ("120kV", "1,5"): pydicom keeps the text (and warns);
+                    # so do we, so that callers treat it as absent instead of the whole file
+                    # being rejected for one optional field.
+                    conv = parts
             if not text:
                 value = None if vr in ("DS", "IS") else ""
             else:
