@@ -197,10 +197,12 @@ def encoding(array: np.ndarray, dtype: str, *, value_range: tuple[float, float] 
     lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
     if dtype == "int16":
         info = np.iinfo(np.int16)
-        if lo < info.min or hi > info.max or not np.array_equal(array, np.round(array)):
+        # Integer arrays are whole already: no rounded copy of the volume (one per check before).
+        whole = array.dtype.kind in "biu" or np.array_equal(array, np.round(array))
+        if lo < info.min or hi > info.max or not whole:
             raise StoreError(
                 f"{what}: int16 stores whole numbers in [{info.min}, {info.max}] as they are (raw HU), "
-                f"found values in [{lo:g}, {hi:g}]{'' if np.array_equal(array, np.round(array)) else ' with fractions'}; "
+                f"found values in [{lo:g}, {hi:g}]{'' if whole else ' with fractions'}; "
                 "use dtype='float16' or 'uint8' (scaled) for normalized data."
             )
         return 1.0, 0.0
