@@ -58,6 +58,21 @@ def test_resample_keeps_landmarks_in_place(spacing, interpolation):
     assert set(np.unique(out_mask.array)) <= set(range(n + 1))  # nearest neighbour: no new labels
 
 
+
+@pytest.mark.parametrize("interpolation", ["linear", "bspline"])
+def test_upsampling_fills_the_last_half_voxel_with_the_edge_not_zero(interpolation):
+    # 10 slices of 3 mm cover 30 mm; 1.5 mm gives 20 slices, the last 1.5 mm past the last
+    # slice centre. ITK calls that point outside: it must get the edge value, not 0 (water in HU).
+    ramp = (np.arange(10.0) * 10 + 100)[:, None, None] * np.ones((1, 6, 6))
+    image = Volume(ramp, np.diag([3.0, 1.0, 1.0, 1.0]), modality="CT")
+    mask = Volume(np.ones((10, 6, 6), np.uint8), image.affine)
+    out, out_mask = T.Pipeline([T.Resample((1.5, None, None), interpolation)])(image, mask=mask)
+    assert out.shape == (20, 6, 6)
+    np.testing.assert_allclose(out.array[::2, 3, 3], ramp[:, 3, 3], atol=1e-3)  # on the old centres
+    np.testing.assert_allclose(out.array[-1], 190.0, atol=1e-3)  # edge value, not 0
+    assert out.array.min() >= 100.0 - 1e-3
+    assert int(out_mask.array.sum()) == 20 * 36  # every resampled voxel keeps its label
+
 def test_reorient_crop_and_resize_keep_world_coordinates():
     image, mask, marks = landmark_volume()
     pipe = T.Pipeline([T.Reorient(), T.CropForeground(threshold=50, margin=2), T.ResizeSlices(48),

@@ -63,10 +63,13 @@ def resample(array: np.ndarray, *, zoom: Sequence[float], shape: Sequence[int], 
         src = src.astype(np.float32, copy=False)
     image = sitk.GetImageFromArray(src)  # sitk axes are (x, y, z): reverse ours
     # The output grid by size/spacing, not a reference image: that would allocate a volume.
+    # The new grid covers the old voxels' extent, so its last samples can fall up to a voxel
+    # past the last voxel centre, where ITK's interpolators see "outside" and would write the
+    # default 0 (a slice of water in HU, a lost label row): take the nearest voxel there.
     out = sitk.Resample(image, [int(n) for n in shape[::-1]], sitk.Transform(),
                         getattr(sitk, _INTERPOLATORS[interpolation]), (0.0, 0.0, 0.0),
                         [float(z) for z in zoom[::-1]], (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), 0.0,
-                        image.GetPixelID())
+                        image.GetPixelID(), True)
     result = sitk.GetArrayFromImage(out)
     return result.astype(bool) if keep and np.asarray(array).dtype == bool else result
 
