@@ -29,6 +29,10 @@ FILTERS = ("none", "gzip", "lzf", "lz4", "zstd", "blosc2", "blosc2-zstd")
 #: The suffix of a store file while it is being written; renamed away when the store is whole.
 PARTIAL_SUFFIX = ".partial"
 
+#: Volume.meta keys stored as their own volume attributes; every other meta key goes into the
+#: ``meta`` JSON attribute. The writer splits meta by this list and the reader joins it back.
+META_ATTRS = ("source", "source_key", "patient_key", "study_key", "series_key", "intensity", "source_hash", "channels")
+
 INDEX_DTYPE = np.dtype([("volume", "<i4"), ("slice", "<i4"), ("patient", "<i4"), ("label", "<i8")])
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)

@@ -39,7 +39,6 @@ from medload.volume import Volume
 
 __all__ = ["open", "StoreReader", "VolumeRecord"]
 
-_META_ATTRS = ("source", "source_key", "patient_key", "study_key", "series_key", "intensity", "source_hash")
 
 
 @dataclass(frozen=True)
@@ -442,7 +441,9 @@ class StoreReader:
         if array.ndim == 4:
             array = np.ascontiguousarray(array.transpose(1, 0, 2, 3))
         meta = dict(rec.meta)
-        for name in _META_ATTRS:
+        for name in fmt.META_ATTRS:
+            if name == "channels":
+                continue  # a list in meta, set below
             value = getattr(rec, name)
             if value:
                 meta[name] = value

@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 #: Slices encoded and written per call: bounds the extra memory of a write to a few slices.
 BLOCK_SLICES = 32
 
-# Meta keys that become their own attributes; everything else goes into the ``meta`` JSON attr.
-_OWN_ATTRS = ("source", "source_key", "patient_key", "study_key", "series_key", "intensity", "source_hash", "channels")
-
 
 def _h5py():
     require("hdf5plugin", "the HDF5 store (compressed filters)")
@@ -479,7 +476,7 @@ class Store:
                 "intensity": str(meta.get("intensity", "")),
                 "history": fmt.canonical_json([[name, params] for name, params in volume.history]),
                 "source_hash": source_hash,
-                "meta": fmt.canonical_json({k: v for k, v in meta.items() if k not in _OWN_ATTRS}),
+                "meta": fmt.canonical_json({k: v for k, v in meta.items() if k not in fmt.META_ATTRS}),
                 "crc32": np.uint32(crc),
             }
             if channels is not None:
