@@ -269,3 +269,11 @@ def test_channel_names_must_match_the_stored_channels(tmp_path):
         key = store.add(four)
     record = medload.open(tmp_path / "ch.h5").volumes
     assert [r.key for r in record] == [key] and record[0].channels == ("a", "b") and record[0].shape[1] == 2
+
+
+def test_an_unwritable_output_path_is_a_store_error_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match=r"cannot write the store .*a-file/out\.h5: Not a directory.*writable folder"):
+        medload.Store.create(blocker / "out.h5")
+    assert blocker.read_text() == "not a folder"

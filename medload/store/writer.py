@@ -173,11 +173,17 @@ class Store:
 
         if path.is_dir():
             raise StoreError(f"{path} is a folder; a store writer writes one file, e.g. {path / 'shard-0001.h5'}.")
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _WriterLock(path.with_name(path.name + ".lock"))
+        try:
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _WriterLock(path.with_name(path.name + ".lock"))
+        except OSError as exc:
+            raise _unwritable(path, exc) from exc
         try:
             self._open(path, resume, overwrite)
+        except OSError as exc:
+            self._lock.release()
+            raise _unwritable(path, exc) from exc
         except BaseException:
             self._lock.release()
             raise
@@ -595,6 +601,15 @@ class _WriterLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+def _unwritable(path: Path, exc: OSError) -> StoreError:
+    # An output path the user chose (under a file, read-only, disk full): say so, not errno alone.
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return StoreError(
+        f"cannot write the store {path}: {exc.strerror or exc}{where}; choose an output path in a "
+        "writable folder with free space."
+    )
 
 
 def _verify(group) -> bool:
