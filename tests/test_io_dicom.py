@@ -344,3 +344,29 @@ def test_malformed_optional_number_is_ignored_not_fatal(tmp_path):
     assert_matches_truth(vol, truth)
     assert "kvp" not in vol.meta and "slice_thickness" not in vol.meta
     assert vol.spacing == pytest.approx((2.0, 0.8, 0.6), abs=1e-5)
+
+
+def test_enhanced_single_frame_copies_are_compared_on_the_whole_image(tmp_path):
+    # An enhanced (functional-groups) object of one frame: pixel_array is 2D, so "frame 0" is
+    # the image itself, not its first row. Two images at one position that differ below
+    # row 0 are not copies and must be refused, never one silently dropped.
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import pack_bits
+    from pydicom.uid import generate_uid
+
+    source = get_testdata_file("liver_1frame.dcm", download=False)
+    if source is None:
+        pytest.skip("pydicom's liver_1frame.dcm test file is not installed")
+    for name, z, flip in (("a", 0.0, False), ("b", 1.0, False), ("c", 2.0, False), ("d", 1.0, True)):
+        ds = pydicom.dcmread(source)
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[name])
+        ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].ImagePositionPatient[2] = z
+        if flip:
+            px = ds.pixel_array.copy()
+            px[1:] = 1 - px[1:]
+            ds.PixelData = pack_bits(px)
+        ds.save_as(tmp_path / f"{name}.dcm")
+    found = scan(tmp_path)
+    assert len(found) == 1 and found[0].shape == (3, 512, 512)
+    with pytest.raises(GeometryError, match="duplicate positions"):
+        load(found[0])

@@ -357,14 +357,24 @@ def _drop_identical(frames: list[Frame], layout: Layout, label: str) -> tuple[li
     import pydicom
 
     drop: set[int] = set()
+    multiframe: dict[str, np.ndarray] = {}  # a multi-frame file holds several candidates: decode it once
     for cluster in layout.duplicates:
         kept: list[tuple[int, bytes]] = []
         for i in cluster:
             f = frames[i]
-            ds = pydicom.dcmread(f.file, force=True)
-            px = decode(ds, f.file)
+            if f.file in multiframe:
+                px = multiframe[f.file]
+            else:
+                ds = pydicom.dcmread(f.file, force=True)
+                px = decode(ds, f.file)
+                if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+                    multiframe[f.file] = px
+                else:
+                    px = px[np.newaxis]  # one frame (also an enhanced file of one): frame 0 is the image
             if f.frame >= 0:
                 px = px[f.frame]
+            else:
+                px = px[0]
             digest = np.ascontiguousarray(px).tobytes()
             if any(digest == d for _, d in kept):
                 drop.add(i)
