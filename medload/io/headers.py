@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from medload.errors import ReadError
+from medload.geometry import slice_normal
 from medload.io.fastheader import KEYWORDS, fast_header
 
 __all__ = ["Frame", "FileHeader", "read_header", "looks_like_dicom", "NON_IMAGE_SOP_CLASSES"]
@@ -558,7 +559,7 @@ def _mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_ke
         except Exception:
             normal = None
     if normal is None or normal.shape != (3,) or not np.all(np.isfinite(normal)):
-        normal = np.cross(row_cos, col_cos)
+        normal = slice_normal(orientation)
     normal = normal / np.linalg.norm(normal)
     pos = np.asarray(position, dtype=float)
     shift = (cols - tile_cols) / 2.0 * spacing[1] * row_cos + (rows - tile_rows) / 2.0 * spacing[0] * col_cos

@@ -49,6 +49,7 @@ import numpy as np
 
 from medload.deid import pseudonym
 from medload.errors import MedloadError, ReadError, UnsupportedError
+from medload.geometry import spacing_from_affine
 from medload.io.series import Series
 from medload.volume import Volume
 
@@ -233,9 +234,7 @@ def _affine_and_problems(path: Path, image) -> tuple[np.ndarray, str, list[str]]
 
 
 def _sidecar(path: Path) -> dict[str, Any] | None:
-    name = path.name
-    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
-    json_path = path.with_name(stem + ".json")
+    json_path = path.with_name(_file_stem(path) + ".json")
     if not json_path.is_file():
         return None
     try:
@@ -341,7 +340,7 @@ def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict
     else:
         chosen = sidecar_modality or "unknown"
     medload_affine = affine[:, [2, 1, 0, 3]]
-    spacing = tuple(float(round(v, 6)) for v in np.linalg.norm(medload_affine[:3, :3], axis=0))
+    spacing = tuple(round(v, 6) for v in spacing_from_affine(medload_affine))
     keys = _keys(path, root, phi_key)
     meta: dict[str, Any] = {
         "source": "nifti",
