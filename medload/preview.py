@@ -71,20 +71,51 @@ def _sources_from_report(store: Path) -> list[str]:
     return []
 
 
-def _raw_slices(sources: list[str], wanted: dict[str, list[int]], phi_key: str | None) -> dict[tuple[str, int], np.ndarray]:
-    """Re-read the source slices of the picked stored slices, matched by series key."""
+def _source_slice(source_affine: np.ndarray, n_source: int, stored_affine: np.ndarray,
+                  stored_shape: tuple[int, ...], z: int) -> int | None:
+    """The source slice in the plane of stored slice ``z``, found through world coordinates.
+
+    A pipeline can crop, resample or flip the slice axis, so stored slice ``z`` is not source
+    slice ``z`` in general. ``None`` when the stored slice is not parallel to a source slice
+    (reoriented) or lies outside the source.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cropped = np.eye(4); cropped[0, 3] = 3.0    # stored slice 0 is source slice 3
+    >>> _source_slice(np.eye(4), 10, cropped, (4, 8, 8), 1)
+    4
+    >>> _source_slice(np.eye(4), 10, np.eye(4)[[1, 0, 2, 3]], (4, 8, 8), 1) is None   # another plane
+    True
+    """
+    to_source = np.linalg.inv(source_affine) @ stored_affine  # stored index -> source index
+    # the stored slice's in-plane axes must not move along the source's slice axis
+    in_plane = to_source[0, 1:3] * (np.asarray(stored_shape[-2:], float) - 1)
+    if np.abs(in_plane).max(initial=0.0) > 0.5:
+        return None
+    centre = to_source @ np.array([z, (stored_shape[-2] - 1) / 2, (stored_shape[-1] - 1) / 2, 1.0])
+    index = int(np.rint(centre[0]))
+    return index if abs(centre[0] - index) <= 0.5 and 0 <= index < n_source else None
+
+
+def _raw_slices(sources: list[str], wanted: dict[str, list[tuple[int, Any]]],
+                phi_key: str | None) -> dict[tuple[str, int], np.ndarray]:
+    """Re-read the source slices of the picked stored slices, matched by series key and position."""
     from medload.io import load, scan
 
     raw: dict[tuple[str, int], np.ndarray] = {}
+    done: set[str] = set()
     for src in sources:
         for series in scan(src, phi_key=phi_key):
-            if series.series_key not in wanted or any(k[0] == series.series_key for k in raw):
+            if series.series_key not in wanted or series.series_key in done:
                 continue
-            array = load(series).array
-            if array.ndim == 4:
-                array = array[0]
-            for z in wanted[series.series_key]:
-                raw[(series.series_key, z)] = array[min(z, len(array) - 1)]
+            done.add(series.series_key)
+            volume = load(series)
+            array = volume.array[0] if volume.array.ndim == 4 else volume.array
+            for z, record in wanted[series.series_key]:
+                index = _source_slice(volume.affine, len(array), record.affine, record.shape, z)
+                if index is not None:
+                    raw[(series.series_key, z)] = array[index]
     return raw
 
 
@@ -159,9 +190,9 @@ def montage(
             raise MedloadError(
                 f"--before-after needs the sources: no report.json beside {store_path} names them; pass --source DIR"
             )
-        wanted: dict[str, list[int]] = {}
+        wanted: dict[str, list[tuple[int, Any]]] = {}
         for v, z in picked:
-            wanted.setdefault(records[v].series_key, []).append(z)
+            wanted.setdefault(records[v].series_key, []).append((z, records[v]))
         raw = _raw_slices(srcs, wanted, phi_key)
         for (v, z), image, title in zip(picked, stored, titles):
             before = raw.get((records[v].series_key, z))
@@ -187,7 +218,7 @@ def montage(
         ax.set_axis_off()
         ax.set_facecolor("black")
         if image is None:
-            ax.text(0.5, 0.5, "source not found", color="white", ha="center", va="center", fontsize=7)
+            ax.text(0.5, 0.5, "no matching\nsource slice", color="white", ha="center", va="center", fontsize=7)
             continue
         lo, hi = np.percentile(image, [0.5, 99.5]) if image.size else (0, 1)
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")

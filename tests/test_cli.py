@@ -113,3 +113,32 @@ def test_scan_json_leaves_descriptions_out_unless_asked(tmp_path, capsys):
     assert main(["scan", str(tmp_path), "--json", "--keep-descriptions"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["series"][0]["description"] == "Quartermain knee left"
+
+
+def test_preview_pairs_each_stored_slice_with_the_source_slice_at_its_position(tmp_path):
+    # A pipeline that crops the slice axis (stored slice z is source slice z + 3) and one that
+    # flips it (stored slice z is source slice n - 1 - z): the "before" tile must be the source
+    # slice in the same plane, found through the affines, not source slice z.
+    import numpy as np
+
+    import medload
+    from fixtures.synthetic import write_dicom_series
+    from medload.preview import _raw_slices
+    from medload.transforms import CropForeground, Pipeline, Reorient
+
+    write_dicom_series(tmp_path / "src" / "a", shape=(10, 12, 10), seed=3, return_array=False)
+    series = medload.scan(tmp_path / "src")[0]
+    volume = medload.load(series)
+    source = volume.array
+    opposite = {"S": "I", "I": "S", "L": "R", "R": "L", "A": "P", "P": "A"}
+    flipped = [opposite[volume.orientation[0]], *volume.orientation[1:]]
+    for name, pipe, expected in [
+        ("crop", Pipeline([CropForeground(box=[[3, 9], [0, 12], [0, 10]])]), lambda z: z + 3),
+        ("flip", Pipeline([Reorient(flipped)]), lambda z: 9 - z),
+    ]:
+        out = tmp_path / name
+        assert medload.convert(tmp_path / "src", out, pipeline=pipe, workers=0, progress=False).ok
+        record = medload.open(out).volumes[0]
+        raw = _raw_slices([str(tmp_path / "src")], {record.series_key: [(0, record), (2, record)]}, None)
+        for z in (0, 2):
+            np.testing.assert_array_equal(raw[(record.series_key, z)], source[expected(z)], err_msg=f"{name} z={z}")
