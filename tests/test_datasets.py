@@ -331,7 +331,7 @@ def test_folder_of_shards_and_imagefolder_style_labels(tmp_path):
 def test_not_a_store_is_a_clear_error(tmp_path):
     with pytest.raises(MedloadError, match="needs a store"):
         SliceDataset(42)
-    with pytest.raises(MedloadError):
+    with pytest.raises(MedloadError, match=r"absent\.h5 does not exist; expected a medload store"):
         SliceDataset(tmp_path / "absent.h5")
 
 
