@@ -136,3 +136,12 @@ def test_reorient_keep_slice_axis_keeps_a_sagittal_series_sagittal():
     np.testing.assert_array_equal(out.array, vol.array[::-1, ::-1, ::-1].transpose(0, 2, 1))
     before, after = _centroids(msk, len(marks)), _centroids(out_mask, len(marks))
     np.testing.assert_allclose(before, after, atol=1e-9)
+
+
+@pytest.mark.parametrize("pad_value, dtype", [(-1.0, np.float32), (0.5, np.float32), (7.0, np.uint8)])
+def test_pad_value_is_padded_as_given_never_wrapped_into_the_dtype(pad_value, dtype):
+    image = Volume(np.full((2, 4, 4), 9, np.uint8), np.eye(4))
+    out = T.ResizeSlices(6, pad_value=pad_value)(image).array
+    assert out.dtype == dtype and out.shape == (2, 6, 6)
+    assert float(out[0, 0, 0]) == pad_value  # not 255 (wrapped) or 0 (truncated)
+    assert (out[:, 1:5, 1:5] == 9).all()

@@ -428,7 +428,8 @@ class ResizeSlices(Transform):
     """Bring every slice to ``size`` (``H, W``) rows and columns; the slice count is kept.
 
     ``mode="pad-crop"``: centred crop or pad with ``pad_value`` (default: the volume minimum,
-    recorded); the origin shifts, spacing is kept. ``mode="resize"``: interpolate
+    recorded; a value the image's integer dtype cannot hold gives float32); the origin shifts,
+    spacing is kept. ``mode="resize"``: interpolate
     (:func:`resize_slices`: ``skimage.transform.resize``'s numbers per slice, pixel centres
     aligned as skimage does: new pixel ``j`` sits at old ``(j + 0.5) * n / size - 0.5``); the
     in-plane spacing in the affine changes. Masks: padded with 0, or resized nearest neighbour.
@@ -471,7 +472,10 @@ class ResizeSlices(Transform):
     def _pad_crop(self, array: np.ndarray, fill: float) -> tuple[np.ndarray, list[int]]:
         (ny, nx), (hy, hx) = array.shape[-2:], self.size
         (sy, py), (sx, px) = pad_crop_plan(ny, hy), pad_crop_plan(nx, hx)
-        out = np.full(array.shape[:-2] + (hy, hx), fill, dtype=array.dtype)
+        dtype = array.dtype
+        if np.asarray(fill).astype(dtype) != fill:  # e.g. -1 or 0.5 in uint8 would wrap or truncate
+            dtype = np.result_type(dtype, np.float32)
+        out = np.full(array.shape[:-2] + (hy, hx), fill, dtype=dtype)
         cy, cx = min(ny, hy), min(nx, hx)
         out[..., py:py + cy, px:px + cx] = array[..., sy:sy + cy, sx:sx + cx]
         return out, [0, sy - py, sx - px]
