@@ -151,7 +151,7 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along ``(z, y, x)``, from the affine's column norms."""
-        return tuple(round(v, 6) for v in spacing_from_affine(self._affine))  # type: ignore[return-value]
+        return tuple(float(v) for v in np.round(spacing_from_affine(self._affine), 6))  # type: ignore[return-value]
 
     @property
     def origin(self) -> tuple[float, float, float]:

@@ -340,7 +340,7 @@ def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict
     else:
         chosen = sidecar_modality or "unknown"
     medload_affine = affine[:, [2, 1, 0, 3]]
-    spacing = tuple(round(v, 6) for v in spacing_from_affine(medload_affine))
+    spacing = tuple(float(v) for v in np.round(spacing_from_affine(medload_affine), 6))
     keys = _keys(path, root, phi_key)
     meta: dict[str, Any] = {
         "source": "nifti",
