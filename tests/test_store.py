@@ -277,3 +277,10 @@ def test_an_unwritable_output_path_is_a_store_error_naming_it(tmp_path):
     with pytest.raises(StoreError, match=r"cannot write the store .*a-file/out\.h5: Not a directory.*writable folder"):
         medload.Store.create(blocker / "out.h5")
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("value_range", [(1, 0), (0.5, 0.5), ("low", 1), (0, 1, 2), 3])
+def test_a_bad_value_range_is_refused_on_create_before_any_file(tmp_path, value_range):
+    with pytest.raises(StoreError, match=r"value_range must be .*found"):
+        medload.Store.create(tmp_path / "v.h5", dtype="uint8", value_range=value_range)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -159,7 +159,7 @@ class Store:
         self.compression, self._filter_kwargs = compression
         self.pipeline = pipeline
         self.pipeline_hash = fmt.pipeline_hash(pipeline)
-        self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
+        self.value_range = None if value_range is None else _check_value_range(value_range)
         self._file = None
         self._hashes: dict[str, str] = {}  # source_hash -> key
         self._keys: set[str] = set()
@@ -601,6 +601,17 @@ class _WriterLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+def _check_value_range(value_range: Any) -> tuple[float, float]:
+    # Checked on create, before any file is touched, not at the first add.
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise StoreError(f"value_range must be two numbers (low, high), e.g. (0, 1), found {value_range!r}.") from None
+    if not high > low:
+        raise StoreError(f"value_range must be (low, high) with high > low, found {value_range!r}.")
+    return low, high
 
 
 def _unwritable(path: Path, exc: OSError) -> StoreError:
