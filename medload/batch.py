@@ -450,13 +450,22 @@ def _read_labels(path: str | os.PathLike, series: Sequence[Any]) -> tuple[dict[s
     if not path.is_file():
         raise MedloadError(f"labels file {path} does not exist; expected a CSV with a key column "
                            "(series_key, study_key or patient_key) and a 'label' column")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MedloadError(f"labels file {path} is not a UTF-8 CSV ({type(exc).__name__}: {exc}); "
+                           "save it as CSV UTF-8 with a 'label' column and a key column") from None
     columns = list(rows[0]) if rows else []
     key_col = next((c for c in ("series_key", "study_key", "patient_key", "key") if c in columns), None)
     if key_col is None or "label" not in columns:
         raise MedloadError(f"labels file {path}: expected columns 'label' and one of series_key, study_key, "
                            f"patient_key; found {columns}")
+    for line, row in enumerate(rows, start=2):
+        # csv gives None for the cells a short row lacks
+        if not (row.get(key_col) or "").strip() or not (row.get("label") or "").strip():
+            raise MedloadError(f"labels file {path} line {line}: expected a {key_col} and a label, found "
+                               f"{key_col}={row.get(key_col)!r}, label={row.get('label')!r}")
     values = [r["label"].strip() for r in rows]
     try:
         as_int = [int(v) for v in values]

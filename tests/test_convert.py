@@ -213,6 +213,20 @@ def test_labels_csv_and_masks_folder(tmp_path):
 
 
 
+
+@pytest.mark.parametrize("content, message", [
+    ("series_key,label\nser-a,tumour\nser-b\n".encode(), "line 3: expected a series_key and a label"),
+    ("series_key,label\nser-a,\n".encode(), "line 2: expected a series_key and a label"),
+    ("series_key,label\nser-a,tumeur maligne \xe9\n".encode("latin-1"), "is not a UTF-8 CSV"),
+])
+def test_a_bad_labels_file_stops_before_the_batch_with_the_line(tmp_path, content, message):
+    src = _export(tmp_path / "src", 1, slices=2, size=16)
+    csv = tmp_path / "labels.csv"
+    csv.write_bytes(content)
+    with pytest.raises(medload.MedloadError, match=message):
+        medload.convert(src, tmp_path / "out", labels=csv, workers=0, progress=False)
+    assert main(["convert", str(src), "-o", str(tmp_path / "out2"), "--labels", str(csv), "--workers", "0"]) == 2
+
 def test_a_probability_map_as_mask_fails_that_series_not_silently_rounded(tmp_path):
     src = _export(tmp_path / "src", 2)
     series = medload.scan(src)
