@@ -370,3 +370,27 @@ def test_enhanced_single_frame_copies_are_compared_on_the_whole_image(tmp_path):
     assert len(found) == 1 and found[0].shape == (3, 512, 512)
     with pytest.raises(GeometryError, match="duplicate positions"):
         load(found[0])
+
+
+def test_file_unreadable_after_scan_gives_a_read_error_naming_it(tmp_path, monkeypatch):
+    # Permissions cannot be tested as root: make opening one file fail the way a
+    # permission-denied file does, in both pixel paths (our direct read and pydicom's).
+    import builtins
+
+    import medload.io.codecs
+    import pydicom.filereader
+
+    write_dicom_series(tmp_path, shape=(3, 4, 4), seed=22)
+    found = scan(tmp_path)
+    locked = found[0].files[1]
+
+    def fake_open(file, *args, **kwargs):
+        if os.fspath(file) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(medload.io.codecs, "open", fake_open, raising=False)
+    monkeypatch.setattr(pydicom.filereader, "open", fake_open, raising=False)
+    with pytest.raises(ReadError, match="readable") as info:
+        load(found[0])
+    assert locked in str(info.value)

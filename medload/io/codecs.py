@@ -118,15 +118,18 @@ def read_native(path: str, *, rows: int, columns: int, bits_allocated: int, bits
     itemsize = bits_allocated // 8
     count = rows * columns
     dtype = np.dtype(("<i" if signed else "<u") + str(itemsize))
-    with open(path, "rb") as fh:
-        where = locate_pixel_data(fh)
-        if where is None:
-            return None
-        offset, length, _ = where
-        if length not in (count * itemsize, count * itemsize + 1):  # +1: padding to even length
-            return None  # more (or less) data than one image: let pydicom decide
-        fh.seek(offset)
-        array = np.fromfile(fh, dtype=dtype, count=count)
+    try:
+        with open(path, "rb") as fh:
+            where = locate_pixel_data(fh)
+            if where is None:
+                return None
+            offset, length, _ = where
+            if length not in (count * itemsize, count * itemsize + 1):  # +1: padding to even length
+                return None  # more (or less) data than one image: let pydicom decide
+            fh.seek(offset)
+            array = np.fromfile(fh, dtype=dtype, count=count)
+    except OSError:
+        return None  # unreadable (gone, no permission): the pydicom path says so, naming the file
     if array.size != count:
         return None
     array = array.reshape(rows, columns)

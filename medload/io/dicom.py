@@ -184,6 +184,8 @@ def _read_pydicom(path: str, label: str) -> np.ndarray:
 
     try:
         ds = pydicom.dcmread(path, force=True)
+    except OSError as exc:
+        raise ReadError(f"{path}: cannot be opened since scan ({type(exc).__name__}: {exc}); check that the file exists and is readable, then load {label} again.") from exc
     except Exception as exc:
         raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}.") from exc
     pixels = decode(ds, path)
