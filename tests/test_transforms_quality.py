@@ -165,3 +165,16 @@ def test_clahe_with_mask_leaves_the_background_alone():
     np.testing.assert_allclose(out.array[outside], (0 - lo) / (hi - lo), atol=1e-7)
     inside = ~outside
     assert out.array[inside].std() > ((vol.array[inside] - lo) / (hi - lo)).std()  # contrast raised inside
+
+
+def test_foreground_of_a_single_slice_fills_holes_in_the_plane_not_along_rows():
+    # per-slice equalization computes the foreground of 2D slices: the gap between the legs of
+    # a U is background, the hole inside a ring is foreground
+    from medload.transforms.intensity import foreground_mask
+
+    u = np.zeros((20, 20)); u[4:16, 3:8] = 100; u[4:16, 12:17] = 100; u[4:7, 3:17] = 100
+    ring = np.zeros((20, 20)); ring[3:17, 3:17] = 100; ring[7:13, 7:13] = 0
+    for plane, expected in [(u, 132), (ring, 196)]:
+        mask = foreground_mask(plane)
+        assert mask.shape == plane.shape and int(mask.sum()) == expected
+        np.testing.assert_array_equal(mask, foreground_mask(plane[None])[0])

@@ -86,7 +86,10 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
-    return np.stack([ndimage.binary_fill_holes(s) for s in mask])
+    # Planes are the last two axes whatever the rank: iterating a 2D mask would fill each row
+    # in 1D, joining any two parts of a row (the gap between two legs became foreground).
+    planes = mask.reshape((-1,) + mask.shape[-2:])
+    return np.stack([ndimage.binary_fill_holes(p) for p in planes]).reshape(mask.shape)
 
 
 def ct_body_mask(hu: np.ndarray, *, threshold: float = -500.0, opening_mm: float = 3.0,
