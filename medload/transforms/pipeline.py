@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from medload.errors import TransformError
-from medload.transforms.base import Transform, get_transform, json_params
+from medload.transforms.base import REGISTRY, Transform, get_transform, json_params
 from medload.volume import Volume
 
 __all__ = ["Pipeline", "CONFIG_VERSION"]
@@ -73,10 +73,11 @@ class Pipeline:
         if mask is not None:
             if not isinstance(mask, Volume):
                 raise TransformError(f"mask must be a medload.Volume, found {type(mask).__name__}")
-            if mask.spatial_shape != volume.spatial_shape or not np.allclose(mask.affine, volume.affine, atol=1e-3):
+            same_affine = np.allclose(mask.affine, volume.affine, atol=1e-3)
+            if mask.spatial_shape != volume.spatial_shape or not same_affine:
                 raise TransformError(
                     f"mask grid does not match the image: mask shape {mask.spatial_shape}, image shape "
-                    f"{volume.spatial_shape}; affines equal: {np.allclose(mask.affine, volume.affine, atol=1e-3)}. "
+                    f"{volume.spatial_shape}; affines equal: {same_affine}. "
                     "Resample the mask onto the image grid first."
                 )
             for step in self.steps:
@@ -165,8 +166,6 @@ class Pipeline:
         >>> bool((replay(vol).array == out.array).all())
         True
         """
-        from medload.transforms.base import REGISTRY
-
         if unknown not in ("error", "skip"):
             raise TransformError(f"unknown must be 'error' or 'skip', found {unknown!r}")
         steps = []
