@@ -8,34 +8,13 @@ from __future__ import annotations
 
 import os
 
-from medload.errors import MedloadError, ReadError
+from medload.errors import ReadError
+from medload.io.nifti import is_nifti, load_nifti
 from medload.io.scan import FileProblem, ScanResult, scan
 from medload.io.series import Series
 from medload.volume import Volume
 
 __all__ = ["scan", "load", "Series", "ScanResult", "FileProblem"]
-
-
-def _is_nifti(path: str) -> bool:
-    low = path.lower()
-    if low.endswith((".nii", ".nii.gz")):
-        return True
-    try:
-        from medload.io.nifti import is_nifti
-    except ImportError:
-        return False
-    try:
-        return bool(is_nifti(path))
-    except Exception:
-        return False
-
-
-def _load_nifti(source, modality):
-    try:
-        from medload.io.nifti import load_nifti
-    except ImportError as exc:
-        raise MedloadError("the NIfTI reader medload.io.nifti is not available in this installation") from exc
-    return load_nifti(source, modality=modality)
 
 
 def load(
@@ -81,15 +60,15 @@ def load(
     """
     if isinstance(series_or_path, Series):
         if series_or_path.kind == "nifti":
-            return _load_nifti(series_or_path, modality)
+            return load_nifti(series_or_path, modality=modality)
         from medload.io.dicom import load_dicom
 
         return load_dicom(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap)
     path = os.fspath(series_or_path)
     if not os.path.exists(path):
         raise ReadError(f"{path}: no such file or folder; expected a DICOM/NIfTI file, a folder of one series, or a Series from medload.scan().")
-    if os.path.isfile(path) and _is_nifti(path):
-        return _load_nifti(path, modality)
+    if os.path.isfile(path) and is_nifti(path):
+        return load_nifti(path, modality=modality)
     found = scan(path, phi_key=phi_key)
     if len(found) != 1:
         if not found:

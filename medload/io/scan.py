@@ -22,6 +22,7 @@ import numpy as np
 from medload.deid import pseudonym
 from medload.errors import MedloadError, ReadError
 from medload.io.headers import FileHeader, Frame, read_header
+from medload.io.nifti import is_nifti, scan_nifti
 from medload.io.series import Series
 from medload.io.sorting import arrange
 
@@ -112,19 +113,6 @@ def _walk(path: str) -> Iterator[str]:
                 seen_files.add(real)
                 yield entry.path
         stack.extend(reversed(subdirs))
-
-
-def _nifti_module():
-    try:
-        from medload.io import nifti
-    except ImportError:
-        return None
-    return nifti
-
-
-def _is_nifti_name(path: str) -> bool:
-    low = path.lower()
-    return low.endswith(".nii") or low.endswith(".nii.gz")
 
 
 def _orientation_groups(frames: list[Frame]) -> list[list[Frame]]:
@@ -291,18 +279,12 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> Scan
     errors: list[FileProblem] = []
     headers: list[FileHeader] = []
     nifti_series: list[Series] = []
-    nifti = None
     n_files = 0
     nifti_root = root if os.path.isdir(root) else os.path.dirname(root)
 
     def add_nifti(file: str) -> None:
-        nonlocal nifti
-        nifti = nifti or _nifti_module()
-        if nifti is None:
-            errors.append(FileProblem(file, "NIfTI reader (medload.io.nifti) is not available in this installation."))
-            return
         try:
-            nifti_series.append(nifti.scan_nifti(file, phi_key=phi_key, root=nifti_root))
+            nifti_series.append(scan_nifti(file, phi_key=phi_key, root=nifti_root))
         except MedloadError as exc:
             errors.append(FileProblem(file, str(exc)))
         except Exception as exc:  # a damaged file must not end the scan
@@ -310,7 +292,7 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> Scan
 
     for file in _walk(root):
         n_files += 1
-        if _is_nifti_name(file):
+        if is_nifti(file, check_magic=False):
             add_nifti(file)
             continue
         try:
@@ -320,8 +302,7 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> Scan
             continue
         if header is None:
             # Names are not trusted: an uncompressed NIfTI without its suffix is found by magic.
-            nifti = nifti or _nifti_module()
-            if nifti is not None and nifti.is_nifti(file):
+            if is_nifti(file):
                 add_nifti(file)
             else:
                 skipped["not DICOM"] += 1
