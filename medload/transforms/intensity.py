@@ -539,7 +539,8 @@ class MultiWindow(Transform):
         if volume.array.ndim != 3:
             raise TransformError(f"{self.name}: expected a 3D CT (Z, Y, X), found shape {volume.shape}")
         check_finite(volume.array, self.name)
-        out = np.stack([window(volume.array, center=c, width=w) for _, c, w in self.specs])
+        hu = np.asarray(volume.array, dtype=np.float32)  # converted once, not once per window
+        out = np.stack([window(hu, center=c, width=w) for _, c, w in self.specs])
         meta = volume.meta
         meta["channels"] = [s[0] for s in self.specs]
         meta["intensity"] = "HU windows " + ", ".join(f"{n} {c:g}/{w:g}" for n, c, w in self.specs) + \
