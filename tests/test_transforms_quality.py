@@ -155,6 +155,10 @@ def test_radiograph_already_mirrored_by_the_reader_is_not_inverted_twice():
     out = T.RadiographWindow()(Volume(mirrored, np.eye(4), modality="CR", meta=meta))
     assert "percentiles" in out.meta["intensity"] and not out.history[-1][1]["invert"]
     assert out.array[0, 0, 0] > out.array[0, 0, 2]  # dense (stored 0) stays brightest
+    # a centre the user gives is on the pixels as they are: kept, even with the header's width
+    out = T.RadiographWindow(center=3095)(Volume(mirrored, np.eye(4), modality="CR",
+                                                 meta={**meta, "stored_range": [0, 4095]}))
+    assert out.history[-1][1] == {"center": 3095.0, "width": 1001.0, "invert": False}
 
 
 def test_clahe_with_mask_leaves_the_background_alone():

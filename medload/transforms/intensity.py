@@ -817,7 +817,8 @@ class RadiographWindow(Transform):
         center = self.center if self.center is not None else _first_number(meta.get("window_center"))
         width = self.width if self.width is not None else _first_number(meta.get("window_width"))
         source = "given" if self.center is not None and self.width is not None else "header"
-        if source == "header" and already and center is not None:
+        # Only the header's centre describes unmirrored values; a centre the user gave is theirs.
+        if self.center is None and already and center is not None:
             stored = meta.get("stored_range")
             if isinstance(stored, (list, tuple)) and len(stored) == 2:
                 center = float(stored[0]) + float(stored[1]) - center
