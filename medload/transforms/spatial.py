@@ -508,6 +508,6 @@ class ResizeSlices(Transform):
             affine = _shift_affine(mask.affine, offset)
         else:
             out, affine = self._resize(mask, order=0, anti_aliasing=False)
-            out = out.astype(mask.array.dtype)
+            out = out.astype(mask.array.dtype, copy=False)  # order 0 already keeps it
         params = {**self.params(), "pad_value": 0.0, "order": 0, "anti_aliasing": False}
         return mask.with_array(out, affine=affine, step=(self.name, params))
