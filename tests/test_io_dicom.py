@@ -16,7 +16,7 @@ import pydicom
 import pytest
 
 from fixtures.synthetic import write_dicom_series
-from medload.errors import GeometryError, MissingDependencyError, ReadError
+from medload.errors import GeometryError, MissingDependencyError, ReadError, UnsupportedError
 from medload.io import load, scan
 from medload.io.codecs import decode
 
@@ -394,3 +394,35 @@ def test_file_unreadable_after_scan_gives_a_read_error_naming_it(tmp_path, monke
     with pytest.raises(ReadError, match="readable") as info:
         load(found[0])
     assert locked in str(info.value)
+
+
+def test_colour_images_at_one_position_are_refused_not_cut_to_the_first(tmp_path):
+    # Two different RGB images at one position (two time points): a colour Volume has its
+    # channels on the leading axis, so one of them would be lost without a word.
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    source = get_testdata_file("SC_rgb_small_odd.dcm", download=False)
+    if source is None:
+        pytest.skip("pydicom's SC_rgb_small_odd.dcm test file is not installed")
+    first = None
+    for name, t in (("a", 1), ("b", 2), ("c", 2)):
+        ds = pydicom.dcmread(source)
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[name])
+        ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing = [0, 0, 0], [1, 0, 0, 0, 1, 0], [1, 1]
+        ds.TemporalPositionIdentifier = t
+        if name == "a":
+            first = ds.pixel_array.copy()
+        if t == 2:
+            ds.PixelData = (255 - first).tobytes()
+        ds.save_as(tmp_path / f"{name}.dcm")
+    # One image per time point: a and b differ, refused.
+    (tmp_path / "c.dcm").rename(tmp_path.parent / f"{tmp_path.name}_c.dcm")
+    with pytest.raises(UnsupportedError, match="colour images at each slice position"):
+        load(tmp_path)
+    # Identical copies at one position (b and c, new UIDs) still load as one colour image.
+    (tmp_path / "a.dcm").unlink()
+    (tmp_path.parent / f"{tmp_path.name}_c.dcm").rename(tmp_path / "c.dcm")
+    vol = load(tmp_path)
+    assert vol.shape == (3, 1, 3, 3) and vol.meta["channels"] == ["R", "G", "B"]
+    np.testing.assert_array_equal(np.moveaxis(vol.array[:, 0], 0, -1), 255 - first)

@@ -294,16 +294,22 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
 
     # Frames axis: time / channels, or none.
     meta_extra: dict[str, Any] = {}
+    if array.shape[0] > 1 and all(np.array_equal(array[0], array[t]) for t in range(1, array.shape[0])):
+        problems.append(f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position).")
+        array = array[:1]
     if h.samples > 1:
+        if array.shape[0] > 1:
+            # The leading axis holds the colour channels: a colour time series has no place
+            # in a Volume, and keeping only the first time point would be a silently wrong volume.
+            raise UnsupportedError(
+                f"{label}: {array.shape[0]} different colour images at each slice position (time "
+                "points or acquisitions); medload reads one colour image per position. Load the "
+                "files of one time point (or acquisition) on their own."
+            )
         array = np.moveaxis(array[0], -1, 0)  # (Z, Y, X, 3) -> (3, Z, Y, X)
         meta_extra["channels"] = ["R", "G", "B"]
     elif array.shape[0] > 1:
-        same = all(np.array_equal(array[0], array[t]) for t in range(1, array.shape[0]))
-        if same:
-            problems.append(f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position).")
-            array = array[0]
-        else:
-            meta_extra["frames_axis"] = "time"
+        meta_extra["frames_axis"] = "time"
     else:
         array = array[0]
     array = np.ascontiguousarray(array)
