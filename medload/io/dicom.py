@@ -338,7 +338,7 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     if monochrome1:
         # The stored range in output units, so a header window (given for the un-mirrored
         # values) can be mirrored the same way: center' = lo + hi - center.
-        signed_lo, signed_hi = _stored_range(h.bits_stored, h.signed)
+        signed_lo, signed_hi = _stored_range(max(hh.bits_stored for hh in heads), h.signed)  # as _invert mirrored
         slope, intercept = frames[0].slope, frames[0].intercept
         meta["stored_range"] = sorted([signed_lo * slope + intercept, signed_hi * slope + intercept])
     if h.mosaic_tiles:
