@@ -168,8 +168,9 @@ def montage(
     """
     from medload.store import open as open_store
 
-    if n < 1 or tile < 16:
-        raise MedloadError(f"preview needs n >= 1 and tile >= 16 pixels, found n={n}, tile={tile}")
+    if n < 1 or tile < 16 or (columns is not None and columns < 1):
+        raise MedloadError(f"preview needs n >= 1, tile >= 16 pixels and columns >= 1 (or none: about square), "
+                           f"found n={n}, tile={tile}, columns={columns}")
     require("matplotlib", "medload preview")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -99,6 +99,11 @@ def test_convert_info_preview_round(tmp_path, capsys):
     pair = tmp_path / "pairs.png"
     assert main(["preview", str(out), "--out", str(pair), "--n", "3", "--tile", "64", "--before-after"]) == 0
     assert _png_size(pair) == (4 * 64, 2 * 64)  # 3 pairs, 4 columns (pairs kept together), 2 rows
+    capsys.readouterr()
+    assert main(["preview", str(out), "--out", str(tmp_path / "none.png"), "--columns", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "columns >= 1" in err and "found n=16, tile=128, columns=0" in err and "Traceback" not in err
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_scan_json_leaves_descriptions_out_unless_asked(tmp_path, capsys):
