@@ -16,7 +16,9 @@ import numpy as np
 from medload.errors import GeometryError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import dicom_affine, lps_to_ras, slice_normal
 from medload.io.codecs import decode, read_native
-from medload.io.headers import FileHeader, Frame, read_header
+from medload.io.frame import Frame
+from medload.io.headers import FileHeader, read_header, unchanged
+from medload.io.mosaic import cut_tile
 from medload.io.series import Series
 from medload.io.sorting import Layout, arrange
 from medload.volume import Volume
@@ -41,9 +43,10 @@ def _frames_of(series: Series) -> tuple[list[Frame], list[FileHeader]]:
     orientation = series.info.get("orientation")
     heads: list[FileHeader] = []
     frames: list[Frame] = []
+    scanned = {hh.path: hh for hh in series.headers}
     for path in series.files:
         try:
-            h = read_header(path, use_cache=True)
+            h = scanned[path] if path in scanned and unchanged(scanned[path]) else read_header(path)
         except FileNotFoundError as exc:  # pragma: no cover - read_header wraps OSError
             raise ReadError(f"{path}: file of series {series.series_key} is gone since scan; scan again.") from exc
         if h is None or not h.is_image:
@@ -141,9 +144,7 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
             else:
                 image = pixels
             if f.mosaic >= 0:
-                side = int(np.ceil(np.sqrt(tiles_of[path])))
-                r, c = divmod(f.mosaic, side)
-                image = image[r * h.rows:(r + 1) * h.rows, c * h.columns:(c + 1) * h.columns]
+                image = cut_tile(image, f.mosaic, tiles_of[path], h.rows, h.columns)
             if image.shape[:2] != (h.rows, h.columns):
                 raise ReadError(f"{path}: image is {image.shape[:2]}, expected {(h.rows, h.columns)} like the rest of {label}; remove the file or load it on its own.")
             if monochrome1:

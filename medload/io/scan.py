@@ -21,7 +21,8 @@ import numpy as np
 
 from medload.deid import pseudonym
 from medload.errors import MedloadError, ReadError
-from medload.io.headers import FileHeader, Frame, read_header
+from medload.io.frame import Frame
+from medload.io.headers import FileHeader, read_header
 from medload.io.nifti import is_nifti, scan_nifti
 from medload.io.series import Series
 from medload.io.sorting import arrange
@@ -244,6 +245,7 @@ def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], 
         problems=tuple(problems),
         source_hash="sha256:" + digest,
         info={"split": key, "orientation": orientation, "series_number": h.series_number},
+        headers=tuple(sorted(heads, key=lambda hh: hh.path)),
     )
 
 

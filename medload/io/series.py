@@ -39,6 +39,10 @@ class Series:
     info : dict
         JSON-able details the reader needs to load exactly this volume (e.g. which
         ImageType or echo it was split by). Not part of the public contract.
+    headers : tuple
+        DICOM only: the parsed headers (``medload.io.headers.FileHeader``) of ``files`` as scan
+        read them; ``load`` reuses each one whose file is unchanged. Not part of the public
+        contract.
 
     Examples
     --------
@@ -61,6 +65,7 @@ class Series:
     problems: tuple[str, ...] = ()
     source_hash: str = ""
     info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    headers: tuple[Any, ...] = field(default=(), compare=False, hash=False, repr=False)
 
     @property
     def n_slices(self) -> int:

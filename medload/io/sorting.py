@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medload.geometry import positions_along_normal, slice_normal
-from medload.io.headers import Frame
+from medload.io.frame import Frame
 
 __all__ = ["Layout", "arrange", "POSITION_TOLERANCE_MM"]
 
@@ -72,7 +72,7 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
 
     Examples
     --------
-    >>> from medload.io.headers import Frame
+    >>> from medload.io.frame import Frame
     >>> fs = [Frame(f"f{z}", -1, -1, (0.0, 0.0, float(z) * 2), (1, 0, 0, 0, 1, 0), (1.0, 1.0), 1.0, 0.0, (0.0,), (), str(z)) for z in (3, 0, 2, 1)]
     >>> lay = arrange(fs)
     >>> [fs[i].file for i in lay.grid[0]], lay.median_step

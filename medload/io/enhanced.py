@@ -1,0 +1,96 @@
+"""Enhanced (and classic) multi-frame objects: one :class:`Frame` per frame.
+
+Each frame's position, orientation, spacing and rescale come from its per-frame functional
+group, else from the shared one, else (rescale) from the top-level dataset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medload.io import philips
+from medload.io.frame import Frame, first_item, number, vector
+
+__all__ = ["enhanced_frames", "has_philips_scale"]
+
+
+def _frame_groups(ds: Any, index: int) -> tuple[Any, Any]:
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = first_item(ds, "SharedFunctionalGroupsSequence")
+    item = per[index] if per is not None and index < len(per) else None
+    return item, shared
+
+
+def _from_groups(item: Any, shared: Any, name: str | int) -> Any:
+    for owner in (item, shared):
+        got = first_item(owner, name)
+        if got is not None:
+            return got
+    return None
+
+
+def has_philips_scale(ds: Any) -> bool:
+    """A Philips private ScaleSlope in the first frame's groups or at the top level."""
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    item = per[0] if per else None
+    private = _from_groups(item, first_item(ds, "SharedFunctionalGroupsSequence"), 0x2005140F) if item is not None else None
+    return bool(philips.scale_slope(private) or philips.scale_slope(ds))
+
+
+def _dimension_index(content: Any) -> tuple[int, ...]:
+    if content is None:
+        return ()
+    value = content.get("DimensionIndexValues")
+    if value is None or isinstance(value, int):
+        return ()
+    return tuple(int(v) for v in value)
+
+
+def enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> list[Frame]:
+    """The frames of a multi-frame object ``ds`` read from ``path``.
+
+    ``base_split`` is the file's part of every frame's split key; frames of different type
+    (magnitude/phase/field map), echo time, stack or rescale type become different volumes.
+    """
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    is_philips = philips.is_philips(ds)
+    frames = []
+    for i in range(n):
+        item, shared = _frame_groups(ds, i)
+        pos = _from_groups(item, shared, "PlanePositionSequence")
+        ori = _from_groups(item, shared, "PlaneOrientationSequence")
+        meas = _from_groups(item, shared, "PixelMeasuresSequence")
+        trans = _from_groups(item, shared, "PixelValueTransformationSequence")
+        content = first_item(item, "FrameContentSequence")
+        ftype_seq = _from_groups(item, shared, "MRImageFrameTypeSequence") or _from_groups(
+            item, shared, "CTImageFrameTypeSequence"
+        )
+        echo = _from_groups(item, shared, "MREchoSequence")
+        diff = _from_groups(item, shared, "MRDiffusionSequence")
+        frame_type = tuple(str(v).upper() for v in (ftype_seq.get("FrameType") or ())) if ftype_seq else ()
+        position = vector(pos.get("ImagePositionPatient"), 3) if pos is not None else None
+        orientation = vector(ori.get("ImageOrientationPatient"), 6) if ori is not None else None
+        spacing = vector(meas.get("PixelSpacing"), 2) if meas is not None else None
+        owner = trans if trans is not None else ds
+        slope = float(number(owner.get("RescaleSlope"), 1.0) or 0.0)
+        intercept = float(number(owner.get("RescaleIntercept"), 0.0) or 0.0)
+        temporal = number(content.get("TemporalPositionIndex"), 0.0) if content is not None else 0.0
+        stack = str(content.get("StackID", "")) if content is not None else ""
+        echo_time = number(echo.get("EffectiveEchoTime"), 0.0) if echo is not None else 0.0
+        bvalue = number(diff.get("DiffusionBValue"), 0.0) if diff is not None else 0.0
+        dims = _dimension_index(content)
+        # Rescale type differs between a magnitude and a field map in Hz (Philips fMAP).
+        rescale_type = str(trans.get("RescaleType", "")) if trans is not None else ""
+        if is_philips:
+            private = _from_groups(item, shared, 0x2005140F) if item is not None else None
+            slope, intercept = philips.precise(slope, intercept, philips.scale_slope(private) or philips.scale_slope(ds))
+        split = base_split + (frame_type, round(float(echo_time or 0.0), 3), stack, rescale_type)
+        frames.append(
+            Frame(
+                file=path, frame=i, mosaic=-1, position=position, orientation=orientation,
+                pixel_spacing=spacing, slope=float(slope), intercept=float(intercept),
+                time_key=(temporal, bvalue, *dims, float(i)), split_key=split,
+                uid=f"{sop_uid}#{i}",
+            )
+        )
+    return frames

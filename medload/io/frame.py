@@ -1,0 +1,89 @@
+"""``Frame``: one 2D image of a DICOM file, and the value readers the header modules share.
+
+A classic file holds one image; a Siemens mosaic holds ``n`` slices tiled in one image
+(``mosaic.py``); an enhanced multi-frame object holds ``NumberOfFrames`` images
+(``enhanced.py``). All become :class:`Frame` records with the same fields, so grouping and
+sorting (``scan.py``, ``sorting.py``) never need to know which kind a file was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Frame", "number", "vector", "first_item", "image_type"]
+
+
+@dataclass
+class Frame:
+    """One 2D image: where it lies and how to turn its stored values into real ones."""
+
+    file: str
+    frame: int  # index in a multi-frame file, -1 for a single-frame file
+    mosaic: int  # tile index in a Siemens mosaic, -1 otherwise
+    position: tuple[float, float, float] | None  # LPS mm of the first pixel's centre
+    orientation: tuple[float, ...] | None  # 6 direction cosines (row, column)
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns)
+    slope: float
+    intercept: float
+    time_key: tuple[float, ...]  # orders frames at one position (never used spatially)
+    split_key: tuple[Any, ...]  # frames with different split keys are different volumes
+    uid: str  # SOPInstanceUID (+ frame/tile) identifying identical copies
+
+
+def number(value: Any, default: float | None = None) -> float | None:
+    """``value`` as a float, or ``default`` when it is missing or not a number.
+
+    Examples
+    --------
+    >>> number("2.5"), number(""), number("abc", 0.0)
+    (2.5, None, 0.0)
+    """
+    try:
+        if value is None or value == "":
+            return default
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def vector(value: Any, n: int) -> tuple[float, ...] | None:
+    """``value`` as ``n`` finite floats, or ``None``.
+
+    Examples
+    --------
+    >>> vector(["1", "0", "0"], 3), vector([1, 2], 3)
+    ((1.0, 0.0, 0.0), None)
+    """
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(np.isfinite(out)) else None
+
+
+def first_item(seq_owner: Any, name: str | int) -> Any:
+    """The first item of the sequence ``name`` (keyword or tag) in ``seq_owner``, or ``None``."""
+    if seq_owner is None:
+        return None
+    if isinstance(name, int):
+        elem = seq_owner.get(name)
+        seq = getattr(elem, "value", None)
+    else:
+        seq = getattr(seq_owner, name, None)
+    try:
+        return seq[0] if seq else None
+    except (TypeError, IndexError):
+        return None
+
+
+def image_type(ds: Any) -> tuple[str, ...]:
+    """ImageType values, upper case (``()`` when absent)."""
+    value = ds.get("ImageType")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split("\\")
+    return tuple(str(v).strip().upper() for v in value)

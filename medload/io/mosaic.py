@@ -1,0 +1,119 @@
+"""Siemens mosaics: how many slices one image tiles, where each lies, and how to cut them out.
+
+A mosaic stores ``n`` slices side by side in one image of ``ceil(sqrt(n))`` tiles a side.
+The count comes from the CSA image header (NumberOfImagesInMosaic) or the public Siemens
+tag (0019,100A); the CSA header also gives the slice normal, whose sign is the acquisition
+order. nibabel's CSA parser reads the private header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medload.errors import ReadError
+from medload.geometry import slice_normal
+from medload.io.frame import Frame, number
+
+__all__ = ["mosaic_tiles", "mosaic_frames", "tiles_per_side", "cut_tile"]
+
+
+def _csareader():
+    import warnings
+
+    with warnings.catch_warnings():
+        # nibabel.nicom warns about its DICOM *readers* on import; we use only the CSA parser.
+        warnings.simplefilter("ignore", UserWarning)
+        from nibabel.nicom import csareader
+    return csareader
+
+
+def tiles_per_side(tiles: int) -> int:
+    """Tiles along each side of a mosaic of ``tiles`` slices.
+
+    Examples
+    --------
+    >>> tiles_per_side(36), tiles_per_side(37)
+    (6, 7)
+    """
+    return int(np.ceil(np.sqrt(tiles)))
+
+
+def cut_tile(image: np.ndarray, index: int, tiles: int, rows: int, columns: int) -> np.ndarray:
+    """Tile ``index`` (row-major) of a mosaic ``image`` whose tiles are ``rows`` x ``columns``.
+
+    Examples
+    --------
+    >>> m = np.arange(16).reshape(4, 4)
+    >>> cut_tile(m, 3, 4, 2, 2).tolist()
+    [[10, 11], [14, 15]]
+    """
+    r, c = divmod(index, tiles_per_side(tiles))
+    return image[r * rows:(r + 1) * rows, c * columns:(c + 1) * columns]
+
+
+def mosaic_tiles(ds: Any, image_type: tuple[str, ...]) -> tuple[int, Any]:
+    """Number of slices tiled in a Siemens mosaic (0 if not a mosaic) and its CSA header."""
+    if "MOSAIC" not in image_type:
+        return 0, None
+    csareader = _csareader()
+
+    csa = None
+    try:
+        csa = csareader.get_csa_header(ds, "image")
+    except Exception:  # a damaged private header: fall back on the public tag below
+        csa = None
+    n = None
+    if csa is not None:
+        try:
+            n = csareader.get_n_mosaic(csa)
+        except Exception:
+            n = None
+    if not n:
+        n = number(ds.get(0x0019100A).value if 0x0019100A in ds else None)
+    return (int(n) if n else 0), csa
+
+
+def mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key, split, sop_uid) -> list[Frame]:
+    """Positions of the ``tiles`` slices of a Siemens mosaic.
+
+    The header's ImagePositionPatient is that of the whole mosaic image's first pixel, not of
+    the first slice; the correction (as nibabel's MosaicWrapper and dcm2niix do) shifts it by
+    half the difference between the mosaic and the tile size along rows and columns. Slices
+    then follow the CSA SliceNormalVector, whose sign gives the acquisition order.
+    """
+    if position is None or orientation is None or spacing is None:
+        raise ReadError(f"{path}: Siemens mosaic without ImagePositionPatient/ImageOrientationPatient/PixelSpacing; cannot place its slices.")
+    side = tiles_per_side(tiles)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    tile_rows, tile_cols = rows // side, cols // side
+    iop = np.asarray(orientation).reshape(2, 3)
+    row_cos, col_cos = iop[0], iop[1]  # column index grows along row_cos, row index along col_cos
+    csareader = _csareader()
+    normal = None
+    if csa is not None:
+        try:
+            normal = np.asarray(csareader.get_slice_normal(csa), dtype=float)
+        except Exception:
+            normal = None
+    if normal is None or normal.shape != (3,) or not np.all(np.isfinite(normal)):
+        normal = slice_normal(orientation)
+    normal = normal / np.linalg.norm(normal)
+    pos = np.asarray(position, dtype=float)
+    shift = (cols - tile_cols) / 2.0 * spacing[1] * row_cos + (rows - tile_rows) / 2.0 * spacing[0] * col_cos
+    first = pos + shift
+    step = number(ds.get("SpacingBetweenSlices")) or number(ds.get("SliceThickness")) or 1.0
+    frames = []
+    for i in range(tiles):
+        p = first + i * step * normal
+        frames.append(
+            Frame(
+                file=path, frame=-1, mosaic=i, position=tuple(float(v) for v in p),
+                orientation=orientation, pixel_spacing=spacing,
+                slope=float(number(ds.get("RescaleSlope"), 1.0) or 0.0),
+                intercept=float(number(ds.get("RescaleIntercept"), 0.0) or 0.0), time_key=time_key,
+                split_key=split, uid=f"{sop_uid}@{i}",
+            )
+        )
+    return frames

@@ -1,0 +1,48 @@
+"""Philips "precise" values: the private ScaleSlope (2005,100E), as dcm2niix applies it.
+
+FP = (PV * RS + RI) / (RS * SS), dcm2niix's default (``-p y``), makes values comparable
+between scans; the public rescale alone gives display values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medload.io.frame import number
+
+__all__ = ["is_philips", "scale_slope", "precise"]
+
+
+def is_philips(ds: Any) -> bool:
+    """Manufacturer starts with "Philips"."""
+    return str(ds.get("Manufacturer", "")).lower().startswith("philips")
+
+
+def scale_slope(owner: Any) -> float | None:
+    """Philips private ScaleSlope (2005,100E) of ``owner`` (a dataset or sequence item), or ``None``."""
+    if owner is None or 0x2005100E not in owner:
+        return None
+    value = owner[0x2005100E].value
+    if isinstance(value, bytes):
+        value = np.frombuffer(value[:4], "<f4")[0] if len(value) >= 4 else None
+    elif isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    value = number(value)
+    return value if value and np.isfinite(value) else None
+
+
+def precise(slope: float, intercept: float, slope_ss: float | None) -> tuple[float, float]:
+    """Rescale slope and intercept giving precise values, given the private ScaleSlope.
+
+    Examples
+    --------
+    >>> precise(2.0, 10.0, 4.0)  # (PV * 2 + 10) / (2 * 4) = PV / 4 + 10 / 8
+    (0.25, 1.25)
+    >>> precise(2.0, 10.0, None)
+    (2.0, 10.0)
+    """
+    if slope_ss is None or slope == 0:
+        return slope, intercept
+    return 1.0 / slope_ss, intercept / (slope * slope_ss)
