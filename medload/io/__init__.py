@@ -1,7 +1,8 @@
 """Readers: :func:`scan` finds volumes from headers, :func:`load` reads one into a Volume.
 
 DICOM is read here (``headers``, ``sorting``, ``codecs``, ``dicom``, ``scan``); NIfTI in
-``medload.io.nifti``. Both give the same :class:`~medload.volume.Volume` contract.
+``medload.io.nifti``; PNG, JPEG, TIFF and BMP in ``medload.io.images``. All give the same
+:class:`~medload.volume.Volume` contract.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 
 from medload.errors import ReadError
+from medload.io.images import is_image, load_image
 from medload.io.nifti import is_nifti, load_nifti
 from medload.io.scan import FileProblem, ScanResult, scan
 from medload.io.series import Series
@@ -61,6 +63,8 @@ def load(
     if isinstance(series_or_path, Series):
         if series_or_path.kind == "nifti":
             return load_nifti(series_or_path, modality=modality)
+        if series_or_path.kind == "image":
+            return load_image(series_or_path, modality=modality)
         from medload.io.dicom import load_dicom
 
         return load_dicom(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap)
@@ -69,6 +73,8 @@ def load(
         raise ReadError(f"{path}: no such file or folder; expected a DICOM/NIfTI file, a folder of one series, or a Series from medload.scan().")
     if os.path.isfile(path) and is_nifti(path):
         return load_nifti(path, modality=modality)
+    if os.path.isfile(path) and is_image(path, check_magic=False):
+        return load_image(path, modality=modality)
     found = scan(path, phi_key=phi_key)
     if len(found) != 1:
         if not found:

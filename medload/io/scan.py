@@ -23,6 +23,7 @@ from medload.deid import pseudonym
 from medload.errors import MedloadError, ReadError
 from medload.io.frame import Frame
 from medload.io.headers import FileHeader, read_header
+from medload.io.images import image_format, is_image, scan_image
 from medload.io.nifti import is_nifti, scan_nifti
 from medload.io.series import Series
 from medload.io.sorting import arrange
@@ -249,8 +250,9 @@ def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], 
     )
 
 
-def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> ScanResult:
-    """Find every DICOM series and NIfTI file under ``path``, reading headers only.
+def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None,
+         patient_pattern: str | None = None) -> ScanResult:
+    """Find every DICOM series, NIfTI file and 2D image (PNG, JPEG, TIFF, BMP) under ``path``, reading headers only.
 
     Parameters
     ----------
@@ -258,12 +260,16 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> Scan
         A folder (walked recursively, hidden entries skipped) or one file.
     phi_key : str or bytes, optional
         Secret for the pseudonyms ``pat-``/``stu-``/``ser-`` (default ``$MEDLOAD_PHI_KEY``).
+    patient_pattern : str, optional
+        2D images: a regular expression searched in each image's path relative to ``path``;
+        what it finds is the patient (its ``patient`` group, else its first group). Without
+        one, each image is a patient of its own (:mod:`medload.io.images`).
 
     Returns
     -------
     ScanResult
         A list of :class:`Series` in a deterministic order (DICOM by series number, then NIfTI
-        by path), with ``.skipped`` (counts of files that are not volumes, by kind),
+        and 2D images by path), with ``.skipped`` (counts of files that are not volumes, by kind),
         ``.errors`` (unreadable files, each a :class:`FileProblem`) and ``.n_files``.
 
     Examples
@@ -292,10 +298,31 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> Scan
         except Exception as exc:  # a damaged file must not end the scan
             errors.append(FileProblem(file, f"{file}: NIfTI header cannot be read ({type(exc).__name__}: {exc})."))
 
+    image_series: list[Series] = []
+    pattern = None
+    if patient_pattern is not None:
+        import re
+
+        try:
+            pattern = re.compile(patient_pattern)
+        except re.error as exc:
+            raise ReadError(f"patient pattern {patient_pattern!r} is not a valid regular expression ({exc}).") from None
+
+    def add_image(file: str) -> None:
+        try:
+            image_series.append(scan_image(file, root=nifti_root, phi_key=phi_key, patient_pattern=pattern))
+        except MedloadError as exc:
+            errors.append(FileProblem(file, str(exc)))
+        except Exception as exc:  # a damaged file must not end the scan
+            errors.append(FileProblem(file, f"{file}: image header cannot be read ({type(exc).__name__}: {exc})."))
+
     for file in _walk(root):
         n_files += 1
         if is_nifti(file, check_magic=False):
             add_nifti(file)
+            continue
+        if is_image(file, check_magic=False):
+            add_image(file)
             continue
         try:
             header = read_header(file)
@@ -306,6 +333,8 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> Scan
             # Names are not trusted: an uncompressed NIfTI without its suffix is found by magic.
             if is_nifti(file):
                 add_nifti(file)
+            elif image_format(file) is not None:
+                add_image(file)
             else:
                 skipped["not DICOM"] += 1
             continue
@@ -324,4 +353,5 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None) -> Scan
             for h in heads:
                 errors.append(FileProblem(h.path, str(exc)))
     result.extend(sorted(nifti_series, key=lambda s: s.files))
+    result.extend(sorted(image_series, key=lambda s: s.files))
     return ScanResult(result, skipped=skipped, errors=errors, n_files=n_files)

@@ -19,7 +19,7 @@ class Series:
     Attributes
     ----------
     kind : str
-        ``"dicom"`` or ``"nifti"``.
+        ``"dicom"``, ``"nifti"`` or ``"image"`` (PNG, JPEG, TIFF, BMP).
     files : tuple of str
         Absolute paths of the files that make the volume (any order; ``load`` sorts them).
     series_key, study_key, patient_key : str

@@ -14,6 +14,7 @@ Examples
 """
 
 from medload.transforms.base import REGISTRY, Transform, get_transform, map_slices
+from medload.transforms.colour import Grayscale, ScaleStoredRange
 from medload.transforms.denoise import (
     Bilateral,
     CurvatureDiffusion,
@@ -63,6 +64,8 @@ __all__ = [
     "MinMax",
     "NyulStandardize",
     "RadiographWindow",
+    "ScaleStoredRange",
+    "Grayscale",
     "HistogramEqualize",
     "CLAHE",
     "NLMeans",

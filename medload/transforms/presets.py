@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from medload.errors import TransformError
+from medload.transforms.colour import Grayscale, ScaleStoredRange
 from medload.transforms.intensity import MultiWindow, N4BiasCorrection, PercentileClip, RadiographWindow, Window, ZScore
 from medload.transforms.pipeline import Pipeline
 
@@ -32,6 +33,10 @@ _BUILDERS: dict[str, tuple[str, Callable[[], Pipeline]]] = {
                                   ZScore(mask="foreground")])),
     "xray": ("Radiograph (CR/DX/MG): the header's VOI window (first if several), bright = dense, to [0,1]",
              lambda: Pipeline([RadiographWindow()])),
+    "image": ("Plain image (PNG/JPEG/TIFF/BMP, modality OT): the stored 8/16-bit range scaled to [0,1], colour kept",
+              lambda: Pipeline([ScaleStoredRange()])),
+    "image-grayscale": ("Plain image: RGB to grey (ITU-R BT.601 luma), then the stored range scaled to [0,1]",
+                        lambda: Pipeline([Grayscale(), ScaleStoredRange()])),
 }
 
 #: Preset name -> one-line description.
@@ -55,11 +60,11 @@ def preset(name: str) -> Pipeline:
 
 
 def default_preset(modality: str) -> str | None:
-    """The preset used when none is named: ct-abdomen for CT, mr-body for MR, xray for CR/DX/MG.
+    """The preset used when none is named: ct-abdomen for CT, mr-body for MR, xray for CR/DX/MG, image for OT.
 
     Examples
     --------
     >>> default_preset("MR"), default_preset("PT")
     ('mr-body', None)
     """
-    return {"CT": "ct-abdomen", "MR": "mr-body", "CR": "xray", "DX": "xray", "MG": "xray"}.get(modality)
+    return {"CT": "ct-abdomen", "MR": "mr-body", "CR": "xray", "DX": "xray", "MG": "xray", "OT": "image"}.get(modality)

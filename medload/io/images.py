@@ -1,0 +1,589 @@
+"""2D image files (PNG, JPEG, TIFF, BMP) as sources: :func:`scan_image` and :func:`load_image`.
+
+Decoding is Pillow's (PNG, JPEG, BMP, and TIFF files tifffile cannot decode without
+``imagecodecs``) and tifffile's (TIFF: 8/16-bit, float, multi-page); medload has no decoder
+of its own.
+
+What a plain image becomes
+--------------------------
+- A :class:`~medload.volume.Volume` of one slice ``(1, H, W)``; a multi-page TIFF gives one
+  slice per page ``(Z, H, W)``. Colour images are ``(3, Z, H, W)`` with
+  ``meta["channels"] = ["R", "G", "B"]``, the layout of colour DICOM.
+- Modes: greyscale (1, 8, 16-bit, float) is kept with its dtype; RGB kept; RGBA and LA lose
+  their alpha channel and a palette image is expanded to RGB (or to grey when its palette is
+  grey), each recorded in ``meta["problems"]``; CMYK and YCbCr are converted to RGB.
+- EXIF orientation (phones, dermoscopes, endoscopes) is applied with
+  ``PIL.ImageOps.exif_transpose``, so rows and columns are as the image is meant to be seen.
+- ``meta["stored_range"]`` is the range of the stored type (``[0, 255]``, ``[0, 65535]``),
+  which the ``image`` preset (``ScaleStoredRange``) maps to ``[0, 1]``; float images keep
+  their values.
+- Geometry: a pixel size the file states in physical units (PNG ``pHYs`` in metres, TIFF or
+  JPEG resolution in inches or centimetres) gives the spacing; otherwise 1 mm, recorded in
+  ``meta["problems"]``. The affine is the one DICOM images without an orientation get (LPS
+  ``diag(1, row mm, column mm)`` turned into RAS), so a PNG and a DICOM of one radiograph
+  store the same slice the same way up.
+- Modality: the caller's ``modality=``, else ``"OT"`` (DICOM's "other").
+
+Keys
+----
+``series_key`` / ``source_key`` is a pseudonym of the path relative to the scanned root.
+``patient_key``: with ``patient_pattern`` a pseudonym of what the regular expression finds in
+that relative path (its ``patient`` group, else its first group, else the whole match);
+without one, each image is a patient of its own, so patient-level splits are image-level
+splits (two images of one patient can then land in train and test: give a pattern when the
+file names hold a patient id).
+
+Bad files
+---------
+An empty file, a file that is no image (a text file named ``.png``), a truncated image and an
+image larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) each raise
+:class:`~medload.errors.ReadError` naming the file; :func:`medload.scan` records it and goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medload.deid import pseudonym
+from medload.errors import ReadError, UnsupportedError
+from medload.geometry import lps_to_ras
+from medload.io.series import Series
+from medload.volume import Volume
+
+__all__ = ["IMAGE_SUFFIXES", "image_format", "is_image", "scan_image", "load_image", "patient_from_path"]
+
+#: File name endings read as 2D images (lower case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"MM\x00+", "TIFF"),
+)
+_SUFFIX_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+
+
+def image_format(path: str | os.PathLike) -> str | None:
+    """The image format found in the first bytes of ``path`` (``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``), or ``None``.
+
+    BMP's two-byte magic ``BM`` is too weak to trust alone: it counts only for a ``.bmp`` name.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.bin")
+    >>> _ = open(path, "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(20))
+    >>> image_format(path)
+    'PNG'
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head.startswith(b"BM") and os.fspath(path).lower().endswith(".bmp"):
+        return "BMP"
+    return None
+
+
+def is_image(path: str | os.PathLike, *, check_magic: bool = True) -> bool:
+    """Whether ``path`` is a 2D image file medload reads: by name, or (``check_magic``) by its first bytes.
+
+    A file with an image suffix counts even when broken, so that reading it gives an error
+    that names it instead of a silent skip.
+
+    Examples
+    --------
+    >>> is_image("chest/0001.PNG", check_magic=False), is_image("0001.dcm", check_magic=False)
+    (True, False)
+    """
+    if os.fspath(path).lower().endswith(IMAGE_SUFFIXES):
+        return True
+    return check_magic and os.path.isfile(path) and image_format(path) is not None
+
+
+def _relative(path: Path, root: str | os.PathLike | None) -> str:
+    if root is not None:
+        try:
+            return path.relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.as_posix()
+
+
+def patient_from_path(relative: str, pattern: str | re.Pattern[str]) -> str | None:
+    """What ``pattern`` finds in ``relative``: its ``patient`` group, else its first group, else the whole match.
+
+    Examples
+    --------
+    >>> patient_from_path("pneumonia/00012_003.png", r"(?P<patient>\\d+)_")
+    '00012'
+    >>> patient_from_path("normal/scan.png", r"(\\d+)_") is None
+    True
+    """
+    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+    match = rx.search(relative)
+    if match is None:
+        return None
+    if "patient" in rx.groupindex:
+        return match.group("patient")
+    return match.group(1) if rx.groups else match.group(0)
+
+
+# --- opening and checking -----------------------------------------------------------------
+def _limit() -> int | None:
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS
+
+
+def _check_pixels(path: Path, n_pixels: int) -> None:
+    limit = _limit()
+    if limit is not None and n_pixels > limit:
+        raise ReadError(
+            f"{path}: {n_pixels:,} pixels is over the decompression-bomb limit of {limit:,} "
+            "(PIL.Image.MAX_IMAGE_PIXELS); the file may be crafted to exhaust memory. If the image is "
+            "genuine, raise PIL.Image.MAX_IMAGE_PIXELS before converting."
+        )
+
+
+def _open_pil(path: Path):
+    """``PIL.Image.open`` with a decompression-bomb *warning* made an error, and errors naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    size = path.stat().st_size
+    if size == 0:
+        raise ReadError(f"{path}: empty file (0 bytes); expected a PNG, JPEG, TIFF or BMP image. Re-copy or remove it.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ReadError(
+            f"{path}: over the decompression-bomb limit of {_limit():,} pixels (PIL.Image.MAX_IMAGE_PIXELS; "
+            f"{exc}); the file may be crafted to exhaust memory. If it is genuine, raise that limit."
+        ) from None
+    except UnidentifiedImageError:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        fmt = image_format(path)
+        if fmt is not None:
+            raise ReadError(
+                f"{path}: starts like a {fmt} file but its header cannot be read ({size} bytes); the file is "
+                "truncated or damaged. Re-export or re-copy it."
+            ) from None
+        raise ReadError(
+            f"{path}: not an image Pillow can read (first bytes {head!r}); expected PNG, JPEG, TIFF or BMP. "
+            "The file may be another format under an image name, or damaged: re-export or remove it."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ReadError(f"{path}: image header cannot be read ({type(exc).__name__}: {exc}); the file is damaged. Re-export it.") from None
+    _check_pixels(path, image.width * image.height * max(int(getattr(image, "n_frames", 1)), 1))
+    return image
+
+
+def _tiff_header(path: Path) -> dict[str, Any] | None:
+    """Shape, dtype and axes of the TIFF's one image series; ``None`` when tifffile cannot read it."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.series) != 1:
+                raise UnsupportedError(
+                    f"{path}: TIFF holds {len(tif.series)} image series of different shapes or types; "
+                    "medload reads one series (pages of one size) per file. Split it into one file per series."
+                )
+            series = tif.series[0]
+            page = tif.pages[0]
+            resolution = None
+            try:
+                tags = page.tags
+                unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+                if "XResolution" in tags and "YResolution" in tags and unit in (2, 3):
+                    xr, yr = tags["XResolution"].value, tags["YResolution"].value
+                    resolution = (xr[0] / xr[1], yr[0] / yr[1], "inch" if unit == 2 else "cm")
+            except Exception:  # noqa: BLE001 - a pixel size is optional
+                resolution = None
+            return {"shape": tuple(int(v) for v in series.shape), "axes": series.axes,
+                    "dtype": np.dtype(series.dtype), "compression": int(page.compression), "resolution": resolution}
+    except UnsupportedError:
+        raise
+    except Exception:  # noqa: BLE001 - tifffile could not parse it; Pillow gets its turn and names the problem
+        return None
+
+
+# --- colour -----------------------------------------------------------------------------------
+def _to_array(image, path: Path, problems: list[str]) -> np.ndarray:
+    """A decoded Pillow image as ``(H, W)`` or ``(H, W, 3)``, alpha dropped and palettes expanded, recorded."""
+    mode = image.mode
+    if mode == "P" or mode == "PA":
+        has_alpha = mode == "PA" or "transparency" in image.info
+        rgb = image.convert("RGBA" if has_alpha else "RGB")
+        arr = np.asarray(rgb)[..., :3]
+        grey = _grey_palette(image)  # the palette, not the pixels, decides: as scan_image does
+        problems.append(f"palette image expanded to {'grey' if grey else 'RGB'}" + (", transparency dropped" if has_alpha else "") + ".")
+        return np.ascontiguousarray(arr[..., 0]) if grey else np.ascontiguousarray(arr)
+    if mode == "1":
+        problems.append("1-bit image read as 8-bit (0 and 255).")
+        return np.asarray(image.convert("L"))
+    if mode in ("LA", "La"):
+        problems.append("alpha channel dropped (grey + alpha image).")
+        return np.asarray(image.convert("L")) if mode == "La" else np.ascontiguousarray(np.asarray(image)[..., 0])
+    if mode in ("RGBA", "RGBa", "RGBX"):
+        if mode != "RGBX":
+            problems.append("alpha channel dropped (RGBA image).")
+        return np.ascontiguousarray(np.asarray(image)[..., :3])
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        problems.append(f"{mode} image converted to RGB by Pillow.")
+        return np.asarray(image.convert("RGB"))
+    if mode in ("L", "RGB", "F", "I") or mode.startswith("I;16"):
+        arr = np.asarray(image)
+        if mode == "I":
+            # Pillow opens some 16-bit greyscale files as 32-bit "I"; keep the narrowest type holding them.
+            lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+            arr = arr.astype(np.uint16) if 0 <= lo and hi <= 65535 else arr
+        return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("=")))
+    raise UnsupportedError(f"{path}: Pillow image mode {mode!r} is not one medload reads (greyscale, RGB, RGBA, palette).")
+
+
+def _png_bit_depth(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR, to notice what Pillow reduces."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if len(head) == 26 and head[12:16] == b"IHDR":
+        return head[24], head[25]
+    return None
+
+
+def _decode_pil(path: Path, problems: list[str]) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Decode every frame with Pillow: ``(Z, H, W)`` or ``(Z, H, W, 3)``, and the pixel size in mm if stated."""
+    from PIL import ImageOps
+
+    image = _open_pil(path)
+    try:
+        spacing = _pil_spacing(image)
+        frames = []
+        n = int(getattr(image, "n_frames", 1))
+        fmt = image.format
+        if fmt == "PNG":
+            depth = _png_bit_depth(path)
+            if depth is not None and depth[0] == 16 and depth[1] in (2, 6):
+                problems.append("16-bit colour PNG: Pillow decodes it to 8 bits per channel (precision reduced).")
+        for k in range(n if fmt == "TIFF" else 1):
+            image.seek(k)
+            # Orientation first: EXIF says how the stored rows and columns are meant to be seen.
+            orientation = image.getexif().get(0x0112) if k == 0 and fmt != "TIFF" else None
+            oriented = image
+            if orientation in (2, 3, 4, 5, 6, 7, 8):
+                oriented = ImageOps.exif_transpose(image)
+                problems.append(f"EXIF orientation {orientation} applied (rows and columns as meant to be seen).")
+            oriented.load()
+            frames.append(_to_array(oriented, path, problems if k == 0 else []))
+    except ReadError:
+        raise
+    except UnsupportedError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ReadError(
+            f"{path}: pixels cannot be decoded ({type(exc).__name__}: {exc}); the file is probably truncated "
+            "or damaged. Re-export or re-copy it."
+        ) from None
+    finally:
+        image.close()
+    if len({(f.shape, f.dtype) for f in frames}) > 1:
+        raise UnsupportedError(f"{path}: pages of different sizes or types; medload reads pages of one size as slices. Split the file.")
+    return np.stack(frames), spacing
+
+
+def _pil_spacing(image) -> tuple[float, float] | None:
+    """(row, column) pixel size in mm when the file states one in physical units."""
+    fmt = image.format
+    try:
+        if fmt == "PNG" and "dpi" in image.info:
+            # Pillow converts pHYs in metres to dpi; pHYs without a unit gives no "dpi".
+            dx, dy = (float(v) for v in image.info["dpi"])
+            return (25.4 / dy, 25.4 / dx) if dx > 0 and dy > 0 else None
+        if fmt == "JPEG" and image.info.get("jfif_unit") in (1, 2):
+            dx, dy = (float(v) for v in image.info["jfif_density"])
+            per = 25.4 if image.info["jfif_unit"] == 1 else 10.0
+            return (per / dy, per / dx) if dx > 0 and dy > 0 else None
+    except (TypeError, ValueError, KeyError):
+        return None
+    return None
+
+
+def _decode_tiff(path: Path, header: dict[str, Any], problems: list[str]) -> np.ndarray:
+    """tifffile's decode as ``(Z, H, W)`` or ``(Z, H, W, 3)``."""
+    import tifffile
+
+    axes, shape = header["axes"], header["shape"]
+    _check_pixels(path, int(np.prod(shape)) // (shape[axes.index("S")] if "S" in axes else 1))
+    try:
+        arr = tifffile.imread(path, series=0)
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds; each becomes a named ReadError
+        raise ReadError(
+            f"{path}: TIFF pixels cannot be decoded ({type(exc).__name__}: {exc}); the file is probably truncated "
+            "or damaged. Re-export or re-copy it."
+        ) from None
+    if "S" in axes:
+        arr = np.moveaxis(arr, axes.index("S"), -1)
+        axes = axes.replace("S", "") + "S"
+    spatial = axes.replace("S", "")
+    if not spatial.endswith("YX") or len(spatial) > 3:
+        raise UnsupportedError(
+            f"{path}: TIFF axes {header['axes']!r} (shape {shape}); medload reads YX images, one page or "
+            "a stack of pages (one more axis). Save one file per image or stack."
+        )
+    if len(spatial) == 2:
+        arr = arr[None]
+    if "S" in axes:
+        s = arr.shape[-1]
+        if s == 1:
+            arr = arr[..., 0]
+        elif s == 2:
+            problems.append("alpha channel dropped (grey + alpha image).")
+            arr = arr[..., 0]
+        elif s >= 3:
+            if s > 3:
+                problems.append(f"{s - 3} extra sample(s) (alpha) dropped.")
+            arr = arr[..., :3]
+    if arr.dtype == bool:
+        problems.append("1-bit image read as 8-bit (0 and 255).")
+        arr = arr.astype(np.uint8) * np.uint8(255)
+    return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("="), copy=False))
+
+
+def _decode(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, list[str], str]:
+    """Decode ``path``: ``(Z, H, W[, 3])`` array, pixel size (mm) if stated, problems, format."""
+    problems: list[str] = []
+    fmt = image_format(path)
+    if fmt == "TIFF":
+        header = _tiff_header(path)
+        if header is not None:
+            try:
+                arr = _decode_tiff(path, header, problems)
+            except ReadError:
+                if header["compression"] in (1, 8, 32946):  # none / deflate: tifffile alone decodes these
+                    raise
+                # Compressions tifffile needs imagecodecs for (LZW, JPEG, PackBits...): Pillow decodes them.
+                arr = None
+            if arr is not None:
+                res = header["resolution"]
+                spacing = None
+                if res is not None and res[0] > 0 and res[1] > 0:
+                    per = 25.4 if res[2] == "inch" else 10.0
+                    spacing = (per / res[1], per / res[0])
+                return arr, spacing, problems, fmt
+    arr, spacing = _decode_pil(path, problems)
+    return arr, spacing, problems, fmt or "image"
+
+
+def _stored_range(dtype: np.dtype) -> list[float] | None:
+    if dtype == np.uint8:
+        return [0.0, 255.0]
+    if dtype == np.uint16:
+        return [0.0, 65535.0]
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return [float(info.min), float(info.max)]
+    return None
+
+
+def _file_hash(path: Path, relative: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(relative.encode())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+# --- scan and load -------------------------------------------------------------------------
+def scan_image(
+    path: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    phi_key: str | bytes | None = None,
+    patient_pattern: str | re.Pattern[str] | None = None,
+) -> Series:
+    """Describe one image file as a :class:`Series` (header only, pixels not decoded).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A PNG, JPEG, TIFF or BMP file.
+    root : str or path-like, optional
+        The folder being scanned: keys are pseudonyms of the path relative to it, and the first
+        folder below it is the image's class folder (``info["class_folder"]``, ImageFolder's layout).
+    phi_key : str or bytes, optional
+        Secret of the pseudonyms (default ``$MEDLOAD_PHI_KEY``).
+    patient_pattern : str or compiled regular expression, optional
+        Searched in the relative path; what it finds is the patient (see the module doc).
+
+    Raises
+    ------
+    ReadError
+        Empty, not an image, unreadable header, over the decompression-bomb limit, or a
+        ``patient_pattern`` that finds nothing in its path.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np
+    >>> from PIL import Image
+    >>> root = tempfile.mkdtemp(); os.mkdir(os.path.join(root, "normal"))
+    >>> Image.fromarray(np.zeros((4, 6), np.uint8)).save(os.path.join(root, "normal", "07_a.png"))
+    >>> s = scan_image(os.path.join(root, "normal", "07_a.png"), root=root, patient_pattern=r"(\\d+)_")
+    >>> s.kind, s.shape, s.modality, s.info["class_folder"]
+    ('image', (1, 4, 6), 'OT', 'normal')
+    """
+    file = Path(path).resolve()
+    relative = _relative(file, root)
+    fmt = image_format(file)
+    header = _tiff_header(file) if fmt == "TIFF" else None
+    if header is not None:
+        axes, shape = header["axes"], header["shape"]
+        channels = shape[axes.index("S")] if "S" in axes else 1
+        spatial = tuple(v for a, v in zip(axes, shape) if a != "S")
+        if len(spatial) == 2:
+            spatial = (1, *spatial)
+        if len(spatial) != 3:
+            raise UnsupportedError(f"{file}: TIFF axes {axes!r} (shape {shape}); medload reads one page or a stack of pages.")
+        _check_pixels(file, int(np.prod(spatial)))
+        colour = channels >= 3
+        mode = f"TIFF {header['dtype']}{' colour' if colour else ''}"
+    else:
+        image = _open_pil(file)
+        try:
+            n = int(getattr(image, "n_frames", 1)) if image.format == "TIFF" else 1
+            w, h = image.size
+            if image.format == "JPEG" or (image.format != "TIFF" and "exif" in image.info):
+                # Only where the EXIF block precedes the pixels: asking a PNG whose eXIf chunk
+                # follows them would decode the whole image during a header scan.
+                orientation = image.getexif().get(0x0112)
+                if orientation in (5, 6, 7, 8):  # transposed by exif_transpose at load
+                    w, h = h, w
+            spatial = (n, h, w)
+            mode = image.mode
+            colour = mode in ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV") or (
+                mode in ("P", "PA") and not _grey_palette(image)
+            )
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ReadError(f"{file}: image header cannot be read ({type(exc).__name__}: {exc}); the file is damaged. Re-export it.") from None
+        finally:
+            image.close()
+    shape: tuple[int, ...] = (3, *spatial) if colour else spatial
+    patient = relative
+    problems: list[str] = []
+    if patient_pattern is not None:
+        found = patient_from_path(relative, patient_pattern)
+        if found is None:
+            pattern = patient_pattern if isinstance(patient_pattern, str) else patient_pattern.pattern
+            raise ReadError(
+                f"{file}: patient pattern {pattern!r} finds nothing in {relative!r}; every image needs a "
+                "patient so that splits keep patients apart. Fix the pattern or the file name."
+            )
+        patient = found
+    else:
+        problems.append("patient unknown: no patient pattern; this image counts as a patient of its own.")
+    parts = relative.split("/")
+    class_folder = parts[0] if root is not None and len(parts) > 1 else None
+    return Series(
+        kind="image",
+        files=(str(file),),
+        series_key=pseudonym(relative, prefix="ser-", secret=phi_key),
+        study_key=pseudonym(relative, prefix="stu-", secret=phi_key),
+        patient_key=pseudonym(patient, prefix="pat-", secret=phi_key),
+        modality="OT",
+        description=parts[-1],
+        shape=shape,
+        spacing=None,
+        problems=tuple(problems),
+        source_hash=_file_hash(file, relative),
+        info={"format": fmt or "image", "mode": mode, "class_folder": class_folder},
+    )
+
+
+def _grey_palette(image) -> bool:
+    palette = image.getpalette() or []
+    rgb = np.asarray(palette[: 3 * 256], np.int64).reshape(-1, 3)
+    return bool(rgb.size) and bool((rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 0] == rgb[:, 2]).all())
+
+
+def load_image(series_or_path: Series | str | os.PathLike, *, modality: str | None = None) -> Volume:
+    """Decode one image file into a :class:`~medload.volume.Volume`.
+
+    Parameters
+    ----------
+    series_or_path : Series or path
+        A ``kind="image"`` Series from :func:`medload.scan`, or an image file.
+    modality : str, optional
+        The modality to record (``"CR"``, ``"DX"``, ``"US"``...); default ``"OT"``.
+
+    Returns
+    -------
+    Volume
+        ``(Z, H, W)`` in the stored dtype, or ``(3, Z, H, W)`` with ``meta["channels"]`` for colour.
+
+    Raises
+    ------
+    ReadError, UnsupportedError
+        Each names the file: empty, not an image, truncated, over the decompression-bomb limit.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "rgb.png")
+    >>> Image.fromarray(np.full((4, 6, 3), 7, np.uint8)).save(path)
+    >>> vol = load_image(path)
+    >>> vol.shape, vol.meta["channels"], vol.meta["stored_range"], vol.spacing
+    ((3, 1, 4, 6), ['R', 'G', 'B'], [0.0, 255.0], (1.0, 1.0, 1.0))
+    """
+    if isinstance(series_or_path, Series):
+        series = series_or_path
+    else:
+        file = Path(series_or_path)
+        if not file.is_file():
+            raise ReadError(f"{file}: no such image file; expected a PNG, JPEG, TIFF or BMP file.")
+        series = scan_image(file, root=file.resolve().parent)
+    file = Path(series.files[0])
+    arr, pixel_mm, problems, fmt = _decode(file)
+    if pixel_mm is None:
+        pixel_mm = (1.0, 1.0)
+        problems.append("pixel size not stated in physical units by the file; 1 mm assumed.")
+    affine = lps_to_ras(np.diag([1.0, float(pixel_mm[0]), float(pixel_mm[1]), 1.0]))
+    meta: dict[str, Any] = {
+        "source": "image",
+        "source_key": series.series_key,
+        "series_key": series.series_key,
+        "study_key": series.study_key,
+        "patient_key": series.patient_key,
+        "source_hash": series.source_hash,
+        "description": series.description,
+        "format": fmt,
+        "stored_range": _stored_range(arr.dtype),
+        "intensity": f"stored {arr.dtype} values" + ("" if np.issubdtype(arr.dtype, np.floating) else f" (range {_stored_range(arr.dtype)})"),
+        "problems": list(series.problems) + problems,
+    }
+    if series.info.get("class_folder"):
+        meta["class_folder"] = series.info["class_folder"]
+    if arr.ndim == 4:
+        arr = np.ascontiguousarray(np.moveaxis(arr, -1, 0))  # (Z, H, W, 3) -> (3, Z, H, W)
+        meta["channels"] = ["R", "G", "B"]
+    expected = tuple(series.shape)
+    if expected and tuple(arr.shape) != expected:
+        raise ReadError(f"{file}: decoded shape {arr.shape} differs from the {expected} its header gave when scanned; the file changed or is damaged. Scan again.")
+    return Volume(arr, affine, modality=modality or series.modality or "OT", meta=meta)

@@ -1,0 +1,151 @@
+"""2D image files (PNG, JPEG, TIFF, BMP) as sources: what scan finds and load decodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import medload
+from fixtures.images import write_bad_images, write_image_folder
+from medload.errors import ReadError
+from medload.io.images import load_image, scan_image
+
+
+def test_class_folder_scan_and_pixels_equal_the_decoded_files(tmp_path):
+    truth = write_image_folder(tmp_path, n_per_class=3)
+    found = medload.scan(tmp_path, patient_pattern=r"(?P<patient>\d+)_")
+    assert not found.errors and len(found) == len(truth)
+    for series in found:
+        rel = series.files[0][len(str(tmp_path.resolve())) + 1:]
+        expected = truth[rel]
+        assert series.kind == "image" and series.info["class_folder"] == expected["class"]
+        vol = medload.load(series)
+        arr = expected["array"]
+        if arr.ndim == 3:  # colour: (3, 1, H, W), channels recorded
+            assert vol.shape == (3, 1, *arr.shape[:2]) and vol.meta["channels"] == ["R", "G", "B"]
+            np.testing.assert_array_equal(vol.array[:, 0], np.moveaxis(arr, -1, 0))
+        else:
+            assert vol.shape == (1, *arr.shape) and vol.array.dtype == arr.dtype
+            np.testing.assert_array_equal(vol.array[0], arr)
+        assert vol.meta["stored_range"] == ([0.0, 65535.0] if arr.dtype == np.uint16 else [0.0, 255.0])
+        assert vol.modality == "OT" and vol.spacing == (1.0, 1.0, 1.0)
+    # Images of one patient share a key; of two patients, never.
+    keys = {}
+    for series in found:
+        patient = series.files[0].rsplit("/", 1)[-1].split("_")[0]
+        keys.setdefault(patient, set()).add(series.patient_key)
+    assert all(len(k) == 1 for k in keys.values())
+    assert len({next(iter(k)) for k in keys.values()}) == len(keys)
+
+
+def test_without_a_pattern_each_image_is_its_own_patient(tmp_path):
+    write_image_folder(tmp_path, n_per_class=2)
+    found = medload.scan(tmp_path)
+    assert len({s.patient_key for s in found}) == len(found) == 6
+    assert all(any("patient of its own" in p for p in s.problems) for s in found)
+
+
+def test_a_pattern_that_finds_no_patient_is_a_named_error(tmp_path):
+    write_image_folder(tmp_path, n_per_class=1)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "normal" / "scan.png")
+    found = medload.scan(tmp_path, patient_pattern=r"(\d+)_")
+    assert len(found) == 3
+    [problem] = found.errors
+    assert problem.path.endswith("scan.png") and "finds nothing" in problem.message
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "1", "I;16"])
+def test_modes(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"x_{mode.replace(';', '')}.png"
+    if mode == "RGBA":
+        rgba = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
+        Image.fromarray(rgba).save(path)
+        vol = load_image(path)
+        np.testing.assert_array_equal(vol.array[:, 0], np.moveaxis(rgba[..., :3], -1, 0))
+        assert any("alpha channel dropped" in p for p in vol.meta["problems"])
+    elif mode == "LA":
+        la = rng.integers(0, 256, (5, 7, 2), dtype=np.uint8)
+        Image.fromarray(la, mode="LA").save(path)
+        vol = load_image(path)
+        np.testing.assert_array_equal(vol.array[0], la[..., 0])
+        assert any("alpha channel dropped" in p for p in vol.meta["problems"])
+    elif mode == "P":
+        idx = rng.integers(0, 4, (5, 7), dtype=np.uint8)
+        palette = [255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9]
+        im = Image.fromarray(idx, mode="P")
+        im.putpalette(palette)
+        im.save(path)
+        vol = load_image(path)
+        rgb = np.asarray(palette, np.uint8).reshape(-1, 3)[idx]
+        np.testing.assert_array_equal(vol.array[:, 0], np.moveaxis(rgb, -1, 0))
+        assert any("palette" in p for p in vol.meta["problems"])
+    elif mode == "1":
+        bits = rng.integers(0, 2, (5, 8)).astype(bool)
+        Image.fromarray(bits).save(path)
+        vol = load_image(path)
+        np.testing.assert_array_equal(vol.array[0], bits.astype(np.uint8) * 255)
+    else:
+        arr = rng.integers(0, 65536, (5, 7), dtype=np.uint16)
+        Image.fromarray(arr).save(path)
+        vol = load_image(path)
+        assert vol.array.dtype == np.uint16
+        np.testing.assert_array_equal(vol.array[0], arr)
+
+
+def test_multipage_and_float_tiff_and_bmp(tmp_path):
+    stack = (np.arange(3 * 6 * 5) * 300).astype(np.uint16).reshape(3, 6, 5)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    vol = load_image(tmp_path / "stack.tif")
+    np.testing.assert_array_equal(vol.array, stack)  # pages are slices
+    floats = np.linspace(-1, 1, 30, dtype=np.float32).reshape(6, 5)
+    tifffile.imwrite(tmp_path / "f.tiff", floats, resolution=(10.0, 5.0), resolutionunit="CENTIMETER")
+    vol = load_image(tmp_path / "f.tiff")
+    np.testing.assert_array_equal(vol.array[0], floats)
+    assert vol.meta["stored_range"] is None
+    assert vol.spacing == (1.0, 2.0, 1.0)  # 5 px/cm down the rows, 10 px/cm along them
+    rgb = np.random.default_rng(1).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.bmp")
+    np.testing.assert_array_equal(load_image(tmp_path / "c.bmp").array[:, 0], np.moveaxis(rgb, -1, 0))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.repeat(np.arange(0, 240, 30, dtype=np.uint8)[None], 4, 0)  # (4, 8): brighter to the right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display = rotate 90 degrees clockwise
+    Image.fromarray(arr).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    series = scan_image(tmp_path / "phone.jpg", root=tmp_path)
+    vol = load_image(series)
+    assert series.shape == vol.shape == (1, 8, 4)
+    # Rotated clockwise, the bright right edge is at the bottom.
+    assert vol.array[0, -1].mean() > vol.array[0, 0].mean() + 150
+    assert any("EXIF orientation 6" in p for p in vol.meta["problems"])
+
+
+def test_pixel_size_from_png_phys(tmp_path):
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "d.png", dpi=(254, 127))
+    vol = load_image(tmp_path / "d.png")
+    assert vol.spacing == pytest.approx((1.0, 0.2, 0.1), abs=1e-3)
+
+
+def test_every_bad_file_is_a_named_error_and_scan_goes_on(tmp_path):
+    write_image_folder(tmp_path / "good", n_per_class=1)
+    bad = write_bad_images(tmp_path / "bad")
+    found = medload.scan(tmp_path)
+    errors = {p.path.rsplit("/", 1)[-1]: p.message for p in found.errors}
+    good = [s for s in found if "/good/" in s.files[0]]
+    assert len(good) == 3  # every good image is still found
+    for series in good:
+        medload.load(series)
+    # Scan reads headers: a truncated file whose header is whole fails when loaded instead.
+    failed_at_load = {}
+    for name in bad:
+        if name not in errors:
+            with pytest.raises(ReadError) as info:
+                load_image(tmp_path / "bad" / name)
+            failed_at_load[name] = str(info.value)
+    messages = {**errors, **failed_at_load}
+    for name, what in bad.items():
+        assert name in messages[name] and what in messages[name], (name, messages[name])
