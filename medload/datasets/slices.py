@@ -198,6 +198,58 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
             return item["image"], item["label"]
         return item
 
+    def loader(self, batch_size: int, *, shuffle: bool = False, num_workers: int = 0, pin_memory: bool = False,
+               drop_last: bool = False, sampler: Any = None, distributed: bool = False, generator: Any = None,
+               compact: bool = False, **dataloader_kwargs: Any) -> Any:
+        """A ready DataLoader of whole batches: each worker reads a batch into one preallocated tensor.
+
+        Runs of consecutive slices are read in one store call, straight into the batch (in a
+        worker, into the shared memory it crosses to the main process in); there are no per-item
+        tensors and no ``default_collate``. The batches equal what ``DataLoader(self, batch_size,
+        ...)`` gives with the same sampler and generator: ``image`` ``(B, C, H, W)``, ``mask``,
+        ``label``, ``volume``, ``slice`` stacked, ``key`` a list (``(image, label)`` with
+        ``return_tuple``). With a ``transform`` the batch is made item by item instead.
+
+        Parameters
+        ----------
+        batch_size : int
+            Slices per batch.
+        shuffle : bool
+            A new random order each epoch (``RandomSampler(generator=generator)``).
+        num_workers, pin_memory, drop_last, generator
+            As for ``torch.utils.data.DataLoader``; workers persist between epochs unless
+            ``persistent_workers=False`` is passed.
+        sampler : torch Sampler of item indices, optional
+            E.g. ``DistributedSampler(ds, num_replicas, rank)``; batches are cut from its order.
+        distributed : bool
+            ``DistributedSampler(self, shuffle=shuffle, seed=self.seed)`` of the initialized
+            process group; call ``loader.set_epoch(epoch)`` before each epoch.
+        compact : bool
+            Images (and masks) in the stored type, uint8 for the default store (a quarter of
+            float32's bytes through worker pipes and to the GPU), with ``scale`` and
+            ``offset`` per item; ``loader.decode(batch, device)`` gives the float values
+            there (standardization and ``"replicate3"`` done on the device).
+        **dataloader_kwargs
+            Other DataLoader arguments (``prefetch_factor``, ``worker_init_fn``,
+            ``multiprocessing_context``, ``timeout``, ``persistent_workers``).
+
+        Examples
+        --------
+        >>> import tempfile, os, numpy as np, medload
+        >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+        >>> with medload.Store.create(path) as st:
+        ...     _ = st.add(medload.Volume(np.random.default_rng(0).random((10, 8, 8)), np.eye(4)), label=1)
+        >>> loader = SliceDataset(path).loader(4, shuffle=True, compact=True)
+        >>> batch = loader.decode(next(iter(loader)))
+        >>> len(loader), tuple(batch["image"].shape), batch["image"].dtype, batch["label"].tolist()
+        (3, (4, 1, 8, 8), torch.float32, [1, 1, 1, 1])
+        """
+        from medload.datasets.loader import slice_loader
+
+        return slice_loader(self, batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=pin_memory,
+                            drop_last=drop_last, sampler=sampler, distributed=distributed, generator=generator,
+                            seed=self.seed, compact=compact, **dataloader_kwargs)
+
     def __repr__(self) -> str:
         return (
             f"SliceDataset({len(self)} slices of {len(self.volume_ids)} volumes, split={self.split!r}, "

@@ -361,7 +361,8 @@ class StoreReader:
             raise StoreError(f"{rec.shard}: slices {start}:{stop} are outside volume {rec.key}, which has {rec.n_slices} slices.")
         return start, stop
 
-    def read_slices(self, volume: int, start: int, stop: int, *, raw: bool = False) -> np.ndarray:
+    def read_slices(self, volume: int, start: int, stop: int, *, raw: bool = False,
+                    out: np.ndarray | None = None) -> np.ndarray:
         """Slices ``start:stop`` of one volume, decoded to float32 ``(n, H, W)`` or ``(n, C, H, W)``.
 
         Parameters
@@ -372,6 +373,10 @@ class StoreReader:
             Slice range, ``0 <= start <= stop <= n_slices``.
         raw : bool
             Return the stored dtype (float16, uint8, ...) without applying scale and offset.
+        out : numpy.ndarray, optional
+            Write the slices into this array (shape ``(n, ...)``; float32, or the stored dtype
+            with ``raw=True``) instead of a new one, and return it: a batch loader fills one
+            preallocated batch this way. The values are the same bits as without ``out``.
 
         Examples
         --------
@@ -382,11 +387,16 @@ class StoreReader:
         >>> r = medload.open(path)
         >>> r.read_slices(0, 0, 1, raw=True)[0, 0, 0], round(float(r.read_slices(0, 0, 1)[0, 0, 0]), 3)
         (np.uint8(128), 0.502)
+        >>> batch = np.zeros((2, 2, 2), np.float32)
+        >>> r.read_slices(0, 1, 2, out=batch[1:]) is not None, bool((batch[1] == r.read_slices(0, 1, 2)[0]).all())
+        (True, True)
         """
         self._check_pid()
         rec = self.record(volume)
         start, stop = self._range(rec, start, stop)
         stored = self._read_stored(volume, "image", start, stop)
+        if out is not None:
+            return _decode_into(stored, rec, out, raw=raw)
         if raw or stored.dtype == np.float32:
             # A direct read of one LZ4 slice is a view of the decompressed bytes (read-only);
             # callers get arrays they may change, as from h5py.
@@ -420,6 +430,23 @@ class StoreReader:
         start, stop = self._range(rec, start, stop)
         mask = self._read_stored(volume, "mask", start, stop)
         return mask if mask.flags.writeable else mask.copy()
+
+    def mask_dtype(self, volume: int) -> np.dtype | None:
+        """The stored integer type of a volume's mask (``None`` when it has none).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> with medload.Store.create(path) as store:
+        ...     _ = store.add(medload.Volume(np.zeros((2, 2, 2)), np.eye(4)), mask=np.ones((2, 2, 2), np.uint8))
+        >>> medload.open(path).mask_dtype(0)
+        dtype('uint8')
+        """
+        self._check_pid()
+        if not self.record(volume).has_mask:
+            return None
+        return np.dtype(self._dataset(volume, "mask").dtype)
 
     def read_volume(self, volume: int, *, mask: bool = False) -> Volume | tuple[Volume, Volume | None]:
         """The whole volume as a :class:`~medload.Volume` (float32, original axis order).
@@ -457,6 +484,27 @@ class StoreReader:
             mask_volume = Volume(self.read_mask(volume, 0, rec.n_slices), rec.affine, modality=rec.modality,
                                  meta={"intensity": "labels"})
         return image, mask_volume
+
+
+def _decode_into(stored: np.ndarray, rec: VolumeRecord, out: np.ndarray, *, raw: bool) -> np.ndarray:
+    """``read_slices``' decoding, written into ``out`` (the same operations, so the same bits)."""
+    want = np.dtype(stored.dtype if raw else np.float32)
+    if out.shape != stored.shape or out.dtype != want:
+        raise ValueError(
+            f"read_slices(out=...) of volume {rec.key}: out must be {want} {stored.shape}, "
+            f"found {out.dtype} {out.shape}."
+        )
+    if raw or stored.dtype == np.float32:
+        out[...] = stored
+    elif stored.dtype == np.float16:
+        out[...] = fmt.float16_to_float32(stored)
+    else:
+        out[...] = stored  # the exact integer-to-float32 cast of astype
+        if rec.scale != 1.0:
+            out *= np.float32(rec.scale)
+        if rec.offset != 0.0:
+            out += np.float32(rec.offset)
+    return out
 
 
 def _read(ds, start: int, stop: int, rec: VolumeRecord) -> np.ndarray:
