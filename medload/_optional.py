@@ -14,6 +14,7 @@ _EXTRA = {
     "h5py": "store",
     "hdf5plugin": "store",
     "matplotlib": "preview",
+    "torchvision": "augment",
 }
 
 

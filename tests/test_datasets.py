@@ -89,7 +89,8 @@ def test_items_follow_the_documented_contract_and_masks_match_their_slice(store_
     for i in range(len(ds)):
         item = ds[i]
         assert item["image"].dtype == torch.float32 and tuple(item["image"].shape) == (1, SIZE, SIZE)
-        assert item["mask"].dtype == torch.int64 and tuple(item["mask"].shape) == (SIZE, SIZE)
+        assert item["mask"].dtype == torch.int64 and tuple(item["mask"].shape) == (1, SIZE, SIZE)
+        assert item["spacing"].tolist() == [2.0, 0.5, 0.5]  # (slice, row, column) mm of build_store's affine
         assert item["label"].dtype == torch.int64 and item["label"].ndim == 0
         assert int(item["label"]) == info[item["key"]]["label"]
         assert ds.volume_keys[item["volume"]] == item["key"]
@@ -277,14 +278,16 @@ def _mixed_mask_store(path):
 def test_masks_by_default_only_when_every_volume_has_one(tmp_path):
     # What converting a typical export gives: masks for some series only.
     path = _mixed_mask_store(tmp_path / "mixed.h5")
-    ds = SliceDataset(path)  # with_mask=None
+    with pytest.warns(UserWarning, match=r"1 of 2 selected volumes .* have a mask, so items carry no mask"):
+        ds = SliceDataset(path)  # with_mask=None
     assert ds.with_mask is False and len(ds) == 6
     assert all("mask" not in ds[i] for i in range(6))
     # Over volumes that all have a mask (a split holding only p0), the default returns them.
     only_masked = SliceDataset(path, split="a", splits={"a": ["p0"]})
     assert only_masked.with_mask is True and len(only_masked) == 3
     assert int(only_masked[1]["mask"].sum()) == 2 * 8 * 8
-    assert VolumeDataset(path).with_mask is False
+    with pytest.warns(UserWarning, match="carry no mask"):
+        assert VolumeDataset(path).with_mask is False
 
 
 def test_with_mask_true_refuses_volumes_without_masks(tmp_path):
@@ -484,9 +487,10 @@ def test_volume_items_are_whole_volumes_with_their_masks(store_path):
     item = ds[2]
     code, depth = info[item["key"]]["code"], info[item["key"]]["depth"]
     assert item["image"].dtype == torch.float32 and tuple(item["image"].shape) == (1, depth, SIZE, SIZE)
-    assert item["mask"].dtype == torch.int64 and tuple(item["mask"].shape) == (depth, SIZE, SIZE)
+    assert item["mask"].dtype == torch.int64 and tuple(item["mask"].shape) == (1, depth, SIZE, SIZE)
+    assert item["spacing"].tolist() == [2.0, 0.5, 0.5]
     np.testing.assert_array_equal(item["image"][0, 4].numpy(), expected_slice(code, 4))
-    assert (item["mask"][3] == (code + 3) % 5).all()
+    assert (item["mask"][0, 3] == (code + 3) % 5).all()
 
 
 def test_volume_patches_are_reproducible_per_epoch_and_cut_where_they_say(store_path):
@@ -499,7 +503,8 @@ def test_volume_patches_are_reproducible_per_epoch_and_cut_where_they_say(store_
         code = info[item["key"]]["code"]
         want = np.stack([expected_slice(code, z)[y0:y0 + 8, x0:x0 + 8] for z in range(z0, z0 + 3)])
         np.testing.assert_array_equal(item["image"][0].numpy(), want)
-        assert (item["mask"] == torch.from_numpy((code + np.arange(z0, z0 + 3)) % 5)[:, None, None]).all()
+        assert tuple(item["mask"].shape) == (1, 3, 8, 8)
+        assert (item["mask"][0] == torch.from_numpy((code + np.arange(z0, z0 + 3)) % 5)[:, None, None]).all()
     again = VolumeDataset(path, patch_size=(3, 8, 8), samples_per_volume=4, seed=1)
     assert [a["origin"].tolist() for a in first] == [again[i]["origin"].tolist() for i in range(len(again))]
     again.set_epoch(1)

@@ -4,15 +4,21 @@ of volumes (split), labels, masks and channels, all worked out once, as numpy, i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medload._optional import require
 from medload.datasets.labels import resolve_labels
 from medload.datasets.splits import split as make_split
 from medload.errors import MedloadError
+
+
+class MaskWarning(UserWarning):
+    """A dataset serves no masks although some selected volumes have one."""
 
 
 def open_reader(store: Any) -> tuple[Any, str | None]:
@@ -46,8 +52,13 @@ class StoreDatasetBase:
         labels: Any = None,
         label_key: str = "patient",
         return_tuple: bool = False,
+        tv_tensors: bool = False,
         seed: int = 0,
     ) -> None:
+        # Modules do not pickle (spawned workers get the dataset pickled): keep a flag, import on use.
+        self.tv_tensors = bool(tv_tensors)
+        if self.tv_tensors:
+            require("torchvision.tv_tensors", "tv_tensors=True (torchvision v2 items)")
         reader, path = open_reader(store)
         self._reader: Any = reader
         self._path = path
@@ -63,6 +74,9 @@ class StoreDatasetBase:
             raise MedloadError(f"store {store_name} holds no complete volume; convert some data into it first.")
         #: Volume keys in store order (``item["volume"]`` indexes this list).
         self.volume_keys: list[str] = [str(r.key) for r in records]
+        # Spacing travels with each item (physical augmentations need it); a plain list per
+        # volume, so workers share nothing mutable.
+        self._spacings: list[tuple[float, ...]] = [tuple(float(v) for v in r.spacing) for r in records]
 
         # --- which volumes: by patient, never by slice -------------------------------------
         if split is None:
@@ -101,6 +115,15 @@ class StoreDatasetBase:
             # usually has masks for a few series only; a batch cannot mix items with and
             # without a mask, so that store is served without masks rather than refused.
             self.with_mask = all(has_mask)
+            if any(has_mask) and not self.with_mask:
+                warnings.warn(
+                    f"{sum(has_mask)} of {len(has_mask)} selected volumes of {store_name} have a mask, so items "
+                    "carry no mask (with_mask=None serves masks only when every volume has one). Pass "
+                    "with_mask=False to silence this, or select the volumes with masks "
+                    "(select=lambda record: record.has_mask).",
+                    MaskWarning,
+                    stacklevel=3,
+                )
         elif with_mask:
             if not all(has_mask):
                 missing = next(r.key for r, m in zip(selected, has_mask) if not m)
@@ -178,8 +201,18 @@ class StoreDatasetBase:
         return image if idx is None else image[:, idx]
 
     def _read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
-        """Mask slices ``start:stop`` as int64 ``(n, H, W)``."""
-        return self._reader.read_mask(volume, start, stop).astype(np.int64)
+        """Mask slices ``start:stop`` as int64 ``(n, 1, H, W)``: channel-first like the image."""
+        return self._reader.read_mask(volume, start, stop).astype(np.int64)[:, None]
+
+    def _wrap(self, item: dict[str, Any]) -> dict[str, Any]:
+        """With ``tv_tensors=True``: image and mask as torchvision's ``Image`` and ``Mask``."""
+        if self.tv_tensors:
+            from torchvision import tv_tensors
+
+            item["image"] = tv_tensors.Image(item["image"])
+            if "mask" in item:
+                item["mask"] = tv_tensors.Mask(item["mask"])
+        return item
 
 
 def standardize_channels(image: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:

@@ -55,14 +55,22 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         What the CSV or mapping keys are.
     return_tuple : bool
         Return ``(image, label)`` like torchvision's ``ImageFolder`` instead of a dict.
+    tv_tensors : bool
+        Return ``image`` as ``torchvision.tv_tensors.Image`` and ``mask`` as
+        ``torchvision.tv_tensors.Mask`` (needs torchvision), so torchvision v2 transforms
+        move both alike and resize the mask with nearest neighbours.
     seed : int
         Seed of the default split.
 
     Notes
     -----
     Items: ``image`` float32 ``(C, H, W)`` with ``C = (2 * context + 1) * channels`` (3 with
-    ``"replicate3"``); ``mask`` int64 ``(H, W)``; ``label`` int64 scalar tensor (``-1`` = no
-    label), present when any selected volume is labelled; ``volume`` (int, index into
+    ``"replicate3"``); ``mask`` int64 ``(1, H, W)``, channel-first like the image, so MONAI
+    (``RandFlipd``, ``RandAffined``, ``RandSpatialCropd`` with ``keys=["image", "mask"]``),
+    TorchIO and torchvision v2 transforms move image and mask alike; ``label`` int64 scalar
+    tensor (``-1`` = no label), present when any selected volume is labelled; ``spacing``
+    float64 ``(3,)``, the stored grid's spacing in mm along (slice, row, column), so
+    ``spacing[1:]`` is the item's in-plane pixel size; ``volume`` (int, index into
     :attr:`volume_keys`), ``slice`` (int), ``key`` (str, the volume's key).
 
     Each process opens its own read-only store handle on first use (after a fork or in a
@@ -101,11 +109,13 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         labels: Any = None,
         label_key: str = "patient",
         return_tuple: bool = False,
+        tv_tensors: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(
             store, split, splits=splits, transform=transform, channels=channels, with_mask=with_mask,
-            standardize=standardize, labels=labels, label_key=label_key, return_tuple=return_tuple, seed=seed,
+            standardize=standardize, labels=labels, label_key=label_key, return_tuple=return_tuple,
+            tv_tensors=tv_tensors, seed=seed,
         )
         context = int(context)
         if context < 0:
@@ -189,9 +199,11 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
             item["mask"] = torch.from_numpy(mask)
         if self.has_labels:
             item["label"] = torch.tensor(int(self._label[i]))
+        item["spacing"] = torch.tensor(self._spacings[volume], dtype=torch.float64)
         item["volume"] = volume
         item["slice"] = slice_
         item["key"] = self.volume_keys[volume]
+        item = self._wrap(item)
         if self.transform is not None:
             item = self.transform(item)
         if self.return_tuple:

@@ -59,7 +59,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
 
     Parameters
     ----------
-    store, split, splits, transform, channels, with_mask, standardize, labels, label_key, return_tuple
+    store, split, splits, transform, channels, with_mask, standardize, labels, label_key, return_tuple, tv_tensors
         As for :class:`medload.SliceDataset` (``standardize`` is per volume or patch).
     patch_size : (int, int, int), optional
         ``(Z, H, W)`` of random patches. ``None``: whole volumes.
@@ -73,8 +73,9 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
 
     Notes
     -----
-    Items: ``image`` float32 ``(C, Z, H, W)``; ``mask`` int64 ``(Z, H, W)``; ``label`` int64
-    scalar; ``volume``, ``key``; for patches also ``origin`` (int64 ``(3,)``, the patch corner in
+    Items: ``image`` float32 ``(C, Z, H, W)``; ``mask`` int64 ``(1, Z, H, W)``, channel-first
+    like the image (MONAI and TorchIO's convention); ``label`` int64 scalar; ``spacing`` float64
+    ``(3,)`` in mm along (Z, H, W); ``volume``, ``key``; for patches also ``origin`` (int64 ``(3,)``, the patch corner in
     voxels). A volume smaller than the patch is padded with zeros (image and mask) at its end.
 
     The random patch of item ``i`` comes from ``numpy.random.default_rng((seed, epoch, i))``:
@@ -113,11 +114,13 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         patch_size: Sequence[int] | None = None,
         samples_per_volume: int = 1,
         foreground_ratio: float = 0.0,
+        tv_tensors: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(
             store, split, splits=splits, transform=transform, channels=channels, with_mask=with_mask,
-            standardize=standardize, labels=labels, label_key=label_key, return_tuple=return_tuple, seed=seed,
+            standardize=standardize, labels=labels, label_key=label_key, return_tuple=return_tuple,
+            tv_tensors=tv_tensors, seed=seed,
         )
         if patch_size is not None:
             patch_size = tuple(int(p) for p in patch_size)
@@ -159,7 +162,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         item: dict[str, Any] = {}
         if self.patch_size is None:
             image = self._read(volume, 0, depth).transpose(1, 0, 2, 3)  # (C, Z, H, W)
-            mask = self._read_mask(volume, 0, depth) if self.with_mask else None
+            mask = self._read_mask(volume, 0, depth).transpose(1, 0, 2, 3) if self.with_mask else None
         else:
             image, mask, origin = self._patch(volume, index)
             item["origin"] = torch.from_numpy(origin)
@@ -173,8 +176,10 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
             item["mask"] = torch.from_numpy(np.ascontiguousarray(mask))
         if self.has_labels:
             item["label"] = torch.tensor(int(self.volume_labels[volume]), dtype=torch.int64)
+        item["spacing"] = torch.tensor(self._spacings[volume], dtype=torch.float64)
         item["volume"] = volume
         item["key"] = self.volume_keys[volume]
+        item = self._wrap(item)
         if self.transform is not None:
             item = self.transform(item)
         if self.return_tuple:
@@ -186,7 +191,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         spatial = (self._shapes[volume][0],) + self._shapes[volume][-2:]
         full_mask = None
         if self.foreground_ratio > 0:
-            full_mask = self._read_mask(volume, 0, spatial[0])
+            full_mask = self._read_mask(volume, 0, spatial[0])[:, 0]
         origin, _ = patch_origin(spatial, self.patch_size, rng=rng, mask=full_mask, foreground_ratio=self.foreground_ratio)
         size = np.asarray(self.patch_size)
         lo = np.maximum(origin, 0)
@@ -197,9 +202,9 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         image[(slice(None), *dst)] = block
         mask = None
         if self.with_mask:
-            src = full_mask[lo[0]:hi[0]] if full_mask is not None else self._read_mask(volume, lo[0], hi[0])
-            mask = np.zeros(self.patch_size, np.int64)
-            mask[dst] = src[:, lo[1]:hi[1], lo[2]:hi[2]]
+            src = full_mask[lo[0]:hi[0]] if full_mask is not None else self._read_mask(volume, lo[0], hi[0])[:, 0]
+            mask = np.zeros((1, *self.patch_size), np.int64)
+            mask[(slice(None), *dst)] = src[None, :, lo[1]:hi[1], lo[2]:hi[2]]
         return image, mask, origin.astype(np.int64)
 
     def __repr__(self) -> str:
