@@ -208,10 +208,10 @@ def _cmd_scan(args) -> int:
     result = scan(args.source, phi_key=args.phi_key)
     rows = [s.summary() for s in result]
     if args.json:
-        from medload.batch import _summary
+        from medload.deid import report_summary
 
         # Output for scripts is written somewhere: the converter's rule for descriptions.
-        series = [_summary(s, args.keep_descriptions) for s in result]
+        series = [report_summary(s, args.keep_descriptions) for s in result]
         payload = {"series": series, "files": getattr(result, "n_files", None),
                    "skipped": dict(getattr(result, "skipped", {})),
                    "unreadable": [{"path": e.path, "reason": e.message} for e in getattr(result, "errors", [])]}

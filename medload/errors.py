@@ -7,6 +7,8 @@ what to do about it.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "MedloadError",
     "ReadError",
@@ -14,6 +16,7 @@ __all__ = [
     "UnsupportedError",
     "MissingDependencyError",
     "StoreError",
+    "PipelineMismatchError",
     "TransformError",
 ]
 
@@ -40,6 +43,34 @@ class MissingDependencyError(MedloadError, ImportError):
 
 class StoreError(MedloadError):
     """An HDF5 store is missing, not a medload store, of another schema, or incomplete."""
+
+
+class PipelineMismatchError(StoreError):
+    """A store was written with another pipeline than the one asked for now.
+
+    Attributes
+    ----------
+    path : str
+        The store file.
+    stored, wanted : Any
+        The pipeline configuration the store holds (``None`` when unreadable) and the one asked
+        for, as JSON-able values, so that a caller can say what differs without reading the
+        message.
+    """
+
+    def __init__(self, message: str, *, path: str = "", stored: Any = None, wanted: Any = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.stored = stored
+        self.wanted = wanted
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes, attributes kept
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
+def _rebuild(cls: type, message: str, state: dict[str, Any]) -> Exception:
+    exc = cls(message, **state)
+    return exc
 
 
 class TransformError(MedloadError, ValueError):

@@ -24,6 +24,7 @@ __all__ = [
     "spacing_from_affine",
     "positions_along_normal",
     "axis_codes",
+    "align_to_grid",
 ]
 
 #: Flips x and y: DICOM LPS+ to NIfTI/nibabel RAS+.
@@ -137,3 +138,40 @@ def axis_codes(affine: np.ndarray) -> tuple[str, ...]:
     import nibabel as nib
 
     return tuple(nib.aff2axcodes(affine))
+
+
+def align_to_grid(data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
+                  target_shape: Sequence[int]) -> np.ndarray | None:
+    """``data`` (on ``affine``) in the target grid's array order when both hold the same voxels
+    in world space, else None.
+
+    Masks written by other tools often store the same grid with axes flipped or permuted
+    (e.g. rows bottom-up); that is the same mask, so it is reordered, never resampled.
+
+    Examples
+    --------
+    >>> data = np.arange(6).reshape(1, 2, 3)
+    >>> flipped = np.diag([1.0, -1.0, 1.0, 1.0]); flipped[1, 3] = 1.0  # rows stored bottom-up
+    >>> align_to_grid(data[:, ::-1], flipped, np.eye(4), (1, 2, 3)).tolist()
+    [[[0, 1, 2], [3, 4, 5]]]
+    >>> align_to_grid(data, np.eye(4) * 2, np.eye(4), (1, 2, 3)) is None
+    True
+    """
+    to_data = np.linalg.inv(affine) @ target_affine  # target index -> data index
+    rot, shift = to_data[:3, :3], to_data[:3, 3]
+    perm = np.rint(rot)
+    if not (np.allclose(rot, perm, atol=1e-3) and np.allclose(shift, np.rint(shift), atol=1e-3)):
+        return None
+    if sorted(np.abs(perm).sum(axis=0)) != [1, 1, 1] or sorted(np.abs(perm).sum(axis=1)) != [1, 1, 1]:
+        return None
+    axes = [int(np.argmax(np.abs(perm[:, a]))) for a in range(3)]  # data axis of each target axis
+    out = data.transpose(axes)
+    if tuple(out.shape) != tuple(target_shape):
+        return None
+    for a, b in enumerate(axes):
+        sign, start = perm[b, a], int(np.rint(shift[b]))
+        if sign > 0 and start != 0 or sign < 0 and start != out.shape[a] - 1:
+            return None
+        if sign < 0:
+            out = np.flip(out, axis=a)
+    return out

@@ -66,7 +66,7 @@ READER_META_KEYS = {
 
 def test_reader_meta_keys_are_outside_the_basic_profile(tmp_path):
     from fixtures.phi import write_phi_export
-    from medload.batch import DESCRIPTOR_KEYS
+    from medload.deid import DESCRIPTOR_KEYS
 
     phi = write_phi_export(tmp_path / "export")
     volumes = [medload.load(s) for s in medload.scan(tmp_path / "export")]

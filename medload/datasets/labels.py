@@ -18,7 +18,7 @@ import numpy as np
 
 from medload.errors import MedloadError
 
-__all__ = ["LabelFrom", "label_from", "read_label_csv", "resolve_labels", "LABEL_KEYS"]
+__all__ = ["LabelFrom", "label_from", "read_label_csv", "read_label_table", "resolve_labels", "LABEL_KEYS"]
 
 #: What a label can be keyed by: the VolumeRecord attribute of each.
 LABEL_KEYS = {"patient": "patient_key", "study": "study_key", "series": "series_key", "volume": "key"}
@@ -92,12 +92,64 @@ def _is_int(text: Any) -> bool:
     return True
 
 
-def read_label_csv(path: str | Path, *, label_key: str = "patient") -> dict[str, tuple[str, int]]:
-    """Read a label CSV into ``{key: (label text, line number)}``.
+def read_label_table(path: str | Path, key_columns: Sequence[str]) -> tuple[str, dict[str, tuple[str, int]]]:
+    """The one reader of label CSVs (``SliceDataset(labels=)`` and ``convert --labels`` alike).
 
-    The CSV has a header. The key column is the one named ``<label_key>_key``,
-    ``<label_key>`` or ``key`` (else the first column); the label column is ``label`` or
-    ``class`` (else the second).
+    Rules: UTF-8 (a BOM is allowed) with a header; the key column is the first of
+    ``key_columns`` the header names (case and spaces ignored); the label column is ``label``
+    or ``class``; blank lines are skipped; a row without a key or a label, and a key given two
+    different labels, are refused with the line.
+
+    Returns
+    -------
+    (key column, {key: (label text, line number)})
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels.csv")
+    >>> _ = open(path, "w").write("Series_Key,label\\nser-1,tumor\\n\\nser-2,normal\\n")
+    >>> read_label_table(path, ("series_key", "key"))
+    ('series_key', {'ser-1': ('tumor', 2), 'ser-2': ('normal', 4)})
+    """
+    path = Path(path)
+    expected = f"a header with a 'label' column and a key column ({', '.join(key_columns)})"
+    if not path.is_file():
+        raise MedloadError(f"label CSV {path} does not exist; pass the path of a CSV with {expected}.")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MedloadError(f"label CSV {path} is not a UTF-8 CSV ({type(exc).__name__}: {exc}); "
+                           f"save it as CSV UTF-8 with {expected}.") from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    key_name = next((n for n in key_columns if n in header), None)
+    label_name = next((n for n in ("label", "class") if n in header), None)
+    if key_name is None or label_name is None:
+        raise MedloadError(f"label CSV {path}: expected {expected}; found columns {header}.")
+    key_col, label_col = header.index(key_name), header.index(label_name)
+    out: dict[str, tuple[str, int]] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        key = row[key_col].strip() if len(row) > key_col else ""
+        label = row[label_col].strip() if len(row) > label_col else ""
+        if not key or not label:
+            raise MedloadError(f"label CSV {path} line {lineno}: expected a {key_name} and a label, found {row}.")
+        if key in out and out[key][0] != label:
+            raise MedloadError(
+                f"label CSV {path}: key {key!r} has label {out[key][0]!r} on line {out[key][1]} "
+                f"and {label!r} on line {lineno}; keep one."
+            )
+        out[key] = (label, lineno)
+    return key_name, out
+
+
+def read_label_csv(path: str | Path, *, label_key: str = "patient") -> dict[str, tuple[str, int]]:
+    """Read a label CSV into ``{key: (label text, line number)}`` (rules: :func:`read_label_table`).
+
+    The key column is the one named ``<label_key>_key``, ``<label_key>`` or ``key``; the
+    label column is ``label`` or ``class``.
 
     Examples
     --------
@@ -107,30 +159,7 @@ def read_label_csv(path: str | Path, *, label_key: str = "patient") -> dict[str,
     >>> read_label_csv(path)
     {'pat-1': ('tumor', 2), 'pat-2': ('normal', 3)}
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MedloadError(f"label CSV {path} does not exist; pass the path of a CSV with a header such as 'patient_key,label'.")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
-    if len(rows) < 1 or len(rows[0]) < 2:
-        raise MedloadError(f"label CSV {path}: expected a header with at least two columns (key, label), found {rows[:1]}.")
-    header = [h.strip().lower() for h in rows[0]]
-    key_col = next((header.index(n) for n in (f"{label_key}_key", label_key, "key") if n in header), 0)
-    label_col = next((header.index(n) for n in ("label", "class") if n in header), 1 if key_col != 1 else 0)
-    out: dict[str, tuple[str, int]] = {}
-    for lineno, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) <= max(key_col, label_col):
-            raise MedloadError(f"label CSV {path} line {lineno}: expected {len(header)} columns, found {row}.")
-        key, label = row[key_col].strip(), row[label_col].strip()
-        if key in out and out[key][0] != label:
-            raise MedloadError(
-                f"label CSV {path}: key {key!r} has label {out[key][0]!r} on line {out[key][1]} "
-                f"and {label!r} on line {lineno}; keep one."
-            )
-        out[key] = (label, lineno)
-    return out
+    return read_label_table(path, (f"{label_key}_key", label_key, "key"))[1]
 
 
 def resolve_labels(

@@ -15,7 +15,15 @@ Examples
 ('s1', 4)
 """
 
-from medload.store._format import DEFAULT_COMPRESSION, DEFAULT_DTYPE, DTYPES, FILTERS, SCHEMA_VERSION
+from medload.store._format import (
+    DEFAULT_COMPRESSION,
+    DEFAULT_DTYPE,
+    DTYPES,
+    FILTERS,
+    SCHEMA_VERSION,
+    check_dtype,
+    parse_compression,
+)
 from medload.store.reader import StoreReader, VolumeRecord, open
 from medload.store.writer import Store
 
@@ -29,4 +37,6 @@ __all__ = [
     "DEFAULT_COMPRESSION",
     "DTYPES",
     "FILTERS",
+    "check_dtype",
+    "parse_compression",
 ]

@@ -30,8 +30,9 @@ import numpy as np
 
 from medload._optional import require
 from medload.deid import sanitize_key
-from medload.errors import StoreError
+from medload.errors import PipelineMismatchError, StoreError
 from medload.store import _format as fmt
+from medload.store import layout
 from medload.volume import Volume
 
 __all__ = ["Store"]
@@ -142,7 +143,7 @@ class Store:
         >>> medload.Store.create(path, pipeline={"steps": [1]})
         Traceback (most recent call last):
         ...
-        medload.errors.StoreError: ...
+        medload.errors.PipelineMismatchError: ...
         """
         self = object.__new__(cls)
         dtype = fmt.check_dtype(dtype)
@@ -154,7 +155,7 @@ class Store:
         h5py = _h5py()
         self._h5py = h5py
         self.path = path
-        self.partial_path = path.with_name(path.name + fmt.PARTIAL_SUFFIX)
+        self.partial_path = layout.partial_path(path)
         self.dtype = dtype
         self.compression, self._filter_kwargs = compression
         self.pipeline = pipeline
@@ -176,7 +177,7 @@ class Store:
         try:
             if not path.parent.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = _WriterLock(path.with_name(path.name + ".lock"))
+            self._lock = _WriterLock(layout.lock_path(path))
         except OSError as exc:
             raise _unwritable(path, exc) from exc
         try:
@@ -191,7 +192,7 @@ class Store:
     def _open(self, path: Path, resume: bool, overwrite: bool) -> None:
         exists = path.exists() or self.partial_path.exists()
         if overwrite:
-            for p in (path, self.partial_path, self.partial_path.with_name(self.partial_path.name + ".salvage")):
+            for p in (path, self.partial_path, layout.salvage_path(path)):
                 if p.exists():
                     p.unlink()
         elif exists and not resume:
@@ -241,10 +242,11 @@ class Store:
                 f"{fmt.SCHEMA_VERSION}; write to a new path, or overwrite=True to replace it."
             )
         if attrs.get("pipeline_hash") != self.pipeline_hash:
-            raise StoreError(
+            raise PipelineMismatchError(
                 f"{where} was written with another pipeline ({attrs.get('pipeline')}) than this one "
                 f"({fmt.canonical_json(self.pipeline)}); its volumes would be stale. Delete it, "
-                "pass overwrite=True (medload convert --overwrite), or write to a new path."
+                "pass overwrite=True (medload convert --overwrite), or write to a new path.",
+                path=str(where), stored=_stored_config(attrs), wanted=self.pipeline,
             )
         if attrs.get("dtype") != self.dtype:
             raise StoreError(
@@ -307,7 +309,7 @@ class Store:
             partial.unlink()
             return
         kept, dropped = [], []
-        tmp = partial.with_name(partial.name + ".salvage")
+        tmp = layout.salvage_path(self.path)
         with src:
             if "medload_schema" not in src.attrs or "volumes" not in src:
                 self.problems.append(
@@ -601,6 +603,14 @@ class _WriterLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+def _stored_config(attrs: Any) -> Any:
+    """The pipeline configuration in a store's root attributes; None when it does not parse."""
+    try:
+        return json.loads(attrs.get("pipeline", "null"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _check_value_range(value_range: Any) -> tuple[float, float]:

@@ -13,7 +13,7 @@ from medload.errors import TransformError
 from medload.transforms.base import REGISTRY, Transform, get_transform, json_params
 from medload.volume import Volume
 
-__all__ = ["Pipeline", "CONFIG_VERSION"]
+__all__ = ["Pipeline", "CONFIG_VERSION", "config_diff"]
 
 #: Version of the ``{"medload_pipeline": 1, "steps": [...]}`` config layout.
 CONFIG_VERSION = 1
@@ -228,6 +228,71 @@ class Pipeline:
                 raise
             raise TransformError(f"pipeline file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
         return cls.from_config(config, workers=workers)
+
+
+def _steps_by_modality(config: Any) -> tuple[dict[str, list], dict[str, Any]]:
+    """``({modality or "*": steps}, {other top-level option: value})`` of a converter config."""
+    if not isinstance(config, Mapping):
+        return {"*": []}, {"pipeline": config}
+    extras = {k: v for k, v in config.items()
+              if k not in ("by_modality", "other", "steps", "medload_pipeline", "medload_pipelines")}
+    if "by_modality" in config:
+        steps = {str(m): list(c.get("steps", [])) for m, c in config["by_modality"].items()}
+        steps["other"] = list((config.get("other") or {}).get("steps", []))
+        return steps, extras
+    return {"*": list(config.get("steps", []))}, extras
+
+
+def config_diff(stored: Any, wanted: Any, *, limit: int = 6) -> list[str]:
+    """Short lines saying how ``wanted`` differs from ``stored``: step by step, parameter by parameter.
+
+    Examples
+    --------
+    >>> a = {"steps": [{"name": "window", "params": {"center": 40.0, "width": 400.0}}]}
+    >>> b = {"steps": [{"name": "window", "params": {"center": 40.0, "width": 80.0}}]}
+    >>> config_diff(a, b)
+    ['step 1 window: width 400.0 in the store, 80.0 now']
+    """
+    a, a_extra = _steps_by_modality(stored)
+    b, b_extra = _steps_by_modality(wanted)
+    # One pipeline for every modality against per-modality ones: compare it with each of them.
+    if set(a) == {"*"} and set(b) != {"*"}:
+        a = {m: a["*"] for m in b}
+    if set(b) == {"*"} and set(a) != {"*"}:
+        b = {m: b["*"] for m in a}
+    lines: list[str] = []
+    for key in sorted(set(a_extra) | set(b_extra)):
+        if a_extra.get(key) != b_extra.get(key):
+            lines.append(f"{key}: {json.dumps(a_extra.get(key))} in the store, {json.dumps(b_extra.get(key))} now")
+    # The same difference in several modalities is said once: "CT, MR step 2 ...".
+    by_body: dict[str, list[str]] = {}
+    for modality in sorted(set(a) | set(b), key=lambda m: (m == "other", m)):
+        old, new = a.get(modality, []), b.get(modality, [])
+        if modality not in a or modality not in b:
+            by_body.setdefault(f"pipeline: {'in the store only' if modality in a else 'new now'}", []).append(modality)
+            continue
+        for i in range(max(len(old), len(new))):
+            s_old = old[i] if i < len(old) else None
+            s_new = new[i] if i < len(new) else None
+            name_old = s_old.get("name") if s_old else None
+            name_new = s_new.get("name") if s_new else None
+            if name_old != name_new:
+                body = f"step {i + 1}: {name_old or '(none)'} in the store, {name_new or '(none)'} now"
+                by_body.setdefault(body, []).append(modality)
+                continue
+            p_old, p_new = s_old.get("params", {}), s_new.get("params", {})
+            changed = [
+                f"{k} {json.dumps(p_old.get(k))} in the store, {json.dumps(p_new.get(k))} now"
+                for k in sorted(set(p_old) | set(p_new)) if p_old.get(k) != p_new.get(k)
+            ]
+            if changed:
+                by_body.setdefault(f"step {i + 1} {name_new}: " + ", ".join(changed), []).append(modality)
+    for body, modalities in by_body.items():
+        where = "" if modalities == ["*"] else ", ".join(modalities) + " "
+        lines.append(where + body)
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more differences"]
+    return lines
 
 
 def _toml_value(value: Any, where: str) -> str:

@@ -1,0 +1,158 @@
+"""``medload.convert``: plan -> run -> report (the promises are in :mod:`medload.batch`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medload.batch.pipelines import resolve_pipelines
+from medload.batch.plan import Plan, check_sources, make_plan, report_path
+from medload.batch.report import ConversionReport, Progress, make_report, write_report
+from medload.batch.worker import Job
+from medload.deid import relative_paths
+from medload.errors import MedloadError
+
+__all__ = ["convert"]
+
+
+def convert(
+    sources: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    pipeline: Any = None,
+    size: int | Sequence[int] | None = None,
+    resize_mode: str = "resize",
+    dtype: str | None = None,
+    compression: str | None = None,
+    workers: int | None = None,
+    dask: str | None = None,
+    labels: str | os.PathLike | None = None,
+    masks: str | os.PathLike | None = None,
+    keep_phi: bool = False,
+    keep_descriptions: bool = False,
+    phi_key: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ConversionReport:
+    """Convert scanner exports (DICOM series, NIfTI files) into one medload store.
+
+    Parameters
+    ----------
+    sources : path or list of paths
+        Folders (walked recursively) or files.
+    out : path
+        A folder (sharded store, ``report.json`` inside) or a ``.h5`` file (one worker).
+    pipeline : None, preset name, ``.json``/``.toml`` file, Pipeline, config, or {modality: ...}
+        See :func:`resolve_pipelines`; ``None`` chooses by modality (module doc).
+    size : int or (int, int), optional
+        Bring every slice to this size (``resize_mode``: ``"resize"`` or ``"pad-crop"``).
+    dtype, compression : str, optional
+        Store encoding (default: :meth:`medload.Store.create`'s, chosen in ``docs/hdf5-schema.md``).
+    workers : int, optional
+        Local worker processes (default: all cores; ``0`` runs in this process). With
+        ``dask="local"``: the LocalCluster's workers.
+    dask : str, optional
+        ``"local"`` or a Dask scheduler address; one task per series, each its own shard.
+        The workers must see ``sources`` and ``out`` at the same paths.
+    labels : path, optional
+        CSV with a ``label`` column and a ``series_key``/``study_key``/``patient_key`` (or
+        ``key``) column holding the pseudonyms ``medload scan`` shows. Class names become
+        0..n-1 in sorted order (the report lists them).
+    masks : path, optional
+        Folder of NIfTI label masks. A mask is matched to a series by file name (the
+        series_key, the NIfTI source's name, or the sanitized description), else by being the
+        only mask with the shape of the only series of that shape (and then used only if its
+        affine matches too).
+    keep_phi : bool
+        Keep identifying header fields (``meta["phi"]``); off by default. Implies
+        ``keep_descriptions``.
+    keep_descriptions : bool
+        Write series descriptions, protocol names and body parts (NIfTI: the file's name) to the
+        store's meta and the report: PS3.15's "Clean Descriptors" option, for exports whose
+        descriptions you checked hold no names. Off by default (the basic profile removes them).
+    phi_key : str, optional
+        Secret of the pseudonyms (default ``$MEDLOAD_PHI_KEY``).
+    overwrite : bool
+        Delete this output's shards and report first, instead of resuming.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    ConversionReport
+
+    Raises
+    ------
+    MedloadError
+        Only for what stops the whole batch before it starts (missing source, bad option,
+        an output written with another pipeline); a bad series is a report entry instead.
+
+    Examples
+    --------
+    >>> import tempfile, os, pydicom, medload
+    >>> src = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> report = medload.convert(src, tempfile.mkdtemp() + "/out", workers=0, progress=False)
+    >>> report.counts["converted"], report.ok
+    (1, True)
+    """
+    started = time.perf_counter()
+    source_list = check_sources(sources)
+    keep_descriptions = bool(keep_descriptions or keep_phi)
+    if workers is not None and workers < 0:
+        raise MedloadError(f"workers must be >= 0 (0 = in this process), found {workers}")
+    pipelines = resolve_pipelines(pipeline, size=size, resize_mode=resize_mode)
+    if keep_phi:
+        # Part of the store's identity: a re-run without --keep-phi (or with it, on a
+        # de-identified store) is refused instead of mixing identified and de-identified volumes.
+        pipelines = dict(pipelines, keep_phi=True)
+    elif keep_descriptions:
+        # Likewise: volumes with and without descriptions never share a store.
+        pipelines = dict(pipelines, keep_descriptions=True)
+    store_options = {k: v for k, v in (("dtype", dtype), ("compression", compression)) if v is not None}
+    from medload.store import check_dtype, parse_compression  # validate before scanning a big export
+
+    check_dtype(dtype)
+    parse_compression(compression)
+    plan = make_plan(source_list, out, pipelines=pipelines, store_options=store_options, workers=workers,
+                     dask=dask, labels=labels, masks=masks, keep_phi=keep_phi,
+                     keep_descriptions=keep_descriptions, phi_key=phi_key, overwrite=overwrite)
+    run_workers = 1 if plan.single and workers is None else workers
+    interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress)
+    options = {"size": size, "resize_mode": resize_mode, "dtype": dtype, "compression": compression,
+               "workers": workers, "dask": dask,
+               "keep_phi": keep_phi, "keep_descriptions": keep_descriptions, "backend": backend,
+               "labels": plan.labels_info, "masks": bool(masks)}
+    report = make_report(plan, options=options, interrupted=interrupted, started=started)
+    write_report(report, report_path(plan.out, plan.single))
+    return report
+
+
+def _run(plan: Plan, *, workers: int | None, dask: str | None, progress: bool) -> tuple[bool, str]:
+    """Run every task of ``plan``, filling its entries; return ``(interrupted, backend)``."""
+    from medload.parallel import run_tasks
+
+    job = Job(out=str(plan.out), single_file=plan.single, pipelines=plan.pipelines,
+              store_options=plan.store_options, keep_phi=plan.keep_phi, roots=plan.message_roots,
+              keep_descriptions=plan.keep_descriptions)
+    bar = Progress(progress, len(plan.tasks), sum(t.series.n_slices for t in plan.tasks))
+
+    def on_outcome(outcome: Any) -> None:
+        entry = plan.entries[outcome.task_id]
+        if outcome.ok:
+            entry.update(outcome.value)
+        else:
+            entry.update(status="failed", stage="worker", error=(outcome.error or "").split(":")[0],
+                         reason=relative_paths(outcome.error or "unknown error", plan.message_roots))
+        bar.advance(entry.get("slices", 0) if entry.get("status") == "converted" else 0)
+
+    try:
+        summary = run_tasks(job, [(t.source_hash, t) for t in plan.tasks], workers=workers, dask=dask,
+                            on_outcome=on_outcome)
+        return summary.interrupted, summary.backend
+    except KeyboardInterrupt:
+        return True, "interrupted"
+    finally:
+        bar.stop()

@@ -1,0 +1,230 @@
+"""The batch job's plan: check the options, resume the output, scan, pair masks and labels.
+
+:func:`make_plan` does everything :func:`medload.convert` does before the first series is
+converted, and returns a :class:`Plan`: the :class:`~medload.batch.worker.Task` of every series
+still to convert, the report entries of every series found, and what the scan skipped.
+Everything that stops the whole batch (a missing source, a bad option, an output written with
+another pipeline) is raised here, before any work.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medload.batch.worker import Task
+from medload.deid import hidden_texts, relative_paths, report_summary, source_roots
+from medload.errors import MedloadError, PipelineMismatchError, ReadError, StoreError
+
+__all__ = ["Plan", "make_plan", "check_sources", "read_labels", "check_layout", "report_path", "REPORT_NAME"]
+
+REPORT_NAME = "report.json"
+
+
+@dataclass
+class Plan:
+    """What :func:`make_plan` found: the tasks to run and the report's entries so far."""
+
+    sources: list[str | os.PathLike]
+    message_roots: list[str]
+    out: Path
+    single: bool
+    pipelines: dict[str, Any]
+    store_options: dict[str, Any]
+    keep_phi: bool
+    keep_descriptions: bool
+    tasks: list[Task] = field(default_factory=list)
+    #: source_hash -> report entry of every series found (converted ones get ``status`` now).
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: source_hash -> the texts of that series a report must not show.
+    hidden: dict[str, list[str]] = field(default_factory=dict)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    n_files: int = 0
+    resume_notes: list[str] = field(default_factory=list)
+    labels_info: dict[str, Any] | None = None
+
+
+def report_path(out: Path, single: bool) -> Path:
+    """Where the report of output ``out`` is written (``x.h5`` -> ``x.report.json``)."""
+    return out.with_name(out.stem + ".report.json") if single else out / REPORT_NAME
+
+
+def check_layout(out: Path, workers: int | None, dask: str | None) -> bool:
+    """True for a single-file output; refuses combinations that cannot work."""
+    from medload.store.layout import is_single_file
+
+    single = is_single_file(out)
+    if single and ((workers or 1) > 1 or dask):
+        raise MedloadError(
+            f"{out} is one file, written by one process; for {'Dask' if dask else f'{workers} workers'} "
+            f"give a folder (-o {out.with_suffix('')}/), which gets one shard per worker"
+        )
+    if single and out.is_dir():
+        raise MedloadError(f"{out} is a folder; a single-file output must be a file path")
+    if not single and out.is_file():
+        raise MedloadError(f"{out} is a file; give a folder for a sharded store, or a path ending in .h5 for one file")
+    return single
+
+
+def check_sources(sources: Any) -> list[Any]:
+    """``sources`` as a list of existing paths; refuses none and missing ones."""
+    source_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    if not source_list:
+        raise MedloadError("no sources given; expected one or more folders or files to convert")
+    for src in source_list:
+        if not os.path.exists(src):
+            raise ReadError(f"source {src} does not exist; expected a folder of DICOM/NIfTI files or a file")
+    return source_list
+
+
+def _remove_output(out: Path, single: bool) -> None:
+    from medload.store.layout import written_files
+
+    report = report_path(out, single)
+    for p in written_files(out, single) + ([report] if report.exists() else []):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _resume(out: Path, single: bool, pipelines: Any, store_options: dict[str, Any]) -> tuple[dict, list[str]]:
+    """:func:`medload.store.layout.resume_shards`, with a refusal that says what differs."""
+    from medload.store.layout import PARTIAL_SUFFIX, resume_shards
+
+    try:
+        return resume_shards(out, single, pipelines, store_options)
+    except PipelineMismatchError as exc:
+        if exc.stored is None:
+            raise StoreError(f"{exc} (found while resuming {out}; --overwrite starts over)") from None
+        name = Path(exc.path).name.removesuffix(PARTIAL_SUFFIX)
+        raise StoreError(_pipeline_mismatch(out, name, exc.stored, pipelines)) from None
+    except StoreError as exc:
+        raise StoreError(f"{exc} (found while resuming {out}; --overwrite starts over)") from None
+
+
+def _pipeline_mismatch(out: Path, shard: str, stored: Any, wanted: Any) -> str:
+    from medload.transforms.pipeline import config_diff
+
+    diff = config_diff(stored, wanted) or ["(same steps; the stored configuration differs in form)"]
+    return (
+        f"{out}: {shard} was written with another pipeline, so resuming would mix two kinds of "
+        f"volumes. Differences: {'; '.join(diff)}. To continue it, run with the store's settings; to "
+        "start over, pass --overwrite (convert(..., overwrite=True)); or write to a new output path."
+    )
+
+
+def read_labels(path: str | os.PathLike, series: Sequence[Any]) -> tuple[dict[str, int], dict[str, Any]]:
+    """labels.csv -> {source_hash: int label}, plus what the report says about it.
+
+    The CSV is read by :func:`medload.datasets.labels.read_label_table` (the same rules as
+    ``SliceDataset(labels=)``); integer labels are used as given, class names become 0..n-1
+    in sorted order.
+    """
+    from medload.datasets.labels import read_label_table
+
+    key_col, table = read_label_table(path, ("series_key", "study_key", "patient_key", "key"))
+    values = [label for label, _ in table.values()]
+    try:
+        as_int = [int(v) for v in values]
+        classes = None
+    except ValueError:
+        classes = sorted(set(values))
+        as_int = [classes.index(v) for v in values]
+    by_key = dict(zip(table, as_int))
+    fields = ("series_key", "study_key", "patient_key") if key_col == "key" else (key_col,)
+    out: dict[str, int] = {}
+    used: set[str] = set()
+    for s in series:
+        for f in fields:
+            k = getattr(s, f)
+            if k in by_key:
+                out[s.source_hash] = by_key[k]
+                used.add(k)
+                break
+    unknown = sorted(set(by_key) - used)
+    info = {"file": Path(path).name, "key": key_col, "classes": classes, "rows": len(table),
+            "matched_series": len(out), "unknown_keys": unknown[:50], "n_unknown_keys": len(unknown)}
+    return out, info
+
+
+def _scan_all(plan: Plan, phi_key: str | None) -> list[Any]:
+    """Scan every source into ``plan`` (files, duplicates); return the distinct series found."""
+    from medload.io import scan
+
+    found: list[Any] = []
+    seen: dict[str, str] = {}
+    for src in plan.sources:
+        root = os.path.abspath(src) if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
+        result = scan(src, phi_key=phi_key)
+        plan.n_files += getattr(result, "n_files", 0)
+        plan.skipped.update(getattr(result, "skipped", {}))
+        for problem in getattr(result, "errors", []):
+            plan.unreadable.append({"path": relative_paths(os.path.abspath(problem.path), [root]),
+                                    "status": "unreadable",
+                                    "reason": relative_paths(problem.message, plan.message_roots)})
+        for s in result:
+            if s.source_hash in seen:
+                entry = report_summary(s, plan.keep_descriptions)
+                entry.update(source_hash=s.source_hash, status="duplicate",
+                             reason=f"same instances and file sizes as series {seen[s.source_hash]} of this batch; "
+                                    "converted once")
+                plan.duplicates.append(entry)
+                continue
+            seen[s.source_hash] = s.series_key
+            found.append(s)
+    return found
+
+
+def _add_tasks(plan: Plan, found: Sequence[Any], done: dict[str, tuple[str, str]],
+               label_of: dict[str, int], mask_of: dict[str, tuple[str, bool]]) -> None:
+    for s in found:
+        entry = report_summary(s, plan.keep_descriptions)
+        entry["source_hash"] = s.source_hash
+        entry["problems"] = [relative_paths(p, plan.message_roots) for p in entry.get("problems", [])]
+        plan.entries[s.source_hash] = entry
+        plan.hidden[s.source_hash] = [] if plan.keep_descriptions else hidden_texts(s)
+        if s.source_hash in done:
+            key, shard = done[s.source_hash]
+            entry.update(status="already converted", key=key, shard=shard)
+            continue
+        mask, by_grid = mask_of.get(s.source_hash, (None, False))
+        plan.tasks.append(Task(s.source_hash, s, label_of.get(s.source_hash), mask, by_grid))
+    # Largest first: a big series started last would leave the other workers idle at the end.
+    plan.tasks.sort(key=lambda t: -int(np.prod(t.series.shape or (0,), dtype=np.int64)))
+
+
+def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any], store_options: dict[str, Any],
+              workers: int | None, dask: str | None, labels: Any, masks: Any, keep_phi: bool,
+              keep_descriptions: bool, phi_key: str | None, overwrite: bool) -> Plan:
+    """Check, resume, scan and pair: everything before the first series is converted."""
+    from medload.io.masks import mask_files, match_masks
+
+    source_list = list(sources)
+    out_path = Path(out)
+    single = check_layout(out_path, workers, dask)
+    if overwrite:
+        _remove_output(out_path, single)
+    if not single:
+        out_path.mkdir(parents=True, exist_ok=True)
+    done, resume_notes = _resume(out_path, single, pipelines, store_options)
+    # Every spelling of the sources (as given, absolute, real), for making message paths relative.
+    plan = Plan(source_list, source_roots(source_list), out_path, single, pipelines, store_options,
+                keep_phi, keep_descriptions, resume_notes=resume_notes)
+    found = _scan_all(plan, phi_key)
+    if masks:
+        # A masks folder inside a source is scanned too; its files are masks, not images.
+        mask_root = os.path.realpath(masks) + os.sep
+        found = [s for s in found if not all(os.path.realpath(f).startswith(mask_root) for f in s.files)]
+    label_of: dict[str, int] = {}
+    if labels:
+        label_of, plan.labels_info = read_labels(labels, found)
+    mask_of = match_masks(found, mask_files(masks)) if masks else {}
+    _add_tasks(plan, found, done, label_of, mask_of)
+    return plan

@@ -1,0 +1,124 @@
+"""The batch job's report: :class:`ConversionReport`, its file, and the progress bar."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from medload.batch.plan import Plan, report_path
+from medload.deid import hide
+
+__all__ = ["ConversionReport", "Progress", "make_report", "write_report"]
+
+
+class ConversionReport(dict):
+    """What :func:`convert` did, JSON-able (it is a dict), also written as ``report.json``.
+
+    Keys: ``counts`` (series found, converted, already converted, failed, not run; files
+    skipped and unreadable; slices written), ``series`` (one entry per series: keys,
+    modality, description, shape, ``status`` and ``reason``, ``key``/``shard`` in the store),
+    ``files`` (files that are not volumes or could not be read, with why), ``output``,
+    ``shards``, ``report_path``, ``pipeline``, ``options``, ``interrupted``, ``elapsed_s``.
+
+    Examples
+    --------
+    >>> r = ConversionReport(counts={"failed": 0}, interrupted=False)
+    >>> r.ok
+    True
+    """
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed and the run was not interrupted."""
+        counts = self.get("counts", {})
+        return not self.get("interrupted") and counts.get("failed", 0) == 0 and counts.get("unreadable_files", 0) == 0
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """The entries of series that failed."""
+        return [s for s in self.get("series", []) if s.get("status") == "failed"]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.get("counts", {}))
+
+
+class Progress:
+    """A rich progress bar over series and slices (or nothing, when not wanted)."""
+
+    def __init__(self, enabled: bool, n_series: int, n_slices: int) -> None:
+        self.bar = None
+        if not enabled or n_series == 0:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self.series = self.bar.add_task("series", total=n_series)
+        self.slices = self.bar.add_task("slices", total=max(n_slices, 1))
+        self.bar.start()
+
+    def advance(self, slices: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.series, 1)
+            self.bar.advance(self.slices, slices)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def write_report(report: ConversionReport, path: Path) -> None:
+    """Write ``report`` as JSON at ``path``, atomically (a reader never sees half a report)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, started: float) -> ConversionReport:
+    """The report of a run: every entry of ``plan`` (now with its outcome), counts and options."""
+    from medload.store.layout import shard_paths
+
+    entries = plan.entries
+    for entry in entries.values():
+        if "status" not in entry:
+            entry.update(status="not run", reason="the run was interrupted before this series started; run again to convert it")
+    for source_hash, entry in entries.items():
+        # Messages can quote a description (a library's error, a crashed worker): hidden too.
+        entries[source_hash] = hide(entry, plan.hidden.get(source_hash, []))
+    statuses = Counter(e["status"] for e in entries.values())
+    return ConversionReport(
+        medload_report=1,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        sources=[os.fspath(s) for s in plan.sources],
+        output=str(plan.out),
+        report_path=str(report_path(plan.out, plan.single)),
+        shards=[p.name for p in shard_paths(plan.out, plan.single)],
+        pipeline=plan.pipelines,
+        options=options,
+        counts={
+            "files": plan.n_files,
+            "series": len(entries),
+            "converted": statuses["converted"],
+            "already_converted": statuses["already converted"],
+            "failed": statuses["failed"],
+            "not_run": statuses["not run"],
+            "duplicate_series": len(plan.duplicates),
+            "skipped_files": sum(plan.skipped.values()),
+            "unreadable_files": len(plan.unreadable),
+            "slices_written": sum(e.get("slices", 0) for e in entries.values() if e["status"] == "converted"),
+        },
+        skipped_files=dict(plan.skipped),
+        series=list(entries.values()) + plan.duplicates,
+        files=plan.unreadable,
+        resume_notes=plan.resume_notes,
+        interrupted=interrupted,
+        elapsed_s=round(time.perf_counter() - started, 2),
+    )

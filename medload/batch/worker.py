@@ -1,0 +1,155 @@
+"""The batch job's worker side: one :class:`Task` per series, run by a :class:`Worker` into its shard.
+
+A :class:`Job` is everything a worker process needs (picklable, sent once per process or Dask
+task); ``job(slot)`` makes the :class:`Worker` of that slot, which loads, de-identifies,
+preprocesses and writes one series after another into its own shard, and turns each outcome
+into the series' report entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medload.batch.pipelines import pipeline_for
+from medload.deid import deidentified_meta, hidden_texts, relative_paths
+from medload.errors import MedloadError
+from medload.volume import Volume
+
+__all__ = ["Task", "Job", "Worker"]
+
+
+@dataclass
+class Task:
+    """One series to convert, with what the plan paired with it.
+
+    Attributes
+    ----------
+    source_hash : str
+        The series' identity (also the task id).
+    series : Series
+        What :func:`medload.scan` found.
+    label : int or None
+        Its class from the labels CSV.
+    mask : str or None
+        Path of its NIfTI mask.
+    mask_by_grid : bool
+        The mask was paired by grid alone (so it is skipped, not refused, when it does not fit).
+    """
+
+    source_hash: str
+    series: Any
+    label: int | None = None
+    mask: str | None = None
+    mask_by_grid: bool = False
+
+
+@dataclass
+class Job:
+    """Everything a worker needs, picklable (sent once per worker process or Dask task)."""
+
+    out: str
+    single_file: bool
+    pipelines: dict[str, Any]
+    store_options: dict[str, Any]
+    keep_phi: bool
+    roots: list[str] = field(default_factory=list)
+    keep_descriptions: bool = False
+
+    def __call__(self, slot: str) -> Worker:
+        return Worker(self, slot)
+
+
+class Worker:
+    """One writer: converts series one after another into its own shard."""
+
+    def __init__(self, job: Job, slot: str) -> None:
+        self.job = job
+        self.slot = slot
+        self.store: Any = None
+        self.pipes: dict[str, Any] = {}
+
+    @property
+    def shard_path(self) -> Path:
+        from medload.store.layout import shard_path
+
+        if self.job.single_file:
+            return Path(self.job.out)
+        return shard_path(Path(self.job.out), self.slot)
+
+    def _store(self) -> Any:
+        if self.store is None:
+            from medload.store import Store
+
+            self.store = Store.create(self.shard_path, pipeline=self.job.pipelines, resume=True,
+                                      **self.job.store_options)
+        return self.store
+
+    def _pipeline(self, modality: str) -> Any:
+        from medload.transforms import Pipeline
+
+        config = pipeline_for(self.job.pipelines, modality)
+        name = json.dumps(config, sort_keys=True)
+        if name not in self.pipes:
+            self.pipes[name] = Pipeline.from_config(config)
+        return self.pipes[name]
+
+    def _read(self, task: Task) -> Volume:
+        from medload.io import load
+
+        series = task.series
+        volume = load(series, keep_phi=self.job.keep_phi)
+        hidden = [] if self.job.keep_descriptions else hidden_texts(series)
+        meta = deidentified_meta(volume.meta, self.job.roots, self.job.keep_phi,
+                                 self.job.keep_descriptions, hidden)
+        meta.setdefault("source_hash", series.source_hash)
+        return Volume(volume.array, volume.affine, modality=volume.modality, meta=meta, history=volume.history)
+
+    def __call__(self, task: Task) -> dict[str, Any]:
+        from medload.io.masks import load_mask
+
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"slot": self.slot}
+        stage = "read"
+        try:
+            volume = self._read(task)
+            entry["problems"] = list(volume.meta.get("problems", []))
+            mask = None
+            if task.mask:
+                stage = "mask"
+                mask, why = load_mask(task.mask, volume, by_grid=task.mask_by_grid)
+                entry["mask"] = os.path.basename(task.mask) if mask is not None else None
+                if why:
+                    entry.setdefault("notes", []).append(why)
+            stage = "preprocess"
+            pipe = self._pipeline(volume.modality)
+            if mask is not None:
+                out, mask = pipe(volume, mask=mask)
+            else:
+                out = pipe(volume)
+            stage = "write"
+            key = self._store().add(out, mask=mask, label=task.label)
+        except MedloadError as exc:
+            entry.update(status="failed", stage=stage, error=type(exc).__name__,
+                         reason=relative_paths(str(exc), self.job.roots))
+        except Exception as exc:  # a library bug on one series must not stop the batch
+            entry.update(status="failed", stage=stage, error=type(exc).__name__,
+                         reason=relative_paths(f"unexpected {type(exc).__name__} while {stage}ing: {exc}",
+                                               self.job.roots),
+                         traceback=relative_paths(traceback.format_exc(limit=6), self.job.roots))
+        else:
+            entry.update(status="converted", key=key, shard=self.shard_path.name, stored_shape=list(out.shape),
+                         slices=int(out.spatial_shape[0]), intensity=out.meta.get("intensity", ""),
+                         label=task.label)
+        entry["seconds"] = round(time.perf_counter() - started, 3)
+        return entry
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None

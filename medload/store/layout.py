@@ -1,0 +1,128 @@
+"""Where a store's files lie: shard names, the writer's side files, finding and resuming shards.
+
+A store is one file (``out.h5``) or a folder of shards (``out/shard-0000.h5``, ...). While a
+file is written it is ``<name>.partial`` (renamed into place when whole), its crash salvage
+is built in ``<name>.partial.salvage``, and ``<name>.lock`` holds the one writer's lock. These
+names are defined here alone; the writer, the reader and the batch job ask for them.
+
+Examples
+--------
+>>> from pathlib import Path
+>>> partial_path(Path("out/shard-0001.h5")).name, lock_path(Path("x.h5")).name
+('shard-0001.h5.partial', 'x.h5.lock')
+>>> shard_path(Path("out"), "0003").name
+'shard-0003.h5'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medload.store._format import PARTIAL_SUFFIX
+
+__all__ = [
+    "SHARD_PREFIX",
+    "SINGLE_SUFFIXES",
+    "PARTIAL_SUFFIX",
+    "SALVAGE_SUFFIX",
+    "LOCK_SUFFIX",
+    "is_single_file",
+    "partial_path",
+    "salvage_path",
+    "lock_path",
+    "shard_path",
+    "shard_paths",
+    "written_files",
+    "resume_shards",
+]
+
+#: Shards of a folder store are named ``shard-<slot>.h5``.
+SHARD_PREFIX = "shard-"
+#: An output path with one of these suffixes is one file, not a folder of shards.
+SINGLE_SUFFIXES = (".h5", ".hdf5")
+SALVAGE_SUFFIX = ".salvage"
+LOCK_SUFFIX = ".lock"
+
+
+def is_single_file(out: Path) -> bool:
+    """True when ``out`` names one store file (``.h5``/``.hdf5``) rather than a folder of shards."""
+    return out.suffix.lower() in SINGLE_SUFFIXES
+
+
+def partial_path(path: Path) -> Path:
+    """The name a store file has while it is written."""
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def salvage_path(path: Path) -> Path:
+    """Where the complete volumes of a crashed partial file are copied to (``path``: the store)."""
+    partial = partial_path(path)
+    return partial.with_name(partial.name + SALVAGE_SUFFIX)
+
+
+def lock_path(path: Path) -> Path:
+    """The file the writer of ``path`` holds its lock on."""
+    return path.with_name(path.name + LOCK_SUFFIX)
+
+
+def shard_path(out: Path, slot: str) -> Path:
+    """The shard a writer in ``slot`` writes in the folder store ``out``."""
+    return out / f"{SHARD_PREFIX}{slot}.h5"
+
+
+def shard_paths(out: Path, single: bool) -> list[Path]:
+    """Finished and partial shards (each as the finished name a ``Store.create`` resumes)."""
+    if single:
+        return [out] if out.exists() or partial_path(out).exists() else []
+    if not out.is_dir():
+        return []
+    names = set()
+    for p in out.iterdir():
+        if not p.name.startswith(SHARD_PREFIX):
+            continue
+        if p.name.endswith(".h5"):
+            names.add(p.name)
+        elif p.name.endswith(".h5" + PARTIAL_SUFFIX):
+            names.add(p.name[: -len(PARTIAL_SUFFIX)])
+    return [out / n for n in sorted(names)]
+
+
+def written_files(out: Path, single: bool) -> list[Path]:
+    """Every file of the store ``out`` that exists: shards, partial, salvage and lock files."""
+    if single:
+        names = [out, partial_path(out), salvage_path(out), lock_path(out)]
+        return [p for p in names if p.exists()]
+    if not out.is_dir():
+        return []
+    return [p for p in out.iterdir() if p.name.startswith(SHARD_PREFIX)]
+
+
+def resume_shards(out: Path, single: bool, pipeline: Any,
+                  store_options: dict[str, Any]) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """Finish what an interrupted run left partial; return ``({source_hash: (key, shard)}, notes)``.
+
+    Every shard is opened for resuming with ``pipeline`` (which salvages a crashed partial file
+    and refuses a shard written with another pipeline), then closed; the volumes of the whole
+    store are what is already done.
+
+    Raises
+    ------
+    StoreError
+        A shard that cannot be resumed (another pipeline, another schema, locked by a writer).
+    """
+    from medload.store.reader import open as open_store
+    from medload.store.writer import Store
+
+    notes: list[str] = []
+    shards = shard_paths(out, single)
+    for shard in shards:
+        store = Store.create(shard, pipeline=pipeline, resume=True, **store_options)
+        notes.extend(store.problems)
+        store.close()
+    if not shards:
+        return {}, notes
+    reader = open_store(out)
+    done = {rec.source_hash: (rec.key, rec.shard) for rec in reader.volumes}
+    reader.close()
+    return done, notes
