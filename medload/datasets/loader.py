@@ -179,6 +179,7 @@ class SliceBatches(torch.utils.data.Dataset):
             batch["mask"] = mask_t
         if ds.has_labels:
             batch["label"] = torch.from_numpy(ds._label[idx].astype(np.int64))
+        batch["spacing"] = torch.from_numpy(np.asarray(ds._spacings, np.float64)[vols])
         batch["volume"] = torch.from_numpy(vols.astype(np.int64))
         batch["slice"] = torch.from_numpy(slices.astype(np.int64))
         batch["key"] = [ds.volume_keys[v] for v in vols.tolist()]
