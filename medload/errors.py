@@ -13,6 +13,7 @@ __all__ = [
     "MedloadError",
     "ReadError",
     "GeometryError",
+    "FrameOrderError",
     "UnsupportedError",
     "MissingDependencyError",
     "StoreError",
@@ -31,6 +32,17 @@ class ReadError(MedloadError):
 
 class GeometryError(MedloadError):
     """A series does not form one volume: gaps, duplicates, uneven spacing, mixed orientation."""
+
+
+class FrameOrderError(GeometryError):
+    """The images at some slice positions of a 4D series cannot be put in one frame order.
+
+    ``positions_mm`` holds those positions (distance along the slice normal, mm).
+    """
+
+    def __init__(self, message: str, positions_mm: tuple[float, ...] = ()) -> None:
+        super().__init__(message)
+        self.positions_mm = tuple(positions_mm)
 
 
 class UnsupportedError(MedloadError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.errors import GeometryError, MedloadError, ReadError, UnsupportedError
+from medload.errors import FrameOrderError, GeometryError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import dicom_affine, lps_to_ras, slice_normal
 from medload.io.codecs import decode, read_native
 from medload.io.frame import Frame
@@ -259,6 +259,9 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         frames, note = _drop_identical(frames, layout, label)
         layout = arrange(frames, label=label)
         problems = list(layout.problems) + [note]
+    if layout.frame_order_conflicts:
+        raise FrameOrderError(layout.frame_order_error,
+                              tuple(layout.frame_order_conflicts))
     fatal = [e for e in layout.errors if not (on_gap == "interpolate" and ("missing slices" in e or "uneven slice spacing" in e))]
     if fatal:
         raise GeometryError(" ".join(fatal))

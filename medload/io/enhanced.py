@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from medload.io import philips
+from medload.io.diffusion import enhanced_diffusion
 from medload.io.frame import Frame, first_item, number, vector
 
 __all__ = ["enhanced_frames", "has_philips_scale"]
@@ -53,6 +56,7 @@ def enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> list
     (magnitude/phase/field map), echo time, stack or rescale type become different volumes.
     """
     n = int(ds.get("NumberOfFrames", 1) or 1)
+    instance = float(number(ds.get("InstanceNumber"), 0.0) or 0.0)
     is_philips = philips.is_philips(ds)
     frames = []
     for i in range(n):
@@ -74,10 +78,10 @@ def enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> list
         owner = trans if trans is not None else ds
         slope = float(number(owner.get("RescaleSlope"), 1.0) or 0.0)
         intercept = float(number(owner.get("RescaleIntercept"), 0.0) or 0.0)
-        temporal = number(content.get("TemporalPositionIndex"), 0.0) if content is not None else 0.0
+        temporal = number(content.get("TemporalPositionIndex")) if content is not None else None
         stack = str(content.get("StackID", "")) if content is not None else ""
         echo_time = number(echo.get("EffectiveEchoTime"), 0.0) if echo is not None else 0.0
-        bvalue = number(diff.get("DiffusionBValue"), 0.0) if diff is not None else 0.0
+        diffusion = enhanced_diffusion(diff)
         dims = _dimension_index(content)
         # Rescale type differs between a magnitude and a field map in Hz (Philips fMAP).
         rescale_type = str(trans.get("RescaleType", "")) if trans is not None else ""
@@ -89,8 +93,45 @@ def enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> list
             Frame(
                 file=path, frame=i, mosaic=-1, position=position, orientation=orientation,
                 pixel_spacing=spacing, slope=float(slope), intercept=float(intercept),
-                time_key=(temporal, bvalue, *dims, float(i)), split_key=split,
-                uid=f"{sop_uid}#{i}",
+                time_key=(instance, *dims, float(i)), split_key=split,
+                uid=f"{sop_uid}#{i}", diffusion=diffusion,
+                volume_id=(temporal, None if diffusion is None else (round(diffusion[0], 1), *(round(v, 4) for v in diffusion[1:]))),
             )
         )
+    _order_as_dcm2niix(frames, _stack_item(ds))
     return frames
+
+
+_IN_STACK_POSITION, _IMAGE_POSITION = 0x00209057, 0x00200032
+
+
+def _stack_item(ds: Any) -> int:
+    """Index of the slice position in DimensionIndexValues (0 when the file does not say)."""
+    seq = ds.get("DimensionIndexSequence") if "DimensionIndexSequence" in ds else ds.get(0x00209222)
+    seq = getattr(seq, "value", seq)
+    item = 0
+    if seq is None or isinstance(seq, (bytes, bytearray)):
+        return item
+    for k, entry in enumerate(seq):
+        pointer = entry.get("DimensionIndexPointer") if hasattr(entry, "get") else None
+        pointer = getattr(pointer, "value", pointer)
+        if pointer is not None and int(pointer) in (_IN_STACK_POSITION, _IMAGE_POSITION):
+            item = k
+    return item
+
+
+def _order_as_dcm2niix(frames: list[Frame], stack_item: int) -> None:
+    """Make each frame's time key order frames as dcm2niix does (nii_dicom.cpp, compareTDCMdim).
+
+    dcm2niix sorts an enhanced object's frames by DimensionIndexValues, the last item most
+    significant when the slice position comes before the last item that varies (Philips,
+    Siemens), else the first item most significant (Canon, Bruker).
+    """
+    dims = [f.time_key[1:-1] for f in frames]
+    if not dims or not dims[0] or any(len(d) != len(dims[0]) for d in dims):
+        return
+    values = np.array(dims)
+    varying = [k for k in range(values.shape[1]) if np.ptp(values[:, k]) > 0]
+    if varying and stack_item < varying[-1]:
+        for f in frames:
+            f.time_key = (f.time_key[0], *reversed(f.time_key[1:-1]), f.time_key[-1])

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Frame", "number", "vector", "first_item", "image_type"]
+__all__ = ["Frame", "number", "vector", "first_item", "image_type", "dicom_seconds"]
 
 
 @dataclass
@@ -31,6 +31,11 @@ class Frame:
     time_key: tuple[float, ...]  # orders frames at one position (never used spatially)
     split_key: tuple[Any, ...]  # frames with different split keys are different volumes
     uid: str  # SOPInstanceUID (+ frame/tile) identifying identical copies
+    # What makes this image one frame of the volume rather than another, in values that mean
+    # the same at every slice position (temporal position, diffusion encoding, ...): the
+    # sequence of these along the frames axis must be the same at every position.
+    volume_id: tuple[Any, ...] = ()
+    diffusion: tuple[float, float, float, float] | None = None  # (b, gx, gy, gz), gradient in LPS
 
 
 def number(value: Any, default: float | None = None) -> float | None:
@@ -87,3 +92,22 @@ def image_type(ds: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split("\\")
     return tuple(str(v).strip().upper() for v in value)
+
+
+def dicom_seconds(value: Any) -> float | None:
+    """Seconds since midnight of a DICOM TM value ("HHMMSS.FFFFFF", parts optional), or ``None``.
+
+    Examples
+    --------
+    >>> dicom_seconds("101530.5"), dicom_seconds("1015"), dicom_seconds("")
+    (36930.5, 36900.0, None)
+    """
+    text = str(value or "").strip().replace(":", "")
+    if not text:
+        return None
+    whole, _, frac = text.partition(".")
+    if not whole.isdigit() or len(whole) > 6 or (frac and not frac.isdigit()):
+        return None
+    whole = whole.ljust(6, "0") if len(whole) in (2, 4) else whole.zfill(6)
+    h, m, sec = int(whole[:2]), int(whole[2:4]), int(whole[4:6])
+    return h * 3600.0 + m * 60.0 + sec + (float("0." + frac) if frac else 0.0)

@@ -15,9 +15,10 @@ from typing import Any
 
 from medload.errors import ReadError
 from medload.io import philips
+from medload.io.diffusion import DIFFUSION_TAGS, classic_diffusion
 from medload.io.enhanced import enhanced_frames, has_philips_scale
 from medload.io.fastheader import KEYWORDS, fast_header
-from medload.io.frame import Frame
+from medload.io.frame import Frame, dicom_seconds
 from medload.io.frame import image_type as _image_type
 from medload.io.frame import number as _num
 from medload.io.frame import vector as _vec
@@ -45,6 +46,10 @@ _SCAN_TAGS = [
     "XRayTubeCurrent", "ManufacturerModelName", "ConvolutionKernel", "BodyPartExamined",
     "PatientPosition", "ScanningSequence", "WindowCenter", "WindowWidth", "RescaleType",
     "Manufacturer", 0x20050010, 0x2005100E,  # Philips private ScaleSlope ("precise" values)
+    0x00080032,  # AcquisitionTime: orders frames with equal InstanceNumber (as dcm2niix)
+    0x20010010, 0x20051413,  # Philips MRImageGradientOrientationNumber: which DTI volume
+    0x00209222,  # DimensionIndexSequence: which DimensionIndexValues item is the slice position
+    *DIFFUSION_TAGS,
 ]
 
 
@@ -266,13 +271,12 @@ def _header(ds: Any, path: str) -> FileHeader | None:
     position = _vec(ds.get("ImagePositionPatient"), 3)
     orientation = _vec(ds.get("ImageOrientationPatient"), 6)
     spacing = _vec(ds.get("PixelSpacing"), 2) or _vec(ds.get("ImagerPixelSpacing"), 2)
-    time_key = (
-        _num(ds.get("TemporalPositionIdentifier"), 0.0),
-        _num(ds.get("AcquisitionNumber"), 0.0),
-        _num(ds.get("TriggerTime"), 0.0),
-        _num(ds.get("DiffusionBValue"), 0.0),
-        _num(ds.get("InstanceNumber"), 0.0),
-    )
+    # Frames at one position are ordered as dcm2niix orders them: InstanceNumber, then
+    # AcquisitionTime. AcquisitionNumber is not used: scanners change it between positions of
+    # one series (Philips DTI: 19 at some positions, 22 at others), which scrambled frames.
+    time_key = (_num(ds.get("InstanceNumber"), 0.0), dicom_seconds(_value(ds, 0x00080032)) or 0.0)
+    diffusion = classic_diffusion(ds)
+    volume_id = _classic_volume_id(ds, diffusion)
     tiles, csa = mosaic_tiles(ds, image_type)
     # Echo time too: multi-echo series without EchoNumbers differ only there (as dcm2niix splits).
     echo_time = round(float(_num(ds.get("EchoTime"), 0.0)), 2)
@@ -280,6 +284,8 @@ def _header(ds: Any, path: str) -> FileHeader | None:
     if tiles:
         header.mosaic_tiles = tiles
         header.frames = mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key, split, sop_uid)
+        for f in header.frames:
+            f.volume_id, f.diffusion = volume_id, diffusion
         side = tiles_per_side(tiles)
         header.rows, header.columns = header.rows // side, header.columns // side  # one tile
         return header
@@ -291,9 +297,22 @@ def _header(ds: Any, path: str) -> FileHeader | None:
         Frame(
             file=path, frame=-1, mosaic=-1, position=position, orientation=orientation,
             pixel_spacing=spacing, slope=slope, intercept=intercept, time_key=time_key,
-            split_key=split, uid=sop_uid,
+            split_key=split, uid=sop_uid, volume_id=volume_id, diffusion=diffusion,
         )
     ]
     return header
 
 
+
+
+def _classic_volume_id(ds: Any, diffusion: tuple[float, float, float, float] | None) -> tuple[Any, ...]:
+    """What says which frame of the volume a classic image is, in values equal at every position."""
+    grad_number = _num(_value(ds, 0x20051413)) if philips.is_philips(ds) else None
+    encoding = None if diffusion is None else (round(diffusion[0], 1), *(round(v, 4) for v in diffusion[1:]))
+    return (_num(ds.get("TemporalPositionIdentifier")), grad_number, encoding)
+
+
+def _value(ds: Any, tag: int) -> Any:
+    """Value of ``tag`` from a pydicom Dataset (which gives elements) or a LiteHeader (values)."""
+    got = ds.get(tag)
+    return getattr(got, "value", got)

@@ -9,7 +9,9 @@ uneven steps, gantry tilt (a step that is not along the normal), mixed pixel spa
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,9 @@ class Layout:
     tilt_deg: float = 0.0
     duplicates: list[list[int]] = field(default_factory=list)  # groups of images at one position to compare
     median_step: float = 0.0
+    # positions (mm along the normal) whose frames cannot take the order of the others
+    frame_order_conflicts: list[float] = field(default_factory=list)
+    frame_order_error: str = ""  # the sentence saying so (also in errors)
 
     @property
     def shape_zt(self) -> tuple[int, int]:
@@ -142,6 +147,12 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     counts = np.array([len(c) for c in clusters])
     duplicates: list[list[int]] = []
     n_frames = int(counts.min())
+    conflicts: list[float] = []
+    order_error = ""
+    if counts.max() == counts.min() and n_frames > 1:
+        conflicts, order_error = _one_frame_order(clusters, frames, dist, label, problems)
+        if order_error:
+            errors.append(order_error)
     if counts.max() != counts.min():
         # More images at some positions than others: copies with new UIDs (checked on pixels
         # at load) or an incomplete time series.
@@ -158,7 +169,8 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     pos0 = positions[first]
     d0 = dist[first]
     layout = Layout(grid=grid, positions=pos0, orientation=orientation, pixel_spacing=pixel_spacing,
-                    distances=d0, problems=problems, errors=errors, duplicates=duplicates)
+                    distances=d0, problems=problems, errors=errors, duplicates=duplicates,
+                    frame_order_conflicts=conflicts, frame_order_error=order_error)
     if len(clusters) < 2:
         return layout
     steps = np.diff(d0)
@@ -205,3 +217,56 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
             "resamples to an orthogonal grid. Resample before using tools that assume orthogonal axes."
         )
     return layout
+
+
+def _one_frame_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str,
+                     problems: list[str]) -> tuple[list[float], str]:
+    """Give every position the same frame order; return the positions where that is impossible
+    and the sentence saying so ("" when every position takes one order).
+
+    Each position's images come sorted as dcm2niix sorts them (InstanceNumber, then
+    AcquisitionTime; DimensionIndexValues for enhanced objects). Their ``volume_id``
+    (temporal position, Philips gradient number, b-value and gradient direction) must then
+    read the same at every position. Where a position reads otherwise but holds the same
+    frames, its images are put in the order of the most common sequence (said in problems);
+    where it holds other frames, no order can be right: the position is reported.
+    """
+    ids = [tuple(frames[i].volume_id for i in c) for c in clusters]
+    counts = Counter(ids)
+    if len(counts) == 1:
+        return [], ""
+    reference = counts.most_common(1)[0][0]
+    reordered: list[float] = []
+    conflicts: list[float] = []
+    for c, seq in zip(clusters, ids):
+        if seq == reference:
+            continue
+        where = float(dist[c[0]])
+        if Counter(seq) != Counter(reference):
+            conflicts.append(where)
+            continue
+        pool: dict[Any, list[int]] = {}
+        for i in c:
+            pool.setdefault(frames[i].volume_id, []).append(i)
+        c[:] = [pool[v].pop(0) for v in reference]
+        reordered.append(where)
+    if reordered:
+        problems.append(
+            f"{label}: at {len(reordered)} of {len(clusters)} slice positions "
+            f"({', '.join(f'{d:.2f}' for d in reordered[:5])}{' ...' if len(reordered) > 5 else ''} mm) "
+            "InstanceNumber/AcquisitionTime order the frames differently from the other positions; "
+            "their frames were put in the order of the others by temporal position and diffusion "
+            "encoding (b-value, gradient)."
+        )
+    if not conflicts:
+        return [], ""
+    bad = set(conflicts)
+    shown = "; ".join(
+        [f"{float(dist[c[0]]):.2f} mm ({_names(frames, c[:2])})" for c in clusters if float(dist[c[0]]) in bad][:4]
+    )
+    return conflicts, (
+        f"{label}: no single frame order: {len(conflicts)} of {len(clusters)} slice positions hold "
+        f"frames of other temporal positions or diffusion encodings than the rest ({shown}"
+        f"{' ...' if len(conflicts) > 4 else ''}). Expected the same frames at every position; "
+        "check that the export is complete, or load the frames of one acquisition separately."
+    )
