@@ -1,10 +1,9 @@
-"""Plot helpers for the notebooks: slices shown the way a radiologist reads them, labelled from the affine.
+"""Matplotlib plots for notebooks: slices shown the way a radiologist reads them, labelled from the affine.
 
-Not part of the medload package: the notebooks import it from this folder. Views follow the
-radiological convention (axial and coronal: patient's right on the image's left; axial:
-anterior at the top; coronal and sagittal: superior at the top; sagittal: anterior on the left).
-The edge labels are not assumed: they are read back from the affine of the displayed grid
-(``nibabel.orientations``), so a wrong affine shows as a wrong label.
+Thin drawing over :mod:`medload.qc.views` (the same reorientation and edge letters as ``medload
+preview`` and the QC page). Views follow the radiological convention (axial and coronal:
+patient's right on the image's left; axial: anterior at the top; coronal and sagittal: superior
+at the top; sagittal: anterior on the left). matplotlib is imported when a function draws.
 
 Examples
 --------
@@ -20,13 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from nibabel.orientations import aff2axcodes, apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.orientations import aff2axcodes
 
-#: Axis codes of the display grid: rows of an axial slice run to P, columns to L (radiological).
-DISPLAY_AXCODES = ("I", "P", "L")
-#: Plane name -> the axis of the display grid held fixed.
-PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}
-_OPPOSITE = dict(zip("LRAPSI", "RLPAIS"))
+from medload.qc import views
+from medload.qc.views import DISPLAY_AXCODES, PLANES
 
 __all__ = ["DISPLAY_AXCODES", "PLANES", "display_grid", "edge_labels", "show_plane", "show_stored_slice",
            "orthogonal_views"]
@@ -42,19 +38,13 @@ def display_grid(volume: Any) -> tuple[np.ndarray, np.ndarray]:
     Examples
     --------
     >>> import numpy as np, medload
+    >>> from nibabel.orientations import aff2axcodes
     >>> vol = medload.Volume(np.zeros((4, 6, 8)), np.diag([1.0, 2.0, 3.0, 1.0]))  # axes R, A, S
     >>> array, affine = display_grid(vol)
     >>> array.shape, aff2axcodes(affine)
     ((8, 6, 4), ('I', 'P', 'L'))
     """
-    array = np.asarray(volume.array)
-    spatial_shape = array.shape[-3:]
-    ornt = ornt_transform(io_orientation(volume.affine), axcodes2ornt(DISPLAY_AXCODES))
-    if array.ndim == 4:
-        array = np.moveaxis(array, 0, -1)
-    shown = apply_orientation(array, ornt)
-    affine = volume.affine @ inv_ornt_aff(ornt, spatial_shape)
-    return shown, affine
+    return views.display_grid(volume.array, volume.affine)
 
 
 def edge_labels(volume: Any, plane: str) -> dict[str, str]:
@@ -67,12 +57,7 @@ def edge_labels(volume: Any, plane: str) -> dict[str, str]:
     >>> edge_labels(vol, "sagittal")
     {'top': 'S', 'bottom': 'I', 'left': 'A', 'right': 'P'}
     """
-    _, affine = display_grid(volume)
-    codes = aff2axcodes(affine)
-    rows, cols = [a for a in range(3) if a != PLANES[plane]]
-    # imshow puts row 0 at the top, column 0 on the left: an axis increasing towards X ends at X.
-    return {"top": _OPPOSITE[codes[rows]], "bottom": codes[rows],
-            "left": _OPPOSITE[codes[cols]], "right": codes[cols]}
+    return views.edge_labels(volume.affine, plane)
 
 
 def _slice(shown: np.ndarray, plane: str, index: int | None) -> tuple[np.ndarray, int]:
@@ -152,14 +137,14 @@ def show_stored_slice(volume: Any, index: int | None = None, *, ax: Any = None, 
     image = array[..., index, :, :]
     if image.ndim == 3:
         image = np.moveaxis(image, 0, -1)
-    codes = aff2axcodes(volume.affine)
+    codes = "".join(aff2axcodes(volume.affine))
     spacing = np.linalg.norm(volume.affine[:3, :3], axis=0)
     imshow.setdefault("cmap", "gray")
     art = ax.imshow(image, aspect=spacing[1] / spacing[2], interpolation="nearest", **imshow)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"array[{index}] as stored, axes {''.join(codes)}", fontsize=10, pad=16)
-    _label(ax, {"top": _OPPOSITE[codes[1]], "bottom": codes[1], "left": _OPPOSITE[codes[2]], "right": codes[2]})
+    ax.set_title(f"array[{index}] as stored, axes {codes}", fontsize=10, pad=16)
+    _label(ax, views.slice_labels(volume.affine))
     return art
 
 
