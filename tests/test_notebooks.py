@@ -79,17 +79,13 @@ def test_api_doc_examples(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_plot_helpers_label_edges_from_the_affine(monkeypatch: pytest.MonkeyPatch):
-    """notebooks/_plots.py: its examples run, and the edge labels follow the affine, not the array."""
-    import importlib.util
-
+    """medload.qc.plots (the notebooks' helpers): its examples run, and the edge labels follow the affine, not the array."""
     import numpy as np
 
     import medload
+    from medload.qc import plots
 
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    spec = importlib.util.spec_from_file_location("_plots", NOTEBOOKS / "_plots.py")
-    plots = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plots)
     result = doctest.testmod(plots, verbose=False, report=True)
     assert result.attempted >= 10 and result.failed == 0
     # One volume in three stored layouts: the display grid and the labels are the same for all.
