@@ -1,4 +1,4 @@
-"""The ``medload`` command: ``scan``, ``convert``, ``info``, ``preview``; a thin layer over the API.
+"""The ``medload`` command: ``scan``, ``convert``, ``info``, ``preview``, ``qc``; a thin layer over the API.
 
 Exit status: 0 all went well; 1 the conversion finished but some series or files failed (the
 report lists them); 2 a usage error (wrong flag, missing folder, bad option), printed as one
@@ -82,12 +82,28 @@ example:
 """
 
 PREVIEW_HELP = """\
-Draw a montage of stored slices as a PNG, optionally each beside the same slice read from the
-source (found through the report.json written by convert, or --source).
+Draw a montage of stored slices as a PNG, in order (volume by volume, slices in stored order),
+each as stored with its edges lettered from the affine (R/L, A/P, S/I) and the mask in colour;
+optionally each beside the same slice read from the source (found through the report.json
+written by convert, or --source).
 
 example:
   medload preview out/ --out montage.png
+  medload preview out/ --out montage.png --window 0,1 --n 24
   medload preview out/ --out before_after.png --before-after --n 8
+"""
+
+QC_HELP = """\
+Write a static HTML page to check a conversion (OUT/qc/index.html; x.qc/ beside a file x.h5):
+counts, modalities, shapes, spacing and intensity histograms; per volume three planes with
+orientation letters from the affine, the mask in colour, value range, history and problems;
+every series not converted with its reason (from report.json). Opens offline in any browser;
+drawn from the stored slices only. No names, paths or descriptions unless the store holds them
+(--keep-phi / --keep-descriptions at conversion).
+
+example:
+  medload qc out/
+  medload qc out/ --workers 8 --thumb 192
 """
 
 
@@ -102,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medload", formatter_class=_FORMAT,
                      description="Medical scanner exports (DICOM, NIfTI) to normalized 2D slices in HDF5.",
                      epilog="example:\n  medload scan /data/export\n  medload convert /data/export -o out/ --size 256\n"
-                            "  medload info out/\n  medload preview out/ --out montage.png")
+                            "  medload info out/\n  medload preview out/ --out montage.png\n  medload qc out/")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -153,9 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=16, help="slices shown (default 16)")
     p.add_argument("--tile", type=int, default=128, help="tile size in pixels (default 128)")
     p.add_argument("--columns", type=int, help="tiles per row")
+    p.add_argument("--window", type=_window, metavar="LOW,HIGH",
+                   help="stored values drawn black and white (default: each slice's 0.5-99.5 percentiles)")
+    p.add_argument("--no-mask", action="store_true", help="do not draw masks")
     p.add_argument("--before-after", action="store_true", help="show each source slice beside the stored one")
     p.add_argument("--source", action="append", metavar="SRC", help="where the sources are (default: from report.json)")
     p.add_argument("--phi-key", help="pseudonym secret used at conversion (to match series)")
+
+    p = sub.add_parser("qc", help="static HTML page to check a store", description=QC_HELP, formatter_class=_FORMAT)
+    p.add_argument("store", metavar="OUT", help="store file or folder of shards")
+    p.add_argument("--out", metavar="DIR", help="folder of the page (default OUT/qc, or x.qc beside x.h5)")
+    p.add_argument("--workers", type=int, metavar="N", help="processes drawing thumbnails (default: all cores "
+                                                            "for large stores)")
+    p.add_argument("--thumb", type=int, default=160, metavar="PX", help="thumbnail size in pixels (default 160)")
     return parser
 
 
@@ -173,6 +199,16 @@ def _size(text: str) -> int | tuple[int, int]:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 256 or 256x192), found {text!r}") from None
+
+
+def _window(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in stored values (e.g. 0,1 or -1.5,2), found {text!r}") from None
+    if not high > low:
+        raise argparse.ArgumentTypeError(f"expected LOW < HIGH, found {text!r}")
+    return low, high
 
 
 def _pipeline_arg(presets: list[str], configs: list[str]) -> Any:
@@ -384,13 +420,27 @@ def _cmd_info(args) -> int:
 def _cmd_preview(args) -> int:
     from medload.preview import montage
 
-    result = montage(args.store, args.out, n=args.n, columns=args.columns, tile=args.tile,
-                     before_after=args.before_after, sources=args.source, phi_key=args.phi_key)
+    result = montage(args.store, args.out, n=args.n, columns=args.columns, tile=args.tile, window=args.window,
+                     masks=not args.no_mask, before_after=args.before_after, sources=args.source,
+                     phi_key=args.phi_key)
     print(f"wrote {result['path']} ({result['width']}x{result['height']} px, {result['tiles']} tiles)")
     return EXIT_OK
 
 
-_COMMANDS = {"scan": _cmd_scan, "convert": _cmd_convert, "info": _cmd_info, "preview": _cmd_preview}
+def _cmd_qc(args) -> int:
+    from medload.qc.report import write_qc
+
+    if not os.path.exists(args.store):
+        raise MedloadError(f"{args.store} does not exist; expected a medload store (folder of shards or FILE.h5)")
+    if args.workers is not None and args.workers < 0:
+        raise MedloadError(f"--workers must be >= 0, found {args.workers}")
+    result = write_qc(args.store, args.out, workers=args.workers, thumb_size=args.thumb)
+    print(f"wrote {result['path']} ({result['volumes']} volumes, {result['problems']} with problems, "
+          f"{result['failed']} series or files not converted; {result['seconds']} s)")
+    return EXIT_OK
+
+
+_COMMANDS = {"scan": _cmd_scan, "convert": _cmd_convert, "info": _cmd_info, "preview": _cmd_preview, "qc": _cmd_qc}
 
 
 def _failure_line(entry: dict[str, Any]) -> str:

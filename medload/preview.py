@@ -1,7 +1,11 @@
-"""A montage of stored slices as a PNG (matplotlib), optionally beside the source slices.
+"""A montage of stored slices as a PNG, optionally beside the source slices.
 
 ``medload preview OUT --out montage.png`` draws one tile per slice, picked evenly across the
-store's volumes (middle slices first); ``--before-after`` pairs each stored slice with the same
+store's volumes and shown in order (volume by volume, slices in stored order). Each tile is the
+slice as stored (what a model sees), its edges lettered from the stored affine
+(:func:`medload.qc.views.slice_labels`), pixels square in mm, the mask blended in colour
+(:func:`medload.qc.views.overlay`), values mapped through ``window`` (stored values) or the
+slice's 0.5-99.5 percentiles. ``--before-after`` pairs each stored slice with the same
 slice read again from the source (found through the ``report.json`` the converter wrote beside
 the store, or ``sources=``), so the effect of the preprocessing can be seen. Tiles are square,
 ``tile`` pixels wide; the PNG is exactly ``columns * tile`` by ``rows * tile`` pixels.
@@ -16,19 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from medload._optional import require
 from medload.errors import MedloadError
+from medload.qc import views
 
 __all__ = ["montage", "pick_slices"]
 
 
 def pick_slices(n_slices: list[int], n: int) -> list[tuple[int, int]]:
-    """Choose ``n`` (volume, slice) pairs spread over volumes: middle slices first, then more.
+    """Choose ``n`` (volume, slice) pairs spread over volumes (middle slices first), in store order.
 
     Examples
     --------
     >>> pick_slices([10, 4], 4)
-    [(0, 5), (1, 2), (0, 3), (1, 1)]
+    [(0, 3), (0, 5), (1, 1), (1, 2)]
     """
     if n <= 0 or not n_slices:
         return []
@@ -52,7 +56,7 @@ def pick_slices(n_slices: list[int], n: int) -> list[tuple[int, int]]:
             if depth < len(order) and len(picked) < n:
                 picked.append((volume, order[depth]))
         depth += 1
-    return picked
+    return sorted(picked)
 
 
 def _display(image: np.ndarray) -> np.ndarray:
@@ -99,8 +103,11 @@ def _source_slice(source_affine: np.ndarray, n_source: int, stored_affine: np.nd
 
 
 def _raw_slices(sources: list[str], wanted: dict[str, list[tuple[int, Any]]],
-                phi_key: str | None) -> dict[tuple[str, int], np.ndarray]:
-    """Re-read the source slices of the picked stored slices, matched by series key and position."""
+                phi_key: str | None, affines: dict[str, np.ndarray] | None = None) -> dict[tuple[str, int], np.ndarray]:
+    """Re-read the source slices of the picked stored slices, matched by series key and position.
+
+    ``affines``, when given, receives each matched series' source affine (for its edge letters).
+    """
     from medload.io import load, scan
 
     raw: dict[tuple[str, int], np.ndarray] = {}
@@ -112,11 +119,48 @@ def _raw_slices(sources: list[str], wanted: dict[str, list[tuple[int, Any]]],
             done.add(series.series_key)
             volume = load(series)
             array = volume.array[0] if volume.array.ndim == 4 else volume.array
+            if affines is not None:
+                affines[series.series_key] = volume.affine
             for z, record in wanted[series.series_key]:
                 index = _source_slice(volume.affine, len(array), record.affine, record.shape, z)
                 if index is not None:
                     raw[(series.series_key, z)] = array[index]
     return raw
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def _draw_tile(canvas: Any, x0: int, y0: int, tile: int, image: np.ndarray | None, mask: np.ndarray | None,
+               affine: np.ndarray | None, pixel_mm: tuple[float, float], title: str,
+               window: tuple[float, float] | None) -> None:
+    """One tile: the slice fitted inside a margin that holds the edge letters, the title over it."""
+    from PIL import Image, ImageDraw
+
+    draw = ImageDraw.Draw(canvas)
+    margin = max(8, tile // 10)
+    band = max(7, tile // 14) + 3  # the title's line, above the top letter
+    letter = _font(max(8, margin - 2))
+    draw.text((x0 + 2, y0 + 1), title, fill=(120, 220, 255), font=_font(band - 3))
+    if image is None:
+        draw.text((x0 + tile // 2, y0 + tile // 2), "no matching\nsource slice", fill=(255, 255, 255),
+                  font=_font(max(8, tile // 12)), anchor="mm", align="center")
+        return
+    rgb = views.overlay(views.to_uint8(image, *views.display_range(image, window)), mask)
+    rgb = views.fit(rgb, pixel_mm, tile - 2 * margin - band)
+    middle_y = y0 + band + (tile - band) // 2
+    left, top = x0 + (tile - rgb.shape[1]) // 2, middle_y - rgb.shape[0] // 2
+    canvas.paste(Image.fromarray(rgb), (left, top))
+    if affine is not None:
+        edges = views.slice_labels(affine)
+        yellow = (255, 230, 60)
+        draw.text((x0 + tile // 2, top - 1), edges["top"], fill=yellow, font=letter, anchor="mb")
+        draw.text((x0 + tile // 2, top + rgb.shape[0] + 1), edges["bottom"], fill=yellow, font=letter, anchor="mt")
+        draw.text((left - 2, middle_y), edges["left"], fill=yellow, font=letter, anchor="rm")
+        draw.text((left + rgb.shape[1] + 2, middle_y), edges["right"], fill=yellow, font=letter, anchor="lm")
 
 
 def montage(
@@ -126,6 +170,8 @@ def montage(
     n: int = 16,
     columns: int | None = None,
     tile: int = 128,
+    window: tuple[float, float] | None = None,
+    masks: bool = True,
     before_after: bool = False,
     sources: list[str] | None = None,
     phi_key: str | None = None,
@@ -144,6 +190,11 @@ def montage(
         Tiles per row (default: about square; even with ``before_after`` so pairs stay together).
     tile : int
         Tile size in pixels.
+    window : (float, float), optional
+        Stored values drawn black and white (e.g. ``(0, 1)``); default each slice's 0.5 and
+        99.5 percentiles. Source tiles (``before_after``) always use their own percentiles.
+    masks : bool
+        Blend each volume's mask in colour (label ``k`` in ``medload.qc.views.LABEL_COLOURS``).
     before_after : bool
         Put each slice as read from the source (left) beside the stored one (right).
     sources : list of str, optional
@@ -154,7 +205,8 @@ def montage(
     Returns
     -------
     dict
-        ``path``, ``width``, ``height``, ``tiles`` and the ``(key, slice)`` of each stored slice shown.
+        ``path``, ``width``, ``height``, ``tiles``, the ``(key, slice)`` of each stored slice
+        shown and its edge ``letters`` (top, bottom, left, right).
 
     Examples
     --------
@@ -162,19 +214,19 @@ def montage(
     >>> folder = tempfile.mkdtemp()
     >>> with medload.Store.create(folder + "/s.h5") as st:
     ...     _ = st.add(medload.Volume(np.random.default_rng(0).random((6, 32, 32)), np.eye(4)))
-    >>> info = montage(folder + "/s.h5", folder + "/m.png", n=4, tile=64)
-    >>> info["width"], info["height"]
-    (128, 128)
+    >>> info = montage(folder + "/s.h5", folder + "/m.png", n=4, tile=64, window=(0, 1))
+    >>> info["width"], info["height"], info["slices"][:2], info["letters"][0]
+    (128, 128, [('volume', 1), ('volume', 2)], {'top': 'P', 'bottom': 'A', 'left': 'I', 'right': 'S'})
     """
+    from PIL import Image
+
     from medload.store import open as open_store
 
     if n < 1 or tile < 16 or (columns is not None and columns < 1):
         raise MedloadError(f"preview needs n >= 1, tile >= 16 pixels and columns >= 1 (or none: about square), "
                            f"found n={n}, tile={tile}, columns={columns}")
-    require("matplotlib", "medload preview")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    if window is not None and not (len(window) == 2 and float(window[1]) > float(window[0])):
+        raise MedloadError(f"preview window must be (low, high) with high > low, found {window}")
     store_path = Path(store)
     reader = open_store(store_path)
     records = reader.volumes
@@ -182,9 +234,13 @@ def montage(
         raise MedloadError(f"{store_path} holds no complete volume; nothing to preview")
     picked = pick_slices([r.n_slices for r in records], n)
     stored = [_display(reader.read_slices(v, z, z + 1)[0]) for v, z in picked]
+    stored_masks = [reader.read_mask(v, z, z + 1)[0] if masks and records[v].has_mask else None for v, z in picked]
     shown = [(records[v].key, z) for v, z in picked]
-    titles = [f"{records[v].key[:14]} z{z}" for v, z in picked]
-    tiles: list[tuple[np.ndarray | None, str]] = []
+    titles = [f"{records[v].key[:12]} z{z}" for v, z in picked]
+    # (image, mask, affine, pixel mm, title, window) per tile
+    tiles: list[tuple[Any, ...]] = []
+    for (v, z), image, mask, title in zip(picked, stored, stored_masks, titles):
+        tiles.append((image, mask, records[v].affine, records[v].spacing[1:], title, window))
     if before_after:
         srcs = sources or _sources_from_report(store_path)
         if not srcs:
@@ -194,13 +250,18 @@ def montage(
         wanted: dict[str, list[tuple[int, Any]]] = {}
         for v, z in picked:
             wanted.setdefault(records[v].series_key, []).append((z, records[v]))
-        raw = _raw_slices(srcs, wanted, phi_key)
-        for (v, z), image, title in zip(picked, stored, titles):
-            before = raw.get((records[v].series_key, z))
-            tiles.append((None if before is None else _display(before), "source " + title))
-            tiles.append((image, "stored " + title))
-    else:
-        tiles = list(zip(stored, titles))
+        source_affines: dict[str, np.ndarray] = {}
+        raw = _raw_slices(srcs, wanted, phi_key, source_affines)
+        paired: list[tuple[Any, ...]] = []
+        for (v, z), stored_tile in zip(picked, tiles):
+            key = records[v].series_key
+            before = raw.get((key, z))
+            affine = source_affines.get(key)
+            pixel_mm = tuple(np.linalg.norm(affine[:3, 1:3], axis=0)) if affine is not None else (1.0, 1.0)
+            paired.append((None if before is None else _display(before), None, affine, pixel_mm,
+                           "source " + stored_tile[4], None))
+            paired.append(stored_tile[:4] + ("stored " + stored_tile[4],) + stored_tile[5:])
+        tiles = paired
     reader.close()
 
     count = len(tiles)
@@ -210,21 +271,12 @@ def montage(
             columns += 1
     columns = min(columns, count)
     rows = int(np.ceil(count / columns))
-    dpi = 100
-    fig = Figure(figsize=(columns * tile / dpi, rows * tile / dpi), dpi=dpi, facecolor="black")
-    FigureCanvasAgg(fig)
-    for i, (image, title) in enumerate(tiles):
+    canvas = Image.new("RGB", (columns * tile, rows * tile), (0, 0, 0))
+    for i, (image, mask, affine, pixel_mm, title, tile_window) in enumerate(tiles):
         r, c = divmod(i, columns)
-        ax = fig.add_axes((c / columns, 1 - (r + 1) / rows, 1 / columns, 1 / rows))
-        ax.set_axis_off()
-        ax.set_facecolor("black")
-        if image is None:
-            ax.text(0.5, 0.5, "no matching\nsource slice", color="white", ha="center", va="center", fontsize=7)
-            continue
-        lo, hi = np.percentile(image, [0.5, 99.5]) if image.size else (0, 1)
-        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
-        ax.text(0.02, 0.98, title, color="yellow", fontsize=6, ha="left", va="top", transform=ax.transAxes)
+        _draw_tile(canvas, c * tile, r * tile, tile, image, mask, affine, pixel_mm, title, tile_window)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, facecolor="black")
-    return {"path": str(out), "width": columns * tile, "height": rows * tile, "tiles": count, "slices": shown}
+    canvas.save(out, format="PNG")
+    return {"path": str(out), "width": columns * tile, "height": rows * tile, "tiles": count, "slices": shown,
+            "letters": [views.slice_labels(records[v].affine) for v, _ in picked]}

@@ -187,7 +187,7 @@ def to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.rint(np.clip(np.nan_to_num(scaled), 0, 255)).astype(np.uint8)
 
 
-def overlay(gray: np.ndarray, mask: np.ndarray | None, *, alpha: float = 0.45) -> np.ndarray:
+def overlay(gray: np.ndarray, mask: np.ndarray | None, *, alpha: float = 0.35) -> np.ndarray:
     """RGB ``(H, W, 3)`` uint8: ``gray`` with each mask label blended in its :data:`LABEL_COLOURS` colour.
 
     Examples

@@ -1,0 +1,466 @@
+"""``medload qc OUT``: a static HTML page to check a whole conversion, from stored slices only.
+
+The page (``OUT/qc/index.html``, or ``x.qc/index.html`` beside a single-file store ``x.h5``)
+opens from disk in any browser: no server, no network, every style and script inline, the
+thumbnails PNG files in ``thumbs/`` beside it (``loading="lazy"``, so a page over thousands
+of volumes opens at once and draws what is scrolled to). It holds:
+
+- a summary: counts, modalities, slice shapes, histograms of spacing and of stored intensity
+  (one per intensity meaning: a CT window in [0, 1] and an MR z-score are not one axis);
+- per volume: axial, coronal and sagittal planes through the mask's centroid (else the centre)
+  with edge letters read from the stored affine (:mod:`medload.qc.views`), the mask blended
+  in colour with a legend of its labels, the stored value range and what it means, the
+  history (every pipeline step with its parameters) and problems (the converter's, and what
+  the page itself finds: a constant image, non-finite values, an empty mask);
+- every series the converter did not write (failed, duplicate, not run) with its reason, and
+  the unreadable files, from the ``report.json`` the converter wrote beside the store;
+- filters and sorting (modality, problems, failed) in plain JavaScript; without JavaScript
+  everything is still shown.
+
+Privacy: the page shows what the store and report already hold under the converter's rule
+(:mod:`medload.deid`): pseudonymous keys, geometry, pipeline and the report's reasons. Source
+folders and unreadable file paths (folder names can be patient names) and descriptions are
+shown only for a store written with ``--keep-phi`` (descriptions also with
+``--keep-descriptions``, which wrote them into the store on purpose).
+
+Thumbnails are drawn with numpy and Pillow, several volumes per task, in worker processes
+(``workers``); nothing is read from the sources.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medload.errors import MedloadError, StoreError
+from medload.qc import views
+
+__all__ = ["write_qc", "qc_folder"]
+
+#: Pixels of a thumbnail's longer side.
+THUMB_SIZE = 160
+#: Voxels per volume kept for the store-wide intensity histogram.
+_SAMPLES = 2048
+#: Volumes per task handed to a worker process.
+_CHUNK = 16
+#: Below this many volumes the page is drawn in this process (starting workers costs more).
+_INLINE_BELOW = 48
+
+
+def qc_folder(store: str | os.PathLike) -> Path:
+    """Where the page of ``store`` goes: ``OUT/qc`` for a folder, ``x.qc`` beside a file ``x.h5``.
+
+    Examples
+    --------
+    >>> qc_folder("/data/out.h5").as_posix()
+    '/data/out.qc'
+    """
+    path = Path(store)
+    return path.with_name(path.stem + ".qc") if path.suffix in (".h5", ".hdf5") else path / "qc"
+
+
+def _report_path(store: Path) -> Path:
+    return store.with_name(store.stem + ".report.json") if store.suffix in (".h5", ".hdf5") else store / "report.json"
+
+
+# --------------------------------------------------------------------------- per volume (workers)
+_READERS: dict[str, Any] = {}
+
+
+def _reader(path: str):
+    from medload.store import open as open_store
+
+    if path not in _READERS:
+        _READERS[path] = open_store(path)
+    return _READERS[path]
+
+
+def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, Any]:
+    """Thumbnails (written as PNG files) and numbers of one stored volume."""
+    reader = _reader(store)
+    record = reader.record(volume)
+    image = reader.read_slices(volume, 0, record.n_slices)
+    if image.ndim == 4:  # (Z, C, H, W): channel 0 is drawn
+        image = image[:, 0]
+    mask = reader.read_mask(volume, 0, record.n_slices) if record.has_mask else None
+    finite = np.isfinite(image)
+    n_bad = int(image.size - np.count_nonzero(finite))
+    values = image[finite] if n_bad else image.ravel()
+    low, high = (float(values.min()), float(values.max())) if values.size else (math.nan, math.nan)
+    window = views.display_range(values)
+    problems: list[str] = []
+    if n_bad:
+        problems.append(f"{n_bad} stored values are NaN or infinite")
+    if values.size and low == high:
+        problems.append(f"constant image: every stored value is {low:.6g}")
+    labels: dict[int, int] = {}
+    if mask is not None:
+        found, counts = np.unique(mask, return_counts=True)
+        labels = {int(k): int(c) for k, c in zip(found, counts) if k != 0}
+        if not labels:
+            problems.append("the mask is empty (no labelled voxel)")
+    shown = []
+    for view in views.orthogonal_views(image, record.affine, mask):
+        gray = views.to_uint8(view.image, *window)
+        rgb = views.fit(views.overlay(gray, view.mask), view.pixel_mm, size)
+        name = f"{volume:06d}_{view.plane}.png"
+        with open(os.path.join(thumbs, name), "wb") as handle:
+            handle.write(views.png_bytes(rgb))
+        shown.append({"plane": view.plane, "file": name, "index": view.index, "n": view.n,
+                      "labels": view.labels, "width": int(rgb.shape[1]), "height": int(rgb.shape[0])})
+    step = max(1, values.size // _SAMPLES)
+    return {"volume": volume, "range": [low, high], "window": list(window), "labels": labels,
+            "problems": problems, "views": shown, "sample": np.asarray(values[::step][:_SAMPLES], np.float32)}
+
+
+def _facts_of_chunk(store: str, volumes: list[int], thumbs: str, size: int) -> list[dict[str, Any]]:
+    return [_volume_facts(store, v, thumbs, size) for v in volumes]
+
+
+def _all_facts(store: Path, n: int, thumbs: Path, size: int, workers: int | None) -> list[dict[str, Any]]:
+    chunks = [list(range(i, min(i + _CHUNK, n))) for i in range(0, n, _CHUNK)]
+    if workers is None:
+        workers = 0 if n < _INLINE_BELOW else min(os.cpu_count() or 1, len(chunks))
+    if workers <= 1:
+        out = [f for c in chunks for f in _facts_of_chunk(str(store), c, str(thumbs), size)]
+        _READERS.pop(str(store), None)
+        return out
+    methods = mp.get_all_start_methods()
+    # Never fork: HDF5 state copied into a child is not safe (as in medload.parallel).
+    context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_facts_of_chunk, str(store), c, str(thumbs), size) for c in chunks]
+        return [f for future in futures for f in future.result()]
+
+
+# --------------------------------------------------------------------------- page
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: float) -> str:
+    return "nan" if not math.isfinite(value) else f"{value:.4g}"
+
+
+def histogram_svg(values: Iterable[float], title: str, *, bins: int = 30, width: int = 300, height: int = 110) -> str:
+    """An inline SVG bar chart of ``values`` (no script, no external file).
+
+    Examples
+    --------
+    >>> svg = histogram_svg([1.0, 1.0, 2.0], "spacing (mm)", bins=2)
+    >>> svg.startswith("<svg") and svg.count("<rect") == 2
+    True
+    """
+    data = np.asarray(list(values), np.float64)
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        return f"<div class='hist'><b>{_e(title)}</b><br>no values</div>"
+    lo, hi = float(data.min()), float(data.max())
+    if hi - lo < 1e-9 * max(1.0, abs(hi)):
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(data, bins=bins, range=(lo, hi))
+    plot_h = height - 34
+    bar_w = (width - 10) / bins
+    top = max(int(counts.max()), 1)
+    bars = "".join(
+        f"<rect x='{5 + i * bar_w:.1f}' y='{16 + plot_h - c / top * plot_h:.1f}' width='{max(bar_w - 1, 1):.1f}' "
+        f"height='{c / top * plot_h:.1f}'><title>{_fmt(edges[i])} to {_fmt(edges[i + 1])}: {c}</title></rect>"
+        for i, c in enumerate(counts)
+    )
+    return (f"<svg class='hist' width='{width}' height='{height}' role='img' aria-label='{_e(title)}'>"
+            f"<text x='5' y='11'>{_e(title)} (n={data.size})</text>{bars}"
+            f"<text x='5' y='{height - 4}'>{_fmt(lo)}</text>"
+            f"<text x='{width - 5}' y='{height - 4}' text-anchor='end'>{_fmt(hi)}</text></svg>")
+
+
+def _counter_table(counter: Counter, head: str) -> str:
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in counter.most_common())
+    return f"<table class='small'><tr><th>{_e(head)}</th><th>volumes</th></tr>{rows}</table>"
+
+
+def _history_html(history: tuple[tuple[str, dict], ...]) -> str:
+    if not history:
+        return "<li>(as read: no step)</li>"
+    return "".join(f"<li><b>{_e(name)}</b> {_e(json.dumps(params, default=str, sort_keys=True))}</li>"
+                   for name, params in history)
+
+
+def _view_html(view: dict[str, Any]) -> str:
+    letters = view["labels"]
+    return (f"<figure class='view'><div class='frame'>"
+            f"<span class='lt top'>{letters['top']}</span><span class='lt left'>{letters['left']}</span>"
+            f"<img src='thumbs/{view['file']}' width='{view['width']}' height='{view['height']}' loading='lazy' "
+            f"alt='{view['plane']}' data-plane='{view['plane']}' data-labels='{_e(json.dumps(letters))}'>"
+            f"<span class='lt right'>{letters['right']}</span><span class='lt bottom'>{letters['bottom']}</span>"
+            f"</div><figcaption>{view['plane']} {view['index'] + 1}/{view['n']}</figcaption></figure>")
+
+
+def _legend(labels: dict[int, int]) -> str:
+    items = []
+    for label, count in sorted(labels.items()):
+        r, g, b = views.LABEL_COLOURS[(label - 1) % len(views.LABEL_COLOURS)]
+        items.append(f"<span class='swatch' style='background:rgb({r},{g},{b})'></span>label {label}: {count} voxels")
+    return "mask: " + ("; ".join(items) if items else "empty")
+
+
+def _volume_card(record: Any, facts: dict[str, Any], entry: dict[str, Any], show_text: bool) -> str:
+    problems = list(entry.get("problems", [])) + facts["problems"]
+    spacing = " x ".join(f"{s:.3g}" for s in record.spacing)
+    lines = [
+        f"<div>{'x'.join(map(str, record.shape))} ({record.dtype}), spacing {spacing} mm</div>",
+        f"<div>stored values {_fmt(facts['range'][0])} to {_fmt(facts['range'][1])}; shown "
+        f"{_fmt(facts['window'][0])} to {_fmt(facts['window'][1])}</div>",
+        f"<div>intensity: {_e(record.intensity or '-')}</div>",
+        f"<div>patient {_e(record.patient_key)}, study {_e(record.study_key)}"
+        + (f", label {record.label}" if record.label is not None else "") + "</div>",
+    ]
+    if show_text and record.meta.get("description"):
+        lines.append(f"<div>description: {_e(record.meta['description'])}</div>")
+    if record.has_mask:
+        lines.append(f"<div>{_legend(facts['labels'])}</div>")
+    problem_html = ("<ul class='problems'>" + "".join(f"<li>{_e(p)}</li>" for p in problems) + "</ul>") if problems else ""
+    return (f"<article class='card{' bad' if problems else ''}' data-kind='volume' data-modality='{_e(record.modality)}' "
+            f"data-problems='{len(problems)}' data-slices='{record.n_slices}' data-order='{facts['volume']}' "
+            f"data-key='{_e(record.key)}'>"
+            f"<h3>#{facts['volume']} {_e(record.modality)} <code>{_e(record.key)}</code></h3>"
+            f"<div class='views'>{''.join(_view_html(v) for v in facts['views'])}</div>"
+            f"{''.join(lines)}{problem_html}"
+            f"<details><summary>history ({len(record.history)} steps)</summary><ol>{_history_html(record.history)}</ol>"
+            f"</details></article>")
+
+
+def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
+    rows = []
+    for entry in report.get("series", []):
+        if entry.get("status") in ("converted", "already converted"):
+            continue
+        reason = entry.get("reason", "")
+        if entry.get("error"):
+            reason = f"{entry['error']}: {reason}" if not str(reason).startswith(entry["error"]) else reason
+        description = f"<br><i>{_e(entry['description'])}</i>" if show_text and entry.get("description") else ""
+        problems = "".join(f"<li>{_e(p)}</li>" for p in entry.get("problems", []))
+        rows.append(f"<tr class='failed' data-kind='failed' data-modality='{_e(entry.get('modality', ''))}' "
+                    f"data-status='{_e(entry.get('status', ''))}'>"
+                    f"<td>{_e(entry.get('status', ''))}</td><td><code>{_e(entry.get('series_key', ''))}</code>{description}</td>"
+                    f"<td>{_e(entry.get('modality', ''))}</td><td>{_e('x'.join(map(str, entry.get('shape') or [])))}</td>"
+                    f"<td>{_e(entry.get('stage', ''))}</td><td class='reason'>{_e(reason)}"
+                    f"{'<ul>' + problems + '</ul>' if problems else ''}</td></tr>")
+    for entry in report.get("files", []):
+        where = f"<code>{_e(entry.get('path', ''))}</code>: " if show_text else ""
+        what = _e(entry.get("reason", "")) if show_text else "a file that could not be read (its path and reason are in report.json; paths can hold names)"
+        rows.append(f"<tr class='failed' data-kind='failed' data-modality='' data-status='unreadable'>"
+                    f"<td>unreadable file</td><td></td><td></td><td></td><td>scan</td><td class='reason'>{where}{what}</td></tr>")
+    return "".join(rows), len(rows)
+
+
+_STYLE = """
+body{font:13px system-ui,sans-serif;margin:0 16px 40px;background:#f6f6f6;color:#222}
+h1{font-size:20px;margin:14px 0 4px} h2{font-size:16px;margin:22px 0 6px} h3{font-size:13px;margin:0 0 4px}
+code{font-size:11px} table{border-collapse:collapse;background:#fff} td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
+.summary{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
+.hist{background:#fff;border:1px solid #ccc} .hist rect{fill:#4a78b5} .hist text{font-size:10px}
+.controls{position:sticky;top:0;background:#f6f6f6;padding:8px 0;border-bottom:1px solid #ccc;z-index:2}
+.cards{display:flex;flex-wrap:wrap;gap:10px}
+.card{background:#fff;border:1px solid #ccc;border-radius:4px;padding:8px;width:CARDWIDTHpx}
+.card.bad{border-color:#c33;box-shadow:0 0 0 1px #c33}
+.views{display:flex;gap:6px;align-items:flex-end;background:#000;padding:4px;margin-bottom:4px}
+.view{margin:0;text-align:center;color:#ddd;font-size:10px}
+.frame{display:grid;grid-template-columns:12px auto 12px;grid-template-rows:12px auto 12px;align-items:center;justify-items:center}
+.frame img{grid-column:2;grid-row:2;height:auto;display:block}
+.lt{color:#ff5;font-weight:bold;font-size:11px}
+.lt.top{grid-column:2;grid-row:1} .lt.bottom{grid-column:2;grid-row:3} .lt.left{grid-column:1;grid-row:2} .lt.right{grid-column:3;grid-row:2}
+.problems{color:#b00;margin:4px 0;padding-left:18px} .reason{max-width:760px;white-space:pre-wrap}
+.swatch{display:inline-block;width:10px;height:10px;margin:0 3px 0 6px;border:1px solid #333}
+img.broken{outline:3px solid #f0f} .hidden{display:none!important}
+"""
+
+_SCRIPT = """
+(function(){
+  var imgs=[].slice.call(document.querySelectorAll('.card img'));
+  var state=document.getElementById('thumb-state');
+  function count(){
+    var loaded=0,broken=0;
+    imgs.forEach(function(i){ if(i.dataset.state==='loaded')loaded++; else if(i.dataset.state==='broken')broken++; });
+    state.dataset.loaded=loaded; state.dataset.broken=broken; state.dataset.total=imgs.length;
+    state.textContent=loaded+' of '+imgs.length+' thumbnails drawn'+(broken?', '+broken+' MISSING (outlined)':'');
+  }
+  function mark(i){ i.dataset.state=(i.complete&&i.naturalWidth>0)?'loaded':'broken'; if(i.dataset.state==='broken')i.classList.add('broken'); count(); }
+  // '#all' in the address loads every thumbnail at once (printing, a check of the whole page).
+  if(location.hash==='#all') imgs.forEach(function(i){ i.loading='eager'; });
+  imgs.forEach(function(i){
+    if(i.complete&&i.naturalWidth>0){ i.dataset.state='loaded'; }
+    else { i.addEventListener('load',function(){mark(i);}); i.addEventListener('error',function(){mark(i);}); }
+  });
+  count();
+  var cards=document.getElementById('cards'), failed=document.getElementById('failed-section');
+  function apply(){
+    var mod=document.getElementById('f-modality').value, onlyBad=document.getElementById('f-problems').checked,
+        showFailed=document.getElementById('f-failed').checked, key=document.getElementById('f-sort').value, shown=0;
+    var list=[].slice.call(cards.children);
+    list.forEach(function(c){ var ok=(!mod||c.dataset.modality===mod)&&(!onlyBad||+c.dataset.problems>0);
+      c.classList.toggle('hidden',!ok); if(ok)shown++; });
+    [].slice.call(document.querySelectorAll('tr.failed')).forEach(function(r){
+      r.classList.toggle('hidden',!!mod&&r.dataset.modality!==mod); });
+    failed.classList.toggle('hidden',!showFailed);
+    list.sort(function(a,b){
+      if(key==='problems') return (+b.dataset.problems)-(+a.dataset.problems)||(+a.dataset.order)-(+b.dataset.order);
+      if(key==='slices') return (+b.dataset.slices)-(+a.dataset.slices)||(+a.dataset.order)-(+b.dataset.order);
+      if(key==='modality') return a.dataset.modality.localeCompare(b.dataset.modality)||(+a.dataset.order)-(+b.dataset.order);
+      return (+a.dataset.order)-(+b.dataset.order); });
+    list.forEach(function(c){ cards.appendChild(c); });
+    document.getElementById('shown').textContent=shown+' of '+list.length+' volumes shown';
+  }
+  ['f-modality','f-problems','f-failed','f-sort'].forEach(function(id){ document.getElementById(id).addEventListener('change',apply); });
+  apply();
+})();
+"""
+
+
+def _page(title: str, summary: str, controls: str, cards: str, failed: str, n_failed: int, notes: str,
+          thumb_size: int) -> str:
+    # three thumbnails, each with a letter column on both sides, and the card's own padding
+    style = _STYLE.replace("CARDWIDTH", str(3 * (thumb_size + 24) + 2 * 6 + 8 + 4))
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width'><title>{_e(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{_e(title)}</h1>{notes}"
+            f"<section class='summary'>{summary}</section>"
+            f"<section id='failed-section'><h2>Series not converted ({n_failed})</h2>"
+            + (f"<table id='failed'><tr><th>status</th><th>series</th><th>modality</th><th>shape</th><th>stage</th>"
+               f"<th>reason</th></tr>{failed}</table>" if n_failed else "<p>none: every series found was converted.</p>")
+            + f"</section><div class='controls'>{controls}</div><section id='cards' class='cards'>{cards}</section>"
+            f"<script>{_SCRIPT}</script></body></html>")
+
+
+def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, workers: int | None = None,
+             thumb_size: int = THUMB_SIZE) -> dict[str, Any]:
+    """Write the QC page of ``store`` (and its thumbnails) into ``out`` (default :func:`qc_folder`).
+
+    The folder is built beside and moved into place when whole; an older page there is
+    replaced.
+
+    Parameters
+    ----------
+    store : path
+        A medload store (folder of shards or one file); its ``report.json`` is read if present.
+    out : path, optional
+        Folder of the page; default ``OUT/qc`` (``x.qc`` beside a file ``x.h5``).
+    workers : int, optional
+        Worker processes drawing thumbnails; default all cores for stores of more than a few
+        dozen volumes, none (this process) below; ``0`` or ``1``: this process.
+    thumb_size : int
+        Pixels of a thumbnail's longer side.
+
+    Returns
+    -------
+    dict
+        ``path`` (index.html), ``volumes``, ``thumbnails``, ``failed`` (series and files not
+        converted), ``problems`` (volumes with one), ``seconds``.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, medload
+    >>> folder = tempfile.mkdtemp()
+    >>> with medload.Store.create(folder + "/s.h5") as st:
+    ...     _ = st.add(medload.Volume(np.random.default_rng(0).random((6, 32, 32)), np.eye(4), modality="MR"))
+    >>> info = write_qc(folder + "/s.h5")
+    >>> info["volumes"], info["thumbnails"], info["path"].endswith("s.qc/index.html")
+    (1, 3, True)
+    """
+    from medload.store import open as open_store
+
+    started = time.perf_counter()
+    store_path = Path(store)
+    if thumb_size < 16:
+        raise MedloadError(f"qc thumbnails need at least 16 pixels, found thumb_size={thumb_size}")
+    report_file = _report_path(store_path)
+    report: dict[str, Any] = {}
+    if report_file.is_file():
+        try:
+            report = json.loads(report_file.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise MedloadError(f"{report_file} is not valid JSON ({exc}); convert again to rewrite it, "
+                               "or move it away to draw the page from the store alone") from exc
+    try:
+        reader = open_store(store_path)
+        records, pipeline = list(reader.volumes), reader.pipeline
+        reader.close()
+    except StoreError:
+        if not report:  # no store and no report: nothing to show
+            raise
+        records, pipeline = [], None  # every series failed: the page lists why
+    options = report.get("options", {}) if isinstance(report.get("options"), dict) else {}
+    keep_phi = bool((isinstance(pipeline, dict) and pipeline.get("keep_phi")) or options.get("keep_phi"))
+    keep_descriptions = keep_phi or bool((isinstance(pipeline, dict) and pipeline.get("keep_descriptions"))
+                                         or options.get("keep_descriptions"))
+
+    final = Path(out) if out is not None else qc_folder(store_path)
+    building = final.with_name(final.name + f".partial-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    (building / "thumbs").mkdir(parents=True)
+    try:
+        facts = _all_facts(store_path, len(records), building / "thumbs", thumb_size, workers)
+        by_key = {e["key"]: e for e in report.get("series", []) if e.get("key")}
+        cards = "".join(_volume_card(r, f, by_key.get(r.key, {}), keep_descriptions) for r, f in zip(records, facts))
+        failed_html, n_failed = _failed_rows(report, keep_phi)
+        n_problems = sum(1 for r, f in zip(records, facts) if f["problems"] or by_key.get(r.key, {}).get("problems"))
+        summary = _summary_html(records, facts, report, n_failed, n_problems)
+        modalities = sorted({r.modality for r in records} | {e.get("modality", "") for e in report.get("series", [])} - {""})
+        controls = ("<label>modality <select id='f-modality'><option value=''>all</option>"
+                    + "".join(f"<option>{_e(m)}</option>" for m in modalities) + "</select></label> "
+                    "<label><input type='checkbox' id='f-problems'> only volumes with problems</label> "
+                    "<label><input type='checkbox' id='f-failed' checked> show series not converted</label> "
+                    "<label>sort <select id='f-sort'><option value='order'>store order</option>"
+                    "<option value='problems'>problems first</option><option value='modality'>modality</option>"
+                    "<option value='slices'>most slices</option></select></label> "
+                    "<span id='shown'></span> &middot; <span id='thumb-state'></span>")
+        notes = ("<p class='note'>Letters at the edges name the anatomical direction, read from each volume's "
+                 "stored affine (radiological display: patient's right on the left of axial and coronal planes). "
+                 "Masks are blended in colour. Drawn from the stored slices only.</p>")
+        if keep_phi:
+            notes += f"<p class='note'>Written with --keep-phi: sources {_e(', '.join(map(str, report.get('sources', []))))}</p>"
+        title = f"medload QC: {store_path.name}" if keep_phi else "medload QC"
+        (building / "index.html").write_text(_page(title, summary, controls, cards, failed_html, n_failed, notes, thumb_size),
+                                             encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        building.rename(final)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return {"path": str(final / "index.html"), "volumes": len(records), "thumbnails": 3 * len(records),
+            "failed": n_failed, "problems": n_problems, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _summary_html(records: list[Any], facts: list[dict[str, Any]], report: dict[str, Any], n_failed: int,
+                  n_problems: int) -> str:
+    counts = report.get("counts", {})
+    rows = [("volumes", len(records)), ("slices", sum(r.n_slices for r in records)),
+            ("patients", len({r.patient_key for r in records})), ("studies", len({r.study_key for r in records})),
+            ("with mask", sum(r.has_mask for r in records)), ("volumes with problems", n_problems),
+            ("series not converted", n_failed)]
+    rows += [(f"report: {k.replace('_', ' ')}", v) for k, v in counts.items() if k in
+             ("series", "converted", "already_converted", "failed", "duplicate_series", "not_run", "unreadable_files",
+              "skipped_files")]
+    table = "<table class='small' id='counts'>" + "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    parts = [table, _counter_table(Counter(r.modality for r in records), "modality"),
+             _counter_table(Counter("x".join(map(str, r.slice_shape)) for r in records), "slice shape")]
+    parts.append(histogram_svg([r.spacing[0] for r in records], "slice spacing (mm)"))
+    parts.append(histogram_svg([s for r in records for s in r.spacing[1:]], "in-plane spacing (mm)"))
+    by_meaning: dict[str, list[np.ndarray]] = {}
+    for r, f in zip(records, facts):
+        by_meaning.setdefault(r.intensity or r.modality, []).append(f["sample"])
+    for meaning, samples in sorted(by_meaning.items()):
+        parts.append(histogram_svg(np.concatenate(samples) if samples else [], f"stored values: {meaning}"))
+    return "".join(parts)
