@@ -27,7 +27,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-@pytest.mark.parametrize("command", [[], ["scan"], ["convert"], ["info"], ["preview"]])
+@pytest.mark.parametrize("command", [[], ["scan"], ["convert"], ["info"], ["preview"], ["qc"]])
 def test_every_help_shows_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(command + ["--help"])
@@ -43,6 +43,8 @@ def test_every_help_shows_an_example(command, capsys):
     (["scan", "/no/such/folder"], "/no/such/folder does not exist"),
     (["info", "/no/such/store"], "does not exist"),
     (["preview", "/no/such/store", "--out", "m.png"], "does not exist"),
+    (["qc", "/no/such/store"], "/no/such/store does not exist"),
+    (["preview", "/no/such/store", "--out", "m.png", "--window", "0"], "expected LOW,HIGH"),
     (["convert", str(EXPORT), "-o", "out", "--preset", "ct-nonsense"], "unknown preset 'ct-nonsense'"),
     (["convert", str(EXPORT), "-o", "out", "--config", "MR=/no/pipe.toml"], "pipeline file /no/pipe.toml does not exist"),
     (["convert", str(EXPORT), "-o", "out", "--size", "big"], "expected N or HxW"),

@@ -1,0 +1,256 @@
+"""Issue 17: the QC page (``medload qc``) and the preview, checked as a user would check them.
+
+- the page opens in a real browser (headless Chromium, started here; skipped with a reason
+  where it is not installed): every thumbnail is drawn (the page's own DOM says so, from each
+  image's ``naturalWidth``), the series that failed in the conversion are listed with their
+  reason, and a screenshot is taken;
+- the letters at a thumbnail's edges agree with its pixels and the stored affine, for axial,
+  sagittal, coronal and double-oblique DICOM series: each volume's voxels hold their own world
+  coordinate, so the side a letter names must be where that coordinate is largest;
+- the PHI audit of the store (fixtures/phi.py) passes over the whole page folder;
+- the preview draws slices in order, with the mask in colour and the window asked for.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import medload
+from fixtures.synthetic import write_dicom_series
+from medload.cli import main
+from medload.qc import views
+from medload.qc.report import write_qc
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPORT = ROOT / "fixtures" / "export"
+CHEAP = ["--size", "48", "--preset", "MR=none", "--preset", "CT=ct-abdomen"]
+
+#: Edge letter -> (world axis, sign) in RAS+ (nibabel's convention: x grows towards the patient's
+#: Right, y towards Anterior, z towards Superior): a letter names the side where its coordinate grows.
+_RAS = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _browser(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium); .ci/run installs it")
+    base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--hide-scrollbars", "--virtual-time-budget=15000"]
+    return subprocess.run(base + args, capture_output=True, text=True, timeout=180)
+
+
+def _export_with_broken_series(src: Path) -> str:
+    """The sample export, a sagittal MR, and a CT series with a missing slice; returns the broken series' key."""
+    shutil.copytree(EXPORT, src)
+    write_dicom_series(src / "sag", orientation="sagittal", modality="MR", shape=(8, 20, 18), seed=4,
+                       return_array=False)
+    truth = write_dicom_series(src / "broken", shape=(6, 16, 16), seed=7, return_array=False,
+                               series_description="gap")
+    os.remove(truth["files"][3])
+    return str(truth["files"][0])
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("qc")
+    _export_with_broken_series(base / "src")
+    out = base / "out"
+    code = main(["convert", str(base / "src"), "-o", str(out), "--workers", "0", "--quiet",
+                 "--masks", str(base / "src" / "labels"), *CHEAP])
+    assert code == 1  # one series failed
+    return out
+
+
+def _dump_dom(page: Path, tmp_path: Path) -> str:
+    # '#all' makes the page load every (lazy) thumbnail at once; the DOM is read after the load.
+    done = _browser(["--dump-dom", page.as_uri() + "#all"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_page_opens_in_chromium_with_every_thumbnail_and_the_failed_series(converted, tmp_path, capsys):
+    assert main(["qc", str(converted)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    page = converted / "qc" / "index.html"
+    report = json.loads((converted / "report.json").read_text())
+    failed = [e for e in report["series"] if e["status"] == "failed"]
+    assert len(failed) == 1
+    n_volumes = len(medload.open(converted).volumes)
+    assert n_volumes == report["counts"]["converted"] == 4
+
+    dom = _dump_dom(page, tmp_path)
+    images = re.findall(r"<img [^>]*>", dom)
+    thumbs = [i for i in images if "thumbs/" in i]
+    assert len(thumbs) == 3 * n_volumes
+    states = [re.search(r'data-state="(\w+)"', i) for i in thumbs]
+    assert all(s is not None and s.group(1) == "loaded" for s in states), thumbs
+    state = re.search(r'<span id="thumb-state"[^>]*>', dom).group(0)
+    assert f'data-loaded="{3 * n_volumes}"' in state and 'data-broken="0"' in state
+    # The failed series: its pseudonymous key, status and the reader's reason, in the page's table.
+    table = dom[dom.index('id="failed"'):]
+    row = re.search(r'<tr class="failed"[^>]*>.*?</tr>', table, re.S).group(0)
+    assert failed[0]["series_key"] in row and "missing slices" in row and "failed" in row
+
+    shot = tmp_path / "qc.png"
+    done = _browser([f"--screenshot={shot}", "--window-size=1280,1800", page.as_uri() + "#all"], tmp_path)
+    assert done.returncode == 0 and shot.stat().st_size > 20_000, done.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1280, 1800)
+        pixels = np.asarray(im.convert("RGB"))
+    assert (pixels.std(axis=(0, 1)) > 10).all()  # a drawn page, not a blank one
+    if os.environ.get("MEDLOAD_QC_SCREENSHOT"):  # keep it to look at
+        shutil.copy(shot, os.environ["MEDLOAD_QC_SCREENSHOT"])
+
+
+def test_the_page_reports_a_missing_thumbnail(converted, tmp_path):
+    # The check above can fail: a thumbnail removed from disk is counted as missing by the page.
+    out = tmp_path / "qc"
+    write_qc(converted, out)
+    (out / "thumbs" / "000001_coronal.png").unlink()
+    dom = _dump_dom(out / "index.html", tmp_path)
+    state = re.search(r'<span id="thumb-state"[^>]*>', dom).group(0)
+    assert 'data-broken="1"' in state and "MISSING" in dom
+
+
+def test_filters_and_sorting_are_in_the_page(converted, tmp_path):
+    out = tmp_path / "qc"
+    info = write_qc(converted, out)
+    text = (out / "index.html").read_text()
+    assert info["failed"] == 1 and info["volumes"] == 4
+    for control in ("f-modality", "f-problems", "f-failed", "f-sort"):
+        assert f"id='{control}'" in text
+    # the modality filter offers exactly the modalities of the store and the report
+    options = re.findall(r"<option>(\w+)</option>", text)
+    assert sorted(options) == ["CT", "MR"]
+    cards = re.findall(r"<article class='card[^']*' data-kind='volume' data-modality='(\w+)'", text)
+    assert sorted(cards) == sorted(r.modality for r in medload.open(converted).volumes)
+    # no network: nothing is fetched from anywhere but the page's folder
+    assert not re.search(r"(src|href)=['\"](https?:|//)", text)
+
+
+# --------------------------------------------------------------------------- orientation
+def _world_coordinates(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
+    """(3, Z, Y, X): the RAS+ millimetre coordinates of every voxel."""
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(np.float64)
+    return np.moveaxis(index @ affine[:3, :3].T + affine[:3, 3], -1, 0)
+
+
+@pytest.mark.parametrize("orientation", ["axial", "sagittal", "coronal", "oblique"])
+def test_thumbnail_letters_name_the_side_where_that_world_coordinate_grows(orientation, tmp_path):
+    # The affine is the DICOM reader's (ImageOrientation/PositionPatient of a synthetic series);
+    # each of three stored volumes holds one world coordinate (x, y or z in RAS+ mm) per voxel.
+    # In every thumbnail the edge lettered R must be the brighter one of the x volume, A of the
+    # y volume, S of the z volume (and L, P, I the darker one).
+    write_dicom_series(tmp_path / "src", orientation=orientation, shape=(12, 20, 16), spacing=(2.0, 1.0, 1.2),
+                       seed=1, return_array=False)
+    source = medload.load(medload.scan(tmp_path / "src")[0])
+    affine = source.affine
+    coords = _world_coordinates(source.shape, affine)
+    with medload.Store.create(tmp_path / "s.h5", dtype="float32") as store:
+        for axis in range(3):
+            store.add(medload.Volume(coords[axis].astype(np.float32), affine, meta={"source_key": f"c{axis}"}))
+    out = tmp_path / "qc"
+    write_qc(tmp_path / "s.h5", out)
+    page = (out / "index.html").read_text()
+    records = medload.open(tmp_path / "s.h5").volumes
+    from PIL import Image
+
+    checked = 0
+    for match in re.finditer(r"<img src='thumbs/(\d+)_(\w+)\.png'[^>]*data-labels='([^']+)'", page):
+        volume, plane, letters = int(match.group(1)), match.group(2), json.loads(html.unescape(match.group(3)))
+        world_axis = int(records[volume].source_key[1])
+        with Image.open(out / "thumbs" / f"{volume:06d}_{plane}.png") as im:
+            gray = np.asarray(im.convert("L"), np.float64)
+        for first, last, profile in (("left", "right", gray.mean(axis=0)), ("top", "bottom", gray.mean(axis=1))):
+            code = letters[last]
+            axis, sign = _RAS[code]
+            if axis != world_axis:
+                continue
+            # the coordinate grows towards the side named by +sign: compare the two edges' brightness
+            towards_last = profile[-3:].mean() - profile[:3].mean()
+            assert towards_last * sign > 20, (orientation, plane, letters, first, last, towards_last)
+            checked += 1
+    # every plane shows two world axes: 3 planes x 2 directions, each matched to one coordinate volume
+    assert checked == 6
+
+
+
+# --------------------------------------------------------------------------- privacy
+def test_phi_audit_over_the_page_folder(tmp_path):
+    """No planted identifying value, description or source folder name anywhere in the page folder
+    (HTML and every PNG's bytes), unless the store was written with --keep-phi."""
+    from fixtures.phi import find_values, write_phi_export
+
+    # The export's folder is named after a patient, as hospital exports often are.
+    src = tmp_path / "Quartermain_Zebulon_export"
+    planted = write_phi_export(src)
+    broken = write_dicom_series(src / "broken", shape=(6, 16, 16), seed=7, return_array=False,
+                                patient_name="Zebulon^Quartermain", series_description="gap Larkspur")
+    os.remove(broken["files"][3])
+    out = tmp_path / "out"
+    assert main(["convert", str(src), "-o", str(out), "--workers", "0", "--quiet", *CHEAP]) == 1
+    assert main(["qc", str(out)]) == 0
+    files = sorted(p for p in (out / "qc").rglob("*") if p.is_file())
+    assert len(files) == 1 + 3 * 2  # the page and three thumbnails per converted series
+    descriptors = [d for group in planted["descriptors"].values() for d in group]
+    secrets = planted["values"] + descriptors + [src.name, str(src), "gap Larkspur"]
+    assert find_values(files, secrets) == {}
+    page = (out / "qc" / "index.html").read_text()
+    assert "missing slices" in page  # the failure is listed, its reason kept
+
+    # Positive control: the same audit finds the folder and the descriptions in a --keep-phi page.
+    kept = tmp_path / "kept"
+    assert main(["convert", str(src), "-o", str(kept), "--workers", "0", "--quiet", "--keep-phi", *CHEAP]) == 1
+    assert main(["qc", str(kept)]) == 0
+    hits = find_values([kept / "qc" / "index.html"], [str(src), planted["descriptors"]["series_descriptions"][0]])
+    assert set(hits) == {str(src), planted["descriptors"]["series_descriptions"][0]}
+
+
+# --------------------------------------------------------------------------- preview
+def test_preview_draws_slices_in_order_with_letters_mask_and_window(tmp_path):
+    from PIL import Image
+
+    from medload.preview import montage
+
+    array = np.full((5, 32, 32), 0.5, np.float32)
+    mask = np.zeros((5, 32, 32), np.uint8)
+    mask[:, 4:12, 20:28] = 2  # label 2, towards the last columns
+    affine = np.array([[0, 0, -0.8, 0], [0, -0.8, 0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]])  # z -> S, y -> P, x -> L
+    with medload.Store.create(tmp_path / "s.h5", dtype="float32") as store:
+        store.add(medload.Volume(array, affine, meta={"source_key": "a"}), mask=mask)
+        store.add(medload.Volume(array * 0, affine, meta={"source_key": "b"}))
+    info = montage(tmp_path / "s.h5", tmp_path / "m.png", n=6, tile=96, window=(0.0, 1.0))
+    assert [z for _, z in info["slices"]] == sorted(z for _, z in info["slices"][:3]) + sorted(
+        z for _, z in info["slices"][3:])
+    assert [k for k, _ in info["slices"]] == sorted(k for k, _ in info["slices"])  # volume by volume
+    assert info["letters"][0] == views.slice_labels(affine) == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    rgb = np.asarray(Image.open(tmp_path / "m.png").convert("RGB")).astype(int)
+    first = rgb[:96, :96]
+    # window (0, 1): 0.5 is mid-grey where there is no mask
+    margin = 96 // 10 + 96 // 14 + 3
+    assert np.any(np.all(np.abs(first[margin:-margin, margin:-margin] - 128) <= 1, axis=-1))
+    # label 2's colour blended into the grey, in the right part of the tile (where the mask's columns are)
+    green = (first[..., 1] - first[..., 0] > 30) & (first[..., 1] - first[..., 2] > 30)
+    assert green.sum() > 50 and np.nonzero(green)[1].mean() > 96 / 2
+    plain = montage(tmp_path / "s.h5", tmp_path / "n.png", n=6, tile=96, window=(0.0, 1.0), masks=False)
+    rgb = np.asarray(Image.open(plain["path"]).convert("RGB")).astype(int)[:96, :96]
+    assert not ((rgb[..., 1] - rgb[..., 0] > 30) & (rgb[..., 1] - rgb[..., 2] > 30)).any()
