@@ -24,8 +24,15 @@ from nibabel.orientations import aff2axcodes
 from medload.qc import views
 from medload.qc.views import DISPLAY_AXCODES, PLANES
 
-__all__ = ["DISPLAY_AXCODES", "PLANES", "display_grid", "edge_labels", "show_plane", "show_stored_slice",
-           "orthogonal_views"]
+__all__ = [
+    "DISPLAY_AXCODES",
+    "PLANES",
+    "display_grid",
+    "edge_labels",
+    "orthogonal_views",
+    "show_plane",
+    "show_stored_slice",
+]
 
 
 def display_grid(volume: Any) -> tuple[np.ndarray, np.ndarray]:

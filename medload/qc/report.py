@@ -47,7 +47,7 @@ import numpy as np
 from medload.errors import MedloadError, StoreError
 from medload.qc import views
 
-__all__ = ["write_qc", "qc_folder"]
+__all__ = ["qc_folder", "write_qc"]
 
 #: Pixels of a thumbnail's longer side.
 THUMB_SIZE = 160
@@ -220,8 +220,8 @@ def _volume_card(record: Any, facts: dict[str, Any], entry: dict[str, Any], show
     spacing = " x ".join(f"{s:.3g}" for s in record.spacing)
     lines = [
         f"<div>{'x'.join(map(str, record.shape))} ({record.dtype}), spacing {spacing} mm</div>",
-        f"<div>stored values {_fmt(facts['range'][0])} to {_fmt(facts['range'][1])}; shown "
-        f"{_fmt(facts['window'][0])} to {_fmt(facts['window'][1])}</div>",
+        (f"<div>stored values {_fmt(facts['range'][0])} to {_fmt(facts['range'][1])}; shown "
+         f"{_fmt(facts['window'][0])} to {_fmt(facts['window'][1])}</div>"),
         f"<div>intensity: {_e(record.intensity or '-')}</div>",
         f"<div>patient {_e(record.patient_key)}, study {_e(record.study_key)}"
         + (f", label {record.label}" if record.label is not None else "") + "</div>",

@@ -26,10 +26,30 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from nibabel.orientations import aff2axcodes, apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.orientations import (
+    aff2axcodes,
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
 
-__all__ = ["DISPLAY_AXCODES", "PLANES", "LABEL_COLOURS", "View", "display_grid", "edge_labels", "slice_labels",
-           "orthogonal_views", "display_range", "to_uint8", "overlay", "fit", "png_bytes"]
+__all__ = [
+    "DISPLAY_AXCODES",
+    "LABEL_COLOURS",
+    "PLANES",
+    "View",
+    "display_grid",
+    "display_range",
+    "edge_labels",
+    "fit",
+    "orthogonal_views",
+    "overlay",
+    "png_bytes",
+    "slice_labels",
+    "to_uint8",
+]
 
 #: Axis codes of the display grid: rows of an axial slice run to P, columns to L (radiological).
 DISPLAY_AXCODES = ("I", "P", "L")
@@ -219,7 +239,7 @@ def fit(rgb: np.ndarray, pixel_mm: tuple[float, float], size: int) -> np.ndarray
 
     height_mm, width_mm = rgb.shape[0] * pixel_mm[0], rgb.shape[1] * pixel_mm[1]
     scale = size / max(height_mm, width_mm)
-    shape = (max(1, int(round(width_mm * scale))), max(1, int(round(height_mm * scale))))
+    shape = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))
     if shape == (rgb.shape[1], rgb.shape[0]):
         return rgb
     return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(shape, Image.Resampling.BILINEAR))
