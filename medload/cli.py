@@ -361,7 +361,8 @@ def _store_info(path: str) -> dict[str, Any]:
         "studies": len({r.study_key for r in records}),
         "modalities": dict(Counter(r.modality for r in records)),
         "slice_shapes": dict(Counter("x".join(map(str, r.slice_shape)) for r in records)),
-        "labels": dict(Counter(str(r.label) for r in records if r.label is not None)),
+        "labels": dict(sorted(Counter(r.label for r in records if r.label is not None).items())),
+        "classes": reader.classes,
         "with_mask": sum(bool(r.has_mask) for r in records),
         "dtype": attrs.get("dtype"),
         "compression": attrs.get("compression"),
@@ -373,6 +374,13 @@ def _store_info(path: str) -> dict[str, Any]:
     }
     reader.close()
     return info
+
+
+def _class_name(classes: list[str] | None, label: int) -> str:
+    """``"pneumonia (1)"`` when the label has a name, else ``"1"``."""
+    if classes and 0 <= label < len(classes) and classes[label] != str(label):
+        return f"{classes[label]} ({label})"
+    return str(label)
 
 
 def _describe_pipeline(config: Any) -> list[str]:
@@ -406,7 +414,8 @@ def _cmd_info(args) -> int:
         ("studies", info["studies"]),
         ("modalities", ", ".join(f"{k} {v}" for k, v in info["modalities"].items())),
         ("slice shapes", ", ".join(f"{k} ({v} vol)" for k, v in info["slice_shapes"].items())),
-        ("labels", ", ".join(f"{k}: {v}" for k, v in info["labels"].items()) or "-"),
+        ("labels", ", ".join(f"{_class_name(info['classes'], k)}: {v}" for k, v in info["labels"].items()) or "-"),
+        ("classes", ", ".join(f"{i} {name}" for i, name in enumerate(info["classes"] or [])) or "-"),
         ("volumes with mask", info["with_mask"]), ("stored as", f"{info['dtype']}, {info['compression']}"),
         ("on disk", f"{size / 1e6:.1f} MB in {info['shards']} file(s)"),
         ("intensity", "; ".join(f"{k} ({v})" for k, v in info["intensity"].items())),

@@ -84,6 +84,21 @@ def _names_to_ints(names: Sequence[str | None], classes: Sequence[str] | None, w
     return np.array([lookup[n] if n is not None else -1 for n in names], np.int64), classes
 
 
+def _stored_classes(records: Sequence[Any], store_name: str) -> list[str] | None:
+    """Class names stored with the labels (``meta["class_name"]``), ``classes[i]`` for label ``i``."""
+    names: dict[int, str] = {}
+    for rec in records:
+        label, name = getattr(rec, "label", None), (getattr(rec, "meta", None) or {}).get("class_name")
+        if label is None or int(label) < 0 or name is None:
+            continue
+        if names.setdefault(int(label), str(name)) != str(name):
+            raise MedloadError(
+                f"{store_name}: label {label} is named {names[int(label)]!r} in one volume and {name!r} in "
+                f"volume {rec.key!r}; the store mixes conversions with different class lists."
+            )
+    return [names.get(i, str(i)) for i in range(max(names) + 1)] if names else None
+
+
 def _is_int(text: Any) -> bool:
     try:
         int(str(text))
@@ -176,7 +191,8 @@ def resolve_labels(
     records : sequence of VolumeRecord
         ``StoreReader.volumes``.
     labels : None, str, Path, mapping or LabelFrom
-        ``None``: the labels stored with each volume. A CSV path or a mapping
+        ``None``: the labels stored with each volume, with the class names stored beside
+        them (``meta["class_name"]``: class folders, a CSV of names). A CSV path or a mapping
         ``{key: label}``: keyed by ``label_key``; a key that matches no volume is an error
         (it is usually a typo, or keys of another kind). :func:`label_from`: from a field.
     label_key : {"patient", "study", "series", "volume"}
@@ -193,7 +209,7 @@ def resolve_labels(
         raise MedloadError(f"label_key must be one of {sorted(LABEL_KEYS)}, found {label_key!r}.")
     if labels is None:
         values = [getattr(r, "label", None) for r in records]
-        return np.array([int(v) if v is not None and int(v) >= 0 else -1 for v in values], np.int64), None
+        return np.array([int(v) if v is not None and int(v) >= 0 else -1 for v in values], np.int64), _stored_classes(records, store_name)
     if isinstance(labels, LabelFrom):
         names = []
         for rec in records:

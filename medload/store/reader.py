@@ -339,6 +339,38 @@ class StoreReader:
         return list(self._patient_keys)
 
     @property
+    def classes(self) -> list[str] | None:
+        """Class names by label (``classes[i]`` names label ``i``), or ``None`` if no volume's label has a name.
+
+        A name is ``meta["class_name"]`` of a labelled volume (class folders, a label CSV of
+        names); labels without a name, between named ones, are listed as their number.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> with medload.Store.create(path) as store:
+        ...     for i, name in enumerate(["normal", "pneumonia"]):
+        ...         vol = medload.Volume(np.full((1, 3, 4), i), np.eye(4), meta={"series_key": f"s{i}", "class_name": name})
+        ...         _ = store.add(vol, label=i)
+        >>> medload.open(path).classes
+        ['normal', 'pneumonia']
+        """
+        names: dict[int, str] = {}
+        for rec in self._records:
+            name = rec.meta.get("class_name")
+            if rec.label is None or rec.label < 0 or name is None:
+                continue
+            if names.setdefault(rec.label, str(name)) != str(name):
+                raise StoreError(
+                    f"{self.path}: label {rec.label} is named {names[rec.label]!r} in one volume and {name!r} in "
+                    f"volume {rec.key!r}; the store mixes conversions with different class lists. Convert again into one store."
+                )
+        if not names:
+            return None
+        return [names.get(i, str(i)) for i in range(max(names) + 1)]
+
+    @property
     def pipeline(self) -> Any:
         """The pipeline configuration the store was written with (``None`` if none)."""
         return json.loads(self._attrs.get("pipeline", "null"))
