@@ -15,6 +15,8 @@ _EXTRA = {
     "hdf5plugin": "store",
     "matplotlib": "preview",
     "torchvision": "augment",
+    "tensorflow": "tf",
+    "keras": "tf",
 }
 
 

@@ -22,7 +22,8 @@ FORBIDDEN = {
 }
 
 # Heavy third-party packages and the one module allowed to import each.
-HEAVY_OWNER = {"h5py": "medload.store", "torch": "medload.datasets", "dask": "medload.parallel", "distributed": "medload.parallel"}
+HEAVY_OWNER = {"h5py": "medload.store", "torch": "medload.datasets", "dask": "medload.parallel", "distributed": "medload.parallel",
+               "tensorflow": "medload.datasets", "keras": "medload.datasets"}
 
 
 def _module_name(path: Path) -> str:
@@ -67,7 +68,7 @@ def test_module_imports_only_what_stands_to_its_left(path: Path) -> None:
 def test_import_medload_is_light() -> None:
     code = (
         "import sys, medload\n"
-        "heavy = [m for m in ('h5py', 'torch', 'dask', 'distributed', 'SimpleITK', 'skimage', 'matplotlib') if m in sys.modules]\n"
+        "heavy = [m for m in ('h5py', 'torch', 'dask', 'distributed', 'SimpleITK', 'skimage', 'matplotlib', 'tensorflow', 'keras', 'PIL', 'tifffile') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

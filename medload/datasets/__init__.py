@@ -1,8 +1,10 @@
 """PyTorch datasets over a medload store, and patient-level splits.
 
 ``SliceDataset`` (one item per 2D slice, optional 2.5D context) and ``VolumeDataset`` (whole
-volumes or random 3D patches) need torch and import it on first use; :func:`split`,
-:func:`label_from` and the label helpers need numpy only.
+volumes or random 3D patches) need torch and import it on first use; :func:`tf_dataset`
+(tf.data) and :class:`KerasBatches` (a Keras 3 PyDataset) import tensorflow / keras on first
+use; :class:`NumpyBatches` (JAX, plain numpy), :func:`split`, :func:`label_from` and the label
+helpers need numpy only.
 
 Examples
 --------
@@ -18,6 +20,8 @@ import importlib
 from typing import Any
 
 from medload.datasets.labels import LabelFrom, label_from, read_label_csv, resolve_labels
+from medload.datasets.normalize import IMAGENET_MEAN, IMAGENET_STD, ChannelNormalize, channel_stats
+from medload.datasets.numpy_batches import NumpyBatches
 from medload.datasets.splits import DEFAULT_FRACTIONS, patient_hash, split
 
 __all__ = [
@@ -30,10 +34,18 @@ __all__ = [
     "LabelFrom",
     "read_label_csv",
     "resolve_labels",
+    "NumpyBatches",
+    "ChannelNormalize",
+    "channel_stats",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "tf_dataset",
+    "KerasBatches",
 ]
 
-# torch is imported only when a dataset class is first asked for (PEP 562).
-_LAZY = {"SliceDataset": "medload.datasets.slices", "VolumeDataset": "medload.datasets.volumes"}
+# torch, tensorflow and keras are imported only when a class needing them is first asked for (PEP 562).
+_LAZY = {"SliceDataset": "medload.datasets.slices", "VolumeDataset": "medload.datasets.volumes",
+         "tf_dataset": "medload.datasets.tf", "KerasBatches": "medload.datasets.keras"}
 
 
 def __getattr__(name: str) -> Any:

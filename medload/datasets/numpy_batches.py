@@ -1,0 +1,195 @@
+"""``NumpyBatches``: framework-free batches of stored slices, for JAX, Keras, tf.data or plain numpy.
+
+The same selection as the torch datasets (patient-level splits, stored labels and class
+names, channels), read a batch at a time: consecutive slices of a volume in one store call.
+No torch, no tensorflow: a JAX training loop consumes the numpy arrays directly
+(``jax.device_put`` or ``jnp.asarray``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from medload.datasets._base import StoreDatasetBase
+from medload.datasets.normalize import resolve_normalize
+from medload.errors import MedloadError
+
+__all__ = ["NumpyBatches"]
+
+
+class NumpyBatches(StoreDatasetBase):
+    """Batches of slices as numpy arrays: ``{"image": (B, C, H, W) float32, "label": (B,) int64, ...}``.
+
+    Parameters
+    ----------
+    store : str, Path or StoreReader
+        A store file, a folder of shards, or ``medload.open(path)``.
+    split : str, optional
+        ``"train"``, ``"val"``, ``"test"`` (or a name of ``splits``); patients of other splits
+        are left out, exactly as in :class:`~medload.datasets.SliceDataset`.
+    splits : mapping, optional
+        Split name to patient keys (default ``medload.split(store, seed=seed)``).
+    batch_size : int
+        Slices per batch.
+    shuffle : bool
+        A new order every epoch, drawn from ``numpy.random.default_rng((seed, epoch))``: the
+        same seed gives the same batches, run after run.
+    drop_last : bool
+        Leave out the last, smaller batch.
+    channels, with_mask, labels, label_key, seed
+        As for :class:`~medload.datasets.SliceDataset`.
+    normalize : None, "imagenet", "train", (mean, std) or ChannelNormalize
+        Per-channel ``(x - mean) / std``: ImageNet's statistics, the training split's own
+        (computed once, over the ``"train"`` split of the same ``splits``), or given numbers.
+    channels_last : bool
+        ``image`` as ``(B, H, W, C)`` (Keras, TensorFlow, Flax) instead of ``(B, C, H, W)``.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np, medload
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+    >>> with medload.Store.create(path) as st:
+    ...     for i in range(3):
+    ...         vol = medload.Volume(np.full((2, 4, 4), i, np.float32), np.eye(4),
+    ...                              meta={"patient_key": f"p{i}", "series_key": f"s{i}", "source_hash": f"h{i}"})
+    ...         _ = st.add(vol, label=i % 2)
+    >>> batches = NumpyBatches(path, batch_size=4, channels_last=True)
+    >>> [b["image"].shape for b in batches], len(batches)
+    ([(4, 4, 4, 1), (2, 4, 4, 1)], 2)
+    >>> next(iter(batches))["label"].tolist()
+    [0, 0, 1, 1]
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        split: str | None = None,
+        *,
+        splits: Mapping[str, Sequence[str]] | None = None,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        channels: None | str | Sequence[str] = None,
+        with_mask: bool | None = None,
+        labels: Any = None,
+        label_key: str = "patient",
+        normalize: Any = None,
+        channels_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            store, split, splits=splits, channels=channels, with_mask=with_mask, labels=labels,
+            label_key=label_key, seed=seed,
+        )
+        if int(batch_size) < 1:
+            raise MedloadError(f"NumpyBatches: batch_size must be >= 1, found {batch_size}.")
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.channels_last = bool(channels_last)
+        self._splits = splits
+        self._labels_arg, self._label_key = labels, label_key
+        index = self.reader.index
+        rows = np.isin(np.asarray(index["volume"]), self.volume_ids)
+        self._vol = np.ascontiguousarray(index["volume"][rows], dtype=np.int64)
+        self._slice = np.ascontiguousarray(index["slice"][rows], dtype=np.int64)
+        self._label = self.volume_labels[self._vol]
+        self.epoch = 0
+        train = None
+        if isinstance(normalize, str) and normalize == "train":
+            # The training split's statistics, whichever split this serves: val/test never leak into them.
+            train = NumpyBatches(store, "train", splits=splits, batch_size=256, channels=channels,
+                                 with_mask=False, seed=seed)
+        self.normalize = resolve_normalize(normalize, channels_last=self.channels_last, train_batches=train)
+
+    # --- sizes and order ---------------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        """Slices served per epoch (before ``drop_last``)."""
+        return int(self._vol.shape[0])
+
+    def __len__(self) -> int:
+        n, b = self.n_items, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffled order :meth:`batch` and iteration use."""
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int | None = None) -> np.ndarray:
+        """Item positions of one epoch, in serving order."""
+        n = self.n_items
+        if not self.shuffle:
+            return np.arange(n, dtype=np.int64)
+        rng = np.random.default_rng((self.seed, self.epoch if epoch is None else int(epoch)))
+        return rng.permutation(n).astype(np.int64)
+
+    # --- reading -------------------------------------------------------------------------------
+    def read(self, items: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """The batch of item positions ``items`` (any order), read in runs of consecutive slices."""
+        idx = np.asarray(items, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            raise MedloadError("NumpyBatches.read: no items asked for.")
+        vols, slices = self._vol[idx], self._slice[idx]
+        # Read sorted runs, then put the rows back in the order asked for.
+        sort = np.lexsort((slices, vols))
+        sv, ss = vols[sort], slices[sort]
+        breaks = np.flatnonzero((sv[1:] != sv[:-1]) | (ss[1:] != ss[:-1] + 1)) + 1
+        starts = np.concatenate(([0], breaks)).tolist()
+        ends = np.concatenate((breaks, [idx.size])).tolist()
+        image = None
+        mask = None
+        for a, b in zip(starts, ends):
+            v, s0 = int(sv[a]), int(ss[a])
+            block = self._read(v, s0, s0 + (b - a))
+            if image is None:
+                image = np.empty((idx.size, *block.shape[1:]), np.float32)
+                if self.with_mask:
+                    mask = np.empty((idx.size, *block.shape[-2:]), np.int64)
+            if block.shape[1:] != image.shape[1:]:
+                raise MedloadError(
+                    f"NumpyBatches: slices of volume {self.volume_keys[v]!r} are {block.shape[1:]}, others in the "
+                    f"batch {image.shape[1:]}; convert with --size so that every slice has one size."
+                )
+            image[sort[a:b]] = block
+            if mask is not None:
+                mask[sort[a:b]] = self._read_mask(v, s0, s0 + (b - a))
+        assert image is not None
+        if self.channels_last:
+            image = np.ascontiguousarray(image.transpose(0, 2, 3, 1))
+        if self.normalize is not None:
+            image = self.normalize(image)
+        out: dict[str, np.ndarray] = {"image": image}
+        if mask is not None:
+            out["mask"] = mask[:, None] if not self.channels_last else mask[..., None]
+        if self.has_labels:
+            out["label"] = self._label[idx].astype(np.int64)
+        out["volume"] = vols
+        out["slice"] = slices
+        return out
+
+    def batch(self, i: int) -> dict[str, np.ndarray]:
+        """Batch ``i`` of the current epoch (see :meth:`set_epoch`)."""
+        n_batches = len(self)
+        if not -n_batches <= i < n_batches:
+            raise IndexError(f"NumpyBatches: batch {i} is out of range for {n_batches} batches.")
+        i %= n_batches
+        order = self.order()
+        return self.read(order[i * self.batch_size:(i + 1) * self.batch_size])
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        order = self.order()
+        for i in range(len(self)):
+            yield self.read(order[i * self.batch_size:(i + 1) * self.batch_size])
+        if self.shuffle:
+            self.epoch += 1
+
+    def __repr__(self) -> str:
+        return (
+            f"NumpyBatches({self.n_items} slices of {len(self.volume_ids)} volumes in {len(self)} batches of "
+            f"{self.batch_size}, split={self.split!r}, shuffle={self.shuffle}, labels={self.has_labels}, "
+            f"normalize={self.normalize!r})"
+        )

@@ -1,0 +1,142 @@
+"""``tf_dataset``: a ``tf.data.Dataset`` over a medload store, for TensorFlow and Keras.
+
+TensorFlow is imported here alone (``pip install 'medload[tf]'``); ``import medload`` never
+imports it.
+
+How it reads: a dataset of item positions (shuffled by ``tf.data`` with a seed when asked) is
+batched, and each batch of positions is read by a parallel ``map`` (``num_parallel_calls``,
+``AUTOTUNE`` by default) that calls :meth:`NumpyBatches.read`: runs of consecutive slices in one
+store call, LZ4 chunks read with ``os.pread`` and decoded by ``lz4``, both outside Python's GIL,
+so several batches are read at once from any shard. There is no per-image decode and no
+per-image Python call, which is where a TFRecord-of-JPEG pipeline spends its time
+(``bench/images.py``). Normalization runs as TensorFlow ops on the batch; ``prefetch`` overlaps
+reading with training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from medload._optional import require
+from medload.datasets.normalize import ChannelNormalize, resolve_normalize
+from medload.datasets.numpy_batches import NumpyBatches
+
+tf = require("tensorflow", "medload.datasets.tf")
+
+__all__ = ["tf_dataset"]
+
+
+def tf_dataset(
+    store: Any,
+    split: str | None = None,
+    *,
+    splits: Mapping[str, Sequence[str]] | None = None,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    deterministic: bool | None = None,
+    drop_remainder: bool = False,
+    channels: None | str | Sequence[str] = None,
+    labels: Any = None,
+    label_key: str = "patient",
+    normalize: Any = None,
+    channels_last: bool = True,
+    num_parallel_calls: int | None = None,
+    prefetch: int | None = None,
+) -> Any:
+    """A batched ``tf.data.Dataset`` of ``(image, label)`` (or ``image`` when no volume has a label).
+
+    Parameters
+    ----------
+    store : str, Path or StoreReader
+        A store file or a folder of shards.
+    split, splits, seed
+        Patient-level splits, exactly as :class:`~medload.datasets.SliceDataset` (the default
+        split is ``medload.split(store, seed=seed)``).
+    batch_size : int
+        Slices per batch.
+    shuffle : bool
+        Shuffle every slice of the split each epoch (``Dataset.shuffle`` over all items with
+        ``seed``, reshuffled each iteration).
+    deterministic : bool, optional
+        ``True``: batches come in the same order every run (with ``shuffle``, the same seeded
+        orders); ``False``: parallel reads may deliver out of order, a little faster.
+        ``None``: tf.data's default (``tf.data.Options.deterministic``, true unless changed).
+    drop_remainder : bool
+        Leave out the last, smaller batch (static batch shape, e.g. for TPUs).
+    channels, labels, label_key
+        As for :class:`~medload.datasets.SliceDataset`.
+    normalize : None, "imagenet", "train", (mean, std) or ChannelNormalize
+        Per-channel ``(x - mean) / std`` (see :class:`~medload.datasets.NumpyBatches`).
+    channels_last : bool
+        ``image`` as ``(B, H, W, C)``, Keras' default layout (``False``: ``(B, C, H, W)``).
+    num_parallel_calls, prefetch : int, optional
+        Batches read at once and batches kept ready; default ``tf.data.AUTOTUNE``.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Elements ``(image float32, label int64)``; ``dataset.classes`` is not available on a
+        tf.data object, so the class names are in ``medload.open(store).classes``.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np, medload
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+    >>> with medload.Store.create(path) as st:
+    ...     for i in range(4):
+    ...         vol = medload.Volume(np.full((1, 8, 8), i, np.float32), np.eye(4),
+    ...                              meta={"patient_key": f"p{i}", "series_key": f"s{i}", "source_hash": f"h{i}"})
+    ...         _ = st.add(vol, label=i % 2)
+    >>> ds = tf_dataset(path, batch_size=3)
+    >>> [(tuple(x.shape), y.numpy().tolist()) for x, y in ds]
+    [((3, 8, 8, 1), [0, 1, 0]), ((1, 8, 8, 1), [1])]
+    """
+    autotune = tf.data.AUTOTUNE
+    reader = NumpyBatches(
+        store, split, splits=splits, batch_size=batch_size, channels=channels, labels=labels,
+        label_key=label_key, channels_last=channels_last, seed=seed,
+    )
+    norm = resolve_normalize(
+        normalize, channels_last=channels_last,
+        train_batches=None if not (isinstance(normalize, str) and normalize == "train") else NumpyBatches(
+            store, "train", splits=splits, batch_size=256, channels=channels, with_mask=False, seed=seed),
+    )
+    first = reader.read([0])["image"]
+    image_shape = (None, *first.shape[1:])
+    with_labels = reader.has_labels
+
+    def read(positions: np.ndarray):
+        out = reader.read(positions)
+        if with_labels:
+            return out["image"], out["label"]
+        return (out["image"],)
+
+    def fetch(positions):
+        tout = [tf.float32, tf.int64] if with_labels else [tf.float32]
+        values = tf.numpy_function(read, [positions], tout, stateful=False)
+        image = tf.ensure_shape(values[0], image_shape)
+        if norm is not None:
+            image = _normalize_tf(image, norm, channels_last)
+        if with_labels:
+            return image, tf.ensure_shape(values[1], (None,))
+        return image
+
+    items = tf.data.Dataset.range(reader.n_items)
+    if shuffle:
+        items = items.shuffle(reader.n_items, seed=seed, reshuffle_each_iteration=True)
+    items = items.batch(batch_size, drop_remainder=drop_remainder)
+    ds = items.map(fetch, num_parallel_calls=autotune if num_parallel_calls is None else num_parallel_calls,
+                   deterministic=deterministic)
+    return ds.prefetch(autotune if prefetch is None else prefetch)
+
+
+def _normalize_tf(image: Any, norm: ChannelNormalize, channels_last: bool) -> Any:
+    mean = tf.constant(norm.mean, tf.float32)
+    std = tf.constant(norm.std, tf.float32)
+    if not channels_last:
+        mean, std = tf.reshape(mean, (1, -1, 1, 1)), tf.reshape(std, (1, -1, 1, 1))
+    return (image - mean) / std
