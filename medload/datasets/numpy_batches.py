@@ -145,6 +145,8 @@ class NumpyBatches(StoreDatasetBase):
         for a, b in zip(starts, ends):
             v, s0 = int(sv[a]), int(ss[a])
             block = self._read(v, s0, s0 + (b - a))
+            if self.replicate3:
+                block = np.repeat(block, 3, axis=1)
             if image is None:
                 image = np.empty((idx.size, *block.shape[1:]), np.float32)
                 if self.with_mask:
