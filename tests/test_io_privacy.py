@@ -55,6 +55,7 @@ def test_exceptions_keep_the_full_path(tmp_path):
 READER_META_KEYS = {
     "source", "source_key", "series_key", "study_key", "patient_key", "source_hash", "intensity",
     "modality_tag", "n_files", "transfer_syntax", "problems", "channels", "frames_axis", "stored_range",
+    "monochrome1_mirrored",
     "mosaic_tiles", "gantry_tilt_deg", "philips_precise_scaling", "affine_source", "frame_interval_ms",
     # acquisition parameters
     "kvp", "echo_time", "repetition_time", "inversion_time", "flip_angle", "magnetic_field_strength",

@@ -147,7 +147,7 @@ def test_radiograph_already_mirrored_by_the_reader_is_not_inverted_twice():
     stored = np.array([[[0, 1000, 4095]]], np.uint16)  # MONOCHROME1: 0 is white (dense)
     mirrored = (4095 - stored).astype(np.uint16)
     meta = {"window_center": 1000, "window_width": 1001, "photometric_interpretation": "MONOCHROME1",
-            "problems": ["MONOCHROME1 image inverted within its stored range so that higher values are brighter."]}
+            "monochrome1_mirrored": True}
     out = T.RadiographWindow()(Volume(mirrored, np.eye(4), modality="CR", meta={**meta, "stored_range": [0, 4095]}))
     assert out.history[-1][1] == {"center": 3095.0, "width": 1001.0, "invert": False}
     assert out.array[0, 0, 0] == pytest.approx(1.0) and out.array[0, 0, 1] == pytest.approx(0.5, abs=1e-3)

@@ -262,7 +262,7 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     if layout.frame_order_conflicts:
         raise FrameOrderError(layout.frame_order_error,
                               tuple(layout.frame_order_conflicts))
-    fatal = [e for e in layout.errors if not (on_gap == "interpolate" and ("missing slices" in e or "uneven slice spacing" in e))]
+    fatal = [e for e in layout.errors if not (on_gap == "interpolate" and e in layout.spacing_errors)]
     if fatal:
         raise GeometryError(" ".join(fatal))
     if h.samples not in (1, 3):
@@ -340,6 +340,9 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         "problems": [_relative_to(p, folder, label, f"series {series.series_key}") for p in problems],
     }
     if monochrome1:
+        # A fact, not a sentence: RadiographWindow reads this flag (a message can be reworded,
+        # or have a description hidden inside it by de-identification).
+        meta["monochrome1_mirrored"] = True
         # The stored range in output units, so a header window (given for the un-mirrored
         # values) can be mirrored the same way: center' = lo + hi - center.
         signed_lo, signed_hi = _stored_range(max(hh.bits_stored for hh in heads), h.signed)  # as _invert mirrored

@@ -40,6 +40,9 @@ class Layout:
     distances: np.ndarray  # (Z,) along the normal
     problems: list[str] = field(default_factory=list)  # documented, not fatal
     errors: list[str] = field(default_factory=list)  # the volume would be wrong: refuse
+    # The errors (also in ``errors``) that are only missing or uneven slices: on_gap="interpolate"
+    # waives these, and only these (a fact kept apart, so no caller searches the sentences).
+    spacing_errors: list[str] = field(default_factory=list)
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (slice index before gap, missing count)
     uneven: bool = False
     tilt_deg: float = 0.0
@@ -192,19 +195,20 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
                 f"{m} between {_names(frames, [first[k]])} and {_names(frames, [first[k + 1]])}"
                 for k, m in layout.gaps[:3]
             )
-            errors.append(
+            layout.spacing_errors.append(
                 f"{label}: missing slices: {missing} slice(s) absent against the median step of "
                 f"{median:.3f} mm ({where}). Re-export the complete series, or pass "
                 "on_gap='interpolate' to fill the gaps linearly from their neighbours."
             )
         if layout.uneven:
             odd = [f"{steps[k]:.3f}" for k in np.nonzero(off)[0] if not (multiple[k] and round(ratio[k]) >= 2)][:5]
-            errors.append(
+            layout.spacing_errors.append(
                 f"{label}: uneven slice spacing: steps of {', '.join(odd)} mm against a median of "
                 f"{median:.3f} mm (files {_names(frames, first)}). A single affine cannot describe these "
                 "slices; pass on_gap='interpolate' to resample them linearly onto an even grid, or "
                 "load the evenly spaced part."
             )
+        errors.extend(layout.spacing_errors)
     # Gantry tilt: the step from slice to slice is not along the normal.
     step_vec = (pos0[-1] - pos0[0]) / (len(pos0) - 1)
     cos = abs(float(step_vec @ normal)) / max(np.linalg.norm(step_vec), 1e-12)

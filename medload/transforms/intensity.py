@@ -772,8 +772,8 @@ def _first_number(value: Any) -> float | None:
 
 
 def _reader_inverted(meta: dict[str, Any]) -> bool:
-    """Whether the reader already mirrored MONOCHROME1 pixels (it says so in ``meta["problems"]``)."""
-    return any("MONOCHROME1" in str(p) and "inverted" in str(p) for p in meta.get("problems", []))
+    """Whether the reader already mirrored MONOCHROME1 pixels (``meta["monochrome1_mirrored"]``)."""
+    return meta.get("monochrome1_mirrored") is True
 
 
 class RadiographWindow(Transform):
@@ -784,8 +784,8 @@ class RadiographWindow(Transform):
     concrete window goes to history.
 
     MONOCHROME1 (``meta["photometric_interpretation"]``; low values are white): medload's DICOM
-    reader already mirrors such pixels within their stored range and says so in
-    ``meta["problems"]``. The header's window then describes the unmirrored values: with
+    reader already mirrors such pixels within their stored range and sets
+    ``meta["monochrome1_mirrored"] = True``. The header's window then describes the unmirrored values: with
     ``meta["stored_range"] = [lo, hi]`` its centre is mirrored to ``lo + hi - center``; without it
     the percentile window is used instead (never a window on the wrong side). Pixels not yet
     mirrored are inverted after windowing so that bright is always dense.
