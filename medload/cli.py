@@ -9,9 +9,11 @@ line; 3 an unexpected internal error (one line; ``MEDLOAD_DEBUG=1`` shows the tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 _FORMAT = argparse.RawDescriptionHelpFormatter
+
+_PHI_KEY_HELP = ("secret of the pseudonyms (default $MEDLOAD_PHI_KEY, else your key file "
+                 "~/.config/medload/phi.key, made at random on first use; see docs/deidentification.md)")
 
 SCAN_HELP = """\
 List the series found under a folder (headers only, nothing written): pseudonymous patient and
@@ -128,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--keep-descriptions", action="store_true",
                    help="put series descriptions in the --json output (left out by default)")
-    p.add_argument("--phi-key", help="secret of the pseudonyms (default $MEDLOAD_PHI_KEY)")
+    p.add_argument("--phi-key", help=_PHI_KEY_HELP)
 
     p = sub.add_parser("convert", help="convert exports into a store", description=CONVERT_HELP,
                        formatter_class=_FORMAT)
@@ -153,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep identifying header fields (off by default); implies --keep-descriptions")
     p.add_argument("--keep-descriptions", action="store_true",
                    help="write series descriptions / protocol names / NIfTI file names (off by default)")
-    p.add_argument("--phi-key", help="secret of the pseudonyms (default $MEDLOAD_PHI_KEY)")
+    p.add_argument("--phi-key", help=_PHI_KEY_HELP)
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar, no summary table; still one line per failed series on stderr")
@@ -174,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mask", action="store_true", help="do not draw masks")
     p.add_argument("--before-after", action="store_true", help="show each source slice beside the stored one")
     p.add_argument("--source", action="append", metavar="SRC", help="where the sources are (default: from report.json)")
-    p.add_argument("--phi-key", help="pseudonym secret used at conversion (to match series)")
+    p.add_argument("--phi-key", help="the pseudonym key used at conversion (to match series); " + _PHI_KEY_HELP)
 
     p = sub.add_parser("qc", help="static HTML page to check a store", description=QC_HELP, formatter_class=_FORMAT)
     p.add_argument("store", metavar="OUT", help="store file or folder of shards")
@@ -463,6 +468,25 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+@contextlib.contextmanager
+def _announce_new_key():
+    """Where the command made the operator's key file, say so once on stderr (not as a warning)."""
+    from medload.deid import KeyCreatedWarning, key_created_message, key_file, read_key_file
+
+    path = key_file()
+    existed = path.exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KeyCreatedWarning)
+        try:
+            yield
+        finally:
+            if not existed and path.exists():
+                try:
+                    print(key_created_message(read_key_file(path)), file=sys.stderr)
+                except MedloadError:
+                    pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``medload`` command; returns the exit status (see the module doc).
 
@@ -477,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
-        return _COMMANDS[args.command](args)
+        with _announce_new_key():
+            return _COMMANDS[args.command](args)
     except _UsageError as exc:
         print(_one_line(str(exc)), file=sys.stderr)
         return EXIT_USAGE

@@ -19,6 +19,8 @@ __all__ = [
     "StoreError",
     "PipelineMismatchError",
     "TransformError",
+    "ConfigError",
+    "BurnedInAnnotationError",
 ]
 
 
@@ -87,3 +89,11 @@ def _rebuild(cls: type, message: str, state: dict[str, Any]) -> Exception:
 
 class TransformError(MedloadError, ValueError):
     """A transform was given a parameter or a volume it cannot work with."""
+
+
+class ConfigError(MedloadError):
+    """A setting is missing or does not fit: the pseudonym key file, a key other than the store's."""
+
+
+class BurnedInAnnotationError(UnsupportedError):
+    """A series says its pixels hold burned-in text (BurnedInAnnotation YES): names may be in them."""

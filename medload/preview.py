@@ -103,7 +103,7 @@ def _source_slice(source_affine: np.ndarray, n_source: int, stored_affine: np.nd
 
 
 def _raw_slices(sources: list[str], wanted: dict[str, list[tuple[int, Any]]],
-                phi_key: str | None, affines: dict[str, np.ndarray] | None = None) -> dict[tuple[str, int], np.ndarray]:
+                phi_key: Any, affines: dict[str, np.ndarray] | None = None) -> dict[tuple[str, int], np.ndarray]:
     """Re-read the source slices of the picked stored slices, matched by series key and position.
 
     ``affines``, when given, receives each matched series' source affine (for its edge letters).
@@ -174,7 +174,7 @@ def montage(
     masks: bool = True,
     before_after: bool = False,
     sources: list[str] | None = None,
-    phi_key: str | None = None,
+    phi_key: Any = None,
 ) -> dict[str, Any]:
     """Write a PNG montage of ``n`` stored slices (``2n`` tiles with ``before_after``).
 
@@ -199,8 +199,9 @@ def montage(
         Put each slice as read from the source (left) beside the stored one (right).
     sources : list of str, optional
         Where the sources are; default: the ``sources`` of the store's ``report.json``.
-    phi_key : str, optional
-        The pseudonym secret used at conversion (to match series keys).
+    phi_key : str, bytes or medload.deid.PhiKey, optional
+        The pseudonym key used at conversion (to match series keys); default as
+        :func:`medload.deid.resolve_key`.
 
     Returns
     -------

@@ -26,3 +26,12 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     return shared_path()
+
+
+@pytest.fixture
+def config_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty per-user config folder (no key file yet) and no ``$MEDLOAD_PHI_KEY``."""
+    folder = tmp_path / "user-config"
+    monkeypatch.setenv("MEDLOAD_CONFIG_DIR", str(folder))
+    monkeypatch.delenv("MEDLOAD_PHI_KEY", raising=False)
+    return folder

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 
 from medload.errors import ReadError
-from medload.io.images import is_image, load_image
-from medload.io.nifti import is_nifti, load_nifti
+from medload.deid import PhiKey
+from medload.io.images import is_image, load_image, scan_image
+from medload.io.nifti import is_nifti, load_nifti, scan_nifti
 from medload.io.scan import FileProblem, ScanResult, scan
 from medload.io.series import Series
 from medload.volume import Volume
@@ -25,7 +26,8 @@ def load(
     modality: str | None = None,
     keep_phi: bool = False,
     on_gap: str = "error",
-    phi_key: str | bytes | None = None,
+    phi_key: str | bytes | PhiKey | None = None,
+    allow_burned_in: bool = False,
 ) -> Volume:
     """Load one volume: a :class:`Series` from :func:`scan`, a file, or a folder holding one series.
 
@@ -40,8 +42,13 @@ def load(
         DICOM only: keep identifying fields under ``meta["phi"]``.
     on_gap : {"error", "interpolate"}
         DICOM only: what to do with missing or unevenly spaced slices.
-    phi_key : str or bytes, optional
-        Secret of the pseudonyms when scanning a path (default ``$MEDLOAD_PHI_KEY``).
+    phi_key : str, bytes or PhiKey, optional
+        Secret of the pseudonyms when loading a path (default ``$MEDLOAD_PHI_KEY``, else the
+        operator's key file): the keys are those ``scan(path, phi_key=...)`` gives. A Series
+        keeps the keys its scan made.
+    allow_burned_in : bool
+        DICOM only: load a series whose BurnedInAnnotation is YES (refused by default, with
+        :class:`~medload.errors.BurnedInAnnotationError`: its pixels hold text such as names).
 
     Returns
     -------
@@ -49,7 +56,7 @@ def load(
 
     Raises
     ------
-    ReadError, GeometryError, MissingDependencyError, UnsupportedError
+    ReadError, GeometryError, MissingDependencyError, UnsupportedError, BurnedInAnnotationError
         Each names the file or series, what was expected and found, and what to do.
 
     Examples
@@ -67,14 +74,16 @@ def load(
             return load_image(series_or_path, modality=modality)
         from medload.io.dicom import load_dicom
 
-        return load_dicom(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap)
+        return load_dicom(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap,
+                          allow_burned_in=allow_burned_in)
     path = os.fspath(series_or_path)
     if not os.path.exists(path):
         raise ReadError(f"{path}: no such file or folder; expected a DICOM/NIfTI file, a folder of one series, or a Series from medload.scan().")
     if os.path.isfile(path) and is_nifti(path):
-        return load_nifti(path, modality=modality)
+        # Keyed as scan(path) keys it: relative to the file's folder, with the same secret.
+        return load_nifti(scan_nifti(path, phi_key=phi_key, root=os.path.dirname(path)), modality=modality)
     if os.path.isfile(path) and is_image(path, check_magic=False):
-        return load_image(path, modality=modality)
+        return load_image(scan_image(path, root=os.path.dirname(os.path.abspath(path)), phi_key=phi_key), modality=modality)
     found = scan(path, phi_key=phi_key)
     if len(found) != 1:
         if not found:
@@ -85,4 +94,4 @@ def load(
             f"{path}: holds {len(found)} volumes, expected one ({listing}{' ...' if len(found) > 10 else ''}). "
             "Use medload.scan(path) and load the Series you want."
         )
-    return load(found[0], modality=modality, keep_phi=keep_phi, on_gap=on_gap)
+    return load(found[0], modality=modality, keep_phi=keep_phi, on_gap=on_gap, allow_burned_in=allow_burned_in)

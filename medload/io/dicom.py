@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from medload.errors import FrameOrderError, GeometryError, MedloadError, ReadError, UnsupportedError
+from medload.deid import pixel_text_risk
+from medload.errors import BurnedInAnnotationError, FrameOrderError, GeometryError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import dicom_affine, lps_to_ras, slice_normal
 from medload.io.codecs import decode, read_native
 from medload.io.frame import Frame
-from medload.io.headers import FileHeader, read_header, unchanged
+from medload.io.headers import FileHeader, burned_in_annotation, read_header, unchanged
 from medload.io.mosaic import cut_tile
 from medload.io.series import Series
 from medload.io.sorting import Layout, arrange
@@ -220,7 +221,7 @@ def _phi(path: str) -> dict[str, Any]:
 
 
 def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = False,
-               on_gap: str = "error") -> Volume:
+               on_gap: str = "error", allow_burned_in: bool = False) -> Volume:
     """Load the DICOM volume described by ``series`` (from :func:`medload.scan`).
 
     Parameters
@@ -234,6 +235,14 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     on_gap : {"error", "interpolate"}
         Missing or unevenly spaced slices: refuse with a :class:`GeometryError` (default), or
         interpolate linearly onto an even grid and say so in ``meta["problems"]``.
+    allow_burned_in : bool
+        Load a series whose BurnedInAnnotation is YES (refused by default: the pixels hold
+        text such as the patient's name). Pass it only once the text is removed or checked.
+
+    Raises
+    ------
+    BurnedInAnnotationError
+        BurnedInAnnotation is YES and ``allow_burned_in`` is False.
 
     Examples
     --------
@@ -248,6 +257,17 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         raise MedloadError(f"on_gap must be one of {ON_GAP}, found {on_gap!r}.")
     frames, heads = _frames_of(series)
     h = heads[0]
+    risk = pixel_text_risk(burned_in_annotation(heads), modality or h.modality, h.sop_class)
+    if risk == "burned-in" and not allow_burned_in:
+        yes = [hh.path for hh in heads if hh.burned_in_annotation == "YES"]
+        raise BurnedInAnnotationError(
+            f"series {series.series_key} ({len(heads)} files in "
+            f"{os.path.commonpath([os.path.dirname(hh.path) for hh in heads])}): BurnedInAnnotation is YES in "
+            f"{len(yes)} file(s) (first {yes[0]}): the pixels hold burned-in text, often the patient's name, ID "
+            "or dates, which medload does not remove. Remove it first (e.g. CTP's DicomPixelAnonymizer, "
+            "DicomCleaner's blackout), or once you checked the pixels hold nothing identifying, pass "
+            "allow_burned_in=True (medload convert --allow-burned-in)."
+        )
     # Messages of exceptions name the folder in full (they go to the user); meta["problems"]
     # go to stores and reports, so there files are named relative to the series' folder and
     # the description is left out (folder names and descriptions can hold patient names).
@@ -352,6 +372,13 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         meta["mosaic_tiles"] = h.mosaic_tiles
     if layout.tilt_deg:
         meta["gantry_tilt_deg"] = round(layout.tilt_deg, 3)
+    if risk:
+        meta["pixel_text"] = risk
+        if risk == "possible":
+            meta["problems"].append(
+                f"{modality_out} image without BurnedInAnnotation NO: its pixels may hold text (names, dates) "
+                "that medload does not remove; check them before sharing (docs/deidentification.md)."
+            )
     if keep_phi:
         meta["phi"] = _phi(h.path)
     return Volume(array, affine, modality=modality_out, meta=meta)

@@ -29,6 +29,7 @@ KEYWORDS: dict[str, tuple[int, str]] = {
     "BitsAllocated": (0x00280100, "US"),
     "BitsStored": (0x00280101, "US"),
     "BodyPartExamined": (0x00180015, "CS"),
+    "BurnedInAnnotation": (0x00280301, "CS"),
     "CTImageFrameTypeSequence": (0x00189329, "SQ"),
     "Columns": (0x00280011, "US"),
     "ConvolutionKernel": (0x00181210, "SH"),

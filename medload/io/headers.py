@@ -25,7 +25,7 @@ from medload.io.frame import vector as _vec
 from medload.io.mosaic import mosaic_frames, mosaic_tiles, tiles_per_side
 from medload.io.sopclass import looks_like_dicom, non_image_kind
 
-__all__ = ["Frame", "FileHeader", "read_header", "header_from_dataset", "looks_like_dicom"]
+__all__ = ["Frame", "FileHeader", "read_header", "header_from_dataset", "looks_like_dicom", "burned_in_annotation"]
 
 # Header fields read by scan; everything else in the file is skipped while parsing.
 _SCAN_TAGS = [
@@ -37,7 +37,7 @@ _SCAN_TAGS = [
     "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "EchoNumbers", "EchoTime",
     "AcquisitionNumber", "InstanceNumber", "TemporalPositionIdentifier", "TriggerTime",
     "DiffusionBValue", "GantryDetectorTilt", "SharedFunctionalGroupsSequence",
-    "PerFrameFunctionalGroupsSequence", "DirectoryRecordSequence",
+    "PerFrameFunctionalGroupsSequence", "DirectoryRecordSequence", "BurnedInAnnotation",
     0x00190010, 0x00290010, 0x00290011,  # private creators: locate the Siemens blocks below
     0x0019100A,  # Siemens NumberOfImagesInMosaic
     0x00291010,  # Siemens CSA image header (slice normal, mosaic count)
@@ -89,6 +89,24 @@ class FileHeader:
     params: dict[str, Any] = field(default_factory=dict)
     is_image: bool = True
     kind_name: str = ""
+    #: BurnedInAnnotation as written ("YES", "NO"), "" when absent (see medload.deid).
+    burned_in_annotation: str = ""
+
+
+def burned_in_annotation(heads: list[FileHeader]) -> str:
+    """A series' BurnedInAnnotation: "YES" if any file says YES, "NO" if every file says NO, else "".
+
+    Examples
+    --------
+    >>> from dataclasses import replace
+    >>> h = FileHeader("a.dcm", 0, 0, "", "CT", "", "", "", None, "", 1, 1, 1, "MONOCHROME2", 12, True, 16, "")
+    >>> burned_in_annotation([h]), burned_in_annotation([replace(h, burned_in_annotation="YES"), h])
+    ('', 'YES')
+    """
+    values = {h.burned_in_annotation for h in heads}
+    if "YES" in values:
+        return "YES"
+    return "NO" if values == {"NO"} else ""
 
 
 def _params(ds: Any) -> dict[str, Any]:
@@ -238,6 +256,7 @@ def _header(ds: Any, path: str) -> FileHeader | None:
         transfer_syntax=transfer_syntax,
         is_image=is_image,
         kind_name=kind,
+        burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
     )
     header.stored_rows, header.stored_columns = header.rows, header.columns
     if not is_image:

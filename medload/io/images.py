@@ -416,7 +416,7 @@ def scan_image(
     path: str | os.PathLike,
     *,
     root: str | os.PathLike | None = None,
-    phi_key: str | bytes | None = None,
+    phi_key: Any = None,
     patient_pattern: str | re.Pattern[str] | None = None,
 ) -> Series:
     """Describe one image file as a :class:`Series` (header only, pixels not decoded).
@@ -428,8 +428,8 @@ def scan_image(
     root : str or path-like, optional
         The folder being scanned: keys are pseudonyms of the path relative to it, and the first
         folder below it is the image's class folder (``info["class_folder"]``, ImageFolder's layout).
-    phi_key : str or bytes, optional
-        Secret of the pseudonyms (default ``$MEDLOAD_PHI_KEY``).
+    phi_key : str, bytes or medload.deid.PhiKey, optional
+        Secret of the pseudonyms (default: :func:`medload.deid.resolve_key`'s).
     patient_pattern : str or compiled regular expression, optional
         Searched in the relative path; what it finds is the patient (see the module doc).
 

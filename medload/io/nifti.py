@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.deid import pseudonym
+from medload.deid import PhiKey, pseudonym, resolve_key
 from medload.errors import MedloadError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
 from medload.io.series import Series
@@ -286,8 +286,9 @@ def _relative(path: Path, root: str | Path | None) -> str:
         return path.as_posix()
 
 
-def _keys(path: Path, root: str | Path | None, phi_key: str | bytes | None) -> dict[str, str]:
+def _keys(path: Path, root: str | Path | None, phi_key: str | bytes | PhiKey | None) -> dict[str, str]:
     relative = _relative(path, root)
+    phi_key = resolve_key(phi_key)
     subject, session = _bids_entities(Path(relative))
     series_key = pseudonym(relative, prefix="ser-", secret=phi_key)
     patient_key = pseudonym(subject or relative, prefix="pat-", secret=phi_key)
@@ -371,15 +372,16 @@ def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict
 
 
 # --- public -----------------------------------------------------------------------------
-def scan_nifti(path: str | Path, *, phi_key: str | bytes | None = None, root: str | Path | None = None) -> Series:
+def scan_nifti(path: str | Path, *, phi_key: str | bytes | PhiKey | None = None,
+               root: str | Path | None = None) -> Series:
     """Describe one NIfTI file from its header (no voxels read) as a :class:`Series`.
 
     Parameters
     ----------
     path : str or Path
         A ``.nii`` or ``.nii.gz`` file.
-    phi_key : str or bytes, optional
-        Secret of the pseudonyms (default ``$MEDLOAD_PHI_KEY``).
+    phi_key : str, bytes or PhiKey, optional
+        Secret of the pseudonyms (default: :func:`medload.deid.resolve_key`'s).
     root : str or Path, optional
         The folder being scanned; keys are pseudonyms of the path relative to it, so the same
         export scanned from another place gets the same keys. Default: the absolute path
@@ -453,7 +455,8 @@ def _read_voxels(path: Path, image) -> np.ndarray:
     return out
 
 
-def load_nifti(series_or_path: Series | str | Path, *, modality: str | None = None) -> Volume:
+def load_nifti(series_or_path: Series | str | Path, *, modality: str | None = None,
+               phi_key: str | bytes | PhiKey | None = None) -> Volume:
     """Load a NIfTI file as a :class:`Volume` ``(Z, Y, X)`` or ``(T, Z, Y, X)``.
 
     Axes are NIfTI's reversed (see the module docstring): axis 0 is the NIfTI slice axis ``k``.
@@ -465,6 +468,9 @@ def load_nifti(series_or_path: Series | str | Path, *, modality: str | None = No
     modality : str, optional
         Used when no BIDS sidecar says it; wins over the sidecar if given (noted in
         ``meta["problems"]``).
+    phi_key : str, bytes or PhiKey, optional
+        For a path: the secret of the pseudonyms, as :func:`scan_nifti`'s (a Series keeps the
+        keys its scan made).
 
     Returns
     -------
@@ -511,7 +517,7 @@ def load_nifti(series_or_path: Series | str | Path, *, modality: str | None = No
     else:
         path = Path(series_or_path).resolve()
     image = _open(path)
-    info = _describe(path, image, root=root, phi_key=None, modality=modality)
+    info = _describe(path, image, root=root, phi_key=phi_key, modality=modality)
     meta = info["meta"]
     if keys_from_series is not None:  # keep the keys scan made (they may use a phi_key)
         meta.update(keys_from_series)

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medload.deid import pseudonym
+from medload.deid import PhiKey, pseudonym, resolve_key
 from medload.errors import MedloadError, ReadError
 from medload.io.frame import Frame
-from medload.io.headers import FileHeader, read_header
+from medload.io.headers import FileHeader, burned_in_annotation, read_header
 from medload.io.images import image_format, is_image, scan_image
 from medload.io.nifti import is_nifti, scan_nifti
 from medload.io.series import Series
@@ -245,12 +245,14 @@ def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], 
         spacing=spacing,
         problems=tuple(problems),
         source_hash="sha256:" + digest,
-        info={"split": key, "orientation": orientation, "series_number": h.series_number},
+        info={"split": key, "orientation": orientation, "series_number": h.series_number,
+              "sop_class": h.sop_class},
         headers=tuple(sorted(heads, key=lambda hh: hh.path)),
+        burned_in_annotation=burned_in_annotation(heads),
     )
 
 
-def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None,
+def scan(path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None,
          patient_pattern: str | None = None) -> ScanResult:
     """Find every DICOM series, NIfTI file and 2D image (PNG, JPEG, TIFF, BMP) under ``path``, reading headers only.
 
@@ -258,8 +260,9 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None,
     ----------
     path : str or path-like
         A folder (walked recursively, hidden entries skipped) or one file.
-    phi_key : str or bytes, optional
-        Secret for the pseudonyms ``pat-``/``stu-``/``ser-`` (default ``$MEDLOAD_PHI_KEY``).
+    phi_key : str, bytes or PhiKey, optional
+        Secret for the pseudonyms ``pat-``/``stu-``/``ser-``; default ``$MEDLOAD_PHI_KEY``, else
+        the operator's key file, created on first use (:func:`medload.deid.resolve_key`).
     patient_pattern : str, optional
         2D images: a regular expression searched in each image's path relative to ``path``;
         what it finds is the patient (its ``patient`` group, else its first group). Without
@@ -283,6 +286,7 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | None = None,
     root = os.fspath(path)
     if not os.path.exists(root):
         raise ReadError(f"{root}: no such file or folder; expected a folder of DICOM/NIfTI files or one file.")
+    phi_key = resolve_key(phi_key)  # once: not a key file read per pseudonym
     skipped: Counter = Counter()
     errors: list[FileProblem] = []
     headers: list[FileHeader] = []

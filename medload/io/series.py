@@ -43,6 +43,10 @@ class Series:
         DICOM only: the parsed headers (``medload.io.headers.FileHeader``) of ``files`` as scan
         read them; ``load`` reuses each one whose file is unchanged. Not part of the public
         contract.
+    burned_in_annotation : str
+        DICOM BurnedInAnnotation: ``"YES"`` if any file says its pixels hold burned-in text
+        (:func:`medload.load` refuses it unless ``allow_burned_in=True``), ``"NO"`` if every
+        file says none, ``""`` when not said (NIfTI: always). See ``docs/deidentification.md``.
 
     Examples
     --------
@@ -66,6 +70,7 @@ class Series:
     source_hash: str = ""
     info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     headers: tuple[Any, ...] = field(default=(), compare=False, hash=False, repr=False)
+    burned_in_annotation: str = ""
 
     @property
     def n_slices(self) -> int:
@@ -97,5 +102,6 @@ class Series:
             "frames": self.n_frames,
             "spacing": list(self.spacing) if self.spacing else None,
             "files": len(self.files),
+            "burned_in_annotation": self.burned_in_annotation,
             "problems": list(self.problems),
         }

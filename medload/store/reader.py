@@ -204,6 +204,14 @@ class StoreReader:
                     f"({shard_attrs.get('pipeline')} vs {attrs.get('pipeline')}); a folder store holds one "
                     "pipeline's output. Move or delete the stale shards and convert again."
                 )
+            elif shard_attrs.get("phi_key_fingerprint") != attrs.get("phi_key_fingerprint"):
+                # One patient would have two keys: patient-level splits would put it on both sides.
+                raise StoreError(
+                    f"{self.path}: shard {shard.name} was written with pseudonym key "
+                    f"{shard_attrs.get('phi_key_fingerprint') or '(none recorded)'}, {shards[0].name} with "
+                    f"{attrs.get('phi_key_fingerprint') or '(none recorded)'}; their patient keys do not "
+                    "match. Convert every source again into a new folder with one key."
+                )
             records.extend(shard_records)
         self.shards = tuple(str(s) for s in shards)
         self._attrs = attrs or {}
@@ -374,6 +382,16 @@ class StoreReader:
     def pipeline(self) -> Any:
         """The pipeline configuration the store was written with (``None`` if none)."""
         return json.loads(self._attrs.get("pipeline", "null"))
+
+    @property
+    def key_fingerprint(self) -> str | None:
+        """Fingerprint of the pseudonym key the store was written with (``None`` if not recorded).
+
+        Compare it with ``medload.deid.resolve_key().fingerprint`` to know whether your keys
+        (``medload scan``, a labels file) match the store's; the key itself is never stored.
+        """
+        value = self._attrs.get("phi_key_fingerprint")
+        return None if value is None else str(value)
 
     @property
     def attrs(self) -> dict[str, Any]:

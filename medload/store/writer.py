@@ -102,6 +102,7 @@ class Store:
         resume: bool = True,
         overwrite: bool = False,
         value_range: tuple[float, float] | None = None,
+        key_fingerprint: str | None = None,
     ) -> Store:
         """Open a store for writing: new, or continuing one written with the same pipeline.
 
@@ -129,6 +130,11 @@ class Store:
         value_range : (float, float), optional
             For ``dtype="uint8"``: the values mapped to 0 and 255 (e.g. ``(0, 1)`` for windowed
             data). Default: each volume's own min and max.
+        key_fingerprint : str, optional
+            :func:`medload.deid.fingerprint` of the key the volumes' pseudonyms were made with
+            (``medload.convert`` passes it). Recorded as the root attribute
+            ``phi_key_fingerprint``; continuing a store recorded with another fingerprint (or
+            none) is refused, since its patient keys would not match the new ones.
 
         Returns
         -------
@@ -148,10 +154,11 @@ class Store:
         self = object.__new__(cls)
         dtype = fmt.check_dtype(dtype)
         self._init(Path(path), dtype, fmt.parse_compression(compression, itemsize=np.dtype(dtype).itemsize),
-                   fmt.pipeline_config(pipeline), resume, overwrite, value_range)
+                   fmt.pipeline_config(pipeline), resume, overwrite, value_range, key_fingerprint)
         return self
 
-    def _init(self, path, dtype, compression, pipeline, resume, overwrite, value_range) -> None:
+    def _init(self, path, dtype, compression, pipeline, resume, overwrite, value_range,
+              key_fingerprint=None) -> None:
         h5py = _h5py()
         self._h5py = h5py
         self.path = path
@@ -161,6 +168,7 @@ class Store:
         self.pipeline = pipeline
         self.pipeline_hash = fmt.pipeline_hash(pipeline)
         self.value_range = None if value_range is None else _check_value_range(value_range)
+        self.key_fingerprint = None if key_fingerprint is None else str(key_fingerprint)
         self._file = None
         self._hashes: dict[str, str] = {}  # source_hash -> key
         self._keys: set[str] = set()
@@ -220,6 +228,7 @@ class Store:
             "pipeline_hash": self.pipeline_hash,
             "dtype": self.dtype,
             "compression": self.compression,
+            **({"phi_key_fingerprint": self.key_fingerprint} if self.key_fingerprint else {}),
         }
 
     def _new_partial(self) -> None:
@@ -247,6 +256,15 @@ class Store:
                 f"({fmt.canonical_json(self.pipeline)}); its volumes would be stale. Delete it, "
                 "pass overwrite=True (medload convert --overwrite), or write to a new path.",
                 path=str(where), stored=_stored_config(attrs), wanted=self.pipeline,
+            )
+        stored_key = attrs.get("phi_key_fingerprint")
+        stored_key = None if stored_key is None else str(stored_key)
+        if self.key_fingerprint is not None and stored_key != self.key_fingerprint:
+            raise StoreError(
+                f"{where} was written with pseudonym key {stored_key or '(none recorded)'}, this run uses "
+                f"key {self.key_fingerprint}: its patient/study/series keys would not match the new ones. "
+                "Continue it with the key it was written with (--phi-key / $MEDLOAD_PHI_KEY, or that "
+                "user's key file), or write to a new output path (or overwrite=True / --overwrite)."
             )
         if attrs.get("dtype") != self.dtype:
             raise StoreError(
