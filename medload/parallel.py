@@ -23,13 +23,17 @@ dask is imported here alone, and only when asked for.
 
 from __future__ import annotations
 
+import ast
 import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
+import tokenize
 import traceback
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -147,12 +151,75 @@ def run_tasks(
     if workers is not None and workers < 0:
         raise MedloadError(f"workers must be >= 0 (0 runs in this process), found {workers}.")
     n = default_workers() if workers is None else workers
+    if n > 0 and len(tasks) > 1 and (not dask or dask == "local"):
+        script = unguarded_main_script()
+        if script is not None:
+            # A new process (forkserver/spawn, and Dask's local nannies) re-runs the main
+            # script's top level to find it, which would start this run again in every worker,
+            # for ever. Running here is slower but finishes.
+            warnings.warn(
+                f"{script} calls medload outside `if __name__ == \"__main__\":`; worker processes "
+                f"would re-run that script, so the {len(tasks)} tasks run in this process instead "
+                "(workers=0). To use all cores, put the script's work under "
+                "`if __name__ == \"__main__\":`.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            n, dask = 0, None
     with _InterruptFlag() as flag:
         if dask:
             return _run_dask(factory, tasks, dask, max(1, n), on_outcome, flag)
         if n == 0 or len(tasks) == 0:
             return _run_inline(factory, tasks, on_outcome, on_start, flag)
         return _run_pool(factory, tasks, min(n, len(tasks)), on_outcome, on_start, flag)
+
+
+def unguarded_main_script() -> str | None:
+    """The main script's path when this call runs in its unguarded top level, else ``None``.
+
+    A process started with ``spawn`` or ``forkserver`` imports the main script again (as
+    ``__mp_main__``) to find what it runs; code at the script's top level that is not under
+    ``if __name__ == "__main__":`` runs again in every such process. ``None`` when there is no
+    script to re-import (``python -c``, a REPL, a notebook), when this process is itself a
+    worker, or when the call comes from inside the guard.
+
+    Examples
+    --------
+    >>> unguarded_main_script() is None   # doctests run under pytest, whose main is guarded
+    True
+    """
+    if mp.parent_process() is not None:
+        return None
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path or not str(path).endswith(".py"):
+        return None
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:  # not called from the script's top level (a thread, a callback)
+        return None
+    try:
+        with tokenize.open(path) as f:
+            tree = ast.parse(f.read(), filename=str(path))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    line = frame.f_lineno
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_guard(node.test) and node.body:
+            if node.body[0].lineno <= line <= (node.body[-1].end_lineno or node.body[-1].lineno):
+                return None
+    return str(path)
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    mains = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return len(names) == 1 and len(mains) == 1
 
 
 class _Echo:
@@ -277,6 +344,8 @@ def _run_pool(factory, tasks, n, on_outcome, on_start, flag) -> RunSummary:
     exited: set[str] = set()
     next_slot = 0
     broken_message: str | None = None
+    spoke: set[str] = set()  # slots that sent any message: they got past process start-up
+    silent_deaths = 0
 
     def start_worker() -> None:
         nonlocal next_slot
@@ -306,6 +375,7 @@ def _run_pool(factory, tasks, n, on_outcome, on_start, flag) -> RunSummary:
     def handle(msg: tuple) -> None:
         nonlocal broken_message
         kind = msg[0]
+        spoke.add(msg[1])
         if kind == "start":
             running[msg[1]] = msg[2]
             if on_start:
@@ -371,7 +441,17 @@ def _run_pool(factory, tasks, n, on_outcome, on_start, flag) -> RunSummary:
                                    f"WorkerDied: the worker process ended (exit code {proc.exitcode}) "
                                    "while converting this; see the log for a crash in a library",
                                    slot))
-                if not stopping and len(finished) < len(tasks):
+                if slot not in spoke:
+                    silent_deaths += 1
+                    if silent_deaths > 2 * n + 2 and not spoke:
+                        # Every process dies while starting (e.g. a main script that starts
+                        # this run again when a worker re-imports it): stop, never loop.
+                        broken_message = (
+                            f"worker processes end while starting (exit code {proc.exitcode}, {silent_deaths} "
+                            "times); if a script runs this, put its work under "
+                            "`if __name__ == \"__main__\":`, or pass workers=0"
+                        )
+                if not stopping and len(finished) < len(tasks) and not broken_message:
                     start_worker()
                     feed(1)
             if stopping and not alive:
