@@ -17,7 +17,7 @@ import medload
 torch = pytest.importorskip("torch")
 monai_transforms = pytest.importorskip("monai.transforms")
 
-from medload.datasets import SliceDataset, VolumeDataset  # noqa: E402
+from medload.datasets import SliceDataset, VolumeDataset
 
 SIZE, DEPTH = 48, 12
 # Bilinear resampling blurs the lesion's one-pixel rim: aligned items stay above this, a mask
@@ -86,7 +86,7 @@ def test_monai_2d_transforms_keep_mask_on_the_image(store, name):
     plain = SliceDataset(store)
     for i in (3, 5, 7):  # slices through the lesion
         out = ds[i]
-        assert tuple(out["mask"].shape)[0] == 1 and out["image"].shape[1:] == out["mask"].shape[1:]
+        assert out["mask"].shape[0] == 1 and out["image"].shape[1:] == out["mask"].shape[1:]
         assert moved(plain[i]["mask"], out["mask"]), name
         assert mean_inside(out["image"], out["mask"]) > ALIGNED, name
 
