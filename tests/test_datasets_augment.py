@@ -158,3 +158,13 @@ def test_tv_tensors_without_torchvision_names_the_install(store):
     else:
         item = SliceDataset(store, tv_tensors=True)[5]
         assert type(item["mask"]).__name__ == "Mask" and type(item["image"]).__name__ == "Image"
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_numpy_batches_masks_have_the_images_layout(store, channels_last):
+    from medload.datasets.numpy_batches import NumpyBatches
+
+    batch = next(iter(NumpyBatches(store, batch_size=DEPTH, channels_last=channels_last, shuffle=False)))
+    image, mask = batch["image"], batch["mask"]
+    assert mask.shape == image.shape  # one channel each: (N, 1, H, W) or (N, H, W, 1)
+    np.testing.assert_array_equal(mask.astype(np.float32), image)  # the lesion image is its mask

@@ -150,7 +150,7 @@ class NumpyBatches(StoreDatasetBase):
             if image is None:
                 image = np.empty((idx.size, *block.shape[1:]), np.float32)
                 if self.with_mask:
-                    mask = np.empty((idx.size, *block.shape[-2:]), np.int64)
+                    mask = np.empty((idx.size, 1, *block.shape[-2:]), np.int64)  # channel-first, as _read_mask
             if block.shape[1:] != image.shape[1:]:
                 raise MedloadError(
                     f"NumpyBatches: slices of volume {self.volume_keys[v]!r} are {block.shape[1:]}, others in the "
@@ -166,7 +166,7 @@ class NumpyBatches(StoreDatasetBase):
             image = self.normalize(image)
         out: dict[str, np.ndarray] = {"image": image}
         if mask is not None:
-            out["mask"] = mask[:, None] if not self.channels_last else mask[..., None]
+            out["mask"] = mask if not self.channels_last else np.ascontiguousarray(mask.transpose(0, 2, 3, 1))
         if self.has_labels:
             out["label"] = self._label[idx].astype(np.int64)
         out["volume"] = vols
