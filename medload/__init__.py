@@ -16,6 +16,7 @@ import importlib
 from typing import Any
 
 from medload.errors import (
+    FrameOrderError,
     GeometryError,
     MedloadError,
     MissingDependencyError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "scan": "medload.io",
     "load": "medload.io",
+    "save_nifti": "medload.io",
     "Series": "medload.io",
     "Pipeline": "medload.transforms",
     "preset": "medload.transforms",
@@ -47,6 +49,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "FrameOrderError",
     "GeometryError",
     "MedloadError",
     "MissingDependencyError",

@@ -11,13 +11,14 @@ import os
 
 from medload.errors import ReadError
 from medload.deid import PhiKey
+from medload.io.export import save_nifti
 from medload.io.images import is_image, load_image, scan_image
 from medload.io.nifti import is_nifti, load_nifti, scan_nifti
 from medload.io.scan import FileProblem, ScanResult, scan
 from medload.io.series import Series
 from medload.volume import Volume
 
-__all__ = ["scan", "load", "Series", "ScanResult", "FileProblem"]
+__all__ = ["scan", "load", "save_nifti", "Series", "ScanResult", "FileProblem"]
 
 
 def load(

@@ -319,8 +319,20 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     # Frames axis: time / channels, or none.
     meta_extra: dict[str, Any] = {}
     if array.shape[0] > 1 and all(np.array_equal(array[0], array[t]) for t in range(1, array.shape[0])):
-        problems.append(f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position).")
-        array = array[:1]
+        if h.samples > 1:
+            # A colour Volume has no frames axis (scan reports (3, Z, Y, X) for it): keep one.
+            problems.append(f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position).")
+            array = array[:1]
+        else:
+            # Kept, as dcm2niix keeps them, so that load gives the shape scan reported (scan
+            # reads no pixels and cannot know); said so, for whoever wants one: vol.array[0].
+            problems.append(
+                f"the {array.shape[0]} frames at every slice position are identical pixel for pixel "
+                "(copies of one acquisition with new UIDs); all kept as frames, as dcm2niix does."
+            )
+    diffusion = _diffusion_table([frames[row[0]] for row in layout.grid])
+    if diffusion:
+        meta_extra["diffusion"] = diffusion
     if h.samples > 1:
         if array.shape[0] > 1:
             # The leading axis holds the colour channels: a colour time series has no place
@@ -382,6 +394,22 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     if keep_phi:
         meta["phi"] = _phi(h.path)
     return Volume(array, affine, modality=modality_out, meta=meta)
+
+
+def _diffusion_table(first_of_each_frame: list[Frame]) -> dict[str, Any] | None:
+    """b-values and LPS gradient directions per frame, in the volume's frame order (or None).
+
+    Every position holds the same encodings in the same order (``sorting`` checked), so the
+    frames at the first position say it for all.
+    """
+    encodings = [f.diffusion for f in first_of_each_frame]
+    if all(e is None or e[0] <= 0 for e in encodings):
+        return None  # no diffusion weighting (some scanners write b=0 on every image)
+    table = [e if e is not None else (0.0, 0.0, 0.0, 0.0) for e in encodings]
+    return {
+        "bvals": [round(float(e[0]), 4) for e in table],
+        "gradients_lps": [[round(float(v), 6) for v in e[1:]] for e in table],
+    }
 
 
 def _interp(array: np.ndarray, lower: np.ndarray, weight: np.ndarray) -> np.ndarray:
