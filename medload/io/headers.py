@@ -49,6 +49,7 @@ _SCAN_TAGS = [
     0x00080032,  # AcquisitionTime: orders frames with equal InstanceNumber (as dcm2niix)
     0x20010010, 0x20051413,  # Philips MRImageGradientOrientationNumber: which DTI volume
     0x00209222,  # DimensionIndexSequence: which DimensionIndexValues item is the slice position
+    0x00191029, 0x00181310, 0x00180089, 0x0051100B, 0x00210010, 0x00211158,  # mosaic count without CSA
     *DIFFUSION_TAGS,
 ]
 
@@ -296,12 +297,13 @@ def _header(ds: Any, path: str) -> FileHeader | None:
     time_key = (_num(ds.get("InstanceNumber"), 0.0), dicom_seconds(_value(ds, 0x00080032)) or 0.0)
     diffusion = classic_diffusion(ds)
     volume_id = _classic_volume_id(ds, diffusion)
-    tiles, csa = mosaic_tiles(ds, image_type)
+    tiles, csa, tiles_from = mosaic_tiles(ds, image_type, path)
     # Echo time too: multi-echo series without EchoNumbers differ only there (as dcm2niix splits).
     echo_time = round(float(_num(ds.get("EchoTime"), 0.0)), 2)
     split = base_split + (split_type, echo, echo_time, tiles)
     if tiles:
         header.mosaic_tiles = tiles
+        header.params["mosaic_tiles_from"] = tiles_from
         header.frames = mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key, split, sop_uid)
         for f in header.frames:
             f.volume_id, f.diffusion = volume_id, diffusion

@@ -53,16 +53,58 @@ def cut_tile(image: np.ndarray, index: int, tiles: int, rows: int, columns: int)
     return image[r * rows:(r + 1) * rows, c * columns:(c + 1) * columns]
 
 
-def mosaic_tiles(ds: Any, image_type: tuple[str, ...]) -> tuple[int, Any]:
-    """Number of slices tiled in a Siemens mosaic (0 if not a mosaic) and its CSA header."""
+def _value(ds: Any, tag: int) -> Any:
+    got = ds.get(tag)
+    return getattr(got, "value", got)
+
+
+def _count_from_public(ds: Any) -> tuple[int, str]:
+    """The slice count from the tags dcm2niix reads when the CSA header is absent (nii_dicom.cpp)."""
+    n = number(_value(ds, 0x0019100A))
+    if n and n >= 1:
+        return int(n), "NumberOfImagesInMosaic (0019,100A)"
+    times = _value(ds, 0x00191029)  # MosaicRefAcqTimes: one time per slice
+    if isinstance(times, (bytes, bytearray)) and len(times) >= 8 and len(times) % 8 == 0:
+        return len(times) // 8, "MosaicRefAcqTimes (0019,1029)"
+    if isinstance(times, (list, tuple)) and len(times) >= 1:
+        return len(times), "MosaicRefAcqTimes (0019,1029)"
+    rows, cols = int(number(ds.get("Rows"), 0) or 0), int(number(ds.get("Columns"), 0) or 0)
+    matrix = _value(ds, 0x00181310)  # AcquisitionMatrix: freq rows, freq cols, phase rows, phase cols
+    interpolated = "I" in str(_value(ds, 0x0051100B) or "") + str(_value(ds, 0x00211158) or "")
+    if isinstance(matrix, (list, tuple)) and len(matrix) == 4 and not interpolated:
+        freq = int(matrix[0] or matrix[1] or 0)
+        phase = int(matrix[2] or matrix[3] or 0)
+        # dcm2niix issue 337: the mosaic is a grid of acquisition-matrix tiles, more than 2 a side
+        if freq and phase and cols % freq == 0 and cols // freq > 2 and rows % phase == 0 and rows // phase > 2:
+            return (cols // freq) * (rows // phase), "AcquisitionMatrix (0018,1310) tiles in the image"
+    steps = number(_value(ds, 0x00180089))  # NumberOfPhaseEncodingSteps
+    if steps and steps >= 1 and cols % int(steps) == 0 and rows % int(steps) == 0:
+        return (cols // int(steps)) * (rows // int(steps)), "NumberOfPhaseEncodingSteps (0018,0089) tiles in the image"
+    return 0, ""
+
+
+def mosaic_tiles(ds: Any, image_type: tuple[str, ...], path: str = "") -> tuple[int, Any, str]:
+    """Slices tiled in a Siemens mosaic (0 if not a mosaic), its CSA header, and where the count came from.
+
+    The count comes from every source dcm2niix uses, in its order: the CSA image header's
+    NumberOfImagesInMosaic, (0019,100A), the number of MosaicRefAcqTimes (0019,1029), the
+    image size over the AcquisitionMatrix (when not interpolated), or over the number of
+    phase-encoding steps.
+
+    Raises
+    ------
+    ReadError
+        ImageType says MOSAIC but no source gives the count: returning the mosaic as one
+        image would be a silently wrong volume.
+    """
     if "MOSAIC" not in image_type:
-        return 0, None
+        return 0, None, ""
     csareader = _csareader()
 
     csa = None
     try:
         csa = csareader.get_csa_header(ds, "image")
-    except Exception:  # a damaged private header: fall back on the public tag below
+    except Exception:  # a damaged private header: fall back on the public tags below
         csa = None
     n = None
     if csa is not None:
@@ -70,9 +112,26 @@ def mosaic_tiles(ds: Any, image_type: tuple[str, ...]) -> tuple[int, Any]:
             n = csareader.get_n_mosaic(csa)
         except Exception:
             n = None
-    if not n:
-        n = number(ds.get(0x0019100A).value if 0x0019100A in ds else None)
-    return (int(n) if n else 0), csa
+    if n:
+        source = "CSA image header NumberOfImagesInMosaic"
+    else:
+        n, source = _count_from_public(ds)
+    rows, cols = int(number(ds.get("Rows"), 0) or 0), int(number(ds.get("Columns"), 0) or 0)
+    if not n or n < 1:
+        raise ReadError(
+            f"{path}: Siemens mosaic (ImageType MOSAIC) whose slice count is not in the file: no CSA "
+            "image header (0029,1010), no NumberOfImagesInMosaic (0019,100A), no MosaicRefAcqTimes "
+            "(0019,1029), and AcquisitionMatrix / phase-encoding steps do not divide the image. "
+            "medload will not return the mosaic as one image; re-export with Siemens private "
+            "headers kept (anonymisers often strip them)."
+        )
+    side = tiles_per_side(int(n))
+    if rows % side or cols % side:
+        raise ReadError(
+            f"{path}: Siemens mosaic of {int(n)} slices ({source}) cannot be cut: {rows}x{cols} "
+            f"pixels are not {side}x{side} equal tiles. The header does not match the image; re-export it."
+        )
+    return int(n), csa, source
 
 
 def mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key, split, sop_uid) -> list[Frame]:
