@@ -53,15 +53,16 @@ example:
 """
 
 CONVERT_HELP = """\
-Convert DICOM series and NIfTI files into one store of normalized 2D slices (HDF5): scan,
+Convert DICOM series, NIfTI files and 2D image folders (PNG, JPEG, TIFF, BMP) into one store
+of normalized 2D slices (HDF5): scan,
 load, preprocess, write, in parallel; a report of every series converted or skipped (and
 why) is written as report.json beside the output. Re-running resumes; Ctrl-C stops cleanly.
 
 Output: -o DIR gives a folder of shards (one per worker) that medload.open(DIR) reads as one
 store; -o FILE.h5 gives one file written by one worker.
 
-Preprocessing: by modality unless told (CT: ct-abdomen, MR: mr-body, CR/DX/MG: xray, other
-modalities as read). --preset NAME / --config FILE apply to every series; MOD=NAME or
+Preprocessing: by modality unless told (CT: ct-abdomen, MR: mr-body, CR/DX/MG: xray, OT (image
+files): image, the 8/16-bit range to [0,1]; other modalities as read). --preset NAME / --config FILE apply to every series; MOD=NAME or
 MOD=FILE (repeatable) choose per modality, e.g. --preset CT=ct-brain --config MR=mr.toml.
 The name 'none' means no intensity step.
 
@@ -76,6 +77,12 @@ examples:
   medload convert /data/ct /data/mr -o out/ --preset CT=ct-lung --config MR=mr.toml --workers 8
   medload convert /data/export -o out/ --dask tcp://scheduler:8786 --labels labels.csv
   medload convert /data/export -o one.h5 --workers 1 --dtype float16 --compression gzip
+  medload convert chest_xray/ -o xr/ --size 224 --grayscale --patient-pattern '(?P<patient>\\d+)_'
+
+2D images: class folders (ImageFolder's layout, chest_xray/NORMAL/*.png, chest_xray/PNEUMONIA/*.png)
+give labels and class names unless --labels names a CSV (a 'file' column for images).
+--patient-pattern (or --patients CSV with file,patient_id) gives each image's patient so that
+splits keep patients apart; without one every image counts as its own patient.
 """
 
 INFO_HELP = """\
@@ -134,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-descriptions", action="store_true",
                    help="put series descriptions in the --json output (left out by default)")
     p.add_argument("--phi-key", help=_PHI_KEY_HELP)
+    p.add_argument("--patient-pattern", metavar="REGEX",
+                   help="images: regular expression finding the patient in each file's path")
 
     p = sub.add_parser("convert", help="convert exports into a store", description=CONVERT_HELP,
                        formatter_class=_FORMAT)
@@ -152,7 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
                                          "store's, see docs/hdf5-schema.md)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="'local' or a Dask scheduler address (tcp://host:8786)")
-    p.add_argument("--labels", metavar="CSV", help="labels.csv: label + series_key/study_key/patient_key")
+    p.add_argument("--labels", metavar="CSV", help="labels.csv: label + series_key/study_key/patient_key "
+                                                  "(images: file); 'folders': class folders (default for images in 2+ folders)")
+    p.add_argument("--patient-pattern", metavar="REGEX",
+                   help="images: regular expression finding the patient in each file's path, e.g. '(?P<patient>\\d+)_'")
+    p.add_argument("--patients", metavar="CSV", help="images: CSV with file and patient_id columns")
+    p.add_argument("--grayscale", action="store_true", help="store colour images as grey (ITU-R BT.601 luma)")
+    p.add_argument("--image-modality", metavar="MOD", help="modality recorded for image files (default OT)")
     p.add_argument("--masks", metavar="DIR", help="folder of NIfTI label masks matched to series")
     p.add_argument("--keep-phi", action="store_true",
                    help="keep identifying header fields (off by default); implies --keep-descriptions")
@@ -246,7 +261,7 @@ def _cmd_scan(args) -> int:
 
     if not os.path.exists(args.source):
         raise MedloadError(f"{args.source} does not exist; expected a folder of DICOM/NIfTI files or a file")
-    result = scan(args.source, phi_key=args.phi_key)
+    result = scan(args.source, phi_key=args.phi_key, patient_pattern=args.patient_pattern)
     rows = [s.summary() for s in result]
     if args.json:
         from medload.deid import report_summary
@@ -306,7 +321,8 @@ def _cmd_convert(args) -> int:
         resize_mode=args.resize_mode, dtype=args.dtype, compression=args.compression, workers=args.workers,
         dask=args.dask, labels=args.labels, masks=args.masks, keep_phi=args.keep_phi,
         keep_descriptions=args.keep_descriptions, phi_key=args.phi_key,
-        overwrite=args.overwrite, progress=interactive,
+        overwrite=args.overwrite, progress=interactive, patient_pattern=args.patient_pattern,
+        patients=args.patients, grayscale=args.grayscale, image_modality=args.image_modality,
     )
     if not args.quiet:
         _print_summary(report)

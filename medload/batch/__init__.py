@@ -25,8 +25,12 @@ exports into one store. What it promises:
   (PS3.15's "Retain ... Clean Descriptors" option: the user judged them clean), which
   ``keep_phi=True`` implies.
 - **Preprocessing.** ``pipeline=None`` picks a preset by modality (``medload.transforms.
-  default_preset``: CT -> ``ct-abdomen``, MR -> ``mr-body``, CR/DX/MG -> ``xray``; any other
-  modality is stored as read, with no intensity step). ``size`` appends
+  default_preset``: CT -> ``ct-abdomen``, MR -> ``mr-body``, CR/DX/MG -> ``xray``, OT (2D image
+  files) -> ``image``, the stored 8/16-bit range to [0, 1]; any other modality is stored as
+  read, with no intensity step).
+- **2D image folders.** PNG, JPEG, TIFF and BMP files are sources too; class folders
+  (torchvision's ImageFolder layout) give labels and class names, stored with the volumes;
+  a file-name pattern or a CSV gives each image's patient (:mod:`medload.io.images`). ``size`` appends
   ``ResizeSlices(size, mode="resize")`` (interpolated; the affine records the new spacing).
 
 Modules: :mod:`~medload.batch.plan` (check options, resume the output, scan, pair masks and

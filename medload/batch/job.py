@@ -36,8 +36,12 @@ def convert(
     phi_key: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    patient_pattern: str | None = None,
+    patients: str | os.PathLike | None = None,
+    grayscale: bool = False,
+    image_modality: str | None = None,
 ) -> ConversionReport:
-    """Convert scanner exports (DICOM series, NIfTI files) into one medload store.
+    """Convert scanner exports (DICOM series, NIfTI files, folders of PNG/JPEG/TIFF/BMP images) into one medload store.
 
     Parameters
     ----------
@@ -57,10 +61,14 @@ def convert(
     dask : str, optional
         ``"local"`` or a Dask scheduler address; one task per series, each its own shard.
         The workers must see ``sources`` and ``out`` at the same paths.
-    labels : path, optional
+    labels : path or "folders", optional
         CSV with a ``label`` column and a ``series_key``/``study_key``/``patient_key`` (or
-        ``key``) column holding the pseudonyms ``medload scan`` shows. Class names become
-        0..n-1 in sorted order (the report lists them).
+        ``key``) column holding the pseudonyms ``medload scan`` shows, or, for 2D images, a
+        ``file`` column (path below the source folder, or file name). Class names become
+        0..n-1 in sorted order, stored with the labels (``medload info`` and the datasets'
+        ``classes`` show them). ``"folders"``: ImageFolder's layout, each image's first folder
+        below its source is its class; this is the default when 2D images sit in two or more
+        class folders and no CSV is given.
     masks : path, optional
         Folder of NIfTI label masks. A mask is matched to a series by file name (the
         series_key, the NIfTI source's name, or the sanitized description), else by being the
@@ -79,6 +87,19 @@ def convert(
         Delete this output's shards and report first, instead of resuming.
     progress : bool
         Show a progress bar on stderr.
+    patient_pattern : str, optional
+        2D images: a regular expression searched in each image's path below its source; what it
+        finds is the patient (its ``patient`` group, else its first group), e.g.
+        ``r"(?P<patient>\\d+)_"`` for ``00012_003.png``. Without it (or ``patients``) each image
+        is a patient of its own, and splits by patient are splits by image: images of one
+        patient can land in both train and test.
+    patients : path, optional
+        2D images: a CSV with a ``file`` and a ``patient_id`` column giving each image's patient.
+    grayscale : bool
+        Store colour images as one grey channel (ITU-R BT.601 luma), a recorded step.
+    image_modality : str, optional
+        The modality recorded for 2D image files (``"CR"``, ``"DX"``, ``"US"``, ...); default
+        ``"OT"``, whose default preset ``image`` scales the stored 8/16-bit range to [0, 1].
 
     Returns
     -------
@@ -103,7 +124,7 @@ def convert(
     keep_descriptions = bool(keep_descriptions or keep_phi)
     if workers is not None and workers < 0:
         raise MedloadError(f"workers must be >= 0 (0 = in this process), found {workers}")
-    pipelines = resolve_pipelines(pipeline, size=size, resize_mode=resize_mode)
+    pipelines = resolve_pipelines(pipeline, size=size, resize_mode=resize_mode, grayscale=grayscale)
     if keep_phi:
         # Part of the store's identity: a re-run without --keep-phi (or with it, on a
         # de-identified store) is refused instead of mixing identified and de-identified volumes.
@@ -118,25 +139,29 @@ def convert(
     parse_compression(compression)
     plan = make_plan(source_list, out, pipelines=pipelines, store_options=store_options, workers=workers,
                      dask=dask, labels=labels, masks=masks, keep_phi=keep_phi,
-                     keep_descriptions=keep_descriptions, phi_key=phi_key, overwrite=overwrite)
+                     keep_descriptions=keep_descriptions, phi_key=phi_key, overwrite=overwrite,
+                     patient_pattern=patient_pattern, patients=patients)
     run_workers = 1 if plan.single and workers is None else workers
-    interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress)
+    interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress, image_modality=image_modality)
     options = {"size": size, "resize_mode": resize_mode, "dtype": dtype, "compression": compression,
                "workers": workers, "dask": dask,
                "keep_phi": keep_phi, "keep_descriptions": keep_descriptions, "backend": backend,
-               "labels": plan.labels_info, "masks": bool(masks)}
+               "labels": plan.labels_info, "masks": bool(masks),
+               "patient_pattern": patient_pattern, "patients": plan.patients_info, "grayscale": grayscale,
+               "image_modality": image_modality}
     report = make_report(plan, options=options, interrupted=interrupted, started=started)
     write_report(report, report_path(plan.out, plan.single))
     return report
 
 
-def _run(plan: Plan, *, workers: int | None, dask: str | None, progress: bool) -> tuple[bool, str]:
+def _run(plan: Plan, *, workers: int | None, dask: str | None, progress: bool,
+         image_modality: str | None = None) -> tuple[bool, str]:
     """Run every task of ``plan``, filling its entries; return ``(interrupted, backend)``."""
     from medload.parallel import run_tasks
 
     job = Job(out=str(plan.out), single_file=plan.single, pipelines=plan.pipelines,
               store_options=plan.store_options, keep_phi=plan.keep_phi, roots=plan.message_roots,
-              keep_descriptions=plan.keep_descriptions)
+              keep_descriptions=plan.keep_descriptions, image_modality=image_modality)
     bar = Progress(progress, len(plan.tasks), sum(t.series.n_slices for t in plan.tasks))
 
     def on_outcome(outcome: Any) -> None:

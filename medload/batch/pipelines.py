@@ -11,7 +11,7 @@ from medload.errors import TransformError
 __all__ = ["resolve_pipelines", "pipeline_for", "AUTO_MODALITIES"]
 
 #: Modalities with their own entry when presets are chosen by modality.
-AUTO_MODALITIES = ("CT", "MR", "CR", "DX", "MG")
+AUTO_MODALITIES = ("CT", "MR", "CR", "DX", "MG", "OT")
 
 
 def _as_config(spec: Any, where: str) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def _as_config(spec: Any, where: str) -> dict[str, Any]:
 
 
 def resolve_pipelines(pipeline: Any = None, *, size: int | Sequence[int] | None = None,
-                      resize_mode: str = "resize") -> dict[str, Any]:
+                      resize_mode: str = "resize", grayscale: bool = False) -> dict[str, Any]:
     """Turn the user's ``pipeline`` argument into the JSON-able spec recorded in the store.
 
     Parameters
@@ -50,6 +50,9 @@ def resolve_pipelines(pipeline: Any = None, *, size: int | Sequence[int] | None 
         Append ``ResizeSlices(size, mode=resize_mode)`` to every pipeline.
     resize_mode : {"resize", "pad-crop"}
         How slices reach ``size``.
+    grayscale : bool
+        Put ``Grayscale()`` (ITU-R BT.601 luma; grey volumes pass unchanged) first in every
+        pipeline, so colour images are stored as one grey channel.
 
     Returns
     -------
@@ -63,14 +66,20 @@ def resolve_pipelines(pipeline: Any = None, *, size: int | Sequence[int] | None 
     >>> [s["name"] for s in spec["steps"]]
     ['window', 'resize_slices']
     >>> sorted(resolve_pipelines(None)["by_modality"])
-    ['CR', 'CT', 'DX', 'MG', 'MR']
+    ['CR', 'CT', 'DX', 'MG', 'MR', 'OT']
+    >>> [s["name"] for s in resolve_pipelines(None, grayscale=True)["by_modality"]["OT"]["steps"]]
+    ['grayscale', 'scale_stored_range']
     """
-    from medload.transforms import Pipeline, ResizeSlices, default_preset
+    from medload.transforms import Grayscale, Pipeline, ResizeSlices, default_preset
 
     def finish(config: dict[str, Any]) -> dict[str, Any]:
-        if size is None:
+        if size is None and not grayscale:
             return config
-        steps = Pipeline.from_config(config) + ResizeSlices(size, mode=resize_mode)
+        steps = Pipeline.from_config(config)
+        if grayscale and not any(step.name == "grayscale" for step in steps.steps):
+            steps = Pipeline([Grayscale(), *steps.steps])
+        if size is not None:
+            steps = steps + ResizeSlices(size, mode=resize_mode)
         return steps.to_config()
 
     is_mapping = isinstance(pipeline, Mapping) and "steps" not in pipeline

@@ -51,6 +51,7 @@ class Plan:
     n_files: int = 0
     resume_notes: list[str] = field(default_factory=list)
     labels_info: dict[str, Any] | None = None
+    patients_info: dict[str, Any] | None = None
 
 
 def report_path(out: Path, single: bool) -> Path:
@@ -120,16 +121,36 @@ def _pipeline_mismatch(out: Path, shard: str, stored: Any, wanted: Any) -> str:
     )
 
 
-def read_labels(path: str | os.PathLike, series: Sequence[Any]) -> tuple[dict[str, int], dict[str, Any]]:
+#: Label CSV columns that name an image file (its path below the source folder, or its name).
+IMAGE_KEY_COLUMNS = ("file", "filename", "image", "path", "image index")
+
+
+def _image_names(s: Any, roots: Sequence[str]) -> list[str]:
+    """What a label CSV may call a 2D image: its path below a source root, or its file name."""
+    if getattr(s, "kind", "") != "image":
+        return []
+    file = os.path.realpath(s.files[0])
+    names = [os.path.basename(file)]
+    for root in roots:
+        real = os.path.realpath(root)
+        if file.startswith(real + os.sep):
+            names.insert(0, os.path.relpath(file, real).replace(os.sep, "/"))
+    return names
+
+
+def read_labels(path: str | os.PathLike, series: Sequence[Any],
+                roots: Sequence[str] = ()) -> tuple[dict[str, int], dict[str, Any]]:
     """labels.csv -> {source_hash: int label}, plus what the report says about it.
 
     The CSV is read by :func:`medload.datasets.labels.read_label_table` (the same rules as
     ``SliceDataset(labels=)``); integer labels are used as given, class names become 0..n-1
-    in sorted order.
+    in sorted order (``info["classes"]``). Keys are the pseudonyms ``medload scan`` shows or,
+    for 2D images, a ``file`` column (:data:`IMAGE_KEY_COLUMNS`): the path below the source
+    folder or the file name.
     """
     from medload.datasets.labels import read_label_table
 
-    key_col, table = read_label_table(path, ("series_key", "study_key", "patient_key", "key"))
+    key_col, table = read_label_table(path, ("series_key", "study_key", "patient_key", "key") + IMAGE_KEY_COLUMNS)
     values = [label for label, _ in table.values()]
     try:
         as_int = [int(v) for v in values]
@@ -142,8 +163,8 @@ def read_labels(path: str | os.PathLike, series: Sequence[Any]) -> tuple[dict[st
     out: dict[str, int] = {}
     used: set[str] = set()
     for s in series:
-        for f in fields:
-            k = getattr(s, f)
+        names = _image_names(s, roots) if key_col in IMAGE_KEY_COLUMNS else [getattr(s, f) for f in fields]
+        for k in names:
             if k in by_key:
                 out[s.source_hash] = by_key[k]
                 used.add(k)
@@ -154,7 +175,46 @@ def read_labels(path: str | os.PathLike, series: Sequence[Any]) -> tuple[dict[st
     return out, info
 
 
-def _scan_all(plan: Plan, phi_key: str | None) -> list[Any]:
+def class_folder_labels(series: Sequence[Any]) -> tuple[dict[str, int], dict[str, Any]]:
+    """ImageFolder's rule: each 2D image's first folder below its source is its class.
+
+    Returns ``{source_hash: label}`` (class names sorted, label = position) and the report's
+    ``labels`` entry. Images directly in a source folder get no label.
+    """
+    images = [s for s in series if getattr(s, "kind", "") == "image"]
+    named = [s for s in images if s.info.get("class_folder")]
+    classes = sorted({s.info["class_folder"] for s in named})
+    out = {s.source_hash: classes.index(s.info["class_folder"]) for s in named}
+    info = {"from": "class folders", "classes": classes, "matched_series": len(out),
+            "unlabelled_images": len(images) - len(named)}
+    return out, info
+
+
+def patients_from_csv(path: str | os.PathLike, series: Sequence[Any], roots: Sequence[str],
+                      phi_key: str | None) -> tuple[list[Any], dict[str, Any]]:
+    """2D images re-keyed by the patient a CSV gives each file (columns ``file`` and ``patient_id``).
+
+    Read by the one label CSV reader with ``patient_id`` (or ``patient``) as its value column;
+    the patient becomes a keyed pseudonym (:func:`medload.deid.pseudonym`), as a DICOM PatientID does.
+    """
+    import dataclasses
+
+    from medload.datasets.labels import read_label_table
+    from medload.deid import pseudonym
+
+    _, table = read_label_table(path, IMAGE_KEY_COLUMNS, label_columns=("patient_id", "patient"))
+    out, matched = [], 0
+    for s in series:
+        found = next((table[k][0] for k in _image_names(s, roots) if k in table), None)
+        if found is not None:
+            matched += 1
+            problems = tuple(p for p in s.problems if "patient of its own" not in p)
+            s = dataclasses.replace(s, patient_key=pseudonym(found, prefix="pat-", secret=phi_key), problems=problems)
+        out.append(s)
+    return out, {"file": Path(path).name, "rows": len(table), "matched_images": matched}
+
+
+def _scan_all(plan: Plan, phi_key: str | None, patient_pattern: str | None = None) -> list[Any]:
     """Scan every source into ``plan`` (files, duplicates); return the distinct series found."""
     from medload.io import scan
 
@@ -162,7 +222,7 @@ def _scan_all(plan: Plan, phi_key: str | None) -> list[Any]:
     seen: dict[str, str] = {}
     for src in plan.sources:
         root = os.path.abspath(src) if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-        result = scan(src, phi_key=phi_key)
+        result = scan(src, phi_key=phi_key, patient_pattern=patient_pattern)
         plan.n_files += getattr(result, "n_files", 0)
         plan.skipped.update(getattr(result, "skipped", {}))
         for problem in getattr(result, "errors", []):
@@ -183,7 +243,8 @@ def _scan_all(plan: Plan, phi_key: str | None) -> list[Any]:
 
 
 def _add_tasks(plan: Plan, found: Sequence[Any], done: dict[str, tuple[str, str]],
-               label_of: dict[str, int], mask_of: dict[str, tuple[str, bool]]) -> None:
+               label_of: dict[str, int], mask_of: dict[str, tuple[str, bool]],
+               classes: Sequence[str] | None = None) -> None:
     for s in found:
         entry = report_summary(s, plan.keep_descriptions)
         entry["source_hash"] = s.source_hash
@@ -195,14 +256,17 @@ def _add_tasks(plan: Plan, found: Sequence[Any], done: dict[str, tuple[str, str]
             entry.update(status="already converted", key=key, shard=shard)
             continue
         mask, by_grid = mask_of.get(s.source_hash, (None, False))
-        plan.tasks.append(Task(s.source_hash, s, label_of.get(s.source_hash), mask, by_grid))
+        label = label_of.get(s.source_hash)
+        name = classes[label] if classes and label is not None and 0 <= label < len(classes) else None
+        plan.tasks.append(Task(s.source_hash, s, label, mask, by_grid, class_name=name))
     # Largest first: a big series started last would leave the other workers idle at the end.
     plan.tasks.sort(key=lambda t: -int(np.prod(t.series.shape or (0,), dtype=np.int64)))
 
 
 def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any], store_options: dict[str, Any],
               workers: int | None, dask: str | None, labels: Any, masks: Any, keep_phi: bool,
-              keep_descriptions: bool, phi_key: str | None, overwrite: bool) -> Plan:
+              keep_descriptions: bool, phi_key: str | None, overwrite: bool,
+              patient_pattern: str | None = None, patients: Any = None) -> Plan:
     """Check, resume, scan and pair: everything before the first series is converted."""
     from medload.io.masks import mask_files, match_masks
 
@@ -217,14 +281,21 @@ def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any]
     # Every spelling of the sources (as given, absolute, real), for making message paths relative.
     plan = Plan(source_list, source_roots(source_list), out_path, single, pipelines, store_options,
                 keep_phi, keep_descriptions, resume_notes=resume_notes)
-    found = _scan_all(plan, phi_key)
+    found = _scan_all(plan, phi_key, patient_pattern)
+    if patients:
+        found, plan.patients_info = patients_from_csv(patients, found, plan.message_roots, phi_key)
     if masks:
         # A masks folder inside a source is scanned too; its files are masks, not images.
         mask_root = os.path.realpath(masks) + os.sep
         found = [s for s in found if not all(os.path.realpath(f).startswith(mask_root) for f in s.files)]
     label_of: dict[str, int] = {}
-    if labels:
-        label_of, plan.labels_info = read_labels(labels, found)
+    n_class_folders = len({s.info.get("class_folder") for s in found
+                           if getattr(s, "kind", "") == "image" and s.info.get("class_folder")})
+    if labels == "folders" or (labels is None and n_class_folders >= 2):
+        # ImageFolder's layout: given by default when the images sit in two or more class folders.
+        label_of, plan.labels_info = class_folder_labels(found)
+    elif labels:
+        label_of, plan.labels_info = read_labels(labels, found, plan.message_roots)
     mask_of = match_masks(found, mask_files(masks)) if masks else {}
-    _add_tasks(plan, found, done, label_of, mask_of)
+    _add_tasks(plan, found, done, label_of, mask_of, (plan.labels_info or {}).get("classes"))
     return plan

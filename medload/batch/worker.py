@@ -40,6 +40,9 @@ class Task:
         Path of its NIfTI mask.
     mask_by_grid : bool
         The mask was paired by grid alone (so it is skipped, not refused, when it does not fit).
+    class_name : str or None
+        The name of ``label`` (a class folder, a class named in the CSV), stored as
+        ``meta["class_name"]`` so that the store knows its classes.
     """
 
     source_hash: str
@@ -47,6 +50,7 @@ class Task:
     label: int | None = None
     mask: str | None = None
     mask_by_grid: bool = False
+    class_name: str | None = None
 
 
 @dataclass
@@ -60,6 +64,8 @@ class Job:
     keep_phi: bool
     roots: list[str] = field(default_factory=list)
     keep_descriptions: bool = False
+    #: Modality recorded for 2D image files (PNG, JPEG, TIFF, BMP), which name none; None: "OT".
+    image_modality: str | None = None
 
     def __call__(self, slot: str) -> Worker:
         return Worker(self, slot)
@@ -103,11 +109,14 @@ class Worker:
         from medload.io import load
 
         series = task.series
-        volume = load(series, keep_phi=self.job.keep_phi)
+        modality = self.job.image_modality if getattr(series, "kind", "") == "image" else None
+        volume = load(series, keep_phi=self.job.keep_phi, modality=modality)
         hidden = [] if self.job.keep_descriptions else hidden_texts(series)
         meta = deidentified_meta(volume.meta, self.job.roots, self.job.keep_phi,
                                  self.job.keep_descriptions, hidden)
         meta.setdefault("source_hash", series.source_hash)
+        if task.class_name is not None:
+            meta["class_name"] = task.class_name
         return Volume(volume.array, volume.affine, modality=volume.modality, meta=meta, history=volume.history)
 
     def __call__(self, task: Task) -> dict[str, Any]:
@@ -145,7 +154,7 @@ class Worker:
         else:
             entry.update(status="converted", key=key, shard=self.shard_path.name, stored_shape=list(out.shape),
                          slices=int(out.spatial_shape[0]), intensity=out.meta.get("intensity", ""),
-                         label=task.label)
+                         label=task.label, **({"class_name": task.class_name} if task.class_name else {}))
         entry["seconds"] = round(time.perf_counter() - started, 3)
         return entry
 

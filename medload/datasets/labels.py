@@ -107,12 +107,14 @@ def _is_int(text: Any) -> bool:
     return True
 
 
-def read_label_table(path: str | Path, key_columns: Sequence[str]) -> tuple[str, dict[str, tuple[str, int]]]:
+def read_label_table(path: str | Path, key_columns: Sequence[str],
+                     label_columns: Sequence[str] = ("label", "class")) -> tuple[str, dict[str, tuple[str, int]]]:
     """The one reader of label CSVs (``SliceDataset(labels=)`` and ``convert --labels`` alike).
 
     Rules: UTF-8 (a BOM is allowed) with a header; the key column is the first of
-    ``key_columns`` the header names (case and spaces ignored); the label column is ``label``
-    or ``class``; blank lines are skipped; a row without a key or a label, and a key given two
+    ``key_columns`` the header names (case and spaces ignored); the label column is the first
+    of ``label_columns`` (``label`` or ``class``; another column such as ``patient_id`` when the
+    same CSV gives the patient of each image); blank lines are skipped; a row without a key or a label, and a key given two
     different labels, are refused with the line.
 
     Returns
@@ -128,7 +130,7 @@ def read_label_table(path: str | Path, key_columns: Sequence[str]) -> tuple[str,
     ('series_key', {'ser-1': ('tumor', 2), 'ser-2': ('normal', 4)})
     """
     path = Path(path)
-    expected = f"a header with a 'label' column and a key column ({', '.join(key_columns)})"
+    expected = f"a header with a {' or '.join(repr(c) for c in label_columns)} column and a key column ({', '.join(key_columns)})"
     if not path.is_file():
         raise MedloadError(f"label CSV {path} does not exist; pass the path of a CSV with {expected}.")
     try:
@@ -139,7 +141,7 @@ def read_label_table(path: str | Path, key_columns: Sequence[str]) -> tuple[str,
                            f"save it as CSV UTF-8 with {expected}.") from None
     header = [h.strip().lower() for h in rows[0]] if rows else []
     key_name = next((n for n in key_columns if n in header), None)
-    label_name = next((n for n in ("label", "class") if n in header), None)
+    label_name = next((n for n in label_columns if n in header), None)
     if key_name is None or label_name is None:
         raise MedloadError(f"label CSV {path}: expected {expected}; found columns {header}.")
     key_col, label_col = header.index(key_name), header.index(label_name)
@@ -150,7 +152,7 @@ def read_label_table(path: str | Path, key_columns: Sequence[str]) -> tuple[str,
         key = row[key_col].strip() if len(row) > key_col else ""
         label = row[label_col].strip() if len(row) > label_col else ""
         if not key or not label:
-            raise MedloadError(f"label CSV {path} line {lineno}: expected a {key_name} and a label, found {row}.")
+            raise MedloadError(f"label CSV {path} line {lineno}: expected a {key_name} and a {label_name}, found {row}.")
         if key in out and out[key][0] != label:
             raise MedloadError(
                 f"label CSV {path}: key {key!r} has label {out[key][0]!r} on line {out[key][1]} "

@@ -507,7 +507,9 @@ def scan_image(
         study_key=pseudonym(relative, prefix="stu-", secret=phi_key),
         patient_key=pseudonym(patient, prefix="pat-", secret=phi_key),
         modality="OT",
-        description=parts[-1],
+        # No description: a file name is the one place a failing image is named in reports, and
+        # descriptions are hidden there (the path below the source is shown, as for DICOM files).
+        description="",
         shape=shape,
         spacing=None,
         problems=tuple(problems),
