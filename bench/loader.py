@@ -9,15 +9,18 @@ round after round, and its best round is kept: the ratios compare like with like
 
 * numpy memmap of all slices, one slice copied per sample (the limit), also through a
   DataLoader (what batching and worker IPC cost by themselves on this machine);
-* ``SliceDataset.__getitem__`` and a DataLoader (batch 32, shuffled; 0 and 2 workers, the
-  second epoch of persistent workers timed) on an uncompressed float32 store and on the
-  default store (today uint8 + LZ4, chosen by bench/store.py); for both, the store read and
-  ``__getitem__`` also with the reader's direct chunk reads switched off ("via h5py");
+* ``SliceDataset.__getitem__``, a per-item DataLoader (default collate) and the batch-native
+  ``SliceDataset.loader`` (float32 and ``compact=True`` uint8 batches), batch 64, shuffled,
+  0 and 2 persistent workers, on an uncompressed float32 store and on the default store
+  (uint8 + LZ4, chosen by bench/store.py); for the default store also with the reader's
+  direct chunk reads switched off ("via h5py");
 * one ``torch.save`` file per slice read back with ``torch.load`` (MONAI PersistentDataset's way);
 * one DICOM file per sample, decoded with pydicom, rescaled and windowed (int16 CT, uncompressed).
 
 Goals (issue 5): uncompressed store >= 0.5x memmap, default store >= 15k slices/s per
-worker, >= 2x torch.load, >= 30x DICOM decode.
+worker, >= 2x torch.load, >= 30x DICOM decode. Issue 15: ``SliceDataset.loader`` of the
+default store at batch 64 with 0 workers >= 1.5x the memmap + default-collate DataLoader and
+>= 0.5x the bare memmap per-item rate; 2 workers no slower than 0.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ SIZE = 256
 CT_NIFTI = ROOT.parent / "shared" / "data" / "totalsegmentator_ct" / "example_ct.nii.gz"
 
 
-def ct_slices(n: int) -> tuple[np.ndarray, str]:
-    """``n`` windowed 256x256 float32 slices in [0, 1] and where they came from."""
+def ct_slices(n: int, size: int = SIZE) -> tuple[np.ndarray, str]:
+    """``n`` windowed ``size`` x ``size`` float32 slices in [0, 1] and where they came from."""
     if CT_NIFTI.exists():
         import nibabel as nib
         from skimage.transform import resize
@@ -51,14 +54,14 @@ def ct_slices(n: int) -> tuple[np.ndarray, str]:
         hu = np.asarray(nib.as_closest_canonical(nib.load(CT_NIFTI)).dataobj, dtype=np.float32)
         axial = np.moveaxis(hu, 2, 0)  # (slices, x, y)
         windowed = np.clip((axial - (40 - 200)) / 400, 0, 1)
-        base = resize(windowed, (axial.shape[0], SIZE, SIZE), order=1, preserve_range=True, anti_aliasing=False)
+        base = resize(windowed, (axial.shape[0], size, size), order=1, preserve_range=True, anti_aliasing=False)
         source = f"{CT_NIFTI.name} ({axial.shape[0]} slices, resized)"
     else:
-        y, x = np.mgrid[:SIZE, :SIZE] / SIZE
+        y, x = np.mgrid[:size, :size] / size
         base = np.stack([np.clip(np.sin(8 * x + k / 9) * np.cos(6 * y) * 0.5 + 0.5, 0, 1) for k in range(64)])
         source = "synthetic phantom (shared data absent)"
     # Repeating slices does not flatter compression: every chunk (one slice) is compressed alone.
-    return np.ascontiguousarray(np.resize(base.astype(np.float32), (n, SIZE, SIZE))), source
+    return np.ascontiguousarray(np.resize(base.astype(np.float32), (n, size, size))), source
 
 
 def best_rates(runners: list[tuple[str, object, int]], *, rounds: int) -> dict[str, float]:
@@ -84,61 +87,59 @@ def build_store(path: Path, slices: np.ndarray, *, dtype: str | None, compressio
             store.add(vol)
 
 
-def dataset_runners(label: str, path: Path, order: np.ndarray, *, h5py_too: bool = False) -> list[tuple[str, object, int]]:
+def dataset_runners(label: str, path: Path, order: np.ndarray, *, batch: int, full: bool) -> list[tuple[str, object, int]]:
+    """Rows of one store: the read alone, ``__getitem__``, the per-item DataLoader (default
+    collate) and the batch-native ``SliceDataset.loader`` (float and compact), 0 and 2 workers;
+    with ``full``, also the reader's direct chunk path switched off ("via h5py")."""
     import torch
 
     ds = SliceDataset(path, with_mask=False)
     n = len(ds)
-
-    def getitem():
-        for i in order:
-            ds[i]
-
     reader = ds.reader
     pairs = [(int(ds._vol[i]), int(ds._slice[i])) for i in order]
 
-    def read_only():
+    def getitem(ds=ds):
+        for i in order:
+            ds[i]
+
+    def read_only(reader=reader):
         for v, z in pairs:
             reader.read_slices(v, z, z + 1)
 
     # The store's own read, without the dataset: the difference is the dataset's overhead.
     runners = [(f"{label}: StoreReader.read_slices alone", read_only, n),
                (f"{label}: SliceDataset __getitem__", getitem, n)]
-    if h5py_too:
-        # The same two with the reader's direct chunk reads (os.pread + lz4) off: what h5py alone gives.
-        plain = SliceDataset(path, with_mask=False)
-        plain.reader._direct = False
-        plain_reader = plain.reader
+    plain = SliceDataset(path, with_mask=False)
+    plain.reader._direct = False  # the same with the direct chunk reads (os.pread + lz4) off: h5py alone
+    if full:
+        runners += [(f"{label}: StoreReader.read_slices alone, via h5py", lambda: read_only(plain.reader), n),
+                    (f"{label}: SliceDataset __getitem__, via h5py", lambda: getitem(plain), n)]
 
-        def getitem_h5py():
-            for i in order:
-                plain[i]
-
-        def read_only_h5py():
-            for v, z in pairs:
-                plain_reader.read_slices(v, z, z + 1)
-
-        runners += [(f"{label}: StoreReader.read_slices alone, via h5py", read_only_h5py, n),
-                    (f"{label}: SliceDataset __getitem__, via h5py", getitem_h5py, n)]
-    for workers in (0, 2):
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=32, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(0),
-        )
-
-        def epoch(loader=loader):
+    def epochs(loader):
+        def epoch():
             for _ in loader:
                 pass
+        return epoch
 
-        runners.append((f"{label}: DataLoader {workers} workers, batch 32", epoch, n))
-    in_order = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=False, num_workers=0)
-
-    def sequential():
-        for _ in in_order:
-            pass
-
-    # Unshuffled batches are runs of neighbouring slices: __getitems__ reads each in one call.
-    runners.append((f"{label}: DataLoader 0 workers, batch 32, in order", sequential, n))
+    for workers in (0, 2):
+        per_item = torch.utils.data.DataLoader(
+            ds, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(0),
+        )
+        runners.append((f"{label}: DataLoader per item, {workers} workers", epochs(per_item), n))
+        for compact in (False, True):
+            if compact and not full:
+                continue
+            loader = ds.loader(batch, shuffle=True, num_workers=workers, compact=compact,
+                               generator=torch.Generator().manual_seed(0))
+            kind = "compact" if compact else "float32"
+            runners.append((f"{label}: ds.loader {kind}, {workers} workers", epochs(loader), n))
+    if full:
+        for compact in (False, True):
+            # 0 workers: the dataset in this process keeps _direct=False (a worker's copy would reset it).
+            loader = plain.loader(batch, shuffle=True, compact=compact, generator=torch.Generator().manual_seed(0))
+            kind = "compact" if compact else "float32"
+            runners.append((f"{label}: ds.loader {kind}, 0 workers, via h5py", epochs(loader), n))
     return runners
 
 
@@ -161,7 +162,7 @@ class MemmapSlices:
         return {"image": torch.from_numpy(np.array(self._mm[i]))[None]}
 
 
-def memmap_runners(folder: Path, slices: np.ndarray, order: np.ndarray) -> list[tuple[str, object, int]]:
+def memmap_runners(folder: Path, slices: np.ndarray, order: np.ndarray, *, batch: int) -> list[tuple[str, object, int]]:
     import torch
 
     path = folder / "slices.npy"
@@ -173,10 +174,10 @@ def memmap_runners(folder: Path, slices: np.ndarray, order: np.ndarray) -> list[
             np.array(mm[i])
 
     runners = [("numpy memmap (the limit)", run, len(order))]
-    # The same limit through torch's DataLoader: what batching and worker IPC cost by themselves.
+    # The same limit through torch's DataLoader: what per-item tensors, default collate and worker IPC cost.
     for workers in (0, 2):
         loader = torch.utils.data.DataLoader(
-            MemmapSlices(path), batch_size=32, shuffle=True, num_workers=workers,
+            MemmapSlices(path), batch_size=batch, shuffle=True, num_workers=workers,
             persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0),
         )
 
@@ -184,7 +185,7 @@ def memmap_runners(folder: Path, slices: np.ndarray, order: np.ndarray) -> list[
             for _ in loader:
                 pass
 
-        runners.append((f"numpy memmap: DataLoader {workers} workers, batch 32", epoch, len(order)))
+        runners.append((f"numpy memmap: DataLoader per item, {workers} workers", epoch, len(order)))
     return runners
 
 
@@ -205,8 +206,8 @@ def torch_load_runner(folder: Path, slices: np.ndarray, count: int) -> tuple[str
     return ("torch.load, one file per slice", run, count)
 
 
-def dicom_runner(folder: Path, slices: np.ndarray, count: int) -> tuple[str, object, int]:
-    import pydicom
+def write_dicom_slices(folder: Path, slices: np.ndarray, count: int, size: int = SIZE) -> list[Path]:
+    """``count`` uncompressed int16 CT DICOM files, one per slice, whose HU windowed 40/400 give ``slices``."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -219,7 +220,7 @@ def dicom_runner(folder: Path, slices: np.ndarray, count: int) -> tuple[str, obj
         f = folder / f"slice_{i:05d}.dcm"
         ds = FileDataset(str(f), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = CTImageStorage, meta.MediaStorageSOPInstanceUID, "CT"
-        ds.Rows = ds.Columns = SIZE
+        ds.Rows = ds.Columns = size
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
@@ -227,6 +228,13 @@ def dicom_runner(folder: Path, slices: np.ndarray, count: int) -> tuple[str, obj
         ds.PixelData = np.round(hu + 1024).astype(np.int16).tobytes()
         ds.save_as(f, enforce_file_format=True)
         files.append(f)
+    return files
+
+
+def dicom_runner(folder: Path, slices: np.ndarray, count: int) -> tuple[str, object, int]:
+    import pydicom
+
+    files = write_dicom_slices(folder, slices, count)
     order = np.random.default_rng(2).permutation(count)
 
     def run():
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch-files", type=int, default=1024, help="torch.save files written")
     parser.add_argument("--dicom-files", type=int, default=300, help="DICOM files written")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (best kept)")
+    parser.add_argument("--batch", type=int, default=64, help="DataLoader batch size")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads of the main process (default 1: on a shared machine more "
                              "threads make the 0-worker collate wait for busy cores; workers always use 1)")
@@ -257,14 +266,14 @@ def main(argv: list[str] | None = None) -> None:
     order = np.random.default_rng(0).permutation(len(slices))
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
-        runners = memmap_runners(tmp, slices, order)
+        runners = memmap_runners(tmp, slices, order, batch=args.batch)
         sizes = {}
         for label, dtype, compression in (("store float32 uncompressed", "float32", "none"),
                                           (f"store default ({DEFAULT_DTYPE}+{DEFAULT_COMPRESSION})", None, None)):
             path = tmp / f"{dtype or 'default'}.h5"
             build_store(path, slices, dtype=dtype, compression=compression)
             sizes[label] = path.stat().st_size
-            runners += dataset_runners(label, path, order, h5py_too=True)
+            runners += dataset_runners(label, path, order, batch=args.batch, full=dtype is None)
         runners.append(torch_load_runner(tmp, slices, min(args.torch_files, len(slices))))
         runners.append(dicom_runner(tmp, slices, min(args.dicom_files, len(slices))))
         best = best_rates(runners, rounds=args.rounds)
@@ -275,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"\nSliceDataset read speed: {len(slices)} slices 256x256 float32 from {source}; shuffled; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} intra-op thread(s); best of {args.rounds} rounds")
+          f"{torch.get_num_threads()} intra-op thread(s); DataLoader batch {args.batch}; best of {args.rounds} rounds")
     for name, size in sizes.items():
         print(f"  {name}: {size / 2**20:.0f} MiB ({size / (len(slices) * SIZE * SIZE * 4):.2f}x float32)")
     width = max(len(r[0]) for r in rows)
@@ -283,13 +292,27 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in rows:
         print(f"{name:<{width}}  {r:>9.0f}  {r / limit:>8.2f}  {r / tl:>12.2f}  {r / dcm:>8.1f}")
     unc = best["store float32 uncompressed: SliceDataset __getitem__"]
-    dft = best[f"store default ({DEFAULT_DTYPE}+{DEFAULT_COMPRESSION}): SliceDataset __getitem__"]
-    print("\ngoals:")
-    print(f"  uncompressed __getitem__ >= 0.5x memmap: {unc / limit:.2f}x {'met' if unc >= 0.5 * limit else 'NOT met'}")
-    print(f"  default store >= 15k slices/s per worker (__getitem__, one process): {dft:.0f} {'met' if dft >= 15000 else 'NOT met'}")
-    print(f"  default store >= 2x torch.load: {dft / tl:.1f}x {'met' if dft >= 2 * tl else 'NOT met'}")
-    print(f"  default store >= 30x DICOM decode: {dft / dcm:.0f}x {'met' if dft >= 30 * dcm else 'NOT met'}")
+    default = f"store default ({DEFAULT_DTYPE}+{DEFAULT_COMPRESSION})"
+    dft = best[f"{default}: SliceDataset __getitem__"]
+    collate = best["numpy memmap: DataLoader per item, 0 workers"]
 
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print("\ngoals:")
+    print(f"  uncompressed __getitem__ >= 0.5x memmap: {unc / limit:.2f}x {verdict(unc >= 0.5 * limit)}")
+    print(f"  default store >= 15k slices/s per worker (__getitem__, one process): {dft:.0f} {verdict(dft >= 15000)}")
+    print(f"  default store >= 2x torch.load: {dft / tl:.1f}x {verdict(dft >= 2 * tl)}")
+    print(f"  default store >= 30x DICOM decode: {dft / dcm:.0f}x {verdict(dft >= 30 * dcm)}")
+    for kind in ("float32", "compact"):
+        zero = best[f"{default}: ds.loader {kind}, 0 workers"]
+        two = best[f"{default}: ds.loader {kind}, 2 workers"]
+        via_h5py = best[f"{default}: ds.loader {kind}, 0 workers, via h5py"]
+        print(f"  ds.loader {kind}, batch {args.batch}, 0 workers >= 1.5x memmap + default collate DataLoader: "
+              f"{zero / collate:.2f}x {verdict(zero >= 1.5 * collate)}")
+        print(f"  ds.loader {kind}, 0 workers >= 0.5x bare memmap per item: {zero / limit:.2f}x {verdict(zero >= 0.5 * limit)}")
+        print(f"  ds.loader {kind}, 2 workers no slower than 0 workers: {two / zero:.2f}x {verdict(two >= zero)}")
+        print(f"  (direct chunk reads / h5py reads, ds.loader {kind}, 0 workers: {zero / via_h5py:.2f}x)")
 
 if __name__ == "__main__":
     main()

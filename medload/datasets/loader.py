@@ -47,18 +47,23 @@ def _as_is(batch: Any) -> Any:
     return batch
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+_TORCH_DTYPE = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16, np.dtype(np.float16): torch.float16,
+                np.dtype(np.float32): torch.float32, np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}
+
+
+def _empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
     """An uninitialized tensor; in a DataLoader worker, in shared memory (as ``default_collate`` does),
     so sending it to the main process moves no pixels."""
     if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    elem = torch.empty(0, dtype=dtype)
+        # numpy's allocation, not torch.empty: torch hands a 16 MB batch back to the system when
+        # it is freed, so every new batch page-faulted afresh (measured 8.8 ms against 3.0 ms to
+        # allocate and fill a (64, 1, 256, 256) float32 batch); malloc keeps and reuses it.
+        return torch.from_numpy(np.empty(shape, dtype))
+    elem = torch.empty(0, dtype=_TORCH_DTYPE[np.dtype(dtype)])
     storage = elem._typed_storage()._new_shared(int(np.prod(shape, dtype=np.int64)), device="cpu")
     return elem.new(storage).resize_(*shape)
 
 
-_TORCH_DTYPE = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16, np.dtype(np.float16): torch.float16,
-                np.dtype(np.float32): torch.float32, np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}
 
 
 class SliceBatches(torch.utils.data.Dataset):
@@ -160,11 +165,11 @@ class SliceBatches(torch.utils.data.Dataset):
         idx = np.where(idx < 0, idx + n, idx)
         vols, slices = ds._vol[idx], ds._slice[idx]
         size = int(idx.size)
-        image_t = _empty((size, self.channels, *self.slice_shape), _TORCH_DTYPE[self.image_dtype])
+        image_t = _empty((size, self.channels, *self.slice_shape), self.image_dtype)
         image = image_t.numpy()
         mask_t = mask = None
         if self.mask_dtype is not None:
-            mask_t = _empty((size, *self.mask_shape), _TORCH_DTYPE[self.mask_dtype])
+            mask_t = _empty((size, *self.mask_shape), self.mask_dtype)
             mask = mask_t.numpy()
         for a, b in _runs(vols, slices):
             v, s0, s1 = int(vols[a]), int(slices[a]), int(slices[b - 1]) + 1
