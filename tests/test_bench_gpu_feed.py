@@ -11,9 +11,9 @@ pytest.importorskip("torch")
 
 @pytest.mark.slow
 def test_gpu_feed_runs_every_feed_for_a_few_steps_and_reports_rates_and_waiting(capsys):
-    from bench.gpu_feed import main, resnet
-
     import torch
+
+    from bench.gpu_feed import main, resnet
 
     # The full-size network is ResNet-18's: 11.2 M parameters for one input channel and two classes.
     assert round(sum(p.numel() for p in resnet().parameters()) / 1e6, 1) == 11.2

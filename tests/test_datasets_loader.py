@@ -11,12 +11,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import medload  # noqa: E402
-from medload.datasets import SliceDataset  # noqa: E402
-from medload.datasets.decode import decode_batch, standardize_batch  # noqa: E402
-from medload.datasets._base import standardize_channels  # noqa: E402
-from medload.errors import MedloadError  # noqa: E402
-from tests.test_datasets import build_store, expected_slice  # noqa: E402
+import medload
+from medload.datasets import SliceDataset
+from medload.datasets._base import standardize_channels
+from medload.datasets.decode import decode_batch, standardize_batch
+from medload.errors import MedloadError
+from tests.test_datasets import build_store, expected_slice
 
 
 def assert_batches_equal(got, want) -> None:
@@ -145,10 +145,8 @@ def test_distributed_sampler_batches_equal_the_per_item_path_and_follow_set_epoc
     ds = SliceDataset(stores["uint8"])
     seen = []
     for rank in range(2):
-        def sampler():
-            return torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=3)
-
-        reference, ours = sampler(), sampler()
+        reference, ours = (torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=3)
+                           for _ in range(2))
         loader = ds.loader(4, sampler=ours)
         for epoch in (0, 1):
             reference.set_epoch(epoch)
@@ -199,7 +197,7 @@ def test_decode_moves_float_batches_and_tuples_unchanged():
     out = decode_batch(batch, device="cpu")
     assert out["key"] == ["a", "b"] and torch.equal(out["image"], batch["image"])
     image, label = decode_batch((batch["image"], batch["label"]))
-    assert torch.equal(label, batch["label"])
+    assert torch.equal(image, batch["image"]) and torch.equal(label, batch["label"])
 
 
 def test_transform_datasets_are_batched_item_by_item_and_compact_is_refused(stores):

@@ -19,6 +19,7 @@ batch into the float item values on the device.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from medload.errors import MedloadError
 
 torch = require("torch", "medload.datasets.loader")
 
-__all__ = ["SliceBatches", "SliceLoader", "EpochBatchSampler", "slice_loader"]
+__all__ = ["EpochBatchSampler", "SliceBatches", "SliceLoader", "slice_loader"]
 
 
 class EpochBatchSampler(torch.utils.data.BatchSampler):
@@ -81,8 +82,8 @@ class SliceBatches(torch.utils.data.Dataset):
 
     Notes
     -----
-    With a ``transform`` on the dataset the batch is made item by item (the transform acts on
-    items) and collated with ``default_collate``; ``compact`` is refused then.
+    With a ``transform`` on the dataset (or ``tv_tensors=True``) the batch is made item by item
+    (the transform acts on items) and collated with ``default_collate``; ``compact`` is refused then.
 
     Examples
     --------
@@ -105,7 +106,8 @@ class SliceBatches(torch.utils.data.Dataset):
         self.compact = bool(compact)
         reader = dataset.reader
         records = [reader.record(int(v)) for v in dataset.volume_ids]
-        self.per_item = dataset.transform is not None
+        # Transforms act on items; torchvision's Image/Mask wrappers are per item too.
+        self.per_item = dataset.transform is not None or bool(getattr(dataset, "tv_tensors", False))
         if self.per_item:
             if self.compact:
                 raise MedloadError(
@@ -234,7 +236,7 @@ def _runs(vols: np.ndarray, slices: np.ndarray) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` positions of runs of consecutive slices of one volume, in batch order."""
     breaks = np.flatnonzero((vols[1:] != vols[:-1]) | (slices[1:] != slices[:-1] + 1)) + 1
     bounds = [0, *breaks.tolist(), int(vols.size)]
-    return zip(bounds[:-1], bounds[1:])
+    return pairwise(bounds)
 
 
 class SliceLoader(torch.utils.data.DataLoader):
