@@ -21,6 +21,7 @@ __all__ = [
     "TransformError",
     "ConfigError",
     "BurnedInAnnotationError",
+    "LimitError",
 ]
 
 
@@ -97,3 +98,5 @@ class ConfigError(MedloadError):
 
 class BurnedInAnnotationError(UnsupportedError):
     """A series says its pixels hold burned-in text (BurnedInAnnotation YES): names may be in them."""
+class LimitError(ReadError):
+    """A header claims a size beyond the per-volume limit (``MEDLOAD_MAX_VOLUME_BYTES``)."""

@@ -19,6 +19,7 @@ from medload.geometry import dicom_affine, lps_to_ras, slice_normal
 from medload.io.codecs import decode, read_native
 from medload.io.frame import Frame
 from medload.io.headers import FileHeader, burned_in_annotation, read_header, unchanged
+from medload.io.limits import check_volume_size
 from medload.io.mosaic import cut_tile
 from medload.io.series import Series
 from medload.io.sorting import Layout, arrange
@@ -255,6 +256,15 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     """
     if on_gap not in ON_GAP:
         raise MedloadError(f"on_gap must be one of {ON_GAP}, found {on_gap!r}.")
+    damaged = series.info.get("damaged_files")
+    if damaged:
+        # A file of this series starts as DICOM and is cut short or damaged: the rest would load
+        # one or more slices short, which is a wrong volume, not a smaller one.
+        raise ReadError(
+            f"series {series.series_key}: {len(damaged)} of its files cannot be read ({', '.join(damaged[:4])}"
+            f"{' ...' if len(damaged) > 4 else ''}), so the volume would be incomplete. Re-copy or re-export "
+            "them, or remove them and scan again to load the rest."
+        )
     frames, heads = _frames_of(series)
     h = heads[0]
     risk = pixel_text_risk(burned_in_annotation(heads), modality or h.modality, h.sop_class)
@@ -289,6 +299,8 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         raise UnsupportedError(f"{h.path}: {h.samples} samples per pixel; medload reads grey-scale and RGB images.")
     monochrome1 = h.photometric == "MONOCHROME1"
     dtype = _output_dtype(heads, frames)
+    n_z, n_t = layout.shape_zt
+    check_volume_size(label, (n_t, n_z, h.rows, h.columns, h.samples), dtype.itemsize)
     array = _decode_files(frames, layout, heads, dtype, label, monochrome1)
     if monochrome1:
         problems.append("MONOCHROME1 image inverted within its stored range so that higher values are brighter.")

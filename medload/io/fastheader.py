@@ -10,17 +10,25 @@ issue note).
 
 Only little-endian files with a DICM preamble are walked here; anything else (big endian,
 deflate, no preamble, enhanced multi-frame whose functional groups scan needs, or anything
-surprising) returns ``None`` and the caller uses pydicom's full reader.
+surprising) makes :func:`read_fast` return the reason and the caller uses pydicom's reader.
+The fast path must never know less than pydicom (issue 11): every top-level element header
+up to PixelData is walked, never stopping at the last wanted tag, so an element out of
+ascending order, an unknown VR, a wanted element whose VR is not the dictionary's or whose
+length is not whole values sends the file to pydicom, and an element that runs past the end
+of the file raises :class:`Damaged` (the file is unreadable, not "skipped").
 """
 
 from __future__ import annotations
 
+import os
 import struct
+from functools import lru_cache
 from typing import Any
 
-from functools import lru_cache
-
-__all__ = ["fast_header", "pixel_data_location", "LiteHeader", "KEYWORDS"]
+__all__ = [
+    "FALLBACK_REASONS", "KEYWORDS", "Damaged", "LiteHeader", "damaged_series_uid", "fast_header",
+    "pixel_data_location", "read_fast",
+]
 
 # keyword -> (tag, VR) for every element scan reads; generated once from pydicom's
 # dictionary so that the fast path needs no pydicom import (0.4 s of a whole process).
@@ -99,15 +107,19 @@ KEYWORDS: dict[str, tuple[int, str]] = {
 }
 
 _EXPLICIT_LONG = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
+_EXPLICIT_SHORT = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
+                   b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
 _IMPLICIT = "1.2.840.10008.1.2"
 _LITTLE_EXPLICIT = {"1.2.840.10008.1.2.1"}
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
 # Functional group sequences: scan needs them parsed; leave such files to pydicom.
 _MULTIFRAME = {0x52009229, 0x52009230}
-_MANUFACTURER = 0x00080070
 _NUMBER_OF_FRAMES = 0x00280008
 _CHUNK = 16384
+#: Undefined-length sequences nested deeper than this go to pydicom (which refuses them
+#: with a RecursionError that scan reports); real headers nest 3-4 levels.
+MAX_NESTING = 32
 
 _u16 = struct.Struct("<H").unpack_from
 _u32 = struct.Struct("<I").unpack_from
@@ -115,8 +127,29 @@ _tag_ex = struct.Struct("<HH2sH").unpack_from
 _tag_im = struct.Struct("<HHI").unpack_from
 
 
+#: Why a file went to pydicom (the values :func:`read_fast` returns instead of a header).
+FALLBACK_REASONS = (
+    "no DICM preamble", "odd file meta", "big endian or deflated", "multi-frame", "mosaic",
+    "wanted sequence", "elements out of order", "unknown VR", "VR differs from the dictionary",
+    "value length not whole values", "bad sequence item", "deep nesting",
+)
+
+
 class _Giveup(Exception):
-    """The fast path does not handle this file; use pydicom."""
+    """The fast path does not handle this file; use pydicom. The message (a FALLBACK_REASONS entry) says why."""
+
+
+class Damaged(Exception):
+    """The file starts as DICOM but its structure ends early or lies about a length.
+
+    ``found`` holds the wanted elements read before the damage (so that scan can tell which
+    series a truncated file belonged to).
+    """
+
+    def __init__(self, reason: str, found: dict[int, tuple[str | None, bytes]] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.found = found or {}
 
 
 class _Buffer:
@@ -124,31 +157,41 @@ class _Buffer:
         self.fh = fh
         self.data = bytearray(fh.read(_CHUNK))
         self.eof = len(self.data) < _CHUNK
+        try:
+            self.size = os.fstat(fh.fileno()).st_size
+        except (OSError, AttributeError, ValueError):
+            self.size = 1 << 62
+        self.found: dict[int, tuple[str | None, bytes]] = {}
 
     def need(self, end: int) -> None:
+        if end > self.size:
+            raise Damaged(f"an element runs to byte {end}, past the end of the file ({self.size} bytes)", self.found)
         while len(self.data) < end:
             if self.eof:
-                raise _Giveup("truncated")
+                raise Damaged(f"the file ends at byte {len(self.data)} inside an element", self.found)
             more = self.fh.read(max(_CHUNK, end - len(self.data)))
             if len(more) == 0:
                 self.eof = True
-                raise _Giveup("truncated")
+                raise Damaged(f"the file ends at byte {len(self.data)} inside an element", self.found)
             self.data += more
 
 
-def _skip_undefined(buf: _Buffer, pos: int, implicit: bool) -> int:
+def _skip_undefined(buf: _Buffer, pos: int, implicit: bool, depth: int = 0) -> int:
     """Position after a sequence of undefined length whose items start at ``pos``."""
+    if depth > MAX_NESTING:
+        raise _Giveup("deep nesting")
     while True:
         buf.need(pos + 8)
         group, elem, length = _tag_im(buf.data, pos)
         pos += 8
         if group != 0xFFFE:
-            raise _Giveup("bad item")
+            raise _Giveup("bad sequence item")
         if elem == 0xE0DD:  # sequence delimiter
             return pos
         if elem != 0xE000:
-            raise _Giveup("bad item tag")
+            raise _Giveup("bad sequence item")
         if length != _UNDEFINED:
+            buf.need(pos + length)
             pos += length
             continue
         # item of undefined length: elements until the item delimiter
@@ -158,10 +201,10 @@ def _skip_undefined(buf: _Buffer, pos: int, implicit: bool) -> int:
             if g == 0xFFFE and e == 0xE00D:
                 pos += 8
                 break
-            pos = _next_element(buf, pos, implicit)[2]
+            pos = _next_element(buf, pos, implicit, depth + 1)[4]
 
 
-def _next_element(buf: _Buffer, pos: int, implicit: bool) -> tuple[int, Any, int, int, int]:
+def _next_element(buf: _Buffer, pos: int, implicit: bool, depth: int = 0) -> tuple[int, Any, int, int, int]:
     """(tag, VR bytes or None, value start, value length, position after) of the element at pos."""
     buf.need(pos + 8)
     if implicit:
@@ -174,17 +217,18 @@ def _next_element(buf: _Buffer, pos: int, implicit: bool) -> tuple[int, Any, int
             buf.need(pos + 12)
             length = _u32(buf.data, pos + 8)[0]
             start = pos + 12
-        elif vr[:1].isalpha() and vr[1:].isalpha():
+        elif vr in _EXPLICIT_SHORT:
             length = short
             start = pos + 8
         else:
-            raise _Giveup("not an explicit VR")
+            raise _Giveup("unknown VR")
     tag = (group << 16) | elem
     if length == _UNDEFINED:
         if tag == _PIXEL_DATA:
             return tag, vr, start, -1, start
-        end = _skip_undefined(buf, start, implicit)
+        end = _skip_undefined(buf, start, implicit, depth)
         return tag, vr, start, -1, end
+    buf.need(start + length)
     return tag, vr, start, length, start + length
 
 
@@ -213,7 +257,7 @@ def locate_pixel_data(fh) -> tuple[int, int, str] | None:
         if len(buf.data) < 144 or buf.data[128:132] != b"DICM":
             return None
         found = _parse(buf, frozenset(), pixel=True)
-    except (_Giveup, struct.error, OSError, ValueError):
+    except (_Giveup, Damaged, struct.error, OSError, ValueError, RecursionError):
         return None
     if not isinstance(found, tuple) or found[2] not in (_IMPLICIT, *_LITTLE_EXPLICIT):
         return None
@@ -232,18 +276,70 @@ def fast_header(path: str, wanted: frozenset[int]) -> LiteHeader | None:
     (128, 'CT')
     """
     try:
-        with open(path, "rb") as fh:
-            buf = _Buffer(fh)
-            if len(buf.data) < 144 or buf.data[128:132] != b"DICM":
-                return None
-            return _parse(buf, wanted)
-    except (_Giveup, struct.error, OSError, ValueError):
+        got = read_fast(path, wanted)
+    except Damaged:
         return None
+    return got if isinstance(got, LiteHeader) else None
 
 
-@lru_cache(maxsize=8)
-def _limits(wanted: frozenset[int]) -> tuple[int, int]:
-    return (max((t for t in wanted if t < 0x20000000), default=0x7FE00000), max(wanted, default=0x7FE00000))
+def read_fast(path: str, wanted: frozenset[int]) -> LiteHeader | str:
+    """The wanted elements of ``path`` as a :class:`LiteHeader`, or why pydicom must read it.
+
+    The walk goes over every top-level element header up to PixelData, so nothing pydicom
+    would see is missed. Anything it does not expect (elements out of ascending order, a VR
+    that is not a VR, a wanted element whose VR differs from the dictionary's, a binary value
+    of the wrong length, deep nesting, big endian, deflate) returns a reason string and the
+    caller reads the file with pydicom.
+
+    Raises
+    ------
+    Damaged
+        The file starts as DICOM but an element runs past its end (truncated, or a length
+        field is damaged): neither reader would read it whole.
+    OSError
+        The file cannot be opened.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> p = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> read_fast(p, frozenset({0x00281052})).get("RescaleIntercept")
+    -1024.0
+    >>> read_fast(os.path.join(os.path.dirname(p), "MR_small_bigendian.dcm"), frozenset())
+    'big endian or deflated'
+    """
+    with open(path, "rb") as fh:
+        buf = _Buffer(fh)
+        if len(buf.data) < 144 or buf.data[128:132] != b"DICM":
+            return "no DICM preamble"
+        try:
+            got = _parse(buf, wanted)
+        except _Giveup as exc:
+            return str(exc)
+        except RecursionError:
+            return "deep nesting"
+        except struct.error as exc:  # pragma: no cover - need() guards every unpack
+            raise Damaged(f"header cannot be unpacked ({exc})", buf.found) from exc
+    return got
+
+
+def damaged_series_uid(path: str) -> str:
+    """SeriesInstanceUID read from a damaged file's header before the damage, or ``""``.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> damaged_series_uid(os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "MR_truncated.dcm"))[:20]
+    '1.3.6.1.4.1.5962.1.3'
+    """
+    try:
+        read_fast(path, frozenset({0x0020000E}))
+    except Damaged as exc:
+        got = exc.found.get(0x0020000E)
+        return got[1].rstrip(b"\x00 ").decode("ascii", "replace") if got else ""
+    except (OSError, ValueError):
+        return ""
+    return ""
 
 
 def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
@@ -258,8 +354,7 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
             break
         tag, vr, start, length, pos = _next_element(buf, pos, implicit=False)
         if length < 0:
-            return None
-        buf.need(pos)
+            raise _Giveup("odd file meta")
         if tag in (0x00020010, 0x00020002, 0x00020003):
             value = bytes(buf.data[start:start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
             if tag == 0x00020010:
@@ -270,31 +365,33 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
             else:
                 meta["MediaStorageSOPInstanceUID"] = value
     if ts is None:
-        return None
+        raise _Giveup("odd file meta")
     if ts == _IMPLICIT:
         implicit = True
     elif ts in _LITTLE_EXPLICIT or (ts.startswith("1.2.840.10008.1.2.4.") or ts in ("1.2.840.10008.1.2.5",)):
         implicit = False  # compressed syntaxes encode the header as explicit VR little endian
     else:
-        return None  # big endian, deflate, private: pydicom
-    found: dict[int, tuple[str | None, bytes]] = {}
-    # Everything scan needs lies below (0029,1020) (Siemens CSA), except Philips' private
-    # ScaleSlope in group 2005: stop there unless the manufacturer is Philips.
-    last, philips_last = _limits(wanted)
-    if pixel:
-        last = philips_last = _PIXEL_DATA
+        raise _Giveup("big endian or deflated")
+    found = buf.found
+    pixel_at: tuple[int, int] | None = None
     data = buf.data
     n = len(data)
+    size = buf.size
     unpack_ex, unpack_im, u32 = _tag_ex, _tag_im, _u32
-    long_vrs = _EXPLICIT_LONG
+    long_vrs, short_vrs = _EXPLICIT_LONG, _EXPLICIT_SHORT
+    previous = -1
+    # Every top-level element header up to PixelData is walked (values of unwanted elements
+    # are skipped, not read): an element out of place is seen, never hidden by an early stop.
     while True:
         if pos + 12 > n:
-            if buf.eof:
-                if pos >= n:
-                    break
-                raise _Giveup("truncated")
-            buf.need(pos + 12)
+            if pos >= size:
+                break  # the file ends between two elements
+            if pos + 8 > size:
+                raise Damaged(f"the file ends at byte {size} inside an element header", found)
+            buf.need(min(pos + 12, size))
             data, n = buf.data, len(buf.data)
+            if pos + 12 > n:  # a short-VR element 8 bytes from the end: pad for the unpack
+                data = bytes(data) + b"\x00\x00\x00\x00"
         if implicit:
             group, elem, length = unpack_im(data, pos)
             vr = None
@@ -304,46 +401,62 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
             if vr in long_vrs:
                 length = u32(data, pos + 8)[0]
                 start = pos + 12
-            elif vr.isalpha():
+            elif vr in short_vrs:
                 start = pos + 8
             else:
-                # Not an explicit VR (a file written implicit despite its transfer syntax):
-                # pydicom detects and handles that; we do not guess.
-                raise _Giveup("not an explicit VR")
+                # Not an explicit VR (a file written implicit despite its transfer syntax,
+                # or a damaged VR): pydicom detects and handles that; we do not guess.
+                raise _Giveup("unknown VR")
         tag = (group << 16) | elem
+        if tag <= previous:
+            raise _Giveup("elements out of order")
+        previous = tag
         if tag >= _PIXEL_DATA:
+            if tag == _PIXEL_DATA and length != _UNDEFINED:
+                if start + length > size:
+                    raise Damaged(
+                        f"PixelData claims {length} bytes from byte {start} but the file has "
+                        f"{size} bytes: the file is truncated", found)
+                pixel_at = (start, length)
             if pixel:
                 if tag != _PIXEL_DATA or length == _UNDEFINED:
                     return None
                 return (start, length, ts)
             break
-        if tag > last:
-            manufacturer = found.get(_MANUFACTURER)
-            if tag > philips_last or manufacturer is None or b"philips" not in manufacturer[1].lower():
-                break
         if tag in _MULTIFRAME:
-            return None
+            raise _Giveup("multi-frame")
         if length == _UNDEFINED:
             if tag in wanted:
-                return None  # a wanted sequence of undefined length: pydicom
+                raise _Giveup("wanted sequence")
             pos = _skip_undefined(buf, start, implicit)
             data, n = buf.data, len(buf.data)
             continue
         after = start + length
+        if after > size:
+            raise Damaged(
+                f"element ({group:04X},{elem:04X}) claims {length} bytes from byte {start} but the "
+                f"file has {size} bytes: the file is truncated or the length is damaged", found)
         if tag in wanted:
             if after > n:
                 buf.need(after)
                 data, n = buf.data, len(buf.data)
-            if not implicit and not (vr[:1].isalpha() and vr[1:].isalpha()):
-                raise _Giveup("not an explicit VR")
-            found[tag] = (vr.decode() if vr else None, bytes(data[start:after]))
+            vr_text = vr.decode() if vr else None
+            expected = _VR_OF_TAG.get(tag)
+            if vr_text is not None and expected is not None and vr_text not in (expected, "UN"):
+                raise _Giveup("VR differs from the dictionary")
+            binary = _BINARY.get(vr_text or expected or "")
+            if binary is not None and length % struct.calcsize(binary):
+                raise _Giveup("value length not whole values")
+            found[tag] = (vr_text, bytes(data[start:after]))
         pos = after
     if _NUMBER_OF_FRAMES in found:
-        return None  # multi-frame: scan needs the functional groups, which pydicom parses
+        raise _Giveup("multi-frame")  # scan needs the functional groups, which pydicom parses
     image_type = found.get(0x00080008)
     if image_type is not None and b"MOSAIC" in image_type[1].upper():
-        return None  # Siemens mosaic: nibabel's CSA parser wants a pydicom dataset
-    return LiteHeader(found, meta, implicit)
+        raise _Giveup("mosaic")  # nibabel's CSA parser wants a pydicom dataset
+    header = LiteHeader(found, meta, implicit)
+    header.pixel_data = pixel_at
+    return header
 
 
 _PRIVATE_VR = {0x0019100A: "US", 0x2005100E: "FL", 0x00291010: "OB", 0x00291020: "OB", 0x00190010: "LO",
@@ -400,6 +513,8 @@ class LiteHeader:
         self.file_meta = file_meta
         self._implicit = implicit
         self._encodings: list[str] | None = None
+        #: (byte offset, byte length) of a PixelData of defined length, None otherwise.
+        self.pixel_data: tuple[int, int] | None = None
 
     def __contains__(self, name: str | int) -> bool:
         tag = _tag_of(name)

@@ -17,13 +17,13 @@ from medload.errors import ReadError
 from medload.io import philips
 from medload.io.diffusion import DIFFUSION_TAGS, classic_diffusion
 from medload.io.enhanced import enhanced_frames, has_philips_scale
-from medload.io.fastheader import KEYWORDS, fast_header
+from medload.io.fastheader import KEYWORDS, Damaged, read_fast
 from medload.io.frame import Frame, dicom_seconds
 from medload.io.frame import image_type as _image_type
 from medload.io.frame import number as _num
-from medload.io.frame import vector as _vec
 from medload.io.mosaic import mosaic_frames, mosaic_tiles, tiles_per_side
 from medload.io.sopclass import looks_like_dicom, non_image_kind
+from medload.io.validate import check_frame_count, check_header, present_vector
 
 __all__ = ["Frame", "FileHeader", "read_header", "header_from_dataset", "looks_like_dicom", "burned_in_annotation"]
 
@@ -92,6 +92,8 @@ class FileHeader:
     kind_name: str = ""
     #: BurnedInAnnotation as written ("YES", "NO"), "" when absent (see medload.deid).
     burned_in_annotation: str = ""
+    fallback: str = ""  # why pydicom read this header instead of the fast walker ("" if it did not)
+    pixel_bytes: int | None = None  # length of PixelData when the fast walker found it
 
 
 def burned_in_annotation(heads: list[FileHeader]) -> str:
@@ -169,11 +171,22 @@ def read_header(path: str, *, specific: bool = True) -> FileHeader | None:
     >>> h.modality, h.rows, len(h.frames)
     ('CT', 128, 1)
     """
-    if specific:
-        lite = fast_header(path, _wanted())
-        if lite is not None:
-            return header_from_dataset(lite, path)
-    return _read_with_pydicom(path, specific)
+    # The fast walker first, always: it refuses a damaged file (an element running past the
+    # end), and hands anything unusual to pydicom with the reason, which scan counts.
+    try:
+        lite = read_fast(path, _wanted() if specific else frozenset())
+    except Damaged as exc:
+        if not looks_like_dicom(path):
+            return None
+        raise ReadError(f"{path}: DICOM file is damaged: {exc.reason}. Re-copy or re-export it.") from exc
+    except OSError as exc:
+        raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); check that it exists and is readable.") from exc
+    if specific and not isinstance(lite, str):
+        return header_from_dataset(lite, path)
+    header = _read_with_pydicom(path, specific)
+    if header is not None:
+        header.fallback = lite if isinstance(lite, str) else "whole header asked for"
+    return header
 
 
 def unchanged(header: FileHeader) -> bool:
@@ -199,7 +212,9 @@ def _read_with_pydicom(path: str, specific: bool) -> FileHeader | None:
             path, stop_before_pixels=True, force=True,
             specific_tags=_SCAN_TAGS if specific else None,
         )
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, NotImplementedError, OverflowError, UnicodeError) as exc:
+    except Exception as exc:  # pydicom raises many kinds on damaged files (struct.error, RecursionError, ...)
+        if isinstance(exc, InvalidDicomError) and not looks_like_dicom(path):
+            return None
         raise ReadError(f"{path}: DICOM header cannot be read ({type(exc).__name__}: {exc}); the file is damaged or truncated, remove it or re-export the series.") from exc
     return header_from_dataset(ds, path)
 
@@ -207,7 +222,10 @@ def _read_with_pydicom(path: str, specific: bool) -> FileHeader | None:
 def header_from_dataset(ds: Any, path: str) -> FileHeader | None:
     """Build a :class:`FileHeader` from a pydicom dataset (header only is enough)."""
     try:
-        return _header(ds, path)
+        header = _header(ds, path)
+        if header is not None and header.is_image:
+            check_header(header)
+        return header
     except ReadError:
         raise
     except Exception as exc:  # pydicom raises many kinds on malformed values
@@ -281,6 +299,12 @@ def _header(ds: Any, path: str) -> FileHeader | None:
             "images the file holds. Fix the header or re-export the file."
         )
     n_frames = int(_num(ds.get("NumberOfFrames"), 1) or 1)
+    located = getattr(ds, "pixel_data", None)
+    header.pixel_bytes = located[1] if located else None
+    check_frame_count(path, n_frames=n_frames, rows=header.stored_rows, columns=header.stored_columns,
+                      samples=int(_num(ds.get("SamplesPerPixel"), 1) or 1), bits_allocated=header.bits_allocated,
+                      transfer_syntax=transfer_syntax, file_size=size, pixel_bytes=header.pixel_bytes,
+                      pixel_offset=located[0] if located else None)
     if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         header.frames = enhanced_frames(ds, path, base_split + (split_type,), sop_uid)
         if philips.is_philips(ds) and has_philips_scale(ds):
@@ -288,9 +312,10 @@ def _header(ds: Any, path: str) -> FileHeader | None:
         # A multi-frame object without plane positions (e.g. a cine loop, an ultrasound clip):
         # frames keep their order, flagged by a missing position.
         return header
-    position = _vec(ds.get("ImagePositionPatient"), 3)
-    orientation = _vec(ds.get("ImageOrientationPatient"), 6)
-    spacing = _vec(ds.get("PixelSpacing"), 2) or _vec(ds.get("ImagerPixelSpacing"), 2)
+    position = present_vector(path, ds.get("ImagePositionPatient"), 3, "ImagePositionPatient")
+    orientation = present_vector(path, ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient")
+    spacing = (present_vector(path, ds.get("PixelSpacing"), 2, "PixelSpacing")
+               or present_vector(path, ds.get("ImagerPixelSpacing"), 2, "ImagerPixelSpacing"))
     # Frames at one position are ordered as dcm2niix orders them: InstanceNumber, then
     # AcquisitionTime. AcquisitionNumber is not used: scanners change it between positions of
     # one series (Philips DTI: 19 at some positions, 22 at others), which scrambled frames.

@@ -50,6 +50,7 @@ import numpy as np
 from medload.deid import PhiKey, pseudonym, resolve_key
 from medload.errors import MedloadError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
+from medload.io.limits import check_volume_size
 from medload.io.series import Series
 from medload.volume import Volume
 
@@ -319,8 +320,48 @@ def _sidecar_meta(sidecar: Mapping[str, Any] | None) -> dict[str, Any]:
     return meta
 
 
+def _check_sizes(path: Path, image) -> None:
+    """Every size the header claims, checked before a voxel is read (issue 11: header bombs).
+
+    An uncompressed file must hold ``vox_offset`` + the voxels it claims; any file, compressed
+    or not, must stay under the per-volume limit (``medload.io.limits``) in the dtype load
+    returns (float32 when scaled).
+    """
+    header = image.header
+    dims = tuple(int(v) for v in header["dim"][1:1 + int(header["dim"][0])]) if 1 <= int(header["dim"][0]) <= 7 else ()
+    if not dims or any(d <= 0 for d in dims):
+        raise ReadError(
+            f"NIfTI file {path} has dimensions {tuple(int(v) for v in header['dim'])} (dim[0] = number of "
+            "axes, then their sizes): an axis count outside 1..7 or an empty axis; the header is damaged, re-export it."
+        )
+    try:
+        stored = np.dtype(header.get_data_dtype())
+    except Exception as exc:
+        raise ReadError(f"NIfTI file {path}: datatype {int(header['datatype'])} is not a known voxel type ({exc}); re-export it.") from exc
+    n_voxels = int(np.prod(dims, dtype=object))
+    claimed = n_voxels * stored.itemsize
+    if not str(path).lower().endswith(".gz"):
+        offset = float(header["vox_offset"]) if "vox_offset" in header else 352.0
+        size = path.stat().st_size
+        if not np.isfinite(offset) or offset < 0 or offset + claimed > size:
+            raise ReadError(
+                f"NIfTI file {path}: the header claims {claimed} bytes of voxels ({dims} x {stored}) from byte "
+                f"{offset:g}, but the file has {size} bytes: it is truncated or its header is damaged; re-export it."
+            )
+    try:
+        slope, inter = header.get_slope_inter()
+    except Exception as exc:  # nibabel refuses some scale fields (HeaderDataError)
+        raise ReadError(f"NIfTI file {path}: scl_slope/scl_inter cannot be used ({type(exc).__name__}: {exc}); re-export it.") from exc
+    scaled = (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0)
+    check_volume_size(f"NIfTI file {path}", dims, 4 if scaled else stored.itemsize)
+    for name, value in (("scl_slope", slope), ("scl_inter", inter)):
+        if value is not None and not np.isfinite(value):
+            raise ReadError(f"NIfTI file {path}: {name} is {value}; expected a finite number; the header is damaged, re-export it.")
+
+
 def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict[str, Any]:
     """Everything scan and load share: shape, geometry, modality, keys, meta."""
+    _check_sizes(path, image)
     shape = _medload_shape(path, image.shape)
     affine, affine_source, problems = _affine_and_problems(path, image)
     sidecar = _sidecar(path)

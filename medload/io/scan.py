@@ -10,6 +10,7 @@ at the same position with different temporal keys become a frames axis (``sortin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import numpy as np
 
 from medload.deid import PhiKey, pseudonym, resolve_key
 from medload.errors import MedloadError, ReadError
+from medload.io.fastheader import damaged_series_uid
 from medload.io.frame import Frame
 from medload.io.headers import FileHeader, burned_in_annotation, read_header
 from medload.io.images import image_format, is_image, scan_image
@@ -54,19 +56,31 @@ class ScanResult(list):
         Files that look like DICOM (or NIfTI) but could not be read; never fatal.
     n_files : int
         Files looked at.
+    fallbacks : collections.Counter
+        DICOM headers read by pydicom instead of the fast walker, counted by reason (big
+        endian, multi-frame, elements out of order, an unknown VR, ...; see
+        ``medload.io.fastheader.FALLBACK_REASONS``). Normal files take the fast path; a
+        count here tells how many were unusual.
 
     Examples
     --------
     >>> r = ScanResult([])
-    >>> len(r), r.n_files, dict(r.skipped)
-    (0, 0, {})
+    >>> len(r), r.n_files, dict(r.skipped), r.n_fallbacks
+    (0, 0, {}, 0)
     """
 
-    def __init__(self, series: Iterable[Series] = (), *, skipped=None, errors=None, n_files: int = 0):
+    def __init__(self, series: Iterable[Series] = (), *, skipped=None, errors=None, n_files: int = 0,
+                 fallbacks=None):
         super().__init__(series)
         self.skipped: Counter = Counter(skipped or {})
         self.errors: list[FileProblem] = list(errors or [])
         self.n_files = n_files
+        self.fallbacks: Counter = Counter(fallbacks or {})
+
+    @property
+    def n_fallbacks(self) -> int:
+        """Number of DICOM headers pydicom read because the fast walker would not."""
+        return sum(self.fallbacks.values())
 
     def __repr__(self) -> str:
         return (
@@ -288,7 +302,9 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None
         raise ReadError(f"{root}: no such file or folder; expected a folder of DICOM/NIfTI files or one file.")
     phi_key = resolve_key(phi_key)  # once: not a key file read per pseudonym
     skipped: Counter = Counter()
+    fallbacks: Counter = Counter()
     errors: list[FileProblem] = []
+    damaged: list[tuple[str, str]] = []  # (path, SeriesInstanceUID read before the damage)
     headers: list[FileHeader] = []
     nifti_series: list[Series] = []
     n_files = 0
@@ -330,9 +346,18 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None
             continue
         try:
             header = read_header(file)
-        except ReadError as exc:
+        except MedloadError as exc:
             errors.append(FileProblem(file, str(exc)))
+            damaged.append((file, damaged_series_uid(file)))
             continue
+        except Exception as exc:  # noqa: BLE001 - one file never ends the scan, whatever its header does
+            errors.append(FileProblem(
+                file, f"{file}: header cannot be read ({type(exc).__name__}: {exc}); the file is "
+                "damaged, re-copy or re-export it."))
+            damaged.append((file, damaged_series_uid(file)))
+            continue
+        if header is not None and header.fallback:
+            fallbacks[header.fallback] += 1
         if header is None:
             # Names are not trusted: an uncompressed NIfTI without its suffix is found by magic.
             if is_nifti(file):
@@ -350,12 +375,56 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None
             continue
         headers.append(header)
     result: list[Series] = []
-    for key, frames, heads in group_frames(headers):
+    groups = group_frames(headers)
+    damaged_of = _damaged_by_group(damaged, groups)
+    for index, (key, frames, heads) in enumerate(groups):
         try:
-            result.append(series_from_headers(key, frames, heads, phi_key=phi_key))
+            series = series_from_headers(key, frames, heads, phi_key=phi_key)
         except MedloadError as exc:
             for h in heads:
                 errors.append(FileProblem(h.path, str(exc)))
+            continue
+        if damaged_of.get(index):
+            series = _with_damaged(series, damaged_of[index])
+        result.append(series)
     result.extend(sorted(nifti_series, key=lambda s: s.files))
     result.extend(sorted(image_series, key=lambda s: s.files))
-    return ScanResult(result, skipped=skipped, errors=errors, n_files=n_files)
+    return ScanResult(result, skipped=skipped, errors=errors, n_files=n_files, fallbacks=fallbacks)
+
+
+def _damaged_by_group(damaged: list[tuple[str, str]], groups: list) -> dict[int, list[str]]:
+    """Which volume each unreadable file belonged to: by the SeriesInstanceUID read before the
+    damage, else by its folder when that folder holds files of one series only."""
+    out: dict[int, list[str]] = {}
+    if not damaged:
+        return out
+    by_uid: dict[str, list[int]] = {}
+    by_folder: dict[str, set[str]] = {}
+    groups_of_folder: dict[str, list[int]] = {}
+    for index, (_, _, heads) in enumerate(groups):
+        for h in heads:
+            if h.series_uid:
+                by_uid.setdefault(h.series_uid, []).append(index)
+            folder = os.path.dirname(h.path)
+            by_folder.setdefault(folder, set()).add(h.series_uid)
+            groups_of_folder.setdefault(folder, []).append(index)
+    for path, uid in damaged:
+        targets = by_uid.get(uid) if uid else None
+        if not targets:
+            folder = os.path.dirname(path)
+            if len(by_folder.get(folder, ())) == 1:
+                targets = groups_of_folder[folder]
+        for index in sorted(set(targets or ())):
+            out.setdefault(index, []).append(path)
+    return out
+
+
+def _with_damaged(series: Series, paths: list[str]) -> Series:
+    names = ", ".join(os.path.basename(p) for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
+    problem = (
+        f"{len(paths)} file(s) of this series cannot be read ({names}): the volume would be incomplete, "
+        "so it is not loaded. Re-copy or re-export them, or remove them and scan again to load the rest."
+    )
+    info = dict(series.info)
+    info["damaged_files"] = sorted(paths)
+    return dataclasses.replace(series, problems=series.problems + (problem,), info=info)

@@ -113,6 +113,19 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
         )
     spacings = [f.pixel_spacing for f in frames if f.pixel_spacing is not None]
     pixel_spacing = frames[0].pixel_spacing
+    if spacings and len(spacings) < n:
+        # Some images say their spacing and some do not (a damaged tag): 1 mm would be assumed
+        # for the others, silently wrong; refuse.
+        bare = [i for i, f in enumerate(frames) if f.pixel_spacing is None]
+        errors.append(
+            f"{label}: {len(bare)} of {n} images have no PixelSpacing ({_names(frames, bare[:2])}) while the "
+            f"others have {spacings[0]}; expected one spacing per volume. Remove or re-export those files."
+        )
+    elif not spacings:
+        problems.append(
+            f"{label}: no PixelSpacing (nor ImagerPixelSpacing): an in-plane spacing of 1 mm was assumed, "
+            "so in-plane distances are in pixels, not millimetres."
+        )
     if spacings and np.abs(np.array(spacings) - np.array(spacings[0])).max() > 1e-4:
         errors.append(
             f"{label}: PixelSpacing differs between images ({sorted(set(spacings))[:3]}); expected one "

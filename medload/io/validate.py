@@ -1,0 +1,211 @@
+"""Refuse DICOM headers whose numbers cannot describe a real image, naming the file.
+
+``read_header`` calls :func:`check_header` on every image header it builds, so a lie is
+caught at scan (the file is listed as unreadable and its series is not loaded as if whole)
+rather than turning into a sheared affine, a mirrored volume or voxels off by 1024:
+
+* ImageOrientationPatient: both direction cosines of unit length and orthogonal, within
+  :data:`ORIENTATION_TOLERANCE` (scanners round them to 4-6 decimals; a larger error is a
+  damaged header, and no renormalization would say which of the numbers is wrong);
+* PixelSpacing: both values finite and positive;
+* RescaleSlope finite and not 0, RescaleIntercept finite, and no rescaled value beyond
+  :data:`MAX_RESCALED` (float32 would overflow);
+* Rows, Columns, BitsAllocated, BitsStored, SamplesPerPixel in their valid ranges;
+* the pixel data a header claims (Rows x Columns x frames x samples x bits) against the
+  bytes the file holds: fewer is a truncated file, more is a header that does not match its
+  pixels (uncompressed data), and a compressed file cannot hold fewer than 8 bytes a frame.
+  This runs before any loop over frames, so ``NumberOfFrames = 10**7`` in a 1 KB file costs
+  nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from medload.errors import ReadError
+
+__all__ = ["check_header", "check_frame_count", "present_vector", "ORIENTATION_TOLERANCE", "MAX_RESCALED", "NATIVE_SYNTAXES"]
+
+#: Largest accepted deviation of |row|, |column| from 1 and of row . column from 0.
+ORIENTATION_TOLERANCE = 1e-3
+#: Largest magnitude a rescaled value may reach (float32 holds up to 3.4e38).
+MAX_RESCALED = 1e30
+NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
+_FIX = "the header is damaged; re-export the file or remove it"
+
+
+def _stored_image_bytes(rows: int, columns: int, samples: int, bits_allocated: int, frames: int) -> int:
+    bits = rows * columns * samples * frames * bits_allocated
+    return (bits + 7) // 8
+
+
+def _zeros_from(path: str, offset: int, length: int) -> bool:
+    """Whether ``length`` bytes of ``path`` from ``offset`` are all zero (padding)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            while length > 0:
+                chunk = fh.read(min(length, 1 << 20))
+                if not chunk or chunk.count(0) != len(chunk):
+                    return False
+                length -= len(chunk)
+    except OSError:
+        return False
+    return True
+
+
+def check_frame_count(path: str, *, n_frames: int, rows: int, columns: int, samples: int,
+                      bits_allocated: int, transfer_syntax: str, file_size: int,
+                      pixel_bytes: int | None = None, pixel_offset: int | None = None) -> None:
+    """Refuse a claimed image size the file cannot hold, before anything loops over frames.
+
+    ``pixel_bytes`` and ``pixel_offset`` (the PixelData length and position, when known) make
+    the check exact for uncompressed data: fewer bytes is a truncated file; more bytes that
+    are not zero padding mean Rows, Columns or NumberOfFrames do not describe the pixels.
+
+    Examples
+    --------
+    >>> check_frame_count("a.dcm", n_frames=2, rows=4, columns=4, samples=1, bits_allocated=16,
+    ...                   transfer_syntax="1.2.840.10008.1.2.1", file_size=1000)
+    >>> try:
+    ...     check_frame_count("bomb.dcm", n_frames=10**7, rows=64, columns=64, samples=1,
+    ...                       bits_allocated=16, transfer_syntax="1.2.840.10008.1.2.4.90", file_size=1024)
+    ... except ReadError as exc:
+    ...     print(str(exc)[:70])
+    bomb.dcm: the header claims 10000000 frame(s) of 64 x 64, but the file
+    """
+    if n_frames < 1:
+        raise ReadError(f"{path}: NumberOfFrames is {n_frames}; expected at least 1; {_FIX}.")
+    if not (1 <= rows <= 65535 and 1 <= columns <= 65535):
+        raise ReadError(f"{path}: Rows x Columns is {rows} x {columns}; expected 1 to 65535 each; {_FIX}.")
+    claimed = _stored_image_bytes(rows, columns, samples, bits_allocated, n_frames)
+    what = f"{n_frames} frame(s) of {rows} x {columns} x {samples} sample(s) x {bits_allocated} bits"
+    if transfer_syntax in NATIVE_SYNTAXES or not transfer_syntax:
+        if pixel_bytes is not None:
+            if pixel_bytes < claimed:
+                raise ReadError(
+                    f"{path}: the header claims {what} = {claimed} bytes of pixel data, but PixelData "
+                    f"holds {pixel_bytes} bytes: the file is truncated or its header is damaged; "
+                    "re-copy or re-export it."
+                )
+            excess = pixel_bytes - claimed
+            # Zero bytes after the image are padding (pydicom ignores them too); anything else
+            # means the header describes fewer or smaller images than the pixels hold.
+            if excess > 1 and not (pixel_offset is not None and _zeros_from(path, pixel_offset + claimed, excess)):
+                raise ReadError(
+                    f"{path}: PixelData holds {pixel_bytes} bytes but the header claims {what} = "
+                    f"{claimed} bytes: Rows, Columns, BitsAllocated or NumberOfFrames do not match the "
+                    f"pixels, so the image would be read wrong; {_FIX}."
+                )
+        elif transfer_syntax and claimed > file_size:
+            raise ReadError(
+                f"{path}: the header claims {what} = {claimed} bytes of pixel data, but the file has "
+                f"{file_size} bytes: the file is truncated or its header is damaged; re-copy or re-export it."
+            )
+    elif n_frames * 8 > file_size:
+        raise ReadError(
+            f"{path}: the header claims {n_frames} frame(s) of {rows} x {columns}, but the file "
+            f"({file_size} bytes) cannot hold that many compressed frames (8 bytes each at least); {_FIX}."
+        )
+
+
+def present_vector(path: str, value: Any, n: int, name: str) -> tuple[float, ...] | None:
+    """``n`` finite floats, or None when the element is absent; a present but malformed one is refused.
+
+    Treating a NaN or a wrong count as absent would drop an image's geometry silently (a NaN
+    position made a one-slice volume of its own).
+
+    Examples
+    --------
+    >>> present_vector("a.dcm", ["1", "2", "3"], 3, "ImagePositionPatient"), present_vector("a.dcm", None, 3, "x")
+    ((1.0, 2.0, 3.0), None)
+    >>> try:
+    ...     present_vector("a.dcm", ["nan", "0", "0"], 3, "ImagePositionPatient")
+    ... except ReadError as exc:
+    ...     print(str(exc).split(";")[0])
+    a.dcm: ImagePositionPatient is [nan, 0.0, 0.0]
+    """
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return None
+    try:
+        values = [value] if isinstance(value, (int, float, str)) else list(value)
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError, OverflowError):
+        raise ReadError(f"{path}: {name} is {value!r}; expected {n} numbers; {_FIX}.") from None
+    if len(out) != n or not all(math.isfinite(v) for v in out):
+        raise ReadError(f"{path}: {name} is {list(out)}; expected {n} finite numbers; {_FIX}.")
+    return out
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def check_header(header: Any) -> None:
+    """Refuse an image header (a ``FileHeader``) whose geometry or pixel description lies.
+
+    Raises
+    ------
+    ReadError
+        Naming the file, the value found and what was expected.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> from medload.io.headers import read_header
+    >>> h = read_header(os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm"))
+    >>> check_header(h)   # a sound header passes silently
+    >>> h.frames[0].slope = float("nan")
+    >>> try:
+    ...     check_header(h)
+    ... except ReadError as exc:
+    ...     print(str(exc).split(": ", 1)[1][:38])
+    RescaleSlope is nan; expected a finite
+    """
+    path = header.path
+    if not (1 <= header.rows <= 65535 and 1 <= header.columns <= 65535):
+        raise ReadError(f"{path}: Rows x Columns is {header.rows} x {header.columns}; expected 1 to 65535 each; {_FIX}.")
+    if header.bits_allocated not in (1, 8, 16, 32, 64):
+        raise ReadError(f"{path}: BitsAllocated is {header.bits_allocated}; expected 1, 8, 16, 32 or 64; {_FIX}.")
+    if not 1 <= header.bits_stored <= header.bits_allocated:
+        raise ReadError(
+            f"{path}: BitsStored is {header.bits_stored} with BitsAllocated {header.bits_allocated}; expected "
+            f"1 to {header.bits_allocated}; {_FIX}."
+        )
+    if not 1 <= header.samples <= 4:
+        raise ReadError(f"{path}: SamplesPerPixel is {header.samples}; expected 1 to 4; {_FIX}.")
+    top = 2.0 ** header.bits_stored
+    for f in header.frames:
+        where = path + (f"[frame {f.frame}]" if f.frame >= 0 else "")
+        if not _finite(f.slope) or f.slope == 0:
+            raise ReadError(
+                f"{where}: RescaleSlope is {f.slope}; expected a finite number other than 0 "
+                f"(every voxel would be the intercept or not a number); {_FIX}."
+            )
+        if not _finite(f.intercept):
+            raise ReadError(f"{where}: RescaleIntercept is {f.intercept}; expected a finite number; {_FIX}.")
+        if abs(f.slope) * top + abs(f.intercept) > MAX_RESCALED:
+            raise ReadError(
+                f"{where}: RescaleSlope {f.slope:g} and RescaleIntercept {f.intercept:g} give values beyond "
+                f"{MAX_RESCALED:g} for {header.bits_stored}-bit pixels; {_FIX}."
+            )
+        if f.pixel_spacing is not None and not all(_finite(v) and float(v) > 0 for v in f.pixel_spacing):
+            raise ReadError(
+                f"{where}: PixelSpacing is {list(f.pixel_spacing)}; expected two positive millimetre values "
+                f"(a negative or zero spacing would mirror or collapse the image); {_FIX}."
+            )
+        if f.orientation is not None:
+            row, col = f.orientation[:3], f.orientation[3:]
+            nr = math.sqrt(sum(v * v for v in row))
+            nc = math.sqrt(sum(v * v for v in col))
+            dot = sum(a * b for a, b in zip(row, col))
+            if abs(nr - 1) > ORIENTATION_TOLERANCE or abs(nc - 1) > ORIENTATION_TOLERANCE or abs(dot) > ORIENTATION_TOLERANCE:
+                raise ReadError(
+                    f"{where}: ImageOrientationPatient {list(f.orientation)} is not two orthogonal unit "
+                    f"vectors (lengths {nr:.4f}, {nc:.4f}, dot product {dot:.4f}; tolerance "
+                    f"{ORIENTATION_TOLERANCE}): the affine would be sheared or scaled; {_FIX}."
+                )
