@@ -125,7 +125,7 @@ def test_the_page_reports_a_missing_thumbnail(converted, tmp_path):
     # The check above can fail: a thumbnail removed from disk is counted as missing by the page.
     out = tmp_path / "qc"
     write_qc(converted, out)
-    (out / "thumbs" / "000001_coronal.png").unlink()
+    next((out / "thumbs").glob("000001_coronal.*")).unlink()
     dom = _dump_dom(out / "index.html", tmp_path)
     state = re.search(r'<span id="thumb-state"[^>]*>', dom).group(0)
     assert 'data-broken="1"' in state and "MISSING" in dom
@@ -175,10 +175,10 @@ def test_thumbnail_letters_name_the_side_where_that_world_coordinate_grows(orien
     from PIL import Image
 
     checked = 0
-    for match in re.finditer(r"<img src='thumbs/(\d+)_(\w+)\.png'[^>]*data-labels='([^']+)'", page):
-        volume, plane, letters = int(match.group(1)), match.group(2), json.loads(html.unescape(match.group(3)))
+    for match in re.finditer(r"<img src='thumbs/((\d+)_(\w+)\.(png|jpg))'[^>]*data-labels='([^']+)'", page):
+        volume, plane, letters = int(match.group(2)), match.group(3), json.loads(html.unescape(match.group(5)))
         world_axis = int(records[volume].source_key[1])
-        with Image.open(out / "thumbs" / f"{volume:06d}_{plane}.png") as im:
+        with Image.open(out / "thumbs" / match.group(1)) as im:
             gray = np.asarray(im.convert("L"), np.float64)
         for first, last, profile in (("left", "right", gray.mean(axis=0)), ("top", "bottom", gray.mean(axis=1))):
             code = letters[last]

@@ -91,15 +91,26 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
     """Thumbnails (written as PNG files) and numbers of one stored volume."""
     reader = _reader(store)
     record = reader.record(volume)
-    image = reader.read_slices(volume, 0, record.n_slices)
+    # An integer store (the default uint8) is drawn from its stored values, the window mapped
+    # through scale and offset: no float copy of the volume (measured ~2 ms of ~10 per volume).
+    integer = np.issubdtype(np.dtype(record.dtype), np.integer)
+    image = reader.read_slices(volume, 0, record.n_slices, raw=integer)
     if image.ndim == 4:  # (Z, C, H, W): channel 0 is drawn
         image = image[:, 0]
     mask = reader.read_mask(volume, 0, record.n_slices) if record.has_mask else None
-    finite = np.isfinite(image)
-    n_bad = int(image.size - np.count_nonzero(finite))
-    values = image[finite] if n_bad else image.ravel()
-    low, high = (float(values.min()), float(values.max())) if values.size else (math.nan, math.nan)
-    window = views.display_range(values)
+    if integer:  # integers are finite
+        n_bad, values = 0, image.ravel()
+    else:
+        finite = np.isfinite(image)
+        n_bad = int(image.size - np.count_nonzero(finite))
+        values = image[finite] if n_bad else image.ravel()
+
+    def decoded(x: Any) -> Any:
+        return x * record.scale + record.offset if integer else x
+
+    stored_window = views.display_range(values)
+    window = tuple(float(decoded(w)) for w in stored_window)
+    low, high = (float(decoded(values.min())), float(decoded(values.max()))) if values.size else (math.nan, math.nan)
     problems: list[str] = []
     if n_bad:
         problems.append(f"{n_bad} stored values are NaN or infinite")
@@ -107,42 +118,55 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
         problems.append(f"constant image: every stored value is {low:.6g}")
     labels: dict[int, int] = {}
     if mask is not None:
-        found, counts = np.unique(mask, return_counts=True)
-        labels = {int(k): int(c) for k, c in zip(found, counts) if k != 0}
+        counts = np.bincount(mask.ravel().astype(np.intp, copy=False)) if mask.size else np.zeros(1, np.intp)
+        labels = {int(k): int(c) for k, c in enumerate(counts) if k != 0 and c}
         if not labels:
             problems.append("the mask is empty (no labelled voxel)")
     shown = []
     for view in views.orthogonal_views(image, record.affine, mask):
-        gray = views.to_uint8(view.image, *window)
-        rgb = views.fit(views.overlay(gray, view.mask), view.pixel_mm, size)
-        name = f"{volume:06d}_{view.plane}.png"
+        gray = views.to_uint8(view.image, *stored_window)
+        if view.mask is not None and view.mask.any():
+            # label colours drawn exactly: PNG; grey alone: JPEG (encodes 5-10x faster, smaller)
+            picture = views.fit(views.overlay(gray, view.mask), view.pixel_mm, size)
+            name, data = f"{volume:06d}_{view.plane}.png", views.png_bytes(picture)
+        else:
+            picture = views.fit(gray, view.pixel_mm, size)
+            name, data = f"{volume:06d}_{view.plane}.jpg", views.jpeg_bytes(picture)
         with open(os.path.join(thumbs, name), "wb") as handle:
-            handle.write(views.png_bytes(rgb))
+            handle.write(data)
         shown.append({"plane": view.plane, "file": name, "index": view.index, "n": view.n,
-                      "labels": view.labels, "width": int(rgb.shape[1]), "height": int(rgb.shape[0])})
+                      "labels": view.labels, "width": int(picture.shape[1]), "height": int(picture.shape[0])})
     step = max(1, values.size // _SAMPLES)
     return {"volume": volume, "range": [low, high], "window": list(window), "labels": labels,
-            "problems": problems, "views": shown, "sample": np.asarray(values[::step][:_SAMPLES], np.float32)}
+            "problems": problems, "views": shown, "sample": decoded(np.asarray(values[::step][:_SAMPLES], np.float32))}
 
 
-def _facts_of_chunk(store: str, volumes: list[int], thumbs: str, size: int) -> list[dict[str, Any]]:
-    return [_volume_facts(store, v, thumbs, size) for v in volumes]
+def _facts_of_chunk(store: str, volumes: list[int], thumbs: str, size: int) -> tuple[list[dict[str, Any]], float]:
+    """Facts of ``volumes`` and the CPU seconds this process spent on them."""
+    started = time.process_time()
+    facts = [_volume_facts(store, v, thumbs, size) for v in volumes]
+    return facts, time.process_time() - started
 
 
-def _all_facts(store: Path, n: int, thumbs: Path, size: int, workers: int | None) -> list[dict[str, Any]]:
+def _all_facts(store: Path, n: int, thumbs: Path, size: int,
+               workers: int | None) -> tuple[list[dict[str, Any]], float]:
+    """Facts of every volume, in order, and the CPU seconds spent drawing them (workers included)."""
     chunks = [list(range(i, min(i + _CHUNK, n))) for i in range(0, n, _CHUNK)]
     if workers is None:
         workers = 0 if n < _INLINE_BELOW else min(os.cpu_count() or 1, len(chunks))
     if workers <= 1:
-        out = [f for c in chunks for f in _facts_of_chunk(str(store), c, str(thumbs), size)]
-        _READERS.pop(str(store), None)
-        return out
-    methods = mp.get_all_start_methods()
-    # Never fork: HDF5 state copied into a child is not safe (as in medload.parallel).
-    context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_facts_of_chunk, str(store), c, str(thumbs), size) for c in chunks]
-        return [f for future in futures for f in future.result()]
+        results = [_facts_of_chunk(str(store), c, str(thumbs), size) for c in chunks]
+        reader = _READERS.pop(str(store), None)
+        if reader is not None:
+            reader.close()
+    else:
+        methods = mp.get_all_start_methods()
+        # Never fork: HDF5 state copied into a child is not safe (as in medload.parallel).
+        context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(_facts_of_chunk, str(store), c, str(thumbs), size) for c in chunks]
+            results = [future.result() for future in futures]
+    return [f for facts, _ in results for f in facts], sum(cpu for _, cpu in results)
 
 
 # --------------------------------------------------------------------------- page
@@ -154,7 +178,7 @@ def _fmt(value: float) -> str:
     return "nan" if not math.isfinite(value) else f"{value:.4g}"
 
 
-def histogram_svg(values: Iterable[float], title: str, *, bins: int = 30, width: int = 300, height: int = 110) -> str:
+def histogram_svg(values: Iterable[float], title: str, *, bins: int = 30, width: int = 380, height: int = 110) -> str:
     """An inline SVG bar chart of ``values`` (no script, no external file).
 
     Examples
@@ -366,7 +390,8 @@ def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     -------
     dict
         ``path`` (index.html), ``volumes``, ``thumbnails``, ``failed`` (series and files not
-        converted), ``problems`` (volumes with one), ``seconds``.
+        converted), ``problems`` (volumes with one), ``seconds`` (wall) and
+        ``thumbnail_cpu_seconds`` (reading and drawing, summed over the worker processes).
 
     Examples
     --------
@@ -410,7 +435,7 @@ def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     shutil.rmtree(building, ignore_errors=True)
     (building / "thumbs").mkdir(parents=True)
     try:
-        facts = _all_facts(store_path, len(records), building / "thumbs", thumb_size, workers)
+        facts, cpu_seconds = _all_facts(store_path, len(records), building / "thumbs", thumb_size, workers)
         by_key = {e["key"]: e for e in report.get("series", []) if e.get("key")}
         cards = "".join(_volume_card(r, f, by_key.get(r.key, {}), keep_descriptions) for r, f in zip(records, facts))
         failed_html, n_failed = _failed_rows(report, keep_phi)
@@ -440,7 +465,8 @@ def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, 
         shutil.rmtree(building, ignore_errors=True)
         raise
     return {"path": str(final / "index.html"), "volumes": len(records), "thumbnails": 3 * len(records),
-            "failed": n_failed, "problems": n_problems, "seconds": round(time.perf_counter() - started, 3)}
+            "failed": n_failed, "problems": n_problems, "seconds": round(time.perf_counter() - started, 3),
+            "thumbnail_cpu_seconds": round(cpu_seconds, 3)}
 
 
 def _summary_html(records: list[Any], facts: list[dict[str, Any]], report: dict[str, Any], n_failed: int,

@@ -44,6 +44,7 @@ __all__ = [
     "display_range",
     "edge_labels",
     "fit",
+    "jpeg_bytes",
     "orthogonal_views",
     "overlay",
     "png_bytes",
@@ -66,10 +67,13 @@ def _ornt(affine: np.ndarray) -> np.ndarray:
     return ornt_transform(io_orientation(np.asarray(affine, float)), axcodes2ornt(DISPLAY_AXCODES))
 
 
-def display_grid(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def display_grid(array: np.ndarray, affine: np.ndarray, *, ornt: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """``array`` (spatial axes last three, ``(..., Z, Y, X)``) on the display grid ``(I, P, L)``, and its affine.
 
-    Leading axes (channels, frames) move last, ready for ``imshow`` as RGB.
+    Leading axes (channels, frames) move last, ready for ``imshow`` as RGB. The result is a
+    view of ``array`` (flips and a transpose), not a copy. ``ornt``: the orientation transform,
+    when the caller already has it (it costs more than the flips).
 
     Examples
     --------
@@ -80,7 +84,7 @@ def display_grid(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     """
     array = np.asarray(array)
     spatial_shape = array.shape[-3:]
-    ornt = _ornt(affine)
+    ornt = _ornt(affine) if ornt is None else ornt
     if array.ndim == 4:
         array = np.moveaxis(array, 0, -1)
     shown = apply_orientation(array, ornt)
@@ -154,22 +158,28 @@ def orthogonal_views(array: np.ndarray, affine: np.ndarray, mask: np.ndarray | N
     >>> int(views[0].mask.sum())
     1
     """
-    shown, grid_affine = display_grid(array, affine)
-    shown_mask = None if mask is None else display_grid(mask, affine)[0]
+    ornt = _ornt(affine)
+    shown, grid_affine = display_grid(array, affine, ornt=ornt)
+    shown_mask = None if mask is None else display_grid(mask, affine, ornt=ornt)[0]
     if centre is None:
         centre = tuple(s // 2 for s in shown.shape[:3])  # type: ignore[assignment]
         if shown_mask is not None:
-            where = np.nonzero(shown_mask)
-            if where[0].size:
-                centre = tuple(int(np.rint(w.mean())) for w in where)  # type: ignore[assignment]
+            labelled = shown_mask > 0
+            total = int(np.count_nonzero(labelled))
+            if total:
+                # centroid from the three projections (cheaper than np.nonzero over the volume)
+                centre = tuple(int(np.rint((labelled.sum(axis=tuple(a for a in range(3) if a != axis))
+                                            * np.arange(labelled.shape[axis])).sum() / total))
+                               for axis in range(3))  # type: ignore[assignment]
     spacing = np.linalg.norm(grid_affine[:3, :3], axis=0)
     codes = aff2axcodes(grid_affine)
     views = []
     for plane, axis in PLANES.items():
         rows, cols = [a for a in range(3) if a != axis]
         index = int(centre[axis])  # type: ignore[index]
-        views.append(View(plane, index, shown.shape[axis], np.take(shown, index, axis=axis),
-                          None if shown_mask is None else np.take(shown_mask, index, axis=axis),
+        pick = (slice(None),) * axis + (index,)  # basic indexing: a view, where np.take copies
+        views.append(View(plane, index, shown.shape[axis], shown[pick],
+                          None if shown_mask is None else shown_mask[pick],
                           _edges(codes[rows], codes[cols]), (float(spacing[rows]), float(spacing[cols]))))
     return views
 
@@ -187,10 +197,11 @@ def display_range(values: np.ndarray, window: tuple[float, float] | None = None)
     if window is not None:
         lo, hi = float(window[0]), float(window[1])
     else:
-        finite = np.asarray(values, np.float32).ravel()
+        finite = np.asarray(values).ravel()
+        if finite.size > 40_000:  # a percentile of a strided sample: the same to the eye, 20x faster
+            finite = finite[:: finite.size // 20_000]
+        finite = finite.astype(np.float32)
         finite = finite[np.isfinite(finite)]
-        if finite.size > 200_000:  # a percentile of a strided sample: the same to the eye, 10x faster
-            finite = finite[:: finite.size // 100_000]
         lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5])) if finite.size else (0.0, 1.0)
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
@@ -245,8 +256,23 @@ def fit(rgb: np.ndarray, pixel_mm: tuple[float, float], size: int) -> np.ndarray
     return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(shape, Image.Resampling.BILINEAR))
 
 
+def jpeg_bytes(gray: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG file bytes of a uint8 image: for grey thumbnails, 5-10x faster to encode than PNG and smaller.
+
+    Examples
+    --------
+    >>> jpeg_bytes(np.zeros((2, 2), np.uint8))[:2]
+    b'\\xff\\xd8'
+    """
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(gray)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def png_bytes(rgb: np.ndarray) -> bytes:
-    """PNG file bytes of a uint8 image (fast zlib level: thumbnails are small).
+    """PNG file bytes of a uint8 image (fast zlib level: thumbnails are small); lossless, for mask colours.
 
     Examples
     --------
