@@ -254,3 +254,28 @@ def test_preview_draws_slices_in_order_with_letters_mask_and_window(tmp_path):
     plain = montage(tmp_path / "s.h5", tmp_path / "n.png", n=6, tile=96, window=(0.0, 1.0), masks=False)
     rgb = np.asarray(Image.open(plain["path"]).convert("RGB")).astype(int)[:96, :96]
     assert not ((rgb[..., 1] - rgb[..., 0] > 30) & (rgb[..., 1] - rgb[..., 2] > 30)).any()
+
+
+def test_single_slice_images_and_a_store_whose_series_all_failed(tmp_path):
+    # A radiograph-like volume (one slice) is drawn as one plane, not as three one-pixel lines.
+    with medload.Store.create(tmp_path / "x.h5") as store:
+        store.add(medload.Volume(np.random.default_rng(0).random((1, 40, 30)), np.diag([1.0, 0.2, 0.2, 1.0]),
+                                 modality="DX"))
+    info = write_qc(tmp_path / "x.h5")
+    page = Path(info["path"]).read_text()
+    planes = re.findall(r"data-plane='(\w+)'", page)
+    assert len(planes) == 1
+    thumb = next((tmp_path / "x.qc" / "thumbs").iterdir())
+    from PIL import Image
+
+    with Image.open(thumb) as im:
+        assert min(im.size) > 100  # 40 x 30 pixels of 0.2 mm, fitted to 160: 160 x 120
+    # Every series failed: no shard was written, but the page lists why.
+    src = tmp_path / "src"
+    truth = write_dicom_series(src / "b", shape=(6, 16, 16), seed=7, return_array=False)
+    os.remove(truth["files"][3])
+    out = tmp_path / "out"
+    assert main(["convert", str(src), "-o", str(out), "--workers", "0", "--quiet", *CHEAP]) == 1
+    info = write_qc(out)
+    assert info["volumes"] == 0 and info["failed"] == 1
+    assert "missing slices" in Path(info["path"]).read_text()

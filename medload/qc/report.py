@@ -123,7 +123,11 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
         if not labels:
             problems.append("the mask is empty (no labelled voxel)")
     shown = []
-    for view in views.orthogonal_views(image, record.affine, mask):
+    planes = views.orthogonal_views(image, record.affine, mask)
+    if record.n_slices == 1:
+        # A radiograph or a single slice: the other two planes would be one-pixel lines.
+        planes = [v for v in planes if min(v.image.shape) > 1] or planes[:1]
+    for view in planes:
         gray = views.to_uint8(view.image, *stored_window)
         if view.mask is not None and view.mask.any():
             # label colours drawn exactly: PNG; grey alone: JPEG (encodes 5-10x faster, smaller)
