@@ -78,6 +78,7 @@ examples:
   medload convert /data/export -o out/ --dask tcp://scheduler:8786 --labels labels.csv
   medload convert /data/export -o one.h5 --workers 1 --dtype float16 --compression gzip
   medload convert chest_xray/ -o xr/ --size 224 --grayscale --patient-pattern '(?P<patient>\\d+)_'
+  medload convert /data/export -o out/ --qc     # then open out/qc/index.html in a browser
 
 2D images: class folders (ImageFolder's layout, chest_xray/NORMAL/*.png, chest_xray/PNEUMONIA/*.png)
 give labels and class names unless --labels names a CSV (a 'file' column for images).
@@ -177,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar, no summary table; still one line per failed series on stderr")
+    p.add_argument("--qc", action="store_true",
+                   help="then write the QC page (OUT/qc/index.html, as 'medload qc OUT' does)")
 
     p = sub.add_parser("info", help="describe a store", description=INFO_HELP, formatter_class=_FORMAT)
     p.add_argument("store", metavar="OUT", help="store file or folder of shards")
@@ -332,6 +335,12 @@ def _cmd_convert(args) -> int:
             print(_failure_line(entry), file=sys.stderr)
     if report.get("interrupted"):
         return EXIT_INTERRUPTED
+    if args.qc:  # failures are what the page is for: written whatever the outcome
+        from medload.qc.report import write_qc
+
+        page = write_qc(args.out, workers=args.workers)
+        if not args.quiet:
+            print(f"qc page: {page['path']}")
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
