@@ -16,11 +16,13 @@ import importlib
 from typing import Any
 
 from medload.errors import (
+    ConfigError,
     FrameOrderError,
     GeometryError,
     MedloadError,
     MissingDependencyError,
     ReadError,
+    PipelineMismatchError,
     StoreError,
     TransformError,
     UnsupportedError,
@@ -49,10 +51,12 @@ _LAZY = {
 }
 
 __all__ = [
+    "ConfigError",
     "FrameOrderError",
     "GeometryError",
     "MedloadError",
     "MissingDependencyError",
+    "PipelineMismatchError",
     "ReadError",
     "StoreError",
     "TransformError",

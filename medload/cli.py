@@ -1,9 +1,10 @@
 """The ``medload`` command: ``scan``, ``convert``, ``info``, ``preview``, ``qc``; a thin layer over the API.
 
-Exit status: 0 all went well; 1 the conversion finished but some series or files failed (the
-report lists them); 2 a usage error (wrong flag, missing folder, bad option), printed as one
-line; 3 an unexpected internal error (one line; ``MEDLOAD_DEBUG=1`` shows the traceback);
-130 interrupted by Ctrl-C.
+Exit status: 0 all went well; 1 a data error (the conversion finished but some series or files
+failed, the report lists them; or a store or file that cannot be read), printed as one line;
+2 a usage error (wrong flag, missing folder, bad option: :class:`~medload.errors.ConfigError`, a
+missing package, an output written with other settings), printed as one line; 3 an internal
+error (a bug in medload), printed with its traceback to report; 130 interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import contextlib
 import json
 import os
 import sys
+import traceback
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medload.errors import MedloadError
+from medload.errors import ConfigError, MedloadError, MissingDependencyError, PipelineMismatchError
 
 __all__ = ["main", "build_parser"]
 
@@ -241,9 +243,9 @@ def _pipeline_arg(presets: list[str], configs: list[str]) -> Any:
         modality, _, name = value.rpartition("=")
         modality = modality.strip().upper() or "*"
         if kind == "config" and not os.path.isfile(name):
-            raise MedloadError(f"--config {value}: pipeline file {name} does not exist")
+            raise ConfigError(f"--config {value}: pipeline file {name} does not exist")
         if modality in specs:
-            raise MedloadError(f"--{kind} {value}: a pipeline for {'every series' if modality == '*' else modality} "
+            raise ConfigError(f"--{kind} {value}: a pipeline for {'every series' if modality == '*' else modality} "
                                "was already given")
         specs[modality] = name
     if not specs:
@@ -263,7 +265,7 @@ def _cmd_scan(args) -> int:
     from medload.io import scan
 
     if not os.path.exists(args.source):
-        raise MedloadError(f"{args.source} does not exist; expected a folder of DICOM/NIfTI files or a file")
+        raise ConfigError(f"{args.source} does not exist; expected a folder of DICOM/NIfTI files or a file")
     result = scan(args.source, phi_key=args.phi_key, patient_pattern=args.patient_pattern)
     rows = [s.summary() for s in result]
     if args.json:
@@ -315,9 +317,9 @@ def _cmd_convert(args) -> int:
 
     missing = [s for s in args.sources if not os.path.exists(s)]
     if missing:
-        raise MedloadError(f"source {missing[0]} does not exist; expected a folder of DICOM/NIfTI files or a file")
+        raise ConfigError(f"source {missing[0]} does not exist; expected a folder of DICOM/NIfTI files or a file")
     if args.workers is not None and args.workers < 0:
-        raise MedloadError(f"--workers must be >= 0, found {args.workers}")
+        raise ConfigError(f"--workers must be >= 0, found {args.workers}")
     interactive = sys.stderr.isatty() and not args.quiet
     report = convert(
         args.sources, args.out, pipeline=_pipeline_arg(args.preset, args.config), size=args.size,
@@ -429,6 +431,7 @@ def _describe_pipeline(config: Any) -> list[str]:
 
 
 def _cmd_info(args) -> int:
+    _existing_store(args.store)
     info = _store_info(args.store)
     if args.json:
         print(json.dumps(info, indent=1, default=str))
@@ -459,6 +462,7 @@ def _cmd_info(args) -> int:
 def _cmd_preview(args) -> int:
     from medload.preview import montage
 
+    _existing_store(args.store)
     result = montage(args.store, args.out, n=args.n, columns=args.columns, tile=args.tile, window=args.window,
                      masks=not args.no_mask, before_after=args.before_after, sources=args.source,
                      phi_key=args.phi_key)
@@ -469,14 +473,19 @@ def _cmd_preview(args) -> int:
 def _cmd_qc(args) -> int:
     from medload.qc.report import write_qc
 
-    if not os.path.exists(args.store):
-        raise MedloadError(f"{args.store} does not exist; expected a medload store (folder of shards or FILE.h5)")
+    _existing_store(args.store)
     if args.workers is not None and args.workers < 0:
-        raise MedloadError(f"--workers must be >= 0, found {args.workers}")
+        raise ConfigError(f"--workers must be >= 0, found {args.workers}")
     result = write_qc(args.store, args.out, workers=args.workers, thumb_size=args.thumb)
     print(f"wrote {result['path']} ({result['volumes']} volumes, {result['problems']} with problems, "
           f"{result['failed']} series or files not converted; {result['seconds']} s)")
     return EXIT_OK
+
+
+def _existing_store(path: str) -> None:
+    """A store path given on the command line that does not exist is a usage error (exit 2)."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{path} does not exist; expected a medload store (folder of shards or FILE.h5)")
 
 
 _COMMANDS = {"scan": _cmd_scan, "convert": _cmd_convert, "info": _cmd_info, "preview": _cmd_preview, "qc": _cmd_qc}
@@ -531,9 +540,12 @@ def main(argv: list[str] | None = None) -> int:
     except _UsageError as exc:
         print(_one_line(str(exc)), file=sys.stderr)
         return EXIT_USAGE
-    except MedloadError as exc:
+    except (ConfigError, MissingDependencyError, PipelineMismatchError) as exc:
         print(f"medload: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except MedloadError as exc:  # the data: a file, a series, a store
+        print(f"medload: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("medload: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -541,11 +553,11 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except Exception as exc:  # never a raw traceback for the user; MEDLOAD_DEBUG shows it
+    except Exception as exc:  # a bug in medload, not the user's input: the traceback is the report
         if os.environ.get("MEDLOAD_DEBUG"):
             raise
-        print(f"medload: unexpected error: {type(exc).__name__}: {_one_line(str(exc))} "
-              "(set MEDLOAD_DEBUG=1 to see the traceback, and please report it)", file=sys.stderr)
+        print(f"medload: internal error (a bug in medload; please report it with this traceback): "
+              f"{type(exc).__name__}: {_one_line(str(exc))}\n{traceback.format_exc()}", file=sys.stderr, end="")
         return EXIT_INTERNAL
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "MedloadError",
+    "ConfigError",
     "ReadError",
     "GeometryError",
     "FrameOrderError",
@@ -26,7 +27,21 @@ __all__ = [
 
 
 class MedloadError(Exception):
-    """Base class of every error medload raises on purpose."""
+    """Base class of every error medload raises on purpose.
+
+    Raised as one of its subclasses: :class:`ConfigError` (and :class:`TransformError`) when an
+    argument or option is wrong, :class:`MissingDependencyError` when a package is missing, the
+    others when the data is (:class:`ReadError`, :class:`GeometryError`,
+    :class:`UnsupportedError`, :class:`StoreError`). The ``medload`` command exits with 2 for the
+    first two kinds and 1 for data errors.
+    """
+
+
+class ConfigError(MedloadError, ValueError):
+    """An argument, option or setting is wrong: a value out of range, a path that does not exist,
+    options that cannot go together, the pseudonym key file missing, a key other than the store's.
+    The message names the argument, the value found and what is allowed.
+    """
 
 
 class ReadError(MedloadError):
@@ -88,12 +103,8 @@ def _rebuild(cls: type, message: str, state: dict[str, Any]) -> Exception:
     return exc
 
 
-class TransformError(MedloadError, ValueError):
+class TransformError(ConfigError):
     """A transform was given a parameter or a volume it cannot work with."""
-
-
-class ConfigError(MedloadError):
-    """A setting is missing or does not fit: the pseudonym key file, a key other than the store's."""
 
 
 class BurnedInAnnotationError(UnsupportedError):

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from medload._optional import require
-from medload.errors import MedloadError
+from medload.errors import ConfigError, MedloadError
 
 __all__ = ["Outcome", "RunSummary", "Worker", "run_tasks", "default_workers"]
 
@@ -147,9 +147,9 @@ def run_tasks(
     tasks = list(tasks)
     ids = [tid for tid, _ in tasks]
     if len(set(ids)) != len(ids):
-        raise MedloadError("run_tasks: task ids must be unique; found duplicates.")
+        raise ConfigError("run_tasks: task ids must be unique; found duplicates.")
     if workers is not None and workers < 0:
-        raise MedloadError(f"workers must be >= 0 (0 runs in this process), found {workers}.")
+        raise ConfigError(f"workers must be >= 0 (0 runs in this process), found {workers}.")
     n = default_workers() if workers is None else workers
     if n > 0 and len(tasks) > 1 and (not dask or dask == "local"):
         script = unguarded_main_script()
@@ -529,14 +529,14 @@ def _run_dask(factory, tasks, address, n, on_outcome, flag) -> RunSummary:
             try:
                 client = distributed.Client(address, timeout="20s")
             except (OSError, TimeoutError) as exc:
-                raise MedloadError(
+                raise ConfigError(
                     f"could not reach the Dask scheduler at {address!r} ({exc}); check the address "
                     "(tcp://host:8786) and that the scheduler runs, or use --dask local"
                 ) from exc
     except MedloadError:
         raise
     except Exception as exc:
-        raise MedloadError(f"could not start Dask ({address!r}): {_describe(exc)}") from exc
+        raise ConfigError(f"could not start Dask ({address!r}): {_describe(exc)}") from exc
 
     by_future: dict[Any, str] = {}
     finished: set[str] = set()

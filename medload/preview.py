@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.errors import MedloadError
+from medload.errors import ConfigError, StoreError
 from medload.qc import views
 
 __all__ = ["montage", "pick_slices"]
@@ -224,15 +224,15 @@ def montage(
     from medload.store import open as open_store
 
     if n < 1 or tile < 16 or (columns is not None and columns < 1):
-        raise MedloadError(f"preview needs n >= 1, tile >= 16 pixels and columns >= 1 (or none: about square), "
+        raise ConfigError(f"preview needs n >= 1, tile >= 16 pixels and columns >= 1 (or none: about square), "
                            f"found n={n}, tile={tile}, columns={columns}")
     if window is not None and not (len(window) == 2 and float(window[1]) > float(window[0])):
-        raise MedloadError(f"preview window must be (low, high) with high > low, found {window}")
+        raise ConfigError(f"preview window must be (low, high) with high > low, found {window}")
     store_path = Path(store)
     reader = open_store(store_path)
     records = reader.volumes
     if not records:
-        raise MedloadError(f"{store_path} holds no complete volume; nothing to preview")
+        raise StoreError(f"{store_path} holds no complete volume; nothing to preview")
     picked = pick_slices([r.n_slices for r in records], n)
     stored = [_display(reader.read_slices(v, z, z + 1)[0]) for v, z in picked]
     stored_masks = [reader.read_mask(v, z, z + 1)[0] if masks and records[v].has_mask else None for v, z in picked]
@@ -245,7 +245,7 @@ def montage(
     if before_after:
         srcs = sources or _sources_from_report(store_path)
         if not srcs:
-            raise MedloadError(
+            raise ConfigError(
                 f"--before-after needs the sources: no report.json beside {store_path} names them; pass --source DIR"
             )
         wanted: dict[str, list[tuple[int, Any]]] = {}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.errors import MedloadError
+from medload.errors import ConfigError, UnsupportedError
 from medload.geometry import axis_codes, spacing_from_affine
 
 __all__ = ["Volume", "MODALITIES"]
@@ -33,7 +33,7 @@ def _check_json(meta: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return json.loads(json.dumps(dict(meta), allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise MedloadError(
+        raise ConfigError(
             f"Volume meta must be JSON-able (str, numbers, lists, dicts); found a value that "
             f"is not ({exc}). Convert it (e.g. float(x), str(uid)) before building the Volume."
         ) from exc
@@ -80,25 +80,25 @@ class Volume:
         history: tuple[HistoryEntry, ...] | list[HistoryEntry] = (),
     ) -> None:
         if not isinstance(array, np.ndarray):
-            raise MedloadError(
+            raise ConfigError(
                 f"Volume array must be a numpy.ndarray, found {type(array).__name__}; "
                 "use numpy.asarray(x), medload.load(path) for a file, or "
                 "Volume.from_nifti(image) for a nibabel image."
             )
         if array.ndim not in (3, 4):
-            raise MedloadError(
+            raise ConfigError(
                 f"Volume array must be 3D (Z, Y, X) or 4D (T, Z, Y, X), found shape {array.shape}; "
                 "a single 2D image is array[None] with shape (1, Y, X)."
             )
         affine = np.array(affine, dtype=np.float64)
         if affine.shape != (4, 4):
-            raise MedloadError(f"Volume affine must be 4x4, found shape {affine.shape}.")
+            raise ConfigError(f"Volume affine must be 4x4, found shape {affine.shape}.")
         if not np.all(np.isfinite(affine)) or not np.allclose(affine[3], [0, 0, 0, 1]):
-            raise MedloadError(
+            raise ConfigError(
                 f"Volume affine must be finite with last row [0, 0, 0, 1], found\n{affine}"
             )
         if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-            raise MedloadError(f"Volume affine is singular (zero spacing or repeated axes):\n{affine}")
+            raise ConfigError(f"Volume affine is singular (zero spacing or repeated axes):\n{affine}")
         affine.setflags(write=False)
         self._array = array
         self._affine = affine
@@ -241,7 +241,7 @@ class Volume:
         if data.ndim == 5 and data.shape[3] == 1:
             data = data[:, :, :, 0]
         if data.ndim > 4:
-            raise MedloadError(f"NIfTI image with shape {data.shape} has more than 4 dimensions; medload reads 3D or 4D.")
+            raise UnsupportedError(f"NIfTI image with shape {data.shape} has more than 4 dimensions; medload reads 3D or 4D.")
         data = data.transpose(*range(data.ndim)[::-1])  # (t, k, j, i)
         affine = np.asarray(image.affine, dtype=np.float64)[:, [2, 1, 0, 3]]
         return cls(np.ascontiguousarray(data), affine, modality=modality, meta=meta)

@@ -9,8 +9,10 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import medload
 from medload.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,3 +151,30 @@ def test_preview_pairs_each_stored_slice_with_the_source_slice_at_its_position(t
         raw = _raw_slices([str(tmp_path / "src")], {record.series_key: [(0, record), (2, record)]}, None)
         for z in (0, 2):
             np.testing.assert_array_equal(raw[(record.series_key, z)], source[expected(z)], err_msg=f"{name} z={z}")
+
+
+def test_exit_status_tells_data_errors_usage_errors_and_bugs_apart(tmp_path, capsys, monkeypatch):
+    import medload.cli as cli
+
+    not_a_store = tmp_path / "notes.h5"
+    not_a_store.write_bytes(b"plain text, not HDF5")
+    assert main(["info", str(not_a_store)]) == 1  # the data: a StoreError
+    err = capsys.readouterr().err
+    assert err.startswith("medload: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert main(["convert", str(EXPORT), "-o", str(tmp_path / "o"), "--dtype", "float64"]) == 2  # ConfigError
+    capsys.readouterr()
+
+    def broken(args):
+        raise KeyError("a bug in medload")
+
+    monkeypatch.setitem(cli._COMMANDS, "info", broken)
+    assert main(["info", str(not_a_store)]) == 3
+    err = capsys.readouterr().err
+    assert "internal error" in err and "Traceback (most recent call last)" in err and "KeyError" in err
+
+
+def test_config_error_is_a_value_error_and_transform_errors_are_config_errors():
+    assert issubclass(medload.ConfigError, ValueError) and issubclass(medload.ConfigError, medload.MedloadError)
+    assert issubclass(medload.TransformError, medload.ConfigError)
+    with pytest.raises(medload.ConfigError, match="Volume array must be 3D"):
+        medload.Volume(np.zeros((4, 4)), np.eye(4))

@@ -197,7 +197,7 @@ def test_other_refusals(tmp_path):
     with medload.Store.create(tmp_path / "i.h5", dtype="int16") as store:
         with pytest.raises(StoreError, match="fractions"):
             store.add(synthetic_volume(1))
-    with pytest.raises(StoreError, match="compression must be one of"):
+    with pytest.raises(medload.ConfigError, match="compression must be one of"):
         medload.Store.create(tmp_path / "c.h5", compression="brotli")
     assert [r.key for r in medload.open(tmp_path / "t.h5").volumes] == []  # failed adds left nothing
 

@@ -13,7 +13,7 @@ from medload.batch.plan import Plan, check_sources, make_plan, report_path
 from medload.batch.report import ConversionReport, Progress, make_report, write_report
 from medload.batch.worker import Job
 from medload.deid import relative_paths
-from medload.errors import MedloadError
+from medload.errors import ConfigError
 
 __all__ = ["convert"]
 
@@ -123,7 +123,7 @@ def convert(
     source_list = check_sources(sources)
     keep_descriptions = bool(keep_descriptions or keep_phi)
     if workers is not None and workers < 0:
-        raise MedloadError(f"workers must be >= 0 (0 = in this process), found {workers}")
+        raise ConfigError(f"workers must be >= 0 (0 = in this process), found {workers}")
     pipelines = resolve_pipelines(pipeline, size=size, resize_mode=resize_mode, grayscale=grayscale)
     if keep_phi:
         # Part of the store's identity: a re-run without --keep-phi (or with it, on a

@@ -21,7 +21,7 @@ import numpy as np
 
 from medload.batch.worker import Task
 from medload.deid import hidden_texts, relative_paths, report_summary, source_roots
-from medload.errors import MedloadError, PipelineMismatchError, ReadError, StoreError
+from medload.errors import ConfigError, PipelineMismatchError, StoreError
 
 __all__ = ["Plan", "make_plan", "check_sources", "read_labels", "check_layout", "report_path", "REPORT_NAME"]
 
@@ -65,14 +65,14 @@ def check_layout(out: Path, workers: int | None, dask: str | None) -> bool:
 
     single = is_single_file(out)
     if single and ((workers or 1) > 1 or dask):
-        raise MedloadError(
+        raise ConfigError(
             f"{out} is one file, written by one process; for {'Dask' if dask else f'{workers} workers'} "
             f"give a folder (-o {out.with_suffix('')}/), which gets one shard per worker"
         )
     if single and out.is_dir():
-        raise MedloadError(f"{out} is a folder; a single-file output must be a file path")
+        raise ConfigError(f"{out} is a folder; a single-file output must be a file path")
     if not single and out.is_file():
-        raise MedloadError(f"{out} is a file; give a folder for a sharded store, or a path ending in .h5 for one file")
+        raise ConfigError(f"{out} is a file; give a folder for a sharded store, or a path ending in .h5 for one file")
     return single
 
 
@@ -80,10 +80,10 @@ def check_sources(sources: Any) -> list[Any]:
     """``sources`` as a list of existing paths; refuses none and missing ones."""
     source_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     if not source_list:
-        raise MedloadError("no sources given; expected one or more folders or files to convert")
+        raise ConfigError("no sources given; expected one or more folders or files to convert")
     for src in source_list:
         if not os.path.exists(src):
-            raise ReadError(f"source {src} does not exist; expected a folder of DICOM/NIfTI files or a file")
+            raise ConfigError(f"source {src} does not exist; expected a folder of DICOM/NIfTI files or a file")
     return source_list
 
 
@@ -105,7 +105,8 @@ def _resume(out: Path, single: bool, pipelines: Any, store_options: dict[str, An
         if exc.stored is None:
             raise StoreError(f"{exc} (found while resuming {out}; --overwrite starts over)") from None
         name = Path(exc.path).name.removesuffix(PARTIAL_SUFFIX)
-        raise StoreError(_pipeline_mismatch(out, name, exc.stored, pipelines)) from None
+        raise PipelineMismatchError(_pipeline_mismatch(out, name, exc.stored, pipelines), path=exc.path,
+                                    stored=exc.stored, wanted=pipelines) from None
     except StoreError as exc:
         raise StoreError(f"{exc} (found while resuming {out}; --overwrite starts over)") from None
 

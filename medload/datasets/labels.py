@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.errors import MedloadError
+from medload.errors import ConfigError, MedloadError
 
 __all__ = ["LabelFrom", "label_from", "read_label_csv", "read_label_table", "resolve_labels", "LABEL_KEYS"]
 
@@ -117,6 +117,11 @@ def read_label_table(path: str | Path, key_columns: Sequence[str],
     same CSV gives the patient of each image); blank lines are skipped; a row without a key or a label, and a key given two
     different labels, are refused with the line.
 
+    Raises
+    ------
+    ConfigError
+        The file is missing, not UTF-8, lacks the columns, or has a bad row (the line named).
+
     Returns
     -------
     (key column, {key: (label text, line number)})
@@ -132,18 +137,18 @@ def read_label_table(path: str | Path, key_columns: Sequence[str],
     path = Path(path)
     expected = f"a header with a {' or '.join(repr(c) for c in label_columns)} column and a key column ({', '.join(key_columns)})"
     if not path.is_file():
-        raise MedloadError(f"label CSV {path} does not exist; pass the path of a CSV with {expected}.")
+        raise ConfigError(f"label CSV {path} does not exist; pass the path of a CSV with {expected}.")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise MedloadError(f"label CSV {path} is not a UTF-8 CSV ({type(exc).__name__}: {exc}); "
+        raise ConfigError(f"label CSV {path} is not a UTF-8 CSV ({type(exc).__name__}: {exc}); "
                            f"save it as CSV UTF-8 with {expected}.") from None
     header = [h.strip().lower() for h in rows[0]] if rows else []
     key_name = next((n for n in key_columns if n in header), None)
     label_name = next((n for n in label_columns if n in header), None)
     if key_name is None or label_name is None:
-        raise MedloadError(f"label CSV {path}: expected {expected}; found columns {header}.")
+        raise ConfigError(f"label CSV {path}: expected {expected}; found columns {header}.")
     key_col, label_col = header.index(key_name), header.index(label_name)
     out: dict[str, tuple[str, int]] = {}
     for lineno, row in enumerate(rows[1:], start=2):
@@ -152,9 +157,9 @@ def read_label_table(path: str | Path, key_columns: Sequence[str],
         key = row[key_col].strip() if len(row) > key_col else ""
         label = row[label_col].strip() if len(row) > label_col else ""
         if not key or not label:
-            raise MedloadError(f"label CSV {path} line {lineno}: expected a {key_name} and a {label_name}, found {row}.")
+            raise ConfigError(f"label CSV {path} line {lineno}: expected a {key_name} and a {label_name}, found {row}.")
         if key in out and out[key][0] != label:
-            raise MedloadError(
+            raise ConfigError(
                 f"label CSV {path}: key {key!r} has label {out[key][0]!r} on line {out[key][1]} "
                 f"and {label!r} on line {lineno}; keep one."
             )

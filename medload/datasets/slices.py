@@ -9,6 +9,7 @@ import numpy as np
 
 from medload._optional import require
 from medload.datasets._base import StoreDatasetBase, standardize_channels
+from medload.errors import ConfigError
 
 torch = require("torch", "medload.SliceDataset")
 
@@ -119,9 +120,9 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         )
         context = int(context)
         if context < 0:
-            raise ValueError(f"SliceDataset: context must be >= 0 slices on each side, found {context}.")
+            raise ConfigError(f"SliceDataset: context must be >= 0 slices on each side, found {context}.")
         if self.replicate3 and context:
-            raise ValueError(
+            raise ConfigError(
                 "SliceDataset: channels='replicate3' and context>0 both fill the channel axis; "
                 "choose one (context=1 already gives 3 channels)."
             )

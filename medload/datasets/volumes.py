@@ -9,7 +9,7 @@ import numpy as np
 
 from medload._optional import require
 from medload.datasets._base import StoreDatasetBase, standardize_channels
-from medload.errors import MedloadError
+from medload.errors import ConfigError, MedloadError
 
 torch = require("torch", "medload.VolumeDataset")
 
@@ -125,16 +125,16 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         if patch_size is not None:
             patch_size = tuple(int(p) for p in patch_size)
             if len(patch_size) != 3 or min(patch_size) < 1:
-                raise ValueError(f"VolumeDataset: patch_size must be three positive sizes (Z, H, W), found {patch_size}.")
+                raise ConfigError(f"VolumeDataset: patch_size must be three positive sizes (Z, H, W), found {patch_size}.")
         self.patch_size = patch_size
         self.samples_per_volume = int(samples_per_volume)
         if self.samples_per_volume < 1:
-            raise ValueError(f"VolumeDataset: samples_per_volume must be >= 1, found {samples_per_volume}.")
+            raise ConfigError(f"VolumeDataset: samples_per_volume must be >= 1, found {samples_per_volume}.")
         if patch_size is None and self.samples_per_volume != 1:
-            raise ValueError("VolumeDataset: samples_per_volume > 1 needs patch_size (whole volumes are all alike).")
+            raise ConfigError("VolumeDataset: samples_per_volume > 1 needs patch_size (whole volumes are all alike).")
         self.foreground_ratio = float(foreground_ratio)
         if not 0.0 <= self.foreground_ratio <= 1.0:
-            raise ValueError(f"VolumeDataset: foreground_ratio must be in [0, 1], found {foreground_ratio}.")
+            raise ConfigError(f"VolumeDataset: foreground_ratio must be in [0, 1], found {foreground_ratio}.")
         if self.foreground_ratio > 0 and not self.with_mask:
             raise MedloadError(
                 "VolumeDataset: foreground_ratio > 0 samples patches around mask foreground, but the "

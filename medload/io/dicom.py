@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medload.deid import pixel_text_risk
-from medload.errors import BurnedInAnnotationError, FrameOrderError, GeometryError, MedloadError, ReadError, UnsupportedError
+from medload.errors import BurnedInAnnotationError, ConfigError, FrameOrderError, GeometryError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import dicom_affine, lps_to_ras, slice_normal
 from medload.io.codecs import decode, read_native
 from medload.io.frame import Frame
@@ -255,7 +255,7 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     ((1, 128, 128), 'HU')
     """
     if on_gap not in ON_GAP:
-        raise MedloadError(f"on_gap must be one of {ON_GAP}, found {on_gap!r}.")
+        raise ConfigError(f"on_gap must be one of {ON_GAP}, found {on_gap!r}.")
     damaged = series.info.get("damaged_files")
     if damaged:
         # A file of this series starts as DICOM and is cut short or damaged: the rest would load

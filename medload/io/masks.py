@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from medload.deid import sanitize_key
-from medload.errors import MedloadError, ReadError
+from medload.errors import ConfigError, GeometryError, ReadError, UnsupportedError
 from medload.geometry import align_to_grid
 from medload.volume import Volume
 
@@ -50,7 +50,7 @@ def mask_files(folder: str | os.PathLike) -> list[MaskFile]:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise MedloadError(f"masks folder {folder} does not exist; expected a folder of NIfTI label files")
+        raise ConfigError(f"masks folder {folder} does not exist; expected a folder of NIfTI label files")
     found = []
     for path in sorted(folder.rglob("*")):
         stem = _stem(path.name)
@@ -94,9 +94,11 @@ def load_mask(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | Non
     Raises
     ------
     ReadError
-        The file does not read as NIfTI.
-    MedloadError
-        A name-matched mask on another grid, a 4D mask, or one that holds non-integer values.
+        The file does not read as NIfTI, or holds non-integer values.
+    GeometryError
+        A mask paired by name lies on another grid.
+    UnsupportedError
+        A 4D mask.
     """
     import nibabel as nib
 
@@ -107,14 +109,14 @@ def load_mask(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | Non
         raise ReadError(f"mask {name} could not be read as NIfTI ({type(exc).__name__}: {exc})") from exc
     data = mask.array
     if data.ndim == 4:
-        raise MedloadError(f"mask {name} is 4D {data.shape}; expected one 3D label volume")
+        raise UnsupportedError(f"mask {name} is 4D {data.shape}; expected one 3D label volume")
     aligned = align_to_grid(data, mask.affine, volume.affine, volume.spatial_shape)
     if aligned is None:
         why = (f"mask {name} has shape {data.shape} and origin {np.round(mask.origin, 2).tolist()}, "
                f"the series {volume.spatial_shape} and {np.round(volume.origin, 2).tolist()}")
         if by_grid:
             return None, why + "; not used"
-        raise MedloadError(why + "; resample the mask onto the series grid first")
+        raise GeometryError(why + "; resample the mask onto the series grid first")
     return Volume(_integer_labels(aligned, name), volume.affine, modality=volume.modality), ""
 
 
@@ -127,12 +129,12 @@ def _integer_labels(data: np.ndarray, name: str) -> np.ndarray:
     off = ~np.isfinite(values) | (np.abs(values - labels) > 1e-3)
     if off.any():
         first = tuple(int(i) for i in np.argwhere(off)[0])
-        raise MedloadError(
+        raise ReadError(
             f"mask {name} holds {int(off.sum())} non-integer or NaN values (first "
             f"{values[first]!r} at index {first}); expected integer labels: threshold a probability "
             "map, or resample the mask with nearest-neighbour interpolation"
         )
     if labels.min() < 0 or labels.max() > np.iinfo(np.int32).max:
-        raise MedloadError(f"mask {name} holds values outside 0..2^31; expected integer labels")
+        raise ReadError(f"mask {name} holds values outside 0..2^31; expected integer labels")
     dtype = np.uint8 if labels.max() < 256 else np.uint16 if labels.max() < 65536 else np.int32
     return np.ascontiguousarray(labels.astype(dtype))

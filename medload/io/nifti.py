@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from medload.deid import PhiKey, pseudonym, resolve_key
-from medload.errors import MedloadError, ReadError, UnsupportedError
+from medload.errors import ConfigError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
 from medload.io.limits import check_volume_size
 from medload.io.series import Series
@@ -543,7 +543,7 @@ def load_nifti(series_or_path: Series | str | Path, *, modality: str | None = No
     keys_from_series: dict[str, str] | None = None
     if isinstance(series_or_path, Series):
         if series_or_path.kind != "nifti" or len(series_or_path.files) != 1:
-            raise MedloadError(
+            raise ConfigError(
                 f"load_nifti needs a NIfTI Series with one file; found kind={series_or_path.kind!r} "
                 f"with {len(series_or_path.files)} files. Use medload.load(series) for DICOM."
             )

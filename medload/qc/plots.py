@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from nibabel.orientations import aff2axcodes
 
+from medload.errors import ConfigError
 from medload.qc import views
 from medload.qc.views import DISPLAY_AXCODES, PLANES
 
@@ -94,7 +95,7 @@ def show_plane(volume: Any, plane: str = "axial", index: int | None = None, *, a
     import matplotlib.pyplot as plt
 
     if plane not in PLANES:
-        raise ValueError(f"plane must be one of {', '.join(PLANES)}, found {plane!r}")
+        raise ConfigError(f"plane must be one of {', '.join(PLANES)}, found {plane!r}")
     ax = plt.gca() if ax is None else ax
     shown, affine = display_grid(volume)
     image, index = _slice(shown, plane, index)

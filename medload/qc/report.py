@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.errors import MedloadError, StoreError
+from medload.errors import ConfigError, MedloadError, ReadError, StoreError
 from medload.qc import views
 
 __all__ = ["qc_folder", "write_qc"]
@@ -412,14 +412,14 @@ def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     started = time.perf_counter()
     store_path = Path(store)
     if thumb_size < 16:
-        raise MedloadError(f"qc thumbnails need at least 16 pixels, found thumb_size={thumb_size}")
+        raise ConfigError(f"qc thumbnails need at least 16 pixels, found thumb_size={thumb_size}")
     report_file = _report_path(store_path)
     report: dict[str, Any] = {}
     if report_file.is_file():
         try:
             report = json.loads(report_file.read_text(encoding="utf-8"))
         except ValueError as exc:
-            raise MedloadError(f"{report_file} is not valid JSON ({exc}); convert again to rewrite it, "
+            raise ReadError(f"{report_file} is not valid JSON ({exc}); convert again to rewrite it, "
                                "or move it away to draw the page from the store alone") from exc
     try:
         reader = open_store(store_path)

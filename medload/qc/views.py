@@ -35,6 +35,8 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
+from medload.errors import ConfigError
+
 __all__ = [
     "DISPLAY_AXCODES",
     "LABEL_COLOURS",
@@ -106,7 +108,7 @@ def edge_labels(affine: np.ndarray, plane: str) -> dict[str, str]:
     {'top': 'S', 'bottom': 'I', 'left': 'A', 'right': 'P'}
     """
     if plane not in PLANES:
-        raise ValueError(f"plane must be one of {', '.join(PLANES)}, found {plane!r}")
+        raise ConfigError(f"plane must be one of {', '.join(PLANES)}, found {plane!r}")
     # The display grid's codes, from the affine as it is after reorientation (not assumed).
     codes = aff2axcodes(np.asarray(affine, float) @ inv_ornt_aff(_ornt(affine), (2, 2, 2)))
     rows, cols = [a for a in range(3) if a != PLANES[plane]]

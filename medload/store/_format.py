@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.errors import StoreError
+from medload.errors import ConfigError, StoreError
 
 SCHEMA_VERSION = 1
 
@@ -49,7 +49,7 @@ def canonical_json(value: Any) -> str:
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise StoreError(
+        raise ConfigError(
             f"the pipeline configuration must be JSON-able to be recorded in the store, found "
             f"{type(value).__name__} ({exc}); pass pipeline.to_config() or a dict of plain values."
         ) from exc
@@ -70,7 +70,7 @@ def pipeline_config(pipeline: Any) -> Any:
     if hasattr(pipeline, "to_config"):
         pipeline = pipeline.to_config()
     if not isinstance(pipeline, (Mapping, list)):
-        raise StoreError(
+        raise ConfigError(
             f"pipeline must be None, a JSON-able mapping, or an object with .to_config(); "
             f"found {type(pipeline).__name__}."
         )
@@ -104,7 +104,7 @@ def check_dtype(dtype: str | None) -> str:
         return DEFAULT_DTYPE
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     if name not in DTYPES:
-        raise StoreError(f"dtype must be one of {DTYPES}, found {dtype!r}.")
+        raise ConfigError(f"dtype must be one of {DTYPES}, found {dtype!r}.")
     return name
 
 
@@ -129,13 +129,13 @@ def parse_compression(spec: str | None, *, itemsize: int = 2) -> tuple[str, dict
     base, shuffle = (spec[: -len("+shuffle")], True) if spec.endswith("+shuffle") else (spec, False)
     name, _, level_text = base.partition(":")
     if name not in FILTERS:
-        raise StoreError(
+        raise ConfigError(
             f"compression must be one of {FILTERS} (optionally ':level', '+shuffle'), found {spec!r}."
         )
     try:
         level = int(level_text) if level_text else None
     except ValueError:
-        raise StoreError(f"compression level in {spec!r} must be an integer.") from None
+        raise ConfigError(f"compression level in {spec!r} must be an integer.") from None
     kwargs: dict[str, Any]
     if name == "none":
         kwargs, level = {}, None

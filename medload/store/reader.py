@@ -33,7 +33,7 @@ try:  # a speed-up, not a feature: without it LZ4 chunks are read through h5py
 except ImportError:  # pragma: no cover - lz4 is a dependency
     _lz4_decompress = None
 
-from medload.errors import StoreError
+from medload.errors import ConfigError, StoreError
 from medload.store import _format as fmt
 from medload.volume import Volume
 
@@ -535,7 +535,7 @@ def _decode_into(stored: np.ndarray, rec: VolumeRecord, out: np.ndarray, *, raw:
     """``read_slices``' decoding of stored values, written into ``out``: ``stored * scale + offset`` in float32."""
     want = np.dtype(stored.dtype if raw else np.float32)
     if out.shape != stored.shape or out.dtype != want:
-        raise ValueError(
+        raise ConfigError(
             f"read_slices(out=...) of volume {rec.key}: out must be {want} {stored.shape}, "
             f"found {out.dtype} {out.shape}."
         )
