@@ -281,3 +281,23 @@ def test_single_slice_images_and_a_store_whose_series_all_failed(tmp_path):
     info = write_qc(out)
     assert info["volumes"] == 0 and info["failed"] == 1
     assert "missing slices" in Path(info["path"]).read_text()
+
+
+def test_filters_and_sorting_work_in_the_browser(converted, tmp_path):
+    # The filters, set from the address as a user's link would, run in Chromium: the DOM then
+    # hides exactly the cards of other modalities, and sorting by slices reorders the cards.
+    out = tmp_path / "qc"
+    write_qc(converted, out)
+    records = medload.open(converted).volumes
+    page = (out / "index.html").as_uri()
+    done = _browser(["--dump-dom", page + "#modality=MR&nofailed&sort=slices"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cards = re.findall(r'<article class="card([^"]*)" data-kind="volume" data-modality="(\w+)"[^>]*'
+                       r'data-slices="(\d+)"', done.stdout)
+    shown = [(m, int(n)) for cls, m, n in cards if "hidden" not in cls]
+    assert sorted(m for m, _ in shown) == sorted(r.modality for r in records if r.modality == "MR")
+    assert all("hidden" in cls for cls, m, _ in cards if m != "MR")
+    slices = [n for _, n in shown]
+    assert slices == sorted(slices, reverse=True) and len(set(slices)) > 1
+    assert re.search(r'<section id="failed-section" class="hidden"', done.stdout)
+    assert f"{len(shown)} of {len(records)} volumes shown" in done.stdout

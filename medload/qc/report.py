@@ -15,7 +15,8 @@ of volumes opens at once and draws what is scrolled to). It holds:
 - every series the converter did not write (failed, duplicate, not run) with its reason, and
   the unreadable files, from the ``report.json`` the converter wrote beside the store;
 - filters and sorting (modality, problems, failed) in plain JavaScript; without JavaScript
-  everything is still shown.
+  everything is still shown. The address can set them: ``index.html#modality=MR&problems``,
+  ``#sort=problems``, ``#nofailed``; ``#all`` loads every thumbnail at once.
 
 Privacy: the page shows what the store and report already hold under the converter's rule
 (:mod:`medload.deid`): pseudonymous keys, geometry, pipeline and the report's reasons. Source
@@ -325,8 +326,10 @@ _SCRIPT = """
     state.textContent=loaded+' of '+imgs.length+' thumbnails drawn'+(broken?', '+broken+' MISSING (outlined)':'');
   }
   function mark(i){ i.dataset.state=(i.complete&&i.naturalWidth>0)?'loaded':'broken'; if(i.dataset.state==='broken')i.classList.add('broken'); count(); }
-  // '#all' in the address loads every thumbnail at once (printing, a check of the whole page).
-  if(location.hash==='#all') imgs.forEach(function(i){ i.loading='eager'; });
+  // The address's '#' part: 'all' loads every thumbnail at once (printing, a check of the whole
+  // page); 'modality=MR', 'problems', 'nofailed', 'sort=problems' set the filters (a link to a view).
+  var opts={}; location.hash.replace(/^#/,'').split('&').forEach(function(p){ if(p){ var kv=p.split('='); opts[decodeURIComponent(kv[0])]=kv.length>1?decodeURIComponent(kv[1]):true; } });
+  if(opts.all) imgs.forEach(function(i){ i.loading='eager'; });
   imgs.forEach(function(i){
     if(i.complete&&i.naturalWidth>0){ i.dataset.state='loaded'; }
     else { i.addEventListener('load',function(){mark(i);}); i.addEventListener('error',function(){mark(i);}); }
@@ -351,6 +354,10 @@ _SCRIPT = """
     document.getElementById('shown').textContent=shown+' of '+list.length+' volumes shown';
   }
   ['f-modality','f-problems','f-failed','f-sort'].forEach(function(id){ document.getElementById(id).addEventListener('change',apply); });
+  if(typeof opts.modality==='string') document.getElementById('f-modality').value=opts.modality;
+  if(opts.problems) document.getElementById('f-problems').checked=true;
+  if(opts.nofailed) document.getElementById('f-failed').checked=false;
+  if(typeof opts.sort==='string') document.getElementById('f-sort').value=opts.sort;
   apply();
 })();
 """
