@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medload.batch.fused import run_for_store
 from medload.batch.pipelines import pipeline_for
 from medload.deid import deidentified_meta, hidden_texts, relative_paths
 from medload.errors import MedloadError
@@ -135,14 +136,14 @@ class Worker:
                 entry["mask"] = os.path.basename(task.mask) if mask is not None else None
                 if why:
                     entry.setdefault("notes", []).append(why)
+            stage = "write"
+            store = self._store()
             stage = "preprocess"
             pipe = self._pipeline(volume.modality)
-            if mask is not None:
-                out, mask = pipe(volume, mask=mask)
-            else:
-                out = pipe(volume)
+            # A final CT window into a uint8 store runs as one lookup-table pass (same bytes).
+            out, mask, encoded = run_for_store(pipe, volume, mask, store)
             stage = "write"
-            key = self._store().add(out, mask=mask, label=task.label)
+            key = store.add(out, mask=mask, label=task.label, encoded=encoded)
         except MedloadError as exc:
             entry.update(status="failed", stage=stage, error=type(exc).__name__,
                          reason=relative_paths(str(exc), self.job.roots))

@@ -22,6 +22,8 @@ from medload.store._format import (
     FILTERS,
     SCHEMA_VERSION,
     check_dtype,
+    encode,
+    encoding,
     parse_compression,
 )
 from medload.store.reader import StoreReader, VolumeRecord, open
@@ -38,5 +40,7 @@ __all__ = [
     "DTYPES",
     "FILTERS",
     "check_dtype",
+    "encode",
+    "encoding",
     "parse_compression",
 ]

@@ -237,10 +237,13 @@ def encode(block: np.ndarray, dtype: str, scale: float, offset: float) -> np.nda
     """
     if dtype == "uint8":
         # In place in float32: half the passes of a float64 round trip (encoding dominated writes).
-        q = np.array(block, dtype=np.float32, copy=True)
+        # The cast fused with the first operation (one pass and one allocation fewer; the same
+        # float32 operations, so the same bytes).
         if offset:
-            q -= np.float32(offset)
-        q *= np.float32(1.0 / scale)
+            q = np.subtract(block, np.float32(offset), dtype=np.float32)
+            q *= np.float32(1.0 / scale)
+        else:
+            q = np.multiply(block, np.float32(1.0 / scale), dtype=np.float32)
         np.rint(q, out=q)
         np.clip(q, 0, 255, out=q)
         return q.astype(np.uint8)

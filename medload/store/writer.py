@@ -405,7 +405,7 @@ class Store:
         return candidate
 
     def add(self, volume: Volume, *, mask: Volume | np.ndarray | None = None, label: int | None = None,
-            key: str | None = None) -> str:
+            key: str | None = None, encoded: tuple[float, float] | None = None) -> str:
         """Write one volume (and its mask and label); skip it if already complete here.
 
         Parameters
@@ -420,6 +420,10 @@ class Store:
         key : str, optional
             Group name; default ``meta['series_key']`` or ``meta['source_key']``, sanitized and
             made unique with ``-2``, ``-3``, ...
+        encoded : (scale, offset), optional
+            ``volume.array`` holds stored values already, in the store's dtype, meaning
+            ``stored * scale + offset``: written as they are. For a converter that quantized in
+            one pass (``medload.batch.fused``: a CT window as a lookup table to uint8).
 
         Returns
         -------
@@ -456,7 +460,12 @@ class Store:
                 label = int(label)
             except (TypeError, ValueError):
                 raise StoreError(f"{what}: label must be an integer class, found {label!r}.") from None
-        scale, offset = fmt.encoding(array, self.dtype, value_range=self.value_range, what=what)
+        if encoded is None:
+            scale, offset = fmt.encoding(array, self.dtype, value_range=self.value_range, what=what)
+        elif array.dtype != np.dtype(self.dtype):
+            raise StoreError(f"{what}: encoded=(scale, offset) needs the stored type {self.dtype}, found {array.dtype}.")
+        else:
+            scale, offset = float(encoded[0]), float(encoded[1])
         mdtype = fmt.mask_dtype(mask_array, what) if mask_array is not None else None
         channels = meta.get("channels")
         n_channels = array.shape[0] if four_d else 1
@@ -480,7 +489,7 @@ class Store:
             for z0 in range(0, z, BLOCK_SLICES):
                 z1 = min(z, z0 + BLOCK_SLICES)
                 block = array[:, z0:z1].transpose(1, 0, 2, 3) if four_d else array[z0:z1]
-                block = fmt.encode(block, self.dtype, scale, offset)
+                block = fmt.encode(block, self.dtype, scale, offset) if encoded is None else np.ascontiguousarray(block)
                 image[z0:z1] = block
                 crc = fmt.crc32(block, crc)
             if mask_array is not None:

@@ -19,6 +19,8 @@ from medload.volume import Volume
 __all__ = [
     "WINDOWS",
     "window",
+    "window_table",
+    "table_codes",
     "ct_body_mask",
     "foreground_mask",
     "n4_bias_correct",
@@ -68,8 +70,47 @@ def window(array: np.ndarray, *, center: float, width: float) -> np.ndarray:
     """
     check_range("width", width, low=0, low_open=True, transform="window")
     low = center - width / 2.0
-    out = (np.asarray(array, dtype=np.float32) - np.float32(low)) * np.float32(1.0 / width)
+    # One float32 volume, written in place: the cast fused with the subtraction (the same
+    # float32 operations, so the same values as converting first; two whole-volume
+    # temporaries fewer, which on a 512x512x256 CT were 268 MB of fresh pages each).
+    out = np.subtract(array, np.float32(low), dtype=np.float32)
+    out *= np.float32(1.0 / width)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def window_table(dtype: Any, *, center: float, width: float) -> np.ndarray | None:
+    """:func:`window` of every value an integer type of at most 16 bits holds, as a lookup table.
+
+    ``table[code]`` is the windowed value of a voxel whose bit pattern read as unsigned is
+    ``code`` (:func:`table_codes`), computed by :func:`window` itself, so looking voxels up
+    gives the very values the volume's window gives. ``None`` for floats and wider integers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> table = window_table(np.int16, center=40, width=80)
+    >>> hu = np.array([-1000, 0, 40, 60, 3000], np.int16)
+    >>> bool((table[table_codes(hu)] == window(hu, center=40, width=80)).all()), table.shape
+    (True, (65536,))
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or dtype.itemsize > 2:
+        return None
+    codes = np.arange(1 << (8 * dtype.itemsize), dtype=f"u{dtype.itemsize}").view(dtype)
+    return window(codes, center=center, width=width)
+
+
+def table_codes(array: np.ndarray) -> np.ndarray:
+    """The unsigned view of an integer array of at most 16 bits: indices into :func:`window_table` (no copy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> table_codes(np.array([-1, 0, 1], np.int16)).tolist()
+    [65535, 0, 1]
+    """
+    array = np.asarray(array)
+    return array.view(f"u{array.dtype.itemsize}")
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -494,10 +535,36 @@ class Window(Transform):
         _require_ct(volume, self.name, self.force)
         check_finite(volume.array, self.name)
         out = window(volume.array, center=self.center, width=self.width)
+        return out, self.params(), {"meta": self._meta(volume)}
+
+    def _meta(self, volume: Volume) -> dict[str, Any]:
         meta = volume.meta
         label = f" ({self.window})" if self.window else ""
         meta["intensity"] = f"HU window {self.center:g}/{self.width:g}{label} scaled to [0,1]"
-        return out, self.params(), {"meta": meta}
+        return meta
+
+    def table(self, volume: Volume) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]] | None:
+        """This window as a lookup table over the volume's integer codes, with what :meth:`apply` records.
+
+        Returns ``(table, params, changes)`` like :meth:`apply` with :func:`window_table` in
+        place of the windowed array (``table[table_codes(volume.array)]`` is that array), or
+        ``None`` when the volume is not integer of at most 16 bits. A converter that stores
+        uint8 composes the table with the store's quantization and looks every voxel up once
+        (``medload.batch.fused``), instead of a float32 volume and then its quantization.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> vol = Volume(np.array([[[0, 40, 80]]], np.int16), np.eye(4), modality="CT")
+        >>> table, params, changes = Window("brain").table(vol)
+        >>> table[table_codes(vol.array)].tolist() == Window("brain")(vol).array.tolist()
+        True
+        """
+        _require_ct(volume, self.name, self.force)
+        table = window_table(volume.array.dtype, center=self.center, width=self.width)
+        if table is None:
+            return None
+        return table, self.params(), {"meta": self._meta(volume)}
 
 
 class MultiWindow(Transform):

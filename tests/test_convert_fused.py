@@ -1,0 +1,99 @@
+"""A final CT window into a uint8 store as one lookup-table pass: the same bytes as window then quantize.
+
+``medload.batch.fused.run_for_store`` composes ``Window.table`` with the store's encoding; the
+reference is the plain way, ``pipe(volume)`` then ``Store.add``, which computes the float32
+windowed volume and quantizes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import medload
+from medload.batch.fused import run_for_store
+from medload.transforms import HUClip, Pipeline, Reorient, ResizeSlices, Window
+
+
+def ct_volume(dtype: str, seed: int, shape=(5, 24, 20)) -> medload.Volume:
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    low, high = max(info.min, -1024), min(info.max, 3071)
+    array = rng.integers(low, high + 1, size=shape).astype(dtype)
+    meta = {"series_key": f"s-{dtype}-{seed}", "patient_key": "p", "source_hash": f"h-{dtype}-{seed}"}
+    return medload.Volume(array, np.diag([2.0, 0.7, 0.7, 1.0]), modality="CT", meta=meta)
+
+
+def stored(path) -> tuple[np.ndarray, medload.store.VolumeRecord]:
+    reader = medload.open(path)
+    record = reader.volumes[0]
+    return reader.read_slices(0, 0, record.n_slices, raw=True), record
+
+
+def write_both(tmp_path, pipe, volume, mask=None, **store_options):
+    """The stored bytes and record of the fused and of the plain way, and the fused ``encoded``."""
+    fused_path, plain_path = tmp_path / "fused.h5", tmp_path / "plain.h5"
+    with medload.Store.create(fused_path, overwrite=True, **store_options) as store:
+        out, out_mask, encoded = run_for_store(pipe, volume, mask, store)
+        store.add(out, mask=out_mask, encoded=encoded)
+    with medload.Store.create(plain_path, overwrite=True, **store_options) as store:
+        if mask is None:
+            store.add(pipe(volume))
+        else:
+            store.add(*pipe(volume, mask=mask)[:1], mask=pipe(volume, mask=mask)[1])
+    return stored(fused_path), stored(plain_path), encoded
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "int8", "uint8"])
+@pytest.mark.parametrize("window", ["abdomen", "brain", "bone", "lung"])
+def test_lookup_table_gives_the_bytes_scale_and_record_of_window_then_quantize(tmp_path, dtype, window):
+    volume = ct_volume(dtype, seed=len(window))
+    (fused, fused_rec), (plain, plain_rec), encoded = write_both(tmp_path, Pipeline([Window(window)]), volume)
+    assert encoded is not None  # the fused path was taken
+    assert fused.dtype == plain.dtype == np.uint8 and np.array_equal(fused, plain)
+    assert (fused_rec.scale, fused_rec.offset) == (plain_rec.scale, plain_rec.offset) == encoded
+    assert fused_rec.history == plain_rec.history and fused_rec.intensity == plain_rec.intensity
+    # and the stored values decode to the float window within half a quantization step
+    windowed = Window(window)(volume).array
+    assert np.abs(fused * np.float32(fused_rec.scale) + np.float32(fused_rec.offset) - windowed).max() <= fused_rec.scale / 2 + 1e-6
+
+
+def test_fixed_value_range_earlier_steps_and_masks_follow_the_plain_way(tmp_path):
+    volume = ct_volume("int16", seed=3)
+    mask = medload.Volume((volume.array > 0).astype(np.uint8), volume.affine, modality="CT")
+    pipe = Pipeline([Reorient(("I", "P", "L")), Window("abdomen")])  # a step that keeps int16 first
+    (fused, rec), (plain, plain_rec), encoded = write_both(tmp_path, pipe, volume, mask=mask, value_range=(0, 1))
+    assert encoded == (1 / 255, 0.0) and np.array_equal(fused, plain)
+    assert rec.history == plain_rec.history and [name for name, _ in rec.history][-2:] == ["reorient", "window"]
+    moved_mask = pipe(volume, mask=mask)[1].array
+    assert not np.array_equal(moved_mask, mask.array)  # the reorientation moved it
+    assert np.array_equal(medload.open(tmp_path / "fused.h5").read_mask(0, 0, len(moved_mask)), moved_mask)
+    # a float step before the window (HUClip gives float32): the plain way, the same bytes
+    (fused, _), (plain, _), encoded = write_both(tmp_path, Pipeline([HUClip(-200, 400), Window("abdomen")]), volume)
+    assert encoded is None and np.array_equal(fused, plain)
+
+
+def test_float_voxels_other_pipelines_and_stores_take_the_plain_way(tmp_path):
+    volume = ct_volume("int16", seed=4)
+    floats = volume.with_array(volume.array.astype(np.float32) + 0.5)
+    for pipe, vol, options in ((Pipeline([Window("brain")]), floats, {}),
+                               (Pipeline([Window("brain"), ResizeSlices(12)]), volume, {}),
+                               (Pipeline([Window("brain")]), volume, {"dtype": "float16"})):
+        with medload.Store.create(tmp_path / "s.h5", overwrite=True, **options) as store:
+            out, _, encoded = run_for_store(pipe, vol, None, store)
+        assert encoded is None
+        np.testing.assert_array_equal(out.array, pipe(vol).array)
+
+
+def test_convert_of_a_ct_series_stores_what_window_then_quantize_stores(tmp_path):
+    from fixtures.synthetic import ct_series
+
+    ct_series(tmp_path / "ct", n_slices=6, size=64, seed=1)
+    medload.convert(tmp_path / "ct", tmp_path / "out.h5", pipeline="ct-abdomen", workers=1, progress=False)
+    got, record = stored(tmp_path / "out.h5")
+    volume = medload.load(tmp_path / "ct")
+    assert volume.array.dtype == np.int16  # HU as read: the fused path applies
+    with medload.Store.create(tmp_path / "plain.h5") as store:
+        store.add(medload.preset("ct-abdomen")(volume))
+    want, want_record = stored(tmp_path / "plain.h5")
+    assert np.array_equal(got, want) and (record.scale, record.offset) == (want_record.scale, want_record.offset)
