@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ast
 import multiprocessing as mp
-import os
 import queue
 import signal
 import sys
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from medload._optional import require
+from medload.cores import available_cores, resolve_workers
 from medload.errors import ConfigError, MedloadError
 
 __all__ = ["Outcome", "RunSummary", "Worker", "run_tasks", "default_workers"]
@@ -91,17 +91,14 @@ class RunSummary:
 
 
 def default_workers() -> int:
-    """Number of cores this process may use (``os.sched_getaffinity`` where available).
+    """Number of cores this process may use (:func:`medload.cores.available_cores`).
 
     Examples
     --------
     >>> default_workers() >= 1
     True
     """
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 def run_tasks(
@@ -148,9 +145,7 @@ def run_tasks(
     ids = [tid for tid, _ in tasks]
     if len(set(ids)) != len(ids):
         raise ConfigError("run_tasks: task ids must be unique; found duplicates.")
-    if workers is not None and workers < 0:
-        raise ConfigError(f"workers must be >= 0 (0 runs in this process), found {workers}.")
-    n = default_workers() if workers is None else workers
+    n = resolve_workers(workers)
     if n > 0 and len(tasks) > 1 and (not dask or dask == "local"):
         script = unguarded_main_script()
         if script is not None:

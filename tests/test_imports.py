@@ -80,3 +80,46 @@ def test_public_api_names_resolve() -> None:
 
     for name in ("Volume", "MedloadError", "scan", "load", "Pipeline", "preset", "Store", "open", "convert"):
         assert getattr(medload, name) is not None, name
+
+
+
+def _private_imports(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """``from medload.x import _name`` of a name private to another module, or an import of a
+    private module (``_format``, ``_base``) from outside the package that holds it."""
+    package = module if is_package else module.rpartition(".")[0]
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("medload"):
+            targets = [(node.module, a.name) for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [tuple(a.name.rsplit(".", 1)) for a in node.names if a.name.startswith("medload.")]
+        else:
+            continue
+        for owner_module, name in targets:
+            full = f"{owner_module}.{name}"
+            is_module = full in _MODULES
+            if name.startswith("_") and not name.startswith("__") and not is_module:
+                bad.append(f"{full} (a private name of {owner_module})")
+            parts = full.split(".")
+            for i, part in enumerate(parts if is_module else parts[:-1]):
+                if part.startswith("_") and not part.startswith("__"):
+                    owner = ".".join(parts[:i])  # the package that holds the private module
+                    if not (package == owner or package.startswith(owner + ".")):
+                        bad.append(f"{full} (private to {owner})")
+    return bad
+
+
+_MODULES = {_module_name(p) for p in MODULES}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module_name(p))
+def test_no_module_imports_another_modules_private_names(path: Path) -> None:
+    bad = _private_imports(path.read_text(), _module_name(path), is_package=path.name == "__init__.py")
+    assert not bad, f"{_module_name(path)} imports {bad}; give what other modules use a public name"
+
+
+def test_the_private_import_check_catches_both_kinds() -> None:
+    source = "from medload.transforms.intensity import _reader_inverted\nfrom medload.store._format import encode\n"
+    bad = _private_imports(source, "medload.transforms.equalize")
+    assert len(bad) == 2 and "_reader_inverted" in bad[0] and "private to medload.store" in bad[1], bad
+    assert _private_imports("from medload.store._format import encode\n", "medload.store.reader") == []

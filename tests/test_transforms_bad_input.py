@@ -103,7 +103,7 @@ def test_constant_results_are_the_documented_ones():
 ])
 def test_out_of_range_parameters_name_expected_and_found(make, message):
     if message is None:  # workers is checked when the transform runs
-        with pytest.raises(TransformError, match=r"workers must be a positive integer or None .* found -1"):
+        with pytest.raises(medload.ConfigError, match=r"workers must be >= 0 .* found -1"):
             make()(ct_phantom((2, 16, 16)))
         return
     with pytest.raises(TransformError, match=message) as info:

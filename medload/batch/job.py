@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from medload.batch.pipelines import resolve_pipelines
@@ -13,7 +12,7 @@ from medload.batch.plan import Plan, check_sources, make_plan, report_path
 from medload.batch.report import ConversionReport, Progress, make_report, write_report
 from medload.batch.worker import Job
 from medload.deid import relative_paths
-from medload.errors import ConfigError
+from medload.cores import resolve_workers
 
 __all__ = ["convert"]
 
@@ -122,8 +121,7 @@ def convert(
     started = time.perf_counter()
     source_list = check_sources(sources)
     keep_descriptions = bool(keep_descriptions or keep_phi)
-    if workers is not None and workers < 0:
-        raise ConfigError(f"workers must be >= 0 (0 = in this process), found {workers}")
+    resolve_workers(workers)  # checked before scanning a big export
     pipelines = resolve_pipelines(pipeline, size=size, resize_mode=resize_mode, grayscale=grayscale)
     if keep_phi:
         # Part of the store's identity: a re-run without --keep-phi (or with it, on a

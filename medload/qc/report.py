@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from medload.cores import available_cores
 from medload.errors import ConfigError, MedloadError, ReadError, StoreError
 from medload.qc import views
 
@@ -158,7 +159,7 @@ def _all_facts(store: Path, n: int, thumbs: Path, size: int,
     """Facts of every volume, in order, and the CPU seconds spent drawing them (workers included)."""
     chunks = [list(range(i, min(i + _CHUNK, n))) for i in range(0, n, _CHUNK)]
     if workers is None:
-        workers = 0 if n < _INLINE_BELOW else min(os.cpu_count() or 1, len(chunks))
+        workers = 0 if n < _INLINE_BELOW else min(available_cores(), len(chunks))
     if workers <= 1:
         results = [_facts_of_chunk(str(store), c, str(thumbs), size) for c in chunks]
         reader = _READERS.pop(str(store), None)

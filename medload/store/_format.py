@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medload._optional import require
 from medload.errors import ConfigError, StoreError
 
 SCHEMA_VERSION = 1
@@ -36,6 +37,13 @@ META_ATTRS = ("source", "source_key", "patient_key", "study_key", "series_key", 
 INDEX_DTYPE = np.dtype([("volume", "<i4"), ("slice", "<i4"), ("patient", "<i4"), ("label", "<i8")])
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def load_h5py() -> Any:
+    """h5py, with hdf5plugin's filters registered (imported here, on first use, so that
+    ``import medload`` stays light)."""
+    require("hdf5plugin", "the HDF5 store (compressed filters)")
+    return require("h5py", "the HDF5 store")
 
 
 def canonical_json(value: Any) -> str:

@@ -82,12 +82,6 @@ class VolumeRecord:
         return self.shape[1:]
 
 
-def _h5py():
-    from medload.store.writer import _h5py as load
-
-    return load()
-
-
 def _open_file(h5py, path: Path):
     try:
         # Default file locking (a shared lock), so that the same file can also be opened with
@@ -190,7 +184,7 @@ class StoreReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        h5py = _h5py()
+        h5py = fmt.load_h5py()
         shards = _shards(self.path)
         records: list[VolumeRecord] = []
         attrs: dict[str, Any] | None = None
@@ -252,7 +246,7 @@ class StoreReader:
     def _file(self, shard: str):
         f = self._files.get(shard)
         if f is None:
-            f = _open_file(_h5py(), Path(shard))
+            f = _open_file(fmt.load_h5py(), Path(shard))
             self._files[shard] = f
         return f
 

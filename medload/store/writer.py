@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from medload._optional import require
 from medload.deid import sanitize_key
 from medload.errors import PipelineMismatchError, StoreError
 from medload.store import _format as fmt
@@ -41,11 +40,6 @@ log = logging.getLogger(__name__)
 
 #: Slices encoded and written per call: bounds the extra memory of a write to a few slices.
 BLOCK_SLICES = 32
-
-
-def _h5py():
-    require("hdf5plugin", "the HDF5 store (compressed filters)")
-    return require("h5py", "the HDF5 store")
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -159,7 +153,7 @@ class Store:
 
     def _init(self, path, dtype, compression, pipeline, resume, overwrite, value_range,
               key_fingerprint=None) -> None:
-        h5py = _h5py()
+        h5py = fmt.load_h5py()
         self._h5py = h5py
         self.path = path
         self.partial_path = layout.partial_path(path)
@@ -691,7 +685,7 @@ def _write_index(f, catalog: dict[str, dict[str, Any]]) -> None:
             del f[name]
     index = np.concatenate(rows) if rows else np.zeros(0, dtype=fmt.INDEX_DTYPE)
     f.create_dataset("index", data=index)
-    string = _h5py().string_dtype()
+    string = fmt.load_h5py().string_dtype()
     f.create_dataset("volume_keys", data=np.array(keys, dtype=object), dtype=string)
     f.create_dataset("patient_keys", data=np.array(list(patients), dtype=object), dtype=string)
     f.create_dataset("catalog", data=fmt.canonical_json([catalog[key] for key in keys]), dtype=string)

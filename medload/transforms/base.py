@@ -10,17 +10,17 @@ applied to the same input reproduces the output bit for bit (torchio's idea, wit
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
 
+from medload.cores import resolve_workers
 from medload.errors import TransformError
 from medload.volume import Volume
 
-__all__ = ["Transform", "REGISTRY", "get_transform", "map_slices", "check_finite", "resolve_workers"]
+__all__ = ["Transform", "REGISTRY", "get_transform", "map_slices", "check_finite"]
 
 #: Transform name -> class; filled by subclass definition, used by ``Pipeline.from_config``.
 REGISTRY: dict[str, type[Transform]] = {}
@@ -75,21 +75,6 @@ def json_params(params: dict[str, Any]) -> dict[str, Any]:
         raise TransformError(f"transform parameters are not JSON-able: {plain!r} ({exc})") from exc
 
 
-def resolve_workers(workers: int | None) -> int:
-    """``None`` or ``0`` -> every core; otherwise a positive count.
-
-    Examples
-    --------
-    >>> resolve_workers(2)
-    2
-    """
-    if workers is None or workers == 0:
-        return os.cpu_count() or 1
-    if not isinstance(workers, (int, np.integer)) or workers < 0:
-        raise TransformError(f"workers must be a positive integer or None (all cores), found {workers!r}")
-    return int(workers)
-
-
 def map_slices(
     func: Callable[[np.ndarray], np.ndarray], array: np.ndarray, *, workers: int | None = 1
 ) -> np.ndarray:
@@ -115,7 +100,7 @@ def map_slices(
     def run(i: int) -> None:
         out[i] = func(flat[i])
 
-    n_workers = min(resolve_workers(workers), max(flat.shape[0] - 1, 1))
+    n_workers = min(resolve_workers(workers), max(flat.shape[0] - 1, 1))  # 0: in this thread
     if n_workers <= 1:
         for i in range(1, flat.shape[0]):
             run(i)

@@ -11,7 +11,7 @@ import numpy as np
 
 from medload.errors import TransformError
 from medload.transforms.base import Transform, check_finite, check_range, map_frames, map_slices
-from medload.transforms.intensity import _mask_for
+from medload.transforms.intensity import voxel_mask
 
 __all__ = ["rescale_unit", "equalize_hist", "clahe", "HistogramEqualize", "CLAHE"]
 
@@ -110,7 +110,7 @@ class HistogramEqualize(Transform):
         check_finite(volume.array, self.name)
 
         def one(a):
-            m = None if self.mask == "all" else _mask_for(a, self.mask)
+            m = None if self.mask == "all" else voxel_mask(a, self.mask)
             return equalize_hist(a, nbins=self.nbins, mask=m)
 
         if self.per_slice:
@@ -195,7 +195,7 @@ class CLAHE(Transform):
         one = partial(clahe, kernel_size=kernel, clip_limit=self.clip_limit, nbins=self.nbins)
         out = map_slices(one, unit, workers=self.workers) if self.per_slice else map_frames(one, unit)
         if self.mask != "all":
-            inside = _mask_for(array, self.mask)
+            inside = voxel_mask(array, self.mask)
             out = np.where(inside, out, unit.astype(np.float32))
         concrete = {**self.params(), "kernel_size": kernel, "kernel_mm": None, "in_range": in_range}
         meta = volume.meta

@@ -245,7 +245,15 @@ def n4_bias_correct(
     return array / field
 
 
-def _mask_for(array: np.ndarray, mask: str | np.ndarray | None) -> np.ndarray:
+def voxel_mask(array: np.ndarray, mask: str | np.ndarray | None) -> np.ndarray:
+    """The boolean mask of the voxels statistics are taken over: ``"all"``/None, ``"foreground"``,
+    ``"nonzero"`` or a boolean array of the image's shape.
+
+    Examples
+    --------
+    >>> voxel_mask(np.array([0.0, 2.0]), "nonzero").tolist()
+    [False, True]
+    """
     if mask is None or (isinstance(mask, str) and mask == "all"):
         return np.ones(array.shape, bool)
     if isinstance(mask, str):
@@ -275,7 +283,7 @@ def percentile_clip(array: np.ndarray, *, lower: float = 0.5, upper: float = 99.
     if lower >= upper:
         raise TransformError(f"percentile_clip: lower must be below upper, found lower={lower}, upper={upper}")
     array = np.asarray(array, dtype=np.float32)
-    inside = array[_mask_for(array, mask)]
+    inside = array[voxel_mask(array, mask)]
     if inside.size == 0:
         return array.copy()
     lo, hi = np.percentile(inside, [lower, upper])
@@ -297,7 +305,7 @@ def zscore(array: np.ndarray, *, mask: str | np.ndarray | None = None) -> np.nda
     """
     array = np.asarray(array, dtype=np.float32)
     # mask "all": reduce the array itself, no boolean mask and no copy of the voxels
-    inside = array if mask is None or (isinstance(mask, str) and mask == "all") else array[_mask_for(array, mask)]
+    inside = array if mask is None or (isinstance(mask, str) and mask == "all") else array[voxel_mask(array, mask)]
     if inside.size == 0:
         return np.zeros_like(array)
     # float32 reductions: numpy's pairwise summation keeps them to ~1e-6, and a float64 copy of a
@@ -320,7 +328,7 @@ def minmax(array: np.ndarray, *, mask: str | np.ndarray | None = None) -> np.nda
     [0.0, 0.5, 1.0]
     """
     array = np.asarray(array, dtype=np.float32)
-    inside = array if mask is None or (isinstance(mask, str) and mask == "all") else array[_mask_for(array, mask)]
+    inside = array if mask is None or (isinstance(mask, str) and mask == "all") else array[voxel_mask(array, mask)]
     if inside.size == 0:
         return np.zeros_like(array)
     lo, hi = float(inside.min()), float(inside.max())
@@ -359,7 +367,7 @@ def nyul_fit(arrays: Sequence[np.ndarray], *, masks: Sequence[np.ndarray | None]
     for array, mask in zip(arrays, masks):
         array = np.asarray(array, dtype=np.float64)
         check_finite(array, "nyul_fit")
-        marks = np.percentile(array[_mask_for(array, mask)], percentiles)
+        marks = np.percentile(array[voxel_mask(array, mask)], percentiles)
         if marks[-1] <= marks[0]:
             continue  # a constant volume says nothing about the histogram's shape
         mapped.append(low + (marks - marks[0]) / (marks[-1] - marks[0]) * (high - low))
@@ -389,7 +397,7 @@ def nyul_apply(array: np.ndarray, *, landmarks: Sequence[float],
             f"nyul_apply: expected as many landmarks as percentiles ({len(percentiles)}), found {len(landmarks)}"
         )
     array_f = np.asarray(array, dtype=np.float64)
-    marks = np.percentile(array_f[_mask_for(array_f, mask)], percentiles)
+    marks = np.percentile(array_f[voxel_mask(array_f, mask)], percentiles)
     if marks[-1] <= marks[0]:
         return np.full(array_f.shape, landmarks[len(landmarks) // 2], np.float32)
     # Strictly increasing source landmarks for interp (ties from a spiky histogram).
