@@ -72,13 +72,13 @@ class ScaleStoredRange(Transform):
         return {"low": self.low, "high": self.high}
 
     def apply(self, volume):
+        check_finite(volume.array, self.name)
         low, high = self.low, self.high
         if low is None:
             stored = volume.meta.get("stored_range")
             if stored is None:
                 return volume.array, {"low": None, "high": None}, {}
             low, high = float(stored[0]), float(stored[1])
-        check_finite(volume.array, self.name)
         out = (volume.array.astype(np.float32) - np.float32(low)) / np.float32(high - low)
         meta = volume.meta
         bits = {255.0: "8-bit", 65535.0: "16-bit"}.get(high - low, f"[{low:g}, {high:g}]")
@@ -115,6 +115,7 @@ class Grayscale(Transform):
 
     def apply(self, volume):
         array = volume.array
+        check_finite(array, self.name)
         channels = volume.meta.get("channels")
         if array.ndim == 3:
             return array, self.params(), {}
