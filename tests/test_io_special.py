@@ -8,10 +8,19 @@ import subprocess
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 
-from fixtures.special import siemens_mosaic
-from medload.errors import ReadError
+from fixtures.special import (
+    modality_lut_image,
+    radiograph,
+    rgb32_secondary_capture,
+    rt_dose,
+    siemens_mosaic,
+    write_image,
+)
+from medload.errors import GeometryError, ReadError
 from medload.io import load, scan
 from tests.test_io_reference import DCM2NIIX, match
 
@@ -45,3 +54,69 @@ def test_mosaic_whose_slice_count_is_nowhere_is_refused_naming_the_file(tmp_path
     assert problem.path == truth["file"] and "MOSAIC" in problem.message and "(0019,100A)" in problem.message
     with pytest.raises(ReadError, match="slice count is not in the file"):
         load(truth["file"])
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_rt_dose_has_its_grid_and_dose_in_gy(tmp_path, absolute):
+    truth = rt_dose(tmp_path / "dose.dcm", absolute=absolute)
+    vol = load(truth["file"])
+    assert vol.shape == (4, 6, 5) and vol.meta["problems"] == []
+    np.testing.assert_allclose(vol.array, truth["dose"], rtol=1e-6)  # stored x DoseGridScaling
+    assert vol.meta["intensity"] == "dose in Gy (stored values x DoseGridScaling 2.5e-05)"
+    # every frame at ImagePositionPatient + its GridFrameOffsetVector offset (LPS -> RAS)
+    for z, lps in enumerate(truth["positions_lps"]):
+        np.testing.assert_allclose(vol.affine @ [z, 0, 0, 1], [*(lps * [-1, -1, 1]), 1])
+    np.testing.assert_allclose(vol.spacing, (3.0, 2.0, 4.0))
+
+
+def test_pydicom_rt_dose_test_file_is_placed_and_scaled():
+    path = get_testdata_file("rtdose.dcm", download=False)
+    if path is None:
+        pytest.skip("pydicom's rtdose.dcm is not installed")
+    vol = load(path)
+    ds = pydicom.dcmread(path)
+    assert vol.spacing == (5.0, 10.0, 10.0)  # GridFrameOffsetVector 0, 5, ..., 70 (dcm2niix writes 1 mm)
+    np.testing.assert_allclose(vol.array, ds.pixel_array * float(ds.DoseGridScaling), rtol=1e-6)
+    assert vol.meta["intensity"].startswith("relative dose")
+
+
+def test_modality_lut_is_applied_and_recorded(tmp_path):
+    truth = modality_lut_image(tmp_path / "lut.dcm")
+    vol = load(truth["file"])
+    np.testing.assert_array_equal(vol.array[0], truth["values"])  # 3 x stored, from the table
+    assert vol.meta["intensity"] == "Modality LUT Sequence (0028,3000) applied to the stored values"
+
+
+@pytest.mark.parametrize("pixel_spacing, why", [("0\\0", "PixelSpacing is [0.0, 0.0]"), (None, "PixelSpacing absent")])
+def test_radiograph_spacing_from_imager_pixel_spacing(tmp_path, pixel_spacing, why):
+    truth = radiograph(tmp_path / "dx.dcm", pixel_spacing=pixel_spacing)
+    vol = load(truth["file"])
+    assert vol.spacing[1:] == (0.139, 0.143)
+    assert "ImagerPixelSpacing" in vol.meta["pixel_spacing_from"] and why in vol.meta["pixel_spacing_from"]
+    np.testing.assert_array_equal(vol.array[0], truth["values"])
+
+
+def test_zero_pixel_spacing_without_imager_spacing_is_refused_naming_the_file(tmp_path):
+    truth = radiograph(tmp_path / "dx.dcm", imager_spacing=None)
+    (problem,) = scan(tmp_path).errors
+    assert problem.path == truth["file"] and "PixelSpacing is" in problem.message
+    with pytest.raises(ReadError, match="dx.dcm: PixelSpacing is .* no ImagerPixelSpacing"):
+        load(truth["file"])
+
+
+def test_singular_grid_error_names_the_file(tmp_path):
+    # row and column cosines equal: no plane, no affine
+    file = write_image(tmp_path / "flat.dcm", np.zeros((3, 3), np.uint16), {
+        "ImagePositionPatient": [0, 0, 0], "ImageOrientationPatient": [1, 0, 0, 1, 0, 0], "PixelSpacing": [1, 1]})
+    with pytest.raises(GeometryError, match=r"(?s)flat\.dcm.*do not make a valid grid"):
+        load(file)
+
+
+def test_32_bit_rgb_secondary_capture_keeps_its_values_and_writes_nifti(tmp_path):
+    truth = rgb32_secondary_capture(tmp_path / "sc.dcm")
+    vol = load(truth["file"])
+    assert vol.array.dtype == np.uint32 and vol.meta["channels"] == ["R", "G", "B"]
+    np.testing.assert_array_equal(np.moveaxis(vol.array[:, 0], 0, -1), truth["rgb"])
+    image = vol.to_nifti()
+    assert image.get_data_dtype() == np.uint32
+    np.testing.assert_array_equal(np.asanyarray(image.dataobj)[..., 0, 0].T, truth["rgb"][..., 0])

@@ -76,6 +76,8 @@ def _stored_range(bits_stored: int, signed: bool) -> tuple[int, int]:
 
 def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
     """Smallest dtype holding every rescaled value the headers allow (float32 if non-integer)."""
+    if any(hh.modality_lut for hh in heads):
+        return np.dtype(np.float32)  # LUT outputs: any integers up to 24 bits, exactly
     slopes = np.array([f.slope for f in frames])
     intercepts = np.array([f.intercept for f in frames])
     if not (np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))):
@@ -87,6 +89,14 @@ def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
         info = np.iinfo(dt)
         if info.min <= vmin and vmax <= info.max:
             return np.dtype(dt)
+    if max(hh.bits_stored for hh in heads) > 16:
+        # 32-bit samples (RGB secondary captures, RT Dose): their own width, never int64,
+        # which NIfTI tools refuse.
+        for dt in (np.uint32, np.int32):
+            info = np.iinfo(dt)
+            if info.min <= vmin and vmax <= info.max:
+                return np.dtype(dt)
+        return np.dtype(np.float64)
     # The header allows values beyond 16 bits (e.g. 16 bits stored plus an intercept of -1024)
     # but real data rarely uses them: start at 16 bits and widen if a slice needs it
     # (_widen), so memory stays at 2 bytes a voxel for the common CT case.
@@ -103,7 +113,7 @@ def _widen(out: np.ndarray, lo: float, hi: float) -> np.ndarray:
     info = np.iinfo(out.dtype)
     if info.min <= lo and hi <= info.max:
         return out
-    for dt in (np.int16, np.uint16, np.int32, np.int64):
+    for dt in (np.int16, np.uint16, np.int32, np.uint32, np.int64):
         if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max and np.dtype(dt).itemsize >= out.dtype.itemsize:
             return out.astype(dt)
     return out.astype(np.int64)
@@ -176,7 +186,7 @@ _NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 def _read_native(h: FileHeader, placed: list) -> np.ndarray | None:
     """Uncompressed single-frame grey-scale pixels read straight from the file (fast path)."""
     if (h.transfer_syntax not in _NATIVE or h.samples != 1 or h.photometric == "PALETTE COLOR"
-            or any(f.frame >= 0 for _, _, f in placed)):
+            or h.modality_lut or any(f.frame >= 0 for _, _, f in placed)):
         return None
     return read_native(h.path, rows=h.stored_rows, columns=h.stored_columns,
                        bits_allocated=h.bits_allocated, bits_stored=h.bits_stored, signed=h.signed)
@@ -192,6 +202,10 @@ def _read_pydicom(path: str, label: str) -> np.ndarray:
     except Exception as exc:
         raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}.") from exc
     pixels = decode(ds, path)
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        pixels = apply_modality_lut(pixels, ds)  # the LUT replaces RescaleSlope/Intercept
     if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
@@ -372,10 +386,7 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         "patient_key": series.patient_key,
         "source_hash": series.source_hash,
         "description": series.description,
-        "intensity": "HU" if modality_out == "CT" and (rescaled or h.signed) else (
-            "scanner units (Philips precise values: stored / private ScaleSlope, as dcm2niix)"
-            if h.params.get("philips_precise_scaling") else "scanner units"
-        ),
+        "intensity": _intensity(h, modality_out, rescaled),
         "modality_tag": h.modality,
         "n_files": len(heads),
         "transfer_syntax": h.transfer_syntax,
@@ -405,7 +416,24 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
             )
     if keep_phi:
         meta["phi"] = _phi(h.path)
-    return Volume(array, affine, modality=modality_out, meta=meta)
+    try:
+        return Volume(array, affine, modality=modality_out, meta=meta)
+    except MedloadError as exc:  # e.g. a singular affine: say which files made it
+        raise GeometryError(
+            f"{label} (first file {h.path}): {exc} The headers' ImageOrientationPatient, "
+            "PixelSpacing and slice positions do not make a valid grid; fix or re-export them."
+        ) from exc
+
+
+def _intensity(h: FileHeader, modality: str, rescaled: bool) -> str:
+    """What a voxel value means, in words (the store's ``intensity`` attribute)."""
+    if h.intensity:  # the object says: RT Dose, Modality LUT
+        return h.intensity
+    if modality == "CT" and (rescaled or h.signed):
+        return "HU"
+    if h.params.get("philips_precise_scaling"):
+        return "scanner units (Philips precise values: stored / private ScaleSlope, as dcm2niix)"
+    return "scanner units"
 
 
 def _diffusion_table(first_of_each_frame: list[Frame]) -> dict[str, Any] | None:

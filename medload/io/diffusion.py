@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.io.frame import first_item, number
+from medload.io.frame import element_value, first_item, number
 
 __all__ = ["classic_diffusion", "enhanced_diffusion", "bvecs_for_affine", "DIFFUSION_TAGS"]
 
@@ -55,11 +55,6 @@ def _floats(value: Any) -> list[float] | None:
     return out or None
 
 
-def _get(ds: Any, tag: int) -> Any:
-    """Value of ``tag`` from a pydicom Dataset (which gives elements) or a LiteHeader (values)."""
-    got = ds.get(tag)
-    return getattr(got, "value", got)
-
 
 def _direction(values: list[float] | None) -> tuple[float, float, float] | None:
     if values is None or len(values) != 3 or not np.all(np.isfinite(values)):
@@ -85,10 +80,10 @@ def classic_diffusion(ds: Any) -> tuple[float, float, float, float] | None:
     (1000.0, 0.0, 1.0, 0.0)
     """
     for b_tag, g_tags in ((_PUBLIC_B, (_PUBLIC_G,)), (_SIEMENS_B, (_SIEMENS_G,)), (_PHILIPS_B, _PHILIPS_G)):
-        b = _floats(_get(ds, b_tag))
+        b = _floats(element_value(ds, b_tag))
         if b is None:
             continue
-        parts = [_floats(_get(ds, t)) for t in g_tags]
+        parts = [_floats(element_value(ds, t)) for t in g_tags]
         values = parts[0] if len(parts) == 1 else (
             None if any(p is None for p in parts) else [p[0] for p in parts if p]
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Frame", "number", "vector", "first_item", "image_type", "dicom_seconds"]
+__all__ = ["Frame", "number", "vector", "first_item", "image_type", "dicom_seconds", "element_value"]
 
 
 @dataclass
@@ -36,6 +36,12 @@ class Frame:
     # sequence of these along the frames axis must be the same at every position.
     volume_id: tuple[Any, ...] = ()
     diffusion: tuple[float, float, float, float] | None = None  # (b, gx, gy, gz), gradient in LPS
+
+
+def element_value(ds: Any, tag: int) -> Any:
+    """Value of ``tag`` from a pydicom Dataset (which gives elements) or a LiteHeader (values)."""
+    got = ds.get(tag)
+    return getattr(got, "value", got)
 
 
 def number(value: Any, default: float | None = None) -> float | None:

@@ -18,9 +18,10 @@ from medload.io import philips
 from medload.io.diffusion import DIFFUSION_TAGS, classic_diffusion
 from medload.io.enhanced import enhanced_frames, has_philips_scale
 from medload.io.fastheader import KEYWORDS, Damaged, read_fast
-from medload.io.frame import Frame, dicom_seconds
+from medload.io.frame import Frame, dicom_seconds, element_value
 from medload.io.frame import image_type as _image_type
 from medload.io.frame import number as _num
+from medload.io.multiframe import GRID_TAGS, RT_DOSE_STORAGE, dose_intensity, dose_scaling, grid_frames, has_frame_grid
 from medload.io.mosaic import mosaic_frames, mosaic_tiles, tiles_per_side
 from medload.io.sopclass import looks_like_dicom, non_image_kind
 from medload.io.validate import check_frame_count, check_header, present_vector
@@ -51,6 +52,8 @@ _SCAN_TAGS = [
     0x00209222,  # DimensionIndexSequence: which DimensionIndexValues item is the slice position
     0x00191029, 0x00181310, 0x00180089, 0x0051100B, 0x00210010, 0x00211158,  # mosaic count without CSA
     *DIFFUSION_TAGS,
+    *GRID_TAGS,
+    0x00283000,  # ModalityLUTSequence: values through a lookup table instead of a rescale
 ]
 
 
@@ -90,6 +93,8 @@ class FileHeader:
     params: dict[str, Any] = field(default_factory=dict)
     is_image: bool = True
     kind_name: str = ""
+    intensity: str = ""  # what a value means, when the object says (RT Dose, Modality LUT)
+    modality_lut: bool = False  # values go through the Modality LUT Sequence (pydicom applies it)
     #: BurnedInAnnotation as written ("YES", "NO"), "" when absent (see medload.deid).
     burned_in_annotation: str = ""
     fallback: str = ""  # why pydicom read this header instead of the fast walker ("" if it did not)
@@ -181,11 +186,14 @@ def read_header(path: str, *, specific: bool = True) -> FileHeader | None:
         raise ReadError(f"{path}: DICOM file is damaged: {exc.reason}. Re-copy or re-export it.") from exc
     except OSError as exc:
         raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); check that it exists and is readable.") from exc
-    if specific and not isinstance(lite, str):
+    # The fast walker stops before group 3004 (except for Philips files): an RT Dose's
+    # DoseGridScaling and GridFrameOffsetVector lie there, so pydicom reads those.
+    rt_dose = not isinstance(lite, str) and str(lite.get("SOPClassUID") or "") == RT_DOSE_STORAGE
+    if specific and not isinstance(lite, str) and not rt_dose:
         return header_from_dataset(lite, path)
     header = _read_with_pydicom(path, specific)
     if header is not None:
-        header.fallback = lite if isinstance(lite, str) else "whole header asked for"
+        header.fallback = lite if isinstance(lite, str) else ("RT Dose (group 3004)" if rt_dose else "whole header asked for")
     return header
 
 
@@ -305,6 +313,10 @@ def _header(ds: Any, path: str) -> FileHeader | None:
                       samples=int(_num(ds.get("SamplesPerPixel"), 1) or 1), bits_allocated=header.bits_allocated,
                       transfer_syntax=transfer_syntax, file_size=size, pixel_bytes=header.pixel_bytes,
                       pixel_offset=located[0] if located else None)
+    header.intensity = dose_intensity(ds)
+    if n_frames > 1 and has_frame_grid(ds):
+        header.frames = grid_frames(ds, path, base_split + (split_type,), sop_uid)
+        return header
     if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         header.frames = enhanced_frames(ds, path, base_split + (split_type,), sop_uid)
         if philips.is_philips(ds) and has_philips_scale(ds):
@@ -314,12 +326,13 @@ def _header(ds: Any, path: str) -> FileHeader | None:
         return header
     position = present_vector(path, ds.get("ImagePositionPatient"), 3, "ImagePositionPatient")
     orientation = present_vector(path, ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient")
-    spacing = (present_vector(path, ds.get("PixelSpacing"), 2, "PixelSpacing")
-               or present_vector(path, ds.get("ImagerPixelSpacing"), 2, "ImagerPixelSpacing"))
+    spacing, spacing_from = _pixel_spacing(ds, path)
+    if spacing_from:
+        header.params["pixel_spacing_from"] = spacing_from
     # Frames at one position are ordered as dcm2niix orders them: InstanceNumber, then
     # AcquisitionTime. AcquisitionNumber is not used: scanners change it between positions of
     # one series (Philips DTI: 19 at some positions, 22 at others), which scrambled frames.
-    time_key = (_num(ds.get("InstanceNumber"), 0.0), dicom_seconds(_value(ds, 0x00080032)) or 0.0)
+    time_key = (_num(ds.get("InstanceNumber"), 0.0), dicom_seconds(element_value(ds, 0x00080032)) or 0.0)
     diffusion = classic_diffusion(ds)
     volume_id = _classic_volume_id(ds, diffusion)
     tiles, csa, tiles_from = mosaic_tiles(ds, image_type, path)
@@ -336,6 +349,14 @@ def _header(ds: Any, path: str) -> FileHeader | None:
         header.rows, header.columns = header.rows // side, header.columns // side  # one tile
         return header
     slope, intercept = float(_num(ds.get("RescaleSlope"), 1.0)), float(_num(ds.get("RescaleIntercept"), 0.0))
+    if dose_scaling(ds) is not None:
+        slope, intercept = float(dose_scaling(ds) or 1.0), 0.0
+    if 0x00283000 in ds:
+        # Modality LUT Sequence: values go through the table (pydicom's apply_modality_lut at
+        # load), which replaces RescaleSlope/Intercept.
+        slope, intercept = 1.0, 0.0
+        header.modality_lut = True
+        header.intensity = "Modality LUT Sequence (0028,3000) applied to the stored values"
     if philips.is_philips(ds) and philips.scale_slope(ds):
         slope, intercept = philips.precise(slope, intercept, philips.scale_slope(ds))
         header.params["philips_precise_scaling"] = True
@@ -353,12 +374,35 @@ def _header(ds: Any, path: str) -> FileHeader | None:
 
 def _classic_volume_id(ds: Any, diffusion: tuple[float, float, float, float] | None) -> tuple[Any, ...]:
     """What says which frame of the volume a classic image is, in values equal at every position."""
-    grad_number = _num(_value(ds, 0x20051413)) if philips.is_philips(ds) else None
+    grad_number = _num(element_value(ds, 0x20051413)) if philips.is_philips(ds) else None
     encoding = None if diffusion is None else (round(diffusion[0], 1), *(round(v, 4) for v in diffusion[1:]))
     return (_num(ds.get("TemporalPositionIdentifier")), grad_number, encoding)
 
 
-def _value(ds: Any, tag: int) -> Any:
-    """Value of ``tag`` from a pydicom Dataset (which gives elements) or a LiteHeader (values)."""
-    got = ds.get(tag)
-    return getattr(got, "value", got)
+
+def _positive(value: tuple[float, ...] | None) -> bool:
+    return value is not None and all(v > 0 for v in value)
+
+
+def _pixel_spacing(ds: Any, path: str) -> tuple[tuple[float, ...] | None, str]:
+    """Row and column spacing (mm), and where it came from when not PixelSpacing.
+
+    PixelSpacing (calibrated or not) first; when it is absent or zero (radiographs written
+    "0\\0"), ImagerPixelSpacing, the detector's spacing. A PixelSpacing that is present but
+    unusable with no ImagerPixelSpacing to replace it is refused: an affine of zero spacing
+    would be singular, and 1 mm would be a guess.
+    """
+    pixel = present_vector(path, ds.get("PixelSpacing"), 2, "PixelSpacing")
+    if _positive(pixel):
+        return pixel, ""
+    imager = present_vector(path, ds.get("ImagerPixelSpacing"), 2, "ImagerPixelSpacing")
+    present = ds.get("PixelSpacing") not in (None, "")
+    if _positive(imager):
+        why = f"PixelSpacing is {list(pixel) if pixel else ds.get('PixelSpacing')!r}" if present else "PixelSpacing absent"
+        return imager, f"ImagerPixelSpacing (0018,1164), the detector plane ({why})"
+    if present:
+        raise ReadError(
+            f"{path}: PixelSpacing is {ds.get('PixelSpacing')!r}, not two positive numbers, and no ImagerPixelSpacing "
+            "gives the spacing either; the pixel size is unknown. Fix the header (PixelSpacing in mm) or re-export."
+        )
+    return None, ""

@@ -14,7 +14,7 @@ import numpy as np
 
 from medload.errors import ReadError
 from medload.geometry import slice_normal
-from medload.io.frame import Frame, number
+from medload.io.frame import Frame, element_value, number
 
 __all__ = ["mosaic_tiles", "mosaic_frames", "tiles_per_side", "cut_tile"]
 
@@ -53,31 +53,27 @@ def cut_tile(image: np.ndarray, index: int, tiles: int, rows: int, columns: int)
     return image[r * rows:(r + 1) * rows, c * columns:(c + 1) * columns]
 
 
-def _value(ds: Any, tag: int) -> Any:
-    got = ds.get(tag)
-    return getattr(got, "value", got)
-
 
 def _count_from_public(ds: Any) -> tuple[int, str]:
     """The slice count from the tags dcm2niix reads when the CSA header is absent (nii_dicom.cpp)."""
-    n = number(_value(ds, 0x0019100A))
+    n = number(element_value(ds, 0x0019100A))
     if n and n >= 1:
         return int(n), "NumberOfImagesInMosaic (0019,100A)"
-    times = _value(ds, 0x00191029)  # MosaicRefAcqTimes: one time per slice
+    times = element_value(ds, 0x00191029)  # MosaicRefAcqTimes: one time per slice
     if isinstance(times, (bytes, bytearray)) and len(times) >= 8 and len(times) % 8 == 0:
         return len(times) // 8, "MosaicRefAcqTimes (0019,1029)"
     if isinstance(times, (list, tuple)) and len(times) >= 1:
         return len(times), "MosaicRefAcqTimes (0019,1029)"
     rows, cols = int(number(ds.get("Rows"), 0) or 0), int(number(ds.get("Columns"), 0) or 0)
-    matrix = _value(ds, 0x00181310)  # AcquisitionMatrix: freq rows, freq cols, phase rows, phase cols
-    interpolated = "I" in str(_value(ds, 0x0051100B) or "") + str(_value(ds, 0x00211158) or "")
+    matrix = element_value(ds, 0x00181310)  # AcquisitionMatrix: freq rows, freq cols, phase rows, phase cols
+    interpolated = "I" in str(element_value(ds, 0x0051100B) or "") + str(element_value(ds, 0x00211158) or "")
     if isinstance(matrix, (list, tuple)) and len(matrix) == 4 and not interpolated:
         freq = int(matrix[0] or matrix[1] or 0)
         phase = int(matrix[2] or matrix[3] or 0)
         # dcm2niix issue 337: the mosaic is a grid of acquisition-matrix tiles, more than 2 a side
         if freq and phase and cols % freq == 0 and cols // freq > 2 and rows % phase == 0 and rows // phase > 2:
             return (cols // freq) * (rows // phase), "AcquisitionMatrix (0018,1310) tiles in the image"
-    steps = number(_value(ds, 0x00180089))  # NumberOfPhaseEncodingSteps
+    steps = number(element_value(ds, 0x00180089))  # NumberOfPhaseEncodingSteps
     if steps and steps >= 1 and cols % int(steps) == 0 and rows % int(steps) == 0:
         return (cols // int(steps)) * (rows // int(steps)), "NumberOfPhaseEncodingSteps (0018,0089) tiles in the image"
     return 0, ""
