@@ -387,22 +387,16 @@ def _positive(value: tuple[float, ...] | None) -> bool:
 def _pixel_spacing(ds: Any, path: str) -> tuple[tuple[float, ...] | None, str]:
     """Row and column spacing (mm), and where it came from when not PixelSpacing.
 
-    PixelSpacing (calibrated or not) first; when it is absent or zero (radiographs written
-    "0\\0"), ImagerPixelSpacing, the detector's spacing. A PixelSpacing that is present but
-    unusable with no ImagerPixelSpacing to replace it is refused: an affine of zero spacing
-    would be singular, and 1 mm would be a guess.
+    PixelSpacing (calibrated or not) first; when it is absent or not positive (radiographs
+    written "0\\0"), ImagerPixelSpacing, the detector's spacing, said so. A PixelSpacing that
+    is present but not positive with nothing to replace it is returned as it is, and
+    :func:`medload.io.validate.check_header` refuses it naming the file.
     """
     pixel = present_vector(path, ds.get("PixelSpacing"), 2, "PixelSpacing")
     if _positive(pixel):
         return pixel, ""
     imager = present_vector(path, ds.get("ImagerPixelSpacing"), 2, "ImagerPixelSpacing")
-    present = ds.get("PixelSpacing") not in (None, "")
     if _positive(imager):
-        why = f"PixelSpacing is {list(pixel) if pixel else ds.get('PixelSpacing')!r}" if present else "PixelSpacing absent"
+        why = f"PixelSpacing is {list(pixel)}" if pixel is not None else "PixelSpacing absent"
         return imager, f"ImagerPixelSpacing (0018,1164), the detector plane ({why})"
-    if present:
-        raise ReadError(
-            f"{path}: PixelSpacing is {ds.get('PixelSpacing')!r}, not two positive numbers, and no ImagerPixelSpacing "
-            "gives the spacing either; the pixel size is unknown. Fix the header (PixelSpacing in mm) or re-export."
-        )
-    return None, ""
+    return pixel, ""
