@@ -68,11 +68,15 @@ files): image, the 8/16-bit range to [0,1]; other modalities as read). --preset 
 MOD=FILE (repeatable) choose per modality, e.g. --preset CT=ct-brain --config MR=mr.toml.
 The name 'none' means no intensity step.
 
-De-identified by default: keys are keyed pseudonyms (--phi-key or $MEDLOAD_PHI_KEY) and no
-name, ID, date, institution or physician is written; --keep-phi keeps them on purpose.
-Descriptions (series description, protocol name, body part; a NIfTI file's name) are free
-text that can hold names: written to neither store nor report unless --keep-descriptions
-(you checked they are clean) or --keep-phi.
+De-identified by default (docs/deidentification.md): keys are pseudonyms keyed with your
+secret (--phi-key, $MEDLOAD_PHI_KEY, else ~/.config/medload/phi.key, made on first use: back
+it up); no name, ID, date, institution or physician is written; --keep-phi keeps them on
+purpose. Descriptions (series description, protocol name, body part; a NIfTI file's name)
+are free text that can hold names: written to neither store nor report unless
+--keep-descriptions (you checked they are clean) or --keep-phi. Nothing in the output folder
+names a source path, file or folder (the report says file-/dir-/ser- pseudonyms; this
+screen shows paths); --source-map FILE writes pseudonym -> path outside the output. Series
+with BurnedInAnnotation YES (text in the pixels) are refused unless --allow-burned-in.
 
 examples:
   medload convert /data/export -o out/ --preset ct-brain --size 256
@@ -177,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-descriptions", action="store_true",
                    help="write series descriptions / protocol names / NIfTI file names (off by default)")
     p.add_argument("--phi-key", help=_PHI_KEY_HELP)
+    p.add_argument("--allow-burned-in", action="store_true",
+                   help="convert series whose BurnedInAnnotation is YES (text in the pixels; refused by default)")
+    p.add_argument("--source-map", metavar="FILE",
+                   help="write pseudonym -> source path (identifies patients; refused inside the output)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar, no summary table; still one line per failed series on stderr")
@@ -198,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stored values drawn black and white (default: each slice's 0.5-99.5 percentiles)")
     p.add_argument("--no-mask", action="store_true", help="do not draw masks")
     p.add_argument("--before-after", action="store_true", help="show each source slice beside the stored one")
-    p.add_argument("--source", action="append", metavar="SRC", help="where the sources are (default: from report.json)")
+    p.add_argument("--source", action="append", metavar="SRC", help="where the sources are (default: from report.json, which names them only after --keep-phi)")
     p.add_argument("--phi-key", help="the pseudonym key used at conversion (to match series); " + _PHI_KEY_HELP)
 
     p = sub.add_parser("qc", help="static HTML page to check a store", description=QC_HELP, formatter_class=_FORMAT)
@@ -328,13 +336,14 @@ def _cmd_convert(args) -> int:
         keep_descriptions=args.keep_descriptions, phi_key=args.phi_key,
         overwrite=args.overwrite, progress=interactive, patient_pattern=args.patient_pattern,
         patients=args.patients, grayscale=args.grayscale, image_modality=args.image_modality,
+        allow_burned_in=args.allow_burned_in, source_map=args.source_map,
     )
     if not args.quiet:
         _print_summary(report)
     else:
         # Quiet is for scripts and cron: no table, but a failure is never silent.
         for entry in report.failed:
-            print(_failure_line(entry), file=sys.stderr)
+            print(_on_screen(_failure_line(entry), getattr(report, "paths", {}) or {}), file=sys.stderr)
     if report.get("interrupted"):
         return EXIT_INTERRUPTED
     if args.qc:  # failures are what the page is for: written whatever the outcome
@@ -351,7 +360,8 @@ def _print_summary(report) -> None:
 
     console = _console()
     c = report["counts"]
-    table = Table(title="medload convert", caption=f"{report['output']}, {report['elapsed_s']} s")
+    paths = getattr(report, "paths", {}) or {}
+    table = Table(title="medload convert", caption=f"{paths.get('output', report.get('output', ''))}, {report['elapsed_s']} s")
     table.add_column("what")
     table.add_column("count", justify="right")
     for label, key in [("series found", "series"), ("converted now", "converted"),
@@ -364,14 +374,27 @@ def _print_summary(report) -> None:
     console.print(table)
     failed = report.failed
     for entry in failed[:15]:
-        console.print(_failure_line(entry), markup=False, highlight=False)
+        console.print(_on_screen(_failure_line(entry), paths), markup=False, highlight=False)
     if len(failed) > 15:
         console.print(f"... {len(failed) - 15} more failures", markup=False)
     for f in report["files"][:5]:
-        console.print(f"unreadable file: {f['path']}: {f['reason'][:200]}", markup=False, highlight=False)
+        where = f.get("path") or f.get("file", "")
+        console.print(_on_screen(f"unreadable file: {where}: {f['reason'][:200]}", paths), markup=False, highlight=False)
     if report.get("interrupted"):
         console.print("interrupted: everything written so far is kept; run the same command again to finish")
-    console.print(f"report: {report['report_path']}", markup=False, highlight=False)
+    console.print(f"report: {paths.get('report_path', report.get('report_path', ''))}", markup=False, highlight=False)
+
+
+def _on_screen(text: str, paths: dict[str, Any]) -> str:
+    """``text`` with the report's file and folder pseudonyms shown as their paths.
+
+    The operator's own terminal may show paths (the report file never does): they say which
+    file to look at.
+    """
+    import re
+
+    names = paths.get("names") or {}
+    return re.sub(r"\b(?:file|dir)-[0-9a-f]{16}\b", lambda m: names.get(m.group(0), m.group(0)), text)
 
 
 def _store_info(path: str) -> dict[str, Any]:

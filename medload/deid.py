@@ -24,7 +24,7 @@ import re
 import secrets
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ __all__ = [
     "PhiKey", "resolve_key", "fingerprint", "config_dir", "key_file", "key_created_message",
     "read_key_file", "KeyCreatedWarning", "pixel_text_risk", "PIXEL_TEXT_MODALITIES",
     "DESCRIPTOR_KEYS", "relative_paths", "source_roots", "hidden_texts", "hide", "scrub_paths",
-    "deidentified_meta", "report_summary",
+    "deidentified_meta", "report_summary", "META_KEYS", "allowed_meta", "clean_image_type",
+    "SourceNames", "scrub", "file_key", "folder_key",
 ]
 
 PHI_KEY_ENV = "MEDLOAD_PHI_KEY"
@@ -360,6 +361,77 @@ def sanitize_key(text: str, *, max_length: int = 120) -> str:
     return cleaned[:max_length] or "unnamed"
 
 
+# --------------------------------------------------------------------------- meta allow-list
+#: Every key a reader may put in ``Volume.meta`` that a de-identified store may hold: an
+#: allow-list, so a field a reader starts to copy (a sidecar key, a header value) stays out of
+#: stores until someone adds it here on purpose. None is in DICOM PS3.15 Table E.1-1's basic
+#: profile; the descriptors (:data:`DESCRIPTOR_KEYS`) are dropped unless kept on request.
+META_KEYS = frozenset({
+    # identity (pseudonyms) and provenance
+    "source", "source_key", "series_key", "study_key", "patient_key", "source_hash", "intensity",
+    "modality_tag", "n_files", "transfer_syntax", "format", "problems", "pixel_text",
+    # geometry and layout facts
+    "channels", "frames_axis", "stored_range", "monochrome1_mirrored", "mosaic_tiles",
+    "gantry_tilt_deg", "philips_precise_scaling", "affine_source", "frame_interval_ms", "diffusion",
+    # acquisition parameters (not in the basic profile; preprocessing needs them)
+    "kvp", "echo_time", "repetition_time", "inversion_time", "flip_angle", "magnetic_field_strength",
+    "slice_thickness", "spacing_between_slices", "exposure", "xray_tube_current", "tube_current",
+    "manufacturer", "manufacturer_model", "convolution_kernel", "patient_position", "scanning_sequence",
+    "photometric_interpretation", "window_center", "window_width", "image_type",
+})
+
+#: Values of ImageType (DICOM PS3.3 C.7.6.1.1.2 and the modality modules' defined terms, and
+#: the common vendor terms) that may be stored; any other value is free text and is dropped.
+IMAGE_TYPE_TERMS = frozenset({
+    "ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "AXIAL", "LOCALIZER", "REFORMATTED", "MPR",
+    "PROJECTION IMAGE", "MIP", "MINIP", "VOLUME", "CALCIUM SCORE", "SUBTRACTION", "PERFUSION",
+    "T1 MAP", "T2 MAP", "T2* MAP", "DIFFUSION MAP", "DENSITY MAP", "PHASE MAP", "VELOCITY MAP",
+    "IMAGE ADDITION", "PHASE SUBTRACT", "MODULUS SUBTRACT", "OTHER", "MIXED", "NONE",
+    "M", "P", "R", "I", "MAG", "MAGNITUDE", "PHASE", "REAL", "IMAGINARY", "ND", "NORM", "DIS2D",
+    "DIS3D", "MOSAIC", "FM", "FIL", "MFSPLIT", "DIFFUSION", "ADC", "TRACEW", "TRACE", "FA",
+    "MOCO", "SUB", "CSA MPR", "CSA RESAMPLED", "CSAPARALLEL", "MPR_MPR", "SCREEN SAVE",
+    "M_SE", "M_FFE", "M_IR", "M_PCA", "R_SE", "I_SE", "P_SE", "FFE", "SE", "IR", "PCA",
+    "CINE", "DYNAMIC", "FLUOROSCOPY", "ANGIO", "ENDOVIEW", "ORIGINAL/PRIMARY", "EPI", "T1", "T2",
+    "PD", "FLAIR", "SWI", "DWI", "TOF", "CT_SOM5 SPI", "CT_SOM5 SEQ", "SINGLE PLANE", "BIPLANE A",
+    "BIPLANE B", "POST_PROCESSED", "POST_CONTRAST", "PRE_CONTRAST", "VOLUMETRIC", "FORMAT",
+})
+
+
+def clean_image_type(values: Any) -> list[str]:
+    """ImageType values that are defined terms (:data:`IMAGE_TYPE_TERMS`); free text is dropped.
+
+    Examples
+    --------
+    >>> clean_image_type(["ORIGINAL", "PRIMARY", "AXIAL", "SMITHSON JOHN"])
+    ['ORIGINAL', 'PRIMARY', 'AXIAL']
+    """
+    if isinstance(values, str):
+        values = values.split("\\")
+    try:
+        items = [str(v).strip().upper() for v in values]
+    except TypeError:
+        return []
+    return [v for v in items if v in IMAGE_TYPE_TERMS]
+
+
+def allowed_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with only the :data:`META_KEYS` and :data:`DESCRIPTOR_KEYS`; ImageType cleaned.
+
+    Examples
+    --------
+    >>> allowed_meta({"kvp": 120.0, "ImageComments": "John's scan", "image_type": ["DERIVED", "JOHN"]})
+    {'kvp': 120.0, 'image_type': ['DERIVED']}
+    """
+    out = {k: v for k, v in meta.items() if k in META_KEYS or k in DESCRIPTOR_KEYS}
+    if "image_type" in out:
+        cleaned = clean_image_type(out["image_type"])
+        if cleaned:
+            out["image_type"] = cleaned
+        else:
+            del out["image_type"]
+    return out
+
+
 # --------------------------------------------------------------------------- free text
 #: Meta keys holding descriptors that DICOM PS3.15 Table E.1-1's basic profile removes
 #: (SeriesDescription, StudyDescription, ProtocolName, BodyPartExamined, comments, ...) and that
@@ -368,7 +440,7 @@ def sanitize_key(text: str, *, max_length: int = 120) -> str:
 DESCRIPTOR_KEYS = frozenset({
     "description", "series_description", "study_description", "protocol_name", "body_part",
     "performed_procedure_step_description", "requested_procedure_description", "image_comments",
-    "acquisition_comments", "derivation_description", "contrast_bolus_agent",
+    "acquisition_comments", "derivation_description", "contrast_bolus_agent", "class_folder",
 })
 
 # A description shorter than this is not hidden inside message texts: replacing "ct" in
@@ -459,23 +531,30 @@ _IDENTIFYING = {k.lower() for k in IDENTIFYING_KEYWORDS} | {
 
 
 def deidentified_meta(meta: dict[str, Any], roots: Sequence[str], keep_phi: bool,
-                      keep_descriptions: bool = False, hidden: Sequence[str] = ()) -> dict[str, Any]:
-    """A volume's meta as a store may hold it: paths relative, no identifying or descriptor keys.
+                      keep_descriptions: bool = False, hidden: Sequence[str] = (),
+                      names: SourceNames | None = None) -> dict[str, Any]:
+    """A volume's meta as a store may hold it.
+
+    Only the allow-listed keys (:func:`allowed_meta`), no identifying or (unless
+    ``keep_descriptions``) descriptor keys, and every string scrubbed of the source's names
+    (:func:`scrub` with ``names``; without ``names``, paths made relative to ``roots`` and the
+    ``hidden`` texts replaced). ``keep_phi`` keeps everything, with paths relative.
 
     Examples
     --------
     >>> deidentified_meta({"patient_name": "X", "description": "Smith", "kvp": 120}, [], False)
     {'kvp': 120}
     """
-    meta = scrub_paths(meta, roots)
     if keep_phi:
-        return meta
+        return scrub_paths(meta, roots)
     # The readers already leave these out; dropping them again here costs nothing and keeps a
     # reader bug from reaching a store.
-    meta = {k: v for k, v in meta.items() if k != "phi" and k.lower() not in _IDENTIFYING}
+    meta = allowed_meta({k: v for k, v in meta.items() if k != "phi" and k.lower() not in _IDENTIFYING})
     if not keep_descriptions:
-        meta = hide({k: v for k, v in meta.items() if k.lower() not in DESCRIPTOR_KEYS}, hidden)
-    return meta
+        meta = {k: v for k, v in meta.items() if k.lower() not in DESCRIPTOR_KEYS}
+    if names is not None:
+        return scrub(meta, names)
+    return hide(scrub_paths(meta, roots), hidden)
 
 
 def report_summary(series: Any, keep_descriptions: bool) -> dict[str, Any]:
@@ -485,3 +564,177 @@ def report_summary(series: Any, keep_descriptions: bool) -> dict[str, Any]:
         entry.pop("description", None)
         entry = hide(entry, hidden_texts(series))
     return entry
+
+
+# --------------------------------------------------------------------------- source names
+#: Folder names so common in exports that they name nobody; replacing them as bare words
+#: would mangle messages ("DICOM header ...").
+_GENERIC_FOLDERS = frozenset({
+    "dicom", "dicomdir", "images", "image", "img", "series", "study", "studies", "data", "export",
+    "exports", "files", "scans", "scan", "nifti", "input", "inputs", "raw", "anat", "func", "dwi",
+    "fmap", "perf", "masks", "mask", "labels", "derivatives", "sourcedata", "tmp", "temp",
+})
+_MIN_WORD = 3
+
+
+def file_key(path: str | os.PathLike, key: str | bytes | PhiKey | None = None) -> str:
+    """The pseudonym a report gives a source file: ``file-`` + HMAC of its real path.
+
+    Examples
+    --------
+    >>> file_key("/x/SMITH/1.dcm", "k") == file_key("/x/SMITH/../SMITH/1.dcm", "k")
+    True
+    """
+    return pseudonym(os.path.realpath(os.fspath(path)), prefix="file-", secret=key)
+
+
+def folder_key(path: str | os.PathLike, key: str | bytes | PhiKey | None = None) -> str:
+    """The pseudonym a report gives a source folder: ``dir-`` + HMAC of its real path."""
+    return pseudonym(os.path.realpath(os.fspath(path)), prefix="dir-", secret=key)
+
+
+def _spellings(path: str, roots: Sequence[str]) -> set[str]:
+    """How ``path`` may be written in a message: as given, absolute, real, relative to a root."""
+    forms = {path, os.path.normpath(path), os.path.abspath(path), os.path.realpath(path)}
+    try:
+        forms.add(os.path.relpath(path))  # as a relative source spells it ("../export/x")
+    except ValueError:  # another drive (Windows)
+        pass
+    for root in roots:
+        for form in list(forms):
+            if form.startswith(root.rstrip(os.sep) + os.sep):
+                forms.add(form[len(root.rstrip(os.sep)) + 1:])
+    return {f for f in forms if f and f not in (".", os.sep)}
+
+
+@dataclass
+class SourceNames:
+    """The names of one series' source files and folders, and what replaces each in an output.
+
+    Build it with :meth:`of`; :func:`scrub` uses it. Paths (any spelling: as scanned, absolute,
+    real, relative to a source folder) become the file's or folder's pseudonym
+    (:func:`file_key`, :func:`folder_key`), the source folders ``[source]``, bare file names
+    the file's pseudonym, bare folder names ``[folder]``, descriptions ``[description]``.
+    :attr:`mapping` is what ``--source-map`` writes: pseudonym -> path.
+
+    Examples
+    --------
+    >>> names = SourceNames.of(["/exp/SMITHSON_JOHN/ct/IM1.dcm"], roots=["/exp"], key="k")
+    >>> scrub("/exp/SMITHSON_JOHN/ct/IM1.dcm is truncated", names).startswith("file-")
+    True
+    >>> scrub("12 files in /exp/SMITHSON_JOHN/ct; IM1.dcm dropped (SMITHSON_JOHN)", names)  # doctest: +ELLIPSIS
+    '12 files in dir-...; file-... dropped (dir-...)'
+    """
+
+    replacements: list[tuple[str, str]] = field(default_factory=list)
+    words: list[tuple[str, str]] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
+    mapping: dict[str, str] = field(default_factory=dict)
+    #: ``keep_phi``: names are kept on purpose; only the source folders are cut off paths.
+    keep_paths: bool = False
+    roots: list[str] = field(default_factory=list)
+
+    @classmethod
+    def kept(cls, roots: Sequence[str]) -> SourceNames:
+        """For ``keep_phi`` outputs: paths only made relative to the source folders ``roots``."""
+        return cls(keep_paths=True, roots=list(roots))
+
+    @classmethod
+    def of(cls, files: Sequence[str | os.PathLike], *, roots: Sequence[str], key: str | bytes | PhiKey | None = None,
+           hidden: Sequence[str] = ()) -> SourceNames:
+        """The names in ``files`` (one series' files, its mask) under the source folders ``roots``.
+
+        Parameters
+        ----------
+        files : paths
+            The source files whose names (and folders') may appear in messages.
+        roots : list of str
+            Every spelling of the source folders (:func:`source_roots`).
+        key : str, bytes or PhiKey, optional
+            The pseudonym key (file and folder keys are keyed like patient keys).
+        hidden : list of str
+            Free texts to hide too (a series' description).
+        """
+        key = resolve_key(key)
+        roots = sorted({r.rstrip(os.sep) or os.sep for r in roots}, key=len, reverse=True)
+        real_roots = {os.path.realpath(r) for r in roots} | {os.path.abspath(r) for r in roots}
+        table: dict[str, str] = {}
+        words: dict[str, str] = {}
+        mapping: dict[str, str] = {}
+        folders: set[str] = set()
+
+        def _add(form: str, pseudo: str) -> None:
+            # A path is replaced wherever it appears; a bare name (no separator) only as a
+            # whole word, so that a folder "ct" never eats the "ct" of "correct".
+            if os.sep in form:
+                table.setdefault(form, pseudo)
+            elif len(form) >= _MIN_WORD and form.lower() not in _GENERIC_FOLDERS:
+                words.setdefault(form, pseudo)
+
+        for f in files:
+            path = os.fspath(f)
+            pseudo = file_key(path, key)
+            mapping[pseudo] = os.path.abspath(path)
+            for form in _spellings(path, roots) | {os.path.basename(path)}:
+                _add(form, pseudo)
+            folder = os.path.dirname(os.path.abspath(path))
+            # Every folder between the file and its source folder (or just its own, outside them).
+            while folder and folder not in real_roots and folder != os.path.dirname(folder):
+                folders.add(folder)
+                if not any(folder.startswith(r + os.sep) for r in real_roots):
+                    break
+                folder = os.path.dirname(folder)
+        for folder in folders:
+            pseudo = folder_key(folder, key)
+            mapping[pseudo] = folder
+            for form in _spellings(folder, roots):
+                _add(form, pseudo)
+            name = os.path.basename(folder)
+            if name.lower() not in _GENERIC_FOLDERS:
+                _add(name, "[folder]")
+        for root in roots:
+            if root != os.sep:
+                _add(root, "[source]")
+        return cls(
+            replacements=sorted(table.items(), key=lambda item: len(item[0]), reverse=True),
+            words=sorted(words.items(), key=lambda item: len(item[0]), reverse=True),
+            hidden=sorted({t for t in hidden if len(t) >= _MIN_HIDDEN}, key=len, reverse=True),
+            mapping=mapping,
+        )
+
+
+def scrub(value: Any, names: SourceNames) -> Any:
+    """``value`` (a string, or lists and dicts of them) without the source names in ``names``.
+
+    The one function every writer of an output folder calls (store meta, ``report.json``, the
+    QC page): paths become pseudonyms, file and folder names too, descriptions ``[description]``
+    (see :class:`SourceNames`). Keys of dicts are kept; non-strings are returned as they are.
+
+    Examples
+    --------
+    >>> names = SourceNames.of(["/exp/Smith/a.dcm"], roots=["/exp"], key="k", hidden=["Smith CT"])
+    >>> scrub({"why": ["Smith CT: /exp/Smith/a.dcm"], "n": 3}, names)  # doctest: +ELLIPSIS
+    {'why': ['[description]: file-...'], 'n': 3}
+    """
+    if isinstance(value, str):
+        return _scrub_text(value, names)
+    if isinstance(value, list | tuple):
+        return [scrub(v, names) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub(v, names) for k, v in value.items()}
+    return value
+
+
+def _scrub_text(text: str, names: SourceNames) -> str:
+    if names.keep_paths:
+        return relative_paths(text, names.roots)
+    for t in names.hidden:
+        if t in text:
+            text = text.replace(t, "[description]")
+    for form, pseudo in names.replacements:
+        if form in text:
+            text = text.replace(form, pseudo)
+    for word, pseudo in names.words:
+        if word in text:
+            text = re.sub(rf"(?<![\w.-]){re.escape(word)}(?![\w-])", pseudo, text)
+    return text

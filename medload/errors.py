@@ -20,7 +20,6 @@ __all__ = [
     "StoreError",
     "PipelineMismatchError",
     "TransformError",
-    "ConfigError",
     "BurnedInAnnotationError",
     "LimitError",
 ]
@@ -109,5 +108,7 @@ class TransformError(ConfigError):
 
 class BurnedInAnnotationError(UnsupportedError):
     """A series says its pixels hold burned-in text (BurnedInAnnotation YES): names may be in them."""
+
+
 class LimitError(ReadError):
     """A header claims a size beyond the per-volume limit (``MEDLOAD_MAX_VOLUME_BYTES``)."""

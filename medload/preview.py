@@ -198,7 +198,8 @@ def montage(
     before_after : bool
         Put each slice as read from the source (left) beside the stored one (right).
     sources : list of str, optional
-        Where the sources are; default: the ``sources`` of the store's ``report.json``.
+        Where the sources are; default: the ``sources`` of the store's ``report.json`` (written
+        there only with ``keep_phi``: a de-identified report names no path).
     phi_key : str, bytes or medload.deid.PhiKey, optional
         The pseudonym key used at conversion (to match series keys); default as
         :func:`medload.deid.resolve_key`.

@@ -101,7 +101,11 @@ def test_convert_info_preview_round(tmp_path, capsys):
     assert main(["preview", str(out), "--out", str(png), "--n", "6", "--tile", "64"]) == 0
     assert _png_size(png) == (3 * 64, 2 * 64)
     pair = tmp_path / "pairs.png"
-    assert main(["preview", str(out), "--out", str(pair), "--n", "3", "--tile", "64", "--before-after"]) == 0
+    # report.json names no source path (de-identified): the sources are given
+    assert main(["preview", str(out), "--out", str(pair), "--n", "3", "--tile", "64", "--before-after"]) == 2
+    assert "pass --source" in capsys.readouterr().err
+    assert main(["preview", str(out), "--out", str(pair), "--n", "3", "--tile", "64", "--before-after",
+                 "--source", str(EXPORT)]) == 0
     assert _png_size(pair) == (4 * 64, 2 * 64)  # 3 pairs, 4 columns (pairs kept together), 2 rows
     capsys.readouterr()
     assert main(["preview", str(out), "--out", str(tmp_path / "none.png"), "--columns", "0"]) == 2

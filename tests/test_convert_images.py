@@ -116,8 +116,17 @@ def test_every_bad_file_is_named_and_the_batch_goes_on(tmp_path):
     bad = write_bad_images(tmp_path / "src" / "normal")
     report = medload.convert(tmp_path / "src", tmp_path / "out", workers=0, progress=False)
     assert report.counts["converted"] == 6 and not report.ok
-    messages = {f["path"]: f["reason"] for f in report["files"]}
-    messages.update({s["reason"].split(":")[0]: s["reason"] for s in report["series"] if s["status"] == "failed"})
+    # report.json names files by pseudonym (de-identified); report.paths (in memory) maps them back
+    names = report.paths["names"]
+
+    def on_screen(text: str) -> str:
+        return re.sub(r"(?:file|dir)-[0-9a-f]{16}", lambda m: names.get(m.group(0), m.group(0)), text)
+
+    messages = {names[f["file"]]: on_screen(f["reason"]) for f in report["files"]}
+    messages.update({on_screen(s["reason"]).split(":")[0]: on_screen(s["reason"])
+                     for s in report["series"] if s["status"] == "failed"})
+    written = (tmp_path / "out" / "report.json").read_text()
     for name, what in bad.items():
         hit = [m for p, m in messages.items() if p.endswith(name)]
         assert hit and what in hit[0] and name in hit[0], (name, messages)
+        assert name not in written

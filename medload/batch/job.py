@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from medload.batch.pipelines import resolve_pipelines
-from medload.batch.plan import Plan, check_sources, make_plan, report_path
+from medload.batch.plan import Plan, check_layout, check_source_map, check_sources, make_plan, report_path, write_source_map
 from medload.batch.report import ConversionReport, Progress, make_report, write_report
 from medload.batch.worker import Job
-from medload.deid import relative_paths
 from medload.cores import resolve_workers
+from medload.deid import PhiKey, resolve_key, scrub
+from medload.errors import ConfigError
 
 __all__ = ["convert"]
 
@@ -32,13 +34,15 @@ def convert(
     masks: str | os.PathLike | None = None,
     keep_phi: bool = False,
     keep_descriptions: bool = False,
-    phi_key: str | None = None,
+    phi_key: str | bytes | PhiKey | None = None,
     overwrite: bool = False,
     progress: bool = True,
     patient_pattern: str | None = None,
     patients: str | os.PathLike | None = None,
     grayscale: bool = False,
     image_modality: str | None = None,
+    allow_burned_in: bool = False,
+    source_map: str | os.PathLike | None = None,
 ) -> ConversionReport:
     """Convert scanner exports (DICOM series, NIfTI files, folders of PNG/JPEG/TIFF/BMP images) into one medload store.
 
@@ -80,8 +84,10 @@ def convert(
         Write series descriptions, protocol names and body parts (NIfTI: the file's name) to the
         store's meta and the report: PS3.15's "Clean Descriptors" option, for exports whose
         descriptions you checked hold no names. Off by default (the basic profile removes them).
-    phi_key : str, optional
-        Secret of the pseudonyms (default ``$MEDLOAD_PHI_KEY``).
+    phi_key : str, bytes or PhiKey, optional
+        Secret of the pseudonyms (default ``$MEDLOAD_PHI_KEY``, else your key file, made on first
+        use: :func:`medload.deid.resolve_key`). The store records its fingerprint; resuming
+        with another key is refused.
     overwrite : bool
         Delete this output's shards and report first, instead of resuming.
     progress : bool
@@ -99,6 +105,13 @@ def convert(
     image_modality : str, optional
         The modality recorded for 2D image files (``"CR"``, ``"DX"``, ``"US"``, ...); default
         ``"OT"``, whose default preset ``image`` scales the stored 8/16-bit range to [0, 1].
+    allow_burned_in : bool
+        Convert series whose BurnedInAnnotation is YES (text such as names in the pixels);
+        refused by default (a ``failed`` entry with ``BurnedInAnnotationError``).
+    source_map : path, optional
+        Write a JSON file mapping every pseudonym of the report (series, files, folders) to
+        its source path. It identifies patients, so it is refused inside the output folder.
+        Without ``keep_phi`` the output folder holds no path, file or folder name of the sources.
 
     Returns
     -------
@@ -135,10 +148,18 @@ def convert(
 
     check_dtype(dtype)
     parse_compression(compression)
+    check_layout(Path(out), workers, dask)  # a usage error is said before a key file is made
+    if source_map is not None:
+        check_source_map(source_map, out)
+    key = resolve_key(phi_key)
+    # Resuming (or appending to) a store made with another key is refused by the store.
+    store_options["key_fingerprint"] = key.fingerprint
     plan = make_plan(source_list, out, pipelines=pipelines, store_options=store_options, workers=workers,
                      dask=dask, labels=labels, masks=masks, keep_phi=keep_phi,
-                     keep_descriptions=keep_descriptions, phi_key=phi_key, overwrite=overwrite,
-                     patient_pattern=patient_pattern, patients=patients)
+                     keep_descriptions=keep_descriptions, phi_key=key, overwrite=overwrite,
+                     patient_pattern=patient_pattern, patients=patients, allow_burned_in=allow_burned_in)
+    if source_map is not None:
+        write_source_map(plan, source_map)
     run_workers = 1 if plan.single and workers is None else workers
     interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress, image_modality=image_modality)
     options = {"size": size, "resize_mode": resize_mode, "dtype": dtype, "compression": compression,
@@ -146,7 +167,8 @@ def convert(
                "keep_phi": keep_phi, "keep_descriptions": keep_descriptions, "backend": backend,
                "labels": plan.labels_info, "masks": bool(masks),
                "patient_pattern": patient_pattern, "patients": plan.patients_info, "grayscale": grayscale,
-               "image_modality": image_modality}
+               "image_modality": image_modality, "allow_burned_in": allow_burned_in,
+               "source_map": source_map is not None}
     report = make_report(plan, options=options, interrupted=interrupted, started=started)
     write_report(report, report_path(plan.out, plan.single))
     return report
@@ -159,7 +181,8 @@ def _run(plan: Plan, *, workers: int | None, dask: str | None, progress: bool,
 
     job = Job(out=str(plan.out), single_file=plan.single, pipelines=plan.pipelines,
               store_options=plan.store_options, keep_phi=plan.keep_phi, roots=plan.message_roots,
-              keep_descriptions=plan.keep_descriptions, image_modality=image_modality)
+              keep_descriptions=plan.keep_descriptions, image_modality=image_modality, key=plan.key,
+              allow_burned_in=plan.allow_burned_in)
     bar = Progress(progress, len(plan.tasks), sum(t.series.n_slices for t in plan.tasks))
 
     def on_outcome(outcome: Any) -> None:
@@ -168,7 +191,7 @@ def _run(plan: Plan, *, workers: int | None, dask: str | None, progress: bool,
             entry.update(outcome.value)
         else:
             entry.update(status="failed", stage="worker", error=(outcome.error or "").split(":")[0],
-                         reason=relative_paths(outcome.error or "unknown error", plan.message_roots))
+                         reason=scrub(outcome.error or "unknown error", plan.names_of(outcome.task_id)))
         bar.advance(entry.get("slices", 0) if entry.get("status") == "converted" else 0)
 
     try:

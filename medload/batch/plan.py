@@ -9,7 +9,10 @@ another pipeline) is raised here, before any work.
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import re
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -20,12 +23,23 @@ from typing import Any
 import numpy as np
 
 from medload.batch.worker import Task
-from medload.deid import hidden_texts, relative_paths, report_summary, source_roots
+from medload.deid import (
+    PhiKey,
+    SourceNames,
+    file_key,
+    hidden_texts,
+    report_summary,
+    resolve_key,
+    scrub,
+    source_roots,
+)
 from medload.errors import ConfigError, PipelineMismatchError, StoreError
 
-__all__ = ["Plan", "make_plan", "check_sources", "read_labels", "check_layout", "report_path", "REPORT_NAME"]
+__all__ = ["Plan", "make_plan", "check_sources", "read_labels", "check_layout", "report_path", "REPORT_NAME",
+           "check_source_map", "write_source_map"]
 
 REPORT_NAME = "report.json"
+_PSEUDONYM = re.compile(r"^(pat|stu|ser)-[A-Za-z0-9._-]+$")
 
 
 @dataclass
@@ -52,6 +66,27 @@ class Plan:
     resume_notes: list[str] = field(default_factory=list)
     labels_info: dict[str, Any] | None = None
     patients_info: dict[str, Any] | None = None
+    key: PhiKey | None = None
+    allow_burned_in: bool = False
+    #: source_hash -> the names of that series' files and folders (what scrub replaces).
+    names: dict[str, SourceNames] = field(default_factory=dict)
+    #: What ``--source-map`` writes: pseudonym -> source path, and each series' files.
+    source_map: dict[str, Any] = field(default_factory=lambda: {"series": {}, "names": {}})
+
+    def names_for(self, files: Sequence[str], hidden: Sequence[str] = ()) -> SourceNames:
+        """The :class:`~medload.deid.SourceNames` of ``files`` (kept as paths with ``keep_phi``)."""
+        if self.keep_phi:
+            return SourceNames.kept(self.message_roots)
+        names = SourceNames.of(files, roots=self.message_roots, key=self.key,
+                               hidden=() if self.keep_descriptions else hidden)
+        self.source_map["names"].update(names.mapping)
+        return names
+
+    def names_of(self, source_hash: str) -> SourceNames:
+        """The names of the series ``source_hash`` (its files, mask and description)."""
+        if source_hash not in self.names:
+            self.names[source_hash] = self.names_for([])
+        return self.names[source_hash]
 
 
 def report_path(out: Path, single: bool) -> Path:
@@ -171,8 +206,11 @@ def read_labels(path: str | os.PathLike, series: Sequence[Any],
                 used.add(k)
                 break
     unknown = sorted(set(by_key) - used)
-    info = {"file": Path(path).name, "key": key_col, "classes": classes, "rows": len(table),
-            "matched_series": len(out), "unknown_keys": unknown[:50], "n_unknown_keys": len(unknown)}
+    # Listed only when they look like medload's pseudonyms: a CSV keyed by MRNs by mistake
+    # must not put them in the report (they are counted).
+    unknown = [k for k in unknown if _PSEUDONYM.match(k)]
+    info = {"key": key_col, "classes": classes, "rows": len(table),
+            "matched_series": len(out), "unknown_keys": unknown[:50], "n_unknown_keys": len(set(by_key) - used)}
     return out, info
 
 
@@ -215,7 +253,7 @@ def patients_from_csv(path: str | os.PathLike, series: Sequence[Any], roots: Seq
     return out, {"file": Path(path).name, "rows": len(table), "matched_images": matched}
 
 
-def _scan_all(plan: Plan, phi_key: str | None, patient_pattern: str | None = None) -> list[Any]:
+def _scan_all(plan: Plan, patient_pattern: str | None = None) -> list[Any]:
     """Scan every source into ``plan`` (files, duplicates); return the distinct series found."""
     from medload.io import scan
 
@@ -223,40 +261,54 @@ def _scan_all(plan: Plan, phi_key: str | None, patient_pattern: str | None = Non
     seen: dict[str, str] = {}
     for src in plan.sources:
         root = os.path.abspath(src) if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-        result = scan(src, phi_key=phi_key, patient_pattern=patient_pattern)
+        result = scan(src, phi_key=plan.key, patient_pattern=patient_pattern)
         plan.n_files += getattr(result, "n_files", 0)
         plan.skipped.update(getattr(result, "skipped", {}))
         for problem in getattr(result, "errors", []):
-            plan.unreadable.append({"path": relative_paths(os.path.abspath(problem.path), [root]),
-                                    "status": "unreadable",
-                                    "reason": relative_paths(problem.message, plan.message_roots)})
+            names = plan.names_for([problem.path])
+            entry = {"file": file_key(problem.path, plan.key), "status": "unreadable",
+                     "reason": scrub(problem.message, names)}
+            if plan.keep_phi:
+                entry["path"] = scrub(os.path.abspath(problem.path), SourceNames.kept([root]))
+            plan.unreadable.append(entry)
         for s in result:
             if s.source_hash in seen:
-                entry = report_summary(s, plan.keep_descriptions)
+                entry = scrub(report_summary(s, plan.keep_descriptions), plan.names_for(s.files, hidden_texts(s)))
                 entry.update(source_hash=s.source_hash, status="duplicate",
                              reason=f"same instances and file sizes as series {seen[s.source_hash]} of this batch; "
                                     "converted once")
                 plan.duplicates.append(entry)
+                _map_series(plan, s)
                 continue
             seen[s.source_hash] = s.series_key
             found.append(s)
     return found
 
 
+def _map_series(plan: Plan, series: Any, mask: str | None = None) -> None:
+    entry = {"patient_key": series.patient_key, "study_key": series.study_key, "kind": series.kind,
+             "description": series.description, "files": [os.path.abspath(f) for f in series.files]}
+    if mask:
+        entry["mask"] = os.path.abspath(mask)
+    plan.source_map["series"].setdefault(series.series_key, entry)
+
+
 def _add_tasks(plan: Plan, found: Sequence[Any], done: dict[str, tuple[str, str]],
                label_of: dict[str, int], mask_of: dict[str, tuple[str, bool]],
                classes: Sequence[str] | None = None) -> None:
     for s in found:
-        entry = report_summary(s, plan.keep_descriptions)
-        entry["source_hash"] = s.source_hash
-        entry["problems"] = [relative_paths(p, plan.message_roots) for p in entry.get("problems", [])]
-        plan.entries[s.source_hash] = entry
+        mask, by_grid = mask_of.get(s.source_hash, (None, False))
         plan.hidden[s.source_hash] = [] if plan.keep_descriptions else hidden_texts(s)
+        names = plan.names_for(list(s.files) + ([mask] if mask else []), plan.hidden[s.source_hash])
+        plan.names[s.source_hash] = names
+        _map_series(plan, s, mask)
+        entry = scrub(report_summary(s, plan.keep_descriptions), names)
+        entry["source_hash"] = s.source_hash
+        plan.entries[s.source_hash] = entry
         if s.source_hash in done:
             key, shard = done[s.source_hash]
             entry.update(status="already converted", key=key, shard=shard)
             continue
-        mask, by_grid = mask_of.get(s.source_hash, (None, False))
         label = label_of.get(s.source_hash)
         name = classes[label] if classes and label is not None and 0 <= label < len(classes) else None
         plan.tasks.append(Task(s.source_hash, s, label, mask, by_grid, class_name=name))
@@ -266,8 +318,9 @@ def _add_tasks(plan: Plan, found: Sequence[Any], done: dict[str, tuple[str, str]
 
 def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any], store_options: dict[str, Any],
               workers: int | None, dask: str | None, labels: Any, masks: Any, keep_phi: bool,
-              keep_descriptions: bool, phi_key: str | None, overwrite: bool,
-              patient_pattern: str | None = None, patients: Any = None) -> Plan:
+              keep_descriptions: bool, phi_key: Any, overwrite: bool,
+              patient_pattern: str | None = None, patients: Any = None,
+              allow_burned_in: bool = False) -> Plan:
     """Check, resume, scan and pair: everything before the first series is converted."""
     from medload.io.masks import mask_files, match_masks
 
@@ -281,10 +334,11 @@ def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any]
     done, resume_notes = _resume(out_path, single, pipelines, store_options)
     # Every spelling of the sources (as given, absolute, real), for making message paths relative.
     plan = Plan(source_list, source_roots(source_list), out_path, single, pipelines, store_options,
-                keep_phi, keep_descriptions, resume_notes=resume_notes)
-    found = _scan_all(plan, phi_key, patient_pattern)
+                keep_phi, keep_descriptions, resume_notes=resume_notes, key=resolve_key(phi_key),
+                allow_burned_in=allow_burned_in)
+    found = _scan_all(plan, patient_pattern)
     if patients:
-        found, plan.patients_info = patients_from_csv(patients, found, plan.message_roots, phi_key)
+        found, plan.patients_info = patients_from_csv(patients, found, plan.message_roots, plan.key)
     if masks:
         # A masks folder inside a source is scanned too; its files are masks, not images.
         mask_root = os.path.realpath(masks) + os.sep
@@ -300,3 +354,40 @@ def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any]
     mask_of = match_masks(found, mask_files(masks)) if masks else {}
     _add_tasks(plan, found, done, label_of, mask_of, (plan.labels_info or {}).get("classes"))
     return plan
+
+
+def check_source_map(path: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Refuse a source map inside the output folder (it names the patients' files)."""
+    out_path = Path(out)
+    folder = out_path.parent if out_path.suffix in (".h5", ".hdf5") else out_path
+    target = os.path.realpath(os.fspath(path))
+    inside = os.path.realpath(os.fspath(folder))
+    if target == inside or target.startswith(inside.rstrip(os.sep) + os.sep):
+        raise ConfigError(
+            f"--source-map {path} is inside the output folder {folder}: the map names the source "
+            "files (often the patients' names), and the output folder is what leaves the hospital. "
+            "Write it somewhere kept with the source data, e.g. beside the export."
+        )
+
+
+def write_source_map(plan: Plan, path: str | os.PathLike) -> None:
+    """Write ``plan.source_map`` as JSON at ``path`` (mode 0600, atomically)."""
+    path = Path(path)
+    payload = {
+        "medload_source_map": 1,
+        "warning": "This file maps medload's pseudonyms to source paths: it identifies patients. "
+                   "Keep it with the source data; never put it in the output that is shared.",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "phi_key_fingerprint": plan.key.fingerprint if plan.key else None,
+        "sources": [os.path.abspath(s) for s in plan.sources],
+        "output": os.path.abspath(plan.out),
+        "series": plan.source_map["series"],
+        "names": dict(sorted(plan.source_map["names"].items())),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, path)

@@ -21,9 +21,13 @@ class ConversionReport(dict):
 
     Keys: ``counts`` (series found, converted, already converted, failed, not run; files
     skipped and unreadable; slices written), ``series`` (one entry per series: keys,
-    modality, description, shape, ``status`` and ``reason``, ``key``/``shard`` in the store),
-    ``files`` (files that are not volumes or could not be read, with why), ``output``,
-    ``shards``, ``report_path``, ``pipeline``, ``options``, ``interrupted``, ``elapsed_s``.
+    modality, shape, ``status`` and ``reason``, ``key``/``shard`` in the store),
+    ``files`` (files that could not be read: their pseudonym ``file`` and why), ``n_sources``,
+    ``shards``, ``phi_key_fingerprint``, ``pipeline``, ``options``, ``interrupted``,
+    ``elapsed_s``. De-identified like the store: series and files are named by pseudonyms and
+    counts, never by path, file name or description; ``keep_phi`` adds ``sources``, ``output``,
+    ``report_path`` and each file's ``path``. The paths stay available in memory:
+    :attr:`paths` (not written).
 
     Examples
     --------
@@ -46,6 +50,11 @@ class ConversionReport(dict):
     @property
     def counts(self) -> dict[str, int]:
         return dict(self.get("counts", {}))
+
+    #: Where things are, for this process only (the terminal may show paths; the file never
+    #: holds them unless ``keep_phi``): ``sources``, ``output``, ``report_path``, and ``names``
+    #: (pseudonym -> source path).
+    paths: dict[str, Any] = {}
 
 
 class Progress:
@@ -94,12 +103,14 @@ def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, start
         # Messages can quote a description (a library's error, a crashed worker): hidden too.
         entries[source_hash] = hide(entry, plan.hidden.get(source_hash, []))
     statuses = Counter(e["status"] for e in entries.values())
-    return ConversionReport(
+    where = {"sources": [os.fspath(s) for s in plan.sources], "output": str(plan.out),
+             "report_path": str(report_path(plan.out, plan.single))}
+    report = ConversionReport(
         medload_report=1,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        sources=[os.fspath(s) for s in plan.sources],
-        output=str(plan.out),
-        report_path=str(report_path(plan.out, plan.single)),
+        **(where if plan.keep_phi else {}),
+        n_sources=len(plan.sources),
+        phi_key_fingerprint=plan.key.fingerprint if plan.key is not None else None,
         shards=[p.name for p in shard_paths(plan.out, plan.single)],
         pipeline=plan.pipelines,
         options=options,
@@ -122,3 +133,5 @@ def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, start
         interrupted=interrupted,
         elapsed_s=round(time.perf_counter() - started, 2),
     )
+    report.paths = dict(where, names=dict(plan.source_map["names"]))
+    return report

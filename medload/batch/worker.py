@@ -18,7 +18,7 @@ from typing import Any
 
 from medload.batch.fused import run_for_store
 from medload.batch.pipelines import pipeline_for
-from medload.deid import deidentified_meta, hidden_texts, relative_paths
+from medload.deid import PhiKey, SourceNames, deidentified_meta, file_key, hidden_texts, scrub
 from medload.errors import MedloadError
 from medload.volume import Volume
 
@@ -67,6 +67,17 @@ class Job:
     keep_descriptions: bool = False
     #: Modality recorded for 2D image files (PNG, JPEG, TIFF, BMP), which name none; None: "OT".
     image_modality: str | None = None
+    #: The pseudonym key (file and folder pseudonyms in messages are keyed with it).
+    key: PhiKey | None = None
+    allow_burned_in: bool = False
+
+    def names(self, task: Task) -> SourceNames:
+        """What :func:`medload.deid.scrub` replaces in this task's messages and meta."""
+        if self.keep_phi:
+            return SourceNames.kept(self.roots)
+        files = list(task.series.files) + ([task.mask] if task.mask else [])
+        hidden = [] if self.keep_descriptions else hidden_texts(task.series)
+        return SourceNames.of(files, roots=self.roots, key=self.key, hidden=hidden)
 
     def __call__(self, slot: str) -> Worker:
         return Worker(self, slot)
@@ -106,15 +117,14 @@ class Worker:
             self.pipes[name] = Pipeline.from_config(config)
         return self.pipes[name]
 
-    def _read(self, task: Task) -> Volume:
+    def _read(self, task: Task, names: SourceNames) -> Volume:
         from medload.io import load
 
         series = task.series
         modality = self.job.image_modality if getattr(series, "kind", "") == "image" else None
-        volume = load(series, keep_phi=self.job.keep_phi, modality=modality)
-        hidden = [] if self.job.keep_descriptions else hidden_texts(series)
+        volume = load(series, keep_phi=self.job.keep_phi, modality=modality, allow_burned_in=self.job.allow_burned_in)
         meta = deidentified_meta(volume.meta, self.job.roots, self.job.keep_phi,
-                                 self.job.keep_descriptions, hidden)
+                                 self.job.keep_descriptions, names=names)
         meta.setdefault("source_hash", series.source_hash)
         if task.class_name is not None:
             meta["class_name"] = task.class_name
@@ -126,16 +136,20 @@ class Worker:
         started = time.perf_counter()
         entry: dict[str, Any] = {"slot": self.slot}
         stage = "read"
+        names = self.job.names(task)
         try:
-            volume = self._read(task)
+            volume = self._read(task, names)
             entry["problems"] = list(volume.meta.get("problems", []))
             mask = None
             if task.mask:
                 stage = "mask"
                 mask, why = load_mask(task.mask, volume, by_grid=task.mask_by_grid)
-                entry["mask"] = os.path.basename(task.mask) if mask is not None else None
+                if mask is None:
+                    entry["mask"] = None
+                else:
+                    entry["mask"] = os.path.basename(task.mask) if self.job.keep_phi else file_key(task.mask, self.job.key)
                 if why:
-                    entry.setdefault("notes", []).append(why)
+                    entry.setdefault("notes", []).append(scrub(why, names))
             stage = "write"
             store = self._store()
             stage = "preprocess"
@@ -145,13 +159,11 @@ class Worker:
             stage = "write"
             key = store.add(out, mask=mask, label=task.label, encoded=encoded)
         except MedloadError as exc:
-            entry.update(status="failed", stage=stage, error=type(exc).__name__,
-                         reason=relative_paths(str(exc), self.job.roots))
+            entry.update(status="failed", stage=stage, error=type(exc).__name__, reason=scrub(str(exc), names))
         except Exception as exc:  # a library bug on one series must not stop the batch
             entry.update(status="failed", stage=stage, error=type(exc).__name__,
-                         reason=relative_paths(f"unexpected {type(exc).__name__} while {stage}ing: {exc}",
-                                               self.job.roots),
-                         traceback=relative_paths(traceback.format_exc(limit=6), self.job.roots))
+                         reason=scrub(f"unexpected {type(exc).__name__} while {stage}ing: {exc}", names),
+                         traceback=scrub(traceback.format_exc(limit=6), names))
         else:
             entry.update(status="converted", key=key, shard=self.shard_path.name, stored_shape=list(out.shape),
                          slices=int(out.spatial_shape[0]), intensity=out.meta.get("intensity", ""),

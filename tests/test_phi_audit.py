@@ -1,0 +1,97 @@
+"""The PHI audit (issue 12): an export with one patient's identifying values in more than 50
+places, converted with the defaults; every byte of every file in the output folder is searched
+for every value and its words (``SMITHSON`` from ``Smithson^Johnathan``), as UTF-8 and UTF-16,
+and inside the HDF5 files with h5py: nothing. With ``--keep-phi`` the expected values appear,
+so the search can fail."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import medload
+from fixtures.phi import search_output, write_audit_export
+from medload.cli import main
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("audit")
+    info = write_audit_export(folder)
+    out = folder / "out"
+    code = main(["convert", str(info["export"]), "-o", str(out), "--masks", str(info["masks"]), "--workers", "0",
+                 "--quiet", "--size", "16", "--source-map", str(folder / "source-map.json")])
+    return info, out, code
+
+
+def test_the_export_plants_values_in_more_than_50_places(audit):
+    info, _, _ = audit
+    assert len(info["places"]) >= 50
+    assert {"SMITHSON", "Smithson", "Johnathan", "MRN12345678", "19230417"} <= set(info["needles"]) | {"SMITHSON"}
+
+
+def test_default_output_folder_holds_no_identifying_byte(audit):
+    info, out, code = audit
+    assert code == 1  # the burned-in series and the unreadable file are reported, not converted
+    report = json.loads((out / "report.json").read_text())
+    by_status = sorted(e["status"] for e in report["series"])
+    assert by_status == ["converted", "converted", "failed"], by_status
+    (refused,) = [e for e in report["series"] if e["status"] == "failed"]
+    assert refused["error"] == "BurnedInAnnotationError" and "BurnedInAnnotation is YES" in refused["reason"]
+    assert report["counts"]["unreadable_files"] == 1 and report["files"][0]["file"].startswith("file-")
+    (ct,) = [e for e in report["series"] if e.get("modality") == "CT"]
+    assert ct["mask"].startswith("file-")  # the mask named after the patient was used, by pseudonym
+    assert any("dropped" in p for p in ct["problems"])  # the copy named after the patient: said, not named
+    volumes = medload.open(out).volumes
+    assert len(volumes) == 2 and sum(v.has_mask for v in volumes) == 1
+    assert all(v.meta.get("problems") is not None for v in volumes)
+    hits = search_output(out, info["needles"])
+    assert hits == {}, hits
+    assert {p.name for p in out.iterdir()} <= {"report.json"} | {p.name for p in out.glob("shard-*.h5")}
+
+
+def test_the_source_map_is_outside_and_maps_pseudonyms_back(audit):
+    info, out, _ = audit
+    source_map = json.loads((out.parent / "source-map.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    unreadable = report["files"][0]["file"]
+    assert source_map["names"][unreadable].endswith("Broken_Pickwick_file.dcm")
+    (ct,) = [e for e in report["series"] if e.get("modality") == "CT"]
+    assert source_map["names"][ct["mask"]].endswith("Smithson_head_CT.nii.gz")
+    assert sorted(source_map["series"][ct["series_key"]]["files"]) == sorted(
+        info["ct_files"] + [str(info["export"] / "SMITHSON_JOHNATHAN_MRN12345678" / "CT_Smithson_Johnathan"
+                                / "SMITHSON_JOHNATHAN_copy.dcm")])
+    assert (out.parent / "source-map.json").stat().st_mode & 0o077 == 0
+    assert main(["convert", str(info["export"]), "-o", str(out.parent / "again"), "--workers", "0", "--quiet",
+                 "--source-map", str(out.parent / "again" / "map.json")]) == 2
+    assert not (out.parent / "again" / "map.json").exists()
+
+
+def test_keep_phi_writes_the_expected_values(audit, tmp_path):
+    info, _, _ = audit
+    kept = tmp_path / "kept"
+    assert main(["convert", str(info["export"]), "-o", str(kept), "--masks", str(info["masks"]), "--workers", "0",
+                 "--quiet", "--size", "16", "--keep-phi", "--allow-burned-in"]) == 1  # the unreadable file
+    hits = search_output(kept, info["kept"])
+    assert sorted(hits) == sorted(info["kept"]), sorted(set(info["kept"]) - set(hits))
+    assert len(medload.open(kept).volumes) == 3  # the burned-in series too, on request
+
+
+def test_without_a_key_patient_keys_are_the_users_not_the_sources(audit, tmp_path):
+    import ast
+
+    info, out, _ = audit
+    stored = {v.patient_key for v in medload.open(out).volumes}
+    again = tmp_path / "again"
+    assert main(["convert", str(info["export"]), "-o", str(again), "--masks", str(info["masks"]), "--workers", "0",
+                 "--quiet", "--size", "16"]) == 1
+    assert {v.patient_key for v in medload.open(again).volumes} == stored  # same user, same keys
+    constants = set()
+    for path in (medload.__file__ and __import__("pathlib").Path(medload.__file__).parent).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str | bytes) and node.value:
+                constants.add(node.value)
+    guesses = {medload.deid.pseudonym("MRN12345678", prefix="pat-", secret=c) for c in constants}
+    assert not stored & guesses
+    assert medload.open(out).key_fingerprint == medload.deid.resolve_key().fingerprint
