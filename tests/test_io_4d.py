@@ -14,11 +14,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from fixtures.special import philips_dti_series, write_image
+from fixtures.special import enhanced_asl, philips_dti_series, write_image
 from medload.errors import FrameOrderError, GeometryError
 from medload.io import load, save_nifti, scan
 from tests.conftest import shared_path
-from tests.test_io_reference import DCM2NIIX
+from tests.test_io_reference import DCM2NIIX, match
 
 
 def test_acquisition_number_changing_at_some_positions_keeps_the_gradient_order(tmp_path):
@@ -115,3 +115,20 @@ def test_identical_frames_are_kept_so_scan_and_load_agree_on_the_shape(tmp_path)
     assert series.shape == vol.shape == (2, 3, 4, 4)
     np.testing.assert_array_equal(vol.array[1], pixels)
     assert any("2 frames at every slice position are identical" in p for p in vol.meta["problems"])
+
+
+def test_enhanced_pcasl_frames_follow_dcm2niix_and_the_classic_export(tmp_path):
+    # DimensionIndexValues (stack, slice, label/control, repeat): sorted first item first they
+    # gave frames 0, 2, 4, 1, 3, 5; dcm2niix makes the last varying item most significant.
+    truth = enhanced_asl(tmp_path / "enhanced")
+    enhanced = load(tmp_path / "enhanced")
+    np.testing.assert_array_equal(enhanced.array, truth["array"])
+    classic_truth = enhanced_asl(tmp_path / "classic", classic=True)
+    classic = load(tmp_path / "classic")
+    np.testing.assert_array_equal(classic.array, enhanced.array)
+    np.testing.assert_allclose(classic.affine, enhanced.affine)
+    if DCM2NIIX is not None:  # dcm2niix on the classic export: the same frames in the same order
+        subprocess.run([DCM2NIIX, "-z", "n", "-f", "ref", "-o", str(tmp_path), classic_truth["folder"]],
+                       check=True, capture_output=True, timeout=120)
+        ok, why = match(nib.load(tmp_path / "ref.nii"), [("enhanced", enhanced)])
+        assert ok, why
