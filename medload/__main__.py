@@ -4,4 +4,7 @@ import sys
 
 from medload.cli import main
 
-sys.exit(main())
+# Guarded: worker processes (forkserver/spawn) import this module again to find their work;
+# unguarded, each would run the command again (medload.parallel then refuses to use workers).
+if __name__ == "__main__":
+    sys.exit(main())

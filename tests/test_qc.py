@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +302,36 @@ def test_filters_and_sorting_work_in_the_browser(converted, tmp_path):
     assert slices == sorted(slices, reverse=True) and len(set(slices)) > 1
     assert re.search(r'<section id="failed-section" class="hidden"', done.stdout)
     assert f"{len(shown)} of {len(records)} volumes shown" in done.stdout
+
+
+def test_a_volume_that_cannot_be_read_is_a_problem_on_its_card(converted, tmp_path, monkeypatch):
+    from medload.qc import report as qc_report
+
+    real = qc_report._volume_facts
+
+    def damaged(store, volume, thumbs, size):
+        if volume == 1:
+            raise OSError("Can't synchronously read data (filter returned failure)")
+        return real(store, volume, thumbs, size)
+
+    monkeypatch.setattr(qc_report, "_volume_facts", damaged)
+    info = write_qc(converted, tmp_path / "qc", workers=0)
+    page = (tmp_path / "qc" / "index.html").read_text()
+    card = re.search(r"<article[^>]*data-order='1'.*?</article>", page, re.DOTALL).group(0)
+    assert "no thumbnails: reading it from the store failed (OSError: Can&#x27;t synchronously read" in card
+    assert "<img" not in card and info["problems"] >= 1
+    assert len(re.findall(r"<img ", page)) == 3 * (info["volumes"] - 1)
+
+
+def test_python_m_medload_uses_its_workers(tmp_path):
+    # `python -m medload` imports medload/__main__.py again in each worker process: guarded,
+    # so the runner does not fall back to one process with a warning.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "medload", "convert", str(EXPORT), "-o", str(tmp_path / "out"),
+                           "--workers", "2", "--quiet", *CHEAP], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "if __name__" not in done.stderr and "RuntimeWarning" not in done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["options"]["backend"] == "local pool (2 processes)"
+    assert report["counts"]["converted"] == report["counts"]["series"] >= 3

@@ -30,23 +30,22 @@ Thumbnails are drawn with numpy and Pillow, several volumes per task, in worker 
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
-import multiprocessing as mp
 import os
 import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medload.cores import available_cores
-from medload.errors import ConfigError, MedloadError, ReadError, StoreError
+from medload.errors import ConfigError, ReadError, StoreError
 from medload.qc import views
 
 __all__ = ["qc_folder", "write_qc"]
@@ -147,32 +146,70 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
             "problems": problems, "views": shown, "sample": decoded(np.asarray(values[::step][:_SAMPLES], np.float32))}
 
 
+def _unreadable(volume: int, why: str) -> dict[str, Any]:
+    return {"volume": volume, "range": [math.nan, math.nan], "window": [math.nan, math.nan], "labels": {},
+            "problems": [f"no thumbnails: {why}"], "views": [], "sample": np.zeros(0, np.float32)}
+
+
 def _facts_of_chunk(store: str, volumes: list[int], thumbs: str, size: int) -> tuple[list[dict[str, Any]], float]:
-    """Facts of ``volumes`` and the CPU seconds this process spent on them."""
+    """Facts of ``volumes`` and the CPU seconds this process spent on them.
+
+    A volume that cannot be read (a damaged chunk) is a problem on its card, not the end of the page.
+    """
     started = time.process_time()
-    facts = [_volume_facts(store, v, thumbs, size) for v in volumes]
+    facts = []
+    for v in volumes:
+        try:
+            facts.append(_volume_facts(store, v, thumbs, size))
+        except Exception as exc:  # noqa: BLE001 - reported on the page, as the converter reports a bad series
+            facts.append(_unreadable(v, f"reading it from the store failed ({type(exc).__name__}: {exc})"))
     return facts, time.process_time() - started
+
+
+class _Drawer:
+    """A :func:`medload.parallel.run_tasks` worker: draws chunks of volumes of one store."""
+
+    def __init__(self, slot: str, *, store: str, thumbs: str, size: int) -> None:
+        self.store, self.thumbs, self.size = store, thumbs, size
+
+    def __call__(self, task: Any) -> Any:
+        """``task``: the volume positions of one chunk; returns their facts and the CPU seconds."""
+        return _facts_of_chunk(self.store, task, self.thumbs, self.size)
+
+    def close(self) -> None:
+        reader = _READERS.pop(self.store, None)
+        if reader is not None:
+            reader.close()
 
 
 def _all_facts(store: Path, n: int, thumbs: Path, size: int,
                workers: int | None) -> tuple[list[dict[str, Any]], float]:
-    """Facts of every volume, in order, and the CPU seconds spent drawing them (workers included)."""
-    chunks = [list(range(i, min(i + _CHUNK, n))) for i in range(0, n, _CHUNK)]
+    """Facts of every volume, in order, and the CPU seconds spent drawing them (workers included).
+
+    Through :func:`medload.parallel.run_tasks`, the converter's runner: worker processes never
+    forked, a script without a main guard run in this process, Ctrl-C stops cleanly.
+    """
+    from medload.parallel import run_tasks
+
+    chunks = {f"{i:08d}": list(range(i, min(i + _CHUNK, n))) for i in range(0, n, _CHUNK)}
     if workers is None:
         workers = 0 if n < _INLINE_BELOW else min(available_cores(), len(chunks))
-    if workers <= 1:
-        results = [_facts_of_chunk(str(store), c, str(thumbs), size) for c in chunks]
-        reader = _READERS.pop(str(store), None)
-        if reader is not None:
-            reader.close()
-    else:
-        methods = mp.get_all_start_methods()
-        # Never fork: HDF5 state copied into a child is not safe (as in medload.parallel).
-        context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(_facts_of_chunk, str(store), c, str(thumbs), size) for c in chunks]
-            results = [future.result() for future in futures]
-    return [f for facts, _ in results for f in facts], sum(cpu for _, cpu in results)
+    factory = functools.partial(_Drawer, store=str(store), thumbs=str(thumbs), size=size)
+    summary = run_tasks(factory, list(chunks.items()), workers=workers)
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    by_id = {o.task_id: o for o in summary.outcomes}
+    facts: list[dict[str, Any]] = []
+    cpu = 0.0
+    for task_id, volumes in chunks.items():
+        outcome = by_id.get(task_id)
+        if outcome is not None and outcome.ok:
+            facts += outcome.value[0]
+            cpu += outcome.value[1]
+        else:  # the worker process died (out of memory, a crash in a library)
+            why = outcome.error if outcome is not None else "not run"
+            facts += [_unreadable(v, f"the worker drawing it failed ({why})") for v in volumes]
+    return facts, cpu
 
 
 # --------------------------------------------------------------------------- page
@@ -393,8 +430,9 @@ def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     out : path, optional
         Folder of the page; default ``OUT/qc`` (``x.qc`` beside a file ``x.h5``).
     workers : int, optional
-        Worker processes drawing thumbnails; default all cores for stores of more than a few
-        dozen volumes, none (this process) below; ``0`` or ``1``: this process.
+        Worker processes drawing thumbnails (:func:`medload.cores.resolve_workers`: ``0`` is
+        this process); default every core for stores of more than a few dozen volumes, this
+        process below that.
     thumb_size : int
         Pixels of a thumbnail's longer side.
 
