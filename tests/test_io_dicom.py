@@ -269,7 +269,13 @@ def test_single_radiograph_loads_as_one_slice():
     np.testing.assert_array_equal(vol.array[0], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
 
 
-def test_missing_codec_names_the_package():
+def test_missing_codec_names_the_package(monkeypatch):
+    # pydicom's decoder says it cannot run (its public availability API), as without pylibjpeg
+    from pydicom.pixels.decoders.base import Decoder
+
+    monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
+    monkeypatch.setattr(Decoder, "missing_dependencies", property(lambda self: ["gdcm - requires gdcm"]))
+
     class Fake:
         file_meta = pydicom.dataset.FileMetaDataset()
         file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000Lossless
@@ -279,12 +285,27 @@ def test_missing_codec_names_the_package():
 
         @property
         def pixel_array(self):
-            raise RuntimeError("Unable to decompress 'JPEG 2000 Image Compression (Lossless Only)' pixel "
-                               "data because all plugins are missing dependencies:\n\tgdcm - requires gdcm")
+            raise AssertionError("decode must refuse before asking pydicom to decode")
 
     with pytest.raises(MissingDependencyError, match="pip install pylibjpeg pylibjpeg-openjpeg") as err:
         decode(Fake(), "/x/slice.dcm")
-    assert "/x/slice.dcm" in str(err.value)
+    assert "/x/slice.dcm" in str(err.value) and "gdcm - requires gdcm" in str(err.value)
+
+
+def test_a_decoder_failure_is_a_read_error_naming_the_file_whatever_its_wording():
+    class Fake:
+        file_meta = pydicom.dataset.FileMetaDataset()
+        file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000Lossless
+
+        def __contains__(self, key):
+            return key == "PixelData"
+
+        @property
+        def pixel_array(self):  # a message that once read as "a plugin is missing"
+            raise RuntimeError("plugin not available: all plugins are missing dependencies")
+
+    with pytest.raises(ReadError, match="/x/slice.dcm: pixel data .* cannot be decoded"):
+        decode(Fake(), "/x/slice.dcm")
 
 
 def test_scan_of_a_missing_path_says_so(tmp_path):

@@ -2,10 +2,12 @@
 
 pydicom 3 decodes native (uncompressed, big endian, deflated) and RLE data itself, and
 compressed data through plugins: pylibjpeg with pylibjpeg-libjpeg (JPEG, JPEG-LS) and
-pylibjpeg-openjpeg (JPEG 2000, HTJ2K), or python-gdcm, or pyjpegls. We do not write codecs;
-we turn pydicom's "no decoder" error into a :class:`MissingDependencyError` that says which
-``pip install`` fixes it, and any other decoding failure into a :class:`ReadError` naming the
-file.
+pylibjpeg-openjpeg (JPEG 2000, HTJ2K), or python-gdcm, or pyjpegls. We do not write codecs.
+Before decoding we ask pydicom's decoder for the transfer syntax whether it can run
+(``Decoder.is_available``, ``Decoder.missing_dependencies``): when it cannot, a
+:class:`MissingDependencyError` says which ``pip install`` fixes it; a compressed syntax pydicom
+has no decoder for is an :class:`UnsupportedError`; a decoding failure is a :class:`ReadError`
+naming the file. No decision reads an exception's text.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.errors import MissingDependencyError, ReadError
+from medload.errors import MissingDependencyError, ReadError, UnsupportedError
 
 __all__ = ["decode", "codec_hint", "read_native"]
 
@@ -71,27 +73,48 @@ def decode(ds: Any, path: str) -> np.ndarray:
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ReadError(f"{path}: no pixel data in this DICOM image; expected a PixelData element. Remove the file or re-export it.")
+    _check_decoder(ts, path)
     try:
         return ds.pixel_array
-    except (RuntimeError, NotImplementedError) as exc:
-        text = str(exc).lower()
-        if "exceptions were raised" in text:
-            # decoders are installed, and every one of them failed on this file
-            raise ReadError(
-                f"{path}: pixel data (transfer syntax {ts}) cannot be decoded by any installed decoder "
-                f"({' | '.join(str(exc).splitlines()[1:4]).strip()}); the file is damaged or uses a variant "
-                "no decoder supports. Re-export it uncompressed."
-            ) from exc
-        if "no pixel data decoders" in text or "missing required dependencies" in text or "plugin" in text or "not available" in text:
-            raise MissingDependencyError(
-                f"{path}: no installed decoder for transfer syntax {ts} "
-                f"({getattr(ds.file_meta.TransferSyntaxUID, 'name', ts) if hasattr(ds, 'file_meta') else ts}); "
-                f"install one with: {codec_hint(ts)}"
-            ) from exc
-        raise ReadError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); the file is damaged, re-export it.") from exc
-    except Exception as exc:  # truncated data, bad fragments, inconsistent header values
-        raise ReadError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); the file is damaged or its header does not match its pixel data, re-export it.") from exc
+    except MemoryError:
+        raise
+    # Only pydicom and its plugins run in this block, on the file's bytes: whatever they raise
+    # (ValueError, RuntimeError, struct.error, a plugin's own exceptions) means this file's pixel
+    # data does not decode, not a bug of medload's.
+    except Exception as exc:
+        raise ReadError(
+            f"{path}: pixel data (transfer syntax {ts or 'unknown'}) cannot be decoded ({type(exc).__name__}: "
+            f"{_first_line(exc)}); the file is damaged or its header does not match its pixel data, "
+            "re-export it (uncompressed if it keeps failing)."
+        ) from exc
 
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines[:3])
+
+
+def _check_decoder(ts: str, path: str) -> None:
+    """Refuse before decoding when pydicom's decoder for ``ts`` cannot run (see module doc)."""
+    from pydicom.pixels.decoders.base import get_decoder
+    from pydicom.uid import UID
+
+    uid = UID(ts)
+    if not ts or not uid.is_valid or not uid.is_transfer_syntax or not uid.is_compressed:
+        return  # native, deflated or unknown: pydicom reads (or refuses) these itself
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        raise UnsupportedError(
+            f"{path}: transfer syntax {ts} ({uid.name}) has no pixel decoder in pydicom or its plugins; "
+            "re-export the series uncompressed (or as JPEG 2000 / JPEG-LS)."
+        ) from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        raise MissingDependencyError(
+            f"{path}: no installed decoder for transfer syntax {ts} ({uid.name}); install one with: "
+            f"{codec_hint(ts)}" + (f" (pydicom's plugins say: {missing})" if missing else "")
+        )
 
 def read_native(path: str, *, rows: int, columns: int, bits_allocated: int, bits_stored: int,
                 signed: bool) -> np.ndarray | None:
