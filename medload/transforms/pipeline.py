@@ -216,9 +216,7 @@ class Pipeline:
         text = path.read_text(encoding="utf-8")
         try:
             if path.suffix == ".toml":
-                import tomllib
-
-                config = tomllib.loads(text)
+                config = _toml_loads(text)
             elif path.suffix == ".json":
                 config = json.loads(text)
             else:
@@ -295,27 +293,35 @@ def config_diff(stored: Any, wanted: Any, *, limit: int = 6) -> list[str]:
     return lines
 
 
-def _toml_value(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
-    raise TransformError(f"TOML cannot hold the value {value!r} at {where}; save the pipeline as .json instead")
+def _toml_loads(text: str) -> Any:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
+        import tomli as tomllib
+    return tomllib.loads(text)
 
 
 def _to_toml(config: Mapping[str, Any]) -> str:
-    lines = [f"medload_pipeline = {int(config['medload_pipeline'])}", ""]
-    for i, step in enumerate(config["steps"]):
-        lines += ["[[steps]]", f"name = {json.dumps(step['name'])}", "[steps.params]"]
-        for key, value in step["params"].items():
-            if value is None:
-                continue  # TOML has no null; a missing key takes the transform's default, which is None
-            lines.append(f"{key} = {_toml_value(value, f'steps[{i}].params.{key}')}")
-        lines.append("")
-    return "\n".join(lines)
+    """The config as TOML (tomli_w). TOML has no null: a parameter that is None is left out, and
+    a missing key takes the transform's default, which is None."""
+    import tomli_w
+
+    steps = [{"name": step["name"], "params": {k: v for k, v in step["params"].items() if v is not None}}
+             for step in config["steps"]]
+    for i, step in enumerate(steps):
+        where = _null_inside(step["params"], f"steps[{i}].params")
+        if where:
+            raise TransformError(f"TOML cannot hold the value None at {where}; save the pipeline as .json instead")
+    return tomli_w.dumps({"medload_pipeline": int(config["medload_pipeline"]), "steps": steps})
+
+
+def _null_inside(value: Any, where: str) -> str | None:
+    """Where a None sits inside ``value`` (TOML has no null), or None."""
+    if value is None:
+        return where
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _null_inside(item, f"{where}.{key}" if isinstance(value, Mapping) else f"{where}[{key}]")
+        if found:
+            return found
+    return None
