@@ -15,7 +15,7 @@ import medload
 from medload.datasets import SliceDataset
 from medload.datasets._base import standardize_channels
 from medload.datasets.decode import decode_batch, standardize_batch
-from medload.errors import MedloadError
+from medload.errors import ConfigError, MedloadError
 from tests.test_datasets import build_store, expected_slice
 
 
@@ -157,8 +157,10 @@ def test_distributed_sampler_batches_equal_the_per_item_path_and_follow_set_epoc
             if epoch == 1:
                 seen += [k for b in got for k in zip(b["key"], b["slice"].tolist())]
     assert len(seen) == len(ds) == len(set(seen))
-    with pytest.raises(MedloadError, match="either sampler= or shuffle="):
+    with pytest.raises(ConfigError, match="either sampler= or shuffle="):
         ds.loader(4, sampler=torch.utils.data.SequentialSampler(ds), shuffle=True)
+    with pytest.raises(ConfigError, match="batch_size must be at least 1, found 0"):
+        ds.loader(0)
 
 
 @pytest.mark.parametrize("options", OPTIONS[:4], ids=["default", "context", "replicate3", "standardize"])

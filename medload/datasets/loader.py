@@ -27,7 +27,7 @@ import numpy as np
 from medload._optional import require
 from medload.datasets._base import standardize_channels
 from medload.datasets.decode import decode_batch
-from medload.errors import MedloadError
+from medload.errors import ConfigError, MedloadError
 
 torch = require("torch", "medload.datasets.loader")
 
@@ -110,7 +110,7 @@ class SliceBatches(torch.utils.data.Dataset):
         self.per_item = dataset.transform is not None or bool(getattr(dataset, "tv_tensors", False))
         if self.per_item:
             if self.compact:
-                raise MedloadError(
+                raise ConfigError(
                     "compact=True delivers stored values for decoding on the device, but the dataset has a "
                     "per-item transform, which needs float items; drop the transform (transform the decoded "
                     "batch instead) or pass compact=False."
@@ -127,7 +127,7 @@ class SliceBatches(torch.utils.data.Dataset):
         self.slice_shape: tuple[int, int] = shapes.pop()
         stored = {np.dtype(r.dtype) for r in records}
         if self.compact and len(stored) > 1:
-            raise MedloadError(
+            raise ConfigError(
                 f"compact=True delivers the stored type, but the selected volumes are stored as "
                 f"{sorted(str(d) for d in stored)}; pass compact=False (float32 batches)."
             )
@@ -279,9 +279,9 @@ def slice_loader(
     """A DataLoader of whole batches of ``dataset`` (see :meth:`SliceDataset.loader` for the parameters)."""
     batch_size = int(batch_size)
     if batch_size < 1:
-        raise MedloadError(f"batch_size must be at least 1, found {batch_size}.")
+        raise ConfigError(f"batch_size must be at least 1, found {batch_size}.")
     if sampler is not None and (shuffle or distributed):
-        raise MedloadError("pass either sampler= or shuffle=/distributed=, not both (the sampler decides the order).")
+        raise ConfigError("pass either sampler= or shuffle=/distributed=, not both (the sampler decides the order).")
     if sampler is None:
         if distributed:
             sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=seed)
