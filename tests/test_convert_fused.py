@@ -12,7 +12,14 @@ import pytest
 
 import medload
 from medload.batch.fused import run_for_store
-from medload.transforms import HUClip, Pipeline, Reorient, ResizeSlices, Window
+from medload.transforms import (
+    HUClip,
+    MultiWindow,
+    Pipeline,
+    Reorient,
+    ResizeSlices,
+    Window,
+)
 
 
 def ct_volume(dtype: str, seed: int, shape=(5, 24, 20)) -> medload.Volume:
@@ -56,6 +63,16 @@ def test_lookup_table_gives_the_bytes_scale_and_record_of_window_then_quantize(t
     # and the stored values decode to the float window within half a quantization step
     windowed = Window(window)(volume).array
     assert np.abs(fused * np.float32(fused_rec.scale) + np.float32(fused_rec.offset) - windowed).max() <= fused_rec.scale / 2 + 1e-6
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16"])
+def test_multiwindow_channels_are_looked_up_to_the_bytes_of_the_float_channels(tmp_path, dtype):
+    volume = ct_volume(dtype, seed=9)
+    pipe = Pipeline([MultiWindow(("brain", "subdural", "bone"))])
+    (fused, rec), (plain, plain_rec), encoded = write_both(tmp_path, pipe, volume)
+    assert encoded is not None and fused.shape == plain.shape == (5, 3, 24, 20)
+    assert np.array_equal(fused, plain) and (rec.scale, rec.offset) == (plain_rec.scale, plain_rec.offset)
+    assert rec.channels == plain_rec.channels == ("brain", "subdural", "bone") and rec.intensity == plain_rec.intensity
 
 
 def test_fixed_value_range_earlier_steps_and_masks_follow_the_plain_way(tmp_path):

@@ -1,13 +1,14 @@
-"""A pipeline that ends in a CT window, written to a uint8 store: window and quantization in one pass.
+"""A pipeline that ends in CT windows, written to a uint8 store: window and quantization in one pass.
 
 The plain way computes the windowed float32 volume (4 bytes a voxel), then the store finds
 its range and quantizes it to uint8. For integer voxels of at most 16 bits (CT in HU as read)
 both steps are functions of the voxel's code alone, so they compose into one table of at
-most 65,536 stored values, built by running the very same float32 operations on every code
-(:meth:`Window.table`, then the store's own :func:`~medload.store.encoding` and
+most 65,536 stored values (one per window of ``MultiWindow``), built by running the very same
+float32 operations on every code (:meth:`Window.table`, :meth:`MultiWindow.table`, then the store's own :func:`~medload.store.encoding` and
 :func:`~medload.store.encode`); every voxel is then looked up once. The stored bytes,
 scale, offset, history and metadata are those of the plain way, bit for bit
-(``tests/test_convert_fused.py``), without the float32 volume.
+(``tests/test_convert_fused.py``), without the float32 volume (three of them for the
+three windows of ``ct-multiwindow``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from medload.store import encode, encoding
 from medload.transforms import Pipeline
 from medload.transforms.base import json_params
-from medload.transforms.intensity import Window, table_codes
+from medload.transforms.intensity import MultiWindow, Window, table_codes
 from medload.volume import Volume
 
 __all__ = ["run_for_store"]
@@ -44,7 +45,7 @@ def run_for_store(pipe: Any, volume: Volume, mask: Volume | None, store: Any) ->
     """
     steps = list(pipe)
     last = steps[-1] if steps else None
-    plain = getattr(store, "dtype", None) != "uint8" or not isinstance(last, Window)
+    plain = getattr(store, "dtype", None) != "uint8" or not isinstance(last, (Window, MultiWindow))
     if not plain:
         head = Pipeline(steps[:-1])
         if mask is not None:
@@ -62,7 +63,7 @@ def run_for_store(pipe: Any, volume: Volume, mask: Volume | None, store: Any) ->
     return run(volume), None, None
 
 
-def _window_to_uint8(window: Window, volume: Volume, store: Any) -> tuple[Volume, tuple[float, float]] | None:
+def _window_to_uint8(window: Window | MultiWindow, volume: Volume, store: Any) -> tuple[Volume, tuple[float, float]] | None:
     if volume.array.size == 0:
         return None
     spec = window.table(volume)
@@ -70,12 +71,18 @@ def _window_to_uint8(window: Window, volume: Volume, store: Any) -> tuple[Volume
         return None
     table, params, changes = spec
     codes = table_codes(volume.array)
-    # The window is monotone, so the windowed volume's range is that of its extreme voxels:
-    # the store's encoding of those two values is its encoding of the whole windowed volume.
-    ends = table[table_codes(np.array([volume.array.min(), volume.array.max()], volume.array.dtype))]
+    # Windows are monotone, so the windowed volume's range is that of its extreme voxels: the
+    # store's encoding of those values is its encoding of the whole windowed volume.
+    extremes = table_codes(np.array([volume.array.min(), volume.array.max()], volume.array.dtype))
+    ends = table[..., extremes]
     what = f"volume {volume.meta.get('series_key') or volume.meta.get('source_key') or '(no key)'}"
     scale, offset = encoding(ends, "uint8", value_range=getattr(store, "value_range", None), what=what)
     stored_table = encode(table, "uint8", scale, offset)
-    stored = stored_table[codes]
+    if stored_table.ndim == 1:
+        stored = stored_table[codes]
+    else:  # MultiWindow: (C, Z, Y, X), a channel per window
+        stored = np.empty((len(stored_table),) + codes.shape, np.uint8)
+        for channel, lookup in zip(stored, stored_table):
+            np.take(lookup, codes, out=channel)
     out = volume.with_array(stored, step=(window.name, json_params(params)), **changes)
     return out, (scale, offset)

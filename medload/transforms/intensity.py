@@ -616,11 +616,33 @@ class MultiWindow(Transform):
         check_finite(volume.array, self.name)
         hu = np.asarray(volume.array, dtype=np.float32)  # converted once, not once per window
         out = np.stack([window(hu, center=c, width=w) for _, c, w in self.specs])
+        return out, self.params(), {"meta": self._meta(volume)}
+
+    def _meta(self, volume: Volume) -> dict[str, Any]:
         meta = volume.meta
         meta["channels"] = [s[0] for s in self.specs]
         meta["intensity"] = "HU windows " + ", ".join(f"{n} {c:g}/{w:g}" for n, c, w in self.specs) + \
             " as channels, each scaled to [0,1]"
-        return out, self.params(), {"meta": meta}
+        return meta
+
+    def table(self, volume: Volume) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]] | None:
+        """The windows as lookup tables ``(C, codes)``, with what :meth:`apply` records (see :meth:`Window.table`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> vol = Volume(np.array([[[0, 40, 500]]], np.int16), np.eye(4), modality="CT")
+        >>> tables, _, changes = MultiWindow().table(vol)
+        >>> np.array_equal(tables[:, table_codes(vol.array)], MultiWindow()(vol).array), changes["meta"]["channels"]
+        (True, ['brain', 'subdural', 'bone'])
+        """
+        _require_ct(volume, self.name, self.force)
+        if volume.array.ndim != 3:
+            raise TransformError(f"{self.name}: expected a 3D CT (Z, Y, X), found shape {volume.shape}")
+        tables = [window_table(volume.array.dtype, center=c, width=w) for _, c, w in self.specs]
+        if tables[0] is None:
+            return None
+        return np.stack(tables), self.params(), {"meta": self._meta(volume)}
 
 
 class CTBodyMask(Transform):
