@@ -25,7 +25,7 @@ import numpy as np
 
 from medload.io.frame import element_value, first_item, number
 
-__all__ = ["classic_diffusion", "enhanced_diffusion", "bvecs_for_affine", "DIFFUSION_TAGS"]
+__all__ = ["DIFFUSION_TAGS", "bvecs_for_affine", "classic_diffusion", "enhanced_diffusion"]
 
 _SIEMENS_B, _SIEMENS_G = 0x0019100C, 0x0019100E
 _PHILIPS_B = 0x20011003

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Frame", "number", "vector", "first_item", "image_type", "dicom_seconds", "element_value"]
+__all__ = ["Frame", "dicom_seconds", "element_value", "first_item", "image_type", "number", "vector"]
 
 
 @dataclass

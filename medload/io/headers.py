@@ -21,12 +21,19 @@ from medload.io.fastheader import KEYWORDS, Damaged, read_fast
 from medload.io.frame import Frame, dicom_seconds, element_value
 from medload.io.frame import image_type as _image_type
 from medload.io.frame import number as _num
-from medload.io.multiframe import GRID_TAGS, RT_DOSE_STORAGE, dose_intensity, dose_scaling, grid_frames, has_frame_grid
 from medload.io.mosaic import mosaic_frames, mosaic_tiles, tiles_per_side
+from medload.io.multiframe import (
+    GRID_TAGS,
+    RT_DOSE_STORAGE,
+    dose_intensity,
+    dose_scaling,
+    grid_frames,
+    has_frame_grid,
+)
 from medload.io.sopclass import looks_like_dicom, non_image_kind
 from medload.io.validate import check_frame_count, check_header, present_vector
 
-__all__ = ["Frame", "FileHeader", "read_header", "header_from_dataset", "looks_like_dicom", "burned_in_annotation"]
+__all__ = ["FileHeader", "Frame", "burned_in_annotation", "header_from_dataset", "looks_like_dicom", "read_header"]
 
 # Header fields read by scan; everything else in the file is skipped while parsing.
 _SCAN_TAGS = [

@@ -8,6 +8,7 @@ order. nibabel's CSA parser reads the private header.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from medload.errors import ReadError
 from medload.geometry import slice_normal
 from medload.io.frame import Frame, element_value, number
 
-__all__ = ["mosaic_tiles", "mosaic_frames", "tiles_per_side", "cut_tile"]
+__all__ = ["cut_tile", "mosaic_frames", "mosaic_tiles", "tiles_per_side"]
 
 
 def _csareader():
@@ -27,6 +28,11 @@ def _csareader():
         warnings.simplefilter("ignore", UserWarning)
         from nibabel.nicom import csareader
     return csareader
+
+
+def _csa_errors(csareader: Any) -> tuple[type[BaseException], ...]:
+    """What nibabel's CSA parser raises on a damaged or unexpected private header."""
+    return (csareader.CSAError, ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError)
 
 
 def tiles_per_side(tiles: int) -> int:
@@ -100,13 +106,13 @@ def mosaic_tiles(ds: Any, image_type: tuple[str, ...], path: str = "") -> tuple[
     csa = None
     try:
         csa = csareader.get_csa_header(ds, "image")
-    except Exception:  # a damaged private header: fall back on the public tags below
+    except _csa_errors(csareader):  # a damaged private header: fall back on the public tags below
         csa = None
     n = None
     if csa is not None:
         try:
             n = csareader.get_n_mosaic(csa)
-        except Exception:
+        except _csa_errors(csareader):
             n = None
     if n:
         source = "CSA image header NumberOfImagesInMosaic"
@@ -150,7 +156,7 @@ def mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key
     if csa is not None:
         try:
             normal = np.asarray(csareader.get_slice_normal(csa), dtype=float)
-        except Exception:
+        except _csa_errors(csareader):
             normal = None
     if normal is None or normal.shape != (3,) or not np.all(np.isfinite(normal)):
         normal = slice_normal(orientation)

@@ -18,7 +18,7 @@ from medload.errors import ReadError
 from medload.geometry import slice_normal
 from medload.io.frame import Frame, element_value, number, vector
 
-__all__ = ["GRID_TAGS", "RT_DOSE_STORAGE", "has_frame_grid", "grid_frames", "dose_intensity", "dose_scaling"]
+__all__ = ["GRID_TAGS", "RT_DOSE_STORAGE", "dose_intensity", "dose_scaling", "grid_frames", "has_frame_grid"]
 
 _GRID_OFFSETS, _DOSE_SCALING, _DOSE_UNITS, _DOSE_TYPE = 0x3004000C, 0x3004000E, 0x30040002, 0x30040004
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from medload.io.frame import number
 
-__all__ = ["is_philips", "scale_slope", "precise"]
+__all__ = ["is_philips", "precise", "scale_slope"]
 
 
 def is_philips(ds: Any) -> bool:

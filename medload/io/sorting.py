@@ -18,7 +18,7 @@ import numpy as np
 from medload.geometry import positions_along_normal, slice_normal
 from medload.io.frame import Frame
 
-__all__ = ["Layout", "arrange", "POSITION_TOLERANCE_MM"]
+__all__ = ["POSITION_TOLERANCE_MM", "Layout", "arrange"]
 
 #: Two images closer than this along the normal share one slice position.
 POSITION_TOLERANCE_MM = 0.01
