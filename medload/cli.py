@@ -162,10 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, metavar="N or HxW", help="bring every slice to this size")
     p.add_argument("--resize-mode", choices=["resize", "pad-crop"], default="resize",
                    help="how slices reach --size (default: resize, spacing updated)")
+    p.add_argument("--orientation", choices=["radiological", "acquisition"], default="radiological",
+                   help="stored slice orientation: one per plane, the radiological display convention "
+                        "(default; DICOM and NIfTI of a scan store the same slices), or the source's own")
     p.add_argument("--dtype", help="stored type: uint8, float16, float32, int16 (default: the store's, "
                                    "see docs/hdf5-schema.md)")
     p.add_argument("--compression", help="lz4, zstd[:level], none, gzip[:level], lzf, blosc2, ... (default: the "
                                          "store's, see docs/hdf5-schema.md)")
+    p.add_argument("--modality", metavar="MOD",
+                   help="modality of sources whose headers do not say (NIfTI without a BIDS sidecar, image "
+                        "files), e.g. CT so the CT presets window a NIfTI CT; DICOM keeps its own")
+    p.add_argument("--force", action="store_true",
+                   help="apply CT windows even to volumes whose modality is not CT (prefer --modality)")
+    p.add_argument("--on-gap", choices=["error", "interpolate"], default="error",
+                   help="DICOM series with missing or uneven slices: refuse (default) or resample them evenly")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="'local' or a Dask scheduler address (tcp://host:8786)")
     p.add_argument("--labels", metavar="CSV", help="labels.csv: label + series_key/study_key/patient_key "
@@ -331,7 +341,8 @@ def _cmd_convert(args) -> int:
     interactive = sys.stderr.isatty() and not args.quiet
     report = convert(
         args.sources, args.out, pipeline=_pipeline_arg(args.preset, args.config), size=args.size,
-        resize_mode=args.resize_mode, dtype=args.dtype, compression=args.compression, workers=args.workers,
+        resize_mode=args.resize_mode, orientation=args.orientation, modality=args.modality, force=args.force,
+        on_gap=args.on_gap, dtype=args.dtype, compression=args.compression, workers=args.workers,
         dask=args.dask, labels=args.labels, masks=args.masks, keep_phi=args.keep_phi,
         keep_descriptions=args.keep_descriptions, phi_key=args.phi_key,
         overwrite=args.overwrite, progress=interactive, patient_pattern=args.patient_pattern,

@@ -327,7 +327,7 @@ def test_other_pipeline_error_says_what_differs_and_how_to_start_over(tmp_path):
     with pytest.raises(medload.StoreError) as info:
         medload.convert(src, out, pipeline="ct-brain", size=32, workers=0, progress=False)
     message = str(info.value)
-    assert "step 1 window: width 400.0 in the store, 80.0 now" in message
+    assert "step 2 window: width 400.0 in the store, 80.0 now" in message
     assert "--overwrite" in message
     assert '"steps"' not in message and len(message) < 600  # a diff, not two whole configurations
     with pytest.raises(medload.StoreError) as info:

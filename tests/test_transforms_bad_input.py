@@ -24,7 +24,7 @@ def every_transform() -> list[T.Transform]:
         T.ZScore(), T.MinMax(), T.NyulStandardize([0.0, 50.0, 100.0], [1.0, 50.0, 99.0]), T.RadiographWindow(),
         T.HistogramEqualize(), T.CLAHE(), T.NLMeans(), T.TVDenoise(), T.Bilateral(), T.CurvatureDiffusion(),
         T.GradientDiffusion(), T.Median(), T.Gaussian(sigma=1.0), T.Resample((2.0, 2.0, 2.0)), T.Reorient(),
-        T.CropForeground(), T.ResizeSlices(24), T.Grayscale(), T.ScaleStoredRange(),
+        T.CanonicalSlices(), T.CropForeground(), T.ResizeSlices(24), T.Grayscale(), T.ScaleStoredRange(),
     ]
     assert {t.name for t in made} == set(T.REGISTRY), "a registered transform is missing from this sweep"
     return made

@@ -26,6 +26,7 @@ def convert(
     pipeline: Any = None,
     size: int | Sequence[int] | None = None,
     resize_mode: str = "resize",
+    orientation: str = "radiological",
     dtype: str | None = None,
     compression: str | None = None,
     workers: int | None = None,
@@ -43,6 +44,9 @@ def convert(
     image_modality: str | None = None,
     allow_burned_in: bool = False,
     source_map: str | os.PathLike | None = None,
+    modality: str | None = None,
+    force: bool = False,
+    on_gap: str = "error",
 ) -> ConversionReport:
     """Convert scanner exports (DICOM series, NIfTI files, folders of PNG/JPEG/TIFF/BMP images) into one medload store.
 
@@ -56,6 +60,10 @@ def convert(
         See :func:`resolve_pipelines`; ``None`` chooses by modality (module doc).
     size : int or (int, int), optional
         Bring every slice to this size (``resize_mode``: ``"resize"`` or ``"pad-crop"``).
+    orientation : {"radiological", "acquisition"}
+        ``"radiological"`` (default): store every volume's slices in the display convention of
+        their plane (:class:`~medload.transforms.CanonicalSlices`, a recorded step; DICOM and
+        NIfTI of one scan store the same slices). ``"acquisition"``: as the source has them.
     dtype, compression : str, optional
         Store encoding (default: :meth:`medload.Store.create`'s, chosen in ``docs/hdf5-schema.md``).
     workers : int, optional
@@ -112,6 +120,15 @@ def convert(
         Write a JSON file mapping every pseudonym of the report (series, files, folders) to
         its source path. It identifies patients, so it is refused inside the output folder.
         Without ``keep_phi`` the output folder holds no path, file or folder name of the sources.
+    modality : str, optional
+        The modality of sources whose headers do not say (NIfTI without a BIDS sidecar, 2D
+        image files): ``"CT"`` lets the CT presets window a NIfTI CT. DICOM keeps its own.
+    force : bool
+        Apply steps that refuse a volume of another modality anyway (``force=True`` on CT
+        windows); prefer ``modality=`` where the source does not say.
+    on_gap : {"error", "interpolate"}
+        DICOM series with missing or unevenly spaced slices: refuse them (default) or
+        resample them linearly onto an even grid (recorded in the volume's meta).
 
     Returns
     -------
@@ -135,7 +152,18 @@ def convert(
     source_list = check_sources(sources)
     keep_descriptions = bool(keep_descriptions or keep_phi)
     resolve_workers(workers)  # checked before scanning a big export
-    pipelines = resolve_pipelines(pipeline, size=size, resize_mode=resize_mode, grayscale=grayscale)
+    from medload.io.dicom import ON_GAP
+
+    if on_gap not in ON_GAP:
+        raise ConfigError(f"on_gap must be one of {list(ON_GAP)}, found {on_gap!r}.")
+    if modality is not None:
+        modality = str(modality).strip().upper()
+        from medload.batch.pipelines import KNOWN_MODALITIES
+
+        if modality not in KNOWN_MODALITIES:
+            raise ConfigError(f"modality {modality!r} is not one medload knows ({', '.join(sorted(KNOWN_MODALITIES))}).")
+    pipelines = resolve_pipelines(pipeline, size=size, resize_mode=resize_mode, grayscale=grayscale,
+                                  orientation=orientation, force=force)
     if keep_phi:
         # Part of the store's identity: a re-run without --keep-phi (or with it, on a
         # de-identified store) is refused instead of mixing identified and de-identified volumes.
@@ -160,10 +188,12 @@ def convert(
                      patient_pattern=patient_pattern, patients=patients, allow_burned_in=allow_burned_in)
     if source_map is not None:
         write_source_map(plan, source_map)
+    plan.read_options = {"modality": modality, "on_gap": on_gap}
     run_workers = 1 if plan.single and workers is None else workers
     interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress, image_modality=image_modality)
-    options = {"size": size, "resize_mode": resize_mode, "dtype": dtype, "compression": compression,
-               "workers": workers, "dask": dask,
+    options = {"size": size, "resize_mode": resize_mode, "orientation": orientation, "dtype": dtype,
+               "compression": compression, "workers": workers, "dask": dask, "modality": modality,
+               "force": bool(force), "on_gap": on_gap,
                "keep_phi": keep_phi, "keep_descriptions": keep_descriptions, "backend": backend,
                "labels": plan.labels_info, "masks": bool(masks),
                "patient_pattern": patient_pattern, "patients": plan.patients_info, "grayscale": grayscale,
@@ -182,7 +212,7 @@ def _run(plan: Plan, *, workers: int | None, dask: str | None, progress: bool,
     job = Job(out=str(plan.out), single_file=plan.single, pipelines=plan.pipelines,
               store_options=plan.store_options, keep_phi=plan.keep_phi, roots=plan.message_roots,
               keep_descriptions=plan.keep_descriptions, image_modality=image_modality, key=plan.key,
-              allow_burned_in=plan.allow_burned_in)
+              allow_burned_in=plan.allow_burned_in, **plan.read_options)
     bar = Progress(progress, len(plan.tasks), sum(t.series.n_slices for t in plan.tasks))
 
     def on_outcome(outcome: Any) -> None:

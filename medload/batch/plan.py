@@ -64,6 +64,8 @@ class Plan:
     skipped: Counter = field(default_factory=Counter)
     n_files: int = 0
     resume_notes: list[str] = field(default_factory=list)
+    #: How workers read: modality for sources that do not say, on_gap, allow_burned_in.
+    read_options: dict[str, Any] = field(default_factory=dict)
     labels_info: dict[str, Any] | None = None
     patients_info: dict[str, Any] | None = None
     key: PhiKey | None = None

@@ -70,6 +70,9 @@ class Job:
     #: The pseudonym key (file and folder pseudonyms in messages are keyed with it).
     key: PhiKey | None = None
     allow_burned_in: bool = False
+    #: Modality of NIfTI files whose header and sidecar do not say (and of images without image_modality).
+    modality: str | None = None
+    on_gap: str = "error"
 
     def names(self, task: Task) -> SourceNames:
         """What :func:`medload.deid.scrub` replaces in this task's messages and meta."""
@@ -121,8 +124,15 @@ class Worker:
         from medload.io import load
 
         series = task.series
-        modality = self.job.image_modality if getattr(series, "kind", "") == "image" else None
-        volume = load(series, keep_phi=self.job.keep_phi, modality=modality, allow_burned_in=self.job.allow_burned_in)
+        kind = getattr(series, "kind", "")
+        if kind == "image":
+            modality = self.job.image_modality or self.job.modality
+        elif kind == "nifti" and str(series.modality or "unknown").lower() == "unknown":
+            modality = self.job.modality
+        else:
+            modality = None  # DICOM says its own
+        volume = load(series, keep_phi=self.job.keep_phi, on_gap=self.job.on_gap,
+                      allow_burned_in=self.job.allow_burned_in, modality=modality)
         meta = deidentified_meta(volume.meta, self.job.roots, self.job.keep_phi,
                                  self.job.keep_descriptions, names=names)
         meta.setdefault("source_hash", series.source_hash)
@@ -165,7 +175,7 @@ class Worker:
                          reason=scrub(f"unexpected {type(exc).__name__} while {stage}ing: {exc}", names),
                          traceback=scrub(traceback.format_exc(limit=6), names))
         else:
-            entry.update(status="converted", key=key, shard=self.shard_path.name, stored_shape=list(out.shape),
+            entry.update(status="converted", key=key, modality=out.modality, shard=self.shard_path.name, stored_shape=list(out.shape),
                          slices=int(out.spatial_shape[0]), intensity=out.meta.get("intensity", ""),
                          label=task.label, **({"class_name": task.class_name} if task.class_name else {}))
         entry["seconds"] = round(time.perf_counter() - started, 3)

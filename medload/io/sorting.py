@@ -211,14 +211,16 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
             layout.spacing_errors.append(
                 f"{label}: missing slices: {missing} slice(s) absent against the median step of "
                 f"{median:.3f} mm ({where}). Re-export the complete series, or pass "
-                "on_gap='interpolate' to fill the gaps linearly from their neighbours."
+                "on_gap='interpolate' (medload convert --on-gap interpolate) to fill the gaps linearly from "
+                "their neighbours."
             )
         if layout.uneven:
             odd = [f"{steps[k]:.3f}" for k in np.nonzero(off)[0] if not (multiple[k] and round(ratio[k]) >= 2)][:5]
             layout.spacing_errors.append(
                 f"{label}: uneven slice spacing: steps of {', '.join(odd)} mm against a median of "
                 f"{median:.3f} mm (files {_names(frames, first)}). A single affine cannot describe these "
-                "slices; pass on_gap='interpolate' to resample them linearly onto an even grid, or "
+                "slices; pass on_gap='interpolate' (medload convert --on-gap interpolate) to resample them "
+                "linearly onto an even grid, or "
                 "load the evenly spaced part."
             )
         errors.extend(layout.spacing_errors)

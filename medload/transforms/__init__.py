@@ -41,7 +41,7 @@ from medload.transforms.intensity import (
 )
 from medload.transforms.pipeline import Pipeline
 from medload.transforms.presets import PRESETS, default_preset, preset
-from medload.transforms.spatial import CropForeground, Reorient, Resample, ResizeSlices
+from medload.transforms.spatial import CanonicalSlices, CropForeground, Reorient, Resample, ResizeSlices
 
 __all__ = [
     "REGISTRY",
@@ -77,6 +77,7 @@ __all__ = [
     "Gaussian",
     "Resample",
     "Reorient",
+    "CanonicalSlices",
     "CropForeground",
     "ResizeSlices",
 ]

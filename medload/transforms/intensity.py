@@ -439,7 +439,8 @@ def _require_ct(volume: Volume, name: str, force: bool) -> None:
     raise TransformError(
         f"{name}: a CT window expects a CT volume in HU (modality 'CT', meta intensity 'HU'), "
         f"found modality {volume.modality!r} with intensity {meta_intensity!r}; "
-        "pass force=True if you know the values are Hounsfield units."
+        "give the modality (load(..., modality='CT'); medload convert --modality CT) or pass force=True "
+        "(medload convert --force) if you know the values are Hounsfield units."
     )
 
 

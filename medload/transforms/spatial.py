@@ -25,6 +25,10 @@ __all__ = [
     "resize_slices",
     "Resample",
     "Reorient",
+    "CanonicalSlices",
+    "DISPLAY_AXCODES",
+    "PROJECTION_MODALITIES",
+    "slice_plane",
     "CropForeground",
     "ResizeSlices",
 ]
@@ -355,6 +359,98 @@ class Reorient(Transform):
         codes = self._codes(mask)
         out, affine = self._do(mask, codes)
         return mask.with_array(out, affine=affine, step=(self.name, {"axcodes": codes, "keep_slice_axis": False}))
+
+
+#: Where the axes ``(slice, row, column)`` of stored slices point, per plane: the radiological
+#: display convention (axial: anterior at the top, the patient's right on the image's left;
+#: coronal and sagittal: superior at the top, the patient's right, resp. anterior, on the
+#: left), with slices running along the cross product of the row and column directions, as
+#: scanners write them (DICOM's slice normal). Radiographs and 2D image files keep their own.
+DISPLAY_AXCODES: dict[str, tuple[str, str, str]] = {
+    "axial": ("S", "P", "L"),
+    "coronal": ("P", "I", "L"),
+    "sagittal": ("R", "I", "P"),
+}
+#: Projection images (one plane, no slice geometry to follow): stored as acquired.
+PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "XA", "RF", "OT", "SC", "US", "ES", "XC", "IO", "PX"})
+
+
+def slice_plane(affine: np.ndarray) -> str:
+    """``"axial"``, ``"coronal"`` or ``"sagittal"``: the plane of slices stacked along array axis 0.
+
+    Examples
+    --------
+    >>> slice_plane(np.diag([1.0, 1, 1, 1]))   # axis 0 points R: slices are sagittal
+    'sagittal'
+    >>> slice_plane(np.array([[0, 0, -1, 0], [0, -1, 0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]]))
+    'axial'
+    """
+    import nibabel.orientations as nio
+
+    world = int(nio.io_orientation(np.asarray(affine, np.float64))[0, 0])
+    return ("sagittal", "coronal", "axial")[world]
+
+
+class CanonicalSlices(Transform):
+    """Store slices in one orientation per plane, the radiological display convention.
+
+    The same scan read from DICOM and from its NIfTI conversion then gives the same stored
+    slices (rows, columns and slice order), exactly: axes are only flipped and permuted
+    (``nibabel.orientations``), never interpolated, and the affine follows, so every voxel
+    keeps its world position. The plane is that of the volume's slice axis (axis 0, as read);
+    :data:`DISPLAY_AXCODES` says where each axis points. Volumes of projection modalities
+    (CR, DX, MG, ...) and 2D image files are left as they are. History records the plane and
+    the concrete ``axcodes``, so a replay repeats the same flips on the same source.
+
+    Parameters
+    ----------
+    axcodes : three of L/R, A/P, S/I, optional
+        Concrete codes to apply (what history records); ``None`` derives them from the plane.
+    plane : str, optional
+        Recorded with ``axcodes``; informational.
+
+    Examples
+    --------
+    >>> vol = Volume(np.zeros((2, 3, 4)), np.diag([1.0, 1, 1, 1])[[2, 1, 0, 3]])   # axes S, A, R
+    >>> out = CanonicalSlices()(vol)
+    >>> out.orientation, out.history[-1]
+    (('S', 'P', 'L'), ('canonical_slices', {'axcodes': ['S', 'P', 'L'], 'plane': 'axial'}))
+    """
+
+    name = "canonical_slices"
+    is_spatial = True
+
+    def __init__(self, axcodes: Sequence[str] | None = None, plane: str | None = None) -> None:
+        self.axcodes = None if axcodes is None else Reorient(axcodes).axcodes
+        if plane is not None and plane not in (*DISPLAY_AXCODES, "as acquired"):
+            raise TransformError(f"{self.name}: plane must be one of {[*DISPLAY_AXCODES, 'as acquired']}, found {plane!r}")
+        self.plane = plane
+
+    def params(self):
+        return {"axcodes": self.axcodes, "plane": self.plane}
+
+    def plan(self, volume: Volume) -> CanonicalSlices:
+        if self.axcodes is not None or self.plane == "as acquired":
+            return self
+        if volume.modality in PROJECTION_MODALITIES or volume.meta.get("source") == "image":
+            return CanonicalSlices(None, "as acquired")
+        plane = slice_plane(volume.affine)
+        return CanonicalSlices(DISPLAY_AXCODES[plane], plane)
+
+    def apply(self, volume):
+        planned = self.plan(volume)
+        if planned.axcodes is None:  # a projection image: unchanged, and said so
+            return volume.array, planned.params(), {}
+        out = Reorient(planned.axcodes)(volume)
+        return out.array, planned.params(), {"affine": out.affine}
+
+    def apply_mask(self, mask):
+        _check_mask_grid(mask, self.name)
+        planned = self.plan(mask)
+        if planned.axcodes is None:
+            return mask.with_array(mask.array, step=(self.name, planned.params()))
+        out = Reorient(planned.axcodes)(mask)
+        return mask.with_array(out.array, affine=out.affine, step=(self.name, planned.params()))
 
 
 class CropForeground(Transform):
