@@ -437,6 +437,8 @@ def _store_info(path: str) -> dict[str, Any]:
         "bytes_on_disk": int(sum(p.stat().st_size for p in files)),
         "pipeline": reader.pipeline,
         "intensity": dict(Counter(r.intensity for r in records)),
+        # Which key made the pseudonyms (compare with your key's: docs/deidentification.md).
+        "phi_key_fingerprint": reader.key_fingerprint,
     }
     reader.close()
     return info
@@ -487,6 +489,7 @@ def _cmd_info(args) -> int:
         ("on disk", f"{size / 1e6:.1f} MB in {info['shards']} file(s)"),
         ("intensity", "; ".join(f"{k} ({v})" for k, v in info["intensity"].items())),
         ("pipeline", "\n".join(_describe_pipeline(info["pipeline"]))),
+        ("pseudonym key", info["phi_key_fingerprint"] or "(not recorded)"),
     ]:
         table.add_row(field, str(value))
     _console().print(table)

@@ -183,3 +183,29 @@ def test_the_command_says_once_where_the_new_key_is(tmp_path, config_dir, capsys
     monkeypatch.setenv("MEDLOAD_CONFIG_DIR", str(other))
     assert main(["convert", str(export), "-o", str(tmp_path / "out"), "--preset", "ct-nonsense"]) == 2
     assert not (other / "phi.key").exists()
+
+
+# --------------------------------------------------------------------------- meta allow-list
+def test_readers_copy_only_allow_listed_keys_and_defined_image_types(tmp_path):
+    import json as _json
+
+    from medload.deid import DESCRIPTOR_KEYS, META_KEYS, deidentified_meta
+
+    dicom = _series(tmp_path / "dicom", extra_tags={"ImageType": ["ORIGINAL", "PRIMARY", "AXIAL", "SMITHSONVIEW"],
+                                                    "ImageComments": "Smithson moved"})
+    nifti = tmp_path / "bids" / "sub-07" / "anat" / "sub-07_T1w.nii.gz"
+    nifti.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4)), nifti)
+    nifti.with_name("sub-07_T1w.json").write_text(_json.dumps({
+        "EchoTime": 0.003, "Manufacturer": "Siemens", "ImageType": ["DERIVED", "SMITHSONSCREEN"],
+        "PatientName": "Smithson^John", "InstitutionName": "Quillfeather", "ImageComments": "Smithson",
+        "AcquisitionDateTime": "2019-07-04T10:11:12"}))
+    for path in (dicom, nifti):
+        meta = medload.load(path).meta
+        assert set(meta) - META_KEYS - DESCRIPTOR_KEYS == set(), path
+        stored = deidentified_meta(meta, [], keep_phi=False)
+        text = _json.dumps(stored)
+        assert "Smithson" not in text and "SMITHSON" not in text and "Quillfeather" not in text and "2019" not in text
+        assert stored["image_type"][0] in ("ORIGINAL", "DERIVED")
+        assert not any("SMITHSON" in v for v in meta.get("image_type", []))  # the reader drops it too
+    assert medload.load(nifti).meta["echo_time"] == 3.0  # allow-listed values still arrive (ms)

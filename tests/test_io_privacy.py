@@ -49,20 +49,16 @@ def test_exceptions_keep_the_full_path(tmp_path):
         raise AssertionError("a series with a missing slice was loaded")
 
 
-#: Every key a reader may put in meta. None is in DICOM PS3.15 Table E.1-1's basic profile,
-#: except the descriptors (converter's DESCRIPTOR_KEYS), which a default conversion drops.
-#: Manufacturer, model, kVp, echo time, ... are not in the basic profile and stay.
-READER_META_KEYS = {
-    "source", "source_key", "series_key", "study_key", "patient_key", "source_hash", "intensity",
-    "modality_tag", "n_files", "transfer_syntax", "problems", "channels", "frames_axis", "stored_range",
-    "monochrome1_mirrored",
-    "mosaic_tiles", "gantry_tilt_deg", "philips_precise_scaling", "affine_source", "frame_interval_ms",
-    # acquisition parameters
-    "kvp", "echo_time", "repetition_time", "inversion_time", "flip_angle", "magnetic_field_strength",
-    "slice_thickness", "spacing_between_slices", "exposure", "xray_tube_current", "tube_current",
-    "manufacturer", "manufacturer_model", "convolution_kernel", "patient_position", "scanning_sequence",
-    "photometric_interpretation", "window_center", "window_width", "image_type",
-}
+#: Every key a reader may put in meta: medload.deid's allow-list (a key not in it never reaches
+#: a store). None is in DICOM PS3.15 Table E.1-1's basic profile, except the descriptors
+#: (DESCRIPTOR_KEYS), which a default conversion drops. Manufacturer, model, kVp, echo time,
+#: ... are not in the basic profile and stay.
+from medload.deid import IDENTIFYING_KEYWORDS, META_KEYS as READER_META_KEYS  # noqa: E402
+
+
+def test_the_allow_list_holds_no_basic_profile_keyword():
+    snake = {"".join("_" + c.lower() if c.isupper() else c for c in k).lstrip("_") for k in IDENTIFYING_KEYWORDS}
+    assert not READER_META_KEYS & (snake | {k.lower() for k in IDENTIFYING_KEYWORDS})
 
 
 def test_reader_meta_keys_are_outside_the_basic_profile(tmp_path):

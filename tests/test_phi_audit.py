@@ -51,6 +51,14 @@ def test_default_output_folder_holds_no_identifying_byte(audit):
     assert {p.name for p in out.iterdir()} <= {"report.json"} | {p.name for p in out.glob("shard-*.h5")}
 
 
+def test_the_qc_page_in_the_output_folder_holds_no_identifying_byte(audit):
+    info, out, _ = audit
+    assert main(["qc", str(out), "--workers", "0"]) == 0
+    assert (out / "qc" / "index.html").is_file()
+    hits = search_output(out / "qc", info["needles"])
+    assert hits == {}, hits
+
+
 def test_the_source_map_is_outside_and_maps_pseudonyms_back(audit):
     info, out, _ = audit
     source_map = json.loads((out.parent / "source-map.json").read_text())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from medload.deid import clean_image_type
 from medload.errors import ReadError
 from medload.io import philips
 from medload.io.diffusion import DIFFUSION_TAGS, classic_diffusion
@@ -156,7 +157,10 @@ def _params(ds: Any) -> dict[str, Any]:
                 pass
     image_type = _image_type(ds)
     if image_type:
-        out["image_type"] = list(image_type)
+        # Only defined terms: vendors and consoles put free text (even names) in later values.
+        defined = clean_image_type(image_type)
+        if defined:
+            out["image_type"] = defined
     return out
 
 

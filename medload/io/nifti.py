@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.deid import PhiKey, pseudonym, resolve_key
+from medload.deid import PhiKey, clean_image_type, pseudonym, resolve_key
 from medload.errors import ConfigError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
 from medload.io.limits import check_volume_size
@@ -317,6 +317,10 @@ def _sidecar_meta(sidecar: Mapping[str, Any] | None) -> dict[str, Any]:
             isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)
         ):
             meta[meta_key] = value
+    if "image_type" in meta:  # only defined terms: the rest is free text (even names)
+        meta["image_type"] = clean_image_type(meta["image_type"])
+        if not meta["image_type"]:
+            del meta["image_type"]
     return meta
 
 
