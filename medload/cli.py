@@ -291,14 +291,14 @@ def _cmd_scan(args) -> int:
 
         # Output for scripts is written somewhere: the converter's rule for descriptions.
         series = [report_summary(s, args.keep_descriptions) for s in result]
-        payload = {"series": series, "files": getattr(result, "n_files", None),
-                   "skipped": dict(getattr(result, "skipped", {})),
-                   "unreadable": [{"path": e.path, "reason": e.message} for e in getattr(result, "errors", [])]}
+        payload = {"series": series, "files": result.n_files,
+                   "skipped": dict(result.skipped),
+                   "unreadable": [{"path": e.path, "reason": e.message} for e in result.errors]}
         print(json.dumps(payload, indent=1))
         return EXIT_OK
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} series in {getattr(result, 'n_files', '?')} files under {args.source}")
+    table = Table(title=f"{len(rows)} series in {result.n_files} files under {args.source}")
     # Keys shortened on screen (12 characters tell series apart in any real export; --json has
     # them whole). Problems are sentences: listed under the table, where they have the width.
     table.add_column("#", justify="right", no_wrap=True)
@@ -319,8 +319,8 @@ def _cmd_scan(args) -> int:
     console.print(table)
     for note in notes:
         console.print(note, markup=False)
-    skipped = dict(getattr(result, "skipped", {}))
-    errors = getattr(result, "errors", [])
+    skipped = dict(result.skipped)
+    errors = result.errors
     if skipped:
         console.print("skipped files: " + ", ".join(f"{v} {k}" for k, v in skipped.items()))
     for e in errors[:20]:

@@ -264,9 +264,9 @@ def _scan_all(plan: Plan, patient_pattern: str | None = None) -> list[Any]:
     for src in plan.sources:
         root = os.path.abspath(src) if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
         result = scan(src, phi_key=plan.key, patient_pattern=patient_pattern)
-        plan.n_files += getattr(result, "n_files", 0)
-        plan.skipped.update(getattr(result, "skipped", {}))
-        for problem in getattr(result, "errors", []):
+        plan.n_files += result.n_files
+        plan.skipped.update(result.skipped)
+        for problem in result.errors:
             names = plan.names_for([problem.path])
             entry = {"file": file_key(problem.path, plan.key), "status": "unreadable",
                      "reason": scrub(problem.message, names)}

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,11 +44,17 @@ class FileProblem:
     message: str
 
 
-class ScanResult(list):
-    """The list of :class:`Series` found, plus what was skipped and why.
+@dataclass
+class ScanResult:
+    """The :class:`Series` found, plus what was skipped and why.
+
+    Iterating, ``len`` and indexing go over the series, so ``series = medload.scan(path)``
+    reads as a list (``series[0]``, ``for s in series``); ``list(result)`` is a plain list.
 
     Attributes
     ----------
+    series : list of Series
+        What was found, in a stable order.
     skipped : collections.Counter
         Files not turned into volumes, counted by kind: ``"not DICOM"``, ``"DICOMDIR"``,
         ``"RT Structure Set"``, ``"non-image object ..."``.
@@ -69,13 +75,26 @@ class ScanResult(list):
     (0, 0, {}, 0)
     """
 
-    def __init__(self, series: Iterable[Series] = (), *, skipped=None, errors=None, n_files: int = 0,
-                 fallbacks=None):
-        super().__init__(series)
-        self.skipped: Counter = Counter(skipped or {})
-        self.errors: list[FileProblem] = list(errors or [])
-        self.n_files = n_files
-        self.fallbacks: Counter = Counter(fallbacks or {})
+    series: list[Series] = dataclasses.field(default_factory=list)
+    skipped: Counter = dataclasses.field(default_factory=Counter)
+    errors: list[FileProblem] = dataclasses.field(default_factory=list)
+    n_files: int = 0
+    fallbacks: Counter = dataclasses.field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.series = list(self.series)
+        self.skipped = Counter(self.skipped or {})
+        self.errors = list(self.errors or [])
+        self.fallbacks = Counter(self.fallbacks or {})
+
+    def __iter__(self) -> Iterator[Series]:
+        return iter(self.series)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __getitem__(self, index):  # an int gives a Series, a slice a list of them
+        return self.series[index]
 
     @property
     def n_fallbacks(self) -> int:
