@@ -239,3 +239,12 @@ def test_nifti_with_an_empty_dimension_is_a_read_error(tmp_path, dims):
     path.write_bytes(bytes(data))
     with pytest.raises(MedloadError, match="zero.nii"):
         medload.load(path)
+
+
+def test_nifti_scale_that_overflows_float32_is_refused(tmp_path):
+    image = nib.Nifti1Image(np.full((4, 4, 2), 100, np.int16), np.eye(4))
+    image.header.set_slope_inter(1e38, 0.0)
+    path = tmp_path / "over.nii"
+    nib.save(image, path)
+    with pytest.raises(ReadError, match="beyond float32"):
+        medload.load(path)

@@ -113,6 +113,7 @@ _IMPLICIT = "1.2.840.10008.1.2"
 _LITTLE_EXPLICIT = {"1.2.840.10008.1.2.1"}
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
+_STOP = frozenset({0x7FE00008, 0x7FE00009, _PIXEL_DATA})  # float, double float, pixel data
 # Functional group sequences: scan needs them parsed; leave such files to pydicom.
 _MULTIFRAME = {0x52009229, 0x52009230}
 _NUMBER_OF_FRAMES = 0x00280008
@@ -411,7 +412,7 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
         if tag <= previous:
             raise _Giveup("elements out of order")
         previous = tag
-        if tag >= _PIXEL_DATA:
+        if tag in _STOP:  # where pydicom's stop_before_pixels stops; any other tag is walked
             if tag == _PIXEL_DATA and length != _UNDEFINED:
                 if start + length > size:
                     raise Damaged(

@@ -18,7 +18,7 @@ from medload.errors import ReadError
 from medload.io import philips
 from medload.io.diffusion import DIFFUSION_TAGS, classic_diffusion
 from medload.io.enhanced import enhanced_frames, has_philips_scale
-from medload.io.fastheader import KEYWORDS, Damaged, read_fast
+from medload.io.fastheader import KEYWORDS, Damaged, pixel_data_location, read_fast
 from medload.io.frame import Frame, dicom_seconds, element_value
 from medload.io.frame import image_type as _image_type
 from medload.io.frame import number as _num
@@ -235,13 +235,15 @@ def _read_with_pydicom(path: str, specific: bool) -> FileHeader | None:
         if isinstance(exc, InvalidDicomError) and not looks_like_dicom(path):
             return None
         raise ReadError(f"{path}: DICOM header cannot be read ({type(exc).__name__}: {exc}); the file is damaged or truncated, remove it or re-export the series.") from exc
-    return header_from_dataset(ds, path)
+    # Where the walker can find native PixelData, its length is checked as on the fast path.
+    located = pixel_data_location(path)
+    return header_from_dataset(ds, path, pixel_data=located[:2] if located else None)
 
 
-def header_from_dataset(ds: Any, path: str) -> FileHeader | None:
+def header_from_dataset(ds: Any, path: str, *, pixel_data: tuple[int, int] | None = None) -> FileHeader | None:
     """Build a :class:`FileHeader` from a pydicom dataset (header only is enough)."""
     try:
-        header = _header(ds, path)
+        header = _header(ds, path, pixel_data if pixel_data is not None else getattr(ds, "pixel_data", None))
         if header is not None and header.is_image:
             check_header(header)
         return header
@@ -251,7 +253,7 @@ def header_from_dataset(ds: Any, path: str) -> FileHeader | None:
         raise ReadError(f"{path}: DICOM header has malformed values ({type(exc).__name__}: {exc}); remove the file or re-export it.") from exc
 
 
-def _header(ds: Any, path: str) -> FileHeader | None:
+def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileHeader | None:
     meta = getattr(ds, "file_meta", None)
     sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
     transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
@@ -318,7 +320,6 @@ def _header(ds: Any, path: str) -> FileHeader | None:
             "images the file holds. Fix the header or re-export the file."
         )
     n_frames = int(_num(ds.get("NumberOfFrames"), 1) or 1)
-    located = getattr(ds, "pixel_data", None)
     header.pixel_bytes = located[1] if located else None
     check_frame_count(path, n_frames=n_frames, rows=header.stored_rows, columns=header.stored_columns,
                       samples=int(_num(ds.get("SamplesPerPixel"), 1) or 1), bits_allocated=header.bits_allocated,

@@ -491,12 +491,24 @@ def _read_voxels(path: Path, image) -> np.ndarray:
         raw = raw.astype(raw.dtype.newbyteorder("="))
     if slope == 1.0 and inter == 0.0:
         return raw
+    if not (np.isfinite(slope) and np.isfinite(inter)) or slope == 0.0:
+        raise ReadError(
+            f"NIfTI file {path}: scl_slope {slope} / scl_inter {inter}; expected finite numbers and a "
+            "slope other than 0; the header is damaged, re-export it."
+        )
     # float32 in place: one output-sized buffer instead of nibabel's float64 (2x the memory).
     out = raw.astype(np.float32, order="K")
-    if slope != 1.0:
-        out *= np.float32(slope)
-    if inter != 0.0:
-        out += np.float32(inter)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if slope != 1.0:
+            out *= np.float32(slope)
+        if inter != 0.0:
+            out += np.float32(inter)
+    if raw.dtype.kind in "iub" or np.isfinite(raw).all():
+        if not np.isfinite(out).all():  # an overflow of float32, not values the file holds
+            raise ReadError(
+                f"NIfTI file {path}: scl_slope {slope:g} and scl_inter {inter:g} take voxel values beyond "
+                "float32's range (3.4e38); the header is damaged, re-export it."
+            )
     return out
 
 
