@@ -228,6 +228,29 @@ def test_phi_audit_over_the_page_folder(tmp_path):
     assert set(hits) == {str(src), planted["descriptors"]["series_descriptions"][0]}
 
 
+def test_the_store_phi_audit_passes_over_the_qc_folder(tmp_path):
+    """fixtures/phi.py's audit (79 planted values: names in folders, files, tags, descriptions,
+    a mask and an unreadable file named after the patient) finds nothing in OUT/qc/, and the
+    page still says why the burned-in series and the unreadable file were not converted."""
+    from fixtures.phi import search_output, write_audit_export
+
+    info = write_audit_export(tmp_path / "audit")
+    out = tmp_path / "out"
+    code = main(["convert", str(info["export"]), "-o", str(out), "--masks", str(info["masks"]), "--workers", "0",
+                 "--quiet", "--size", "16", "--qc"])
+    assert code == 1
+    page = (out / "qc" / "index.html").read_text()
+    assert "BurnedInAnnotation is YES" in page and "unreadable file" in page
+    assert len(list((out / "qc" / "thumbs").iterdir())) == 3 * len(medload.open(out).volumes)
+    hits = search_output(out / "qc", info["needles"])
+    assert hits == {}, hits
+    # The audit sees the page: with --keep-phi it finds the patient's folder name there.
+    kept = tmp_path / "kept"
+    assert main(["convert", str(info["export"]), "-o", str(kept), "--workers", "0", "--quiet", "--size", "16",
+                 "--keep-phi", "--qc"]) == 1
+    assert "SMITHSON_JOHNATHAN_MRN12345678" in search_output(kept / "qc", info["needles"])
+
+
 # --------------------------------------------------------------------------- preview
 def test_preview_draws_slices_in_order_with_letters_mask_and_window(tmp_path):
     from PIL import Image

@@ -18,11 +18,12 @@ of volumes opens at once and draws what is scrolled to). It holds:
   everything is still shown. The address can set them: ``index.html#modality=MR&problems``,
   ``#sort=problems``, ``#nofailed``; ``#all`` loads every thumbnail at once.
 
-Privacy: the page shows what the store and report already hold under the converter's rule
-(:mod:`medload.deid`): pseudonymous keys, geometry, pipeline and the report's reasons. Source
-folders and unreadable file paths (folder names can be patient names) and descriptions are
-shown only for a store written with ``--keep-phi`` (descriptions also with
-``--keep-descriptions``, which wrote them into the store on purpose).
+Privacy: the page shows what the store and ``report.json`` already hold under the converter's
+rule (:mod:`medload.deid`: file and folder names as pseudonyms, reasons scrubbed by
+``deid.scrub``): pseudonymous keys, geometry, pipeline, the report's reasons. Source folders,
+file paths and descriptions are shown only for a store written with ``--keep-phi``
+(descriptions also with ``--keep-descriptions``, which wrote them into the store on purpose).
+Nothing is scrubbed here a second time: the page copies no text the report does not hold.
 
 Thumbnails are drawn with numpy and Pillow, several volumes per task, in worker processes
 (``workers``); nothing is read from the sources.
@@ -325,8 +326,14 @@ def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
                     f"<td>{_e(entry.get('stage', ''))}</td><td class='reason'>{_e(reason)}"
                     f"{'<ul>' + problems + '</ul>' if problems else ''}</td></tr>")
     for entry in report.get("files", []):
-        where = f"<code>{_e(entry.get('path', ''))}</code>: " if show_text else ""
-        what = _e(entry.get("reason", "")) if show_text else "a file that could not be read (its path and reason are in report.json; paths can hold names)"
+        # A report written by medload.deid's rule names files by pseudonym ("file") with its
+        # reason scrubbed; paths ("path") are there only with --keep-phi (or in an older report).
+        name = entry.get("path") if show_text else entry.get("file")
+        if show_text or "file" in entry:
+            what = _e(entry.get("reason", ""))
+        else:
+            what = "a file that could not be read (see report.json)"
+        where = f"<code>{_e(name)}</code>: " if name else ""
         rows.append(f"<tr class='failed' data-kind='failed' data-modality='' data-status='unreadable'>"
                     f"<td>unreadable file</td><td></td><td></td><td></td><td>scan</td><td class='reason'>{where}{what}</td></tr>")
     return "".join(rows), len(rows)
