@@ -593,17 +593,20 @@ def folder_key(path: str | os.PathLike, key: str | bytes | PhiKey | None = None)
     return pseudonym(os.path.realpath(os.fspath(path)), prefix="dir-", secret=key)
 
 
-def _spellings(path: str, roots: Sequence[str]) -> set[str]:
-    """How ``path`` may be written in a message: as given, absolute, real, relative to a root."""
-    forms = {path, os.path.normpath(path), os.path.abspath(path), os.path.realpath(path)}
+def _spellings(path: str, roots: Sequence[str], real: str, cwd: str) -> set[str]:
+    """How ``path`` may be written in a message: as given, absolute, real (``real``), relative
+    to a root or to the working folder ``cwd`` (as a relative source spells it: "../export/x")."""
+    absolute = os.path.abspath(path)
+    forms = {path, os.path.normpath(path), absolute, real}
     try:
-        forms.add(os.path.relpath(path))  # as a relative source spells it ("../export/x")
+        forms.add(os.path.relpath(absolute, cwd))
     except ValueError:  # another drive (Windows)
         pass
     for root in roots:
+        prefix = root.rstrip(os.sep) + os.sep
         for form in list(forms):
-            if form.startswith(root.rstrip(os.sep) + os.sep):
-                forms.add(form[len(root.rstrip(os.sep)) + 1:])
+            if form.startswith(prefix):
+                forms.add(form[len(prefix):])
     return {f for f in forms if f and f not in (".", os.sep)}
 
 
@@ -671,23 +674,35 @@ class SourceNames:
             elif len(form) >= _MIN_WORD and form.lower() not in _GENERIC_FOLDERS:
                 words.setdefault(form, pseudo)
 
+        cwd = os.getcwd()
+        real_dirs: dict[str, str] = {}
+
+        def _real(path: str) -> str:
+            # realpath walks every component: once per folder, not once per file (600-file series).
+            folder, name = os.path.split(os.path.abspath(path))
+            if folder not in real_dirs:
+                real_dirs[folder] = os.path.realpath(folder)
+            return os.path.realpath(path) if os.path.islink(path) else os.path.join(real_dirs[folder], name)
+
         for f in files:
             path = os.fspath(f)
-            pseudo = file_key(path, key)
+            real = _real(path)
+            pseudo = pseudonym(real, prefix="file-", secret=key)  # = file_key(path, key)
             mapping[pseudo] = os.path.abspath(path)
-            for form in _spellings(path, roots) | {os.path.basename(path)}:
+            for form in _spellings(path, roots, real, cwd) | {os.path.basename(path)}:
                 _add(form, pseudo)
             folder = os.path.dirname(os.path.abspath(path))
             # Every folder between the file and its source folder (or just its own, outside them).
-            while folder and folder not in real_roots and folder != os.path.dirname(folder):
+            while folder and folder not in folders and folder not in real_roots and folder != os.path.dirname(folder):
                 folders.add(folder)
                 if not any(folder.startswith(r + os.sep) for r in real_roots):
                     break
                 folder = os.path.dirname(folder)
         for folder in folders:
-            pseudo = folder_key(folder, key)
+            real = real_dirs.get(folder) or os.path.realpath(folder)
+            pseudo = pseudonym(real, prefix="dir-", secret=key)  # = folder_key(folder, key)
             mapping[pseudo] = folder
-            for form in _spellings(folder, roots):
+            for form in _spellings(folder, roots, real, cwd):
                 _add(form, pseudo)
             name = os.path.basename(folder)
             if name.lower() not in _GENERIC_FOLDERS:
