@@ -354,8 +354,8 @@ def _cmd_convert(args) -> int:
     else:
         # Quiet is for scripts and cron: no table, but a failure is never silent.
         for entry in report.failed:
-            print(_on_screen(_failure_line(entry), getattr(report, "paths", {}) or {}), file=sys.stderr)
-    if report.get("interrupted"):
+            print(_on_screen(_failure_line(entry), report.paths), file=sys.stderr)
+    if report.interrupted:
         return EXIT_INTERRUPTED
     if args.qc:  # failures are what the page is for: written whatever the outcome
         from medload.qc.report import write_qc
@@ -370,9 +370,9 @@ def _print_summary(report) -> None:
     from rich.table import Table
 
     console = _console()
-    c = report["counts"]
-    paths = getattr(report, "paths", {}) or {}
-    table = Table(title="medload convert", caption=f"{paths.get('output', report.get('output', ''))}, {report['elapsed_s']} s")
+    c = report.counts
+    paths = report.paths
+    table = Table(title="medload convert", caption=f"{paths.get('output', report.output or '')}, {report.elapsed_s} s")
     table.add_column("what")
     table.add_column("count", justify="right")
     for label, key in [("series found", "series"), ("converted now", "converted"),
@@ -388,12 +388,12 @@ def _print_summary(report) -> None:
         console.print(_on_screen(_failure_line(entry), paths), markup=False, highlight=False)
     if len(failed) > 15:
         console.print(f"... {len(failed) - 15} more failures", markup=False)
-    for f in report["files"][:5]:
+    for f in report.files[:5]:
         where = f.get("path") or f.get("file", "")
         console.print(_on_screen(f"unreadable file: {where}: {f['reason'][:200]}", paths), markup=False, highlight=False)
-    if report.get("interrupted"):
+    if report.interrupted:
         console.print("interrupted: everything written so far is kept; run the same command again to finish")
-    console.print(f"report: {paths.get('report_path', report.get('report_path', ''))}", markup=False, highlight=False)
+    console.print(f"report: {paths.get('report_path', report.report_path or '')}", markup=False, highlight=False)
 
 
 def _on_screen(text: str, paths: dict[str, Any]) -> str:

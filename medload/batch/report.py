@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from medload.deid import hide
 __all__ = ["ConversionReport", "Progress", "make_report", "write_report"]
 
 
-class ConversionReport(dict):
-    """What :func:`convert` did, JSON-able (it is a dict), also written as ``report.json``.
+@dataclass
+class ConversionReport:
+    """What :func:`convert` did; :meth:`to_json` is what ``report.json`` holds.
 
-    Keys: ``counts`` (series found, converted, already converted, failed, not run; files
+    Fields: ``counts`` (series found, converted, already converted, failed, not run; files
     skipped and unreadable; slices written), ``series`` (one entry per series: keys,
     modality, shape, ``status`` and ``reason``, ``key``/``shard`` in the store),
     ``files`` (files that could not be read: their pseudonym ``file`` and why), ``n_sources``,
@@ -27,34 +29,60 @@ class ConversionReport(dict):
     ``elapsed_s``. De-identified like the store: series and files are named by pseudonyms and
     counts, never by path, file name or description; ``keep_phi`` adds ``sources``, ``output``,
     ``report_path`` and each file's ``path``. The paths stay available in memory:
-    :attr:`paths` (not written).
+    :attr:`paths` (not written). ``report["counts"]`` reads a field as the JSON file has it.
 
     Examples
     --------
     >>> r = ConversionReport(counts={"failed": 0}, interrupted=False)
-    >>> r.ok
-    True
+    >>> r.ok, r["counts"]
+    (True, {'failed': 0})
     """
+
+    medload_report: int = 1
+    created: str = ""
+    #: Written only with ``keep_phi`` (paths can hold names).
+    sources: list[str] | None = None
+    output: str | None = None
+    report_path: str | None = None
+    n_sources: int = 0
+    phi_key_fingerprint: str | None = None
+    shards: list[str] = field(default_factory=list)
+    pipeline: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped_files: dict[str, int] = field(default_factory=dict)
+    series: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    resume_notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    elapsed_s: float = 0.0
+    #: Where things are, for this process only (the terminal may show paths; the file never
+    #: holds them unless ``keep_phi``): ``sources``, ``output``, ``report_path``, and ``names``
+    #: (pseudonym -> source path).
+    paths: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         """True when nothing failed and the run was not interrupted."""
-        counts = self.get("counts", {})
-        return not self.get("interrupted") and counts.get("failed", 0) == 0 and counts.get("unreadable_files", 0) == 0
+        return (not self.interrupted and self.counts.get("failed", 0) == 0
+                and self.counts.get("unreadable_files", 0) == 0)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
         """The entries of series that failed."""
-        return [s for s in self.get("series", []) if s.get("status") == "failed"]
+        return [s for s in self.series if s.get("status") == "failed"]
 
-    @property
-    def counts(self) -> dict[str, int]:
-        return dict(self.get("counts", {}))
+    def to_json(self) -> dict[str, Any]:
+        """The report as ``report.json`` holds it (no :attr:`paths`; the path fields only when set)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "paths"}
+        return {k: v for k, v in out.items() if v is not None or k not in _PATH_FIELDS}
 
-    #: Where things are, for this process only (the terminal may show paths; the file never
-    #: holds them unless ``keep_phi``): ``sources``, ``output``, ``report_path``, and ``names``
-    #: (pseudonym -> source path).
-    paths: dict[str, Any] = {}
+    def __getitem__(self, key: str) -> Any:
+        """A field of :meth:`to_json` by name, as in the file (``report["counts"]["failed"]``)."""
+        return self.to_json()[key]
+
+
+_PATH_FIELDS = ("sources", "output", "report_path")
 
 
 class Progress:
@@ -87,7 +115,7 @@ def write_report(report: ConversionReport, path: Path) -> None:
     """Write ``report`` as JSON at ``path``, atomically (a reader never sees half a report)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
