@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grayscale", action="store_true", help="store colour images as grey (ITU-R BT.601 luma)")
     p.add_argument("--image-modality", metavar="MOD", help="modality recorded for image files (default OT)")
     p.add_argument("--masks", metavar="DIR", help="folder of NIfTI label masks matched to series")
+    p.add_argument("--require-masks", action="store_true",
+                   help="refuse the batch when an image lacks its mask or a mask matches no image (with --masks, "
+                        "or an nnU-Net dataset); counted in the report otherwise")
     p.add_argument("--keep-phi", action="store_true",
                    help="keep identifying header fields (off by default); implies --keep-descriptions")
     p.add_argument("--keep-descriptions", action="store_true",
@@ -342,7 +345,7 @@ def _cmd_convert(args) -> int:
     report = convert(
         args.sources, args.out, pipeline=_pipeline_arg(args.preset, args.config), size=args.size,
         resize_mode=args.resize_mode, orientation=args.orientation, modality=args.modality, force=args.force,
-        on_gap=args.on_gap, dtype=args.dtype, compression=args.compression, workers=args.workers,
+        on_gap=args.on_gap, require_masks=args.require_masks, dtype=args.dtype, compression=args.compression, workers=args.workers,
         dask=args.dask, labels=args.labels, masks=args.masks, keep_phi=args.keep_phi,
         keep_descriptions=args.keep_descriptions, phi_key=args.phi_key,
         overwrite=args.overwrite, progress=interactive, patient_pattern=args.patient_pattern,
@@ -379,6 +382,8 @@ def _print_summary(report) -> None:
                        ("already converted", "already_converted"), ("failed", "failed"),
                        ("not run (interrupted)", "not_run"), ("duplicates", "duplicate_series"),
                        ("files skipped (not images)", "skipped_files"), ("files unreadable", "unreadable_files"),
+                       ("masks matching no image", "masks_without_image"),
+                       ("images without their mask", "images_without_mask"),
                        ("slices written", "slices_written")]:
         if c.get(key) or key in ("series", "converted", "failed"):
             table.add_row(label, str(c.get(key, 0)))

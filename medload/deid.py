@@ -371,7 +371,7 @@ META_KEYS = frozenset({
     "source", "source_key", "series_key", "study_key", "patient_key", "source_hash", "intensity",
     "modality_tag", "n_files", "transfer_syntax", "format", "problems", "pixel_text",
     # geometry and layout facts
-    "channels", "frames_axis", "stored_range", "monochrome1_mirrored", "mosaic_tiles",
+    "channels", "label_names", "frames_axis", "stored_range", "monochrome1_mirrored", "mosaic_tiles",
     "gantry_tilt_deg", "philips_precise_scaling", "affine_source", "frame_interval_ms", "diffusion",
     # acquisition parameters (not in the basic profile; preprocessing needs them)
     "kvp", "echo_time", "repetition_time", "inversion_time", "flip_angle", "magnetic_field_strength",

@@ -47,6 +47,7 @@ def convert(
     modality: str | None = None,
     force: bool = False,
     on_gap: str = "error",
+    require_masks: bool = False,
 ) -> ConversionReport:
     """Convert scanner exports (DICOM series, NIfTI files, folders of PNG/JPEG/TIFF/BMP images) into one medload store.
 
@@ -129,6 +130,17 @@ def convert(
     on_gap : {"error", "interpolate"}
         DICOM series with missing or unevenly spaced slices: refuse them (default) or
         resample them linearly onto an even grid (recorded in the volume's meta).
+    require_masks : bool
+        Refuse the batch (before converting) when an image that should have a mask has none
+        (every image when ``masks`` is given; nnU-Net training cases) or a mask file matches
+        no image. Without it both are counted in the report (``masks_without_image``,
+        ``images_without_mask``).
+
+    An nnU-Net / Medical Segmentation Decathlon dataset folder (``dataset.json``, ``imagesTr``,
+    ``labelsTr``) given as a source converts one volume per case, its channels stacked
+    (``meta["channels"]`` from ``dataset.json``), its ``labelsTr`` label map as the mask, the
+    label names in ``meta["label_names"]``, one patient per case (``patients=`` maps cases to
+    patients otherwise); see :mod:`medload.io.nnunet`.
 
     Returns
     -------
@@ -185,7 +197,8 @@ def convert(
     plan = make_plan(source_list, out, pipelines=pipelines, store_options=store_options, workers=workers,
                      dask=dask, labels=labels, masks=masks, keep_phi=keep_phi,
                      keep_descriptions=keep_descriptions, phi_key=key, overwrite=overwrite,
-                     patient_pattern=patient_pattern, patients=patients, allow_burned_in=allow_burned_in)
+                     patient_pattern=patient_pattern, patients=patients, allow_burned_in=allow_burned_in,
+                     require_masks=require_masks)
     if source_map is not None:
         write_source_map(plan, source_map)
     plan.read_options = {"modality": modality, "on_gap": on_gap}
@@ -193,7 +206,7 @@ def convert(
     interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress, image_modality=image_modality)
     options = {"size": size, "resize_mode": resize_mode, "orientation": orientation, "dtype": dtype,
                "compression": compression, "workers": workers, "dask": dask, "modality": modality,
-               "force": bool(force), "on_gap": on_gap,
+               "force": bool(force), "on_gap": on_gap, "require_masks": bool(require_masks),
                "keep_phi": keep_phi, "keep_descriptions": keep_descriptions, "backend": backend,
                "labels": plan.labels_info, "masks": bool(masks),
                "patient_pattern": patient_pattern, "patients": plan.patients_info, "grayscale": grayscale,

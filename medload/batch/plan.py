@@ -61,6 +61,10 @@ class Plan:
     hidden: dict[str, list[str]] = field(default_factory=dict)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     unreadable: list[dict[str, Any]] = field(default_factory=list)
+    #: Mask files that match no image (a --masks folder's, nnU-Net's labelsTr files without a case).
+    unmatched_masks: list[str] = field(default_factory=list)
+    #: Series that should have had a mask (a --masks folder given, nnU-Net training cases) and have none.
+    images_without_mask: int = 0
     skipped: Counter = field(default_factory=Counter)
     n_files: int = 0
     resume_notes: list[str] = field(default_factory=list)
@@ -266,6 +270,7 @@ def _scan_all(plan: Plan, patient_pattern: str | None = None) -> list[Any]:
         result = scan(src, phi_key=plan.key, patient_pattern=patient_pattern)
         plan.n_files += result.n_files
         plan.skipped.update(result.skipped)
+        plan.unmatched_masks.extend(result.unmatched_masks)
         for problem in result.errors:
             names = plan.names_for([problem.path])
             entry = {"file": file_key(problem.path, plan.key), "status": "unreadable",
@@ -300,6 +305,8 @@ def _add_tasks(plan: Plan, found: Sequence[Any], done: dict[str, tuple[str, str]
                classes: Sequence[str] | None = None) -> None:
     for s in found:
         mask, by_grid = mask_of.get(s.source_hash, (None, False))
+        if mask is None and s.info.get("label_file"):
+            mask = s.info["label_file"]  # a layout that pairs them (nnU-Net's labelsTr)
         plan.hidden[s.source_hash] = [] if plan.keep_descriptions else hidden_texts(s)
         names = plan.names_for(list(s.files) + ([mask] if mask else []), plan.hidden[s.source_hash])
         plan.names[s.source_hash] = names
@@ -322,7 +329,7 @@ def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any]
               workers: int | None, dask: str | None, labels: Any, masks: Any, keep_phi: bool,
               keep_descriptions: bool, phi_key: Any, overwrite: bool,
               patient_pattern: str | None = None, patients: Any = None,
-              allow_burned_in: bool = False) -> Plan:
+              allow_burned_in: bool = False, require_masks: bool = False) -> Plan:
     """Check, resume, scan and pair: everything before the first series is converted."""
     from medload.io.masks import mask_files, match_masks
 
@@ -342,8 +349,15 @@ def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any]
     if patients:
         found, plan.patients_info = patients_from_csv(patients, found, plan.message_roots, plan.key)
     if masks:
-        # A masks folder inside a source is scanned too; its files are masks, not images.
         mask_root = os.path.realpath(masks) + os.sep
+        holding = [src for src in source_list if (os.path.realpath(src) + os.sep).startswith(mask_root)]
+        if holding:
+            # Every image under it would be taken for a mask (and none converted).
+            raise ConfigError(
+                f"masks folder {masks} holds the source {holding[0]}: every image there would be taken for a "
+                "mask. Give the folder that holds the masks only (e.g. export/labels)."
+            )
+        # A masks folder inside a source is scanned too; its files are masks, not images.
         found = [s for s in found if not all(os.path.realpath(f).startswith(mask_root) for f in s.files)]
     label_of: dict[str, int] = {}
     n_class_folders = len({s.info.get("class_folder") for s in found
@@ -353,7 +367,23 @@ def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any]
         label_of, plan.labels_info = class_folder_labels(found)
     elif labels:
         label_of, plan.labels_info = read_labels(labels, found, plan.message_roots)
-    mask_of = match_masks(found, mask_files(masks)) if masks else {}
+    candidates = mask_files(masks) if masks else []
+    mask_of = match_masks(found, candidates) if masks else {}
+    used = {os.path.realpath(m) for m, _ in mask_of.values()}
+    plan.unmatched_masks.extend(m.path for m in candidates if os.path.realpath(m.path) not in used)
+    # Which images should have a mask: all of them when a masks folder is given, else the
+    # training cases of a layout that pairs them (nnU-Net's imagesTr).
+    expected = [s for s in found if masks or (s.kind == "nnunet" and s.info.get("split") == "Tr")]
+    plan.images_without_mask = sum(1 for s in expected
+                                   if s.source_hash not in mask_of and not s.info.get("label_file"))
+    if require_masks and (plan.unmatched_masks or plan.images_without_mask):
+        unmatched = [file_key(m, plan.key) if not keep_phi else m for m in plan.unmatched_masks[:5]]
+        raise ConfigError(
+            f"require_masks: {plan.images_without_mask} image(s) have no mask and {len(plan.unmatched_masks)} mask "
+            f"file(s) match no image{(' (' + ', '.join(unmatched) + ')') if unmatched else ''}; pair them "
+            "(masks are matched by file name: the series key, the NIfTI file's name or the description; "
+            "nnU-Net: labelsTr/CASE.nii.gz for imagesTr/CASE_0000.nii.gz), or convert without require_masks."
+        )
     _add_tasks(plan, found, done, label_of, mask_of, (plan.labels_info or {}).get("classes"))
     return plan
 

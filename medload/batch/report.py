@@ -152,6 +152,8 @@ def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, start
             "duplicate_series": len(plan.duplicates),
             "skipped_files": sum(plan.skipped.values()),
             "unreadable_files": len(plan.unreadable),
+            "masks_without_image": len(plan.unmatched_masks),
+            "images_without_mask": plan.images_without_mask,
             "slices_written": sum(e.get("slices", 0) for e in entries.values() if e["status"] == "converted"),
         },
         skipped_files=dict(plan.skipped),

@@ -73,6 +73,10 @@ def load(
             return load_nifti(series_or_path, modality=modality)
         if series_or_path.kind == "image":
             return load_image(series_or_path, modality=modality)
+        if series_or_path.kind == "nnunet":
+            from medload.io.nnunet import load_nnunet
+
+            return load_nnunet(series_or_path, modality=modality)
         from medload.io.dicom import load_dicom
 
         return load_dicom(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap,

@@ -67,6 +67,8 @@ class ScanResult:
         endian, multi-frame, elements out of order, an unknown VR, ...; see
         ``medload.io.fastheader.FALLBACK_REASONS``). Normal files take the fast path; a
         count here tells how many were unusual.
+    unmatched_masks : list of str
+        Label files of a layout that pairs them (nnU-Net's ``labelsTr``) that match no image.
 
     Examples
     --------
@@ -80,6 +82,8 @@ class ScanResult:
     errors: list[FileProblem] = dataclasses.field(default_factory=list)
     n_files: int = 0
     fallbacks: Counter = dataclasses.field(default_factory=Counter)
+    #: Label files of a layout that pairs them (nnU-Net's labelsTr) that match no image.
+    unmatched_masks: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.series = list(self.series)
@@ -320,6 +324,11 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None
     if not os.path.exists(root):
         raise ReadError(f"{root}: no such file or folder; expected a folder of DICOM/NIfTI files or one file.")
     phi_key = resolve_key(phi_key)  # once: not a key file read per pseudonym
+    from medload.io.nnunet import is_nnunet, scan_nnunet
+
+    if is_nnunet(root):
+        # An nnU-Net / Decathlon dataset: one volume per case (channels stacked), labels paired.
+        return scan_nnunet(root, phi_key=phi_key)
     skipped: Counter = Counter()
     fallbacks: Counter = Counter()
     errors: list[FileProblem] = []
