@@ -112,3 +112,14 @@ def test_a_masks_folder_holding_the_source_is_refused(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.int16), np.eye(4)), export / "ct" / "a.nii.gz")
     with pytest.raises(medload.MedloadError, match="holds the source"):
         medload.convert(export / "ct", tmp_path / "out", masks=export, workers=0, progress=False)
+
+
+def test_a_patients_csv_maps_cases_to_patients(tmp_path):
+    src = make_dataset(tmp_path / "Dataset004_Toy")
+    csv = tmp_path / "patients.csv"
+    csv.write_text("file,patient_id\ncase000,P1\ncase001,P1\ncase002,P2\n")  # two scans of P1
+    report = medload.convert(src, tmp_path / "out", patients=csv, workers=0, progress=False, pipeline="none")
+    assert report.ok
+    records = medload.open(tmp_path / "out").volumes
+    by_case = {r.patient_key for r in records}
+    assert len(records) == 3 and len(by_case) == 2

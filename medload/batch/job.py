@@ -136,12 +136,6 @@ def convert(
         no image. Without it both are counted in the report (``masks_without_image``,
         ``images_without_mask``).
 
-    An nnU-Net / Medical Segmentation Decathlon dataset folder (``dataset.json``, ``imagesTr``,
-    ``labelsTr``) given as a source converts one volume per case, its channels stacked
-    (``meta["channels"]`` from ``dataset.json``), its ``labelsTr`` label map as the mask, the
-    label names in ``meta["label_names"]``, one patient per case (``patients=`` maps cases to
-    patients otherwise); see :mod:`medload.io.nnunet`.
-
     Returns
     -------
     ConversionReport
@@ -151,6 +145,14 @@ def convert(
     MedloadError
         Only for what stops the whole batch before it starts (missing source, bad option,
         an output written with another pipeline); a bad series is a report entry instead.
+
+    Notes
+    -----
+    An nnU-Net / Medical Segmentation Decathlon dataset folder (``dataset.json``, ``imagesTr``,
+    ``labelsTr``) given as a source converts one volume per case, its channels stacked
+    (``meta["channels"]`` from ``dataset.json``), its ``labelsTr`` label map as the mask, the
+    label names in ``meta["label_names"]``, one patient per case unless ``patients=`` (a CSV whose
+    ``file`` column holds case ids) maps cases to patients; see :mod:`medload.io.nnunet`.
 
     Examples
     --------

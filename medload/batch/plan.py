@@ -168,7 +168,10 @@ IMAGE_KEY_COLUMNS = ("file", "filename", "image", "path", "image index")
 
 
 def _image_names(s: Any, roots: Sequence[str]) -> list[str]:
-    """What a label CSV may call a 2D image: its path below a source root, or its file name."""
+    """What a label CSV may call a 2D image: its path below a source root, or its file name;
+    an nnU-Net case: its case id."""
+    if getattr(s, "kind", "") == "nnunet":
+        return [str(s.info.get("case"))]
     if getattr(s, "kind", "") != "image":
         return []
     file = os.path.realpath(s.files[0])
