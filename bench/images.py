@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import medload  # noqa: E402
+import medload
 
 SHARED = ROOT.parent / "shared" / "data"
 SIZE, OUT = 256, 224
@@ -165,9 +165,10 @@ def epoch_torch(loader, normalize: bool) -> int:
 
 # --------------------------------------------------------------------------- (b) TensorFlow
 def write_tfrecords(folder: Path, files: list[tuple[Path, int]], shards: int = 8) -> list[str]:
+    import io
+
     import tensorflow as tf
     from PIL import Image
-    import io
 
     done = folder / ".complete"
     paths = [str(folder / f"images-{k:02d}.tfrecord") for k in range(shards)]
@@ -283,13 +284,12 @@ def main() -> None:
         ml = DataLoader(sliceds, batch_size=BATCH, shuffle=True, num_workers=w, generator=g,
                         persistent_workers=w > 0)
         ml_batches = sliceds.loader(BATCH, shuffle=True, num_workers=w, generator=g)
-        r_pil = best_rate(lambda: epoch_torch(pil, False), args.rounds)
-        r_ml = best_rate(lambda: epoch_torch(ml, True), args.rounds)
-        r_mlb = best_rate(lambda: epoch_torch(ml_batches, True), args.rounds)
+        r_pil = best_rate(lambda loader=pil: epoch_torch(loader, False), args.rounds)
+        r_ml = best_rate(lambda loader=ml: epoch_torch(loader, True), args.rounds)
+        r_mlb = best_rate(lambda loader=ml_batches: epoch_torch(loader, True), args.rounds)
         rows.append((f"(a) workers={w}: PIL ImageFolder-style per item", r_pil, 1.0))
         rows.append((f"(a) workers={w}: medload SliceDataset + DataLoader", r_ml, r_ml / r_pil))
         rows.append((f"(a) workers={w}: medload SliceDataset.loader", r_mlb, r_mlb / r_pil))
-        del pil, ml, ml_batches
 
     sizes = [("PNG originals (8- and 16-bit PNG files)", folder_bytes(work / "images", (".png",))),
              ("all originals (PNG + JPEG)", folder_bytes(work / "images")),

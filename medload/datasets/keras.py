@@ -17,7 +17,7 @@ keras = require("keras", "medload.datasets.KerasBatches")
 __all__ = ["KerasBatches"]
 
 
-class KerasBatches(keras.utils.PyDataset):
+class KerasBatches(keras.utils.PyDataset):  # type: ignore[name-defined,misc]
     """Batches ``(image (B, H, W, C) float32, label (B,) int64)`` for ``model.fit``.
 
     Parameters

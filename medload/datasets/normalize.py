@@ -105,16 +105,16 @@ def channel_stats(batches: Any) -> tuple[list[float], list[float]]:
     >>> mean, std
     ([0.5], [0.5])
     """
-    total = total_sq = None
+    total = total_sq = np.zeros(0)
     count = 0
     for batch in batches:
         image = np.asarray(batch["image"], np.float64)
         axes = (0, 2, 3) if image.ndim == 4 else (1, 2)
         s, sq = image.sum(axis=axes), np.square(image).sum(axis=axes)
-        total = s if total is None else total + s
-        total_sq = sq if total_sq is None else total_sq + sq
+        total = s if count == 0 else total + s
+        total_sq = sq if count == 0 else total_sq + sq
         count += image.size // s.size
-    if total is None or count == 0:
+    if count == 0:
         raise MedloadError("channel_stats: no images to compute statistics from (an empty split?).")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))

@@ -57,7 +57,7 @@ from medload.geometry import lps_to_ras
 from medload.io.series import Series
 from medload.volume import Volume
 
-__all__ = ["IMAGE_SUFFIXES", "image_format", "is_image", "scan_image", "load_image", "patient_from_path"]
+__all__ = ["IMAGE_SUFFIXES", "image_format", "is_image", "load_image", "patient_from_path", "scan_image"]
 
 #: File name endings read as 2D images (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -210,7 +210,7 @@ def _tiff_header(path: Path) -> dict[str, Any] | None:
             page = tif.pages[0]
             resolution = None
             try:
-                tags = page.tags
+                tags = getattr(page, "tags", {})
                 unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
                 if "XResolution" in tags and "YResolution" in tags and unit in (2, 3):
                     xr, yr = tags["XResolution"].value, tags["YResolution"].value
@@ -454,13 +454,13 @@ def scan_image(
     fmt = image_format(file)
     header = _tiff_header(file) if fmt == "TIFF" else None
     if header is not None:
-        axes, shape = header["axes"], header["shape"]
-        channels = shape[axes.index("S")] if "S" in axes else 1
-        spatial = tuple(v for a, v in zip(axes, shape) if a != "S")
+        axes, tiff_shape = header["axes"], header["shape"]
+        channels = tiff_shape[axes.index("S")] if "S" in axes else 1
+        spatial = tuple(v for a, v in zip(axes, tiff_shape) if a != "S")
         if len(spatial) == 2:
             spatial = (1, *spatial)
         if len(spatial) != 3:
-            raise UnsupportedError(f"{file}: TIFF axes {axes!r} (shape {shape}); medload reads one page or a stack of pages.")
+            raise UnsupportedError(f"{file}: TIFF axes {axes!r} (shape {tiff_shape}); medload reads one page or a stack of pages.")
         _check_pixels(file, int(np.prod(spatial)))
         colour = channels >= 3
         mode = f"TIFF {header['dtype']}{' colour' if colour else ''}"

@@ -15,7 +15,7 @@ import numpy as np
 from medload.errors import TransformError
 from medload.transforms.base import Transform, check_finite
 
-__all__ = ["BT601", "luma", "ScaleStoredRange", "Grayscale"]
+__all__ = ["BT601", "Grayscale", "ScaleStoredRange", "luma"]
 
 #: ITU-R BT.601 luma weights of R, G, B.
 BT601 = (0.299, 0.587, 0.114)
