@@ -248,16 +248,17 @@ def patients_from_csv(path: str | os.PathLike, series: Sequence[Any], roots: Seq
     import dataclasses
 
     from medload.datasets.labels import read_label_table
-    from medload.deid import pseudonym
+    from medload.deid import pseudonym, resolve_key
 
     _, table = read_label_table(path, IMAGE_KEY_COLUMNS, label_columns=("patient_id", "patient"))
+    key = resolve_key(phi_key)  # once, not per image
     out, matched = [], 0
     for s in series:
         found = next((table[k][0] for k in _image_names(s, roots) if k in table), None)
         if found is not None:
             matched += 1
             problems = tuple(p for p in s.problems if "patient of its own" not in p)
-            s = dataclasses.replace(s, patient_key=pseudonym(found, prefix="pat-", secret=phi_key), problems=problems)
+            s = dataclasses.replace(s, patient_key=pseudonym(found, prefix="pat-", secret=key), problems=problems)
         out.append(s)
     return out, {"file": Path(path).name, "rows": len(table), "matched_images": matched}
 
