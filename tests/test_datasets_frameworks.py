@@ -106,6 +106,10 @@ def test_tf_dataset_matches_numpy_batches_and_splits(image_store):
         for (x, y), r in zip(got, ref):
             np.testing.assert_array_equal(x, r["image"])
             np.testing.assert_array_equal(y, r["label"])
+    # Channel choices take the float path; the batches are still NumpyBatches' own.
+    x, _ = next(iter(tf_dataset(image_store, batch_size=4, channels="replicate3", channels_last=False)))
+    ref = NumpyBatches(image_store, batch_size=4, channels="replicate3").batch(0)["image"]
+    np.testing.assert_array_equal(x.numpy(), ref)
 
 
 def test_tf_dataset_deterministic_shuffle(image_store):

@@ -5,9 +5,11 @@ imports it.
 
 How it reads: a dataset of item positions (shuffled by ``tf.data`` with a seed when asked) is
 batched, and each batch of positions is read by a parallel ``map`` (``num_parallel_calls``,
-``AUTOTUNE`` by default) that calls :meth:`NumpyBatches.read`: runs of consecutive slices in one
-store call, LZ4 chunks read with ``os.pread`` and decoded by ``lz4``, both outside Python's GIL,
-so several batches are read at once from any shard. There is no per-image decode and no
+``AUTOTUNE`` by default) that calls :meth:`NumpyBatches.read_stored`: runs of consecutive
+slices in one store call, LZ4 chunks read with ``os.pread`` and decoded by ``lz4``, both
+outside Python's GIL, into one batch of stored values (uint8 for the default store), so
+several batches are read at once from any shard. Scale, offset, layout and normalization are
+TensorFlow ops on the batch. There is no per-image decode and no
 per-image Python call, which is where a TFRecord-of-JPEG pipeline spends its time
 (``bench/images.py``). Normalization runs as TensorFlow ops on the batch; ``prefetch`` overlaps
 reading with training.
@@ -98,31 +100,40 @@ def tf_dataset(
     autotune = tf.data.AUTOTUNE
     reader = NumpyBatches(
         store, split, splits=splits, batch_size=batch_size, channels=channels, labels=labels,
-        label_key=label_key, channels_last=channels_last, seed=seed,
+        label_key=label_key, channels_last=False, seed=seed, with_mask=False,
     )
     norm = resolve_normalize(
         normalize, channels_last=channels_last,
         train_batches=None if not (isinstance(normalize, str) and normalize == "train") else NumpyBatches(
             store, "train", splits=splits, batch_size=256, channels=channels, with_mask=False, seed=seed),
     )
-    first = reader.read([0])["image"]
-    image_shape = (None, *first.shape[1:])
+    first = reader.read_stored([0])[0]
+    stored_shape = (None, *first.shape[1:])
     with_labels = reader.has_labels
 
+    # The stored values (uint8 for the default store) cross from Python, then become float32
+    # in TensorFlow ops: the Python side of a batch is reads and LZ4 decodes only.
+    stored_dtype = reader.read_stored([0])[0].dtype
+    labels_of = reader._label
+
     def read(positions: np.ndarray):
-        out = reader.read(positions)
+        image, scale, offset = reader.read_stored(positions)
+        image = image.astype(stored_dtype, copy=False)
         if with_labels:
-            return out["image"], out["label"]
-        return (out["image"],)
+            return image, scale, offset, labels_of[positions].astype(np.int64)
+        return image, scale, offset
 
     def fetch(positions):
-        tout = [tf.float32, tf.int64] if with_labels else [tf.float32]
+        tout = [tf.as_dtype(stored_dtype), tf.float32, tf.float32] + ([tf.int64] if with_labels else [])
         values = tf.numpy_function(read, [positions], tout, stateful=False)
-        image = tf.ensure_shape(values[0], image_shape)
+        stored = tf.ensure_shape(values[0], stored_shape)
+        image = tf.cast(stored, tf.float32) * tf.reshape(values[1], (-1, 1, 1, 1)) + tf.reshape(values[2], (-1, 1, 1, 1))
+        if channels_last:
+            image = tf.transpose(image, (0, 2, 3, 1))
         if norm is not None:
             image = _normalize_tf(image, norm, channels_last)
         if with_labels:
-            return image, tf.ensure_shape(values[1], (None,))
+            return image, tf.ensure_shape(values[3], (None,))
         return image
 
     items = tf.data.Dataset.range(reader.n_items)
