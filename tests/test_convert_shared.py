@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_convert_all_shared_data_then_info_and_preview(tmp_path, capsys):
     mr.write_text(json.dumps(CHEAP_MR))
     out = tmp_path / "out"
     code = main(["convert", str(data), "-o", str(out), "--size", "64", "--workers", "2", "--quiet",
-                 "--config", f"MR={mr}"])
+                 "--config", f"MR={mr}", "--source-map", str(tmp_path / "source-map.json")])
     report = json.loads((out / "report.json").read_text())
     counts = report["counts"]
     assert code == (0 if counts["failed"] == counts["unreadable_files"] == 0 else 1)
@@ -45,7 +46,11 @@ def test_convert_all_shared_data_then_info_and_preview(tmp_path, capsys):
                 medload.load(series)
     assert all(f["reason"] for f in report["files"])
     # the known broken series are among the refused ones, with what is wrong
-    assert any("missing slices" in s["reason"] and "failing/sliceincrement" in s["reason"] for s in failed)
+    # (the report names folders by pseudonym; the source map, kept outside the output, maps them)
+    names = json.loads((tmp_path / "source-map.json").read_text())["names"]
+    assert any("missing slices" in s["reason"] and any("failing/sliceincrement" in names.get(k, "")
+                                                        for k in re.findall(r"dir-[0-9a-f]{16}", s["reason"]))
+               for s in failed)
 
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -66,7 +71,8 @@ def test_real_ct_with_its_segmentation_mask_matched_by_grid(tmp_path):
     (masks / "segmentation.nii.gz").write_bytes(seg.read_bytes())  # a name that matches nothing
     report = medload.convert(ct, tmp_path / "out", pipeline="ct-abdomen", masks=masks, workers=0, progress=False)
     assert report.ok and report.counts["converted"] == 1
-    assert report["series"][0]["mask"] == "segmentation.nii.gz"
+    # named by its pseudonym in the report (mask names can be patients' names); report.paths maps it
+    assert report.paths["names"][report["series"][0]["mask"]] == str(masks / "segmentation.nii.gz")
     import nibabel as nib
     import numpy as np
 

@@ -209,3 +209,16 @@ def test_readers_copy_only_allow_listed_keys_and_defined_image_types(tmp_path):
         assert stored["image_type"][0] in ("ORIGINAL", "DERIVED")
         assert not any("SMITHSON" in v for v in meta.get("image_type", []))  # the reader drops it too
     assert medload.load(nifti).meta["echo_time"] == 3.0  # allow-listed values still arrive (ms)
+
+
+def test_convert_refuses_to_resume_with_another_key(tmp_path):
+    export = _series(tmp_path / "export")
+    out = tmp_path / "out"
+    first = medload.convert(export, out, phi_key="key-one", workers=0, progress=False, pipeline="none")
+    assert first.ok and first["phi_key_fingerprint"] == fingerprint("key-one")
+    assert medload.open(out).key_fingerprint == fingerprint("key-one")
+    with pytest.raises(StoreError) as caught:
+        medload.convert(export, out, phi_key="key-two", workers=0, progress=False, pipeline="none")
+    assert fingerprint("key-one") in str(caught.value) and fingerprint("key-two") in str(caught.value)
+    again = medload.convert(export, out, phi_key="key-one", workers=0, progress=False, pipeline="none")
+    assert again.counts["already_converted"] == 1
