@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from fixtures.special import enhanced_asl, philips_dti_series, write_image
+from fixtures.special import cine_series, enhanced_asl, philips_dti_series, write_image
 from medload.errors import FrameOrderError, GeometryError
 from medload.io import load, save_nifti, scan
 from tests.conftest import shared_path
@@ -132,3 +132,15 @@ def test_enhanced_pcasl_frames_follow_dcm2niix_and_the_classic_export(tmp_path):
                        check=True, capture_output=True, timeout=120)
         ok, why = match(nib.load(tmp_path / "ref.nii"), [("enhanced", enhanced)])
         assert ok, why
+
+
+def test_cine_phases_follow_trigger_time_at_every_position(tmp_path):
+    # trigger times drift between slices (not equal), their order must not
+    truth = cine_series(tmp_path / "plain")
+    vol = load(tmp_path / "plain")
+    np.testing.assert_array_equal(vol.array, truth["array"])
+    assert vol.meta["problems"] == []
+    truth = cine_series(tmp_path / "scrambled", scramble_at=(1,))
+    vol = load(tmp_path / "scrambled")
+    np.testing.assert_array_equal(vol.array, truth["array"])
+    assert any("TriggerTime" in p and "at 1 of 3 slice positions (8.00 mm)" in p for p in vol.meta["problems"])

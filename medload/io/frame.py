@@ -36,6 +36,7 @@ class Frame:
     # sequence of these along the frames axis must be the same at every position.
     volume_id: tuple[Any, ...] = ()
     diffusion: tuple[float, float, float, float] | None = None  # (b, gx, gy, gz), gradient in LPS
+    trigger: float | None = None  # TriggerTime (ms): ranks the same at every position
 
 
 def element_value(ds: Any, tag: int) -> Any:

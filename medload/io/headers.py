@@ -377,6 +377,7 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
             file=path, frame=-1, mosaic=-1, position=position, orientation=orientation,
             pixel_spacing=spacing, slope=slope, intercept=intercept, time_key=time_key,
             split_key=split, uid=sop_uid, volume_id=volume_id, diffusion=diffusion,
+            trigger=_num(ds.get("TriggerTime")),
         )
     ]
     return header

@@ -169,6 +169,8 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
         conflicts, order_error = _one_frame_order(clusters, frames, dist, label, problems)
         if order_error:
             errors.append(order_error)
+        else:
+            _trigger_order(clusters, frames, dist, label, problems)
     if counts.max() != counts.min():
         # More images at some positions than others: copies with new UIDs (checked on pixels
         # at load) or an incomplete time series.
@@ -289,3 +291,32 @@ def _one_frame_order(clusters: list[list[int]], frames: list[Frame], dist: np.nd
         f"{' ...' if len(conflicts) > 4 else ''}). Expected the same frames at every position; "
         "check that the export is complete, or load the frames of one acquisition separately."
     )
+
+
+def _trigger_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str,
+                   problems: list[str]) -> None:
+    """Give every position the same order of TriggerTime ranks (cardiac phases, dynamics).
+
+    Trigger times themselves differ a little between positions (heart rate), their order
+    must not: frame t is the same phase everywhere. A position whose trigger times (all
+    different there) rank otherwise than at most positions takes their rank order.
+    """
+    triggers = [[frames[i].trigger for i in c] for c in clusters]
+    if any(t is None for row in triggers for t in row) or all(len(set(row)) == 1 for row in triggers):
+        return
+    patterns = [tuple(np.argsort(np.argsort(row, kind="stable"), kind="stable")) for row in triggers]
+    reference = Counter(patterns).most_common(1)[0][0]
+    reordered = []
+    for c, row, pattern in zip(clusters, triggers, patterns):
+        if pattern == reference or len(set(row)) != len(row):
+            continue
+        by_time = sorted(c, key=lambda i: frames[i].trigger)  # type: ignore[arg-type,return-value]
+        c[:] = [by_time[r] for r in reference]
+        reordered.append(float(dist[c[0]]))
+    if reordered:
+        problems.append(
+            f"{label}: at {len(reordered)} of {len(clusters)} slice positions "
+            f"({', '.join(f'{d:.2f}' for d in reordered[:5])}{' ...' if len(reordered) > 5 else ''} mm) "
+            "InstanceNumber/AcquisitionTime order the frames otherwise than TriggerTime does at the other "
+            "positions; their frames were put in the others' TriggerTime order."
+        )
