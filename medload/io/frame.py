@@ -23,9 +23,9 @@ class Frame:
     file: str
     frame: int  # index in a multi-frame file, -1 for a single-frame file
     mosaic: int  # tile index in a Siemens mosaic, -1 otherwise
-    position: tuple[float, float, float] | None  # LPS mm of the first pixel's centre
+    position: tuple[float, ...] | None  # LPS mm of the first pixel's centre (3 values)
     orientation: tuple[float, ...] | None  # 6 direction cosines (row, column)
-    pixel_spacing: tuple[float, float] | None  # (between rows, between columns)
+    pixel_spacing: tuple[float, ...] | None  # (between rows, between columns)
     slope: float
     intercept: float
     time_key: tuple[float, ...]  # orders frames at one position (never used spatially)

@@ -36,7 +36,7 @@ class Layout:
     grid: list[list[int]]
     positions: np.ndarray  # (Z, 3) LPS of each slice (frame 0)
     orientation: tuple[float, ...] | None
-    pixel_spacing: tuple[float, float] | None
+    pixel_spacing: tuple[float, ...] | None
     distances: np.ndarray  # (Z,) along the normal
     problems: list[str] = field(default_factory=list)  # documented, not fatal
     errors: list[str] = field(default_factory=list)  # the volume would be wrong: refuse
@@ -228,7 +228,7 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
         errors.extend(layout.spacing_errors)
     # Gantry tilt: the step from slice to slice is not along the normal.
     step_vec = (pos0[-1] - pos0[0]) / (len(pos0) - 1)
-    cos = abs(float(step_vec @ normal)) / max(np.linalg.norm(step_vec), 1e-12)
+    cos = abs(float(step_vec @ normal)) / max(float(np.linalg.norm(step_vec)), 1e-12)
     tilt = float(np.degrees(np.arccos(min(1.0, cos))))
     if tilt > TILT_TOLERANCE_DEG:
         layout.tilt_deg = tilt
@@ -301,8 +301,10 @@ def _trigger_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndar
     must not: frame t is the same phase everywhere. A position whose trigger times (all
     different there) rank otherwise than at most positions takes their rank order.
     """
-    triggers = [[frames[i].trigger for i in c] for c in clusters]
-    if any(t is None for row in triggers for t in row) or all(len(set(row)) == 1 for row in triggers):
+    if any(frames[i].trigger is None for c in clusters for i in c):
+        return
+    triggers = [[float(frames[i].trigger or 0.0) for i in c] for c in clusters]
+    if all(len(set(row)) == 1 for row in triggers):
         return
     patterns = [tuple(np.argsort(np.argsort(row, kind="stable"), kind="stable")) for row in triggers]
     reference = Counter(patterns).most_common(1)[0][0]
@@ -310,7 +312,7 @@ def _trigger_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndar
     for c, row, pattern in zip(clusters, triggers, patterns):
         if pattern == reference or len(set(row)) != len(row):
             continue
-        by_time = sorted(c, key=lambda i: frames[i].trigger)  # type: ignore[arg-type,return-value]
+        by_time = sorted(c, key=lambda i: float(frames[i].trigger or 0.0))
         c[:] = [by_time[r] for r in reference]
         reordered.append(float(dist[c[0]]))
     if reordered:
