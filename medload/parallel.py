@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import multiprocessing as mp
+import os
 import queue
 import signal
 import sys
@@ -294,9 +295,40 @@ def _context():
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _pool_main(factory, slot, task_q, result_q) -> None:
+def die_with_parent(parent_pid: int, *, poll_s: float = 1.0) -> None:
+    """End this process when ``parent_pid`` ends, even by SIGKILL (the OOM killer's signal).
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` ends us when our parent process ends (with
+    forkserver that is the fork server, which itself ends when the main process does). Every
+    platform: a daemon thread checks once a second that ``parent_pid`` still exists and exits
+    if not. A worker left behind would hold its shard's lock and keep the next run out.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the watchdog below does it
+        pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(70)
+            except PermissionError:  # pragma: no cover - exists, owned by someone else: pid reused
+                os._exit(70)
+
+    threading.Thread(target=watch, name="medload-parent-watch", daemon=True).start()
+
+
+def _pool_main(factory, slot, task_q, result_q, parent_pid: int | None = None) -> None:
     # The parent decides when to stop; a terminal's Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     worker = None
     try:
         worker = factory(slot)
@@ -346,7 +378,7 @@ def _run_pool(factory, tasks, n, on_outcome, on_start, flag) -> RunSummary:
         nonlocal next_slot
         slot = f"{next_slot:04d}"
         next_slot += 1
-        proc = ctx.Process(target=_pool_main, args=(factory, slot, task_q, result_q), daemon=True,
+        proc = ctx.Process(target=_pool_main, args=(factory, slot, task_q, result_q, os.getpid()), daemon=True,
                            name=f"medload-worker-{slot}")
         proc.start()
         procs[slot] = proc

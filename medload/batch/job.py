@@ -11,6 +11,7 @@ from typing import Any
 from medload.batch.pipelines import resolve_pipelines
 from medload.batch.plan import Plan, check_layout, check_source_map, check_sources, make_plan, report_path, write_source_map
 from medload.batch.report import ConversionReport, Progress, make_report, write_report
+from medload.batch.runlock import run_lock
 from medload.batch.worker import Job
 from medload.cores import resolve_workers
 from medload.deid import PhiKey, resolve_key, scrub
@@ -190,32 +191,33 @@ def convert(
 
     check_dtype(dtype)
     parse_compression(compression)
-    check_layout(Path(out), workers, dask)  # a usage error is said before a key file is made
+    single = check_layout(Path(out), workers, dask)  # a usage error is said before a key file is made
     if source_map is not None:
         check_source_map(source_map, out)
     key = resolve_key(phi_key)
     # Resuming (or appending to) a store made with another key is refused by the store.
     store_options["key_fingerprint"] = key.fingerprint
-    plan = make_plan(source_list, out, pipelines=pipelines, store_options=store_options, workers=workers,
-                     dask=dask, labels=labels, masks=masks, keep_phi=keep_phi,
-                     keep_descriptions=keep_descriptions, phi_key=key, overwrite=overwrite,
-                     patient_pattern=patient_pattern, patients=patients, allow_burned_in=allow_burned_in,
-                     require_masks=require_masks)
-    if source_map is not None:
-        write_source_map(plan, source_map)
-    plan.read_options = {"modality": modality, "on_gap": on_gap}
-    run_workers = 1 if plan.single and workers is None else workers
-    interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress, image_modality=image_modality)
-    options = {"size": size, "resize_mode": resize_mode, "orientation": orientation, "dtype": dtype,
-               "compression": compression, "workers": workers, "dask": dask, "modality": modality,
-               "force": bool(force), "on_gap": on_gap, "require_masks": bool(require_masks),
-               "keep_phi": keep_phi, "keep_descriptions": keep_descriptions, "backend": backend,
-               "labels": plan.labels_info, "masks": bool(masks),
-               "patient_pattern": patient_pattern, "patients": plan.patients_info, "grayscale": grayscale,
-               "image_modality": image_modality, "allow_burned_in": allow_burned_in,
-               "source_map": source_map is not None}
-    report = make_report(plan, options=options, interrupted=interrupted, started=started)
-    write_report(report, report_path(plan.out, plan.single))
+    with run_lock(Path(out), single):  # one convert per output, refused at once (issue 11)
+        plan = make_plan(source_list, out, pipelines=pipelines, store_options=store_options, workers=workers,
+                         dask=dask, labels=labels, masks=masks, keep_phi=keep_phi,
+                         keep_descriptions=keep_descriptions, phi_key=key, overwrite=overwrite,
+                         patient_pattern=patient_pattern, patients=patients, allow_burned_in=allow_burned_in,
+                         require_masks=require_masks)
+        if source_map is not None:
+            write_source_map(plan, source_map)
+        plan.read_options = {"modality": modality, "on_gap": on_gap}
+        run_workers = 1 if plan.single and workers is None else workers
+        interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress, image_modality=image_modality)
+        options = {"size": size, "resize_mode": resize_mode, "orientation": orientation, "dtype": dtype,
+                   "compression": compression, "workers": workers, "dask": dask, "modality": modality,
+                   "force": bool(force), "on_gap": on_gap, "require_masks": bool(require_masks),
+                   "keep_phi": keep_phi, "keep_descriptions": keep_descriptions, "backend": backend,
+                   "labels": plan.labels_info, "masks": bool(masks),
+                   "patient_pattern": patient_pattern, "patients": plan.patients_info, "grayscale": grayscale,
+                   "image_modality": image_modality, "allow_burned_in": allow_burned_in,
+                   "source_map": source_map is not None}
+        report = make_report(plan, options=options, interrupted=interrupted, started=started)
+        write_report(report, report_path(plan.out, plan.single))
     return report
 
 

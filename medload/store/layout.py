@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,12 @@ SHARD_PREFIX = "shard-"
 SINGLE_SUFFIXES = (".h5", ".hdf5")
 SALVAGE_SUFFIX = ".salvage"
 LOCK_SUFFIX = ".lock"
+
+
+_OWN_SHARD = re.compile(
+    re.escape(SHARD_PREFIX) + r"[^/\\]+?\.h5"
+    + "(" + re.escape(PARTIAL_SUFFIX) + "(" + re.escape(SALVAGE_SUFFIX) + ")?|" + re.escape(LOCK_SUFFIX) + ")?"
+)
 
 
 def is_single_file(out: Path) -> bool:
@@ -95,7 +102,23 @@ def written_files(out: Path, single: bool) -> list[Path]:
         return [p for p in names if p.exists()]
     if not out.is_dir():
         return []
-    return [p for p in out.iterdir() if p.name.startswith(SHARD_PREFIX)]
+    # Only names medload writes, and only plain files: a user's folder or file that merely
+    # starts with "shard-" (shard-2023-batch/) is never touched by --overwrite.
+    return [p for p in out.iterdir() if _OWN_SHARD.fullmatch(p.name) and _written_by_medload(p)]
+
+
+def _written_by_medload(path: Path) -> bool:
+    """A plain file medload writes: a lock file, or an HDF5 file (a crashed partial shard may
+    hold no root attributes yet, so the signature is what is checked)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if path.name.endswith(LOCK_SUFFIX):
+        return path.stat().st_size < 4096
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
 
 
 def resume_shards(out: Path, single: bool, pipeline: Any,

@@ -1,0 +1,92 @@
+"""One convert per output: an exclusive lock on the output, held for the whole run.
+
+Each worker already holds its own shard's lock, but two converts into one folder would write
+different shards and both run: a series twice in the store and a report of only the second
+run (issue 11). The run lock is an ``flock`` on ``<out>/.medload-convert.lock`` (a folder
+output) or ``<out>.convert.lock`` (a single file), taken before anything is scanned or
+removed. The kernel drops it when its holder dies (even by SIGKILL), so a crashed run never
+keeps the next one out: the lock of a dead holder is simply taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from medload.errors import StoreError
+
+__all__ = ["run_lock", "run_lock_path"]
+
+
+def run_lock_path(out: Path, single: bool) -> Path:
+    """Where the run lock of output ``out`` lives.
+
+    Examples
+    --------
+    >>> run_lock_path(Path("out"), False).name, run_lock_path(Path("x.h5"), True).name
+    ('.medload-convert.lock', 'x.h5.convert.lock')
+    """
+    return out.with_name(out.name + ".convert.lock") if single else out / ".medload-convert.lock"
+
+
+@contextmanager
+def run_lock(out: Path, single: bool) -> Iterator[Path]:
+    """Hold the run lock of ``out`` for the ``with`` block; refuse at once if another run holds it.
+
+    Raises
+    ------
+    StoreError
+        Another convert (alive) writes to ``out``; the message names its process, host and start.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "store"
+    >>> with run_lock(out, False):
+    ...     try:
+    ...         with run_lock(out, False):
+    ...             pass
+    ...     except StoreError as exc:
+    ...         print(str(exc).split(" (")[0].endswith("is being written by another medload convert"))
+    True
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: the shard locks are all there is
+        yield out
+        return
+    path = run_lock_path(out, single)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise StoreError(
+            f"{out} is being written by another medload convert ({holder}); one convert per output. "
+            "Wait for it to finish (a re-run then resumes), or write to another output path."
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode())
+        yield path
+    finally:
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"process {info['pid']} on {info['host']}, started {info['started']}"
+    except (OSError, ValueError, KeyError):
+        return "holder unknown"

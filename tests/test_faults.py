@@ -1,0 +1,154 @@
+"""Issue 11, faults: workers end with their parent; one convert per output; locks of the dead."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SLOW_JOB = textwrap.dedent('''
+    import os, time
+
+    class Slow:
+        def __init__(self, slot):
+            self.folder = os.environ["PIDS"]
+
+        def __call__(self, task):
+            open(os.path.join(self.folder, str(os.getpid())), "w").close()
+            time.sleep(120)
+
+        def close(self):
+            pass
+''')
+
+MAIN = textwrap.dedent('''
+    import sys
+    from slowjob import Slow
+    from medload.parallel import run_tasks
+
+    if __name__ == "__main__":
+        run_tasks(Slow, [(str(i), i) for i in range(4)], workers=2)
+''')
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL and /proc semantics of Linux")
+def test_workers_end_when_the_main_process_is_sigkilled(tmp_path):
+    (tmp_path / "slowjob.py").write_text(SLOW_JOB)
+    (tmp_path / "main.py").write_text(MAIN)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = dict(os.environ, PIDS=str(pids), PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    main = subprocess.Popen([sys.executable, str(tmp_path / "main.py")], env=env, cwd=tmp_path)
+    try:
+        deadline = time.time() + 60
+        while len(list(pids.iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2 and all(_alive(w) for w in workers)
+        main.send_signal(signal.SIGKILL)
+        main.wait()
+        deadline = time.time() + 15
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "workers outlived their SIGKILLed parent"
+    finally:
+        main.kill()
+        for p in pids.iterdir():
+            try:
+                os.kill(int(p.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _ct_folder(tmp_path: Path) -> Path:
+    from fixtures.synthetic import write_dicom_series
+
+    src = tmp_path / "src"
+    write_dicom_series(src / "a", shape=(3, 8, 6), seed=1, series_uid="1.2.826.0.1.3680043.8.498.1")
+    return src
+
+
+def test_a_second_convert_into_one_output_is_refused_naming_the_holder(tmp_path):
+    import medload
+    from medload.batch.runlock import run_lock
+
+    src, out = _ct_folder(tmp_path), tmp_path / "out"
+    with run_lock(out, False):  # another run (this process) holds the output
+        with pytest.raises(medload.StoreError, match=rf"another medload convert \(process {os.getpid()} on "):
+            medload.convert(src, out, workers=0, progress=False)
+    assert not list(out.glob("shard-*"))  # refused before writing anything
+    report = medload.convert(src, out, workers=0, progress=False)
+    assert report.counts["converted"] == 1 and not (out / ".medload-convert.lock").exists()
+
+
+def test_the_run_lock_of_a_killed_convert_is_taken_over(tmp_path):
+    import medload
+
+    src, out = _ct_folder(tmp_path), tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f'''
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from medload.batch.runlock import run_lock
+        with run_lock(Path({str(out)!r}), False):
+            print("held", flush=True)
+            time.sleep(120)
+    ''')], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(medload.StoreError, match=f"process {holder.pid} "):
+            medload.convert(src, out, workers=0, progress=False)
+        holder.send_signal(signal.SIGKILL)  # as the OOM killer does: the lock file stays behind
+        holder.wait()
+        assert (out / ".medload-convert.lock").exists()
+        assert medload.convert(src, out, workers=0, progress=False).counts["converted"] == 1
+    finally:
+        holder.kill()
+
+
+def test_overwrite_removes_only_what_medload_wrote(tmp_path):
+    import medload
+
+    src = _ct_folder(tmp_path)
+    out = tmp_path / "out"
+    medload.convert(src, out, workers=0, progress=False)
+    mine = out / "shard-2023-batch"  # a user's folder whose name looks like a shard
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (out / "shard-notes.txt").write_text("a user's file")
+    report = medload.convert(src, out, workers=0, progress=False, overwrite=True)
+    assert report.counts["converted"] == 1
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert (out / "shard-notes.txt").read_text() == "a user's file"
+
+
+def test_convert_into_its_own_source_with_overwrite_keeps_the_source(tmp_path):
+    import medload
+
+    src = _ct_folder(tmp_path)
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    (src / "shard-2023-batch").mkdir()
+    (src / "shard-2023-batch" / "x.dcm").write_bytes(b"")
+    medload.convert(src, src, workers=0, progress=False, overwrite=True)
+    after = {p.relative_to(src) for p in src.rglob("*")}
+    assert set(before) <= after and (src / "shard-2023-batch" / "x.dcm").exists()
