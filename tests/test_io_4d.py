@@ -144,3 +144,11 @@ def test_cine_phases_follow_trigger_time_at_every_position(tmp_path):
     vol = load(tmp_path / "scrambled")
     np.testing.assert_array_equal(vol.array, truth["array"])
     assert any("TriggerTime" in p and "at 1 of 3 slice positions (8.00 mm)" in p for p in vol.meta["problems"])
+
+
+def test_derived_trace_frame_is_named_in_problems(tmp_path):
+    truth = philips_dti_series(tmp_path, n_frames=5, trace_frame=True)
+    vol = load(tmp_path)
+    np.testing.assert_array_equal(vol.array, truth["array"])
+    assert vol.meta["diffusion"]["bvals"][4] == 1000.0 and vol.meta["diffusion"]["gradients_lps"][4] == [0.0, 0.0, 0.0]
+    assert any(p.startswith("frame(s) [4] are diffusion-weighted (b > 0) without a gradient") for p in vol.meta["problems"])

@@ -359,6 +359,14 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     diffusion = _diffusion_table([frames[row[0]] for row in layout.grid])
     if diffusion:
         meta_extra["diffusion"] = diffusion
+        derived = [t for t, (b, g) in enumerate(zip(diffusion["bvals"], diffusion["gradients_lps"]))
+                   if b > 0 and not any(g)]
+        if derived:
+            problems.append(
+                f"frame(s) {derived} are diffusion-weighted (b > 0) without a gradient direction: derived "
+                "isotropic/trace (or ADC) images, kept as frames; dcm2niix leaves them out of the DWI "
+                "volume. Drop them before fitting a tensor."
+            )
     if h.samples > 1:
         if array.shape[0] > 1:
             # The leading axis holds the colour channels: a colour time series has no place
