@@ -544,3 +544,52 @@ def test_small_volume_patch_is_zero_padded(store_path):
     depth = info[item["key"]]["depth"]
     assert tuple(item["image"].shape) == (1, 10, 8, 8) and item["origin"][0] == 0
     assert (item["image"][0, depth:] == 0).all() and (item["image"][0, :depth] > 0).any()
+
+
+# --- selecting volumes, mixed slice sizes --------------------------------------------------------
+def _mixed_store(path):
+    with medload.Store.create(path, dtype="float32", compression="none") as store:
+        specs = [("CT", 8, None), ("CT", 12, None), ("MR", 8, ["T2", "ADC"]), ("MR", 8, None)]
+        for i, (modality, size, channels) in enumerate(specs):
+            meta = {"patient_key": f"p{i}", "series_key": f"s{i}", "source_hash": f"h{i}"}
+            shape = (3, size, size)
+            if channels:
+                meta["channels"] = channels
+                shape = (len(channels), *shape)
+            store.add(medload.Volume(np.full(shape, float(i + 1), np.float32), np.eye(4), modality=modality, meta=meta),
+                      label=i % 2)
+    return path
+
+
+def test_select_serves_the_volumes_asked_for(tmp_path):
+    path = _mixed_store(tmp_path / "mixed.h5")
+    ct8 = SliceDataset(path, select={"modality": "CT", "shape": (8, 8)})
+    assert [ct8.volume_keys[v] for v in ct8.volume_ids] == ["s0"] and len(ct8) == 3
+    two = SliceDataset(path, select={"channels": ["T2", "ADC"]})
+    assert tuple(two[0]["image"].shape) == (2, 8, 8) and float(two[0]["image"].mean()) == 3.0
+    one_channel_8 = SliceDataset(path, select={"channels": 1, "shape": (8, 8), "label": 1})
+    assert [one_channel_8.volume_keys[v] for v in one_channel_8.volume_ids] == ["s3"]
+    by_predicate = VolumeDataset(path, select=lambda r: r.modality == "MR" and r.channels is None)
+    assert len(by_predicate) == 1 and float(by_predicate[0]["image"].mean()) == 4.0
+    with pytest.raises(MedloadError, match=r"keeps none of the 4 volumes .*1 x CT 1ch 12x12"):
+        SliceDataset(path, select={"modality": "PT"})
+    with pytest.raises(MedloadError, match=r"\['size'\] not among"):
+        SliceDataset(path, select={"size": 8})
+    # Without a selection, the mixed channel counts are refused with the way out.
+    with pytest.raises(MedloadError, match=r"different channel counts \[1, 2\].*select=\{'channels': n\}"):
+        SliceDataset(path)
+
+
+def test_mixed_slice_sizes_are_refused_naming_the_sizes_or_padded_on_request(tmp_path):
+    path = _mixed_store(tmp_path / "mixed.h5")
+    with pytest.raises(MedloadError, match=r"slices of 2 sizes \(8x8, 12x12\).*--size N.*pad_collate"):
+        SliceDataset(path, select={"modality": "CT"})
+    ds = SliceDataset(path, select={"modality": "CT"}, mixed_sizes=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=6, collate_fn=medload.datasets.pad_collate)
+    batch = next(iter(loader))
+    assert tuple(batch["image"].shape) == (6, 1, 12, 12)
+    sizes = batch["size"].tolist()
+    assert sorted(map(tuple, sizes)) == [(8, 8)] * 3 + [(12, 12)] * 3
+    small = [i for i, s in enumerate(sizes) if s == [8, 8]][0]
+    assert float(batch["image"][small, 0, 8:, :].abs().sum()) == 0.0  # the padding is zeros
+    assert float(batch["image"][small, 0, :8, :8].min()) == 1.0 and batch["key"][small] == "s0"

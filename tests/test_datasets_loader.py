@@ -221,8 +221,10 @@ def test_volumes_of_different_slice_sizes_are_refused_naming_both_sizes(tmp_path
         for i, size in enumerate((8, 12)):
             meta = {"patient_key": f"p{i}", "series_key": f"s{i}", "source_hash": f"h{i}"}
             store.add(medload.Volume(np.zeros((3, size, size), np.float32), np.eye(4), meta=meta))
+    with pytest.raises(MedloadError, match=r"slices of 2 sizes \(8x8, 12x12\).*--size"):
+        SliceDataset(path)  # refused when made, unless mixed sizes are asked for
     with pytest.raises(MedloadError, match=r"different sizes \(\(8, 8\) and \(12, 12\)"):
-        SliceDataset(path).loader(2)
+        SliceDataset(path, mixed_sizes=True).loader(2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device; none here")

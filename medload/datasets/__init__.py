@@ -27,6 +27,7 @@ from medload.datasets.splits import DEFAULT_FRACTIONS, patient_hash, split
 __all__ = [
     "SliceDataset",
     "VolumeDataset",
+    "pad_collate",
     "split",
     "patient_hash",
     "DEFAULT_FRACTIONS",
@@ -45,6 +46,7 @@ __all__ = [
 
 # torch, tensorflow and keras are imported only when a class needing them is first asked for (PEP 562).
 _LAZY = {"SliceDataset": "medload.datasets.slices", "VolumeDataset": "medload.datasets.volumes",
+         "pad_collate": "medload.datasets.collate",
          "tf_dataset": "medload.datasets.tf", "KerasBatches": "medload.datasets.keras"}
 
 

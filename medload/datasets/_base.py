@@ -14,7 +14,7 @@ import numpy as np
 from medload._optional import require
 from medload.datasets.labels import resolve_labels
 from medload.datasets.splits import split as make_split
-from medload.errors import MedloadError
+from medload.errors import ConfigError, MedloadError
 
 
 class MaskWarning(UserWarning):
@@ -53,6 +53,7 @@ class StoreDatasetBase:
         label_key: str = "patient",
         return_tuple: bool = False,
         tv_tensors: bool = False,
+        select: Any = None,
         seed: int = 0,
     ) -> None:
         # Modules do not pickle (spawned workers get the dataset pickled): keep a flag, import on use.
@@ -96,11 +97,20 @@ class StoreDatasetBase:
                     f"split {split!r} ({len(patients)} patients) selects no volume of store {store_name}; "
                     "the splits were made for other patients (check the store and the splits' source)."
                 )
-        self.volume_ids = np.flatnonzero(chosen).astype(np.int64)
-        selected = [records[i] for i in self.volume_ids]
-
         # --- labels ---------------------------------------------------------------------------
         self.volume_labels, self.classes = resolve_labels(records, labels, label_key=label_key, store_name=store_name)
+
+        # --- which volumes: what they are ------------------------------------------------------
+        if select is not None:
+            kept = chosen & select_volumes(records, self.volume_labels, select)
+            if not kept.any():
+                raise ConfigError(
+                    f"select={select!r} keeps none of the {int(chosen.sum())} volumes of {store_name}"
+                    f"{'' if split is None else f' in split {split!r}'}; they are: {_kinds(records, chosen)}."
+                )
+            chosen = kept
+        self.volume_ids = np.flatnonzero(chosen).astype(np.int64)
+        selected = [records[i] for i in self.volume_ids]
         self.has_labels = bool((self.volume_labels[self.volume_ids] >= 0).any())
         if self.return_tuple and not self.has_labels:
             raise MedloadError(
@@ -172,7 +182,8 @@ class StoreDatasetBase:
         if len(counts) > 1:
             raise MedloadError(
                 f"the selected volumes of {store_name} have different channel counts {sorted(counts)}; "
-                "pass channels=[names] to pick the same channels from each."
+                "pass channels=[names] to pick the same channels from each, or select={'channels': n} "
+                "to serve the volumes of one count."
             )
         #: Channels per slice as read (before 2.5D context stacking or replication).
         self.stored_channels = counts.pop()
@@ -213,6 +224,71 @@ class StoreDatasetBase:
             if "mask" in item:
                 item["mask"] = tv_tensors.Mask(item["mask"])
         return item
+
+
+#: What ``select={...}`` may ask about a volume.
+SELECT_KEYS = ("modality", "channels", "shape", "label")
+
+
+def select_volumes(records: Sequence[Any], labels: np.ndarray, select: Any) -> np.ndarray:
+    """Which volumes ``select`` keeps: a predicate on the :class:`~medload.store.VolumeRecord`,
+    or a mapping of criteria that must all hold.
+
+    Criteria: ``modality`` (a code or a collection of codes), ``channels`` (a count, or names
+    that must all be stored), ``shape`` (the slice size ``(H, W)``), ``label`` (a class value
+    or a collection of them; ``-1`` is "no label").
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as R
+    >>> recs = [R(modality="CT", shape=(4, 8, 8), channels=None), R(modality="MR", shape=(4, 2, 6, 6), channels=("T2", "ADC"))]
+    >>> select_volumes(recs, np.array([0, 1]), {"modality": "MR"}).tolist()
+    [False, True]
+    >>> select_volumes(recs, np.array([0, 1]), {"channels": 1, "shape": (8, 8)}).tolist()
+    [True, False]
+    >>> select_volumes(recs, np.array([0, 1]), lambda r: r.modality == "CT").tolist()
+    [True, False]
+    """
+    if callable(select):
+        return np.array([bool(select(r)) for r in records], bool)
+    if not isinstance(select, Mapping):
+        raise ConfigError(f"select must be a function of a VolumeRecord or a mapping of {list(SELECT_KEYS)}; found {select!r}.")
+    unknown = sorted(set(select) - set(SELECT_KEYS))
+    if unknown:
+        raise ConfigError(f"select: {unknown} not among {list(SELECT_KEYS)}; pass a function for other choices.")
+
+    def one_of(value: Any) -> set:
+        return {value} if isinstance(value, (str, int, np.integer)) else set(value)
+
+    keep = np.ones(len(records), bool)
+    for i, rec in enumerate(records):
+        shape = tuple(int(v) for v in rec.shape)
+        names = tuple(rec.channels or ())
+        n_channels = shape[1] if len(shape) == 4 else 1
+        if "modality" in select and str(rec.modality) not in {str(m) for m in one_of(select["modality"])}:
+            keep[i] = False
+        if "channels" in select:
+            want = select["channels"]
+            if isinstance(want, (int, np.integer)):
+                keep[i] &= n_channels == int(want)
+            else:
+                keep[i] &= set(one_of(want)) <= set(names)
+        if "shape" in select and shape[-2:] != tuple(int(v) for v in select["shape"]):
+            keep[i] = False
+        if "label" in select and int(labels[i]) not in {int(v) for v in one_of(select["label"])}:
+            keep[i] = False
+    return keep
+
+
+def _kinds(records: Sequence[Any], chosen: np.ndarray) -> str:
+    """A short census of the chosen volumes: modality, channels, slice size."""
+    from collections import Counter
+
+    census = Counter(
+        f"{r.modality} {r.shape[1] if len(r.shape) == 4 else 1}ch {r.shape[-2]}x{r.shape[-1]}"
+        for r, c in zip(records, chosen) if c
+    )
+    return ", ".join(f"{n} x {what}" for what, n in census.most_common(6))
 
 
 def standardize_channels(image: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:

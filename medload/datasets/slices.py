@@ -60,6 +60,16 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         Return ``image`` as ``torchvision.tv_tensors.Image`` and ``mask`` as
         ``torchvision.tv_tensors.Mask`` (needs torchvision), so torchvision v2 transforms
         move both alike and resize the mask with nearest neighbours.
+    select : callable or mapping, optional
+        Which volumes to serve besides the split: a function of the
+        :class:`~medload.store.VolumeRecord` (``lambda r: r.has_mask``), or criteria that must
+        all hold: ``{"modality": "CT", "channels": 3, "shape": (256, 256), "label": [0, 1]}``
+        (see :func:`medload.datasets._base.select_volumes`).
+    mixed_sizes : bool
+        Serve volumes whose slices differ in size. By default they are refused with the sizes
+        found, since a batch stacks slices of one size; with ``True`` batch them with
+        ``DataLoader(..., collate_fn=medload.datasets.pad_collate)`` (zero padding) or
+        ``batch_size=1``.
     seed : int
         Seed of the default split.
 
@@ -111,12 +121,14 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         label_key: str = "patient",
         return_tuple: bool = False,
         tv_tensors: bool = False,
+        select: Any = None,
+        mixed_sizes: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(
             store, split, splits=splits, transform=transform, channels=channels, with_mask=with_mask,
             standardize=standardize, labels=labels, label_key=label_key, return_tuple=return_tuple,
-            tv_tensors=tv_tensors, seed=seed,
+            tv_tensors=tv_tensors, select=select, seed=seed,
         )
         context = int(context)
         if context < 0:
@@ -127,6 +139,16 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
                 "choose one (context=1 already gives 3 channels)."
             )
         self.context = context
+        sizes = sorted({tuple(int(v) for v in self.reader.volumes[int(v)].shape[-2:]) for v in self.volume_ids})
+        self.mixed_sizes = len(sizes) > 1
+        if self.mixed_sizes and not mixed_sizes:
+            raise ConfigError(
+                f"the selected volumes of {self._path or 'the store'} have slices of {len(sizes)} sizes "
+                f"({', '.join(f'{h}x{w}' for h, w in sizes[:6])}{' ...' if len(sizes) > 6 else ''}); a batch "
+                "stacks slices of one size. Convert with --size N (convert(size=N)), serve one size with "
+                f"select={{'shape': {sizes[0]}}}, or pass mixed_sizes=True and batch with "
+                "collate_fn=medload.datasets.pad_collate (or batch_size=1)."
+            )
         index = self.reader.index
         rows = np.isin(np.asarray(index["volume"]), self.volume_ids)
         # Per-item lookups are plain numpy arrays: cheap in __getitem__, shared copy-on-write by workers.

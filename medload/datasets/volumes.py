@@ -59,7 +59,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
 
     Parameters
     ----------
-    store, split, splits, transform, channels, with_mask, standardize, labels, label_key, return_tuple, tv_tensors
+    store, split, splits, transform, channels, with_mask, standardize, labels, label_key, return_tuple, tv_tensors, select
         As for :class:`medload.SliceDataset` (``standardize`` is per volume or patch).
     patch_size : (int, int, int), optional
         ``(Z, H, W)`` of random patches. ``None``: whole volumes.
@@ -83,7 +83,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
     the same patches; never global random state. Call :meth:`set_epoch` before each epoch
     for new patches (like ``DistributedSampler.set_epoch``); the epoch lives in shared
     memory, so persistent workers see it too. Whole volumes differ in shape: use
-    ``batch_size=1`` or a collate that pads.
+    ``batch_size=1`` or ``collate_fn=medload.datasets.pad_collate``.
 
     Examples
     --------
@@ -115,12 +115,13 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         samples_per_volume: int = 1,
         foreground_ratio: float = 0.0,
         tv_tensors: bool = False,
+        select: Any = None,
         seed: int = 0,
     ) -> None:
         super().__init__(
             store, split, splits=splits, transform=transform, channels=channels, with_mask=with_mask,
             standardize=standardize, labels=labels, label_key=label_key, return_tuple=return_tuple,
-            tv_tensors=tv_tensors, seed=seed,
+            tv_tensors=tv_tensors, select=select, seed=seed,
         )
         if patch_size is not None:
             patch_size = tuple(int(p) for p in patch_size)
