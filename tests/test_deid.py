@@ -222,3 +222,11 @@ def test_convert_refuses_to_resume_with_another_key(tmp_path):
     assert fingerprint("key-one") in str(caught.value) and fingerprint("key-two") in str(caught.value)
     again = medload.convert(export, out, phi_key="key-one", workers=0, progress=False, pipeline="none")
     assert again.counts["already_converted"] == 1
+
+
+def test_scan_says_a_series_has_burned_in_text(tmp_path):
+    folder = _series(tmp_path / "us-like", extra_tags={"BurnedInAnnotation": "YES"})
+    (series,) = medload.scan(folder)
+    assert any(p.startswith("BurnedInAnnotation YES") for p in series.problems)
+    (plain,) = medload.scan(_series(tmp_path / "plain"))
+    assert not any("BurnedInAnnotation" in p for p in plain.problems)

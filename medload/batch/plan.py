@@ -239,7 +239,7 @@ def class_folder_labels(series: Sequence[Any]) -> tuple[dict[str, int], dict[str
 
 
 def patients_from_csv(path: str | os.PathLike, series: Sequence[Any], roots: Sequence[str],
-                      phi_key: str | None) -> tuple[list[Any], dict[str, Any]]:
+                      phi_key: Any) -> tuple[list[Any], dict[str, Any]]:
     """2D images re-keyed by the patient a CSV gives each file (columns ``file`` and ``patient_id``).
 
     Read by the one label CSV reader with ``patient_id`` (or ``patient``) as its value column;

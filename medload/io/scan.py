@@ -270,6 +270,9 @@ def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], 
     problems = list(layout.problems + layout.errors)
     if unknown:
         problems.append(unknown)
+    if burned_in_annotation(heads) == "YES":
+        problems.append("BurnedInAnnotation YES: the pixels hold text (often names); load refuses the series "
+                        "unless allow_burned_in=True (medload convert --allow-burned-in).")
     return Series(
         kind="dicom",
         files=tuple(sorted(hh.path for hh in heads)),
