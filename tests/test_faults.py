@@ -152,3 +152,48 @@ def test_convert_into_its_own_source_with_overwrite_keeps_the_source(tmp_path):
     medload.convert(src, src, workers=0, progress=False, overwrite=True)
     after = {p.relative_to(src) for p in src.rglob("*")}
     assert set(before) <= after and (src / "shard-2023-batch" / "x.dcm").exists()
+
+
+def test_disk_full_is_a_store_error_with_a_report_and_the_rerun_resumes(tmp_path, monkeypatch):
+    """A full disk gave exit 3, a raw OSError, no report.json and a report.json.tmp left."""
+    import errno
+
+    import h5py
+
+    import medload
+    from fixtures.synthetic import write_dicom_series
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    for k in range(4):
+        write_dicom_series(src / f"s{k}", shape=(6, 16, 16), seed=k, series_number=k + 1,
+                           series_uid=f"1.2.826.0.1.3680043.8.498.{k + 20}")
+    real_setitem = h5py.Dataset.__setitem__
+    budget = {"images": 2}  # the disk fills while the third volume is written
+
+    def setitem(self, index, value):
+        if self.name.endswith("/image"):
+            if budget["images"] == 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            budget["images"] -= 1
+        return real_setitem(self, index, value)
+
+    real_write_text = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name.startswith("report.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", setitem)
+    monkeypatch.setattr(Path, "write_text", write_text)
+    report = medload.convert(src, out, workers=0, progress=False, dtype="float32", compression="none")
+    monkeypatch.undo()
+    assert not report.ok and report.counts["converted"] == 2 and report.counts["failed"] == 2
+    failed = [s for s in report.series if s["status"] == "failed"]
+    assert all(s["error"] == "StoreError" and "the disk is full" in s["reason"] and "shard-0000.h5" in s["reason"]
+               and "MiB free" in s["reason"] for s in failed)
+    assert not (out / "report.json.tmp").exists()  # the report went to the temporary folder
+    assert len(medload.open(out).volumes) == 2  # the volumes written before are intact
+    again = medload.convert(src, out, workers=0, progress=False, dtype="float32", compression="none")
+    assert again.ok and again.counts["converted"] == 2 and again.counts["already_converted"] == 2
+    assert (out / "report.json").exists() and len(medload.open(out).volumes) == 4

@@ -111,12 +111,29 @@ class Progress:
             self.bar.stop()
 
 
-def write_report(report: ConversionReport, path: Path) -> None:
-    """Write ``report`` as JSON at ``path``, atomically (a reader never sees half a report)."""
+def write_report(report: ConversionReport, path: Path) -> Path:
+    """Write ``report`` as JSON at ``path``, atomically (a reader never sees half a report).
+
+    When ``path`` cannot be written (the output's disk is full), no ``.tmp`` is left behind
+    and the report goes to the temporary folder instead, with a line on stderr saying where;
+    the path written is returned.
+    """
+    text = json.dumps(report.to_json(), indent=1, default=str) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        import sys
+        import tempfile
+
+        fallback = Path(tempfile.gettempdir()) / f"medload-report-{os.getpid()}-{int(time.time())}.json"
+        fallback.write_text(text, encoding="utf-8")
+        print(f"medload: cannot write {path} ({exc.strerror or exc}); the report is at {fallback}", file=sys.stderr)
+        return fallback
 
 
 def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, started: float) -> ConversionReport:

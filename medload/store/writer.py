@@ -517,12 +517,14 @@ class Store:
             # The flag that makes the volume count: written only once everything above is on disk.
             group.attrs["complete"] = True
             f.flush()
-        except BaseException:
+        except BaseException as exc:
             try:
                 del f["volumes"][key]
                 f.flush()
             except Exception:  # noqa: BLE001 - the salvage on the next run drops it anyway
                 pass
+            if isinstance(exc, OSError):  # disk full, I/O error: the store's, said as such
+                raise _write_failed(self.partial_path, exc, f"writing volume {key}") from exc
             raise
         self._register(fmt.catalog_entry(key, {**attrs, "complete": True}, shape=stored_shape, dtype=self.dtype,
                                          scale=scale, offset=offset, has_mask=mask_array is not None))
@@ -550,13 +552,17 @@ class Store:
             if f is None:  # nothing was added to an existing finished store
                 return
             try:
-                _write_index(f, self._catalog)
-                f.flush()
-            finally:
-                f.close()
-            with open(self.partial_path, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(self.partial_path, self.path)
+                try:
+                    _write_index(f, self._catalog)
+                    f.flush()
+                finally:
+                    f.close()
+                with open(self.partial_path, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(self.partial_path, self.path)
+            except OSError as exc:
+                # The partial file stays: the next run salvages every complete volume in it.
+                raise _write_failed(self.partial_path, exc, "finishing the store (its index)") from exc
         finally:
             self._lock.release()
 
@@ -652,6 +658,25 @@ def _unwritable(path: Path, exc: OSError) -> StoreError:
         f"cannot write the store {path}: {exc.strerror or exc}{where}; choose an output path in a "
         "writable folder with free space."
     )
+
+
+def _write_failed(path: Path, exc: OSError, doing: str) -> StoreError:
+    """A write that failed (disk full above all), naming the shard and the free space left."""
+    import errno
+    import shutil
+
+    text = str(exc)
+    try:
+        free = shutil.disk_usage(path.parent).free
+        space = f"{free / 1024**2:.1f} MiB free on its disk"
+    except OSError:
+        space = "free space unknown"
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "errno = 28" in text:
+        return StoreError(
+            f"{path}: the disk is full ({space}) while {doing}; volumes completed before are intact. "
+            "Free some space (or write to another disk) and run the same command again: it resumes."
+        )
+    return StoreError(f"{path}: write failed while {doing} ({type(exc).__name__}: {text[:300]}; {space}); run again to resume.")
 
 
 def _verify(group) -> bool:
