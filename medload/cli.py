@@ -4,7 +4,8 @@ Exit status: 0 all went well; 1 a data error (the conversion finished but some s
 failed, the report lists them; or a store or file that cannot be read), printed as one line;
 2 a usage error (wrong flag, missing folder, bad option: :class:`~medload.errors.ConfigError`, a
 missing package, an output written with other settings), printed as one line; 3 an internal
-error (a bug in medload), printed with its traceback to report; 130 interrupted by Ctrl-C.
+error (a bug in medload), printed with its traceback to report (``convert``: a series failed
+that way, its traceback is in the report); 130 interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -366,6 +367,8 @@ def _cmd_convert(args) -> int:
         page = write_qc(args.out, workers=args.workers)
         if not args.quiet:
             print(f"qc page: {page['path']}")
+    if any(entry.get("internal") for entry in report.failed):
+        return EXIT_INTERNAL  # a bug, not the data: the report holds its traceback
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -351,3 +351,25 @@ def test_nifti_file_names_are_descriptions(tmp_path):
                            progress=False)
     assert kept.ok and kept["series"][0]["description"] == name
     assert [r.meta["description"] for r in medload.open(tmp_path / "kept").volumes] == [name]
+
+
+def test_a_bug_on_one_series_is_reported_as_internal_with_its_traceback_and_exit_3(tmp_path, monkeypatch):
+    # A medload bug must not read as "the file is damaged": the entry says internal, holds the
+    # traceback, the other series are converted, and the command exits 3 (not 1, a data error).
+    import medload.io
+
+    src = _export(tmp_path / "src", 2, slices=3, size=16)
+    original = medload.io.load
+
+    def buggy_load(series, **kwargs):
+        if series.modality == "MR":
+            return original(series, **kwargs)
+        raise KeyError("a bug in medload")
+
+    monkeypatch.setattr(medload.io, "load", buggy_load)
+    report = medload.convert(src, tmp_path / "out", workers=0, progress=False)
+    (failed,) = report.failed
+    assert failed["internal"] is True and failed["stage"] == "read" and failed["error"] == "KeyError"
+    assert "not a damaged file" in failed["reason"] and "buggy_load" in failed["traceback"]
+    assert report.counts["converted"] == 1
+    assert main(["convert", str(src), "-o", str(tmp_path / "out2"), "--workers", "0", "--quiet"]) == 3

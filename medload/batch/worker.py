@@ -170,9 +170,10 @@ class Worker:
             key = store.add(out, mask=mask, label=task.label, encoded=encoded)
         except MedloadError as exc:
             entry.update(status="failed", stage=stage, error=type(exc).__name__, reason=scrub(str(exc), names))
-        except Exception as exc:  # a library bug on one series must not stop the batch
-            entry.update(status="failed", stage=stage, error=type(exc).__name__,
-                         reason=scrub(f"unexpected {type(exc).__name__} while {stage}ing: {exc}", names),
+        except Exception as exc:  # a bug (ours or a library's) on one series must not stop the batch
+            entry.update(status="failed", stage=stage, error=type(exc).__name__, internal=True,
+                         reason=scrub(f"unexpected {type(exc).__name__} while {stage}ing: {exc} (an internal "
+                                      "error, not a damaged file: please report it with the traceback)", names),
                          traceback=scrub(traceback.format_exc(limit=6), names))
         else:
             entry.update(status="converted", key=key, modality=out.modality, shard=self.shard_path.name, stored_shape=list(out.shape),

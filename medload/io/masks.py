@@ -9,12 +9,15 @@ its shape. A mask is used only on the series' own grid (axes may be permuted or 
 from __future__ import annotations
 
 import os
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
 
 from medload.deid import sanitize_key
 from medload.errors import ConfigError, GeometryError, ReadError, UnsupportedError
@@ -25,6 +28,10 @@ __all__ = ["MASK_SUFFIXES", "MaskFile", "mask_files", "match_masks", "load_mask"
 
 #: File name endings of the masks a masks folder is searched for.
 MASK_SUFFIXES = (".nii.gz", ".nii")
+
+
+# What nibabel raises on a file that is not (whole) NIfTI: not a medload bug, a bad file.
+_NIBABEL_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error)
 
 
 class MaskFile(NamedTuple):
@@ -58,7 +65,7 @@ def mask_files(folder: str | os.PathLike) -> list[MaskFile]:
             continue
         try:
             shape = tuple(int(n) for n in nib.load(str(path)).shape[:3])[::-1]
-        except Exception:  # an unreadable mask is reported when (if) a series needs it
+        except _NIBABEL_ERRORS:  # an unreadable mask is reported when (if) a series needs it
             shape = ()
         found.append(MaskFile(stem, str(path), shape))
     return found
@@ -105,7 +112,7 @@ def load_mask(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | Non
     name = os.path.basename(path)
     try:
         mask = Volume.from_nifti(nib.load(path))
-    except Exception as exc:
+    except _NIBABEL_ERRORS as exc:
         raise ReadError(f"mask {name} could not be read as NIfTI ({type(exc).__name__}: {exc})") from exc
     data = mask.array
     if data.ndim == 4:
