@@ -558,7 +558,8 @@ class LiteHeader:
             else:
                 text = raw.decode("latin-1")
             text = text.rstrip("\x00 ") if vr not in ("UT", "LT", "ST") else text.rstrip("\x00")
-            parts = [p.strip() for p in text.split("\\")] if vr not in ("UT", "LT", "ST") else [text]
+            # spaces only, as pydicom strips them (str.strip() would also take a NBSP, a tab)
+            parts = [p.strip(" ") for p in text.split("\\")] if vr not in ("UT", "LT", "ST") else [text]
             conv: list[Any] = parts
             if vr in ("DS", "IS"):
                 try:

@@ -345,7 +345,9 @@ def _check_sizes(path: Path, image) -> None:
     n_voxels = int(np.prod(dims, dtype=object))
     claimed = n_voxels * stored.itemsize
     if not str(path).lower().endswith(".gz"):
-        offset = float(header["vox_offset"]) if "vox_offset" in header else 352.0
+        offset = float(header["vox_offset"]) if "vox_offset" in header else 0.0
+        if np.isfinite(offset) and offset < header.sizeof_hdr + 4:  # as nibabel: not inside the header
+            offset = float(header.sizeof_hdr + 4)
         size = path.stat().st_size
         if not np.isfinite(offset) or offset < 0 or offset + claimed > size:
             raise ReadError(
