@@ -283,6 +283,23 @@ def _console():
     return Console()
 
 
+def _json_safe(value):
+    """``value`` with NaN/inf floats as None: JSON has no NaN, and scripts must parse our output.
+
+    Examples
+    --------
+    >>> _json_safe({"spacing": [float("nan"), 1.0]})
+    {'spacing': [None, 1.0]}
+    """
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _cmd_scan(args) -> int:
     from medload.io import scan
 
@@ -298,7 +315,7 @@ def _cmd_scan(args) -> int:
         payload = {"series": series, "files": result.n_files,
                    "skipped": dict(result.skipped),
                    "unreadable": [{"path": e.path, "reason": e.message} for e in result.errors]}
-        print(json.dumps(payload, indent=1))
+        print(json.dumps(_json_safe(payload), indent=1, allow_nan=False))
         return EXIT_OK
     from rich.table import Table
 

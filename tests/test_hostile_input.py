@@ -248,3 +248,35 @@ def test_nifti_scale_that_overflows_float32_is_refused(tmp_path):
     nib.save(image, path)
     with pytest.raises(ReadError, match="beyond float32"):
         medload.load(path)
+
+
+@pytest.mark.parametrize("label", [-1, 10**20, float("inf")])
+def test_a_label_outside_the_classes_is_a_store_error(tmp_path, label):
+    vol = medload.load(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
+    with medload.Store.create(tmp_path / "s.h5") as store:
+        with pytest.raises(medload.StoreError, match="label must be"):
+            store.add(vol, label=label)
+
+
+def test_scan_json_is_valid_json_even_with_nan_values(tmp_path, capsys):
+    import json
+
+    from medload.cli import main
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
+    ds.KVP = "nan"
+    ds.SliceThickness = "nan"
+    ds.SpacingBetweenSlices = "nan"
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    assert main(["scan", str(tmp_path), "--json"]) == 0
+    text = capsys.readouterr().out
+    assert "NaN" not in text and json.loads(text)["series"]
+
+
+def test_nan_slice_thickness_of_a_single_slice_gives_a_finite_affine(tmp_path):
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
+    ds.SliceThickness = ds.SpacingBetweenSlices = "nan"
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    (series,) = medload.scan(tmp_path)
+    assert series.spacing[0] == 1.0
+    assert np.isfinite(medload.load(series).affine).all()

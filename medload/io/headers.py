@@ -136,7 +136,7 @@ def _params(ds: Any) -> dict[str, Any]:
         ("xray_tube_current", "XRayTubeCurrent"),
     ):
         value = _num(ds.get(name))
-        if value is not None:
+        if value is not None and abs(value) < float("inf"):  # NaN/inf: absent (meta is JSON)
             out[key] = value
     for key, name in (
         ("manufacturer", "Manufacturer"), ("manufacturer_model", "ManufacturerModelName"),
@@ -301,7 +301,9 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
     header.stored_rows, header.stored_columns = header.rows, header.columns
     if not is_image:
         return header
-    header.slice_thickness = _num(ds.get("SpacingBetweenSlices")) or _num(ds.get("SliceThickness"))
+    # Only a finite, positive thickness places a single slice (a NaN one made a NaN affine).
+    header.slice_thickness = next((v for v in (_num(ds.get("SpacingBetweenSlices")), _num(ds.get("SliceThickness")))
+                                   if v is not None and 0 < v < float("inf")), None)
     header.params = _params(ds)
     image_type = _image_type(ds)
     sop_uid = str(ds.get("SOPInstanceUID", "") or path)

@@ -452,8 +452,14 @@ class Store:
         if label is not None:
             try:
                 label = int(label)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise StoreError(f"{what}: label must be an integer class, found {label!r}.") from None
+            if not 0 <= label < 2**63:
+                # -1 is what the index stores for "no label"; a class is 0 or more.
+                raise StoreError(
+                    f"{what}: label must be a class number from 0 to 2**63 - 1, found {label} (the index "
+                    "uses -1 for 'no label'); pass label=None for a volume without one."
+                )
         if encoded is None:
             scale, offset = fmt.encoding(array, self.dtype, value_range=self.value_range, what=what)
         elif array.dtype != np.dtype(self.dtype):
