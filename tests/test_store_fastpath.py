@@ -17,7 +17,7 @@ import pytest
 
 import medload
 import medload.store._format as fmt
-import medload.store.reader as reader_module
+import medload.store.chunks as reader_module  # the direct chunk reader (moved out of reader.py)
 from fixtures.stores import synthetic_mask, synthetic_volume
 
 CHANNELS = ("brain", "subdural", "bone")
