@@ -167,30 +167,11 @@ def convert(
     source_list = check_sources(sources)
     keep_descriptions = bool(keep_descriptions or keep_phi)
     resolve_workers(workers)  # checked before scanning a big export
-    from medload.io.dicom import ON_GAP
-
-    if on_gap not in ON_GAP:
-        raise ConfigError(f"on_gap must be one of {list(ON_GAP)}, found {on_gap!r}.")
-    if modality is not None:
-        modality = str(modality).strip().upper()
-        from medload.batch.pipelines import KNOWN_MODALITIES
-
-        if modality not in KNOWN_MODALITIES:
-            raise ConfigError(f"modality {modality!r} is not one medload knows ({', '.join(sorted(KNOWN_MODALITIES))}).")
-    pipelines = resolve_pipelines(pipeline, size=size, resize_mode=resize_mode, grayscale=grayscale,
-                                  orientation=orientation, force=force)
-    if keep_phi:
-        # Part of the store's identity: a re-run without --keep-phi (or with it, on a
-        # de-identified store) is refused instead of mixing identified and de-identified volumes.
-        pipelines = dict(pipelines, keep_phi=True)
-    elif keep_descriptions:
-        # Likewise: volumes with and without descriptions never share a store.
-        pipelines = dict(pipelines, keep_descriptions=True)
-    store_options = {k: v for k, v in (("dtype", dtype), ("compression", compression)) if v is not None}
-    from medload.store import check_dtype, parse_compression  # validate before scanning a big export
-
-    check_dtype(dtype)
-    parse_compression(compression)
+    modality = _checked_read_options(modality, on_gap)
+    pipelines = _store_pipelines(
+        resolve_pipelines(pipeline, size=size, resize_mode=resize_mode, grayscale=grayscale,
+                          orientation=orientation, force=force), keep_phi, keep_descriptions)
+    store_options = _store_options(dtype, compression)
     single = check_layout(Path(out), workers, dask)  # a usage error is said before a key file is made
     if source_map is not None:
         check_source_map(source_map, out)
@@ -219,6 +200,42 @@ def convert(
         report = make_report(plan, options=options, interrupted=interrupted, started=started)
         write_report(report, report_path(plan.out, plan.single))
     return report
+
+
+def _checked_read_options(modality: str | None, on_gap: str) -> str | None:
+    """``modality`` in capitals; refuses an unknown modality or ``on_gap`` before any work."""
+    from medload.batch.pipelines import KNOWN_MODALITIES
+    from medload.io.dicom import ON_GAP
+
+    if on_gap not in ON_GAP:
+        raise ConfigError(f"on_gap must be one of {list(ON_GAP)}, found {on_gap!r}.")
+    if modality is None:
+        return None
+    modality = str(modality).strip().upper()
+    if modality not in KNOWN_MODALITIES:
+        raise ConfigError(f"modality {modality!r} is not one medload knows ({', '.join(sorted(KNOWN_MODALITIES))}).")
+    return modality
+
+
+def _store_pipelines(pipelines: dict[str, Any], keep_phi: bool, keep_descriptions: bool) -> dict[str, Any]:
+    """The pipeline spec the store records, with what else is part of its identity."""
+    if keep_phi:
+        # Part of the store's identity: a re-run without --keep-phi (or with it, on a
+        # de-identified store) is refused instead of mixing identified and de-identified volumes.
+        return dict(pipelines, keep_phi=True)
+    if keep_descriptions:
+        # Likewise: volumes with and without descriptions never share a store.
+        return dict(pipelines, keep_descriptions=True)
+    return pipelines
+
+
+def _store_options(dtype: str | None, compression: str | None) -> dict[str, Any]:
+    """The store's encoding options, checked before scanning a big export."""
+    from medload.store import check_dtype, parse_compression
+
+    check_dtype(dtype)
+    parse_compression(compression)
+    return {k: v for k, v in (("dtype", dtype), ("compression", compression)) if v is not None}
 
 
 def _run(plan: Plan, *, workers: int | None, dask: str | None, progress: bool,
