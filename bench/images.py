@@ -205,6 +205,7 @@ def tfrecord_dataset(paths: list[str]):
 
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
+    @tf.autograph.experimental.do_not_convert  # plain tf ops: nothing for autograph to convert
     def parse(record):
         ex = tf.io.parse_single_example(record, spec)
         img = tf.io.decode_jpeg(ex["image"], channels=1)

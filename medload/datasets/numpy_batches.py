@@ -97,6 +97,15 @@ class NumpyBatches(StoreDatasetBase):
         self._vol = np.ascontiguousarray(index["volume"][rows], dtype=np.int64)
         self._slice = np.ascontiguousarray(index["slice"][rows], dtype=np.int64)
         self._label = self.volume_labels[self._vol]
+        # Per volume, looked up per batch as arrays (StoreReader.volumes copies its list per call).
+        records = list(self.reader.volumes)
+        self._records = records
+        kinds = {(r.dtype, tuple(r.slice_shape)) for r in records}
+        kind_of = {k: i for i, k in enumerate(sorted(kinds, key=str))}
+        self._vol_kind = np.array([kind_of[(r.dtype, tuple(r.slice_shape))] for r in records], np.int64)
+        self._vol_scale = np.array([r.scale for r in records], np.float32)
+        self._vol_offset = np.array([r.offset for r in records], np.float32)
+        self._vol_all_channels = np.array([self._channel_index.get(i) is None for i in range(len(records))], bool)
         self.epoch = 0
         train = None
         if isinstance(normalize, str) and normalize == "train":
@@ -134,11 +143,8 @@ class NumpyBatches(StoreDatasetBase):
 
     def _simple(self, vols: np.ndarray) -> bool:
         """Whether the volumes of a batch can be read raw into one buffer (one type, one slice shape, all channels)."""
-        unique = np.unique(vols)
-        records = [self.reader.volumes[int(v)] for v in unique]
-        return (not self.replicate3 and len({r.dtype for r in records}) == 1
-                and len({r.slice_shape for r in records}) == 1
-                and all(self._channel_index.get(int(v)) is None for v in unique))
+        kinds = self._vol_kind[vols]
+        return bool(not self.replicate3 and (kinds == kinds[0]).all() and self._vol_all_channels[vols].all())
 
     def read_stored(self, items: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Images of ``items`` in the stored type, ``(B, C, H, W)``, with each item's ``scale`` and ``offset``.
@@ -151,8 +157,6 @@ class NumpyBatches(StoreDatasetBase):
         """
         idx = np.asarray(items, dtype=np.int64).reshape(-1)
         vols, slices = self._vol[idx], self._slice[idx]
-        records = [self.reader.volumes[int(v)] for v in np.unique(vols)]
-        dtypes = {r.dtype for r in records}
         if not self._simple(vols):
             image = self.read(idx)["image"]
             if self.channels_last:
@@ -161,24 +165,21 @@ class NumpyBatches(StoreDatasetBase):
                 raise MedloadError("NumpyBatches.read_stored: normalize is applied by the caller; build it with normalize=None.")
             ones = np.ones(idx.size, np.float32)
             return image, ones, np.zeros(idx.size, np.float32)
-        shape = records[0].slice_shape
+        first = self._records[int(vols[0])]
         sort = np.lexsort((slices, vols))
         sv, ss = vols[sort], slices[sort]
         breaks = np.flatnonzero((sv[1:] != sv[:-1]) | (ss[1:] != ss[:-1] + 1)) + 1
-        buf = np.empty((idx.size, *shape), np.dtype(dtypes.pop()))
-        scale = np.empty(idx.size, np.float32)
-        offset = np.empty(idx.size, np.float32)
+        buf = np.empty((idx.size, *first.slice_shape), np.dtype(first.dtype))
+        read = self.reader.read_slices
         for a, b in zip(np.concatenate(([0], breaks)).tolist(), np.concatenate((breaks, [idx.size])).tolist()):
-            v, s0 = int(sv[a]), int(ss[a])
-            self.reader.read_slices(v, s0, s0 + (b - a), raw=True, out=buf[a:b])
-            rec = self.reader.volumes[v]
-            scale[a:b], offset[a:b] = rec.scale, rec.offset
+            s0 = int(ss[a])
+            read(int(sv[a]), s0, s0 + (b - a), raw=True, out=buf[a:b])
         inverse = np.empty_like(sort)
         inverse[sort] = np.arange(idx.size)
         image = buf[inverse]
         if image.ndim == 3:
             image = image[:, None]
-        return image, scale[inverse], offset[inverse]
+        return image, self._vol_scale[vols], self._vol_offset[vols]
 
     # --- reading -------------------------------------------------------------------------------
     def read(self, items: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
