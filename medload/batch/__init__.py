@@ -15,10 +15,14 @@ exports into one store. What it promises:
   finishes shards an interrupted run left partial (keeping their complete volumes), then skips
   every series already in the store (same ``source_hash``). Ctrl-C stops feeding series,
   lets the running ones finish and closes every shard, so nothing already written is lost.
-- **De-identified by default.** Volumes carry only pseudonymous keys (``--phi-key`` /
-  ``$MEDLOAD_PHI_KEY``); no field of DICOM PS3.15's basic profile is written. Folder paths in
-  messages are made relative to the source (rename folders that are themselves names).
-  ``keep_phi=True`` keeps the identifying fields on purpose, under ``meta["phi"]``.
+- **De-identified by default** (``docs/deidentification.md``). Volumes carry only pseudonymous
+  keys made with the operator's key (``--phi-key``, ``$MEDLOAD_PHI_KEY``, else the key file
+  made on first use; the store records its fingerprint and refuses another); no field of DICOM
+  PS3.15's basic profile is written, and meta is an allow-list. Nothing written to the output
+  folder names a source path, file or folder: :func:`medload.deid.scrub` turns them into
+  ``file-``/``dir-`` pseudonyms (``source_map=`` writes the mapping elsewhere). Series with
+  BurnedInAnnotation YES fail with ``BurnedInAnnotationError`` unless ``allow_burned_in=True``.
+  ``keep_phi=True`` keeps the identifying fields on purpose, under ``meta["phi"]``, and paths.
   Descriptions (SeriesDescription, ProtocolName, BodyPartExamined, a NIfTI file's name: see
   :data:`medload.deid.DESCRIPTOR_KEYS`) are free text that can hold names; the basic profile removes them,
   so they are written to neither the store nor the report unless ``keep_descriptions=True``
