@@ -280,3 +280,56 @@ def test_nan_slice_thickness_of_a_single_slice_gives_a_finite_affine(tmp_path):
     (series,) = medload.scan(tmp_path)
     assert series.spacing[0] == 1.0
     assert np.isfinite(medload.load(series).affine).all()
+
+
+def test_convert_of_good_series_and_one_file_of_each_class_names_every_bad_file(tmp_path):
+    """Issue 11, 'what must be shown' 2: every good series converted, every bad file in the
+    report as unreadable (by pseudonym; --source-map resolves it), exit 1."""
+    import io
+    import json
+
+    from fixtures.hostile import nested_sequences
+    from medload.cli import main
+
+    src = tmp_path / "export"
+    for k in range(2):
+        write_dicom_series(src / f"good{k}", shape=(5, 16, 16), seed=k, series_number=k + 1, series_uid=f"1.2.826.0.1.3680043.8.498.{k + 50}")
+    nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.int16), np.eye(4)), src / "good.nii.gz")
+    good = pydicom_file("CT_small.dcm")
+    bad = src / "bad"; bad.mkdir()
+    def lie(name, value, **extra):
+        ds = pydicom.dcmread(io.BytesIO(good)); setattr(ds, name, value)
+        for k, v in extra.items(): setattr(ds, k, v)
+        b = io.BytesIO(); ds.save_as(b, enforce_file_format=True); return b.getvalue()
+    files = {
+      "truncated.dcm": good[:len(good) // 2],
+      "hdr_cut.dcm": cut_element(good, 0x00280010, keep=5),
+      "giant_length.dcm": set_length(good, next(e for e in elements(good) if e.length_size == 4 and e.tag >> 16 != 2).tag, 0xFFFFFFFE),
+      "meta_length.dcm": set_length(good, 0x00020000, 0xFFFF),
+      "nested.dcm": nested_sequences(good, 600),
+      "iop.dcm": lie("ImageOrientationPatient", [2, 0, 0, 0, 1, 0]),
+      "spacing.dcm": lie("PixelSpacing", [-0.8, 0.6]),
+      "slope0.dcm": lie("RescaleSlope", 0),
+      "slope_inf.dcm": lie("RescaleSlope", "inf"),
+      "nan_pos.dcm": lie("ImagePositionPatient", ["nan", 0, 0]),
+      "bits.dcm": lie("BitsStored", 65535),
+      "rows0.dcm": lie("Rows", 0),
+      "frames_bomb.dcm": lie("NumberOfFrames", 10**7, PixelData=b""),
+      "rows65535.dcm": lie("Rows", 65535, Columns=65535),
+    }
+    for n, b in files.items(): (bad / n).write_bytes(b)
+    p = bad / "claim.nii"; nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.int16), np.eye(4)), p)
+    d = bytearray(p.read_bytes()); d[40:56] = struct.pack("<8h", 3, 2048, 2048, 384, 1, 1, 1, 1); p.write_bytes(bytes(d))
+    p = bad / "zero_dim.nii"; nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.int16), np.eye(4)), p)
+    d = bytearray(p.read_bytes()); d[40:48] = struct.pack("<4h", 3, 6, 0, 4); p.write_bytes(bytes(d))
+    out = tmp_path / "out"
+    code = main(["convert", str(src), "-o", str(out), "--quiet", "--workers", "0",
+                 "--source-map", str(tmp_path / "map.json")])
+    report = json.loads((out / "report.json").read_text())
+    assert code == 1
+    assert report["counts"]["converted"] == 3 and report["counts"]["failed"] == 0
+    unreadable = [f for f in report["files"] if f["status"] == "unreadable"]
+    assert len(unreadable) == len(files) + 2 == report["counts"]["unreadable_files"]
+    mapping = json.loads((tmp_path / "map.json").read_text())
+    named = {Path(p).name for p in json.dumps(mapping).split('"') if "/bad/" in p}
+    assert named >= set(files) | {"claim.nii", "zero_dim.nii"}
