@@ -197,3 +197,38 @@ def test_disk_full_is_a_store_error_with_a_report_and_the_rerun_resumes(tmp_path
     again = medload.convert(src, out, workers=0, progress=False, dtype="float32", compression="none")
     assert again.ok and again.counts["converted"] == 2 and again.counts["already_converted"] == 2
     assert (out / "report.json").exists() and len(medload.open(out).volumes) == 4
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL semantics of Linux")
+def test_sigkill_of_the_main_process_then_a_rerun_gives_the_uninterrupted_content(tmp_path):
+    """Issue 11, 'what must be shown' 3: kill -9 of convert alone, then the same command again."""
+    import numpy as np
+
+    import medload
+    from fixtures.synthetic import write_dicom_series
+
+    src = tmp_path / "src"
+    for k in range(6):
+        write_dicom_series(src / f"s{k}", shape=(24, 64, 64), seed=k, series_number=k + 1,
+                           series_uid=f"1.2.826.0.1.3680043.8.498.{k + 70}")
+    medload.convert(src, tmp_path / "whole", workers=2, progress=False)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "medload", "convert", str(src), "-o", str(tmp_path / "killed"), "--quiet", "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((tmp_path / "killed").glob("shard-*")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert subprocess.run(cmd, env=env, timeout=300).returncode == 0
+    whole, again = medload.open(tmp_path / "whole"), medload.open(tmp_path / "killed")
+
+    def content(store):
+        out = {}
+        for i, rec in enumerate(store.volumes):
+            vol = store.read_volume(i)
+            out[vol.meta.get("source_hash", rec)] = (vol.array.tobytes(), np.round(vol.affine, 6).tobytes())
+        return out
+
+    assert content(whole) == content(again) and len(content(again)) == 6
