@@ -398,6 +398,14 @@ class Store:
             candidate = f"{base}-{n}"
         return candidate
 
+    def _encoding(self, array: np.ndarray, encoded: tuple[float, float] | None, what: str) -> tuple[float, float]:
+        """(scale, offset) of ``array`` in the store's dtype, or those given with stored values."""
+        if encoded is None:
+            return fmt.encoding(array, self.dtype, value_range=self.value_range, what=what)
+        if array.dtype != np.dtype(self.dtype):
+            raise StoreError(f"{what}: encoded=(scale, offset) needs the stored type {self.dtype}, found {array.dtype}.")
+        return float(encoded[0]), float(encoded[1])
+
     def add(self, volume: Volume, *, mask: Volume | np.ndarray | None = None, label: int | None = None,
             key: str | None = None, encoded: tuple[float, float] | None = None) -> str:
         """Write one volume (and its mask and label); skip it if already complete here.
@@ -442,39 +450,11 @@ class Store:
         array = volume.array
         four_d = array.ndim == 4
         z, h, w = volume.spatial_shape
-        mask_array = None
-        if mask is not None:
-            mask_array = mask.array if isinstance(mask, Volume) else np.asarray(mask)
-            if mask_array.shape != (z, h, w):
-                raise StoreError(f"{what}: mask shape {mask_array.shape} differs from the image grid {(z, h, w)}; resample it onto the image first.")
-            if isinstance(mask, Volume) and not np.allclose(mask.affine, volume.affine, atol=1e-3):
-                raise StoreError(f"{what}: the mask's affine differs from the image's; resample the mask onto the image grid first.")
-        if label is not None:
-            try:
-                label = int(label)
-            except (TypeError, ValueError, OverflowError):
-                raise StoreError(f"{what}: label must be an integer class, found {label!r}.") from None
-            if not 0 <= label < 2**63:
-                # -1 is what the index stores for "no label"; a class is 0 or more.
-                raise StoreError(
-                    f"{what}: label must be a class number from 0 to 2**63 - 1, found {label} (the index "
-                    "uses -1 for 'no label'); pass label=None for a volume without one."
-                )
-        if encoded is None:
-            scale, offset = fmt.encoding(array, self.dtype, value_range=self.value_range, what=what)
-        elif array.dtype != np.dtype(self.dtype):
-            raise StoreError(f"{what}: encoded=(scale, offset) needs the stored type {self.dtype}, found {array.dtype}.")
-        else:
-            scale, offset = float(encoded[0]), float(encoded[1])
+        mask_array = _checked_mask(mask, volume, what)
+        label = _checked_label(label, what)
+        scale, offset = self._encoding(array, encoded, what)
         mdtype = fmt.mask_dtype(mask_array, what) if mask_array is not None else None
-        channels = meta.get("channels")
-        n_channels = array.shape[0] if four_d else 1
-        if channels is not None and len(channels) != n_channels:
-            # Names recorded for channels that are not stored would make datasets select by them.
-            raise StoreError(
-                f"{what}: meta['channels'] names {len(channels)} channels, the array {array.shape} has {n_channels}"
-                f"{' (a 3D volume is one channel)' if not four_d else ''}; fix or drop meta['channels']."
-            )
+        channels = _checked_channels(meta.get("channels"), array, what)
 
         f = self._writable()
         key = self._unique_key(volume, key)
@@ -636,6 +616,47 @@ class _WriterLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+def _checked_mask(mask: Volume | np.ndarray | None, volume: Volume, what: str) -> np.ndarray | None:
+    """The mask's array, refused unless it lies on ``volume``'s grid."""
+    if mask is None:
+        return None
+    mask_array = mask.array if isinstance(mask, Volume) else np.asarray(mask)
+    if mask_array.shape != volume.spatial_shape:
+        raise StoreError(f"{what}: mask shape {mask_array.shape} differs from the image grid {volume.spatial_shape}; resample it onto the image first.")
+    if isinstance(mask, Volume) and not np.allclose(mask.affine, volume.affine, atol=1e-3):
+        raise StoreError(f"{what}: the mask's affine differs from the image's; resample the mask onto the image grid first.")
+    return mask_array
+
+
+def _checked_label(label: Any, what: str) -> int | None:
+    """A class number 0..2**63-1, or None (the index stores -1 for "no label")."""
+    if label is None:
+        return None
+    try:
+        label = int(label)
+    except (TypeError, ValueError, OverflowError):
+        raise StoreError(f"{what}: label must be an integer class, found {label!r}.") from None
+    if not 0 <= label < 2**63:
+        raise StoreError(
+            f"{what}: label must be a class number from 0 to 2**63 - 1, found {label} (the index "
+            "uses -1 for 'no label'); pass label=None for a volume without one."
+        )
+    return label
+
+
+def _checked_channels(channels: Any, array: np.ndarray, what: str) -> Any:
+    """``meta['channels']``, refused unless it names every stored channel."""
+    four_d = array.ndim == 4
+    n_channels = array.shape[0] if four_d else 1
+    if channels is not None and len(channels) != n_channels:
+        # Names recorded for channels that are not stored would make datasets select by them.
+        raise StoreError(
+            f"{what}: meta['channels'] names {len(channels)} channels, the array {array.shape} has {n_channels}"
+            f"{' (a 3D volume is one channel)' if not four_d else ''}; fix or drop meta['channels']."
+        )
+    return channels
 
 
 def _stored_config(attrs: Any) -> Any:
