@@ -17,9 +17,12 @@ Examples
 from __future__ import annotations
 
 import re
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
+from medload.errors import StoreError
 from medload.store._format import PARTIAL_SUFFIX
 
 __all__ = [
@@ -36,6 +39,8 @@ __all__ = [
     "shard_paths",
     "written_files",
     "resume_shards",
+    "WriterLock",
+    "is_lock_error",
 ]
 
 #: Shards of a folder store are named ``shard-<slot>.h5``.
@@ -149,3 +154,49 @@ def resume_shards(out: Path, single: bool, pipeline: Any,
     done = {rec.source_hash: (rec.key, rec.shard) for rec in reader.volumes}
     reader.close()
     return done, notes
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Whether HDF5 refused to open a file because another process holds its lock.
+
+    h5py raises ``BlockingIOError`` (errno EAGAIN/EWOULDBLOCK) for it: the error number, not the
+    message's wording, decides.
+    """
+    return isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+class WriterLock:
+    """An exclusive ``flock`` on ``<store>.lock``: one writer per store file, even across a fork.
+
+    HDF5's own file lock does not protect a file against a forked child of its writer (the
+    child shares the parent's open file), so the writer takes this lock first. The lock file
+    is removed on close; one left by a killed writer is harmless (the kernel drops its lock).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # Windows: rely on HDF5's own locking
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            store = path.with_suffix("")
+            raise StoreError(
+                f"{store} is being written by another process (it holds {path.name}); each parallel "
+                "writer needs its own shard file (e.g. out/shard-0001.h5, out/shard-0002.h5)."
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)
+            self._fd = None

@@ -42,13 +42,6 @@ log = logging.getLogger(__name__)
 BLOCK_SLICES = 32
 
 
-def _is_lock_error(exc: BaseException) -> bool:
-    # HDF5: "unable to lock file, errno = 11, error message = 'Resource temporarily unavailable'"
-    # (not "sblock", which appears in messages about truncated files).
-    text = str(exc).lower()
-    return "lock file" in text or "resource temporarily unavailable" in text
-
-
 def content_hash(volume: Volume) -> str:
     """A hash of a Volume's voxels and affine, used when ``meta['source_hash']`` is absent.
 
@@ -179,7 +172,7 @@ class Store:
         try:
             if not path.parent.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = _WriterLock(layout.lock_path(path))
+            self._lock = layout.WriterLock(layout.lock_path(path))
         except OSError as exc:
             raise _unwritable(path, exc) from exc
         try:
@@ -294,7 +287,7 @@ class Store:
         try:
             f = self._h5py.File(self.partial_path, "r+", rdcc_nbytes=0)
         except OSError as exc:
-            if _is_lock_error(exc):
+            if layout.is_lock_error(exc):
                 raise StoreError(
                     f"{self.partial_path} is being written by another process; each parallel writer "
                     "needs its own shard file (e.g. out/shard-0001.h5, out/shard-0002.h5)."
@@ -309,7 +302,7 @@ class Store:
         try:
             src = h5py.File(partial, "r")
         except OSError as exc:
-            if _is_lock_error(exc):
+            if layout.is_lock_error(exc):
                 raise StoreError(
                     f"{partial} is being written by another process; each parallel writer "
                     "needs its own shard file (e.g. out/shard-0001.h5, out/shard-0002.h5)."
@@ -579,43 +572,6 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, dtype={self.dtype}, compression={self.compression}, volumes={len(self._keys)})"
-
-
-class _WriterLock:
-    """An exclusive ``flock`` on ``<store>.lock``: one writer per store file, even across a fork.
-
-    HDF5's own file lock does not protect a file against a forked child of its writer (the
-    child shares the parent's open file), so the writer takes this lock first. The lock file
-    is removed on close; one left by a killed writer is harmless (the kernel drops its lock).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        try:
-            import fcntl
-        except ImportError:  # Windows: rely on HDF5's own locking
-            return
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            store = path.with_suffix("")
-            raise StoreError(
-                f"{store} is being written by another process (it holds {path.name}); each parallel "
-                "writer needs its own shard file (e.g. out/shard-0001.h5, out/shard-0002.h5)."
-            ) from None
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            self.path.unlink(missing_ok=True)
-        finally:
-            os.close(self._fd)
-            self._fd = None
 
 
 def _checked_mask(mask: Volume | np.ndarray | None, volume: Volume, what: str) -> np.ndarray | None:
