@@ -253,9 +253,8 @@ def test_nifti_scale_that_overflows_float32_is_refused(tmp_path):
 @pytest.mark.parametrize("label", [-1, 10**20, float("inf")])
 def test_a_label_outside_the_classes_is_a_store_error(tmp_path, label):
     vol = medload.load(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
-    with medload.Store.create(tmp_path / "s.h5") as store:
-        with pytest.raises(medload.StoreError, match="label must be"):
-            store.add(vol, label=label)
+    with medload.Store.create(tmp_path / "s.h5") as store, pytest.raises(medload.StoreError, match="label must be"):
+        store.add(vol, label=label)
 
 
 def test_scan_json_is_valid_json_even_with_nan_values(tmp_path, capsys):

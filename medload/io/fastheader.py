@@ -375,7 +375,7 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
         raise _Giveup("big endian or deflated")
     found = buf.found
     pixel_at: tuple[int, int] | None = None
-    data = buf.data
+    data: bytes | bytearray = buf.data
     n = len(data)
     size = buf.size
     unpack_ex, unpack_im, u32 = _tag_ex, _tag_im, _u32

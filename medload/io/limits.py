@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from medload.errors import LimitError
 
-__all__ = ["DEFAULT_MAX_VOLUME_BYTES", "max_volume_bytes", "check_volume_size", "format_bytes"]
+__all__ = ["DEFAULT_MAX_VOLUME_BYTES", "check_volume_size", "format_bytes", "max_volume_bytes"]
 
 #: 16 GiB: five times a 1,000-slice 512 x 512 CT in float32, far above any single volume we
 #: met in exports, and far below what a header bomb asks for.

@@ -25,7 +25,7 @@ from typing import Any
 
 from medload.errors import ReadError
 
-__all__ = ["check_header", "check_frame_count", "present_vector", "ORIENTATION_TOLERANCE", "MAX_RESCALED", "NATIVE_SYNTAXES"]
+__all__ = ["MAX_RESCALED", "NATIVE_SYNTAXES", "ORIENTATION_TOLERANCE", "check_frame_count", "check_header", "present_vector"]
 
 #: Largest accepted deviation of |row|, |column| from 1 and of row . column from 0.
 ORIENTATION_TOLERANCE = 1e-3
