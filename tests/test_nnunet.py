@@ -71,7 +71,7 @@ def test_three_cases_of_two_channels_become_three_volumes_with_masks_and_patient
         assert base[1] - base[0] == pytest.approx(10.0, abs=0.5)
         for c in range(2):
             assert float(image[:, c][inside].mean()) == pytest.approx(base[c] + 50.0, abs=0.5)
-        assert set(np.unique(mask)) == {0, 1 + int(round((base[0] - 100) / 100)) % 2}
+        assert set(np.unique(mask)) == {0, 1 + round((base[0] - 100) / 100) % 2}
     # No case in two splits: the split is by patient, and a case is one patient.
     splits = medload.split(reader, fractions={"train": 0.34, "val": 0.33, "test": 0.33}, seed=1)
     seen: dict[str, str] = {}

@@ -53,7 +53,7 @@ from medload.io.nifti import load_nifti, scan_nifti
 from medload.io.series import Series
 from medload.volume import Volume
 
-__all__ = ["is_nnunet", "read_dataset_json", "scan_nnunet", "load_nnunet", "NNUNET_ENDINGS"]
+__all__ = ["NNUNET_ENDINGS", "is_nnunet", "load_nnunet", "read_dataset_json", "scan_nnunet"]
 
 #: File endings medload reads in an nnU-Net dataset (NIfTI; 2D PNG datasets are not read as such).
 NNUNET_ENDINGS = (".nii.gz", ".nii")
@@ -174,14 +174,15 @@ def scan_nnunet(root: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None
                 errors.append(FileProblem(first, f"{folder.name}/{case}: the case {what} (dataset.json names "
                                                  f"{n_channels}: {spec['channels']}); the case is skipped."))
                 continue
+            present = [by_channel[c] for c in range(n_channels)]
             try:
-                heads = [scan_nifti(f, phi_key=key, root=root) for f in files]
+                heads = [scan_nifti(f, phi_key=key, root=root) for f in present]
             except ReadError as exc:
-                errors.append(FileProblem(files[0], str(exc)))
+                errors.append(FileProblem(present[0], str(exc)))
                 continue
             shapes = {h.shape for h in heads}
             if len(shapes) != 1 or len(heads[0].shape) != 3:
-                errors.append(FileProblem(files[0], f"{folder.name}/{case}: its channels are not one 3D grid "
+                errors.append(FileProblem(present[0], f"{folder.name}/{case}: its channels are not one 3D grid "
                                                     f"(shapes {[h.shape for h in heads]}); the case is skipped."))
                 continue
             label = labels_left.pop(case, None) if split == "Tr" else None
@@ -190,7 +191,7 @@ def scan_nnunet(root: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None
             digest = hashlib.sha256("|".join([split, case, *(h.source_hash for h in heads)]).encode()).hexdigest()[:32]
             series.append(Series(
                 kind="nnunet",
-                files=tuple(str(f) for f in files),
+                files=tuple(present),
                 series_key=pseudonym(f"{root.name}/{split}/{case}", prefix="ser-", secret=key),
                 study_key=pseudonym(f"{root.name}/{case}", prefix="stu-", secret=key),
                 patient_key=pseudonym(f"{root.name}/{case}", prefix="pat-", secret=key),
