@@ -241,7 +241,7 @@ def montage(
     titles = [f"{records[v].key[:12]} z{z}" for v, z in picked]
     # (image, mask, affine, pixel mm, title, window) per tile
     tiles: list[tuple[Any, ...]] = []
-    for (v, z), image, mask, title in zip(picked, stored, stored_masks, titles):
+    for (v, _z), image, mask, title in zip(picked, stored, stored_masks, titles):
         tiles.append((image, mask, records[v].affine, records[v].spacing[1:], title, window))
     if before_after:
         srcs = sources or _sources_from_report(store_path)

@@ -216,8 +216,8 @@ def test_labels_csv_and_masks_folder(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("series_key,label\nser-a,tumour\nser-b\n".encode(), "line 3: expected a series_key and a label"),
-    ("series_key,label\nser-a,\n".encode(), "line 2: expected a series_key and a label"),
+    (b"series_key,label\nser-a,tumour\nser-b\n", "line 3: expected a series_key and a label"),
+    (b"series_key,label\nser-a,\n", "line 2: expected a series_key and a label"),
     ("series_key,label\nser-a,tumeur maligne \xe9\n".encode("latin-1"), "is not a UTF-8 CSV"),
 ])
 def test_a_bad_labels_file_stops_before_the_batch_with_the_line(tmp_path, content, message):

@@ -62,7 +62,7 @@ def test_three_cases_of_two_channels_become_three_volumes_with_masks_and_patient
     assert all(r.channels == ("T2", "ADC") and r.has_mask for r in records)
     assert all(r.meta["label_names"] == {"background": 0, "edema": 1, "tumour": 2} for r in records)
     assert len({r.patient_key for r in records}) == 3
-    for v, r in enumerate(records):
+    for v, _r in enumerate(records):
         image = reader.read_slices(v, 0, 5)  # (Z, C, H, W) decoded
         mask = reader.read_mask(v, 0, 5)
         inside, outside = mask > 0, mask == 0

@@ -65,7 +65,7 @@ def compare_everything(fast, ref, rng: np.random.Generator) -> None:
             assert got.flags.writeable  # as from h5py: callers may change what they get
         if fast.volumes[v].has_mask:
             assert fast.read_mask(v, z, z + 1).flags.writeable
-    for v, record in enumerate(fast.volumes):
+    for v, _record in enumerate(fast.volumes):
         image, mask = fast.read_volume(v, mask=True)
         ref_image, ref_mask = ref.read_volume(v, mask=True)
         assert_bit_equal(image.array, ref_image.array)

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from medload.deid import PhiKey, clean_image_type, pseudonym, resolve_key
-from medload.errors import ConfigError, MedloadError, ReadError, UnsupportedError
+from medload.errors import ConfigError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
 from medload.io.limits import check_volume_size
 from medload.io.series import Series
