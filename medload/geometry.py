@@ -107,9 +107,11 @@ def dicom_affine(
     row_cosine, column_cosine = iop[0], iop[1]
     row_spacing, column_spacing = (float(v) for v in pixel_spacing)
     if slice_step is None:
-        slice_step = slice_normal(orientation) * float(slice_thickness or 1.0)
+        step = slice_normal(orientation) * float(slice_thickness or 1.0)
+    else:
+        step = np.asarray(slice_step, dtype=np.float64)
     affine = np.eye(4)
-    affine[:3, 0] = np.asarray(slice_step, dtype=np.float64)
+    affine[:3, 0] = step
     affine[:3, 1] = column_cosine * row_spacing  # y: row index grows down a column
     affine[:3, 2] = row_cosine * column_spacing  # x: column index grows along a row
     affine[:3, 3] = np.asarray(first_position, dtype=np.float64)

@@ -36,6 +36,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Protocol
 
 from medload._optional import require
@@ -190,7 +191,7 @@ def unguarded_main_script() -> str | None:
     path = getattr(main, "__file__", None)
     if main is None or not path or not str(path).endswith(".py"):
         return None
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
         frame = frame.f_back
     if frame is None:  # not called from the script's top level (a thread, a callback)
@@ -462,9 +463,9 @@ def _run_pool(factory, tasks, n, on_outcome, on_start, flag) -> RunSummary:
                     continue
                 # Died without saying goodbye: a crash or a kill. Its task failed; replace it.
                 exited.add(slot)
-                tid = running.pop(slot, None)
-                if tid is not None:
-                    record(Outcome(tid, False, None,
+                lost = running.pop(slot, "")
+                if lost:
+                    record(Outcome(lost, False, None,
                                    f"WorkerDied: the worker process ended (exit code {proc.exitcode}) "
                                    "while converting this; see the log for a crash in a library",
                                    slot))

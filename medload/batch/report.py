@@ -148,7 +148,7 @@ def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, start
         # Messages can quote a description (a library's error, a crashed worker): hidden too.
         entries[source_hash] = hide(entry, plan.hidden.get(source_hash, []))
     statuses = Counter(e["status"] for e in entries.values())
-    where = {"sources": [os.fspath(s) for s in plan.sources], "output": str(plan.out),
+    where: dict[str, Any] = {"sources": [os.fspath(s) for s in plan.sources], "output": str(plan.out),
              "report_path": str(report_path(plan.out, plan.single))}
     report = ConversionReport(
         medload_report=1,

@@ -8,6 +8,7 @@ label ``i``, sorted alphabetically as torchvision's ``ImageFolder`` does).
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def _is_int(text: Any) -> bool:
     return True
 
 
-def read_label_table(path: str | Path, key_columns: Sequence[str],
+def read_label_table(path: str | os.PathLike[str], key_columns: Sequence[str],
                      label_columns: Sequence[str] = ("label", "class")) -> tuple[str, dict[str, tuple[str, int]]]:
     """The one reader of label CSVs (``SliceDataset(labels=)`` and ``convert --labels`` alike).
 

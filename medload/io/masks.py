@@ -64,7 +64,8 @@ def mask_files(folder: str | os.PathLike) -> list[MaskFile]:
         if stem is None or not path.is_file():
             continue
         try:
-            shape = tuple(int(n) for n in nib.load(str(path)).shape[:3])[::-1]
+            image: Any = nib.load(str(path))  # a NIfTI image (nibabel types it as FileBasedImage)
+            shape = tuple(int(n) for n in image.shape[:3])[::-1]
         except _NIBABEL_ERRORS:  # an unreadable mask is reported when (if) a series needs it
             shape = ()
         found.append(MaskFile(stem, str(path), shape))

@@ -11,7 +11,7 @@ import json
 import struct
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -162,7 +162,7 @@ def parse_compression(spec: str | None, *, itemsize: int = 2) -> tuple[str, dict
             kwargs = dict(hdf5plugin.Zstd(clevel=level))
         else:
             level = 5 if level is None else level
-            cname = "zstd" if name == "blosc2-zstd" else "lz4"
+            cname: Literal["zstd", "lz4"] = "zstd" if name == "blosc2-zstd" else "lz4"
             # Shuffling 1-byte values changes nothing but measured 2x slower reads (bench/store.py).
             shuffle_filter = hdf5plugin.Blosc2.SHUFFLE if itemsize > 1 else hdf5plugin.Blosc2.NOFILTER
             kwargs = dict(hdf5plugin.Blosc2(cname=cname, clevel=level, filters=shuffle_filter))

@@ -133,7 +133,7 @@ def _record(entry: dict[str, Any], shard: str) -> VolumeRecord:
         shape=tuple(int(s) for s in entry["shape"]),
         dtype=entry["dtype"],
         affine=np.asarray(a["affine"], dtype=np.float64),
-        spacing=tuple(float(s) for s in a["spacing"]),
+        spacing=_spacing3(a["spacing"]),
         modality=str(a.get("modality", "unknown")),
         patient_key=str(a.get("patient_key", "none")),
         study_key=str(a.get("study_key", "")),
@@ -254,10 +254,9 @@ class StoreReader:
     def _read_stored(self, volume: int, name: str, start: int, stop: int) -> np.ndarray:
         """Stored values of slices ``start:stop``: direct chunk reads where possible, else h5py."""
         if self._direct:
-            table = self._chunk_tables.get((volume, name), _UNSET)
-            if table is _UNSET:
-                table = ChunkTable.of(self._dataset(volume, name))
-                self._chunk_tables[(volume, name)] = table
+            if (volume, name) not in self._chunk_tables:
+                self._chunk_tables[(volume, name)] = ChunkTable.of(self._dataset(volume, name))
+            table = self._chunk_tables[(volume, name)]
             if table is not None:
                 stored = table.read(start, stop)
                 if stored is not None:
@@ -546,7 +545,9 @@ def _read(ds, start: int, stop: int, rec: VolumeRecord) -> np.ndarray:
         ) from exc
 
 
-_UNSET = object()
+def _spacing3(values: Any) -> tuple[float, float, float]:
+    z, y, x = (float(s) for s in values)
+    return z, y, x
 
 
 def _shards(path: Path) -> list[Path]:
@@ -559,10 +560,10 @@ def _shards(path: Path) -> list[Path]:
             raise StoreError(f"{path} is a folder with no store shards (*.h5){hint}.")
         return shards
     if not path.exists():
-        partial = path.with_name(path.name + fmt.PARTIAL_SUFFIX)
-        if partial.exists():
+        partial_file = path.with_name(path.name + fmt.PARTIAL_SUFFIX)
+        if partial_file.exists():
             raise StoreError(
-                f"{path} is not finished: only {partial.name} exists (a writer is still running or was "
+                f"{path} is not finished: only {partial_file.name} exists (a writer is still running or was "
                 "interrupted); run the conversion again to finish it."
             )
         raise StoreError(f"{path} does not exist; expected a medload store file or a folder of shards.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,7 @@ class Pipeline:
                 config = json.loads(text)
             else:
                 raise TransformError(f"pipeline file {path} must end in .json or .toml, found {path.suffix!r}")
-        except (ValueError,) as exc:
+        except ValueError as exc:
             if isinstance(exc, TransformError):
                 raise
             raise TransformError(f"pipeline file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
@@ -278,7 +279,8 @@ def config_diff(stored: Any, wanted: Any, *, limit: int = 6) -> list[str]:
                 body = f"step {i + 1}: {name_old or '(none)'} in the store, {name_new or '(none)'} now"
                 by_body.setdefault(body, []).append(modality)
                 continue
-            p_old, p_new = s_old.get("params", {}), s_new.get("params", {})
+            p_old = s_old.get("params", {}) if s_old else {}
+            p_new = s_new.get("params", {}) if s_new else {}
             changed = [
                 f"{k} {json.dumps(p_old.get(k))} in the store, {json.dumps(p_new.get(k))} now"
                 for k in sorted(set(p_old) | set(p_new)) if p_old.get(k) != p_new.get(k)
@@ -294,9 +296,9 @@ def config_diff(stored: Any, wanted: Any, *, limit: int = 6) -> list[str]:
 
 
 def _toml_loads(text: str) -> Any:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
+    else:  # Python 3.10: the same parser, as the tomli package
         import tomli as tomllib
     return tomllib.loads(text)
 
