@@ -18,8 +18,6 @@ metadata are flushed. What a crash (SIGKILL, power cut) leaves behind is handled
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -31,7 +29,7 @@ import numpy as np
 from medload.deid import sanitize_key
 from medload.errors import PipelineMismatchError, StoreError
 from medload.store import _format as fmt
-from medload.store import layout
+from medload.store import inputs, layout
 from medload.volume import Volume
 
 __all__ = ["Store"]
@@ -40,22 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Slices encoded and written per call: bounds the extra memory of a write to a few slices.
 BLOCK_SLICES = 32
-
-
-def content_hash(volume: Volume) -> str:
-    """A hash of a Volume's voxels and affine, used when ``meta['source_hash']`` is absent.
-
-    Examples
-    --------
-    >>> v = Volume(np.zeros((1, 2, 2), np.float32), np.eye(4))
-    >>> content_hash(v)[:8]
-    'content-'
-    """
-    digest = hashlib.sha256()
-    digest.update(str((volume.array.dtype.str, volume.shape)).encode())
-    digest.update(np.ascontiguousarray(volume.array).data)
-    digest.update(np.ascontiguousarray(volume.affine).data)
-    return "content-" + digest.hexdigest()[:32]
 
 
 class Store:
@@ -154,7 +136,7 @@ class Store:
         self.compression, self._filter_kwargs = compression
         self.pipeline = pipeline
         self.pipeline_hash = fmt.pipeline_hash(pipeline)
-        self.value_range = None if value_range is None else _check_value_range(value_range)
+        self.value_range = None if value_range is None else inputs.check_value_range(value_range)
         self.key_fingerprint = None if key_fingerprint is None else str(key_fingerprint)
         self._file = None
         self._hashes: dict[str, str] = {}  # source_hash -> key
@@ -242,7 +224,7 @@ class Store:
                 f"{where} was written with another pipeline ({attrs.get('pipeline')}) than this one "
                 f"({fmt.canonical_json(self.pipeline)}); its volumes would be stale. Delete it, "
                 "pass overwrite=True (medload convert --overwrite), or write to a new path.",
-                path=str(where), stored=_stored_config(attrs), wanted=self.pipeline,
+                path=str(where), stored=inputs.stored_config(attrs), wanted=self.pipeline,
             )
         stored_key = attrs.get("phi_key_fingerprint")
         stored_key = None if stored_key is None else str(stored_key)
@@ -337,7 +319,7 @@ class Store:
                         if not group.attrs.get("complete", False):
                             dropped.append(key)
                             continue
-                        if not _verify(group):
+                        if not inputs.verify_group(group):
                             dropped.append(key)
                             continue
                         entry = fmt.entry_of_group(key, group)
@@ -436,18 +418,18 @@ class Store:
         if not isinstance(volume, Volume):
             raise StoreError(f"Store.add takes a medload.Volume, found {type(volume).__name__}; wrap arrays with medload.Volume(array, affine).")
         meta = volume.meta
-        source_hash = str(meta.get("source_hash") or content_hash(volume))
+        source_hash = str(meta.get("source_hash") or inputs.content_hash(volume))
         if source_hash in self._hashes:
             return self._hashes[source_hash]
         what = f"volume {meta.get('series_key') or meta.get('source_key') or key or '(no key)'}"
         array = volume.array
         four_d = array.ndim == 4
         z, h, w = volume.spatial_shape
-        mask_array = _checked_mask(mask, volume, what)
-        label = _checked_label(label, what)
+        mask_array = inputs.checked_mask(mask, volume, what)
+        label = inputs.checked_label(label, what)
         scale, offset = self._encoding(array, encoded, what)
         mdtype = fmt.mask_dtype(mask_array, what) if mask_array is not None else None
-        channels = _checked_channels(meta.get("channels"), array, what)
+        channels = inputs.checked_channels(meta.get("channels"), array, what)
 
         f = self._writable()
         key = self._unique_key(volume, key)
@@ -532,7 +514,7 @@ class Store:
                 return
             try:
                 try:
-                    _write_index(f, self._catalog)
+                    inputs.write_index(f, self._catalog)
                     f.flush()
                 finally:
                     f.close()
@@ -574,66 +556,6 @@ class Store:
         return f"Store({str(self.path)!r}, dtype={self.dtype}, compression={self.compression}, volumes={len(self._keys)})"
 
 
-def _checked_mask(mask: Volume | np.ndarray | None, volume: Volume, what: str) -> np.ndarray | None:
-    """The mask's array, refused unless it lies on ``volume``'s grid."""
-    if mask is None:
-        return None
-    mask_array = mask.array if isinstance(mask, Volume) else np.asarray(mask)
-    if mask_array.shape != volume.spatial_shape:
-        raise StoreError(f"{what}: mask shape {mask_array.shape} differs from the image grid {volume.spatial_shape}; resample it onto the image first.")
-    if isinstance(mask, Volume) and not np.allclose(mask.affine, volume.affine, atol=1e-3):
-        raise StoreError(f"{what}: the mask's affine differs from the image's; resample the mask onto the image grid first.")
-    return mask_array
-
-
-def _checked_label(label: Any, what: str) -> int | None:
-    """A class number 0..2**63-1, or None (the index stores -1 for "no label")."""
-    if label is None:
-        return None
-    try:
-        label = int(label)
-    except (TypeError, ValueError, OverflowError):
-        raise StoreError(f"{what}: label must be an integer class, found {label!r}.") from None
-    if not 0 <= label < 2**63:
-        raise StoreError(
-            f"{what}: label must be a class number from 0 to 2**63 - 1, found {label} (the index "
-            "uses -1 for 'no label'); pass label=None for a volume without one."
-        )
-    return label
-
-
-def _checked_channels(channels: Any, array: np.ndarray, what: str) -> Any:
-    """``meta['channels']``, refused unless it names every stored channel."""
-    four_d = array.ndim == 4
-    n_channels = array.shape[0] if four_d else 1
-    if channels is not None and len(channels) != n_channels:
-        # Names recorded for channels that are not stored would make datasets select by them.
-        raise StoreError(
-            f"{what}: meta['channels'] names {len(channels)} channels, the array {array.shape} has {n_channels}"
-            f"{' (a 3D volume is one channel)' if not four_d else ''}; fix or drop meta['channels']."
-        )
-    return channels
-
-
-def _stored_config(attrs: Any) -> Any:
-    """The pipeline configuration in a store's root attributes; None when it does not parse."""
-    try:
-        return json.loads(attrs.get("pipeline", "null"))
-    except (TypeError, ValueError):
-        return None
-
-
-def _check_value_range(value_range: Any) -> tuple[float, float]:
-    # Checked on create, before any file is touched, not at the first add.
-    try:
-        low, high = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise StoreError(f"value_range must be two numbers (low, high), e.g. (0, 1), found {value_range!r}.") from None
-    if not high > low:
-        raise StoreError(f"value_range must be (low, high) with high > low, found {value_range!r}.")
-    return low, high
-
-
 def _unwritable(path: Path, exc: OSError) -> StoreError:
     # An output path the user chose (under a file, read-only, disk full): say so, not errno alone.
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
@@ -660,42 +582,3 @@ def _write_failed(path: Path, exc: OSError, doing: str) -> StoreError:
             "Free some space (or write to another disk) and run the same command again: it resumes."
         )
     return StoreError(f"{path}: write failed while {doing} ({type(exc).__name__}: {text[:300]}; {space}); run again to resume.")
-
-
-def _verify(group) -> bool:
-    crc = 0
-    image = group["image"]
-    for z0 in range(0, image.shape[0], BLOCK_SLICES):
-        crc = fmt.crc32(image[z0:z0 + BLOCK_SLICES], crc)
-    if "mask" in group:
-        mask = group["mask"]
-        for z0 in range(0, mask.shape[0], BLOCK_SLICES):
-            crc = fmt.crc32(mask[z0:z0 + BLOCK_SLICES], crc)
-    return int(group.attrs.get("crc32", -1)) == crc
-
-
-def _write_index(f, catalog: dict[str, dict[str, Any]]) -> None:
-    """``/index`` (one row per slice), ``/volume_keys``, ``/patient_keys`` and ``/catalog``."""
-    volumes = f["volumes"]
-    keys = [key for key in volumes.keys() if key in catalog]  # HDF5's name order
-    patients: dict[str, int] = {}
-    rows = []
-    for v, key in enumerate(keys):
-        attrs = catalog[key]["attrs"]
-        n = catalog[key]["shape"][0]
-        p = patients.setdefault(str(attrs.get("patient_key", "none")), len(patients))
-        block = np.zeros(n, dtype=fmt.INDEX_DTYPE)
-        block["volume"], block["slice"], block["patient"] = v, np.arange(n), p
-        block["label"] = int(attrs["label"]) if "label" in attrs else -1
-        rows.append(block)
-    for name in ("index", "volume_keys", "patient_keys", "catalog"):
-        if name in f:
-            del f[name]
-    index = np.concatenate(rows) if rows else np.zeros(0, dtype=fmt.INDEX_DTYPE)
-    f.create_dataset("index", data=index)
-    string = fmt.load_h5py().string_dtype()
-    f.create_dataset("volume_keys", data=np.array(keys, dtype=object), dtype=string)
-    f.create_dataset("patient_keys", data=np.array(list(patients), dtype=object), dtype=string)
-    f.create_dataset("catalog", data=fmt.canonical_json([catalog[key] for key in keys]), dtype=string)
-    f.attrs["n_volumes"] = len(keys)
-    f.attrs["n_slices"] = len(index)
