@@ -13,8 +13,10 @@ its class label, in batches of 32, in shuffled order.
 (a) PyTorch: an ImageFolder-style dataset that opens, decodes, converts, resizes (PIL
     bilinear) and normalizes each file per item, through a DataLoader, against medload's store
     (``convert --size 224 --grayscale``, the default uint8 + LZ4) served by ``SliceDataset``
-    through the same DataLoader (normalized per batch), and by ``SliceDataset.loader`` (whole
-    batches per worker). Goal: >= 3x images/s at equal workers.
+    through the same DataLoader (normalized per batch), by ``SliceDataset.loader`` (whole
+    batches per worker), and by ``SliceDataset.loader(compact=True)`` (uint8 batches through
+    the worker pipes, decoded to float32 in the main process). Goal: >= 3x images/s at equal
+    workers.
 (b) TensorFlow: the same images as TFRecords of encoded JPEG (8 files), read by
     ``TFRecordDataset(num_parallel_reads=AUTOTUNE)`` + shuffle + ``parse_single_example`` +
     ``decode_jpeg`` + ``resize`` + standardization (``num_parallel_calls=AUTOTUNE``) + batch +
@@ -153,9 +155,11 @@ class ImageFolderPIL:
         return torch.from_numpy(x[None]), label
 
 
-def epoch_torch(loader, normalize: bool) -> int:
+def epoch_torch(loader, normalize: bool, decode: bool = False) -> int:
     n = 0
     for batch in loader:
+        if decode:  # a compact batch (stored uint8 + scale/offset) to float32 in the main process
+            batch = loader.decode(batch)
         x = batch[0] if isinstance(batch, (list, tuple)) else batch["image"]
         if normalize:
             x = (x - MEAN) / STD
@@ -288,9 +292,12 @@ def main() -> None:
         r_pil = best_rate(lambda loader=pil: epoch_torch(loader, False), args.rounds)
         r_ml = best_rate(lambda loader=ml: epoch_torch(loader, True), args.rounds)
         r_mlb = best_rate(lambda loader=ml_batches: epoch_torch(loader, True), args.rounds)
+        ml_compact = sliceds.loader(BATCH, shuffle=True, num_workers=w, generator=g, compact=True)
+        r_mlc = best_rate(lambda loader=ml_compact: epoch_torch(loader, True, decode=True), args.rounds)
         rows.append((f"(a) workers={w}: PIL ImageFolder-style per item", r_pil, 1.0))
         rows.append((f"(a) workers={w}: medload SliceDataset + DataLoader", r_ml, r_ml / r_pil))
         rows.append((f"(a) workers={w}: medload SliceDataset.loader", r_mlb, r_mlb / r_pil))
+        rows.append((f"(a) workers={w}: medload SliceDataset.loader(compact=True)", r_mlc, r_mlc / r_pil))
 
     sizes = [("PNG originals (8- and 16-bit PNG files)", folder_bytes(work / "images", (".png",))),
              ("all originals (PNG + JPEG)", folder_bytes(work / "images")),
