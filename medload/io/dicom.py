@@ -387,13 +387,7 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     slopes = {(f.slope, f.intercept) for f in frames}
     rescaled = slopes != {(1.0, 0.0)}
     meta: dict[str, Any] = {
-        "source": "dicom",
-        "source_key": series.series_key,
-        "series_key": series.series_key,
-        "study_key": series.study_key,
-        "patient_key": series.patient_key,
-        "source_hash": series.source_hash,
-        "description": series.description,
+        **series.volume_meta(),
         "intensity": _intensity(h, modality_out, rescaled),
         "modality_tag": h.modality,
         "n_files": len(heads),

@@ -568,13 +568,7 @@ def load_image(series_or_path: Series | str | os.PathLike, *, modality: str | No
         problems.append("pixel size not stated in physical units by the file; 1 mm assumed.")
     affine = lps_to_ras(np.diag([1.0, float(pixel_mm[0]), float(pixel_mm[1]), 1.0]))
     meta: dict[str, Any] = {
-        "source": "image",
-        "source_key": series.series_key,
-        "series_key": series.series_key,
-        "study_key": series.study_key,
-        "patient_key": series.patient_key,
-        "source_hash": series.source_hash,
-        "description": series.description,
+        **series.volume_meta(),
         "format": fmt,
         "stored_range": _stored_range(arr.dtype),
         "intensity": f"stored {arr.dtype} values" + ("" if np.issubdtype(arr.dtype, np.floating) else f" (range {_stored_range(arr.dtype)})"),

@@ -82,6 +82,24 @@ class Series:
         """Number of frames (1 for a 3D volume)."""
         return int(self.shape[0]) if len(self.shape) == 4 else 1
 
+    def volume_meta(self) -> dict[str, Any]:
+        """The keys every loaded Volume's ``meta`` takes from its Series (pseudonyms, hash).
+
+        Examples
+        --------
+        >>> Series("dicom", ("/x.dcm",), "ser-1", "stu-1", "pat-1").volume_meta()["source_key"]
+        'ser-1'
+        """
+        return {
+            "source": self.kind,
+            "source_key": self.series_key,
+            "series_key": self.series_key,
+            "study_key": self.study_key,
+            "patient_key": self.patient_key,
+            "source_hash": self.source_hash,
+            "description": self.description,
+        }
+
     def summary(self) -> dict[str, Any]:
         """A JSON-able row for tables and reports (no file paths, no identifying fields).
 
