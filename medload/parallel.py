@@ -23,27 +23,24 @@ dask is imported here alone, and only when asked for.
 
 from __future__ import annotations
 
-import ast
 import multiprocessing as mp
 import os
 import queue
 import signal
-import sys
 import threading
 import time
-import tokenize
 import traceback
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, Protocol
 
 from medload._optional import require
 from medload.cores import available_cores, resolve_workers
 from medload.errors import ConfigError, MedloadError
+from medload.mainguard import unguarded_main_script
 
-__all__ = ["Outcome", "RunSummary", "Worker", "run_tasks", "default_workers"]
+__all__ = ["Outcome", "RunSummary", "Worker", "run_tasks", "default_workers", "unguarded_main_script"]
 
 
 class Worker(Protocol):
@@ -169,54 +166,6 @@ def run_tasks(
         if n == 0 or len(tasks) == 0:
             return _run_inline(factory, tasks, on_outcome, on_start, flag)
         return _run_pool(factory, tasks, min(n, len(tasks)), on_outcome, on_start, flag)
-
-
-def unguarded_main_script() -> str | None:
-    """The main script's path when this call runs in its unguarded top level, else ``None``.
-
-    A process started with ``spawn`` or ``forkserver`` imports the main script again (as
-    ``__mp_main__``) to find what it runs; code at the script's top level that is not under
-    ``if __name__ == "__main__":`` runs again in every such process. ``None`` when there is no
-    script to re-import (``python -c``, a REPL, a notebook), when this process is itself a
-    worker, or when the call comes from inside the guard.
-
-    Examples
-    --------
-    >>> unguarded_main_script() is None   # doctests run under pytest, whose main is guarded
-    True
-    """
-    if mp.parent_process() is not None:
-        return None
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if main is None or not path or not str(path).endswith(".py"):
-        return None
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
-        frame = frame.f_back
-    if frame is None:  # not called from the script's top level (a thread, a callback)
-        return None
-    try:
-        with tokenize.open(path) as f:
-            tree = ast.parse(f.read(), filename=str(path))
-    except (OSError, SyntaxError, ValueError):
-        return None
-    line = frame.f_lineno
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.If) and _is_main_guard(node.test) and node.body
-                and node.body[0].lineno <= line <= (node.body[-1].end_lineno or node.body[-1].lineno)):
-            return None
-    return str(path)
-
-
-def _is_main_guard(test: ast.expr) -> bool:
-    """``__name__ == "__main__"`` (either way round)."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, test.comparators[0]]
-    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
-    mains = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
-    return len(names) == 1 and len(mains) == 1
 
 
 class _Echo:
@@ -358,159 +307,184 @@ def _pool_main(factory, slot, task_q, result_q, parent_pid: int | None = None) -
 
 
 def _run_pool(factory, tasks, n, on_outcome, on_start, flag) -> RunSummary:
-    ctx = _context()
-    task_q = ctx.Queue()
-    # SimpleQueue writes each message into the pipe at once (no feeder thread), so a worker
-    # that crashes right after "start" has still told us which task killed it.
-    result_q = ctx.SimpleQueue()
-    summary = RunSummary(backend=f"local pool ({n} processes)")
-    pending = list(reversed(tasks))  # pop() from the end = submission order
-    fed: set[str] = set()
-    finished: set[str] = set()
-    running: dict[str, str] = {}  # slot -> task id
-    procs: dict[str, Any] = {}
-    exited: set[str] = set()
-    next_slot = 0
-    broken_message: str | None = None
-    spoke: set[str] = set()  # slots that sent any message: they got past process start-up
-    silent_deaths = 0
+    return _Pool(factory, tasks, n, on_outcome, on_start, flag).run()
 
-    def start_worker() -> None:
-        nonlocal next_slot
-        slot = f"{next_slot:04d}"
-        next_slot += 1
-        proc = ctx.Process(target=_pool_main, args=(factory, slot, task_q, result_q, os.getpid()), daemon=True,
-                           name=f"medload-worker-{slot}")
+
+class _Pool:
+    """One local-pool run: its processes, its two queues, and where each task is."""
+
+    def __init__(self, factory, tasks, n, on_outcome, on_start, flag) -> None:
+        self.factory, self.tasks, self.n, self.flag = factory, tasks, n, flag
+        self.on_outcome, self.on_start = on_outcome, on_start
+        self.ctx = _context()
+        self.task_q = self.ctx.Queue()
+        # SimpleQueue writes each message into the pipe at once (no feeder thread), so a worker
+        # that crashes right after "start" has still told us which task killed it.
+        self.result_q = self.ctx.SimpleQueue()
+        self.summary = RunSummary(backend=f"local pool ({n} processes)")
+        self.pending = list(reversed(tasks))  # pop() from the end = submission order
+        self.fed: set[str] = set()
+        self.finished: set[str] = set()
+        self.running: dict[str, str] = {}  # slot -> task id
+        self.procs: dict[str, Any] = {}
+        self.exited: set[str] = set()
+        self.next_slot = 0
+        self.broken_message: str | None = None
+        self.spoke: set[str] = set()  # slots that sent any message: they got past process start-up
+        self.silent_deaths = 0
+        self.stopping = False
+        self.idle_since: float | None = None
+
+    def run(self) -> RunSummary:
+        for _ in range(self.n):
+            self._start_worker()
+        self._feed(2 * self.n)  # a small lead so no worker waits, without queueing the whole batch
+        try:
+            self._loop()
+        except KeyboardInterrupt:  # second Ctrl-C: stop now
+            self.summary.interrupted = True
+            for proc in self.procs.values():
+                proc.terminate()
+        finally:
+            self._close()
+        self._settle_unfinished()
+        return self.summary
+
+    def _start_worker(self) -> None:
+        slot = f"{self.next_slot:04d}"
+        self.next_slot += 1
+        proc = self.ctx.Process(target=_pool_main, args=(self.factory, slot, self.task_q, self.result_q, os.getpid()),
+                                daemon=True, name=f"medload-worker-{slot}")
         proc.start()
-        procs[slot] = proc
+        self.procs[slot] = proc
 
-    def feed(count: int) -> None:
+    def _feed(self, count: int) -> None:
         for _ in range(count):
-            if not pending or flag:
+            if not self.pending or self.flag:
                 return
-            tid, task = pending.pop()
-            fed.add(tid)
-            task_q.put((tid, task))
+            tid, task = self.pending.pop()
+            self.fed.add(tid)
+            self.task_q.put((tid, task))
 
-    def record(outcome: Outcome) -> None:
-        if outcome.task_id in finished:
+    def _record(self, outcome: Outcome) -> None:
+        if outcome.task_id in self.finished:
             return
-        finished.add(outcome.task_id)
-        summary.outcomes.append(outcome)
-        if on_outcome:
-            on_outcome(outcome)
+        self.finished.add(outcome.task_id)
+        self.summary.outcomes.append(outcome)
+        if self.on_outcome:
+            self.on_outcome(outcome)
 
-    def handle(msg: tuple) -> None:
-        nonlocal broken_message
+    def _handle(self, msg: tuple) -> None:
         kind = msg[0]
-        spoke.add(msg[1])
+        self.spoke.add(msg[1])
         if kind == "start":
-            running[msg[1]] = msg[2]
-            if on_start:
-                on_start(msg[2], msg[1])
+            self.running[msg[1]] = msg[2]
+            if self.on_start:
+                self.on_start(msg[2], msg[1])
         elif kind == "done":
             _, slot, tid, ok, value, error = msg
-            running.pop(slot, None)
-            record(Outcome(tid, ok, value, error, slot))
-            feed(1)
+            self.running.pop(slot, None)
+            self._record(Outcome(tid, ok, value, error, slot))
+            self._feed(1)
         elif kind == "broken":
-            broken_message = msg[2]
+            self.broken_message = msg[2]
         elif kind == "exit":
-            exited.add(msg[1])
+            self.exited.add(msg[1])
 
-    for _ in range(n):
-        start_worker()
-    feed(2 * n)  # a small lead so no worker waits, without queueing the whole batch
-    stopping = False
-    idle_since: float | None = None
-    try:
+    def _handle_all(self) -> None:
+        while not self.result_q.empty():
+            self._handle(self.result_q.get())
+
+    def _stop(self) -> None:
+        self.stopping = True
+        for _ in self.procs:
+            self.task_q.put(None)
+
+    def _loop(self) -> None:
         while True:
-            if flag and not stopping:
-                stopping = True
-                summary.interrupted = True
-                _drain(task_q, pending)
-                for _ in procs:
-                    task_q.put(None)
-            if not stopping and len(finished) == len(tasks):
-                stopping = True
-                for _ in procs:
-                    task_q.put(None)
-            if not result_q.empty():
-                handle(result_q.get())
-                idle_since = None
+            if self.flag and not self.stopping:
+                self.summary.interrupted = True
+                _drain(self.task_q, self.pending)
+                self._stop()
+            if not self.stopping and len(self.finished) == len(self.tasks):
+                self._stop()
+            if not self.result_q.empty():
+                self._handle(self.result_q.get())
+                self.idle_since = None
                 continue
             time.sleep(0.05)
-            if not running and not pending and not stopping:
-                # Every fed task either finished or vanished with a worker that died before
-                # saying "start"; after a grace period the vanished ones are failed.
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since > 5.0 and task_q.empty():
-                    for tid in sorted(fed - finished):
-                        record(Outcome(tid, False, None,
-                                       "WorkerFailed: the task was lost when its worker ended", ""))
-            else:
-                idle_since = None
-            alive = [slot for slot, p in procs.items() if p.is_alive()]
-            dead = [slot for slot, p in procs.items() if slot not in alive and slot not in exited]
-            if dead:
-                # A dead worker wrote everything it said before dying: read it all first, so
-                # its last "start" names the task that killed it.
-                while not result_q.empty():
-                    handle(result_q.get())
-            for slot in dead:
-                proc = procs[slot]
-                if slot in exited:
-                    continue
-                # Died without saying goodbye: a crash or a kill. Its task failed; replace it.
-                exited.add(slot)
-                lost = running.pop(slot, "")
-                if lost:
-                    record(Outcome(lost, False, None,
-                                   f"WorkerDied: the worker process ended (exit code {proc.exitcode}) "
-                                   "while converting this; see the log for a crash in a library",
-                                   slot))
-                if slot not in spoke:
-                    silent_deaths += 1
-                    if silent_deaths > 2 * n + 2 and not spoke:
-                        # Every process dies while starting (e.g. a main script that starts
-                        # this run again when a worker re-imports it): stop, never loop.
-                        broken_message = (
-                            f"worker processes end while starting (exit code {proc.exitcode}, {silent_deaths} "
-                            "times); if a script runs this, put its work under "
-                            "`if __name__ == \"__main__\":`, or pass workers=0"
-                        )
-                if not stopping and len(finished) < len(tasks) and not broken_message:
-                    start_worker()
-                    feed(1)
-            if stopping and not alive:
-                while not result_q.empty():  # the last messages of the workers that just ended
-                    handle(result_q.get())
-                break
-            if broken_message and not alive:
-                break  # the factory fails in every process: no point in starting more
-    except KeyboardInterrupt:  # second Ctrl-C: stop now
-        summary.interrupted = True
-        for proc in procs.values():
-            proc.terminate()
-    finally:
-        for proc in procs.values():
+            self._fail_vanished()
+            alive = [slot for slot, p in self.procs.items() if p.is_alive()]
+            self._replace_dead([slot for slot in self.procs if slot not in alive and slot not in self.exited])
+            if self.stopping and not alive:
+                self._handle_all()  # the last messages of the workers that just ended
+                return
+            if self.broken_message and not alive:
+                return  # the factory fails in every process: no point in starting more
+
+    def _fail_vanished(self) -> None:
+        if self.running or self.pending or self.stopping:
+            self.idle_since = None
+            return
+        # Every fed task either finished or vanished with a worker that died before
+        # saying "start"; after a grace period the vanished ones are failed.
+        self.idle_since = self.idle_since or time.monotonic()
+        if time.monotonic() - self.idle_since > 5.0 and self.task_q.empty():
+            for tid in sorted(self.fed - self.finished):
+                self._record(Outcome(tid, False, None, "WorkerFailed: the task was lost when its worker ended", ""))
+
+    def _replace_dead(self, dead: list[str]) -> None:
+        if dead:
+            # A dead worker wrote everything it said before dying: read it all first, so
+            # its last "start" names the task that killed it.
+            self._handle_all()
+        for slot in dead:
+            proc = self.procs[slot]
+            if slot in self.exited:
+                continue
+            # Died without saying goodbye: a crash or a kill. Its task failed; replace it.
+            self.exited.add(slot)
+            lost = self.running.pop(slot, "")
+            if lost:
+                self._record(Outcome(lost, False, None,
+                                     f"WorkerDied: the worker process ended (exit code {proc.exitcode}) "
+                                     "while converting this; see the log for a crash in a library", slot))
+            if slot not in self.spoke:
+                self._count_silent_death(proc.exitcode)
+            if not self.stopping and len(self.finished) < len(self.tasks) and not self.broken_message:
+                self._start_worker()
+                self._feed(1)
+
+    def _count_silent_death(self, exitcode: int | None) -> None:
+        self.silent_deaths += 1
+        if self.silent_deaths > 2 * self.n + 2 and not self.spoke:
+            # Every process dies while starting (e.g. a main script that starts
+            # this run again when a worker re-imports it): stop, never loop.
+            self.broken_message = (
+                f"worker processes end while starting (exit code {exitcode}, {self.silent_deaths} "
+                "times); if a script runs this, put its work under "
+                "`if __name__ == \"__main__\":`, or pass workers=0"
+            )
+
+    def _close(self) -> None:
+        for proc in self.procs.values():
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)
-        task_q.close()
-        result_q.close()
+        self.task_q.close()
+        self.result_q.close()
 
-    for tid, _task in tasks:
-        if tid in finished:
-            continue
-        if broken_message:
-            record(Outcome(tid, False, None, f"WorkerFailed: {broken_message}", ""))
-        elif tid in fed and not summary.interrupted:
-            record(Outcome(tid, False, None, "WorkerFailed: the task was lost when its worker ended", ""))
-        else:
-            summary.not_run.append(tid)
-    return summary
+    def _settle_unfinished(self) -> None:
+        for tid, _task in self.tasks:
+            if tid in self.finished:
+                continue
+            if self.broken_message:
+                self._record(Outcome(tid, False, None, f"WorkerFailed: {self.broken_message}", ""))
+            elif tid in self.fed and not self.summary.interrupted:
+                self._record(Outcome(tid, False, None, "WorkerFailed: the task was lost when its worker ended", ""))
+            else:
+                self.summary.not_run.append(tid)
 
 
 def _drain(task_q, pending: list) -> None:
