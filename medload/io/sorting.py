@@ -86,24 +86,50 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     >>> [fs[i].file for i in lay.grid[0]], lay.median_step
     (['f0', 'f1', 'f2', 'f3'], 2.0)
     """
-    n = len(frames)
+    if not all(f.position is not None and f.orientation is not None for f in frames):
+        return _stack_without_geometry(frames, label)
     problems: list[str] = []
     errors: list[str] = []
-    with_geometry = [f.position is not None and f.orientation is not None for f in frames]
-    if not all(with_geometry):
-        # No geometry (a cine loop, an ultrasound clip, a secondary capture): a stack of 2D
-        # images in their stored order, unit spacing. Said so; never silently placed in space.
-        order = sorted(range(n), key=lambda i: (frames[i].time_key, frames[i].file, frames[i].frame))
-        if n > 1:
-            problems.append(
-                f"{label}: {n} images without ImagePositionPatient/ImageOrientationPatient; stacked in "
-                "acquisition order with 1 mm spacing and an identity orientation (no world geometry)."
-            )
-        return Layout(grid=[order], positions=np.zeros((n, 3)), orientation=None,
-                      pixel_spacing=frames[0].pixel_spacing, distances=np.arange(n, dtype=float),
-                      problems=problems, errors=errors)
-
     orients = np.array([f.orientation for f in frames], dtype=float)
+    pixel_spacing = _check_plane(frames, orients, label, problems, errors)
+    orientation = tuple(float(v) for v in orients[0])
+    positions = np.array([f.position for f in frames], dtype=float)
+    dist = positions_along_normal(positions, orientation)
+    clusters = _cluster(frames, dist, label, problems)
+    n_frames, duplicates, conflicts, order_error = _frames_per_position(clusters, frames, dist, label,
+                                                                        problems, errors)
+    grid = [[c[min(t, len(c) - 1)] for c in clusters] for t in range(n_frames)]
+    first = [c[0] for c in clusters]
+    layout = Layout(grid=grid, positions=positions[first], orientation=orientation, pixel_spacing=pixel_spacing,
+                    distances=dist[first], problems=problems, errors=errors, duplicates=duplicates,
+                    frame_order_conflicts=conflicts, frame_order_error=order_error)
+    if len(clusters) < 2:
+        return layout
+    _measure_steps(layout, frames, first, label)
+    _measure_tilt(layout, slice_normal(orientation), label)
+    return layout
+
+
+def _stack_without_geometry(frames: list[Frame], label: str) -> Layout:
+    """No geometry (a cine loop, an ultrasound clip, a secondary capture): a stack of 2D
+    images in their stored order, unit spacing. Said so; never silently placed in space."""
+    n = len(frames)
+    problems: list[str] = []
+    order = sorted(range(n), key=lambda i: (frames[i].time_key, frames[i].file, frames[i].frame))
+    if n > 1:
+        problems.append(
+            f"{label}: {n} images without ImagePositionPatient/ImageOrientationPatient; stacked in "
+            "acquisition order with 1 mm spacing and an identity orientation (no world geometry)."
+        )
+    return Layout(grid=[order], positions=np.zeros((n, 3)), orientation=None,
+                  pixel_spacing=frames[0].pixel_spacing, distances=np.arange(n, dtype=float),
+                  problems=problems, errors=[])
+
+
+def _check_plane(frames: list[Frame], orients: np.ndarray, label: str, problems: list[str],
+                 errors: list[str]) -> tuple[float, ...] | None:
+    """One orientation and one pixel spacing for every image; the volume's pixel spacing."""
+    n = len(frames)
     if np.abs(orients - orients[0]).max() > 1e-3:
         bad = np.nonzero(np.abs(orients - orients[0]).max(axis=1) > 1e-3)[0]
         errors.append(
@@ -112,7 +138,6 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
             "or load the files of one orientation."
         )
     spacings = [f.pixel_spacing for f in frames if f.pixel_spacing is not None]
-    pixel_spacing = frames[0].pixel_spacing
     if spacings and len(spacings) < n:
         # Some images say their spacing and some do not (a damaged tag): 1 mm would be assumed
         # for the others, silently wrong; refuse.
@@ -131,12 +156,11 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
             f"{label}: PixelSpacing differs between images ({sorted(set(spacings))[:3]}); expected one "
             "spacing per volume. Load the images of each spacing separately."
         )
-    orientation = tuple(float(v) for v in orients[0])
-    normal = slice_normal(orientation)
-    positions = np.array([f.position for f in frames], dtype=float)
-    dist = positions_along_normal(positions, orientation)
+    return frames[0].pixel_spacing
 
-    # Cluster positions along the normal.
+
+def _cluster(frames: list[Frame], dist: np.ndarray, label: str, problems: list[str]) -> list[list[int]]:
+    """Group the images by position along the normal, drop identical copies, order each group in time."""
     order = np.argsort(dist, kind="stable")
     clusters: list[list[int]] = []
     for i in order:
@@ -160,6 +184,13 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
         problems.append(f"{label}: {dropped} image(s) were copies of another (same SOPInstanceUID) and were dropped.")
     for c in clusters:
         c.sort(key=lambda i: (frames[i].time_key, frames[i].file, frames[i].frame, frames[i].mosaic))
+    return clusters
+
+
+def _frames_per_position(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str,
+                         problems: list[str], errors: list[str],
+                         ) -> tuple[int, list[list[int]], list[float], str]:
+    """Frames per position, the positions holding extra images, and any frame-order conflict."""
     counts = np.array([len(c) for c in clusters])
     duplicates: list[list[int]] = []
     n_frames = int(counts.min())
@@ -182,62 +213,62 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
             "Identical copies are dropped at load; otherwise remove the extra files or load each "
             "acquisition separately."
         )
-    grid = [[c[min(t, len(c) - 1)] for c in clusters] for t in range(n_frames)]
-    first = [c[0] for c in clusters]
-    pos0 = positions[first]
-    d0 = dist[first]
-    layout = Layout(grid=grid, positions=pos0, orientation=orientation, pixel_spacing=pixel_spacing,
-                    distances=d0, problems=problems, errors=errors, duplicates=duplicates,
-                    frame_order_conflicts=conflicts, frame_order_error=order_error)
-    if len(clusters) < 2:
-        return layout
-    steps = np.diff(d0)
+    return n_frames, duplicates, conflicts, order_error
+
+
+def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label: str) -> None:
+    """The median step between slices, and the gaps and uneven steps against it (spacing errors)."""
+    steps = np.diff(layout.distances)
     median = float(np.median(steps))
     layout.median_step = median
     tol = max(POSITION_TOLERANCE_MM, STEP_TOLERANCE * median)
     off = np.abs(steps - median) > tol
-    if off.any():
-        ratio = steps / median
-        multiple = np.abs(ratio - np.round(ratio)) * median <= tol
-        for k in np.nonzero(off)[0]:
-            if multiple[k] and round(ratio[k]) >= 2:
-                layout.gaps.append((int(k), int(round(ratio[k])) - 1))
-            else:
-                layout.uneven = True
-        if layout.gaps:
-            missing = sum(m for _, m in layout.gaps)
-            where = "; ".join(
-                f"{m} between {_names(frames, [first[k]])} and {_names(frames, [first[k + 1]])}"
-                for k, m in layout.gaps[:3]
-            )
-            layout.spacing_errors.append(
-                f"{label}: missing slices: {missing} slice(s) absent against the median step of "
-                f"{median:.3f} mm ({where}). Re-export the complete series, or pass "
-                "on_gap='interpolate' (medload convert --on-gap interpolate) to fill the gaps linearly from "
-                "their neighbours."
-            )
-        if layout.uneven:
-            odd = [f"{steps[k]:.3f}" for k in np.nonzero(off)[0] if not (multiple[k] and round(ratio[k]) >= 2)][:5]
-            layout.spacing_errors.append(
-                f"{label}: uneven slice spacing: steps of {', '.join(odd)} mm against a median of "
-                f"{median:.3f} mm (files {_names(frames, first)}). A single affine cannot describe these "
-                "slices; pass on_gap='interpolate' (medload convert --on-gap interpolate) to resample them "
-                "linearly onto an even grid, or "
-                "load the evenly spaced part."
-            )
-        errors.extend(layout.spacing_errors)
-    # Gantry tilt: the step from slice to slice is not along the normal.
+    if not off.any():
+        return
+    ratio = steps / median
+    multiple = np.abs(ratio - np.round(ratio)) * median <= tol
+    for k in np.nonzero(off)[0]:
+        if multiple[k] and round(ratio[k]) >= 2:
+            layout.gaps.append((int(k), int(round(ratio[k])) - 1))
+        else:
+            layout.uneven = True
+    if layout.gaps:
+        missing = sum(m for _, m in layout.gaps)
+        where = "; ".join(
+            f"{m} between {_names(frames, [first[k]])} and {_names(frames, [first[k + 1]])}"
+            for k, m in layout.gaps[:3]
+        )
+        layout.spacing_errors.append(
+            f"{label}: missing slices: {missing} slice(s) absent against the median step of "
+            f"{median:.3f} mm ({where}). Re-export the complete series, or pass "
+            "on_gap='interpolate' (medload convert --on-gap interpolate) to fill the gaps linearly from "
+            "their neighbours."
+        )
+    if layout.uneven:
+        odd = [f"{steps[k]:.3f}" for k in np.nonzero(off)[0] if not (multiple[k] and round(ratio[k]) >= 2)][:5]
+        layout.spacing_errors.append(
+            f"{label}: uneven slice spacing: steps of {', '.join(odd)} mm against a median of "
+            f"{median:.3f} mm (files {_names(frames, first)}). A single affine cannot describe these "
+            "slices; pass on_gap='interpolate' (medload convert --on-gap interpolate) to resample them "
+            "linearly onto an even grid, or "
+            "load the evenly spaced part."
+        )
+    layout.errors.extend(layout.spacing_errors)
+
+
+def _measure_tilt(layout: Layout, normal: np.ndarray, label: str) -> None:
+    """Gantry tilt: the step from slice to slice is not along the normal."""
+    pos0 = layout.positions
     step_vec = (pos0[-1] - pos0[0]) / (len(pos0) - 1)
     cos = abs(float(step_vec @ normal)) / max(float(np.linalg.norm(step_vec)), 1e-12)
     tilt = float(np.degrees(np.arccos(min(1.0, cos))))
     if tilt > TILT_TOLERANCE_DEG:
         layout.tilt_deg = tilt
-        problems.append(
+        layout.problems.append(
             f"{label}: gantry tilt of {tilt:.2f} degrees: slices are stacked obliquely to their plane. "
             "The affine keeps the true shear (every voxel is at its scanner position); dcm2niix instead "
             "resamples to an orthogonal grid. Resample before using tools that assume orthogonal axes."
         )
-    return layout
 
 
 def _one_frame_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str,
