@@ -23,6 +23,7 @@ from medload.io.limits import check_volume_size
 from medload.io.mosaic import cut_tile
 from medload.io.series import Series
 from medload.io.sorting import Layout, arrange
+from medload.io.validate import check_rescale_stated
 from medload.volume import Volume
 
 __all__ = ["load_dicom", "ON_GAP"]
@@ -297,6 +298,7 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     # the description is left out (folder names and descriptions can hold patient names).
     folder = os.path.commonpath([os.path.dirname(hh.path) for hh in heads]) if heads else ""
     label = f"series {series.series_key} ({len(heads)} files in {folder})"
+    check_rescale_stated(frames, label)
     layout = arrange(frames, label=label)
     problems = list(layout.problems)
     if layout.duplicates:

@@ -37,6 +37,10 @@ class Frame:
     volume_id: tuple[Any, ...] = ()
     diffusion: tuple[float, float, float, float] | None = None  # (b, gx, gy, gz), gradient in LPS
     trigger: float | None = None  # TriggerTime (ms): ranks the same at every position
+    # Whether slope and intercept came from the header (RescaleSlope/Intercept, a dose scaling, a
+    # modality LUT, per-frame groups) or are the defaults 1 and 0 of a file that states none: a
+    # series mixing both would be silently off by the intercept (validate.check_rescale_stated).
+    rescale_stated: bool = True
 
 
 def element_value(ds: Any, tag: int) -> Any:

@@ -363,12 +363,13 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
         header.rows, header.columns = header.rows // side, header.columns // side  # one tile
         return header
     slope, intercept = float(_num(ds.get("RescaleSlope"), 1.0)), float(_num(ds.get("RescaleIntercept"), 0.0))
+    stated = ds.get("RescaleSlope") is not None or ds.get("RescaleIntercept") is not None
     if dose_scaling(ds) is not None:
-        slope, intercept = float(dose_scaling(ds) or 1.0), 0.0
+        slope, intercept, stated = float(dose_scaling(ds) or 1.0), 0.0, True
     if 0x00283000 in ds:
         # Modality LUT Sequence: values go through the table (pydicom's apply_modality_lut at
         # load), which replaces RescaleSlope/Intercept.
-        slope, intercept = 1.0, 0.0
+        slope, intercept, stated = 1.0, 0.0, True
         header.modality_lut = True
         header.intensity = "Modality LUT Sequence (0028,3000) applied to the stored values"
     if philips.is_philips(ds) and philips.scale_slope(ds):
@@ -379,7 +380,7 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
             file=path, frame=-1, mosaic=-1, position=position, orientation=orientation,
             pixel_spacing=spacing, slope=slope, intercept=intercept, time_key=time_key,
             split_key=split, uid=sop_uid, volume_id=volume_id, diffusion=diffusion,
-            trigger=_num(ds.get("TriggerTime")),
+            trigger=_num(ds.get("TriggerTime")), rescale_stated=stated,
         )
     ]
     return header

@@ -21,11 +21,12 @@ rather than turning into a sheared affine, a mirrored volume or voxels off by 10
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from medload.errors import ReadError
 
-__all__ = ["MAX_RESCALED", "NATIVE_SYNTAXES", "ORIENTATION_TOLERANCE", "check_frame_count", "check_header", "present_vector"]
+__all__ = ["MAX_RESCALED", "NATIVE_SYNTAXES", "ORIENTATION_TOLERANCE", "check_frame_count", "check_header", "check_rescale_stated", "present_vector"]
 
 #: Largest accepted deviation of |row|, |column| from 1 and of row . column from 0.
 ORIENTATION_TOLERANCE = 1e-3
@@ -209,3 +210,35 @@ def check_header(header: Any) -> None:
                     f"vectors (lengths {nr:.4f}, {nc:.4f}, dot product {dot:.4f}; tolerance "
                     f"{ORIENTATION_TOLERANCE}): the affine would be sheared or scaled; {_FIX}."
                 )
+
+
+def check_rescale_stated(frames: Sequence[Any], label: str) -> None:
+    """Refuse a series in which some images state RescaleSlope/Intercept and others do not.
+
+    A file that states none is read with slope 1 and intercept 0, which is right when no image
+    of the series states one (most MR) and silently wrong (a CT slice 1024 HU off, still
+    labelled HU) when the others do: a damaged or edited header, e.g. a tag renamed into a
+    private group, that pydicom reads the same way.
+
+    Raises
+    ------
+    ReadError
+        Naming the series, a file without the tags and how many images state them.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as F
+    >>> check_rescale_stated([F(file="a", rescale_stated=True), F(file="b", rescale_stated=True)], "series s")
+    >>> try:
+    ...     check_rescale_stated([F(file="a", rescale_stated=True), F(file="b", rescale_stated=False)], "series s")
+    ... except ReadError as exc:
+    ...     print(str(exc)[:59])
+    series s: b states no RescaleSlope/RescaleIntercept while 1
+    """
+    missing = [f for f in frames if not f.rescale_stated]
+    if missing and len(missing) < len(frames):
+        raise ReadError(
+            f"{label}: {missing[0].file} states no RescaleSlope/RescaleIntercept while {len(frames) - len(missing)} "
+            f"other image(s) of the series do, so its values would be read unscaled (slope 1, intercept 0) and be "
+            f"off by the others' intercept. {len(missing)} image(s) lack them; {_FIX}."
+        )
