@@ -269,6 +269,51 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     >>> vol.shape, vol.meta["intensity"]
     ((1, 128, 128), 'HU')
     """
+    _refuse_unloadable(series, on_gap)
+    frames, heads = _frames_of(series)
+    h = heads[0]
+    risk = _refuse_burned_in(series, heads, modality, allow_burned_in)
+    # Messages of exceptions name the folder in full (they go to the user); meta["problems"]
+    # go to stores and reports, so there files are named relative to the series' folder and
+    # the description is left out (folder names and descriptions can hold patient names).
+    folder = os.path.commonpath([os.path.dirname(hh.path) for hh in heads]) if heads else ""
+    label = f"series {series.series_key} ({len(heads)} files in {folder})"
+    check_rescale_stated(frames, label)
+    frames, layout, problems = _checked_layout(frames, label, on_gap)
+    if h.samples not in (1, 3):
+        raise UnsupportedError(f"{h.path}: {h.samples} samples per pixel; medload reads grey-scale and RGB images.")
+    monochrome1 = h.photometric == "MONOCHROME1"
+    dtype = _output_dtype(heads, frames)
+    n_z, n_t = layout.shape_zt
+    check_volume_size(label, (n_t, n_z, h.rows, h.columns, h.samples), dtype.itemsize)
+    array = _decode_files(frames, layout, heads, dtype, label, monochrome1)
+    if monochrome1:
+        problems.append("MONOCHROME1 image inverted within its stored range so that higher values are brighter.")
+    array, affine = _place(array, layout, h, on_gap, problems)
+    array, meta_extra = _frames_axis(array, h, frames, layout, label, problems)
+    modality_out = modality or h.modality or "unknown"
+    meta = _dicom_meta(series, heads, frames, layout, modality_out, meta_extra,
+                       [_relative_to(p, folder, label, f"series {series.series_key}") for p in problems])
+    if risk:
+        meta["pixel_text"] = risk
+        if risk == "possible":
+            meta["problems"].append(
+                f"{modality_out} image without BurnedInAnnotation NO: its pixels may hold text (names, dates) "
+                "that medload does not remove; check them before sharing (docs/deidentification.md)."
+            )
+    if keep_phi:
+        meta["phi"] = _phi(h.path)
+    try:
+        return Volume(array, affine, modality=modality_out, meta=meta)
+    except MedloadError as exc:  # e.g. a singular affine: say which files made it
+        raise GeometryError(
+            f"{label} (first file {h.path}): {exc} The headers' ImageOrientationPatient, "
+            "PixelSpacing and slice positions do not make a valid grid; fix or re-export them."
+        ) from exc
+
+
+def _refuse_unloadable(series: Series, on_gap: str) -> None:
+    """A bad ``on_gap``, or a series with damaged files, is refused before any file is read."""
     if on_gap not in ON_GAP:
         raise ConfigError(f"on_gap must be one of {ON_GAP}, found {on_gap!r}.")
     damaged = series.info.get("damaged_files")
@@ -280,7 +325,11 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
             f"{' ...' if len(damaged) > 4 else ''}), so the volume would be incomplete. Re-copy or re-export "
             "them, or remove them and scan again to load the rest."
         )
-    frames, heads = _frames_of(series)
+
+
+def _refuse_burned_in(series: Series, heads: list[FileHeader], modality: str | None,
+                      allow_burned_in: bool) -> str:
+    """The pixel-text risk of the series; refused when it is burned in and not allowed."""
     h = heads[0]
     risk = pixel_text_risk(burned_in_annotation(heads), modality or h.modality, h.sop_class)
     if risk == "burned-in" and not allow_burned_in:
@@ -293,12 +342,11 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
             "DicomCleaner's blackout), or once you checked the pixels hold nothing identifying, pass "
             "allow_burned_in=True (medload convert --allow-burned-in)."
         )
-    # Messages of exceptions name the folder in full (they go to the user); meta["problems"]
-    # go to stores and reports, so there files are named relative to the series' folder and
-    # the description is left out (folder names and descriptions can hold patient names).
-    folder = os.path.commonpath([os.path.dirname(hh.path) for hh in heads]) if heads else ""
-    label = f"series {series.series_key} ({len(heads)} files in {folder})"
-    check_rescale_stated(frames, label)
+    return risk
+
+
+def _checked_layout(frames: list[Frame], label: str, on_gap: str) -> tuple[list[Frame], Layout, list[str]]:
+    """Arrange the frames (after dropping identical copies); refuse a layout that would be wrong."""
     layout = arrange(frames, label=label)
     problems = list(layout.problems)
     if layout.duplicates:
@@ -311,40 +359,37 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     fatal = [e for e in layout.errors if not (on_gap == "interpolate" and e in layout.spacing_errors)]
     if fatal:
         raise GeometryError(" ".join(fatal))
-    if h.samples not in (1, 3):
-        raise UnsupportedError(f"{h.path}: {h.samples} samples per pixel; medload reads grey-scale and RGB images.")
-    monochrome1 = h.photometric == "MONOCHROME1"
-    dtype = _output_dtype(heads, frames)
-    n_z, n_t = layout.shape_zt
-    check_volume_size(label, (n_t, n_z, h.rows, h.columns, h.samples), dtype.itemsize)
-    array = _decode_files(frames, layout, heads, dtype, label, monochrome1)
-    if monochrome1:
-        problems.append("MONOCHROME1 image inverted within its stored range so that higher values are brighter.")
+    return frames, layout, problems
 
-    # Geometry.
+
+def _place(array: np.ndarray, layout: Layout, h: FileHeader, on_gap: str,
+           problems: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The affine of the decoded ``(T, Z, ...)`` array, evening its slices first where asked."""
     n_z = array.shape[1]
     positions = layout.positions
     if layout.orientation is None:
         ps = layout.pixel_spacing or (1.0, 1.0)
-        affine = lps_to_ras(np.diag([1.0, float(ps[0]), float(ps[1]), 1.0]))
+        return array, lps_to_ras(np.diag([1.0, float(ps[0]), float(ps[1]), 1.0]))
+    if (layout.gaps or layout.uneven) and on_gap == "interpolate":
+        targets, lower, weight = _interpolate_grid(layout)
+        array = _interp(array, lower, weight)
+        d = layout.distances
+        positions = np.array([np.interp(targets, d, positions[:, k]) for k in range(3)]).T
+        problems.append(
+            f"{len(targets) - n_z} slice(s) interpolated linearly to even the grid "
+            f"(on_gap='interpolate'; {n_z} acquired slices, step {float(np.diff(targets).mean()):.4f} mm)."
+        )
+        n_z = len(targets)
+    if n_z > 1:
+        step = (positions[-1] - positions[0]) / (n_z - 1)
     else:
-        if (layout.gaps or layout.uneven) and on_gap == "interpolate":
-            targets, lower, weight = _interpolate_grid(layout)
-            array = _interp(array, lower, weight)
-            d = layout.distances
-            positions = np.array([np.interp(targets, d, positions[:, k]) for k in range(3)]).T
-            problems.append(
-                f"{len(targets) - n_z} slice(s) interpolated linearly to even the grid "
-                f"(on_gap='interpolate'; {n_z} acquired slices, step {float(np.diff(targets).mean()):.4f} mm)."
-            )
-            n_z = len(targets)
-        if n_z > 1:
-            step = (positions[-1] - positions[0]) / (n_z - 1)
-        else:
-            step = slice_normal(layout.orientation) * float(h.slice_thickness or 1.0)
-        affine = dicom_affine(layout.orientation, positions[0], layout.pixel_spacing or (1.0, 1.0), step)
+        step = slice_normal(layout.orientation) * float(h.slice_thickness or 1.0)
+    return array, dicom_affine(layout.orientation, positions[0], layout.pixel_spacing or (1.0, 1.0), step)
 
-    # Frames axis: time / channels, or none.
+
+def _frames_axis(array: np.ndarray, h: FileHeader, frames: list[Frame], layout: Layout, label: str,
+                 problems: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The leading axis made time, colour channels, or none; with the diffusion table."""
     meta_extra: dict[str, Any] = {}
     if array.shape[0] > 1 and all(np.array_equal(array[0], array[t]) for t in range(1, array.shape[0])):
         if h.samples > 1:
@@ -384,8 +429,13 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         meta_extra["frames_axis"] = "time"
     else:
         array = array[0]
-    array = np.ascontiguousarray(array)
-    modality_out = modality or h.modality or "unknown"
+    return np.ascontiguousarray(array), meta_extra
+
+
+def _dicom_meta(series: Series, heads: list[FileHeader], frames: list[Frame], layout: Layout,
+                modality_out: str, meta_extra: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """The Volume's meta: the series' keys, what a voxel means, the header parameters, the problems."""
+    h = heads[0]
     slopes = {(f.slope, f.intercept) for f in frames}
     rescaled = slopes != {(1.0, 0.0)}
     meta: dict[str, Any] = {
@@ -396,9 +446,9 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         "transfer_syntax": h.transfer_syntax,
         **h.params,
         **meta_extra,
-        "problems": [_relative_to(p, folder, label, f"series {series.series_key}") for p in problems],
+        "problems": problems,
     }
-    if monochrome1:
+    if h.photometric == "MONOCHROME1":
         # A fact, not a sentence: RadiographWindow reads this flag (a message can be reworded,
         # or have a description hidden inside it by de-identification).
         meta["monochrome1_mirrored"] = True
@@ -411,22 +461,7 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
         meta["mosaic_tiles"] = h.mosaic_tiles
     if layout.tilt_deg:
         meta["gantry_tilt_deg"] = round(layout.tilt_deg, 3)
-    if risk:
-        meta["pixel_text"] = risk
-        if risk == "possible":
-            meta["problems"].append(
-                f"{modality_out} image without BurnedInAnnotation NO: its pixels may hold text (names, dates) "
-                "that medload does not remove; check them before sharing (docs/deidentification.md)."
-            )
-    if keep_phi:
-        meta["phi"] = _phi(h.path)
-    try:
-        return Volume(array, affine, modality=modality_out, meta=meta)
-    except MedloadError as exc:  # e.g. a singular affine: say which files made it
-        raise GeometryError(
-            f"{label} (first file {h.path}): {exc} The headers' ImageOrientationPatient, "
-            "PixelSpacing and slice positions do not make a valid grid; fix or re-export them."
-        ) from exc
+    return meta
 
 
 def _intensity(h: FileHeader, modality: str, rescaled: bool) -> str:
