@@ -27,7 +27,7 @@ from scipy import ndimage  # noqa: E402
 from skimage import exposure, restoration, transform as sktransform  # noqa: E402
 
 import medload.transforms as T  # noqa: E402
-from medload.transforms.intensity import ct_body_mask  # noqa: E402
+from medload.transforms.masks import ct_body_mask  # noqa: E402
 from medload.volume import Volume  # noqa: E402
 
 

@@ -16,7 +16,7 @@ import pytest
 
 import medload
 from medload.transforms import CanonicalSlices, Pipeline
-from medload.transforms.spatial import DISPLAY_AXCODES
+from medload.transforms.orientation import DISPLAY_AXCODES
 from tests.conftest import shared_path
 
 DCM2NIIX = shutil.which("dcm2niix")

@@ -174,7 +174,7 @@ def test_clahe_with_mask_leaves_the_background_alone():
 def test_foreground_of_a_single_slice_fills_holes_in_the_plane_not_along_rows():
     # per-slice equalization computes the foreground of 2D slices: the gap between the legs of
     # a U is background, the hole inside a ring is foreground
-    from medload.transforms.intensity import foreground_mask
+    from medload.transforms.masks import foreground_mask
 
     u = np.zeros((20, 20)); u[4:16, 3:8] = 100; u[4:16, 12:17] = 100; u[4:7, 3:17] = 100
     ring = np.zeros((20, 20)); ring[3:17, 3:17] = 100; ring[7:13, 7:13] = 0

@@ -20,7 +20,7 @@ import numpy as np
 from medload.store import encode, encoding
 from medload.transforms import Pipeline
 from medload.transforms.base import json_params
-from medload.transforms.intensity import MultiWindow, Window, table_codes
+from medload.transforms.ct import MultiWindow, Window, table_codes
 from medload.volume import Volume
 
 __all__ = ["run_for_store"]

@@ -93,7 +93,7 @@ def resolve_pipelines(pipeline: Any = None, *, size: int | Sequence[int] | None 
     ['grayscale', 'scale_stored_range']
     """
     from medload.transforms import CanonicalSlices, Grayscale, Pipeline, ResizeSlices, default_preset
-    from medload.transforms.spatial import PROJECTION_MODALITIES
+    from medload.transforms.orientation import PROJECTION_MODALITIES
 
     if orientation not in ORIENTATIONS:
         raise ConfigError(f"orientation must be one of {list(ORIENTATIONS)}, found {orientation!r}")

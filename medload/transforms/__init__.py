@@ -1,9 +1,12 @@
 """Modality-specific preprocessing, recorded and replayable.
 
-Pure array functions live in the family modules (:mod:`~medload.transforms.intensity`,
-:mod:`~medload.transforms.equalize`, :mod:`~medload.transforms.denoise`,
-:mod:`~medload.transforms.spatial`); the :class:`Transform` classes apply them to Volumes
-and append ``(name, concrete parameters)`` to ``Volume.history``.
+Pure array functions live in the family modules (:mod:`~medload.transforms.ct`,
+:mod:`~medload.transforms.mr`, :mod:`~medload.transforms.radiograph`,
+:mod:`~medload.transforms.masks`, :mod:`~medload.transforms.equalize`,
+:mod:`~medload.transforms.denoise`, :mod:`~medload.transforms.spatial`,
+:mod:`~medload.transforms.orientation`; :mod:`~medload.transforms.intensity` gathers the
+intensity families); the :class:`Transform` classes apply them to Volumes and append
+``(name, concrete parameters)`` to ``Volume.history``.
 
 Examples
 --------
@@ -39,9 +42,10 @@ from medload.transforms.intensity import (
     Window,
     ZScore,
 )
+from medload.transforms.orientation import CanonicalSlices, Reorient
 from medload.transforms.pipeline import Pipeline
 from medload.transforms.presets import PRESETS, default_preset, preset
-from medload.transforms.spatial import CanonicalSlices, CropForeground, Reorient, Resample, ResizeSlices
+from medload.transforms.spatial import CropForeground, Resample, ResizeSlices
 
 __all__ = [
     "REGISTRY",

@@ -176,6 +176,18 @@ def check_range(name: str, value: Any, *, low: float | None = None, high: float 
     return number
 
 
+def check_mask_grid(mask: Volume, name: str) -> None:
+    """Raise a :class:`TransformError` unless a mask a spatial transform moves holds integer labels or booleans.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_mask_grid(Volume(np.zeros((1, 2, 2), np.uint8), np.eye(4)), "resample")
+    """
+    if not np.issubdtype(mask.array.dtype, np.integer) and mask.array.dtype != bool:
+        raise TransformError(f"{name}: a mask must hold integer labels or booleans, found dtype {mask.array.dtype}")
+
+
 class Transform:
     """Base of every medload transform.
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from medload.errors import TransformError
 from medload.transforms.base import Transform, check_finite, check_range, map_frames, map_slices
-from medload.transforms.intensity import voxel_mask
+from medload.transforms.masks import voxel_mask
 
 __all__ = ["rescale_unit", "equalize_hist", "clahe", "HistogramEqualize", "CLAHE"]
 

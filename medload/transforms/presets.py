@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 from medload.errors import TransformError
 from medload.transforms.colour import Grayscale, ScaleStoredRange
-from medload.transforms.intensity import MultiWindow, N4BiasCorrection, PercentileClip, RadiographWindow, Window, ZScore
+from medload.transforms.ct import MultiWindow, Window
+from medload.transforms.mr import N4BiasCorrection, PercentileClip, ZScore
 from medload.transforms.pipeline import Pipeline
+from medload.transforms.radiograph import RadiographWindow
 
 __all__ = ["PRESETS", "preset", "default_preset"]
 
