@@ -274,31 +274,7 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
                 "without Rows/Columns: the file is truncated or damaged; re-copy or re-export it."
             )
         is_image, kind = False, "object without image (no Rows/Columns)"
-    header = FileHeader(
-        path=path,
-        size=size,
-        mtime_ns=mtime_ns,
-        sop_class=sop_class,
-        modality=str(ds.get("Modality", "") or "unknown"),
-        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        patient_id=str(ds.get("PatientID", "") or ""),
-        series_number=int(_num(ds.get("SeriesNumber"), -1)) if _num(ds.get("SeriesNumber")) is not None else None,
-        description=str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or ""),
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
-        # a palette image becomes RGB at load (pydicom's apply_color_lut)
-        samples=3 if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR" else int(ds.get("SamplesPerPixel", 1) or 1),
-        photometric=str(ds.get("PhotometricInterpretation", "") or ""),
-        bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16),
-        signed=int(ds.get("PixelRepresentation", 0) or 0) == 1,
-        bits_allocated=int(ds.get("BitsAllocated", 16) or 16),
-        transfer_syntax=transfer_syntax,
-        is_image=is_image,
-        kind_name=kind,
-        burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
-    )
-    header.stored_rows, header.stored_columns = header.rows, header.columns
+    header = _plain_header(ds, path, size, mtime_ns, sop_class, transfer_syntax, is_image, kind)
     if not is_image:
         return header
     # Only a finite, positive thickness places a single slice (a NaN one made a NaN affine).
@@ -307,9 +283,7 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
     header.params = _params(ds)
     image_type = _image_type(ds)
     sop_uid = str(ds.get("SOPInstanceUID", "") or path)
-    echo = _num(ds.get("EchoNumbers"), 0.0)
-    if isinstance(ds.get("EchoNumbers"), (list, tuple)) or (hasattr(ds.get("EchoNumbers"), "__len__") and not isinstance(ds.get("EchoNumbers"), str)):
-        echo = _num(ds.get("EchoNumbers")[0], 0.0)
+    echo = _echo_number(ds)
     # Localizers, derived images and the like differ in ImageType; echoes in EchoNumbers.
     # The mosaic flag keeps a mosaic apart from single slices of the same series.
     split_type = tuple(t for t in image_type if t not in ("ORIGINAL", "PRIMARY", "SECONDARY", "DERIVED")) if image_type else ()
@@ -338,6 +312,51 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
         # A multi-frame object without plane positions (e.g. a cine loop, an ultrasound clip):
         # frames keep their order, flagged by a missing position.
         return header
+    _classic_frames(header, ds, path, image_type, base_split + (split_type,), echo, sop_uid)
+    return header
+
+
+def _plain_header(ds: Any, path: str, size: int, mtime_ns: int, sop_class: str, transfer_syntax: str,
+                  is_image: bool, kind: str) -> FileHeader:
+    """The fields every file has, image or not (from the dataset's plain attributes)."""
+    header = FileHeader(
+        path=path,
+        size=size,
+        mtime_ns=mtime_ns,
+        sop_class=sop_class,
+        modality=str(ds.get("Modality", "") or "unknown"),
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        patient_id=str(ds.get("PatientID", "") or ""),
+        series_number=int(_num(ds.get("SeriesNumber"), -1)) if _num(ds.get("SeriesNumber")) is not None else None,
+        description=str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or ""),
+        rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0),
+        # a palette image becomes RGB at load (pydicom's apply_color_lut)
+        samples=3 if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR" else int(ds.get("SamplesPerPixel", 1) or 1),
+        photometric=str(ds.get("PhotometricInterpretation", "") or ""),
+        bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16),
+        signed=int(ds.get("PixelRepresentation", 0) or 0) == 1,
+        bits_allocated=int(ds.get("BitsAllocated", 16) or 16),
+        transfer_syntax=transfer_syntax,
+        is_image=is_image,
+        kind_name=kind,
+        burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
+    )
+    header.stored_rows, header.stored_columns = header.rows, header.columns
+    return header
+
+
+def _echo_number(ds: Any) -> float | None:
+    echo = _num(ds.get("EchoNumbers"), 0.0)
+    if isinstance(ds.get("EchoNumbers"), (list, tuple)) or (hasattr(ds.get("EchoNumbers"), "__len__") and not isinstance(ds.get("EchoNumbers"), str)):
+        echo = _num(ds.get("EchoNumbers")[0], 0.0)
+    return echo
+
+
+def _classic_frames(header: FileHeader, ds: Any, path: str, image_type: Any, type_split: tuple,
+                    echo: float | None, sop_uid: str) -> None:
+    """The frames of a classic (one image, or one mosaic) file: its geometry, timing, split key, scaling."""
     position = present_vector(path, ds.get("ImagePositionPatient"), 3, "ImagePositionPatient")
     orientation = present_vector(path, ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient")
     spacing, spacing_from = _pixel_spacing(ds, path)
@@ -352,7 +371,7 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
     tiles, csa, tiles_from = mosaic_tiles(ds, image_type, path)
     # Echo time too: multi-echo series without EchoNumbers differ only there (as dcm2niix splits).
     echo_time = round(float(_num(ds.get("EchoTime"), 0.0)), 2)
-    split = base_split + (split_type, echo, echo_time, tiles)
+    split = type_split + (echo, echo_time, tiles)
     if tiles:
         header.mosaic_tiles = tiles
         header.params["mosaic_tiles_from"] = tiles_from
@@ -361,7 +380,20 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
             f.volume_id, f.diffusion = volume_id, diffusion
         side = tiles_per_side(tiles)
         header.rows, header.columns = header.rows // side, header.columns // side  # one tile
-        return header
+        return
+    slope, intercept, stated = _rescale(ds, header)
+    header.frames = [
+        Frame(
+            file=path, frame=-1, mosaic=-1, position=position, orientation=orientation,
+            pixel_spacing=spacing, slope=slope, intercept=intercept, time_key=time_key,
+            split_key=split, uid=sop_uid, volume_id=volume_id, diffusion=diffusion,
+            trigger=_num(ds.get("TriggerTime")), rescale_stated=stated,
+        )
+    ]
+
+
+def _rescale(ds: Any, header: FileHeader) -> tuple[float, float, bool]:
+    """Slope, intercept, and whether the file states them (RT Dose scaling, Modality LUT, Philips precise values)."""
     slope, intercept = float(_num(ds.get("RescaleSlope"), 1.0)), float(_num(ds.get("RescaleIntercept"), 0.0))
     stated = ds.get("RescaleSlope") is not None or ds.get("RescaleIntercept") is not None
     if dose_scaling(ds) is not None:
@@ -375,15 +407,7 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
     if philips.is_philips(ds) and philips.scale_slope(ds):
         slope, intercept = philips.precise(slope, intercept, philips.scale_slope(ds))
         header.params["philips_precise_scaling"] = True
-    header.frames = [
-        Frame(
-            file=path, frame=-1, mosaic=-1, position=position, orientation=orientation,
-            pixel_spacing=spacing, slope=slope, intercept=intercept, time_key=time_key,
-            split_key=split, uid=sop_uid, volume_id=volume_id, diffusion=diffusion,
-            trigger=_num(ds.get("TriggerTime")), rescale_stated=stated,
-        )
-    ]
-    return header
+    return slope, intercept, stated
 
 
 
