@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -332,79 +333,100 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None
     if is_nnunet(root):
         # An nnU-Net / Decathlon dataset: one volume per case (channels stacked), labels paired.
         return scan_nnunet(root, phi_key=phi_key)
-    skipped: Counter = Counter()
-    fallbacks: Counter = Counter()
-    errors: list[FileProblem] = []
-    damaged: list[tuple[str, str]] = []  # (path, SeriesInstanceUID read before the damage)
-    headers: list[FileHeader] = []
-    nifti_series: list[Series] = []
-    n_files = 0
     nifti_root = root if os.path.isdir(root) else os.path.dirname(root)
-
-    def add_nifti(file: str) -> None:
-        try:
-            nifti_series.append(scan_nifti(file, phi_key=phi_key, root=nifti_root))
-        except MedloadError as exc:
-            errors.append(FileProblem(file, str(exc)))
-        except Exception as exc:  # a damaged file must not end the scan
-            errors.append(FileProblem(file, f"{file}: NIfTI header cannot be read ({type(exc).__name__}: {exc})."))
-
-    image_series: list[Series] = []
-    pattern = None
-    if patient_pattern is not None:
-        import re
-
-        try:
-            pattern = re.compile(patient_pattern)
-        except re.error as exc:
-            raise ReadError(f"patient pattern {patient_pattern!r} is not a valid regular expression ({exc}).") from None
-
-    def add_image(file: str) -> None:
-        try:
-            image_series.append(scan_image(file, root=nifti_root, phi_key=phi_key, patient_pattern=pattern))
-        except MedloadError as exc:
-            errors.append(FileProblem(file, str(exc)))
-        except Exception as exc:  # a damaged file must not end the scan
-            errors.append(FileProblem(file, f"{file}: image header cannot be read ({type(exc).__name__}: {exc})."))
-
+    found = _Collector(nifti_root, phi_key, _patient_regex(patient_pattern))
     for file in _walk(root):
-        n_files += 1
+        found.add(file)
+    result = _dicom_series(found.headers, found.damaged, found.errors, phi_key)
+    result.extend(sorted(found.nifti_series, key=lambda s: s.files))
+    result.extend(sorted(found.image_series, key=lambda s: s.files))
+    return ScanResult(result, skipped=found.skipped, errors=found.errors, n_files=found.n_files,
+                      fallbacks=found.fallbacks)
+
+
+def _patient_regex(patient_pattern: str | None) -> re.Pattern[str] | None:
+    if patient_pattern is None:
+        return None
+    try:
+        return re.compile(patient_pattern)
+    except re.error as exc:
+        raise ReadError(f"patient pattern {patient_pattern!r} is not a valid regular expression ({exc}).") from None
+
+
+class _Collector:
+    """What a scan finds file by file: DICOM headers, NIfTI and 2D-image series, what was skipped."""
+
+    def __init__(self, root: str, phi_key: PhiKey, pattern: re.Pattern[str] | None) -> None:
+        self.root, self.phi_key, self.pattern = root, phi_key, pattern
+        self.skipped: Counter = Counter()
+        self.fallbacks: Counter = Counter()
+        self.errors: list[FileProblem] = []
+        self.damaged: list[tuple[str, str]] = []  # (path, SeriesInstanceUID read before the damage)
+        self.headers: list[FileHeader] = []
+        self.nifti_series: list[Series] = []
+        self.image_series: list[Series] = []
+        self.n_files = 0
+
+    def add(self, file: str) -> None:
+        self.n_files += 1
         if is_nifti(file, check_magic=False):
-            add_nifti(file)
-            continue
-        if is_image(file, check_magic=False):
-            add_image(file)
-            continue
+            self.add_nifti(file)
+        elif is_image(file, check_magic=False):
+            self.add_image(file)
+        else:
+            self.add_dicom(file)
+
+    def add_nifti(self, file: str) -> None:
+        try:
+            self.nifti_series.append(scan_nifti(file, phi_key=self.phi_key, root=self.root))
+        except MedloadError as exc:
+            self.errors.append(FileProblem(file, str(exc)))
+        except Exception as exc:  # a damaged file must not end the scan
+            self.errors.append(FileProblem(file, f"{file}: NIfTI header cannot be read ({type(exc).__name__}: {exc})."))
+
+    def add_image(self, file: str) -> None:
+        try:
+            self.image_series.append(scan_image(file, root=self.root, phi_key=self.phi_key,
+                                                patient_pattern=self.pattern))
+        except MedloadError as exc:
+            self.errors.append(FileProblem(file, str(exc)))
+        except Exception as exc:  # a damaged file must not end the scan
+            self.errors.append(FileProblem(file, f"{file}: image header cannot be read ({type(exc).__name__}: {exc})."))
+
+    def add_dicom(self, file: str) -> None:
         try:
             header = read_header(file)
         except MedloadError as exc:
-            errors.append(FileProblem(file, str(exc)))
-            damaged.append((file, damaged_series_uid(file)))
-            continue
+            self.errors.append(FileProblem(file, str(exc)))
+            self.damaged.append((file, damaged_series_uid(file)))
+            return
         except Exception as exc:  # noqa: BLE001 - one file never ends the scan, whatever its header does
-            errors.append(FileProblem(
+            self.errors.append(FileProblem(
                 file, f"{file}: header cannot be read ({type(exc).__name__}: {exc}); the file is "
                 "damaged, re-copy or re-export it."))
-            damaged.append((file, damaged_series_uid(file)))
-            continue
+            self.damaged.append((file, damaged_series_uid(file)))
+            return
         if header is not None and header.fallback:
-            fallbacks[header.fallback] += 1
+            self.fallbacks[header.fallback] += 1
         if header is None:
             # Names are not trusted: an uncompressed NIfTI without its suffix is found by magic.
             if is_nifti(file):
-                add_nifti(file)
+                self.add_nifti(file)
             elif image_format(file) is not None:
-                add_image(file)
+                self.add_image(file)
             else:
-                skipped["not DICOM"] += 1
-            continue
-        if not header.is_image:
-            skipped[header.kind_name or "non-image object"] += 1
-            continue
-        if not header.frames:
-            skipped["image without frames"] += 1
-            continue
-        headers.append(header)
+                self.skipped["not DICOM"] += 1
+        elif not header.is_image:
+            self.skipped[header.kind_name or "non-image object"] += 1
+        elif not header.frames:
+            self.skipped["image without frames"] += 1
+        else:
+            self.headers.append(header)
+
+
+def _dicom_series(headers: list[FileHeader], damaged: list[tuple[str, str]], errors: list[FileProblem],
+                  phi_key: PhiKey) -> list[Series]:
+    """The DICOM volumes of the headers found; a volume that cannot be made is an error per file."""
     result: list[Series] = []
     groups = group_frames(headers)
     damaged_of = _damaged_by_group(damaged, groups)
@@ -418,9 +440,7 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None
         if damaged_of.get(index):
             series = _with_damaged(series, damaged_of[index])
         result.append(series)
-    result.extend(sorted(nifti_series, key=lambda s: s.files))
-    result.extend(sorted(image_series, key=lambda s: s.files))
-    return ScanResult(result, skipped=skipped, errors=errors, n_files=n_files, fallbacks=fallbacks)
+    return result
 
 
 def _damaged_by_group(damaged: list[tuple[str, str]], groups: list) -> dict[int, list[str]]:
