@@ -36,6 +36,46 @@ def open_reader(store: Any) -> tuple[Any, str | None]:
     )
 
 
+def _select(records: list[Any], volume_labels: np.ndarray, chosen: np.ndarray, select: Any, split: str | None,
+            store_name: str) -> np.ndarray:
+    """The chosen volumes that ``select`` keeps (refused when it keeps none)."""
+    kept = chosen & select_volumes(records, volume_labels, select)
+    if not kept.any():
+        raise ConfigError(
+            f"select={select!r} keeps none of the {int(chosen.sum())} volumes of {store_name}"
+            f"{'' if split is None else f' in split {split!r}'}; they are: {_kinds(records, chosen)}."
+        )
+    return kept
+
+
+def _masks(selected: list[Any], with_mask: bool | None, store_name: str) -> bool:
+    """Whether items carry a mask: ``with_mask`` checked against the selected volumes."""
+    has_mask = [bool(getattr(r, "has_mask", False)) for r in selected]
+    if with_mask is None:
+        # Default: masks only when every selected volume has one. A converted export
+        # usually has masks for a few series only; a batch cannot mix items with and
+        # without a mask, so that store is served without masks rather than refused.
+        if any(has_mask) and not all(has_mask):
+            warnings.warn(
+                f"{sum(has_mask)} of {len(has_mask)} selected volumes of {store_name} have a mask, so items "
+                "carry no mask (with_mask=None serves masks only when every volume has one). Pass "
+                "with_mask=False to silence this, or select the volumes with masks "
+                "(select=lambda record: record.has_mask).",
+                MaskWarning,
+                stacklevel=4,  # the caller of the dataset's class, past __init__ and this function
+            )
+        return all(has_mask)
+    if with_mask and not all(has_mask):
+        missing = next(r.key for r, m in zip(selected, has_mask) if not m)
+        raise MedloadError(
+            f"with_mask=True but volume {missing!r} of {store_name} has no mask "
+            f"({sum(has_mask)} of {len(has_mask)} selected volumes have one); items could not be "
+            "batched. Pass with_mask=None (masks only when every volume has one), with_mask=False, "
+            "or select volumes that all have masks."
+        )
+    return bool(with_mask)
+
+
 class StoreDatasetBase:
     """Selection, labels, masks and channels over a store; subclasses add the items."""
 
@@ -79,12 +119,35 @@ class StoreDatasetBase:
         # volume, so workers share nothing mutable.
         self._spacings: list[tuple[float, ...]] = [tuple(float(v) for v in r.spacing) for r in records]
 
-        # --- which volumes: by patient, never by slice -------------------------------------
+        chosen = self._by_split(records, split, splits, store_name)
+        self.volume_labels, self.classes = resolve_labels(records, labels, label_key=label_key, store_name=store_name)
+
+        if select is not None:
+            chosen = _select(records, self.volume_labels, chosen, select, split, store_name)
+        self.volume_ids = np.flatnonzero(chosen).astype(np.int64)
+        selected = [records[i] for i in self.volume_ids]
+        self.has_labels = bool((self.volume_labels[self.volume_ids] >= 0).any())
+        if self.return_tuple and not self.has_labels:
+            raise MedloadError(
+                f"return_tuple=True gives (image, label) but no selected volume of {store_name} has a label; "
+                "pass labels= (a CSV, a mapping or label_from(...)) or return_tuple=False."
+            )
+
+        self.with_mask = _masks(selected, with_mask, store_name)
+        self._channel_index: dict[int, Any] = {}
+        self.replicate3 = channels == "replicate3"
+        counts = self._channels(selected, channels, store_name)
+        #: Channels per slice as read (before 2.5D context stacking or replication).
+        self.stored_channels = counts.pop()
+
+    def _by_split(self, records: list[Any], split: str | None, splits: Mapping[str, Sequence[str]] | None,
+                  store_name: str) -> np.ndarray:
+        """Which volumes the split holds: by patient, never by slice."""
         if split is None:
             chosen = np.ones(len(records), bool)
         else:
             if splits is None:
-                splits = make_split(reader, seed=self.seed)
+                splits = make_split(self._reader, seed=self.seed)
             if split not in splits:
                 raise MedloadError(
                     f"split {split!r} is not one of {sorted(splits)} (store {store_name}); pass one of "
@@ -97,60 +160,11 @@ class StoreDatasetBase:
                     f"split {split!r} ({len(patients)} patients) selects no volume of store {store_name}; "
                     "the splits were made for other patients (check the store and the splits' source)."
                 )
-        # --- labels ---------------------------------------------------------------------------
-        self.volume_labels, self.classes = resolve_labels(records, labels, label_key=label_key, store_name=store_name)
+        return chosen
 
-        # --- which volumes: what they are ------------------------------------------------------
-        if select is not None:
-            kept = chosen & select_volumes(records, self.volume_labels, select)
-            if not kept.any():
-                raise ConfigError(
-                    f"select={select!r} keeps none of the {int(chosen.sum())} volumes of {store_name}"
-                    f"{'' if split is None else f' in split {split!r}'}; they are: {_kinds(records, chosen)}."
-                )
-            chosen = kept
-        self.volume_ids = np.flatnonzero(chosen).astype(np.int64)
-        selected = [records[i] for i in self.volume_ids]
-        self.has_labels = bool((self.volume_labels[self.volume_ids] >= 0).any())
-        if self.return_tuple and not self.has_labels:
-            raise MedloadError(
-                f"return_tuple=True gives (image, label) but no selected volume of {store_name} has a label; "
-                "pass labels= (a CSV, a mapping or label_from(...)) or return_tuple=False."
-            )
-
-        # --- masks ------------------------------------------------------------------------------
-        has_mask = [bool(getattr(r, "has_mask", False)) for r in selected]
-        if with_mask is None:
-            # Default: masks only when every selected volume has one. A converted export
-            # usually has masks for a few series only; a batch cannot mix items with and
-            # without a mask, so that store is served without masks rather than refused.
-            self.with_mask = all(has_mask)
-            if any(has_mask) and not self.with_mask:
-                warnings.warn(
-                    f"{sum(has_mask)} of {len(has_mask)} selected volumes of {store_name} have a mask, so items "
-                    "carry no mask (with_mask=None serves masks only when every volume has one). Pass "
-                    "with_mask=False to silence this, or select the volumes with masks "
-                    "(select=lambda record: record.has_mask).",
-                    MaskWarning,
-                    stacklevel=3,
-                )
-        elif with_mask:
-            if not all(has_mask):
-                missing = next(r.key for r, m in zip(selected, has_mask) if not m)
-                raise MedloadError(
-                    f"with_mask=True but volume {missing!r} of {store_name} has no mask "
-                    f"({sum(has_mask)} of {len(has_mask)} selected volumes have one); items could not be "
-                    "batched. Pass with_mask=None (masks only when every volume has one), with_mask=False, "
-                    "or select volumes that all have masks."
-                )
-            self.with_mask = True
-        else:
-            self.with_mask = False
-
-        # --- channels ---------------------------------------------------------------------------
-        self._channel_index: dict[int, Any] = {}
+    def _channels(self, selected: list[Any], channels: None | str | Sequence[str], store_name: str) -> set[int]:
+        """The stored channels served of each selected volume (``_channel_index``); the counts seen."""
         counts = set()
-        self.replicate3 = channels == "replicate3"
         for vid, rec in zip(self.volume_ids, selected):
             stored = list(getattr(rec, "channels", None) or [])
             # The count comes from the stored shape, (Z, C, H, W) or (Z, H, W): a 4D volume
@@ -185,8 +199,7 @@ class StoreDatasetBase:
                 "pass channels=[names] to pick the same channels from each, or select={'channels': n} "
                 "to serve the volumes of one count."
             )
-        #: Channels per slice as read (before 2.5D context stacking or replication).
-        self.stored_channels = counts.pop()
+        return counts
 
     # --- the store handle ----------------------------------------------------------------------
     @property
