@@ -344,35 +344,7 @@ def damaged_series_uid(path: str) -> str:
 
 
 def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
-    pos = 132
-    meta: dict[str, str] = {}
-    ts = None
-    # File meta group: always explicit VR little endian.
-    while True:
-        buf.need(pos + 8)
-        group = _u16(buf.data, pos)[0]
-        if group != 0x0002:
-            break
-        tag, vr, start, length, pos = _next_element(buf, pos, implicit=False)
-        if length < 0:
-            raise _Giveup("odd file meta")
-        if tag in (0x00020010, 0x00020002, 0x00020003):
-            value = bytes(buf.data[start:start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
-            if tag == 0x00020010:
-                ts = value
-                meta["TransferSyntaxUID"] = value
-            elif tag == 0x00020002:
-                meta["MediaStorageSOPClassUID"] = value
-            else:
-                meta["MediaStorageSOPInstanceUID"] = value
-    if ts is None:
-        raise _Giveup("odd file meta")
-    if ts == _IMPLICIT:
-        implicit = True
-    elif ts in _LITTLE_EXPLICIT or (ts.startswith("1.2.840.10008.1.2.4.") or ts in ("1.2.840.10008.1.2.5",)):
-        implicit = False  # compressed syntaxes encode the header as explicit VR little endian
-    else:
-        raise _Giveup("big endian or deflated")
+    pos, meta, ts, implicit = _file_meta(buf)
     found = buf.found
     pixel_at: tuple[int, int] | None = None
     data: bytes | bytearray = buf.data
@@ -437,18 +409,9 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
             raise Damaged(
                 f"element ({group:04X},{elem:04X}) claims {length} bytes from byte {start} but the "
                 f"file has {size} bytes: the file is truncated or the length is damaged", found)
-        if tag in wanted:
-            if after > n:
-                buf.need(after)
-                data, n = buf.data, len(buf.data)
-            vr_text = vr.decode() if vr else None
-            expected = _VR_OF_TAG.get(tag)
-            if vr_text is not None and expected is not None and vr_text not in (expected, "UN"):
-                raise _Giveup("VR differs from the dictionary")
-            binary = _BINARY.get(vr_text or expected or "")
-            if binary is not None and length % struct.calcsize(binary):
-                raise _Giveup("value length not whole values")
-            found[tag] = (vr_text, bytes(data[start:after]))
+        if tag in wanted:  # a few per file: a call here costs nothing measurable
+            _keep(buf, tag, vr, start, after)
+            data, n = buf.data, len(buf.data)
         pos = after
     if _NUMBER_OF_FRAMES in found:
         raise _Giveup("multi-frame")  # scan needs the functional groups, which pydicom parses
@@ -458,6 +421,49 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
     header = LiteHeader(found, meta, implicit)
     header.pixel_data = pixel_at
     return header
+
+
+def _file_meta(buf: _Buffer) -> tuple[int, dict[str, str], str, bool]:
+    """The file meta group: where the dataset starts, its meta elements, transfer syntax, implicit VR."""
+    pos = 132
+    meta: dict[str, str] = {}
+    ts = None
+    while True:  # the file meta group is always explicit VR little endian
+        buf.need(pos + 8)
+        if _u16(buf.data, pos)[0] != 0x0002:  # the group
+            break
+        tag, vr, start, length, pos = _next_element(buf, pos, implicit=False)
+        if length < 0:
+            raise _Giveup("odd file meta")
+        if tag in (0x00020010, 0x00020002, 0x00020003):
+            value = bytes(buf.data[start:start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+            if tag == 0x00020010:
+                ts = value
+                meta["TransferSyntaxUID"] = value
+            elif tag == 0x00020002:
+                meta["MediaStorageSOPClassUID"] = value
+            else:
+                meta["MediaStorageSOPInstanceUID"] = value
+    if ts is None:
+        raise _Giveup("odd file meta")
+    if ts == _IMPLICIT:
+        return pos, meta, ts, True
+    if ts in _LITTLE_EXPLICIT or (ts.startswith("1.2.840.10008.1.2.4.") or ts in ("1.2.840.10008.1.2.5",)):
+        return pos, meta, ts, False  # compressed syntaxes encode the header as explicit VR little endian
+    raise _Giveup("big endian or deflated")
+
+
+def _keep(buf: _Buffer, tag: int, vr: bytes | None, start: int, after: int) -> None:
+    """Store a wanted element's VR and value in ``buf.found``, checked against the dictionary."""
+    buf.need(after)  # a no-op when read already (the caller checked the file is long enough)
+    vr_text = vr.decode() if vr else None
+    expected = _VR_OF_TAG.get(tag)
+    if vr_text is not None and expected is not None and vr_text not in (expected, "UN"):
+        raise _Giveup("VR differs from the dictionary")
+    binary = _BINARY.get(vr_text or expected or "")
+    if binary is not None and (after - start) % struct.calcsize(binary):
+        raise _Giveup("value length not whole values")
+    buf.found[tag] = (vr_text, bytes(buf.data[start:after]))
 
 
 _PRIVATE_VR = {0x0019100A: "US", 0x2005100E: "FL", 0x00291010: "OB", 0x00291020: "OB", 0x00190010: "LO",
