@@ -58,7 +58,7 @@ def real_slices() -> dict[str, list[tuple[str, np.ndarray]]]:
     out: dict[str, list[tuple[str, np.ndarray]]] = {"ct": [], "mr": []}
 
     def add(cls: str, volume: str, array: np.ndarray, lo: float, hi: float) -> None:
-        for k, sl in enumerate(array):
+        for sl in array:
             if sl.std() == 0:
                 continue
             img = np.clip((sl.astype(np.float32) - lo) / (hi - lo), 0, 1)

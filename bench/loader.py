@@ -68,7 +68,7 @@ def best_rates(runners: list[tuple[str, object, int]], *, rounds: int) -> dict[s
     """Items/s of each ``(name, run, count)``: one warm-up, then ``rounds`` rounds taking turns;
     the best round of each is kept (a shared machine only ever makes a run slower)."""
     best = {name: 0.0 for name, _, _ in runners}
-    for name, run, _ in runners:
+    for _, run, _ in runners:
         run()
     for _ in range(rounds):
         for name, run, count in runners:

@@ -76,7 +76,7 @@ def bench_memmap(slices: np.ndarray, folder: Path) -> tuple[int, float]:
     path = folder / "slices.npy"
     np.save(path, slices)
     mm = np.load(path, mmap_mode="r")
-    rate = best_rates_alternating([lambda i: np.array(mm[i])], np.arange(len(slices)))[0]
+    rate = best_rates_alternating([lambda i, m=mm: np.array(m[i])], np.arange(len(slices)))[0]
     size = path.stat().st_size
     del mm
     path.unlink()

@@ -149,9 +149,10 @@ def main() -> None:
         # Interleaved runs, best of each: load from other users hits both sides alike. The
         # overhead ratio uses CPU seconds (one thread each side), which other users' load
         # barely moves; the 2-worker speed-up can only be wall time.
-        runs = [("bare", lambda: bare(source.array)), ("one", lambda: factory(1)(source))]
+        runs = [("bare", lambda bare=bare, source=source: bare(source.array)),
+                ("one", lambda factory=factory, source=source: factory(1)(source))]
         if slice_wise:
-            runs.append(("two", lambda: factory(2)(source)))
+            runs.append(("two", lambda factory=factory, source=source: factory(2)(source)))
         times: dict[str, list[tuple[float, float]]] = {key: [] for key, _ in runs}
         for _ in range(args.repeat):
             for key, func in runs:

@@ -295,11 +295,18 @@ def test_convert_of_good_series_and_one_file_of_each_class_names_every_bad_file(
         write_dicom_series(src / f"good{k}", shape=(5, 16, 16), seed=k, series_number=k + 1, series_uid=f"1.2.826.0.1.3680043.8.498.{k + 50}")
     nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.int16), np.eye(4)), src / "good.nii.gz")
     good = pydicom_file("CT_small.dcm")
-    bad = src / "bad"; bad.mkdir()
+    bad = src / "bad"
+    bad.mkdir()
+
     def lie(name, value, **extra):
-        ds = pydicom.dcmread(io.BytesIO(good)); setattr(ds, name, value)
-        for k, v in extra.items(): setattr(ds, k, v)
-        b = io.BytesIO(); ds.save_as(b, enforce_file_format=True); return b.getvalue()
+        ds = pydicom.dcmread(io.BytesIO(good))
+        setattr(ds, name, value)
+        for k, v in extra.items():
+            setattr(ds, k, v)
+        b = io.BytesIO()
+        ds.save_as(b, enforce_file_format=True)
+        return b.getvalue()
+
     files = {
       "truncated.dcm": good[:len(good) // 2],
       "hdr_cut.dcm": cut_element(good, 0x00280010, keep=5),
@@ -316,11 +323,14 @@ def test_convert_of_good_series_and_one_file_of_each_class_names_every_bad_file(
       "frames_bomb.dcm": lie("NumberOfFrames", 10**7, PixelData=b""),
       "rows65535.dcm": lie("Rows", 65535, Columns=65535),
     }
-    for n, b in files.items(): (bad / n).write_bytes(b)
-    p = bad / "claim.nii"; nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.int16), np.eye(4)), p)
-    d = bytearray(p.read_bytes()); d[40:56] = struct.pack("<8h", 3, 2048, 2048, 384, 1, 1, 1, 1); p.write_bytes(bytes(d))
-    p = bad / "zero_dim.nii"; nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.int16), np.eye(4)), p)
-    d = bytearray(p.read_bytes()); d[40:48] = struct.pack("<4h", 3, 6, 0, 4); p.write_bytes(bytes(d))
+    for n, b in files.items():
+        (bad / n).write_bytes(b)
+    for name, offset, dims in (("claim.nii", 40, (3, 2048, 2048, 384, 1, 1, 1, 1)), ("zero_dim.nii", 40, (3, 6, 0, 4))):
+        p = bad / name
+        nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.int16), np.eye(4)), p)
+        d = bytearray(p.read_bytes())
+        d[offset:offset + 2 * len(dims)] = struct.pack(f"<{len(dims)}h", *dims)
+        p.write_bytes(bytes(d))
     out = tmp_path / "out"
     code = main(["convert", str(src), "-o", str(out), "--quiet", "--workers", "0",
                  "--source-map", str(tmp_path / "map.json")])

@@ -76,7 +76,9 @@ def test_canonical_slices_keeps_every_voxel_at_its_world_position_for_each_plane
     out = CanonicalSlices()(vol)
     assert out.orientation == DISPLAY_AXCODES["coronal"]
     assert out.history[-1] == ("canonical_slices", {"axcodes": ["P", "I", "L"], "plane": "coronal"})
-    world = lambda v, idx: (v.affine @ [*idx, 1])[:3]
+    def world(v, idx):
+        return (v.affine @ [*idx, 1])[:3]
+
     for idx in [(0, 0, 0), (2, 3, 4), (1, 2, 3)]:
         target = np.round(np.linalg.solve(out.affine, [*world(vol, idx), 1])[:3]).astype(int)
         assert out.array[tuple(target)] == vol.array[idx]

@@ -176,8 +176,13 @@ def test_foreground_of_a_single_slice_fills_holes_in_the_plane_not_along_rows():
     # a U is background, the hole inside a ring is foreground
     from medload.transforms.masks import foreground_mask
 
-    u = np.zeros((20, 20)); u[4:16, 3:8] = 100; u[4:16, 12:17] = 100; u[4:7, 3:17] = 100
-    ring = np.zeros((20, 20)); ring[3:17, 3:17] = 100; ring[7:13, 7:13] = 0
+    u = np.zeros((20, 20))
+    u[4:16, 3:8] = 100
+    u[4:16, 12:17] = 100
+    u[4:7, 3:17] = 100
+    ring = np.zeros((20, 20))
+    ring[3:17, 3:17] = 100
+    ring[7:13, 7:13] = 0
     for plane, expected in [(u, 132), (ring, 196)]:
         mask = foreground_mask(plane)
         assert mask.shape == plane.shape and int(mask.sum()) == expected

@@ -45,7 +45,7 @@ def test_resample_keeps_landmarks_in_place(spacing, interpolation):
         near = np.round(where).astype(int)
         box = tuple(slice(max(c - 2, 0), c + 3) for c in near)
         local = np.unravel_index(np.argmax(out.array[box]), out.array[box].shape)
-        peak = np.array([b.start + l for b, l in zip(box, local)])
+        peak = np.array([b.start + i for b, i in zip(box, local)])
         assert np.all(np.abs(peak - where) <= 0.5 + 1e-6), (peak, where)
     # The mask moved with the image: label centroids in world coordinates agree.
     assert out_mask.shape == out.shape and out_mask.array.dtype == np.uint8
