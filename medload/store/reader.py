@@ -198,7 +198,7 @@ class StoreReader:
             records.extend(shard_records)
         self.shards = tuple(str(s) for s in shards)
         self._attrs = attrs or {}
-        self._records = records
+        self._records = tuple(records)  # read-only: `volumes` hands it out without a copy
         self._direct = True
         self._build_index()
         self._reset_handles()
@@ -295,9 +295,9 @@ class StoreReader:
 
     # ---------------------------------------------------------------- metadata
     @property
-    def volumes(self) -> list[VolumeRecord]:
-        """Every complete volume, in shard order then key order."""
-        return list(self._records)
+    def volumes(self) -> tuple[VolumeRecord, ...]:
+        """Every complete volume, in shard order then key order (one tuple, not a new list per access)."""
+        return self._records
 
     def record(self, volume: int) -> VolumeRecord:
         """The :class:`VolumeRecord` at position ``volume`` (with a clear error when out of range).
