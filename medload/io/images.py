@@ -1,15 +1,15 @@
 """2D image files (PNG, JPEG, TIFF, BMP) as sources: :func:`scan_image` and :func:`load_image`.
 
 Decoding is Pillow's (PNG, JPEG, BMP, and TIFF files tifffile cannot decode without
-``imagecodecs``) and tifffile's (TIFF: 8/16-bit, float, multi-page); medload has no decoder
-of its own.
+``imagecodecs``), tifffile's (TIFF: 8/16-bit, float, multi-page) and SimpleITK's (16-bit colour
+PNG, which Pillow cuts to 8 bits: :mod:`medload.io.png16`); medload has no decoder of its own.
 
 What a plain image becomes
 --------------------------
 - A :class:`~medload.volume.Volume` of one slice ``(1, H, W)``; a multi-page TIFF gives one
   slice per page ``(Z, H, W)``. Colour images are ``(3, Z, H, W)`` with
   ``meta["channels"] = ["R", "G", "B"]``, the layout of colour DICOM.
-- Modes: greyscale (1, 8, 16-bit, float) is kept with its dtype; RGB kept; RGBA and LA lose
+- Modes: greyscale (1, 8, 16-bit, float) is kept with its dtype; RGB kept (16-bit too); RGBA and LA lose
   their alpha channel and a palette image is expanded to RGB (or to grey when its palette is
   grey), each recorded in ``meta["problems"]``; CMYK and YCbCr are converted to RGB.
 - EXIF orientation (phones, dermoscopes, endoscopes) is applied with
@@ -38,6 +38,8 @@ Bad files
 An empty file, a file that is no image (a text file named ``.png``), a truncated image and an
 image larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) each raise
 :class:`~medload.errors.ReadError` naming the file; :func:`medload.scan` records it and goes on.
+A 16-bit grey + alpha PNG, which no reader here decodes at full depth, raises
+:class:`~medload.errors.UnsupportedError` naming the file.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import numpy as np
 from medload.deid import pseudonym
 from medload.errors import ReadError, UnsupportedError
 from medload.geometry import lps_to_ras
+from medload.io.png16 import apply_exif_orientation, is_png16_colour, png_bit_depth, read_png16_colour, refuse_png16_grey_alpha
 from medload.io.series import Series
 from medload.volume import Volume
 
@@ -259,15 +262,6 @@ def _to_array(image, path: Path, problems: list[str]) -> np.ndarray:
     raise UnsupportedError(f"{path}: Pillow image mode {mode!r} is not one medload reads (greyscale, RGB, RGBA, palette).")
 
 
-def _png_bit_depth(path: Path) -> tuple[int, int] | None:
-    """(bit depth, colour type) from a PNG's IHDR, to notice what Pillow reduces."""
-    with open(path, "rb") as fh:
-        head = fh.read(26)
-    if len(head) == 26 and head[12:16] == b"IHDR":
-        return head[24], head[25]
-    return None
-
-
 def _decode_pil(path: Path, problems: list[str]) -> tuple[np.ndarray, tuple[float, float] | None]:
     """Decode every frame with Pillow: ``(Z, H, W)`` or ``(Z, H, W, 3)``, and the pixel size in mm if stated."""
     from PIL import ImageOps
@@ -278,18 +272,19 @@ def _decode_pil(path: Path, problems: list[str]) -> tuple[np.ndarray, tuple[floa
         frames = []
         n = int(getattr(image, "n_frames", 1))
         fmt = image.format
-        if fmt == "PNG":
-            depth = _png_bit_depth(path)
-            if depth is not None and depth[0] == 16 and depth[1] in (2, 6):
-                problems.append("16-bit colour PNG: Pillow decodes it to 8 bits per channel (precision reduced).")
+        depth = png_bit_depth(path) if fmt == "PNG" else None
+        refuse_png16_grey_alpha(path, depth)
         for k in range(n if fmt == "TIFF" else 1):
             image.seek(k)
             # Orientation first: EXIF says how the stored rows and columns are meant to be seen.
             orientation = image.getexif().get(0x0112) if k == 0 and fmt != "TIFF" else None
             oriented = image
             if orientation in (2, 3, 4, 5, 6, 7, 8):
-                oriented = ImageOps.exif_transpose(image)
                 problems.append(f"EXIF orientation {orientation} applied (rows and columns as meant to be seen).")
+            if is_png16_colour(depth):  # Pillow would cut it to 8 bits per channel
+                return apply_exif_orientation(read_png16_colour(path, problems), orientation)[None], spacing
+            if orientation in (2, 3, 4, 5, 6, 7, 8):
+                oriented = ImageOps.exif_transpose(image)
             oriented.load()
             frames.append(_to_array(oriented, path, problems if k == 0 else []))
     except ReadError:
@@ -467,6 +462,7 @@ def scan_image(
     else:
         image = _open_pil(file)
         try:
+            refuse_png16_grey_alpha(file, png_bit_depth(file) if image.format == "PNG" else None)
             n = int(getattr(image, "n_frames", 1)) if image.format == "TIFF" else 1
             w, h = image.size
             if image.format == "JPEG" or (image.format != "TIFF" and "exif" in image.info):
