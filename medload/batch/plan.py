@@ -413,7 +413,7 @@ def write_source_map(plan: Plan, path: str | os.PathLike) -> None:
         "medload_source_map": 1,
         "warning": "This file maps medload's pseudonyms to source paths: it identifies patients. "
                    "Keep it with the source data; never put it in the output that is shared.",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "phi_key_fingerprint": plan.key.fingerprint if plan.key else None,
         "sources": [os.path.abspath(s) for s in plan.sources],
         "output": os.path.abspath(plan.out),

@@ -152,7 +152,7 @@ def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, start
              "report_path": str(report_path(plan.out, plan.single))}
     report = ConversionReport(
         medload_report=1,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **(where if plan.keep_phi else {}),
         n_sources=len(plan.sources),
         phi_key_fingerprint=plan.key.fingerprint if plan.key is not None else None,

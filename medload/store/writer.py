@@ -192,7 +192,7 @@ class Store:
         return {
             "medload_schema": fmt.SCHEMA_VERSION,
             "medload_version": medload.__version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "pipeline": fmt.canonical_json(self.pipeline),
             "pipeline_hash": self.pipeline_hash,
             "dtype": self.dtype,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -217,7 +217,7 @@ class Pipeline:
         text = path.read_text(encoding="utf-8")
         try:
             if path.suffix == ".toml":
-                config = _toml_loads(text)
+                config = tomllib.loads(text)
             elif path.suffix == ".json":
                 config = json.loads(text)
             else:
@@ -294,13 +294,6 @@ def config_diff(stored: Any, wanted: Any, *, limit: int = 6) -> list[str]:
         lines = lines[:limit] + [f"... and {len(lines) - limit} more differences"]
     return lines
 
-
-def _toml_loads(text: str) -> Any:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # Python 3.10: the same parser, as the tomli package
-        import tomli as tomllib
-    return tomllib.loads(text)
 
 
 def _to_toml(config: Mapping[str, Any]) -> str:
