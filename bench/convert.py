@@ -95,8 +95,11 @@ def main() -> None:
     synth_root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     series = _make_series(synth_root, n_series, n_slices, size)
-    print(f"synthetic: {n_series} CT series of {n_slices}x{size}x{size} in {synth_root} "
-          f"({time.perf_counter() - t0:.0f} s to write)", file=sys.stderr)
+    print(
+        f"synthetic: {n_series} CT series of {n_slices}x{size}x{size} in {synth_root} "
+        f"({time.perf_counter() - t0:.0f} s to write)",
+        file=sys.stderr,
+    )
     # One source folder holding only the synthetic series, so both tools read the same files
     # (hard links: scan, like os.walk, does not follow symlinked folders).
     synth = work / "synthetic-src"
@@ -114,8 +117,20 @@ def main() -> None:
         dcm_mem = max(dcm_mem, mem)
     rows.append(("dcm2niix -> NIfTI (anchor)", dcm_wall, dcm_mem))
 
-    medload_cmd = [sys.executable, "-m", "medload", "convert", *map(str, sources), "--quiet",
-                   "--preset", "CT=ct-abdomen", "--preset", "MR=none", "--size", "256"]
+    medload_cmd = [
+        sys.executable,
+        "-m",
+        "medload",
+        "convert",
+        *map(str, sources),
+        "--quiet",
+        "--preset",
+        "CT=ct-abdomen",
+        "--preset",
+        "MR=none",
+        "--size",
+        "256",
+    ]
     timings = {}
     for workers in (1, 2):
         wall, mem, code = _run(medload_cmd + ["-o", str(work / f"store-w{workers}"), "--workers", str(workers)])
@@ -123,23 +138,42 @@ def main() -> None:
         rows.append((f"medload convert, {workers} worker{'s' if workers > 1 else ''}", wall, mem))
 
     # Where the time goes: the same run without --size (no ResizeSlices step).
-    wall, mem, _ = _run([c for c in medload_cmd if c not in ("--size", "256")]
-                        + ["-o", str(work / "store-nosize"), "--workers", "2"])
+    wall, mem, _ = _run(
+        [c for c in medload_cmd if c not in ("--size", "256")] + ["-o", str(work / "store-nosize"), "--workers", "2"]
+    )
     rows.append(("medload convert, 2 workers, without --size", wall, mem))
 
     memory = []
     for n in [k for k in (1, 2, 4, 8) if k <= n_series]:
         src = work / f"mem-src-{n}"
         _link(series[:n], src)
-        wall, mem, _ = _run([sys.executable, "-m", "medload", "convert", str(src), "--quiet", "--preset", "ct-abdomen",
-                             "--size", "256", "--workers", "1", "-o", str(work / f"mem-store-{n}")])
+        wall, mem, _ = _run(
+            [
+                sys.executable,
+                "-m",
+                "medload",
+                "convert",
+                str(src),
+                "--quiet",
+                "--preset",
+                "ct-abdomen",
+                "--size",
+                "256",
+                "--workers",
+                "1",
+                "-o",
+                str(work / f"mem-store-{n}"),
+            ]
+        )
         memory.append((n, wall, mem))
 
     load = os.getloadavg()
     print()
-    print(f"medload convert vs dcm2niix: {n_series} synthetic CT series {n_slices}x{size}x{size}"
-          f"{' + ../shared/data' if len(sources) > 1 else ''}; {os.cpu_count()} cores, load average "
-          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(
+        f"medload convert vs dcm2niix: {n_series} synthetic CT series {n_slices}x{size}x{size}"
+        f"{' + ../shared/data' if len(sources) > 1 else ''}; {os.cpu_count()} cores, load average "
+        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+    )
     print(f"{'what':44s} {'wall s':>8s} {'peak MB':>8s} {'time / dcm2niix':>16s}")
     for what, wall, mem in rows:
         print(f"{what:44s} {wall:8.1f} {mem:8.0f} {wall / dcm_wall:15.2f}x")

@@ -17,7 +17,9 @@ from medload.deid import SourceNames, resolve_key, scrub, source_roots
 
 
 def main() -> None:
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dcm_qa_nih"
+    folder = (
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dcm_qa_nih"
+    )
     key = resolve_key("bench-key")
     t0 = time.perf_counter()
     found = medload.scan(folder, phi_key=key)
@@ -27,8 +29,11 @@ def main() -> None:
     t0 = time.perf_counter()
     names = [SourceNames.of(s.files, roots=roots, key=key, hidden=[s.description]) for s in found]
     t_names = time.perf_counter() - t0
-    messages = [f"series {s.series_key} ({len(s.files)} files in {Path(s.files[0]).parent}): "
-                f"{Path(s.files[-1]).name} is truncated; {s.description}" for s in found]
+    messages = [
+        f"series {s.series_key} ({len(s.files)} files in {Path(s.files[0]).parent}): "
+        f"{Path(s.files[-1]).name} is truncated; {s.description}"
+        for s in found
+    ]
     t0 = time.perf_counter()
     out = [scrub(m, n) for m, n in zip(messages, names)]
     t_scrub = time.perf_counter() - t0

@@ -57,19 +57,27 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                     if stride != 1 or cin != cout else nn.Identity())
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         return torch.relu(self.bn2(self.conv2(out)) + self.skip(x))
 
 
-def resnet(widths: tuple[int, ...] = (64, 128, 256, 512), blocks: tuple[int, ...] = (2, 2, 2, 2),
-           in_channels: int = 1, classes: int = 2) -> nn.Module:
+def resnet(
+    widths: tuple[int, ...] = (64, 128, 256, 512), blocks: tuple[int, ...] = (2, 2, 2, 2), in_channels: int = 1, classes: int = 2
+) -> nn.Module:
     """ResNet-18 with the defaults (11.2 M parameters for 1 input channel and 2 classes)."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
-                               nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     cin = widths[0]
     for i, (width, n) in enumerate(zip(widths, blocks)):
         for j in range(n):
@@ -104,12 +112,14 @@ class DicomSlices(torch.utils.data.Dataset):
 def monai_transforms() -> Any:
     from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, ScaleIntensityRanged
 
-    return Compose([
-        LoadImaged(keys="image", reader="PydicomReader", image_only=True),
-        EnsureChannelFirstd(keys="image", channel_dim="no_channel"),
-        ScaleIntensityRanged(keys="image", a_min=40 - 200, a_max=40 + 200, b_min=0.0, b_max=1.0, clip=True),
-        EnsureTyped(keys=("image", "label"), track_meta=False),
-    ])
+    return Compose(
+        [
+            LoadImaged(keys="image", reader="PydicomReader", image_only=True),
+            EnsureChannelFirstd(keys="image", channel_dim="no_channel"),
+            ScaleIntensityRanged(keys="image", a_min=40 - 200, a_max=40 + 200, b_min=0.0, b_max=1.0, clip=True),
+            EnsureTyped(keys=("image", "label"), track_meta=False),
+        ]
+    )
 
 
 Feed = tuple[Any, Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]]]
@@ -117,8 +127,10 @@ Feed = tuple[Any, Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]]]
 
 def to_device(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     non_blocking = device.type == "cuda"
-    return (batch["image"].to(device, non_blocking=non_blocking).float(),
-            batch["label"].to(device, non_blocking=non_blocking).long())
+    return (
+        batch["image"].to(device, non_blocking=non_blocking).float(),
+        batch["label"].to(device, non_blocking=non_blocking).long(),
+    )
 
 
 def make_feeds(work: Path, slices: np.ndarray, args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[], Feed]]:
@@ -128,12 +140,18 @@ def make_feeds(work: Path, slices: np.ndarray, args: argparse.Namespace, device:
     with medload.Store.create(store, overwrite=True) as st:
         for v, start in enumerate(range(0, len(slices), PER_VOLUME)):
             meta = {"patient_key": f"pat-{v:03d}", "series_key": f"se-{v:03d}", "source_hash": f"feed-{v}"}
-            st.add(medload.Volume(slices[start:start + PER_VOLUME], np.eye(4), modality="CT", meta=meta), label=v % 2)
+            st.add(medload.Volume(slices[start : start + PER_VOLUME], np.eye(4), modality="CT", meta=meta), label=v % 2)
     files = write_dicom_slices(work, slices, len(slices), size=slices.shape[-1])
     records = [{"image": str(f), "label": int(lab)} for f, lab in zip(files, labels)]
     pin = device.type == "cuda"
-    common = {"batch_size": args.batch, "shuffle": True, "num_workers": args.workers, "pin_memory": pin,
-              "persistent_workers": args.workers > 0, "drop_last": True}
+    common = {
+        "batch_size": args.batch,
+        "shuffle": True,
+        "num_workers": args.workers,
+        "pin_memory": pin,
+        "persistent_workers": args.workers > 0,
+        "drop_last": True,
+    }
 
     def per_item() -> Feed:
         ds = SliceDataset(store, with_mask=False)
@@ -142,12 +160,15 @@ def make_feeds(work: Path, slices: np.ndarray, args: argparse.Namespace, device:
     def batch_native(compact: bool) -> Callable[[], Feed]:
         def build() -> Feed:
             loader = SliceDataset(store, with_mask=False).loader(
-                args.batch, shuffle=True, num_workers=args.workers, pin_memory=pin, drop_last=True, compact=compact)
+                args.batch, shuffle=True, num_workers=args.workers, pin_memory=pin, drop_last=True, compact=compact
+            )
 
             def prepare(b: Any, d: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
                 out = loader.decode(b, d)
                 return out["image"], out["label"]
+
             return loader, prepare
+
         return build
 
     def monai_cache() -> Feed:
@@ -167,12 +188,14 @@ def make_feeds(work: Path, slices: np.ndarray, args: argparse.Namespace, device:
     def dicom() -> Feed:
         return torch.utils.data.DataLoader(DicomSlices(files, labels), **common), lambda b, d: to_device(b, d)
 
-    feeds = {"medload SliceDataset, per item + collate": per_item,
-             "medload ds.loader, float32 batches": batch_native(False),
-             "medload ds.loader, compact uint8 + device decode": batch_native(True),
-             "MONAI CacheDataset (DICOM, cached in RAM)": monai_cache,
-             "MONAI PersistentDataset (DICOM, cached on disk)": monai_persistent,
-             "DICOM decode per item": dicom}
+    feeds = {
+        "medload SliceDataset, per item + collate": per_item,
+        "medload ds.loader, float32 batches": batch_native(False),
+        "medload ds.loader, compact uint8 + device decode": batch_native(True),
+        "MONAI CacheDataset (DICOM, cached in RAM)": monai_cache,
+        "MONAI PersistentDataset (DICOM, cached on disk)": monai_persistent,
+        "DICOM decode per item": dicom,
+    }
     return feeds
 
 
@@ -228,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     warnings.filterwarnings("ignore", module=r"monai\.")
     try:
         import monai  # noqa: F401
+
         has_monai = True
     except ImportError:
         has_monai = False
@@ -243,21 +267,28 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                 continue
             results[name] = train(build(), args, device)
     where = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores; no CUDA device: a smoke run)"
-    print(f"\nGPU feed: {args.model} on {where}; {len(slices)} slices {args.size}x{args.size} from {source}; "
-          f"batch {args.batch}, {args.workers} workers, {args.steps} timed steps after {args.warmup}; "
-          f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}")
+    print(
+        f"\nGPU feed: {args.model} on {where}; {len(slices)} slices {args.size}x{args.size} from {source}; "
+        f"batch {args.batch}, {args.workers} workers, {args.steps} timed steps after {args.warmup}; "
+        f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}"
+    )
     width = max(len(n) for n in results) if results else 10
     cache = results.get("MONAI CacheDataset (DICOM, cached in RAM)")
     print(f"{'feed':<{width}}  {'images/s':>9}  {'waiting':>8}  {'wait / CacheDataset':>19}")
     for name, r in results.items():
         ratio = f"{r['wait'] / cache['wait']:.2f}" if cache and cache["wait"] > 0 else "-"
         print(f"{name:<{width}}  {r['images_s']:>9.1f}  {r['wait']:>7.1%}  {ratio:>19}")
-    best = min((r["wait"], n) for n, r in results.items() if n.startswith("medload ds.loader")) if any(
-        n.startswith("medload ds.loader") for n in results) else None
+    best = (
+        min((r["wait"], n) for n, r in results.items() if n.startswith("medload ds.loader"))
+        if any(n.startswith("medload ds.loader") for n in results)
+        else None
+    )
     if cache and best:
         met = best[0] <= 0.5 * cache["wait"]
-        print(f"\ngoal (on a GPU): medload's waiting fraction <= 0.5x CacheDataset's: {best[0]:.1%} vs "
-              f"{cache['wait']:.1%} -> {'met' if met else 'NOT met'}{'' if cuda else ' (CPU run: not the goal setting)'}")
+        print(
+            f"\ngoal (on a GPU): medload's waiting fraction <= 0.5x CacheDataset's: {best[0]:.1%} vs "
+            f"{cache['wait']:.1%} -> {'met' if met else 'NOT met'}{'' if cuda else ' (CPU run: not the goal setting)'}"
+        )
     return results
 
 

@@ -193,10 +193,14 @@ def write_tfrecords(folder: Path, files: list[tuple[Path, int]], shards: int = 8
             buf = io.BytesIO()
             Image.fromarray(arr).save(buf, format="JPEG", quality=90)
             data = buf.getvalue()
-        example = tf.train.Example(features=tf.train.Features(feature={
-            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
-            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        }))
+        example = tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                }
+            )
+        )
         writers[i % shards].write(example.SerializeToString())
     for w in writers:
         w.close()
@@ -242,8 +246,11 @@ def best_rate(fn, rounds: int) -> float:
 
 
 def folder_bytes(path: Path, suffixes: tuple[str, ...] | None = None) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-               and (suffixes is None or p.suffix in suffixes) and p.name != "report.json")
+    return sum(
+        p.stat().st_size
+        for p in path.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and (suffixes is None or p.suffix in suffixes) and p.name != "report.json"
+    )
 
 
 def main() -> None:
@@ -263,8 +270,16 @@ def main() -> None:
     store = work / "store"
     if not (store / "report.json").exists():
         t = time.perf_counter()
-        report = medload.convert(work / "images", store, size=OUT, grayscale=True, workers=2, progress=False,
-                                 patient_pattern=r"(?P<patient>\d+)_", overwrite=True)
+        report = medload.convert(
+            work / "images",
+            store,
+            size=OUT,
+            grayscale=True,
+            workers=2,
+            progress=False,
+            patient_pattern=r"(?P<patient>\d+)_",
+            overwrite=True,
+        )
         assert report.ok, report.failed[:3]
         print(f"medload convert --size {OUT} --grayscale: {len(files) / (time.perf_counter() - t):.0f} images/s (2 workers)")
     reader = medload.open(store)
@@ -284,10 +299,8 @@ def main() -> None:
     assert tuple(x_ref.shape) == tuple(x_ml.shape) == (1, OUT, OUT)
     for w in args.workers:
         g = torch.Generator().manual_seed(0)
-        pil = DataLoader(baseline, batch_size=BATCH, shuffle=True, num_workers=w, generator=g,
-                         persistent_workers=w > 0)
-        ml = DataLoader(sliceds, batch_size=BATCH, shuffle=True, num_workers=w, generator=g,
-                        persistent_workers=w > 0)
+        pil = DataLoader(baseline, batch_size=BATCH, shuffle=True, num_workers=w, generator=g, persistent_workers=w > 0)
+        ml = DataLoader(sliceds, batch_size=BATCH, shuffle=True, num_workers=w, generator=g, persistent_workers=w > 0)
         ml_batches = sliceds.loader(BATCH, shuffle=True, num_workers=w, generator=g)
         r_pil = best_rate(lambda loader=pil: epoch_torch(loader, False), args.rounds)
         r_ml = best_rate(lambda loader=ml: epoch_torch(loader, True), args.rounds)
@@ -299,9 +312,11 @@ def main() -> None:
         rows.append((f"(a) workers={w}: medload SliceDataset.loader", r_mlb, r_mlb / r_pil))
         rows.append((f"(a) workers={w}: medload SliceDataset.loader(compact=True)", r_mlc, r_mlc / r_pil))
 
-    sizes = [("PNG originals (8- and 16-bit PNG files)", folder_bytes(work / "images", (".png",))),
-             ("all originals (PNG + JPEG)", folder_bytes(work / "images")),
-             (f"medload store ({OUT}x{OUT} grey, uint8 + LZ4)", folder_bytes(store, (".h5",)))]
+    sizes = [
+        ("PNG originals (8- and 16-bit PNG files)", folder_bytes(work / "images", (".png",))),
+        ("all originals (PNG + JPEG)", folder_bytes(work / "images")),
+        (f"medload store ({OUT}x{OUT} grey, uint8 + LZ4)", folder_bytes(store, (".h5",))),
+    ]
     if not args.no_tf:
         import tensorflow as tf
 

@@ -81,9 +81,17 @@ def best_rates(runners: list[tuple[str, object, int]], *, rounds: int) -> dict[s
 def build_store(path: Path, slices: np.ndarray, *, dtype: str | None, compression: str | None, per_volume: int = 128) -> None:
     with medload.Store.create(path, dtype=dtype, compression=compression, overwrite=True) as store:
         for v, start in enumerate(range(0, len(slices), per_volume)):
-            vol = medload.Volume(slices[start:start + per_volume], np.eye(4), modality="CT",
-                                 meta={"patient_key": f"pat-{v:03d}", "series_key": f"se-{v:03d}",
-                                       "source_hash": f"bench-{v}", "intensity": "HU window 40/400 scaled to [0,1]"})
+            vol = medload.Volume(
+                slices[start : start + per_volume],
+                np.eye(4),
+                modality="CT",
+                meta={
+                    "patient_key": f"pat-{v:03d}",
+                    "series_key": f"se-{v:03d}",
+                    "source_hash": f"bench-{v}",
+                    "intensity": "HU window 40/400 scaled to [0,1]",
+                },
+            )
             store.add(vol)
 
 
@@ -107,31 +115,38 @@ def dataset_runners(label: str, path: Path, order: np.ndarray, *, batch: int, fu
             reader.read_slices(v, z, z + 1)
 
     # The store's own read, without the dataset: the difference is the dataset's overhead.
-    runners = [(f"{label}: StoreReader.read_slices alone", read_only, n),
-               (f"{label}: SliceDataset __getitem__", getitem, n)]
+    runners = [(f"{label}: StoreReader.read_slices alone", read_only, n), (f"{label}: SliceDataset __getitem__", getitem, n)]
     plain = SliceDataset(path, with_mask=False)
     plain.reader._direct = False  # the same with the direct chunk reads (os.pread + lz4) off: h5py alone
     if full:
-        runners += [(f"{label}: StoreReader.read_slices alone, via h5py", lambda: read_only(plain.reader), n),
-                    (f"{label}: SliceDataset __getitem__, via h5py", lambda: getitem(plain), n)]
+        runners += [
+            (f"{label}: StoreReader.read_slices alone, via h5py", lambda: read_only(plain.reader), n),
+            (f"{label}: SliceDataset __getitem__, via h5py", lambda: getitem(plain), n),
+        ]
 
     def epochs(loader):
         def epoch():
             for _ in loader:
                 pass
+
         return epoch
 
     for workers in (0, 2):
         per_item = torch.utils.data.DataLoader(
-            ds, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+            ds,
+            batch_size=batch,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(0),
         )
         runners.append((f"{label}: DataLoader per item, {workers} workers", epochs(per_item), n))
         for compact in (False, True):
             if compact and not full:
                 continue
-            loader = ds.loader(batch, shuffle=True, num_workers=workers, compact=compact,
-                               generator=torch.Generator().manual_seed(0))
+            loader = ds.loader(
+                batch, shuffle=True, num_workers=workers, compact=compact, generator=torch.Generator().manual_seed(0)
+            )
             kind = "compact" if compact else "float32"
             runners.append((f"{label}: ds.loader {kind}, {workers} workers", epochs(loader), n))
     if full:
@@ -177,8 +192,12 @@ def memmap_runners(folder: Path, slices: np.ndarray, order: np.ndarray, *, batch
     # The same limit through torch's DataLoader: what per-item tensors, default collate and worker IPC cost.
     for workers in (0, 2):
         loader = torch.utils.data.DataLoader(
-            MemmapSlices(path), batch_size=batch, shuffle=True, num_workers=workers,
-            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0),
+            MemmapSlices(path),
+            batch_size=batch,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(0),
         )
 
         def epoch(loader=loader):
@@ -253,9 +272,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dicom-files", type=int, default=300, help="DICOM files written")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (best kept)")
     parser.add_argument("--batch", type=int, default=64, help="DataLoader batch size")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads of the main process (default 1: on a shared machine more "
-                             "threads make the 0-worker collate wait for busy cores; workers always use 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads of the main process (default 1: on a shared machine more "
+        "threads make the 0-worker collate wait for busy cores; workers always use 1)",
+    )
     parser.add_argument("--workdir", default=None, help="where to write (default: a temporary folder)")
     args = parser.parse_args(argv)
     import torch
@@ -268,8 +291,10 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         runners = memmap_runners(tmp, slices, order, batch=args.batch)
         sizes = {}
-        for label, dtype, compression in (("store float32 uncompressed", "float32", "none"),
-                                          (f"store default ({DEFAULT_DTYPE}+{DEFAULT_COMPRESSION})", None, None)):
+        for label, dtype, compression in (
+            ("store float32 uncompressed", "float32", "none"),
+            (f"store default ({DEFAULT_DTYPE}+{DEFAULT_COMPRESSION})", None, None),
+        ):
             path = tmp / f"{dtype or 'default'}.h5"
             build_store(path, slices, dtype=dtype, compression=compression)
             sizes[label] = path.stat().st_size
@@ -282,9 +307,11 @@ def main(argv: list[str] | None = None) -> None:
     tl = best["torch.load, one file per slice"]
     dcm = best["pydicom decode, one file per slice"]
 
-    print(f"\nSliceDataset read speed: {len(slices)} slices 256x256 float32 from {source}; shuffled; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} intra-op thread(s); DataLoader batch {args.batch}; best of {args.rounds} rounds")
+    print(
+        f"\nSliceDataset read speed: {len(slices)} slices 256x256 float32 from {source}; shuffled; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op thread(s); DataLoader batch {args.batch}; best of {args.rounds} rounds"
+    )
     for name, size in sizes.items():
         print(f"  {name}: {size / 2**20:.0f} MiB ({size / (len(slices) * SIZE * SIZE * 4):.2f}x float32)")
     width = max(len(r[0]) for r in rows)
@@ -308,11 +335,14 @@ def main(argv: list[str] | None = None) -> None:
         zero = best[f"{default}: ds.loader {kind}, 0 workers"]
         two = best[f"{default}: ds.loader {kind}, 2 workers"]
         via_h5py = best[f"{default}: ds.loader {kind}, 0 workers, via h5py"]
-        print(f"  ds.loader {kind}, batch {args.batch}, 0 workers >= 1.5x memmap + default collate DataLoader: "
-              f"{zero / collate:.2f}x {verdict(zero >= 1.5 * collate)}")
+        print(
+            f"  ds.loader {kind}, batch {args.batch}, 0 workers >= 1.5x memmap + default collate DataLoader: "
+            f"{zero / collate:.2f}x {verdict(zero >= 1.5 * collate)}"
+        )
         print(f"  ds.loader {kind}, 0 workers >= 0.5x bare memmap per item: {zero / limit:.2f}x {verdict(zero >= 0.5 * limit)}")
         print(f"  ds.loader {kind}, 2 workers no slower than 0 workers: {two / zero:.2f}x {verdict(two >= zero)}")
         print(f"  (direct chunk reads / h5py reads, ds.loader {kind}, 0 workers: {zero / via_h5py:.2f}x)")
+
 
 if __name__ == "__main__":
     main()

@@ -50,8 +50,9 @@ def make_store(path: Path, n: int, shape: tuple[int, int, int]) -> None:
         for i in range(n):
             array = (0.3 * body + 0.4 * organ + 0.05 * rng.standard_normal(shape)).astype(np.float32)
             mask = (body.astype(np.uint8) + organ + (organ & (xx < -0.25))).astype(np.uint8) if i % 5 == 0 else None
-            store.add(medload.Volume(array, affine, modality="CT" if i % 2 else "MR",
-                                     meta={"source_key": f"bench-{i:05d}"}), mask=mask)
+            store.add(
+                medload.Volume(array, affine, modality="CT" if i % 2 else "MR", meta={"source_key": f"bench-{i:05d}"}), mask=mask
+            )
 
 
 def matplotlib_anchor(store: Path, n: int, out: Path, size: int = 160) -> float:
@@ -77,10 +78,15 @@ def matplotlib_anchor(store: Path, n: int, out: Path, size: int = 160) -> float:
             ax.set_axis_off()
             ax.imshow(view.image, cmap="gray", vmin=lo, vmax=hi, aspect=view.pixel_mm[0] / view.pixel_mm[1])
             if view.mask is not None:
-                ax.imshow(np.ma.masked_equal(view.mask, 0), cmap="tab10", alpha=0.35, vmin=0, vmax=9,
-                          aspect=view.pixel_mm[0] / view.pixel_mm[1])
-            for where, (x, y) in {"top": (0.5, 0.97), "bottom": (0.5, 0.03), "left": (0.03, 0.5),
-                                  "right": (0.97, 0.5)}.items():
+                ax.imshow(
+                    np.ma.masked_equal(view.mask, 0),
+                    cmap="tab10",
+                    alpha=0.35,
+                    vmin=0,
+                    vmax=9,
+                    aspect=view.pixel_mm[0] / view.pixel_mm[1],
+                )
+            for where, (x, y) in {"top": (0.5, 0.97), "bottom": (0.5, 0.03), "left": (0.03, 0.5), "right": (0.97, 0.5)}.items():
                 ax.text(x, y, view.labels[where], color="yellow", transform=ax.transAxes, ha="center", va="center")
         fig.savefig(out / f"{v:06d}.png", dpi=100)
     return (time.perf_counter() - started) / n
@@ -100,9 +106,11 @@ def main() -> None:
         make_store(store, args.volumes, shape)  # type: ignore[arg-type]
         made = time.perf_counter() - started
         cores = os.cpu_count() or 1
-        print(f"store: {args.volumes} volumes of {shape[0]} slices {shape[1]}x{shape[2]} (uint8 + LZ4, every fifth "
-              f"with a 3-label mask), {store.stat().st_size / 1e6:.1f} MB, made in {made:.1f} s; {cores} cores; "
-              f"python {sys.version.split()[0]}\n")
+        print(
+            f"store: {args.volumes} volumes of {shape[0]} slices {shape[1]}x{shape[2]} (uint8 + LZ4, every fifth "
+            f"with a 3-label mask), {store.stat().st_size / 1e6:.1f} MB, made in {made:.1f} s; {cores} cores; "
+            f"python {sys.version.split()[0]}\n"
+        )
         rows = []
         for label, workers in (("medload qc, 1 process", 0), (f"medload qc, {cores} workers (default)", None)):
             t0 = time.perf_counter()
@@ -119,10 +127,14 @@ def main() -> None:
         print(f"{'what':44s} {'ms/volume':>10s} {'cpu ms/vol':>11s} {'matplotlib / this':>18s} {'(cpu)':>6s}")
         for label, wall, cpu in rows:
             print(f"{label:44s} {wall * 1e3:10.1f} {cpu * 1e3:11.1f} {anchor / wall:17.1f}x {anchor_cpu / cpu:5.1f}x")
-        print(f"\npage: {info['thumbnails']} thumbnails ({', '.join(kinds)}), {thumbs / 1e6:.1f} MB "
-              f"({thumbs / info['thumbnails'] / 1e3:.1f} kB each), index.html {page / 1e6:.2f} MB")
-        print(f"{args.volumes} volumes: {rows[1][1] * args.volumes:.1f} s with the default workers, "
-              f"{rows[0][1] * args.volumes:.1f} s in one process")
+        print(
+            f"\npage: {info['thumbnails']} thumbnails ({', '.join(kinds)}), {thumbs / 1e6:.1f} MB "
+            f"({thumbs / info['thumbnails'] / 1e3:.1f} kB each), index.html {page / 1e6:.2f} MB"
+        )
+        print(
+            f"{args.volumes} volumes: {rows[1][1] * args.volumes:.1f} s with the default workers, "
+            f"{rows[0][1] * args.volumes:.1f} s in one process"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -147,14 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="medload-bench-read-"))
     try:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", GENERATE, str(ROOT), str(tmp), str(args.slices), str(args.size),
-                        str(args.scan_files)], check=True)
+        subprocess.run(
+            [sys.executable, "-c", GENERATE, str(ROOT), str(tmp), str(args.slices), str(args.size), str(args.scan_files)],
+            check=True,
+        )
         made = time.perf_counter() - t0
         baseline = run_child([sys.executable, "-c", "pass"])[1]
-        print(f"CT series: {args.slices} slices of {args.size}x{args.size} (uint16, 12 bits stored, "
-              f"intercept -1024) made in {made:.1f} s "
-              f"({tmp / 'ct'});\npython {sys.version.split()[0]}, {os.cpu_count()} cores, warm cache; "
-              f"an empty python process peaks at {baseline:.0f} MB")
+        print(
+            f"CT series: {args.slices} slices of {args.size}x{args.size} (uint16, 12 bits stored, "
+            f"intercept -1024) made in {made:.1f} s "
+            f"({tmp / 'ct'});\npython {sys.version.split()[0]}, {os.cpu_count()} cores, warm cache; "
+            f"an empty python process peaks at {baseline:.0f} MB"
+        )
 
         names = args.only or ["medload", "SimpleITK", "dcm2niix", "pydicom loop"]
         results: dict[str, dict] = {}
@@ -172,26 +176,34 @@ def main(argv: list[str] | None = None) -> int:
 
         ours = results.get("medload")
         print()
-        print(f"{'reader (whole process)':<24}{'wall s':>9}{'cpu s':>8}{'read s':>9}{'peak MB':>10}{'out MB':>8}"
-              f"  {'dtype':<8}{'wall / medload':>15}{'cpu / medload':>15}")
+        print(
+            f"{'reader (whole process)':<24}{'wall s':>9}{'cpu s':>8}{'read s':>9}{'peak MB':>10}{'out MB':>8}"
+            f"  {'dtype':<8}{'wall / medload':>15}{'cpu / medload':>15}"
+        )
         for name, r in results.items():
             ratio = f"{r['wall'] / ours['wall']:.2f}x" if ours else "-"
             cpu_ratio = f"{r['cpu'] / ours['cpu']:.2f}x" if ours else "-"
             read = f"{r['read']:.2f}" if r.get("read") is not None else "-"
             out_mb = f"{r['nbytes'] / 2**20:.0f}" if "nbytes" in r else "-"
-            print(f"{name:<24}{r['wall']:>9.2f}{r['cpu']:>8.2f}{read:>9}{r['rss']:>10.0f}{out_mb:>8}  "
-                  f"{r.get('dtype', 'nifti'):<8}{ratio:>15}{cpu_ratio:>15}")
+            print(
+                f"{name:<24}{r['wall']:>9.2f}{r['cpu']:>8.2f}{read:>9}{r['rss']:>10.0f}{out_mb:>8}  "
+                f"{r.get('dtype', 'nifti'):<8}{ratio:>15}{cpu_ratio:>15}"
+            )
 
         scan_ct = json.loads(run_child([sys.executable, "-c", SCAN_CHILD, str(tmp / "ct"), str(args.repeat)])[2])
         scan_many = json.loads(run_child([sys.executable, "-c", SCAN_CHILD, str(tmp / "many"), str(args.repeat)])[2])
         print()
-        print(f"{'header scan (in process)':<34}{'medload files/s':>16}{'pydicom loop files/s':>22}{'ratio':>8}"
-              f"{'per CPU s: medload':>20}{'pydicom':>9}")
+        print(
+            f"{'header scan (in process)':<34}{'medload files/s':>16}{'pydicom loop files/s':>22}{'ratio':>8}"
+            f"{'per CPU s: medload':>20}{'pydicom':>9}"
+        )
         for label, s in ((f"CT series, {args.size}x{args.size} files", scan_ct), (f"{s_many_label(scan_many)}", scan_many)):
             m = s["files"] / s["medload_s"]
             p = s["files"] / s["pydicom_s"]
-            print(f"{label:<34}{m:>16.0f}{p:>22.0f}{m / p:>7.2f}x"
-                  f"{s['files'] / s['medload_cpu']:>20.0f}{s['files'] / s['pydicom_cpu']:>9.0f}")
+            print(
+                f"{label:<34}{m:>16.0f}{p:>22.0f}{m / p:>7.2f}x"
+                f"{s['files'] / s['medload_cpu']:>20.0f}{s['files'] / s['pydicom_cpu']:>9.0f}"
+            )
 
         if ours:
             limit = 1.3 * ours["nbytes"] / 2**20 + 150
@@ -199,10 +211,14 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print("Goals:")
             if sitk:
-                print(f"  medload no slower than SimpleITK: {ours['wall']:.2f} s vs {sitk['wall']:.2f} s -> "
-                      f"{'met' if ours['wall'] <= sitk['wall'] else 'NOT met'}")
-            print(f"  peak memory <= 1.3 x output + 150 MB = {limit:.0f} MB: {ours['rss']:.0f} MB -> "
-                  f"{'met' if ours['rss'] <= limit else 'NOT met'}")
+                print(
+                    f"  medload no slower than SimpleITK: {ours['wall']:.2f} s vs {sitk['wall']:.2f} s -> "
+                    f"{'met' if ours['wall'] <= sitk['wall'] else 'NOT met'}"
+                )
+            print(
+                f"  peak memory <= 1.3 x output + 150 MB = {limit:.0f} MB: {ours['rss']:.0f} MB -> "
+                f"{'met' if ours['rss'] <= limit else 'NOT met'}"
+            )
             rate = min(s["files"] / s["medload_s"] for s in (scan_ct, scan_many))
             print(f"  scan >= 2,000 files/s: {rate:.0f} files/s (slower of the two) -> {'met' if rate >= 2000 else 'NOT met'}")
             print("  (wall times suffer from other users' load on a shared machine; CPU seconds do much less)")

@@ -51,8 +51,10 @@ def load_slices(n_slices: int) -> tuple[np.ndarray, np.ndarray]:
     hu = resize(hu.astype(np.float32), (len(hu), 256, 256), order=1, anti_aliasing=True, preserve_range=True)
     windowed = np.clip((hu - (40 - 200)) / 400.0, 0, 1).astype(np.float32)
     reps = -(-n_slices // len(hu))
-    return (np.tile(windowed, (reps, 1, 1))[:n_slices].copy(),
-            np.tile(np.rint(hu).astype(np.int16), (reps, 1, 1))[:n_slices].copy())
+    return (
+        np.tile(windowed, (reps, 1, 1))[:n_slices].copy(),
+        np.tile(np.rint(hu).astype(np.int16), (reps, 1, 1))[:n_slices].copy(),
+    )
 
 
 def best_rates_alternating(readers, order: np.ndarray, passes: int = 3) -> list[float]:
@@ -86,10 +88,18 @@ def bench_memmap(slices: np.ndarray, folder: Path) -> tuple[int, float]:
 def bench_store(slices: np.ndarray, folder: Path, dtype: str, compression: str) -> tuple[int, float, float | None, float]:
     path = folder / f"{dtype}-{compression.replace(':', '').replace('+', '-')}.h5"
     t0 = time.process_time()
-    with medload.Store.create(path, dtype=dtype, compression=compression, value_range=(0, 1) if dtype == "uint8" else None) as store:
+    with medload.Store.create(
+        path, dtype=dtype, compression=compression, value_range=(0, 1) if dtype == "uint8" else None
+    ) as store:
         for v, z0 in enumerate(range(0, len(slices), VOLUME_SLICES)):
-            store.add(medload.Volume(slices[z0:z0 + VOLUME_SLICES], np.diag([1.5, 1.5, 1.5, 1.0]), modality="CT",
-                                     meta={"source_hash": f"bench-{v}", "series_key": f"ser-{v:04d}"}))
+            store.add(
+                medload.Volume(
+                    slices[z0 : z0 + VOLUME_SLICES],
+                    np.diag([1.5, 1.5, 1.5, 1.0]),
+                    modality="CT",
+                    meta={"source_hash": f"bench-{v}", "series_key": f"ser-{v:04d}"},
+                )
+            )
     write_rate = len(slices) / (time.process_time() - t0)
     reader = medload.open(path)
     index = reader.index
@@ -130,22 +140,32 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True) if args.out is None else None
     f32_size = next(r[2] for r in rows if r[0] == "float32" and r[1] == "none")
-    print(f"{args.slices} slices 256x256 (windowed CT; int16 = raw HU), one core, warm cache, "
-          f"read = random single slices decoded to float32, best of 3; rates per CPU second; {os.uname().nodename}")
-    print("'via h5py': the same reads with the reader's direct chunk reads (os.pread + lz4) switched off; "
-          "'-' where the direct path does not apply (h5py reads them either way)")
-    header = (f"| {'store':<29} | {'MB on disk':>10} | {'x smaller than f32':>18} | {'read slices/s':>13} | "
-              f"{'read vs memmap':>14} | {'via h5py':>8} | {'direct / h5py':>13} | {'write slices/s':>14} |")
+    print(
+        f"{args.slices} slices 256x256 (windowed CT; int16 = raw HU), one core, warm cache, "
+        f"read = random single slices decoded to float32, best of 3; rates per CPU second; {os.uname().nodename}"
+    )
+    print(
+        "'via h5py': the same reads with the reader's direct chunk reads (os.pread + lz4) switched off; "
+        "'-' where the direct path does not apply (h5py reads them either way)"
+    )
+    header = (
+        f"| {'store':<29} | {'MB on disk':>10} | {'x smaller than f32':>18} | {'read slices/s':>13} | "
+        f"{'read vs memmap':>14} | {'via h5py':>8} | {'direct / h5py':>13} | {'write slices/s':>14} |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    print(f"| {'numpy memmap float32 (anchor)':<29} | {mm_size / 1e6:>10.1f} | {f32_size / mm_size:>18.2f} | {mm_rate:>13,.0f} | "
-          f"{1.0:>14.2f} | {'-':>8} | {'-':>13} | {'-':>14} |")
+    print(
+        f"| {'numpy memmap float32 (anchor)':<29} | {mm_size / 1e6:>10.1f} | {f32_size / mm_size:>18.2f} | {mm_rate:>13,.0f} | "
+        f"{1.0:>14.2f} | {'-':>8} | {'-':>13} | {'-':>14} |"
+    )
     default = (medload.store.DEFAULT_DTYPE, medload.store.DEFAULT_COMPRESSION)
     for dtype, compression, size, read_rate, h5py_rate, write_rate in rows:
         name = f"{dtype} {compression}" + (" (default)" if (dtype, compression) == default else "")
         via = (f"{h5py_rate:>8,.0f}", f"{read_rate / h5py_rate:>13.2f}") if h5py_rate else (f"{'-':>8}", f"{'-':>13}")
-        print(f"| {name:<29} | {size / 1e6:>10.1f} | {f32_size / size:>18.2f} | {read_rate:>13,.0f} | "
-              f"{read_rate / mm_rate:>14.2f} | {via[0]} | {via[1]} | {write_rate:>14,.0f} |")
+        print(
+            f"| {name:<29} | {size / 1e6:>10.1f} | {f32_size / size:>18.2f} | {read_rate:>13,.0f} | "
+            f"{read_rate / mm_rate:>14.2f} | {via[0]} | {via[1]} | {write_rate:>14,.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -77,31 +77,73 @@ def cases(vol: Volume):
         # name, medload factory (workers -> Transform), bare call on the array, input volume, slice-wise?
         ("hu_clip", lambda w: T.HUClip(-1024, 3071), lambda x: np.clip(x, -1024, 3071), vol, False),
         ("window", lambda w: T.Window("abdomen"), lambda x: np.clip((x + 160) / 400, 0, 1), vol, False),
-        ("ct_body_mask", lambda w: T.CTBodyMask(),
-         lambda x: np.where(ct_body_mask(x, spacing=(1, 0.8, 0.8)), x, -1024), vol, False),
+        (
+            "ct_body_mask",
+            lambda w: T.CTBodyMask(),
+            lambda x: np.where(ct_body_mask(x, spacing=(1, 0.8, 0.8)), x, -1024),
+            vol,
+            False,
+        ),
         ("zscore", lambda w: T.ZScore(mask="all"), lambda x: (x - x.mean()) / x.std(), vol, False),
         ("n4 (shrink 4)", lambda w: T.N4BiasCorrection(shrink_factor=4), n4_bare, mr, False),
         ("equalize_hist", lambda w: T.HistogramEqualize(), lambda x: exposure.equalize_hist(x), vol, False),
-        ("clahe", lambda w: T.CLAHE(in_range=(lo, hi), workers=w),
-         per_slice(lambda s: exposure.equalize_adapthist(unit(s))), vol, True),
-        ("nl_means (sigma 20)", lambda w: T.NLMeans(sigma=20.0, workers=w),
-         per_slice(lambda s: restoration.denoise_nl_means(s, h=16.0, sigma=20.0, patch_size=5, patch_distance=6,
-                                                          fast_mode=True)), vol, True),
-        ("tv_denoise", lambda w: T.TVDenoise(weight=10.0, workers=w),
-         per_slice(lambda s: restoration.denoise_tv_chambolle(s, weight=10.0)), vol, True),
+        (
+            "clahe",
+            lambda w: T.CLAHE(in_range=(lo, hi), workers=w),
+            per_slice(lambda s: exposure.equalize_adapthist(unit(s))),
+            vol,
+            True,
+        ),
+        (
+            "nl_means (sigma 20)",
+            lambda w: T.NLMeans(sigma=20.0, workers=w),
+            per_slice(
+                lambda s: restoration.denoise_nl_means(s, h=16.0, sigma=20.0, patch_size=5, patch_distance=6, fast_mode=True)
+            ),
+            vol,
+            True,
+        ),
+        (
+            "tv_denoise",
+            lambda w: T.TVDenoise(weight=10.0, workers=w),
+            per_slice(lambda s: restoration.denoise_tv_chambolle(s, weight=10.0)),
+            vol,
+            True,
+        ),
         ("bilateral", lambda w: T.Bilateral(1.0, 50.0, workers=w), sitk2d(lambda i: sitk.Bilateral(i, 1.0, 50.0)), vol, True),
-        ("curvature_diffusion", lambda w: T.CurvatureDiffusion(workers=w),
-         sitk2d(lambda i: sitk.CurvatureAnisotropicDiffusion(i, 0.125, 3.0, 1, 5)), vol, True),
-        ("gradient_diffusion", lambda w: T.GradientDiffusion(workers=w),
-         sitk2d(lambda i: sitk.GradientAnisotropicDiffusion(i, 0.125, 3.0, 1, 5)), vol, True),
+        (
+            "curvature_diffusion",
+            lambda w: T.CurvatureDiffusion(workers=w),
+            sitk2d(lambda i: sitk.CurvatureAnisotropicDiffusion(i, 0.125, 3.0, 1, 5)),
+            vol,
+            True,
+        ),
+        (
+            "gradient_diffusion",
+            lambda w: T.GradientDiffusion(workers=w),
+            sitk2d(lambda i: sitk.GradientAnisotropicDiffusion(i, 0.125, 3.0, 1, 5)),
+            vol,
+            True,
+        ),
         ("median 3x3", lambda w: T.Median(3, workers=w), per_slice(lambda s: ndimage.median_filter(s, size=3)), vol, True),
-        ("gaussian s=1", lambda w: T.Gaussian(sigma=1.0, workers=w),
-         per_slice(lambda s: ndimage.gaussian_filter(s, sigma=1.0)), vol, True),
+        (
+            "gaussian s=1",
+            lambda w: T.Gaussian(sigma=1.0, workers=w),
+            per_slice(lambda s: ndimage.gaussian_filter(s, sigma=1.0)),
+            vol,
+            True,
+        ),
         ("resample 1 mm", lambda w: T.Resample((1.0, 1.0, 1.0)), None, vol, False),
         ("reorient", lambda w: T.Reorient(), None, vol, False),
-        ("resize_slices 128", lambda w: T.ResizeSlices(128, mode="resize"),
-         lambda x: sktransform.resize(x, (x.shape[0], 128, 128), order=1, mode="edge", preserve_range=True,
-                                      anti_aliasing=True), vol, False),
+        (
+            "resize_slices 128",
+            lambda w: T.ResizeSlices(128, mode="resize"),
+            lambda x: sktransform.resize(
+                x, (x.shape[0], 128, 128), order=1, mode="edge", preserve_range=True, anti_aliasing=True
+            ),
+            vol,
+            False,
+        ),
     ]
 
 
@@ -112,9 +154,19 @@ def bare_resample(vol: Volume):
     def run(x):
         image = sitk.GetImageFromArray(x)  # numpy in, numpy out: the same work medload does
         image.SetSpacing([0.8, 0.8, 1.0])
-        return sitk.GetArrayFromImage(sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear,
-                                                    image.GetOrigin(), [1.0, 1.0, 1.0], image.GetDirection(),
-                                                    0.0, sitk.sitkFloat32))
+        return sitk.GetArrayFromImage(
+            sitk.Resample(
+                image,
+                size,
+                sitk.Transform(),
+                sitk.sitkLinear,
+                image.GetOrigin(),
+                [1.0, 1.0, 1.0],
+                image.GetDirection(),
+                0.0,
+                sitk.sitkFloat32,
+            )
+        )
 
     return run
 
@@ -135,8 +187,9 @@ def main() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     vol = make_ct(tuple(args.shape))
     print(f"volume {tuple(args.shape)} float32; cores {os.cpu_count()}; load average before {os.getloadavg()[0]:.2f}")
-    header = (f"{'transform':<22}{'bare cpu':>10}{'medload cpu':>12}{'ratio':>7}{'1w wall':>9}{'2w wall':>9}"
-              f"{'speed-up':>10}{'load':>6}")
+    header = (
+        f"{'transform':<22}{'bare cpu':>10}{'medload cpu':>12}{'ratio':>7}{'1w wall':>9}{'2w wall':>9}{'speed-up':>10}{'load':>6}"
+    )
     print(header)
     print("-" * len(header))
     for name, factory, bare, source, slice_wise in cases(vol):
@@ -149,8 +202,10 @@ def main() -> None:
         # Interleaved runs, best of each: load from other users hits both sides alike. The
         # overhead ratio uses CPU seconds (one thread each side), which other users' load
         # barely moves; the 2-worker speed-up can only be wall time.
-        runs = [("bare", lambda bare=bare, source=source: bare(source.array)),
-                ("one", lambda factory=factory, source=source: factory(1)(source))]
+        runs = [
+            ("bare", lambda bare=bare, source=source: bare(source.array)),
+            ("one", lambda factory=factory, source=source: factory(1)(source)),
+        ]
         if slice_wise:
             runs.append(("two", lambda factory=factory, source=source: factory(2)(source)))
         times: dict[str, list[tuple[float, float]]] = {key: [] for key, _ in runs}

@@ -36,6 +36,5 @@ def require(module: str, feature: str) -> ModuleType:
         extra = _EXTRA.get(top)
         hint = f"pip install 'medload[{extra}]'" if extra else f"pip install {top}"
         raise MissingDependencyError(
-            f"{feature} needs the package {top!r}, which is not installed ({exc}); "
-            f"install it with: {hint}"
+            f"{feature} needs the package {top!r}, which is not installed ({exc}); install it with: {hint}"
         ) from exc

@@ -37,8 +37,9 @@ def _pipeline_arg(presets: list[str], configs: list[str]) -> Any:
         if kind == "config" and not os.path.isfile(name):
             raise ConfigError(f"--config {value}: pipeline file {name} does not exist")
         if modality in specs:
-            raise ConfigError(f"--{kind} {value}: a pipeline for {'every series' if modality == '*' else modality} "
-                               "was already given")
+            raise ConfigError(
+                f"--{kind} {value}: a pipeline for {'every series' if modality == '*' else modality} was already given"
+            )
         specs[modality] = name
     if not specs:
         return None
@@ -82,9 +83,12 @@ def _cmd_scan(args) -> int:
 
         # Output for scripts is written somewhere: the converter's rule for descriptions.
         series = [report_summary(s, args.keep_descriptions) for s in result]
-        payload = {"series": series, "files": result.n_files,
-                   "skipped": dict(result.skipped),
-                   "unreadable": [{"path": e.path, "reason": e.message} for e in result.errors]}
+        payload = {
+            "series": series,
+            "files": result.n_files,
+            "skipped": dict(result.skipped),
+            "unreadable": [{"path": e.path, "reason": e.message} for e in result.errors],
+        }
         print(json.dumps(_json_safe(payload), indent=1, allow_nan=False))
         return EXIT_OK
     from rich.table import Table
@@ -103,8 +107,15 @@ def _cmd_scan(args) -> int:
         if r["frames"] > 1:
             size = f"{r['frames']}x" + size
         spacing = "x".join(f"{v:.3g}" for v in r["spacing"]) if r["spacing"] else "-"
-        table.add_row(str(i), r["patient_key"][:12], r["modality"], size, spacing,
-                      str(len(r["problems"])) if r["problems"] else "", r["description"])
+        table.add_row(
+            str(i),
+            r["patient_key"][:12],
+            r["modality"],
+            size,
+            spacing,
+            str(len(r["problems"])) if r["problems"] else "",
+            r["description"],
+        )
         notes += [f"[{i}] {problem}" for problem in r["problems"]]
     console = _console()
     console.print(table)
@@ -131,14 +142,33 @@ def _cmd_convert(args) -> int:
         raise ConfigError(f"--workers must be >= 0, found {args.workers}")
     interactive = sys.stderr.isatty() and not args.quiet
     report = convert(
-        args.sources, args.out, pipeline=_pipeline_arg(args.preset, args.config), size=args.size,
-        resize_mode=args.resize_mode, orientation=args.orientation, modality=args.modality, force=args.force,
-        on_gap=args.on_gap, require_masks=args.require_masks, dtype=args.dtype, compression=args.compression, workers=args.workers,
-        dask=args.dask, labels=args.labels, masks=args.masks, keep_phi=args.keep_phi,
-        keep_descriptions=args.keep_descriptions, phi_key=args.phi_key,
-        overwrite=args.overwrite, progress=interactive, patient_pattern=args.patient_pattern,
-        patients=args.patients, grayscale=args.grayscale, image_modality=args.image_modality,
-        allow_burned_in=args.allow_burned_in, source_map=args.source_map,
+        args.sources,
+        args.out,
+        pipeline=_pipeline_arg(args.preset, args.config),
+        size=args.size,
+        resize_mode=args.resize_mode,
+        orientation=args.orientation,
+        modality=args.modality,
+        force=args.force,
+        on_gap=args.on_gap,
+        require_masks=args.require_masks,
+        dtype=args.dtype,
+        compression=args.compression,
+        workers=args.workers,
+        dask=args.dask,
+        labels=args.labels,
+        masks=args.masks,
+        keep_phi=args.keep_phi,
+        keep_descriptions=args.keep_descriptions,
+        phi_key=args.phi_key,
+        overwrite=args.overwrite,
+        progress=interactive,
+        patient_pattern=args.patient_pattern,
+        patients=args.patients,
+        grayscale=args.grayscale,
+        image_modality=args.image_modality,
+        allow_burned_in=args.allow_burned_in,
+        source_map=args.source_map,
     )
     if not args.quiet:
         _print_summary(report)
@@ -168,13 +198,19 @@ def _print_summary(report) -> None:
     table = Table(title="medload convert", caption=f"{paths.get('output', report.output or '')}, {report.elapsed_s} s")
     table.add_column("what")
     table.add_column("count", justify="right")
-    for label, key in [("series found", "series"), ("converted now", "converted"),
-                       ("already converted", "already_converted"), ("failed", "failed"),
-                       ("not run (interrupted)", "not_run"), ("duplicates", "duplicate_series"),
-                       ("files skipped (not images)", "skipped_files"), ("files unreadable", "unreadable_files"),
-                       ("masks matching no image", "masks_without_image"),
-                       ("images without their mask", "images_without_mask"),
-                       ("slices written", "slices_written")]:
+    for label, key in [
+        ("series found", "series"),
+        ("converted now", "converted"),
+        ("already converted", "already_converted"),
+        ("failed", "failed"),
+        ("not run (interrupted)", "not_run"),
+        ("duplicates", "duplicate_series"),
+        ("files skipped (not images)", "skipped_files"),
+        ("files unreadable", "unreadable_files"),
+        ("masks matching no image", "masks_without_image"),
+        ("images without their mask", "images_without_mask"),
+        ("slices written", "slices_written"),
+    ]:
         if c.get(key) or key in ("series", "converted", "failed"):
             table.add_row(label, str(c.get(key, 0)))
     console.print(table)
@@ -251,8 +287,7 @@ def _describe_pipeline(config: Any) -> list[str]:
         return [str(config)]
 
     def steps(cfg: dict) -> str:
-        names = [f"{s['name']}({', '.join(f'{k}={v}' for k, v in s.get('params', {}).items())})"
-                 for s in cfg.get("steps", [])]
+        names = [f"{s['name']}({', '.join(f'{k}={v}' for k, v in s.get('params', {}).items())})" for s in cfg.get("steps", [])]
         return " -> ".join(names) or "(as read)"
 
     if "by_modality" in config:
@@ -274,13 +309,16 @@ def _cmd_info(args) -> int:
     table.add_column("value", overflow="fold")
     size = info["bytes_on_disk"]
     for field, value in [
-        ("volumes", info["volumes"]), ("slices", info["slices"]), ("patients", info["patients"]),
+        ("volumes", info["volumes"]),
+        ("slices", info["slices"]),
+        ("patients", info["patients"]),
         ("studies", info["studies"]),
         ("modalities", ", ".join(f"{k} {v}" for k, v in info["modalities"].items())),
         ("slice shapes", ", ".join(f"{k} ({v} vol)" for k, v in info["slice_shapes"].items())),
         ("labels", ", ".join(f"{_class_name(info['classes'], k)}: {v}" for k, v in info["labels"].items()) or "-"),
         ("classes", ", ".join(f"{i} {name}" for i, name in enumerate(info["classes"] or [])) or "-"),
-        ("volumes with mask", info["with_mask"]), ("stored as", f"{info['dtype']}, {info['compression']}"),
+        ("volumes with mask", info["with_mask"]),
+        ("stored as", f"{info['dtype']}, {info['compression']}"),
         ("on disk", f"{size / 1e6:.1f} MB in {info['shards']} file(s)"),
         ("intensity", "; ".join(f"{k} ({v})" for k, v in info["intensity"].items())),
         ("pipeline", "\n".join(_describe_pipeline(info["pipeline"]))),
@@ -295,9 +333,18 @@ def _cmd_preview(args) -> int:
     from medload.preview import montage
 
     _existing_store(args.store)
-    result = montage(args.store, args.out, n=args.n, columns=args.columns, tile=args.tile, window=args.window,
-                     masks=not args.no_mask, before_after=args.before_after, sources=args.source,
-                     phi_key=args.phi_key)
+    result = montage(
+        args.store,
+        args.out,
+        n=args.n,
+        columns=args.columns,
+        tile=args.tile,
+        window=args.window,
+        masks=not args.no_mask,
+        before_after=args.before_after,
+        sources=args.source,
+        phi_key=args.phi_key,
+    )
     print(f"wrote {result['path']} ({result['width']}x{result['height']} px, {result['tiles']} tiles)")
     return EXIT_OK
 
@@ -309,8 +356,10 @@ def _cmd_qc(args) -> int:
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, found {args.workers}")
     result = write_qc(args.store, args.out, workers=args.workers, thumb_size=args.thumb)
-    print(f"wrote {result['path']} ({result['volumes']} volumes, {result['problems']} with problems, "
-          f"{result['failed']} series or files not converted; {result['seconds']} s)")
+    print(
+        f"wrote {result['path']} ({result['volumes']} volumes, {result['problems']} with problems, "
+        f"{result['failed']} series or files not converted; {result['seconds']} s)"
+    )
     return EXIT_OK
 
 
@@ -326,8 +375,7 @@ _COMMANDS = {"scan": _cmd_scan, "convert": _cmd_convert, "info": _cmd_info, "pre
 def _failure_line(entry: dict[str, Any]) -> str:
     """One line for a failed series: key, modality, (description if kept), reason."""
     description = f" {entry['description']!r}" if entry.get("description") else ""
-    return (f"failed: {entry['series_key']} {entry.get('modality', '')}{description}: "
-            f"{_one_line(entry.get('reason', ''))[:300]}")
+    return f"failed: {entry['series_key']} {entry.get('modality', '')}{description}: {_one_line(entry.get('reason', ''))[:300]}"
 
 
 def _one_line(text: str) -> str:
@@ -388,8 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug in medload, not the user's input: the traceback is the report
         if os.environ.get("MEDLOAD_DEBUG"):
             raise
-        print(f"medload: internal error (a bug in medload; please report it with this traceback): "
-              f"{type(exc).__name__}: {_one_line(str(exc))}\n{traceback.format_exc()}", file=sys.stderr, end="")
+        print(
+            f"medload: internal error (a bug in medload; please report it with this traceback): "
+            f"{type(exc).__name__}: {_one_line(str(exc))}\n{traceback.format_exc()}",
+            file=sys.stderr,
+            end="",
+        )
         return EXIT_INTERNAL
 
 

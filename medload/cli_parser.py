@@ -21,8 +21,10 @@ class _Parser(argparse.ArgumentParser):
 
 _FORMAT = argparse.RawDescriptionHelpFormatter
 
-_PHI_KEY_HELP = ("secret of the pseudonyms (default $MEDLOAD_PHI_KEY, else your key file "
-                 "~/.config/medload/phi.key, made at random on first use; see docs/deidentification.md)")
+_PHI_KEY_HELP = (
+    "secret of the pseudonyms (default $MEDLOAD_PHI_KEY, else your key file "
+    "~/.config/medload/phi.key, made at random on first use; see docs/deidentification.md)"
+)
 
 SCAN_HELP = """\
 List the series found under a folder (headers only, nothing written): pseudonymous patient and
@@ -115,10 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     >>> build_parser().parse_args(["scan", "export", "--json"]).json
     True
     """
-    parser = _Parser(prog="medload", formatter_class=_FORMAT,
-                     description="Medical scanner exports (DICOM, NIfTI) to normalized 2D slices in HDF5.",
-                     epilog="example:\n  medload scan /data/export\n  medload convert /data/export -o out/ --size 256\n"
-                            "  medload info out/\n  medload preview out/ --out montage.png\n  medload qc out/")
+    parser = _Parser(
+        prog="medload",
+        formatter_class=_FORMAT,
+        description="Medical scanner exports (DICOM, NIfTI) to normalized 2D slices in HDF5.",
+        epilog="example:\n  medload scan /data/export\n  medload convert /data/export -o out/ --size 256\n"
+        "  medload info out/\n  medload preview out/ --out montage.png\n  medload qc out/",
+    )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_scan(sub)
@@ -130,70 +135,115 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_scan(sub: Any) -> None:
-    p = sub.add_parser("scan", help="list the series found under a folder", description=SCAN_HELP,
-                       formatter_class=_FORMAT)
+    p = sub.add_parser("scan", help="list the series found under a folder", description=SCAN_HELP, formatter_class=_FORMAT)
     p.add_argument("source", metavar="SRC", help="folder or file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--keep-descriptions", action="store_true",
-                   help="put series descriptions in the --json output (left out by default)")
+    p.add_argument(
+        "--keep-descriptions", action="store_true", help="put series descriptions in the --json output (left out by default)"
+    )
     p.add_argument("--phi-key", help=_PHI_KEY_HELP)
-    p.add_argument("--patient-pattern", metavar="REGEX",
-                   help="images: regular expression finding the patient in each file's path")
+    p.add_argument(
+        "--patient-pattern", metavar="REGEX", help="images: regular expression finding the patient in each file's path"
+    )
 
 
 def _add_convert(sub: Any) -> None:
-    p = sub.add_parser("convert", help="convert exports into a store", description=CONVERT_HELP,
-                       formatter_class=_FORMAT)
+    p = sub.add_parser("convert", help="convert exports into a store", description=CONVERT_HELP, formatter_class=_FORMAT)
     p.add_argument("sources", metavar="SRC", nargs="+", help="folders or files")
     p.add_argument("-o", "--out", required=True, help="output folder (shards) or FILE.h5")
-    p.add_argument("--preset", action="append", default=[], metavar="[MOD=]NAME",
-                   help="preset for every series, or MOD=NAME for one modality (repeatable)")
-    p.add_argument("--config", action="append", default=[], metavar="[MOD=]FILE",
-                   help="pipeline .toml/.json for every series, or MOD=FILE (repeatable)")
+    p.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        metavar="[MOD=]NAME",
+        help="preset for every series, or MOD=NAME for one modality (repeatable)",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="[MOD=]FILE",
+        help="pipeline .toml/.json for every series, or MOD=FILE (repeatable)",
+    )
     p.add_argument("--size", type=_size, metavar="N or HxW", help="bring every slice to this size")
-    p.add_argument("--resize-mode", choices=["resize", "pad-crop"], default="resize",
-                   help="how slices reach --size (default: resize, spacing updated)")
-    p.add_argument("--orientation", choices=["radiological", "acquisition"], default="radiological",
-                   help="stored slice orientation: one per plane, the radiological display convention "
-                        "(default; DICOM and NIfTI of a scan store the same slices), or the source's own")
-    p.add_argument("--dtype", help="stored type: uint8, float16, float32, int16 (default: the store's, "
-                                   "see docs/hdf5-schema.md)")
-    p.add_argument("--compression", help="lz4, zstd[:level], none, gzip[:level], lzf, blosc2, ... (default: the "
-                                         "store's, see docs/hdf5-schema.md)")
-    p.add_argument("--modality", metavar="MOD",
-                   help="modality of sources whose headers do not say (NIfTI without a BIDS sidecar, image "
-                        "files), e.g. CT so the CT presets window a NIfTI CT; DICOM keeps its own")
-    p.add_argument("--force", action="store_true",
-                   help="apply CT windows even to volumes whose modality is not CT (prefer --modality)")
-    p.add_argument("--on-gap", choices=["error", "interpolate"], default="error",
-                   help="DICOM series with missing or uneven slices: refuse (default) or resample them evenly")
+    p.add_argument(
+        "--resize-mode",
+        choices=["resize", "pad-crop"],
+        default="resize",
+        help="how slices reach --size (default: resize, spacing updated)",
+    )
+    p.add_argument(
+        "--orientation",
+        choices=["radiological", "acquisition"],
+        default="radiological",
+        help="stored slice orientation: one per plane, the radiological display convention "
+        "(default; DICOM and NIfTI of a scan store the same slices), or the source's own",
+    )
+    p.add_argument("--dtype", help="stored type: uint8, float16, float32, int16 (default: the store's, see docs/hdf5-schema.md)")
+    p.add_argument(
+        "--compression",
+        help="lz4, zstd[:level], none, gzip[:level], lzf, blosc2, ... (default: the store's, see docs/hdf5-schema.md)",
+    )
+    p.add_argument(
+        "--modality",
+        metavar="MOD",
+        help="modality of sources whose headers do not say (NIfTI without a BIDS sidecar, image "
+        "files), e.g. CT so the CT presets window a NIfTI CT; DICOM keeps its own",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="apply CT windows even to volumes whose modality is not CT (prefer --modality)"
+    )
+    p.add_argument(
+        "--on-gap",
+        choices=["error", "interpolate"],
+        default="error",
+        help="DICOM series with missing or uneven slices: refuse (default) or resample them evenly",
+    )
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="'local' or a Dask scheduler address (tcp://host:8786)")
-    p.add_argument("--labels", metavar="CSV", help="labels.csv: label + series_key/study_key/patient_key "
-                                                  "(images: file); 'folders': class folders (default for images in 2+ folders)")
-    p.add_argument("--patient-pattern", metavar="REGEX",
-                   help="images: regular expression finding the patient in each file's path, e.g. '(?P<patient>\\d+)_'")
+    p.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="labels.csv: label + series_key/study_key/patient_key "
+        "(images: file); 'folders': class folders (default for images in 2+ folders)",
+    )
+    p.add_argument(
+        "--patient-pattern",
+        metavar="REGEX",
+        help="images: regular expression finding the patient in each file's path, e.g. '(?P<patient>\\d+)_'",
+    )
     p.add_argument("--patients", metavar="CSV", help="images: CSV with file and patient_id columns")
     p.add_argument("--grayscale", action="store_true", help="store colour images as grey (ITU-R BT.601 luma)")
     p.add_argument("--image-modality", metavar="MOD", help="modality recorded for image files (default OT)")
     p.add_argument("--masks", metavar="DIR", help="folder of NIfTI label masks matched to series")
-    p.add_argument("--require-masks", action="store_true",
-                   help="refuse the batch when an image lacks its mask or a mask matches no image (with --masks, "
-                        "or an nnU-Net dataset); counted in the report otherwise")
-    p.add_argument("--keep-phi", action="store_true",
-                   help="keep identifying header fields (off by default); implies --keep-descriptions")
-    p.add_argument("--keep-descriptions", action="store_true",
-                   help="write series descriptions / protocol names / NIfTI file names (off by default)")
+    p.add_argument(
+        "--require-masks",
+        action="store_true",
+        help="refuse the batch when an image lacks its mask or a mask matches no image (with --masks, "
+        "or an nnU-Net dataset); counted in the report otherwise",
+    )
+    p.add_argument(
+        "--keep-phi", action="store_true", help="keep identifying header fields (off by default); implies --keep-descriptions"
+    )
+    p.add_argument(
+        "--keep-descriptions",
+        action="store_true",
+        help="write series descriptions / protocol names / NIfTI file names (off by default)",
+    )
     p.add_argument("--phi-key", help=_PHI_KEY_HELP)
-    p.add_argument("--allow-burned-in", action="store_true",
-                   help="convert series whose BurnedInAnnotation is YES (text in the pixels; refused by default)")
-    p.add_argument("--source-map", metavar="FILE",
-                   help="write pseudonym -> source path (identifies patients; refused inside the output)")
+    p.add_argument(
+        "--allow-burned-in",
+        action="store_true",
+        help="convert series whose BurnedInAnnotation is YES (text in the pixels; refused by default)",
+    )
+    p.add_argument(
+        "--source-map", metavar="FILE", help="write pseudonym -> source path (identifies patients; refused inside the output)"
+    )
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar, no summary table; still one line per failed series on stderr")
-    p.add_argument("--qc", action="store_true",
-                   help="then write the QC page (OUT/qc/index.html, as 'medload qc OUT' does)")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar, no summary table; still one line per failed series on stderr"
+    )
+    p.add_argument("--qc", action="store_true", help="then write the QC page (OUT/qc/index.html, as 'medload qc OUT' does)")
 
 
 def _add_info(sub: Any) -> None:
@@ -203,18 +253,26 @@ def _add_info(sub: Any) -> None:
 
 
 def _add_preview(sub: Any) -> None:
-    p = sub.add_parser("preview", help="montage of stored slices as a PNG", description=PREVIEW_HELP,
-                       formatter_class=_FORMAT)
+    p = sub.add_parser("preview", help="montage of stored slices as a PNG", description=PREVIEW_HELP, formatter_class=_FORMAT)
     p.add_argument("store", metavar="OUT", help="store file or folder of shards")
     p.add_argument("--out", required=True, metavar="PNG", help="the PNG to write")
     p.add_argument("--n", type=int, default=16, help="slices shown (default 16)")
     p.add_argument("--tile", type=int, default=128, help="tile size in pixels (default 128)")
     p.add_argument("--columns", type=int, help="tiles per row")
-    p.add_argument("--window", type=_window, metavar="LOW,HIGH",
-                   help="stored values drawn black and white (default: each slice's 0.5-99.5 percentiles)")
+    p.add_argument(
+        "--window",
+        type=_window,
+        metavar="LOW,HIGH",
+        help="stored values drawn black and white (default: each slice's 0.5-99.5 percentiles)",
+    )
     p.add_argument("--no-mask", action="store_true", help="do not draw masks")
     p.add_argument("--before-after", action="store_true", help="show each source slice beside the stored one")
-    p.add_argument("--source", action="append", metavar="SRC", help="where the sources are (default: from report.json, which names them only after --keep-phi)")
+    p.add_argument(
+        "--source",
+        action="append",
+        metavar="SRC",
+        help="where the sources are (default: from report.json, which names them only after --keep-phi)",
+    )
     p.add_argument("--phi-key", help="the pseudonym key used at conversion (to match series); " + _PHI_KEY_HELP)
 
 
@@ -222,8 +280,7 @@ def _add_qc(sub: Any) -> None:
     p = sub.add_parser("qc", help="static HTML page to check a store", description=QC_HELP, formatter_class=_FORMAT)
     p.add_argument("store", metavar="OUT", help="store file or folder of shards")
     p.add_argument("--out", metavar="DIR", help="folder of the page (default OUT/qc, or x.qc beside x.h5)")
-    p.add_argument("--workers", type=int, metavar="N", help="processes drawing thumbnails (default: all cores "
-                                                            "for large stores)")
+    p.add_argument("--workers", type=int, metavar="N", help="processes drawing thumbnails (default: all cores for large stores)")
     p.add_argument("--thumb", type=int, default=160, metavar="PX", help="thumbnail size in pixels (default 160)")
 
 

@@ -46,7 +46,5 @@ def resolve_workers(workers: int | None) -> int:
     if workers is None:
         return available_cores()
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
-        raise ConfigError(
-            f"workers must be >= 0 (0 = in this process, None = every core), found {workers!r}."
-        )
+        raise ConfigError(f"workers must be >= 0 (0 = in this process, None = every core), found {workers!r}.")
     return int(workers)

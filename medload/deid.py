@@ -38,6 +38,7 @@ from medload.phikey import (
     resolve_key,
 )
 
+# fmt: off
 __all__ = [
     "pseudonym", "sanitize_key", "PHI_KEY_ENV", "CONFIG_DIR_ENV", "IDENTIFYING_KEYWORDS",
     "PhiKey", "resolve_key", "fingerprint", "config_dir", "key_file", "key_created_message",
@@ -46,9 +47,11 @@ __all__ = [
     "deidentified_meta", "report_summary", "META_KEYS", "allowed_meta", "clean_image_type",
     "SourceNames", "scrub", "file_key", "folder_key",
 ]
+# fmt: on
 
 #: DICOM keywords of PS3.15's basic profile that medload's meta never carries (unless
 #: ``keep_phi``). Listed so tests and the converter can audit output against them.
+# fmt: off
 IDENTIFYING_KEYWORDS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientAddress",
     "OtherPatientIDs", "OtherPatientNames", "PatientMotherBirthName", "PatientTelephoneNumbers",
@@ -61,10 +64,10 @@ IDENTIFYING_KEYWORDS = (
     "MedicalRecordLocator", "EthnicGroup", "Occupation", "AdditionalPatientHistory",
     "PatientComments", "RequestAttributesSequence", "ResponsiblePerson", "IssuerOfPatientID",
 )
+# fmt: on
 
 
-def pseudonym(value: str | None, *, prefix: str = "", secret: str | bytes | PhiKey | None = None,
-              length: int = 16) -> str:
+def pseudonym(value: str | None, *, prefix: str = "", secret: str | bytes | PhiKey | None = None, length: int = 16) -> str:
     """Return a stable keyed pseudonym of ``value``.
 
     Parameters
@@ -149,6 +152,7 @@ def sanitize_key(text: str, *, max_length: int = 120) -> str:
 #: allow-list, so a field a reader starts to copy (a sidecar key, a header value) stays out of
 #: stores until someone adds it here on purpose. None is in DICOM PS3.15 Table E.1-1's basic
 #: profile; the descriptors (:data:`DESCRIPTOR_KEYS`) are dropped unless kept on request.
+# fmt: off
 META_KEYS = frozenset({
     # identity (pseudonyms) and provenance
     "source", "source_key", "series_key", "study_key", "patient_key", "source_hash", "intensity",
@@ -162,9 +166,11 @@ META_KEYS = frozenset({
     "manufacturer", "manufacturer_model", "convolution_kernel", "patient_position", "scanning_sequence",
     "photometric_interpretation", "window_center", "window_width", "image_type",
 })
+# fmt: on
 
 #: Values of ImageType (DICOM PS3.3 C.7.6.1.1.2 and the modality modules' defined terms, and
 #: the common vendor terms) that may be stored; any other value is free text and is dropped.
+# fmt: off
 IMAGE_TYPE_TERMS = frozenset({
     "ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "AXIAL", "LOCALIZER", "REFORMATTED", "MPR",
     "PROJECTION IMAGE", "MIP", "MINIP", "VOLUME", "CALCIUM SCORE", "SUBTRACTION", "PERFUSION",
@@ -178,6 +184,7 @@ IMAGE_TYPE_TERMS = frozenset({
     "PD", "FLAIR", "SWI", "DWI", "TOF", "CT_SOM5 SPI", "CT_SOM5 SEQ", "SINGLE PLANE", "BIPLANE A",
     "BIPLANE B", "POST_PROCESSED", "POST_CONTRAST", "PRE_CONTRAST", "VOLUMETRIC", "FORMAT",
 })
+# fmt: on
 
 
 def clean_image_type(values: Any) -> list[str]:
@@ -220,11 +227,13 @@ def allowed_meta(meta: dict[str, Any]) -> dict[str, Any]:
 #: (SeriesDescription, StudyDescription, ProtocolName, BodyPartExamined, comments, ...) and that
 #: only its "Retain ... Clean Descriptors" option keeps: ``keep_descriptions=True``. For NIfTI
 #: sources ``description`` is the file name (which can be a patient's name): same rule.
+# fmt: off
 DESCRIPTOR_KEYS = frozenset({
     "description", "series_description", "study_description", "protocol_name", "body_part",
     "performed_procedure_step_description", "requested_procedure_description", "image_comments",
     "acquisition_comments", "derivation_description", "contrast_bolus_agent", "class_folder",
 })
+# fmt: on
 
 # A description shorter than this is not hidden inside message texts: replacing "ct" in
 # every message would mangle them, and so short a text names nobody.
@@ -246,8 +255,11 @@ def relative_paths(text: str, roots: Sequence[str]) -> str:
     """
     for root in roots:
         root = root.rstrip(os.sep) or os.sep
-        text = re.sub(rf"(?<![\w.{re.escape(os.sep)}-]){re.escape(root)}(?:{re.escape(os.sep)}|(?![\w.-]))",
-                      lambda m: "" if m.group(0).endswith(os.sep) else ".", text)
+        text = re.sub(
+            rf"(?<![\w.{re.escape(os.sep)}-]){re.escape(root)}(?:{re.escape(os.sep)}|(?![\w.-]))",
+            lambda m: "" if m.group(0).endswith(os.sep) else ".",
+            text,
+        )
     return text
 
 
@@ -313,9 +325,14 @@ _IDENTIFYING = {k.lower() for k in IDENTIFYING_KEYWORDS} | {
 }
 
 
-def deidentified_meta(meta: dict[str, Any], roots: Sequence[str], keep_phi: bool,
-                      keep_descriptions: bool = False, hidden: Sequence[str] = (),
-                      names: SourceNames | None = None) -> dict[str, Any]:
+def deidentified_meta(
+    meta: dict[str, Any],
+    roots: Sequence[str],
+    keep_phi: bool,
+    keep_descriptions: bool = False,
+    hidden: Sequence[str] = (),
+    names: SourceNames | None = None,
+) -> dict[str, Any]:
     """A volume's meta as a store may hold it.
 
     Only the allow-listed keys (:func:`allowed_meta`), no identifying or (unless
@@ -352,11 +369,13 @@ def report_summary(series: Any, keep_descriptions: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- source names
 #: Folder names so common in exports that they name nobody; replacing them as bare words
 #: would mangle messages ("DICOM header ...").
+# fmt: off
 _GENERIC_FOLDERS = frozenset({
     "dicom", "dicomdir", "images", "image", "img", "series", "study", "studies", "data", "export",
     "exports", "files", "scans", "scan", "nifti", "input", "inputs", "raw", "anat", "func", "dwi",
     "fmap", "perf", "masks", "mask", "labels", "derivatives", "sourcedata", "tmp", "temp",
 })
+# fmt: on
 _MIN_WORD = 3
 
 
@@ -389,7 +408,7 @@ def _spellings(path: str, roots: Sequence[str], real: str, cwd: str) -> set[str]
         prefix = root.rstrip(os.sep) + os.sep
         for form in list(forms):
             if form.startswith(prefix):
-                forms.add(form[len(prefix):])
+                forms.add(form[len(prefix) :])
     return {f for f in forms if f and f not in (".", os.sep)}
 
 
@@ -426,8 +445,14 @@ class SourceNames:
         return cls(keep_paths=True, roots=list(roots))
 
     @classmethod
-    def of(cls, files: Sequence[str | os.PathLike], *, roots: Sequence[str], key: str | bytes | PhiKey | None = None,
-           hidden: Sequence[str] = ()) -> SourceNames:
+    def of(
+        cls,
+        files: Sequence[str | os.PathLike],
+        *,
+        roots: Sequence[str],
+        key: str | bytes | PhiKey | None = None,
+        hidden: Sequence[str] = (),
+    ) -> SourceNames:
         """The names in ``files`` (one series' files, its mask) under the source folders ``roots``.
 
         Parameters

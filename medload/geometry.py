@@ -142,8 +142,9 @@ def axis_codes(affine: np.ndarray) -> tuple[str, ...]:
     return tuple(nib.aff2axcodes(affine))
 
 
-def align_to_grid(data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
-                  target_shape: Sequence[int]) -> np.ndarray | None:
+def align_to_grid(
+    data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray, target_shape: Sequence[int]
+) -> np.ndarray | None:
     """``data`` (on ``affine``) in the target grid's array order when both hold the same voxels
     in world space, else None.
 

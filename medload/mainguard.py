@@ -48,8 +48,12 @@ def unguarded_main_script() -> str | None:
         return None
     line = frame.f_lineno
     for node in ast.walk(tree):
-        if (isinstance(node, ast.If) and _is_main_guard(node.test) and node.body
-                and node.body[0].lineno <= line <= (node.body[-1].end_lineno or node.body[-1].lineno)):
+        if (
+            isinstance(node, ast.If)
+            and _is_main_guard(node.test)
+            and node.body
+            and node.body[0].lineno <= line <= (node.body[-1].end_lineno or node.body[-1].lineno)
+        ):
             return None
     return str(path)
 

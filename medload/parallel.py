@@ -152,10 +152,10 @@ def run_tasks(
             # script's top level to find it, which would start this run again in every worker,
             # for ever. Running here is slower but finishes.
             warnings.warn(
-                f"{script} calls medload outside `if __name__ == \"__main__\":`; worker processes "
+                f'{script} calls medload outside `if __name__ == "__main__":`; worker processes '
                 f"would re-run that script, so the {len(tasks)} tasks run in this process instead "
                 "(workers=0). To use all cores, put the script's work under "
-                "`if __name__ == \"__main__\":`.",
+                '`if __name__ == "__main__":`.',
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -353,8 +353,12 @@ class _Pool:
     def _start_worker(self) -> None:
         slot = f"{self.next_slot:04d}"
         self.next_slot += 1
-        proc = self.ctx.Process(target=_pool_main, args=(self.factory, slot, self.task_q, self.result_q, os.getpid()),
-                                daemon=True, name=f"medload-worker-{slot}")
+        proc = self.ctx.Process(
+            target=_pool_main,
+            args=(self.factory, slot, self.task_q, self.result_q, os.getpid()),
+            daemon=True,
+            name=f"medload-worker-{slot}",
+        )
         proc.start()
         self.procs[slot] = proc
 
@@ -446,9 +450,16 @@ class _Pool:
             self.exited.add(slot)
             lost = self.running.pop(slot, "")
             if lost:
-                self._record(Outcome(lost, False, None,
-                                     f"WorkerDied: the worker process ended (exit code {proc.exitcode}) "
-                                     "while converting this; see the log for a crash in a library", slot))
+                self._record(
+                    Outcome(
+                        lost,
+                        False,
+                        None,
+                        f"WorkerDied: the worker process ended (exit code {proc.exitcode}) "
+                        "while converting this; see the log for a crash in a library",
+                        slot,
+                    )
+                )
             if slot not in self.spoke:
                 self._count_silent_death(proc.exitcode)
             if not self.stopping and len(self.finished) < len(self.tasks) and not self.broken_message:
@@ -463,7 +474,7 @@ class _Pool:
             self.broken_message = (
                 f"worker processes end while starting (exit code {exitcode}, {self.silent_deaths} "
                 "times); if a script runs this, put its work under "
-                "`if __name__ == \"__main__\":`, or pass workers=0"
+                '`if __name__ == "__main__":`, or pass workers=0'
             )
 
     def _close(self) -> None:
@@ -524,8 +535,7 @@ def _run_dask(factory, tasks, address, n, on_outcome, flag) -> RunSummary:
     summary = RunSummary(backend=f"dask {address}")
     try:
         if address == "local":
-            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                               dashboard_address=None)
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
             client = distributed.Client(cluster)
         else:
             try:
@@ -546,8 +556,7 @@ def _run_dask(factory, tasks, address, n, on_outcome, flag) -> RunSummary:
         futures = []
         for tid, task in tasks:
             slot = "t-" + sanitize_key(tid)
-            fut = client.submit(_dask_call, factory, slot, task, key=f"medload-{slot}-{time.time_ns()}",
-                                pure=False)
+            fut = client.submit(_dask_call, factory, slot, task, key=f"medload-{slot}-{time.time_ns()}", pure=False)
             by_future[fut] = tid
             futures.append(fut)
         iterator = distributed.as_completed(futures)

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from medload.errors import ConfigError
 
+# fmt: off
 __all__ = [
     "PHI_KEY_ENV", "CONFIG_DIR_ENV", "KEY_FILE_NAME", "PhiKey", "resolve_key", "fingerprint", "config_dir",
     "key_file", "key_created_message", "read_key_file", "KeyCreatedWarning",
 ]
+# fmt: on
 
 
 PHI_KEY_ENV = "MEDLOAD_PHI_KEY"
@@ -190,8 +192,7 @@ def _create_key_file(path: Path) -> bool:
             tmp.unlink()
 
 
-def resolve_key(phi_key: str | bytes | PhiKey | None = None, *, create: bool = True,
-                announce: bool = True) -> PhiKey:
+def resolve_key(phi_key: str | bytes | PhiKey | None = None, *, create: bool = True, announce: bool = True) -> PhiKey:
     """The key pseudonyms are made with: ``phi_key``, else ``$MEDLOAD_PHI_KEY``, else the key file.
 
     Parameters

@@ -75,8 +75,9 @@ def _sources_from_report(store: Path) -> list[str]:
     return []
 
 
-def _source_slice(source_affine: np.ndarray, n_source: int, stored_affine: np.ndarray,
-                  stored_shape: tuple[int, ...], z: int) -> int | None:
+def _source_slice(
+    source_affine: np.ndarray, n_source: int, stored_affine: np.ndarray, stored_shape: tuple[int, ...], z: int
+) -> int | None:
     """The source slice in the plane of stored slice ``z``, found through world coordinates.
 
     A pipeline can crop, resample or flip the slice axis, so stored slice ``z`` is not source
@@ -102,8 +103,9 @@ def _source_slice(source_affine: np.ndarray, n_source: int, stored_affine: np.nd
     return index if abs(centre[0] - index) <= 0.5 and 0 <= index < n_source else None
 
 
-def _raw_slices(sources: list[str], wanted: dict[str, list[tuple[int, Any]]],
-                phi_key: Any, affines: dict[str, np.ndarray] | None = None) -> dict[tuple[str, int], np.ndarray]:
+def _raw_slices(
+    sources: list[str], wanted: dict[str, list[tuple[int, Any]]], phi_key: Any, affines: dict[str, np.ndarray] | None = None
+) -> dict[tuple[str, int], np.ndarray]:
     """Re-read the source slices of the picked stored slices, matched by series key and position.
 
     ``affines``, when given, receives each matched series' source affine (for its edge letters).
@@ -134,9 +136,18 @@ def _font(size: int):
     return ImageFont.load_default(size=size)
 
 
-def _draw_tile(canvas: Any, x0: int, y0: int, tile: int, image: np.ndarray | None, mask: np.ndarray | None,
-               affine: np.ndarray | None, pixel_mm: tuple[float, float], title: str,
-               window: tuple[float, float] | None) -> None:
+def _draw_tile(
+    canvas: Any,
+    x0: int,
+    y0: int,
+    tile: int,
+    image: np.ndarray | None,
+    mask: np.ndarray | None,
+    affine: np.ndarray | None,
+    pixel_mm: tuple[float, float],
+    title: str,
+    window: tuple[float, float] | None,
+) -> None:
     """One tile: the slice fitted inside a margin that holds the edge letters, the title over it."""
     from PIL import Image, ImageDraw
 
@@ -146,8 +157,14 @@ def _draw_tile(canvas: Any, x0: int, y0: int, tile: int, image: np.ndarray | Non
     letter = _font(max(8, margin - 2))
     draw.text((x0 + 2, y0 + 1), title, fill=(120, 220, 255), font=_font(band - 3))
     if image is None:
-        draw.text((x0 + tile // 2, y0 + tile // 2), "no matching\nsource slice", fill=(255, 255, 255),
-                  font=_font(max(8, tile // 12)), anchor="mm", align="center")
+        draw.text(
+            (x0 + tile // 2, y0 + tile // 2),
+            "no matching\nsource slice",
+            fill=(255, 255, 255),
+            font=_font(max(8, tile // 12)),
+            anchor="mm",
+            align="center",
+        )
         return
     rgb = views.overlay(views.to_uint8(image, *views.display_range(image, window)), mask)
     rgb = views.fit(rgb, pixel_mm, tile - 2 * margin - band)
@@ -225,8 +242,10 @@ def montage(
     from medload.store import open as open_store
 
     if n < 1 or tile < 16 or (columns is not None and columns < 1):
-        raise ConfigError(f"preview needs n >= 1, tile >= 16 pixels and columns >= 1 (or none: about square), "
-                           f"found n={n}, tile={tile}, columns={columns}")
+        raise ConfigError(
+            f"preview needs n >= 1, tile >= 16 pixels and columns >= 1 (or none: about square), "
+            f"found n={n}, tile={tile}, columns={columns}"
+        )
     if window is not None and not (len(window) == 2 and float(window[1]) > float(window[0])):
         raise ConfigError(f"preview window must be (low, high) with high > low, found {window}")
     store_path = Path(store)
@@ -260,8 +279,9 @@ def montage(
             before = raw.get((key, z))
             affine = source_affines.get(key)
             pixel_mm = tuple(np.linalg.norm(affine[:3, 1:3], axis=0)) if affine is not None else (1.0, 1.0)
-            paired.append((None if before is None else _display(before), None, affine, pixel_mm,
-                           "source " + stored_tile[4], None))
+            paired.append(
+                (None if before is None else _display(before), None, affine, pixel_mm, "source " + stored_tile[4], None)
+            )
             paired.append(stored_tile[:4] + ("stored " + stored_tile[4],) + stored_tile[5:])
         tiles = paired
     reader.close()
@@ -280,5 +300,11 @@ def montage(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out, format="PNG")
-    return {"path": str(out), "width": columns * tile, "height": rows * tile, "tiles": count, "slices": shown,
-            "letters": [views.slice_labels(records[v].affine) for v, _ in picked]}
+    return {
+        "path": str(out),
+        "width": columns * tile,
+        "height": rows * tile,
+        "tiles": count,
+        "slices": shown,
+        "letters": [views.slice_labels(records[v].affine) for v, _ in picked],
+    }

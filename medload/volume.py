@@ -94,9 +94,7 @@ class Volume:
         if affine.shape != (4, 4):
             raise ConfigError(f"Volume affine must be 4x4, found shape {affine.shape}.")
         if not np.all(np.isfinite(affine)) or not np.allclose(affine[3], [0, 0, 0, 1]):
-            raise ConfigError(
-                f"Volume affine must be finite with last row [0, 0, 0, 1], found\n{affine}"
-            )
+            raise ConfigError(f"Volume affine must be finite with last row [0, 0, 0, 1], found\n{affine}")
         if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
             raise ConfigError(f"Volume affine is singular (zero spacing or repeated axes):\n{affine}")
         affine.setflags(write=False)

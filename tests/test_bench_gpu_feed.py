@@ -20,11 +20,30 @@ def test_gpu_feed_runs_every_feed_for_a_few_steps_and_reports_rates_and_waiting(
     only = ["medload", "DICOM decode"]
     try:
         import monai  # noqa: F401
+
         only.append("CacheDataset")
     except ImportError:
         pass
-    results = main(["--steps", "2", "--warmup", "1", "--batch", "4", "--workers", "0", "--slices", "16",
-                    "--size", "32", "--model", "tiny", "--only", *only])
+    results = main(
+        [
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch",
+            "4",
+            "--workers",
+            "0",
+            "--slices",
+            "16",
+            "--size",
+            "32",
+            "--model",
+            "tiny",
+            "--only",
+            *only,
+        ]
+    )
     assert len(results) == len(only) + 2  # three medload feeds
     for name, r in results.items():
         assert r["images_s"] > 0 and 0 <= r["wait"] < 1 and math.isfinite(r["loss"]), name

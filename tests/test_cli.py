@@ -38,22 +38,25 @@ def test_every_help_shows_an_example(command, capsys):
     assert "example" in text and "medload " + (command[0] if command else "convert") in text.split("example")[-1]
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["convert", "x", "-o", "y", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
-    (["convert", "x"], "required: -o/--out"),
-    (["convert", "/no/such/folder", "-o", "out"], "source /no/such/folder does not exist"),
-    (["scan", "/no/such/folder"], "/no/such/folder does not exist"),
-    (["info", "/no/such/store"], "does not exist"),
-    (["preview", "/no/such/store", "--out", "m.png"], "does not exist"),
-    (["qc", "/no/such/store"], "/no/such/store does not exist"),
-    (["preview", "/no/such/store", "--out", "m.png", "--window", "0"], "expected LOW,HIGH"),
-    (["convert", str(EXPORT), "-o", "out", "--preset", "ct-nonsense"], "unknown preset 'ct-nonsense'"),
-    (["convert", str(EXPORT), "-o", "out", "--config", "MR=/no/pipe.toml"], "pipeline file /no/pipe.toml does not exist"),
-    (["convert", str(EXPORT), "-o", "out", "--size", "big"], "expected N or HxW"),
-    (["convert", str(EXPORT), "-o", "out", "--dtype", "float64"], "float64"),
-    (["convert", str(EXPORT), "-o", "out.h5", "--workers", "4"], "one file, written by one process"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["convert", "x", "-o", "y", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+        (["convert", "x"], "required: -o/--out"),
+        (["convert", "/no/such/folder", "-o", "out"], "source /no/such/folder does not exist"),
+        (["scan", "/no/such/folder"], "/no/such/folder does not exist"),
+        (["info", "/no/such/store"], "does not exist"),
+        (["preview", "/no/such/store", "--out", "m.png"], "does not exist"),
+        (["qc", "/no/such/store"], "/no/such/store does not exist"),
+        (["preview", "/no/such/store", "--out", "m.png", "--window", "0"], "expected LOW,HIGH"),
+        (["convert", str(EXPORT), "-o", "out", "--preset", "ct-nonsense"], "unknown preset 'ct-nonsense'"),
+        (["convert", str(EXPORT), "-o", "out", "--config", "MR=/no/pipe.toml"], "pipeline file /no/pipe.toml does not exist"),
+        (["convert", str(EXPORT), "-o", "out", "--size", "big"], "expected N or HxW"),
+        (["convert", str(EXPORT), "-o", "out", "--dtype", "float64"], "float64"),
+        (["convert", str(EXPORT), "-o", "out.h5", "--workers", "4"], "one file, written by one process"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
 def test_wrong_input_gives_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
@@ -65,8 +68,13 @@ def test_wrong_input_gives_one_line_and_exit_2(argv, needle, capsys, tmp_path, m
 
 
 def test_the_installed_command_prints_no_traceback():
-    run = subprocess.run([sys.executable, "-m", "medload", "convert", "/no/such/folder", "-o", "x"],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-m", "medload", "convert", "/no/such/folder", "-o", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     assert run.stderr.startswith("medload: error: source /no/such/folder does not exist")
@@ -85,8 +93,25 @@ def test_scan_json_lists_series_with_pseudonyms_only(capsys):
 
 def test_convert_info_preview_round(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["convert", str(EXPORT), "-o", str(out), "--size", "48", "--workers", "0",
-                 "--preset", "MR=none", "--masks", str(EXPORT / "labels")]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(EXPORT),
+                "-o",
+                str(out),
+                "--size",
+                "48",
+                "--workers",
+                "0",
+                "--preset",
+                "MR=none",
+                "--masks",
+                str(EXPORT / "labels"),
+            ]
+        )
+        == 0
+    )
     summary = capsys.readouterr().out
     assert "converted now" in summary and "report:" in summary
     assert main(["info", str(out), "--json"]) == 0
@@ -104,8 +129,10 @@ def test_convert_info_preview_round(tmp_path, capsys):
     # report.json names no source path (de-identified): the sources are given
     assert main(["preview", str(out), "--out", str(pair), "--n", "3", "--tile", "64", "--before-after"]) == 2
     assert "pass --source" in capsys.readouterr().err
-    assert main(["preview", str(out), "--out", str(pair), "--n", "3", "--tile", "64", "--before-after",
-                 "--source", str(EXPORT)]) == 0
+    assert (
+        main(["preview", str(out), "--out", str(pair), "--n", "3", "--tile", "64", "--before-after", "--source", str(EXPORT)])
+        == 0
+    )
     assert _png_size(pair) == (4 * 64, 2 * 64)  # 3 pairs, 4 columns (pairs kept together), 2 rows
     capsys.readouterr()
     assert main(["preview", str(out), "--out", str(tmp_path / "none.png"), "--columns", "0"]) == 2
@@ -117,8 +144,7 @@ def test_convert_info_preview_round(tmp_path, capsys):
 def test_scan_json_leaves_descriptions_out_unless_asked(tmp_path, capsys):
     from fixtures.synthetic import write_dicom_series
 
-    write_dicom_series(tmp_path / "a", shape=(2, 4, 4), seed=1, series_description="Quartermain knee left",
-                       return_array=False)
+    write_dicom_series(tmp_path / "a", shape=(2, 4, 4), seed=1, series_description="Quartermain knee left", return_array=False)
     assert main(["scan", str(tmp_path), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert len(payload["series"]) == 1 and "description" not in payload["series"][0]

@@ -37,8 +37,24 @@ def test_modality_lets_a_ct_preset_window_a_nifti_without_sidecar(tmp_path, caps
     (entry,) = _report(tmp_path / "a")["series"]
     assert entry["status"] == "failed" and "--modality CT" in entry["reason"] and "--force" in entry["reason"]
 
-    assert main(["convert", str(src), "-o", str(tmp_path / "b"), "--preset", "ct-abdomen", "--modality", "CT",
-                 "--workers", "0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(src),
+                "-o",
+                str(tmp_path / "b"),
+                "--preset",
+                "ct-abdomen",
+                "--modality",
+                "CT",
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     (entry,) = _report(tmp_path / "b")["series"]
     assert entry["status"] == "converted" and entry["modality"] == "CT"
     reader = medload.open(tmp_path / "b")
@@ -47,8 +63,10 @@ def test_modality_lets_a_ct_preset_window_a_nifti_without_sidecar(tmp_path, caps
     assert stored.min() == 0.0 and abs(float(stored.max()) - 0.5) <= 1 / 255
     assert "40/400" in reader.volumes[0].intensity
 
-    assert main(["convert", str(src), "-o", str(tmp_path / "c"), "--preset", "ct-abdomen", "--force",
-                 "--workers", "0", "--quiet"]) == 0
+    assert (
+        main(["convert", str(src), "-o", str(tmp_path / "c"), "--preset", "ct-abdomen", "--force", "--workers", "0", "--quiet"])
+        == 0
+    )
     np.testing.assert_array_equal(medload.open(tmp_path / "c").read_slices(0, 0, 6), stored)
 
 

@@ -27,9 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def _export(folder: Path, n: int, *, slices: int = 12, size: int = 48) -> Path:
     """``n`` small CT/MR series in sub-folders, two patients, seeded."""
     for i in range(n):
-        write_dicom_series(folder / f"s{i:02d}", modality="CT" if i % 2 == 0 else "MR",
-                           shape=(slices, size, size - 8), spacing=(2.0, 0.9, 0.9), seed=100 + i,
-                           series_description=f"series {i}", patient_id=f"P{i % 2}", return_array=False)
+        write_dicom_series(
+            folder / f"s{i:02d}",
+            modality="CT" if i % 2 == 0 else "MR",
+            shape=(slices, size, size - 8),
+            spacing=(2.0, 0.9, 0.9),
+            seed=100 + i,
+            series_description=f"series {i}",
+            patient_id=f"P{i % 2}",
+            return_array=False,
+        )
     return folder
 
 
@@ -43,9 +50,16 @@ def _content(store_path: Path) -> dict[str, dict]:
         if rec.has_mask:
             mask = reader.read_mask(i, 0, rec.n_slices)
             sums += ["m" + hashlib.sha256(np.ascontiguousarray(s).tobytes()).hexdigest()[:16] for s in mask]
-        out[rec.source_hash] = {"slices": sums, "affine": np.round(rec.affine, 6).tolist(),
-                                "history": json.dumps(rec.history), "label": rec.label, "shape": rec.shape,
-                                "series_key": rec.series_key, "scale": rec.scale, "offset": rec.offset}
+        out[rec.source_hash] = {
+            "slices": sums,
+            "affine": np.round(rec.affine, 6).tolist(),
+            "history": json.dumps(rec.history),
+            "label": rec.label,
+            "shape": rec.shape,
+            "series_key": rec.series_key,
+            "scale": rec.scale,
+            "offset": rec.offset,
+        }
     reader.close()
     return out
 
@@ -79,8 +93,9 @@ def test_convert_small_export_report_and_resume(tmp_path):
 def test_one_bad_series_does_not_stop_the_batch_and_the_exit_status_says_so(tmp_path, capsys):
     src = _export(tmp_path / "src", 2)
     # a series with a missing slice: the reader refuses it with a GeometryError
-    truth = write_dicom_series(tmp_path / "src" / "broken", shape=(6, 16, 16), seed=7, return_array=False,
-                               series_description="gap")
+    truth = write_dicom_series(
+        tmp_path / "src" / "broken", shape=(6, 16, 16), seed=7, return_array=False, series_description="gap"
+    )
     os.remove(truth["files"][3])
     (tmp_path / "src" / "notes.txt").write_text("not an image")
     code = main(["convert", str(src), "-o", str(tmp_path / "out"), "--workers", "2", *CHEAP])
@@ -97,8 +112,20 @@ def test_one_bad_series_does_not_stop_the_batch_and_the_exit_status_says_so(tmp_
 @pytest.mark.slow
 def test_sigkill_midway_then_rerun_gives_the_same_content(tmp_path):
     src = _export(tmp_path / "src", 10, slices=24, size=64)
-    args = [sys.executable, "-m", "medload", "convert", str(src), "--workers", "2", "--quiet",
-            "--preset", "CT=ct-abdomen", "--preset", "MR=none"]
+    args = [
+        sys.executable,
+        "-m",
+        "medload",
+        "convert",
+        str(src),
+        "--workers",
+        "2",
+        "--quiet",
+        "--preset",
+        "CT=ct-abdomen",
+        "--preset",
+        "MR=none",
+    ]
     reference = tmp_path / "reference"
     subprocess.run(args + ["-o", str(reference)], check=True, cwd=ROOT, timeout=300)
 
@@ -133,10 +160,10 @@ def test_dask_local_cluster_gives_the_same_content_as_the_local_pool(tmp_path):
     distributed = pytest.importorskip("distributed")
     src = _export(tmp_path / "src", 4)
     pool = medload.convert(src, tmp_path / "pool", pipeline={"MR": "none"}, size=32, workers=2, progress=False)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        on_dask = medload.convert(src, tmp_path / "dask", pipeline={"MR": "none"}, size=32, dask=cluster.scheduler_address,
-                                  progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        on_dask = medload.convert(
+            src, tmp_path / "dask", pipeline={"MR": "none"}, size=32, dask=cluster.scheduler_address, progress=False
+        )
     assert pool.ok and on_dask.ok and on_dask["options"]["backend"].startswith("dask tcp://")
     assert len(on_dask["shards"]) == 4  # one shard per task
     got, want = _content(tmp_path / "dask"), _content(tmp_path / "pool")
@@ -146,8 +173,23 @@ def test_dask_local_cluster_gives_the_same_content_as_the_local_pool(tmp_path):
 def test_phi_audit_default_output_and_report_hold_no_identifying_value(tmp_path):
     phi = write_phi_export(tmp_path / "export")
     out = tmp_path / "out"
-    assert main(["convert", str(tmp_path / "export"), "-o", str(out), "--workers", "0", "--quiet",
-                 "--phi-key", "audit-secret", *CHEAP]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "export"),
+                "-o",
+                str(out),
+                "--workers",
+                "0",
+                "--quiet",
+                "--phi-key",
+                "audit-secret",
+                *CHEAP,
+            ]
+        )
+        == 0
+    )
     files = sorted(p for p in out.iterdir() if p.is_file())
     assert {p.name for p in files} == {"report.json", "shard-0000.h5"}
     assert len(phi["values"]) > 30
@@ -162,46 +204,72 @@ def test_phi_audit_default_output_and_report_hold_no_identifying_value(tmp_path)
     assert all(r.patient_key.startswith("pat-") for r in store.volumes)
 
     kept = tmp_path / "kept"
-    assert main(["convert", str(tmp_path / "export"), "-o", str(kept), "--workers", "0", "--quiet",
-                 "--keep-phi", *CHEAP]) == 0
+    assert main(["convert", str(tmp_path / "export"), "-o", str(kept), "--workers", "0", "--quiet", "--keep-phi", *CHEAP]) == 0
     hits = find_values(sorted(kept.glob("*.h5")), phi["names"] + phi["ids"])
     assert sorted(hits) == sorted(phi["names"] + phi["ids"])
     phi_meta = [r.meta.get("phi", {}) for r in medload.open(kept).volumes]
     assert sorted(m["PatientID"] for m in phi_meta) == sorted(phi["ids"])
     # --keep-phi implies --keep-descriptions: the series descriptions are in store and report
-    assert sorted(find_values(sorted(kept.iterdir()), phi["descriptors"]["series_descriptions"])) == \
-        sorted(phi["descriptors"]["series_descriptions"])
+    assert sorted(find_values(sorted(kept.iterdir()), phi["descriptors"]["series_descriptions"])) == sorted(
+        phi["descriptors"]["series_descriptions"]
+    )
 
     described = tmp_path / "described"
-    assert main(["convert", str(tmp_path / "export"), "-o", str(described), "--workers", "0", "--quiet",
-                 "--keep-descriptions", *CHEAP]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "export"),
+                "-o",
+                str(described),
+                "--workers",
+                "0",
+                "--quiet",
+                "--keep-descriptions",
+                *CHEAP,
+            ]
+        )
+        == 0
+    )
     files = sorted(p for p in described.iterdir() if p.is_file())
     hits = find_values(files, phi["descriptors"]["series_descriptions"] + phi["values"])
     assert sorted(hits) == sorted(phi["descriptors"]["series_descriptions"])
-    assert all(set(where) == {"report.json", "shard-0000.h5"} for where in
-               ({Path(f).name for f in found} for found in hits.values()))
+    assert all(
+        set(where) == {"report.json", "shard-0000.h5"} for where in ({Path(f).name for f in found} for found in hits.values())
+    )
     stored = sorted(r.meta.get("description") for r in medload.open(described).volumes)
     assert stored == sorted(phi["descriptors"]["series_descriptions"])
     # identified and de-identified volumes never mix in one store
     with pytest.raises(medload.StoreError, match="another pipeline"):
-        medload.convert(tmp_path / "export", out, pipeline={"CT": "ct-abdomen", "MR": "none"}, size=32,
-                        keep_phi=True, workers=0, progress=False)
+        medload.convert(
+            tmp_path / "export",
+            out,
+            pipeline={"CT": "ct-abdomen", "MR": "none"},
+            size=32,
+            keep_phi=True,
+            workers=0,
+            progress=False,
+        )
 
 
 def test_labels_csv_and_masks_folder(tmp_path):
     src = _export(tmp_path / "src", 2)
     series = medload.scan(src)
     csv = tmp_path / "labels.csv"
-    csv.write_text("series_key,label\n" + "".join(f"{s.series_key},{'tumour' if i else 'normal'}\n"
-                                                     for i, s in enumerate(series)) + "ser-unknown,normal\n")
+    csv.write_text(
+        "series_key,label\n"
+        + "".join(f"{s.series_key},{'tumour' if i else 'normal'}\n" for i, s in enumerate(series))
+        + "ser-unknown,normal\n"
+    )
     # a mask on the grid of the first series, named after its series key (both series share one
     # grid, so matching by grid alone would be ambiguous and is not done)
     ct = medload.load(series[0])
     mask = ct.with_array((ct.array > ct.array.mean()).astype(np.uint8))
     (tmp_path / "masks").mkdir()
     mask.to_nifti().to_filename(str(tmp_path / "masks" / f"{series[0].series_key}.nii.gz"))
-    report = medload.convert(src, tmp_path / "out", pipeline={"MR": "none"}, workers=0, progress=False,
-                             labels=csv, masks=tmp_path / "masks")
+    report = medload.convert(
+        src, tmp_path / "out", pipeline={"MR": "none"}, workers=0, progress=False, labels=csv, masks=tmp_path / "masks"
+    )
     assert report.ok
     assert report["options"]["labels"]["classes"] == ["normal", "tumour"]
     assert report["options"]["labels"]["unknown_keys"] == ["ser-unknown"]
@@ -213,13 +281,14 @@ def test_labels_csv_and_masks_folder(tmp_path):
     assert by_key[series[1].series_key][1].label == 1 and not by_key[series[1].series_key][1].has_mask
 
 
-
-
-@pytest.mark.parametrize("content, message", [
-    (b"series_key,label\nser-a,tumour\nser-b\n", "line 3: expected a series_key and a label"),
-    (b"series_key,label\nser-a,\n", "line 2: expected a series_key and a label"),
-    ("series_key,label\nser-a,tumeur maligne \xe9\n".encode("latin-1"), "is not a UTF-8 CSV"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"series_key,label\nser-a,tumour\nser-b\n", "line 3: expected a series_key and a label"),
+        (b"series_key,label\nser-a,\n", "line 2: expected a series_key and a label"),
+        ("series_key,label\nser-a,tumeur maligne \xe9\n".encode("latin-1"), "is not a UTF-8 CSV"),
+    ],
+)
 def test_a_bad_labels_file_stops_before_the_batch_with_the_line(tmp_path, content, message):
     src = _export(tmp_path / "src", 1, slices=2, size=16)
     csv = tmp_path / "labels.csv"
@@ -227,6 +296,7 @@ def test_a_bad_labels_file_stops_before_the_batch_with_the_line(tmp_path, conten
     with pytest.raises(medload.MedloadError, match=message):
         medload.convert(src, tmp_path / "out", labels=csv, workers=0, progress=False)
     assert main(["convert", str(src), "-o", str(tmp_path / "out2"), "--labels", str(csv), "--workers", "0"]) == 2
+
 
 def test_a_probability_map_as_mask_fails_that_series_not_silently_rounded(tmp_path):
     src = _export(tmp_path / "src", 2)
@@ -236,14 +306,14 @@ def test_a_probability_map_as_mask_fails_that_series_not_silently_rounded(tmp_pa
     probability = ct.with_array(rng.random(ct.shape).astype(np.float32))  # 0..1, not labels
     (tmp_path / "masks").mkdir()
     probability.to_nifti().to_filename(str(tmp_path / "masks" / f"{series[0].series_key}.nii.gz"))
-    report = medload.convert(src, tmp_path / "out", pipeline={"MR": "none"}, workers=0, progress=False,
-                             masks=tmp_path / "masks")
+    report = medload.convert(src, tmp_path / "out", pipeline={"MR": "none"}, workers=0, progress=False, masks=tmp_path / "masks")
     by_key = {e["series_key"]: e for e in report["series"]}
     failed = by_key[series[0].series_key]
     assert failed["status"] == "failed" and failed["stage"] == "mask"
     assert "non-integer" in failed["reason"] and "expected integer labels" in failed["reason"]
     assert by_key[series[1].series_key]["status"] == "converted"
     assert report.counts["converted"] == 1 and report.counts["failed"] == 1
+
 
 def test_single_file_output_and_its_limits(tmp_path):
     src = _export(tmp_path / "src", 2)
@@ -258,8 +328,22 @@ def test_single_file_output_and_its_limits(tmp_path):
 def test_ctrl_c_stops_cleanly_keeps_what_was_written_and_a_rerun_finishes(tmp_path):
     src = _export(tmp_path / "src", 8, slices=24, size=64)
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "medload", "convert", str(src), "-o", str(out), "--workers", "2", "--quiet",
-            "--preset", "CT=ct-abdomen", "--preset", "MR=none"]
+    args = [
+        sys.executable,
+        "-m",
+        "medload",
+        "convert",
+        str(src),
+        "-o",
+        str(out),
+        "--workers",
+        "2",
+        "--quiet",
+        "--preset",
+        "CT=ct-abdomen",
+        "--preset",
+        "MR=none",
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -285,8 +369,7 @@ def test_ctrl_c_stops_cleanly_keeps_what_was_written_and_a_rerun_finishes(tmp_pa
 
 def _export_with_a_broken_series(src: Path) -> Path:
     _export(src, 1)
-    truth = write_dicom_series(src / "broken", shape=(6, 16, 16), seed=7, return_array=False,
-                               series_description="gap")
+    truth = write_dicom_series(src / "broken", shape=(6, 16, 16), seed=7, return_array=False, series_description="gap")
     os.remove(truth["files"][3])  # a missing slice: refused by the reader
     return src
 
@@ -341,14 +424,12 @@ def test_nifti_file_names_are_descriptions(tmp_path):
     src = tmp_path / "nifti"
     src.mkdir()
     name = "Quartermain_Zebulon_head"
-    nib.save(nib.Nifti1Image(np.arange(4 * 6 * 5, dtype=np.int16).reshape(5, 6, 4), np.eye(4)),
-             src / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(np.arange(4 * 6 * 5, dtype=np.int16).reshape(5, 6, 4), np.eye(4)), src / f"{name}.nii.gz")
     plain = medload.convert(src, tmp_path / "plain", pipeline="none", workers=0, progress=False)
     assert plain.ok
     files = sorted(p for p in (tmp_path / "plain").iterdir() if p.is_file())
     assert find_values(files, [name]) == {}
-    kept = medload.convert(src, tmp_path / "kept", pipeline="none", keep_descriptions=True, workers=0,
-                           progress=False)
+    kept = medload.convert(src, tmp_path / "kept", pipeline="none", keep_descriptions=True, workers=0, progress=False)
     assert kept.ok and kept["series"][0]["description"] == name
     assert [r.meta["description"] for r in medload.open(tmp_path / "kept").volumes] == [name]
 

@@ -62,7 +62,9 @@ def test_lookup_table_gives_the_bytes_scale_and_record_of_window_then_quantize(t
     assert fused_rec.history == plain_rec.history and fused_rec.intensity == plain_rec.intensity
     # and the stored values decode to the float window within half a quantization step
     windowed = Window(window)(volume).array
-    assert np.abs(fused * np.float32(fused_rec.scale) + np.float32(fused_rec.offset) - windowed).max() <= fused_rec.scale / 2 + 1e-6
+    assert (
+        np.abs(fused * np.float32(fused_rec.scale) + np.float32(fused_rec.offset) - windowed).max() <= fused_rec.scale / 2 + 1e-6
+    )
 
 
 @pytest.mark.parametrize("dtype", ["int16", "uint16"])
@@ -93,9 +95,11 @@ def test_fixed_value_range_earlier_steps_and_masks_follow_the_plain_way(tmp_path
 def test_float_voxels_other_pipelines_and_stores_take_the_plain_way(tmp_path):
     volume = ct_volume("int16", seed=4)
     floats = volume.with_array(volume.array.astype(np.float32) + 0.5)
-    for pipe, vol, options in ((Pipeline([Window("brain")]), floats, {}),
-                               (Pipeline([Window("brain"), ResizeSlices(12)]), volume, {}),
-                               (Pipeline([Window("brain")]), volume, {"dtype": "float16"})):
+    for pipe, vol, options in (
+        (Pipeline([Window("brain")]), floats, {}),
+        (Pipeline([Window("brain"), ResizeSlices(12)]), volume, {}),
+        (Pipeline([Window("brain")]), volume, {"dtype": "float16"}),
+    ):
         with medload.Store.create(tmp_path / "s.h5", overwrite=True, **options) as store:
             out, _, encoded = run_for_store(pipe, vol, None, store)
         assert encoded is None

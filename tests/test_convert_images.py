@@ -31,7 +31,7 @@ def _file_of(source):
     """source_hash -> relative path, from a fresh scan."""
     found = medload.scan(source)
     base = str(source.resolve()) + "/"
-    return {s.source_hash: s.files[0][len(base):] for s in found}
+    return {s.source_hash: s.files[0][len(base) :] for s in found}
 
 
 def test_class_folders_give_labels_and_class_names(converted):
@@ -75,8 +75,9 @@ def test_patient_splits_from_a_file_name_pattern_keep_patients_apart(converted):
     root, truth, _ = converted
     files = _file_of(root / "src")
     # Grey and colour images mixed: one channel count for the datasets with --grayscale.
-    report = medload.convert(root / "src", root / "grey", workers=0, progress=False, patient_pattern=PATTERN,
-                             grayscale=True, size=16)
+    report = medload.convert(
+        root / "src", root / "grey", workers=0, progress=False, patient_pattern=PATTERN, grayscale=True, size=16
+    )
     assert report.ok
     store = medload.open(root / "grey")
     parts = split(store, fractions={"train": 0.5, "val": 0.25, "test": 0.25}, seed=4)
@@ -99,10 +100,21 @@ def test_patient_splits_from_a_file_name_pattern_keep_patients_apart(converted):
 def test_labels_and_patients_from_csv(tmp_path):
     truth = write_image_folder(tmp_path / "src", n_per_class=2)
     rels = sorted(truth)
-    (tmp_path / "labels.csv").write_text("file,label\n" + "".join(f"{r},{'sick' if 'normal' not in r else 'well'}\n" for r in rels))
-    (tmp_path / "patients.csv").write_text("filename,patient_id\n" + "".join(f"{r.split('/')[-1]},P{i % 2}\n" for i, r in enumerate(rels)))
-    report = medload.convert(tmp_path / "src", tmp_path / "out", workers=0, progress=False,
-                             labels=tmp_path / "labels.csv", patients=tmp_path / "patients.csv", grayscale=True)
+    (tmp_path / "labels.csv").write_text(
+        "file,label\n" + "".join(f"{r},{'sick' if 'normal' not in r else 'well'}\n" for r in rels)
+    )
+    (tmp_path / "patients.csv").write_text(
+        "filename,patient_id\n" + "".join(f"{r.split('/')[-1]},P{i % 2}\n" for i, r in enumerate(rels))
+    )
+    report = medload.convert(
+        tmp_path / "src",
+        tmp_path / "out",
+        workers=0,
+        progress=False,
+        labels=tmp_path / "labels.csv",
+        patients=tmp_path / "patients.csv",
+        grayscale=True,
+    )
     assert report.ok and report["options"]["patients"]["matched_images"] == 6
     store = medload.open(tmp_path / "out")
     assert store.classes == ["sick", "well"]
@@ -123,8 +135,9 @@ def test_every_bad_file_is_named_and_the_batch_goes_on(tmp_path):
         return re.sub(r"(?:file|dir)-[0-9a-f]{16}", lambda m: names.get(m.group(0), m.group(0)), text)
 
     messages = {names[f["file"]]: on_screen(f["reason"]) for f in report["files"]}
-    messages.update({on_screen(s["reason"]).split(":")[0]: on_screen(s["reason"])
-                     for s in report["series"] if s["status"] == "failed"})
+    messages.update(
+        {on_screen(s["reason"]).split(":")[0]: on_screen(s["reason"]) for s in report["series"] if s["status"] == "failed"}
+    )
     written = (tmp_path / "out" / "report.json").read_text()
     for name, what in bad.items():
         hit = [m for p, m in messages.items() if p.endswith(name)]

@@ -14,10 +14,13 @@ from tests.conftest import shared_path
 from tests.test_cli import _png_size
 
 # MR without N4 so the whole run stays well under a minute; CT and the rest keep their defaults.
-CHEAP_MR = {"medload_pipeline": 1, "steps": [
-    {"name": "percentile_clip", "params": {"lower": 1.0, "upper": 99.0, "mask": "foreground"}},
-    {"name": "zscore", "params": {"mask": "foreground"}},
-]}
+CHEAP_MR = {
+    "medload_pipeline": 1,
+    "steps": [
+        {"name": "percentile_clip", "params": {"lower": 1.0, "upper": 99.0, "mask": "foreground"}},
+        {"name": "zscore", "params": {"mask": "foreground"}},
+    ],
+}
 
 
 @pytest.mark.slow
@@ -26,8 +29,23 @@ def test_convert_all_shared_data_then_info_and_preview(tmp_path, capsys):
     mr = tmp_path / "mr.json"
     mr.write_text(json.dumps(CHEAP_MR))
     out = tmp_path / "out"
-    code = main(["convert", str(data), "-o", str(out), "--size", "64", "--workers", "2", "--quiet",
-                 "--config", f"MR={mr}", "--source-map", str(tmp_path / "source-map.json")])
+    code = main(
+        [
+            "convert",
+            str(data),
+            "-o",
+            str(out),
+            "--size",
+            "64",
+            "--workers",
+            "2",
+            "--quiet",
+            "--config",
+            f"MR={mr}",
+            "--source-map",
+            str(tmp_path / "source-map.json"),
+        ]
+    )
     report = json.loads((out / "report.json").read_text())
     counts = report["counts"]
     assert code == (0 if counts["failed"] == counts["unreadable_files"] == 0 else 1)
@@ -47,9 +65,11 @@ def test_convert_all_shared_data_then_info_and_preview(tmp_path, capsys):
     # the known broken series are among the refused ones, with what is wrong
     # (the report names folders by pseudonym; the source map, kept outside the output, maps them)
     names = json.loads((tmp_path / "source-map.json").read_text())["names"]
-    assert any("missing slices" in s["reason"] and any("failing/sliceincrement" in names.get(k, "")
-                                                        for k in re.findall(r"dir-[0-9a-f]{16}", s["reason"]))
-               for s in failed)
+    assert any(
+        "missing slices" in s["reason"]
+        and any("failing/sliceincrement" in names.get(k, "") for k in re.findall(r"dir-[0-9a-f]{16}", s["reason"]))
+        for s in failed
+    )
 
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

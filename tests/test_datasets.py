@@ -269,8 +269,11 @@ def test_label_csv_naming_unknown_keys_is_refused_naming_them(store_path, tmp_pa
 def _mixed_mask_store(path):
     with medload.Store.create(path, dtype="float32", compression="none") as store:
         for i in range(2):
-            vol = medload.Volume(np.full((3, 8, 8), i, np.float32), np.eye(4),
-                                 meta={"patient_key": f"p{i}", "series_key": f"s{i}", "source_hash": f"h{i}"})
+            vol = medload.Volume(
+                np.full((3, 8, 8), i, np.float32),
+                np.eye(4),
+                meta={"patient_key": f"p{i}", "series_key": f"s{i}", "source_hash": f"h{i}"},
+            )
             store.add(vol, mask=np.full((3, 8, 8), 2, np.uint8) if i == 0 else None)
     return path
 
@@ -316,9 +319,16 @@ def test_folder_of_shards_and_imagefolder_style_labels(tmp_path):
         with medload.Store.create(folder / f"shard-{shard:04d}.h5", dtype="float32", compression="none") as store:
             for j, name in enumerate(classes):
                 code = 10 * shard + j
-                vol = medload.Volume(np.stack([expected_slice(code, z) for z in range(3)]), np.eye(4), meta={
-                    "patient_key": f"p{code}", "series_key": f"se{code}", "source_hash": f"h{code}",
-                    "folder": f"{name}/case{code}"})
+                vol = medload.Volume(
+                    np.stack([expected_slice(code, z) for z in range(3)]),
+                    np.eye(4),
+                    meta={
+                        "patient_key": f"p{code}",
+                        "series_key": f"se{code}",
+                        "source_hash": f"h{code}",
+                        "folder": f"{name}/case{code}",
+                    },
+                )
                 store.add(vol)
     ds = SliceDataset(folder, labels=label_from("folder", pattern=r"^([^/]+)/"), return_tuple=True)
     assert len(ds) == 9 and ds.classes == ["normal", "tumor"]
@@ -391,8 +401,14 @@ def test_random_transforms_repeat_with_a_seeded_loader_and_the_lazy_top_level_na
     ds = SliceDataset(path, transform=AddTorchNoise(), with_mask=False)
 
     def run():
-        loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, num_workers=2, multiprocessing_context="fork",
-                                             generator=torch.Generator().manual_seed(4))
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=8,
+            shuffle=True,
+            num_workers=2,
+            multiprocessing_context="fork",
+            generator=torch.Generator().manual_seed(4),
+        )
         return torch.cat([b["image"][:, 0, 0, 0] for b in loader])
 
     first, second = run(), run()
@@ -458,12 +474,19 @@ def test_worker_memory_after_epoch_3_within_10_percent_of_epoch_1(tmp_path):
     rng = np.random.default_rng(0)
     with medload.Store.create(path) as store:  # the default dtype and filter
         for v in range(6):
-            vol = medload.Volume(rng.random((16, 256, 256), dtype=np.float32), np.eye(4),
-                                 meta={"patient_key": f"p{v}", "series_key": f"s{v}", "source_hash": f"m{v}"})
+            vol = medload.Volume(
+                rng.random((16, 256, 256), dtype=np.float32),
+                np.eye(4),
+                meta={"patient_key": f"p{v}", "series_key": f"s{v}", "source_hash": f"m{v}"},
+            )
             store.add(vol, mask=(rng.random((16, 256, 256)) > 0.5).astype(np.uint8), label=v % 2)
     loader = torch.utils.data.DataLoader(
-        ReportsWorkerMemory(SliceDataset(path, context=2)), batch_size=4, shuffle=True,
-        num_workers=2, persistent_workers=True, multiprocessing_context="fork",
+        ReportsWorkerMemory(SliceDataset(path, context=2)),
+        batch_size=4,
+        shuffle=True,
+        num_workers=2,
+        persistent_workers=True,
+        multiprocessing_context="fork",
         generator=torch.Generator().manual_seed(0),
     )
     per_epoch = []
@@ -501,7 +524,7 @@ def test_volume_patches_are_reproducible_per_epoch_and_cut_where_they_say(store_
     for item in first:
         z0, y0, x0 = item["origin"].tolist()
         code = info[item["key"]]["code"]
-        want = np.stack([expected_slice(code, z)[y0:y0 + 8, x0:x0 + 8] for z in range(z0, z0 + 3)])
+        want = np.stack([expected_slice(code, z)[y0 : y0 + 8, x0 : x0 + 8] for z in range(z0, z0 + 3)])
         np.testing.assert_array_equal(item["image"][0].numpy(), want)
         assert tuple(item["mask"].shape) == (1, 3, 8, 8)
         assert (item["mask"][0] == torch.from_numpy((code + np.arange(z0, z0 + 3)) % 5)[:, None, None]).all()
@@ -509,8 +532,7 @@ def test_volume_patches_are_reproducible_per_epoch_and_cut_where_they_say(store_
     assert [a["origin"].tolist() for a in first] == [again[i]["origin"].tolist() for i in range(len(again))]
     again.set_epoch(1)
     assert [a["origin"].tolist() for a in first] != [again[i]["origin"].tolist() for i in range(len(again))]
-    forked = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="fork",
-                                         persistent_workers=True)
+    forked = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="fork", persistent_workers=True)
     origins = torch.cat([b["origin"] for b in forked]).tolist()
     assert origins == [a["origin"].tolist() for a in first]
     ds.set_epoch(1)  # reaches the persistent workers through shared memory
@@ -523,8 +545,11 @@ def test_foreground_sampling_centres_patches_on_the_mask(tmp_path):
     with medload.Store.create(path, dtype="float32", compression="none") as store:
         mask = np.zeros((12, 32, 32), np.uint8)
         mask[9:11, 20:24, 3:6] = 1  # a small lesion: 24 of 12288 voxels
-        vol = medload.Volume(np.random.default_rng(0).random((12, 32, 32), dtype=np.float32), np.eye(4),
-                             meta={"patient_key": "p", "series_key": "s", "source_hash": "h"})
+        vol = medload.Volume(
+            np.random.default_rng(0).random((12, 32, 32), dtype=np.float32),
+            np.eye(4),
+            meta={"patient_key": "p", "series_key": "s", "source_hash": "h"},
+        )
         store.add(vol, mask=mask)
     uniform = VolumeDataset(path, patch_size=(2, 6, 6), samples_per_volume=50, seed=0)
     guided = VolumeDataset(path, patch_size=(2, 6, 6), samples_per_volume=50, foreground_ratio=1.0, seed=0)
@@ -556,8 +581,9 @@ def _mixed_store(path):
             if channels:
                 meta["channels"] = channels
                 shape = (len(channels), *shape)
-            store.add(medload.Volume(np.full(shape, float(i + 1), np.float32), np.eye(4), modality=modality, meta=meta),
-                      label=i % 2)
+            store.add(
+                medload.Volume(np.full(shape, float(i + 1), np.float32), np.eye(4), modality=modality, meta=meta), label=i % 2
+            )
     return path
 
 

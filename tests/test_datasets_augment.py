@@ -37,8 +37,9 @@ def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("aug") / "lesion.h5"
     mask = lesion()
     image = mask.astype(np.float32)
-    vol = medload.Volume(image, np.diag([3.0, 0.8, 0.7, 1.0]), modality="CT",
-                         meta={"patient_key": "p", "series_key": "s", "source_hash": "h"})
+    vol = medload.Volume(
+        image, np.diag([3.0, 0.8, 0.7, 1.0]), modality="CT", meta={"patient_key": "p", "series_key": "s", "source_hash": "h"}
+    )
     with medload.Store.create(path, dtype="float32", compression=None) as st:
         st.add(vol, mask=mask)
     return path
@@ -72,8 +73,15 @@ def _monai_2d():
     return {
         "flip rows": mt.RandFlipd(keys=keys, prob=1.0, spatial_axis=0),
         "flip columns": mt.RandFlipd(keys=keys, prob=1.0, spatial_axis=1),
-        "affine": mt.RandAffined(keys=keys, prob=1.0, rotate_range=(0.6,), translate_range=(4, 6),
-                                 scale_range=(0.15, 0.15), mode=("bilinear", "nearest"), padding_mode="zeros"),
+        "affine": mt.RandAffined(
+            keys=keys,
+            prob=1.0,
+            rotate_range=(0.6,),
+            translate_range=(4, 6),
+            scale_range=(0.15, 0.15),
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
         "crop": mt.RandSpatialCropd(keys=keys, roi_size=(32, 32), random_size=False),
     }
 
@@ -104,12 +112,15 @@ def test_the_check_fails_when_only_the_image_moves(store):
 def test_monai_3d_affine_and_crop_keep_mask_on_the_volume(store):
     mt = monai_transforms
     keys = ["image", "mask"]
-    transform = mt.Compose([
-        mt.RandFlipd(keys=keys, prob=1.0, spatial_axis=2),
-        mt.RandAffined(keys=keys, prob=1.0, rotate_range=(0.0, 0.0, 0.5), translate_range=(0, 3, 3),
-                       mode=("bilinear", "nearest")),
-        mt.RandSpatialCropd(keys=keys, roi_size=(8, 40, 40), random_size=False),
-    ])
+    transform = mt.Compose(
+        [
+            mt.RandFlipd(keys=keys, prob=1.0, spatial_axis=2),
+            mt.RandAffined(
+                keys=keys, prob=1.0, rotate_range=(0.0, 0.0, 0.5), translate_range=(0, 3, 3), mode=("bilinear", "nearest")
+            ),
+            mt.RandSpatialCropd(keys=keys, roi_size=(8, 40, 40), random_size=False),
+        ]
+    )
     transform.set_random_state(seed=0)
     out = VolumeDataset(store, transform=transform)[0]
     assert tuple(out["mask"].shape) == (1, 8, 40, 40)
@@ -127,8 +138,7 @@ def test_torchio_flip_affine_crop_keep_mask_on_the_volume(store):
     torch.manual_seed(0)
     transforms = {
         "flip": tio.RandomFlip(axes=(0, 1, 2), flip_probability=1.0),
-        "affine": tio.RandomAffine(scales=0.1, degrees=(0, 0, 0, 0, 25, 25), translation=2,
-                                   image_interpolation="linear"),
+        "affine": tio.RandomAffine(scales=0.1, degrees=(0, 0, 0, 0, 25, 25), translation=2, image_interpolation="linear"),
         "crop": tio.Crop((2, 2, 4, 6, 8, 4)),
     }
     for name, transform in transforms.items():

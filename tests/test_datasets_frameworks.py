@@ -22,8 +22,9 @@ def image_store(tmp_path_factory):
         for series in medload.scan(root / "src", patient_pattern=r"(?P<patient>\d+)_"):
             vol = pipe(medload.load(series))
             name = series.info["class_folder"]
-            vol = medload.Volume(vol.array, vol.affine, modality=vol.modality,
-                                 meta={**vol.meta, "class_name": name}, history=vol.history)
+            vol = medload.Volume(
+                vol.array, vol.affine, modality=vol.modality, meta={**vol.meta, "class_name": name}, history=vol.history
+            )
             store.add(vol, label=classes.index(name))
     return path
 
@@ -58,6 +59,7 @@ def test_jax_style_loop_learns_from_numpy_batches(image_store):
     """A plain-numpy training loop (what a JAX step does with jnp arrays) fits the labels."""
     batches = NumpyBatches(image_store, batch_size=8, shuffle=True, seed=0, channels_last=True)
     n_classes = 3
+
     # Features: the row and column means (the fixture's classes differ in brightness).
     def features(x):
         return np.concatenate([x.mean(axis=(2, 3)), x.mean(axis=(1, 3))], 1)
@@ -122,8 +124,12 @@ def test_tf_dataset_deterministic_shuffle(image_store):
     a, b = labels(7), labels(7)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
-    x = np.concatenate([img.numpy().reshape(len(img), -1).mean(1) for img, _ in
-                        tf_dataset(image_store, batch_size=5, shuffle=True, seed=7, deterministic=True)])
+    x = np.concatenate(
+        [
+            img.numpy().reshape(len(img), -1).mean(1)
+            for img, _ in tf_dataset(image_store, batch_size=5, shuffle=True, seed=7, deterministic=True)
+        ]
+    )
     y = np.concatenate([img.numpy().reshape(len(img), -1).mean(1) for img, _ in tf_dataset(image_store, batch_size=5)])
     assert not np.array_equal(x, y) and np.allclose(np.sort(x), np.sort(y))
 
@@ -134,14 +140,15 @@ def test_keras_model_trains_from_tf_dataset_and_pydataset(image_store):
     from medload.datasets import KerasBatches, tf_dataset
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((24, 32, 1)),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [
+            keras.Input((24, 32, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(tf_dataset(image_store, batch_size=8, shuffle=True), epochs=3, verbose=0, shuffle=False)
     losses = history.history["loss"]

@@ -52,8 +52,12 @@ def build_typed_store(path, dtype: str, compression: str, *, channels=None) -> N
                 image = rng.integers(-1024, 3000, size=shape).astype(np.float32)
             else:
                 image = (rng.normal(0, 1.5, size=shape) * (code + 1) + code).astype(np.float32)
-            meta = {"patient_key": f"pat-{code // 2}", "study_key": f"st-{code}", "series_key": f"se-{code}",
-                    "source_hash": f"h-{code}"}
+            meta = {
+                "patient_key": f"pat-{code // 2}",
+                "study_key": f"st-{code}",
+                "series_key": f"se-{code}",
+                "source_hash": f"h-{code}",
+            }
             if channels is not None:
                 meta["channels"] = list(channels)
             mask = ((code + np.arange(depth)[:, None, None]) % 5 * np.ones((1, 16, 20))).astype(np.uint8)
@@ -121,8 +125,10 @@ def test_in_order_batches_hold_the_right_slices_and_tuple_mode(stores):
             seen += 1
     assert seen == len(ds)
     tuples = SliceDataset(path, return_tuple=True)
-    for got, want in zip(tuples.loader(5, shuffle=True, generator=torch.Generator().manual_seed(2)),
-                         per_item_batches(tuples, 5, shuffle=True, generator=torch.Generator().manual_seed(2))):
+    for got, want in zip(
+        tuples.loader(5, shuffle=True, generator=torch.Generator().manual_seed(2)),
+        per_item_batches(tuples, 5, shuffle=True, generator=torch.Generator().manual_seed(2)),
+    ):
         assert len(got) == 2 and torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
@@ -130,14 +136,14 @@ def test_two_fork_workers_give_the_batches_of_no_workers_for_two_epochs(stores):
     ds = SliceDataset(stores["uint8"], context=1)
     ds[0]  # the parent's handle is open before the fork
     want = list(ds.loader(7, shuffle=True, generator=torch.Generator().manual_seed(3)))
-    loader = ds.loader(7, shuffle=True, num_workers=2, multiprocessing_context="fork",
-                       generator=torch.Generator().manual_seed(3))
+    loader = ds.loader(7, shuffle=True, num_workers=2, multiprocessing_context="fork", generator=torch.Generator().manual_seed(3))
     first = list(loader)
     for g, w in zip(first, want):
         assert_batches_equal(g, w)
     second = list(loader)  # persistent workers, a new permutation of the same slices
-    assert sorted(k for b in second for k in zip(b["key"], b["slice"].tolist())) == \
-        sorted(k for b in first for k in zip(b["key"], b["slice"].tolist()))
+    assert sorted(k for b in second for k in zip(b["key"], b["slice"].tolist())) == sorted(
+        k for b in first for k in zip(b["key"], b["slice"].tolist())
+    )
     assert [b["slice"].tolist() for b in second] != [b["slice"].tolist() for b in first]
 
 
@@ -145,8 +151,9 @@ def test_distributed_sampler_batches_equal_the_per_item_path_and_follow_set_epoc
     ds = SliceDataset(stores["uint8"])
     seen = []
     for rank in range(2):
-        reference, ours = (torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=3)
-                           for _ in range(2))
+        reference, ours = (
+            torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=3) for _ in range(2)
+        )
         loader = ds.loader(4, sampler=ours)
         for epoch in (0, 1):
             reference.set_epoch(epoch)
@@ -208,8 +215,10 @@ def test_transform_datasets_are_batched_item_by_item_and_compact_is_refused(stor
         return item
 
     ds = SliceDataset(stores["uint8"], transform=flip)
-    for g, w in zip(ds.loader(5, shuffle=True, generator=torch.Generator().manual_seed(0)),
-                    per_item_batches(ds, 5, shuffle=True, generator=torch.Generator().manual_seed(0))):
+    for g, w in zip(
+        ds.loader(5, shuffle=True, generator=torch.Generator().manual_seed(0)),
+        per_item_batches(ds, 5, shuffle=True, generator=torch.Generator().manual_seed(0)),
+    ):
         assert_batches_equal(g, w)
     with pytest.raises(MedloadError, match="per-item transform"):
         ds.loader(5, compact=True)

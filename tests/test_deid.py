@@ -108,8 +108,11 @@ def test_scan_and_load_give_the_same_keys_dicom_and_nifti(tmp_path):
         for path in (dicom, nifti):
             series = medload.scan(path, phi_key=secret)[0]
             vol = medload.load(path, phi_key=secret)
-            assert (vol.meta["patient_key"], vol.meta["study_key"], vol.meta["series_key"]) == \
-                (series.patient_key, series.study_key, series.series_key), (path, secret)
+            assert (vol.meta["patient_key"], vol.meta["study_key"], vol.meta["series_key"]) == (
+                series.patient_key,
+                series.study_key,
+                series.series_key,
+            ), (path, secret)
             assert medload.load(series).meta["patient_key"] == series.patient_key
     assert medload.load(nifti, phi_key="k1").meta["patient_key"] != medload.load(nifti, phi_key="k2").meta["patient_key"]
     # the BIDS subject is what a NIfTI patient key stands for: the same as its folder's scan
@@ -161,8 +164,7 @@ def test_ultrasound_without_burned_in_no_is_converted_with_a_warning(tmp_path):
     flagged = medload.load(_series(tmp_path / "us", modality="MR", extra_tags={"Modality": "US"}))
     assert flagged.meta["pixel_text"] == "possible"
     assert any("may hold text" in p for p in flagged.meta["problems"])
-    said_no = medload.load(_series(tmp_path / "us-no", modality="MR",
-                                   extra_tags={"Modality": "US", "BurnedInAnnotation": "NO"}))
+    said_no = medload.load(_series(tmp_path / "us-no", modality="MR", extra_tags={"Modality": "US", "BurnedInAnnotation": "NO"}))
     assert "pixel_text" not in said_no.meta
     ct = medload.load(_series(tmp_path / "ct"))
     assert "pixel_text" not in ct.meta and not any("may hold text" in p for p in ct.meta["problems"])
@@ -191,15 +193,26 @@ def test_readers_copy_only_allow_listed_keys_and_defined_image_types(tmp_path):
 
     from medload.deid import DESCRIPTOR_KEYS, META_KEYS, deidentified_meta
 
-    dicom = _series(tmp_path / "dicom", extra_tags={"ImageType": ["ORIGINAL", "PRIMARY", "AXIAL", "SMITHSONVIEW"],
-                                                    "ImageComments": "Smithson moved"})
+    dicom = _series(
+        tmp_path / "dicom",
+        extra_tags={"ImageType": ["ORIGINAL", "PRIMARY", "AXIAL", "SMITHSONVIEW"], "ImageComments": "Smithson moved"},
+    )
     nifti = tmp_path / "bids" / "sub-07" / "anat" / "sub-07_T1w.nii.gz"
     nifti.parent.mkdir(parents=True)
     nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4)), nifti)
-    nifti.with_name("sub-07_T1w.json").write_text(_json.dumps({
-        "EchoTime": 0.003, "Manufacturer": "Siemens", "ImageType": ["DERIVED", "SMITHSONSCREEN"],
-        "PatientName": "Smithson^John", "InstitutionName": "Quillfeather", "ImageComments": "Smithson",
-        "AcquisitionDateTime": "2019-07-04T10:11:12"}))
+    nifti.with_name("sub-07_T1w.json").write_text(
+        _json.dumps(
+            {
+                "EchoTime": 0.003,
+                "Manufacturer": "Siemens",
+                "ImageType": ["DERIVED", "SMITHSONSCREEN"],
+                "PatientName": "Smithson^John",
+                "InstitutionName": "Quillfeather",
+                "ImageComments": "Smithson",
+                "AcquisitionDateTime": "2019-07-04T10:11:12",
+            }
+        )
+    )
     for path in (dicom, nifti):
         meta = medload.load(path).meta
         assert set(meta) - META_KEYS - DESCRIPTOR_KEYS == set(), path

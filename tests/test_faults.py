@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SLOW_JOB = textwrap.dedent('''
+SLOW_JOB = textwrap.dedent("""
     import os, time
 
     class Slow:
@@ -27,16 +27,16 @@ SLOW_JOB = textwrap.dedent('''
 
         def close(self):
             pass
-''')
+""")
 
-MAIN = textwrap.dedent('''
+MAIN = textwrap.dedent("""
     import sys
     from slowjob import Slow
     from medload.parallel import run_tasks
 
     if __name__ == "__main__":
         run_tasks(Slow, [(str(i), i) for i in range(4)], workers=2)
-''')
+""")
 
 
 def _alive(pid: int) -> bool:
@@ -105,7 +105,11 @@ def test_the_run_lock_of_a_killed_convert_is_taken_over(tmp_path):
     import medload
 
     src, out = _ct_folder(tmp_path), tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f'''
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
@@ -113,7 +117,11 @@ def test_the_run_lock_of_a_killed_convert_is_taken_over(tmp_path):
         with run_lock(Path({str(out)!r}), False):
             print("held", flush=True)
             time.sleep(120)
-    ''')], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(medload.StoreError, match=f"process {holder.pid} "):
@@ -165,8 +173,9 @@ def test_disk_full_is_a_store_error_with_a_report_and_the_rerun_resumes(tmp_path
 
     src, out = tmp_path / "src", tmp_path / "out"
     for k in range(4):
-        write_dicom_series(src / f"s{k}", shape=(6, 16, 16), seed=k, series_number=k + 1,
-                           series_uid=f"1.2.826.0.1.3680043.8.498.{k + 20}")
+        write_dicom_series(
+            src / f"s{k}", shape=(6, 16, 16), seed=k, series_number=k + 1, series_uid=f"1.2.826.0.1.3680043.8.498.{k + 20}"
+        )
     real_setitem = h5py.Dataset.__setitem__
     budget = {"images": 2}  # the disk fills while the third volume is written
 
@@ -190,8 +199,13 @@ def test_disk_full_is_a_store_error_with_a_report_and_the_rerun_resumes(tmp_path
     monkeypatch.undo()
     assert not report.ok and report.counts["converted"] == 2 and report.counts["failed"] == 2
     failed = [s for s in report.series if s["status"] == "failed"]
-    assert all(s["error"] == "StoreError" and "the disk is full" in s["reason"] and "shard-0000.h5" in s["reason"]
-               and "MiB free" in s["reason"] for s in failed)
+    assert all(
+        s["error"] == "StoreError"
+        and "the disk is full" in s["reason"]
+        and "shard-0000.h5" in s["reason"]
+        and "MiB free" in s["reason"]
+        for s in failed
+    )
     assert not (out / "report.json.tmp").exists()  # the report went to the temporary folder
     assert len(medload.open(out).volumes) == 2  # the volumes written before are intact
     again = medload.convert(src, out, workers=0, progress=False, dtype="float32", compression="none")
@@ -209,8 +223,9 @@ def test_sigkill_of_the_main_process_then_a_rerun_gives_the_uninterrupted_conten
 
     src = tmp_path / "src"
     for k in range(6):
-        write_dicom_series(src / f"s{k}", shape=(24, 64, 64), seed=k, series_number=k + 1,
-                           series_uid=f"1.2.826.0.1.3680043.8.498.{k + 70}")
+        write_dicom_series(
+            src / f"s{k}", shape=(24, 64, 64), seed=k, series_number=k + 1, series_uid=f"1.2.826.0.1.3680043.8.498.{k + 70}"
+        )
     medload.convert(src, tmp_path / "whole", workers=2, progress=False)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "medload", "convert", str(src), "-o", str(tmp_path / "killed"), "--quiet", "--workers", "2"]

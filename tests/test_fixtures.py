@@ -70,7 +70,10 @@ def test_two_series_in_one_folder_and_settable_phi(tmp_path):
 
 def test_extra_tags_and_implicit_syntax(tmp_path):
     truth = write_dicom_series(
-        tmp_path, shape=(2, 4, 4), transfer_syntax="1.2.840.10008.1.2", rescale=(0.5, -10.0),
+        tmp_path,
+        shape=(2, 4, 4),
+        transfer_syntax="1.2.840.10008.1.2",
+        rescale=(0.5, -10.0),
         extra_tags={"PatientName": "Other^Name", "BodyPartExamined": "HEAD"},
     )
     ds = pydicom.dcmread(truth["files"][1])

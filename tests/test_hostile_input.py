@@ -78,7 +78,7 @@ def test_bit_flip_in_pixel_spacing_tag_is_refused(tmp_path):
 def test_truncated_slice_is_unreadable_and_its_series_is_not_loaded(tmp_path):
     """A truncated image was 'skipped' and the series converted one slice short."""
     files = _series(tmp_path, n=5)
-    _rewrite(files[-1], lambda d: d[:len(d) - 20])  # last slice: no gap would show
+    _rewrite(files[-1], lambda d: d[: len(d) - 20])  # last slice: no gap would show
     found = medload.scan(tmp_path)
     assert [Path(e.path).name for e in found.errors] == [files[-1].name]
     assert "truncated" in found.errors[0].message
@@ -99,19 +99,22 @@ def test_truncated_in_the_header_is_unreadable(tmp_path):
         medload.load(found[0])
 
 
-@pytest.mark.parametrize("name, value, expect", [
-    ("ImageOrientationPatient", [2, 0, 0, 0, 1, 0], "not two orthogonal unit vectors"),
-    ("ImageOrientationPatient", [1, 0, 0, 0.7071, 0.7071, 0], "not two orthogonal unit vectors"),
-    ("PixelSpacing", [-0.8, 0.6], "two positive millimetre values"),
-    ("PixelSpacing", ["nan", 0.6], "finite numbers"),
-    ("RescaleSlope", 0, "RescaleSlope is 0.0"),
-    ("RescaleSlope", "nan", "RescaleSlope is nan"),
-    ("RescaleSlope", "inf", "RescaleSlope is inf"),
-    ("RescaleSlope", "1e300", "give values beyond"),
-    ("ImagePositionPatient", ["nan", 0, 0], "finite numbers"),
-    ("BitsStored", 65535, "BitsStored is 65535"),
-    ("Rows", 0, "Rows x Columns is 0"),
-])
+@pytest.mark.parametrize(
+    "name, value, expect",
+    [
+        ("ImageOrientationPatient", [2, 0, 0, 0, 1, 0], "not two orthogonal unit vectors"),
+        ("ImageOrientationPatient", [1, 0, 0, 0.7071, 0.7071, 0], "not two orthogonal unit vectors"),
+        ("PixelSpacing", [-0.8, 0.6], "two positive millimetre values"),
+        ("PixelSpacing", ["nan", 0.6], "finite numbers"),
+        ("RescaleSlope", 0, "RescaleSlope is 0.0"),
+        ("RescaleSlope", "nan", "RescaleSlope is nan"),
+        ("RescaleSlope", "inf", "RescaleSlope is inf"),
+        ("RescaleSlope", "1e300", "give values beyond"),
+        ("ImagePositionPatient", ["nan", 0, 0], "finite numbers"),
+        ("BitsStored", 65535, "BitsStored is 65535"),
+        ("Rows", 0, "Rows x Columns is 0"),
+    ],
+)
 def test_geometry_and_pixel_lies_are_refused_naming_the_file(tmp_path, name, value, expect):
     files = _series(tmp_path)
     ds = pydicom.dcmread(files[1])
@@ -292,7 +295,9 @@ def test_convert_of_good_series_and_one_file_of_each_class_names_every_bad_file(
 
     src = tmp_path / "export"
     for k in range(2):
-        write_dicom_series(src / f"good{k}", shape=(5, 16, 16), seed=k, series_number=k + 1, series_uid=f"1.2.826.0.1.3680043.8.498.{k + 50}")
+        write_dicom_series(
+            src / f"good{k}", shape=(5, 16, 16), seed=k, series_number=k + 1, series_uid=f"1.2.826.0.1.3680043.8.498.{k + 50}"
+        )
     nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.int16), np.eye(4)), src / "good.nii.gz")
     good = pydicom_file("CT_small.dcm")
     bad = src / "bad"
@@ -308,20 +313,22 @@ def test_convert_of_good_series_and_one_file_of_each_class_names_every_bad_file(
         return b.getvalue()
 
     files = {
-      "truncated.dcm": good[:len(good) // 2],
-      "hdr_cut.dcm": cut_element(good, 0x00280010, keep=5),
-      "giant_length.dcm": set_length(good, next(e for e in elements(good) if e.length_size == 4 and e.tag >> 16 != 2).tag, 0xFFFFFFFE),
-      "meta_length.dcm": set_length(good, 0x00020000, 0xFFFF),
-      "nested.dcm": nested_sequences(good, 600),
-      "iop.dcm": lie("ImageOrientationPatient", [2, 0, 0, 0, 1, 0]),
-      "spacing.dcm": lie("PixelSpacing", [-0.8, 0.6]),
-      "slope0.dcm": lie("RescaleSlope", 0),
-      "slope_inf.dcm": lie("RescaleSlope", "inf"),
-      "nan_pos.dcm": lie("ImagePositionPatient", ["nan", 0, 0]),
-      "bits.dcm": lie("BitsStored", 65535),
-      "rows0.dcm": lie("Rows", 0),
-      "frames_bomb.dcm": lie("NumberOfFrames", 10**7, PixelData=b""),
-      "rows65535.dcm": lie("Rows", 65535, Columns=65535),
+        "truncated.dcm": good[: len(good) // 2],
+        "hdr_cut.dcm": cut_element(good, 0x00280010, keep=5),
+        "giant_length.dcm": set_length(
+            good, next(e for e in elements(good) if e.length_size == 4 and e.tag >> 16 != 2).tag, 0xFFFFFFFE
+        ),
+        "meta_length.dcm": set_length(good, 0x00020000, 0xFFFF),
+        "nested.dcm": nested_sequences(good, 600),
+        "iop.dcm": lie("ImageOrientationPatient", [2, 0, 0, 0, 1, 0]),
+        "spacing.dcm": lie("PixelSpacing", [-0.8, 0.6]),
+        "slope0.dcm": lie("RescaleSlope", 0),
+        "slope_inf.dcm": lie("RescaleSlope", "inf"),
+        "nan_pos.dcm": lie("ImagePositionPatient", ["nan", 0, 0]),
+        "bits.dcm": lie("BitsStored", 65535),
+        "rows0.dcm": lie("Rows", 0),
+        "frames_bomb.dcm": lie("NumberOfFrames", 10**7, PixelData=b""),
+        "rows65535.dcm": lie("Rows", 65535, Columns=65535),
     }
     for n, b in files.items():
         (bad / n).write_bytes(b)
@@ -329,11 +336,10 @@ def test_convert_of_good_series_and_one_file_of_each_class_names_every_bad_file(
         p = bad / name
         nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.int16), np.eye(4)), p)
         d = bytearray(p.read_bytes())
-        d[offset:offset + 2 * len(dims)] = struct.pack(f"<{len(dims)}h", *dims)
+        d[offset : offset + 2 * len(dims)] = struct.pack(f"<{len(dims)}h", *dims)
         p.write_bytes(bytes(d))
     out = tmp_path / "out"
-    code = main(["convert", str(src), "-o", str(out), "--quiet", "--workers", "0",
-                 "--source-map", str(tmp_path / "map.json")])
+    code = main(["convert", str(src), "-o", str(out), "--quiet", "--workers", "0", "--source-map", str(tmp_path / "map.json")])
     report = json.loads((out / "report.json").read_text())
     assert code == 1
     assert report["counts"]["converted"] == 3 and report["counts"]["failed"] == 0

@@ -22,8 +22,14 @@ FORBIDDEN = {
 }
 
 # Heavy third-party packages and the one module allowed to import each.
-HEAVY_OWNER = {"h5py": "medload.store", "torch": "medload.datasets", "dask": "medload.parallel", "distributed": "medload.parallel",
-               "tensorflow": "medload.datasets", "keras": "medload.datasets"}
+HEAVY_OWNER = {
+    "h5py": "medload.store",
+    "torch": "medload.datasets",
+    "dask": "medload.parallel",
+    "distributed": "medload.parallel",
+    "tensorflow": "medload.datasets",
+    "keras": "medload.datasets",
+}
 
 
 def _module_name(path: Path) -> str:
@@ -60,9 +66,7 @@ def test_module_imports_only_what_stands_to_its_left(path: Path) -> None:
     for heavy, owner in HEAVY_OWNER.items():
         uses = [i for i in imported if i == heavy or i.startswith(heavy + ".")]
         if uses:
-            assert module == owner or module.startswith(owner + "."), (
-                f"{module} imports {uses}; only {owner} may import {heavy}"
-            )
+            assert module == owner or module.startswith(owner + "."), f"{module} imports {uses}; only {owner} may import {heavy}"
 
 
 def test_import_medload_is_light() -> None:
@@ -80,7 +84,6 @@ def test_public_api_names_resolve() -> None:
 
     for name in ("Volume", "MedloadError", "scan", "load", "Pipeline", "preset", "Store", "open", "convert"):
         assert getattr(medload, name) is not None, name
-
 
 
 def _private_imports(source: str, module: str, *, is_package: bool = False) -> list[str]:

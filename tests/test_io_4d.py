@@ -88,7 +88,9 @@ def test_bval_bvec_equal_dcm2niix(tmp_path, folder):
     if DCM2NIIX is None:
         pytest.skip("dcm2niix not on PATH (pip install dcm2niix)")
     src = shared_path(*folder.split("/"))
-    subprocess.run([DCM2NIIX, "-z", "n", "-f", "ref", "-o", str(tmp_path), str(src)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [DCM2NIIX, "-z", "n", "-f", "ref", "-o", str(tmp_path), str(src)], check=True, capture_output=True, timeout=300
+    )
     (series,) = [s for s in scan(src) if s.kind == "dicom"]
     out = save_nifti(load(series), tmp_path / "ours.nii", bids=True)
     ref_bval, ours_bval = np.loadtxt(tmp_path / "ref.bval"), np.loadtxt(out[1])
@@ -107,9 +109,16 @@ def test_identical_frames_are_kept_so_scan_and_load_agree_on_the_shape(tmp_path)
     pixels = np.arange(3 * 4 * 4, dtype=np.uint16).reshape(3, 4, 4)
     for copy in range(2):
         for z in range(3):
-            write_image(tmp_path / f"c{copy}_{z}.dcm", pixels[z], {
-                "InstanceNumber": copy * 3 + z + 1, "ImagePositionPatient": [0, 0, 3.0 * z],
-                "ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "PixelSpacing": [1, 1]})
+            write_image(
+                tmp_path / f"c{copy}_{z}.dcm",
+                pixels[z],
+                {
+                    "InstanceNumber": copy * 3 + z + 1,
+                    "ImagePositionPatient": [0, 0, 3.0 * z],
+                    "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
+                    "PixelSpacing": [1, 1],
+                },
+            )
     (series,) = scan(tmp_path)
     vol = load(series)
     assert series.shape == vol.shape == (2, 3, 4, 4)
@@ -128,8 +137,12 @@ def test_enhanced_pcasl_frames_follow_dcm2niix_and_the_classic_export(tmp_path):
     np.testing.assert_array_equal(classic.array, enhanced.array)
     np.testing.assert_allclose(classic.affine, enhanced.affine)
     if DCM2NIIX is not None:  # dcm2niix on the classic export: the same frames in the same order
-        subprocess.run([DCM2NIIX, "-z", "n", "-f", "ref", "-o", str(tmp_path), classic_truth["folder"]],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [DCM2NIIX, "-z", "n", "-f", "ref", "-o", str(tmp_path), classic_truth["folder"]],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         ok, why = match(nib.load(tmp_path / "ref.nii"), [("enhanced", enhanced)])
         assert ok, why
 

@@ -53,7 +53,7 @@ def _dicom_phi(files: list[str]) -> list[str]:
             value = ds.get(keyword)
             if value is None or isinstance(value, pydicom.Sequence):
                 continue
-            for part in (value if isinstance(value, pydicom.multival.MultiValue) else [value]):
+            for part in value if isinstance(value, pydicom.multival.MultiValue) else [value]:
                 text = str(part).strip()
                 if len(text) >= 5 and text.strip("0") != "":  # short codes would match by chance
                     values.add(text)
@@ -80,8 +80,14 @@ def _synthetic_dicom(orientation: str, modality: str, **kwargs) -> Callable[[Pat
 def _two_series_in_one_folder(tmp: Path) -> Case:
     write_dicom_series(tmp, series_description="first", seed=1, shape=(4, 8, 8))
     truth = write_dicom_series(
-        tmp, series_description="second", orientation="coronal", modality="MR", seed=2, shape=(5, 6, 8),
-        patient_name="Roe^Richard", patient_id="FAKE-PID-0002",
+        tmp,
+        series_description="second",
+        orientation="coronal",
+        modality="MR",
+        seed=2,
+        shape=(5, 6, 8),
+        patient_name="Roe^Richard",
+        patient_id="FAKE-PID-0002",
     )
     found = medload.scan(tmp)
     return {
@@ -103,8 +109,14 @@ def _synthetic_nifti(four_d: bool) -> Callable[[Path], Case]:
             modality = "MR"
         else:
             path = tmp / "ct.nii.gz"
-            truth = write_nifti(path, shape=(6, 8, 9), dtype="int16", scl_slope=0.5, scl_inter=-1024.0,
-                                sidecar={"Modality": "CT", "InstitutionName": "Fake General Hospital"})
+            truth = write_nifti(
+                path,
+                shape=(6, 8, 9),
+                dtype="int16",
+                scl_slope=0.5,
+                scl_inter=-1024.0,
+                sidecar={"Modality": "CT", "InstitutionName": "Fake General Hospital"},
+            )
             modality = "CT"
         return {
             "load": lambda: medload.load(path),

@@ -32,8 +32,9 @@ def assert_matches_truth(vol, truth, *, atol_mm=1e-4):
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_geometry_and_voxels_match_truth(tmp_path, orientation, shuffle):
-    truth = write_dicom_series(tmp_path, orientation=orientation, shape=(6, 9, 7),
-                               spacing=(2.5, 0.8, 0.6), shuffle=shuffle, seed=3)
+    truth = write_dicom_series(
+        tmp_path, orientation=orientation, shape=(6, 9, 7), spacing=(2.5, 0.8, 0.6), shuffle=shuffle, seed=3
+    )
     vol = load(tmp_path)
     assert_matches_truth(vol, truth)
     assert vol.spacing == pytest.approx((2.5, 0.8, 0.6), abs=1e-5)
@@ -86,8 +87,9 @@ def test_per_slice_rescale_is_applied_per_slice(tmp_path):
 
 def test_several_series_in_one_folder(tmp_path):
     truths = [
-        write_dicom_series(tmp_path, orientation=o, shape=(3 + i, 5, 4), series_number=10 - i,
-                           series_description=f"s{i}", seed=i, shuffle=True)
+        write_dicom_series(
+            tmp_path, orientation=o, shape=(3 + i, 5, 4), series_number=10 - i, series_description=f"s{i}", seed=i, shuffle=True
+        )
         for i, o in enumerate(["axial", "sagittal", "coronal"])
     ]
     (tmp_path / "README.txt").write_text("not a DICOM file")
@@ -220,9 +222,14 @@ def test_temporal_positions_become_a_frames_axis(tmp_path):
 
 def test_localizer_and_other_image_size_are_split_from_the_volume(tmp_path):
     main = write_dicom_series(tmp_path, shape=(4, 6, 6), seed=16)
-    scout = write_dicom_series(tmp_path / "scout", orientation="coronal", shape=(1, 8, 8), seed=17,
-                               series_uid=main["series_uid"],
-                               extra_tags={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})
+    scout = write_dicom_series(
+        tmp_path / "scout",
+        orientation="coronal",
+        shape=(1, 8, 8),
+        seed=17,
+        series_uid=main["series_uid"],
+        extra_tags={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]},
+    )
     found = scan(tmp_path)
     assert sorted(s.shape for s in found) == [(1, 8, 8), (4, 6, 6)]
     vol = load(next(s for s in found if s.shape == (4, 6, 6)))
@@ -335,8 +342,14 @@ def test_radiographs_of_one_series_are_separate_one_slice_volumes(tmp_path):
 
 def test_philips_private_scale_slope_gives_precise_values(tmp_path):
     """Philips: value = (stored * RS + RI) / (RS * SS), dcm2niix's default, said in meta."""
-    truth = write_dicom_series(tmp_path, modality="MR", rescale=(2.0, 0.0), shape=(2, 3, 3), seed=19,
-                               extra_tags={"Manufacturer": "Philips Medical Systems"})
+    truth = write_dicom_series(
+        tmp_path,
+        modality="MR",
+        rescale=(2.0, 0.0),
+        shape=(2, 3, 3),
+        seed=19,
+        extra_tags={"Manufacturer": "Philips Medical Systems"},
+    )
     for f in truth["files"]:
         ds = pydicom.dcmread(f)
         ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True).add_new(0x0E, "FL", 0.3)

@@ -31,16 +31,19 @@ def failing(*parts: str) -> Path:
 
 
 def positions_lps(folder: Path) -> dict[str, np.ndarray]:
-    return {f.name: np.array([float(v) for v in pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient])
-            for f in sorted(folder.iterdir())}
+    return {
+        f.name: np.array([float(v) for v in pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient])
+        for f in sorted(folder.iterdir())
+    }
 
 
 def dcm2niix(folder: Path, out: Path) -> list[Path]:
     if DCM2NIIX is None:
         pytest.skip("dcm2niix not on PATH")
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([DCM2NIIX, "-z", "n", "-b", "n", "-f", "%s_%p", "-o", str(out), str(folder)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [DCM2NIIX, "-z", "n", "-b", "n", "-f", "%s_%p", "-o", str(out), str(folder)], check=True, capture_output=True, timeout=120
+    )
     return sorted(out.glob("*.nii"))
 
 

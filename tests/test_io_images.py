@@ -18,7 +18,7 @@ def test_class_folder_scan_and_pixels_equal_the_decoded_files(tmp_path):
     found = medload.scan(tmp_path, patient_pattern=r"(?P<patient>\d+)_")
     assert not found.errors and len(found) == len(truth)
     for series in found:
-        rel = series.files[0][len(str(tmp_path.resolve())) + 1:]
+        rel = series.files[0][len(str(tmp_path.resolve())) + 1 :]
         expected = truth[rel]
         assert series.kind == "image" and series.info["class_folder"] == expected["class"]
         vol = medload.load(series)

@@ -165,9 +165,14 @@ def test_loaded_volume_owns_its_memory_and_pickles(tmp_path):
 # --- modality and meta ------------------------------------------------------------------
 def test_modality_from_sidecar_and_acquisition_fields_in_ms(tmp_path):
     sidecar = {
-        "Modality": "MR", "EchoTime": 0.0042, "RepetitionTime": 2.3, "MagneticFieldStrength": 3,
-        "Manufacturer": "Siemens", "InstitutionName": "Fake General Hospital",
-        "PatientName": "Doe^Jane", "AcquisitionTime": "23:59:59.1",
+        "Modality": "MR",
+        "EchoTime": 0.0042,
+        "RepetitionTime": 2.3,
+        "MagneticFieldStrength": 3,
+        "Manufacturer": "Siemens",
+        "InstitutionName": "Fake General Hospital",
+        "PatientName": "Doe^Jane",
+        "AcquisitionTime": "23:59:59.1",
     }
     truth = write_nifti(tmp_path / "scan.nii.gz", sidecar=sidecar)
     vol = load_nifti(truth["path"])
@@ -220,7 +225,9 @@ def test_keys_relative_to_root_and_bids_subject(tmp_path):
     assert sa.patient_key.startswith("pat-") and sa.series_key.startswith("ser-") and sa.study_key.startswith("stu-")
     # The same export scanned from another place gives the same keys.
     shutil.copytree(root, tmp_path / "copy")
-    moved = scan_nifti(tmp_path / "copy" / "sub-07" / "ses-1" / "anat" / "sub-07_ses-1_T1w.nii.gz", root=tmp_path / "copy", phi_key="k")
+    moved = scan_nifti(
+        tmp_path / "copy" / "sub-07" / "ses-1" / "anat" / "sub-07_ses-1_T1w.nii.gz", root=tmp_path / "copy", phi_key="k"
+    )
     assert (moved.series_key, moved.patient_key) == (sa.series_key, sa.patient_key)
     # Another secret gives other keys; load keeps the keys scan made.
     assert scan_nifti(a["path"], root=root, phi_key="other").series_key != sa.series_key
@@ -290,8 +297,11 @@ def test_gz_suffix_without_gzip_names_the_file_and_the_fix(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "payload"),
-    [("garbage.nii", b"this is not a nifti file at all" * 20), ("empty.nii", b""),
-     ("garbage.nii.gz", gzip.compress(b"\x00" * 400, mtime=0))],
+    [
+        ("garbage.nii", b"this is not a nifti file at all" * 20),
+        ("empty.nii", b""),
+        ("garbage.nii.gz", gzip.compress(b"\x00" * 400, mtime=0)),
+    ],
 )
 def test_garbage_names_the_file(tmp_path, name, payload):
     (tmp_path / name).write_bytes(payload)

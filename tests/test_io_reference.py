@@ -86,8 +86,7 @@ def volume_permutation(data: np.ndarray, ref: np.ndarray, tol: float) -> list[in
     n_t = ref.shape[-1]
     per_slice = set()
     for z in range(ref.shape[2]):
-        order = tuple(int(np.argmin([np.abs(data[:, :, z, a] - ref[:, :, z, b]).max() for a in range(n_t)]))
-                      for b in range(n_t))
+        order = tuple(int(np.argmin([np.abs(data[:, :, z, a] - ref[:, :, z, b]).max() for a in range(n_t)])) for b in range(n_t))
         if not np.allclose(data[:, :, z, list(order)], ref[:, :, z], atol=tol):
             return None
         if np.ptp(ref[:, :, z]) > 0:  # a blank slice matches any order: it decides nothing
@@ -142,8 +141,12 @@ def converted(tmp_path_factory):
         if folder not in cache:
             src = shared_path(*folder.split("/"))
             out = tmp_path_factory.mktemp(folder.replace("/", "_"))
-            subprocess.run([DCM2NIIX, "-z", "n", "-b", "y", "-f", "%s_%p", "-o", str(out), str(src)],
-                           check=True, capture_output=True, timeout=300)
+            subprocess.run(
+                [DCM2NIIX, "-z", "n", "-b", "y", "-f", "%s_%p", "-o", str(out), str(src)],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
             vols = []
             for series in scan(src):
                 if series.kind != "dicom":
@@ -181,7 +184,7 @@ def test_shipped_reference_niftis_are_matched(converted, name):
     loaded = [(n, v) for n, v in vols if v is not None]
     refs = sorted(ref_folder.glob("*.nii"))
     # Ref/ also lists outputs whose inputs were too large to ship (.MISSING_FROM_SNAPSHOT.txt).
-    missing = (SHARED_DATA / name / ".MISSING_FROM_SNAPSHOT.txt")
+    missing = SHARED_DATA / name / ".MISSING_FROM_SNAPSHOT.txt"
     absent = set(missing.read_text().split()) if missing.exists() else set()
     refs = [r for r in refs if f"Ref/{r.name}" not in absent]
     assert refs

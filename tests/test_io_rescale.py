@@ -15,9 +15,15 @@ PIXELS = np.full((3, 8, 8), 1064, np.uint16)  # 40 HU with intercept -1024
 
 def _ct_series(folder, hide_in: int | None = None, private_tag: int | None = None):
     for z in range(3):
-        tags = {"InstanceNumber": z + 1, "ImagePositionPatient": [0, 0, 2.0 * z], "Modality": "CT",
-                "ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "PixelSpacing": [1, 1],
-                "RescaleSlope": 1, "RescaleIntercept": -1024}
+        tags = {
+            "InstanceNumber": z + 1,
+            "ImagePositionPatient": [0, 0, 2.0 * z],
+            "Modality": "CT",
+            "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
+            "PixelSpacing": [1, 1],
+            "RescaleSlope": 1,
+            "RescaleIntercept": -1024,
+        }
         private = ()
         if z == hide_in:
             del tags["RescaleIntercept"], tags["RescaleSlope"]
@@ -42,7 +48,14 @@ def test_a_slice_without_rescale_among_slices_with_it_is_refused_naming_it(tmp_p
 
 def test_a_series_that_states_no_rescale_anywhere_loads_unscaled(tmp_path):
     for z in range(3):
-        write_image(tmp_path / f"s{z}.dcm", PIXELS[z], {
-            "InstanceNumber": z + 1, "ImagePositionPatient": [0, 0, 2.0 * z],
-            "ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "PixelSpacing": [1, 1]})
+        write_image(
+            tmp_path / f"s{z}.dcm",
+            PIXELS[z],
+            {
+                "InstanceNumber": z + 1,
+                "ImagePositionPatient": [0, 0, 2.0 * z],
+                "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
+                "PixelSpacing": [1, 1],
+            },
+        )
     np.testing.assert_array_equal(load(tmp_path).array, 1064)

@@ -25,11 +25,14 @@ from medload.io import load, scan
 from tests.test_io_reference import DCM2NIIX, match
 
 
-@pytest.mark.parametrize("count_tag, slices, source", [
-    ("acquisition_matrix", 16, "AcquisitionMatrix"),
-    ("number_of_images", 14, "(0019,100A)"),
-    ("ref_acq_times", 12, "(0019,1029)"),
-])
+@pytest.mark.parametrize(
+    "count_tag, slices, source",
+    [
+        ("acquisition_matrix", 16, "AcquisitionMatrix"),
+        ("number_of_images", 14, "(0019,100A)"),
+        ("ref_acq_times", 12, "(0019,1029)"),
+    ],
+)
 def test_mosaic_without_csa_header_is_cut_into_its_slices(tmp_path, count_tag, slices, source):
     truth = siemens_mosaic(tmp_path / "in" / "m.dcm", count_tag=count_tag, slices=None if slices == 16 else slices)
     vol = load(truth["file"])
@@ -40,8 +43,12 @@ def test_mosaic_without_csa_header_is_cut_into_its_slices(tmp_path, count_tag, s
     np.testing.assert_allclose(vol.affine[:3, 3], truth["first_position_lps"] * [-1, -1, 1])
     np.testing.assert_allclose(vol.spacing, (3.0, 2.0, 2.0))
     if DCM2NIIX is not None:
-        subprocess.run([DCM2NIIX, "-z", "n", "-f", "ref", "-o", str(tmp_path), str(tmp_path / "in")],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [DCM2NIIX, "-z", "n", "-f", "ref", "-o", str(tmp_path), str(tmp_path / "in")],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         ok, why = match(nib.load(tmp_path / "ref.nii"), [("medload", vol)])
         assert ok, why
 
@@ -107,8 +114,11 @@ def test_zero_pixel_spacing_without_imager_spacing_is_refused_naming_the_file(tm
 def test_singular_grid_error_names_the_file(tmp_path):
     # row and column cosines equal: no plane, no affine. The header check refuses it first
     # (ReadError); load's own guard around the Volume (GeometryError) names the file too.
-    file = write_image(tmp_path / "flat.dcm", np.zeros((3, 3), np.uint16), {
-        "ImagePositionPatient": [0, 0, 0], "ImageOrientationPatient": [1, 0, 0, 1, 0, 0], "PixelSpacing": [1, 1]})
+    file = write_image(
+        tmp_path / "flat.dcm",
+        np.zeros((3, 3), np.uint16),
+        {"ImagePositionPatient": [0, 0, 0], "ImageOrientationPatient": [1, 0, 0, 1, 0, 0], "PixelSpacing": [1, 1]},
+    )
     with pytest.raises((ReadError, GeometryError), match=r"flat\.dcm.*ImageOrientationPatient"):
         load(file)
 

@@ -13,13 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          check=False)
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ruff") is None, reason="ruff not installed (pip install medload[test])")
 def test_ruff_finds_nothing() -> None:
     run = _run("ruff", "check", "--no-cache", ".")  # the whole repository: medload, tests, tools, fixtures, bench, notebooks
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ruff") is None, reason="ruff not installed (pip install medload[test])")
+def test_ruff_format_leaves_every_file_as_it_is() -> None:
+    # one layout for the whole repository; packed tables of names sit between `# fmt: off` / `# fmt: on`
+    run = _run("ruff", "format", "--check", "--no-cache", ".")
     assert run.returncode == 0, run.stdout + run.stderr
 
 

@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(script: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def test_readme_example_saved_as_a_script_finishes(tmp_path):
@@ -48,8 +49,7 @@ def test_unguarded_call_is_told_apart_from_a_guarded_one(tmp_path):
     probe = "from medload.parallel import unguarded_main_script\n"
     unguarded = _guard_probe(probe + "print(unguarded_main_script())\n", tmp_path, "a.py")
     assert unguarded == str(tmp_path / "a.py")
-    guarded = _guard_probe(probe + "if __name__ == '__main__':\n    print(unguarded_main_script())\n",
-                           tmp_path, "b.py")
+    guarded = _guard_probe(probe + "if __name__ == '__main__':\n    print(unguarded_main_script())\n", tmp_path, "b.py")
     assert guarded == "None"
     # A function called from the unguarded top level is unguarded too; called under the guard, it is not.
     via_function = probe + "def main():\n    print(unguarded_main_script())\n"
@@ -60,13 +60,15 @@ def test_unguarded_call_is_told_apart_from_a_guarded_one(tmp_path):
 def test_a_pool_whose_workers_die_while_starting_stops_instead_of_looping(tmp_path):
     # The detection switched off: workers re-run this unguarded script and die at start-up.
     script = tmp_path / "loop.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import medload.parallel as parallel
         parallel.unguarded_main_script = lambda: None
         summary = parallel.run_tasks(parallel._Echo, [("a", 1), ("b", 2), ("c", 3)], workers=2)
         print("failed", sorted(o.task_id for o in summary.outcomes if not o.ok))
         print(summary.outcomes[0].error)
-    """))
+    """)
+    )
     run = _run(script, timeout=180)
     lines = run.stdout.strip().splitlines()
     assert lines[-2] == "failed ['a', 'b', 'c']", run.stdout[-2000:] + run.stderr[-2000:]

@@ -24,8 +24,9 @@ def _value(case: int, channel: int) -> float:
     return 100.0 * (case + 1) + 10.0 * channel
 
 
-def make_dataset(root: Path, cases: int = 3, *, extra_label: bool = False, drop_label: int | None = None,
-                 v1: bool = False) -> Path:
+def make_dataset(
+    root: Path, cases: int = 3, *, extra_label: bool = False, drop_label: int | None = None, v1: bool = False
+) -> Path:
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (root / sub).mkdir(parents=True)
     affine = np.diag([0.8, 0.8, 3.0, 1.0])
@@ -43,8 +44,12 @@ def make_dataset(root: Path, cases: int = 3, *, extra_label: bool = False, drop_
     if v1:
         spec = {"modality": {"0": "T2", "1": "ADC"}, "labels": {"0": "background", "1": "edema", "2": "tumour"}}
     else:
-        spec = {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "edema": 1, "tumour": 2},
-                "file_ending": ".nii.gz", "numTraining": cases}
+        spec = {
+            "channel_names": {"0": "T2", "1": "ADC"},
+            "labels": {"background": 0, "edema": 1, "tumour": 2},
+            "file_ending": ".nii.gz",
+            "numTraining": cases,
+        }
     (root / "dataset.json").write_text(json.dumps(spec))
     return root
 
@@ -90,8 +95,9 @@ def test_masks_that_match_no_image_and_images_without_mask_are_counted_and_can_b
     assert report.counts["converted"] == 3
     assert report.counts["masks_without_image"] == 1 and report.counts["images_without_mask"] == 1
     assert sum(r.has_mask for r in medload.open(tmp_path / "out").volumes) == 2
-    code = main(["convert", str(src), "-o", str(tmp_path / "strict"), "--require-masks", "--preset", "none",
-                 "--workers", "0", "--quiet"])
+    code = main(
+        ["convert", str(src), "-o", str(tmp_path / "strict"), "--require-masks", "--preset", "none", "--workers", "0", "--quiet"]
+    )
     err = capsys.readouterr().err
     assert code != 0 and "1 image(s) have no mask and 1 mask file(s) match no image" in err
     assert not (tmp_path / "strict" / "report.json").exists()

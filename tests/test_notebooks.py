@@ -52,8 +52,7 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # The kernel inherits the environment: make sure plots come back as images even where
     # MPLBACKEND is set to something else (Agg in some CI images).
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     failure = None
     try:
         client.execute()
@@ -72,8 +71,13 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_api_doc_examples(monkeypatch: pytest.MonkeyPatch):
     """docs/api.md is a doctest: every example runs from the repository root and prints what the page shows."""
     monkeypatch.chdir(ROOT)
-    result = doctest.testfile(str(ROOT / "docs" / "api.md"), module_relative=False, verbose=False, report=True,
-                              optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testfile(
+        str(ROOT / "docs" / "api.md"),
+        module_relative=False,
+        verbose=False,
+        report=True,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+    )
     assert result.attempted > 40
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in docs/api.md failed (printed above)"
 

@@ -26,8 +26,9 @@ def _dcm2niix(dicom_dir: Path, out_dir: Path) -> Path:
     if DCM2NIIX is None:
         pytest.skip("dcm2niix not on PATH (pip install dcm2niix)")
     out_dir.mkdir()
-    subprocess.run([DCM2NIIX, "-z", "y", "-b", "n", "-f", "ct", "-o", str(out_dir), str(dicom_dir)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [DCM2NIIX, "-z", "y", "-b", "n", "-f", "ct", "-o", str(out_dir), str(dicom_dir)], check=True, capture_output=True
+    )
     (nifti,) = out_dir.glob("ct*.nii.gz")
     return nifti
 
@@ -43,8 +44,7 @@ def test_dicom_and_its_nifti_store_the_same_slices(tmp_path, orientation):
     dicom = shared_path("totalsegmentator_ct", "example_ct_dicom")
     nifti = _dcm2niix(dicom, tmp_path / "nii")
     # The same options for both; the NIfTI's header does not say CT, so modality="CT" (DICOM keeps its own).
-    options = {"pipeline": "ct-abdomen", "modality": "CT", "workers": 0, "progress": False,
-               "orientation": orientation}
+    options = {"pipeline": "ct-abdomen", "modality": "CT", "workers": 0, "progress": False, "orientation": orientation}
     assert medload.convert(dicom, tmp_path / "from_dicom", **options).ok
     assert medload.convert(nifti, tmp_path / "from_nifti", **options).ok
     a, affine_a, rec_a = _stored(tmp_path / "from_dicom")
@@ -76,6 +76,7 @@ def test_canonical_slices_keeps_every_voxel_at_its_world_position_for_each_plane
     out = CanonicalSlices()(vol)
     assert out.orientation == DISPLAY_AXCODES["coronal"]
     assert out.history[-1] == ("canonical_slices", {"axcodes": ["P", "I", "L"], "plane": "coronal"})
+
     def world(v, idx):
         return (v.affine @ [*idx, 1])[:3]
 

@@ -20,8 +20,23 @@ def audit(tmp_path_factory):
     folder = tmp_path_factory.mktemp("audit")
     info = write_audit_export(folder)
     out = folder / "out"
-    code = main(["convert", str(info["export"]), "-o", str(out), "--masks", str(info["masks"]), "--workers", "0",
-                 "--quiet", "--size", "16", "--source-map", str(folder / "source-map.json")])
+    code = main(
+        [
+            "convert",
+            str(info["export"]),
+            "-o",
+            str(out),
+            "--masks",
+            str(info["masks"]),
+            "--workers",
+            "0",
+            "--quiet",
+            "--size",
+            "16",
+            "--source-map",
+            str(folder / "source-map.json"),
+        ]
+    )
     return info, out, code
 
 
@@ -68,19 +83,52 @@ def test_the_source_map_is_outside_and_maps_pseudonyms_back(audit):
     (ct,) = [e for e in report["series"] if e.get("modality") == "CT"]
     assert source_map["names"][ct["mask"]].endswith("Smithson_head_CT.nii.gz")
     assert sorted(source_map["series"][ct["series_key"]]["files"]) == sorted(
-        info["ct_files"] + [str(info["export"] / "SMITHSON_JOHNATHAN_MRN12345678" / "CT_Smithson_Johnathan"
-                                / "SMITHSON_JOHNATHAN_copy.dcm")])
+        info["ct_files"]
+        + [str(info["export"] / "SMITHSON_JOHNATHAN_MRN12345678" / "CT_Smithson_Johnathan" / "SMITHSON_JOHNATHAN_copy.dcm")]
+    )
     assert (out.parent / "source-map.json").stat().st_mode & 0o077 == 0
-    assert main(["convert", str(info["export"]), "-o", str(out.parent / "again"), "--workers", "0", "--quiet",
-                 "--source-map", str(out.parent / "again" / "map.json")]) == 2
+    assert (
+        main(
+            [
+                "convert",
+                str(info["export"]),
+                "-o",
+                str(out.parent / "again"),
+                "--workers",
+                "0",
+                "--quiet",
+                "--source-map",
+                str(out.parent / "again" / "map.json"),
+            ]
+        )
+        == 2
+    )
     assert not (out.parent / "again" / "map.json").exists()
 
 
 def test_keep_phi_writes_the_expected_values(audit, tmp_path):
     info, _, _ = audit
     kept = tmp_path / "kept"
-    assert main(["convert", str(info["export"]), "-o", str(kept), "--masks", str(info["masks"]), "--workers", "0",
-                 "--quiet", "--size", "16", "--keep-phi", "--allow-burned-in"]) == 1  # the unreadable file
+    assert (
+        main(
+            [
+                "convert",
+                str(info["export"]),
+                "-o",
+                str(kept),
+                "--masks",
+                str(info["masks"]),
+                "--workers",
+                "0",
+                "--quiet",
+                "--size",
+                "16",
+                "--keep-phi",
+                "--allow-burned-in",
+            ]
+        )
+        == 1
+    )  # the unreadable file
     hits = search_output(kept, info["kept"])
     assert sorted(hits) == sorted(info["kept"]), sorted(set(info["kept"]) - set(hits))
     assert len(medload.open(kept).volumes) == 3  # the burned-in series too, on request
@@ -92,8 +140,24 @@ def test_without_a_key_patient_keys_are_the_users_not_the_sources(audit, tmp_pat
     info, out, _ = audit
     stored = {v.patient_key for v in medload.open(out).volumes}
     again = tmp_path / "again"
-    assert main(["convert", str(info["export"]), "-o", str(again), "--masks", str(info["masks"]), "--workers", "0",
-                 "--quiet", "--size", "16"]) == 1
+    assert (
+        main(
+            [
+                "convert",
+                str(info["export"]),
+                "-o",
+                str(again),
+                "--masks",
+                str(info["masks"]),
+                "--workers",
+                "0",
+                "--quiet",
+                "--size",
+                "16",
+            ]
+        )
+        == 1
+    )
     assert {v.patient_key for v in medload.open(again).volumes} == stored  # same user, same keys
     constants = set()
     for path in (medload.__file__ and __import__("pathlib").Path(medload.__file__).parent).rglob("*.py"):

@@ -52,18 +52,25 @@ def _browser(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     exe = _chromium()
     if exe is None:
         pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium); .ci/run installs it")
-    base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--hide-scrollbars", "--virtual-time-budget=15000"]
+    base = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--hide-scrollbars",
+        "--virtual-time-budget=15000",
+    ]
     return subprocess.run(base + args, capture_output=True, text=True, timeout=180, check=False)
 
 
 def _export_with_broken_series(src: Path) -> str:
     """The sample export, a sagittal MR, and a CT series with a missing slice; returns the broken series' key."""
     shutil.copytree(EXPORT, src)
-    write_dicom_series(src / "sag", orientation="sagittal", modality="MR", shape=(8, 20, 18), seed=4,
-                       return_array=False)
-    truth = write_dicom_series(src / "broken", shape=(6, 16, 16), seed=7, return_array=False,
-                               series_description="gap")
+    write_dicom_series(src / "sag", orientation="sagittal", modality="MR", shape=(8, 20, 18), seed=4, return_array=False)
+    truth = write_dicom_series(src / "broken", shape=(6, 16, 16), seed=7, return_array=False, series_description="gap")
     os.remove(truth["files"][3])
     return str(truth["files"][0])
 
@@ -73,8 +80,21 @@ def converted(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("qc")
     _export_with_broken_series(base / "src")
     out = base / "out"
-    code = main(["convert", str(base / "src"), "-o", str(out), "--workers", "0", "--quiet", "--qc",
-                 "--masks", str(base / "src" / "labels"), *CHEAP])
+    code = main(
+        [
+            "convert",
+            str(base / "src"),
+            "-o",
+            str(out),
+            "--workers",
+            "0",
+            "--quiet",
+            "--qc",
+            "--masks",
+            str(base / "src" / "labels"),
+            *CHEAP,
+        ]
+    )
     assert code == 1  # one series failed
     return out
 
@@ -107,7 +127,7 @@ def test_page_opens_in_chromium_with_every_thumbnail_and_the_failed_series(conve
     state = re.search(r'<span id="thumb-state"[^>]*>', dom).group(0)
     assert f'data-loaded="{3 * n_volumes}"' in state and 'data-broken="0"' in state
     # The failed series: its pseudonymous key, status and the reader's reason, in the page's table.
-    table = dom[dom.index('id="failed"'):]
+    table = dom[dom.index('id="failed"') :]
     row = re.search(r'<tr class="failed"[^>]*>.*?</tr>', table, re.DOTALL).group(0)
     assert failed[0]["series_key"] in row and "missing slices" in row and "failed" in row
 
@@ -163,8 +183,9 @@ def test_thumbnail_letters_name_the_side_where_that_world_coordinate_grows(orien
     # each of three stored volumes holds one world coordinate (x, y or z in RAS+ mm) per voxel.
     # In every thumbnail the edge lettered R must be the brighter one of the x volume, A of the
     # y volume, S of the z volume (and L, P, I the darker one).
-    write_dicom_series(tmp_path / "src", orientation=orientation, shape=(12, 20, 16), spacing=(2.0, 1.0, 1.2),
-                       seed=1, return_array=False)
+    write_dicom_series(
+        tmp_path / "src", orientation=orientation, shape=(12, 20, 16), spacing=(2.0, 1.0, 1.2), seed=1, return_array=False
+    )
     source = medload.load(medload.scan(tmp_path / "src")[0])
     affine = source.affine
     coords = _world_coordinates(source.shape, affine)
@@ -196,7 +217,6 @@ def test_thumbnail_letters_name_the_side_where_that_world_coordinate_grows(orien
     assert checked == 6
 
 
-
 # --------------------------------------------------------------------------- privacy
 def test_phi_audit_over_the_page_folder(tmp_path):
     """No planted identifying value, description or source folder name anywhere in the page folder
@@ -206,8 +226,14 @@ def test_phi_audit_over_the_page_folder(tmp_path):
     # The export's folder is named after a patient, as hospital exports often are.
     src = tmp_path / "Quartermain_Zebulon_export"
     planted = write_phi_export(src)
-    broken = write_dicom_series(src / "broken", shape=(6, 16, 16), seed=7, return_array=False,
-                                patient_name="Zebulon^Quartermain", series_description="gap Larkspur")
+    broken = write_dicom_series(
+        src / "broken",
+        shape=(6, 16, 16),
+        seed=7,
+        return_array=False,
+        patient_name="Zebulon^Quartermain",
+        series_description="gap Larkspur",
+    )
     os.remove(broken["files"][3])
     out = tmp_path / "out"
     assert main(["convert", str(src), "-o", str(out), "--workers", "0", "--quiet", *CHEAP]) == 1
@@ -236,8 +262,22 @@ def test_the_store_phi_audit_passes_over_the_qc_folder(tmp_path):
 
     info = write_audit_export(tmp_path / "audit")
     out = tmp_path / "out"
-    code = main(["convert", str(info["export"]), "-o", str(out), "--masks", str(info["masks"]), "--workers", "0",
-                 "--quiet", "--size", "16", "--qc"])
+    code = main(
+        [
+            "convert",
+            str(info["export"]),
+            "-o",
+            str(out),
+            "--masks",
+            str(info["masks"]),
+            "--workers",
+            "0",
+            "--quiet",
+            "--size",
+            "16",
+            "--qc",
+        ]
+    )
     assert code == 1
     page = (out / "qc" / "index.html").read_text()
     assert "BurnedInAnnotation is YES" in page and "unreadable file" in page
@@ -246,8 +286,10 @@ def test_the_store_phi_audit_passes_over_the_qc_folder(tmp_path):
     assert hits == {}, hits
     # The audit sees the page: with --keep-phi it finds the patient's folder name there.
     kept = tmp_path / "kept"
-    assert main(["convert", str(info["export"]), "-o", str(kept), "--workers", "0", "--quiet", "--size", "16",
-                 "--keep-phi", "--qc"]) == 1
+    assert (
+        main(["convert", str(info["export"]), "-o", str(kept), "--workers", "0", "--quiet", "--size", "16", "--keep-phi", "--qc"])
+        == 1
+    )
     assert "SMITHSON_JOHNATHAN_MRN12345678" in search_output(kept / "qc", info["needles"])
 
 
@@ -265,8 +307,7 @@ def test_preview_draws_slices_in_order_with_letters_mask_and_window(tmp_path):
         store.add(medload.Volume(array, affine, meta={"source_key": "a"}), mask=mask)
         store.add(medload.Volume(array * 0, affine, meta={"source_key": "b"}))
     info = montage(tmp_path / "s.h5", tmp_path / "m.png", n=6, tile=96, window=(0.0, 1.0))
-    assert [z for _, z in info["slices"]] == sorted(z for _, z in info["slices"][:3]) + sorted(
-        z for _, z in info["slices"][3:])
+    assert [z for _, z in info["slices"]] == sorted(z for _, z in info["slices"][:3]) + sorted(z for _, z in info["slices"][3:])
     assert [k for k, _ in info["slices"]] == sorted(k for k, _ in info["slices"])  # volume by volume
     assert info["letters"][0] == views.slice_labels(affine) == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
     rgb = np.asarray(Image.open(tmp_path / "m.png").convert("RGB")).astype(int)
@@ -285,8 +326,7 @@ def test_preview_draws_slices_in_order_with_letters_mask_and_window(tmp_path):
 def test_single_slice_images_and_a_store_whose_series_all_failed(tmp_path):
     # A radiograph-like volume (one slice) is drawn as one plane, not as three one-pixel lines.
     with medload.Store.create(tmp_path / "x.h5") as store:
-        store.add(medload.Volume(np.random.default_rng(0).random((1, 40, 30)), np.diag([1.0, 0.2, 0.2, 1.0]),
-                                 modality="DX"))
+        store.add(medload.Volume(np.random.default_rng(0).random((1, 40, 30)), np.diag([1.0, 0.2, 0.2, 1.0]), modality="DX"))
     info = write_qc(tmp_path / "x.h5")
     page = Path(info["path"]).read_text()
     planes = re.findall(r"data-plane='(\w+)'", page)
@@ -316,8 +356,11 @@ def test_filters_and_sorting_work_in_the_browser(converted, tmp_path):
     page = (out / "index.html").as_uri()
     done = _browser(["--dump-dom", page + "#modality=MR&nofailed&sort=slices"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    cards = re.findall(r'<article class="card([^"]*)" data-kind="volume" data-modality="(\w+)"[^>]*'
-                       r'data-slices="(\d+)"', done.stdout)
+    cards = re.findall(
+        r'<article class="card([^"]*)" data-kind="volume" data-modality="(\w+)"[^>]*'
+        r'data-slices="(\d+)"',
+        done.stdout,
+    )
     shown = [(m, int(n)) for cls, m, n in cards if "hidden" not in cls]
     assert sorted(m for m, _ in shown) == sorted(r.modality for r in records if r.modality == "MR")
     assert all("hidden" in cls for cls, m, _ in cards if m != "MR")
@@ -350,9 +393,26 @@ def test_python_m_medload_uses_its_workers(tmp_path):
     # `python -m medload` imports medload/__main__.py again in each worker process: guarded,
     # so the runner does not fall back to one process with a warning.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "medload", "convert", str(EXPORT), "-o", str(tmp_path / "out"),
-                           "--workers", "2", "--quiet", *CHEAP], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medload",
+            "convert",
+            str(EXPORT),
+            "-o",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--quiet",
+            *CHEAP,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "if __name__" not in done.stderr and "RuntimeWarning" not in done.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())

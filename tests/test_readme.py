@@ -41,8 +41,11 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     # .ci/system-packages: what pip cannot install (chromium for the QC browser test, which skips
     # without it); it never fails, so the run is still the README's command.
     assert ".ci/system-packages || true" in ci
-    steps = [line.strip() for line in ci.splitlines()
-             if line.strip() and not line.startswith(("#", "set ", "cd ", ".ci/system-packages"))]
+    steps = [
+        line.strip()
+        for line in ci.splitlines()
+        if line.strip() and not line.startswith(("#", "set ", "cd ", ".ci/system-packages"))
+    ]
     assert " && ".join(steps) == test_command, f".ci/run runs {steps}, README says {test_command!r}"
 
 
@@ -76,8 +79,14 @@ def test_readme_main_command_and_example_in_a_new_venv(tmp_path: Path) -> None:
     assert "volumes" in run.stdout and "slices" in run.stdout  # medload info's table
 
     # The installed copy, not the checkout, is what the example imports.
-    where = subprocess.run([str(bin_dir / "python"), "-c", "import medload; print(medload.__file__)"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import medload; print(medload.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert str(env_dir) in where, f"the venv imports medload from {where.strip()}, not its own install"
 
     example = _python_example().replace("/tmp/store", str(tmp_path / "store"))

@@ -33,13 +33,47 @@ def _comparable(h):
         return h
     # pydicom keeps trailing spaces inside multi-valued CS (e.g. 'DERIVED '); the fast path
     # strips them as the standard says; compare without that padding.
-    params = {k: (v.strip() if isinstance(v, str) else [x.strip() if isinstance(x, str) else x for x in v] if isinstance(v, list) else v)
-              for k, v in h.params.items()}
-    frames = [(f.frame, f.mosaic, f.position, f.orientation, f.pixel_spacing, f.slope, f.intercept,
-               f.time_key, tuple(str(x).strip() for x in f.split_key), f.uid) for f in h.frames]
-    return (h.sop_class, h.modality, h.series_uid, h.study_uid, h.patient_id, h.series_number,
-            h.description.strip(), h.rows, h.columns, h.samples, h.photometric, h.bits_stored, h.signed,
-            h.bits_allocated, h.transfer_syntax, h.is_image, params, frames)
+    params = {
+        k: (
+            v.strip() if isinstance(v, str) else [x.strip() if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+        )
+        for k, v in h.params.items()
+    }
+    frames = [
+        (
+            f.frame,
+            f.mosaic,
+            f.position,
+            f.orientation,
+            f.pixel_spacing,
+            f.slope,
+            f.intercept,
+            f.time_key,
+            tuple(str(x).strip() for x in f.split_key),
+            f.uid,
+        )
+        for f in h.frames
+    ]
+    return (
+        h.sop_class,
+        h.modality,
+        h.series_uid,
+        h.study_uid,
+        h.patient_id,
+        h.series_number,
+        h.description.strip(),
+        h.rows,
+        h.columns,
+        h.samples,
+        h.photometric,
+        h.bits_stored,
+        h.signed,
+        h.bits_allocated,
+        h.transfer_syntax,
+        h.is_image,
+        params,
+        frames,
+    )
 
 
 def _read(path: Path, specific: bool):
@@ -119,8 +153,7 @@ def test_dicomdir_and_non_image_objects_are_skipped_and_counted(tmp_path):
 
 def test_order_and_keys_are_deterministic(tmp_path):
     for i, n in enumerate((7, 3, 5)):
-        write_dicom_series(tmp_path / f"s{i}", shape=(2, 3, 3), series_number=n, seed=i,
-                           series_description=f"number {n}")
+        write_dicom_series(tmp_path / f"s{i}", shape=(2, 3, 3), series_number=n, seed=i, series_description=f"number {n}")
     a, b = scan(tmp_path, phi_key="k"), scan(tmp_path, phi_key="k")
     assert [s.description for s in a] == ["number 3", "number 5", "number 7"]
     assert [s.series_key for s in a] == [s.series_key for s in b]
@@ -142,8 +175,9 @@ def test_summary_has_no_paths_or_identifying_values(tmp_path):
 
 def test_echoes_and_image_types_split_one_series_uid(tmp_path):
     e1 = write_dicom_series(tmp_path / "e1", modality="MR", shape=(3, 4, 4), seed=5, extra_tags={"EchoNumbers": 1})
-    write_dicom_series(tmp_path / "e2", modality="MR", shape=(3, 4, 4), seed=6, series_uid=e1["series_uid"],
-                       extra_tags={"EchoNumbers": 2})
+    write_dicom_series(
+        tmp_path / "e2", modality="MR", shape=(3, 4, 4), seed=6, series_uid=e1["series_uid"], extra_tags={"EchoNumbers": 2}
+    )
     for f in (tmp_path / "e2").iterdir():  # new instance UIDs: a real second echo
         ds = pydicom.dcmread(f)
         ds.SOPInstanceUID = ds.SOPInstanceUID[:60] + ".2"
@@ -166,8 +200,7 @@ def test_shared_data_scan_finds_each_volume():
 
 def test_patients_without_id_are_not_pooled(tmp_path):
     for i in range(2):
-        write_dicom_series(tmp_path / f"p{i}", shape=(2, 3, 3), seed=10 + i, patient_id="",
-                           series_description=f"anon {i}")
+        write_dicom_series(tmp_path / f"p{i}", shape=(2, 3, 3), seed=10 + i, patient_id="", series_description=f"anon {i}")
     found = scan(tmp_path)
     assert len(found) == 2
     assert found[0].patient_key != found[1].patient_key
@@ -178,8 +211,7 @@ def test_series_without_patient_study_or_series_uid_are_distinct_patients(tmp_pa
     # As the TotalSegmentator sample CT: PatientID, StudyInstanceUID and SeriesInstanceUID empty.
     blank = {"PatientID": "", "StudyInstanceUID": "", "SeriesInstanceUID": ""}
     for i in range(2):
-        write_dicom_series(tmp_path / f"case{i}", shape=(2, 3, 3), seed=20 + i, extra_tags=blank,
-                           return_array=False)
+        write_dicom_series(tmp_path / f"case{i}", shape=(2, 3, 3), seed=20 + i, extra_tags=blank, return_array=False)
     found = scan(tmp_path)
     assert len(found) == 2
     assert len({s.patient_key for s in found}) == 2
@@ -196,8 +228,9 @@ def test_series_without_patient_study_or_series_uid_are_distinct_patients(tmp_pa
 def test_series_of_one_anonymous_study_stay_one_patient(tmp_path):
     shared = {"PatientID": "", "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.4242"}
     for i in range(2):
-        write_dicom_series(tmp_path / f"series{i}", shape=(2, 3, 3), seed=30 + i, series_number=i + 1,
-                           extra_tags=shared, return_array=False)
+        write_dicom_series(
+            tmp_path / f"series{i}", shape=(2, 3, 3), seed=30 + i, series_number=i + 1, extra_tags=shared, return_array=False
+        )
     write_dicom_series(tmp_path / "other", shape=(2, 3, 3), seed=33, patient_id="", return_array=False)
     found = scan(tmp_path)
     assert len(found) == 3

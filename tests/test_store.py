@@ -251,7 +251,20 @@ def test_catalog_gives_the_same_records_as_the_group_attributes(tmp_path):
     slow = medload.open(without).volumes
     assert len(fast) == len(slow) == 4 and [r.key for r in fast] == ["ser-0000", "ser-0001", "ser-0002", "ser-0007"]
     for a, b in zip(fast, slow):
-        for name in ("key", "shape", "dtype", "spacing", "label", "history", "channels", "has_mask", "meta", "scale", "offset", "patient_key"):
+        for name in (
+            "key",
+            "shape",
+            "dtype",
+            "spacing",
+            "label",
+            "history",
+            "channels",
+            "has_mask",
+            "meta",
+            "scale",
+            "offset",
+            "patient_key",
+        ):
             assert getattr(a, name) == getattr(b, name), name
         np.testing.assert_array_equal(a.affine, b.affine)
 

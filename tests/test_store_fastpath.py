@@ -31,8 +31,11 @@ def assert_bit_equal(got: np.ndarray, want: np.ndarray) -> None:
 def write_store(path, dtype: str, compression: str) -> None:
     """Three volumes: 3D with a mask, 3D without, and a 4D (Z, C, H, W) one with a mask."""
     data = "int16" if dtype == "int16" else "float32"
-    volumes = [synthetic_volume(0, dtype=data, shape=(7, 24, 20)), synthetic_volume(1, dtype=data, shape=(5, 16, 16)),
-               synthetic_volume(2, dtype=data, shape=(6, 12, 18), channels=CHANNELS)]
+    volumes = [
+        synthetic_volume(0, dtype=data, shape=(7, 24, 20)),
+        synthetic_volume(1, dtype=data, shape=(5, 16, 16)),
+        synthetic_volume(2, dtype=data, shape=(6, 12, 18), channels=CHANNELS),
+    ]
     with medload.Store.create(path, dtype=dtype, compression=compression) as store:
         for i, volume in enumerate(volumes):
             store.add(volume, mask=None if i == 1 else synthetic_mask(volume))
@@ -116,7 +119,7 @@ def test_multi_block_lz4_chunks_decode_exactly(tmp_path, monkeypatch):
     assert header == (8000, 1000)
     kinds, pos = [], 12
     for done in range(0, 8000, 1000):
-        stored = int.from_bytes(chunk[pos:pos + 4], "big")
+        stored = int.from_bytes(chunk[pos : pos + 4], "big")
         kinds.append("raw" if stored == min(1000, 8000 - done) else "lz4")
         pos += 4 + stored
     assert pos == len(chunk) and kinds == ["raw"] * 4 + ["lz4"] * 4
@@ -159,7 +162,7 @@ def _rewrite_image(path, key: str, *, chunks, written=None, **filters) -> np.nda
         del group["image"]
         ds = group.create_dataset("image", shape=values.shape, dtype=values.dtype, chunks=chunks, **filters)
         ds.attrs.update(attrs)
-        for z in (range(len(values)) if written is None else written):
+        for z in range(len(values)) if written is None else written:
             ds[z] = values[z]
     return values
 
@@ -240,15 +243,27 @@ def test_lz4_framing_that_disagrees_is_refused():
     assert fmt.decode_lz4_chunk(zero_block, 3000, decode) is None
     # Two blocks, the first raw, the second compressed and short, as the filter writes them.
     second = lz4.block.compress(raw[2000:], store_size=False)
-    two = ((3000).to_bytes(8, "big") + (2000).to_bytes(4, "big") + (2000).to_bytes(4, "big") + raw[:2000]
-           + len(second).to_bytes(4, "big") + second)
+    two = (
+        (3000).to_bytes(8, "big")
+        + (2000).to_bytes(4, "big")
+        + (2000).to_bytes(4, "big")
+        + raw[:2000]
+        + len(second).to_bytes(4, "big")
+        + second
+    )
     assert fmt.decode_lz4_chunk(two, 3000, decode) == raw
     assert fmt.decode_lz4_chunk(two[:-3], 3000, decode) is None
 
 
 def _read_in_child(reader, queue) -> None:
-    queue.put((reader.read_slices(0, 0, 7, raw=True).tobytes(), reader.read_mask(2, 1, 4).tobytes(),
-               dict(reader._read_paths), len(reader._chunk_tables)))
+    queue.put(
+        (
+            reader.read_slices(0, 0, 7, raw=True).tobytes(),
+            reader.read_mask(2, 1, 4).tobytes(),
+            dict(reader._read_paths),
+            len(reader._chunk_tables),
+        )
+    )
 
 
 def test_chunk_tables_are_per_process(tmp_path):

@@ -77,7 +77,9 @@ def test_plain_h5py_reads_what_the_schema_doc_describes(tmp_path, dtype, compres
     np.testing.assert_array_equal(out["ser-0000"]["mask"], synthetic_mask(volumes[0]))
     if dtype != "int16":
         entry = out["ser-0005"]
-        assert entry["layout"] == "ZCYX" and entry["chunks"] == [1, 3, 8, 8] and entry["channels"] == ["brain", "subdural", "bone"]
+        assert (
+            entry["layout"] == "ZCYX" and entry["chunks"] == [1, 3, 8, 8] and entry["channels"] == ["brain", "subdural", "bone"]
+        )
         assert np.abs(np.load(tmp_path / "ser-0005.npy") - multi.array.transpose(1, 0, 2, 3)).max() <= tolerance
     rows = out["index"]
     assert len(rows) == 4 + 5 + (3 if dtype != "int16" else 0)

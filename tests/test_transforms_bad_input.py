@@ -19,12 +19,33 @@ from medload.volume import Volume
 def every_transform() -> list[T.Transform]:
     """One instance of every registered transform (CT windows forced so MR inputs reach them)."""
     made = [
-        T.FillNonFinite(), T.HUClip(force=True), T.Window("brain", force=True), T.MultiWindow(force=True),
-        T.CTBodyMask(force=True), T.N4BiasCorrection(shrink_factor=2, iterations=[5]), T.PercentileClip(),
-        T.ZScore(), T.MinMax(), T.NyulStandardize([0.0, 50.0, 100.0], [1.0, 50.0, 99.0]), T.RadiographWindow(),
-        T.HistogramEqualize(), T.CLAHE(), T.NLMeans(), T.TVDenoise(), T.Bilateral(), T.CurvatureDiffusion(),
-        T.GradientDiffusion(), T.Median(), T.Gaussian(sigma=1.0), T.Resample((2.0, 2.0, 2.0)), T.Reorient(),
-        T.CanonicalSlices(), T.CropForeground(), T.ResizeSlices(24), T.Grayscale(), T.ScaleStoredRange(),
+        T.FillNonFinite(),
+        T.HUClip(force=True),
+        T.Window("brain", force=True),
+        T.MultiWindow(force=True),
+        T.CTBodyMask(force=True),
+        T.N4BiasCorrection(shrink_factor=2, iterations=[5]),
+        T.PercentileClip(),
+        T.ZScore(),
+        T.MinMax(),
+        T.NyulStandardize([0.0, 50.0, 100.0], [1.0, 50.0, 99.0]),
+        T.RadiographWindow(),
+        T.HistogramEqualize(),
+        T.CLAHE(),
+        T.NLMeans(),
+        T.TVDenoise(),
+        T.Bilateral(),
+        T.CurvatureDiffusion(),
+        T.GradientDiffusion(),
+        T.Median(),
+        T.Gaussian(sigma=1.0),
+        T.Resample((2.0, 2.0, 2.0)),
+        T.Reorient(),
+        T.CanonicalSlices(),
+        T.CropForeground(),
+        T.ResizeSlices(24),
+        T.Grayscale(),
+        T.ScaleStoredRange(),
     ]
     assert {t.name for t in made} == set(T.REGISTRY), "a registered transform is missing from this sweep"
     return made
@@ -43,8 +64,11 @@ def test_nan_and_inf_voxels_are_refused_with_the_fix(transform):
         out = transform(vol).array
         assert np.isfinite(out).all() and out[1, 2, 3] == 0.0 and out[2, 5, 5] == np.nanmax(array[np.isfinite(array)])
         return
-    with pytest.raises(TransformError, match=r"expected finite voxel values, found 2 NaN/inf voxels "
-                                             r"\(first at index \(1, 2, 3\)\).*FillNonFinite"):
+    with pytest.raises(
+        TransformError,
+        match=r"expected finite voxel values, found 2 NaN/inf voxels "
+        r"\(first at index \(1, 2, 3\)\).*FillNonFinite",
+    ):
         transform(vol)
     fixed = T.Pipeline([T.FillNonFinite(), transform])(vol)
     assert np.isfinite(fixed.array).all()
@@ -77,30 +101,33 @@ def test_constant_results_are_the_documented_ones():
     assert 0.0 <= out.array.min() and out.array.max() <= 1.0
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: T.CLAHE(clip_limit=2), r"clahe: clip_limit must be in \[0, 1\], found 2"),
-    (lambda: T.CLAHE(kernel_size=0), r"clahe: kernel_size must be in \(0, inf\], found 0"),
-    (lambda: T.CLAHE(kernel_size=8, kernel_mm=10), r"kernel_size \(voxels\) or kernel_mm, not both"),
-    (lambda: T.Window(center=40, width=-5), r"window: width must be in \(0, inf\], found -5"),
-    (lambda: T.Window("brian"), r"unknown window name 'brian'; expected one of brain, subdural"),
-    (lambda: T.HUClip(low=100, high=-100), r"hu_clip: high must be in \(100, inf\], found -100"),
-    (lambda: T.NLMeans(h=0), r"nl_means: h must be in \(0, 100\], found 0"),
-    (lambda: T.NLMeans(sigma=float("nan")), r"nl_means: sigma must be in \[0, inf\], found nan"),
-    (lambda: T.N4BiasCorrection(shrink_factor=0), r"n4: shrink_factor must be in \[1, 16\], found 0"),
-    (lambda: T.N4BiasCorrection(iterations=[]), r"n4: iterations must be a non-empty list"),
-    (lambda: T.PercentileClip(lower=60, upper=40), r"percentile_clip: upper must be in \(60, 100\], found 40"),
-    (lambda: T.ZScore(mask="brain"), r"zscore: mask must be one of all, foreground, nonzero, found 'brain'"),
-    (lambda: T.Resample(spacing=(-1, 1, 1)), r"resample: spacing must be in \(0, 100\], found -1"),
-    (lambda: T.Resample(interpolation="cubic"), r"interpolation must be 'linear', 'bspline' or 'nearest', found 'cubic'"),
-    (lambda: T.ResizeSlices(0), r"resize_slices: size must be in \[1, 16384\], found 0"),
-    (lambda: T.ResizeSlices(64, mode="stretch"), r"mode must be 'pad-crop' or 'resize', found 'stretch'"),
-    (lambda: T.Median(size=0), r"median: size must be in \[1, 51\], found 0"),
-    (lambda: T.Gaussian(), r"give exactly one of sigma \(voxels\) or sigma_mm"),
-    (lambda: T.CurvatureDiffusion(time_step=0.5, per_slice=False), r"time_step must be in \(0, 0.0625\], found 0.5"),
-    (lambda: T.Reorient(("R", "L", "S")), r"axcodes must name each of L/R, A/P, S/I once"),
-    (lambda: T.NyulStandardize([0, 100], [1, 50, 99]), r"expected 3 landmarks .* found 2"),
-    (lambda: T.CLAHE(workers=-1), None),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: T.CLAHE(clip_limit=2), r"clahe: clip_limit must be in \[0, 1\], found 2"),
+        (lambda: T.CLAHE(kernel_size=0), r"clahe: kernel_size must be in \(0, inf\], found 0"),
+        (lambda: T.CLAHE(kernel_size=8, kernel_mm=10), r"kernel_size \(voxels\) or kernel_mm, not both"),
+        (lambda: T.Window(center=40, width=-5), r"window: width must be in \(0, inf\], found -5"),
+        (lambda: T.Window("brian"), r"unknown window name 'brian'; expected one of brain, subdural"),
+        (lambda: T.HUClip(low=100, high=-100), r"hu_clip: high must be in \(100, inf\], found -100"),
+        (lambda: T.NLMeans(h=0), r"nl_means: h must be in \(0, 100\], found 0"),
+        (lambda: T.NLMeans(sigma=float("nan")), r"nl_means: sigma must be in \[0, inf\], found nan"),
+        (lambda: T.N4BiasCorrection(shrink_factor=0), r"n4: shrink_factor must be in \[1, 16\], found 0"),
+        (lambda: T.N4BiasCorrection(iterations=[]), r"n4: iterations must be a non-empty list"),
+        (lambda: T.PercentileClip(lower=60, upper=40), r"percentile_clip: upper must be in \(60, 100\], found 40"),
+        (lambda: T.ZScore(mask="brain"), r"zscore: mask must be one of all, foreground, nonzero, found 'brain'"),
+        (lambda: T.Resample(spacing=(-1, 1, 1)), r"resample: spacing must be in \(0, 100\], found -1"),
+        (lambda: T.Resample(interpolation="cubic"), r"interpolation must be 'linear', 'bspline' or 'nearest', found 'cubic'"),
+        (lambda: T.ResizeSlices(0), r"resize_slices: size must be in \[1, 16384\], found 0"),
+        (lambda: T.ResizeSlices(64, mode="stretch"), r"mode must be 'pad-crop' or 'resize', found 'stretch'"),
+        (lambda: T.Median(size=0), r"median: size must be in \[1, 51\], found 0"),
+        (lambda: T.Gaussian(), r"give exactly one of sigma \(voxels\) or sigma_mm"),
+        (lambda: T.CurvatureDiffusion(time_step=0.5, per_slice=False), r"time_step must be in \(0, 0.0625\], found 0.5"),
+        (lambda: T.Reorient(("R", "L", "S")), r"axcodes must name each of L/R, A/P, S/I once"),
+        (lambda: T.NyulStandardize([0, 100], [1, 50, 99]), r"expected 3 landmarks .* found 2"),
+        (lambda: T.CLAHE(workers=-1), None),
+    ],
+)
 def test_out_of_range_parameters_name_expected_and_found(make, message):
     if message is None:  # workers is checked when the transform runs
         with pytest.raises(medload.ConfigError, match=r"workers must be >= 0 .* found -1"):

@@ -28,8 +28,7 @@ def _sitk(a):
 def test_nl_means_equals_skimage_per_slice(noisy, workers):
     out = T.NLMeans(sigma=0.1, h=0.8, workers=workers)(noisy).array
     for z in range(noisy.shape[0]):
-        ref = restoration.denoise_nl_means(noisy.array[z], h=0.08, sigma=0.1, patch_size=5, patch_distance=6,
-                                           fast_mode=True)
+        ref = restoration.denoise_nl_means(noisy.array[z], h=0.08, sigma=0.1, patch_size=5, patch_distance=6, fast_mode=True)
         np.testing.assert_array_equal(out[z], ref.astype(np.float32))
 
 
@@ -51,8 +50,10 @@ def test_bilateral_equals_simpleitk(noisy):
     np.testing.assert_array_equal(out, ref)
 
 
-@pytest.mark.parametrize("cls, func", [(T.CurvatureDiffusion, sitk.CurvatureAnisotropicDiffusion),
-                                       (T.GradientDiffusion, sitk.GradientAnisotropicDiffusion)])
+@pytest.mark.parametrize(
+    "cls, func",
+    [(T.CurvatureDiffusion, sitk.CurvatureAnisotropicDiffusion), (T.GradientDiffusion, sitk.GradientAnisotropicDiffusion)],
+)
 def test_diffusion_equals_simpleitk_2d_and_3d(noisy, cls, func):
     out2d = cls(iterations=3, conductance=2.0)(noisy).array
     ref2d = np.stack([sitk.GetArrayFromImage(func(_sitk(s), 0.125, 2.0, 1, 3)) for s in noisy.array])
@@ -63,9 +64,9 @@ def test_diffusion_equals_simpleitk_2d_and_3d(noisy, cls, func):
 
 def test_median_and_gaussian_equal_scipy(noisy):
     np.testing.assert_array_equal(
-        T.Median(size=3)(noisy).array, np.stack([ndimage.median_filter(s, size=3) for s in noisy.array]))
-    np.testing.assert_array_equal(
-        T.Median(size=3, per_slice=False)(noisy).array, ndimage.median_filter(noisy.array, size=3))
+        T.Median(size=3)(noisy).array, np.stack([ndimage.median_filter(s, size=3) for s in noisy.array])
+    )
+    np.testing.assert_array_equal(T.Median(size=3, per_slice=False)(noisy).array, ndimage.median_filter(noisy.array, size=3))
     # sigma_mm=1.6 on 0.8 mm pixels is sigma 2 voxels in-plane
     out = T.Gaussian(sigma_mm=1.6)(noisy)
     np.testing.assert_array_equal(out.array, np.stack([ndimage.gaussian_filter(s, sigma=[2.0, 2.0]) for s in noisy.array]))
@@ -154,8 +155,10 @@ def _skimage_per_slice(array, size, *, order=1, anti_aliasing=True):
     flat = array.reshape((-1,) + array.shape[-2:])
     if order > 0:
         flat = flat.astype(np.float32)
-    out = [sktransform.resize(s, size, order=order, mode="edge", preserve_range=True,
-                              anti_aliasing=anti_aliasing and order > 0) for s in flat]
+    out = [
+        sktransform.resize(s, size, order=order, mode="edge", preserve_range=True, anti_aliasing=anti_aliasing and order > 0)
+        for s in flat
+    ]
     return np.stack(out).reshape(array.shape[:-2] + tuple(size))
 
 
@@ -177,14 +180,14 @@ def test_resize_equals_skimage_resize():
 
 
 _RESIZE_SHAPES = [
-    ((64, 64), (32, 32)),               # down by 2
-    ((66, 53), (20, 16)),               # down by 3.3
-    ((16, 12), (64, 48)),               # up by 4
-    ((40, 10), (13, 31)),               # one axis down, one up
-    ((1, 7), (5, 1)),                   # 1-pixel edges
+    ((64, 64), (32, 32)),  # down by 2
+    ((66, 53), (20, 16)),  # down by 3.3
+    ((16, 12), (64, 48)),  # up by 4
+    ((40, 10), (13, 31)),  # one axis down, one up
+    ((1, 7), (5, 1)),  # 1-pixel edges
     ((9, 1), (1, 4)),
-    ((3, 5), (3, 5)),                   # same size
-    ((600, 7), (150, 9)),               # operator built from more than one block of identity columns
+    ((3, 5), (3, 5)),  # same size
+    ((600, 7), (150, 9)),  # operator built from more than one block of identity columns
 ]
 
 
@@ -203,7 +206,7 @@ def test_resize_slices_equals_skimage_per_slice(plane, size, dtype):
 
 def test_resize_slices_4d_and_no_anti_aliasing_equal_skimage():
     rng = np.random.default_rng(3)
-    array = rng.random((2, 3, 48, 36)).astype(np.float32)   # (C, Z, Y, X)
+    array = rng.random((2, 3, 48, 36)).astype(np.float32)  # (C, Z, Y, X)
     out = T.ResizeSlices((20, 50), mode="resize")(Volume(array, np.eye(4))).array
     assert out.shape == (2, 3, 20, 50)
     _assert_float32_close(out, _skimage_per_slice(array, (20, 50)))
@@ -242,7 +245,16 @@ def test_resample_equals_simpleitk_resample():
     out = T.Resample(spacing=(2.4, 0.5, 0.5), interpolation="bspline")(vol)
     image = _sitk(vol.array)
     image.SetSpacing([1.0, 1.0, 1.2])
-    ref = sitk.Resample(image, [40, 40, 4], sitk.Transform(), sitk.sitkBSpline, image.GetOrigin(),
-                        [0.5, 0.5, 2.4], image.GetDirection(), 0.0, sitk.sitkFloat32)
+    ref = sitk.Resample(
+        image,
+        [40, 40, 4],
+        sitk.Transform(),
+        sitk.sitkBSpline,
+        image.GetOrigin(),
+        [0.5, 0.5, 2.4],
+        image.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
+    )
     np.testing.assert_allclose(out.array, sitk.GetArrayFromImage(ref), rtol=1e-5, atol=1e-4)
     assert out.shape == (4, 40, 40) and out.spacing == (2.4, 0.5, 0.5)

@@ -30,9 +30,16 @@ def test_nl_means_raises_psnr_by_3_db():
     assert out.history[-1][1]["sigma"] == pytest.approx(0.1, rel=0.15)  # noise estimated from the image
 
 
-@pytest.mark.parametrize("cls, kwargs", [(T.TVDenoise, {"weight": 0.08}), (T.Bilateral, {"range_sigma": 0.2}),
-                                          (T.CurvatureDiffusion, {"conductance": 1.0}),
-                                          (T.Gaussian, {"sigma": 1.0}), (T.Median, {"size": 3})])
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (T.TVDenoise, {"weight": 0.08}),
+        (T.Bilateral, {"range_sigma": 0.2}),
+        (T.CurvatureDiffusion, {"conductance": 1.0}),
+        (T.Gaussian, {"sigma": 1.0}),
+        (T.Median, {"size": 3}),
+    ],
+)
 def test_other_denoisers_raise_psnr(cls, kwargs):
     clean, noisy = noisy_phantom((2, 64, 64), sigma=0.1, seed=3)
     out = cls(**kwargs)(Volume(noisy, np.eye(4)))
@@ -98,8 +105,10 @@ def test_zscore_inside_foreground_and_percentile_clip():
 
 def test_nyul_makes_differently_scaled_volumes_agree(tmp_path):
     rng = np.random.default_rng(0)
-    vols = [Volume(rng.gamma(2.0, s, (6, 24, 24)).astype(np.float32) + o, np.eye(4), modality="MR")
-            for s, o in [(20, 5), (45, 30), (80, 0)]]
+    vols = [
+        Volume(rng.gamma(2.0, s, (6, 24, 24)).astype(np.float32) + o, np.eye(4), modality="MR")
+        for s, o in [(20, 5), (45, 30), (80, 0)]
+    ]
     nyul = T.NyulStandardize.fit(vols[:2], mask="all")
     (tmp_path / "landmarks.json").write_text(json.dumps(nyul.params()))
     loaded = T.NyulStandardize(**json.loads((tmp_path / "landmarks.json").read_text()))
@@ -116,8 +125,7 @@ def test_multiwindow_channels_and_presets():
     # soft tissue at 40 HU: middle of the brain window 40/80, (40 + 500) / 1800 of the bone window 400/1800
     assert out.array[0, :, 29, 32].mean() == pytest.approx(0.5, abs=0.1)
     assert out.array[2, :, 29, 32].mean() == pytest.approx(0.3, abs=0.01)
-    assert set(T.PRESETS) >= {"ct-brain", "ct-lung", "ct-abdomen", "ct-bone", "ct-multiwindow", "mr-brain",
-                              "mr-body", "xray"}
+    assert set(T.PRESETS) >= {"ct-brain", "ct-lung", "ct-abdomen", "ct-bone", "ct-multiwindow", "mr-brain", "mr-body", "xray"}
     for name in T.PRESETS:
         assert len(medload.preset(name)) >= 1
     mr = medload.preset("mr-brain")(mr_phantom((8, 32, 32)))
@@ -126,8 +134,12 @@ def test_multiwindow_channels_and_presets():
 
 def test_radiograph_monochrome1_is_inverted():
     arr = np.array([[[0, 500, 1000]]], np.uint16)
-    vol = Volume(arr, np.eye(4), modality="CR",
-                 meta={"window_center": 500, "window_width": 1001, "photometric_interpretation": "MONOCHROME1"})
+    vol = Volume(
+        arr,
+        np.eye(4),
+        modality="CR",
+        meta={"window_center": 500, "window_width": 1001, "photometric_interpretation": "MONOCHROME1"},
+    )
     out = medload.preset("xray")(vol)
     assert out.array[0, 0, 0] == pytest.approx(1.0, abs=1e-3) and out.array[0, 0, 2] == pytest.approx(0.0, abs=1e-3)
     assert out.meta["intensity"].endswith("inverted")
@@ -146,8 +158,12 @@ def test_radiograph_already_mirrored_by_the_reader_is_not_inverted_twice():
     # The DICOM reader mirrors MONOCHROME1 pixels (new = 4095 - old for 12 bits) and says so.
     stored = np.array([[[0, 1000, 4095]]], np.uint16)  # MONOCHROME1: 0 is white (dense)
     mirrored = (4095 - stored).astype(np.uint16)
-    meta = {"window_center": 1000, "window_width": 1001, "photometric_interpretation": "MONOCHROME1",
-            "monochrome1_mirrored": True}
+    meta = {
+        "window_center": 1000,
+        "window_width": 1001,
+        "photometric_interpretation": "MONOCHROME1",
+        "monochrome1_mirrored": True,
+    }
     out = T.RadiographWindow()(Volume(mirrored, np.eye(4), modality="CR", meta={**meta, "stored_range": [0, 4095]}))
     assert out.history[-1][1] == {"center": 3095.0, "width": 1001.0, "invert": False}
     assert out.array[0, 0, 0] == pytest.approx(1.0) and out.array[0, 0, 1] == pytest.approx(0.5, abs=1e-3)
@@ -156,8 +172,7 @@ def test_radiograph_already_mirrored_by_the_reader_is_not_inverted_twice():
     assert "percentiles" in out.meta["intensity"] and not out.history[-1][1]["invert"]
     assert out.array[0, 0, 0] > out.array[0, 0, 2]  # dense (stored 0) stays brightest
     # a centre the user gives is on the pixels as they are: kept, even with the header's width
-    out = T.RadiographWindow(center=3095)(Volume(mirrored, np.eye(4), modality="CR",
-                                                 meta={**meta, "stored_range": [0, 4095]}))
+    out = T.RadiographWindow(center=3095)(Volume(mirrored, np.eye(4), modality="CR", meta={**meta, "stored_range": [0, 4095]}))
     assert out.history[-1][1] == {"center": 3095.0, "width": 1001.0, "invert": False}
 
 

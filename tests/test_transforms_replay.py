@@ -25,16 +25,26 @@ def _noisy_ct() -> Volume:
 
 
 PIPELINES = {
-    "ct": lambda: T.Pipeline([T.CropForeground(), T.HUClip(-1000, 1000), T.NLMeans(), T.CLAHE(kernel_mm=10),
-                              T.ResizeSlices(48)]),
+    "ct": lambda: T.Pipeline([T.CropForeground(), T.HUClip(-1000, 1000), T.NLMeans(), T.CLAHE(kernel_mm=10), T.ResizeSlices(48)]),
     "ct-multiwindow": lambda: medload.preset("ct-multiwindow") + T.ResizeSlices((32, 30), mode="resize"),
-    "ct-resample": lambda: T.Pipeline([T.Gaussian(sigma_mm=1.0), T.Resample((1.0, 1.0, 1.0), "bspline"),
-                                       T.Window("liver"), T.Median(size=3)]),
-    "mr": lambda: T.Pipeline([T.Reorient(), T.N4BiasCorrection(shrink_factor=2, iterations=[10, 10]),
-                              T.PercentileClip(), T.ZScore(), T.Bilateral(range_sigma=0.5),
-                              T.GradientDiffusion(), T.CurvatureDiffusion(per_slice=False), T.TVDenoise()]),
-    "mr-eq": lambda: T.Pipeline([T.HistogramEqualize(mask="foreground"), T.MinMax(),
-                                 T.NyulStandardize([0.0, 50.0, 100.0], [1.0, 50.0, 99.0], mask="all")]),
+    "ct-resample": lambda: T.Pipeline(
+        [T.Gaussian(sigma_mm=1.0), T.Resample((1.0, 1.0, 1.0), "bspline"), T.Window("liver"), T.Median(size=3)]
+    ),
+    "mr": lambda: T.Pipeline(
+        [
+            T.Reorient(),
+            T.N4BiasCorrection(shrink_factor=2, iterations=[10, 10]),
+            T.PercentileClip(),
+            T.ZScore(),
+            T.Bilateral(range_sigma=0.5),
+            T.GradientDiffusion(),
+            T.CurvatureDiffusion(per_slice=False),
+            T.TVDenoise(),
+        ]
+    ),
+    "mr-eq": lambda: T.Pipeline(
+        [T.HistogramEqualize(mask="foreground"), T.MinMax(), T.NyulStandardize([0.0, 50.0, 100.0], [1.0, 50.0, 99.0], mask="all")]
+    ),
 }
 
 
@@ -74,9 +84,17 @@ def test_workers_do_not_change_the_result():
 
 @pytest.mark.parametrize("suffix", [".json", ".toml"])
 def test_config_round_trips_through_files(tmp_path, suffix):
-    pipe = T.Pipeline([T.CTBodyMask(), T.Window(center=50, width=350), T.CLAHE(kernel_mm=(10, 12), clip_limit=0.02),
-                       T.NLMeans(h=0.6), T.ResizeSlices((256, 200), mode="resize"),
-                       T.CropForeground(margin=[1, 2, 3]), T.MultiWindow(["brain", [60, 300]], force=True)])
+    pipe = T.Pipeline(
+        [
+            T.CTBodyMask(),
+            T.Window(center=50, width=350),
+            T.CLAHE(kernel_mm=(10, 12), clip_limit=0.02),
+            T.NLMeans(h=0.6),
+            T.ResizeSlices((256, 200), mode="resize"),
+            T.CropForeground(margin=[1, 2, 3]),
+            T.MultiWindow(["brain", [60, 300]], force=True),
+        ]
+    )
     path = pipe.save(tmp_path / f"pipe{suffix}")
     loaded = T.Pipeline.load(path)
     assert loaded == pipe and loaded.to_config() == pipe.to_config()
@@ -96,8 +114,10 @@ def test_toml_refuses_values_it_cannot_hold(tmp_path):
 
 def test_hand_written_toml_and_bad_configs(tmp_path):
     path = tmp_path / "hand.toml"
-    path.write_text('medload_pipeline = 1\n[[steps]]\nname = "window"\n[steps.params]\nwindow = "lung"\n'
-                    '[[steps]]\nname = "resize_slices"\nparams = { size = 128 }\n')
+    path.write_text(
+        'medload_pipeline = 1\n[[steps]]\nname = "window"\n[steps.params]\nwindow = "lung"\n'
+        '[[steps]]\nname = "resize_slices"\nparams = { size = 128 }\n'
+    )
     pipe = T.Pipeline.load(path)
     assert [s.name for s in pipe] == ["window", "resize_slices"] and pipe[1].size == [128, 128]
     with pytest.raises(TransformError, match="unknown transform name 'sharpen'"):

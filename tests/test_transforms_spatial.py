@@ -29,8 +29,9 @@ def _half_voxel_world(vol: Volume, world: np.ndarray) -> np.ndarray:
     return np.linalg.solve(vol.affine[:3, :3], world - vol.affine[:3, 3])
 
 
-@pytest.mark.parametrize("spacing, interpolation", [((1.5, 0.5, 0.6), "linear"), ((2.0, 1.3, 1.1), "bspline"),
-                                                    ((None, 0.35, 0.35), "linear")])
+@pytest.mark.parametrize(
+    "spacing, interpolation", [((1.5, 0.5, 0.6), "linear"), ((2.0, 1.3, 1.1), "bspline"), ((None, 0.35, 0.35), "linear")]
+)
 def test_resample_keeps_landmarks_in_place(spacing, interpolation):
     image, mask, marks = landmark_volume()
     out, out_mask = T.Pipeline([T.Resample(spacing, interpolation)])(image, mask=mask)
@@ -58,7 +59,6 @@ def test_resample_keeps_landmarks_in_place(spacing, interpolation):
     assert set(np.unique(out_mask.array)) <= set(range(n + 1))  # nearest neighbour: no new labels
 
 
-
 @pytest.mark.parametrize("interpolation", ["linear", "bspline"])
 def test_upsampling_fills_the_last_half_voxel_with_the_edge_not_zero(interpolation):
     # 10 slices of 3 mm cover 30 mm; 1.5 mm gives 20 slices, the last 1.5 mm past the last
@@ -73,10 +73,12 @@ def test_upsampling_fills_the_last_half_voxel_with_the_edge_not_zero(interpolati
     assert out.array.min() >= 100.0 - 1e-3
     assert int(out_mask.array.sum()) == 20 * 36  # every resampled voxel keeps its label
 
+
 def test_reorient_crop_and_resize_keep_world_coordinates():
     image, mask, marks = landmark_volume()
-    pipe = T.Pipeline([T.Reorient(), T.CropForeground(threshold=50, margin=2), T.ResizeSlices(48),
-                       T.ResizeSlices((30, 20), mode="resize")])
+    pipe = T.Pipeline(
+        [T.Reorient(), T.CropForeground(threshold=50, margin=2), T.ResizeSlices(48), T.ResizeSlices((30, 20), mode="resize")]
+    )
     out, out_mask = pipe(image, mask=mask)
     assert out.shape[1:] == (30, 20) and out_mask.shape == out.shape
     np.testing.assert_allclose(out_mask.affine, out.affine)
@@ -118,7 +120,7 @@ def test_crop_foreground_ct_uses_body_mask():
 def test_resampled_real_ct_mask_stays_aligned():
     ct = nib.load(shared_path("totalsegmentator_ct", "example_ct_sm.nii.gz"))
     image = Volume.from_nifti(ct, modality="CT")
-    mask = Volume(((image.array > 200)).astype(np.uint8), image.affine)  # bone: a mask on the image grid
+    mask = Volume((image.array > 200).astype(np.uint8), image.affine)  # bone: a mask on the image grid
     out, out_mask = T.Pipeline([T.Resample((4.0, 2.0, 2.0))])(image, mask=mask)
     # where the mask says bone, the linearly resampled image says bone too (almost everywhere)
     assert (out.array[out_mask.array == 1] > 100).mean() > 0.9

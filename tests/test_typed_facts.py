@@ -12,8 +12,7 @@ from fixtures.synthetic import write_dicom_series
 
 def _dx_monochrome1(folder, description: str) -> None:
     """One 12-bit MONOCHROME1 DX radiograph whose header window is for the stored values."""
-    truth = write_dicom_series(folder, modality="MR", shape=(1, 2, 2), bits_stored=12, seed=3,
-                               series_description=description)
+    truth = write_dicom_series(folder, modality="MR", shape=(1, 2, 2), bits_stored=12, seed=3, series_description=description)
     ds = pydicom.dcmread(truth["files"][0])
     ds.Modality = "DX"
     ds.PhotometricInterpretation = "MONOCHROME1"

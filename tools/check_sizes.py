@@ -45,10 +45,10 @@ class Oversize:
 
 
 def _mark_near(lines: list[str], first: int, last: int) -> str:
-    for text in lines[max(first, 0):last]:
+    for text in lines[max(first, 0) : last]:
         stripped = text.strip()
         if stripped.lower().startswith(MARK):
-            return stripped[len(MARK):].strip()
+            return stripped[len(MARK) :].strip()
     return ""
 
 
@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     for item in found:
         print(item)
     unexplained = [o for o in found if not o.reason]
-    print(f"{len(found)} over the limits ({MODULE_LIMIT} lines a module, {FUNCTION_LIMIT} a function), "
-          f"{len(unexplained)} without a '{MARK}' comment")
+    print(
+        f"{len(found)} over the limits ({MODULE_LIMIT} lines a module, {FUNCTION_LIMIT} a function), "
+        f"{len(unexplained)} without a '{MARK}' comment"
+    )
     return 1 if args.strict and unexplained else 0
 
 

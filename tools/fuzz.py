@@ -47,8 +47,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
-PYDICOM_BASES = ["CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm",
-                 "SC_rgb_small_odd.dcm", "JPEG2000.dcm", "rtplan.dcm", "MR_small_padded.dcm"]
+PYDICOM_BASES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_RLE.dcm",
+    "SC_rgb_small_odd.dcm",
+    "JPEG2000.dcm",
+    "rtplan.dcm",
+    "MR_small_padded.dcm",
+]
 SHARED_BASES = [
     "dcm_qa_nih/In/20180918GE/mr_0004/axial_epi_fmri_interleaved_i_to_s-00003.dcm",
     "dcm_qa_nih/In/20180918Si/mr_0003/epi_pe_ap-00001.dcm",
@@ -219,8 +227,17 @@ def _worker(conn, seed: int, indices: list[int], timeout: int, memory: int, diff
     conn.send(("end",))
 
 
-def campaign(seed: int, cases: int, *, start: int = 0, workers: int = 1, timeout: int = 20,
-             memory: int = 2 * 1024**3, diff: bool = True, progress: bool = False) -> dict:
+def campaign(
+    seed: int,
+    cases: int,
+    *,
+    start: int = 0,
+    workers: int = 1,
+    timeout: int = 20,
+    memory: int = 2 * 1024**3,
+    diff: bool = True,
+    progress: bool = False,
+) -> dict:
     """Run cases ``start .. start + cases - 1`` of campaign ``seed``; return counts and findings."""
     import multiprocessing as mp
 
@@ -287,9 +304,14 @@ def campaign(seed: int, cases: int, *, start: int = 0, workers: int = 1, timeout
                     proc2.start()
                     running.append([proc2, parent, rest, None])
     return {
-        "seed": seed, "start": start, "cases": cases, "seconds": round(time.time() - t0, 1),
-        "counts": dict(counts), "by_mutator": {k: dict(v) for k, v in sorted(by_mutator.items())},
-        "findings": findings, "disagreements": disagreements,
+        "seed": seed,
+        "start": start,
+        "cases": cases,
+        "seconds": round(time.time() - t0, 1),
+        "counts": dict(counts),
+        "by_mutator": {k: dict(v) for k, v in sorted(by_mutator.items())},
+        "findings": findings,
+        "disagreements": disagreements,
     }
 
 
@@ -314,8 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         Path(path).write_bytes(data)
         print(base, mutator, path, *run_case(path), differential(path) if suffix == ".dcm" else "")
         return 0
-    result = campaign(args.seed, args.cases, start=args.start, workers=args.workers, timeout=args.timeout,
-                      memory=int(args.memory * 1024**3), diff=not args.no_diff, progress=True)
+    result = campaign(
+        args.seed,
+        args.cases,
+        start=args.start,
+        workers=args.workers,
+        timeout=args.timeout,
+        memory=int(args.memory * 1024**3),
+        diff=not args.no_diff,
+        progress=True,
+    )
     text = json.dumps(result, indent=1)
     if args.json:
         Path(args.json).write_text(text)

@@ -26,7 +26,9 @@ from medload.volume import Volume
 __all__ = ["run_for_store"]
 
 
-def run_for_store(pipe: Any, volume: Volume, mask: Volume | None, store: Any) -> tuple[Volume, Volume | None, tuple[float, float] | None]:
+def run_for_store(
+    pipe: Any, volume: Volume, mask: Volume | None, store: Any
+) -> tuple[Volume, Volume | None, tuple[float, float] | None]:
     """Run ``pipe`` on ``volume`` (and ``mask``) for ``store``: ``(out, mask, encoded)``.
 
     ``encoded`` is ``(scale, offset)`` when ``out.array`` holds the stored uint8 values already
@@ -97,6 +99,6 @@ def _lookup(table: np.ndarray, codes: np.ndarray, *, step: int = 1 << 16) -> np.
     index = np.empty(min(step, flat_codes.size), np.intp)
     for start in range(0, flat_codes.size, step):
         n = min(step, flat_codes.size - start)
-        index[:n] = flat_codes[start:start + n]
-        np.take(table, index[:n], out=flat_out[start:start + n])
+        index[:n] = flat_codes[start : start + n]
+        np.take(table, index[:n], out=flat_out[start : start + n])
     return out

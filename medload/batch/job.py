@@ -169,8 +169,12 @@ def convert(
     resolve_workers(workers)  # checked before scanning a big export
     modality = _checked_read_options(modality, on_gap)
     pipelines = _store_pipelines(
-        resolve_pipelines(pipeline, size=size, resize_mode=resize_mode, grayscale=grayscale,
-                          orientation=orientation, force=force), keep_phi, keep_descriptions)
+        resolve_pipelines(
+            pipeline, size=size, resize_mode=resize_mode, grayscale=grayscale, orientation=orientation, force=force
+        ),
+        keep_phi,
+        keep_descriptions,
+    )
     store_options = _store_options(dtype, compression)
     single = check_layout(Path(out), workers, dask)  # a usage error is said before a key file is made
     if source_map is not None:
@@ -179,24 +183,53 @@ def convert(
     # Resuming (or appending to) a store made with another key is refused by the store.
     store_options["key_fingerprint"] = key.fingerprint
     with run_lock(Path(out), single):  # one convert per output, refused at once (issue 11)
-        plan = make_plan(source_list, out, pipelines=pipelines, store_options=store_options, workers=workers,
-                         dask=dask, labels=labels, masks=masks, keep_phi=keep_phi,
-                         keep_descriptions=keep_descriptions, phi_key=key, overwrite=overwrite,
-                         patient_pattern=patient_pattern, patients=patients, allow_burned_in=allow_burned_in,
-                         require_masks=require_masks)
+        plan = make_plan(
+            source_list,
+            out,
+            pipelines=pipelines,
+            store_options=store_options,
+            workers=workers,
+            dask=dask,
+            labels=labels,
+            masks=masks,
+            keep_phi=keep_phi,
+            keep_descriptions=keep_descriptions,
+            phi_key=key,
+            overwrite=overwrite,
+            patient_pattern=patient_pattern,
+            patients=patients,
+            allow_burned_in=allow_burned_in,
+            require_masks=require_masks,
+        )
         if source_map is not None:
             write_source_map(plan, source_map)
         plan.read_options = {"modality": modality, "on_gap": on_gap}
         run_workers = 1 if plan.single and workers is None else workers
         interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress, image_modality=image_modality)
-        options = {"size": size, "resize_mode": resize_mode, "orientation": orientation, "dtype": dtype,
-                   "compression": compression, "workers": workers, "dask": dask, "modality": modality,
-                   "force": bool(force), "on_gap": on_gap, "require_masks": bool(require_masks),
-                   "keep_phi": keep_phi, "keep_descriptions": keep_descriptions, "backend": backend,
-                   "labels": plan.labels_info, "masks": bool(masks),
-                   "patient_pattern": patient_pattern, "patients": plan.patients_info, "grayscale": grayscale,
-                   "image_modality": image_modality, "allow_burned_in": allow_burned_in,
-                   "source_map": source_map is not None}
+        options = {
+            "size": size,
+            "resize_mode": resize_mode,
+            "orientation": orientation,
+            "dtype": dtype,
+            "compression": compression,
+            "workers": workers,
+            "dask": dask,
+            "modality": modality,
+            "force": bool(force),
+            "on_gap": on_gap,
+            "require_masks": bool(require_masks),
+            "keep_phi": keep_phi,
+            "keep_descriptions": keep_descriptions,
+            "backend": backend,
+            "labels": plan.labels_info,
+            "masks": bool(masks),
+            "patient_pattern": patient_pattern,
+            "patients": plan.patients_info,
+            "grayscale": grayscale,
+            "image_modality": image_modality,
+            "allow_burned_in": allow_burned_in,
+            "source_map": source_map is not None,
+        }
         report = make_report(plan, options=options, interrupted=interrupted, started=started)
         write_report(report, report_path(plan.out, plan.single))
     return report
@@ -238,15 +271,25 @@ def _store_options(dtype: str | None, compression: str | None) -> dict[str, Any]
     return {k: v for k, v in (("dtype", dtype), ("compression", compression)) if v is not None}
 
 
-def _run(plan: Plan, *, workers: int | None, dask: str | None, progress: bool,
-         image_modality: str | None = None) -> tuple[bool, str]:
+def _run(
+    plan: Plan, *, workers: int | None, dask: str | None, progress: bool, image_modality: str | None = None
+) -> tuple[bool, str]:
     """Run every task of ``plan``, filling its entries; return ``(interrupted, backend)``."""
     from medload.parallel import run_tasks
 
-    job = Job(out=str(plan.out), single_file=plan.single, pipelines=plan.pipelines,
-              store_options=plan.store_options, keep_phi=plan.keep_phi, roots=plan.message_roots,
-              keep_descriptions=plan.keep_descriptions, image_modality=image_modality, key=plan.key,
-              allow_burned_in=plan.allow_burned_in, **plan.read_options)
+    job = Job(
+        out=str(plan.out),
+        single_file=plan.single,
+        pipelines=plan.pipelines,
+        store_options=plan.store_options,
+        keep_phi=plan.keep_phi,
+        roots=plan.message_roots,
+        keep_descriptions=plan.keep_descriptions,
+        image_modality=image_modality,
+        key=plan.key,
+        allow_burned_in=plan.allow_burned_in,
+        **plan.read_options,
+    )
     bar = Progress(progress, len(plan.tasks), sum(t.series.n_slices for t in plan.tasks))
 
     def on_outcome(outcome: Any) -> None:
@@ -254,13 +297,16 @@ def _run(plan: Plan, *, workers: int | None, dask: str | None, progress: bool,
         if outcome.ok:
             entry.update(outcome.value)
         else:
-            entry.update(status="failed", stage="worker", error=(outcome.error or "").split(":")[0],
-                         reason=scrub(outcome.error or "unknown error", plan.names_of(outcome.task_id)))
+            entry.update(
+                status="failed",
+                stage="worker",
+                error=(outcome.error or "").split(":")[0],
+                reason=scrub(outcome.error or "unknown error", plan.names_of(outcome.task_id)),
+            )
         bar.advance(entry.get("slices", 0) if entry.get("status") == "converted" else 0)
 
     try:
-        summary = run_tasks(job, [(t.source_hash, t) for t in plan.tasks], workers=workers, dask=dask,
-                            on_outcome=on_outcome)
+        summary = run_tasks(job, [(t.source_hash, t) for t in plan.tasks], workers=workers, dask=dask, on_outcome=on_outcome)
         return summary.interrupted, summary.backend
     except KeyboardInterrupt:
         return True, "interrupted"

@@ -30,26 +30,33 @@ def _as_config(spec: Any, where: str) -> dict[str, Any]:
             return Pipeline.load(text).to_config()
         return preset(text).to_config()
     raise TransformError(
-        f"{where}: expected a preset name, a .json/.toml pipeline file, a Pipeline or a config dict; "
-        f"found {type(spec).__name__}"
+        f"{where}: expected a preset name, a .json/.toml pipeline file, a Pipeline or a config dict; found {type(spec).__name__}"
     )
 
 
 #: Modality keys a ``{modality: pipeline}`` mapping may name (DICOM's codes medload reads);
 #: anything else is a typo and refused. Sources that do not say their modality get ``"*"``'s
 #: pipeline, or the one of the modality ``convert(modality=...)`` gives them.
+# fmt: off
 KNOWN_MODALITIES = frozenset({
     "CT", "MR", "PT", "NM", "US", "CR", "DX", "MG", "XA", "RF", "OT", "SC", "IO", "PX", "ES", "XC",
     "SM", "OCT", "OP",
 })
+# fmt: on
 
 #: ``orientation=`` values: one stored orientation per plane, or the source's own.
 ORIENTATIONS = ("radiological", "acquisition")
 
 
-def resolve_pipelines(pipeline: Any = None, *, size: int | Sequence[int] | None = None,
-                      resize_mode: str = "resize", grayscale: bool = False, orientation: str = "radiological",
-                      force: bool = False) -> dict[str, Any]:
+def resolve_pipelines(
+    pipeline: Any = None,
+    *,
+    size: int | Sequence[int] | None = None,
+    resize_mode: str = "resize",
+    grayscale: bool = False,
+    orientation: str = "radiological",
+    force: bool = False,
+) -> dict[str, Any]:
     """Turn the user's ``pipeline`` argument into the JSON-able spec recorded in the store.
 
     Parameters
@@ -100,16 +107,23 @@ def resolve_pipelines(pipeline: Any = None, *, size: int | Sequence[int] | None 
 
     def finish(config: dict[str, Any], modality: str | None = None) -> dict[str, Any]:
         if force:
-            config = {**config, "steps": [
-                {**step, "params": {**step["params"], "force": True}} if "force" in step.get("params", {}) else step
-                for step in config["steps"]]}
+            config = {
+                **config,
+                "steps": [
+                    {**step, "params": {**step["params"], "force": True}} if "force" in step.get("params", {}) else step
+                    for step in config["steps"]
+                ],
+            }
         steps = Pipeline.from_config(config)
         names = {step.name for step in steps.steps}
         if grayscale and "grayscale" not in names:
             steps = Pipeline([Grayscale(), *steps.steps])
         # Radiographs and image files keep their one plane: no step for them (it would do nothing).
-        if (orientation == "radiological" and not names & {"reorient", "canonical_slices"}
-                and modality not in PROJECTION_MODALITIES):
+        if (
+            orientation == "radiological"
+            and not names & {"reorient", "canonical_slices"}
+            and modality not in PROJECTION_MODALITIES
+        ):
             steps = Pipeline([CanonicalSlices(), *steps.steps])
         if size is not None:
             steps = steps + ResizeSlices(size, mode=resize_mode)

@@ -35,8 +35,17 @@ from medload.deid import (
 )
 from medload.errors import ConfigError, PipelineMismatchError, StoreError
 
-__all__ = ["Plan", "make_plan", "check_sources", "read_labels", "check_layout", "report_path", "REPORT_NAME",
-           "check_source_map", "write_source_map"]
+__all__ = [
+    "Plan",
+    "make_plan",
+    "check_sources",
+    "read_labels",
+    "check_layout",
+    "report_path",
+    "REPORT_NAME",
+    "check_source_map",
+    "write_source_map",
+]
 
 REPORT_NAME = "report.json"
 _PSEUDONYM = re.compile(r"^(pat|stu|ser)-[A-Za-z0-9._-]+$")
@@ -83,8 +92,7 @@ class Plan:
         """The :class:`~medload.deid.SourceNames` of ``files`` (kept as paths with ``keep_phi``)."""
         if self.keep_phi:
             return SourceNames.kept(self.message_roots)
-        names = SourceNames.of(files, roots=self.message_roots, key=self.key,
-                               hidden=() if self.keep_descriptions else hidden)
+        names = SourceNames.of(files, roots=self.message_roots, key=self.key, hidden=() if self.keep_descriptions else hidden)
         self.source_map["names"].update(names.mapping)
         return names
 
@@ -146,8 +154,9 @@ def _resume(out: Path, single: bool, pipelines: Any, store_options: dict[str, An
         if exc.stored is None:
             raise StoreError(f"{exc} (found while resuming {out}; --overwrite starts over)") from None
         name = Path(exc.path).name.removesuffix(PARTIAL_SUFFIX)
-        raise PipelineMismatchError(_pipeline_mismatch(out, name, exc.stored, pipelines), path=exc.path,
-                                    stored=exc.stored, wanted=pipelines) from None
+        raise PipelineMismatchError(
+            _pipeline_mismatch(out, name, exc.stored, pipelines), path=exc.path, stored=exc.stored, wanted=pipelines
+        ) from None
     except StoreError as exc:
         raise StoreError(f"{exc} (found while resuming {out}; --overwrite starts over)") from None
 
@@ -183,8 +192,9 @@ def _image_names(s: Any, roots: Sequence[str]) -> list[str]:
     return names
 
 
-def read_labels(path: str | os.PathLike, series: Sequence[Any],
-                roots: Sequence[str] = ()) -> tuple[dict[str, int], dict[str, Any]]:
+def read_labels(
+    path: str | os.PathLike, series: Sequence[Any], roots: Sequence[str] = ()
+) -> tuple[dict[str, int], dict[str, Any]]:
     """labels.csv -> {source_hash: int label}, plus what the report says about it.
 
     The CSV is read by :func:`medload.datasets.labels.read_label_table` (the same rules as
@@ -218,8 +228,14 @@ def read_labels(path: str | os.PathLike, series: Sequence[Any],
     # Listed only when they look like medload's pseudonyms: a CSV keyed by MRNs by mistake
     # must not put them in the report (they are counted).
     unknown = [k for k in unknown if _PSEUDONYM.match(k)]
-    info = {"key": key_col, "classes": classes, "rows": len(table),
-            "matched_series": len(out), "unknown_keys": unknown[:50], "n_unknown_keys": len(set(by_key) - used)}
+    info = {
+        "key": key_col,
+        "classes": classes,
+        "rows": len(table),
+        "matched_series": len(out),
+        "unknown_keys": unknown[:50],
+        "n_unknown_keys": len(set(by_key) - used),
+    }
     return out, info
 
 
@@ -233,13 +249,18 @@ def class_folder_labels(series: Sequence[Any]) -> tuple[dict[str, int], dict[str
     named = [s for s in images if s.info.get("class_folder")]
     classes = sorted({s.info["class_folder"] for s in named})
     out = {s.source_hash: classes.index(s.info["class_folder"]) for s in named}
-    info = {"from": "class folders", "classes": classes, "matched_series": len(out),
-            "unlabelled_images": len(images) - len(named)}
+    info = {
+        "from": "class folders",
+        "classes": classes,
+        "matched_series": len(out),
+        "unlabelled_images": len(images) - len(named),
+    }
     return out, info
 
 
-def patients_from_csv(path: str | os.PathLike, series: Sequence[Any], roots: Sequence[str],
-                      phi_key: Any) -> tuple[list[Any], dict[str, Any]]:
+def patients_from_csv(
+    path: str | os.PathLike, series: Sequence[Any], roots: Sequence[str], phi_key: Any
+) -> tuple[list[Any], dict[str, Any]]:
     """2D images re-keyed by the patient a CSV gives each file (columns ``file`` and ``patient_id``).
 
     Read by the one label CSV reader with ``patient_id`` (or ``patient``) as its value column;
@@ -277,17 +298,18 @@ def _scan_all(plan: Plan, patient_pattern: str | None = None) -> list[Any]:
         plan.unmatched_masks.extend(result.unmatched_masks)
         for problem in result.errors:
             names = plan.names_for([problem.path])
-            entry = {"file": file_key(problem.path, plan.key), "status": "unreadable",
-                     "reason": scrub(problem.message, names)}
+            entry = {"file": file_key(problem.path, plan.key), "status": "unreadable", "reason": scrub(problem.message, names)}
             if plan.keep_phi:
                 entry["path"] = scrub(os.path.abspath(problem.path), SourceNames.kept([root]))
             plan.unreadable.append(entry)
         for s in result:
             if s.source_hash in seen:
                 entry = scrub(report_summary(s, plan.keep_descriptions), plan.names_for(s.files, hidden_texts(s)))
-                entry.update(source_hash=s.source_hash, status="duplicate",
-                             reason=f"same instances and file sizes as series {seen[s.source_hash]} of this batch; "
-                                    "converted once")
+                entry.update(
+                    source_hash=s.source_hash,
+                    status="duplicate",
+                    reason=f"same instances and file sizes as series {seen[s.source_hash]} of this batch; converted once",
+                )
                 plan.duplicates.append(entry)
                 _map_series(plan, s)
                 continue
@@ -297,16 +319,26 @@ def _scan_all(plan: Plan, patient_pattern: str | None = None) -> list[Any]:
 
 
 def _map_series(plan: Plan, series: Any, mask: str | None = None) -> None:
-    entry = {"patient_key": series.patient_key, "study_key": series.study_key, "kind": series.kind,
-             "description": series.description, "files": [os.path.abspath(f) for f in series.files]}
+    entry = {
+        "patient_key": series.patient_key,
+        "study_key": series.study_key,
+        "kind": series.kind,
+        "description": series.description,
+        "files": [os.path.abspath(f) for f in series.files],
+    }
     if mask:
         entry["mask"] = os.path.abspath(mask)
     plan.source_map["series"].setdefault(series.series_key, entry)
 
 
-def _add_tasks(plan: Plan, found: Sequence[Any], done: dict[str, tuple[str, str]],
-               label_of: dict[str, int], mask_of: dict[str, tuple[str, bool]],
-               classes: Sequence[str] | None = None) -> None:
+def _add_tasks(
+    plan: Plan,
+    found: Sequence[Any],
+    done: dict[str, tuple[str, str]],
+    label_of: dict[str, int],
+    mask_of: dict[str, tuple[str, bool]],
+    classes: Sequence[str] | None = None,
+) -> None:
     for s in found:
         mask, by_grid = mask_of.get(s.source_hash, (None, False))
         if mask is None and s.info.get("label_file"):
@@ -329,11 +361,25 @@ def _add_tasks(plan: Plan, found: Sequence[Any], done: dict[str, tuple[str, str]
     plan.tasks.sort(key=lambda t: -int(np.prod(t.series.shape or (0,), dtype=np.int64)))
 
 
-def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any], store_options: dict[str, Any],
-              workers: int | None, dask: str | None, labels: Any, masks: Any, keep_phi: bool,
-              keep_descriptions: bool, phi_key: Any, overwrite: bool,
-              patient_pattern: str | None = None, patients: Any = None,
-              allow_burned_in: bool = False, require_masks: bool = False) -> Plan:
+def make_plan(
+    sources: Any,
+    out: str | os.PathLike,
+    *,
+    pipelines: dict[str, Any],
+    store_options: dict[str, Any],
+    workers: int | None,
+    dask: str | None,
+    labels: Any,
+    masks: Any,
+    keep_phi: bool,
+    keep_descriptions: bool,
+    phi_key: Any,
+    overwrite: bool,
+    patient_pattern: str | None = None,
+    patients: Any = None,
+    allow_burned_in: bool = False,
+    require_masks: bool = False,
+) -> Plan:
     """Check, resume, scan and pair: everything before the first series is converted."""
     from medload.io.masks import mask_files, match_masks
 
@@ -346,9 +392,19 @@ def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any]
         out_path.mkdir(parents=True, exist_ok=True)
     done, resume_notes = _resume(out_path, single, pipelines, store_options)
     # Every spelling of the sources (as given, absolute, real), for making message paths relative.
-    plan = Plan(source_list, source_roots(source_list), out_path, single, pipelines, store_options,
-                keep_phi, keep_descriptions, resume_notes=resume_notes, key=resolve_key(phi_key),
-                allow_burned_in=allow_burned_in)
+    plan = Plan(
+        source_list,
+        source_roots(source_list),
+        out_path,
+        single,
+        pipelines,
+        store_options,
+        keep_phi,
+        keep_descriptions,
+        resume_notes=resume_notes,
+        key=resolve_key(phi_key),
+        allow_burned_in=allow_burned_in,
+    )
     found = _scan_all(plan, patient_pattern)
     if patients:
         found, plan.patients_info = patients_from_csv(patients, found, plan.message_roots, plan.key)
@@ -364,8 +420,9 @@ def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any]
         # A masks folder inside a source is scanned too; its files are masks, not images.
         found = [s for s in found if not all(os.path.realpath(f).startswith(mask_root) for f in s.files)]
     label_of: dict[str, int] = {}
-    n_class_folders = len({s.info.get("class_folder") for s in found
-                           if getattr(s, "kind", "") == "image" and s.info.get("class_folder")})
+    n_class_folders = len(
+        {s.info.get("class_folder") for s in found if getattr(s, "kind", "") == "image" and s.info.get("class_folder")}
+    )
     if labels == "folders" or (labels is None and n_class_folders >= 2):
         # ImageFolder's layout: given by default when the images sit in two or more class folders.
         label_of, plan.labels_info = class_folder_labels(found)
@@ -378,8 +435,7 @@ def make_plan(sources: Any, out: str | os.PathLike, *, pipelines: dict[str, Any]
     # Which images should have a mask: all of them when a masks folder is given, else the
     # training cases of a layout that pairs them (nnU-Net's imagesTr).
     expected = [s for s in found if masks or (s.kind == "nnunet" and s.info.get("split") == "Tr")]
-    plan.images_without_mask = sum(1 for s in expected
-                                   if s.source_hash not in mask_of and not s.info.get("label_file"))
+    plan.images_without_mask = sum(1 for s in expected if s.source_hash not in mask_of and not s.info.get("label_file"))
     if require_masks and (plan.unmatched_masks or plan.images_without_mask):
         unmatched = [file_key(m, plan.key) if not keep_phi else m for m in plan.unmatched_masks[:5]]
         raise ConfigError(
@@ -412,7 +468,7 @@ def write_source_map(plan: Plan, path: str | os.PathLike) -> None:
     payload = {
         "medload_source_map": 1,
         "warning": "This file maps medload's pseudonyms to source paths: it identifies patients. "
-                   "Keep it with the source data; never put it in the output that is shared.",
+        "Keep it with the source data; never put it in the output that is shared.",
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "phi_key_fingerprint": plan.key.fingerprint if plan.key else None,
         "sources": [os.path.abspath(s) for s in plan.sources],

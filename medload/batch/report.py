@@ -64,8 +64,7 @@ class ConversionReport:
     @property
     def ok(self) -> bool:
         """True when nothing failed and the run was not interrupted."""
-        return (not self.interrupted and self.counts.get("failed", 0) == 0
-                and self.counts.get("unreadable_files", 0) == 0)
+        return not self.interrupted and self.counts.get("failed", 0) == 0 and self.counts.get("unreadable_files", 0) == 0
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -95,8 +94,14 @@ class Progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self.series = self.bar.add_task("series", total=n_series)
         self.slices = self.bar.add_task("slices", total=max(n_slices, 1))
         self.bar.start()
@@ -148,8 +153,11 @@ def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, start
         # Messages can quote a description (a library's error, a crashed worker): hidden too.
         entries[source_hash] = hide(entry, plan.hidden.get(source_hash, []))
     statuses = Counter(e["status"] for e in entries.values())
-    where: dict[str, Any] = {"sources": [os.fspath(s) for s in plan.sources], "output": str(plan.out),
-             "report_path": str(report_path(plan.out, plan.single))}
+    where: dict[str, Any] = {
+        "sources": [os.fspath(s) for s in plan.sources],
+        "output": str(plan.out),
+        "report_path": str(report_path(plan.out, plan.single)),
+    }
     report = ConversionReport(
         medload_report=1,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -107,8 +107,7 @@ class Worker:
         if self.store is None:
             from medload.store import Store
 
-            self.store = Store.create(self.shard_path, pipeline=self.job.pipelines, resume=True,
-                                      **self.job.store_options)
+            self.store = Store.create(self.shard_path, pipeline=self.job.pipelines, resume=True, **self.job.store_options)
         return self.store
 
     def _pipeline(self, modality: str) -> Any:
@@ -131,10 +130,14 @@ class Worker:
             modality = self.job.modality
         else:
             modality = None  # DICOM says its own
-        volume = load(series, keep_phi=self.job.keep_phi, on_gap=self.job.on_gap,
-                      allow_burned_in=self.job.allow_burned_in, modality=modality)
-        meta = deidentified_meta(volume.meta, self.job.roots, self.job.keep_phi,
-                                 self.job.keep_descriptions, names=names)
+        volume = load(
+            series,
+            keep_phi=self.job.keep_phi,
+            on_gap=self.job.on_gap,
+            allow_burned_in=self.job.allow_burned_in,
+            modality=modality,
+        )
+        meta = deidentified_meta(volume.meta, self.job.roots, self.job.keep_phi, self.job.keep_descriptions, names=names)
         meta.setdefault("source_hash", series.source_hash)
         if task.class_name is not None:
             meta["class_name"] = task.class_name
@@ -171,14 +174,30 @@ class Worker:
         except MedloadError as exc:
             entry.update(status="failed", stage=stage, error=type(exc).__name__, reason=scrub(str(exc), names))
         except Exception as exc:  # a bug (ours or a library's) on one series must not stop the batch
-            entry.update(status="failed", stage=stage, error=type(exc).__name__, internal=True,
-                         reason=scrub(f"unexpected {type(exc).__name__} while {stage}ing: {exc} (an internal "
-                                      "error, not a damaged file: please report it with the traceback)", names),
-                         traceback=scrub(traceback.format_exc(limit=6), names))
+            entry.update(
+                status="failed",
+                stage=stage,
+                error=type(exc).__name__,
+                internal=True,
+                reason=scrub(
+                    f"unexpected {type(exc).__name__} while {stage}ing: {exc} (an internal "
+                    "error, not a damaged file: please report it with the traceback)",
+                    names,
+                ),
+                traceback=scrub(traceback.format_exc(limit=6), names),
+            )
         else:
-            entry.update(status="converted", key=key, modality=out.modality, shard=self.shard_path.name, stored_shape=list(out.shape),
-                         slices=int(out.spatial_shape[0]), intensity=out.meta.get("intensity", ""),
-                         label=task.label, **({"class_name": task.class_name} if task.class_name else {}))
+            entry.update(
+                status="converted",
+                key=key,
+                modality=out.modality,
+                shard=self.shard_path.name,
+                stored_shape=list(out.shape),
+                slices=int(out.spatial_shape[0]),
+                intensity=out.meta.get("intensity", ""),
+                label=task.label,
+                **({"class_name": task.class_name} if task.class_name else {}),
+            )
         entry["seconds"] = round(time.perf_counter() - started, 3)
         return entry
 

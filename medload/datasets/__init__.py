@@ -45,9 +45,13 @@ __all__ = [
 ]
 
 # torch, tensorflow and keras are imported only when a class needing them is first asked for (PEP 562).
-_LAZY = {"SliceDataset": "medload.datasets.slices", "VolumeDataset": "medload.datasets.volumes",
-         "pad_collate": "medload.datasets.collate",
-         "tf_dataset": "medload.datasets.tf", "KerasBatches": "medload.datasets.keras"}
+_LAZY = {
+    "SliceDataset": "medload.datasets.slices",
+    "VolumeDataset": "medload.datasets.volumes",
+    "pad_collate": "medload.datasets.collate",
+    "tf_dataset": "medload.datasets.tf",
+    "KerasBatches": "medload.datasets.keras",
+}
 
 
 def __getattr__(name: str) -> Any:

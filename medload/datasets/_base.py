@@ -36,8 +36,9 @@ def open_reader(store: Any) -> tuple[Any, str | None]:
     )
 
 
-def _select(records: list[Any], volume_labels: np.ndarray, chosen: np.ndarray, select: Any, split: str | None,
-            store_name: str) -> np.ndarray:
+def _select(
+    records: list[Any], volume_labels: np.ndarray, chosen: np.ndarray, select: Any, split: str | None, store_name: str
+) -> np.ndarray:
     """The chosen volumes that ``select`` keeps (refused when it keeps none)."""
     kept = chosen & select_volumes(records, volume_labels, select)
     if not kept.any():
@@ -140,8 +141,9 @@ class StoreDatasetBase:
         #: Channels per slice as read (before 2.5D context stacking or replication).
         self.stored_channels = counts.pop()
 
-    def _by_split(self, records: list[Any], split: str | None, splits: Mapping[str, Sequence[str]] | None,
-                  store_name: str) -> np.ndarray:
+    def _by_split(
+        self, records: list[Any], split: str | None, splits: Mapping[str, Sequence[str]] | None, store_name: str
+    ) -> np.ndarray:
         """Which volumes the split holds: by patient, never by slice."""
         if split is None:
             chosen = np.ones(len(records), bool)
@@ -299,7 +301,8 @@ def _kinds(records: Sequence[Any], chosen: np.ndarray) -> str:
 
     census = Counter(
         f"{r.modality} {r.shape[1] if len(r.shape) == 4 else 1}ch {r.shape[-2]}x{r.shape[-1]}"
-        for r, c in zip(records, chosen) if c
+        for r, c in zip(records, chosen)
+        if c
     )
     return ", ".join(f"{n} x {what}" for what, n in census.most_common(6))
 

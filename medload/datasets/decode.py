@@ -39,8 +39,9 @@ def standardize_batch(image: Any, *, eps: float = 1e-6) -> Any:
     return ((flat - mean) / std).reshape(image.shape).float()
 
 
-def decode_batch(batch: Any, *, device: Any = None, non_blocking: bool = False,
-                 standardize: bool = False, replicate3: bool = False) -> Any:
+def decode_batch(
+    batch: Any, *, device: Any = None, non_blocking: bool = False, standardize: bool = False, replicate3: bool = False
+) -> Any:
     """A batch on ``device`` with images as float32 item values and masks as int64.
 
     Parameters
@@ -67,6 +68,7 @@ def decode_batch(batch: Any, *, device: Any = None, non_blocking: bool = False,
     <BLANKLINE>
              [[ -1.0000, 126.5000]]]])
     """
+
     def move(value: Any) -> Any:
         return value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value
 

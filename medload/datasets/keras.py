@@ -61,8 +61,18 @@ class KerasBatches(keras.utils.PyDataset):  # type: ignore[name-defined,misc]
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         self.batches = NumpyBatches(
-            store, split, splits=splits, batch_size=batch_size, shuffle=shuffle, channels=channels, labels=labels,
-            label_key=label_key, normalize=normalize, channels_last=True, seed=seed, with_mask=False,
+            store,
+            split,
+            splits=splits,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            channels=channels,
+            labels=labels,
+            label_key=label_key,
+            normalize=normalize,
+            channels_last=True,
+            seed=seed,
+            with_mask=False,
         )
         #: Class names by label, when the store (or ``labels``) names them.
         self.classes = self.batches.classes

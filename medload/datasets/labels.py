@@ -108,8 +108,9 @@ def _is_int(text: Any) -> bool:
     return True
 
 
-def read_label_table(path: str | os.PathLike[str], key_columns: Sequence[str],
-                     label_columns: Sequence[str] = ("label", "class")) -> tuple[str, dict[str, tuple[str, int]]]:
+def read_label_table(
+    path: str | os.PathLike[str], key_columns: Sequence[str], label_columns: Sequence[str] = ("label", "class")
+) -> tuple[str, dict[str, tuple[str, int]]]:
     """The one reader of label CSVs (``SliceDataset(labels=)`` and ``convert --labels`` alike).
 
     Rules: UTF-8 (a BOM is allowed) with a header; the key column is the first of
@@ -143,8 +144,9 @@ def read_label_table(path: str | os.PathLike[str], key_columns: Sequence[str],
         with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"label CSV {path} is not a UTF-8 CSV ({type(exc).__name__}: {exc}); "
-                           f"save it as CSV UTF-8 with {expected}.") from None
+        raise ConfigError(
+            f"label CSV {path} is not a UTF-8 CSV ({type(exc).__name__}: {exc}); save it as CSV UTF-8 with {expected}."
+        ) from None
     header = [h.strip().lower() for h in rows[0]] if rows else []
     key_name = next((n for n in key_columns if n in header), None)
     label_name = next((n for n in label_columns if n in header), None)
@@ -217,7 +219,9 @@ def resolve_labels(
         raise MedloadError(f"label_key must be one of {sorted(LABEL_KEYS)}, found {label_key!r}.")
     if labels is None:
         values = [getattr(r, "label", None) for r in records]
-        return np.array([int(v) if v is not None and int(v) >= 0 else -1 for v in values], np.int64), _stored_classes(records, store_name)
+        return np.array([int(v) if v is not None and int(v) >= 0 else -1 for v in values], np.int64), _stored_classes(
+            records, store_name
+        )
     if isinstance(labels, LabelFrom):
         names = []
         for rec in records:

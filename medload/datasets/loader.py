@@ -48,8 +48,14 @@ def _as_is(batch: Any) -> Any:
     return batch
 
 
-_TORCH_DTYPE = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16, np.dtype(np.float16): torch.float16,
-                np.dtype(np.float32): torch.float32, np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}
+_TORCH_DTYPE = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.int16): torch.int16,
+    np.dtype(np.float16): torch.float16,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.int32): torch.int32,
+    np.dtype(np.int64): torch.int64,
+}
 
 
 def _empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
@@ -63,8 +69,6 @@ def _empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
     elem = torch.empty(0, dtype=_TORCH_DTYPE[np.dtype(dtype)])
     storage = elem._typed_storage()._new_shared(int(np.prod(shape, dtype=np.int64)), device="cpu")
     return elem.new(storage).resize_(*shape)
-
-
 
 
 class SliceBatches(torch.utils.data.Dataset):
@@ -224,9 +228,13 @@ class SliceBatches(torch.utils.data.Dataset):
     def decode(self, batch: Any, *, device: Any = None, non_blocking: bool = False) -> Any:
         """A batch of this dataset as float items on ``device`` (see :func:`decode_batch`)."""
         ds = self.dataset
-        out = decode_batch(batch, device=device, non_blocking=non_blocking,
-                           standardize=ds.standardize and self.compact,
-                           replicate3=ds.replicate3 and self.compact)
+        out = decode_batch(
+            batch,
+            device=device,
+            non_blocking=non_blocking,
+            standardize=ds.standardize and self.compact,
+            replicate3=ds.replicate3 and self.compact,
+        )
         if isinstance(out, dict) and ds.return_tuple:
             return out["image"], out["label"]
         return out

@@ -55,7 +55,9 @@ class ChannelNormalize:
         self.mean = np.asarray(mean, np.float32).reshape(-1)
         self.std = np.asarray(std, np.float32).reshape(-1)
         if self.mean.shape != self.std.shape or not np.all(self.std > 0) or not np.all(np.isfinite(self.mean)):
-            raise MedloadError(f"normalize: mean and std need one finite value per channel and std > 0, found mean={mean}, std={std}.")
+            raise MedloadError(
+                f"normalize: mean and std need one finite value per channel and std > 0, found mean={mean}, std={std}."
+            )
         self.channels_last = bool(channels_last)
 
     def _shape(self, ndim: int) -> tuple[int, ...]:

@@ -81,8 +81,14 @@ class NumpyBatches(StoreDatasetBase):
         seed: int = 0,
     ) -> None:
         super().__init__(
-            store, split, splits=splits, channels=channels, with_mask=with_mask, labels=labels,
-            label_key=label_key, seed=seed,
+            store,
+            split,
+            splits=splits,
+            channels=channels,
+            with_mask=with_mask,
+            labels=labels,
+            label_key=label_key,
+            seed=seed,
         )
         if int(batch_size) < 1:
             raise MedloadError(f"NumpyBatches: batch_size must be >= 1, found {batch_size}.")
@@ -110,8 +116,7 @@ class NumpyBatches(StoreDatasetBase):
         train = None
         if isinstance(normalize, str) and normalize == "train":
             # The training split's statistics, whichever split this serves: val/test never leak into them.
-            train = NumpyBatches(store, "train", splits=splits, batch_size=256, channels=channels,
-                                 with_mask=False, seed=seed)
+            train = NumpyBatches(store, "train", splits=splits, batch_size=256, channels=channels, with_mask=False, seed=seed)
         self.normalize = resolve_normalize(normalize, channels_last=self.channels_last, train_batches=train)
 
     # --- sizes and order ---------------------------------------------------------------------
@@ -222,8 +227,9 @@ class NumpyBatches(StoreDatasetBase):
         assert image is not None
         return self._finish(idx, vols, slices, image, mask)
 
-    def _finish(self, idx: np.ndarray, vols: np.ndarray, slices: np.ndarray, image: np.ndarray,
-                mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _finish(
+        self, idx: np.ndarray, vols: np.ndarray, slices: np.ndarray, image: np.ndarray, mask: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
         if self.channels_last:
             image = np.ascontiguousarray(image.transpose(0, 2, 3, 1))
         if self.normalize is not None:
@@ -244,12 +250,12 @@ class NumpyBatches(StoreDatasetBase):
             raise IndexError(f"NumpyBatches: batch {i} is out of range for {n_batches} batches.")
         i %= n_batches
         order = self.order()
-        return self.read(order[i * self.batch_size:(i + 1) * self.batch_size])
+        return self.read(order[i * self.batch_size : (i + 1) * self.batch_size])
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         order = self.order()
         for i in range(len(self)):
-            yield self.read(order[i * self.batch_size:(i + 1) * self.batch_size])
+            yield self.read(order[i * self.batch_size : (i + 1) * self.batch_size])
         if self.shuffle:
             self.epoch += 1
 

@@ -126,9 +126,19 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         seed: int = 0,
     ) -> None:
         super().__init__(
-            store, split, splits=splits, transform=transform, channels=channels, with_mask=with_mask,
-            standardize=standardize, labels=labels, label_key=label_key, return_tuple=return_tuple,
-            tv_tensors=tv_tensors, select=select, seed=seed,
+            store,
+            split,
+            splits=splits,
+            transform=transform,
+            channels=channels,
+            with_mask=with_mask,
+            standardize=standardize,
+            labels=labels,
+            label_key=label_key,
+            return_tuple=return_tuple,
+            tv_tensors=tv_tensors,
+            select=select,
+            seed=seed,
         )
         context = int(context)
         if context < 0:
@@ -233,9 +243,20 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
             return item["image"], item["label"]
         return item
 
-    def loader(self, batch_size: int, *, shuffle: bool = False, num_workers: int = 0, pin_memory: bool = False,
-               drop_last: bool = False, sampler: Any = None, distributed: bool = False, generator: Any = None,
-               compact: bool = False, **dataloader_kwargs: Any) -> Any:
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        sampler: Any = None,
+        distributed: bool = False,
+        generator: Any = None,
+        compact: bool = False,
+        **dataloader_kwargs: Any,
+    ) -> Any:
         """A ready DataLoader of whole batches: each worker reads a batch into one preallocated tensor.
 
         Runs of consecutive slices are read in one store call, straight into the batch (in a
@@ -281,9 +302,20 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         """
         from medload.datasets.loader import slice_loader
 
-        return slice_loader(self, batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=pin_memory,
-                            drop_last=drop_last, sampler=sampler, distributed=distributed, generator=generator,
-                            seed=self.seed, compact=compact, **dataloader_kwargs)
+        return slice_loader(
+            self,
+            batch_size,
+            shuffle=shuffle,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            drop_last=drop_last,
+            sampler=sampler,
+            distributed=distributed,
+            generator=generator,
+            seed=self.seed,
+            compact=compact,
+            **dataloader_kwargs,
+        )
 
     def __repr__(self) -> str:
         return (

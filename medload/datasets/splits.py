@@ -91,10 +91,7 @@ def _check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
         out[name] = frac
     total = sum(out.values())
     if abs(total - 1.0) > 1e-6:
-        raise MedloadError(
-            f"split(): fractions must add up to 1, found {total:g} ({out}); "
-            "scale them or add the missing split."
-        )
+        raise MedloadError(f"split(): fractions must add up to 1, found {total:g} ({out}); scale them or add the missing split.")
     return out
 
 
@@ -165,9 +162,7 @@ def split(
         if folds < 2:
             raise MedloadError(f"split(): folds must be at least 2, found {folds}.")
         if fold is None or not (0 <= int(fold) < folds):
-            raise MedloadError(
-                f"split(): with folds={folds} pass fold=0..{folds - 1} (the held-out fold), found {fold!r}."
-            )
+            raise MedloadError(f"split(): with folds={folds} pass fold=0..{folds - 1} (the held-out fold), found {fold!r}.")
         fold = int(fold)
     elif fold is not None:
         raise MedloadError("split(): fold= needs folds=k as well.")
@@ -225,6 +220,4 @@ def _stratify_labels(stratify: Any, store_labels: dict[str, Any], patients: list
                 "Store.add(..., label=...)); pass stratify={patient_key: label, ...} instead."
             )
         return store_labels
-    raise MedloadError(
-        f"split(): stratify must be None, 'label' or a mapping patient_key -> label, found {stratify!r}."
-    )
+    raise MedloadError(f"split(): stratify must be None, 'label' or a mapping patient_key -> label, found {stratify!r}.")

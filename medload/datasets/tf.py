@@ -99,13 +99,23 @@ def tf_dataset(
     """
     autotune = tf.data.AUTOTUNE
     reader = NumpyBatches(
-        store, split, splits=splits, batch_size=batch_size, channels=channels, labels=labels,
-        label_key=label_key, channels_last=False, seed=seed, with_mask=False,
+        store,
+        split,
+        splits=splits,
+        batch_size=batch_size,
+        channels=channels,
+        labels=labels,
+        label_key=label_key,
+        channels_last=False,
+        seed=seed,
+        with_mask=False,
     )
     norm = resolve_normalize(
-        normalize, channels_last=channels_last,
-        train_batches=None if not (isinstance(normalize, str) and normalize == "train") else NumpyBatches(
-            store, "train", splits=splits, batch_size=256, channels=channels, with_mask=False, seed=seed),
+        normalize,
+        channels_last=channels_last,
+        train_batches=None
+        if not (isinstance(normalize, str) and normalize == "train")
+        else NumpyBatches(store, "train", splits=splits, batch_size=256, channels=channels, with_mask=False, seed=seed),
     )
     first = reader.read_stored([0])[0]
     stored_shape = (None, *first.shape[1:])
@@ -140,8 +150,9 @@ def tf_dataset(
     if shuffle:
         items = items.shuffle(reader.n_items, seed=seed, reshuffle_each_iteration=True)
     items = items.batch(batch_size, drop_remainder=drop_remainder)
-    ds = items.map(fetch, num_parallel_calls=autotune if num_parallel_calls is None else num_parallel_calls,
-                   deterministic=deterministic)
+    ds = items.map(
+        fetch, num_parallel_calls=autotune if num_parallel_calls is None else num_parallel_calls, deterministic=deterministic
+    )
     return ds.prefetch(autotune if prefetch is None else prefetch)
 
 

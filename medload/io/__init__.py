@@ -79,11 +79,12 @@ def load(
             return load_nnunet(series_or_path, modality=modality)
         from medload.io.dicom import load_dicom
 
-        return load_dicom(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap,
-                          allow_burned_in=allow_burned_in)
+        return load_dicom(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap, allow_burned_in=allow_burned_in)
     path = os.fspath(series_or_path)
     if not os.path.exists(path):
-        raise ReadError(f"{path}: no such file or folder; expected a DICOM/NIfTI file, a folder of one series, or a Series from medload.scan().")
+        raise ReadError(
+            f"{path}: no such file or folder; expected a DICOM/NIfTI file, a folder of one series, or a Series from medload.scan()."
+        )
     if os.path.isfile(path) and is_nifti(path):
         # Keyed as scan(path) keys it: relative to the file's folder, with the same secret.
         return load_nifti(scan_nifti(path, phi_key=phi_key, root=os.path.dirname(path)), modality=modality)

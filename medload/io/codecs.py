@@ -72,7 +72,9 @@ def decode(ds: Any, path: str) -> np.ndarray:
     """
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ReadError(f"{path}: no pixel data in this DICOM image; expected a PixelData element. Remove the file or re-export it.")
+        raise ReadError(
+            f"{path}: no pixel data in this DICOM image; expected a PixelData element. Remove the file or re-export it."
+        )
     _check_decoder(ts, path)
     try:
         return ds.pixel_array
@@ -116,8 +118,8 @@ def _check_decoder(ts: str, path: str) -> None:
             f"{codec_hint(ts)}" + (f" (pydicom's plugins say: {missing})" if missing else "")
         )
 
-def read_native(path: str, *, rows: int, columns: int, bits_allocated: int, bits_stored: int,
-                signed: bool) -> np.ndarray | None:
+
+def read_native(path: str, *, rows: int, columns: int, bits_allocated: int, bits_stored: int, signed: bool) -> np.ndarray | None:
     """Stored values of a single-frame, single-sample, uncompressed little-endian image, or None.
 
     The pixel bytes are read straight into a numpy array (no pydicom dataset is built): for a

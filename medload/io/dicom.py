@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 
 from medload.deid import pixel_text_risk
-from medload.errors import BurnedInAnnotationError, ConfigError, FrameOrderError, GeometryError, MedloadError, ReadError, UnsupportedError
+from medload.errors import (
+    BurnedInAnnotationError,
+    ConfigError,
+    FrameOrderError,
+    GeometryError,
+    MedloadError,
+    ReadError,
+    UnsupportedError,
+)
 from medload.geometry import dicom_affine, lps_to_ras, slice_normal
 from medload.io.codecs import decode, read_native
 from medload.io.frame import Frame
@@ -32,11 +40,13 @@ __all__ = ["load_dicom", "ON_GAP"]
 #: interpolate it linearly onto an even grid (step = span / round(span / median step)).
 ON_GAP = ("error", "interpolate")
 
+# fmt: off
 _PHI_FIELDS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "AccessionNumber",
     "StudyDate", "StudyTime", "SeriesDate", "InstitutionName", "ReferringPhysicianName",
     "StudyInstanceUID", "SeriesInstanceUID", "StudyID",
 )
+# fmt: on
 
 
 def _frames_of(series: Series) -> tuple[list[Frame], list[FileHeader]]:
@@ -53,18 +63,26 @@ def _frames_of(series: Series) -> tuple[list[Frame], list[FileHeader]]:
         except FileNotFoundError as exc:  # pragma: no cover - read_header wraps OSError
             raise ReadError(f"{path}: file of series {series.series_key} is gone since scan; scan again.") from exc
         if h is None or not h.is_image:
-            raise ReadError(f"{path}: listed in series {series.series_key} but is no longer a DICOM image; scan the folder again.")
+            raise ReadError(
+                f"{path}: listed in series {series.series_key} but is no longer a DICOM image; scan the folder again."
+            )
         mine = [
-            f for f in h.frames
+            f
+            for f in h.frames
             if (want is None or volume_key(f) == want)
-            and (orientation is None or f.orientation is None
-                 or np.abs(np.asarray(f.orientation) - np.asarray(orientation)).max() <= 1e-3)
+            and (
+                orientation is None
+                or f.orientation is None
+                or np.abs(np.asarray(f.orientation) - np.asarray(orientation)).max() <= 1e-3
+            )
         ]
         if mine:
             heads.append(h)
             frames.extend(mine)
     if not frames:
-        raise ReadError(f"series {series.series_key} ({series.description!r}): none of its {len(series.files)} files holds its images any more; scan the folder again.")
+        raise ReadError(
+            f"series {series.series_key} ({series.description!r}): none of its {len(series.files)} files holds its images any more; scan the folder again."
+        )
     return frames, heads
 
 
@@ -131,8 +149,9 @@ def _interpolate_grid(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return targets, lower, np.clip(weight, 0.0, 1.0)
 
 
-def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], dtype: np.dtype,
-                  label: str, monochrome1: bool) -> np.ndarray:
+def _decode_files(
+    frames: list[Frame], layout: Layout, heads: list[FileHeader], dtype: np.dtype, label: str, monochrome1: bool
+) -> np.ndarray:
     """Decode each file once; place its images at their ``(t, z)`` with per-image rescale."""
     h = heads[0]
     n_z, n_t = layout.shape_zt
@@ -159,21 +178,36 @@ def _decode_files(frames: list[Frame], layout: Layout, heads: list[FileHeader], 
             if f.mosaic >= 0:
                 image = cut_tile(image, f.mosaic, tiles_of[path], h.rows, h.columns)
             if image.shape[:2] != (h.rows, h.columns):
-                raise ReadError(f"{path}: image is {image.shape[:2]}, expected {(h.rows, h.columns)} like the rest of {label}; remove the file or load it on its own.")
+                raise ReadError(
+                    f"{path}: image is {image.shape[:2]}, expected {(h.rows, h.columns)} like the rest of {label}; remove the file or load it on its own."
+                )
             if monochrome1:
                 image = _invert(image, bits, h.signed)
             if dtype.kind == "f":
                 out[t, z] = image * f.slope + f.intercept if (f.slope != 1.0 or f.intercept != 0.0) else image
                 continue
-            if image.dtype.kind in "iu" and _fits(out.dtype, stored_lo * f.slope + f.intercept, stored_hi * f.slope + f.intercept):
+            if image.dtype.kind in "iu" and _fits(
+                out.dtype, stored_lo * f.slope + f.intercept, stored_hi * f.slope + f.intercept
+            ):
                 # The stored range (BitsStored) after rescale fits the output type: compute
                 # in int32 chunks straight into the output slice, no full-size temporary.
                 if f.slope == 1.0:
                     np.add(image, np.int32(f.intercept), out=out[t, z], casting="unsafe")
                 else:
-                    np.add(np.multiply(image, np.int32(f.slope), dtype=np.int32), np.int32(f.intercept), out=out[t, z], casting="unsafe")
+                    np.add(
+                        np.multiply(image, np.int32(f.slope), dtype=np.int32),
+                        np.int32(f.intercept),
+                        out=out[t, z],
+                        casting="unsafe",
+                    )
                 continue
-            if f.slope != 1.0 or f.intercept != 0.0 or image.dtype.kind not in "iu" or image.dtype.itemsize > out.dtype.itemsize or (image.dtype.kind == "u" and out.dtype.kind == "i" and image.dtype.itemsize == out.dtype.itemsize):
+            if (
+                f.slope != 1.0
+                or f.intercept != 0.0
+                or image.dtype.kind not in "iu"
+                or image.dtype.itemsize > out.dtype.itemsize
+                or (image.dtype.kind == "u" and out.dtype.kind == "i" and image.dtype.itemsize == out.dtype.itemsize)
+            ):
                 image = image.astype(np.int64) * int(f.slope) + int(f.intercept)
                 lo, hi = int(image.min()), int(image.max())
                 out = _widen(out, lo, hi)
@@ -186,11 +220,22 @@ _NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 
 def _read_native(h: FileHeader, placed: list) -> np.ndarray | None:
     """Uncompressed single-frame grey-scale pixels read straight from the file (fast path)."""
-    if (h.transfer_syntax not in _NATIVE or h.samples != 1 or h.photometric == "PALETTE COLOR"
-            or h.modality_lut or any(f.frame >= 0 for _, _, f in placed)):
+    if (
+        h.transfer_syntax not in _NATIVE
+        or h.samples != 1
+        or h.photometric == "PALETTE COLOR"
+        or h.modality_lut
+        or any(f.frame >= 0 for _, _, f in placed)
+    ):
         return None
-    return read_native(h.path, rows=h.stored_rows, columns=h.stored_columns,
-                       bits_allocated=h.bits_allocated, bits_stored=h.bits_stored, signed=h.signed)
+    return read_native(
+        h.path,
+        rows=h.stored_rows,
+        columns=h.stored_columns,
+        bits_allocated=h.bits_allocated,
+        bits_stored=h.bits_stored,
+        signed=h.signed,
+    )
 
 
 def _read_pydicom(path: str, label: str) -> np.ndarray:
@@ -199,9 +244,13 @@ def _read_pydicom(path: str, label: str) -> np.ndarray:
     try:
         ds = pydicom.dcmread(path, force=True)
     except OSError as exc:
-        raise ReadError(f"{path}: cannot be opened since scan ({type(exc).__name__}: {exc}); check that the file exists and is readable, then load {label} again.") from exc
+        raise ReadError(
+            f"{path}: cannot be opened since scan ({type(exc).__name__}: {exc}); check that the file exists and is readable, then load {label} again."
+        ) from exc
     except Exception as exc:
-        raise ReadError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}.") from exc
+        raise ReadError(
+            f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}."
+        ) from exc
     pixels = decode(ds, path)
     if "ModalityLUTSequence" in ds:
         from pydicom.pixels import apply_modality_lut
@@ -236,8 +285,9 @@ def _phi(path: str) -> dict[str, Any]:
     return {k: str(ds.get(k)) for k in _PHI_FIELDS if ds.get(k) not in (None, "")}
 
 
-def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = False,
-               on_gap: str = "error", allow_burned_in: bool = False) -> Volume:
+def load_dicom(
+    series: Series, *, modality: str | None = None, keep_phi: bool = False, on_gap: str = "error", allow_burned_in: bool = False
+) -> Volume:
     """Load the DICOM volume described by ``series`` (from :func:`medload.scan`).
 
     Parameters
@@ -292,8 +342,15 @@ def load_dicom(series: Series, *, modality: str | None = None, keep_phi: bool = 
     array, affine = _place(array, layout, h, on_gap, problems)
     array, meta_extra = _frames_axis(array, h, frames, layout, label, problems)
     modality_out = modality or h.modality or "unknown"
-    meta = _dicom_meta(series, heads, frames, layout, modality_out, meta_extra,
-                       [_relative_to(p, folder, label, f"series {series.series_key}") for p in problems])
+    meta = _dicom_meta(
+        series,
+        heads,
+        frames,
+        layout,
+        modality_out,
+        meta_extra,
+        [_relative_to(p, folder, label, f"series {series.series_key}") for p in problems],
+    )
     if risk:
         meta["pixel_text"] = risk
         if risk == "possible":
@@ -327,8 +384,7 @@ def _refuse_unloadable(series: Series, on_gap: str) -> None:
         )
 
 
-def _refuse_burned_in(series: Series, heads: list[FileHeader], modality: str | None,
-                      allow_burned_in: bool) -> str:
+def _refuse_burned_in(series: Series, heads: list[FileHeader], modality: str | None, allow_burned_in: bool) -> str:
     """The pixel-text risk of the series; refused when it is burned in and not allowed."""
     h = heads[0]
     risk = pixel_text_risk(burned_in_annotation(heads), modality or h.modality, h.sop_class)
@@ -354,16 +410,14 @@ def _checked_layout(frames: list[Frame], label: str, on_gap: str) -> tuple[list[
         layout = arrange(frames, label=label)
         problems = list(layout.problems) + [note]
     if layout.frame_order_conflicts:
-        raise FrameOrderError(layout.frame_order_error,
-                              tuple(layout.frame_order_conflicts))
+        raise FrameOrderError(layout.frame_order_error, tuple(layout.frame_order_conflicts))
     fatal = [e for e in layout.errors if not (on_gap == "interpolate" and e in layout.spacing_errors)]
     if fatal:
         raise GeometryError(" ".join(fatal))
     return frames, layout, problems
 
 
-def _place(array: np.ndarray, layout: Layout, h: FileHeader, on_gap: str,
-           problems: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _place(array: np.ndarray, layout: Layout, h: FileHeader, on_gap: str, problems: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The affine of the decoded ``(T, Z, ...)`` array, evening its slices first where asked."""
     n_z = array.shape[1]
     positions = layout.positions
@@ -387,14 +441,17 @@ def _place(array: np.ndarray, layout: Layout, h: FileHeader, on_gap: str,
     return array, dicom_affine(layout.orientation, positions[0], layout.pixel_spacing or (1.0, 1.0), step)
 
 
-def _frames_axis(array: np.ndarray, h: FileHeader, frames: list[Frame], layout: Layout, label: str,
-                 problems: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+def _frames_axis(
+    array: np.ndarray, h: FileHeader, frames: list[Frame], layout: Layout, label: str, problems: list[str]
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The leading axis made time, colour channels, or none; with the diffusion table."""
     meta_extra: dict[str, Any] = {}
     if array.shape[0] > 1 and all(np.array_equal(array[0], array[t]) for t in range(1, array.shape[0])):
         if h.samples > 1:
             # A colour Volume has no frames axis (scan reports (3, Z, Y, X) for it): keep one.
-            problems.append(f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position).")
+            problems.append(
+                f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position)."
+            )
             array = array[:1]
         else:
             # Kept, as dcm2niix keeps them, so that load gives the shape scan reported (scan
@@ -406,8 +463,7 @@ def _frames_axis(array: np.ndarray, h: FileHeader, frames: list[Frame], layout: 
     diffusion = _diffusion_table([frames[row[0]] for row in layout.grid])
     if diffusion:
         meta_extra["diffusion"] = diffusion
-        derived = [t for t, (b, g) in enumerate(zip(diffusion["bvals"], diffusion["gradients_lps"]))
-                   if b > 0 and not any(g)]
+        derived = [t for t, (b, g) in enumerate(zip(diffusion["bvals"], diffusion["gradients_lps"])) if b > 0 and not any(g)]
         if derived:
             problems.append(
                 f"frame(s) {derived} are diffusion-weighted (b > 0) without a gradient direction: derived "
@@ -432,8 +488,15 @@ def _frames_axis(array: np.ndarray, h: FileHeader, frames: list[Frame], layout: 
     return np.ascontiguousarray(array), meta_extra
 
 
-def _dicom_meta(series: Series, heads: list[FileHeader], frames: list[Frame], layout: Layout,
-                modality_out: str, meta_extra: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+def _dicom_meta(
+    series: Series,
+    heads: list[FileHeader],
+    frames: list[Frame],
+    layout: Layout,
+    modality_out: str,
+    meta_extra: dict[str, Any],
+    problems: list[str],
+) -> dict[str, Any]:
     """The Volume's meta: the series' keys, what a voxel means, the header parameters, the problems."""
     h = heads[0]
     slopes = {(f.slope, f.intercept) for f in frames}

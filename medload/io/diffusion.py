@@ -55,7 +55,6 @@ def _floats(value: Any) -> list[float] | None:
     return out or None
 
 
-
 def _direction(values: list[float] | None) -> tuple[float, float, float] | None:
     if values is None or len(values) != 3 or not np.all(np.isfinite(values)):
         return None
@@ -84,9 +83,7 @@ def classic_diffusion(ds: Any) -> tuple[float, float, float, float] | None:
         if b is None:
             continue
         parts = [_floats(element_value(ds, t)) for t in g_tags]
-        values = parts[0] if len(parts) == 1 else (
-            None if any(p is None for p in parts) else [p[0] for p in parts if p]
-        )
+        values = parts[0] if len(parts) == 1 else (None if any(p is None for p in parts) else [p[0] for p in parts if p])
         return _encoding(b, _direction(values))
     return None
 

@@ -91,11 +91,22 @@ def enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> list
         split = base_split + (frame_type, round(float(echo_time or 0.0), 3), stack, rescale_type)
         frames.append(
             Frame(
-                file=path, frame=i, mosaic=-1, position=position, orientation=orientation,
-                pixel_spacing=spacing, slope=float(slope), intercept=float(intercept),
-                time_key=(instance, *dims, float(i)), split_key=split,
-                uid=f"{sop_uid}#{i}", diffusion=diffusion,
-                volume_id=(temporal, None if diffusion is None else (round(diffusion[0], 1), *(round(v, 4) for v in diffusion[1:]))),
+                file=path,
+                frame=i,
+                mosaic=-1,
+                position=position,
+                orientation=orientation,
+                pixel_spacing=spacing,
+                slope=float(slope),
+                intercept=float(intercept),
+                time_key=(instance, *dims, float(i)),
+                split_key=split,
+                uid=f"{sop_uid}#{i}",
+                diffusion=diffusion,
+                volume_id=(
+                    temporal,
+                    None if diffusion is None else (round(diffusion[0], 1), *(round(v, 4) for v in diffusion[1:])),
+                ),
             )
         )
     _order_as_dcm2niix(frames, _stack_item(ds))

@@ -59,8 +59,10 @@ def save_nifti(volume: Volume, path: str | os.PathLike, *, bids: bool = False) -
         bvecs = bvecs_for_affine(np.asarray(table["gradients_lps"], dtype=float), image.affine)
         n_frames = volume.shape[0] if len(volume.shape) == 4 else 1
         if len(bvals) != n_frames:
-            raise MedloadError(f"{path}: the diffusion table has {len(bvals)} entries for {n_frames} frames; "
-                               "it was not made for this volume (a transform changed the frames?).")
+            raise MedloadError(
+                f"{path}: the diffusion table has {len(bvals)} entries for {n_frames} frames; "
+                "it was not made for this volume (a transform changed the frames?)."
+            )
         stem.with_suffix(".bval").write_text(" ".join(f"{b:g}" for b in bvals) + "\n")
         stem.with_suffix(".bvec").write_text("\n".join(" ".join(f"{v:.6g}" for v in row) for row in bvecs) + "\n")
         written += [str(stem.with_suffix(".bval")), str(stem.with_suffix(".bvec"))]

@@ -25,10 +25,12 @@ import struct
 from functools import lru_cache
 from typing import Any
 
+# fmt: off
 __all__ = [
     "FALLBACK_REASONS", "KEYWORDS", "Damaged", "LiteHeader", "damaged_series_uid", "fast_header",
     "pixel_data_location", "read_fast",
 ]
+# fmt: on
 
 # keyword -> (tag, VR) for every element scan reads; generated once from pydicom's
 # dictionary so that the fast path needs no pydicom import (0.4 s of a whole process).
@@ -107,8 +109,29 @@ KEYWORDS: dict[str, tuple[int, str]] = {
 }
 
 _EXPLICIT_LONG = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
-_EXPLICIT_SHORT = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
-                   b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+_EXPLICIT_SHORT = {
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FL",
+    b"FD",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SS",
+    b"ST",
+    b"TM",
+    b"UI",
+    b"UL",
+    b"US",
+}
 _IMPLICIT = "1.2.840.10008.1.2"
 _LITTLE_EXPLICIT = {"1.2.840.10008.1.2.1"}
 _UNDEFINED = 0xFFFFFFFF
@@ -129,11 +152,13 @@ _tag_im = struct.Struct("<HHI").unpack_from
 
 
 #: Why a file went to pydicom (the values :func:`read_fast` returns instead of a header).
+# fmt: off
 FALLBACK_REASONS = (
     "no DICM preamble", "odd file meta", "big endian or deflated", "multi-frame", "mosaic",
     "wanted sequence", "elements out of order", "unknown VR", "VR differs from the dictionary",
     "value length not whole values", "bad sequence item", "deep nesting",
 )
+# fmt: on
 
 
 class _Giveup(Exception):
@@ -388,8 +413,9 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
             if tag == _PIXEL_DATA and length != _UNDEFINED:
                 if start + length > size:
                     raise Damaged(
-                        f"PixelData claims {length} bytes from byte {start} but the file has "
-                        f"{size} bytes: the file is truncated", found)
+                        f"PixelData claims {length} bytes from byte {start} but the file has {size} bytes: the file is truncated",
+                        found,
+                    )
                 pixel_at = (start, length)
             if pixel:
                 if tag != _PIXEL_DATA or length == _UNDEFINED:
@@ -408,7 +434,9 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
         if after > size:
             raise Damaged(
                 f"element ({group:04X},{elem:04X}) claims {length} bytes from byte {start} but the "
-                f"file has {size} bytes: the file is truncated or the length is damaged", found)
+                f"file has {size} bytes: the file is truncated or the length is damaged",
+                found,
+            )
         if tag in wanted:  # a few per file: a call here costs nothing measurable
             _keep(buf, tag, vr, start, after)
             data, n = buf.data, len(buf.data)
@@ -436,7 +464,7 @@ def _file_meta(buf: _Buffer) -> tuple[int, dict[str, str], str, bool]:
         if length < 0:
             raise _Giveup("odd file meta")
         if tag in (0x00020010, 0x00020002, 0x00020003):
-            value = bytes(buf.data[start:start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+            value = bytes(buf.data[start : start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
             if tag == 0x00020010:
                 ts = value
                 meta["TransferSyntaxUID"] = value
@@ -466,8 +494,16 @@ def _keep(buf: _Buffer, tag: int, vr: bytes | None, start: int, after: int) -> N
     buf.found[tag] = (vr_text, bytes(buf.data[start:after]))
 
 
-_PRIVATE_VR = {0x0019100A: "US", 0x2005100E: "FL", 0x00291010: "OB", 0x00291020: "OB", 0x00190010: "LO",
-               0x00290010: "LO", 0x00290011: "LO", 0x20050010: "LO"}
+_PRIVATE_VR = {
+    0x0019100A: "US",
+    0x2005100E: "FL",
+    0x00291010: "OB",
+    0x00291020: "OB",
+    0x00190010: "LO",
+    0x00290010: "LO",
+    0x00290011: "LO",
+    0x20050010: "LO",
+}
 _TEXT_VRS = {"LO", "SH", "PN", "LT", "ST", "UT", "UC"}
 _BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 

@@ -38,27 +38,78 @@ __all__ = ["FileHeader", "Frame", "burned_in_annotation", "header_from_dataset",
 
 # Header fields read by scan; everything else in the file is skipped while parsing.
 _SCAN_TAGS = [
-    "SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID", "StudyInstanceUID",
-    "PatientID", "SeriesNumber", "SeriesDescription", "ProtocolName", "ImageType",
-    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
-    "BitsStored", "PixelRepresentation", "NumberOfFrames", "ImagePositionPatient",
-    "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing", "SliceThickness",
-    "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "EchoNumbers", "EchoTime",
-    "AcquisitionNumber", "InstanceNumber", "TemporalPositionIdentifier", "TriggerTime",
-    "DiffusionBValue", "GantryDetectorTilt", "SharedFunctionalGroupsSequence",
-    "PerFrameFunctionalGroupsSequence", "DirectoryRecordSequence", "BurnedInAnnotation",
-    0x00190010, 0x00290010, 0x00290011,  # private creators: locate the Siemens blocks below
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "Modality",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "PatientID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "ProtocolName",
+    "ImageType",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "NumberOfFrames",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "EchoNumbers",
+    "EchoTime",
+    "AcquisitionNumber",
+    "InstanceNumber",
+    "TemporalPositionIdentifier",
+    "TriggerTime",
+    "DiffusionBValue",
+    "GantryDetectorTilt",
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
+    "DirectoryRecordSequence",
+    "BurnedInAnnotation",
+    0x00190010,
+    0x00290010,
+    0x00290011,  # private creators: locate the Siemens blocks below
     0x0019100A,  # Siemens NumberOfImagesInMosaic
     0x00291010,  # Siemens CSA image header (slice normal, mosaic count)
     0x00291020,
-    "KVP", "RepetitionTime", "InversionTime", "FlipAngle", "MagneticFieldStrength", "Exposure",
-    "XRayTubeCurrent", "ManufacturerModelName", "ConvolutionKernel", "BodyPartExamined",
-    "PatientPosition", "ScanningSequence", "WindowCenter", "WindowWidth", "RescaleType",
-    "Manufacturer", 0x20050010, 0x2005100E,  # Philips private ScaleSlope ("precise" values)
+    "KVP",
+    "RepetitionTime",
+    "InversionTime",
+    "FlipAngle",
+    "MagneticFieldStrength",
+    "Exposure",
+    "XRayTubeCurrent",
+    "ManufacturerModelName",
+    "ConvolutionKernel",
+    "BodyPartExamined",
+    "PatientPosition",
+    "ScanningSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "RescaleType",
+    "Manufacturer",
+    0x20050010,
+    0x2005100E,  # Philips private ScaleSlope ("precise" values)
     0x00080032,  # AcquisitionTime: orders frames with equal InstanceNumber (as dcm2niix)
-    0x20010010, 0x20051413,  # Philips MRImageGradientOrientationNumber: which DTI volume
+    0x20010010,
+    0x20051413,  # Philips MRImageGradientOrientationNumber: which DTI volume
     0x00209222,  # DimensionIndexSequence: which DimensionIndexValues item is the slice position
-    0x00191029, 0x00181310, 0x00180089, 0x0051100B, 0x00210010, 0x00211158,  # mosaic count without CSA
+    0x00191029,
+    0x00181310,
+    0x00180089,
+    0x0051100B,
+    0x00210010,
+    0x00211158,  # mosaic count without CSA
     *DIFFUSION_TAGS,
     *GRID_TAGS,
     0x00283000,  # ModalityLUTSequence: values through a lookup table instead of a rescale
@@ -129,19 +180,27 @@ def _params(ds: Any) -> dict[str, Any]:
     """Acquisition parameters that matter for preprocessing (JSON-able, never identifying)."""
     out: dict[str, Any] = {}
     for key, name in (
-        ("kvp", "KVP"), ("echo_time", "EchoTime"), ("repetition_time", "RepetitionTime"),
-        ("inversion_time", "InversionTime"), ("flip_angle", "FlipAngle"),
-        ("magnetic_field_strength", "MagneticFieldStrength"), ("slice_thickness", "SliceThickness"),
-        ("spacing_between_slices", "SpacingBetweenSlices"), ("exposure", "Exposure"),
+        ("kvp", "KVP"),
+        ("echo_time", "EchoTime"),
+        ("repetition_time", "RepetitionTime"),
+        ("inversion_time", "InversionTime"),
+        ("flip_angle", "FlipAngle"),
+        ("magnetic_field_strength", "MagneticFieldStrength"),
+        ("slice_thickness", "SliceThickness"),
+        ("spacing_between_slices", "SpacingBetweenSlices"),
+        ("exposure", "Exposure"),
         ("xray_tube_current", "XRayTubeCurrent"),
     ):
         value = _num(ds.get(name))
         if value is not None and abs(value) < float("inf"):  # NaN/inf: absent (meta is JSON)
             out[key] = value
     for key, name in (
-        ("manufacturer", "Manufacturer"), ("manufacturer_model", "ManufacturerModelName"),
-        ("convolution_kernel", "ConvolutionKernel"), ("body_part", "BodyPartExamined"),
-        ("patient_position", "PatientPosition"), ("scanning_sequence", "ScanningSequence"),
+        ("manufacturer", "Manufacturer"),
+        ("manufacturer_model", "ManufacturerModelName"),
+        ("convolution_kernel", "ConvolutionKernel"),
+        ("body_part", "BodyPartExamined"),
+        ("patient_position", "PatientPosition"),
+        ("scanning_sequence", "ScanningSequence"),
         ("photometric_interpretation", "PhotometricInterpretation"),
     ):
         value = ds.get(name)
@@ -151,7 +210,11 @@ def _params(ds: Any) -> dict[str, Any]:
         value = ds.get(name)
         if value is not None:
             try:
-                vals = [float(v) for v in value] if not isinstance(value, (int, float, str)) and hasattr(value, "__iter__") else [float(value)]
+                vals = (
+                    [float(v) for v in value]
+                    if not isinstance(value, (int, float, str)) and hasattr(value, "__iter__")
+                    else [float(value)]
+                )
                 out[key] = vals[0] if len(vals) == 1 else vals
             except (TypeError, ValueError):
                 pass
@@ -226,15 +289,20 @@ def _read_with_pydicom(path: str, specific: bool) -> FileHeader | None:
         return None
     import pydicom
     from pydicom.errors import InvalidDicomError
+
     try:
         ds = pydicom.dcmread(
-            path, stop_before_pixels=True, force=True,
+            path,
+            stop_before_pixels=True,
+            force=True,
             specific_tags=_SCAN_TAGS if specific else None,
         )
     except Exception as exc:  # pydicom raises many kinds on damaged files (struct.error, RecursionError, ...)
         if isinstance(exc, InvalidDicomError) and not looks_like_dicom(path):
             return None
-        raise ReadError(f"{path}: DICOM header cannot be read ({type(exc).__name__}: {exc}); the file is damaged or truncated, remove it or re-export the series.") from exc
+        raise ReadError(
+            f"{path}: DICOM header cannot be read ({type(exc).__name__}: {exc}); the file is damaged or truncated, remove it or re-export the series."
+        ) from exc
     # Where the walker can find native PixelData, its length is checked as on the fast path.
     located = pixel_data_location(path)
     return header_from_dataset(ds, path, pixel_data=located[:2] if located else None)
@@ -250,7 +318,9 @@ def header_from_dataset(ds: Any, path: str, *, pixel_data: tuple[int, int] | Non
     except ReadError:
         raise
     except Exception as exc:  # pydicom raises many kinds on malformed values
-        raise ReadError(f"{path}: DICOM header has malformed values ({type(exc).__name__}: {exc}); remove the file or re-export it.") from exc
+        raise ReadError(
+            f"{path}: DICOM header has malformed values ({type(exc).__name__}: {exc}); remove the file or re-export it."
+        ) from exc
 
 
 def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileHeader | None:
@@ -278,8 +348,14 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
     if not is_image:
         return header
     # Only a finite, positive thickness places a single slice (a NaN one made a NaN affine).
-    header.slice_thickness = next((v for v in (_num(ds.get("SpacingBetweenSlices")), _num(ds.get("SliceThickness")))
-                                   if v is not None and 0 < v < float("inf")), None)
+    header.slice_thickness = next(
+        (
+            v
+            for v in (_num(ds.get("SpacingBetweenSlices")), _num(ds.get("SliceThickness")))
+            if v is not None and 0 < v < float("inf")
+        ),
+        None,
+    )
     header.params = _params(ds)
     image_type = _image_type(ds)
     sop_uid = str(ds.get("SOPInstanceUID", "") or path)
@@ -288,7 +364,11 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
     # The mosaic flag keeps a mosaic apart from single slices of the same series.
     split_type = tuple(t for t in image_type if t not in ("ORIGINAL", "PRIMARY", "SECONDARY", "DERIVED")) if image_type else ()
     base_split = (
-        header.series_uid, header.series_number, header.rows, header.columns, header.samples,
+        header.series_uid,
+        header.series_number,
+        header.rows,
+        header.columns,
+        header.samples,
     )
     if ds.get("NumberOfFrames") not in (None, "") and _num(ds.get("NumberOfFrames")) is None:
         raise ReadError(
@@ -297,10 +377,18 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
         )
     n_frames = int(_num(ds.get("NumberOfFrames"), 1) or 1)
     header.pixel_bytes = located[1] if located else None
-    check_frame_count(path, n_frames=n_frames, rows=header.stored_rows, columns=header.stored_columns,
-                      samples=int(_num(ds.get("SamplesPerPixel"), 1) or 1), bits_allocated=header.bits_allocated,
-                      transfer_syntax=transfer_syntax, file_size=size, pixel_bytes=header.pixel_bytes,
-                      pixel_offset=located[0] if located else None)
+    check_frame_count(
+        path,
+        n_frames=n_frames,
+        rows=header.stored_rows,
+        columns=header.stored_columns,
+        samples=int(_num(ds.get("SamplesPerPixel"), 1) or 1),
+        bits_allocated=header.bits_allocated,
+        transfer_syntax=transfer_syntax,
+        file_size=size,
+        pixel_bytes=header.pixel_bytes,
+        pixel_offset=located[0] if located else None,
+    )
     header.intensity = dose_intensity(ds)
     if n_frames > 1 and has_frame_grid(ds):
         header.frames = grid_frames(ds, path, base_split + (split_type,), sop_uid)
@@ -316,8 +404,9 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
     return header
 
 
-def _plain_header(ds: Any, path: str, size: int, mtime_ns: int, sop_class: str, transfer_syntax: str,
-                  is_image: bool, kind: str) -> FileHeader:
+def _plain_header(
+    ds: Any, path: str, size: int, mtime_ns: int, sop_class: str, transfer_syntax: str, is_image: bool, kind: str
+) -> FileHeader:
     """The fields every file has, image or not (from the dataset's plain attributes)."""
     header = FileHeader(
         path=path,
@@ -349,13 +438,16 @@ def _plain_header(ds: Any, path: str, size: int, mtime_ns: int, sop_class: str, 
 
 def _echo_number(ds: Any) -> float | None:
     echo = _num(ds.get("EchoNumbers"), 0.0)
-    if isinstance(ds.get("EchoNumbers"), (list, tuple)) or (hasattr(ds.get("EchoNumbers"), "__len__") and not isinstance(ds.get("EchoNumbers"), str)):
+    if isinstance(ds.get("EchoNumbers"), (list, tuple)) or (
+        hasattr(ds.get("EchoNumbers"), "__len__") and not isinstance(ds.get("EchoNumbers"), str)
+    ):
         echo = _num(ds.get("EchoNumbers")[0], 0.0)
     return echo
 
 
-def _classic_frames(header: FileHeader, ds: Any, path: str, image_type: Any, type_split: tuple,
-                    echo: float | None, sop_uid: str) -> None:
+def _classic_frames(
+    header: FileHeader, ds: Any, path: str, image_type: Any, type_split: tuple, echo: float | None, sop_uid: str
+) -> None:
     """The frames of a classic (one image, or one mosaic) file: its geometry, timing, split key, scaling."""
     position = present_vector(path, ds.get("ImagePositionPatient"), 3, "ImagePositionPatient")
     orientation = present_vector(path, ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient")
@@ -384,10 +476,21 @@ def _classic_frames(header: FileHeader, ds: Any, path: str, image_type: Any, typ
     slope, intercept, stated = _rescale(ds, header)
     header.frames = [
         Frame(
-            file=path, frame=-1, mosaic=-1, position=position, orientation=orientation,
-            pixel_spacing=spacing, slope=slope, intercept=intercept, time_key=time_key,
-            split_key=split, uid=sop_uid, volume_id=volume_id, diffusion=diffusion,
-            trigger=_num(ds.get("TriggerTime")), rescale_stated=stated,
+            file=path,
+            frame=-1,
+            mosaic=-1,
+            position=position,
+            orientation=orientation,
+            pixel_spacing=spacing,
+            slope=slope,
+            intercept=intercept,
+            time_key=time_key,
+            split_key=split,
+            uid=sop_uid,
+            volume_id=volume_id,
+            diffusion=diffusion,
+            trigger=_num(ds.get("TriggerTime")),
+            rescale_stated=stated,
         )
     ]
 
@@ -410,14 +513,11 @@ def _rescale(ds: Any, header: FileHeader) -> tuple[float, float, bool]:
     return slope, intercept, stated
 
 
-
-
 def _classic_volume_id(ds: Any, diffusion: tuple[float, float, float, float] | None) -> tuple[Any, ...]:
     """What says which frame of the volume a classic image is, in values equal at every position."""
     grad_number = _num(element_value(ds, 0x20051413)) if philips.is_philips(ds) else None
     encoding = None if diffusion is None else (round(diffusion[0], 1), *(round(v, 4) for v in diffusion[1:]))
     return (_num(ds.get("TemporalPositionIdentifier")), grad_number, encoding)
-
 
 
 def _positive(value: tuple[float, ...] | None) -> bool:

@@ -193,7 +193,9 @@ def _open_pil(path: Path):
             "The file may be another format under an image name, or damaged: re-export or remove it."
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ReadError(f"{path}: image header cannot be read ({type(exc).__name__}: {exc}); the file is damaged. Re-export it.") from None
+        raise ReadError(
+            f"{path}: image header cannot be read ({type(exc).__name__}: {exc}); the file is damaged. Re-export it."
+        ) from None
     _check_pixels(path, image.width * image.height * max(int(getattr(image, "n_frames", 1)), 1))
     return image
 
@@ -220,8 +222,13 @@ def _tiff_header(path: Path) -> dict[str, Any] | None:
                     resolution = (xr[0] / xr[1], yr[0] / yr[1], "inch" if unit == 2 else "cm")
             except Exception:  # noqa: BLE001 - a pixel size is optional
                 resolution = None
-            return {"shape": tuple(int(v) for v in series.shape), "axes": series.axes,
-                    "dtype": np.dtype(series.dtype), "compression": int(page.compression), "resolution": resolution}
+            return {
+                "shape": tuple(int(v) for v in series.shape),
+                "axes": series.axes,
+                "dtype": np.dtype(series.dtype),
+                "compression": int(page.compression),
+                "resolution": resolution,
+            }
     except UnsupportedError:
         raise
     except Exception:  # noqa: BLE001 - tifffile could not parse it; Pillow gets its turn and names the problem
@@ -237,7 +244,9 @@ def _to_array(image, path: Path, problems: list[str]) -> np.ndarray:
         rgb = image.convert("RGBA" if has_alpha else "RGB")
         arr = np.asarray(rgb)[..., :3]
         grey = _grey_palette(image)  # the palette, not the pixels, decides: as scan_image does
-        problems.append(f"palette image expanded to {'grey' if grey else 'RGB'}" + (", transparency dropped" if has_alpha else "") + ".")
+        problems.append(
+            f"palette image expanded to {'grey' if grey else 'RGB'}" + (", transparency dropped" if has_alpha else "") + "."
+        )
         return np.ascontiguousarray(arr[..., 0]) if grey else np.ascontiguousarray(arr)
     if mode == "1":
         problems.append("1-bit image read as 8-bit (0 and 255).")
@@ -299,7 +308,9 @@ def _decode_pil(path: Path, problems: list[str]) -> tuple[np.ndarray, tuple[floa
     finally:
         image.close()
     if len({(f.shape, f.dtype) for f in frames}) > 1:
-        raise UnsupportedError(f"{path}: pages of different sizes or types; medload reads pages of one size as slices. Split the file.")
+        raise UnsupportedError(
+            f"{path}: pages of different sizes or types; medload reads pages of one size as slices. Split the file."
+        )
     return np.stack(frames), spacing
 
 
@@ -455,7 +466,9 @@ def scan_image(
         if len(spatial) == 2:
             spatial = (1, *spatial)
         if len(spatial) != 3:
-            raise UnsupportedError(f"{file}: TIFF axes {axes!r} (shape {tiff_shape}); medload reads one page or a stack of pages.")
+            raise UnsupportedError(
+                f"{file}: TIFF axes {axes!r} (shape {tiff_shape}); medload reads one page or a stack of pages."
+            )
         _check_pixels(file, int(np.prod(spatial)))
         colour = channels >= 3
         mode = f"TIFF {header['dtype']}{' colour' if colour else ''}"
@@ -477,7 +490,9 @@ def scan_image(
                 mode in ("P", "PA") and not _grey_palette(image)
             )
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ReadError(f"{file}: image header cannot be read ({type(exc).__name__}: {exc}); the file is damaged. Re-export it.") from None
+            raise ReadError(
+                f"{file}: image header cannot be read ({type(exc).__name__}: {exc}); the file is damaged. Re-export it."
+            ) from None
         finally:
             image.close()
     shape: tuple[int, ...] = (3, *spatial) if colour else spatial
@@ -567,7 +582,8 @@ def load_image(series_or_path: Series | str | os.PathLike, *, modality: str | No
         **series.volume_meta(),
         "format": fmt,
         "stored_range": _stored_range(arr.dtype),
-        "intensity": f"stored {arr.dtype} values" + ("" if np.issubdtype(arr.dtype, np.floating) else f" (range {_stored_range(arr.dtype)})"),
+        "intensity": f"stored {arr.dtype} values"
+        + ("" if np.issubdtype(arr.dtype, np.floating) else f" (range {_stored_range(arr.dtype)})"),
         "problems": list(series.problems) + problems,
     }
     if series.info.get("class_folder"):
@@ -577,5 +593,7 @@ def load_image(series_or_path: Series | str | os.PathLike, *, modality: str | No
         meta["channels"] = ["R", "G", "B"]
     expected = tuple(series.shape)
     if expected and tuple(arr.shape) != expected:
-        raise ReadError(f"{file}: decoded shape {arr.shape} differs from the {expected} its header gave when scanned; the file changed or is damaged. Scan again.")
+        raise ReadError(
+            f"{file}: decoded shape {arr.shape} differs from the {expected} its header gave when scanned; the file changed or is damaged. Scan again."
+        )
     return Volume(arr, affine, modality=modality or series.modality or "OT", meta=meta)

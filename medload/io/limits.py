@@ -43,9 +43,7 @@ def max_volume_bytes() -> int:
         return DEFAULT_MAX_VOLUME_BYTES
     match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)I?B?", text)
     if match is None:
-        raise LimitError(
-            f"MEDLOAD_MAX_VOLUME_BYTES={text!r} is not a size; expected bytes such as 8000000000 or 8G."
-        )
+        raise LimitError(f"MEDLOAD_MAX_VOLUME_BYTES={text!r} is not a size; expected bytes such as 8000000000 or 8G.")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -92,7 +90,9 @@ def check_volume_size(what: str, shape: Sequence[int], itemsize: int) -> int:
     """
     dims = [int(v) for v in shape]
     if any(d <= 0 for d in dims):
-        raise LimitError(f"{what}: its header claims a volume of shape {tuple(dims)}, with an empty dimension; the header is damaged, re-export the file.")
+        raise LimitError(
+            f"{what}: its header claims a volume of shape {tuple(dims)}, with an empty dimension; the header is damaged, re-export the file."
+        )
     n = itemsize
     for d in dims:
         n *= d

@@ -120,8 +120,10 @@ def load_mask(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | Non
         raise UnsupportedError(f"mask {name} is 4D {data.shape}; expected one 3D label volume")
     aligned = align_to_grid(data, mask.affine, volume.affine, volume.spatial_shape)
     if aligned is None:
-        why = (f"mask {name} has shape {data.shape} and origin {np.round(mask.origin, 2).tolist()}, "
-               f"the series {volume.spatial_shape} and {np.round(volume.origin, 2).tolist()}")
+        why = (
+            f"mask {name} has shape {data.shape} and origin {np.round(mask.origin, 2).tolist()}, "
+            f"the series {volume.spatial_shape} and {np.round(volume.origin, 2).tolist()}"
+        )
         if by_grid:
             return None, why + "; not used"
         raise GeometryError(why + "; resample the mask onto the series grid first")

@@ -56,8 +56,7 @@ def cut_tile(image: np.ndarray, index: int, tiles: int, rows: int, columns: int)
     [[10, 11], [14, 15]]
     """
     r, c = divmod(index, tiles_per_side(tiles))
-    return image[r * rows:(r + 1) * rows, c * columns:(c + 1) * columns]
-
+    return image[r * rows : (r + 1) * rows, c * columns : (c + 1) * columns]
 
 
 def _count_from_public(ds: Any) -> tuple[int, str]:
@@ -145,7 +144,9 @@ def mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key
     then follow the CSA SliceNormalVector, whose sign gives the acquisition order.
     """
     if position is None or orientation is None or spacing is None:
-        raise ReadError(f"{path}: Siemens mosaic without ImagePositionPatient/ImageOrientationPatient/PixelSpacing; cannot place its slices.")
+        raise ReadError(
+            f"{path}: Siemens mosaic without ImagePositionPatient/ImageOrientationPatient/PixelSpacing; cannot place its slices."
+        )
     side = tiles_per_side(tiles)
     rows, cols = int(ds.Rows), int(ds.Columns)
     tile_rows, tile_cols = rows // side, cols // side
@@ -170,11 +171,17 @@ def mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key
         p = first + i * step * normal
         frames.append(
             Frame(
-                file=path, frame=-1, mosaic=i, position=tuple(float(v) for v in p),
-                orientation=orientation, pixel_spacing=spacing,
+                file=path,
+                frame=-1,
+                mosaic=i,
+                position=tuple(float(v) for v in p),
+                orientation=orientation,
+                pixel_spacing=spacing,
                 slope=float(number(ds.get("RescaleSlope"), 1.0) or 0.0),
-                intercept=float(number(ds.get("RescaleIntercept"), 0.0) or 0.0), time_key=time_key,
-                split_key=split, uid=f"{sop_uid}@{i}",
+                intercept=float(number(ds.get("RescaleIntercept"), 0.0) or 0.0),
+                time_key=time_key,
+                split_key=split,
+                uid=f"{sop_uid}@{i}",
             )
         )
     return frames

@@ -55,8 +55,10 @@ def grid_frames(ds: Any, path: str, split: tuple, sop_uid: str) -> list[Frame]:
     orientation = vector(ds.get("ImageOrientationPatient"), 6)
     spacing = vector(ds.get("PixelSpacing"), 2)
     if position is None or orientation is None:
-        raise ReadError(f"{path}: GridFrameOffsetVector without ImagePositionPatient/ImageOrientationPatient; "
-                        "cannot place the frames. Fix the header or re-export the object.")
+        raise ReadError(
+            f"{path}: GridFrameOffsetVector without ImagePositionPatient/ImageOrientationPatient; "
+            "cannot place the frames. Fix the header or re-export the object."
+        )
     offsets = _offsets(ds, n, path)
     normal = slice_normal(orientation)
     origin = np.asarray(position, dtype=float)
@@ -72,9 +74,17 @@ def grid_frames(ds: Any, path: str, split: tuple, sop_uid: str) -> list[Frame]:
     intercept = 0.0 if scaling else float(number(ds.get("RescaleIntercept"), 0.0) or 0.0)
     return [
         Frame(
-            file=path, frame=i, mosaic=-1, position=tuple(float(v) for v in origin + offsets[i] * normal),
-            orientation=orientation, pixel_spacing=spacing, slope=slope, intercept=intercept,
-            time_key=(float(i),), split_key=split, uid=f"{sop_uid}#{i}",
+            file=path,
+            frame=i,
+            mosaic=-1,
+            position=tuple(float(v) for v in origin + offsets[i] * normal),
+            orientation=orientation,
+            pixel_spacing=spacing,
+            slope=slope,
+            intercept=intercept,
+            time_key=(float(i),),
+            split_key=split,
+            uid=f"{sop_uid}#{i}",
         )
         for i in range(n)
     ]
@@ -98,5 +108,7 @@ def dose_intensity(ds: Any) -> str:
     if scaling is None:
         return ""
     units = str(element_value(ds, _DOSE_UNITS) or "").strip().upper()
-    what = {"GY": "dose in Gy", "RELATIVE": "relative dose (percent of the reference)"}.get(units, f"dose in {units or 'unknown units'}")
+    what = {"GY": "dose in Gy", "RELATIVE": "relative dose (percent of the reference)"}.get(
+        units, f"dose in {units or 'unknown units'}"
+    )
     return f"{what} (stored values x DoseGridScaling {scaling:g})"

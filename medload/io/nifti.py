@@ -59,12 +59,14 @@ __all__ = ["is_nifti", "scan_nifti", "load_nifti", "NIFTI_SUFFIXES"]
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 # BIDS suffixes (the last "_" entity of a file name) and the modality they imply.
+# fmt: off
 _BIDS_MR = {
     "t1w", "t2w", "t2starw", "flair", "pdw", "pd", "t1map", "t2map", "t2star", "inplanet1",
     "inplanet2", "angio", "bold", "cbv", "dwi", "sbref", "epi", "phasediff", "phase1", "phase2",
     "magnitude", "magnitude1", "magnitude2", "fieldmap", "asl", "m0scan", "unit1", "mp2rage",
     "megre", "mese", "uniden", "tb1tfl", "tb1epi", "tb1srge", "trace", "chimap",
 }
+# fmt: on
 _BIDS_SUFFIX_MODALITY = {**{s: "MR" for s in _BIDS_MR}, "ct": "CT", "pet": "PT"}
 
 # Sidecar fields kept in meta: (BIDS key, meta key, factor). BIDS times are seconds; medload
@@ -332,7 +334,7 @@ def _check_sizes(path: Path, image) -> None:
     returns (float32 when scaled).
     """
     header = image.header
-    dims = tuple(int(v) for v in header["dim"][1:1 + int(header["dim"][0])]) if 1 <= int(header["dim"][0]) <= 7 else ()
+    dims = tuple(int(v) for v in header["dim"][1 : 1 + int(header["dim"][0])]) if 1 <= int(header["dim"][0]) <= 7 else ()
     if not dims or any(d <= 0 for d in dims):
         raise ReadError(
             f"NIfTI file {path} has dimensions {tuple(int(v) for v in header['dim'])} (dim[0] = number of "
@@ -341,7 +343,9 @@ def _check_sizes(path: Path, image) -> None:
     try:
         stored = np.dtype(header.get_data_dtype())
     except Exception as exc:
-        raise ReadError(f"NIfTI file {path}: datatype {int(header['datatype'])} is not a known voxel type ({exc}); re-export it.") from exc
+        raise ReadError(
+            f"NIfTI file {path}: datatype {int(header['datatype'])} is not a known voxel type ({exc}); re-export it."
+        ) from exc
     n_voxels = int(np.prod(dims, dtype=object))
     claimed = n_voxels * stored.itemsize
     if not str(path).lower().endswith(".gz"):
@@ -357,12 +361,16 @@ def _check_sizes(path: Path, image) -> None:
     try:
         slope, inter = header.get_slope_inter()
     except Exception as exc:  # nibabel refuses some scale fields (HeaderDataError)
-        raise ReadError(f"NIfTI file {path}: scl_slope/scl_inter cannot be used ({type(exc).__name__}: {exc}); re-export it.") from exc
+        raise ReadError(
+            f"NIfTI file {path}: scl_slope/scl_inter cannot be used ({type(exc).__name__}: {exc}); re-export it."
+        ) from exc
     scaled = (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0)
     check_volume_size(f"NIfTI file {path}", dims, 4 if scaled else stored.itemsize)
     for name, value in (("scl_slope", slope), ("scl_inter", inter)):
         if value is not None and not np.isfinite(value):
-            raise ReadError(f"NIfTI file {path}: {name} is {value}; expected a finite number; the header is damaged, re-export it.")
+            raise ReadError(
+                f"NIfTI file {path}: {name} is {value}; expected a finite number; the header is damaged, re-export it."
+            )
 
 
 def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict[str, Any]:
@@ -419,8 +427,7 @@ def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict
 
 
 # --- public -----------------------------------------------------------------------------
-def scan_nifti(path: str | Path, *, phi_key: str | bytes | PhiKey | None = None,
-               root: str | Path | None = None) -> Series:
+def scan_nifti(path: str | Path, *, phi_key: str | bytes | PhiKey | None = None, root: str | Path | None = None) -> Series:
     """Describe one NIfTI file from its header (no voxels read) as a :class:`Series`.
 
     Parameters
@@ -514,8 +521,9 @@ def _read_voxels(path: Path, image) -> np.ndarray:
     return out
 
 
-def load_nifti(series_or_path: Series | str | Path, *, modality: str | None = None,
-               phi_key: str | bytes | PhiKey | None = None) -> Volume:
+def load_nifti(
+    series_or_path: Series | str | Path, *, modality: str | None = None, phi_key: str | bytes | PhiKey | None = None
+) -> Volume:
     """Load a NIfTI file as a :class:`Volume` ``(Z, Y, X)`` or ``(T, Z, Y, X)``.
 
     Axes are NIfTI's reversed (see the module docstring): axis 0 is the NIfTI slice axis ``k``.

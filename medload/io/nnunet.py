@@ -58,8 +58,9 @@ __all__ = ["NNUNET_ENDINGS", "is_nnunet", "load_nnunet", "read_dataset_json", "s
 #: File endings medload reads in an nnU-Net dataset (NIfTI; 2D PNG datasets are not read as such).
 NNUNET_ENDINGS = (".nii.gz", ".nii")
 #: Channel names (upper case) that say MR; "CT" says CT; anything else leaves the modality unknown.
-_MR_CHANNELS = frozenset({"T1", "T1W", "T1C", "T1CE", "T1GD", "T2", "T2W", "FLAIR", "ADC", "DWI", "PD", "T2STAR",
-                          "MRI", "MR", "HBV", "SWI"})
+_MR_CHANNELS = frozenset(
+    {"T1", "T1W", "T1C", "T1CE", "T1GD", "T2", "T2W", "FLAIR", "ADC", "DWI", "PD", "T2STAR", "MRI", "MR", "HBV", "SWI"}
+)
 
 
 def is_nnunet(path: str | os.PathLike) -> bool:
@@ -169,10 +170,18 @@ def scan_nnunet(root: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None
             extra = sorted(set(by_channel) - set(range(n_channels)))
             if missing or extra:
                 first = next(f for f in by_channel.values())
-                what = (f"lacks channel(s) {', '.join(f'{c:04d}' for c in missing)}" if missing
-                        else f"has channel(s) {extra} that dataset.json does not name")
-                errors.append(FileProblem(first, f"{folder.name}/{case}: the case {what} (dataset.json names "
-                                                 f"{n_channels}: {spec['channels']}); the case is skipped."))
+                what = (
+                    f"lacks channel(s) {', '.join(f'{c:04d}' for c in missing)}"
+                    if missing
+                    else f"has channel(s) {extra} that dataset.json does not name"
+                )
+                errors.append(
+                    FileProblem(
+                        first,
+                        f"{folder.name}/{case}: the case {what} (dataset.json names "
+                        f"{n_channels}: {spec['channels']}); the case is skipped.",
+                    )
+                )
                 continue
             present = [by_channel[c] for c in range(n_channels)]
             try:
@@ -182,27 +191,40 @@ def scan_nnunet(root: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None
                 continue
             shapes = {h.shape for h in heads}
             if len(shapes) != 1 or len(heads[0].shape) != 3:
-                errors.append(FileProblem(present[0], f"{folder.name}/{case}: its channels are not one 3D grid "
-                                                    f"(shapes {[h.shape for h in heads]}); the case is skipped."))
+                errors.append(
+                    FileProblem(
+                        present[0],
+                        f"{folder.name}/{case}: its channels are not one 3D grid "
+                        f"(shapes {[h.shape for h in heads]}); the case is skipped.",
+                    )
+                )
                 continue
             label = labels_left.pop(case, None) if split == "Tr" else None
             # The case id is part of it: two cases whose files have equal headers and sizes (a
             # synthetic dataset) are not duplicates of each other.
             digest = hashlib.sha256("|".join([split, case, *(h.source_hash for h in heads)]).encode()).hexdigest()[:32]
-            series.append(Series(
-                kind="nnunet",
-                files=tuple(present),
-                series_key=pseudonym(f"{root.name}/{split}/{case}", prefix="ser-", secret=key),
-                study_key=pseudonym(f"{root.name}/{case}", prefix="stu-", secret=key),
-                patient_key=pseudonym(f"{root.name}/{case}", prefix="pat-", secret=key),
-                modality=_modality(spec["channels"]),
-                description=case,
-                shape=(n_channels, *heads[0].shape),
-                spacing=heads[0].spacing,
-                source_hash=f"nnunet-{digest}",
-                info={"case": case, "split": split, "channels": list(spec["channels"]), "label_file": label,
-                      "label_names": dict(spec["labels"]), "root": str(root)},
-            ))
+            series.append(
+                Series(
+                    kind="nnunet",
+                    files=tuple(present),
+                    series_key=pseudonym(f"{root.name}/{split}/{case}", prefix="ser-", secret=key),
+                    study_key=pseudonym(f"{root.name}/{case}", prefix="stu-", secret=key),
+                    patient_key=pseudonym(f"{root.name}/{case}", prefix="pat-", secret=key),
+                    modality=_modality(spec["channels"]),
+                    description=case,
+                    shape=(n_channels, *heads[0].shape),
+                    spacing=heads[0].spacing,
+                    source_hash=f"nnunet-{digest}",
+                    info={
+                        "case": case,
+                        "split": split,
+                        "channels": list(spec["channels"]),
+                        "label_file": label,
+                        "label_names": dict(spec["labels"]),
+                        "root": str(root),
+                    },
+                )
+            )
     return ScanResult(series, errors=errors, n_files=n_files, unmatched_masks=sorted(labels_left.values()))
 
 
@@ -219,8 +241,10 @@ def load_nnunet(series: Series, *, modality: str | None = None) -> Volume:
     if series.kind != "nnunet":
         raise ReadError(f"load_nnunet needs a Series from scan_nnunet; found kind={series.kind!r}.")
     chosen = modality or (series.modality if series.modality != "unknown" else None)
-    volumes = [load_nifti(dataclasses.replace(series, kind="nifti", files=(f,), info={"root": series.info.get("root")}),
-                          modality=chosen) for f in series.files]
+    volumes = [
+        load_nifti(dataclasses.replace(series, kind="nifti", files=(f,), info={"root": series.info.get("root")}), modality=chosen)
+        for f in series.files
+    ]
     first = volumes[0]
     for f, vol in zip(series.files[1:], volumes[1:]):
         if vol.shape != first.shape or not np.allclose(vol.affine, first.affine, atol=0.01):

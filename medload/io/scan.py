@@ -108,8 +108,7 @@ class ScanResult:
 
     def __repr__(self) -> str:
         return (
-            f"ScanResult({len(self)} series from {self.n_files} files, skipped={dict(self.skipped)}, "
-            f"errors={len(self.errors)})"
+            f"ScanResult({len(self)} series from {self.n_files} files, skipped={dict(self.skipped)}, errors={len(self.errors)})"
         )
 
 
@@ -205,8 +204,12 @@ def group_frames(headers: list[FileHeader]) -> list[tuple[str, list[Frame], list
     def order(item):
         key, frames, heads = item
         h = heads[0]
-        return (h.series_number if h.series_number is not None else 1 << 30, h.series_uid, key,
-                tuple(np.round(frames[0].orientation, 3)) if frames[0].orientation else ())
+        return (
+            h.series_number if h.series_number is not None else 1 << 30,
+            h.series_uid,
+            key,
+            tuple(np.round(frames[0].orientation, 3)) if frames[0].orientation else (),
+        )
 
     out.sort(key=order)
     return out
@@ -272,8 +275,10 @@ def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], 
     if unknown:
         problems.append(unknown)
     if burned_in_annotation(heads) == "YES":
-        problems.append("BurnedInAnnotation YES: the pixels hold text (often names); load refuses the series "
-                        "unless allow_burned_in=True (medload convert --allow-burned-in).")
+        problems.append(
+            "BurnedInAnnotation YES: the pixels hold text (often names); load refuses the series "
+            "unless allow_burned_in=True (medload convert --allow-burned-in)."
+        )
     return Series(
         kind="dicom",
         files=tuple(sorted(hh.path for hh in heads)),
@@ -286,15 +291,15 @@ def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], 
         spacing=spacing,
         problems=tuple(problems),
         source_hash="sha256:" + digest,
-        info={"split": key, "orientation": orientation, "series_number": h.series_number,
-              "sop_class": h.sop_class},
+        info={"split": key, "orientation": orientation, "series_number": h.series_number, "sop_class": h.sop_class},
         headers=tuple(sorted(heads, key=lambda hh: hh.path)),
         burned_in_annotation=burned_in_annotation(heads),
     )
 
 
-def scan(path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None,
-         patient_pattern: str | None = None) -> ScanResult:
+def scan(
+    path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None, patient_pattern: str | None = None
+) -> ScanResult:
     """Find every DICOM series, NIfTI file and 2D image (PNG, JPEG, TIFF, BMP) under ``path``, reading headers only.
 
     Parameters
@@ -340,8 +345,7 @@ def scan(path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None
     result = _dicom_series(found.headers, found.damaged, found.errors, phi_key)
     result.extend(sorted(found.nifti_series, key=lambda s: s.files))
     result.extend(sorted(found.image_series, key=lambda s: s.files))
-    return ScanResult(result, skipped=found.skipped, errors=found.errors, n_files=found.n_files,
-                      fallbacks=found.fallbacks)
+    return ScanResult(result, skipped=found.skipped, errors=found.errors, n_files=found.n_files, fallbacks=found.fallbacks)
 
 
 def _patient_regex(patient_pattern: str | None) -> re.Pattern[str] | None:
@@ -386,8 +390,7 @@ class _Collector:
 
     def add_image(self, file: str) -> None:
         try:
-            self.image_series.append(scan_image(file, root=self.root, phi_key=self.phi_key,
-                                                patient_pattern=self.pattern))
+            self.image_series.append(scan_image(file, root=self.root, phi_key=self.phi_key, patient_pattern=self.pattern))
         except MedloadError as exc:
             self.errors.append(FileProblem(file, str(exc)))
         except Exception as exc:  # a damaged file must not end the scan
@@ -401,9 +404,12 @@ class _Collector:
             self.damaged.append((file, damaged_series_uid(file)))
             return
         except Exception as exc:  # noqa: BLE001 - one file never ends the scan, whatever its header does
-            self.errors.append(FileProblem(
-                file, f"{file}: header cannot be read ({type(exc).__name__}: {exc}); the file is "
-                "damaged, re-copy or re-export it."))
+            self.errors.append(
+                FileProblem(
+                    file,
+                    f"{file}: header cannot be read ({type(exc).__name__}: {exc}); the file is damaged, re-copy or re-export it.",
+                )
+            )
             self.damaged.append((file, damaged_series_uid(file)))
             return
         if header is not None and header.fallback:
@@ -424,8 +430,9 @@ class _Collector:
             self.headers.append(header)
 
 
-def _dicom_series(headers: list[FileHeader], damaged: list[tuple[str, str]], errors: list[FileProblem],
-                  phi_key: PhiKey) -> list[Series]:
+def _dicom_series(
+    headers: list[FileHeader], damaged: list[tuple[str, str]], errors: list[FileProblem], phi_key: PhiKey
+) -> list[Series]:
     """The DICOM volumes of the headers found; a volume that cannot be made is an error per file."""
     result: list[Series] = []
     groups = group_frames(headers)

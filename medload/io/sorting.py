@@ -96,13 +96,21 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     positions = np.array([f.position for f in frames], dtype=float)
     dist = positions_along_normal(positions, orientation)
     clusters = _cluster(frames, dist, label, problems)
-    n_frames, duplicates, conflicts, order_error = _frames_per_position(clusters, frames, dist, label,
-                                                                        problems, errors)
+    n_frames, duplicates, conflicts, order_error = _frames_per_position(clusters, frames, dist, label, problems, errors)
     grid = [[c[min(t, len(c) - 1)] for c in clusters] for t in range(n_frames)]
     first = [c[0] for c in clusters]
-    layout = Layout(grid=grid, positions=positions[first], orientation=orientation, pixel_spacing=pixel_spacing,
-                    distances=dist[first], problems=problems, errors=errors, duplicates=duplicates,
-                    frame_order_conflicts=conflicts, frame_order_error=order_error)
+    layout = Layout(
+        grid=grid,
+        positions=positions[first],
+        orientation=orientation,
+        pixel_spacing=pixel_spacing,
+        distances=dist[first],
+        problems=problems,
+        errors=errors,
+        duplicates=duplicates,
+        frame_order_conflicts=conflicts,
+        frame_order_error=order_error,
+    )
     if len(clusters) < 2:
         return layout
     _measure_steps(layout, frames, first, label)
@@ -121,13 +129,20 @@ def _stack_without_geometry(frames: list[Frame], label: str) -> Layout:
             f"{label}: {n} images without ImagePositionPatient/ImageOrientationPatient; stacked in "
             "acquisition order with 1 mm spacing and an identity orientation (no world geometry)."
         )
-    return Layout(grid=[order], positions=np.zeros((n, 3)), orientation=None,
-                  pixel_spacing=frames[0].pixel_spacing, distances=np.arange(n, dtype=float),
-                  problems=problems, errors=[])
+    return Layout(
+        grid=[order],
+        positions=np.zeros((n, 3)),
+        orientation=None,
+        pixel_spacing=frames[0].pixel_spacing,
+        distances=np.arange(n, dtype=float),
+        problems=problems,
+        errors=[],
+    )
 
 
-def _check_plane(frames: list[Frame], orients: np.ndarray, label: str, problems: list[str],
-                 errors: list[str]) -> tuple[float, ...] | None:
+def _check_plane(
+    frames: list[Frame], orients: np.ndarray, label: str, problems: list[str], errors: list[str]
+) -> tuple[float, ...] | None:
     """One orientation and one pixel spacing for every image; the volume's pixel spacing."""
     n = len(frames)
     if np.abs(orients - orients[0]).max() > 1e-3:
@@ -187,9 +202,14 @@ def _cluster(frames: list[Frame], dist: np.ndarray, label: str, problems: list[s
     return clusters
 
 
-def _frames_per_position(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str,
-                         problems: list[str], errors: list[str],
-                         ) -> tuple[int, list[list[int]], list[float], str]:
+def _frames_per_position(
+    clusters: list[list[int]],
+    frames: list[Frame],
+    dist: np.ndarray,
+    label: str,
+    problems: list[str],
+    errors: list[str],
+) -> tuple[int, list[list[int]], list[float], str]:
     """Frames per position, the positions holding extra images, and any frame-order conflict."""
     counts = np.array([len(c) for c in clusters])
     duplicates: list[list[int]] = []
@@ -235,8 +255,7 @@ def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label:
     if layout.gaps:
         missing = sum(m for _, m in layout.gaps)
         where = "; ".join(
-            f"{m} between {_names(frames, [first[k]])} and {_names(frames, [first[k + 1]])}"
-            for k, m in layout.gaps[:3]
+            f"{m} between {_names(frames, [first[k]])} and {_names(frames, [first[k + 1]])}" for k, m in layout.gaps[:3]
         )
         layout.spacing_errors.append(
             f"{label}: missing slices: {missing} slice(s) absent against the median step of "
@@ -271,8 +290,9 @@ def _measure_tilt(layout: Layout, normal: np.ndarray, label: str) -> None:
         )
 
 
-def _one_frame_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str,
-                     problems: list[str]) -> tuple[list[float], str]:
+def _one_frame_order(
+    clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, problems: list[str]
+) -> tuple[list[float], str]:
     """Give every position the same frame order; return the positions where that is impossible
     and the sentence saying so ("" when every position takes one order).
 
@@ -313,9 +333,7 @@ def _one_frame_order(clusters: list[list[int]], frames: list[Frame], dist: np.nd
     if not conflicts:
         return [], ""
     bad = set(conflicts)
-    shown = "; ".join(
-        [f"{float(dist[c[0]]):.2f} mm ({_names(frames, c[:2])})" for c in clusters if float(dist[c[0]]) in bad][:4]
-    )
+    shown = "; ".join([f"{float(dist[c[0]]):.2f} mm ({_names(frames, c[:2])})" for c in clusters if float(dist[c[0]]) in bad][:4])
     return conflicts, (
         f"{label}: no single frame order: {len(conflicts)} of {len(clusters)} slice positions hold "
         f"frames of other temporal positions or diffusion encodings than the rest ({shown}"
@@ -324,8 +342,7 @@ def _one_frame_order(clusters: list[list[int]], frames: list[Frame], dist: np.nd
     )
 
 
-def _trigger_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str,
-                   problems: list[str]) -> None:
+def _trigger_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, problems: list[str]) -> None:
     """Give every position the same order of TriggerTime ranks (cardiac phases, dynamics).
 
     Trigger times themselves differ a little between positions (heart rate), their order

@@ -26,7 +26,15 @@ from typing import Any
 
 from medload.errors import ReadError
 
-__all__ = ["MAX_RESCALED", "NATIVE_SYNTAXES", "ORIENTATION_TOLERANCE", "check_frame_count", "check_header", "check_rescale_stated", "present_vector"]
+__all__ = [
+    "MAX_RESCALED",
+    "NATIVE_SYNTAXES",
+    "ORIENTATION_TOLERANCE",
+    "check_frame_count",
+    "check_header",
+    "check_rescale_stated",
+    "present_vector",
+]
 
 #: Largest accepted deviation of |row|, |column| from 1 and of row . column from 0.
 ORIENTATION_TOLERANCE = 1e-3
@@ -56,9 +64,19 @@ def _zeros_from(path: str, offset: int, length: int) -> bool:
     return True
 
 
-def check_frame_count(path: str, *, n_frames: int, rows: int, columns: int, samples: int,
-                      bits_allocated: int, transfer_syntax: str, file_size: int,
-                      pixel_bytes: int | None = None, pixel_offset: int | None = None) -> None:
+def check_frame_count(
+    path: str,
+    *,
+    n_frames: int,
+    rows: int,
+    columns: int,
+    samples: int,
+    bits_allocated: int,
+    transfer_syntax: str,
+    file_size: int,
+    pixel_bytes: int | None = None,
+    pixel_offset: int | None = None,
+) -> None:
     """Refuse a claimed image size the file cannot hold, before anything loops over frames.
 
     ``pixel_bytes`` and ``pixel_offset`` (the PixelData length and position, when known) make
@@ -179,7 +197,7 @@ def check_header(header: Any) -> None:
         )
     if not 1 <= header.samples <= 4:
         raise ReadError(f"{path}: SamplesPerPixel is {header.samples}; expected 1 to 4; {_FIX}.")
-    top = 2.0 ** header.bits_stored
+    top = 2.0**header.bits_stored
     for f in header.frames:
         where = path + (f"[frame {f.frame}]" if f.frame >= 0 else "")
         if not _finite(f.slope) or f.slope == 0:

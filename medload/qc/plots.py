@@ -77,8 +77,16 @@ def _slice(shown: np.ndarray, plane: str, index: int | None) -> tuple[np.ndarray
     return np.take(shown, index, axis=axis), index
 
 
-def show_plane(volume: Any, plane: str = "axial", index: int | None = None, *, ax: Any = None,
-               labels: bool = True, title: str | None = None, **imshow: Any) -> Any:
+def show_plane(
+    volume: Any,
+    plane: str = "axial",
+    index: int | None = None,
+    *,
+    ax: Any = None,
+    labels: bool = True,
+    title: str | None = None,
+    **imshow: Any,
+) -> Any:
     """Draw one slice of ``plane`` (axial, coronal, sagittal) with its edges labelled; returns the image.
 
     ``index`` counts along the display grid (axial from superior to inferior); default the
@@ -156,8 +164,14 @@ def show_stored_slice(volume: Any, index: int | None = None, *, ax: Any = None, 
     return art
 
 
-def orthogonal_views(volume: Any, *, indices: Sequence[int | None] = (None, None, None), title: str | None = None,
-                     figsize: tuple[float, float] = (12, 4), **imshow: Any) -> Any:
+def orthogonal_views(
+    volume: Any,
+    *,
+    indices: Sequence[int | None] = (None, None, None),
+    title: str | None = None,
+    figsize: tuple[float, float] = (12, 4),
+    **imshow: Any,
+) -> Any:
     """Axial, coronal and sagittal slices side by side, each with L/R, A/P, S/I edge labels.
 
     Examples

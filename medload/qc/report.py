@@ -140,16 +140,39 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
             name, data = f"{volume:06d}_{view.plane}.jpg", views.jpeg_bytes(picture)
         with open(os.path.join(thumbs, name), "wb") as handle:
             handle.write(data)
-        shown.append({"plane": view.plane, "file": name, "index": view.index, "n": view.n,
-                      "labels": view.labels, "width": int(picture.shape[1]), "height": int(picture.shape[0])})
+        shown.append(
+            {
+                "plane": view.plane,
+                "file": name,
+                "index": view.index,
+                "n": view.n,
+                "labels": view.labels,
+                "width": int(picture.shape[1]),
+                "height": int(picture.shape[0]),
+            }
+        )
     step = max(1, values.size // _SAMPLES)
-    return {"volume": volume, "range": [low, high], "window": list(window), "labels": labels,
-            "problems": problems, "views": shown, "sample": decoded(np.asarray(values[::step][:_SAMPLES], np.float32))}
+    return {
+        "volume": volume,
+        "range": [low, high],
+        "window": list(window),
+        "labels": labels,
+        "problems": problems,
+        "views": shown,
+        "sample": decoded(np.asarray(values[::step][:_SAMPLES], np.float32)),
+    }
 
 
 def _unreadable(volume: int, why: str) -> dict[str, Any]:
-    return {"volume": volume, "range": [math.nan, math.nan], "window": [math.nan, math.nan], "labels": {},
-            "problems": [f"no thumbnails: {why}"], "views": [], "sample": np.zeros(0, np.float32)}
+    return {
+        "volume": volume,
+        "range": [math.nan, math.nan],
+        "window": [math.nan, math.nan],
+        "labels": {},
+        "problems": [f"no thumbnails: {why}"],
+        "views": [],
+        "sample": np.zeros(0, np.float32),
+    }
 
 
 def _facts_of_chunk(store: str, volumes: list[int], thumbs: str, size: int) -> tuple[list[dict[str, Any]], float]:
@@ -183,8 +206,7 @@ class _Drawer:
             reader.close()
 
 
-def _all_facts(store: Path, n: int, thumbs: Path, size: int,
-               workers: int | None) -> tuple[list[dict[str, Any]], float]:
+def _all_facts(store: Path, n: int, thumbs: Path, size: int, workers: int | None) -> tuple[list[dict[str, Any]], float]:
     """Facts of every volume, in order, and the CPU seconds spent drawing them (workers included).
 
     Through :func:`medload.parallel.run_tasks`, the converter's runner: worker processes never
@@ -247,10 +269,12 @@ def histogram_svg(values: Iterable[float], title: str, *, bins: int = 30, width:
         f"height='{c / top * plot_h:.1f}'><title>{_fmt(edges[i])} to {_fmt(edges[i + 1])}: {c}</title></rect>"
         for i, c in enumerate(counts)
     )
-    return (f"<svg class='hist' width='{width}' height='{height}' role='img' aria-label='{_e(title)}'>"
-            f"<text x='5' y='11'>{_e(title)} (n={data.size})</text>{bars}"
-            f"<text x='5' y='{height - 4}'>{_fmt(lo)}</text>"
-            f"<text x='{width - 5}' y='{height - 4}' text-anchor='end'>{_fmt(hi)}</text></svg>")
+    return (
+        f"<svg class='hist' width='{width}' height='{height}' role='img' aria-label='{_e(title)}'>"
+        f"<text x='5' y='11'>{_e(title)} (n={data.size})</text>{bars}"
+        f"<text x='5' y='{height - 4}'>{_fmt(lo)}</text>"
+        f"<text x='{width - 5}' y='{height - 4}' text-anchor='end'>{_fmt(hi)}</text></svg>"
+    )
 
 
 def _counter_table(counter: Counter, head: str) -> str:
@@ -261,18 +285,21 @@ def _counter_table(counter: Counter, head: str) -> str:
 def _history_html(history: tuple[tuple[str, dict], ...]) -> str:
     if not history:
         return "<li>(as read: no step)</li>"
-    return "".join(f"<li><b>{_e(name)}</b> {_e(json.dumps(params, default=str, sort_keys=True))}</li>"
-                   for name, params in history)
+    return "".join(
+        f"<li><b>{_e(name)}</b> {_e(json.dumps(params, default=str, sort_keys=True))}</li>" for name, params in history
+    )
 
 
 def _view_html(view: dict[str, Any]) -> str:
     letters = view["labels"]
-    return (f"<figure class='view'><div class='frame'>"
-            f"<span class='lt top'>{letters['top']}</span><span class='lt left'>{letters['left']}</span>"
-            f"<img src='thumbs/{view['file']}' width='{view['width']}' height='{view['height']}' loading='lazy' "
-            f"alt='{view['plane']}' data-plane='{view['plane']}' data-labels='{_e(json.dumps(letters))}'>"
-            f"<span class='lt right'>{letters['right']}</span><span class='lt bottom'>{letters['bottom']}</span>"
-            f"</div><figcaption>{view['plane']} {view['index'] + 1}/{view['n']}</figcaption></figure>")
+    return (
+        f"<figure class='view'><div class='frame'>"
+        f"<span class='lt top'>{letters['top']}</span><span class='lt left'>{letters['left']}</span>"
+        f"<img src='thumbs/{view['file']}' width='{view['width']}' height='{view['height']}' loading='lazy' "
+        f"alt='{view['plane']}' data-plane='{view['plane']}' data-labels='{_e(json.dumps(letters))}'>"
+        f"<span class='lt right'>{letters['right']}</span><span class='lt bottom'>{letters['bottom']}</span>"
+        f"</div><figcaption>{view['plane']} {view['index'] + 1}/{view['n']}</figcaption></figure>"
+    )
 
 
 def _legend(labels: dict[int, int]) -> str:
@@ -288,25 +315,30 @@ def _volume_card(record: Any, facts: dict[str, Any], entry: dict[str, Any], show
     spacing = " x ".join(f"{s:.3g}" for s in record.spacing)
     lines = [
         f"<div>{'x'.join(map(str, record.shape))} ({record.dtype}), spacing {spacing} mm</div>",
-        (f"<div>stored values {_fmt(facts['range'][0])} to {_fmt(facts['range'][1])}; shown "
-         f"{_fmt(facts['window'][0])} to {_fmt(facts['window'][1])}</div>"),
+        (
+            f"<div>stored values {_fmt(facts['range'][0])} to {_fmt(facts['range'][1])}; shown "
+            f"{_fmt(facts['window'][0])} to {_fmt(facts['window'][1])}</div>"
+        ),
         f"<div>intensity: {_e(record.intensity or '-')}</div>",
         f"<div>patient {_e(record.patient_key)}, study {_e(record.study_key)}"
-        + (f", label {record.label}" if record.label is not None else "") + "</div>",
+        + (f", label {record.label}" if record.label is not None else "")
+        + "</div>",
     ]
     if show_text and record.meta.get("description"):
         lines.append(f"<div>description: {_e(record.meta['description'])}</div>")
     if record.has_mask:
         lines.append(f"<div>{_legend(facts['labels'])}</div>")
     problem_html = ("<ul class='problems'>" + "".join(f"<li>{_e(p)}</li>" for p in problems) + "</ul>") if problems else ""
-    return (f"<article class='card{' bad' if problems else ''}' data-kind='volume' data-modality='{_e(record.modality)}' "
-            f"data-problems='{len(problems)}' data-slices='{record.n_slices}' data-order='{facts['volume']}' "
-            f"data-key='{_e(record.key)}'>"
-            f"<h3>#{facts['volume']} {_e(record.modality)} <code>{_e(record.key)}</code></h3>"
-            f"<div class='views'>{''.join(_view_html(v) for v in facts['views'])}</div>"
-            f"{''.join(lines)}{problem_html}"
-            f"<details><summary>history ({len(record.history)} steps)</summary><ol>{_history_html(record.history)}</ol>"
-            f"</details></article>")
+    return (
+        f"<article class='card{' bad' if problems else ''}' data-kind='volume' data-modality='{_e(record.modality)}' "
+        f"data-problems='{len(problems)}' data-slices='{record.n_slices}' data-order='{facts['volume']}' "
+        f"data-key='{_e(record.key)}'>"
+        f"<h3>#{facts['volume']} {_e(record.modality)} <code>{_e(record.key)}</code></h3>"
+        f"<div class='views'>{''.join(_view_html(v) for v in facts['views'])}</div>"
+        f"{''.join(lines)}{problem_html}"
+        f"<details><summary>history ({len(record.history)} steps)</summary><ol>{_history_html(record.history)}</ol>"
+        f"</details></article>"
+    )
 
 
 def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
@@ -319,12 +351,14 @@ def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
             reason = f"{entry['error']}: {reason}" if not str(reason).startswith(entry["error"]) else reason
         description = f"<br><i>{_e(entry['description'])}</i>" if show_text and entry.get("description") else ""
         problems = "".join(f"<li>{_e(p)}</li>" for p in entry.get("problems", []))
-        rows.append(f"<tr class='failed' data-kind='failed' data-modality='{_e(entry.get('modality', ''))}' "
-                    f"data-status='{_e(entry.get('status', ''))}'>"
-                    f"<td>{_e(entry.get('status', ''))}</td><td><code>{_e(entry.get('series_key', ''))}</code>{description}</td>"
-                    f"<td>{_e(entry.get('modality', ''))}</td><td>{_e('x'.join(map(str, entry.get('shape') or [])))}</td>"
-                    f"<td>{_e(entry.get('stage', ''))}</td><td class='reason'>{_e(reason)}"
-                    f"{'<ul>' + problems + '</ul>' if problems else ''}</td></tr>")
+        rows.append(
+            f"<tr class='failed' data-kind='failed' data-modality='{_e(entry.get('modality', ''))}' "
+            f"data-status='{_e(entry.get('status', ''))}'>"
+            f"<td>{_e(entry.get('status', ''))}</td><td><code>{_e(entry.get('series_key', ''))}</code>{description}</td>"
+            f"<td>{_e(entry.get('modality', ''))}</td><td>{_e('x'.join(map(str, entry.get('shape') or [])))}</td>"
+            f"<td>{_e(entry.get('stage', ''))}</td><td class='reason'>{_e(reason)}"
+            f"{'<ul>' + problems + '</ul>' if problems else ''}</td></tr>"
+        )
     for entry in report.get("files", []):
         # A report written by medload.deid's rule names files by pseudonym ("file") with its
         # reason scrubbed; paths ("path") are there only with --keep-phi (or in an older report).
@@ -334,8 +368,10 @@ def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
         else:
             what = "a file that could not be read (see report.json)"
         where = f"<code>{_e(name)}</code>: " if name else ""
-        rows.append(f"<tr class='failed' data-kind='failed' data-modality='' data-status='unreadable'>"
-                    f"<td>unreadable file</td><td></td><td></td><td></td><td>scan</td><td class='reason'>{where}{what}</td></tr>")
+        rows.append(
+            f"<tr class='failed' data-kind='failed' data-modality='' data-status='unreadable'>"
+            f"<td>unreadable file</td><td></td><td></td><td></td><td>scan</td><td class='reason'>{where}{what}</td></tr>"
+        )
     return "".join(rows), len(rows)
 
 
@@ -408,23 +444,29 @@ _SCRIPT = """
 """
 
 
-def _page(title: str, summary: str, controls: str, cards: str, failed: str, n_failed: int, notes: str,
-          thumb_size: int) -> str:
+def _page(title: str, summary: str, controls: str, cards: str, failed: str, n_failed: int, notes: str, thumb_size: int) -> str:
     # three thumbnails, each with a letter column on both sides, and the card's own padding
     style = _STYLE.replace("CARDWIDTH", str(3 * (thumb_size + 24) + 2 * 6 + 8 + 4))
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width'><title>{_e(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{_e(title)}</h1>{notes}"
-            f"<section class='summary'>{summary}</section>"
-            f"<section id='failed-section'><h2>Series not converted ({n_failed})</h2>"
-            + (f"<table id='failed'><tr><th>status</th><th>series</th><th>modality</th><th>shape</th><th>stage</th>"
-               f"<th>reason</th></tr>{failed}</table>" if n_failed else "<p>none: every series found was converted.</p>")
-            + f"</section><div class='controls'>{controls}</div><section id='cards' class='cards'>{cards}</section>"
-            f"<script>{_SCRIPT}</script></body></html>")
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width'><title>{_e(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{_e(title)}</h1>{notes}"
+        f"<section class='summary'>{summary}</section>"
+        f"<section id='failed-section'><h2>Series not converted ({n_failed})</h2>"
+        + (
+            f"<table id='failed'><tr><th>status</th><th>series</th><th>modality</th><th>shape</th><th>stage</th>"
+            f"<th>reason</th></tr>{failed}</table>"
+            if n_failed
+            else "<p>none: every series found was converted.</p>"
+        )
+        + f"</section><div class='controls'>{controls}</div><section id='cards' class='cards'>{cards}</section>"
+        f"<script>{_SCRIPT}</script></body></html>"
+    )
 
 
-def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, workers: int | None = None,
-             thumb_size: int = THUMB_SIZE) -> dict[str, Any]:
+def write_qc(
+    store: str | os.PathLike, out: str | os.PathLike | None = None, *, workers: int | None = None, thumb_size: int = THUMB_SIZE
+) -> dict[str, Any]:
     """Write the QC page of ``store`` (and its thumbnails) into ``out`` (default :func:`qc_folder`).
 
     The folder is built beside and moved into place when whole; an older page there is
@@ -472,8 +514,10 @@ def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, 
         try:
             report = json.loads(report_file.read_text(encoding="utf-8"))
         except ValueError as exc:
-            raise ReadError(f"{report_file} is not valid JSON ({exc}); convert again to rewrite it, "
-                               "or move it away to draw the page from the store alone") from exc
+            raise ReadError(
+                f"{report_file} is not valid JSON ({exc}); convert again to rewrite it, "
+                "or move it away to draw the page from the store alone"
+            ) from exc
     try:
         reader = open_store(store_path)
         records, pipeline = list(reader.volumes), reader.pipeline
@@ -484,8 +528,9 @@ def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, 
         records, pipeline = [], None  # every series failed: the page lists why
     options = report.get("options", {}) if isinstance(report.get("options"), dict) else {}
     keep_phi = bool((isinstance(pipeline, dict) and pipeline.get("keep_phi")) or options.get("keep_phi"))
-    keep_descriptions = keep_phi or bool((isinstance(pipeline, dict) and pipeline.get("keep_descriptions"))
-                                         or options.get("keep_descriptions"))
+    keep_descriptions = keep_phi or bool(
+        (isinstance(pipeline, dict) and pipeline.get("keep_descriptions")) or options.get("keep_descriptions")
+    )
 
     final = Path(out) if out is not None else qc_folder(store_path)
     building = final.with_name(final.name + f".partial-{os.getpid()}")
@@ -499,46 +544,77 @@ def write_qc(store: str | os.PathLike, out: str | os.PathLike | None = None, *, 
         n_problems = sum(1 for r, f in zip(records, facts) if f["problems"] or by_key.get(r.key, {}).get("problems"))
         summary = _summary_html(records, facts, report, n_failed, n_problems)
         modalities = sorted({r.modality for r in records} | {e.get("modality", "") for e in report.get("series", [])} - {""})
-        controls = ("<label>modality <select id='f-modality'><option value=''>all</option>"
-                    + "".join(f"<option>{_e(m)}</option>" for m in modalities) + "</select></label> "
-                    "<label><input type='checkbox' id='f-problems'> only volumes with problems</label> "
-                    "<label><input type='checkbox' id='f-failed' checked> show series not converted</label> "
-                    "<label>sort <select id='f-sort'><option value='order'>store order</option>"
-                    "<option value='problems'>problems first</option><option value='modality'>modality</option>"
-                    "<option value='slices'>most slices</option></select></label> "
-                    "<span id='shown'></span> &middot; <span id='thumb-state'></span>")
-        notes = ("<p class='note'>Letters at the edges name the anatomical direction, read from each volume's "
-                 "stored affine (radiological display: patient's right on the left of axial and coronal planes). "
-                 "Masks are blended in colour. Drawn from the stored slices only.</p>")
+        controls = (
+            "<label>modality <select id='f-modality'><option value=''>all</option>"
+            + "".join(f"<option>{_e(m)}</option>" for m in modalities)
+            + "</select></label> "
+            "<label><input type='checkbox' id='f-problems'> only volumes with problems</label> "
+            "<label><input type='checkbox' id='f-failed' checked> show series not converted</label> "
+            "<label>sort <select id='f-sort'><option value='order'>store order</option>"
+            "<option value='problems'>problems first</option><option value='modality'>modality</option>"
+            "<option value='slices'>most slices</option></select></label> "
+            "<span id='shown'></span> &middot; <span id='thumb-state'></span>"
+        )
+        notes = (
+            "<p class='note'>Letters at the edges name the anatomical direction, read from each volume's "
+            "stored affine (radiological display: patient's right on the left of axial and coronal planes). "
+            "Masks are blended in colour. Drawn from the stored slices only.</p>"
+        )
         if keep_phi:
             notes += f"<p class='note'>Written with --keep-phi: sources {_e(', '.join(map(str, report.get('sources', []))))}</p>"
         title = f"medload QC: {store_path.name}" if keep_phi else "medload QC"
-        (building / "index.html").write_text(_page(title, summary, controls, cards, failed_html, n_failed, notes, thumb_size),
-                                             encoding="utf-8")
+        (building / "index.html").write_text(
+            _page(title, summary, controls, cards, failed_html, n_failed, notes, thumb_size), encoding="utf-8"
+        )
         if final.exists():
             shutil.rmtree(final)
         building.rename(final)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    return {"path": str(final / "index.html"), "volumes": len(records), "thumbnails": 3 * len(records),
-            "failed": n_failed, "problems": n_problems, "seconds": round(time.perf_counter() - started, 3),
-            "thumbnail_cpu_seconds": round(cpu_seconds, 3)}
+    return {
+        "path": str(final / "index.html"),
+        "volumes": len(records),
+        "thumbnails": 3 * len(records),
+        "failed": n_failed,
+        "problems": n_problems,
+        "seconds": round(time.perf_counter() - started, 3),
+        "thumbnail_cpu_seconds": round(cpu_seconds, 3),
+    }
 
 
-def _summary_html(records: list[Any], facts: list[dict[str, Any]], report: dict[str, Any], n_failed: int,
-                  n_problems: int) -> str:
+def _summary_html(records: list[Any], facts: list[dict[str, Any]], report: dict[str, Any], n_failed: int, n_problems: int) -> str:
     counts = report.get("counts", {})
-    rows = [("volumes", len(records)), ("slices", sum(r.n_slices for r in records)),
-            ("patients", len({r.patient_key for r in records})), ("studies", len({r.study_key for r in records})),
-            ("with mask", sum(r.has_mask for r in records)), ("volumes with problems", n_problems),
-            ("series not converted", n_failed)]
-    rows += [(f"report: {k.replace('_', ' ')}", v) for k, v in counts.items() if k in
-             ("series", "converted", "already_converted", "failed", "duplicate_series", "not_run", "unreadable_files",
-              "skipped_files")]
+    rows = [
+        ("volumes", len(records)),
+        ("slices", sum(r.n_slices for r in records)),
+        ("patients", len({r.patient_key for r in records})),
+        ("studies", len({r.study_key for r in records})),
+        ("with mask", sum(r.has_mask for r in records)),
+        ("volumes with problems", n_problems),
+        ("series not converted", n_failed),
+    ]
+    rows += [
+        (f"report: {k.replace('_', ' ')}", v)
+        for k, v in counts.items()
+        if k
+        in (
+            "series",
+            "converted",
+            "already_converted",
+            "failed",
+            "duplicate_series",
+            "not_run",
+            "unreadable_files",
+            "skipped_files",
+        )
+    ]
     table = "<table class='small' id='counts'>" + "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
-    parts = [table, _counter_table(Counter(r.modality for r in records), "modality"),
-             _counter_table(Counter("x".join(map(str, r.slice_shape)) for r in records), "slice shape")]
+    parts = [
+        table,
+        _counter_table(Counter(r.modality for r in records), "modality"),
+        _counter_table(Counter("x".join(map(str, r.slice_shape)) for r in records), "slice shape"),
+    ]
     parts.append(histogram_svg([r.spacing[0] for r in records], "slice spacing (mm)"))
     parts.append(histogram_svg([s for r in records for s in r.spacing[1:]], "in-plane spacing (mm)"))
     by_meaning: dict[str, list[np.ndarray]] = {}

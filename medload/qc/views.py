@@ -61,16 +61,25 @@ PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}
 _OPPOSITE = dict(zip("LRAPSI", "RLPAIS"))
 
 #: RGB colour of mask label ``k`` is ``LABEL_COLOURS[(k - 1) % len(LABEL_COLOURS)]`` (label 0 is background).
-LABEL_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-                 (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
+LABEL_COLOURS = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+)
 
 
 def _ornt(affine: np.ndarray) -> np.ndarray:
     return ornt_transform(io_orientation(np.asarray(affine, float)), axcodes2ornt(DISPLAY_AXCODES))
 
 
-def display_grid(array: np.ndarray, affine: np.ndarray, *, ornt: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def display_grid(array: np.ndarray, affine: np.ndarray, *, ornt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``array`` (spatial axes last three, ``(..., Z, Y, X)``) on the display grid ``(I, P, L)``, and its affine.
 
     Leading axes (channels, frames) move last, ready for ``imshow`` as RGB. The result is a
@@ -143,8 +152,9 @@ class View:
     pixel_mm: tuple[float, float]
 
 
-def orthogonal_views(array: np.ndarray, affine: np.ndarray, mask: np.ndarray | None = None,
-                     centre: tuple[int, int, int] | None = None) -> list[View]:
+def orthogonal_views(
+    array: np.ndarray, affine: np.ndarray, mask: np.ndarray | None = None, centre: tuple[int, int, int] | None = None
+) -> list[View]:
     """Axial, coronal and sagittal planes through ``centre`` (display-grid indices).
 
     The default centre is the mask's centroid where the mask has labelled voxels (so the
@@ -170,9 +180,15 @@ def orthogonal_views(array: np.ndarray, affine: np.ndarray, mask: np.ndarray | N
             total = int(np.count_nonzero(labelled))
             if total:
                 # centroid from the three projections (cheaper than np.nonzero over the volume)
-                centre = tuple(int(np.rint((labelled.sum(axis=tuple(a for a in range(3) if a != axis))
-                                            * np.arange(labelled.shape[axis])).sum() / total))
-                               for axis in range(3))  # type: ignore[assignment]
+                centre = tuple(
+                    int(
+                        np.rint(
+                            (labelled.sum(axis=tuple(a for a in range(3) if a != axis)) * np.arange(labelled.shape[axis])).sum()
+                            / total
+                        )
+                    )
+                    for axis in range(3)
+                )  # type: ignore[assignment]
     spacing = np.linalg.norm(grid_affine[:3, :3], axis=0)
     codes = aff2axcodes(grid_affine)
     views = []
@@ -180,9 +196,17 @@ def orthogonal_views(array: np.ndarray, affine: np.ndarray, mask: np.ndarray | N
         rows, cols = [a for a in range(3) if a != axis]
         index = int(centre[axis])  # type: ignore[index]
         pick = (slice(None),) * axis + (index,)  # basic indexing: a view, where np.take copies
-        views.append(View(plane, index, shown.shape[axis], shown[pick],
-                          None if shown_mask is None else shown_mask[pick],
-                          _edges(codes[rows], codes[cols]), (float(spacing[rows]), float(spacing[cols]))))
+        views.append(
+            View(
+                plane,
+                index,
+                shown.shape[axis],
+                shown[pick],
+                None if shown_mask is None else shown_mask[pick],
+                _edges(codes[rows], codes[cols]),
+                (float(spacing[rows]), float(spacing[cols])),
+            )
+        )
     return views
 
 

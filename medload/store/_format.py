@@ -79,8 +79,7 @@ def pipeline_config(pipeline: Any) -> Any:
         pipeline = pipeline.to_config()
     if not isinstance(pipeline, (Mapping, list)):
         raise ConfigError(
-            f"pipeline must be None, a JSON-able mapping, or an object with .to_config(); "
-            f"found {type(pipeline).__name__}."
+            f"pipeline must be None, a JSON-able mapping, or an object with .to_config(); found {type(pipeline).__name__}."
         )
     return json.loads(canonical_json(pipeline))
 
@@ -137,9 +136,7 @@ def parse_compression(spec: str | None, *, itemsize: int = 2) -> tuple[str, dict
     base, shuffle = (spec[: -len("+shuffle")], True) if spec.endswith("+shuffle") else (spec, False)
     name, _, level_text = base.partition(":")
     if name not in FILTERS:
-        raise ConfigError(
-            f"compression must be one of {FILTERS} (optionally ':level', '+shuffle'), found {spec!r}."
-        )
+        raise ConfigError(f"compression must be one of {FILTERS} (optionally ':level', '+shuffle'), found {spec!r}.")
     try:
         level = int(level_text) if level_text else None
     except ValueError:
@@ -326,7 +323,9 @@ def float16_to_float32(stored: np.ndarray) -> np.ndarray:
     return out
 
 
-def catalog_entry(key: str, attrs: Mapping[str, Any], *, shape, dtype, scale: float, offset: float, has_mask: bool) -> dict[str, Any]:
+def catalog_entry(
+    key: str, attrs: Mapping[str, Any], *, shape, dtype, scale: float, offset: float, has_mask: bool
+) -> dict[str, Any]:
     """One volume's line of ``/catalog``: its group attributes (JSON-able) and image facts.
 
     Examples
@@ -336,6 +335,7 @@ def catalog_entry(key: str, attrs: Mapping[str, Any], *, shape, dtype, scale: fl
     >>> e["attrs"]["affine"], e["attrs"]["label"], e["shape"]
     ([[1.0, 0.0], [0.0, 1.0]], 3, [2, 4, 4])
     """
+
     def plain(value: Any) -> Any:
         if isinstance(value, np.ndarray):
             return value.tolist()
@@ -360,9 +360,15 @@ def entry_of_group(key: str, group) -> dict[str, Any]:
     """:func:`catalog_entry` read from a volume group (the slow path: every attribute)."""
     image = group["image"]
     image_attrs = dict(image.attrs.items())
-    return catalog_entry(key, dict(group.attrs.items()), shape=image.shape, dtype=image.dtype,
-                         scale=float(image_attrs.get("scale", 1.0)), offset=float(image_attrs.get("offset", 0.0)),
-                         has_mask="mask" in group)
+    return catalog_entry(
+        key,
+        dict(group.attrs.items()),
+        shape=image.shape,
+        dtype=image.dtype,
+        scale=float(image_attrs.get("scale", 1.0)),
+        offset=float(image_attrs.get("offset", 0.0)),
+        has_mask="mask" in group,
+    )
 
 
 def read_catalog(f) -> list[dict[str, Any]] | None:
@@ -437,20 +443,20 @@ def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytes | bytearray | None
         size = min(block_size, nbytes - done)
         if pos + 4 > total:
             return None
-        stored = int.from_bytes(view[pos:pos + 4], "big")
+        stored = int.from_bytes(view[pos : pos + 4], "big")
         pos += 4
         if pos + stored > total:
             return None
         if stored == size:
-            out[done:done + size] = view[pos:pos + stored]
+            out[done : done + size] = view[pos : pos + stored]
         else:
             try:
-                part = decompress(view[pos:pos + stored], uncompressed_size=size)
+                part = decompress(view[pos : pos + stored], uncompressed_size=size)
             except Exception:  # noqa: BLE001 - see above
                 return None
             if len(part) != size:
                 return None
-            out[done:done + size] = part
+            out[done : done + size] = part
         pos += stored
         done += size
     return out if pos == total else None

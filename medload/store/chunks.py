@@ -44,8 +44,9 @@ class ChunkTable:
 
     __slots__ = ("fd", "offsets", "sizes", "lz4", "slice_shape", "dtype", "nbytes")
 
-    def __init__(self, fd: int, offsets: np.ndarray, sizes: np.ndarray, *, lz4: bool,
-                 slice_shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(
+        self, fd: int, offsets: np.ndarray, sizes: np.ndarray, *, lz4: bool, slice_shape: tuple[int, ...], dtype: np.dtype
+    ) -> None:
         self.fd = fd
         self.offsets = offsets
         self.sizes = sizes
@@ -83,8 +84,9 @@ class ChunkTable:
         fd = f.id.get_vfd_handle()
         if not isinstance(fd, int) or fd < 0:
             return None
-        table = cls(fd, np.full(shape[0], -1, np.int64), np.zeros(shape[0], np.int64), lz4=lz4,
-                    slice_shape=shape[1:], dtype=dtype)
+        table = cls(
+            fd, np.full(shape[0], -1, np.int64), np.zeros(shape[0], np.int64), lz4=lz4, slice_shape=shape[1:], dtype=dtype
+        )
 
         def visit(info) -> None:
             z, *rest = info.chunk_offset
@@ -138,7 +140,7 @@ class ChunkTable:
             base = int(offsets[a])
             run = memoryview(os.pread(self.fd, int(ends[b - 1]) - base, base))
             for i in range(a, b):
-                data = self._decode(run[int(offsets[i]) - base:int(ends[i]) - base])
+                data = self._decode(run[int(offsets[i]) - base : int(ends[i]) - base])
                 if data is None:
                     return None
                 flat[i] = np.frombuffer(data, self.dtype)

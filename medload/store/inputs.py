@@ -18,8 +18,16 @@ from medload.errors import StoreError
 from medload.store import _format as fmt
 from medload.volume import Volume
 
-__all__ = ["content_hash", "checked_mask", "checked_label", "checked_channels", "check_value_range", "verify_group",
-           "write_index", "stored_config"]
+__all__ = [
+    "content_hash",
+    "checked_mask",
+    "checked_label",
+    "checked_channels",
+    "check_value_range",
+    "verify_group",
+    "write_index",
+    "stored_config",
+]
 
 #: Slices read per call when verifying: bounds the extra memory to a few slices.
 VERIFY_SLICES = 32
@@ -31,7 +39,9 @@ def checked_mask(mask: Volume | np.ndarray | None, volume: Volume, what: str) ->
         return None
     mask_array = mask.array if isinstance(mask, Volume) else np.asarray(mask)
     if mask_array.shape != volume.spatial_shape:
-        raise StoreError(f"{what}: mask shape {mask_array.shape} differs from the image grid {volume.spatial_shape}; resample it onto the image first.")
+        raise StoreError(
+            f"{what}: mask shape {mask_array.shape} differs from the image grid {volume.spatial_shape}; resample it onto the image first."
+        )
     if isinstance(mask, Volume) and not np.allclose(mask.affine, volume.affine, atol=1e-3):
         raise StoreError(f"{what}: the mask's affine differs from the image's; resample the mask onto the image grid first.")
     return mask_array
@@ -82,11 +92,11 @@ def verify_group(group: Any) -> bool:
     crc = 0
     image = group["image"]
     for z0 in range(0, image.shape[0], VERIFY_SLICES):
-        crc = fmt.crc32(image[z0:z0 + VERIFY_SLICES], crc)
+        crc = fmt.crc32(image[z0 : z0 + VERIFY_SLICES], crc)
     if "mask" in group:
         mask = group["mask"]
         for z0 in range(0, mask.shape[0], VERIFY_SLICES):
-            crc = fmt.crc32(mask[z0:z0 + VERIFY_SLICES], crc)
+            crc = fmt.crc32(mask[z0 : z0 + VERIFY_SLICES], crc)
     return int(group.attrs.get("crc32", -1)) == crc
 
 

@@ -52,8 +52,15 @@ LOCK_SUFFIX = ".lock"
 
 
 _OWN_SHARD = re.compile(
-    re.escape(SHARD_PREFIX) + r"[^/\\]+?\.h5"
-    + "(" + re.escape(PARTIAL_SUFFIX) + "(" + re.escape(SALVAGE_SUFFIX) + ")?|" + re.escape(LOCK_SUFFIX) + ")?"
+    re.escape(SHARD_PREFIX)
+    + r"[^/\\]+?\.h5"
+    + "("
+    + re.escape(PARTIAL_SUFFIX)
+    + "("
+    + re.escape(SALVAGE_SUFFIX)
+    + ")?|"
+    + re.escape(LOCK_SUFFIX)
+    + ")?"
 )
 
 
@@ -126,8 +133,9 @@ def _written_by_medload(path: Path) -> bool:
         return False
 
 
-def resume_shards(out: Path, single: bool, pipeline: Any,
-                  store_options: dict[str, Any]) -> tuple[dict[str, tuple[str, str]], list[str]]:
+def resume_shards(
+    out: Path, single: bool, pipeline: Any, store_options: dict[str, Any]
+) -> tuple[dict[str, tuple[str, str]], list[str]]:
     """Finish what an interrupted run left partial; return ``({source_hash: (key, shard)}, notes)``.
 
     Every shard is opened for resuming with ``pipeline`` (which salvages a crashed partial file

@@ -29,7 +29,6 @@ from medload.volume import Volume
 __all__ = ["open", "StoreReader", "VolumeRecord"]
 
 
-
 @dataclass(frozen=True)
 class VolumeRecord:
     """What a store knows about one volume, read without touching its pixels.
@@ -116,11 +115,14 @@ def _records_of(h5py, path: Path) -> tuple[dict[str, Any], list[VolumeRecord]]:
             # volume on a loaded machine: 50 s to open a 10,000-volume store without it).
             entries = fmt.read_catalog(f)
             if entries is None:
-                entries = [fmt.entry_of_group(key, group) for key, group in f["volumes"].items()
-                           if group.attrs.get("complete", False)]
+                entries = [
+                    fmt.entry_of_group(key, group) for key, group in f["volumes"].items() if group.attrs.get("complete", False)
+                ]
             records = [_record(entry, str(path)) for entry in entries]
         except (KeyError, OSError, ValueError, TypeError) as exc:
-            raise StoreError(f"{path}: a volume's metadata could not be read ({exc}); the file is damaged, write it again.") from exc
+            raise StoreError(
+                f"{path}: a volume's metadata could not be read ({exc}); the file is damaged, write it again."
+            ) from exc
     return attrs, records
 
 
@@ -316,7 +318,9 @@ class StoreReader:
                 raise IndexError
             return self._records[volume]
         except (IndexError, TypeError):
-            raise StoreError(f"{self.path}: volume {volume!r} does not exist; the store holds {len(self._records)} volumes (0..{len(self._records) - 1}).") from None
+            raise StoreError(
+                f"{self.path}: volume {volume!r} does not exist; the store holds {len(self._records)} volumes (0..{len(self._records) - 1})."
+            ) from None
 
     @property
     def index(self) -> np.ndarray:
@@ -393,8 +397,7 @@ class StoreReader:
             raise StoreError(f"{rec.shard}: slices {start}:{stop} are outside volume {rec.key}, which has {rec.n_slices} slices.")
         return start, stop
 
-    def read_slices(self, volume: int, start: int, stop: int, *, raw: bool = False,
-                    out: np.ndarray | None = None) -> np.ndarray:
+    def read_slices(self, volume: int, start: int, stop: int, *, raw: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """Slices ``start:stop`` of one volume, decoded to float32 ``(n, H, W)`` or ``(n, C, H, W)``.
 
         Parameters
@@ -508,8 +511,9 @@ class StoreReader:
             return image
         mask_volume = None
         if rec.has_mask:
-            mask_volume = Volume(self.read_mask(volume, 0, rec.n_slices), rec.affine, modality=rec.modality,
-                                 meta={"intensity": "labels"})
+            mask_volume = Volume(
+                self.read_mask(volume, 0, rec.n_slices), rec.affine, modality=rec.modality, meta={"intensity": "labels"}
+            )
         return image, mask_volume
 
 
@@ -518,8 +522,7 @@ def _decode_into(stored: np.ndarray, rec: VolumeRecord, out: np.ndarray, *, raw:
     want = np.dtype(stored.dtype if raw else np.float32)
     if out.shape != stored.shape or out.dtype != want:
         raise ConfigError(
-            f"read_slices(out=...) of volume {rec.key}: out must be {want} {stored.shape}, "
-            f"found {out.dtype} {out.shape}."
+            f"read_slices(out=...) of volume {rec.key}: out must be {want} {stored.shape}, found {out.dtype} {out.shape}."
         )
     if raw or stored.dtype == np.float32:
         out[...] = stored
@@ -555,8 +558,14 @@ def _shards(path: Path) -> list[Path]:
         shards = sorted(p for p in path.iterdir() if p.suffix in (".h5", ".hdf5") and p.is_file())
         if not shards:
             partial = sorted(p.name for p in path.iterdir() if p.name.endswith(fmt.PARTIAL_SUFFIX))
-            hint = (f"; unfinished shards {partial[:3]} exist: a writer is still running or was interrupted "
-                    "(run the conversion again to finish them)") if partial else ""
+            hint = (
+                (
+                    f"; unfinished shards {partial[:3]} exist: a writer is still running or was interrupted "
+                    "(run the conversion again to finish them)"
+                )
+                if partial
+                else ""
+            )
             raise StoreError(f"{path} is a folder with no store shards (*.h5){hint}.")
         return shards
     if not path.exists():

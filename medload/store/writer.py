@@ -122,12 +122,19 @@ class Store:
         """
         self = object.__new__(cls)
         dtype = fmt.check_dtype(dtype)
-        self._init(Path(path), dtype, fmt.parse_compression(compression, itemsize=np.dtype(dtype).itemsize),
-                   fmt.pipeline_config(pipeline), resume, overwrite, value_range, key_fingerprint)
+        self._init(
+            Path(path),
+            dtype,
+            fmt.parse_compression(compression, itemsize=np.dtype(dtype).itemsize),
+            fmt.pipeline_config(pipeline),
+            resume,
+            overwrite,
+            value_range,
+            key_fingerprint,
+        )
         return self
 
-    def _init(self, path, dtype, compression, pipeline, resume, overwrite, value_range,
-              key_fingerprint=None) -> None:
+    def _init(self, path, dtype, compression, pipeline, resume, overwrite, value_range, key_fingerprint=None) -> None:
         h5py = fmt.load_h5py()
         self._h5py = h5py
         self.path = path
@@ -224,7 +231,9 @@ class Store:
                 f"{where} was written with another pipeline ({attrs.get('pipeline')}) than this one "
                 f"({fmt.canonical_json(self.pipeline)}); its volumes would be stale. Delete it, "
                 "pass overwrite=True (medload convert --overwrite), or write to a new path.",
-                path=str(where), stored=inputs.stored_config(attrs), wanted=self.pipeline,
+                path=str(where),
+                stored=inputs.stored_config(attrs),
+                wanted=self.pipeline,
             )
         stored_key = attrs.get("phi_key_fingerprint")
         stored_key = None if stored_key is None else str(stored_key)
@@ -253,15 +262,14 @@ class Store:
         try:
             f = self._h5py.File(path, "r")
         except OSError as exc:
-            raise StoreError(
-                f"{path} exists but does not open as HDF5 ({exc}); delete it or pass overwrite=True."
-            ) from exc
+            raise StoreError(f"{path} exists but does not open as HDF5 ({exc}); delete it or pass overwrite=True.") from exc
         with f:
             self._check_root(f.attrs, path)
             entries = fmt.read_catalog(f)
             if entries is None:  # a file without /catalog: read every group
-                entries = [fmt.entry_of_group(key, group) for key, group in f["volumes"].items()
-                           if group.attrs.get("complete", False)]
+                entries = [
+                    fmt.entry_of_group(key, group) for key, group in f["volumes"].items() if group.attrs.get("complete", False)
+                ]
             for entry in entries:
                 self._register(entry)
 
@@ -381,8 +389,15 @@ class Store:
             raise StoreError(f"{what}: encoded=(scale, offset) needs the stored type {self.dtype}, found {array.dtype}.")
         return float(encoded[0]), float(encoded[1])
 
-    def add(self, volume: Volume, *, mask: Volume | np.ndarray | None = None, label: int | None = None,
-            key: str | None = None, encoded: tuple[float, float] | None = None) -> str:
+    def add(
+        self,
+        volume: Volume,
+        *,
+        mask: Volume | np.ndarray | None = None,
+        label: int | None = None,
+        key: str | None = None,
+        encoded: tuple[float, float] | None = None,
+    ) -> str:
         """Write one volume (and its mask and label); skip it if already complete here.
 
         Parameters
@@ -416,7 +431,9 @@ class Store:
         'ser_1'
         """
         if not isinstance(volume, Volume):
-            raise StoreError(f"Store.add takes a medload.Volume, found {type(volume).__name__}; wrap arrays with medload.Volume(array, affine).")
+            raise StoreError(
+                f"Store.add takes a medload.Volume, found {type(volume).__name__}; wrap arrays with medload.Volume(array, affine)."
+            )
         meta = volume.meta
         source_hash = str(meta.get("source_hash") or inputs.content_hash(volume))
         if source_hash in self._hashes:
@@ -436,8 +453,9 @@ class Store:
         group = f["volumes"].create_group(key)
         try:
             stored_shape = (z, array.shape[0], h, w) if four_d else (z, h, w)
-            image = group.create_dataset("image", shape=stored_shape, dtype=self.dtype,
-                                         chunks=(1,) + stored_shape[1:], **self._filter_kwargs)
+            image = group.create_dataset(
+                "image", shape=stored_shape, dtype=self.dtype, chunks=(1,) + stored_shape[1:], **self._filter_kwargs
+            )
             image.attrs["scale"] = scale
             image.attrs["offset"] = offset
             crc = 0
@@ -450,8 +468,8 @@ class Store:
             if mask_array is not None:
                 mds = group.create_dataset("mask", shape=(z, h, w), dtype=mdtype, chunks=(1, h, w), **self._filter_kwargs)
                 for z0 in range(0, z, BLOCK_SLICES):
-                    block = np.ascontiguousarray(mask_array[z0:z0 + BLOCK_SLICES], dtype=mdtype)
-                    mds[z0:z0 + len(block)] = block
+                    block = np.ascontiguousarray(mask_array[z0 : z0 + BLOCK_SLICES], dtype=mdtype)
+                    mds[z0 : z0 + len(block)] = block
                     crc = fmt.crc32(block, crc)
             attrs = {
                 "affine": np.asarray(volume.affine, dtype=np.float64),
@@ -487,8 +505,17 @@ class Store:
             if isinstance(exc, OSError):  # disk full, I/O error: the store's, said as such
                 raise _write_failed(self.partial_path, exc, f"writing volume {key}") from exc
             raise
-        self._register(fmt.catalog_entry(key, {**attrs, "complete": True}, shape=stored_shape, dtype=self.dtype,
-                                         scale=scale, offset=offset, has_mask=mask_array is not None))
+        self._register(
+            fmt.catalog_entry(
+                key,
+                {**attrs, "complete": True},
+                shape=stored_shape,
+                dtype=self.dtype,
+                scale=scale,
+                offset=offset,
+                has_mask=mask_array is not None,
+            )
+        )
         self._added += 1
         return key
 

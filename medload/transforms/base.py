@@ -40,8 +40,7 @@ def get_transform(name: str) -> type[Transform]:
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
         raise TransformError(
-            f"unknown transform name {name!r}; expected one of: {known}. "
-            "Was the config written by a newer medload?"
+            f"unknown transform name {name!r}; expected one of: {known}. Was the config written by a newer medload?"
         ) from None
 
 
@@ -75,9 +74,7 @@ def json_params(params: dict[str, Any]) -> dict[str, Any]:
         raise TransformError(f"transform parameters are not JSON-able: {plain!r} ({exc})") from exc
 
 
-def map_slices(
-    func: Callable[[np.ndarray], np.ndarray], array: np.ndarray, *, workers: int | None = 1
-) -> np.ndarray:
+def map_slices(func: Callable[[np.ndarray], np.ndarray], array: np.ndarray, *, workers: int | None = 1) -> np.ndarray:
     """Apply ``func`` to every 2D slice ``array[..., i, :, :]`` and stack the results.
 
     Threads, not processes: the libraries we wrap (scikit-image's Cython denoisers, SimpleITK,
@@ -152,8 +149,9 @@ def check_finite(array: np.ndarray, transform: str) -> None:
     )
 
 
-def check_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                low_open: bool = False, transform: str = "") -> float:
+def check_range(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False, transform: str = ""
+) -> float:
     """Check a number lies in ``[low, high]`` (``(low, ...`` if ``low_open``); return it as float.
 
     Examples

@@ -62,7 +62,9 @@ class ScaleStoredRange(Transform):
 
     def __init__(self, low: float | None = None, high: float | None = None) -> None:
         if (low is None) != (high is None):
-            raise TransformError(f"{self.name}: give both low and high, or neither (from meta['stored_range']); found low={low}, high={high}.")
+            raise TransformError(
+                f"{self.name}: give both low and high, or neither (from meta['stored_range']); found low={low}, high={high}."
+            )
         if low is not None and not float(high) > float(low):  # type: ignore[arg-type]
             raise TransformError(f"{self.name}: high must be above low, found low={low}, high={high}.")
         self.low = None if low is None else float(low)

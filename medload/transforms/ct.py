@@ -145,14 +145,19 @@ class HUClip(Transform):
 def _window_spec(name: str | None, center: float | None, width: float | None, where: str) -> tuple[str | None, float, float]:
     if name is not None:
         if name not in WINDOWS:
-            raise TransformError(f"{where}: unknown window name {name!r}; expected one of {', '.join(WINDOWS)} "
-                                 "or center= and width= in HU")
+            raise TransformError(
+                f"{where}: unknown window name {name!r}; expected one of {', '.join(WINDOWS)} or center= and width= in HU"
+            )
         c, w = WINDOWS[name]
         center = c if center is None else center
         width = w if width is None else width
     if center is None or width is None:
         raise TransformError(f"{where}: give a window name or both center and width in HU, found center={center}, width={width}")
-    return name, check_range("center", center, transform=where), check_range("width", width, low=0, low_open=True, transform=where)
+    return (
+        name,
+        check_range("center", center, transform=where),
+        check_range("width", width, low=0, low_open=True, transform=where),
+    )
 
 
 class Window(Transform):
@@ -171,8 +176,9 @@ class Window(Transform):
 
     name = "window"
 
-    def __init__(self, window: str | None = None, *, center: float | None = None,
-                 width: float | None = None, force: bool = False) -> None:
+    def __init__(
+        self, window: str | None = None, *, center: float | None = None, width: float | None = None, force: bool = False
+    ) -> None:
         self.window, self.center, self.width = _window_spec(window, center, width, self.name)
         self.force = bool(force)
 
@@ -231,10 +237,11 @@ class MultiWindow(Transform):
 
     name = "multi_window"
 
-    def __init__(self, windows: Sequence[str | Sequence[float]] = ("brain", "subdural", "bone"), *,
-                 force: bool = False) -> None:
+    def __init__(self, windows: Sequence[str | Sequence[float]] = ("brain", "subdural", "bone"), *, force: bool = False) -> None:
         if isinstance(windows, str) or len(windows) == 0:
-            raise TransformError(f"{self.name}: windows must be a non-empty list of names or [center, width] pairs, found {windows!r}")
+            raise TransformError(
+                f"{self.name}: windows must be a non-empty list of names or [center, width] pairs, found {windows!r}"
+            )
         specs = []
         for w in windows:
             if isinstance(w, str):
@@ -261,8 +268,9 @@ class MultiWindow(Transform):
     def _meta(self, volume: Volume) -> dict[str, Any]:
         meta = volume.meta
         meta["channels"] = [s[0] for s in self.specs]
-        meta["intensity"] = "HU windows " + ", ".join(f"{n} {c:g}/{w:g}" for n, c, w in self.specs) + \
-            " as channels, each scaled to [0,1]"
+        meta["intensity"] = (
+            "HU windows " + ", ".join(f"{n} {c:g}/{w:g}" for n, c, w in self.specs) + " as channels, each scaled to [0,1]"
+        )
         return meta
 
     def table(self, volume: Volume) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]] | None:
@@ -299,8 +307,7 @@ class CTBodyMask(Transform):
 
     name = "ct_body_mask"
 
-    def __init__(self, threshold: float = -500.0, fill: float = -1024.0, *, opening_mm: float = 3.0,
-                 force: bool = False) -> None:
+    def __init__(self, threshold: float = -500.0, fill: float = -1024.0, *, opening_mm: float = 3.0, force: bool = False) -> None:
         self.threshold = check_range("threshold", threshold, transform=self.name)
         self.fill = check_range("fill", fill, transform=self.name)
         self.opening_mm = check_range("opening_mm", opening_mm, low=0, transform=self.name)

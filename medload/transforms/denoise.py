@@ -56,14 +56,14 @@ def estimate_noise(array: np.ndarray) -> float:
         return 0.0
     planes = array.reshape(-1, *array.shape[-2:])
     # A constant plane has no noise; skimage would give NaN or round-off (1e-32) for it.
-    sigmas = np.array([estimate_sigma(plane, channel_axis=None) if np.ptp(plane) > 0 else 0.0
-                       for plane in planes], np.float64)
+    sigmas = np.array([estimate_sigma(plane, channel_axis=None) if np.ptp(plane) > 0 else 0.0 for plane in planes], np.float64)
     finite = sigmas[np.isfinite(sigmas)]
     return float(finite.mean()) if finite.size else 0.0
 
 
-def nl_means(array: np.ndarray, *, sigma: float, h: float, patch_size: int = 5, patch_distance: int = 6,
-             fast_mode: bool = True) -> np.ndarray:
+def nl_means(
+    array: np.ndarray, *, sigma: float, h: float, patch_size: int = 5, patch_distance: int = 6, fast_mode: bool = True
+) -> np.ndarray:
     """Non-local means, ``skimage.restoration.denoise_nl_means`` (float32 out).
 
     Examples
@@ -76,9 +76,14 @@ def nl_means(array: np.ndarray, *, sigma: float, h: float, patch_size: int = 5, 
     """
     from skimage.restoration import denoise_nl_means
 
-    return denoise_nl_means(np.asarray(array, np.float32), h=float(h), sigma=float(sigma),
-                            patch_size=int(patch_size), patch_distance=int(patch_distance),
-                            fast_mode=bool(fast_mode)).astype(np.float32)
+    return denoise_nl_means(
+        np.asarray(array, np.float32),
+        h=float(h),
+        sigma=float(sigma),
+        patch_size=int(patch_size),
+        patch_distance=int(patch_distance),
+        fast_mode=bool(fast_mode),
+    ).astype(np.float32)
 
 
 def tv_denoise(array: np.ndarray, *, weight: float, max_num_iter: int = 200) -> np.ndarray:
@@ -93,8 +98,9 @@ def tv_denoise(array: np.ndarray, *, weight: float, max_num_iter: int = 200) -> 
     """
     from skimage.restoration import denoise_tv_chambolle
 
-    return denoise_tv_chambolle(np.asarray(array, np.float32), weight=float(weight),
-                                max_num_iter=int(max_num_iter)).astype(np.float32)
+    return denoise_tv_chambolle(np.asarray(array, np.float32), weight=float(weight), max_num_iter=int(max_num_iter)).astype(
+        np.float32
+    )
 
 
 def _to_sitk(array: np.ndarray):
@@ -122,8 +128,7 @@ def bilateral(array: np.ndarray, *, domain_sigma: float, range_sigma: float) -> 
     return sitk.GetArrayFromImage(out)
 
 
-def curvature_diffusion(array: np.ndarray, *, time_step: float, conductance: float = 3.0,
-                        iterations: int = 5) -> np.ndarray:
+def curvature_diffusion(array: np.ndarray, *, time_step: float, conductance: float = 3.0, iterations: int = 5) -> np.ndarray:
     """Curvature anisotropic diffusion, ``SimpleITK.CurvatureAnisotropicDiffusion``, float32.
 
     Examples
@@ -139,8 +144,7 @@ def curvature_diffusion(array: np.ndarray, *, time_step: float, conductance: flo
     return sitk.GetArrayFromImage(out)
 
 
-def gradient_diffusion(array: np.ndarray, *, time_step: float, conductance: float = 3.0,
-                       iterations: int = 5) -> np.ndarray:
+def gradient_diffusion(array: np.ndarray, *, time_step: float, conductance: float = 3.0, iterations: int = 5) -> np.ndarray:
     """Gradient anisotropic diffusion (Perona-Malik), ``SimpleITK.GradientAnisotropicDiffusion``.
 
     Examples
@@ -218,8 +222,17 @@ class NLMeans(_Denoiser):
 
     name = "nl_means"
 
-    def __init__(self, sigma: float | None = None, h: float = 0.8, patch_size: int = 5, patch_distance: int = 6,
-                 per_slice: bool = True, fast_mode: bool = True, *, workers: int | None = 1) -> None:
+    def __init__(
+        self,
+        sigma: float | None = None,
+        h: float = 0.8,
+        patch_size: int = 5,
+        patch_distance: int = 6,
+        per_slice: bool = True,
+        fast_mode: bool = True,
+        *,
+        workers: int | None = 1,
+    ) -> None:
         self.sigma = None if sigma is None else check_range("sigma", sigma, low=0, transform=self.name)
         self.h = check_range("h", h, low=0, low_open=True, high=100, transform=self.name)
         self.patch_size = int(check_range("patch_size", patch_size, low=1, high=31, transform=self.name))
@@ -228,16 +241,31 @@ class NLMeans(_Denoiser):
         self._init_common(per_slice, workers)
 
     def params(self):
-        return {"sigma": self.sigma, "h": self.h, "patch_size": self.patch_size,
-                "patch_distance": self.patch_distance, "per_slice": self.per_slice, "fast_mode": self.fast_mode}
+        return {
+            "sigma": self.sigma,
+            "h": self.h,
+            "patch_size": self.patch_size,
+            "patch_distance": self.patch_distance,
+            "per_slice": self.per_slice,
+            "fast_mode": self.fast_mode,
+        }
 
     def apply(self, volume):
         check_finite(volume.array, self.name)
         sigma = self.sigma if self.sigma is not None else estimate_noise(volume.array)
         if sigma == 0:
             return volume.array.astype(np.float32), {**self.params(), "sigma": 0.0}, {}
-        out = self._run(volume, lambda a: nl_means(a, sigma=sigma, h=self.h * sigma, patch_size=self.patch_size,
-                                                   patch_distance=self.patch_distance, fast_mode=self.fast_mode))
+        out = self._run(
+            volume,
+            lambda a: nl_means(
+                a,
+                sigma=sigma,
+                h=self.h * sigma,
+                patch_size=self.patch_size,
+                patch_distance=self.patch_distance,
+                fast_mode=self.fast_mode,
+            ),
+        )
         return out, {**self.params(), "sigma": float(sigma)}, {}
 
 
@@ -255,8 +283,7 @@ class TVDenoise(_Denoiser):
 
     name = "tv_denoise"
 
-    def __init__(self, weight: float = 0.1, max_num_iter: int = 200, per_slice: bool = True, *,
-                 workers: int | None = 1) -> None:
+    def __init__(self, weight: float = 0.1, max_num_iter: int = 200, per_slice: bool = True, *, workers: int | None = 1) -> None:
         self.weight = check_range("weight", weight, low=0, low_open=True, transform=self.name)
         self.max_num_iter = int(check_range("max_num_iter", max_num_iter, low=1, transform=self.name))
         self._init_common(per_slice, workers)
@@ -265,8 +292,7 @@ class TVDenoise(_Denoiser):
         return {"weight": self.weight, "max_num_iter": self.max_num_iter, "per_slice": self.per_slice}
 
     def apply(self, volume):
-        return self._run(volume, lambda a: tv_denoise(a, weight=self.weight, max_num_iter=self.max_num_iter)), \
-            self.params(), {}
+        return self._run(volume, lambda a: tv_denoise(a, weight=self.weight, max_num_iter=self.max_num_iter)), self.params(), {}
 
 
 class Bilateral(_Denoiser):
@@ -283,8 +309,9 @@ class Bilateral(_Denoiser):
 
     name = "bilateral"
 
-    def __init__(self, domain_sigma: float = 1.0, range_sigma: float = 50.0, per_slice: bool = True, *,
-                 workers: int | None = 1) -> None:
+    def __init__(
+        self, domain_sigma: float = 1.0, range_sigma: float = 50.0, per_slice: bool = True, *, workers: int | None = 1
+    ) -> None:
         self.domain_sigma = check_range("domain_sigma", domain_sigma, low=0, low_open=True, high=20, transform=self.name)
         self.range_sigma = check_range("range_sigma", range_sigma, low=0, low_open=True, transform=self.name)
         self._init_common(per_slice, workers)
@@ -293,31 +320,53 @@ class Bilateral(_Denoiser):
         return {"domain_sigma": self.domain_sigma, "range_sigma": self.range_sigma, "per_slice": self.per_slice}
 
     def apply(self, volume):
-        return self._run(volume, lambda a: bilateral(a, domain_sigma=self.domain_sigma,
-                                                     range_sigma=self.range_sigma)), self.params(), {}
+        return (
+            self._run(volume, lambda a: bilateral(a, domain_sigma=self.domain_sigma, range_sigma=self.range_sigma)),
+            self.params(),
+            {},
+        )
 
 
 class _Diffusion(_Denoiser):
     _func = staticmethod(curvature_diffusion)
 
-    def __init__(self, iterations: int = 5, conductance: float = 3.0, time_step: float | None = None,
-                 per_slice: bool = True, *, workers: int | None = 1) -> None:
+    def __init__(
+        self,
+        iterations: int = 5,
+        conductance: float = 3.0,
+        time_step: float | None = None,
+        per_slice: bool = True,
+        *,
+        workers: int | None = 1,
+    ) -> None:
         self.iterations = int(check_range("iterations", iterations, low=1, high=1000, transform=self.name))
         self.conductance = check_range("conductance", conductance, low=0, low_open=True, transform=self.name)
         self._init_common(per_slice, workers)
         # ITK's stability limit for unit spacing is 1 / 2**(ndim + 1).
         limit = 0.125 if self.per_slice else 0.0625
-        self.time_step = limit if time_step is None else check_range(
-            "time_step", time_step, low=0, low_open=True, high=limit, transform=self.name)
+        self.time_step = (
+            limit
+            if time_step is None
+            else check_range("time_step", time_step, low=0, low_open=True, high=limit, transform=self.name)
+        )
 
     def params(self):
-        return {"iterations": self.iterations, "conductance": self.conductance, "time_step": self.time_step,
-                "per_slice": self.per_slice}
+        return {
+            "iterations": self.iterations,
+            "conductance": self.conductance,
+            "time_step": self.time_step,
+            "per_slice": self.per_slice,
+        }
 
     def apply(self, volume):
         func = type(self)._func
-        return self._run(volume, lambda a: func(a, time_step=self.time_step, conductance=self.conductance,
-                                                iterations=self.iterations)), self.params(), {}
+        return (
+            self._run(
+                volume, lambda a: func(a, time_step=self.time_step, conductance=self.conductance, iterations=self.iterations)
+            ),
+            self.params(),
+            {},
+        )
 
 
 class CurvatureDiffusion(_Diffusion):
@@ -385,12 +434,20 @@ class Gaussian(_Denoiser):
 
     name = "gaussian"
 
-    def __init__(self, sigma: float | Sequence[float] | None = None, sigma_mm: float | Sequence[float] | None = None,
-                 per_slice: bool = True, truncate: float = 4.0, *, workers: int | None = 1) -> None:
+    def __init__(
+        self,
+        sigma: float | Sequence[float] | None = None,
+        sigma_mm: float | Sequence[float] | None = None,
+        per_slice: bool = True,
+        truncate: float = 4.0,
+        *,
+        workers: int | None = 1,
+    ) -> None:
         self._init_common(per_slice, workers)
         if (sigma is None) == (sigma_mm is None):
-            raise TransformError(f"{self.name}: give exactly one of sigma (voxels) or sigma_mm, found "
-                                 f"sigma={sigma}, sigma_mm={sigma_mm}")
+            raise TransformError(
+                f"{self.name}: give exactly one of sigma (voxels) or sigma_mm, found sigma={sigma}, sigma_mm={sigma_mm}"
+            )
         ndim = 2 if self.per_slice else 3
         self.sigma = self._sizes("sigma", sigma, ndim)
         self.sigma_mm = self._sizes("sigma_mm", sigma_mm, ndim)
@@ -410,7 +467,7 @@ class Gaussian(_Denoiser):
     def apply(self, volume):
         sigma = self.sigma
         if sigma is None:
-            spacing = volume.spacing[-len(self.sigma_mm):]
+            spacing = volume.spacing[-len(self.sigma_mm) :]
             sigma = [mm / s for mm, s in zip(self.sigma_mm, spacing)]
         out = self._run(volume, lambda a: gaussian(a, sigma=sigma, truncate=self.truncate))
         return out, {**self.params(), "sigma": [float(s) for s in sigma], "sigma_mm": None}, {}

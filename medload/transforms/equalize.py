@@ -51,8 +51,9 @@ def equalize_hist(array: np.ndarray, *, nbins: int = 256, mask: np.ndarray | Non
     return sk_equalize_hist(array, nbins=int(nbins), mask=mask).astype(np.float32)
 
 
-def clahe(unit: np.ndarray, *, kernel_size: Sequence[int] | None = None, clip_limit: float = 0.01,
-          nbins: int = 256) -> np.ndarray:
+def clahe(
+    unit: np.ndarray, *, kernel_size: Sequence[int] | None = None, clip_limit: float = 0.01, nbins: int = 256
+) -> np.ndarray:
     """CLAHE of a 2D or 3D array already in ``[0, 1]`` (``skimage.exposure.equalize_adapthist``).
 
     A constant array is returned as is (float32): CLAHE of a flat image has no contrast to
@@ -71,8 +72,12 @@ def clahe(unit: np.ndarray, *, kernel_size: Sequence[int] | None = None, clip_li
     unit = np.asarray(unit)
     if unit.max() == unit.min():
         return unit.astype(np.float32)
-    out = equalize_adapthist(unit, kernel_size=None if kernel_size is None else [int(k) for k in kernel_size],
-                             clip_limit=float(clip_limit), nbins=int(nbins))
+    out = equalize_adapthist(
+        unit,
+        kernel_size=None if kernel_size is None else [int(k) for k in kernel_size],
+        clip_limit=float(clip_limit),
+        nbins=int(nbins),
+    )
     return out.astype(np.float32)
 
 
@@ -146,16 +151,27 @@ class CLAHE(Transform):
     name = "clahe"
     slice_wise = True
 
-    def __init__(self, clip_limit: float = 0.01, kernel_size: int | Sequence[int] | None = None,
-                 kernel_mm: float | Sequence[float] | None = None, nbins: int = 256, per_slice: bool = True,
-                 in_range: Sequence[float] | None = None, mask: str = "all", *, workers: int | None = 1) -> None:
+    def __init__(
+        self,
+        clip_limit: float = 0.01,
+        kernel_size: int | Sequence[int] | None = None,
+        kernel_mm: float | Sequence[float] | None = None,
+        nbins: int = 256,
+        per_slice: bool = True,
+        in_range: Sequence[float] | None = None,
+        mask: str = "all",
+        *,
+        workers: int | None = 1,
+    ) -> None:
         self.clip_limit = check_range("clip_limit", clip_limit, low=0, high=1, transform=self.name)
         self.nbins = int(check_range("nbins", nbins, low=2, high=65536, transform=self.name))
         self.per_slice = bool(per_slice)
         ndim = 2 if self.per_slice else 3
         if kernel_size is not None and kernel_mm is not None:
-            raise TransformError(f"{self.name}: give kernel_size (voxels) or kernel_mm, not both; found "
-                                 f"kernel_size={kernel_size}, kernel_mm={kernel_mm}")
+            raise TransformError(
+                f"{self.name}: give kernel_size (voxels) or kernel_mm, not both; found "
+                f"kernel_size={kernel_size}, kernel_mm={kernel_mm}"
+            )
         self.kernel_size = self._sizes("kernel_size", kernel_size, ndim)
         self.kernel_mm = self._sizes("kernel_mm", kernel_mm, ndim)
         if in_range is not None:
@@ -177,8 +193,15 @@ class CLAHE(Transform):
         return [check_range(label, v, low=0, low_open=True, transform=self.name) for v in values]
 
     def params(self):
-        return {"clip_limit": self.clip_limit, "kernel_size": self.kernel_size, "kernel_mm": self.kernel_mm,
-                "nbins": self.nbins, "per_slice": self.per_slice, "in_range": self.in_range, "mask": self.mask}
+        return {
+            "clip_limit": self.clip_limit,
+            "kernel_size": self.kernel_size,
+            "kernel_mm": self.kernel_mm,
+            "nbins": self.nbins,
+            "per_slice": self.per_slice,
+            "in_range": self.in_range,
+            "mask": self.mask,
+        }
 
     def apply(self, volume):
         array = volume.array

@@ -40,8 +40,9 @@ def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     return np.stack([ndimage.binary_fill_holes(p) for p in planes]).reshape(mask.shape)
 
 
-def ct_body_mask(hu: np.ndarray, *, threshold: float = -500.0, opening_mm: float = 3.0,
-                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+def ct_body_mask(
+    hu: np.ndarray, *, threshold: float = -500.0, opening_mm: float = 3.0, spacing: Sequence[float] = (1.0, 1.0, 1.0)
+) -> np.ndarray:
     """Boolean mask of the patient's body in a CT in HU: drops air and the table.
 
     Threshold above air, a small in-plane opening to cut the thin links between the table and

@@ -67,11 +67,19 @@ def n4_bias_correct(
         return array.copy()
     if array.ndim == 3 and array.shape[0] < 4:
         # N4's B-spline field needs a few voxels along every axis: fit thin stacks slice by slice.
-        return np.stack([
-            n4_bias_correct(s, spacing=spacing[-2:], mask=None if mask is None else np.asarray(mask)[i],
-                            shrink_factor=shrink_factor, iterations=iterations,
-                            convergence_threshold=convergence_threshold)
-            for i, s in enumerate(array)])
+        return np.stack(
+            [
+                n4_bias_correct(
+                    s,
+                    spacing=spacing[-2:],
+                    mask=None if mask is None else np.asarray(mask)[i],
+                    shrink_factor=shrink_factor,
+                    iterations=iterations,
+                    convergence_threshold=convergence_threshold,
+                )
+                for i, s in enumerate(array)
+            ]
+        )
     image = sitk.GetImageFromArray(array)
     image.SetSpacing([float(s) for s in spacing[::-1]])
     if mask is None:
@@ -96,8 +104,9 @@ def n4_bias_correct(
     return array / field
 
 
-def percentile_clip(array: np.ndarray, *, lower: float = 0.5, upper: float = 99.5,
-                    mask: str | np.ndarray | None = None) -> np.ndarray:
+def percentile_clip(
+    array: np.ndarray, *, lower: float = 0.5, upper: float = 99.5, mask: str | np.ndarray | None = None
+) -> np.ndarray:
     """Clip to the ``lower`` and ``upper`` percentiles of the voxels inside ``mask`` (float32).
 
     Examples
@@ -169,9 +178,13 @@ def minmax(array: np.ndarray, *, mask: str | np.ndarray | None = None) -> np.nda
 NYUL_PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
 
 
-def nyul_fit(arrays: Sequence[np.ndarray], *, masks: Sequence[np.ndarray | None] | None = None,
-             percentiles: Sequence[float] = NYUL_PERCENTILES,
-             scale: tuple[float, float] = (0.0, 100.0)) -> list[float]:
+def nyul_fit(
+    arrays: Sequence[np.ndarray],
+    *,
+    masks: Sequence[np.ndarray | None] | None = None,
+    percentiles: Sequence[float] = NYUL_PERCENTILES,
+    scale: tuple[float, float] = (0.0, 100.0),
+) -> list[float]:
     """Fit Nyul & Udupa's standard histogram landmarks over a set of volumes.
 
     Each volume's landmark percentiles (inside its mask, default the foreground) are mapped
@@ -204,9 +217,13 @@ def nyul_fit(arrays: Sequence[np.ndarray], *, masks: Sequence[np.ndarray | None]
     return [float(v) for v in np.mean(mapped, axis=0)]
 
 
-def nyul_apply(array: np.ndarray, *, landmarks: Sequence[float],
-               percentiles: Sequence[float] = NYUL_PERCENTILES,
-               mask: str | np.ndarray | None = None) -> np.ndarray:
+def nyul_apply(
+    array: np.ndarray,
+    *,
+    landmarks: Sequence[float],
+    percentiles: Sequence[float] = NYUL_PERCENTILES,
+    mask: str | np.ndarray | None = None,
+) -> np.ndarray:
     """Map a volume's landmark percentiles onto the standard ``landmarks``, piecewise linearly.
 
     Values beyond the first/last landmark follow the first/last segment's slope. A constant
@@ -252,17 +269,23 @@ class N4BiasCorrection(Transform):
 
     name = "n4"
 
-    def __init__(self, shrink_factor: int = 4, iterations: Sequence[int] = (50, 50, 50, 50),
-                 convergence_threshold: float = 0.001) -> None:
+    def __init__(
+        self, shrink_factor: int = 4, iterations: Sequence[int] = (50, 50, 50, 50), convergence_threshold: float = 0.001
+    ) -> None:
         self.shrink_factor = int(check_range("shrink_factor", shrink_factor, low=1, high=16, transform=self.name))
         if len(iterations) == 0 or any(int(i) < 1 for i in iterations):
-            raise TransformError(f"{self.name}: iterations must be a non-empty list of positive counts per level, found {iterations!r}")
+            raise TransformError(
+                f"{self.name}: iterations must be a non-empty list of positive counts per level, found {iterations!r}"
+            )
         self.iterations = [int(i) for i in iterations]
         self.convergence_threshold = check_range("convergence_threshold", convergence_threshold, low=0, transform=self.name)
 
     def params(self):
-        return {"shrink_factor": self.shrink_factor, "iterations": self.iterations,
-                "convergence_threshold": self.convergence_threshold}
+        return {
+            "shrink_factor": self.shrink_factor,
+            "iterations": self.iterations,
+            "convergence_threshold": self.convergence_threshold,
+        }
 
     def apply(self, volume):
         check_finite(volume.array, self.name)
@@ -378,21 +401,28 @@ class NyulStandardize(_MaskedNorm):
 
     name = "nyul"
 
-    def __init__(self, landmarks: Sequence[float], percentiles: Sequence[float] = NYUL_PERCENTILES,
-                 mask: str = "foreground") -> None:
+    def __init__(
+        self, landmarks: Sequence[float], percentiles: Sequence[float] = NYUL_PERCENTILES, mask: str = "foreground"
+    ) -> None:
         self.landmarks = [float(v) for v in landmarks]
         self.percentiles = [float(v) for v in percentiles]
         if len(self.landmarks) != len(self.percentiles) or len(self.landmarks) < 2:
-            raise TransformError(f"{self.name}: expected {len(self.percentiles)} landmarks (one per percentile), "
-                                 f"found {len(self.landmarks)}")
+            raise TransformError(
+                f"{self.name}: expected {len(self.percentiles)} landmarks (one per percentile), found {len(self.landmarks)}"
+            )
         if np.any(np.diff(self.landmarks) < 0):
             raise TransformError(f"{self.name}: landmarks must increase, found {self.landmarks}")
         self.mask = self._check_mask(mask)
 
     @classmethod
-    def fit(cls, volumes: Sequence[Volume], *, mask: str = "foreground",
-            percentiles: Sequence[float] = NYUL_PERCENTILES,
-            scale: tuple[float, float] = (0.0, 100.0)) -> NyulStandardize:
+    def fit(
+        cls,
+        volumes: Sequence[Volume],
+        *,
+        mask: str = "foreground",
+        percentiles: Sequence[float] = NYUL_PERCENTILES,
+        scale: tuple[float, float] = (0.0, 100.0),
+    ) -> NyulStandardize:
         """Fit the standard landmarks over ``volumes`` (save with ``json.dump(t.params(), f)``).
 
         Examples
@@ -411,8 +441,9 @@ class NyulStandardize(_MaskedNorm):
 
     def apply(self, volume):
         check_finite(volume.array, self.name)
-        out = map_frames(lambda a: nyul_apply(a, landmarks=self.landmarks, percentiles=self.percentiles,
-                                              mask=self.mask), volume.array)
+        out = map_frames(
+            lambda a: nyul_apply(a, landmarks=self.landmarks, percentiles=self.percentiles, mask=self.mask), volume.array
+        )
         meta = volume.meta
         meta["intensity"] = f"Nyul standardized to landmarks {self.landmarks[0]:g}..{self.landmarks[-1]:g}"
         return out, self.params(), {"meta": meta}

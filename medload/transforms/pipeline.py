@@ -122,8 +122,10 @@ class Pipeline:
         >>> Pipeline([Window("brain")]).to_config()["steps"][0]["params"]["width"]
         80.0
         """
-        return {"medload_pipeline": CONFIG_VERSION,
-                "steps": [{"name": s.name, "params": json_params(s.params())} for s in self.steps]}
+        return {
+            "medload_pipeline": CONFIG_VERSION,
+            "steps": [{"name": s.name, "params": json_params(s.params())} for s in self.steps],
+        }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, workers: int | None = 1) -> Pipeline:
@@ -151,8 +153,7 @@ class Pipeline:
         return cls(steps)
 
     @classmethod
-    def from_history(cls, history: Iterable[Sequence[Any]], *, unknown: str = "error",
-                     workers: int | None = 1) -> Pipeline:
+    def from_history(cls, history: Iterable[Sequence[Any]], *, unknown: str = "error", workers: int | None = 1) -> Pipeline:
         """Rebuild the steps recorded in ``Volume.history`` (tuples, or lists after JSON).
 
         ``unknown="skip"`` ignores entries that are not transforms (e.g. a reader's own step).
@@ -233,8 +234,9 @@ def _steps_by_modality(config: Any) -> tuple[dict[str, list], dict[str, Any]]:
     """``({modality or "*": steps}, {other top-level option: value})`` of a converter config."""
     if not isinstance(config, Mapping):
         return {"*": []}, {"pipeline": config}
-    extras = {k: v for k, v in config.items()
-              if k not in ("by_modality", "other", "steps", "medload_pipeline", "medload_pipelines")}
+    extras = {
+        k: v for k, v in config.items() if k not in ("by_modality", "other", "steps", "medload_pipeline", "medload_pipelines")
+    }
     if "by_modality" in config:
         steps = {str(m): list(c.get("steps", [])) for m, c in config["by_modality"].items()}
         steps["other"] = list((config.get("other") or {}).get("steps", []))
@@ -283,7 +285,8 @@ def config_diff(stored: Any, wanted: Any, *, limit: int = 6) -> list[str]:
             p_new = s_new.get("params", {}) if s_new else {}
             changed = [
                 f"{k} {json.dumps(p_old.get(k))} in the store, {json.dumps(p_new.get(k))} now"
-                for k in sorted(set(p_old) | set(p_new)) if p_old.get(k) != p_new.get(k)
+                for k in sorted(set(p_old) | set(p_new))
+                if p_old.get(k) != p_new.get(k)
             ]
             if changed:
                 by_body.setdefault(f"step {i + 1} {name_new}: " + ", ".join(changed), []).append(modality)
@@ -295,14 +298,14 @@ def config_diff(stored: Any, wanted: Any, *, limit: int = 6) -> list[str]:
     return lines
 
 
-
 def _to_toml(config: Mapping[str, Any]) -> str:
     """The config as TOML (tomli_w). TOML has no null: a parameter that is None is left out, and
     a missing key takes the transform's default, which is None."""
     import tomli_w
 
-    steps = [{"name": step["name"], "params": {k: v for k, v in step["params"].items() if v is not None}}
-             for step in config["steps"]]
+    steps = [
+        {"name": step["name"], "params": {k: v for k, v in step["params"].items() if v is not None}} for step in config["steps"]
+    ]
     for i, step in enumerate(steps):
         where = _null_inside(step["params"], f"steps[{i}].params")
         if where:

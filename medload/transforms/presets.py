@@ -17,28 +17,38 @@ from medload.transforms.radiograph import RadiographWindow
 __all__ = ["PRESETS", "preset", "default_preset"]
 
 _BUILDERS: dict[str, tuple[str, Callable[[], Pipeline]]] = {
-    "ct-brain": ("CT brain window 40/80 HU scaled to [0,1]",
-                 lambda: Pipeline([Window("brain")])),
-    "ct-lung": ("CT lung window -600/1500 HU scaled to [0,1]",
-                lambda: Pipeline([Window("lung")])),
-    "ct-abdomen": ("CT abdomen/soft-tissue window 40/400 HU scaled to [0,1]",
-                   lambda: Pipeline([Window("abdomen")])),
-    "ct-bone": ("CT bone window 400/1800 HU scaled to [0,1]",
-                lambda: Pipeline([Window("bone")])),
-    "ct-multiwindow": ("CT brain 40/80, subdural 80/200 and bone 400/1800 windows as 3 channels (C, Z, Y, X)",
-                       lambda: Pipeline([MultiWindow(("brain", "subdural", "bone"))])),
-    "mr-brain": ("MR: N4 bias correction (shrink 4), clip to 0.5-99.5th percentile of the head, z-score inside the head",
-                 lambda: Pipeline([N4BiasCorrection(shrink_factor=4), PercentileClip(0.5, 99.5, mask="foreground"),
-                                   ZScore(mask="foreground")])),
-    "mr-body": ("MR body: N4 bias correction (shrink 4), clip to 1-99th percentile of the body, z-score inside the body",
-                lambda: Pipeline([N4BiasCorrection(shrink_factor=4), PercentileClip(1.0, 99.0, mask="foreground"),
-                                  ZScore(mask="foreground")])),
-    "xray": ("Radiograph (CR/DX/MG): the header's VOI window (first if several), bright = dense, to [0,1]",
-             lambda: Pipeline([RadiographWindow()])),
-    "image": ("Plain image (PNG/JPEG/TIFF/BMP, modality OT): the stored 8/16-bit range scaled to [0,1], colour kept",
-              lambda: Pipeline([ScaleStoredRange()])),
-    "image-grayscale": ("Plain image: RGB to grey (ITU-R BT.601 luma), then the stored range scaled to [0,1]",
-                        lambda: Pipeline([Grayscale(), ScaleStoredRange()])),
+    "ct-brain": ("CT brain window 40/80 HU scaled to [0,1]", lambda: Pipeline([Window("brain")])),
+    "ct-lung": ("CT lung window -600/1500 HU scaled to [0,1]", lambda: Pipeline([Window("lung")])),
+    "ct-abdomen": ("CT abdomen/soft-tissue window 40/400 HU scaled to [0,1]", lambda: Pipeline([Window("abdomen")])),
+    "ct-bone": ("CT bone window 400/1800 HU scaled to [0,1]", lambda: Pipeline([Window("bone")])),
+    "ct-multiwindow": (
+        "CT brain 40/80, subdural 80/200 and bone 400/1800 windows as 3 channels (C, Z, Y, X)",
+        lambda: Pipeline([MultiWindow(("brain", "subdural", "bone"))]),
+    ),
+    "mr-brain": (
+        "MR: N4 bias correction (shrink 4), clip to 0.5-99.5th percentile of the head, z-score inside the head",
+        lambda: Pipeline(
+            [N4BiasCorrection(shrink_factor=4), PercentileClip(0.5, 99.5, mask="foreground"), ZScore(mask="foreground")]
+        ),
+    ),
+    "mr-body": (
+        "MR body: N4 bias correction (shrink 4), clip to 1-99th percentile of the body, z-score inside the body",
+        lambda: Pipeline(
+            [N4BiasCorrection(shrink_factor=4), PercentileClip(1.0, 99.0, mask="foreground"), ZScore(mask="foreground")]
+        ),
+    ),
+    "xray": (
+        "Radiograph (CR/DX/MG): the header's VOI window (first if several), bright = dense, to [0,1]",
+        lambda: Pipeline([RadiographWindow()]),
+    ),
+    "image": (
+        "Plain image (PNG/JPEG/TIFF/BMP, modality OT): the stored 8/16-bit range scaled to [0,1], colour kept",
+        lambda: Pipeline([ScaleStoredRange()]),
+    ),
+    "image-grayscale": (
+        "Plain image: RGB to grey (ITU-R BT.601 luma), then the stored range scaled to [0,1]",
+        lambda: Pipeline([Grayscale(), ScaleStoredRange()]),
+    ),
 }
 
 #: Preset name -> one-line description.

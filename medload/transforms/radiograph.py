@@ -34,7 +34,7 @@ def voi_lut_linear(array: np.ndarray, *, center: float, width: float) -> np.ndar
     x = np.asarray(array, dtype=np.float64)
     if width == 1:
         return (x > center - 0.5).astype(np.float32)
-    out = ((x - (center - 0.5)) / (width - 1) + 0.5)
+    out = (x - (center - 0.5)) / (width - 1) + 0.5
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 

@@ -75,10 +75,18 @@ def resample(array: np.ndarray, *, zoom: Sequence[float], shape: Sequence[int], 
     # The new grid covers the old voxels' extent, so its last samples can fall up to a voxel
     # past the last voxel centre, where ITK's interpolators see "outside" and would write the
     # default 0 (a slice of water in HU, a lost label row): take the nearest voxel there.
-    out = sitk.Resample(image, [int(n) for n in shape[::-1]], sitk.Transform(),
-                        getattr(sitk, _INTERPOLATORS[interpolation]), (0.0, 0.0, 0.0),
-                        [float(z) for z in zoom[::-1]], (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), 0.0,
-                        image.GetPixelID(), True)
+    out = sitk.Resample(
+        image,
+        [int(n) for n in shape[::-1]],
+        sitk.Transform(),
+        getattr(sitk, _INTERPOLATORS[interpolation]),
+        (0.0, 0.0, 0.0),
+        [float(z) for z in zoom[::-1]],
+        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+        0.0,
+        image.GetPixelID(),
+        True,
+    )
     result = sitk.GetArrayFromImage(out)
     return result.astype(bool) if keep and np.asarray(array).dtype == bool else result
 
@@ -142,8 +150,11 @@ def _resize_operator(n: int, size: int, order: int, anti_aliasing: bool) -> tupl
         stop = min(start + block, n)
         eye = np.zeros((n, stop - start))
         eye[np.arange(start, stop), np.arange(stop - start)] = 1.0
-        columns.append(resize(eye, (size, stop - start), order=order, mode="edge", preserve_range=True,
-                              anti_aliasing=anti_aliasing, clip=False))
+        columns.append(
+            resize(
+                eye, (size, stop - start), order=order, mode="edge", preserve_range=True, anti_aliasing=anti_aliasing, clip=False
+            )
+        )
     matrix = np.hstack(columns)
     convex = bool((matrix >= 0).all())
     if np.count_nonzero(matrix) <= 0.25 * matrix.size:
@@ -165,8 +176,9 @@ def _nearest_index(n: int, size: int) -> np.ndarray:
     return np.argmax(dense, axis=1)
 
 
-def resize_slices(array: np.ndarray, size: Sequence[int], *, order: int = 1, anti_aliasing: bool = True,
-                  workers: int | None = 1) -> np.ndarray:
+def resize_slices(
+    array: np.ndarray, size: Sequence[int], *, order: int = 1, anti_aliasing: bool = True, workers: int | None = 1
+) -> np.ndarray:
     """Resize every 2D slice ``array[..., :, :]`` to ``size`` as ``skimage.transform.resize`` does.
 
     The same numbers as ``resize(plane, size, order=order, mode="edge", preserve_range=True,
@@ -233,13 +245,18 @@ class Resample(Transform):
     name = "resample"
     is_spatial = True
 
-    def __init__(self, spacing: Sequence[float | None] | float = (None, 1.0, 1.0), interpolation: str = "linear",
-                 shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        spacing: Sequence[float | None] | float = (None, 1.0, 1.0),
+        interpolation: str = "linear",
+        shape: Sequence[int] | None = None,
+    ) -> None:
         values = [spacing] * 3 if np.isscalar(spacing) else list(spacing)
         if len(values) != 3:
             raise TransformError(f"{self.name}: spacing needs 3 values (z, y, x) in mm, found {spacing!r}")
-        self.spacing = [None if v is None else check_range("spacing", v, low=0, low_open=True, high=100,
-                                                            transform=self.name) for v in values]
+        self.spacing = [
+            None if v is None else check_range("spacing", v, low=0, low_open=True, high=100, transform=self.name) for v in values
+        ]
         if interpolation not in ("linear", "bspline", "nearest"):
             raise TransformError(f"{self.name}: interpolation must be 'linear', 'bspline' or 'nearest', found {interpolation!r}")
         self.interpolation = interpolation
@@ -275,8 +292,9 @@ class Resample(Transform):
         check_mask_grid(mask, self.name)
         zoom, shape, new = self._grid(mask)
         out = map_frames(lambda a: resample(a, zoom=zoom, shape=shape, interpolation="nearest"), mask.array)
-        return mask.with_array(out, affine=self._affine(mask, zoom),
-                               step=(self.name, {"spacing": new, "interpolation": "nearest", "shape": shape}))
+        return mask.with_array(
+            out, affine=self._affine(mask, zoom), step=(self.name, {"spacing": new, "interpolation": "nearest", "shape": shape})
+        )
 
 
 class CropForeground(Transform):
@@ -298,8 +316,9 @@ class CropForeground(Transform):
     name = "crop_foreground"
     is_spatial = True
 
-    def __init__(self, threshold: float | None = None, margin: int | Sequence[int] = 0,
-                 box: Sequence[Sequence[int]] | None = None) -> None:
+    def __init__(
+        self, threshold: float | None = None, margin: int | Sequence[int] = 0, box: Sequence[Sequence[int]] | None = None
+    ) -> None:
         self.threshold = None if threshold is None else check_range("threshold", threshold, transform=self.name)
         margins = [margin] * 3 if np.isscalar(margin) else list(margin)
         if len(margins) != 3:
@@ -367,8 +386,16 @@ class ResizeSlices(Transform):
     name = "resize_slices"
     is_spatial = True
 
-    def __init__(self, size: int | Sequence[int] = 256, mode: str = "pad-crop", pad_value: float | None = None,
-                 order: int = 1, anti_aliasing: bool = True, *, workers: int | None = 1) -> None:
+    def __init__(
+        self,
+        size: int | Sequence[int] = 256,
+        mode: str = "pad-crop",
+        pad_value: float | None = None,
+        order: int = 1,
+        anti_aliasing: bool = True,
+        *,
+        workers: int | None = 1,
+    ) -> None:
         sizes = [size, size] if np.isscalar(size) else list(size)
         if len(sizes) != 2:
             raise TransformError(f"{self.name}: size must be one number or (H, W), found {size!r}")
@@ -382,8 +409,13 @@ class ResizeSlices(Transform):
         self.workers = workers
 
     def params(self):
-        return {"size": self.size, "mode": self.mode, "pad_value": self.pad_value, "order": self.order,
-                "anti_aliasing": self.anti_aliasing}
+        return {
+            "size": self.size,
+            "mode": self.mode,
+            "pad_value": self.pad_value,
+            "order": self.order,
+            "anti_aliasing": self.anti_aliasing,
+        }
 
     def plan(self, volume):
         pad = self.pad_value
@@ -399,15 +431,14 @@ class ResizeSlices(Transform):
             dtype = np.result_type(dtype, np.float32)
         out = np.full(array.shape[:-2] + (hy, hx), fill, dtype=dtype)
         cy, cx = min(ny, hy), min(nx, hx)
-        out[..., py:py + cy, px:px + cx] = array[..., sy:sy + cy, sx:sx + cx]
+        out[..., py : py + cy, px : px + cx] = array[..., sy : sy + cy, sx : sx + cx]
         return out, [0, sy - py, sx - px]
 
     def _resize(self, volume: Volume, *, order: int, anti_aliasing: bool) -> tuple[np.ndarray, np.ndarray]:
         (ny, nx), (hy, hx) = volume.spatial_shape[-2:], self.size
         # The numbers of skimage's per-slice resize (the slice axis keeps its size, so one 3D
         # call gives the same), from cached separable operators: see resize_slices.
-        out = resize_slices(volume.array, (hy, hx), order=order, anti_aliasing=anti_aliasing and order > 0,
-                            workers=self.workers)
+        out = resize_slices(volume.array, (hy, hx), order=order, anti_aliasing=anti_aliasing and order > 0, workers=self.workers)
         sy, sx = ny / hy, nx / hx
         m = np.eye(4)
         m[1, 1], m[2, 2] = sy, sx
