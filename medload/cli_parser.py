@@ -165,6 +165,12 @@ def _add_convert(sub: Any) -> None:
         metavar="[MOD=]FILE",
         help="pipeline .toml/.json for every series, or MOD=FILE (repeatable)",
     )
+    _add_convert_preprocessing(p.add_argument_group("preprocessing"))
+    _add_convert_inputs(p.add_argument_group("inputs, labels and masks"))
+    _add_convert_privacy_and_run(p.add_argument_group("privacy and the run"))
+
+
+def _add_convert_preprocessing(p: Any) -> None:
     p.add_argument("--size", type=_size, metavar="N or HxW", help="bring every slice to this size")
     p.add_argument(
         "--resize-mode",
@@ -199,8 +205,9 @@ def _add_convert(sub: Any) -> None:
         default="error",
         help="DICOM series with missing or uneven slices: refuse (default) or resample them evenly",
     )
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
-    p.add_argument("--dask", metavar="ADDRESS", help="'local' or a Dask scheduler address (tcp://host:8786)")
+
+
+def _add_convert_inputs(p: Any) -> None:
     p.add_argument(
         "--labels",
         metavar="CSV",
@@ -222,6 +229,9 @@ def _add_convert(sub: Any) -> None:
         help="refuse the batch when an image lacks its mask or a mask matches no image (with --masks, "
         "or an nnU-Net dataset); counted in the report otherwise",
     )
+
+
+def _add_convert_privacy_and_run(p: Any) -> None:
     p.add_argument(
         "--keep-phi", action="store_true", help="keep identifying header fields (off by default); implies --keep-descriptions"
     )
@@ -239,6 +249,8 @@ def _add_convert(sub: Any) -> None:
     p.add_argument(
         "--source-map", metavar="FILE", help="write pseudonym -> source path (identifies patients; refused inside the output)"
     )
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
+    p.add_argument("--dask", metavar="ADDRESS", help="'local' or a Dask scheduler address (tcp://host:8786)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar, no summary table; still one line per failed series on stderr"

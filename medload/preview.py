@@ -268,22 +268,7 @@ def montage(
             raise ConfigError(
                 f"--before-after needs the sources: no report.json beside {store_path} names them; pass --source DIR"
             )
-        wanted: dict[str, list[tuple[int, Any]]] = {}
-        for v, z in picked:
-            wanted.setdefault(records[v].series_key, []).append((z, records[v]))
-        source_affines: dict[str, np.ndarray] = {}
-        raw = _raw_slices(srcs, wanted, phi_key, source_affines)
-        paired: list[tuple[Any, ...]] = []
-        for (v, z), stored_tile in zip(picked, tiles):
-            key = records[v].series_key
-            before = raw.get((key, z))
-            affine = source_affines.get(key)
-            pixel_mm = tuple(np.linalg.norm(affine[:3, 1:3], axis=0)) if affine is not None else (1.0, 1.0)
-            paired.append(
-                (None if before is None else _display(before), None, affine, pixel_mm, "source " + stored_tile[4], None)
-            )
-            paired.append(stored_tile[:4] + ("stored " + stored_tile[4],) + stored_tile[5:])
-        tiles = paired
+        tiles = _beside_sources(tiles, picked, records, srcs, phi_key)
     reader.close()
 
     count = len(tiles)
@@ -308,3 +293,23 @@ def montage(
         "slices": shown,
         "letters": [views.slice_labels(records[v].affine) for v, _ in picked],
     }
+
+
+def _beside_sources(
+    tiles: list[tuple[Any, ...]], picked: list[tuple[int, int]], records: Any, srcs: list[str], phi_key: Any
+) -> list[tuple[Any, ...]]:
+    """Each stored tile preceded by the same slice read from its source (``None`` where not found)."""
+    wanted: dict[str, list[tuple[int, Any]]] = {}
+    for v, z in picked:
+        wanted.setdefault(records[v].series_key, []).append((z, records[v]))
+    source_affines: dict[str, np.ndarray] = {}
+    raw = _raw_slices(srcs, wanted, phi_key, source_affines)
+    paired: list[tuple[Any, ...]] = []
+    for (v, z), stored_tile in zip(picked, tiles):
+        key = records[v].series_key
+        before = raw.get((key, z))
+        affine = source_affines.get(key)
+        pixel_mm = tuple(np.linalg.norm(affine[:3, 1:3], axis=0)) if affine is not None else (1.0, 1.0)
+        paired.append((None if before is None else _display(before), None, affine, pixel_mm, "source " + stored_tile[4], None))
+        paired.append(stored_tile[:4] + ("stored " + stored_tile[4],) + stored_tile[5:])
+    return paired

@@ -200,32 +200,44 @@ def scan_nnunet(root: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None
                 )
                 continue
             label = labels_left.pop(case, None) if split == "Tr" else None
-            # The case id is part of it: two cases whose files have equal headers and sizes (a
-            # synthetic dataset) are not duplicates of each other.
-            digest = hashlib.sha256("|".join([split, case, *(h.source_hash for h in heads)]).encode()).hexdigest()[:32]
-            series.append(
-                Series(
-                    kind="nnunet",
-                    files=tuple(present),
-                    series_key=pseudonym(f"{root.name}/{split}/{case}", prefix="ser-", secret=key),
-                    study_key=pseudonym(f"{root.name}/{case}", prefix="stu-", secret=key),
-                    patient_key=pseudonym(f"{root.name}/{case}", prefix="pat-", secret=key),
-                    modality=_modality(spec["channels"]),
-                    description=case,
-                    shape=(n_channels, *heads[0].shape),
-                    spacing=heads[0].spacing,
-                    source_hash=f"nnunet-{digest}",
-                    info={
-                        "case": case,
-                        "split": split,
-                        "channels": list(spec["channels"]),
-                        "label_file": label,
-                        "label_names": dict(spec["labels"]),
-                        "root": str(root),
-                    },
-                )
-            )
+            series.append(_case_series(root, spec, split, case, present, heads, label, key))
     return ScanResult(series, errors=errors, n_files=n_files, unmatched_masks=sorted(labels_left.values()))
+
+
+def _case_series(
+    root: Path,
+    spec: dict[str, Any],
+    split: str,
+    case: str,
+    present: list[str],
+    heads: list[Series],
+    label: str | None,
+    key: PhiKey,
+) -> Series:
+    """The :class:`Series` of one complete nnU-Net case (headers of its channels in ``heads``)."""
+    # The case id is part of it: two cases whose files have equal headers and sizes (a
+    # synthetic dataset) are not duplicates of each other.
+    digest = hashlib.sha256("|".join([split, case, *(h.source_hash for h in heads)]).encode()).hexdigest()[:32]
+    return Series(
+        kind="nnunet",
+        files=tuple(present),
+        series_key=pseudonym(f"{root.name}/{split}/{case}", prefix="ser-", secret=key),
+        study_key=pseudonym(f"{root.name}/{case}", prefix="stu-", secret=key),
+        patient_key=pseudonym(f"{root.name}/{case}", prefix="pat-", secret=key),
+        modality=_modality(spec["channels"]),
+        description=case,
+        shape=(len(spec["channels"]), *heads[0].shape),
+        spacing=heads[0].spacing,
+        source_hash=f"nnunet-{digest}",
+        info={
+            "case": case,
+            "split": split,
+            "channels": list(spec["channels"]),
+            "label_file": label,
+            "label_names": dict(spec["labels"]),
+            "root": str(root),
+        },
+    )
 
 
 def load_nnunet(series: Series, *, modality: str | None = None) -> Volume:

@@ -32,14 +32,12 @@ Thumbnails are drawn with numpy and Pillow, several volumes per task, in worker 
 from __future__ import annotations
 
 import functools
-import html
 import json
 import math
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +45,8 @@ import numpy as np
 
 from medload.cores import available_cores
 from medload.errors import ConfigError, ReadError, StoreError
-from medload.qc import views
+from medload.qc import page, views
+from medload.qc.page import counter_table, escape, histogram_svg, number
 
 __all__ = ["qc_folder", "write_qc"]
 
@@ -236,57 +235,11 @@ def _all_facts(store: Path, n: int, thumbs: Path, size: int, workers: int | None
 
 
 # --------------------------------------------------------------------------- page
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _fmt(value: float) -> str:
-    return "nan" if not math.isfinite(value) else f"{value:.4g}"
-
-
-def histogram_svg(values: Iterable[float], title: str, *, bins: int = 30, width: int = 380, height: int = 110) -> str:
-    """An inline SVG bar chart of ``values`` (no script, no external file).
-
-    Examples
-    --------
-    >>> svg = histogram_svg([1.0, 1.0, 2.0], "spacing (mm)", bins=2)
-    >>> svg.startswith("<svg") and svg.count("<rect") == 2
-    True
-    """
-    data = np.asarray(list(values), np.float64)
-    data = data[np.isfinite(data)]
-    if data.size == 0:
-        return f"<div class='hist'><b>{_e(title)}</b><br>no values</div>"
-    lo, hi = float(data.min()), float(data.max())
-    if hi - lo < 1e-9 * max(1.0, abs(hi)):
-        lo, hi = lo - 0.5, hi + 0.5
-    counts, edges = np.histogram(data, bins=bins, range=(lo, hi))
-    plot_h = height - 34
-    bar_w = (width - 10) / bins
-    top = max(int(counts.max()), 1)
-    bars = "".join(
-        f"<rect x='{5 + i * bar_w:.1f}' y='{16 + plot_h - c / top * plot_h:.1f}' width='{max(bar_w - 1, 1):.1f}' "
-        f"height='{c / top * plot_h:.1f}'><title>{_fmt(edges[i])} to {_fmt(edges[i + 1])}: {c}</title></rect>"
-        for i, c in enumerate(counts)
-    )
-    return (
-        f"<svg class='hist' width='{width}' height='{height}' role='img' aria-label='{_e(title)}'>"
-        f"<text x='5' y='11'>{_e(title)} (n={data.size})</text>{bars}"
-        f"<text x='5' y='{height - 4}'>{_fmt(lo)}</text>"
-        f"<text x='{width - 5}' y='{height - 4}' text-anchor='end'>{_fmt(hi)}</text></svg>"
-    )
-
-
-def _counter_table(counter: Counter, head: str) -> str:
-    rows = "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in counter.most_common())
-    return f"<table class='small'><tr><th>{_e(head)}</th><th>volumes</th></tr>{rows}</table>"
-
-
 def _history_html(history: tuple[tuple[str, dict], ...]) -> str:
     if not history:
         return "<li>(as read: no step)</li>"
     return "".join(
-        f"<li><b>{_e(name)}</b> {_e(json.dumps(params, default=str, sort_keys=True))}</li>" for name, params in history
+        f"<li><b>{escape(name)}</b> {escape(json.dumps(params, default=str, sort_keys=True))}</li>" for name, params in history
     )
 
 
@@ -296,7 +249,7 @@ def _view_html(view: dict[str, Any]) -> str:
         f"<figure class='view'><div class='frame'>"
         f"<span class='lt top'>{letters['top']}</span><span class='lt left'>{letters['left']}</span>"
         f"<img src='thumbs/{view['file']}' width='{view['width']}' height='{view['height']}' loading='lazy' "
-        f"alt='{view['plane']}' data-plane='{view['plane']}' data-labels='{_e(json.dumps(letters))}'>"
+        f"alt='{view['plane']}' data-plane='{view['plane']}' data-labels='{escape(json.dumps(letters))}'>"
         f"<span class='lt right'>{letters['right']}</span><span class='lt bottom'>{letters['bottom']}</span>"
         f"</div><figcaption>{view['plane']} {view['index'] + 1}/{view['n']}</figcaption></figure>"
     )
@@ -316,24 +269,24 @@ def _volume_card(record: Any, facts: dict[str, Any], entry: dict[str, Any], show
     lines = [
         f"<div>{'x'.join(map(str, record.shape))} ({record.dtype}), spacing {spacing} mm</div>",
         (
-            f"<div>stored values {_fmt(facts['range'][0])} to {_fmt(facts['range'][1])}; shown "
-            f"{_fmt(facts['window'][0])} to {_fmt(facts['window'][1])}</div>"
+            f"<div>stored values {number(facts['range'][0])} to {number(facts['range'][1])}; shown "
+            f"{number(facts['window'][0])} to {number(facts['window'][1])}</div>"
         ),
-        f"<div>intensity: {_e(record.intensity or '-')}</div>",
-        f"<div>patient {_e(record.patient_key)}, study {_e(record.study_key)}"
+        f"<div>intensity: {escape(record.intensity or '-')}</div>",
+        f"<div>patient {escape(record.patient_key)}, study {escape(record.study_key)}"
         + (f", label {record.label}" if record.label is not None else "")
         + "</div>",
     ]
     if show_text and record.meta.get("description"):
-        lines.append(f"<div>description: {_e(record.meta['description'])}</div>")
+        lines.append(f"<div>description: {escape(record.meta['description'])}</div>")
     if record.has_mask:
         lines.append(f"<div>{_legend(facts['labels'])}</div>")
-    problem_html = ("<ul class='problems'>" + "".join(f"<li>{_e(p)}</li>" for p in problems) + "</ul>") if problems else ""
+    problem_html = ("<ul class='problems'>" + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul>") if problems else ""
     return (
-        f"<article class='card{' bad' if problems else ''}' data-kind='volume' data-modality='{_e(record.modality)}' "
+        f"<article class='card{' bad' if problems else ''}' data-kind='volume' data-modality='{escape(record.modality)}' "
         f"data-problems='{len(problems)}' data-slices='{record.n_slices}' data-order='{facts['volume']}' "
-        f"data-key='{_e(record.key)}'>"
-        f"<h3>#{facts['volume']} {_e(record.modality)} <code>{_e(record.key)}</code></h3>"
+        f"data-key='{escape(record.key)}'>"
+        f"<h3>#{facts['volume']} {escape(record.modality)} <code>{escape(record.key)}</code></h3>"
         f"<div class='views'>{''.join(_view_html(v) for v in facts['views'])}</div>"
         f"{''.join(lines)}{problem_html}"
         f"<details><summary>history ({len(record.history)} steps)</summary><ol>{_history_html(record.history)}</ol>"
@@ -349,14 +302,14 @@ def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
         reason = entry.get("reason", "")
         if entry.get("error"):
             reason = f"{entry['error']}: {reason}" if not str(reason).startswith(entry["error"]) else reason
-        description = f"<br><i>{_e(entry['description'])}</i>" if show_text and entry.get("description") else ""
-        problems = "".join(f"<li>{_e(p)}</li>" for p in entry.get("problems", []))
+        description = f"<br><i>{escape(entry['description'])}</i>" if show_text and entry.get("description") else ""
+        problems = "".join(f"<li>{escape(p)}</li>" for p in entry.get("problems", []))
         rows.append(
-            f"<tr class='failed' data-kind='failed' data-modality='{_e(entry.get('modality', ''))}' "
-            f"data-status='{_e(entry.get('status', ''))}'>"
-            f"<td>{_e(entry.get('status', ''))}</td><td><code>{_e(entry.get('series_key', ''))}</code>{description}</td>"
-            f"<td>{_e(entry.get('modality', ''))}</td><td>{_e('x'.join(map(str, entry.get('shape') or [])))}</td>"
-            f"<td>{_e(entry.get('stage', ''))}</td><td class='reason'>{_e(reason)}"
+            f"<tr class='failed' data-kind='failed' data-modality='{escape(entry.get('modality', ''))}' "
+            f"data-status='{escape(entry.get('status', ''))}'>"
+            f"<td>{escape(entry.get('status', ''))}</td><td><code>{escape(entry.get('series_key', ''))}</code>{description}</td>"
+            f"<td>{escape(entry.get('modality', ''))}</td><td>{escape('x'.join(map(str, entry.get('shape') or [])))}</td>"
+            f"<td>{escape(entry.get('stage', ''))}</td><td class='reason'>{escape(reason)}"
             f"{'<ul>' + problems + '</ul>' if problems else ''}</td></tr>"
         )
     for entry in report.get("files", []):
@@ -364,104 +317,15 @@ def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
         # reason scrubbed; paths ("path") are there only with --keep-phi (or in an older report).
         name = entry.get("path") if show_text else entry.get("file")
         if show_text or "file" in entry:
-            what = _e(entry.get("reason", ""))
+            what = escape(entry.get("reason", ""))
         else:
             what = "a file that could not be read (see report.json)"
-        where = f"<code>{_e(name)}</code>: " if name else ""
+        where = f"<code>{escape(name)}</code>: " if name else ""
         rows.append(
             f"<tr class='failed' data-kind='failed' data-modality='' data-status='unreadable'>"
             f"<td>unreadable file</td><td></td><td></td><td></td><td>scan</td><td class='reason'>{where}{what}</td></tr>"
         )
     return "".join(rows), len(rows)
-
-
-_STYLE = """
-body{font:13px system-ui,sans-serif;margin:0 16px 40px;background:#f6f6f6;color:#222}
-h1{font-size:20px;margin:14px 0 4px} h2{font-size:16px;margin:22px 0 6px} h3{font-size:13px;margin:0 0 4px}
-code{font-size:11px} table{border-collapse:collapse;background:#fff} td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
-.summary{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
-.hist{background:#fff;border:1px solid #ccc} .hist rect{fill:#4a78b5} .hist text{font-size:10px}
-.controls{position:sticky;top:0;background:#f6f6f6;padding:8px 0;border-bottom:1px solid #ccc;z-index:2}
-.cards{display:flex;flex-wrap:wrap;gap:10px}
-.card{background:#fff;border:1px solid #ccc;border-radius:4px;padding:8px;width:CARDWIDTHpx}
-.card.bad{border-color:#c33;box-shadow:0 0 0 1px #c33}
-.views{display:flex;gap:6px;align-items:flex-end;background:#000;padding:4px;margin-bottom:4px}
-.view{margin:0;text-align:center;color:#ddd;font-size:10px}
-.frame{display:grid;grid-template-columns:12px auto 12px;grid-template-rows:12px auto 12px;align-items:center;justify-items:center}
-.frame img{grid-column:2;grid-row:2;height:auto;display:block}
-.lt{color:#ff5;font-weight:bold;font-size:11px}
-.lt.top{grid-column:2;grid-row:1} .lt.bottom{grid-column:2;grid-row:3} .lt.left{grid-column:1;grid-row:2} .lt.right{grid-column:3;grid-row:2}
-.problems{color:#b00;margin:4px 0;padding-left:18px} .reason{max-width:760px;white-space:pre-wrap}
-.swatch{display:inline-block;width:10px;height:10px;margin:0 3px 0 6px;border:1px solid #333}
-img.broken{outline:3px solid #f0f} .hidden{display:none!important}
-"""
-
-_SCRIPT = """
-(function(){
-  var imgs=[].slice.call(document.querySelectorAll('.card img'));
-  var state=document.getElementById('thumb-state');
-  function count(){
-    var loaded=0,broken=0;
-    imgs.forEach(function(i){ if(i.dataset.state==='loaded')loaded++; else if(i.dataset.state==='broken')broken++; });
-    state.dataset.loaded=loaded; state.dataset.broken=broken; state.dataset.total=imgs.length;
-    state.textContent=loaded+' of '+imgs.length+' thumbnails drawn'+(broken?', '+broken+' MISSING (outlined)':'');
-  }
-  function mark(i){ i.dataset.state=(i.complete&&i.naturalWidth>0)?'loaded':'broken'; if(i.dataset.state==='broken')i.classList.add('broken'); count(); }
-  // The address's '#' part: 'all' loads every thumbnail at once (printing, a check of the whole
-  // page); 'modality=MR', 'problems', 'nofailed', 'sort=problems' set the filters (a link to a view).
-  var opts={}; location.hash.replace(/^#/,'').split('&').forEach(function(p){ if(p){ var kv=p.split('='); opts[decodeURIComponent(kv[0])]=kv.length>1?decodeURIComponent(kv[1]):true; } });
-  if(opts.all) imgs.forEach(function(i){ i.loading='eager'; });
-  imgs.forEach(function(i){
-    if(i.complete&&i.naturalWidth>0){ i.dataset.state='loaded'; }
-    else { i.addEventListener('load',function(){mark(i);}); i.addEventListener('error',function(){mark(i);}); }
-  });
-  count();
-  var cards=document.getElementById('cards'), failed=document.getElementById('failed-section');
-  function apply(){
-    var mod=document.getElementById('f-modality').value, onlyBad=document.getElementById('f-problems').checked,
-        showFailed=document.getElementById('f-failed').checked, key=document.getElementById('f-sort').value, shown=0;
-    var list=[].slice.call(cards.children);
-    list.forEach(function(c){ var ok=(!mod||c.dataset.modality===mod)&&(!onlyBad||+c.dataset.problems>0);
-      c.classList.toggle('hidden',!ok); if(ok)shown++; });
-    [].slice.call(document.querySelectorAll('tr.failed')).forEach(function(r){
-      r.classList.toggle('hidden',!!mod&&r.dataset.modality!==mod); });
-    failed.classList.toggle('hidden',!showFailed);
-    list.sort(function(a,b){
-      if(key==='problems') return (+b.dataset.problems)-(+a.dataset.problems)||(+a.dataset.order)-(+b.dataset.order);
-      if(key==='slices') return (+b.dataset.slices)-(+a.dataset.slices)||(+a.dataset.order)-(+b.dataset.order);
-      if(key==='modality') return a.dataset.modality.localeCompare(b.dataset.modality)||(+a.dataset.order)-(+b.dataset.order);
-      return (+a.dataset.order)-(+b.dataset.order); });
-    list.forEach(function(c){ cards.appendChild(c); });
-    document.getElementById('shown').textContent=shown+' of '+list.length+' volumes shown';
-  }
-  ['f-modality','f-problems','f-failed','f-sort'].forEach(function(id){ document.getElementById(id).addEventListener('change',apply); });
-  if(typeof opts.modality==='string') document.getElementById('f-modality').value=opts.modality;
-  if(opts.problems) document.getElementById('f-problems').checked=true;
-  if(opts.nofailed) document.getElementById('f-failed').checked=false;
-  if(typeof opts.sort==='string') document.getElementById('f-sort').value=opts.sort;
-  apply();
-})();
-"""
-
-
-def _page(title: str, summary: str, controls: str, cards: str, failed: str, n_failed: int, notes: str, thumb_size: int) -> str:
-    # three thumbnails, each with a letter column on both sides, and the card's own padding
-    style = _STYLE.replace("CARDWIDTH", str(3 * (thumb_size + 24) + 2 * 6 + 8 + 4))
-    return (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<meta name='viewport' content='width=device-width'><title>{_e(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{_e(title)}</h1>{notes}"
-        f"<section class='summary'>{summary}</section>"
-        f"<section id='failed-section'><h2>Series not converted ({n_failed})</h2>"
-        + (
-            f"<table id='failed'><tr><th>status</th><th>series</th><th>modality</th><th>shape</th><th>stage</th>"
-            f"<th>reason</th></tr>{failed}</table>"
-            if n_failed
-            else "<p>none: every series found was converted.</p>"
-        )
-        + f"</section><div class='controls'>{controls}</div><section id='cards' class='cards'>{cards}</section>"
-        f"<script>{_SCRIPT}</script></body></html>"
-    )
 
 
 def write_qc(
@@ -544,27 +408,11 @@ def write_qc(
         n_problems = sum(1 for r, f in zip(records, facts) if f["problems"] or by_key.get(r.key, {}).get("problems"))
         summary = _summary_html(records, facts, report, n_failed, n_problems)
         modalities = sorted({r.modality for r in records} | {e.get("modality", "") for e in report.get("series", [])} - {""})
-        controls = (
-            "<label>modality <select id='f-modality'><option value=''>all</option>"
-            + "".join(f"<option>{_e(m)}</option>" for m in modalities)
-            + "</select></label> "
-            "<label><input type='checkbox' id='f-problems'> only volumes with problems</label> "
-            "<label><input type='checkbox' id='f-failed' checked> show series not converted</label> "
-            "<label>sort <select id='f-sort'><option value='order'>store order</option>"
-            "<option value='problems'>problems first</option><option value='modality'>modality</option>"
-            "<option value='slices'>most slices</option></select></label> "
-            "<span id='shown'></span> &middot; <span id='thumb-state'></span>"
-        )
-        notes = (
-            "<p class='note'>Letters at the edges name the anatomical direction, read from each volume's "
-            "stored affine (radiological display: patient's right on the left of axial and coronal planes). "
-            "Masks are blended in colour. Drawn from the stored slices only.</p>"
-        )
-        if keep_phi:
-            notes += f"<p class='note'>Written with --keep-phi: sources {_e(', '.join(map(str, report.get('sources', []))))}</p>"
+        controls = page.controls(modalities)
+        notes = page.notes(report.get("sources", []) if keep_phi else None)
         title = f"medload QC: {store_path.name}" if keep_phi else "medload QC"
         (building / "index.html").write_text(
-            _page(title, summary, controls, cards, failed_html, n_failed, notes, thumb_size), encoding="utf-8"
+            page.page(title, summary, controls, cards, failed_html, n_failed, notes, thumb_size), encoding="utf-8"
         )
         if final.exists():
             shutil.rmtree(final)
@@ -609,11 +457,13 @@ def _summary_html(records: list[Any], facts: list[dict[str, Any]], report: dict[
             "skipped_files",
         )
     ]
-    table = "<table class='small' id='counts'>" + "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    table = (
+        "<table class='small' id='counts'>" + "".join(f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    )
     parts = [
         table,
-        _counter_table(Counter(r.modality for r in records), "modality"),
-        _counter_table(Counter("x".join(map(str, r.slice_shape)) for r in records), "slice shape"),
+        counter_table(Counter(r.modality for r in records), "modality"),
+        counter_table(Counter("x".join(map(str, r.slice_shape)) for r in records), "slice shape"),
     ]
     parts.append(histogram_svg([r.spacing[0] for r in records], "slice spacing (mm)"))
     parts.append(histogram_svg([s for r in records for s in r.spacing[1:]], "in-plane spacing (mm)"))
