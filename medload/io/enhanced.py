@@ -1,7 +1,10 @@
 """Enhanced (and classic) multi-frame objects: one :class:`Frame` per frame.
 
 Each frame's position, orientation, spacing and rescale come from its per-frame functional
-group, else from the shared one, else (rescale) from the top-level dataset.
+group, else from the shared one, else (rescale) from the top-level dataset. A value that is
+there but NaN, infinite or malformed is a :class:`~medload.errors.ReadError` naming the file,
+the frame and the tag, never read as absent (which would fall back to the shared group, a
+default, or no geometry at all).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import numpy as np
 
 from medload.io import philips
 from medload.io.diffusion import enhanced_diffusion
-from medload.io.frame import Frame, first_item, number, vector
+from medload.errors import ReadError
+from medload.io.frame import Frame, first_item, number
+from medload.io.validate import present_vector
 
 __all__ = ["enhanced_frames", "has_philips_scale"]
 
@@ -30,6 +35,24 @@ def _from_groups(item: Any, shared: Any, name: str | int) -> Any:
         if got is not None:
             return got
     return None
+
+
+def _value(owner: Any, keyword: str) -> Any:
+    return owner.get(keyword) if owner is not None else None
+
+
+def _finite(where: str, owner: Any, keyword: str, tag: str, default: float) -> float:
+    """``keyword`` of ``owner`` as a finite float, ``default`` when absent; refused naming ``where`` otherwise."""
+    value = _value(owner, keyword)
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return default
+    got = number(value)
+    if got is None or not np.isfinite(got):
+        raise ReadError(
+            f"{where}: {keyword} {tag} is {value if got is None else got!r}; expected a finite number (read as absent, this frame would "
+            "get another frame's or the default value). The header is damaged; re-export the file or remove it."
+        )
+    return float(got)
 
 
 def has_philips_scale(ds: Any) -> bool:
@@ -72,22 +95,26 @@ def enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> list
         echo = _from_groups(item, shared, "MREchoSequence")
         diff = _from_groups(item, shared, "MRDiffusionSequence")
         frame_type = tuple(str(v).upper() for v in (ftype_seq.get("FrameType") or ())) if ftype_seq else ()
-        position = vector(pos.get("ImagePositionPatient"), 3) if pos is not None else None
-        orientation = vector(ori.get("ImageOrientationPatient"), 6) if ori is not None else None
-        spacing = vector(meas.get("PixelSpacing"), 2) if meas is not None else None
+        where = f"{path}[frame {i}]"
+        # A value present but NaN, infinite or malformed is refused, never read as absent: a
+        # frame without a position became a volume without world geometry, one without an
+        # orientation a series of its own.
+        position = present_vector(where, _value(pos, "ImagePositionPatient"), 3, "ImagePositionPatient (0020,0032)")
+        orientation = present_vector(where, _value(ori, "ImageOrientationPatient"), 6, "ImageOrientationPatient (0020,0037)")
+        spacing = present_vector(where, _value(meas, "PixelSpacing"), 2, "PixelSpacing (0028,0030)")
         owner = trans if trans is not None else ds
-        slope = float(number(owner.get("RescaleSlope"), 1.0) or 0.0)
-        intercept = float(number(owner.get("RescaleIntercept"), 0.0) or 0.0)
+        slope = _finite(where, owner, "RescaleSlope", "(0028,1053)", 1.0)
+        intercept = _finite(where, owner, "RescaleIntercept", "(0028,1052)", 0.0)
         temporal = number(content.get("TemporalPositionIndex")) if content is not None else None
         stack = str(content.get("StackID", "")) if content is not None else ""
-        echo_time = number(echo.get("EffectiveEchoTime"), 0.0) if echo is not None else 0.0
+        echo_time = _finite(where, echo, "EffectiveEchoTime", "(0018,9082)", 0.0)
         diffusion = enhanced_diffusion(diff)
         dims = _dimension_index(content)
         # Rescale type differs between a magnitude and a field map in Hz (Philips fMAP).
         rescale_type = str(trans.get("RescaleType", "")) if trans is not None else ""
         if is_philips:
             private = _from_groups(item, shared, 0x2005140F) if item is not None else None
-            slope, intercept = philips.precise(slope, intercept, philips.scale_slope(private) or philips.scale_slope(ds))
+            slope, intercept = philips.precise(slope, intercept, philips.scale_slope(private, where) or philips.scale_slope(ds, path))
         split = base_split + (frame_type, round(float(echo_time or 0.0), 3), stack, rescale_type)
         frames.append(
             Frame(

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from medload.errors import ReadError
 from medload.io.frame import number
 
 __all__ = ["is_philips", "precise", "scale_slope"]
@@ -20,8 +21,24 @@ def is_philips(ds: Any) -> bool:
     return str(ds.get("Manufacturer", "")).lower().startswith("philips")
 
 
-def scale_slope(owner: Any) -> float | None:
-    """Philips private ScaleSlope (2005,100E) of ``owner`` (a dataset or sequence item), or ``None``."""
+def scale_slope(owner: Any, where: str | None = None) -> float | None:
+    """Philips private ScaleSlope (2005,100E) of ``owner`` (a dataset or sequence item), or ``None``.
+
+    With ``where`` (the file, and frame), a value that is present but NaN or infinite is refused
+    naming it: read as absent, that image alone would get display values while the others of
+    its series get precise ones.
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> ds = Dataset(); ds.add_new(0x2005100E, "FL", float("nan"))
+    >>> scale_slope(ds) is None
+    True
+    >>> scale_slope(ds, "a.dcm[frame 3]")
+    Traceback (most recent call last):
+    ...
+    medload.errors.ReadError: a.dcm[frame 3]: Philips ScaleSlope (2005,100E) is nan; ...
+    """
     if owner is None or 0x2005100E not in owner:
         return None
     value = owner[0x2005100E].value
@@ -30,6 +47,11 @@ def scale_slope(owner: Any) -> float | None:
     elif isinstance(value, (list, tuple)):
         value = value[0] if value else None
     value = number(value)
+    if where is not None and value is not None and not np.isfinite(value):
+        raise ReadError(
+            f"{where}: Philips ScaleSlope (2005,100E) is {value}; expected a finite number (this image's values "
+            "would not be comparable with the others'). The header is damaged; re-export the file or remove it."
+        )
     return value if value and np.isfinite(value) else None
 
 
