@@ -114,7 +114,9 @@ def enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> list
         rescale_type = str(trans.get("RescaleType", "")) if trans is not None else ""
         if is_philips:
             private = _from_groups(item, shared, 0x2005140F) if item is not None else None
-            slope, intercept = philips.precise(slope, intercept, philips.scale_slope(private, where) or philips.scale_slope(ds, path))
+            slope, intercept = philips.precise(
+                slope, intercept, philips.scale_slope(private, where) or philips.scale_slope(ds, path)
+            )
         split = base_split + (frame_type, round(float(echo_time or 0.0), 3), stack, rescale_type)
         frames.append(
             Frame(
