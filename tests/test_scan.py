@@ -269,3 +269,14 @@ def test_symlinked_export_is_followed_and_loops_end(tmp_path):
     assert load(found[0]).shape == (3, 4, 4)
     # a symlink given as the source itself
     assert [s.shape for s in scan(export / "linked")] == [(3, 4, 4)]
+
+
+def test_fast_header_keyword_table_matches_pydicoms_dictionary() -> None:
+    # the fast header pass reads elements by this table; a wrong tag or VR would read another
+    # element (or misread its bytes) without pydicom ever being asked
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    from medload.io.keywords import KEYWORDS
+
+    wrong = {k: (hex(tag), vr) for k, (tag, vr) in KEYWORDS.items() if tag_for_keyword(k) != tag or dictionary_VR(tag) != vr}
+    assert len(KEYWORDS) > 60 and not wrong, wrong

@@ -163,6 +163,7 @@ def convert(
     >>> report.counts["converted"], report.ok
     (1, True)
     """
+    given = dict(locals())  # the call's arguments as given, recorded in the report's options
     started = time.perf_counter()
     source_list = check_sources(sources)
     keep_descriptions = bool(keep_descriptions or keep_phi)
@@ -206,33 +207,30 @@ def convert(
         plan.read_options = {"modality": modality, "on_gap": on_gap}
         run_workers = 1 if plan.single and workers is None else workers
         interrupted, backend = _run(plan, workers=run_workers, dask=dask, progress=progress, image_modality=image_modality)
-        options = {
-            "size": size,
-            "resize_mode": resize_mode,
-            "orientation": orientation,
-            "dtype": dtype,
-            "compression": compression,
-            "workers": workers,
-            "dask": dask,
-            "modality": modality,
-            "force": bool(force),
-            "on_gap": on_gap,
-            "require_masks": bool(require_masks),
-            "keep_phi": keep_phi,
-            "keep_descriptions": keep_descriptions,
-            "backend": backend,
-            "labels": plan.labels_info,
-            "masks": bool(masks),
-            "patient_pattern": patient_pattern,
-            "patients": plan.patients_info,
-            "grayscale": grayscale,
-            "image_modality": image_modality,
-            "allow_burned_in": allow_burned_in,
-            "source_map": source_map is not None,
-        }
+        options = _report_options(given, plan, backend=backend, modality=modality)
         report = make_report(plan, options=options, interrupted=interrupted, started=started)
         write_report(report, report_path(plan.out, plan.single))
     return report
+
+
+def _report_options(given: dict[str, Any], plan: Any, *, backend: str, modality: str | None) -> dict[str, Any]:
+    """The options a report records: the call's arguments (``given``), the modality as checked,
+    the backend that ran, and what the plan made of the label and patient tables."""
+    copied = "size resize_mode orientation dtype compression workers dask on_gap keep_phi patient_pattern grayscale"
+    copied += " image_modality allow_burned_in"
+    options = {name: given[name] for name in copied.split()}
+    options.update(
+        modality=modality,
+        force=bool(given["force"]),
+        require_masks=bool(given["require_masks"]),
+        keep_descriptions=bool(given["keep_descriptions"] or given["keep_phi"]),
+        backend=backend,
+        labels=plan.labels_info,
+        masks=bool(given["masks"]),
+        patients=plan.patients_info,
+        source_map=given["source_map"] is not None,
+    )
+    return options
 
 
 def _checked_read_options(modality: str | None, on_gap: str) -> str | None:

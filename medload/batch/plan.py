@@ -381,8 +381,6 @@ def make_plan(
     require_masks: bool = False,
 ) -> Plan:
     """Check, resume, scan and pair: everything before the first series is converted."""
-    from medload.io.masks import mask_files, match_masks
-
     source_list = list(sources)
     out_path = Path(out)
     single = check_layout(out_path, workers, dask)
@@ -428,6 +426,16 @@ def make_plan(
         label_of, plan.labels_info = class_folder_labels(found)
     elif labels:
         label_of, plan.labels_info = read_labels(labels, found, plan.message_roots)
+    mask_of = _pair_masks(plan, found, masks, require_masks)
+    _add_tasks(plan, found, done, label_of, mask_of, (plan.labels_info or {}).get("classes"))
+    return plan
+
+
+def _pair_masks(plan: Plan, found: list[Any], masks: Any, require_masks: bool) -> dict[str, Any]:
+    """Each series' mask file from the ``masks`` folder, by source hash; what matched nothing is
+    counted on ``plan`` (refused with ``require_masks``)."""
+    from medload.io.masks import mask_files, match_masks
+
     candidates = mask_files(masks) if masks else []
     mask_of = match_masks(found, candidates) if masks else {}
     used = {os.path.realpath(m) for m, _ in mask_of.values()}
@@ -437,15 +445,14 @@ def make_plan(
     expected = [s for s in found if masks or (s.kind == "nnunet" and s.info.get("split") == "Tr")]
     plan.images_without_mask = sum(1 for s in expected if s.source_hash not in mask_of and not s.info.get("label_file"))
     if require_masks and (plan.unmatched_masks or plan.images_without_mask):
-        unmatched = [file_key(m, plan.key) if not keep_phi else m for m in plan.unmatched_masks[:5]]
+        unmatched = [file_key(m, plan.key) if not plan.keep_phi else m for m in plan.unmatched_masks[:5]]
         raise ConfigError(
             f"require_masks: {plan.images_without_mask} image(s) have no mask and {len(plan.unmatched_masks)} mask "
             f"file(s) match no image{(' (' + ', '.join(unmatched) + ')') if unmatched else ''}; pair them "
             "(masks are matched by file name: the series key, the NIfTI file's name or the description; "
             "nnU-Net: labelsTr/CASE.nii.gz for imagesTr/CASE_0000.nii.gz), or convert without require_masks."
         )
-    _add_tasks(plan, found, done, label_of, mask_of, (plan.labels_info or {}).get("classes"))
-    return plan
+    return mask_of
 
 
 def check_source_map(path: str | os.PathLike, out: str | os.PathLike) -> None:

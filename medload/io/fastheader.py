@@ -25,88 +25,14 @@ import struct
 from functools import lru_cache
 from typing import Any
 
+from medload.io.keywords import KEYWORDS
+
 # fmt: off
 __all__ = [
     "FALLBACK_REASONS", "KEYWORDS", "Damaged", "LiteHeader", "damaged_series_uid", "fast_header",
     "pixel_data_location", "read_fast",
 ]
 # fmt: on
-
-# keyword -> (tag, VR) for every element scan reads; generated once from pydicom's
-# dictionary so that the fast path needs no pydicom import (0.4 s of a whole process).
-KEYWORDS: dict[str, tuple[int, str]] = {
-    "AcquisitionNumber": (0x00200012, "IS"),
-    "BitsAllocated": (0x00280100, "US"),
-    "BitsStored": (0x00280101, "US"),
-    "BodyPartExamined": (0x00180015, "CS"),
-    "BurnedInAnnotation": (0x00280301, "CS"),
-    "CTImageFrameTypeSequence": (0x00189329, "SQ"),
-    "Columns": (0x00280011, "US"),
-    "ConvolutionKernel": (0x00181210, "SH"),
-    "DiffusionBValue": (0x00189087, "FD"),
-    "DimensionIndexValues": (0x00209157, "UL"),
-    "DirectoryRecordSequence": (0x00041220, "SQ"),
-    "EchoNumbers": (0x00180086, "IS"),
-    "EchoTime": (0x00180081, "DS"),
-    "EffectiveEchoTime": (0x00189082, "FD"),
-    "Exposure": (0x00181152, "IS"),
-    "FlipAngle": (0x00181314, "DS"),
-    "FrameContentSequence": (0x00209111, "SQ"),
-    "FrameType": (0x00089007, "CS"),
-    "GantryDetectorTilt": (0x00181120, "DS"),
-    "ImageOrientationPatient": (0x00200037, "DS"),
-    "ImagePositionPatient": (0x00200032, "DS"),
-    "ImageType": (0x00080008, "CS"),
-    "ImagerPixelSpacing": (0x00181164, "DS"),
-    "InstanceNumber": (0x00200013, "IS"),
-    "InversionTime": (0x00180082, "DS"),
-    "KVP": (0x00180060, "DS"),
-    "MRDiffusionSequence": (0x00189117, "SQ"),
-    "MREchoSequence": (0x00189114, "SQ"),
-    "MRImageFrameTypeSequence": (0x00189226, "SQ"),
-    "MagneticFieldStrength": (0x00180087, "DS"),
-    "Manufacturer": (0x00080070, "LO"),
-    "ManufacturerModelName": (0x00081090, "LO"),
-    "MediaStorageSOPClassUID": (0x00020002, "UI"),
-    "Modality": (0x00080060, "CS"),
-    "NumberOfFrames": (0x00280008, "IS"),
-    "PatientID": (0x00100020, "LO"),
-    "PatientPosition": (0x00185100, "CS"),
-    "PerFrameFunctionalGroupsSequence": (0x52009230, "SQ"),
-    "PhotometricInterpretation": (0x00280004, "CS"),
-    "PixelMeasuresSequence": (0x00289110, "SQ"),
-    "PixelRepresentation": (0x00280103, "US"),
-    "PixelSpacing": (0x00280030, "DS"),
-    "PixelValueTransformationSequence": (0x00289145, "SQ"),
-    "PlaneOrientationSequence": (0x00209116, "SQ"),
-    "PlanePositionSequence": (0x00209113, "SQ"),
-    "ProtocolName": (0x00181030, "LO"),
-    "RepetitionTime": (0x00180080, "DS"),
-    "RescaleIntercept": (0x00281052, "DS"),
-    "RescaleSlope": (0x00281053, "DS"),
-    "RescaleType": (0x00281054, "LO"),
-    "Rows": (0x00280010, "US"),
-    "SOPClassUID": (0x00080016, "UI"),
-    "SOPInstanceUID": (0x00080018, "UI"),
-    "SamplesPerPixel": (0x00280002, "US"),
-    "ScanningSequence": (0x00180020, "CS"),
-    "SeriesDescription": (0x0008103E, "LO"),
-    "SeriesInstanceUID": (0x0020000E, "UI"),
-    "SeriesNumber": (0x00200011, "IS"),
-    "SharedFunctionalGroupsSequence": (0x52009229, "SQ"),
-    "SliceThickness": (0x00180050, "DS"),
-    "SpacingBetweenSlices": (0x00180088, "DS"),
-    "SpecificCharacterSet": (0x00080005, "CS"),
-    "StackID": (0x00209056, "SH"),
-    "StudyInstanceUID": (0x0020000D, "UI"),
-    "TemporalPositionIdentifier": (0x00200100, "IS"),
-    "TemporalPositionIndex": (0x00209128, "UL"),
-    "TransferSyntaxUID": (0x00020010, "UI"),
-    "TriggerTime": (0x00181060, "DS"),
-    "WindowCenter": (0x00281050, "DS"),
-    "WindowWidth": (0x00281051, "DS"),
-    "XRayTubeCurrent": (0x00181151, "IS"),
-}
 
 _EXPLICIT_LONG = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
 _EXPLICIT_SHORT = {
@@ -441,6 +367,11 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
             _keep(buf, tag, vr, start, after)
             data, n = buf.data, len(buf.data)
         pos = after
+    return _lite_header(found, meta, implicit, pixel_at)
+
+
+def _lite_header(found: dict[int, Any], meta: dict[str, str], implicit: bool, pixel_at: tuple[int, int] | None) -> LiteHeader:
+    """The walked header, unless it is one the fast path leaves to pydicom (multi-frame, mosaic)."""
     if _NUMBER_OF_FRAMES in found:
         raise _Giveup("multi-frame")  # scan needs the functional groups, which pydicom parses
     image_type = found.get(0x00080008)

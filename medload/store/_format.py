@@ -11,12 +11,15 @@ import json
 import struct
 import zlib
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from medload._optional import require
 from medload.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from medload.volume import Volume
 
 SCHEMA_VERSION = 1
 
@@ -460,3 +463,38 @@ def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytes | bytearray | None
         pos += stored
         done += size
     return out if pos == total else None
+
+
+def volume_attrs(volume: Volume, *, source_hash: str, crc: int, channels: Any = None, label: int | None = None) -> dict[str, Any]:
+    """The attributes of a volume's group (docs/hdf5-schema.md), except ``complete``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from medload.volume import Volume
+    >>> attrs = volume_attrs(Volume(np.zeros((2, 3, 4)), np.eye(4), modality="CT"), source_hash="h", crc=7)
+    >>> attrs["layout"], attrs["modality"], attrs["patient_key"], int(attrs["crc32"])
+    ('ZYX', 'CT', 'none', 7)
+    """
+    meta = volume.meta
+    attrs = {
+        "affine": np.asarray(volume.affine, dtype=np.float64),
+        "spacing": np.asarray(volume.spacing, dtype=np.float64),
+        "modality": volume.modality,
+        "layout": "ZCYX" if volume.array.ndim == 4 else "ZYX",
+        "source": str(meta.get("source", "unknown")),
+        "source_key": str(meta.get("source_key", "")),
+        "patient_key": str(meta.get("patient_key") or "none"),
+        "study_key": str(meta.get("study_key", "")),
+        "series_key": str(meta.get("series_key", "")),
+        "intensity": str(meta.get("intensity", "")),
+        "history": canonical_json([[name, params] for name, params in volume.history]),
+        "source_hash": source_hash,
+        "meta": canonical_json({k: v for k, v in meta.items() if k not in META_ATTRS}),
+        "crc32": np.uint32(crc),
+    }
+    if channels is not None:
+        attrs["channels"] = canonical_json(list(channels))
+    if label is not None:
+        attrs["label"] = np.int64(label)
+    return attrs

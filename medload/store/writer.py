@@ -471,26 +471,7 @@ class Store:
                     block = np.ascontiguousarray(mask_array[z0 : z0 + BLOCK_SLICES], dtype=mdtype)
                     mds[z0 : z0 + len(block)] = block
                     crc = fmt.crc32(block, crc)
-            attrs = {
-                "affine": np.asarray(volume.affine, dtype=np.float64),
-                "spacing": np.asarray(volume.spacing, dtype=np.float64),
-                "modality": volume.modality,
-                "layout": "ZCYX" if four_d else "ZYX",
-                "source": str(meta.get("source", "unknown")),
-                "source_key": str(meta.get("source_key", "")),
-                "patient_key": str(meta.get("patient_key") or "none"),
-                "study_key": str(meta.get("study_key", "")),
-                "series_key": str(meta.get("series_key", "")),
-                "intensity": str(meta.get("intensity", "")),
-                "history": fmt.canonical_json([[name, params] for name, params in volume.history]),
-                "source_hash": source_hash,
-                "meta": fmt.canonical_json({k: v for k, v in meta.items() if k not in fmt.META_ATTRS}),
-                "crc32": np.uint32(crc),
-            }
-            if channels is not None:
-                attrs["channels"] = fmt.canonical_json(list(channels))
-            if label is not None:
-                attrs["label"] = np.int64(label)
+            attrs = fmt.volume_attrs(volume, source_hash=source_hash, crc=crc, channels=channels, label=label)
             group.attrs.update(attrs)
             f.flush()
             # The flag that makes the volume count: written only once everything above is on disk.
