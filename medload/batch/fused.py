@@ -47,8 +47,7 @@ def run_for_store(
     """
     steps = list(pipe)
     last = steps[-1] if steps else None
-    plain = getattr(store, "dtype", None) != "uint8" or not isinstance(last, (Window, MultiWindow))
-    if not plain:
+    if getattr(store, "dtype", None) == "uint8" and isinstance(last, (Window, MultiWindow)):
         head = Pipeline(steps[:-1])
         if mask is not None:
             volume, mask = head(volume, mask=mask)  # a window moves nothing: the mask is final here

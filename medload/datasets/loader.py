@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +29,10 @@ from medload.datasets._base import standardize_channels
 from medload.datasets.decode import decode_batch
 from medload.errors import ConfigError, MedloadError
 
-torch = require("torch", "medload.datasets.loader")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "medload.datasets.loader")
 
 __all__ = ["EpochBatchSampler", "SliceBatches", "SliceLoader", "slice_loader"]
 
@@ -253,6 +256,10 @@ class SliceLoader(torch.utils.data.DataLoader):
     :meth:`decode` turns a batch into float items on a device; :meth:`set_epoch` reshuffles a
     distributed sampler. Everything else is torch's DataLoader.
     """
+
+    # What slice_loader() builds it over (narrower than DataLoader's own annotations).
+    dataset: SliceBatches
+    sampler: EpochBatchSampler
 
     def decode(self, batch: Any, device: Any = None, *, non_blocking: bool | None = None) -> Any:
         """The batch on ``device`` as the items' float values (compact batches decoded there).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -11,7 +11,10 @@ from medload._optional import require
 from medload.datasets._base import StoreDatasetBase, standardize_channels
 from medload.errors import ConfigError
 
-torch = require("torch", "medload.SliceDataset")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "medload.SliceDataset")
 
 __all__ = ["SliceDataset"]
 

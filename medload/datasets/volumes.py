@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -11,7 +11,10 @@ from medload._optional import require
 from medload.datasets._base import StoreDatasetBase, standardize_channels
 from medload.errors import ConfigError, MedloadError
 
-torch = require("torch", "medload.VolumeDataset")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "medload.VolumeDataset")
 
 __all__ = ["VolumeDataset", "patch_origin"]
 
@@ -38,7 +41,7 @@ def patch_origin(
     >>> origin.tolist(), fg
     ([6, 6, 6], True)
     """
-    shape = np.asarray(shape, np.int64)
+    bounds = np.asarray(shape, np.int64)
     size = np.asarray(patch_size, np.int64)
     want_fg = foreground_ratio > 0 and rng.random() < foreground_ratio
     if want_fg and mask is not None:
@@ -47,9 +50,9 @@ def patch_origin(
             centre = np.array(np.unravel_index(fg[rng.integers(fg.size)], mask.shape), np.int64)
             origin = centre - size // 2
             # Keep the patch inside the volume where the volume is big enough.
-            origin = np.clip(origin, 0, np.maximum(shape - size, 0))
+            origin = np.clip(origin, 0, np.maximum(bounds - size, 0))
             return origin, True
-    high = np.maximum(shape - size, 0) + 1
+    high = np.maximum(bounds - size, 0) + 1
     origin = np.array([rng.integers(h) for h in high], np.int64)
     return origin, False
 
@@ -133,11 +136,11 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
             select=select,
             seed=seed,
         )
+        self.patch_size: tuple[int, ...] | None = None
         if patch_size is not None:
-            patch_size = tuple(int(p) for p in patch_size)
-            if len(patch_size) != 3 or min(patch_size) < 1:
-                raise ConfigError(f"VolumeDataset: patch_size must be three positive sizes (Z, H, W), found {patch_size}.")
-        self.patch_size = patch_size
+            self.patch_size = tuple(int(p) for p in patch_size)
+            if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+                raise ConfigError(f"VolumeDataset: patch_size must be three positive sizes (Z, H, W), found {self.patch_size}.")
         self.samples_per_volume = int(samples_per_volume)
         if self.samples_per_volume < 1:
             raise ConfigError(f"VolumeDataset: samples_per_volume must be >= 1, found {samples_per_volume}.")
@@ -175,7 +178,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
             image = self._read(volume, 0, depth).transpose(1, 0, 2, 3)  # (C, Z, H, W)
             mask = self._read_mask(volume, 0, depth).transpose(1, 0, 2, 3) if self.with_mask else None
         else:
-            image, mask, origin = self._patch(volume, index)
+            image, mask, origin = self._patch(volume, index, self.patch_size)
             item["origin"] = torch.from_numpy(origin)
         image = np.ascontiguousarray(image, dtype=np.float32)
         if self.replicate3:
@@ -197,25 +200,25 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
             return item["image"], item["label"]
         return item
 
-    def _patch(self, volume: int, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    def _patch(self, volume: int, index: int, patch_size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         rng = np.random.default_rng((self.seed, int(self._epoch), index))
         spatial = (self._shapes[volume][0],) + self._shapes[volume][-2:]
         full_mask = None
         if self.foreground_ratio > 0:
             full_mask = self._read_mask(volume, 0, spatial[0])[:, 0]
-        origin, _ = patch_origin(spatial, self.patch_size, rng=rng, mask=full_mask, foreground_ratio=self.foreground_ratio)
-        size = np.asarray(self.patch_size)
+        origin, _ = patch_origin(spatial, patch_size, rng=rng, mask=full_mask, foreground_ratio=self.foreground_ratio)
+        size = np.asarray(patch_size)
         lo = np.maximum(origin, 0)
         hi = np.minimum(origin + size, spatial)
-        block = self._read(volume, lo[0], hi[0])[:, :, lo[1] : hi[1], lo[2] : hi[2]].transpose(1, 0, 2, 3)
-        image = np.zeros((block.shape[0], *self.patch_size), np.float32)
+        block = self._read(volume, lo[0], hi[0])[:, :, lo[1]:hi[1], lo[2]:hi[2]].transpose(1, 0, 2, 3)
+        image = np.zeros((block.shape[0], *patch_size), np.float32)
         dst = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin))
         image[(slice(None), *dst)] = block
         mask = None
         if self.with_mask:
-            src = full_mask[lo[0] : hi[0]] if full_mask is not None else self._read_mask(volume, lo[0], hi[0])[:, 0]
-            mask = np.zeros((1, *self.patch_size), np.int64)
-            mask[(slice(None), *dst)] = src[None, :, lo[1] : hi[1], lo[2] : hi[2]]
+            src = full_mask[lo[0]:hi[0]] if full_mask is not None else self._read_mask(volume, lo[0], hi[0])[:, 0]
+            mask = np.zeros((1, *patch_size), np.int64)
+            mask[(slice(None), *dst)] = src[None, :, lo[1]:hi[1], lo[2]:hi[2]]
         return image, mask, origin.astype(np.int64)
 
     def __repr__(self) -> str:

@@ -111,10 +111,10 @@ def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
     if max(hh.bits_stored for hh in heads) > 16:
         # 32-bit samples (RGB secondary captures, RT Dose): their own width, never int64,
         # which NIfTI tools refuse.
-        for dt in (np.uint32, np.int32):
-            info = np.iinfo(dt)
+        for wide in (np.uint32, np.int32):
+            info = np.iinfo(wide)
             if info.min <= vmin and vmax <= info.max:
-                return np.dtype(dt)
+                return np.dtype(wide)
         return np.dtype(np.float64)
     # The header allows values beyond 16 bits (e.g. 16 bits stored plus an intercept of -1024)
     # but real data rarely uses them: start at 16 bits and widen if a slice needs it

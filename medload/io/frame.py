@@ -9,7 +9,7 @@ sorting (``scan.py``, ``sorting.py``) never need to know which kind a file was.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -47,6 +47,14 @@ def element_value(ds: Any, tag: int) -> Any:
     """Value of ``tag`` from a pydicom Dataset (which gives elements) or a LiteHeader (values)."""
     got = ds.get(tag)
     return getattr(got, "value", got)
+
+
+@overload
+def number(value: Any, default: float) -> float: ...
+
+
+@overload
+def number(value: Any, default: None = None) -> float | None: ...
 
 
 def number(value: Any, default: float | None = None) -> float | None:

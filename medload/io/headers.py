@@ -37,48 +37,17 @@ from medload.io.validate import check_frame_count, check_header, present_vector
 __all__ = ["FileHeader", "Frame", "burned_in_annotation", "header_from_dataset", "looks_like_dicom", "read_header"]
 
 # Header fields read by scan; everything else in the file is skipped while parsing.
-_SCAN_TAGS = [
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "Modality",
-    "SeriesInstanceUID",
-    "StudyInstanceUID",
-    "PatientID",
-    "SeriesNumber",
-    "SeriesDescription",
-    "ProtocolName",
-    "ImageType",
-    "Rows",
-    "Columns",
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "NumberOfFrames",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "PixelSpacing",
-    "ImagerPixelSpacing",
-    "SliceThickness",
-    "SpacingBetweenSlices",
-    "RescaleSlope",
-    "RescaleIntercept",
-    "EchoNumbers",
-    "EchoTime",
-    "AcquisitionNumber",
-    "InstanceNumber",
-    "TemporalPositionIdentifier",
-    "TriggerTime",
-    "DiffusionBValue",
-    "GantryDetectorTilt",
-    "SharedFunctionalGroupsSequence",
-    "PerFrameFunctionalGroupsSequence",
-    "DirectoryRecordSequence",
-    "BurnedInAnnotation",
-    0x00190010,
-    0x00290010,
-    0x00290011,  # private creators: locate the Siemens blocks below
+_SCAN_TAGS: list[str | int] = [
+    "SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID", "StudyInstanceUID",
+    "PatientID", "SeriesNumber", "SeriesDescription", "ProtocolName", "ImageType",
+    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
+    "BitsStored", "PixelRepresentation", "NumberOfFrames", "ImagePositionPatient",
+    "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing", "SliceThickness",
+    "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "EchoNumbers", "EchoTime",
+    "AcquisitionNumber", "InstanceNumber", "TemporalPositionIdentifier", "TriggerTime",
+    "DiffusionBValue", "GantryDetectorTilt", "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence", "DirectoryRecordSequence", "BurnedInAnnotation",
+    0x00190010, 0x00290010, 0x00290011,  # private creators: locate the Siemens blocks below
     0x0019100A,  # Siemens NumberOfImagesInMosaic
     0x00291010,  # Siemens CSA image header (slice normal, mosaic count)
     0x00291020,
@@ -292,10 +261,10 @@ def _read_with_pydicom(path: str, specific: bool) -> FileHeader | None:
 
     try:
         ds = pydicom.dcmread(
-            path,
-            stop_before_pixels=True,
-            force=True,
-            specific_tags=_SCAN_TAGS if specific else None,
+            path, stop_before_pixels=True, force=True,
+            # pydicom documents a list mixing keywords and int tags (it converts each with Tag());
+            # its TagListType alias admits only lists of one kind.
+            specific_tags=_SCAN_TAGS if specific else None,  # type: ignore[arg-type]
         )
     except Exception as exc:  # pydicom raises many kinds on damaged files (struct.error, RecursionError, ...)
         if isinstance(exc, InvalidDicomError) and not looks_like_dicom(path):

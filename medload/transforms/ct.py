@@ -287,9 +287,12 @@ class MultiWindow(Transform):
         _require_ct(volume, self.name, self.force)
         if volume.array.ndim != 3:
             raise TransformError(f"{self.name}: expected a 3D CT (Z, Y, X), found shape {volume.shape}")
-        tables = [window_table(volume.array.dtype, center=c, width=w) for _, c, w in self.specs]
-        if tables[0] is None:
-            return None
+        tables = []
+        for _, center, width in self.specs:
+            table = window_table(volume.array.dtype, center=center, width=width)
+            if table is None:  # the same for every window: floats and wide integers have none
+                return None
+            tables.append(table)
         return np.stack(tables), self.params(), {"meta": self._meta(volume)}
 
 

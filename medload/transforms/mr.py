@@ -178,13 +178,9 @@ def minmax(array: np.ndarray, *, mask: str | np.ndarray | None = None) -> np.nda
 NYUL_PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
 
 
-def nyul_fit(
-    arrays: Sequence[np.ndarray],
-    *,
-    masks: Sequence[np.ndarray | None] | None = None,
-    percentiles: Sequence[float] = NYUL_PERCENTILES,
-    scale: tuple[float, float] = (0.0, 100.0),
-) -> list[float]:
+def nyul_fit(arrays: Sequence[np.ndarray], *, masks: Sequence[str | np.ndarray | None] | None = None,
+             percentiles: Sequence[float] = NYUL_PERCENTILES,
+             scale: tuple[float, float] = (0.0, 100.0)) -> list[float]:
     """Fit Nyul & Udupa's standard histogram landmarks over a set of volumes.
 
     Each volume's landmark percentiles (inside its mask, default the foreground) are mapped
@@ -202,10 +198,10 @@ def nyul_fit(
     """
     if len(arrays) == 0:
         raise TransformError("nyul_fit: expected at least one volume, found none")
-    masks = list(masks) if masks is not None else ["foreground"] * len(arrays)
+    chosen: list[str | np.ndarray | None] = list(masks) if masks is not None else ["foreground"] * len(arrays)
     low, high = (float(v) for v in scale)
     mapped = []
-    for array, mask in zip(arrays, masks):
+    for array, mask in zip(arrays, chosen):
         array = np.asarray(array, dtype=np.float64)
         check_finite(array, "nyul_fit")
         marks = np.percentile(array[voxel_mask(array, mask)], percentiles)
@@ -236,22 +232,22 @@ def nyul_apply(
     >>> float(out[0]), float(out[-1])
     (0.0, 100.0)
     """
-    landmarks = np.asarray(landmarks, dtype=np.float64)
-    if len(landmarks) != len(percentiles):
+    standard = np.asarray(landmarks, dtype=np.float64)
+    if len(standard) != len(percentiles):
         raise TransformError(
-            f"nyul_apply: expected as many landmarks as percentiles ({len(percentiles)}), found {len(landmarks)}"
+            f"nyul_apply: expected as many landmarks as percentiles ({len(percentiles)}), found {len(standard)}"
         )
     array_f = np.asarray(array, dtype=np.float64)
     marks = np.percentile(array_f[voxel_mask(array_f, mask)], percentiles)
     if marks[-1] <= marks[0]:
-        return np.full(array_f.shape, landmarks[len(landmarks) // 2], np.float32)
+        return np.full(array_f.shape, standard[len(standard) // 2], np.float32)
     # Strictly increasing source landmarks for interp (ties from a spiky histogram).
     marks = np.maximum.accumulate(marks + np.arange(len(marks)) * 1e-9 * (marks[-1] - marks[0]))
-    out = np.interp(array_f, marks, landmarks)
-    lo_slope = (landmarks[1] - landmarks[0]) / (marks[1] - marks[0])
-    hi_slope = (landmarks[-1] - landmarks[-2]) / (marks[-1] - marks[-2])
-    out = np.where(array_f < marks[0], landmarks[0] + (array_f - marks[0]) * lo_slope, out)
-    out = np.where(array_f > marks[-1], landmarks[-1] + (array_f - marks[-1]) * hi_slope, out)
+    out = np.interp(array_f, marks, standard)
+    lo_slope = (standard[1] - standard[0]) / (marks[1] - marks[0])
+    hi_slope = (standard[-1] - standard[-2]) / (marks[-1] - marks[-2])
+    out = np.where(array_f < marks[0], standard[0] + (array_f - marks[0]) * lo_slope, out)
+    out = np.where(array_f > marks[-1], standard[-1] + (array_f - marks[-1]) * hi_slope, out)
     return out.astype(np.float32)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -245,13 +245,10 @@ class Resample(Transform):
     name = "resample"
     is_spatial = True
 
-    def __init__(
-        self,
-        spacing: Sequence[float | None] | float = (None, 1.0, 1.0),
-        interpolation: str = "linear",
-        shape: Sequence[int] | None = None,
-    ) -> None:
-        values = [spacing] * 3 if np.isscalar(spacing) else list(spacing)
+    def __init__(self, spacing: Sequence[float | None] | float = (None, 1.0, 1.0), interpolation: str = "linear",
+                 shape: Sequence[int] | None = None) -> None:
+        # np.isscalar is a TypeGuard: it narrows the scalar branch only, hence the casts here and below.
+        values = [spacing] * 3 if np.isscalar(spacing) else list(cast(Sequence[float | None], spacing))
         if len(values) != 3:
             raise TransformError(f"{self.name}: spacing needs 3 values (z, y, x) in mm, found {spacing!r}")
         self.spacing = [
@@ -320,7 +317,7 @@ class CropForeground(Transform):
         self, threshold: float | None = None, margin: int | Sequence[int] = 0, box: Sequence[Sequence[int]] | None = None
     ) -> None:
         self.threshold = None if threshold is None else check_range("threshold", threshold, transform=self.name)
-        margins = [margin] * 3 if np.isscalar(margin) else list(margin)
+        margins = [margin] * 3 if np.isscalar(margin) else list(cast(Sequence[int], margin))
         if len(margins) != 3:
             raise TransformError(f"{self.name}: margin needs 1 or 3 values, found {margin!r}")
         self.margin = [int(check_range("margin", m, low=0, transform=self.name)) for m in margins]
@@ -386,17 +383,9 @@ class ResizeSlices(Transform):
     name = "resize_slices"
     is_spatial = True
 
-    def __init__(
-        self,
-        size: int | Sequence[int] = 256,
-        mode: str = "pad-crop",
-        pad_value: float | None = None,
-        order: int = 1,
-        anti_aliasing: bool = True,
-        *,
-        workers: int | None = 1,
-    ) -> None:
-        sizes = [size, size] if np.isscalar(size) else list(size)
+    def __init__(self, size: int | Sequence[int] = 256, mode: str = "pad-crop", pad_value: float | None = None,
+                 order: int = 1, anti_aliasing: bool = True, *, workers: int | None = 1) -> None:
+        sizes = [size, size] if np.isscalar(size) else list(cast(Sequence[int], size))
         if len(sizes) != 2:
             raise TransformError(f"{self.name}: size must be one number or (H, W), found {size!r}")
         self.size = [int(check_range("size", s, low=1, high=16384, transform=self.name)) for s in sizes]
