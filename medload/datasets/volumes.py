@@ -210,15 +210,15 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
         size = np.asarray(patch_size)
         lo = np.maximum(origin, 0)
         hi = np.minimum(origin + size, spatial)
-        block = self._read(volume, lo[0], hi[0])[:, :, lo[1]:hi[1], lo[2]:hi[2]].transpose(1, 0, 2, 3)
+        block = self._read(volume, lo[0], hi[0])[:, :, lo[1] : hi[1], lo[2] : hi[2]].transpose(1, 0, 2, 3)
         image = np.zeros((block.shape[0], *patch_size), np.float32)
         dst = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin))
         image[(slice(None), *dst)] = block
         mask = None
         if self.with_mask:
-            src = full_mask[lo[0]:hi[0]] if full_mask is not None else self._read_mask(volume, lo[0], hi[0])[:, 0]
+            src = full_mask[lo[0] : hi[0]] if full_mask is not None else self._read_mask(volume, lo[0], hi[0])[:, 0]
             mask = np.zeros((1, *patch_size), np.int64)
-            mask[(slice(None), *dst)] = src[None, :, lo[1]:hi[1], lo[2]:hi[2]]
+            mask[(slice(None), *dst)] = src[None, :, lo[1] : hi[1], lo[2] : hi[2]]
         return image, mask, origin.astype(np.int64)
 
     def __repr__(self) -> str:

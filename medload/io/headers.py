@@ -38,16 +38,47 @@ __all__ = ["FileHeader", "Frame", "burned_in_annotation", "header_from_dataset",
 
 # Header fields read by scan; everything else in the file is skipped while parsing.
 _SCAN_TAGS: list[str | int] = [
-    "SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID", "StudyInstanceUID",
-    "PatientID", "SeriesNumber", "SeriesDescription", "ProtocolName", "ImageType",
-    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
-    "BitsStored", "PixelRepresentation", "NumberOfFrames", "ImagePositionPatient",
-    "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing", "SliceThickness",
-    "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "EchoNumbers", "EchoTime",
-    "AcquisitionNumber", "InstanceNumber", "TemporalPositionIdentifier", "TriggerTime",
-    "DiffusionBValue", "GantryDetectorTilt", "SharedFunctionalGroupsSequence",
-    "PerFrameFunctionalGroupsSequence", "DirectoryRecordSequence", "BurnedInAnnotation",
-    0x00190010, 0x00290010, 0x00290011,  # private creators: locate the Siemens blocks below
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "Modality",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "PatientID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "ProtocolName",
+    "ImageType",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "NumberOfFrames",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "EchoNumbers",
+    "EchoTime",
+    "AcquisitionNumber",
+    "InstanceNumber",
+    "TemporalPositionIdentifier",
+    "TriggerTime",
+    "DiffusionBValue",
+    "GantryDetectorTilt",
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
+    "DirectoryRecordSequence",
+    "BurnedInAnnotation",
+    0x00190010,
+    0x00290010,
+    0x00290011,  # private creators: locate the Siemens blocks below
     0x0019100A,  # Siemens NumberOfImagesInMosaic
     0x00291010,  # Siemens CSA image header (slice normal, mosaic count)
     0x00291020,
@@ -261,7 +292,9 @@ def _read_with_pydicom(path: str, specific: bool) -> FileHeader | None:
 
     try:
         ds = pydicom.dcmread(
-            path, stop_before_pixels=True, force=True,
+            path,
+            stop_before_pixels=True,
+            force=True,
             # pydicom documents a list mixing keywords and int tags (it converts each with Tag());
             # its TagListType alias admits only lists of one kind.
             specific_tags=_SCAN_TAGS if specific else None,  # type: ignore[arg-type]

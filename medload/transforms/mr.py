@@ -178,9 +178,13 @@ def minmax(array: np.ndarray, *, mask: str | np.ndarray | None = None) -> np.nda
 NYUL_PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
 
 
-def nyul_fit(arrays: Sequence[np.ndarray], *, masks: Sequence[str | np.ndarray | None] | None = None,
-             percentiles: Sequence[float] = NYUL_PERCENTILES,
-             scale: tuple[float, float] = (0.0, 100.0)) -> list[float]:
+def nyul_fit(
+    arrays: Sequence[np.ndarray],
+    *,
+    masks: Sequence[str | np.ndarray | None] | None = None,
+    percentiles: Sequence[float] = NYUL_PERCENTILES,
+    scale: tuple[float, float] = (0.0, 100.0),
+) -> list[float]:
     """Fit Nyul & Udupa's standard histogram landmarks over a set of volumes.
 
     Each volume's landmark percentiles (inside its mask, default the foreground) are mapped
@@ -234,9 +238,7 @@ def nyul_apply(
     """
     standard = np.asarray(landmarks, dtype=np.float64)
     if len(standard) != len(percentiles):
-        raise TransformError(
-            f"nyul_apply: expected as many landmarks as percentiles ({len(percentiles)}), found {len(standard)}"
-        )
+        raise TransformError(f"nyul_apply: expected as many landmarks as percentiles ({len(percentiles)}), found {len(standard)}")
     array_f = np.asarray(array, dtype=np.float64)
     marks = np.percentile(array_f[voxel_mask(array_f, mask)], percentiles)
     if marks[-1] <= marks[0]:

@@ -245,8 +245,12 @@ class Resample(Transform):
     name = "resample"
     is_spatial = True
 
-    def __init__(self, spacing: Sequence[float | None] | float = (None, 1.0, 1.0), interpolation: str = "linear",
-                 shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        spacing: Sequence[float | None] | float = (None, 1.0, 1.0),
+        interpolation: str = "linear",
+        shape: Sequence[int] | None = None,
+    ) -> None:
         # np.isscalar is a TypeGuard: it narrows the scalar branch only, hence the casts here and below.
         values = [spacing] * 3 if np.isscalar(spacing) else list(cast(Sequence[float | None], spacing))
         if len(values) != 3:
@@ -383,8 +387,16 @@ class ResizeSlices(Transform):
     name = "resize_slices"
     is_spatial = True
 
-    def __init__(self, size: int | Sequence[int] = 256, mode: str = "pad-crop", pad_value: float | None = None,
-                 order: int = 1, anti_aliasing: bool = True, *, workers: int | None = 1) -> None:
+    def __init__(
+        self,
+        size: int | Sequence[int] = 256,
+        mode: str = "pad-crop",
+        pad_value: float | None = None,
+        order: int = 1,
+        anti_aliasing: bool = True,
+        *,
+        workers: int | None = 1,
+    ) -> None:
         sizes = [size, size] if np.isscalar(size) else list(cast(Sequence[int], size))
         if len(sizes) != 2:
             raise TransformError(f"{self.name}: size must be one number or (H, W), found {size!r}")
