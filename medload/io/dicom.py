@@ -26,7 +26,7 @@ from medload.errors import (
 from medload.geometry import dicom_affine, lps_to_ras, slice_normal
 from medload.io.codecs import decode, read_native
 from medload.io.frame import Frame
-from medload.io.headers import FileHeader, burned_in_annotation, read_header, unchanged
+from medload.io.headers import FileHeader, burned_in_annotation, diffusion_facts, read_header, unchanged
 from medload.io.limits import check_volume_size
 from medload.io.mosaic import cut_tile
 from medload.io.series import Series
@@ -520,6 +520,7 @@ def _dicom_meta(
         signed_lo, signed_hi = _stored_range(max(hh.bits_stored for hh in heads), h.signed)  # as _invert mirrored
         slope, intercept = frames[0].slope, frames[0].intercept
         meta["stored_range"] = sorted([signed_lo * slope + intercept, signed_hi * slope + intercept])
+    meta.update(diffusion_facts(heads))
     if h.mosaic_tiles:
         meta["mosaic_tiles"] = h.mosaic_tiles
     if layout.tilt_deg:

@@ -22,6 +22,7 @@ from medload.io.fastheader import KEYWORDS, Damaged, pixel_data_location, read_f
 from medload.io.frame import Frame, dicom_seconds, element_value
 from medload.io.frame import image_type as _image_type
 from medload.io.frame import number as _num
+from medload.io.gediffusion import GE_DIFFUSION_TAGS, ge_diffusion
 from medload.io.mosaic import mosaic_frames, mosaic_tiles, tiles_per_side
 from medload.io.multiframe import (
     GRID_TAGS,
@@ -34,7 +35,15 @@ from medload.io.multiframe import (
 from medload.io.sopclass import looks_like_dicom, non_image_kind
 from medload.io.validate import check_frame_count, check_header, present_vector
 
-__all__ = ["FileHeader", "Frame", "burned_in_annotation", "header_from_dataset", "looks_like_dicom", "read_header"]
+__all__ = [
+    "FileHeader",
+    "Frame",
+    "burned_in_annotation",
+    "diffusion_facts",
+    "header_from_dataset",
+    "looks_like_dicom",
+    "read_header",
+]
 
 # Header fields read by scan; everything else in the file is skipped while parsing.
 _SCAN_TAGS: list[str | int] = [
@@ -111,6 +120,7 @@ _SCAN_TAGS: list[str | int] = [
     0x00210010,
     0x00211158,  # mosaic count without CSA
     *DIFFUSION_TAGS,
+    *GE_DIFFUSION_TAGS,
     *GRID_TAGS,
     0x00283000,  # ModalityLUTSequence: values through a lookup table instead of a rescale
 ]
@@ -269,6 +279,26 @@ def read_header(path: str, *, specific: bool = True) -> FileHeader | None:
     if header is not None:
         header.fallback = lite if isinstance(lite, str) else ("RT Dose (group 3004)" if rt_dose else "whole header asked for")
     return header
+
+
+def diffusion_facts(heads: list[FileHeader]) -> dict[str, Any]:
+    """What the diffusion-weighted files of a series say about its GE diffusion encoding (not its b=0 files).
+
+    ``diffusion_gradients_validated`` (every such file in a case dcm2niix validated) and
+    ``diffusion_unknown`` (why the encoding was not read), from :func:`medload.io.gediffusion.ge_diffusion`.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as H
+    >>> diffusion_facts([H(params={}), H(params={"diffusion_gradients_validated": False})])
+    {'diffusion_gradients_validated': False}
+    """
+    facts: dict[str, Any] = {}
+    for key in ("diffusion_gradients_validated", "diffusion_unknown"):
+        found = [h.params[key] for h in heads if key in h.params]
+        if found:
+            facts[key] = all(found) if isinstance(found[0], bool) else found[0]
+    return facts
 
 
 def unchanged(header: FileHeader) -> bool:
@@ -461,6 +491,8 @@ def _classic_frames(
     # one series (Philips DTI: 19 at some positions, 22 at others), which scrambled frames.
     time_key = (_num(ds.get("InstanceNumber"), 0.0), dicom_seconds(element_value(ds, 0x00080032)) or 0.0)
     diffusion = classic_diffusion(ds)
+    if diffusion is None:  # GE's private elements (the public ones win where both are written)
+        diffusion = ge_diffusion(ds, orientation, header.params)
     volume_id = _classic_volume_id(ds, diffusion)
     tiles, csa, tiles_from = mosaic_tiles(ds, image_type, path)
     # Echo time too: multi-echo series without EchoNumbers differ only there (as dcm2niix splits).
