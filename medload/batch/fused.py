@@ -1,14 +1,21 @@
-"""A pipeline that ends in CT windows, written to a uint8 store: window and quantization in one pass.
+"""A pipeline that ends in a window (then perhaps a resize), run without its float32 volume.
 
 The plain way computes the windowed float32 volume (4 bytes a voxel), then the store finds
-its range and quantizes it to uint8. For integer voxels of at most 16 bits (CT in HU as read)
-both steps are functions of the voxel's code alone, so they compose into one table of at
-most 65,536 stored values (one per window of ``MultiWindow``), built by running the very same
-float32 operations on every code (:meth:`Window.table`, :meth:`MultiWindow.table`, then the store's own :func:`~medload.store.encoding` and
-:func:`~medload.store.encode`); every voxel is then looked up once. The stored bytes,
-scale, offset, history and metadata are those of the plain way, bit for bit
-(``tests/test_convert_fused.py``), without the float32 volume (three of them for the
-three windows of ``ct-multiwindow``).
+its range and quantizes it to uint8. For integer voxels of at most 16 bits (CT in HU as read,
+radiographs) a window is a function of the voxel's code alone, so it is one table of at most
+65,536 values (one per window of ``MultiWindow``), built by running the very same float32
+operations on every code (:meth:`Window.table`, :meth:`MultiWindow.table`,
+:meth:`RadiographWindow.table`). Two pipelines' ends use it:
+
+- a final window into a uint8 store: the table composed with the store's own
+  :func:`~medload.store.encoding` and :func:`~medload.store.encode`; every voxel is looked up
+  once, straight to its stored byte;
+- a window followed by ``ResizeSlices(mode="resize")`` (``--size``), into any store: each
+  slice is looked up just before it is resized (:meth:`ResizeSlices.apply_lookup`), so only
+  the resized float32 volume is made (a quarter of the full-size one for 512 -> 256).
+
+The stored bytes, scale, offset, history and metadata are those of the plain way, bit for
+bit (``tests/test_convert_fused.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +28,14 @@ from medload.store import encode, encoding
 from medload.transforms import Pipeline
 from medload.transforms.base import json_params
 from medload.transforms.ct import MultiWindow, Window, table_codes
+from medload.transforms.radiograph import RadiographWindow
+from medload.transforms.spatial import ResizeSlices
 from medload.volume import Volume
 
 __all__ = ["run_for_store"]
+
+#: Windows that give a lookup table over integer codes: ``step.table(volume)``.
+TABLED = (Window, MultiWindow, RadiographWindow)
 
 
 def run_for_store(
@@ -32,8 +44,8 @@ def run_for_store(
     """Run ``pipe`` on ``volume`` (and ``mask``) for ``store``: ``(out, mask, encoded)``.
 
     ``encoded`` is ``(scale, offset)`` when ``out.array`` holds the stored uint8 values already
-    (pass it to ``store.add(out, encoded=...)``), ``None`` when ``out`` is the plain pipeline's
-    output (any other pipeline or store, float or wide integer voxels).
+    (pass it to ``store.add(out, encoded=...)``), ``None`` when ``out`` is what the plain
+    pipeline gives (a window then a resize gives the very same array, made slice by slice).
 
     Examples
     --------
@@ -46,17 +58,29 @@ def run_for_store(
     ([[[0, 128, 255, 255]]], (0.00392156862745098, 0.0))
     """
     steps = list(pipe)
-    last = steps[-1] if steps else None
-    if getattr(store, "dtype", None) == "uint8" and isinstance(last, (Window, MultiWindow)):
-        head = Pipeline(steps[:-1])
-        if mask is not None:
-            volume, mask = head(volume, mask=mask)  # a window moves nothing: the mask is final here
-        else:
-            volume = head(volume)
-        fused = _window_to_uint8(last, volume, store)
-        if fused is not None:
-            return fused[0], mask, fused[1]
-        steps = [last]  # float or wide voxels: the plain window on what the head gave
+    resize = steps[-1] if steps and isinstance(steps[-1], ResizeSlices) and steps[-1].mode == "resize" else None
+    at = len(steps) - (2 if resize is not None else 1)  # where the window would be
+    window = steps[at] if at >= 0 and isinstance(steps[at], TABLED) else None
+    if window is None or (resize is None and getattr(store, "dtype", None) != "uint8"):
+        return _plain(steps, volume, mask)
+    volume, mask = _plain(steps[:at], volume, mask)[:2]  # a window moves nothing: the mask is final here
+    spec = window.table(volume) if volume.array.size else None
+    if spec is None:  # float or wide voxels: the plain way on what the head gave
+        return _plain(steps[at:], volume, mask)
+    table, params, changes = spec
+    windowed = volume.with_array(volume.array, step=(window.name, json_params(params)), **changes)
+    if resize is None:
+        out, encoded = _window_to_uint8(table, windowed, store)
+        return out, mask, encoded
+    # ``windowed`` records the window but still holds the codes: apply_lookup resizes the
+    # looked-up values slice by slice. It never leaves this function.
+    planned = resize.plan(windowed)
+    array, resize_params, resize_changes = planned.apply_lookup(windowed.with_array(table_codes(volume.array)), table)
+    out = windowed.with_array(array, step=(resize.name, json_params(resize_params)), **resize_changes)
+    return out, (planned.apply_mask(mask) if mask is not None else None), None
+
+
+def _plain(steps: list[Any], volume: Volume, mask: Volume | None) -> tuple[Volume, Volume | None, None]:
     run = Pipeline(steps)
     if mask is not None:
         out, mask = run(volume, mask=mask)
@@ -64,13 +88,9 @@ def run_for_store(
     return run(volume), None, None
 
 
-def _window_to_uint8(window: Window | MultiWindow, volume: Volume, store: Any) -> tuple[Volume, tuple[float, float]] | None:
-    if volume.array.size == 0:
-        return None
-    spec = window.table(volume)
-    if spec is None:
-        return None
-    table, params, changes = spec
+def _window_to_uint8(table: np.ndarray, windowed: Volume, store: Any) -> tuple[Volume, tuple[float, float]]:
+    """The stored bytes of ``table[codes]`` and their ``(scale, offset)``; ``windowed`` records the window, holds the codes."""
+    volume = windowed
     codes = table_codes(volume.array)
     # Windows are monotone, so the windowed volume's range is that of its extreme voxels: the
     # store's encoding of those values is its encoding of the whole windowed volume.
@@ -83,8 +103,7 @@ def _window_to_uint8(window: Window | MultiWindow, volume: Volume, store: Any) -
         stored = _lookup(stored_table, codes)
     else:  # MultiWindow: (C, Z, Y, X), a channel per window
         stored = np.stack([_lookup(lookup, codes) for lookup in stored_table])
-    out = volume.with_array(stored, step=(window.name, json_params(params)), **changes)
-    return out, (scale, offset)
+    return windowed.with_array(stored), (scale, offset)
 
 
 def _lookup(table: np.ndarray, codes: np.ndarray, *, step: int = 1 << 16) -> np.ndarray:

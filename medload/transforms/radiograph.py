@@ -87,6 +87,43 @@ class RadiographWindow(Transform):
 
     def apply(self, volume: Volume) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
         check_finite(volume.array, self.name)
+        params, changes = self._concrete(volume)
+        out = voi_lut_linear(volume.array, center=params["center"], width=params["width"])
+        if params["invert"]:
+            out = 1.0 - out
+        return out, params, changes
+
+    def table(self, volume: Volume) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]] | None:
+        """This window as a lookup table over the volume's integer codes, with what :meth:`apply` records.
+
+        Like :meth:`medload.transforms.Window.table`: ``table[table_codes(volume.array)]`` is
+        :meth:`apply`'s array (the table is :func:`voi_lut_linear` of every code, inverted when
+        :meth:`apply` inverts), ``None`` unless the voxels are integers of at most 16 bits. A
+        radiograph stored as uint8 is then one lookup per pixel (``medload.batch.fused``)
+        instead of float64 and float32 copies of the image.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from medload.transforms.ct import table_codes
+        >>> vol = Volume(np.array([[[0, 900, 4095]]], np.uint16), np.eye(4), modality="DX",
+        ...              meta={"window_center": 2048, "window_width": 4096})
+        >>> table, params, _ = RadiographWindow().table(vol)
+        >>> bool((table[table_codes(vol.array)] == RadiographWindow()(vol).array).all()), params["center"]
+        (True, 2048.0)
+        """
+        dtype = volume.array.dtype
+        if dtype.kind not in "iu" or dtype.itemsize > 2:
+            return None
+        params, changes = self._concrete(volume)
+        codes = np.arange(1 << (8 * dtype.itemsize), dtype=f"u{dtype.itemsize}").view(dtype)
+        table = voi_lut_linear(codes, center=params["center"], width=params["width"])
+        if params["invert"]:
+            table = 1.0 - table
+        return table, params, changes
+
+    def _concrete(self, volume: Volume) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The window :meth:`apply` uses on ``volume`` (its recorded parameters) and the meta it sets."""
         meta = volume.meta
         monochrome1 = str(meta.get("photometric_interpretation", "")).upper() == "MONOCHROME1"
         already = monochrome1 and _reader_inverted(meta)
@@ -109,8 +146,5 @@ class RadiographWindow(Transform):
         invert = self.invert
         if invert is None:
             invert = monochrome1 and not already
-        out = voi_lut_linear(volume.array, center=center, width=width)
-        if invert:
-            out = 1.0 - out
         meta["intensity"] = f"VOI window {center:g}/{width:g} ({source}) scaled to [0,1]" + (", inverted" if invert else "")
-        return out, {"center": float(center), "width": float(width), "invert": bool(invert)}, {"meta": meta}
+        return {"center": float(center), "width": float(width), "invert": bool(invert)}, {"meta": meta}

@@ -177,7 +177,13 @@ def _nearest_index(n: int, size: int) -> np.ndarray:
 
 
 def resize_slices(
-    array: np.ndarray, size: Sequence[int], *, order: int = 1, anti_aliasing: bool = True, workers: int | None = 1
+    array: np.ndarray,
+    size: Sequence[int],
+    *,
+    order: int = 1,
+    anti_aliasing: bool = True,
+    workers: int | None = 1,
+    lookup: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resize every 2D slice ``array[..., :, :]`` to ``size`` as ``skimage.transform.resize`` does.
 
@@ -189,6 +195,12 @@ def resize_slices(
     keeps the dtype (``anti_aliasing`` applies to ``order > 0`` only: labels are never
     smoothed). Memory: the output plus a few slices.
 
+    ``lookup`` (a 1D table; ``array`` then holds unsigned integer indices into it) resizes
+    ``lookup[array]`` without making that volume: each slice is looked up just before it is
+    resized, so the result is the very array ``resize_slices(lookup[array], size)`` gives. A
+    CT window is such a table over a volume's integer codes (``medload.batch.fused``): the
+    float32 windowed volume at full size (4 bytes a voxel) is never allocated.
+
     Examples
     --------
     >>> import numpy as np
@@ -198,19 +210,31 @@ def resize_slices(
     >>> ref = resize(a[1], (20, 45), order=1, mode="edge", preserve_range=True, anti_aliasing=True)
     >>> out.shape, out.dtype, bool(np.allclose(out[1], ref, atol=1e-6))
     ((3, 20, 45), dtype('float32'), True)
+    >>> codes = np.random.default_rng(1).integers(0, 256, (2, 30, 30)).astype(np.uint8)
+    >>> table = np.linspace(0, 1, 256, dtype=np.float32)
+    >>> np.array_equal(resize_slices(codes, (10, 10), lookup=table), resize_slices(table[codes], (10, 10)))
+    True
     """
     array = np.asarray(array)
+    if lookup is not None:
+        lookup = np.asarray(lookup)
+        if lookup.ndim != 1 or array.dtype.kind != "u":
+            raise TransformError(
+                f"resize: lookup must be a 1D table indexed by an unsigned integer array, found a "
+                f"{lookup.ndim}D table and dtype {array.dtype}"
+            )
     (ny, nx), (hy, hx) = array.shape[-2:], (int(size[0]), int(size[1]))
     if order == 0:
         rows, cols = _nearest_index(ny, hy), _nearest_index(nx, hx)
-        return np.ascontiguousarray(array[..., rows[:, None], cols[None, :]])
+        picked = np.ascontiguousarray(array[..., rows[:, None], cols[None, :]])
+        return picked if lookup is None else np.take(lookup, picked)
     # skimage smooths only axes that shrink; asking for it otherwise changes nothing there.
     op_y, convex_y = _resize_operator(ny, hy, order, anti_aliasing)
     op_x, convex_x = _resize_operator(nx, hx, order, anti_aliasing)
     clip = not (convex_y and convex_x)
 
     def one(plane: np.ndarray) -> np.ndarray:
-        plane = np.asarray(plane, dtype=np.float32)
+        plane = np.asarray(plane, dtype=np.float32) if lookup is None else np.take(lookup, plane).astype(np.float32, copy=False)
         # rows first, then columns on the transposed (contiguous) result: CSR times C-ordered
         # dense is sparse's fast path both times.
         out = (op_x @ np.ascontiguousarray((op_y @ plane).T)).T
@@ -435,11 +459,15 @@ class ResizeSlices(Transform):
         out[..., py : py + cy, px : px + cx] = array[..., sy : sy + cy, sx : sx + cx]
         return out, [0, sy - py, sx - px]
 
-    def _resize(self, volume: Volume, *, order: int, anti_aliasing: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _resize(
+        self, volume: Volume, *, order: int, anti_aliasing: bool, lookup: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         (ny, nx), (hy, hx) = volume.spatial_shape[-2:], self.size
         # The numbers of skimage's per-slice resize (the slice axis keeps its size, so one 3D
         # call gives the same), from cached separable operators: see resize_slices.
-        out = resize_slices(volume.array, (hy, hx), order=order, anti_aliasing=anti_aliasing and order > 0, workers=self.workers)
+        out = resize_slices(
+            volume.array, (hy, hx), order=order, anti_aliasing=anti_aliasing and order > 0, workers=self.workers, lookup=lookup
+        )
         sy, sx = ny / hy, nx / hx
         m = np.eye(4)
         m[1, 1], m[2, 2] = sy, sx
@@ -454,6 +482,35 @@ class ResizeSlices(Transform):
             return out, planned.params(), {"affine": _shift_affine(volume.affine, offset)}
         out, affine = self._resize(volume, order=self.order, anti_aliasing=self.anti_aliasing)
         return out.astype(np.float32, copy=False), planned.params(), {"affine": affine}
+
+    def apply_lookup(self, volume: Volume, lookup: np.ndarray) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+        """:meth:`apply` on the volume ``lookup[volume.array]`` without making it (``mode="resize"`` only).
+
+        ``volume`` holds unsigned integer codes (its affine, meta and history are those of the
+        looked-up volume); ``lookup`` is one table, or a stack ``(C, codes)`` giving a channel
+        each (``(C, Z, H, W)``). Returns what :meth:`apply` returns for the looked-up volume,
+        the same array (see :func:`resize_slices`'s ``lookup``). A converter uses it for a
+        window followed by a resize (``medload.batch.fused``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> codes = Volume(np.arange(64, dtype=np.uint8).reshape(1, 8, 8), np.eye(4))
+        >>> table = np.linspace(0, 1, 256, dtype=np.float32)
+        >>> out, params, changes = ResizeSlices(4, mode="resize").apply_lookup(codes, table)
+        >>> np.array_equal(out, ResizeSlices(4, mode="resize")(codes.with_array(table[codes.array])).array)
+        True
+        """
+        if self.mode != "resize":
+            raise TransformError(f"{self.name}: apply_lookup resizes (mode='resize'), found mode {self.mode!r}")
+        lookup = np.asarray(lookup)
+        if lookup.ndim == 1:
+            out, affine = self._resize(volume, order=self.order, anti_aliasing=self.anti_aliasing, lookup=lookup)
+        else:  # a channel per table, each written in place
+            out = np.empty((len(lookup),) + volume.shape[:-2] + tuple(self.size), np.float32)
+            for channel, table in zip(out, lookup):
+                channel[...], affine = self._resize(volume, order=self.order, anti_aliasing=self.anti_aliasing, lookup=table)
+        return out.astype(np.float32, copy=False), self.plan(volume).params(), {"affine": affine}
 
     def apply_mask(self, mask):
         check_mask_grid(mask, self.name)
