@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 
@@ -20,7 +20,11 @@ from medload.cores import resolve_workers
 from medload.errors import TransformError
 from medload.volume import Volume
 
-__all__ = ["Transform", "REGISTRY", "get_transform", "map_slices", "check_finite"]
+__all__ = ["Applied", "Transform", "REGISTRY", "get_transform", "map_slices", "check_finite"]
+
+#: What :meth:`Transform.apply` returns: the new array, the concrete parameters (written to
+#: history) and the changes to the Volume (``affine``, ``meta``, ``modality``; may be empty).
+Applied: TypeAlias = tuple[np.ndarray, dict[str, Any], dict[str, Any]]
 
 #: Transform name -> class; filled by subclass definition, used by ``Pipeline.from_config``.
 REGISTRY: dict[str, type[Transform]] = {}
@@ -219,7 +223,7 @@ class Transform:
         """The configuration (JSON-able); ``type(self)(**t.params())`` rebuilds the transform."""
         raise NotImplementedError
 
-    def apply(self, volume: Volume) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+    def apply(self, volume: Volume) -> Applied:
         """Return ``(array, concrete params, changes)``; changes: optional affine/meta/modality."""
         raise NotImplementedError
 
@@ -264,7 +268,11 @@ class Transform:
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and json_params(self.params()) == json_params(other.params())  # type: ignore[attr-defined]
+        return (
+            isinstance(other, Transform)
+            and type(other) is type(self)
+            and json_params(self.params()) == json_params(other.params())
+        )
 
     def __hash__(self) -> int:
         return hash((self.name, json.dumps(json_params(self.params()), sort_keys=True)))

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from medload.errors import TransformError
-from medload.transforms.base import Transform, check_finite
+from medload.transforms.base import Applied, Transform, check_finite
+from medload.volume import Volume
 
 __all__ = ["BT601", "Grayscale", "ScaleStoredRange", "luma"]
 
@@ -65,7 +66,7 @@ class ScaleStoredRange(Transform):
             raise TransformError(
                 f"{self.name}: give both low and high, or neither (from meta['stored_range']); found low={low}, high={high}."
             )
-        if low is not None and not float(high) > float(low):  # type: ignore[arg-type]
+        if low is not None and high is not None and not float(high) > float(low):
             raise TransformError(f"{self.name}: high must be above low, found low={low}, high={high}.")
         self.low = None if low is None else float(low)
         self.high = None if high is None else float(high)
@@ -73,10 +74,11 @@ class ScaleStoredRange(Transform):
     def params(self) -> dict[str, Any]:
         return {"low": self.low, "high": self.high}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
-        low, high = self.low, self.high
-        if low is None:
+        if self.low is not None and self.high is not None:  # __init__ takes both or neither
+            low, high = self.low, self.high
+        else:
             stored = volume.meta.get("stored_range")
             if stored is None:
                 return volume.array, {"low": None, "high": None}, {}
@@ -115,7 +117,7 @@ class Grayscale(Transform):
     def params(self) -> dict[str, Any]:
         return {"weights": self.weights}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         array = volume.array
         check_finite(array, self.name)
         channels = volume.meta.get("channels")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from medload.errors import TransformError
-from medload.transforms.base import Transform, check_finite, check_range, map_frames
+from medload.transforms.base import Applied, Transform, check_finite, check_range, map_frames
 from medload.transforms.masks import ct_body_mask
 from medload.volume import Volume
 
@@ -132,10 +132,10 @@ class HUClip(Transform):
         self.high = check_range("high", high, low=self.low, low_open=True, transform=self.name)
         self.force = bool(force)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"low": self.low, "high": self.high, "force": self.force}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         _require_ct(volume, self.name, self.force)
         check_finite(volume.array, self.name)
         out = np.clip(volume.array.astype(np.float32, copy=False), np.float32(self.low), np.float32(self.high))
@@ -182,10 +182,10 @@ class Window(Transform):
         self.window, self.center, self.width = _window_spec(window, center, width, self.name)
         self.force = bool(force)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"window": self.window, "center": self.center, "width": self.width, "force": self.force}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         _require_ct(volume, self.name, self.force)
         check_finite(volume.array, self.name)
         out = window(volume.array, center=self.center, width=self.width)
@@ -253,10 +253,10 @@ class MultiWindow(Transform):
         self.windows = [s[0] if s[0] in WINDOWS else [s[1], s[2]] for s in specs]
         self.force = bool(force)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"windows": list(self.windows), "force": self.force}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         _require_ct(volume, self.name, self.force)
         if volume.array.ndim != 3:
             raise TransformError(f"{self.name}: expected a 3D CT (Z, Y, X), found shape {volume.shape}")
@@ -316,14 +316,14 @@ class CTBodyMask(Transform):
         self.opening_mm = check_range("opening_mm", opening_mm, low=0, transform=self.name)
         self.force = bool(force)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "fill": self.fill, "opening_mm": self.opening_mm, "force": self.force}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         _require_ct(volume, self.name, self.force)
         check_finite(volume.array, self.name)
 
-        def one(hu):
+        def one(hu: np.ndarray) -> np.ndarray:
             mask = ct_body_mask(hu, threshold=self.threshold, opening_mm=self.opening_mm, spacing=volume.spacing)
             return np.where(mask, hu, self.fill).astype(np.float32)
 

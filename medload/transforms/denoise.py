@@ -8,13 +8,17 @@ Volume transforms accept millimetres where it makes sense and record voxels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medload.errors import TransformError
-from medload.transforms.base import Transform, check_finite, check_range, map_frames, map_slices
+from medload.transforms.base import Applied, Transform, check_finite, check_range, map_frames, map_slices
+from medload.volume import Volume
+
+if TYPE_CHECKING:
+    import SimpleITK
 
 __all__ = [
     "estimate_noise",
@@ -103,7 +107,7 @@ def tv_denoise(array: np.ndarray, *, weight: float, max_num_iter: int = 200) -> 
     )
 
 
-def _to_sitk(array: np.ndarray):
+def _to_sitk(array: np.ndarray) -> SimpleITK.Image:
     import SimpleITK as sitk
 
     # Voxel units (spacing 1): sizes and diffusion time steps mean the same in every volume.
@@ -197,7 +201,7 @@ class _Denoiser(Transform):
         self.per_slice = bool(per_slice)
         self.workers = workers
 
-    def _run(self, volume, func):
+    def _run(self, volume: Volume, func: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         check_finite(volume.array, self.name)
         if self.per_slice:
             return map_slices(func, volume.array, workers=self.workers)
@@ -240,7 +244,7 @@ class NLMeans(_Denoiser):
         self.fast_mode = bool(fast_mode)
         self._init_common(per_slice, workers)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {
             "sigma": self.sigma,
             "h": self.h,
@@ -250,7 +254,7 @@ class NLMeans(_Denoiser):
             "fast_mode": self.fast_mode,
         }
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
         sigma = self.sigma if self.sigma is not None else estimate_noise(volume.array)
         if sigma == 0:
@@ -288,10 +292,10 @@ class TVDenoise(_Denoiser):
         self.max_num_iter = int(check_range("max_num_iter", max_num_iter, low=1, transform=self.name))
         self._init_common(per_slice, workers)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"weight": self.weight, "max_num_iter": self.max_num_iter, "per_slice": self.per_slice}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         return self._run(volume, lambda a: tv_denoise(a, weight=self.weight, max_num_iter=self.max_num_iter)), self.params(), {}
 
 
@@ -316,10 +320,10 @@ class Bilateral(_Denoiser):
         self.range_sigma = check_range("range_sigma", range_sigma, low=0, low_open=True, transform=self.name)
         self._init_common(per_slice, workers)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"domain_sigma": self.domain_sigma, "range_sigma": self.range_sigma, "per_slice": self.per_slice}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         return (
             self._run(volume, lambda a: bilateral(a, domain_sigma=self.domain_sigma, range_sigma=self.range_sigma)),
             self.params(),
@@ -350,7 +354,7 @@ class _Diffusion(_Denoiser):
             else check_range("time_step", time_step, low=0, low_open=True, high=limit, transform=self.name)
         )
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {
             "iterations": self.iterations,
             "conductance": self.conductance,
@@ -358,7 +362,7 @@ class _Diffusion(_Denoiser):
             "per_slice": self.per_slice,
         }
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         func = type(self)._func
         return (
             self._run(
@@ -413,10 +417,10 @@ class Median(_Denoiser):
         self.size = int(check_range("size", size, low=1, high=51, transform=self.name))
         self._init_common(per_slice, workers)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"size": self.size, "per_slice": self.per_slice}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         return self._run(volume, lambda a: median(a, size=self.size)), self.params(), {}
 
 
@@ -461,12 +465,13 @@ class Gaussian(_Denoiser):
             raise TransformError(f"{self.name}: {label} needs {ndim} values, found {value!r}")
         return [check_range(label, v, low=0, high=100, transform=self.name) for v in values]
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"sigma": self.sigma, "sigma_mm": self.sigma_mm, "per_slice": self.per_slice, "truncate": self.truncate}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         sigma = self.sigma
         if sigma is None:
+            assert self.sigma_mm is not None  # __init__ takes exactly one of sigma and sigma_mm
             spacing = volume.spacing[-len(self.sigma_mm) :]
             sigma = [mm / s for mm, s in zip(self.sigma_mm, spacing)]
         out = self._run(volume, lambda a: gaussian(a, sigma=sigma, truncate=self.truncate))

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from medload.errors import TransformError
-from medload.transforms.base import Transform, check_finite, check_range, map_frames, map_slices
+from medload.transforms.base import Applied, Transform, check_finite, check_range, map_frames, map_slices
 from medload.transforms.masks import voxel_mask
+from medload.volume import Volume
 
 __all__ = ["rescale_unit", "equalize_hist", "clahe", "HistogramEqualize", "CLAHE"]
 
@@ -108,13 +109,13 @@ class HistogramEqualize(Transform):
         self.per_slice = bool(per_slice)
         self.workers = workers
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"nbins": self.nbins, "mask": self.mask, "per_slice": self.per_slice}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
 
-        def one(a):
+        def one(a: np.ndarray) -> np.ndarray:
             m = None if self.mask == "all" else voxel_mask(a, self.mask)
             return equalize_hist(a, nbins=self.nbins, mask=m)
 
@@ -192,7 +193,7 @@ class CLAHE(Transform):
             raise TransformError(f"{self.name}: {label} needs {ndim} values for per_slice={self.per_slice}, found {value!r}")
         return [check_range(label, v, low=0, low_open=True, transform=self.name) for v in values]
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {
             "clip_limit": self.clip_limit,
             "kernel_size": self.kernel_size,
@@ -203,24 +204,24 @@ class CLAHE(Transform):
             "mask": self.mask,
         }
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         array = volume.array
         check_finite(array, self.name)
         ndim = 2 if self.per_slice else 3
-        kernel = self.kernel_size
+        kernel: Sequence[float] | None = self.kernel_size
         if kernel is None and self.kernel_mm is not None:
             spacing = volume.spacing[-ndim:]
             kernel = [max(int(round(mm / s)), 1) for mm, s in zip(self.kernel_mm, spacing)]
-        kernel = None if kernel is None else [int(k) for k in kernel]
+        kernel_px = None if kernel is None else [int(k) for k in kernel]
         in_range = self.in_range or [float(array.min()), float(array.max())]
         unit = rescale_unit(array, in_range=in_range)
 
-        one = partial(clahe, kernel_size=kernel, clip_limit=self.clip_limit, nbins=self.nbins)
+        one = partial(clahe, kernel_size=kernel_px, clip_limit=self.clip_limit, nbins=self.nbins)
         out = map_slices(one, unit, workers=self.workers) if self.per_slice else map_frames(one, unit)
         if self.mask != "all":
             inside = voxel_mask(array, self.mask)
             out = np.where(inside, out, unit.astype(np.float32))
-        concrete = {**self.params(), "kernel_size": kernel, "kernel_mm": None, "in_range": in_range}
+        concrete = {**self.params(), "kernel_size": kernel_px, "kernel_mm": None, "in_range": in_range}
         meta = volume.meta
         meta["intensity"] = f"CLAHE of [{in_range[0]:g}, {in_range[1]:g}] to [0,1]"
         return out, concrete, {"meta": meta}

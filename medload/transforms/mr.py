@@ -8,11 +8,12 @@ their concrete parameters. Statistics are taken inside a mask (:func:`~medload.t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from medload.errors import TransformError
-from medload.transforms.base import Transform, check_finite, check_range, map_frames
+from medload.transforms.base import Applied, Transform, check_finite, check_range, map_frames
 from medload.transforms.masks import voxel_mask
 from medload.volume import Volume
 
@@ -278,14 +279,14 @@ class N4BiasCorrection(Transform):
         self.iterations = [int(i) for i in iterations]
         self.convergence_threshold = check_range("convergence_threshold", convergence_threshold, low=0, transform=self.name)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {
             "shrink_factor": self.shrink_factor,
             "iterations": self.iterations,
             "convergence_threshold": self.convergence_threshold,
         }
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
         out = map_frames(lambda a: n4_bias_correct(a, spacing=volume.spacing, **self.params()), volume.array)
         return out, self.params(), {}
@@ -318,10 +319,10 @@ class PercentileClip(_MaskedNorm):
         self.upper = check_range("upper", upper, low=self.lower, low_open=True, high=100, transform=self.name)
         self.mask = self._check_mask(mask)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"lower": self.lower, "upper": self.upper, "mask": self.mask}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
         out = map_frames(lambda a: percentile_clip(a, lower=self.lower, upper=self.upper, mask=self.mask), volume.array)
         return out, self.params(), {}
@@ -344,10 +345,10 @@ class ZScore(_MaskedNorm):
     def __init__(self, mask: str = "foreground") -> None:
         self.mask = self._check_mask(mask)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"mask": self.mask}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
         out = map_frames(lambda a: zscore(a, mask=self.mask), volume.array)
         meta = volume.meta
@@ -371,10 +372,10 @@ class MinMax(_MaskedNorm):
     def __init__(self, mask: str = "all") -> None:
         self.mask = self._check_mask(mask)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"mask": self.mask}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
         out = map_frames(lambda a: minmax(a, mask=self.mask), volume.array)
         meta = volume.meta
@@ -434,10 +435,10 @@ class NyulStandardize(_MaskedNorm):
         landmarks = nyul_fit(arrays, masks=[mask] * len(arrays), percentiles=percentiles, scale=scale)
         return cls(landmarks, percentiles, mask)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"landmarks": self.landmarks, "percentiles": self.percentiles, "mask": self.mask}
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
         out = map_frames(
             lambda a: nyul_apply(a, landmarks=self.landmarks, percentiles=self.percentiles, mask=self.mask), volume.array

@@ -8,11 +8,12 @@ move the same way and keep their dtype.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from medload.errors import TransformError
-from medload.transforms.base import Transform, check_finite, check_mask_grid
+from medload.transforms.base import Applied, Transform, check_finite, check_mask_grid
 from medload.volume import Volume
 
 __all__ = [
@@ -70,7 +71,7 @@ class Reorient(Transform):
         self.axcodes = codes
         self.keep_slice_axis = bool(keep_slice_axis)
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"axcodes": self.axcodes, "keep_slice_axis": self.keep_slice_axis}
 
     def _codes(self, volume: Volume) -> list[str]:
@@ -83,7 +84,7 @@ class Reorient(Transform):
         first = "RAS"[slice_world]
         return [first] + [c for c in self.axcodes if world_axis[c] != slice_world]
 
-    def plan(self, volume):
+    def plan(self, volume: Volume) -> Reorient:
         return Reorient(self._codes(volume))
 
     def _do(self, volume: Volume, codes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,13 +100,13 @@ class Reorient(Transform):
         affine = volume.affine @ nio.inv_ornt_aff(ornt, spatial)
         return np.ascontiguousarray(out), affine
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
         codes = self._codes(volume)
         out, affine = self._do(volume, codes)
         return out, {"axcodes": codes, "keep_slice_axis": False}, {"affine": affine}
 
-    def apply_mask(self, mask):
+    def apply_mask(self, mask: Volume) -> Volume:
         check_mask_grid(mask, self.name)
         codes = self._codes(mask)
         out, affine = self._do(mask, codes)
@@ -177,7 +178,7 @@ class CanonicalSlices(Transform):
             raise TransformError(f"{self.name}: plane must be one of {[*DISPLAY_AXCODES, 'as acquired']}, found {plane!r}")
         self.plane = plane
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"axcodes": self.axcodes, "plane": self.plane}
 
     def plan(self, volume: Volume) -> CanonicalSlices:
@@ -188,14 +189,14 @@ class CanonicalSlices(Transform):
         plane = slice_plane(volume.affine)
         return CanonicalSlices(DISPLAY_AXCODES[plane], plane)
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         planned = self.plan(volume)
         if planned.axcodes is None:  # a projection image: unchanged, and said so
             return volume.array, planned.params(), {}
         out = Reorient(planned.axcodes)(volume)
         return out.array, planned.params(), {"affine": out.affine}
 
-    def apply_mask(self, mask):
+    def apply_mask(self, mask: Volume) -> Volume:
         check_mask_grid(mask, self.name)
         planned = self.plan(mask)
         if planned.axcodes is None:

@@ -6,7 +6,7 @@ import json
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -70,7 +70,16 @@ class Pipeline:
         self.steps = steps
 
     # --- running ---------------------------------------------------------------------
-    def __call__(self, volume: Volume, mask: Volume | None = None):
+    @overload
+    def __call__(self, volume: Volume, mask: None = None) -> Volume: ...
+
+    @overload
+    def __call__(self, volume: Volume, mask: Volume) -> tuple[Volume, Volume]: ...
+
+    @overload
+    def __call__(self, volume: Volume, mask: Volume | None) -> Volume | tuple[Volume, Volume]: ...
+
+    def __call__(self, volume: Volume, mask: Volume | None = None) -> Volume | tuple[Volume, Volume | None]:
         if mask is not None:
             if not isinstance(mask, Volume):
                 raise TransformError(f"mask must be a medload.Volume, found {type(mask).__name__}")

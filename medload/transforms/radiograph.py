@@ -82,7 +82,7 @@ class RadiographWindow(Transform):
         self.width = None if width is None else check_range("width", width, low=1, transform=self.name)
         self.invert = invert
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"center": self.center, "width": self.width, "invert": self.invert}
 
     def apply(self, volume: Volume) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:

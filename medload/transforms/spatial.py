@@ -16,7 +16,7 @@ from typing import Any, cast
 import numpy as np
 
 from medload.errors import TransformError
-from medload.transforms.base import Transform, check_finite, check_mask_grid, check_range, map_frames, map_slices
+from medload.transforms.base import Applied, Transform, check_finite, check_mask_grid, check_range, map_frames, map_slices
 from medload.transforms.orientation import (
     DISPLAY_AXCODES,
     PROJECTION_MODALITIES,
@@ -287,7 +287,7 @@ class Resample(Transform):
         self.interpolation = interpolation
         self.shape = None if shape is None else [int(n) for n in shape]
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"spacing": self.spacing, "interpolation": self.interpolation, "shape": self.shape}
 
     def _grid(self, volume: Volume) -> tuple[list[float], list[int], list[float]]:
@@ -297,23 +297,23 @@ class Resample(Transform):
         shape = self.shape or [max(int(round(n * o / s)), 1) for n, o, s in zip(volume.spatial_shape, old, new)]
         return zoom, shape, new
 
-    def plan(self, volume):
+    def plan(self, volume: Volume) -> Resample:
         _, shape, new = self._grid(volume)
         return Resample(new, self.interpolation, shape)
 
-    def _affine(self, volume, zoom):
+    def _affine(self, volume: Volume, zoom: Sequence[float]) -> np.ndarray:
         affine = np.array(volume.affine)
         affine[:3, :3] = affine[:3, :3] * np.asarray(zoom)[None, :]
         return affine
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
         zoom, shape, new = self._grid(volume)
         out = map_frames(lambda a: resample(a, zoom=zoom, shape=shape, interpolation=self.interpolation), volume.array)
         concrete = {"spacing": new, "interpolation": self.interpolation, "shape": shape}
         return out, concrete, {"affine": self._affine(volume, zoom)}
 
-    def apply_mask(self, mask):
+    def apply_mask(self, mask: Volume) -> Volume:
         check_mask_grid(mask, self.name)
         zoom, shape, new = self._grid(mask)
         out = map_frames(lambda a: resample(a, zoom=zoom, shape=shape, interpolation="nearest"), mask.array)
@@ -351,7 +351,7 @@ class CropForeground(Transform):
         self.margin = [int(check_range("margin", m, low=0, transform=self.name)) for m in margins]
         self.box = None if box is None else [[int(a), int(b)] for a, b in box]
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "margin": self.margin, "box": self.box}
 
     def _box(self, volume: Volume) -> list[list[int]]:
@@ -372,19 +372,19 @@ class CropForeground(Transform):
             mask = array > array.min()
         return foreground_box(mask, margin=self.margin)
 
-    def plan(self, volume):
+    def plan(self, volume: Volume) -> CropForeground:
         return CropForeground(self.threshold, self.margin, self._box(volume))
 
-    def _crop(self, volume: Volume, box):
+    def _crop(self, volume: Volume, box: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         index = (Ellipsis,) + tuple(slice(a, b) for a, b in box)
         return np.ascontiguousarray(volume.array[index]), _shift_affine(volume.affine, [a for a, _ in box])
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         box = self._box(volume)
         out, affine = self._crop(volume, box)
         return out, {**self.params(), "box": box}, {"affine": affine}
 
-    def apply_mask(self, mask):
+    def apply_mask(self, mask: Volume) -> Volume:
         check_mask_grid(mask, self.name)
         out, affine = self._crop(mask, self._box(mask))
         return mask.with_array(out, affine=affine, step=(self.name, self.params()))
@@ -433,7 +433,7 @@ class ResizeSlices(Transform):
         self.anti_aliasing = bool(anti_aliasing)
         self.workers = workers
 
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {
             "size": self.size,
             "mode": self.mode,
@@ -442,7 +442,7 @@ class ResizeSlices(Transform):
             "anti_aliasing": self.anti_aliasing,
         }
 
-    def plan(self, volume):
+    def plan(self, volume: Volume) -> ResizeSlices:
         pad = self.pad_value
         if pad is None and self.mode == "pad-crop":
             pad = float(volume.array.min())
@@ -474,16 +474,17 @@ class ResizeSlices(Transform):
         m[1, 3], m[2, 3] = 0.5 * sy - 0.5, 0.5 * sx - 0.5
         return out, volume.affine @ m
 
-    def apply(self, volume):
+    def apply(self, volume: Volume) -> Applied:
         check_finite(volume.array, self.name)
         planned = self.plan(volume)
         if self.mode == "pad-crop":
+            assert planned.pad_value is not None  # plan() fills it in pad-crop mode
             out, offset = self._pad_crop(volume.array, planned.pad_value)
             return out, planned.params(), {"affine": _shift_affine(volume.affine, offset)}
         out, affine = self._resize(volume, order=self.order, anti_aliasing=self.anti_aliasing)
         return out.astype(np.float32, copy=False), planned.params(), {"affine": affine}
 
-    def apply_lookup(self, volume: Volume, lookup: np.ndarray) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+    def apply_lookup(self, volume: Volume, lookup: np.ndarray) -> Applied:
         """:meth:`apply` on the volume ``lookup[volume.array]`` without making it (``mode="resize"`` only).
 
         ``volume`` holds unsigned integer codes (its affine, meta and history are those of the
@@ -512,7 +513,7 @@ class ResizeSlices(Transform):
                 channel[...], affine = self._resize(volume, order=self.order, anti_aliasing=self.anti_aliasing, lookup=table)
         return out.astype(np.float32, copy=False), self.plan(volume).params(), {"affine": affine}
 
-    def apply_mask(self, mask):
+    def apply_mask(self, mask: Volume) -> Volume:
         check_mask_grid(mask, self.name)
         if self.mode == "pad-crop":
             out, offset = self._pad_crop(mask.array, 0)
