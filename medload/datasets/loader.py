@@ -10,6 +10,13 @@ main process in), runs of consecutive slices of a volume in one store call. Mask
 volume and slice numbers and keys come batched the same way. The batches hold what
 ``default_collate`` makes of the items, bit for bit (``tests/test_datasets_loader.py``).
 
+With workers, batches cross to the main process through a ring of shared-memory buffers made
+once per iterator (``medload.datasets.ring``): a worker writes a batch into a free slot and sends
+only the slot number and the small fields; the batch is lent to the loop as tensors over the slot
+and the slot is reused once the batch is gone. torch's own way, a fresh shared-memory segment per
+tensor per batch, made 2 workers slower than none (docs/benchmarks.md); ``ring_buffers=False``
+keeps it.
+
 ``compact=True`` delivers images (and masks) in the stored type, uint8 for the default store,
 with each item's ``scale`` and ``offset``: a quarter of float32's bytes cross the process
 boundary and the PCIe bus; :meth:`SliceLoader.decode` (``medload.datasets.decode``) turns a
@@ -18,6 +25,7 @@ batch into the float item values on the device.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
@@ -27,6 +35,8 @@ import numpy as np
 from medload._optional import require
 from medload.datasets._base import standardize_channels
 from medload.datasets.decode import decode_batch
+from medload.datasets.ring import (BatchRing, SlotBatch, SlotField, SlotTicket, SlotWriter, aligned, field_array, field_bytes,
+                                   ring_available)
 from medload.errors import ConfigError, MedloadError
 
 if TYPE_CHECKING:
@@ -38,7 +48,23 @@ __all__ = ["EpochBatchSampler", "SliceBatches", "SliceLoader", "slice_loader"]
 
 
 class EpochBatchSampler(torch.utils.data.BatchSampler):
-    """A ``BatchSampler`` that passes :meth:`set_epoch` on to its sampler (a ``DistributedSampler``)."""
+    """A ``BatchSampler`` that passes :meth:`set_epoch` on to its sampler (a ``DistributedSampler``).
+
+    While :class:`SliceLoader` gives it a ``ring`` (workers running), each batch of indices
+    goes out as a :class:`~medload.datasets.ring.SlotTicket` naming the slot to write it into.
+    """
+
+    ring: BatchRing | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        ring = self.ring
+        if ring is None:
+            yield from super().__iter__()
+            return
+        # The first index of a pass is asked for after torch drained the previous pass's tasks.
+        ring.new_epoch()
+        for indices in super().__iter__():
+            yield ring.ticket(indices)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for ``epoch`` like ``DistributedSampler.set_epoch`` (no-op for other samplers)."""
@@ -51,14 +77,13 @@ def _as_is(batch: Any) -> Any:
     return batch
 
 
-_TORCH_DTYPE = {
-    np.dtype(np.uint8): torch.uint8,
-    np.dtype(np.int16): torch.int16,
-    np.dtype(np.float16): torch.float16,
-    np.dtype(np.float32): torch.float32,
-    np.dtype(np.int32): torch.int32,
-    np.dtype(np.int64): torch.int64,
-}
+def _image_label(batch: dict[str, Any]) -> tuple[Any, Any]:
+    """``return_tuple``'s form of a float batch."""
+    return batch["image"], batch["label"]
+
+
+_TORCH_DTYPE = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16, np.dtype(np.float16): torch.float16,
+                np.dtype(np.float32): torch.float32, np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}
 
 
 def _empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
@@ -162,8 +187,11 @@ class SliceBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, indices: Sequence[int]) -> Any:
+    def __getitem__(self, indices: Sequence[int] | SlotTicket) -> Any:
         ds = self.dataset
+        ticket = indices if isinstance(indices, SlotTicket) else None
+        if ticket is not None:
+            indices = ticket.indices
         if self.per_item:
             return torch.utils.data.default_collate(ds.__getitems__(indices))
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -174,12 +202,22 @@ class SliceBatches(torch.utils.data.Dataset):
         idx = np.where(idx < 0, idx + n, idx)
         vols, slices = ds._vol[idx], ds._slice[idx]
         size = int(idx.size)
-        image_t = _empty((size, self.channels, *self.slice_shape), self.image_dtype)
-        image = image_t.numpy()
-        mask_t = mask = None
-        if self.mask_dtype is not None:
-            mask_t = _empty((size, *self.mask_shape), self.mask_dtype)
-            mask = mask_t.numpy()
+        image_shape = (size, self.channels, *self.slice_shape)
+        mask_shape = (size, *self.mask_shape)
+        if ticket is not None and ticket.slot is not None:
+            # Straight into the ring's slot: only its number and the small fields cross.
+            layout = self._layout(size)
+            buffer = self._slot_writer().buffer(ticket)
+            image = field_array(buffer, layout["image"])
+            mask = field_array(buffer, layout["mask"]) if "mask" in layout else None
+            image_t = mask_t = None
+        else:
+            image_t = _empty(image_shape, self.image_dtype)
+            image = image_t.numpy()
+            mask_t = mask = None
+            if self.mask_dtype is not None:
+                mask_t = _empty(mask_shape, self.mask_dtype)
+                mask = mask_t.numpy()
         for a, b in _runs(vols, slices):
             v, s0, s1 = int(vols[a]), int(slices[a]), int(slices[b - 1]) + 1
             self._fill(image[a:b], v, s0, s1)
@@ -188,21 +226,50 @@ class SliceBatches(torch.utils.data.Dataset):
         if ds.standardize and not self.compact:
             for row in image:
                 row[...] = standardize_channels(row)
-        batch: dict[str, Any] = {"image": image_t}
+        # Every field in the items' order; image and mask are filled in below or in the main process.
+        fields: dict[str, Any] = {"image": None}
+        if mask is not None:
+            fields["mask"] = None
+        if ds.has_labels:
+            fields["label"] = ds._label[idx].astype(np.int64)
+        fields["spacing"] = np.asarray(ds._spacings, np.float64)[vols]
+        fields["volume"] = vols.astype(np.int64)
+        fields["slice"] = slices.astype(np.int64)
+        fields["key"] = [ds.volume_keys[v] for v in vols.tolist()]
+        if self.compact:
+            fields["scale"] = self._scale[vols]
+            fields["offset"] = self._offset[vols]
+        assemble = _image_label if ds.return_tuple and not self.compact else None
+        if image_t is None:
+            return SlotBatch(ticket.ring, ticket.slot, layout, fields, assemble)  # type: ignore[union-attr]
+        batch = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()}
+        batch["image"] = image_t
         if mask_t is not None:
             batch["mask"] = mask_t
-        if ds.has_labels:
-            batch["label"] = torch.from_numpy(ds._label[idx].astype(np.int64))
-        batch["spacing"] = torch.from_numpy(np.asarray(ds._spacings, np.float64)[vols])
-        batch["volume"] = torch.from_numpy(vols.astype(np.int64))
-        batch["slice"] = torch.from_numpy(slices.astype(np.int64))
-        batch["key"] = [ds.volume_keys[v] for v in vols.tolist()]
-        if self.compact:
-            batch["scale"] = torch.from_numpy(self._scale[vols])
-            batch["offset"] = torch.from_numpy(self._offset[vols])
-        elif ds.return_tuple:
-            return batch["image"], batch["label"]
-        return batch
+        return assemble(batch) if assemble is not None else batch
+
+    def slot_bytes(self, batch_size: int) -> int:
+        """Bytes of a ring slot holding a batch of ``batch_size`` (images, then masks)."""
+        return sum(aligned(field_bytes(v)) for v in self._layout(batch_size).values())
+
+    def _layout(self, size: int) -> dict[str, SlotField]:
+        """Where a batch of ``size`` lies in a slot: ``name -> (offset, dtype, shape)``."""
+        image: SlotField = (0, self.image_dtype.str, (size, self.channels, *self.slice_shape))
+        layout = {"image": image}
+        if self.mask_dtype is not None:
+            layout["mask"] = (aligned(field_bytes(image)), self.mask_dtype.str, (size, *self.mask_shape))
+        return layout
+
+    def _slot_writer(self) -> SlotWriter:
+        writer = self.__dict__.get("_writer")
+        if writer is None:
+            writer = self._writer = SlotWriter()
+        return writer
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_writer", None)  # a worker maps the slots it is given itself
+        return state
 
     def _fill(self, out: np.ndarray, volume: int, start: int, stop: int) -> None:
         """Rows ``out`` (``(n, C, H, W)``) from slices ``start:stop`` of ``volume``, as the items hold them."""
@@ -255,11 +322,37 @@ class SliceLoader(torch.utils.data.DataLoader):
 
     :meth:`decode` turns a batch into float items on a device; :meth:`set_epoch` reshuffles a
     distributed sampler. Everything else is torch's DataLoader.
+
+    With workers (and ``ring_buffers``, the default, on Linux), each iterator owns a
+    :class:`~medload.datasets.ring.BatchRing`: at most ``prefetch_factor * num_workers + 2``
+    batch-sized shared-memory slots, reused for every batch; a yielded batch's image and mask
+    are tensors over its slot, which is reused only once they (and every view of them) are gone.
     """
 
     # What slice_loader() builds it over (narrower than DataLoader's own annotations).
     dataset: SliceBatches
     sampler: EpochBatchSampler
+
+    def __init__(self, *args: Any, ring_buffers: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Whether batches cross from workers through a ring of reused shared-memory slots.
+        self.ring_buffers = (bool(ring_buffers) and self.num_workers > 0 and not self.dataset.per_item
+                             and ring_available())
+
+    def _get_iterator(self) -> Any:
+        if not self.ring_buffers:
+            return super()._get_iterator()
+        # One ring per iterator: with persistent workers that is every epoch of this loader.
+        ring = BatchRing(self.dataset.slot_bytes(self.sampler.batch_size),
+                         capacity=self.prefetch_factor * self.num_workers + 2)
+        self.sampler.ring = ring
+        iterator = super()._get_iterator()
+        weakref.finalize(iterator, _close_ring, ring, self.sampler)
+        return iterator
+
+    def __iter__(self) -> Any:
+        iterator = super().__iter__()
+        return _LentBatches(iterator) if self.ring_buffers else iterator
 
     def decode(self, batch: Any, device: Any = None, *, non_blocking: bool | None = None) -> Any:
         """The batch on ``device`` as the items' float values (compact batches decoded there).
@@ -273,6 +366,30 @@ class SliceLoader(torch.utils.data.DataLoader):
     def set_epoch(self, epoch: int) -> None:
         """Pass ``epoch`` to a ``DistributedSampler`` (call it before each epoch, as with torch's)."""
         self.sampler.set_epoch(epoch)
+
+
+def _close_ring(ring: BatchRing, sampler: EpochBatchSampler) -> None:
+    """The iterator (and its workers) is gone: unlink the ring's slots."""
+    if sampler.ring is ring:
+        sampler.ring = None
+    ring.close()
+
+
+class _LentBatches:
+    """Torch's iterator, with each :class:`SlotBatch` opened into tensors over its slot."""
+
+    def __init__(self, iterator: Any) -> None:
+        self._iterator = iterator
+
+    def __iter__(self) -> _LentBatches:
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self._iterator)
+        return batch.open() if isinstance(batch, SlotBatch) else batch
+
+    def __len__(self) -> int:
+        return len(self._iterator)
 
 
 def slice_loader(
@@ -289,6 +406,7 @@ def slice_loader(
     seed: int = 0,
     compact: bool = False,
     persistent_workers: bool | None = None,
+    ring_buffers: bool = True,
     **dataloader_kwargs: Any,
 ) -> SliceLoader:
     """A DataLoader of whole batches of ``dataset`` (see :meth:`SliceDataset.loader` for the parameters)."""
@@ -316,5 +434,6 @@ def slice_loader(
         pin_memory=pin_memory,
         generator=generator,
         persistent_workers=persistent_workers,
+        ring_buffers=ring_buffers,
         **dataloader_kwargs,
     )

@@ -246,20 +246,9 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
             return item["image"], item["label"]
         return item
 
-    def loader(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        sampler: Any = None,
-        distributed: bool = False,
-        generator: Any = None,
-        compact: bool = False,
-        **dataloader_kwargs: Any,
-    ) -> Any:
+    def loader(self, batch_size: int, *, shuffle: bool = False, num_workers: int = 0, pin_memory: bool = False,
+               drop_last: bool = False, sampler: Any = None, distributed: bool = False, generator: Any = None,
+               compact: bool = False, ring_buffers: bool = True, **dataloader_kwargs: Any) -> Any:
         """A ready DataLoader of whole batches: each worker reads a batch into one preallocated tensor.
 
         Runs of consecutive slices are read in one store call, straight into the batch (in a
@@ -288,6 +277,11 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
             float32's bytes through worker pipes and to the GPU), with ``scale`` and
             ``offset`` per item; ``loader.decode(batch, device)`` gives the float values
             there (standardization and ``"replicate3"`` done on the device).
+        ring_buffers : bool
+            With workers: batches cross through a few shared-memory buffers made once and
+            reused (a yielded batch's image and mask lie in one, lent to you until the batch
+            and every view of it are gone); False: a fresh shared-memory segment per tensor
+            per batch, torch's way, several times slower on small machines.
         **dataloader_kwargs
             Other DataLoader arguments (``prefetch_factor``, ``worker_init_fn``,
             ``multiprocessing_context``, ``timeout``, ``persistent_workers``).
@@ -305,20 +299,9 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         """
         from medload.datasets.loader import slice_loader
 
-        return slice_loader(
-            self,
-            batch_size,
-            shuffle=shuffle,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            drop_last=drop_last,
-            sampler=sampler,
-            distributed=distributed,
-            generator=generator,
-            seed=self.seed,
-            compact=compact,
-            **dataloader_kwargs,
-        )
+        return slice_loader(self, batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=pin_memory,
+                            drop_last=drop_last, sampler=sampler, distributed=distributed, generator=generator,
+                            seed=self.seed, compact=compact, ring_buffers=ring_buffers, **dataloader_kwargs)
 
     def __repr__(self) -> str:
         return (
