@@ -159,3 +159,14 @@ def test_ring_lends_a_slot_until_the_last_view_is_gone_and_unlinks_on_close():
     ring.close()
     assert ring_files() == []
     np.testing.assert_equal(len(ring), 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device; none here")
+def test_pinned_worker_batches_are_copied_out_of_the_ring(store):  # pragma: no cover - GPU machines
+    ds = SliceDataset(store)
+    loader = worker_loader(ds, 5, compact=True, pin_memory=True)
+    got = list(loader)
+    for g, w in zip(got, no_worker_batches(ds, 5, compact=True)):
+        assert g["image"].is_pinned() and g["mask"].is_pinned()
+        assert_batches_equal(g, w)
+        assert torch.equal(loader.decode(g, "cuda")["image"].cpu(), loader.decode(w, "cpu")["image"])
