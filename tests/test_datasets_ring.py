@@ -41,8 +41,15 @@ def no_worker_batches(ds, batch_size, *, compact, seed=4):
 
 
 def worker_loader(ds, batch_size, *, compact, context="fork", seed=4, **kwargs):
-    return ds.loader(batch_size, shuffle=True, compact=compact, num_workers=2, multiprocessing_context=context,
-                     generator=torch.Generator().manual_seed(seed), **kwargs)
+    return ds.loader(
+        batch_size,
+        shuffle=True,
+        compact=compact,
+        num_workers=2,
+        multiprocessing_context=context,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("compact", [True, False], ids=["compact", "float32"])

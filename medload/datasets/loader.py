@@ -35,8 +35,17 @@ import numpy as np
 from medload._optional import require
 from medload.datasets._base import standardize_channels
 from medload.datasets.decode import decode_batch
-from medload.datasets.ring import (BatchRing, SlotBatch, SlotField, SlotTicket, SlotWriter, aligned, field_array, field_bytes,
-                                   ring_available)
+from medload.datasets.ring import (
+    BatchRing,
+    SlotBatch,
+    SlotField,
+    SlotTicket,
+    SlotWriter,
+    aligned,
+    field_array,
+    field_bytes,
+    ring_available,
+)
 from medload.errors import ConfigError, MedloadError
 
 if TYPE_CHECKING:
@@ -82,8 +91,14 @@ def _image_label(batch: dict[str, Any]) -> tuple[Any, Any]:
     return batch["image"], batch["label"]
 
 
-_TORCH_DTYPE = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int16): torch.int16, np.dtype(np.float16): torch.float16,
-                np.dtype(np.float32): torch.float32, np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}
+_TORCH_DTYPE = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.int16): torch.int16,
+    np.dtype(np.float16): torch.float16,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.int32): torch.int32,
+    np.dtype(np.int64): torch.int64,
+}
 
 
 def _empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
@@ -336,15 +351,13 @@ class SliceLoader(torch.utils.data.DataLoader):
     def __init__(self, *args: Any, ring_buffers: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Whether batches cross from workers through a ring of reused shared-memory slots.
-        self.ring_buffers = (bool(ring_buffers) and self.num_workers > 0 and not self.dataset.per_item
-                             and ring_available())
+        self.ring_buffers = bool(ring_buffers) and self.num_workers > 0 and not self.dataset.per_item and ring_available()
 
     def _get_iterator(self) -> Any:
         if not self.ring_buffers:
             return super()._get_iterator()
         # One ring per iterator: with persistent workers that is every epoch of this loader.
-        ring = BatchRing(self.dataset.slot_bytes(self.sampler.batch_size),
-                         capacity=self.prefetch_factor * self.num_workers + 2)
+        ring = BatchRing(self.dataset.slot_bytes(self.sampler.batch_size), capacity=self.prefetch_factor * self.num_workers + 2)
         self.sampler.ring = ring
         iterator = super()._get_iterator()
         weakref.finalize(iterator, _close_ring, ring, self.sampler)

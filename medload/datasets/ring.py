@@ -35,8 +35,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SHM_DIR", "BatchRing", "SlotBatch", "SlotField", "SlotTicket", "SlotWriter", "aligned", "field_array", "field_bytes",
-           "ring_available"]
+__all__ = [
+    "SHM_DIR",
+    "BatchRing",
+    "SlotBatch",
+    "SlotField",
+    "SlotTicket",
+    "SlotWriter",
+    "aligned",
+    "field_array",
+    "field_bytes",
+    "ring_available",
+]
 
 SHM_DIR = "/dev/shm"
 _ALIGN = 64
@@ -64,7 +74,7 @@ def field_bytes(entry: SlotField) -> int:
 def field_array(buffer: np.ndarray, entry: SlotField) -> np.ndarray:
     """The field ``(offset, dtype, shape)`` of a slot's bytes as an array (a view, writable)."""
     offset = entry[0]
-    return buffer[offset:offset + field_bytes(entry)].view(entry[1]).reshape(entry[2])
+    return buffer[offset : offset + field_bytes(entry)].view(entry[1]).reshape(entry[2])
 
 
 @dataclass(frozen=True)
@@ -224,7 +234,8 @@ class BatchRing:
                 f"({stat.f_bavail * stat.f_frsize / 2**20:.0f} MiB free in {SHM_DIR}); batches cross "
                 "in fresh shared memory instead, slower. Give the machine or container more "
                 "shared memory (docker run --shm-size=1g) or lower batch_size or prefetch_factor.",
-                ResourceWarning, stacklevel=4,
+                ResourceWarning,
+                stacklevel=4,
             )
 
     def close(self) -> None:

@@ -246,9 +246,21 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
             return item["image"], item["label"]
         return item
 
-    def loader(self, batch_size: int, *, shuffle: bool = False, num_workers: int = 0, pin_memory: bool = False,
-               drop_last: bool = False, sampler: Any = None, distributed: bool = False, generator: Any = None,
-               compact: bool = False, ring_buffers: bool = True, **dataloader_kwargs: Any) -> Any:
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        sampler: Any = None,
+        distributed: bool = False,
+        generator: Any = None,
+        compact: bool = False,
+        ring_buffers: bool = True,
+        **dataloader_kwargs: Any,
+    ) -> Any:
         """A ready DataLoader of whole batches: each worker reads a batch into one preallocated tensor.
 
         Runs of consecutive slices are read in one store call, straight into the batch (in a
@@ -299,9 +311,21 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
         """
         from medload.datasets.loader import slice_loader
 
-        return slice_loader(self, batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=pin_memory,
-                            drop_last=drop_last, sampler=sampler, distributed=distributed, generator=generator,
-                            seed=self.seed, compact=compact, ring_buffers=ring_buffers, **dataloader_kwargs)
+        return slice_loader(
+            self,
+            batch_size,
+            shuffle=shuffle,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            drop_last=drop_last,
+            sampler=sampler,
+            distributed=distributed,
+            generator=generator,
+            seed=self.seed,
+            compact=compact,
+            ring_buffers=ring_buffers,
+            **dataloader_kwargs,
+        )
 
     def __repr__(self) -> str:
         return (
