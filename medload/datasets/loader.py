@@ -215,24 +215,31 @@ class SliceBatches(torch.utils.data.Dataset):
             bad = int(idx[(idx < -n) | (idx >= n)][0])
             raise IndexError(f"SliceDataset index {bad} is out of range for {n} slices.")
         idx = np.where(idx < 0, idx + n, idx)
-        vols, slices = ds._vol[idx], ds._slice[idx]
         size = int(idx.size)
-        image_shape = (size, self.channels, *self.slice_shape)
-        mask_shape = (size, *self.mask_shape)
-        if ticket is not None and ticket.slot is not None:
+        assemble = _image_label if ds.return_tuple and not self.compact else None
+        slot = ticket.slot if ticket is not None else None
+        if ticket is not None and slot is not None:
             # Straight into the ring's slot: only its number and the small fields cross.
             layout = self._layout(size)
             buffer = self._slot_writer().buffer(ticket)
-            image = field_array(buffer, layout["image"])
             mask = field_array(buffer, layout["mask"]) if "mask" in layout else None
-            image_t = mask_t = None
-        else:
-            image_t = _empty(image_shape, self.image_dtype)
-            image = image_t.numpy()
-            mask_t = mask = None
-            if self.mask_dtype is not None:
-                mask_t = _empty(mask_shape, self.mask_dtype)
-                mask = mask_t.numpy()
+            self._read(idx, field_array(buffer, layout["image"]), mask)
+            return SlotBatch(ticket.ring, slot, layout, self._fields(idx, mask is not None), assemble)
+        image_t = _empty((size, self.channels, *self.slice_shape), self.image_dtype)
+        mask_t = None if self.mask_dtype is None else _empty((size, *self.mask_shape), self.mask_dtype)
+        self._read(idx, image_t.numpy(), None if mask_t is None else mask_t.numpy())
+        batch = {
+            k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in self._fields(idx, mask_t is not None).items()
+        }
+        batch["image"] = image_t
+        if mask_t is not None:
+            batch["mask"] = mask_t
+        return assemble(batch) if assemble is not None else batch
+
+    def _read(self, idx: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> None:
+        """Images (and masks) of dataset positions ``idx`` into ``image`` (and ``mask``), as the items hold them."""
+        ds = self.dataset
+        vols, slices = ds._vol[idx], ds._slice[idx]
         for a, b in _runs(vols, slices):
             v, s0, s1 = int(vols[a]), int(slices[a]), int(slices[b - 1]) + 1
             self._fill(image[a:b], v, s0, s1)
@@ -241,27 +248,24 @@ class SliceBatches(torch.utils.data.Dataset):
         if ds.standardize and not self.compact:
             for row in image:
                 row[...] = standardize_channels(row)
-        # Every field in the items' order; image and mask are filled in below or in the main process.
+
+    def _fields(self, idx: np.ndarray, with_mask: bool) -> dict[str, Any]:
+        """The batch's entries in the items' order: small numpy arrays and the keys; image and mask None."""
+        ds = self.dataset
+        vols = ds._vol[idx]
         fields: dict[str, Any] = {"image": None}
-        if mask is not None:
+        if with_mask:
             fields["mask"] = None
         if ds.has_labels:
             fields["label"] = ds._label[idx].astype(np.int64)
         fields["spacing"] = np.asarray(ds._spacings, np.float64)[vols]
         fields["volume"] = vols.astype(np.int64)
-        fields["slice"] = slices.astype(np.int64)
+        fields["slice"] = ds._slice[idx].astype(np.int64)
         fields["key"] = [ds.volume_keys[v] for v in vols.tolist()]
         if self.compact:
             fields["scale"] = self._scale[vols]
             fields["offset"] = self._offset[vols]
-        assemble = _image_label if ds.return_tuple and not self.compact else None
-        if image_t is None:
-            return SlotBatch(ticket.ring, ticket.slot, layout, fields, assemble)  # type: ignore[union-attr]
-        batch = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()}
-        batch["image"] = image_t
-        if mask_t is not None:
-            batch["mask"] = mask_t
-        return assemble(batch) if assemble is not None else batch
+        return fields
 
     def slot_bytes(self, batch_size: int) -> int:
         """Bytes of a ring slot holding a batch of ``batch_size`` (images, then masks)."""
@@ -357,7 +361,9 @@ class SliceLoader(torch.utils.data.DataLoader):
         if not self.ring_buffers:
             return super()._get_iterator()
         # One ring per iterator: with persistent workers that is every epoch of this loader.
-        ring = BatchRing(self.dataset.slot_bytes(self.sampler.batch_size), capacity=self.prefetch_factor * self.num_workers + 2)
+        ring = BatchRing(
+            self.dataset.slot_bytes(self.sampler.batch_size), capacity=(self.prefetch_factor or 2) * self.num_workers + 2
+        )
         self.sampler.ring = ring
         iterator = super()._get_iterator()
         weakref.finalize(iterator, _close_ring, ring, self.sampler)
