@@ -535,7 +535,9 @@ def _run_dask(factory, tasks, address, n, on_outcome, flag) -> RunSummary:
     summary = RunSummary(backend=f"dask {address}")
     try:
         if address == "local":
-            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+            cluster = distributed.LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, preload=["medload.dask_worker"]
+            )
             client = distributed.Client(cluster)
         else:
             try:

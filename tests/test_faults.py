@@ -80,6 +80,67 @@ def test_workers_end_when_the_main_process_is_sigkilled(tmp_path):
                 pass
 
 
+BUSY_JOB = textwrap.dedent("""
+    import os
+
+    class Busy:
+        def __init__(self, slot):
+            self.folder = os.environ["PIDS"]
+
+        def __call__(self, task):
+            open(os.path.join(self.folder, str(os.getpid())), "w").close()
+            return sum(range(10**13))  # one C call that holds the GIL for hours, as a decoder can
+
+        def close(self):
+            pass
+""")
+
+DASK_MAIN = textwrap.dedent("""
+    from busyjob import Busy
+    from medload.parallel import run_tasks
+
+    if __name__ == "__main__":
+        run_tasks(Busy, [(str(i), i) for i in range(4)], workers=2, dask="local")
+""")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL and /proc semantics of Linux")
+def test_dask_local_workers_end_when_the_main_process_is_sigkilled_even_holding_the_gil(tmp_path):
+    # Dask's own check (a thread reading a pipe from the parent) needs the GIL: a worker in a
+    # long C call outlived its SIGKILLed parent until the call returned. medload.dask_worker
+    # makes the kernel end it (PR_SET_PDEATHSIG), as the local pool's workers.
+    pytest.importorskip("distributed")
+    psutil = pytest.importorskip("psutil")  # a dependency of distributed
+    (tmp_path / "busyjob.py").write_text(BUSY_JOB)
+    (tmp_path / "main.py").write_text(DASK_MAIN)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = dict(os.environ, PIDS=str(pids), PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    main = subprocess.Popen([sys.executable, str(tmp_path / "main.py")], env=env, cwd=tmp_path)
+    descendants = []
+    try:
+        deadline = time.time() + 120
+        while len(list(pids.iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        workers = [int(p.name) for p in pids.iterdir()]
+        descendants = psutil.Process(main.pid).children(recursive=True)
+        assert len(workers) == 2 and all(_alive(w) for w in workers)
+        assert set(workers) <= {p.pid for p in descendants}
+        main.send_signal(signal.SIGKILL)
+        main.wait()
+        deadline = time.time() + 15
+        while any(_alive(p.pid) for p in descendants) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [p.pid for p in descendants if _alive(p.pid)], "dask workers outlived their SIGKILLed parent"
+    finally:
+        main.kill()
+        for p in descendants:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
 def _ct_folder(tmp_path: Path) -> Path:
     from fixtures.synthetic import write_dicom_series
 
