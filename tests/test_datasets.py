@@ -7,6 +7,7 @@ Every voxel of the test stores says where it came from:
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 from pathlib import Path
@@ -18,6 +19,7 @@ torch = pytest.importorskip("torch")
 
 import medload  # noqa: E402
 from medload.datasets import SliceDataset, VolumeDataset, split  # noqa: E402
+from medload.datasets._base import MaskWarning  # noqa: E402
 from medload.errors import MedloadError, StoreError  # noqa: E402
 
 SIZE = 32
@@ -291,6 +293,35 @@ def test_masks_by_default_only_when_every_volume_has_one(tmp_path):
     assert int(only_masked[1]["mask"].sum()) == 2 * 8 * 8
     with pytest.warns(UserWarning, match="carry no mask"):
         assert VolumeDataset(path).with_mask is False
+
+
+def _warned_at(make) -> tuple[str, int]:
+    with pytest.warns(MaskWarning) as record:
+        make()
+    [warning] = [w for w in record if issubclass(w.category, MaskWarning)]
+    return warning.filename, warning.lineno
+
+
+def test_mask_warning_points_at_the_users_own_line(tmp_path):
+    # What a user sees is "file:line: MaskWarning: ..."; it must be the line that built the dataset.
+    from medload.datasets import NumpyBatches
+
+    path = _mixed_mask_store(tmp_path / "mixed.h5")
+
+    class MyDataset(SliceDataset):  # a user's subclass: its own __init__ line is the user's code
+        call_line = inspect.currentframe().f_lineno + 3
+
+        def __init__(self, store):
+            super().__init__(store)
+
+    makers = {
+        "SliceDataset": (lambda: SliceDataset(path), inspect.currentframe().f_lineno),
+        "VolumeDataset": (lambda: VolumeDataset(path), inspect.currentframe().f_lineno),
+        "NumpyBatches": (lambda: NumpyBatches(path, batch_size=2), inspect.currentframe().f_lineno),
+        "subclass": (lambda: MyDataset(path), MyDataset.call_line),
+    }
+    for name, (make, line) in makers.items():
+        assert _warned_at(make) == (__file__, line), name
 
 
 def test_with_mask_true_refuses_volumes_without_masks(tmp_path):
