@@ -27,6 +27,7 @@ from medload.errors import (
     TransformError,
     UnsupportedError,
 )
+from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
 
 __version__ = "0.1.0"
@@ -57,6 +58,8 @@ __all__ = [
     "MedloadError",
     "MissingDependencyError",
     "PipelineMismatchError",
+    "Problem",
+    "ProblemKind",
     "ReadError",
     "StoreError",
     "TransformError",

@@ -95,14 +95,14 @@ def _cmd_scan(args) -> int:
 
     table = Table(title=f"{len(rows)} series in {result.n_files} files under {args.source}")
     # Keys shortened on screen (12 characters tell series apart in any real export; --json has
-    # them whole). Problems are sentences: listed under the table, where they have the width.
+    # them whole). Problems are sentences: listed under the table (kind, then message), where they have the width.
     table.add_column("#", justify="right", no_wrap=True)
     for col in ("patient", "mod", "Z x Y x X", "mm"):
         table.add_column(col, no_wrap=True)
     table.add_column("!", justify="right", no_wrap=True)  # number of problems, listed below
     table.add_column("description", overflow="fold", min_width=10)
     notes = []
-    for i, r in enumerate(rows):
+    for i, (found, r) in enumerate(zip(result, rows)):
         size = "x".join(str(v) for v in r["shape"][-3:])
         if r["frames"] > 1:
             size = f"{r['frames']}x" + size
@@ -113,10 +113,10 @@ def _cmd_scan(args) -> int:
             r["modality"],
             size,
             spacing,
-            str(len(r["problems"])) if r["problems"] else "",
+            str(len(found.problems)) if found.problems else "",
             r["description"],
         )
-        notes += [f"[{i}] {problem}" for problem in r["problems"]]
+        notes += [f"[{i}] {problem.kind}: {problem.message}" for problem in found.problems]
     console = _console()
     console.print(table)
     for note in notes:
@@ -268,6 +268,8 @@ def _store_info(path: str) -> dict[str, Any]:
         "bytes_on_disk": int(sum(p.stat().st_size for p in files)),
         "pipeline": reader.pipeline,
         "intensity": dict(Counter(r.intensity for r in records)),
+        # Volumes with each kind of problem (medload.problems.ProblemKind), most common first.
+        "problems": dict(Counter(kind for r in records for kind in sorted({p.kind.value for p in r.problems})).most_common()),
         # Which key made the pseudonyms (compare with your key's: docs/deidentification.md).
         "phi_key_fingerprint": reader.key_fingerprint,
     }
@@ -321,6 +323,7 @@ def _cmd_info(args) -> int:
         ("stored as", f"{info['dtype']}, {info['compression']}"),
         ("on disk", f"{size / 1e6:.1f} MB in {info['shards']} file(s)"),
         ("intensity", "; ".join(f"{k} ({v})" for k, v in info["intensity"].items())),
+        ("problems", ", ".join(f"{k} ({v} vol)" for k, v in info["problems"].items()) or "-"),
         ("pipeline", "\n".join(_describe_pipeline(info["pipeline"]))),
         ("pseudonym key", info["phi_key_fingerprint"] or "(not recorded)"),
     ]:

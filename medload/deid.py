@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from medload.phikey import (
     read_key_file,
     resolve_key,
 )
+from medload.problems import Problem, is_problem_record
 
 # fmt: off
 __all__ = [
@@ -288,6 +289,27 @@ def hidden_texts(series: Any) -> list[str]:
     return sorted({t for t in texts if len(t) >= _MIN_HIDDEN}, key=len, reverse=True)
 
 
+def _map_text(value: Any, change: Callable[[str], str]) -> Any:
+    """``value`` with ``change`` applied to every string in it (lists, tuples and dict values).
+
+    A problem (a :class:`~medload.problems.Problem` or its ``{"kind", "message"}`` object) has
+    only its message changed: its kind is a word of medload's vocabulary, never a source's
+    name, and code decides by it (a description "tilt" must not turn ``gantry_tilt`` into
+    ``gantry_[description]``).
+    """
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, Problem):
+        return value.with_message(change)
+    if is_problem_record(value):
+        return {"kind": value["kind"], "message": change(value["message"])}
+    if isinstance(value, list | tuple):
+        return [_map_text(v, change) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_text(v, change) for k, v in value.items()}
+    return value
+
+
 def hide(value: Any, texts: Sequence[str]) -> Any:
     """``value`` with every string's occurrences of ``texts`` replaced by ``[description]``.
 
@@ -295,29 +317,23 @@ def hide(value: Any, texts: Sequence[str]) -> Any:
     --------
     >>> hide({"reason": ["Smith head CT: gap"]}, ["Smith head CT"])
     {'reason': ['[description]: gap']}
+    >>> hide([{"kind": "gantry_tilt", "message": "tilt of 14 degrees"}], ["tilt"])
+    [{'kind': 'gantry_tilt', 'message': '[description] of 14 degrees'}]
     """
     if not texts:
         return value
-    if isinstance(value, str):
+
+    def _hide(text: str) -> str:
         for t in texts:
-            value = value.replace(t, "[description]")
-        return value
-    if isinstance(value, list):
-        return [hide(v, texts) for v in value]
-    if isinstance(value, dict):
-        return {k: hide(v, texts) for k, v in value.items()}
-    return value
+            text = text.replace(t, "[description]")
+        return text
+
+    return _map_text(value, _hide)
 
 
 def scrub_paths(value: Any, roots: Sequence[str]) -> Any:
     """Source folders out of every string in ``value`` (folder names can be patient names)."""
-    if isinstance(value, str):
-        return relative_paths(value, roots)
-    if isinstance(value, list):
-        return [scrub_paths(v, roots) for v in value]
-    if isinstance(value, dict):
-        return {k: scrub_paths(v, roots) for k, v in value.items()}
-    return value
+    return _map_text(value, lambda text: relative_paths(text, roots))
 
 
 _IDENTIFYING = {k.lower() for k in IDENTIFYING_KEYWORDS} | {
@@ -531,7 +547,8 @@ def scrub(value: Any, names: SourceNames) -> Any:
 
     The one function every writer of an output folder calls (store meta, ``report.json``, the
     QC page): paths become pseudonyms, file and folder names too, descriptions ``[description]``
-    (see :class:`SourceNames`). Keys of dicts are kept; non-strings are returned as they are.
+    (see :class:`SourceNames`). Keys of dicts are kept; non-strings are returned as they are;
+    a problem keeps its kind and has its message scrubbed.
 
     Examples
     --------
@@ -539,13 +556,7 @@ def scrub(value: Any, names: SourceNames) -> Any:
     >>> scrub({"why": ["Smith CT: /exp/Smith/a.dcm"], "n": 3}, names)  # doctest: +ELLIPSIS
     {'why': ['[description]: file-...'], 'n': 3}
     """
-    if isinstance(value, str):
-        return _scrub_text(value, names)
-    if isinstance(value, list | tuple):
-        return [scrub(v, names) for v in value]
-    if isinstance(value, dict):
-        return {k: scrub(v, names) for k, v in value.items()}
-    return value
+    return _map_text(value, lambda text: _scrub_text(text, names))
 
 
 def _scrub_text(text: str, names: SourceNames) -> str:

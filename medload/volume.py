@@ -20,6 +20,7 @@ import numpy as np
 
 from medload.errors import ConfigError, UnsupportedError
 from medload.geometry import axis_codes, spacing_from_affine
+from medload.problems import Problem, problems_json, read_problems
 
 __all__ = ["Volume", "MODALITIES"]
 
@@ -29,14 +30,24 @@ MODALITIES = ("CT", "MR", "CR", "DX", "MG", "PT", "US", "unknown")
 HistoryEntry = tuple[str, dict[str, Any]]
 
 
+def _problem_json(value: Any) -> Any:
+    if isinstance(value, Problem):
+        return value.to_json()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _check_json(meta: Mapping[str, Any]) -> dict[str, Any]:
     try:
-        return json.loads(json.dumps(dict(meta), allow_nan=False))
+        plain = json.loads(json.dumps(dict(meta), allow_nan=False, default=_problem_json))
     except (TypeError, ValueError) as exc:
         raise ConfigError(
             f"Volume meta must be JSON-able (str, numbers, lists, dicts); found a value that "
             f"is not ({exc}). Convert it (e.g. float(x), str(uid)) before building the Volume."
         ) from exc
+    if "problems" in plain:
+        # Always records: a plain sentence (an older store, a user's note) becomes "unclassified".
+        plain["problems"] = problems_json(plain["problems"])
+    return plain
 
 
 class Volume:
@@ -52,7 +63,8 @@ class Volume:
         ``"CT"``, ``"MR"``, ``"CR"``, ``"DX"``, ``"MG"``, ``"PT"``, ``"US"`` or ``"unknown"``.
     meta : mapping, optional
         JSON-able metadata: series/study keys (pseudonyms), description, acquisition
-        parameters. No identifying fields.
+        parameters. No identifying fields. ``meta["problems"]`` is a list of
+        :class:`~medload.problems.Problem` (held as their JSON objects; see :attr:`problems`).
     history : sequence of (str, dict), optional
         Transforms applied so far, with their concrete parameters.
 
@@ -124,6 +136,19 @@ class Volume:
     def meta(self) -> dict[str, Any]:
         """JSON-able metadata (a copy: changing it does not change the Volume)."""
         return json.loads(json.dumps(self._meta))
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """What the reader found and did (``meta["problems"]``) as typed records; decide by ``kind``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> vol = Volume(np.zeros((1, 2, 2)), np.eye(4), meta={"problems": [Problem("gantry_tilt", "tilted")]})
+        >>> vol.problems[0].kind.value, vol.meta["problems"]
+        ('gantry_tilt', [{'kind': 'gantry_tilt', 'message': 'tilted'}])
+        """
+        return read_problems(self._meta.get("problems"))
 
     @property
     def history(self) -> tuple[HistoryEntry, ...]:

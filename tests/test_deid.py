@@ -21,6 +21,7 @@ import medload
 from fixtures.synthetic import write_dicom_series
 from medload.deid import fingerprint, pseudonym, resolve_key
 from medload.errors import BurnedInAnnotationError, ConfigError, StoreError
+from medload.problems import ProblemKind
 
 PACKAGE = Path(medload.__file__).resolve().parent
 PATIENT_ID = "MRN12345678"
@@ -163,11 +164,11 @@ def test_burned_in_annotation_yes_is_refused_unless_allowed(tmp_path):
 def test_ultrasound_without_burned_in_no_is_converted_with_a_warning(tmp_path):
     flagged = medload.load(_series(tmp_path / "us", modality="MR", extra_tags={"Modality": "US"}))
     assert flagged.meta["pixel_text"] == "possible"
-    assert any("may hold text" in p for p in flagged.meta["problems"])
+    assert any(p.kind is ProblemKind.PIXEL_TEXT_POSSIBLE and "may hold text" in p.message for p in flagged.problems)
     said_no = medload.load(_series(tmp_path / "us-no", modality="MR", extra_tags={"Modality": "US", "BurnedInAnnotation": "NO"}))
     assert "pixel_text" not in said_no.meta
     ct = medload.load(_series(tmp_path / "ct"))
-    assert "pixel_text" not in ct.meta and not any("may hold text" in p for p in ct.meta["problems"])
+    assert "pixel_text" not in ct.meta and ProblemKind.PIXEL_TEXT_POSSIBLE not in {p.kind for p in ct.problems}
 
 
 def test_the_command_says_once_where_the_new_key_is(tmp_path, config_dir, capsys, monkeypatch):
@@ -240,6 +241,8 @@ def test_convert_refuses_to_resume_with_another_key(tmp_path):
 def test_scan_says_a_series_has_burned_in_text(tmp_path):
     folder = _series(tmp_path / "us-like", extra_tags={"BurnedInAnnotation": "YES"})
     (series,) = medload.scan(folder)
-    assert any(p.startswith("BurnedInAnnotation YES") for p in series.problems)
+    assert any(
+        p.kind is ProblemKind.BURNED_IN_ANNOTATION and p.message.startswith("BurnedInAnnotation YES") for p in series.problems
+    )
     (plain,) = medload.scan(_series(tmp_path / "plain"))
-    assert not any("BurnedInAnnotation" in p for p in plain.problems)
+    assert ProblemKind.BURNED_IN_ANNOTATION not in {p.kind for p in plain.problems}

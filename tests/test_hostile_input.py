@@ -24,6 +24,7 @@ from fixtures.hostile import (
 )
 from fixtures.synthetic import write_dicom_series
 from medload.errors import LimitError, MedloadError, ReadError
+from medload.problems import ProblemKind
 
 RESCALE_INTERCEPT, ROWS, PIXEL_SPACING, PIXEL_DATA = 0x00281052, 0x00280010, 0x00280030, 0x7FE00010
 
@@ -70,6 +71,7 @@ def test_bit_flip_in_pixel_spacing_tag_is_refused(tmp_path):
     _rewrite(files[2], lambda d: retag(d, PIXEL_SPACING, 0x002A0030))
     found = medload.scan(tmp_path)
     assert len(found) == 1
+    assert [p.kind for p in found[0].problems] == [ProblemKind.PIXEL_SPACING_INCOMPLETE]
     with pytest.raises(medload.GeometryError, match="no PixelSpacing") as err:
         medload.load(found[0])
     assert files[2].name in str(err.value)
@@ -84,7 +86,7 @@ def test_truncated_slice_is_unreadable_and_its_series_is_not_loaded(tmp_path):
     assert "truncated" in found.errors[0].message
     assert not found.skipped
     (series,) = found
-    assert any("cannot be read" in p for p in series.problems)
+    assert any(p.kind is ProblemKind.DAMAGED_FILES and "cannot be read" in p.message for p in series.problems)
     with pytest.raises(ReadError, match="incomplete") as err:
         medload.load(series)
     assert files[-1].name in str(err.value)
@@ -123,7 +125,7 @@ def test_geometry_and_pixel_lies_are_refused_naming_the_file(tmp_path, name, val
     found = medload.scan(tmp_path)
     assert [Path(e.path).name for e in found.errors] == [files[1].name]
     assert expect in found.errors[0].message
-    assert all(any("cannot be read" in p for p in s.problems) for s in found)
+    assert all(ProblemKind.DAMAGED_FILES in {p.kind for p in s.problems} for s in found)
     for s in found:
         with pytest.raises(MedloadError):
             medload.load(s)

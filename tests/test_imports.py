@@ -18,6 +18,16 @@ FORBIDDEN = {
     "medload.store": ("medload.io", "medload.transforms", "medload.datasets", "medload.batch", "medload.cli", "medload.parallel"),
     "medload.datasets": ("medload.io", "medload.transforms", "medload.batch", "medload.cli", "medload.parallel"),
     "medload.volume": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.batch", "medload.cli"),
+    "medload.problems": (
+        "medload.io",
+        "medload.transforms",
+        "medload.store",
+        "medload.datasets",
+        "medload.batch",
+        "medload.cli",
+        "medload.volume",
+        "medload.deid",
+    ),
     "medload.geometry": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.batch", "medload.cli"),
 }
 
@@ -82,7 +92,19 @@ def test_import_medload_is_light() -> None:
 def test_public_api_names_resolve() -> None:
     import medload
 
-    for name in ("Volume", "MedloadError", "scan", "load", "Pipeline", "preset", "Store", "open", "convert"):
+    for name in (
+        "Volume",
+        "MedloadError",
+        "Problem",
+        "ProblemKind",
+        "scan",
+        "load",
+        "Pipeline",
+        "preset",
+        "Store",
+        "open",
+        "convert",
+    ):
         assert getattr(medload, name) is not None, name
 
 

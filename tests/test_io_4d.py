@@ -17,6 +17,7 @@ import pytest
 from fixtures.special import cine_series, enhanced_asl, philips_dti_series, write_image
 from medload.errors import FrameOrderError, GeometryError
 from medload.io import load, save_nifti, scan
+from medload.problems import ProblemKind
 from tests.conftest import shared_path
 from tests.test_io_reference import DCM2NIIX, match
 
@@ -35,7 +36,9 @@ def test_instance_numbers_out_of_order_at_one_position_follow_the_encodings(tmp_
     truth = philips_dti_series(tmp_path, scramble_at=(2,))
     vol = load(tmp_path)
     np.testing.assert_array_equal(vol.array, truth["array"])
-    assert any("at 1 of 6 slice positions (5.00 mm)" in p for p in vol.meta["problems"])
+    assert any(
+        p.kind is ProblemKind.FRAMES_REORDERED and "at 1 of 6 slice positions (5.00 mm)" in p.message for p in vol.problems
+    )
 
 
 def test_a_frame_found_at_one_position_only_is_refused_naming_the_position(tmp_path):
@@ -46,7 +49,7 @@ def test_a_frame_found_at_one_position_only_is_refused_naming_the_position(tmp_p
     assert isinstance(info.value, GeometryError)
     # scan says the same from headers, before any pixel is read
     (series,) = scan(tmp_path)
-    assert any("no single frame order" in p and "7.50 mm" in p for p in series.problems)
+    assert any(p.kind is ProblemKind.FRAME_ORDER_CONFLICT and "7.50 mm" in p.message for p in series.problems)
 
 
 def bvec_world(bvecs: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -123,7 +126,9 @@ def test_identical_frames_are_kept_so_scan_and_load_agree_on_the_shape(tmp_path)
     vol = load(series)
     assert series.shape == vol.shape == (2, 3, 4, 4)
     np.testing.assert_array_equal(vol.array[1], pixels)
-    assert any("2 frames at every slice position are identical" in p for p in vol.meta["problems"])
+    assert any(
+        p.kind is ProblemKind.IDENTICAL_FRAMES_KEPT and "2 frames at every slice position" in p.message for p in vol.problems
+    )
 
 
 def test_enhanced_pcasl_frames_follow_dcm2niix_and_the_classic_export(tmp_path):
@@ -156,7 +161,12 @@ def test_cine_phases_follow_trigger_time_at_every_position(tmp_path):
     truth = cine_series(tmp_path / "scrambled", scramble_at=(1,))
     vol = load(tmp_path / "scrambled")
     np.testing.assert_array_equal(vol.array, truth["array"])
-    assert any("TriggerTime" in p and "at 1 of 3 slice positions (8.00 mm)" in p for p in vol.meta["problems"])
+    assert any(
+        p.kind is ProblemKind.FRAMES_REORDERED
+        and "TriggerTime" in p.message
+        and "at 1 of 3 slice positions (8.00 mm)" in p.message
+        for p in vol.problems
+    )
 
 
 def test_derived_trace_frame_is_named_in_problems(tmp_path):
@@ -164,4 +174,4 @@ def test_derived_trace_frame_is_named_in_problems(tmp_path):
     vol = load(tmp_path)
     np.testing.assert_array_equal(vol.array, truth["array"])
     assert vol.meta["diffusion"]["bvals"][4] == 1000.0 and vol.meta["diffusion"]["gradients_lps"][4] == [0.0, 0.0, 0.0]
-    assert any(p.startswith("frame(s) [4] are diffusion-weighted (b > 0) without a gradient") for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.DIFFUSION_DERIVED_FRAMES and p.message.startswith("frame(s) [4] are") for p in vol.problems)

@@ -19,6 +19,7 @@ from fixtures.synthetic import write_dicom_series
 from medload.errors import GeometryError, MissingDependencyError, ReadError, UnsupportedError
 from medload.io import load, scan
 from medload.io.codecs import decode
+from medload.problems import ProblemKind
 
 ORIENTATIONS = ["axial", "sagittal", "coronal", "oblique"]
 
@@ -140,7 +141,7 @@ def test_identical_copy_of_a_file_is_dropped(tmp_path):
     assert series.shape == (4, 4, 4)
     vol = load(series)
     assert_matches_truth(vol, truth)
-    assert any("copies" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.DUPLICATE_IMAGES_DROPPED and "1 image(s)" in p.message for p in vol.problems)
 
 
 def test_duplicate_position_with_other_pixels_is_refused(tmp_path):
@@ -151,6 +152,7 @@ def test_duplicate_position_with_other_pixels_is_refused(tmp_path):
     arr[0, 0] += 1
     ds.PixelData = arr.tobytes()
     ds.save_as(tmp_path / "other_at_slice_2")
+    assert [p.kind for p in scan(tmp_path)[0].problems] == [ProblemKind.DUPLICATE_POSITIONS]
     with pytest.raises(GeometryError, match="duplicate positions") as err:
         load(tmp_path)
     assert "other_at_slice_2" in str(err.value)
@@ -163,14 +165,14 @@ def test_duplicate_position_with_same_pixels_and_new_uid_is_dropped(tmp_path):
     ds.save_as(tmp_path / "reexported_slice_1")
     vol = load(tmp_path)
     assert_matches_truth(vol, truth)
-    assert any("identical" in p and "reexported_slice_1" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.IDENTICAL_IMAGES_DROPPED and "reexported_slice_1" in p.message for p in vol.problems)
 
 
 def test_missing_slice_is_refused_or_interpolated(tmp_path):
     truth = write_dicom_series(tmp_path, shape=(6, 4, 5), spacing=(3.0, 1.0, 1.0), modality="MR", seed=10)
     os.remove(truth["files"][3])
     series = scan(tmp_path)[0]
-    assert any("missing slices" in p for p in series.problems)
+    assert any(p.kind is ProblemKind.SLICE_GAP and "missing slices" in p.message for p in series.problems)
     with pytest.raises(GeometryError, match="on_gap='interpolate'") as err:
         load(series)
     assert Path(truth["files"][2]).name in str(err.value) and "3.000 mm" in str(err.value)
@@ -180,7 +182,7 @@ def test_missing_slice_is_refused_or_interpolated(tmp_path):
     expected = np.rint((truth["array"][2] + truth["array"][4]) / 2)
     np.testing.assert_allclose(vol.array[3], expected, atol=0.5)
     np.testing.assert_array_equal(vol.array[[0, 1, 2, 4, 5]], truth["array"][[0, 1, 2, 4, 5]])
-    assert any("interpolated" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.SLICES_INTERPOLATED for p in vol.problems)
 
 
 def test_uneven_spacing_is_refused(tmp_path):
@@ -189,6 +191,7 @@ def test_uneven_spacing_is_refused(tmp_path):
     pos = [float(v) for v in ds.ImagePositionPatient]
     ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 0.7]  # last step 2.7 mm instead of 2
     ds.save_as(truth["files"][4])
+    assert [p.kind for p in scan(tmp_path)[0].problems] == [ProblemKind.UNEVEN_SPACING]
     with pytest.raises(GeometryError, match="uneven slice spacing: steps of 2.700"):
         load(tmp_path)
 
@@ -198,6 +201,7 @@ def test_mixed_pixel_spacing_is_refused(tmp_path):
     ds = pydicom.dcmread(truth["files"][0])
     ds.PixelSpacing = ["0.9", "0.6"]
     ds.save_as(truth["files"][0])
+    assert [p.kind for p in scan(tmp_path)[0].problems] == [ProblemKind.PIXEL_SPACING_MIXED]
     with pytest.raises(GeometryError, match="PixelSpacing differs"):
         load(tmp_path)
 
@@ -245,7 +249,7 @@ def test_monochrome1_is_inverted(tmp_path):
         ds.save_as(f)
     vol = load(tmp_path)
     np.testing.assert_array_equal(vol.array, 4095 - truth["array"])
-    assert any("MONOCHROME1" in p for p in vol.meta["problems"])
+    assert [p.kind for p in vol.problems] == [ProblemKind.MONOCHROME1_MIRRORED]
     assert vol.meta["stored_range"] == [0, 4095]
 
 

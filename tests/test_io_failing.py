@@ -20,6 +20,7 @@ import pytest
 from medload.errors import GeometryError, MedloadError, ReadError
 from medload.geometry import lps_to_ras
 from medload.io import load, scan
+from medload.problems import ProblemKind
 from tests.conftest import shared_path
 from tests.test_io_reference import DCM2NIIX, match
 
@@ -51,11 +52,11 @@ def test_gantry_tilt_keeps_the_sheared_affine_and_says_so():
     folder = failing("gantrytilting", "001")
     series = scan(folder)
     assert len(series) == 1
-    assert any("gantry tilt of 14.00 degrees" in p for p in series[0].problems)
+    assert any(p.kind is ProblemKind.GANTRY_TILT and "gantry tilt of 14.00 degrees" in p.message for p in series[0].problems)
     vol = load(series[0])
     assert vol.shape == (4, 512, 512)
     assert vol.meta["gantry_tilt_deg"] == pytest.approx(14.0, abs=0.01)
-    assert any("gantry tilt" in p and "dcm2niix instead resamples" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.GANTRY_TILT and "dcm2niix instead resamples" in p.message for p in vol.problems)
     # Every slice's first voxel is exactly where its file says it is (a sheared affine).
     world = sorted(positions_lps(folder).values(), key=lambda p: p[2])
     for z, p in enumerate(world):
@@ -83,7 +84,7 @@ def test_missing_slice_is_refused_naming_the_files_or_interpolated():
     hu = acquired + np.array(slopes)[:, None, None]
     np.testing.assert_array_equal(vol.array[[0, 1, 2, 4]], hu)
     np.testing.assert_allclose(vol.array[3], np.rint((hu[2] + hu[3]) / 2), atol=0.5)
-    assert any("interpolated" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.SLICES_INTERPOLATED for p in vol.problems)
 
 
 def test_tilted_series_with_a_missing_slice_is_refused():
@@ -93,7 +94,7 @@ def test_tilted_series_with_a_missing_slice_is_refused():
     assert "IM-0001-0003.dcm" in str(err.value) and "IM-0001-0005.dcm" in str(err.value)
     vol = load(folder, on_gap="interpolate")
     assert vol.shape == (5, 512, 512)
-    assert any("gantry tilt of 15.50 degrees" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.GANTRY_TILT and "gantry tilt of 15.50 degrees" in p.message for p in vol.problems)
 
 
 def test_images_at_one_position_become_frames(tmp_path):

@@ -11,6 +11,7 @@ import medload
 from fixtures.images import write_bad_images, write_image_folder
 from medload.errors import ReadError
 from medload.io.images import load_image, scan_image
+from medload.problems import ProblemKind
 
 
 def test_class_folder_scan_and_pixels_equal_the_decoded_files(tmp_path):
@@ -44,7 +45,7 @@ def test_without_a_pattern_each_image_is_its_own_patient(tmp_path):
     write_image_folder(tmp_path, n_per_class=2)
     found = medload.scan(tmp_path)
     assert len({s.patient_key for s in found}) == len(found) == 6
-    assert all(any("patient of its own" in p for p in s.problems) for s in found)
+    assert all(ProblemKind.PATIENT_UNKNOWN in {p.kind for p in s.problems} for s in found)
 
 
 def test_a_pattern_that_finds_no_patient_is_a_named_error(tmp_path):
@@ -65,13 +66,13 @@ def test_modes(tmp_path, mode):
         Image.fromarray(rgba).save(path)
         vol = load_image(path)
         np.testing.assert_array_equal(vol.array[:, 0], np.moveaxis(rgba[..., :3], -1, 0))
-        assert any("alpha channel dropped" in p for p in vol.meta["problems"])
+        assert ProblemKind.ALPHA_DROPPED in {p.kind for p in vol.problems}
     elif mode == "LA":
         la = rng.integers(0, 256, (5, 7, 2), dtype=np.uint8)
         Image.fromarray(la, mode="LA").save(path)
         vol = load_image(path)
         np.testing.assert_array_equal(vol.array[0], la[..., 0])
-        assert any("alpha channel dropped" in p for p in vol.meta["problems"])
+        assert ProblemKind.ALPHA_DROPPED in {p.kind for p in vol.problems}
     elif mode == "P":
         idx = rng.integers(0, 4, (5, 7), dtype=np.uint8)
         palette = [255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9]
@@ -81,12 +82,13 @@ def test_modes(tmp_path, mode):
         vol = load_image(path)
         rgb = np.asarray(palette, np.uint8).reshape(-1, 3)[idx]
         np.testing.assert_array_equal(vol.array[:, 0], np.moveaxis(rgb, -1, 0))
-        assert any("palette" in p for p in vol.meta["problems"])
+        assert ProblemKind.PALETTE_EXPANDED in {p.kind for p in vol.problems}
     elif mode == "1":
         bits = rng.integers(0, 2, (5, 8)).astype(bool)
         Image.fromarray(bits).save(path)
         vol = load_image(path)
         np.testing.assert_array_equal(vol.array[0], bits.astype(np.uint8) * 255)
+        assert ProblemKind.ONE_BIT_EXPANDED in {p.kind for p in vol.problems}
     else:
         arr = rng.integers(0, 65536, (5, 7), dtype=np.uint16)
         Image.fromarray(arr).save(path)
@@ -121,7 +123,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert series.shape == vol.shape == (1, 8, 4)
     # Rotated clockwise, the bright right edge is at the bottom.
     assert vol.array[0, -1].mean() > vol.array[0, 0].mean() + 150
-    assert any("EXIF orientation 6" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.EXIF_ORIENTATION_APPLIED and "EXIF orientation 6" in p.message for p in vol.problems)
 
 
 def test_pixel_size_from_png_phys(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from fixtures.synthetic import write_dicom_series, write_nifti
 from medload.errors import MedloadError, ReadError, UnsupportedError
 from medload.io.nifti import is_nifti, load_nifti, scan_nifti
+from medload.problems import ProblemKind
 from tests.conftest import shared_path
 
 
@@ -98,7 +99,7 @@ def test_sform_wins_over_a_different_qform_and_says_so(tmp_path):
     vol = load_nifti(truth["path"])
     np.testing.assert_allclose(vol.affine, sform)
     assert vol.meta["affine_source"] == "sform"
-    assert any("sform and qform disagree" in p for p in vol.meta["problems"])
+    assert ProblemKind.SFORM_QFORM_DISAGREE in {p.kind for p in vol.problems}
 
 
 def test_qform_used_when_sform_code_is_zero(tmp_path):
@@ -116,7 +117,7 @@ def test_no_sform_no_qform_is_reported(tmp_path):
     vol = load_nifti(truth["path"])
     assert vol.meta["affine_source"] == "pixdim"
     assert vol.spacing == (2.0, 0.9, 0.7)
-    assert any("neither sform nor qform" in p for p in vol.meta["problems"])
+    assert [p.kind for p in vol.problems] == [ProblemKind.NO_WORLD_GEOMETRY]
 
 
 def test_metre_units_are_converted_to_mm(tmp_path):
@@ -125,7 +126,7 @@ def test_metre_units_are_converted_to_mm(tmp_path):
     nib.save(image, tmp_path / "m.nii")
     vol = load_nifti(tmp_path / "m.nii")
     assert vol.spacing == (2.0, 1.0, 1.0)
-    assert any("meter" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.UNITS_CONVERTED and "meter" in p.message for p in vol.problems)
 
 
 def test_round_trip_through_to_nifti_is_exact(tmp_path):
@@ -210,7 +211,7 @@ def test_caller_modality_used_without_sidecar_and_wins_with_a_note(tmp_path):
     tagged = write_nifti(tmp_path / "b.nii.gz", sidecar={"Modality": "MR"})
     vol = load_nifti(tagged["path"], modality="CT")
     assert vol.modality == "CT"
-    assert any("'CT' was given by the caller" in p and "'MR'" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.MODALITY_OVERRIDDEN and "'CT'" in p.message and "'MR'" in p.message for p in vol.problems)
 
 
 def test_keys_relative_to_root_and_bids_subject(tmp_path):

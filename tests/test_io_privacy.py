@@ -8,6 +8,7 @@ from pathlib import Path
 
 import medload
 from fixtures.synthetic import write_dicom_series
+from medload.problems import ProblemKind
 
 PATIENT_FOLDER = "QUARTERMAIN_ZEBULON_19230417"
 
@@ -26,7 +27,7 @@ def test_meta_names_no_absolute_path_nor_parent_folder(tmp_path):
     assert len(found) == 1
     vol = medload.load(found[0])
     assert vol.shape == (4, 8, 8)
-    assert any("copies of another" in p for p in vol.meta["problems"])
+    assert ProblemKind.DUPLICATE_IMAGES_DROPPED in {p.kind for p in vol.problems}
     text = json.dumps(vol.meta)
     assert PATIENT_FOLDER not in text
     assert str(tmp_path) not in text and str(series) not in text

@@ -57,7 +57,9 @@ def test_default_output_folder_holds_no_identifying_byte(audit):
     assert report["counts"]["unreadable_files"] == 1 and report["files"][0]["file"].startswith("file-")
     (ct,) = [e for e in report["series"] if e.get("modality") == "CT"]
     assert ct["mask"].startswith("file-")  # the mask named after the patient was used, by pseudonym
-    assert any("dropped" in p for p in ct["problems"])  # the copy named after the patient: said, not named
+    assert any(
+        p["kind"] == "duplicate_images_dropped" and "1 image(s)" in p["message"] for p in ct["problems"]
+    )  # the copy named after the patient: said, not named
     volumes = medload.open(out).volumes
     assert len(volumes) == 2 and sum(v.has_mask for v in volumes) == 1
     assert all(v.meta.get("problems") is not None for v in volumes)

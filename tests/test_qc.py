@@ -385,6 +385,7 @@ def test_a_volume_that_cannot_be_read_is_a_problem_on_its_card(converted, tmp_pa
     page = (tmp_path / "qc" / "index.html").read_text()
     card = re.search(r"<article[^>]*data-order='1'.*?</article>", page, re.DOTALL).group(0)
     assert "no thumbnails: reading it from the store failed (OSError: Can&#x27;t synchronously read" in card
+    assert "<li data-problem='no_thumbnails'>" in card
     assert "<img" not in card and info["problems"] >= 1
     assert len(re.findall(r"<img ", page)) == 3 * (info["volumes"] - 1)
 

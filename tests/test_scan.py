@@ -19,6 +19,7 @@ import medload.io.dicom
 from fixtures.synthetic import write_dicom_series, write_nifti
 from medload.io import ScanResult, load, scan
 from medload.io.headers import read_header
+from medload.problems import ProblemKind
 from tests.conftest import SHARED_DATA
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -122,7 +123,7 @@ def test_scan_reads_no_pixels(tmp_path, monkeypatch):
     found = scan(tmp_path)
     assert found[0].shape == (4, 4, 4)
     assert found[0].spacing == pytest.approx((2.0, 0.8, 0.6))
-    assert any("missing slices: 1 slice(s)" in p for p in found[0].problems)
+    assert any(p.kind is ProblemKind.SLICE_GAP and "missing slices: 1 slice(s)" in p.message for p in found[0].problems)
 
 
 def test_files_are_recognised_by_content_not_name(tmp_path):
@@ -219,7 +220,7 @@ def test_series_without_patient_study_or_series_uid_are_distinct_patients(tmp_pa
     assert len({s.series_key for s in found}) == 2
     assert not {"pat-none", "stu-none", "ser-none"} & {k for s in found for k in (s.patient_key, s.study_key)}
     for s in found:
-        assert any(p.startswith("patient unknown") and "folder" in p for p in s.problems)
+        assert any(p.kind is ProblemKind.PATIENT_UNKNOWN and "folder" in p.message for p in s.problems)
     assert [load(s).shape for s in found] == [(2, 3, 3), (2, 3, 3)]
     # The folder keys are stable: the same export scanned again gives the same keys.
     assert [s.patient_key for s in scan(tmp_path)] == [s.patient_key for s in found]
@@ -241,7 +242,7 @@ def test_series_of_one_anonymous_study_stay_one_patient(tmp_path):
     assert in_study[0].study_key == in_study[1].study_key
     assert in_study[0].series_key != in_study[1].series_key
     assert other[0].patient_key != in_study[0].patient_key
-    assert all(any(p.startswith("patient unknown") for p in s.problems) for s in found)
+    assert all(ProblemKind.PATIENT_UNKNOWN in {p.kind for p in s.problems} for s in found)
 
 
 def test_totalsegmentator_anonymous_ct_is_not_pat_none():
@@ -250,7 +251,7 @@ def test_totalsegmentator_anonymous_ct_is_not_pat_none():
     folder = shared_path("totalsegmentator_ct", "example_ct_dicom")
     (series,) = scan(folder)
     assert series.patient_key != "pat-none" and series.study_key != "stu-none"
-    assert any(p.startswith("patient unknown") for p in series.problems)
+    assert ProblemKind.PATIENT_UNKNOWN in {p.kind for p in series.problems}
 
 
 def test_symlinked_export_is_followed_and_loops_end(tmp_path):

@@ -20,6 +20,7 @@ import pytest
 import medload
 import medload.store.writer as writer_module
 from fixtures.stores import slice_checksums, synthetic_mask, synthetic_volume
+from medload.problems import ProblemKind
 
 SEEDS_FIRST, SEEDS_SECOND = (0, 1), (2, 3)
 
@@ -115,7 +116,7 @@ def test_unreadable_partial_starts_over(tmp_path):
     path = tmp_path / "out.h5"
     path.with_name("out.h5.partial").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     with medload.Store.create(path) as store:
-        assert any("did not open" in p for p in store.problems)
+        assert any(p.kind is ProblemKind.STORE_STARTED_OVER and "did not open" in p.message for p in store.problems)
         store.add(synthetic_volume(0))
     assert [r.key for r in medload.open(path).volumes] == ["ser-0000"]
 
@@ -130,7 +131,9 @@ def test_damaged_volume_in_partial_is_dropped_and_rewritten(tmp_path):
     with h5py.File(partial, "r+") as f:  # pixels changed after `complete` was set: CRC mismatch
         f["volumes/ser-0001/image"][0, 0, 0] = 42.0
     with medload.Store.create(path, dtype="float32", compression="none") as store:
-        assert any("dropped 1" in p and "ser-0001" in p for p in store.problems)
+        assert any(
+            p.kind is ProblemKind.STORE_RESUMED and "dropped 1" in p.message and "ser-0001" in p.message for p in store.problems
+        )
         assert store.has("hash-0000-(6, 16, 16)-None-float32")
         assert not store.has("hash-0001-(6, 16, 16)-None-float32")
         store.add(synthetic_volume(1))

@@ -34,6 +34,7 @@ from medload.deid import (
     source_roots,
 )
 from medload.errors import ConfigError, PipelineMismatchError, StoreError
+from medload.problems import Problem, ProblemKind
 
 __all__ = [
     "Plan",
@@ -76,7 +77,8 @@ class Plan:
     images_without_mask: int = 0
     skipped: Counter = field(default_factory=Counter)
     n_files: int = 0
-    resume_notes: list[str] = field(default_factory=list)
+    #: What resuming the store found and did (kinds ``store_started_over``, ``store_resumed``).
+    resume_notes: list[Problem] = field(default_factory=list)
     #: How workers read: modality for sources that do not say, on_gap, allow_burned_in.
     read_options: dict[str, Any] = field(default_factory=dict)
     labels_info: dict[str, Any] | None = None
@@ -144,7 +146,7 @@ def _remove_output(out: Path, single: bool) -> None:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def _resume(out: Path, single: bool, pipelines: Any, store_options: dict[str, Any]) -> tuple[dict, list[str]]:
+def _resume(out: Path, single: bool, pipelines: Any, store_options: dict[str, Any]) -> tuple[dict, list[Problem]]:
     """:func:`medload.store.layout.resume_shards`, with a refusal that says what differs."""
     from medload.store.layout import PARTIAL_SUFFIX, resume_shards
 
@@ -278,7 +280,7 @@ def patients_from_csv(
         found = next((table[k][0] for k in _image_names(s, roots) if k in table), None)
         if found is not None:
             matched += 1
-            problems = tuple(p for p in s.problems if "patient of its own" not in p)
+            problems = tuple(p for p in s.problems if p.kind is not ProblemKind.PATIENT_UNKNOWN)
             s = dataclasses.replace(s, patient_key=pseudonym(found, prefix="pat-", secret=key), problems=problems)
         out.append(s)
     return out, {"file": Path(path).name, "rows": len(table), "matched_images": matched}

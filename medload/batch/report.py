@@ -53,7 +53,8 @@ class ConversionReport:
     skipped_files: dict[str, int] = field(default_factory=dict)
     series: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
-    resume_notes: list[str] = field(default_factory=list)
+    #: What resuming the store found and did: problem records ``{"kind", "message"}``.
+    resume_notes: list[dict[str, str]] = field(default_factory=list)
     interrupted: bool = False
     elapsed_s: float = 0.0
     #: Where things are, for this process only (the terminal may show paths; the file never
@@ -184,7 +185,7 @@ def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, start
         skipped_files=dict(plan.skipped),
         series=list(entries.values()) + plan.duplicates,
         files=plan.unreadable,
-        resume_notes=plan.resume_notes,
+        resume_notes=[p.to_json() for p in plan.resume_notes],
         interrupted=interrupted,
         elapsed_s=round(time.perf_counter() - started, 2),
     )

@@ -152,7 +152,7 @@ class Worker:
         names = self.job.names(task)
         try:
             volume = self._read(task, names)
-            entry["problems"] = list(volume.meta.get("problems", []))
+            entry["problems"] = [p.to_json() for p in volume.problems]
             mask = None
             if task.mask:
                 stage = "mask"

@@ -30,8 +30,9 @@ from medload.io.headers import FileHeader, burned_in_annotation, diffusion_facts
 from medload.io.limits import check_volume_size
 from medload.io.mosaic import cut_tile
 from medload.io.series import Series
-from medload.io.sorting import Layout, arrange
+from medload.io.sorting import SPACING_KINDS, Layout, arrange
 from medload.io.validate import check_rescale_stated
+from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
 
 __all__ = ["load_dicom", "ON_GAP"]
@@ -338,7 +339,12 @@ def load_dicom(
     check_volume_size(label, (n_t, n_z, h.rows, h.columns, h.samples), dtype.itemsize)
     array = _decode_files(frames, layout, heads, dtype, label, monochrome1)
     if monochrome1:
-        problems.append("MONOCHROME1 image inverted within its stored range so that higher values are brighter.")
+        problems.append(
+            Problem(
+                ProblemKind.MONOCHROME1_MIRRORED,
+                "MONOCHROME1 image inverted within its stored range so that higher values are brighter.",
+            )
+        )
     array, affine = _place(array, layout, h, on_gap, problems)
     array, meta_extra = _frames_axis(array, h, frames, layout, label, problems)
     modality_out = modality or h.modality or "unknown"
@@ -349,14 +355,17 @@ def load_dicom(
         layout,
         modality_out,
         meta_extra,
-        [_relative_to(p, folder, label, f"series {series.series_key}") for p in problems],
+        [p.with_message(lambda m: _relative_to(m, folder, label, f"series {series.series_key}")) for p in problems],
     )
     if risk:
         meta["pixel_text"] = risk
         if risk == "possible":
             meta["problems"].append(
-                f"{modality_out} image without BurnedInAnnotation NO: its pixels may hold text (names, dates) "
-                "that medload does not remove; check them before sharing (docs/deidentification.md)."
+                Problem(
+                    ProblemKind.PIXEL_TEXT_POSSIBLE,
+                    f"{modality_out} image without BurnedInAnnotation NO: its pixels may hold text (names, dates) "
+                    "that medload does not remove; check them before sharing (docs/deidentification.md).",
+                )
             )
     if keep_phi:
         meta["phi"] = _phi(h.path)
@@ -401,23 +410,25 @@ def _refuse_burned_in(series: Series, heads: list[FileHeader], modality: str | N
     return risk
 
 
-def _checked_layout(frames: list[Frame], label: str, on_gap: str) -> tuple[list[Frame], Layout, list[str]]:
+def _checked_layout(frames: list[Frame], label: str, on_gap: str) -> tuple[list[Frame], Layout, list[Problem]]:
     """Arrange the frames (after dropping identical copies); refuse a layout that would be wrong."""
     layout = arrange(frames, label=label)
     problems = list(layout.problems)
     if layout.duplicates:
         frames, note = _drop_identical(frames, layout, label)
         layout = arrange(frames, label=label)
-        problems = list(layout.problems) + [note]
+        problems = list(layout.problems) + ([note] if note is not None else [])
     if layout.frame_order_conflicts:
         raise FrameOrderError(layout.frame_order_error, tuple(layout.frame_order_conflicts))
-    fatal = [e for e in layout.errors if not (on_gap == "interpolate" and e in layout.spacing_errors)]
+    fatal = [e for e in layout.errors if not (on_gap == "interpolate" and e.kind in SPACING_KINDS)]
     if fatal:
-        raise GeometryError(" ".join(fatal))
+        raise GeometryError(" ".join(e.message for e in fatal))
     return frames, layout, problems
 
 
-def _place(array: np.ndarray, layout: Layout, h: FileHeader, on_gap: str, problems: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _place(
+    array: np.ndarray, layout: Layout, h: FileHeader, on_gap: str, problems: list[Problem]
+) -> tuple[np.ndarray, np.ndarray]:
     """The affine of the decoded ``(T, Z, ...)`` array, evening its slices first where asked."""
     n_z = array.shape[1]
     positions = layout.positions
@@ -430,8 +441,11 @@ def _place(array: np.ndarray, layout: Layout, h: FileHeader, on_gap: str, proble
         d = layout.distances
         positions = np.array([np.interp(targets, d, positions[:, k]) for k in range(3)]).T
         problems.append(
-            f"{len(targets) - n_z} slice(s) interpolated linearly to even the grid "
-            f"(on_gap='interpolate'; {n_z} acquired slices, step {float(np.diff(targets).mean()):.4f} mm)."
+            Problem(
+                ProblemKind.SLICES_INTERPOLATED,
+                f"{len(targets) - n_z} slice(s) interpolated linearly to even the grid "
+                f"(on_gap='interpolate'; {n_z} acquired slices, step {float(np.diff(targets).mean()):.4f} mm).",
+            )
         )
         n_z = len(targets)
     if n_z > 1:
@@ -442,7 +456,7 @@ def _place(array: np.ndarray, layout: Layout, h: FileHeader, on_gap: str, proble
 
 
 def _frames_axis(
-    array: np.ndarray, h: FileHeader, frames: list[Frame], layout: Layout, label: str, problems: list[str]
+    array: np.ndarray, h: FileHeader, frames: list[Frame], layout: Layout, label: str, problems: list[Problem]
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The leading axis made time, colour channels, or none; with the diffusion table."""
     meta_extra: dict[str, Any] = {}
@@ -450,15 +464,21 @@ def _frames_axis(
         if h.samples > 1:
             # A colour Volume has no frames axis (scan reports (3, Z, Y, X) for it): keep one.
             problems.append(
-                f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position)."
+                Problem(
+                    ProblemKind.IDENTICAL_FRAMES_DROPPED,
+                    f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position).",
+                )
             )
             array = array[:1]
         else:
             # Kept, as dcm2niix keeps them, so that load gives the shape scan reported (scan
             # reads no pixels and cannot know); said so, for whoever wants one: vol.array[0].
             problems.append(
-                f"the {array.shape[0]} frames at every slice position are identical pixel for pixel "
-                "(copies of one acquisition with new UIDs); all kept as frames, as dcm2niix does."
+                Problem(
+                    ProblemKind.IDENTICAL_FRAMES_KEPT,
+                    f"the {array.shape[0]} frames at every slice position are identical pixel for pixel "
+                    "(copies of one acquisition with new UIDs); all kept as frames, as dcm2niix does.",
+                )
             )
     diffusion = _diffusion_table([frames[row[0]] for row in layout.grid])
     if diffusion:
@@ -466,9 +486,12 @@ def _frames_axis(
         derived = [t for t, (b, g) in enumerate(zip(diffusion["bvals"], diffusion["gradients_lps"])) if b > 0 and not any(g)]
         if derived:
             problems.append(
-                f"frame(s) {derived} are diffusion-weighted (b > 0) without a gradient direction: derived "
-                "isotropic/trace (or ADC) images, kept as frames; dcm2niix leaves them out of the DWI "
-                "volume. Drop them before fitting a tensor."
+                Problem(
+                    ProblemKind.DIFFUSION_DERIVED_FRAMES,
+                    f"frame(s) {derived} are diffusion-weighted (b > 0) without a gradient direction: derived "
+                    "isotropic/trace (or ADC) images, kept as frames; dcm2niix leaves them out of the DWI "
+                    "volume. Drop them before fitting a tensor.",
+                )
             )
     if h.samples > 1:
         if array.shape[0] > 1:
@@ -495,7 +518,7 @@ def _dicom_meta(
     layout: Layout,
     modality_out: str,
     meta_extra: dict[str, Any],
-    problems: list[str],
+    problems: list[Problem],
 ) -> dict[str, Any]:
     """The Volume's meta: the series' keys, what a voxel means, the header parameters, the problems."""
     h = heads[0]
@@ -565,7 +588,7 @@ def _interp(array: np.ndarray, lower: np.ndarray, weight: np.ndarray) -> np.ndar
     return out
 
 
-def _drop_identical(frames: list[Frame], layout: Layout, label: str) -> tuple[list[Frame], str]:
+def _drop_identical(frames: list[Frame], layout: Layout, label: str) -> tuple[list[Frame], Problem | None]:
     """Drop images that repeat another image at the same position pixel for pixel."""
     import pydicom
 
@@ -594,7 +617,11 @@ def _drop_identical(frames: list[Frame], layout: Layout, label: str) -> tuple[li
             else:
                 kept.append((i, digest))
     if not drop:
-        return frames, ""
+        return frames, None
     names = sorted({frames[i].file for i in drop})
-    note = f"{len(drop)} image(s) identical to another at the same position were dropped: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}."
+    note = Problem(
+        ProblemKind.IDENTICAL_IMAGES_DROPPED,
+        f"{len(drop)} image(s) identical to another at the same position were dropped: "
+        f"{', '.join(names[:4])}{' ...' if len(names) > 4 else ''}.",
+    )
     return [f for i, f in enumerate(frames) if i not in drop], note

@@ -58,6 +58,7 @@ from medload.errors import ReadError, UnsupportedError
 from medload.geometry import lps_to_ras
 from medload.io.png16 import apply_exif_orientation, is_png16_colour, png_bit_depth, read_png16_colour, refuse_png16_grey_alpha
 from medload.io.series import Series
+from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
 
 __all__ = ["IMAGE_SUFFIXES", "image_format", "is_image", "load_image", "patient_from_path", "scan_image"]
@@ -236,7 +237,7 @@ def _tiff_header(path: Path) -> dict[str, Any] | None:
 
 
 # --- colour -----------------------------------------------------------------------------------
-def _to_array(image, path: Path, problems: list[str]) -> np.ndarray:
+def _to_array(image, path: Path, problems: list[Problem]) -> np.ndarray:
     """A decoded Pillow image as ``(H, W)`` or ``(H, W, 3)``, alpha dropped and palettes expanded, recorded."""
     mode = image.mode
     if mode == "P" or mode == "PA":
@@ -245,21 +246,24 @@ def _to_array(image, path: Path, problems: list[str]) -> np.ndarray:
         arr = np.asarray(rgb)[..., :3]
         grey = _grey_palette(image)  # the palette, not the pixels, decides: as scan_image does
         problems.append(
-            f"palette image expanded to {'grey' if grey else 'RGB'}" + (", transparency dropped" if has_alpha else "") + "."
+            Problem(
+                ProblemKind.PALETTE_EXPANDED,
+                f"palette image expanded to {'grey' if grey else 'RGB'}" + (", transparency dropped" if has_alpha else "") + ".",
+            )
         )
         return np.ascontiguousarray(arr[..., 0]) if grey else np.ascontiguousarray(arr)
     if mode == "1":
-        problems.append("1-bit image read as 8-bit (0 and 255).")
+        problems.append(Problem(ProblemKind.ONE_BIT_EXPANDED, "1-bit image read as 8-bit (0 and 255)."))
         return np.asarray(image.convert("L"))
     if mode in ("LA", "La"):
-        problems.append("alpha channel dropped (grey + alpha image).")
+        problems.append(Problem(ProblemKind.ALPHA_DROPPED, "alpha channel dropped (grey + alpha image)."))
         return np.asarray(image.convert("L")) if mode == "La" else np.ascontiguousarray(np.asarray(image)[..., 0])
     if mode in ("RGBA", "RGBa", "RGBX"):
         if mode != "RGBX":
-            problems.append("alpha channel dropped (RGBA image).")
+            problems.append(Problem(ProblemKind.ALPHA_DROPPED, "alpha channel dropped (RGBA image)."))
         return np.ascontiguousarray(np.asarray(image)[..., :3])
     if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        problems.append(f"{mode} image converted to RGB by Pillow.")
+        problems.append(Problem(ProblemKind.COLOUR_CONVERTED, f"{mode} image converted to RGB by Pillow."))
         return np.asarray(image.convert("RGB"))
     if mode in ("L", "RGB", "F", "I") or mode.startswith("I;16"):
         arr = np.asarray(image)
@@ -271,7 +275,7 @@ def _to_array(image, path: Path, problems: list[str]) -> np.ndarray:
     raise UnsupportedError(f"{path}: Pillow image mode {mode!r} is not one medload reads (greyscale, RGB, RGBA, palette).")
 
 
-def _decode_pil(path: Path, problems: list[str]) -> tuple[np.ndarray, tuple[float, float] | None]:
+def _decode_pil(path: Path, problems: list[Problem]) -> tuple[np.ndarray, tuple[float, float] | None]:
     """Decode every frame with Pillow: ``(Z, H, W)`` or ``(Z, H, W, 3)``, and the pixel size in mm if stated."""
     from PIL import ImageOps
 
@@ -289,7 +293,12 @@ def _decode_pil(path: Path, problems: list[str]) -> tuple[np.ndarray, tuple[floa
             orientation = image.getexif().get(0x0112) if k == 0 and fmt != "TIFF" else None
             oriented = image
             if orientation in (2, 3, 4, 5, 6, 7, 8):
-                problems.append(f"EXIF orientation {orientation} applied (rows and columns as meant to be seen).")
+                problems.append(
+                    Problem(
+                        ProblemKind.EXIF_ORIENTATION_APPLIED,
+                        f"EXIF orientation {orientation} applied (rows and columns as meant to be seen).",
+                    )
+                )
             if is_png16_colour(depth):  # Pillow would cut it to 8 bits per channel
                 return apply_exif_orientation(read_png16_colour(path, problems), orientation)[None], spacing
             if orientation in (2, 3, 4, 5, 6, 7, 8):
@@ -331,7 +340,7 @@ def _pil_spacing(image) -> tuple[float, float] | None:
     return None
 
 
-def _decode_tiff(path: Path, header: dict[str, Any], problems: list[str]) -> np.ndarray:
+def _decode_tiff(path: Path, header: dict[str, Any], problems: list[Problem]) -> np.ndarray:
     """tifffile's decode as ``(Z, H, W)`` or ``(Z, H, W, 3)``."""
     import tifffile
 
@@ -360,21 +369,21 @@ def _decode_tiff(path: Path, header: dict[str, Any], problems: list[str]) -> np.
         if s == 1:
             arr = arr[..., 0]
         elif s == 2:
-            problems.append("alpha channel dropped (grey + alpha image).")
+            problems.append(Problem(ProblemKind.ALPHA_DROPPED, "alpha channel dropped (grey + alpha image)."))
             arr = arr[..., 0]
         elif s >= 3:
             if s > 3:
-                problems.append(f"{s - 3} extra sample(s) (alpha) dropped.")
+                problems.append(Problem(ProblemKind.ALPHA_DROPPED, f"{s - 3} extra sample(s) (alpha) dropped."))
             arr = arr[..., :3]
     if arr.dtype == bool:
-        problems.append("1-bit image read as 8-bit (0 and 255).")
+        problems.append(Problem(ProblemKind.ONE_BIT_EXPANDED, "1-bit image read as 8-bit (0 and 255)."))
         arr = arr.astype(np.uint8) * np.uint8(255)
     return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("="), copy=False))
 
 
-def _decode(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, list[str], str]:
+def _decode(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, list[Problem], str]:
     """Decode ``path``: ``(Z, H, W[, 3])`` array, pixel size (mm) if stated, problems, format."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     fmt = image_format(path)
     if fmt == "TIFF":
         header = _tiff_header(path)
@@ -497,7 +506,7 @@ def scan_image(
             image.close()
     shape: tuple[int, ...] = (3, *spatial) if colour else spatial
     patient = relative
-    problems: list[str] = []
+    problems: list[Problem] = []
     if patient_pattern is not None:
         found = patient_from_path(relative, patient_pattern)
         if found is None:
@@ -508,7 +517,11 @@ def scan_image(
             )
         patient = found
     else:
-        problems.append("patient unknown: no patient pattern; this image counts as a patient of its own.")
+        problems.append(
+            Problem(
+                ProblemKind.PATIENT_UNKNOWN, "patient unknown: no patient pattern; this image counts as a patient of its own."
+            )
+        )
     parts = relative.split("/")
     class_folder = parts[0] if root is not None and len(parts) > 1 else None
     return Series(
@@ -576,7 +589,9 @@ def load_image(series_or_path: Series | str | os.PathLike, *, modality: str | No
     arr, pixel_mm, problems, fmt = _decode(file)
     if pixel_mm is None:
         pixel_mm = (1.0, 1.0)
-        problems.append("pixel size not stated in physical units by the file; 1 mm assumed.")
+        problems.append(
+            Problem(ProblemKind.PIXEL_SPACING_ASSUMED, "pixel size not stated in physical units by the file; 1 mm assumed.")
+        )
     affine = lps_to_ras(np.diag([1.0, float(pixel_mm[0]), float(pixel_mm[1]), 1.0]))
     meta: dict[str, Any] = {
         **series.volume_meta(),

@@ -49,6 +49,7 @@ import numpy as np
 
 from medload.deid import PhiKey, clean_image_type, pseudonym, resolve_key
 from medload.errors import ConfigError, ReadError, UnsupportedError
+from medload.problems import Problem, ProblemKind
 from medload.geometry import spacing_from_affine
 from medload.io.limits import check_volume_size
 from medload.io.series import Series
@@ -199,10 +200,10 @@ def _medload_shape(path: Path, nifti_shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(shape))
 
 
-def _affine_and_problems(path: Path, image) -> tuple[np.ndarray, str, list[str]]:
+def _affine_and_problems(path: Path, image) -> tuple[np.ndarray, str, list[Problem]]:
     """The NIfTI ``(i, j, k)`` affine in mm, which header field it came from, and problems."""
     header = image.header
-    problems: list[str] = []
+    problems: list[Problem] = []
     sform_code = int(header["sform_code"])
     qform_code = int(header["qform_code"])
     if sform_code > 0:
@@ -212,22 +213,30 @@ def _affine_and_problems(path: Path, image) -> tuple[np.ndarray, str, list[str]]
     else:
         source = "pixdim"
         problems.append(
-            f"{path.name} has neither sform nor qform (both codes 0): the affine holds the voxel "
-            "sizes only, so the world position and orientation are unknown."
+            Problem(
+                ProblemKind.NO_WORLD_GEOMETRY,
+                f"{path.name} has neither sform nor qform (both codes 0): the affine holds the voxel "
+                "sizes only, so the world position and orientation are unknown.",
+            )
         )
     affine = np.array(image.affine, dtype=np.float64)
     if source == "sform" and qform_code > 0:
         qform = np.asarray(header.get_qform(), dtype=np.float64)
         if not np.allclose(qform, affine, atol=0.01):
             problems.append(
-                f"{path.name}: sform and qform disagree (largest difference "
-                f"{float(np.abs(qform - affine).max()):.3g} mm); the sform was used, as nibabel does."
+                Problem(
+                    ProblemKind.SFORM_QFORM_DISAGREE,
+                    f"{path.name}: sform and qform disagree (largest difference "
+                    f"{float(np.abs(qform - affine).max()):.3g} mm); the sform was used, as nibabel does.",
+                )
             )
     unit = header.get_xyzt_units()[0]
     factor = _UNIT_TO_MM.get(unit, 1.0)
     if factor != 1.0:
         affine[:3, :] *= factor
-        problems.append(f"{path.name} gives spatial units in {unit}s; the affine was converted to mm.")
+        problems.append(
+            Problem(ProblemKind.UNITS_CONVERTED, f"{path.name} gives spatial units in {unit}s; the affine was converted to mm.")
+        )
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ReadError(
             f"NIfTI file {path} has an unusable affine ({source}):\n{affine}\nexpected a finite, "
@@ -389,8 +398,11 @@ def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict
     if modality:
         if sidecar_modality and sidecar_modality != modality:
             problems.append(
-                f"{path.name}: modality {modality!r} was given by the caller, the BIDS sidecar or "
-                f"file name says {sidecar_modality!r}; the caller's was used."
+                Problem(
+                    ProblemKind.MODALITY_OVERRIDDEN,
+                    f"{path.name}: modality {modality!r} was given by the caller, the BIDS sidecar or "
+                    f"file name says {sidecar_modality!r}; the caller's was used.",
+                )
             )
         chosen = str(modality)
     else:

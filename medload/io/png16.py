@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medload.errors import ReadError, UnsupportedError
+from medload.problems import Problem, ProblemKind
 
 __all__ = ["apply_exif_orientation", "is_png16_colour", "png_bit_depth", "read_png16_colour", "refuse_png16_grey_alpha"]
 
@@ -99,7 +100,7 @@ def apply_exif_orientation(array: np.ndarray, orientation: int | None) -> np.nda
     return np.ascontiguousarray(op(array)) if op is not None else array
 
 
-def read_png16_colour(path: str | Path, problems: list[str]) -> np.ndarray:
+def read_png16_colour(path: str | Path, problems: list[Problem]) -> np.ndarray:
     """A 16-bit RGB or RGBA PNG as a ``(H, W, 3)`` uint16 array, every bit kept, alpha dropped and recorded.
 
     Raises
@@ -137,5 +138,5 @@ def read_png16_colour(path: str | Path, problems: list[str]) -> np.ndarray:
         )
     if array.shape[-1] == 4:
         # ITK expands a tRNS colour key to an alpha channel too: either way the alpha goes.
-        problems.append("alpha channel dropped (RGBA image).")
+        problems.append(Problem(ProblemKind.ALPHA_DROPPED, "alpha channel dropped (RGBA image)."))
     return np.ascontiguousarray(array[..., :3])

@@ -30,6 +30,7 @@ from medload.io.images import image_format, is_image, scan_image
 from medload.io.nifti import is_nifti, scan_nifti
 from medload.io.series import Series
 from medload.io.sorting import arrange
+from medload.problems import Problem, ProblemKind
 
 __all__ = ["scan", "ScanResult", "FileProblem", "group_frames", "series_from_headers"]
 
@@ -215,7 +216,7 @@ def group_frames(headers: list[FileHeader]) -> list[tuple[str, list[Frame], list
     return out
 
 
-def _identity(h: FileHeader, heads: list[FileHeader]) -> tuple[dict[str, str], str]:
+def _identity(h: FileHeader, heads: list[FileHeader]) -> tuple[dict[str, str], Problem | None]:
     """What the patient, study and series keys are pseudonyms of, and a problem if the patient is unknown.
 
     Without a PatientID (anonymised exports) each study counts as its own patient, so that
@@ -233,12 +234,13 @@ def _identity(h: FileHeader, heads: list[FileHeader]) -> tuple[dict[str, str], s
     else:
         study, study_from = f"folder:{folder}", "folder"
     if h.patient_id:
-        return {"patient": h.patient_id, "study": study, "series": series}, ""
-    problem = (
+        return {"patient": h.patient_id, "study": study, "series": series}, None
+    problem = Problem(
+        ProblemKind.PATIENT_UNKNOWN,
         f"patient unknown: no PatientID; this series counts as a patient of its own per study, "
         f"keyed by its {study_from}"
         + ("" if h.study_uid else " (no StudyInstanceUID either)")
-        + ". Series of one anonymous patient in different studies are not linked."
+        + ". Series of one anonymous patient in different studies are not linked.",
     )
     return {"patient": f"study:{study}", "study": study, "series": series}, problem
 
@@ -272,12 +274,15 @@ def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], 
     orientation = list(frames[0].orientation) if frames[0].orientation else None
     identity, unknown = _identity(h, heads)
     problems = list(layout.problems + layout.errors)
-    if unknown:
+    if unknown is not None:
         problems.append(unknown)
     if burned_in_annotation(heads) == "YES":
         problems.append(
-            "BurnedInAnnotation YES: the pixels hold text (often names); load refuses the series "
-            "unless allow_burned_in=True (medload convert --allow-burned-in)."
+            Problem(
+                ProblemKind.BURNED_IN_ANNOTATION,
+                "BurnedInAnnotation YES: the pixels hold text (often names); load refuses the series "
+                "unless allow_burned_in=True (medload convert --allow-burned-in).",
+            )
         )
     return Series(
         kind="dicom",
@@ -479,9 +484,10 @@ def _damaged_by_group(damaged: list[tuple[str, str]], groups: list) -> dict[int,
 
 def _with_damaged(series: Series, paths: list[str]) -> Series:
     names = ", ".join(os.path.basename(p) for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
-    problem = (
+    problem = Problem(
+        ProblemKind.DAMAGED_FILES,
         f"{len(paths)} file(s) of this series cannot be read ({names}): the volume would be incomplete, "
-        "so it is not loaded. Re-copy or re-export them, or remove them and scan again to load the rest."
+        "so it is not loaded. Re-copy or re-export them, or remove them and scan again to load the rest.",
     )
     info = dict(series.info)
     info["damaged_files"] = sorted(paths)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from medload.problems import Problem, read_problems
+
 __all__ = ["Series"]
 
 
@@ -32,8 +34,9 @@ class Series:
         The array shape :func:`medload.load` will return: ``(Z, Y, X)`` or ``(T, Z, Y, X)``.
     spacing : tuple of float or None
         ``(z, y, x)`` voxel size in mm as far as headers tell.
-    problems : tuple of str
-        Problems found in headers (gaps, duplicates, tilt, ...), each a full sentence.
+    problems : tuple of Problem
+        Problems found in headers (gaps, duplicates, tilt, ...), each a
+        :class:`~medload.problems.Problem` (decide by its ``kind``; its ``message`` is a full sentence).
     source_hash : str
         Fingerprint of the source (instance UIDs and file sizes) for resumable conversion.
     info : dict
@@ -66,11 +69,15 @@ class Series:
     description: str = ""
     shape: tuple[int, ...] = ()
     spacing: tuple[float, float, float] | None = None
-    problems: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
     source_hash: str = ""
     info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     headers: tuple[Any, ...] = field(default=(), compare=False, hash=False, repr=False)
     burned_in_annotation: str = ""
+
+    def __post_init__(self) -> None:
+        # Records, whatever was passed (a plain sentence becomes kind "unclassified").
+        object.__setattr__(self, "problems", read_problems(self.problems))
 
     @property
     def n_slices(self) -> int:
@@ -121,5 +128,5 @@ class Series:
             "spacing": list(self.spacing) if self.spacing else None,
             "files": len(self.files),
             "burned_in_annotation": self.burned_in_annotation,
-            "problems": list(self.problems),
+            "problems": [p.to_json() for p in self.problems],
         }

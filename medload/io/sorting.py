@@ -17,8 +17,9 @@ import numpy as np
 
 from medload.geometry import positions_along_normal, slice_normal
 from medload.io.frame import Frame
+from medload.problems import Problem, ProblemKind
 
-__all__ = ["POSITION_TOLERANCE_MM", "Layout", "arrange"]
+__all__ = ["POSITION_TOLERANCE_MM", "SPACING_KINDS", "Layout", "arrange"]
 
 #: Two images closer than this along the normal share one slice position.
 POSITION_TOLERANCE_MM = 0.01
@@ -27,6 +28,9 @@ POSITION_TOLERANCE_MM = 0.01
 STEP_TOLERANCE = 0.01
 #: Angle between the slice step and the normal above which the stack is tilted (degrees).
 TILT_TOLERANCE_DEG = 0.1
+#: The errors that are only missing or uneven slices: ``on_gap="interpolate"`` waives these
+#: kinds, and only these.
+SPACING_KINDS = frozenset({ProblemKind.SLICE_GAP, ProblemKind.UNEVEN_SPACING})
 
 
 @dataclass
@@ -38,11 +42,8 @@ class Layout:
     orientation: tuple[float, ...] | None
     pixel_spacing: tuple[float, ...] | None
     distances: np.ndarray  # (Z,) along the normal
-    problems: list[str] = field(default_factory=list)  # documented, not fatal
-    errors: list[str] = field(default_factory=list)  # the volume would be wrong: refuse
-    # The errors (also in ``errors``) that are only missing or uneven slices: on_gap="interpolate"
-    # waives these, and only these (a fact kept apart, so no caller searches the sentences).
-    spacing_errors: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # documented, not fatal
+    errors: list[Problem] = field(default_factory=list)  # the volume would be wrong: refuse
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (slice index before gap, missing count)
     uneven: bool = False
     tilt_deg: float = 0.0
@@ -51,6 +52,11 @@ class Layout:
     # positions (mm along the normal) whose frames cannot take the order of the others
     frame_order_conflicts: list[float] = field(default_factory=list)
     frame_order_error: str = ""  # the sentence saying so (also in errors)
+
+    @property
+    def spacing_errors(self) -> list[Problem]:
+        """The errors that are only missing or uneven slices (kinds :data:`SPACING_KINDS`)."""
+        return [e for e in self.errors if e.kind in SPACING_KINDS]
 
     @property
     def shape_zt(self) -> tuple[int, int]:
@@ -88,8 +94,8 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     """
     if not all(f.position is not None and f.orientation is not None for f in frames):
         return _stack_without_geometry(frames, label)
-    problems: list[str] = []
-    errors: list[str] = []
+    problems: list[Problem] = []
+    errors: list[Problem] = []
     orients = np.array([f.orientation for f in frames], dtype=float)
     pixel_spacing = _check_plane(frames, orients, label, problems, errors)
     orientation = tuple(float(v) for v in orients[0])
@@ -122,12 +128,15 @@ def _stack_without_geometry(frames: list[Frame], label: str) -> Layout:
     """No geometry (a cine loop, an ultrasound clip, a secondary capture): a stack of 2D
     images in their stored order, unit spacing. Said so; never silently placed in space."""
     n = len(frames)
-    problems: list[str] = []
+    problems: list[Problem] = []
     order = sorted(range(n), key=lambda i: (frames[i].time_key, frames[i].file, frames[i].frame))
     if n > 1:
         problems.append(
-            f"{label}: {n} images without ImagePositionPatient/ImageOrientationPatient; stacked in "
-            "acquisition order with 1 mm spacing and an identity orientation (no world geometry)."
+            Problem(
+                ProblemKind.NO_WORLD_GEOMETRY,
+                f"{label}: {n} images without ImagePositionPatient/ImageOrientationPatient; stacked in "
+                "acquisition order with 1 mm spacing and an identity orientation (no world geometry).",
+            )
         )
     return Layout(
         grid=[order],
@@ -141,16 +150,19 @@ def _stack_without_geometry(frames: list[Frame], label: str) -> Layout:
 
 
 def _check_plane(
-    frames: list[Frame], orients: np.ndarray, label: str, problems: list[str], errors: list[str]
+    frames: list[Frame], orients: np.ndarray, label: str, problems: list[Problem], errors: list[Problem]
 ) -> tuple[float, ...] | None:
     """One orientation and one pixel spacing for every image; the volume's pixel spacing."""
     n = len(frames)
     if np.abs(orients - orients[0]).max() > 1e-3:
         bad = np.nonzero(np.abs(orients - orients[0]).max(axis=1) > 1e-3)[0]
         errors.append(
-            f"{label}: image orientation differs between images (e.g. {_names(frames, [0])} vs "
-            f"{_names(frames, bad[:2])}); expected one orientation per volume. Re-export the series "
-            "or load the files of one orientation."
+            Problem(
+                ProblemKind.ORIENTATION_MIXED,
+                f"{label}: image orientation differs between images (e.g. {_names(frames, [0])} vs "
+                f"{_names(frames, bad[:2])}); expected one orientation per volume. Re-export the series "
+                "or load the files of one orientation.",
+            )
         )
     spacings = [f.pixel_spacing for f in frames if f.pixel_spacing is not None]
     if spacings and len(spacings) < n:
@@ -158,23 +170,32 @@ def _check_plane(
         # for the others, silently wrong; refuse.
         bare = [i for i, f in enumerate(frames) if f.pixel_spacing is None]
         errors.append(
-            f"{label}: {len(bare)} of {n} images have no PixelSpacing ({_names(frames, bare[:2])}) while the "
-            f"others have {spacings[0]}; expected one spacing per volume. Remove or re-export those files."
+            Problem(
+                ProblemKind.PIXEL_SPACING_INCOMPLETE,
+                f"{label}: {len(bare)} of {n} images have no PixelSpacing ({_names(frames, bare[:2])}) while the "
+                f"others have {spacings[0]}; expected one spacing per volume. Remove or re-export those files.",
+            )
         )
     elif not spacings:
         problems.append(
-            f"{label}: no PixelSpacing (nor ImagerPixelSpacing): an in-plane spacing of 1 mm was assumed, "
-            "so in-plane distances are in pixels, not millimetres."
+            Problem(
+                ProblemKind.PIXEL_SPACING_ASSUMED,
+                f"{label}: no PixelSpacing (nor ImagerPixelSpacing): an in-plane spacing of 1 mm was assumed, "
+                "so in-plane distances are in pixels, not millimetres.",
+            )
         )
     if spacings and np.abs(np.array(spacings) - np.array(spacings[0])).max() > 1e-4:
         errors.append(
-            f"{label}: PixelSpacing differs between images ({sorted(set(spacings))[:3]}); expected one "
-            "spacing per volume. Load the images of each spacing separately."
+            Problem(
+                ProblemKind.PIXEL_SPACING_MIXED,
+                f"{label}: PixelSpacing differs between images ({sorted(set(spacings))[:3]}); expected one "
+                "spacing per volume. Load the images of each spacing separately.",
+            )
         )
     return frames[0].pixel_spacing
 
 
-def _cluster(frames: list[Frame], dist: np.ndarray, label: str, problems: list[str]) -> list[list[int]]:
+def _cluster(frames: list[Frame], dist: np.ndarray, label: str, problems: list[Problem]) -> list[list[int]]:
     """Group the images by position along the normal, drop identical copies, order each group in time."""
     order = np.argsort(dist, kind="stable")
     clusters: list[list[int]] = []
@@ -196,7 +217,12 @@ def _cluster(frames: list[Frame], dist: np.ndarray, label: str, problems: list[s
             keep.append(i)
         c[:] = keep
     if dropped:
-        problems.append(f"{label}: {dropped} image(s) were copies of another (same SOPInstanceUID) and were dropped.")
+        problems.append(
+            Problem(
+                ProblemKind.DUPLICATE_IMAGES_DROPPED,
+                f"{label}: {dropped} image(s) were copies of another (same SOPInstanceUID) and were dropped.",
+            )
+        )
     for c in clusters:
         c.sort(key=lambda i: (frames[i].time_key, frames[i].file, frames[i].frame, frames[i].mosaic))
     return clusters
@@ -207,8 +233,8 @@ def _frames_per_position(
     frames: list[Frame],
     dist: np.ndarray,
     label: str,
-    problems: list[str],
-    errors: list[str],
+    problems: list[Problem],
+    errors: list[Problem],
 ) -> tuple[int, list[list[int]], list[float], str]:
     """Frames per position, the positions holding extra images, and any frame-order conflict."""
     counts = np.array([len(c) for c in clusters])
@@ -219,7 +245,7 @@ def _frames_per_position(
     if counts.max() == counts.min() and n_frames > 1:
         conflicts, order_error = _one_frame_order(clusters, frames, dist, label, problems)
         if order_error:
-            errors.append(order_error)
+            errors.append(Problem(ProblemKind.FRAME_ORDER_CONFLICT, order_error))
         else:
             _trigger_order(clusters, frames, dist, label, problems)
     if counts.max() != counts.min():
@@ -228,10 +254,13 @@ def _frames_per_position(
         duplicates = [c for c in clusters if len(c) > n_frames]
         at = [f"{dist[c[0]]:.2f} mm ({len(c)} images: {_names(frames, c)})" for c in duplicates[:3]]
         errors.append(
-            f"{label}: duplicate positions: {len(duplicates)} slice position(s) hold more images than the "
-            f"others ({n_frames}): {'; '.join(at)}. Expected the same number of images at every position. "
-            "Identical copies are dropped at load; otherwise remove the extra files or load each "
-            "acquisition separately."
+            Problem(
+                ProblemKind.DUPLICATE_POSITIONS,
+                f"{label}: duplicate positions: {len(duplicates)} slice position(s) hold more images than the "
+                f"others ({n_frames}): {'; '.join(at)}. Expected the same number of images at every position. "
+                "Identical copies are dropped at load; otherwise remove the extra files or load each "
+                "acquisition separately.",
+            )
         )
     return n_frames, duplicates, conflicts, order_error
 
@@ -257,22 +286,27 @@ def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label:
         where = "; ".join(
             f"{m} between {_names(frames, [first[k]])} and {_names(frames, [first[k + 1]])}" for k, m in layout.gaps[:3]
         )
-        layout.spacing_errors.append(
-            f"{label}: missing slices: {missing} slice(s) absent against the median step of "
-            f"{median:.3f} mm ({where}). Re-export the complete series, or pass "
-            "on_gap='interpolate' (medload convert --on-gap interpolate) to fill the gaps linearly from "
-            "their neighbours."
+        layout.errors.append(
+            Problem(
+                ProblemKind.SLICE_GAP,
+                f"{label}: missing slices: {missing} slice(s) absent against the median step of "
+                f"{median:.3f} mm ({where}). Re-export the complete series, or pass "
+                "on_gap='interpolate' (medload convert --on-gap interpolate) to fill the gaps linearly from "
+                "their neighbours.",
+            )
         )
     if layout.uneven:
         odd = [f"{steps[k]:.3f}" for k in np.nonzero(off)[0] if not (multiple[k] and round(ratio[k]) >= 2)][:5]
-        layout.spacing_errors.append(
-            f"{label}: uneven slice spacing: steps of {', '.join(odd)} mm against a median of "
-            f"{median:.3f} mm (files {_names(frames, first)}). A single affine cannot describe these "
-            "slices; pass on_gap='interpolate' (medload convert --on-gap interpolate) to resample them "
-            "linearly onto an even grid, or "
-            "load the evenly spaced part."
+        layout.errors.append(
+            Problem(
+                ProblemKind.UNEVEN_SPACING,
+                f"{label}: uneven slice spacing: steps of {', '.join(odd)} mm against a median of "
+                f"{median:.3f} mm (files {_names(frames, first)}). A single affine cannot describe these "
+                "slices; pass on_gap='interpolate' (medload convert --on-gap interpolate) to resample them "
+                "linearly onto an even grid, or "
+                "load the evenly spaced part.",
+            )
         )
-    layout.errors.extend(layout.spacing_errors)
 
 
 def _measure_tilt(layout: Layout, normal: np.ndarray, label: str) -> None:
@@ -284,14 +318,17 @@ def _measure_tilt(layout: Layout, normal: np.ndarray, label: str) -> None:
     if tilt > TILT_TOLERANCE_DEG:
         layout.tilt_deg = tilt
         layout.problems.append(
-            f"{label}: gantry tilt of {tilt:.2f} degrees: slices are stacked obliquely to their plane. "
-            "The affine keeps the true shear (every voxel is at its scanner position); dcm2niix instead "
-            "resamples to an orthogonal grid. Resample before using tools that assume orthogonal axes."
+            Problem(
+                ProblemKind.GANTRY_TILT,
+                f"{label}: gantry tilt of {tilt:.2f} degrees: slices are stacked obliquely to their plane. "
+                "The affine keeps the true shear (every voxel is at its scanner position); dcm2niix instead "
+                "resamples to an orthogonal grid. Resample before using tools that assume orthogonal axes.",
+            )
         )
 
 
 def _one_frame_order(
-    clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, problems: list[str]
+    clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, problems: list[Problem]
 ) -> tuple[list[float], str]:
     """Give every position the same frame order; return the positions where that is impossible
     and the sentence saying so ("" when every position takes one order).
@@ -324,11 +361,14 @@ def _one_frame_order(
         reordered.append(where)
     if reordered:
         problems.append(
-            f"{label}: at {len(reordered)} of {len(clusters)} slice positions "
-            f"({', '.join(f'{d:.2f}' for d in reordered[:5])}{' ...' if len(reordered) > 5 else ''} mm) "
-            "InstanceNumber/AcquisitionTime order the frames differently from the other positions; "
-            "their frames were put in the order of the others by temporal position and diffusion "
-            "encoding (b-value, gradient)."
+            Problem(
+                ProblemKind.FRAMES_REORDERED,
+                f"{label}: at {len(reordered)} of {len(clusters)} slice positions "
+                f"({', '.join(f'{d:.2f}' for d in reordered[:5])}{' ...' if len(reordered) > 5 else ''} mm) "
+                "InstanceNumber/AcquisitionTime order the frames differently from the other positions; "
+                "their frames were put in the order of the others by temporal position and diffusion "
+                "encoding (b-value, gradient).",
+            )
         )
     if not conflicts:
         return [], ""
@@ -342,7 +382,7 @@ def _one_frame_order(
     )
 
 
-def _trigger_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, problems: list[str]) -> None:
+def _trigger_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, problems: list[Problem]) -> None:
     """Give every position the same order of TriggerTime ranks (cardiac phases, dynamics).
 
     Trigger times themselves differ a little between positions (heart rate), their order
@@ -365,8 +405,11 @@ def _trigger_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndar
         reordered.append(float(dist[c[0]]))
     if reordered:
         problems.append(
-            f"{label}: at {len(reordered)} of {len(clusters)} slice positions "
-            f"({', '.join(f'{d:.2f}' for d in reordered[:5])}{' ...' if len(reordered) > 5 else ''} mm) "
-            "InstanceNumber/AcquisitionTime order the frames otherwise than TriggerTime does at the other "
-            "positions; their frames were put in the others' TriggerTime order."
+            Problem(
+                ProblemKind.FRAMES_REORDERED,
+                f"{label}: at {len(reordered)} of {len(clusters)} slice positions "
+                f"({', '.join(f'{d:.2f}' for d in reordered[:5])}{' ...' if len(reordered) > 5 else ''} mm) "
+                "InstanceNumber/AcquisitionTime order the frames otherwise than TriggerTime does at the other "
+                "positions; their frames were put in the others' TriggerTime order.",
+            )
         )

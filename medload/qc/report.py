@@ -10,8 +10,10 @@ of volumes opens at once and draws what is scrolled to). It holds:
 - per volume: axial, coronal and sagittal planes through the mask's centroid (else the centre)
   with edge letters read from the stored affine (:mod:`medload.qc.views`), the mask blended
   in colour with a legend of its labels, the stored value range and what it means, the
-  history (every pipeline step with its parameters) and problems (the converter's, and what
-  the page itself finds: a constant image, non-finite values, an empty mask);
+  history (every pipeline step with its parameters) and problems (the converter's, as the
+  store holds them, and what the page itself finds: a constant image, non-finite values, an
+  empty mask), each shown with its kind (:class:`medload.problems.ProblemKind`), and the
+  summary counts the volumes of each kind;
 - every series the converter did not write (failed, duplicate, not run) with its reason, and
   the unreadable files, from the ``report.json`` the converter wrote beside the store;
 - filters and sorting (modality, problems, failed) in plain JavaScript; without JavaScript
@@ -45,6 +47,7 @@ import numpy as np
 
 from medload.cores import available_cores
 from medload.errors import ConfigError, ReadError, StoreError
+from medload.problems import Problem, ProblemKind, read_problems
 from medload.qc import page, views
 from medload.qc.page import counter_table, escape, histogram_svg, number
 
@@ -112,17 +115,17 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
     stored_window = views.display_range(values)
     window = tuple(float(decoded(w)) for w in stored_window)
     low, high = (float(decoded(values.min())), float(decoded(values.max()))) if values.size else (math.nan, math.nan)
-    problems: list[str] = []
+    problems: list[Problem] = []
     if n_bad:
-        problems.append(f"{n_bad} stored values are NaN or infinite")
+        problems.append(Problem(ProblemKind.NONFINITE_VALUES, f"{n_bad} stored values are NaN or infinite"))
     if values.size and low == high:
-        problems.append(f"constant image: every stored value is {low:.6g}")
+        problems.append(Problem(ProblemKind.CONSTANT_IMAGE, f"constant image: every stored value is {low:.6g}"))
     labels: dict[int, int] = {}
     if mask is not None:
         counts = np.bincount(mask.ravel().astype(np.intp, copy=False)) if mask.size else np.zeros(1, np.intp)
         labels = {int(k): int(c) for k, c in enumerate(counts) if k != 0 and c}
         if not labels:
-            problems.append("the mask is empty (no labelled voxel)")
+            problems.append(Problem(ProblemKind.EMPTY_MASK, "the mask is empty (no labelled voxel)"))
     shown = []
     planes = views.orthogonal_views(image, record.affine, mask)
     if record.n_slices == 1:
@@ -168,7 +171,7 @@ def _unreadable(volume: int, why: str) -> dict[str, Any]:
         "range": [math.nan, math.nan],
         "window": [math.nan, math.nan],
         "labels": {},
-        "problems": [f"no thumbnails: {why}"],
+        "problems": [Problem(ProblemKind.NO_THUMBNAILS, f"no thumbnails: {why}")],
         "views": [],
         "sample": np.zeros(0, np.float32),
     }
@@ -263,8 +266,21 @@ def _legend(labels: dict[int, int]) -> str:
     return "mask: " + ("; ".join(items) if items else "empty")
 
 
-def _volume_card(record: Any, facts: dict[str, Any], entry: dict[str, Any], show_text: bool) -> str:
-    problems = list(entry.get("problems", [])) + facts["problems"]
+def _card_problems(record: Any, facts: dict[str, Any], entry: dict[str, Any]) -> list[Problem]:
+    """The converter's problems (from the store; from the report for a store without them) and the page's."""
+    converted = record.problems or read_problems(entry.get("problems"))
+    return list(converted) + list(facts["problems"])
+
+
+def _problem_items(problems: Any) -> str:
+    """``<li>`` per problem: its kind (also as ``data-problem``, for scripts) and its message."""
+    return "".join(
+        f"<li data-problem='{escape(p.kind.value)}'><code>{escape(p.kind.value)}</code> {escape(p.message)}</li>"
+        for p in read_problems(problems)
+    )
+
+
+def _volume_card(record: Any, facts: dict[str, Any], problems: list[Problem], show_text: bool) -> str:
     spacing = " x ".join(f"{s:.3g}" for s in record.spacing)
     lines = [
         f"<div>{'x'.join(map(str, record.shape))} ({record.dtype}), spacing {spacing} mm</div>",
@@ -281,7 +297,7 @@ def _volume_card(record: Any, facts: dict[str, Any], entry: dict[str, Any], show
         lines.append(f"<div>description: {escape(record.meta['description'])}</div>")
     if record.has_mask:
         lines.append(f"<div>{_legend(facts['labels'])}</div>")
-    problem_html = ("<ul class='problems'>" + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul>") if problems else ""
+    problem_html = f"<ul class='problems'>{_problem_items(problems)}</ul>" if problems else ""
     return (
         f"<article class='card{' bad' if problems else ''}' data-kind='volume' data-modality='{escape(record.modality)}' "
         f"data-problems='{len(problems)}' data-slices='{record.n_slices}' data-order='{facts['volume']}' "
@@ -303,7 +319,7 @@ def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
         if entry.get("error"):
             reason = f"{entry['error']}: {reason}" if not str(reason).startswith(entry["error"]) else reason
         description = f"<br><i>{escape(entry['description'])}</i>" if show_text and entry.get("description") else ""
-        problems = "".join(f"<li>{escape(p)}</li>" for p in entry.get("problems", []))
+        problems = _problem_items(entry.get("problems"))
         rows.append(
             f"<tr class='failed' data-kind='failed' data-modality='{escape(entry.get('modality', ''))}' "
             f"data-status='{escape(entry.get('status', ''))}'>"
@@ -403,10 +419,11 @@ def write_qc(
     try:
         facts, cpu_seconds = _all_facts(store_path, len(records), building / "thumbs", thumb_size, workers)
         by_key = {e["key"]: e for e in report.get("series", []) if e.get("key")}
-        cards = "".join(_volume_card(r, f, by_key.get(r.key, {}), keep_descriptions) for r, f in zip(records, facts))
+        problems = [_card_problems(r, f, by_key.get(r.key, {})) for r, f in zip(records, facts)]
+        cards = "".join(_volume_card(r, f, p, keep_descriptions) for r, f, p in zip(records, facts, problems))
         failed_html, n_failed = _failed_rows(report, keep_phi)
-        n_problems = sum(1 for r, f in zip(records, facts) if f["problems"] or by_key.get(r.key, {}).get("problems"))
-        summary = _summary_html(records, facts, report, n_failed, n_problems)
+        n_problems = sum(1 for p in problems if p)
+        summary = _summary_html(records, facts, report, n_failed, problems)
         modalities = sorted({r.modality for r in records} | {e.get("modality", "") for e in report.get("series", [])} - {""})
         controls = page.controls(modalities)
         notes = page.notes(report.get("sources", []) if keep_phi else None)
@@ -431,7 +448,9 @@ def write_qc(
     }
 
 
-def _summary_html(records: list[Any], facts: list[dict[str, Any]], report: dict[str, Any], n_failed: int, n_problems: int) -> str:
+def _summary_html(
+    records: list[Any], facts: list[dict[str, Any]], report: dict[str, Any], n_failed: int, problems: list[list[Problem]]
+) -> str:
     counts = report.get("counts", {})
     rows = [
         ("volumes", len(records)),
@@ -439,7 +458,7 @@ def _summary_html(records: list[Any], facts: list[dict[str, Any]], report: dict[
         ("patients", len({r.patient_key for r in records})),
         ("studies", len({r.study_key for r in records})),
         ("with mask", sum(r.has_mask for r in records)),
-        ("volumes with problems", n_problems),
+        ("volumes with problems", sum(1 for p in problems if p)),
         ("series not converted", n_failed),
     ]
     rows += [
@@ -465,6 +484,8 @@ def _summary_html(records: list[Any], facts: list[dict[str, Any]], report: dict[
         counter_table(Counter(r.modality for r in records), "modality"),
         counter_table(Counter("x".join(map(str, r.slice_shape)) for r in records), "slice shape"),
     ]
+    if any(problems):
+        parts.append(counter_table(Counter(k for p in problems for k in sorted({q.kind.value for q in p})), "problem kind"))
     parts.append(histogram_svg([r.spacing[0] for r in records], "slice spacing (mm)"))
     parts.append(histogram_svg([s for r in records for s in r.spacing[1:]], "in-plane spacing (mm)"))
     by_meaning: dict[str, list[np.ndarray]] = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from medload.errors import StoreError
+from medload.problems import Problem
 from medload.store._format import PARTIAL_SUFFIX
 
 __all__ = [
@@ -135,7 +136,7 @@ def _written_by_medload(path: Path) -> bool:
 
 def resume_shards(
     out: Path, single: bool, pipeline: Any, store_options: dict[str, Any]
-) -> tuple[dict[str, tuple[str, str]], list[str]]:
+) -> tuple[dict[str, tuple[str, str]], list[Problem]]:
     """Finish what an interrupted run left partial; return ``({source_hash: (key, shard)}, notes)``.
 
     Every shard is opened for resuming with ``pipeline`` (which salvages a crashed partial file
@@ -150,7 +151,7 @@ def resume_shards(
     from medload.store.reader import open as open_store
     from medload.store.writer import Store
 
-    notes: list[str] = []
+    notes: list[Problem] = []
     shards = shard_paths(out, single)
     for shard in shards:
         store = Store.create(shard, pipeline=pipeline, resume=True, **store_options)

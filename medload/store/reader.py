@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from medload.errors import ConfigError, StoreError
+from medload.problems import Problem, problems_json, read_problems
 from medload.store import _format as fmt
 from medload.store.chunks import ChunkTable
 from medload.volume import Volume
@@ -35,6 +36,8 @@ class VolumeRecord:
 
     ``shape`` and ``dtype`` are those of the stored image dataset: ``(Z, H, W)`` or
     ``(Z, C, H, W)``; ``n_slices`` is ``shape[0]``. Decoded value = stored * ``scale`` + ``offset``.
+    ``meta["problems"]`` holds problem records (``{"kind", "message"}``) whatever the store's
+    age: the plain sentences of stores written before kinds existed read as kind ``"unclassified"``.
     """
 
     key: str
@@ -58,6 +61,11 @@ class VolumeRecord:
     meta: dict = field(repr=False)
     scale: float = 1.0
     offset: float = 0.0
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """What the reader found and did when this volume was converted; decide by ``kind``."""
+        return read_problems(self.meta.get("problems"))
 
     @property
     def n_slices(self) -> int:
@@ -129,6 +137,9 @@ def _records_of(h5py, path: Path) -> tuple[dict[str, Any], list[VolumeRecord]]:
 def _record(entry: dict[str, Any], shard: str) -> VolumeRecord:
     a = entry["attrs"]
     channels = json.loads(a["channels"]) if "channels" in a else None
+    meta = json.loads(a.get("meta", "{}"))
+    if "problems" in meta:
+        meta["problems"] = problems_json(meta["problems"])  # older stores: plain sentences
     return VolumeRecord(
         key=entry["key"],
         shard=shard,
@@ -148,7 +159,7 @@ def _record(entry: dict[str, Any], shard: str) -> VolumeRecord:
         intensity=str(a.get("intensity", "")),
         channels=tuple(channels) if channels is not None else None,
         has_mask=bool(entry["has_mask"]),
-        meta=json.loads(a.get("meta", "{}")),
+        meta=meta,
         scale=float(entry["scale"]),
         offset=float(entry["offset"]),
     )

@@ -28,6 +28,7 @@ import numpy as np
 
 from medload.deid import sanitize_key
 from medload.errors import PipelineMismatchError, StoreError
+from medload.problems import Problem, ProblemKind
 from medload.store import _format as fmt
 from medload.store import inputs, layout
 from medload.volume import Volume
@@ -153,8 +154,9 @@ class Store:
         self._catalog: dict[str, dict[str, Any]] = {}
         self._added = 0
         self._closed = False
-        #: What was found and done on opening (crash recovery), as sentences.
-        self.problems: list[str] = []
+        #: What was found and done on opening (crash recovery): kinds ``store_started_over`` and
+        #: ``store_resumed`` (:class:`~medload.problems.Problem`).
+        self.problems: list[Problem] = []
 
         if path.is_dir():
             raise StoreError(f"{path} is a folder; a store writer writes one file, e.g. {path / 'shard-0001.h5'}.")
@@ -298,9 +300,12 @@ class Store:
                     "needs its own shard file (e.g. out/shard-0001.h5, out/shard-0002.h5)."
                 ) from exc
             self.problems.append(
-                f"{partial.name} from an interrupted run did not open as HDF5 ({exc}); it was deleted and the store started over."
+                Problem(
+                    ProblemKind.STORE_STARTED_OVER,
+                    f"{partial.name} from an interrupted run did not open as HDF5 ({exc}); it was deleted and the store started over.",
+                )
             )
-            log.warning(self.problems[-1])
+            log.warning(self.problems[-1].message)
             partial.unlink()
             return
         kept, dropped = [], []
@@ -308,9 +313,12 @@ class Store:
         with src:
             if "medload_schema" not in src.attrs or "volumes" not in src:
                 self.problems.append(
-                    f"{partial.name} from an interrupted run held no complete header; it was deleted and the store started over."
+                    Problem(
+                        ProblemKind.STORE_STARTED_OVER,
+                        f"{partial.name} from an interrupted run held no complete header; it was deleted and the store started over.",
+                    )
                 )
-                log.warning(self.problems[-1])
+                log.warning(self.problems[-1].message)
                 partial.unlink()
                 return
             self._check_root(src.attrs, partial)
@@ -338,11 +346,14 @@ class Store:
                         dropped.append(key)
         os.replace(tmp, partial)
         self.problems.append(
-            f"resumed {partial.name} from an interrupted run: kept {len(kept)} complete volume(s)"
-            + (f", dropped {len(dropped)} incomplete or damaged ({', '.join(dropped[:5])})" if dropped else "")
-            + "."
+            Problem(
+                ProblemKind.STORE_RESUMED,
+                f"resumed {partial.name} from an interrupted run: kept {len(kept)} complete volume(s)"
+                + (f", dropped {len(dropped)} incomplete or damaged ({', '.join(dropped[:5])})" if dropped else "")
+                + ".",
+            )
         )
-        log.info(self.problems[-1])
+        log.info(self.problems[-1].message)
 
     # ------------------------------------------------------------------ writing
     def has(self, source_hash: str) -> bool:
