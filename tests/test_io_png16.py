@@ -11,6 +11,7 @@ from fixtures.images import write_png16
 from medload.errors import UnsupportedError
 from medload.io.images import load_image, scan_image
 from medload.io.png16 import apply_exif_orientation
+from medload.problems import ProblemKind
 
 
 def _values(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -30,7 +31,7 @@ def test_16bit_colour_png_keeps_every_bit(tmp_path, samples):
     assert vol.array.dtype == np.uint16
     np.testing.assert_array_equal(vol.array[:, 0], np.moveaxis(pixels[..., :3], -1, 0))
     assert vol.meta["channels"] == ["R", "G", "B"] and vol.meta["stored_range"] == [0.0, 65535.0]
-    assert ("alpha channel dropped (RGBA image)." in vol.meta["problems"]) == (samples == 4)
+    assert (ProblemKind.ALPHA_DROPPED in {p.kind for p in vol.problems}) == (samples == 4)
     # The public path gives the same voxels.
     np.testing.assert_array_equal(medload.load(str(path)).array, vol.array)
 
@@ -42,7 +43,7 @@ def test_16bit_colour_png_exif_orientation_is_applied(tmp_path):
     vol = load_image(series)
     assert series.shape == vol.shape == (3, 1, 6, 4)
     np.testing.assert_array_equal(vol.array[:, 0], np.moveaxis(np.rot90(pixels, -1), -1, 0))
-    assert any("EXIF orientation 6" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.EXIF_ORIENTATION_APPLIED and "EXIF orientation 6" in p.message for p in vol.problems)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -25,6 +25,7 @@ from medload.errors import (
 )
 from medload.geometry import dicom_affine, lps_to_ras, slice_normal
 from medload.io.codecs import decode, read_native
+from medload.io.duplicates import drop_identical
 from medload.io.frame import Frame
 from medload.io.headers import FileHeader, burned_in_annotation, diffusion_facts, read_header, unchanged
 from medload.io.limits import check_volume_size
@@ -415,7 +416,7 @@ def _checked_layout(frames: list[Frame], label: str, on_gap: str) -> tuple[list[
     layout = arrange(frames, label=label)
     problems = list(layout.problems)
     if layout.duplicates:
-        frames, note = _drop_identical(frames, layout, label)
+        frames, note = drop_identical(frames, layout)
         layout = arrange(frames, label=label)
         problems = list(layout.problems) + ([note] if note is not None else [])
     if layout.frame_order_conflicts:
@@ -586,42 +587,3 @@ def _interp(array: np.ndarray, lower: np.ndarray, weight: np.ndarray) -> np.ndar
     if array.dtype.kind in "iu":
         out = np.rint(out).astype(array.dtype)
     return out
-
-
-def _drop_identical(frames: list[Frame], layout: Layout, label: str) -> tuple[list[Frame], Problem | None]:
-    """Drop images that repeat another image at the same position pixel for pixel."""
-    import pydicom
-
-    drop: set[int] = set()
-    multiframe: dict[str, np.ndarray] = {}  # a multi-frame file holds several candidates: decode it once
-    for cluster in layout.duplicates:
-        kept: list[tuple[int, bytes]] = []
-        for i in cluster:
-            f = frames[i]
-            if f.file in multiframe:
-                px = multiframe[f.file]
-            else:
-                ds = pydicom.dcmread(f.file, force=True)
-                px = decode(ds, f.file)
-                if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-                    multiframe[f.file] = px
-                else:
-                    px = px[np.newaxis]  # one frame (also an enhanced file of one): frame 0 is the image
-            if f.frame >= 0:
-                px = px[f.frame]
-            else:
-                px = px[0]
-            digest = np.ascontiguousarray(px).tobytes()
-            if any(digest == d for _, d in kept):
-                drop.add(i)
-            else:
-                kept.append((i, digest))
-    if not drop:
-        return frames, None
-    names = sorted({frames[i].file for i in drop})
-    note = Problem(
-        ProblemKind.IDENTICAL_IMAGES_DROPPED,
-        f"{len(drop)} image(s) identical to another at the same position were dropped: "
-        f"{', '.join(names[:4])}{' ...' if len(names) > 4 else ''}.",
-    )
-    return [f for i, f in enumerate(frames) if i not in drop], note

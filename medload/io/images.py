@@ -245,12 +245,8 @@ def _to_array(image, path: Path, problems: list[Problem]) -> np.ndarray:
         rgb = image.convert("RGBA" if has_alpha else "RGB")
         arr = np.asarray(rgb)[..., :3]
         grey = _grey_palette(image)  # the palette, not the pixels, decides: as scan_image does
-        problems.append(
-            Problem(
-                ProblemKind.PALETTE_EXPANDED,
-                f"palette image expanded to {'grey' if grey else 'RGB'}" + (", transparency dropped" if has_alpha else "") + ".",
-            )
-        )
+        expanded = f"palette image expanded to {'grey' if grey else 'RGB'}" + (", transparency dropped" if has_alpha else "")
+        problems.append(Problem(ProblemKind.PALETTE_EXPANDED, expanded + "."))
         return np.ascontiguousarray(arr[..., 0]) if grey else np.ascontiguousarray(arr)
     if mode == "1":
         problems.append(Problem(ProblemKind.ONE_BIT_EXPANDED, "1-bit image read as 8-bit (0 and 255)."))
@@ -293,12 +289,8 @@ def _decode_pil(path: Path, problems: list[Problem]) -> tuple[np.ndarray, tuple[
             orientation = image.getexif().get(0x0112) if k == 0 and fmt != "TIFF" else None
             oriented = image
             if orientation in (2, 3, 4, 5, 6, 7, 8):
-                problems.append(
-                    Problem(
-                        ProblemKind.EXIF_ORIENTATION_APPLIED,
-                        f"EXIF orientation {orientation} applied (rows and columns as meant to be seen).",
-                    )
-                )
+                applied = f"EXIF orientation {orientation} applied (rows and columns as meant to be seen)."
+                problems.append(Problem(ProblemKind.EXIF_ORIENTATION_APPLIED, applied))
             if is_png16_colour(depth):  # Pillow would cut it to 8 bits per channel
                 return apply_exif_orientation(read_png16_colour(path, problems), orientation)[None], spacing
             if orientation in (2, 3, 4, 5, 6, 7, 8):
@@ -517,11 +509,7 @@ def scan_image(
             )
         patient = found
     else:
-        problems.append(
-            Problem(
-                ProblemKind.PATIENT_UNKNOWN, "patient unknown: no patient pattern; this image counts as a patient of its own."
-            )
-        )
+        problems.append(Problem(ProblemKind.PATIENT_UNKNOWN, "no patient pattern: this image counts as a patient of its own."))
     parts = relative.split("/")
     class_folder = parts[0] if root is not None and len(parts) > 1 else None
     return Series(
@@ -589,9 +577,7 @@ def load_image(series_or_path: Series | str | os.PathLike, *, modality: str | No
     arr, pixel_mm, problems, fmt = _decode(file)
     if pixel_mm is None:
         pixel_mm = (1.0, 1.0)
-        problems.append(
-            Problem(ProblemKind.PIXEL_SPACING_ASSUMED, "pixel size not stated in physical units by the file; 1 mm assumed.")
-        )
+        problems.append(Problem(ProblemKind.PIXEL_SPACING_ASSUMED, "pixel size not stated in physical units: 1 mm assumed."))
     affine = lps_to_ras(np.diag([1.0, float(pixel_mm[0]), float(pixel_mm[1]), 1.0]))
     meta: dict[str, Any] = {
         **series.volume_meta(),

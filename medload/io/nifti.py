@@ -38,62 +38,25 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
-import re
 import zlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medload.deid import PhiKey, clean_image_type, pseudonym, resolve_key
+from medload.deid import PhiKey, pseudonym, resolve_key
 from medload.errors import ConfigError, ReadError, UnsupportedError
-from medload.problems import Problem, ProblemKind
 from medload.geometry import spacing_from_affine
+from medload.io.bids import entities, file_stem, read_sidecar, sidecar_meta, suffix_modality
 from medload.io.limits import check_volume_size
 from medload.io.series import Series
+from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
 
 __all__ = ["is_nifti", "scan_nifti", "load_nifti", "NIFTI_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
-# BIDS suffixes (the last "_" entity of a file name) and the modality they imply.
-# fmt: off
-_BIDS_MR = {
-    "t1w", "t2w", "t2starw", "flair", "pdw", "pd", "t1map", "t2map", "t2star", "inplanet1",
-    "inplanet2", "angio", "bold", "cbv", "dwi", "sbref", "epi", "phasediff", "phase1", "phase2",
-    "magnitude", "magnitude1", "magnitude2", "fieldmap", "asl", "m0scan", "unit1", "mp2rage",
-    "megre", "mese", "uniden", "tb1tfl", "tb1epi", "tb1srge", "trace", "chimap",
-}
-# fmt: on
-_BIDS_SUFFIX_MODALITY = {**{s: "MR" for s in _BIDS_MR}, "ct": "CT", "pet": "PT"}
-
-# Sidecar fields kept in meta: (BIDS key, meta key, factor). BIDS times are seconds; medload
-# keeps DICOM's milliseconds so DICOM and NIfTI volumes of one scanner compare directly.
-_SIDECAR_FIELDS = (
-    ("EchoTime", "echo_time", 1000.0),
-    ("RepetitionTime", "repetition_time", 1000.0),
-    ("InversionTime", "inversion_time", 1000.0),
-    ("FlipAngle", "flip_angle", None),
-    ("MagneticFieldStrength", "magnetic_field_strength", None),
-    ("Manufacturer", "manufacturer", None),
-    ("ManufacturersModelName", "manufacturer_model", None),
-    ("KVP", "kvp", None),
-    ("XRayTubeCurrent", "tube_current", None),
-    ("SliceThickness", "slice_thickness", None),
-    ("SeriesDescription", "description", None),
-    ("ProtocolName", "protocol_name", None),
-    ("ConvolutionKernel", "convolution_kernel", None),
-    ("ImageType", "image_type", None),
-    ("BodyPartExamined", "body_part", None),
-    ("WindowCenter", "window_center", None),
-    ("WindowWidth", "window_width", None),
-)
-
-_SUB = re.compile(r"^sub-([A-Za-z0-9]+)")
-_SES = re.compile(r"^ses-([A-Za-z0-9]+)")
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
 
 
@@ -245,45 +208,6 @@ def _affine_and_problems(path: Path, image) -> tuple[np.ndarray, str, list[Probl
     return affine, source, problems
 
 
-def _sidecar(path: Path) -> dict[str, Any] | None:
-    json_path = path.with_name(_file_stem(path) + ".json")
-    if not json_path.is_file():
-        return None
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # a broken sidecar must not stop the image from loading; modality falls back
-    return data if isinstance(data, dict) else None
-
-
-def _file_stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
-
-
-def _bids_suffix_modality(path: Path) -> str | None:
-    stem = _file_stem(path)
-    if not _SUB.match(stem):
-        return None  # not a BIDS file name; a suffix like "_ct" elsewhere means nothing
-    return _BIDS_SUFFIX_MODALITY.get(stem.rsplit("_", 1)[-1].lower())
-
-
-def _bids_entities(path: Path) -> tuple[str | None, str | None]:
-    subject = session = None
-    for part in path.parts:
-        sub = _SUB.match(part)
-        if sub:
-            subject = "sub-" + sub.group(1)
-        ses = _SES.match(part)
-        if ses:
-            session = "ses-" + ses.group(1)
-        for entity in part.split("_")[1:]:
-            ses = _SES.match(entity)
-            if ses:
-                session = "ses-" + ses.group(1)
-    return subject, session
-
-
 def _relative(path: Path, root: str | Path | None) -> str:
     # Without a root the absolute path is used: unique (two exports may both hold
     # "image.nii.gz"), though not stable when the files move; scan passes its root.
@@ -301,7 +225,7 @@ def _relative(path: Path, root: str | Path | None) -> str:
 def _keys(path: Path, root: str | Path | None, phi_key: str | bytes | PhiKey | None) -> dict[str, str]:
     relative = _relative(path, root)
     phi_key = resolve_key(phi_key)
-    subject, session = _bids_entities(Path(relative))
+    subject, session = entities(Path(relative))
     series_key = pseudonym(relative, prefix="ser-", secret=phi_key)
     patient_key = pseudonym(subject or relative, prefix="pat-", secret=phi_key)
     study_id = f"{subject}/{session or ''}" if subject else relative
@@ -314,25 +238,6 @@ def _source_hash(path: Path, header) -> str:
     digest = hashlib.sha256(bytes(header.binaryblock))
     digest.update(str(path.stat().st_size).encode())
     return digest.hexdigest()[:16]
-
-
-def _sidecar_meta(sidecar: Mapping[str, Any] | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    for bids_key, meta_key, factor in _SIDECAR_FIELDS:
-        value = (sidecar or {}).get(bids_key)
-        if value is None:
-            continue
-        if factor is not None and isinstance(value, (int, float)):
-            value = round(float(value) * factor, 6)
-        if isinstance(value, (str, int, float, bool)) or (
-            isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)
-        ):
-            meta[meta_key] = value
-    if "image_type" in meta:  # only defined terms: the rest is free text (even names)
-        meta["image_type"] = clean_image_type(meta["image_type"])
-        if not meta["image_type"]:
-            del meta["image_type"]
-    return meta
 
 
 def _check_sizes(path: Path, image) -> None:
@@ -387,14 +292,14 @@ def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict
     _check_sizes(path, image)
     shape = _medload_shape(path, image.shape)
     affine, affine_source, problems = _affine_and_problems(path, image)
-    sidecar = _sidecar(path)
+    sidecar = read_sidecar(path)
     sidecar_modality = None
     if sidecar is not None:
         value = sidecar.get("Modality")
         sidecar_modality = str(value).upper() if isinstance(value, str) and value.strip() else None
-        sidecar_modality = sidecar_modality or _bids_suffix_modality(path)
+        sidecar_modality = sidecar_modality or suffix_modality(path)
     else:
-        sidecar_modality = _bids_suffix_modality(path)
+        sidecar_modality = suffix_modality(path)
     if modality:
         if sidecar_modality and sidecar_modality != modality:
             problems.append(
@@ -415,11 +320,11 @@ def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict
         "source_key": keys["series_key"],
         **keys,
         "source_hash": _source_hash(path, image.header),
-        "description": _file_stem(path),
+        "description": file_stem(path),
         "intensity": "HU" if chosen == "CT" else "scanner units",
         "affine_source": affine_source,
     }
-    meta.update(_sidecar_meta(sidecar))
+    meta.update(sidecar_meta(sidecar))
     if len(shape) == 4:
         zooms = image.header.get_zooms()
         time_unit = image.header.get_xyzt_units()[1]

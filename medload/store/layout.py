@@ -39,6 +39,7 @@ __all__ = [
     "shard_path",
     "shard_paths",
     "written_files",
+    "store_files",
     "resume_shards",
     "WriterLock",
     "is_lock_error",
@@ -118,6 +119,37 @@ def written_files(out: Path, single: bool) -> list[Path]:
     # Only names medload writes, and only plain files: a user's folder or file that merely
     # starts with "shard-" (shard-2023-batch/) is never touched by --overwrite.
     return [p for p in out.iterdir() if _OWN_SHARD.fullmatch(p.name) and _written_by_medload(p)]
+
+
+def store_files(path: Path) -> list[Path]:
+    """The files a reader opens for the store at ``path``: the file itself, or a folder's shards.
+
+    Raises :class:`~medload.StoreError` naming what is there instead: no file, a folder without
+    shards, or only the ``.partial`` files of a writer still running or interrupted.
+    """
+    if path.is_dir():
+        shards = sorted(p for p in path.iterdir() if p.suffix in (".h5", ".hdf5") and p.is_file())
+        if not shards:
+            partial = sorted(p.name for p in path.iterdir() if p.name.endswith(PARTIAL_SUFFIX))
+            hint = (
+                (
+                    f"; unfinished shards {partial[:3]} exist: a writer is still running or was interrupted "
+                    "(run the conversion again to finish them)"
+                )
+                if partial
+                else ""
+            )
+            raise StoreError(f"{path} is a folder with no store shards (*.h5){hint}.")
+        return shards
+    if not path.exists():
+        partial_file = path.with_name(path.name + PARTIAL_SUFFIX)
+        if partial_file.exists():
+            raise StoreError(
+                f"{path} is not finished: only {partial_file.name} exists (a writer is still running or was "
+                "interrupted); run the conversion again to finish it."
+            )
+        raise StoreError(f"{path} does not exist; expected a medload store file or a folder of shards.")
+    return [path]
 
 
 def _written_by_medload(path: Path) -> bool:

@@ -25,6 +25,7 @@ from medload.errors import ConfigError, StoreError
 from medload.problems import Problem, problems_json, read_problems
 from medload.store import _format as fmt
 from medload.store.chunks import ChunkTable
+from medload.store.layout import store_files
 from medload.volume import Volume
 
 __all__ = ["open", "StoreReader", "VolumeRecord"]
@@ -187,7 +188,7 @@ class StoreReader:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         h5py = fmt.load_h5py()
-        shards = _shards(self.path)
+        shards = store_files(self.path)
         records: list[VolumeRecord] = []
         attrs: dict[str, Any] | None = None
         for shard in shards:
@@ -562,32 +563,6 @@ def _read(ds, start: int, stop: int, rec: VolumeRecord) -> np.ndarray:
 def _spacing3(values: Any) -> tuple[float, float, float]:
     z, y, x = (float(s) for s in values)
     return z, y, x
-
-
-def _shards(path: Path) -> list[Path]:
-    if path.is_dir():
-        shards = sorted(p for p in path.iterdir() if p.suffix in (".h5", ".hdf5") and p.is_file())
-        if not shards:
-            partial = sorted(p.name for p in path.iterdir() if p.name.endswith(fmt.PARTIAL_SUFFIX))
-            hint = (
-                (
-                    f"; unfinished shards {partial[:3]} exist: a writer is still running or was interrupted "
-                    "(run the conversion again to finish them)"
-                )
-                if partial
-                else ""
-            )
-            raise StoreError(f"{path} is a folder with no store shards (*.h5){hint}.")
-        return shards
-    if not path.exists():
-        partial_file = path.with_name(path.name + fmt.PARTIAL_SUFFIX)
-        if partial_file.exists():
-            raise StoreError(
-                f"{path} is not finished: only {partial_file.name} exists (a writer is still running or was "
-                "interrupted); run the conversion again to finish it."
-            )
-        raise StoreError(f"{path} does not exist; expected a medload store file or a folder of shards.")
-    return [path]
 
 
 def open(path: str | os.PathLike) -> StoreReader:  # noqa: A001 - medload.open, by design

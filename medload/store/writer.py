@@ -299,27 +299,13 @@ class Store:
                     f"{partial} is being written by another process; each parallel writer "
                     "needs its own shard file (e.g. out/shard-0001.h5, out/shard-0002.h5)."
                 ) from exc
-            self.problems.append(
-                Problem(
-                    ProblemKind.STORE_STARTED_OVER,
-                    f"{partial.name} from an interrupted run did not open as HDF5 ({exc}); it was deleted and the store started over.",
-                )
-            )
-            log.warning(self.problems[-1].message)
-            partial.unlink()
+            self._start_over(partial, f"did not open as HDF5 ({exc})")
             return
         kept, dropped = [], []
         tmp = layout.salvage_path(self.path)
         with src:
             if "medload_schema" not in src.attrs or "volumes" not in src:
-                self.problems.append(
-                    Problem(
-                        ProblemKind.STORE_STARTED_OVER,
-                        f"{partial.name} from an interrupted run held no complete header; it was deleted and the store started over.",
-                    )
-                )
-                log.warning(self.problems[-1].message)
-                partial.unlink()
+                self._start_over(partial, "held no complete header")
                 return
             self._check_root(src.attrs, partial)
             with h5py.File(tmp, "w", rdcc_nbytes=0) as dst:
@@ -354,6 +340,13 @@ class Store:
             )
         )
         log.info(self.problems[-1].message)
+
+    def _start_over(self, partial: Path, why: str) -> None:
+        """Delete a partial file of an interrupted run that cannot be resumed, and say why."""
+        message = f"{partial.name} from an interrupted run {why}; it was deleted and the store started over."
+        self.problems.append(Problem(ProblemKind.STORE_STARTED_OVER, message))
+        log.warning(message)
+        partial.unlink()
 
     # ------------------------------------------------------------------ writing
     def has(self, source_hash: str) -> bool:
