@@ -17,6 +17,7 @@ import pytest
 import medload
 from fixtures.ge_dwi import ge_dwi_series
 from medload.io.export import save_nifti
+from medload.problems import ProblemKind
 from tests.test_io_4d import bvec_world
 from tests.test_io_reference import DCM2NIIX
 
@@ -72,7 +73,7 @@ def test_trace_images_of_a_non_dti_scan_keep_their_b_value(tmp_path):
     ref_bval, _ = _dcm2niix(tmp_path / "in", tmp_path)
     vol = medload.load(tmp_path / "in")
     assert vol.meta["diffusion"]["bvals"] == [0.0, 1000.0]
-    assert any("derived isotropic/trace" in p for p in vol.meta["problems"])
+    assert any(p.kind is ProblemKind.DIFFUSION_DERIVED_FRAMES and "derived isotropic/trace" in p.message for p in vol.problems)
     np.testing.assert_array_equal(ref_bval, vol.meta["diffusion"]["bvals"])  # dcm2niix keeps b 1000 there too
 
 
