@@ -5,14 +5,18 @@ once into a temp folder) plus ``../shared/data`` when present. Rows:
 
 - dcm2niix (pip binary) converting every source folder to NIfTI (``-z n``), the anchor;
 - ``medload convert`` (CT preset ct-abdomen, other modalities as read: no N4, no denoising;
-  ``--size 256``; the default store) with 1 worker and with 2 workers, and once more with 2
-  workers without ``--size`` to show what the resize step costs;
-- peak memory of ``medload convert --workers 1`` over 1, 2, 4 and 8 synthetic series
-  (resident memory of the whole process tree, sampled every 100 ms): it must not grow with
-  the number of series.
+  the default store) with 1 and with 2 workers, without ``--size`` (the same work as
+  dcm2niix, which does not resize: the rows the goals are read on) and with ``--size 256``
+  (what a training store usually asks for: the resize costs on top);
+- peak memory of ``medload convert --workers 1 --size 256`` over 1, 2, 4 and 8 synthetic
+  series (resident memory of the whole process tree, sampled every 100 ms): it must not grow
+  with the number of series.
 
 Every command runs as its own process (cold start included, as a user would run it), one
-after another. Wall time, so the machine's other load shows: the table prints the load average.
+after another. Wall time, so the machine's other load shows: the table prints the load
+average. The CPU column (user + system seconds of the whole process tree, sampled with the
+memory: a process's last 100 ms can be missed) moves less with other load than wall time
+does; its ratio is the steadier one on a shared machine.
 
 Run: ``python bench/convert.py`` (``--quick`` for a small smoke run, ``--keep DIR`` to keep
 the synthetic series between runs).
@@ -28,27 +32,40 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 
-def _run(cmd: list[str], *, cwd: Path = ROOT) -> tuple[float, float, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS MB of its whole process tree, exit status)."""
+class Run(NamedTuple):
+    """One command's wall seconds, CPU seconds and peak resident MB (its whole process tree)."""
+
+    wall: float
+    cpu: float
+    peak_mb: float
+
+
+def _run(cmd: list[str], *, cwd: Path = ROOT) -> Run:
+    """Run ``cmd`` and measure it (wall time, CPU time and peak RSS of its process tree)."""
     import psutil
 
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = psutil.Process(proc.pid)
     peak = 0
+    cpu: dict[int, float] = {}  # pid -> its last seen user + system seconds
     while proc.poll() is None:
         try:
             tree = [root] + root.children(recursive=True)
             total = 0
             for p in tree:
                 try:
-                    total += p.memory_info().rss
+                    with p.oneshot():
+                        total += p.memory_info().rss
+                        times = p.cpu_times()
+                    cpu[p.pid] = times.user + times.system
                 except psutil.Error:
                     pass
             peak = max(peak, total)
@@ -59,7 +76,7 @@ def _run(cmd: list[str], *, cwd: Path = ROOT) -> tuple[float, float, int]:
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode not in (0, 1):
         print(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}", file=sys.stderr)
-    return wall, peak / 2**20, proc.returncode
+    return Run(wall, sum(cpu.values()), peak / 2**20)
 
 
 def _make_series(folder: Path, n: int, n_slices: int, size: int) -> list[Path]:
@@ -107,65 +124,32 @@ def main() -> None:
     sources = [synth] + ([SHARED] if SHARED.is_dir() and not args.no_shared else [])
     n_slices_total = n_series * n_slices
 
-    rows = []
-    dcm_wall = dcm_mem = 0.0
+    rows: list[tuple[str, Run]] = []
+    anchor = Run(0.0, 0.0, 0.0)
     for i, src in enumerate(sources):
         out = work / f"nifti{i}"
         out.mkdir()
-        wall, mem, _ = _run(["dcm2niix", "-z", "n", "-b", "n", "-f", "%s_%p_%j", "-o", str(out), str(src)])
-        dcm_wall += wall
-        dcm_mem = max(dcm_mem, mem)
-    rows.append(("dcm2niix -> NIfTI (anchor)", dcm_wall, dcm_mem))
+        one = _run(["dcm2niix", "-z", "n", "-b", "n", "-f", "%s_%p_%j", "-o", str(out), str(src)])
+        anchor = Run(anchor.wall + one.wall, anchor.cpu + one.cpu, max(anchor.peak_mb, one.peak_mb))
+    rows.append(("dcm2niix -> NIfTI (anchor)", anchor))
 
-    medload_cmd = [
-        sys.executable,
-        "-m",
-        "medload",
-        "convert",
-        *map(str, sources),
-        "--quiet",
-        "--preset",
-        "CT=ct-abdomen",
-        "--preset",
-        "MR=none",
-        "--size",
-        "256",
-    ]
+    medload_cmd = [sys.executable, "-m", "medload", "convert", *map(str, sources), "--quiet"]
+    medload_cmd += ["--preset", "CT=ct-abdomen", "--preset", "MR=none"]
     timings = {}
-    for workers in (1, 2):
-        wall, mem, code = _run(medload_cmd + ["-o", str(work / f"store-w{workers}"), "--workers", str(workers)])
-        timings[workers] = wall
-        rows.append((f"medload convert, {workers} worker{'s' if workers > 1 else ''}", wall, mem))
-
-    # Where the time goes: the same run without --size (no ResizeSlices step).
-    wall, mem, _ = _run(
-        [c for c in medload_cmd if c not in ("--size", "256")] + ["-o", str(work / "store-nosize"), "--workers", "2"]
-    )
-    rows.append(("medload convert, 2 workers, without --size", wall, mem))
+    for size_args in ([], ["--size", "256"]):
+        for workers in (1, 2):
+            name = f"{workers}-{len(size_args)}"
+            run = _run(medload_cmd + size_args + ["-o", str(work / f"store-{name}"), "--workers", str(workers)])
+            timings[name] = run
+            what = f"medload convert, {workers} worker{'s' if workers > 1 else ''}"
+            rows.append((what + (", --size 256" if size_args else " (same work as dcm2niix)"), run))
 
     memory = []
     for n in [k for k in (1, 2, 4, 8) if k <= n_series]:
         src = work / f"mem-src-{n}"
         _link(series[:n], src)
-        wall, mem, _ = _run(
-            [
-                sys.executable,
-                "-m",
-                "medload",
-                "convert",
-                str(src),
-                "--quiet",
-                "--preset",
-                "ct-abdomen",
-                "--size",
-                "256",
-                "--workers",
-                "1",
-                "-o",
-                str(work / f"mem-store-{n}"),
-            ]
-        )
-        memory.append((n, wall, mem))
+        cmd = [sys.executable, "-m", "medload", "convert", str(src), "--quiet", "--preset", "ct-abdomen"]
+        memory.append((n, _run(cmd + ["--size", "256", "--workers", "1", "-o", str(work / f"mem-store-{n}")])))
 
     load = os.getloadavg()
     print()
@@ -174,15 +158,25 @@ def main() -> None:
         f"{' + ../shared/data' if len(sources) > 1 else ''}; {os.cpu_count()} cores, load average "
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
-    print(f"{'what':44s} {'wall s':>8s} {'peak MB':>8s} {'time / dcm2niix':>16s}")
-    for what, wall, mem in rows:
-        print(f"{what:44s} {wall:8.1f} {mem:8.0f} {wall / dcm_wall:15.2f}x")
-    print(f"{'speed-up 2 workers vs 1 (goal >= 1.7x)':44s} {timings[1] / timings[2]:8.2f}x")
-    print(f"{'synthetic slices per second, 2 workers':44s} {n_slices_total / timings[2]:8.0f}")
+    print(f"{'what':48s} {'wall s':>7s} {'CPU s':>7s} {'peak MB':>8s} {'wall / dcm2niix':>16s} {'CPU / dcm2niix':>15s}")
+    for what, run in rows:
+        print(
+            f"{what:48s} {run.wall:7.1f} {run.cpu:7.1f} {run.peak_mb:8.0f} "
+            f"{run.wall / anchor.wall:15.2f}x {run.cpu / max(anchor.cpu, 1e-9):14.2f}x"
+        )
+    for size_args, label in (("0", "same work"), ("2", "--size 256")):
+        one, two = timings[f"1-{size_args}"], timings[f"2-{size_args}"]
+        print(f"{f'speed-up 2 workers vs 1, {label} (wall)':48s} {one.wall / two.wall:7.2f}x")
+    print(f"{'synthetic slices per second, 2 workers, same work':48s} {n_slices_total / timings['2-0'].wall:7.0f}")
     print()
-    print(f"{'peak memory, --workers 1, CT series':44s} {'wall s':>8s} {'peak MB':>8s} {'vs 1 series':>16s}")
-    for n, wall, mem in memory:
-        print(f"{f'  {n} series ({n * n_slices} slices)':44s} {wall:8.1f} {mem:8.0f} {mem / memory[0][2]:15.2f}x")
+    print(
+        f"{'peak memory, --workers 1 --size 256, CT series':48s} {'wall s':>7s} {'CPU s':>7s} {'peak MB':>8s} {'vs 1 series':>16s}"
+    )
+    for n, run in memory:
+        print(
+            f"{f'  {n} series ({n * n_slices} slices)':48s} {run.wall:7.1f} {run.cpu:7.1f} {run.peak_mb:8.0f} "
+            f"{run.peak_mb / memory[0][1].peak_mb:15.2f}x"
+        )
     shutil.rmtree(work, ignore_errors=True)  # the kept synthetic series live outside it
 
 
