@@ -464,3 +464,29 @@ def test_colour_images_at_one_position_are_refused_not_cut_to_the_first(tmp_path
     vol = load(tmp_path)
     assert vol.shape == (3, 1, 3, 3) and vol.meta["channels"] == ["R", "G", "B"]
     np.testing.assert_array_equal(np.moveaxis(vol.array[:, 0], 0, -1), 255 - first)
+
+
+def test_load_reads_pixels_where_scan_found_them_and_rereads_a_file_changed_since(tmp_path, monkeypatch):
+    import medload.io.fastheader as fastheader
+
+    truth = write_dicom_series(tmp_path, shape=(4, 9, 7), seed=5)
+    series = scan(tmp_path)[0]
+    heads = {h.path: h for h in series.headers}
+    for path, h in heads.items():  # scan recorded where each file's PixelData value starts
+        ds = pydicom.dcmread(path)
+        with open(path, "rb") as fh:
+            fh.seek(h.pixel_offset)
+            raw = np.frombuffer(fh.read(h.pixel_bytes), "<i2").reshape(9, 7)
+        assert h.pixel_bytes == 9 * 7 * 2 and np.array_equal(raw, ds.pixel_array)
+    walks = []
+    original = fastheader.locate_pixel_data
+    monkeypatch.setattr(fastheader, "locate_pixel_data", lambda fh: walks.append(fh) or original(fh))
+    assert_matches_truth(load(series), truth)
+    assert walks == []  # no header walked a second time
+    # one file rewritten after the scan with a longer header: its pixels now start elsewhere
+    changed = sorted(heads)[2]
+    ds = pydicom.dcmread(changed)
+    ds.ImageComments = "x" * 301
+    ds.save_as(changed)
+    assert fastheader.pixel_data_location(changed)[0] != heads[changed].pixel_offset
+    assert_matches_truth(load(series), truth)  # read again, at its new place

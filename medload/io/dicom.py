@@ -237,6 +237,8 @@ def _read_native(h: FileHeader, placed: list) -> np.ndarray | None:
         bits_allocated=h.bits_allocated,
         bits_stored=h.bits_stored,
         signed=h.signed,
+        # where scan's walk found PixelData (the header is reused only for an unchanged file)
+        location=(h.pixel_offset, h.pixel_bytes) if h.pixel_offset is not None and h.pixel_bytes is not None else None,
     )
 
 

@@ -168,6 +168,9 @@ class FileHeader:
     burned_in_annotation: str = ""
     fallback: str = ""  # why pydicom read this header instead of the fast walker ("" if it did not)
     pixel_bytes: int | None = None  # length of PixelData when the fast walker found it
+    #: byte offset of PixelData's value when the walker found it (native little-endian files):
+    #: load reads the pixels there without walking the header again (``codecs.read_native``).
+    pixel_offset: int | None = None
 
 
 def burned_in_annotation(heads: list[FileHeader]) -> str:
@@ -409,6 +412,7 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
         )
     n_frames = int(_num(ds.get("NumberOfFrames"), 1) or 1)
     header.pixel_bytes = located[1] if located else None
+    header.pixel_offset = located[0] if located else None
     check_frame_count(
         path,
         n_frames=n_frames,
