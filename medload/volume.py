@@ -13,14 +13,18 @@ transforms append ``(name, parameters)`` to :attr:`Volume.history`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medload.errors import ConfigError, UnsupportedError
 from medload.geometry import axis_codes, spacing_from_affine
 from medload.problems import Problem, problems_json, read_problems
+
+if TYPE_CHECKING:  # imported where used: `import medload` stays light
+    import nibabel
+    from nibabel.spatialimages import SpatialImage
 
 __all__ = ["Volume", "MODALITIES"]
 
@@ -218,7 +222,7 @@ class Volume:
         )
 
     # --- converters ---------------------------------------------------------------------
-    def to_nifti(self):  # -> nibabel.Nifti1Image
+    def to_nifti(self) -> nibabel.Nifti1Image:
         """Return a ``nibabel.Nifti1Image`` holding the same voxels at the same world positions.
 
         NIfTI's convention is ``(i, j, k[, t])`` = (column, row, slice, frame), the layout
@@ -245,7 +249,7 @@ class Volume:
         return image
 
     @classmethod
-    def from_nifti(cls, image, *, modality: str = "unknown", meta: Mapping[str, Any] | None = None) -> Volume:
+    def from_nifti(cls, image: SpatialImage, *, modality: str = "unknown", meta: Mapping[str, Any] | None = None) -> Volume:
         """Build a Volume from a nibabel image: scaling applied, axes ``(i, j, k, t)`` -> ``(t, k, j, i)``.
 
         NIfTI's third axis ``k`` is the slice axis; it becomes medload's axis 0, ``j`` the rows
@@ -277,12 +281,14 @@ class Volume:
             f"steps={len(self._history)})"
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., Volume], tuple[Any, ...]]:
         return (
             _rebuild,
             (self._array, np.array(self._affine), self._modality, self._meta, self._history),
         )
 
 
-def _rebuild(array, affine, modality, meta, history) -> Volume:
+def _rebuild(
+    array: np.ndarray, affine: np.ndarray, modality: str, meta: Mapping[str, Any], history: tuple[HistoryEntry, ...]
+) -> Volume:
     return Volume(array, affine, modality=modality, meta=meta, history=history)

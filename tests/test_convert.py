@@ -315,6 +315,25 @@ def test_a_probability_map_as_mask_fails_that_series_not_silently_rounded(tmp_pa
     assert report.counts["converted"] == 1 and report.counts["failed"] == 1
 
 
+def test_a_cifti_file_in_the_masks_folder_fails_that_series_with_a_medload_error(tmp_path):
+    # CIFTI-2 is a NIfTI-2 file nibabel opens as a Cifti2Image: no affine, no voxel grid. It
+    # ended in an AttributeError from inside Volume.from_nifti (found by mypy: nib.load's type).
+    from nibabel import cifti2
+
+    src = _export(tmp_path / "src", 2)
+    series = medload.scan(src)
+    (tmp_path / "masks").mkdir()
+    axes = (cifti2.ScalarAxis(["lesion"]), cifti2.BrainModelAxis.from_mask(np.ones((2, 2, 2), bool), affine=np.eye(4)))
+    cifti2.Cifti2Image(np.ones((1, 8), np.float32), header=axes).to_filename(
+        str(tmp_path / "masks" / f"{series[0].series_key}.nii")
+    )
+    report = medload.convert(src, tmp_path / "out", pipeline={"MR": "none"}, workers=0, progress=False, masks=tmp_path / "masks")
+    failed = {e["series_key"]: e for e in report["series"]}[series[0].series_key]
+    assert failed["status"] == "failed" and failed["stage"] == "mask", failed
+    assert "Cifti2Image" in failed["reason"] and "expected a NIfTI label volume" in failed["reason"]
+    assert report.counts["converted"] == 1 and report.counts["failed"] == 1
+
+
 def test_single_file_output_and_its_limits(tmp_path):
     src = _export(tmp_path / "src", 2)
     report = medload.convert(src, tmp_path / "one.h5", pipeline={"MR": "none"}, size=32, progress=False)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import struct
 from functools import lru_cache
-from typing import Any
+from typing import Any, BinaryIO
 
 from medload.io.keywords import KEYWORDS
 
@@ -105,7 +105,7 @@ class Damaged(Exception):
 
 
 class _Buffer:
-    def __init__(self, fh) -> None:
+    def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
         self.data = bytearray(fh.read(_CHUNK))
         self.eof = len(self.data) < _CHUNK
@@ -202,7 +202,7 @@ def pixel_data_location(path: str) -> tuple[int, int, str] | None:
         return None
 
 
-def locate_pixel_data(fh) -> tuple[int, int, str] | None:
+def locate_pixel_data(fh: BinaryIO) -> tuple[int, int, str] | None:
     """:func:`pixel_data_location` on an open binary file (read from its start)."""
     try:
         buf = _Buffer(fh)

@@ -106,13 +106,23 @@ def load_mask(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | Non
     GeometryError
         A mask paired by name lies on another grid.
     UnsupportedError
-        A 4D mask.
+        A 4D mask, or a file nibabel opens as something without a voxel grid (CIFTI-2).
     """
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     name = os.path.basename(path)
     try:
-        mask = Volume.from_nifti(nib.load(path))
+        image = nib.load(path)
+    except _NIBABEL_ERRORS as exc:
+        raise ReadError(f"mask {name} could not be read as NIfTI ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(image, SpatialImage):
+        raise UnsupportedError(
+            f"mask {name} opens as a {type(image).__name__}, which has no voxel grid; expected a NIfTI label "
+            "volume (.nii, .nii.gz) on the image's grid. Export the segmentation as a NIfTI volume."
+        )
+    try:
+        mask = Volume.from_nifti(image)
     except _NIBABEL_ERRORS as exc:
         raise ReadError(f"mask {name} could not be read as NIfTI ({type(exc).__name__}: {exc})") from exc
     data = mask.array

@@ -9,6 +9,7 @@ order. nibabel's CSA parser reads the private header.
 from __future__ import annotations
 
 import struct
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from medload.io.frame import Frame, element_value, number
 __all__ = ["cut_tile", "mosaic_frames", "mosaic_tiles", "tiles_per_side"]
 
 
-def _csareader():
+def _csareader() -> ModuleType:
     import warnings
 
     with warnings.catch_warnings():
@@ -135,7 +136,18 @@ def mosaic_tiles(ds: Any, image_type: tuple[str, ...], path: str = "") -> tuple[
     return int(n), csa, source
 
 
-def mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key, split, sop_uid) -> list[Frame]:
+def mosaic_frames(
+    ds: Any,
+    path: str,
+    csa: Any,
+    tiles: int,
+    position: tuple[float, ...] | None,
+    orientation: tuple[float, ...] | None,
+    spacing: tuple[float, ...] | None,
+    time_key: tuple[float, ...],
+    split: tuple[Any, ...],
+    sop_uid: str,
+) -> list[Frame]:
     """Positions of the ``tiles`` slices of a Siemens mosaic.
 
     The header's ImagePositionPatient is that of the whole mosaic image's first pixel, not of

@@ -40,7 +40,7 @@ import gzip
 import hashlib
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -52,6 +52,11 @@ from medload.io.limits import check_volume_size
 from medload.io.series import Series
 from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
+
+if TYPE_CHECKING:
+    from nibabel import Nifti1Image
+    from nibabel.arrayproxy import ArrayProxy
+    from nibabel.nifti1 import Nifti1Header
 
 __all__ = ["is_nifti", "scan_nifti", "load_nifti", "NIFTI_SUFFIXES"]
 
@@ -106,7 +111,7 @@ def is_nifti(path: str | Path, *, check_magic: bool = True) -> bool:
 
 
 # --- header reading ---------------------------------------------------------------------
-def _open(path: Path):
+def _open(path: Path) -> Nifti1Image:
     """``nibabel.load`` with errors that name the file and say what to do."""
     import nibabel as nib
 
@@ -163,7 +168,7 @@ def _medload_shape(path: Path, nifti_shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(shape))
 
 
-def _affine_and_problems(path: Path, image) -> tuple[np.ndarray, str, list[Problem]]:
+def _affine_and_problems(path: Path, image: Nifti1Image) -> tuple[np.ndarray, str, list[Problem]]:
     """The NIfTI ``(i, j, k)`` affine in mm, which header field it came from, and problems."""
     header = image.header
     problems: list[Problem] = []
@@ -233,14 +238,14 @@ def _keys(path: Path, root: str | Path | None, phi_key: str | bytes | PhiKey | N
     return {"series_key": series_key, "study_key": study_key, "patient_key": patient_key}
 
 
-def _source_hash(path: Path, header) -> str:
+def _source_hash(path: Path, header: Nifti1Header) -> str:
     # Header bytes + file size: changes when the image changes, without reading the voxels.
     digest = hashlib.sha256(bytes(header.binaryblock))
     digest.update(str(path.stat().st_size).encode())
     return digest.hexdigest()[:16]
 
 
-def _check_sizes(path: Path, image) -> None:
+def _check_sizes(path: Path, image: Nifti1Image) -> None:
     """Every size the header claims, checked before a voxel is read (issue 11: header bombs).
 
     An uncompressed file must hold ``vox_offset`` + the voxels it claims; any file, compressed
@@ -287,7 +292,9 @@ def _check_sizes(path: Path, image) -> None:
             )
 
 
-def _describe(path: Path, image, *, root, phi_key, modality: str | None) -> dict[str, Any]:
+def _describe(
+    path: Path, image: Nifti1Image, *, root: str | Path | None, phi_key: str | bytes | PhiKey | None, modality: str | None
+) -> dict[str, Any]:
     """Everything scan and load share: shape, geometry, modality, keys, meta."""
     _check_sizes(path, image)
     shape = _medload_shape(path, image.shape)
@@ -395,8 +402,8 @@ def scan_nifti(path: str | Path, *, phi_key: str | bytes | PhiKey | None = None,
     )
 
 
-def _read_voxels(path: Path, image) -> np.ndarray:
-    proxy = image.dataobj
+def _read_voxels(path: Path, image: Nifti1Image) -> np.ndarray:
+    proxy = cast("ArrayProxy", image.dataobj)  # _open reads a file: its data object is an ArrayProxy
     try:
         slope = float(proxy.slope)
         inter = float(proxy.inter)

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 
@@ -99,7 +100,13 @@ class ScanResult:
     def __len__(self) -> int:
         return len(self.series)
 
-    def __getitem__(self, index):  # an int gives a Series, a slice a list of them
+    @overload
+    def __getitem__(self, index: int) -> Series: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Series]: ...
+
+    def __getitem__(self, index: int | slice) -> Series | list[Series]:  # an int gives a Series, a slice a list of them
         return self.series[index]
 
     @property
@@ -202,7 +209,7 @@ def group_frames(headers: list[FileHeader]) -> list[tuple[str, list[Frame], list
             files = sorted({f.file for f in sub})
             out.append((key, sub, [head_of[p] for p in files]))
 
-    def order(item):
+    def order(item: tuple[str, list[Frame], list[FileHeader]]) -> tuple[Any, ...]:
         key, frames, heads = item
         h = heads[0]
         return (
@@ -245,7 +252,9 @@ def _identity(h: FileHeader, heads: list[FileHeader]) -> tuple[dict[str, str], P
     return {"patient": f"study:{study}", "study": study, "series": series}, problem
 
 
-def series_from_headers(key: str, frames: list[Frame], heads: list[FileHeader], *, phi_key=None) -> Series:
+def series_from_headers(
+    key: str, frames: list[Frame], heads: list[FileHeader], *, phi_key: str | bytes | PhiKey | None = None
+) -> Series:
     """Describe one volume from its frames' headers (no pixels)."""
     h = heads[0]
     # No description in the label: scan's problems reach reports and `scan --json`, where a

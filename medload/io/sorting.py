@@ -10,6 +10,7 @@ uneven steps, gantry tilt (a step that is not along the normal), mixed pixel spa
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,7 @@ class Layout:
         return len(self.grid[0]) if self.grid else 0, len(self.grid)
 
 
-def _names(frames: list[Frame], idx) -> str:
+def _names(frames: list[Frame], idx: Iterable[int]) -> str:
     names = []
     for i in idx:
         f = frames[i]
