@@ -139,3 +139,39 @@ def test_non_finite_philips_scale_slope_of_one_frame_is_refused(tmp_path):
     [problem] = found.errors
     assert "fmap.dcm[frame 7]: Philips ScaleSlope (2005,100E) is nan" in problem.message
     assert np.isfinite(medload.load(sound[0]).array).all()
+
+
+@pytest.mark.parametrize("what", ["b", "gradient"])
+def test_non_finite_diffusion_encoding_of_one_frame_is_refused(tmp_path, what):
+    # Read as absent, a NaN b-value made its frame a b=0 frame of the table and a NaN gradient a
+    # "derived trace" frame: a .bval/.bvec silently wrong in one column.
+    source = next(shared_path("dicom2nifti", "philips_enhanced", "dti", "001").iterdir())
+    sound = medload.load(str(source))
+    assert 1300.0 in sound.meta["diffusion"]["bvals"]
+    ds = pydicom.dcmread(source)
+    item = ds.PerFrameFunctionalGroupsSequence[3].MRDiffusionSequence[0]
+    if what == "b":
+        item.DiffusionBValue = float("nan")
+    else:
+        item.DiffusionGradientDirectionSequence[0].DiffusionGradientOrientation = [0.0, float("nan"), 1.0]
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "dti.dcm")
+    found = medload.scan(tmp_path / "in")
+    assert len(found) == 0
+    [problem] = found.errors
+    assert "dti.dcm[frame 3]: diffusion encoding MRDiffusionSequence DiffusionBValue (0018,9087)" in problem.message
+    assert "nan" in problem.message
+
+
+def test_non_finite_classic_diffusion_encoding_is_refused_naming_the_file(tmp_path):
+    from fixtures.special import philips_dti_series
+
+    truth = philips_dti_series(tmp_path / "dwi", n_slices=3, n_frames=4)
+    damaged = truth["files"][5]
+    ds = pydicom.dcmread(damaged)
+    ds.DiffusionGradientOrientation = [float("nan"), 0.0, 1.0]
+    ds.save_as(damaged)
+    found = medload.scan(tmp_path / "dwi")
+    [problem] = found.errors
+    assert problem.path.endswith(damaged.rsplit("/", 1)[-1])
+    assert "DiffusionBValue (0018,9087) / DiffusionGradientOrientation (0018,9089) is b=1000.0, gradient [nan" in problem.message

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from medload.errors import ReadError
 from medload.io.frame import element_value, first_item, number
 
 __all__ = ["DIFFUSION_TAGS", "bvecs_for_affine", "classic_diffusion", "enhanced_diffusion"]
@@ -62,15 +63,40 @@ def _direction(values: list[float] | None) -> tuple[float, float, float] | None:
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
-def _encoding(b: list[float] | None, g: tuple[float, float, float] | None) -> tuple[float, float, float, float] | None:
-    if b is None or not np.isfinite(b[0]):
+def _encoding(
+    b: list[float] | None, values: list[float] | None, where: str | None, tags: str
+) -> tuple[float, float, float, float] | None:
+    """``(b, gx, gy, gz)`` from a b-value and gradient values as read; ``where`` refuses what is present but not finite.
+
+    Read as absent, a NaN b-value made its frame a b=0 frame of the table, and a NaN gradient a
+    "derived trace" frame: a silently wrong .bval/.bvec.
+    """
+    if b is None:
+        return None
+    g = _direction(values)
+    if where is not None and (not np.isfinite(b[0]) or (values is not None and g is None)):
+        raise ReadError(
+            f"{where}: diffusion encoding {tags} is b={b[0]}, gradient {values}; expected a finite b-value "
+            "and three finite gradient components. The header is damaged; re-export the file or remove it."
+        )
+    if not np.isfinite(b[0]):
         return None
     gx, gy, gz = g if g is not None else (0.0, 0.0, 0.0)
     return (float(b[0]), gx, gy, gz)
 
 
-def classic_diffusion(ds: Any) -> tuple[float, float, float, float] | None:
+_TAG_TEXT = {
+    _PUBLIC_B: "DiffusionBValue (0018,9087) / DiffusionGradientOrientation (0018,9089)",
+    _SIEMENS_B: "Siemens (0019,100C) / (0019,100E)",
+    _PHILIPS_B: "Philips (2001,1003) / (2005,10B0-10B2)",
+}
+
+
+def classic_diffusion(ds: Any, where: str | None = None) -> tuple[float, float, float, float] | None:
     """``(b, gx, gy, gz)`` of a single-frame image (gradient in LPS; zeros when none), or ``None``.
+
+    With ``where`` (the file), a b-value or gradient that is present but not finite is a
+    :class:`~medload.errors.ReadError` naming it and the tags.
 
     Examples
     --------
@@ -78,6 +104,11 @@ def classic_diffusion(ds: Any) -> tuple[float, float, float, float] | None:
     >>> ds = Dataset(); ds.DiffusionBValue = 1000.0; ds.DiffusionGradientOrientation = [0.0, 1.0, 0.0]
     >>> classic_diffusion(ds)
     (1000.0, 0.0, 1.0, 0.0)
+    >>> ds.DiffusionGradientOrientation = [0.0, float("nan"), 0.0]
+    >>> classic_diffusion(ds, "a.dcm")
+    Traceback (most recent call last):
+    ...
+    medload.errors.ReadError: a.dcm: diffusion encoding DiffusionBValue (0018,9087) / ...
     """
     for b_tag, g_tags in ((_PUBLIC_B, (_PUBLIC_G,)), (_SIEMENS_B, (_SIEMENS_G,)), (_PHILIPS_B, _PHILIPS_G)):
         b = _floats(element_value(ds, b_tag))
@@ -85,18 +116,20 @@ def classic_diffusion(ds: Any) -> tuple[float, float, float, float] | None:
             continue
         parts = [_floats(element_value(ds, t)) for t in g_tags]
         values = parts[0] if len(parts) == 1 else (None if any(p is None for p in parts) else [p[0] for p in parts if p])
-        return _encoding(b, _direction(values))
+        return _encoding(b, values, where, _TAG_TEXT[b_tag])
     return None
 
 
-def enhanced_diffusion(diff: Any) -> tuple[float, float, float, float] | None:
-    """``(b, gx, gy, gz)`` of one frame's MRDiffusionSequence item, or ``None``."""
+def enhanced_diffusion(diff: Any, where: str | None = None) -> tuple[float, float, float, float] | None:
+    """``(b, gx, gy, gz)`` of one frame's MRDiffusionSequence item, or ``None`` (``where``: as :func:`classic_diffusion`)."""
     if diff is None:
         return None
     b = _floats(diff.get("DiffusionBValue"))
     direction = first_item(diff, "DiffusionGradientDirectionSequence")
-    g = _direction(_floats(direction.get("DiffusionGradientOrientation"))) if direction is not None else None
-    return _encoding(b, g)
+    values = _floats(direction.get("DiffusionGradientOrientation")) if direction is not None else None
+    return _encoding(
+        b, values, where, "MRDiffusionSequence DiffusionBValue (0018,9087) / DiffusionGradientOrientation (0018,9089)"
+    )
 
 
 def bvecs_for_affine(gradients_lps: np.ndarray, affine: np.ndarray) -> np.ndarray:

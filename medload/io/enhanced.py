@@ -108,7 +108,7 @@ def enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> list
         temporal = number(content.get("TemporalPositionIndex")) if content is not None else None
         stack = str(content.get("StackID", "")) if content is not None else ""
         echo_time = _finite(where, echo, "EffectiveEchoTime", "(0018,9082)", 0.0)
-        diffusion = enhanced_diffusion(diff)
+        diffusion = enhanced_diffusion(diff, where)
         dims = _dimension_index(content)
         # Rescale type differs between a magnitude and a field map in Hz (Philips fMAP).
         rescale_type = str(trans.get("RescaleType", "")) if trans is not None else ""

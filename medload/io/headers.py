@@ -494,7 +494,7 @@ def _classic_frames(
     # AcquisitionTime. AcquisitionNumber is not used: scanners change it between positions of
     # one series (Philips DTI: 19 at some positions, 22 at others), which scrambled frames.
     time_key = (_num(ds.get("InstanceNumber"), 0.0), dicom_seconds(element_value(ds, 0x00080032)) or 0.0)
-    diffusion = classic_diffusion(ds)
+    diffusion = classic_diffusion(ds, path)
     if diffusion is None:  # GE's private elements (the public ones win where both are written)
         diffusion = ge_diffusion(ds, orientation, header.params)
     volume_id = _classic_volume_id(ds, diffusion)
