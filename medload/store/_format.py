@@ -10,7 +10,7 @@ import hashlib
 import json
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -19,6 +19,9 @@ from medload._optional import require
 from medload.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
+    import h5py
+    import numpy.typing as npt
+
     from medload.volume import Volume
 
 SCHEMA_VERSION = 1
@@ -327,7 +330,7 @@ def float16_to_float32(stored: np.ndarray) -> np.ndarray:
 
 
 def catalog_entry(
-    key: str, attrs: Mapping[str, Any], *, shape, dtype, scale: float, offset: float, has_mask: bool
+    key: str, attrs: Mapping[str, Any], *, shape: Sequence[int], dtype: npt.DTypeLike, scale: float, offset: float, has_mask: bool
 ) -> dict[str, Any]:
     """One volume's line of ``/catalog``: its group attributes (JSON-able) and image facts.
 
@@ -359,7 +362,7 @@ def catalog_entry(
     }
 
 
-def entry_of_group(key: str, group) -> dict[str, Any]:
+def entry_of_group(key: str, group: h5py.Group) -> dict[str, Any]:
     """:func:`catalog_entry` read from a volume group (the slow path: every attribute)."""
     image = group["image"]
     image_attrs = dict(image.attrs.items())
@@ -374,7 +377,7 @@ def entry_of_group(key: str, group) -> dict[str, Any]:
     )
 
 
-def read_catalog(f) -> list[dict[str, Any]] | None:
+def read_catalog(f: h5py.File) -> list[dict[str, Any]] | None:
     """The entries of ``/catalog``, or None when the file has none or it disagrees with /volumes."""
     if "catalog" not in f:
         return None
@@ -394,7 +397,7 @@ LZ4_FILTER_ID = 32004
 _LZ4_HEADER = struct.Struct(">QII")
 
 
-def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytes | bytearray | None:
+def decode_lz4_chunk(chunk: bytes | memoryview, nbytes: int, decompress: Callable[..., bytes]) -> bytes | bytearray | None:
     """Undo HDF5's LZ4 filter (id 32004) on one stored chunk, or ``None`` if its framing disagrees.
 
     The framing, as written by the filter (hdf5plugin ``src/LZ4/H5Zlz4.c``): the original size
@@ -440,7 +443,7 @@ def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytes | bytearray | None
         except Exception:  # noqa: BLE001 - lz4.block.LZ4BlockError or a corrupt size: let HDF5 say
             return None
         return out if len(out) == nbytes else None
-    out = bytearray(nbytes)
+    whole = bytearray(nbytes)
     done, pos = 0, 12
     while done < nbytes:
         size = min(block_size, nbytes - done)
@@ -451,7 +454,7 @@ def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytes | bytearray | None
         if pos + stored > total:
             return None
         if stored == size:
-            out[done : done + size] = view[pos : pos + stored]
+            whole[done : done + size] = view[pos : pos + stored]
         else:
             try:
                 part = decompress(view[pos : pos + stored], uncompressed_size=size)
@@ -459,10 +462,10 @@ def decode_lz4_chunk(chunk, nbytes: int, decompress) -> bytes | bytearray | None
                 return None
             if len(part) != size:
                 return None
-            out[done : done + size] = part
+            whole[done : done + size] = part
         pos += stored
         done += size
-    return out if pos == total else None
+    return whole if pos == total else None
 
 
 def volume_attrs(volume: Volume, *, source_hash: str, crc: int, channels: Any = None, label: int | None = None) -> dict[str, Any]:

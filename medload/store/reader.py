@@ -17,7 +17,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from medload.store import _format as fmt
 from medload.store.chunks import ChunkTable
 from medload.store.layout import store_files
 from medload.volume import Volume
+
+if TYPE_CHECKING:
+    import h5py
 
 __all__ = ["open", "StoreReader", "VolumeRecord"]
 
@@ -79,7 +83,7 @@ class VolumeRecord:
         return self.shape[1:]
 
 
-def _open_file(h5py, path: Path):
+def _open_file(h5py: ModuleType, path: Path) -> h5py.File:
     try:
         # Default file locking (a shared lock), so that the same file can also be opened with
         # plain h5py in this process; HDF5 refuses to open one file with two locking modes.
@@ -102,7 +106,7 @@ def _open_file(h5py, path: Path):
         raise StoreError(f"{path} is {found}; expected a medload HDF5 store (schema {fmt.SCHEMA_VERSION}).") from exc
 
 
-def _records_of(h5py, path: Path) -> tuple[dict[str, Any], list[VolumeRecord]]:
+def _records_of(h5py: ModuleType, path: Path) -> tuple[dict[str, Any], list[VolumeRecord]]:
     with _open_file(h5py, path) as f:
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         schema = attrs.get("medload_schema")
@@ -246,14 +250,14 @@ class StoreReader:
             # Inherited through fork: the parent's HDF5 handles must not be used (or closed) here.
             self._reset_handles()
 
-    def _file(self, shard: str):
+    def _file(self, shard: str) -> h5py.File:
         f = self._files.get(shard)
         if f is None:
             f = _open_file(fmt.load_h5py(), Path(shard))
             self._files[shard] = f
         return f
 
-    def _dataset(self, volume: int, name: str):
+    def _dataset(self, volume: int, name: str) -> h5py.Dataset:
         cache = self._images if name == "image" else self._masks
         ds = cache.get(volume)
         if ds is None:
@@ -548,7 +552,7 @@ def _decode_into(stored: np.ndarray, rec: VolumeRecord, out: np.ndarray, *, raw:
     return out
 
 
-def _read(ds, start: int, stop: int, rec: VolumeRecord) -> np.ndarray:
+def _read(ds: h5py.Dataset, start: int, stop: int, rec: VolumeRecord) -> np.ndarray:
     # Plain slicing takes h5py's compiled fast path for simple selections, which measured
     # faster than read_direct or a hand-built low-level read (bench/store.py).
     try:

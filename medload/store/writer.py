@@ -21,8 +21,10 @@ import datetime
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +34,9 @@ from medload.problems import Problem, ProblemKind
 from medload.store import _format as fmt
 from medload.store import inputs, layout
 from medload.volume import Volume
+
+if TYPE_CHECKING:
+    import h5py
 
 __all__ = ["Store"]
 
@@ -135,7 +140,17 @@ class Store:
         )
         return self
 
-    def _init(self, path, dtype, compression, pipeline, resume, overwrite, value_range, key_fingerprint=None) -> None:
+    def _init(
+        self,
+        path: Path,
+        dtype: str,
+        compression: tuple[str, dict[str, Any]],
+        pipeline: Any,
+        resume: bool,
+        overwrite: bool,
+        value_range: tuple[float, float] | None,
+        key_fingerprint: str | None = None,
+    ) -> None:
         h5py = fmt.load_h5py()
         self._h5py = h5py
         self.path = path
@@ -216,7 +231,7 @@ class Store:
         f.flush()
         self._file = f
 
-    def _check_root(self, attrs, where: Path) -> None:
+    def _check_root(self, attrs: Mapping[str, Any], where: Path) -> None:
         schema = attrs.get("medload_schema")
         if schema is None:
             raise StoreError(
@@ -367,7 +382,7 @@ class Store:
         """Keys of the complete volumes written so far (this run and before), sorted."""
         return sorted(self._keys)
 
-    def _writable(self):
+    def _writable(self) -> h5py.File:
         if self._closed:
             raise StoreError(f"the store writer of {self.path} is closed; open it again with Store.create(...).")
         if self._file is None:
@@ -557,7 +572,7 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         # On an error the store is not whole: keep it as a partial file that the next run resumes.
         if exc_type is None:
             self.close()
