@@ -150,9 +150,9 @@ def ge_diffusion(
     if raw_b is None:
         return None
     b = float(raw_b % 1_000_000_000)
-    g = (_value(ds, _GX) or 0.0, _value(ds, _GY) or 0.0, _value(ds, _GZ) or 0.0)
-    if b <= 0:
+    if b <= 0:  # every image of a GE fMRI or anatomical EPI: nothing more to read
         return None
+    g = (_value(ds, _GX) or 0.0, _value(ds, _GY) or 0.0, _value(ds, _GZ) or 0.0)
     if all(abs(v) <= 1e-7 for v in g):
         # The nominal b on a DTI scan's b=0 image; a derived trace/ADC image otherwise.
         return (b, 0.0, 0.0, 0.0) if _non_dti(ds) else None
