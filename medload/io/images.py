@@ -49,7 +49,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -60,9 +60,6 @@ from medload.io.png16 import apply_exif_orientation, is_png16_colour, png_bit_de
 from medload.io.series import Series
 from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
-
-if TYPE_CHECKING:
-    import PIL.Image
 
 __all__ = ["IMAGE_SUFFIXES", "image_format", "is_image", "load_image", "patient_from_path", "scan_image"]
 
@@ -167,7 +164,7 @@ def _check_pixels(path: Path, n_pixels: int) -> None:
         )
 
 
-def _open_pil(path: Path) -> PIL.Image.Image:
+def _open_pil(path: Path) -> Any:  # a PIL.Image.Image
     """``PIL.Image.open`` with a decompression-bomb *warning* made an error, and errors naming the file."""
     from PIL import Image, UnidentifiedImageError
 
@@ -240,7 +237,7 @@ def _tiff_header(path: Path) -> dict[str, Any] | None:
 
 
 # --- colour -----------------------------------------------------------------------------------
-def _to_array(image: PIL.Image.Image, path: Path, problems: list[Problem]) -> np.ndarray:
+def _to_array(image: Any, path: Path, problems: list[Problem]) -> np.ndarray:
     """A decoded Pillow image as ``(H, W)`` or ``(H, W, 3)``, alpha dropped and palettes expanded, recorded."""
     mode = image.mode
     if mode == "P" or mode == "PA":
@@ -318,7 +315,7 @@ def _decode_pil(path: Path, problems: list[Problem]) -> tuple[np.ndarray, tuple[
     return np.stack(frames), spacing
 
 
-def _pil_spacing(image: PIL.Image.Image) -> tuple[float, float] | None:
+def _pil_spacing(image: Any) -> tuple[float, float] | None:
     """(row, column) pixel size in mm when the file states one in physical units."""
     fmt = image.format
     try:
@@ -533,7 +530,7 @@ def scan_image(
     )
 
 
-def _grey_palette(image: PIL.Image.Image) -> bool:
+def _grey_palette(image: Any) -> bool:
     palette = image.getpalette() or []
     rgb = np.asarray(palette[: 3 * 256], np.int64).reshape(-1, 3)
     return bool(rgb.size) and bool((rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 0] == rgb[:, 2]).all())

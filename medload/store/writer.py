@@ -23,8 +23,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +33,6 @@ from medload.problems import Problem, ProblemKind
 from medload.store import _format as fmt
 from medload.store import inputs, layout
 from medload.volume import Volume
-
-if TYPE_CHECKING:
-    import h5py
 
 __all__ = ["Store"]
 
@@ -127,38 +123,27 @@ class Store:
         medload.errors.PipelineMismatchError: ...
         """
         self = object.__new__(cls)
-        dtype = fmt.check_dtype(dtype)
-        self._init(
-            Path(path),
-            dtype,
-            fmt.parse_compression(compression, itemsize=np.dtype(dtype).itemsize),
-            fmt.pipeline_config(pipeline),
-            resume,
-            overwrite,
-            value_range,
-            key_fingerprint,
-        )
+        self._init(Path(path), fmt.check_dtype(dtype), compression, pipeline, resume, overwrite, value_range, key_fingerprint)
         return self
 
     def _init(
         self,
         path: Path,
         dtype: str,
-        compression: tuple[str, dict[str, Any]],
+        compression: str | None,
         pipeline: Any,
         resume: bool,
         overwrite: bool,
         value_range: tuple[float, float] | None,
         key_fingerprint: str | None = None,
     ) -> None:
-        h5py = fmt.load_h5py()
-        self._h5py = h5py
+        self.compression, self._filter_kwargs = fmt.parse_compression(compression, itemsize=np.dtype(dtype).itemsize)
+        self.pipeline = fmt.pipeline_config(pipeline)
+        self._h5py = fmt.load_h5py()
         self.path = path
         self.partial_path = layout.partial_path(path)
         self.dtype = dtype
-        self.compression, self._filter_kwargs = compression
-        self.pipeline = pipeline
-        self.pipeline_hash = fmt.pipeline_hash(pipeline)
+        self.pipeline_hash = fmt.pipeline_hash(self.pipeline)
         self.value_range = None if value_range is None else inputs.check_value_range(value_range)
         self.key_fingerprint = None if key_fingerprint is None else str(key_fingerprint)
         self._file = None
@@ -382,7 +367,7 @@ class Store:
         """Keys of the complete volumes written so far (this run and before), sorted."""
         return sorted(self._keys)
 
-    def _writable(self) -> h5py.File:
+    def _writable(self) -> Any:  # the h5py.File being written (h5py ships no types)
         if self._closed:
             raise StoreError(f"the store writer of {self.path} is closed; open it again with Store.create(...).")
         if self._file is None:
@@ -572,7 +557,7 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         # On an error the store is not whole: keep it as a partial file that the next run resumes.
         if exc_type is None:
             self.close()
