@@ -15,13 +15,20 @@ import json
 import os
 import sys
 import traceback
+import argparse
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medload.cli_parser import UsageError, build_parser
 from medload.errors import ConfigError, MedloadError, MissingDependencyError, PipelineMismatchError
+
+if TYPE_CHECKING:  # imported where used: `medload --help` stays fast
+    from rich.console import Console
+
+    from medload.batch.report import ConversionReport
 
 __all__ = ["main", "build_parser"]
 
@@ -48,13 +55,13 @@ def _pipeline_arg(presets: list[str], configs: list[str]) -> Any:
     return specs
 
 
-def _console():
+def _console() -> Console:
     from rich.console import Console
 
     return Console()
 
 
-def _json_safe(value):
+def _json_safe(value: Any) -> Any:
     """``value`` with NaN/inf floats as None: JSON has no NaN, and scripts must parse our output.
 
     Examples
@@ -71,7 +78,7 @@ def _json_safe(value):
     return value
 
 
-def _cmd_scan(args) -> int:
+def _cmd_scan(args: argparse.Namespace) -> int:
     from medload.io import scan
 
     if not os.path.exists(args.source):
@@ -132,7 +139,7 @@ def _cmd_scan(args) -> int:
     return EXIT_OK
 
 
-def _cmd_convert(args) -> int:
+def _cmd_convert(args: argparse.Namespace) -> int:
     from medload.batch import convert
 
     missing = [s for s in args.sources if not os.path.exists(s)]
@@ -189,7 +196,7 @@ def _cmd_convert(args) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _print_summary(report) -> None:
+def _print_summary(report: ConversionReport) -> None:
     from rich.table import Table
 
     console = _console()
@@ -298,7 +305,7 @@ def _describe_pipeline(config: Any) -> list[str]:
     return [steps(config)]
 
 
-def _cmd_info(args) -> int:
+def _cmd_info(args: argparse.Namespace) -> int:
     _existing_store(args.store)
     info = _store_info(args.store)
     if args.json:
@@ -332,7 +339,7 @@ def _cmd_info(args) -> int:
     return EXIT_OK
 
 
-def _cmd_preview(args) -> int:
+def _cmd_preview(args: argparse.Namespace) -> int:
     from medload.preview import montage
 
     _existing_store(args.store)
@@ -352,7 +359,7 @@ def _cmd_preview(args) -> int:
     return EXIT_OK
 
 
-def _cmd_qc(args) -> int:
+def _cmd_qc(args: argparse.Namespace) -> int:
     from medload.qc.report import write_qc
 
     _existing_store(args.store)
@@ -386,7 +393,7 @@ def _one_line(text: str) -> str:
 
 
 @contextlib.contextmanager
-def _announce_new_key():
+def _announce_new_key() -> Iterator[None]:
     """Where the command made the operator's key file, say so once on stderr (not as a warning)."""
     from medload.deid import KeyCreatedWarning, key_created_message, key_file, read_key_file
 

@@ -33,7 +33,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from medload._optional import require
 from medload.cores import available_cores, resolve_workers
@@ -87,6 +87,13 @@ class RunSummary:
     interrupted: bool = False
     not_run: list[str] = field(default_factory=list)
     backend: str = "local"
+
+
+#: ``factory(slot) -> worker``, the ``(task id, task)`` pairs, and the callbacks :func:`run_tasks` passes to each backend.
+Factory: TypeAlias = Callable[[str], Worker]
+Tasks: TypeAlias = list[tuple[str, Any]]
+OnOutcome: TypeAlias = Callable[[Outcome], None] | None
+OnStart: TypeAlias = Callable[[str, str], None] | None
 
 
 def default_workers() -> int:
@@ -165,7 +172,7 @@ def run_tasks(
             return _run_dask(factory, tasks, dask, max(1, n), on_outcome, flag)
         if n == 0 or len(tasks) == 0:
             return _run_inline(factory, tasks, on_outcome, on_start, flag)
-        return _run_pool(factory, tasks, min(n, len(tasks)), on_outcome, on_start, flag)
+        return _Pool(factory, tasks, min(n, len(tasks)), on_outcome, on_start, flag).run()
 
 
 class _Echo:
@@ -213,7 +220,7 @@ class _InterruptFlag:
 
 
 # --- in this process -------------------------------------------------------------------------
-def _run_inline(factory, tasks, on_outcome, on_start, flag) -> RunSummary:
+def _run_inline(factory: Factory, tasks: Tasks, on_outcome: OnOutcome, on_start: OnStart, flag: _InterruptFlag) -> RunSummary:
     summary = RunSummary(backend="inline")
     worker = None
     try:
@@ -240,9 +247,10 @@ def _run_inline(factory, tasks, on_outcome, on_start, flag) -> RunSummary:
 
 
 # --- local process pool ------------------------------------------------------------------------
-def _context():
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+def _context() -> mp.context.ForkServerContext | mp.context.SpawnContext:
+    if "forkserver" in mp.get_all_start_methods():
+        return mp.get_context("forkserver")
+    return mp.get_context("spawn")
 
 
 def die_with_parent(parent_pid: int, *, poll_s: float = 1.0) -> None:
@@ -274,7 +282,9 @@ def die_with_parent(parent_pid: int, *, poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="medload-parent-watch", daemon=True).start()
 
 
-def _pool_main(factory, slot, task_q, result_q, parent_pid: int | None = None) -> None:
+def _pool_main(
+    factory: Factory, slot: str, task_q: mp.queues.Queue[Any], result_q: mp.queues.SimpleQueue[Any], parent_pid: int | None = None
+) -> None:
     # The parent decides when to stop; a terminal's Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent_pid is not None:
@@ -306,14 +316,12 @@ def _pool_main(factory, slot, task_q, result_q, parent_pid: int | None = None) -
         result_q.put(("exit", slot))
 
 
-def _run_pool(factory, tasks, n, on_outcome, on_start, flag) -> RunSummary:
-    return _Pool(factory, tasks, n, on_outcome, on_start, flag).run()
-
-
 class _Pool:
     """One local-pool run: its processes, its two queues, and where each task is."""
 
-    def __init__(self, factory, tasks, n, on_outcome, on_start, flag) -> None:
+    def __init__(
+        self, factory: Factory, tasks: Tasks, n: int, on_outcome: OnOutcome, on_start: OnStart, flag: _InterruptFlag
+    ) -> None:
         self.factory, self.tasks, self.n, self.flag = factory, tasks, n, flag
         self.on_outcome, self.on_start = on_outcome, on_start
         self.ctx = _context()
@@ -498,7 +506,7 @@ class _Pool:
                 self.summary.not_run.append(tid)
 
 
-def _drain(task_q, pending: list) -> None:
+def _drain(task_q: mp.queues.Queue[Any], pending: Tasks) -> None:
     """Take back the tasks not yet picked up, so an interrupt leaves them not run."""
     while True:
         try:
@@ -510,7 +518,7 @@ def _drain(task_q, pending: list) -> None:
 
 
 # --- Dask ----------------------------------------------------------------------------------------
-def _dask_call(factory, slot, task) -> tuple[bool, Any, str | None]:
+def _dask_call(factory: Factory, slot: str, task: Any) -> tuple[bool, Any, str | None]:
     # Errors come back as values: an exception object from a library may not unpickle on
     # the client, and one task's failure must not look like a cluster failure.
     worker = None
@@ -527,7 +535,7 @@ def _dask_call(factory, slot, task) -> tuple[bool, Any, str | None]:
             worker.close()
 
 
-def _run_dask(factory, tasks, address, n, on_outcome, flag) -> RunSummary:
+def _run_dask(factory: Factory, tasks: Tasks, address: str, n: int, on_outcome: OnOutcome, flag: _InterruptFlag) -> RunSummary:
     distributed = require("distributed", "--dask (running on a Dask cluster)")
     from medload.deid import sanitize_key
 

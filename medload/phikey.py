@@ -15,6 +15,7 @@ import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medload.errors import ConfigError
 
@@ -116,7 +117,7 @@ class PhiKey:
         where = f", path={str(self.path)!r}" if self.path is not None else ""
         return f"PhiKey(origin={self.origin!r}{where}, fingerprint={self.fingerprint!r})"
 
-    def __reduce__(self):  # pickled to worker processes: the secret travels, as it must
+    def __reduce__(self) -> tuple[type[PhiKey], tuple[Any, ...]]:  # pickled to worker processes: the secret travels, as it must
         return (PhiKey, (self.secret, self.origin, self.path, self.created))
 
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medload.errors import ConfigError, StoreError
 from medload.qc import views
+
+if TYPE_CHECKING:
+    from PIL import ImageFont
 
 __all__ = ["montage", "pick_slices"]
 
@@ -130,7 +133,7 @@ def _raw_slices(
     return raw
 
 
-def _font(size: int):
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     from PIL import ImageFont
 
     return ImageFont.load_default(size=size)

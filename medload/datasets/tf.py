@@ -126,14 +126,14 @@ def tf_dataset(
     stored_dtype = reader.read_stored([0])[0].dtype
     labels_of = reader._label
 
-    def read(positions: np.ndarray):
+    def read(positions: np.ndarray) -> tuple[np.ndarray, ...]:
         image, scale, offset = reader.read_stored(positions)
         image = image.astype(stored_dtype, copy=False)
         if with_labels:
             return image, scale, offset, labels_of[positions].astype(np.int64)
         return image, scale, offset
 
-    def fetch(positions):
+    def fetch(positions: Any) -> Any:  # tf.Tensor in and out (TensorFlow ships no types)
         tout = [tf.as_dtype(stored_dtype), tf.float32, tf.float32] + ([tf.int64] if with_labels else [])
         values = tf.numpy_function(read, [positions], tout, stateful=False)
         stored = tf.ensure_shape(values[0], stored_shape)

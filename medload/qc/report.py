@@ -41,7 +41,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from medload.errors import ConfigError, ReadError, StoreError
 from medload.problems import Problem, ProblemKind, read_problems
 from medload.qc import page, views
 from medload.qc.page import counter_table, escape, histogram_svg, number
+
+if TYPE_CHECKING:
+    from medload.store.reader import StoreReader
 
 __all__ = ["qc_folder", "write_qc"]
 
@@ -80,10 +83,10 @@ def _report_path(store: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- per volume (workers)
-_READERS: dict[str, Any] = {}
+_READERS: dict[str, StoreReader] = {}
 
 
-def _reader(path: str):
+def _reader(path: str) -> StoreReader:
     from medload.store import open as open_store
 
     if path not in _READERS:
