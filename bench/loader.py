@@ -261,6 +261,44 @@ class SideBySide:
             proc.join()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_batch(path: Path, *, batch: int, epochs: int) -> dict[str, tuple[float, float]]:
+    """CPU milliseconds per batch of ``ds.loader`` on the store at ``path``, ``(main, workers)``:
+    the work each transport costs, whatever share of the cores a shared machine grants."""
+    import torch
+
+    ds = SliceDataset(path, with_mask=False)
+    out = {}
+    for kind in ("compact", "float32"):
+        for workers, ring in ((0, True), (2, True), (2, False)):
+            loader = ds.loader(
+                batch,
+                shuffle=True,
+                num_workers=workers,
+                compact=kind == "compact",
+                ring_buffers=ring,
+                generator=torch.Generator().manual_seed(0),
+            )
+            for _ in loader:  # warm: workers started, slots made
+                pass
+            # torch keeps a persistent iterator's worker processes in _workers (no public handle).
+            pids = [os.getpid()] + [w.pid for w in (loader._iterator._workers if workers else [])]
+            before = [_cpu_seconds(pid) for pid in pids]
+            for _ in range(epochs):
+                for _ in loader:
+                    pass
+            spent = [(_cpu_seconds(pid) - b) * 1e3 / (epochs * len(loader)) for pid, b in zip(pids, before)]
+            name = f"ds.loader {kind}, {workers} workers" + ("" if ring or not workers else f", {OLD}")
+            out[name] = (spent[0], sum(spent[1:]))
+            del loader
+    return out
+
+
 class MemmapSlices:
     """The limit as a torch Dataset: one memmap slice per item, nothing else (reopens per process)."""
 
@@ -375,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dicom-files", type=int, default=300, help="DICOM files written")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (best kept)")
     parser.add_argument("--batch", type=int, default=64, help="DataLoader batch size")
+    parser.add_argument("--cpu-epochs", type=int, default=5, help="epochs timed for CPU time per batch")
     parser.add_argument(
         "--threads",
         type=int,
@@ -412,6 +451,11 @@ def main(argv: list[str] | None = None) -> None:
         runners.append(dicom_runner(tmp, slices, min(args.dicom_files, len(slices))))
         best = best_rates(runners, rounds=args.rounds)
         side.close()
+        cpu = (
+            cpu_per_batch(tmp / "default.h5", batch=args.batch, epochs=args.cpu_epochs)
+            if Path("/proc/self/stat").exists()
+            else {}
+        )
     rows = list(best.items())
     limit = best["numpy memmap (the limit)"]
     tl = best["torch.load, one file per slice"]
@@ -436,6 +480,13 @@ def main(argv: list[str] | None = None) -> None:
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
+    if cpu:
+        print(
+            f"\nCPU time per batch of {args.batch} (ms, user + system, {args.cpu_epochs} epochs): the work each "
+            "transport costs, whatever share of the cores the machine grants"
+        )
+        for name, (main_ms, workers_ms) in cpu.items():
+            print(f"  {name:<{width}}  main {main_ms:6.2f}  workers {workers_ms:6.2f}  total {main_ms + workers_ms:6.2f}")
     print("\ngoals:")
     print(f"  uncompressed __getitem__ >= 0.5x memmap: {unc / limit:.2f}x {verdict(unc >= 0.5 * limit)}")
     print(f"  default store >= 15k slices/s per worker (__getitem__, one process): {dft:.0f} {verdict(dft >= 15000)}")
@@ -457,6 +508,14 @@ def main(argv: list[str] | None = None) -> None:
             f"(with {OLD}: {old / zero:.2f}x; ring / {OLD}: {two / old:.1f}x; "
             f"ceiling, {SIDE}: {side / zero:.2f}x)"
         )
+        if cpu:
+            alone = sum(cpu[f"ds.loader {kind}, 0 workers"])
+            ring_ms = cpu[f"ds.loader {kind}, 2 workers"]
+            print(
+                f"  (CPU per batch: 0 workers {alone:.2f} ms, 2 workers {sum(ring_ms):.2f} ms: on two cores of its own "
+                f"2 workers reach at most {2 * alone / sum(ring_ms):.2f}x of 0 workers, on one core's share "
+                f"{alone / sum(ring_ms):.2f}x)"
+            )
         print(f"  (direct chunk reads / h5py reads, ds.loader {kind}, 0 workers: {zero / via_h5py:.2f}x)")
 
 
