@@ -189,6 +189,11 @@ def test_other_refusals(tmp_path):
         bad = synthetic_volume(1).with_array(np.full((6, 16, 16), np.nan, np.float32))
         with pytest.raises(StoreError, match="NaN"):
             store.add(bad)
+        for value in (np.nan, np.inf, -np.inf):  # one bad voxel among finite ones, counted in the message
+            some = synthetic_volume(1).array.astype(np.float32)
+            some[2, 3, 4], some[5, 0, 0] = value, value
+            with pytest.raises(StoreError, match=r": 2 voxels are NaN or infinite, which uint8 cannot hold"):
+                store.add(synthetic_volume(1).with_array(some))
         with pytest.raises(StoreError, match="mask shape"):
             store.add(synthetic_volume(1), mask=np.zeros((5, 16, 16), np.uint8))
     with medload.Store.create(tmp_path / "r.h5", dtype="uint8", value_range=(0, 0.5)) as store:

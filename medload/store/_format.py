@@ -192,8 +192,8 @@ def encoding(array: np.ndarray, dtype: str, *, value_range: tuple[float, float] 
     """
     if dtype == "float32":
         return 1.0, 0.0
-    finite = np.isfinite(array)
     if dtype == "float16":
+        finite = np.isfinite(array)
         if finite.all():
             peak = float(np.abs(array).max()) if array.size else 0.0
         else:
@@ -204,12 +204,14 @@ def encoding(array: np.ndarray, dtype: str, *, value_range: tuple[float, float] 
                 "store it as dtype='float32', or window/normalize it first."
             )
         return 1.0, 0.0
-    if not finite.all():
+    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    # min and max carry any NaN or infinity, so the boolean volume of isfinite (a pass and an
+    # allocation per volume written) is made only to count them for the message.
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise StoreError(
-            f"{what}: {int((~finite).sum())} voxels are NaN or infinite, which {dtype} cannot hold; "
+            f"{what}: {int((~np.isfinite(array)).sum())} voxels are NaN or infinite, which {dtype} cannot hold; "
             "replace them (numpy.nan_to_num) or store as dtype='float32'/'float16'."
         )
-    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
     if dtype == "int16":
         info = np.iinfo(np.int16)
         # Integer arrays are whole already: no rounded copy of the volume (one per check before).
