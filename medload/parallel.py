@@ -24,6 +24,7 @@ dask is imported here alone, and only when asked for.
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import queue
 import signal
@@ -424,7 +425,7 @@ class _Pool:
                 self._handle(self.result_q.get())
                 self.idle_since = None
                 continue
-            time.sleep(0.05)
+            self._wait(0.05)
             self._fail_vanished()
             alive = [slot for slot, p in self.procs.items() if p.is_alive()]
             self._replace_dead([slot for slot in self.procs if slot not in alive and slot not in self.exited])
@@ -433,6 +434,22 @@ class _Pool:
                 return
             if self.broken_message and not alive:
                 return  # the factory fails in every process: no point in starting more
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a worker sends a message or a process ends, ``timeout`` seconds at most.
+
+        A fixed sleep here capped the pool at its task lead per sleep (2 tasks per worker per
+        50 ms: 40 small images/s per worker, whatever the worker's speed): the parent hands out
+        the next task only after reading a "done". ``SimpleQueue`` has no ``get(timeout=)``, so
+        we wait on its reading end (``_reader``, a ``Connection``) with the stdlib's ``wait``.
+        """
+        # Sentinels of processes not yet known to have ended (an ended one's is ready forever).
+        ready: list[Any] = [p.sentinel for slot, p in self.procs.items() if slot not in self.exited]
+        reader = getattr(self.result_q, "_reader", None)
+        if reader is None:  # pragma: no cover - a Python whose SimpleQueue hides its pipe: poll
+            time.sleep(timeout)
+            return
+        mp.connection.wait([reader, *ready], timeout=timeout)
 
     def _fail_vanished(self) -> None:
         if self.running or self.pending or self.stopping:
