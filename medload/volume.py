@@ -168,7 +168,8 @@ class Volume:
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
         """``(Z, Y, X)``, without a frames axis."""
-        return tuple(self._array.shape[-3:])  # type: ignore[return-value]
+        z, y, x = self._array.shape[-3:]  # the array is 3D or 4D (checked in __init__)
+        return z, y, x
 
     @property
     def n_frames(self) -> int:
@@ -178,17 +179,20 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along ``(z, y, x)``, from the affine's column norms."""
-        return tuple(float(v) for v in np.round(spacing_from_affine(self._affine), 6))  # type: ignore[return-value]
+        z, y, x = (float(v) for v in np.round(spacing_from_affine(self._affine), 6))
+        return z, y, x
 
     @property
     def origin(self) -> tuple[float, float, float]:
         """RAS+ position in mm of voxel ``(0, 0, 0)``."""
-        return tuple(float(v) for v in self._affine[:3, 3])  # type: ignore[return-value]
+        r, a, s = (float(v) for v in self._affine[:3, 3])
+        return r, a, s
 
     @property
     def orientation(self) -> tuple[str, str, str]:
         """Axis codes of ``(z, y, x)``, e.g. ``('S', 'P', 'R')``, as ``nibabel.aff2axcodes`` gives them."""
-        return axis_codes(self._affine)  # type: ignore[return-value]
+        z, y, x = axis_codes(self._affine)
+        return z, y, x
 
     # --- copies -------------------------------------------------------------------------
     def with_array(

@@ -7,17 +7,20 @@ takes it directly; Keras' own ``workers`` / ``use_multiprocessing`` read batches
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medload._optional import require
 from medload.datasets.numpy_batches import NumpyBatches
 
-keras = require("keras", "medload.datasets.KerasBatches")
+if TYPE_CHECKING:
+    import keras
+else:
+    keras = require("keras", "medload.datasets.KerasBatches")
 
 __all__ = ["KerasBatches"]
 
 
-class KerasBatches(keras.utils.PyDataset):  # type: ignore[name-defined,misc]
+class KerasBatches(keras.utils.PyDataset):
     """Batches ``(image (B, H, W, C) float32, label (B,) int64)`` for ``model.fit``.
 
     Parameters

@@ -278,11 +278,13 @@ class SlotWriter:
         """The ticket's slot as writable bytes."""
         if ticket.ring != self._ring:  # a new iterator's ring: the old one is gone
             self._ring, self._maps = ticket.ring, {}
-        mm = self._maps.get(ticket.slot)  # type: ignore[arg-type]
+        slot = ticket.slot
+        assert slot is not None  # asked only for tickets that carry a slot
+        mm = self._maps.get(slot)
         if mm is None:
             fd = os.open(ticket.path, os.O_RDWR)
             try:
-                mm = self._maps[ticket.slot] = mmap.mmap(fd, ticket.nbytes)  # type: ignore[index]
+                mm = self._maps[slot] = mmap.mmap(fd, ticket.nbytes)
             finally:
                 os.close(fd)
         return np.frombuffer(mm, np.uint8, ticket.nbytes)

@@ -152,6 +152,27 @@ class View:
     pixel_mm: tuple[float, float]
 
 
+def _default_centre(shown: np.ndarray, shown_mask: np.ndarray | None) -> tuple[int, int, int]:
+    """The mask's centroid where it has labelled voxels, else the middle of the grid."""
+    if shown_mask is not None:
+        labelled = shown_mask > 0
+        total = int(np.count_nonzero(labelled))
+        if total:
+            # centroid from the three projections (cheaper than np.nonzero over the volume)
+            z, y, x = (
+                int(
+                    np.rint(
+                        (labelled.sum(axis=tuple(a for a in range(3) if a != axis)) * np.arange(labelled.shape[axis])).sum()
+                        / total
+                    )
+                )
+                for axis in range(3)
+            )
+            return z, y, x
+    z, y, x = (int(s) // 2 for s in shown.shape[:3])
+    return z, y, x
+
+
 def orthogonal_views(
     array: np.ndarray, affine: np.ndarray, mask: np.ndarray | None = None, centre: tuple[int, int, int] | None = None
 ) -> list[View]:
@@ -174,27 +195,13 @@ def orthogonal_views(
     shown, grid_affine = display_grid(array, affine, ornt=ornt)
     shown_mask = None if mask is None else display_grid(mask, affine, ornt=ornt)[0]
     if centre is None:
-        centre = tuple(s // 2 for s in shown.shape[:3])  # type: ignore[assignment]
-        if shown_mask is not None:
-            labelled = shown_mask > 0
-            total = int(np.count_nonzero(labelled))
-            if total:
-                # centroid from the three projections (cheaper than np.nonzero over the volume)
-                centre = tuple(
-                    int(
-                        np.rint(
-                            (labelled.sum(axis=tuple(a for a in range(3) if a != axis)) * np.arange(labelled.shape[axis])).sum()
-                            / total
-                        )
-                    )
-                    for axis in range(3)
-                )  # type: ignore[assignment]
+        centre = _default_centre(shown, shown_mask)
     spacing = np.linalg.norm(grid_affine[:3, :3], axis=0)
     codes = aff2axcodes(grid_affine)
     views = []
     for plane, axis in PLANES.items():
         rows, cols = [a for a in range(3) if a != axis]
-        index = int(centre[axis])  # type: ignore[index]
+        index = int(centre[axis])
         pick = (slice(None),) * axis + (index,)  # basic indexing: a view, where np.take copies
         views.append(
             View(

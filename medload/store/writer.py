@@ -146,7 +146,7 @@ class Store:
         self.pipeline_hash = fmt.pipeline_hash(self.pipeline)
         self.value_range = None if value_range is None else inputs.check_value_range(value_range)
         self.key_fingerprint = None if key_fingerprint is None else str(key_fingerprint)
-        self._file = None
+        self._file: Any = None  # the h5py.File being written, once opened (h5py ships no types)
         self._hashes: dict[str, str] = {}  # source_hash -> key
         self._keys: set[str] = set()
         # key -> catalog entry of every complete volume (see _format.catalog_entry); written as
