@@ -295,7 +295,7 @@ def _describe_pipeline(config: Any) -> list[str]:
     if not isinstance(config, dict):
         return [str(config)]
 
-    def steps(cfg: dict) -> str:
+    def steps(cfg: dict[str, Any]) -> str:
         names = [f"{s['name']}({', '.join(f'{k}={v}' for k, v in s.get('params', {}).items())})" for s in cfg.get("steps", [])]
         return " -> ".join(names) or "(as read)"
 

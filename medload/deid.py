@@ -264,7 +264,7 @@ def relative_paths(text: str, roots: Sequence[str]) -> str:
     return text
 
 
-def source_roots(sources: Sequence[str | os.PathLike]) -> list[str]:
+def source_roots(sources: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Every spelling of each source folder that can appear in a message, longest first.
 
     Paths in messages start with the source as the user gave it (``../shared/data/x``), its
@@ -395,7 +395,7 @@ _GENERIC_FOLDERS = frozenset({
 _MIN_WORD = 3
 
 
-def file_key(path: str | os.PathLike, key: str | bytes | PhiKey | None = None) -> str:
+def file_key(path: str | os.PathLike[str], key: str | bytes | PhiKey | None = None) -> str:
     """The pseudonym a report gives a source file: ``file-`` + HMAC of its real path.
 
     Examples
@@ -406,7 +406,7 @@ def file_key(path: str | os.PathLike, key: str | bytes | PhiKey | None = None) -
     return pseudonym(os.path.realpath(os.fspath(path)), prefix="file-", secret=key)
 
 
-def folder_key(path: str | os.PathLike, key: str | bytes | PhiKey | None = None) -> str:
+def folder_key(path: str | os.PathLike[str], key: str | bytes | PhiKey | None = None) -> str:
     """The pseudonym a report gives a source folder: ``dir-`` + HMAC of its real path."""
     return pseudonym(os.path.realpath(os.fspath(path)), prefix="dir-", secret=key)
 
@@ -463,7 +463,7 @@ class SourceNames:
     @classmethod
     def of(
         cls,
-        files: Sequence[str | os.PathLike],
+        files: Sequence[str | os.PathLike[str]],
         *,
         roots: Sequence[str],
         key: str | bytes | PhiKey | None = None,

@@ -387,7 +387,7 @@ class _Pool:
         if self.on_outcome:
             self.on_outcome(outcome)
 
-    def _handle(self, msg: tuple) -> None:
+    def _handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         self.spoke.add(msg[1])
         if kind == "start":

@@ -184,8 +184,8 @@ def _draw_tile(
 
 
 def montage(
-    store: str | os.PathLike,
-    out: str | os.PathLike,
+    store: str | os.PathLike[str],
+    out: str | os.PathLike[str],
     *,
     n: int = 16,
     columns: int | None = None,

@@ -56,7 +56,7 @@ _PSEUDONYM = re.compile(r"^(pat|stu|ser)-[A-Za-z0-9._-]+$")
 class Plan:
     """What :func:`make_plan` found: the tasks to run and the report's entries so far."""
 
-    sources: list[str | os.PathLike]
+    sources: list[str | os.PathLike[str]]
     message_roots: list[str]
     out: Path
     single: bool
@@ -75,7 +75,7 @@ class Plan:
     unmatched_masks: list[str] = field(default_factory=list)
     #: Series that should have had a mask (a --masks folder given, nnU-Net training cases) and have none.
     images_without_mask: int = 0
-    skipped: Counter = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     n_files: int = 0
     #: What resuming the store found and did (kinds ``store_started_over``, ``store_resumed``).
     resume_notes: list[Problem] = field(default_factory=list)
@@ -146,7 +146,9 @@ def _remove_output(out: Path, single: bool) -> None:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def _resume(out: Path, single: bool, pipelines: Any, store_options: dict[str, Any]) -> tuple[dict, list[Problem]]:
+def _resume(
+    out: Path, single: bool, pipelines: Any, store_options: dict[str, Any]
+) -> tuple[dict[str, tuple[str, str]], list[Problem]]:
     """:func:`medload.store.layout.resume_shards`, with a refusal that says what differs."""
     from medload.store.layout import PARTIAL_SUFFIX, resume_shards
 
@@ -195,7 +197,7 @@ def _image_names(s: Any, roots: Sequence[str]) -> list[str]:
 
 
 def read_labels(
-    path: str | os.PathLike, series: Sequence[Any], roots: Sequence[str] = ()
+    path: str | os.PathLike[str], series: Sequence[Any], roots: Sequence[str] = ()
 ) -> tuple[dict[str, int], dict[str, Any]]:
     """labels.csv -> {source_hash: int label}, plus what the report says about it.
 
@@ -261,7 +263,7 @@ def class_folder_labels(series: Sequence[Any]) -> tuple[dict[str, int], dict[str
 
 
 def patients_from_csv(
-    path: str | os.PathLike, series: Sequence[Any], roots: Sequence[str], phi_key: Any
+    path: str | os.PathLike[str], series: Sequence[Any], roots: Sequence[str], phi_key: Any
 ) -> tuple[list[Any], dict[str, Any]]:
     """2D images re-keyed by the patient a CSV gives each file (columns ``file`` and ``patient_id``).
 
@@ -365,7 +367,7 @@ def _add_tasks(
 
 def make_plan(
     sources: Any,
-    out: str | os.PathLike,
+    out: str | os.PathLike[str],
     *,
     pipelines: dict[str, Any],
     store_options: dict[str, Any],
@@ -457,7 +459,7 @@ def _pair_masks(plan: Plan, found: list[Any], masks: Any, require_masks: bool) -
     return mask_of
 
 
-def check_source_map(path: str | os.PathLike, out: str | os.PathLike) -> None:
+def check_source_map(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
     """Refuse a source map inside the output folder (it names the patients' files)."""
     out_path = Path(out)
     folder = out_path.parent if out_path.suffix in (".h5", ".hdf5") else out_path
@@ -471,7 +473,7 @@ def check_source_map(path: str | os.PathLike, out: str | os.PathLike) -> None:
         )
 
 
-def write_source_map(plan: Plan, path: str | os.PathLike) -> None:
+def write_source_map(plan: Plan, path: str | os.PathLike[str]) -> None:
     """Write ``plan.source_map`` as JSON at ``path`` (mode 0600, atomically)."""
     path = Path(path)
     payload = {

@@ -272,7 +272,7 @@ def select_volumes(records: Sequence[Any], labels: np.ndarray, select: Any) -> n
     if unknown:
         raise ConfigError(f"select: {unknown} not among {list(SELECT_KEYS)}; pass a function for other choices.")
 
-    def one_of(value: Any) -> set:
+    def one_of(value: Any) -> set[Any]:
         return {value} if isinstance(value, (str, int, np.integer)) else set(value)
 
     keep = np.ones(len(records), bool)

@@ -114,7 +114,7 @@ def _empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
     return elem.new(storage).resize_(*shape)
 
 
-class SliceBatches(torch.utils.data.Dataset):
+class SliceBatches(torch.utils.data.Dataset[Any]):
     """Whole batches of a :class:`~medload.datasets.SliceDataset`: ``batches[list_of_indices]`` is one batch.
 
     Parameters
@@ -336,7 +336,7 @@ def _runs(vols: np.ndarray, slices: np.ndarray) -> Iterator[tuple[int, int]]:
     return pairwise(bounds)
 
 
-class SliceLoader(torch.utils.data.DataLoader):
+class SliceLoader(torch.utils.data.DataLoader[Any]):
     """The DataLoader :meth:`SliceDataset.loader` returns: batches from :class:`SliceBatches`.
 
     :meth:`decode` turns a batch into float items on a device; :meth:`set_epoch` reshuffles a

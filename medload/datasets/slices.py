@@ -19,7 +19,7 @@ else:
 __all__ = ["SliceDataset"]
 
 
-class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset):
+class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
     """A map-style PyTorch dataset with one item per slice of a medload store.
 
     Parameters

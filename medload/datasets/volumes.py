@@ -57,7 +57,7 @@ def patch_origin(
     return origin, False
 
 
-class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset):
+class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
     """A map-style PyTorch dataset with one item per volume, or random patches of volumes.
 
     Parameters

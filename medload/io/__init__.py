@@ -22,7 +22,7 @@ __all__ = ["scan", "load", "save_nifti", "Series", "ScanResult", "FileProblem"]
 
 
 def load(
-    series_or_path: Series | str | os.PathLike,
+    series_or_path: Series | str | os.PathLike[str],
     *,
     modality: str | None = None,
     keep_phi: bool = False,

@@ -220,7 +220,7 @@ def _decode_files(
 _NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 
 
-def _read_native(h: FileHeader, placed: list) -> np.ndarray | None:
+def _read_native(h: FileHeader, placed: list[tuple[int, int, Frame]]) -> np.ndarray | None:
     """Uncompressed single-frame grey-scale pixels read straight from the file (fast path)."""
     if (
         h.transfer_syntax not in _NATIVE

@@ -72,7 +72,7 @@ def _dimension_index(content: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
-def enhanced_frames(ds: Any, path: str, base_split: tuple, sop_uid: str) -> list[Frame]:
+def enhanced_frames(ds: Any, path: str, base_split: tuple[Any, ...], sop_uid: str) -> list[Frame]:
     """The frames of a multi-frame object ``ds`` read from ``path``.
 
     ``base_split`` is the file's part of every frame's split key; frames of different type

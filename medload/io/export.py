@@ -22,7 +22,7 @@ def _stem(path: Path) -> Path:
     raise MedloadError(f"{path}: a NIfTI file name ends in .nii or .nii.gz; pass such a path.")
 
 
-def save_nifti(volume: Volume, path: str | os.PathLike, *, bids: bool = False) -> list[str]:
+def save_nifti(volume: Volume, path: str | os.PathLike[str], *, bids: bool = False) -> list[str]:
     """Write ``volume.to_nifti()`` to ``path``; with ``bids``, ``.bval``/``.bvec`` beside it.
 
     The diffusion files are written when ``volume.meta["diffusion"]`` holds the table

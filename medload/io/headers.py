@@ -482,7 +482,7 @@ def _echo_number(ds: Any) -> float | None:
 
 
 def _classic_frames(
-    header: FileHeader, ds: Any, path: str, image_type: Any, type_split: tuple, echo: float | None, sop_uid: str
+    header: FileHeader, ds: Any, path: str, image_type: Any, type_split: tuple[Any, ...], echo: float | None, sop_uid: str
 ) -> None:
     """The frames of a classic (one image, or one mosaic) file: its geometry, timing, split key, scaling."""
     position = present_vector(path, ds.get("ImagePositionPatient"), 3, "ImagePositionPatient")

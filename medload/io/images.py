@@ -77,7 +77,7 @@ _MAGIC = (
 _SUFFIX_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 
 
-def image_format(path: str | os.PathLike) -> str | None:
+def image_format(path: str | os.PathLike[str]) -> str | None:
     """The image format found in the first bytes of ``path`` (``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``), or ``None``.
 
     BMP's two-byte magic ``BM`` is too weak to trust alone: it counts only for a ``.bmp`` name.
@@ -103,7 +103,7 @@ def image_format(path: str | os.PathLike) -> str | None:
     return None
 
 
-def is_image(path: str | os.PathLike, *, check_magic: bool = True) -> bool:
+def is_image(path: str | os.PathLike[str], *, check_magic: bool = True) -> bool:
     """Whether ``path`` is a 2D image file medload reads: by name, or (``check_magic``) by its first bytes.
 
     A file with an image suffix counts even when broken, so that reading it gives an error
@@ -119,7 +119,7 @@ def is_image(path: str | os.PathLike, *, check_magic: bool = True) -> bool:
     return check_magic and os.path.isfile(path) and image_format(path) is not None
 
 
-def _relative(path: Path, root: str | os.PathLike | None) -> str:
+def _relative(path: Path, root: str | os.PathLike[str] | None) -> str:
     if root is not None:
         try:
             return path.relative_to(Path(root).resolve()).as_posix()
@@ -420,9 +420,9 @@ def _file_hash(path: Path, relative: str) -> str:
 
 # --- scan and load -------------------------------------------------------------------------
 def scan_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
-    root: str | os.PathLike | None = None,
+    root: str | os.PathLike[str] | None = None,
     phi_key: Any = None,
     patient_pattern: str | re.Pattern[str] | None = None,
 ) -> Series:
@@ -536,7 +536,7 @@ def _grey_palette(image: Any) -> bool:
     return bool(rgb.size) and bool((rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 0] == rgb[:, 2]).all())
 
 
-def load_image(series_or_path: Series | str | os.PathLike, *, modality: str | None = None) -> Volume:
+def load_image(series_or_path: Series | str | os.PathLike[str], *, modality: str | None = None) -> Volume:
     """Decode one image file into a :class:`~medload.volume.Volume`.
 
     Parameters

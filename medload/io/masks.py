@@ -47,7 +47,7 @@ def _stem(name: str) -> str | None:
     return None if suffix is None else name[: -len(suffix)]
 
 
-def mask_files(folder: str | os.PathLike) -> list[MaskFile]:
+def mask_files(folder: str | os.PathLike[str]) -> list[MaskFile]:
     """Every NIfTI mask under ``folder``, with its shape from the header (pixels are not read).
 
     A mask whose header does not read gets the shape ``()``; it is reported when (if) a series

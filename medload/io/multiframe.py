@@ -48,7 +48,7 @@ def _offsets(ds: Any, n: int, path: str) -> np.ndarray:
     return offsets
 
 
-def grid_frames(ds: Any, path: str, split: tuple, sop_uid: str) -> list[Frame]:
+def grid_frames(ds: Any, path: str, split: tuple[Any, ...], sop_uid: str) -> list[Frame]:
     """One :class:`Frame` per frame, each at its GridFrameOffsetVector position along the normal."""
     n = int(number(ds.get("NumberOfFrames"), 1) or 1)
     position = vector(ds.get("ImagePositionPatient"), 3)

@@ -63,7 +63,7 @@ _MR_CHANNELS = frozenset(
 )
 
 
-def is_nnunet(path: str | os.PathLike) -> bool:
+def is_nnunet(path: str | os.PathLike[str]) -> bool:
     """A folder with a ``dataset.json`` and an ``imagesTr`` folder beside it.
 
     Examples
@@ -76,7 +76,7 @@ def is_nnunet(path: str | os.PathLike) -> bool:
     return root.is_dir() and (root / "dataset.json").is_file() and (root / "imagesTr").is_dir()
 
 
-def read_dataset_json(root: str | os.PathLike) -> dict[str, Any]:
+def read_dataset_json(root: str | os.PathLike[str]) -> dict[str, Any]:
     """``{"channels": [names by index], "labels": {name: value}, "file_ending": str}`` from ``dataset.json``.
 
     nnU-Net v2 keys (``channel_names``, ``labels`` as name -> value, ``file_ending``) and v1 /
@@ -120,7 +120,7 @@ def _modality(channels: list[str]) -> str:
     return "unknown"
 
 
-def scan_nnunet(root: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None) -> Any:
+def scan_nnunet(root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey | None = None) -> Any:
     """One :class:`Series` per case of ``imagesTr`` and ``imagesTs``, headers only.
 
     Returns a :class:`~medload.io.scan.ScanResult` with, besides the series, ``.errors`` (a

@@ -81,10 +81,10 @@ class ScanResult:
     """
 
     series: list[Series] = dataclasses.field(default_factory=list)
-    skipped: Counter = dataclasses.field(default_factory=Counter)
+    skipped: Counter[str] = dataclasses.field(default_factory=Counter)
     errors: list[FileProblem] = dataclasses.field(default_factory=list)
     n_files: int = 0
-    fallbacks: Counter = dataclasses.field(default_factory=Counter)
+    fallbacks: Counter[str] = dataclasses.field(default_factory=Counter)
     #: Label files of a layout that pairs them (nnU-Net's labelsTr) that match no image.
     unmatched_masks: list[str] = dataclasses.field(default_factory=list)
 
@@ -177,7 +177,7 @@ def _orientation_groups(frames: list[Frame]) -> list[list[Frame]]:
     return [members for _, members in groups]
 
 
-def split_label(key: tuple) -> str:
+def split_label(key: tuple[Any, ...]) -> str:
     return json.dumps(key, default=str)
 
 
@@ -312,7 +312,7 @@ def series_from_headers(
 
 
 def scan(
-    path: str | os.PathLike, *, phi_key: str | bytes | PhiKey | None = None, patient_pattern: str | None = None
+    path: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey | None = None, patient_pattern: str | None = None
 ) -> ScanResult:
     """Find every DICOM series, NIfTI file and 2D image (PNG, JPEG, TIFF, BMP) under ``path``, reading headers only.
 
@@ -376,8 +376,8 @@ class _Collector:
 
     def __init__(self, root: str, phi_key: PhiKey, pattern: re.Pattern[str] | None) -> None:
         self.root, self.phi_key, self.pattern = root, phi_key, pattern
-        self.skipped: Counter = Counter()
-        self.fallbacks: Counter = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.fallbacks: Counter[str] = Counter()
         self.errors: list[FileProblem] = []
         self.damaged: list[tuple[str, str]] = []  # (path, SeriesInstanceUID read before the damage)
         self.headers: list[FileHeader] = []
@@ -464,7 +464,9 @@ def _dicom_series(
     return result
 
 
-def _damaged_by_group(damaged: list[tuple[str, str]], groups: list) -> dict[int, list[str]]:
+def _damaged_by_group(
+    damaged: list[tuple[str, str]], groups: list[tuple[str, list[Frame], list[FileHeader]]]
+) -> dict[int, list[str]]:
     """Which volume each unreadable file belonged to: by the SeriesInstanceUID read before the
     damage, else by its folder when that folder holds files of one series only."""
     out: dict[int, list[str]] = {}

@@ -68,7 +68,7 @@ def histogram_svg(values: Iterable[float], title: str, *, bins: int = 30, width:
     )
 
 
-def counter_table(counter: Counter, head: str) -> str:
+def counter_table(counter: Counter[str], head: str) -> str:
     """A two-column table (``head``, volumes) of ``counter``, most common first."""
     rows = "".join(f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in counter.most_common())
     return f"<table class='small'><tr><th>{escape(head)}</th><th>volumes</th></tr>{rows}</table>"

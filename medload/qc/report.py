@@ -66,7 +66,7 @@ _CHUNK = 16
 _INLINE_BELOW = 48
 
 
-def qc_folder(store: str | os.PathLike) -> Path:
+def qc_folder(store: str | os.PathLike[str]) -> Path:
     """Where the page of ``store`` goes: ``OUT/qc`` for a folder, ``x.qc`` beside a file ``x.h5``.
 
     Examples
@@ -241,7 +241,7 @@ def _all_facts(store: Path, n: int, thumbs: Path, size: int, workers: int | None
 
 
 # --------------------------------------------------------------------------- page
-def _history_html(history: tuple[tuple[str, dict], ...]) -> str:
+def _history_html(history: tuple[tuple[str, dict[str, Any]], ...]) -> str:
     if not history:
         return "<li>(as read: no step)</li>"
     return "".join(
@@ -348,7 +348,11 @@ def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
 
 
 def write_qc(
-    store: str | os.PathLike, out: str | os.PathLike | None = None, *, workers: int | None = None, thumb_size: int = THUMB_SIZE
+    store: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    workers: int | None = None,
+    thumb_size: int = THUMB_SIZE,
 ) -> dict[str, Any]:
     """Write the QC page of ``store`` (and its thumbnails) into ``out`` (default :func:`qc_folder`).
 

@@ -59,11 +59,11 @@ class VolumeRecord:
     source: str
     source_hash: str
     label: int | None
-    history: tuple[tuple[str, dict], ...] = field(repr=False)
+    history: tuple[tuple[str, dict[str, Any]], ...] = field(repr=False)
     intensity: str
     channels: tuple[str, ...] | None
     has_mask: bool
-    meta: dict = field(repr=False)
+    meta: dict[str, Any] = field(repr=False)
     scale: float = 1.0
     offset: float = 0.0
 
@@ -189,7 +189,7 @@ class StoreReader:
             [6., 7.]]], dtype=float32)
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         h5py = fmt.load_h5py()
         shards = store_files(self.path)
@@ -569,7 +569,7 @@ def _spacing3(values: Any) -> tuple[float, float, float]:
     return z, y, x
 
 
-def open(path: str | os.PathLike) -> StoreReader:  # noqa: A001 - medload.open, by design
+def open(path: str | os.PathLike[str]) -> StoreReader:  # noqa: A001 - medload.open, by design
     """Open a medload store (one ``.h5`` file or a folder of shard files) for reading.
 
     Cheap: reads attributes only. Raises :class:`~medload.StoreError` naming what was found

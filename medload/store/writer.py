@@ -65,7 +65,7 @@ class Store:
     @classmethod
     def create(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         *,
         dtype: str | None = None,
         compression: str | None = None,

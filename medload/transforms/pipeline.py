@@ -239,7 +239,7 @@ class Pipeline:
         return cls.from_config(config, workers=workers)
 
 
-def _steps_by_modality(config: Any) -> tuple[dict[str, list], dict[str, Any]]:
+def _steps_by_modality(config: Any) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     """``({modality or "*": steps}, {other top-level option: value})`` of a converter config."""
     if not isinstance(config, Mapping):
         return {"*": []}, {"pipeline": config}
