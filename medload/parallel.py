@@ -24,7 +24,7 @@ dask is imported here alone, and only when asked for.
 from __future__ import annotations
 
 import multiprocessing as mp
-import multiprocessing.connection
+from multiprocessing.connection import wait as wait_any
 import os
 import queue
 import signal
@@ -425,7 +425,8 @@ class _Pool:
                 self._handle(self.result_q.get())
                 self.idle_since = None
                 continue
-            self._wait(0.05)
+            live = [p.sentinel for s, p in self.procs.items() if s not in self.exited]  # wake on a message or an end,
+            wait_any([self.result_q._reader, *live], 0.05)  # type: ignore[attr-defined]  # not after a fixed sleep
             self._fail_vanished()
             alive = [slot for slot, p in self.procs.items() if p.is_alive()]
             self._replace_dead([slot for slot in self.procs if slot not in alive and slot not in self.exited])
@@ -434,22 +435,6 @@ class _Pool:
                 return
             if self.broken_message and not alive:
                 return  # the factory fails in every process: no point in starting more
-
-    def _wait(self, timeout: float) -> None:
-        """Sleep until a worker sends a message or a process ends, ``timeout`` seconds at most.
-
-        A fixed sleep here capped the pool at its task lead per sleep (2 tasks per worker per
-        50 ms: 40 small images/s per worker, whatever the worker's speed): the parent hands out
-        the next task only after reading a "done". ``SimpleQueue`` has no ``get(timeout=)``, so
-        we wait on its reading end (``_reader``, a ``Connection``) with the stdlib's ``wait``.
-        """
-        # Sentinels of processes not yet known to have ended (an ended one's is ready forever).
-        ready: list[Any] = [p.sentinel for slot, p in self.procs.items() if slot not in self.exited]
-        reader = getattr(self.result_q, "_reader", None)
-        if reader is None:  # pragma: no cover - a Python whose SimpleQueue hides its pipe: poll
-            time.sleep(timeout)
-            return
-        mp.connection.wait([reader, *ready], timeout=timeout)
 
     def _fail_vanished(self) -> None:
         if self.running or self.pending or self.stopping:
@@ -464,8 +449,7 @@ class _Pool:
 
     def _replace_dead(self, dead: list[str]) -> None:
         if dead:
-            # A dead worker wrote everything it said before dying: read it all first, so
-            # its last "start" names the task that killed it.
+            # A dead worker wrote everything it said before dying: read it all first, so its last "start" names what killed it.
             self._handle_all()
         for slot in dead:
             proc = self.procs[slot]
