@@ -460,8 +460,7 @@ class Store:
             image = group.create_dataset(
                 "image", shape=stored_shape, dtype=self.dtype, chunks=(1,) + stored_shape[1:], **self._filter_kwargs
             )
-            image.attrs["scale"] = scale
-            image.attrs["offset"] = offset
+            fmt.write_new_attrs(image, {"scale": scale, "offset": offset})
             crc = 0
             for z0 in range(0, z, BLOCK_SLICES):
                 z1 = min(z, z0 + BLOCK_SLICES)
@@ -476,10 +475,10 @@ class Store:
                     mds[z0 : z0 + len(block)] = block
                     crc = fmt.crc32(block, crc)
             attrs = fmt.volume_attrs(volume, source_hash=source_hash, crc=crc, channels=channels, label=label)
-            group.attrs.update(attrs)
+            fmt.write_new_attrs(group, attrs)
             f.flush()
             # The flag that makes the volume count: written only once everything above is on disk.
-            group.attrs["complete"] = True
+            fmt.write_new_attrs(group, {"complete": True})
             f.flush()
         except BaseException as exc:
             try:
