@@ -31,6 +31,7 @@ VALUES = {
     "affine": np.arange(16, dtype=np.float64).reshape(4, 4),
     "spacing": np.array([1.0, 0.5, 0.25]),
     "counts": np.array([1, 2, 3], dtype=np.int32),
+    "transposed": np.arange(12.0).reshape(3, 4).T,  # not C-contiguous: a NIfTI affine can come so
 }
 
 

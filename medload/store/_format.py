@@ -530,7 +530,7 @@ def write_new_attrs(obj: Any, attrs: Mapping[str, Any]) -> None:
         if isinstance(value, str):
             data = np.array(value, dtype=h5py.string_dtype())
         else:
-            data = np.asarray(value)
+            data = np.asarray(value, order="C")  # HDF5 writes C order (an affine may come transposed)
             if data.dtype.kind not in "biuf":
                 obj.attrs[name] = value
                 continue
