@@ -64,17 +64,41 @@ class Outcome:
         True when the worker returned; then ``value`` is what it returned.
     value : Any
         The worker's return value (``None`` when not ok).
-    error : str or None
-        ``"ExceptionType: message"`` when the task raised or its process died.
+    error_type : str or None
+        When not ok: the class name of the exception the task raised (``"ReadError"``), or
+        ``"WorkerDied"`` (its process ended while running it: a crash in a library, an
+        out-of-memory kill) or ``"WorkerFailed"`` (no worker could run it: the factory
+        failed, or the task was lost with its worker). Decide by this, never by the text.
+    error_message : str or None
+        When not ok: the message alone, without the class name.
     slot : str
         Which worker ran it (the local slot, or ``"t-<task id>"`` on Dask).
+    error_traceback : str or None
+        Where an exception that is not a :class:`~medload.errors.MedloadError` (a bug, ours or
+        a library's) was raised; ``None`` otherwise.
+
+    Examples
+    --------
+    >>> failed = Outcome("a", False, error_type="ReadError", error_message="a.dcm: cut: 12 bytes")
+    >>> failed.error_type, failed.error
+    ('ReadError', 'ReadError: a.dcm: cut: 12 bytes')
     """
 
     task_id: str
     ok: bool
     value: Any = None
-    error: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
     slot: str = ""
+    error_traceback: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """``"ExceptionType: message"`` (and the traceback, if any) for people; ``None`` when ok."""
+        if self.ok:
+            return None
+        text = f"{self.error_type}: {self.error_message}"
+        return f"{text}\n{self.error_traceback}" if self.error_traceback else text
 
 
 @dataclass
@@ -193,6 +217,21 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: How a failed task travels between processes: ``(error_type, error_message, traceback)``.
+Failure: TypeAlias = tuple[str, str, str | None]
+
+
+def _failure(exc: BaseException) -> Failure:
+    """The typed facts of ``exc``: its class name, its message, and a traceback for a bug."""
+    trace = None if isinstance(exc, MedloadError) else traceback.format_exc(limit=8)
+    return type(exc).__name__, str(exc), trace
+
+
+def _failed(tid: str, failure: Failure, slot: str) -> Outcome:
+    error_type, message, trace = failure
+    return Outcome(tid, False, None, error_type, message, slot, trace)
+
+
 class _InterruptFlag:
     """First SIGINT sets the flag (stop feeding); the second raises KeyboardInterrupt."""
 
@@ -235,9 +274,9 @@ def _run_inline(factory: Factory, tasks: Tasks, on_outcome: OnOutcome, on_start:
             if on_start:
                 on_start(tid, "0000")
             try:
-                outcome = Outcome(tid, True, worker(task), None, "0000")
+                outcome = Outcome(tid, True, worker(task), slot="0000")
             except Exception as exc:  # one task never stops the batch
-                outcome = Outcome(tid, False, None, _describe(exc), "0000")
+                outcome = _failed(tid, _failure(exc), "0000")
             summary.outcomes.append(outcome)
             if on_outcome:
                 on_outcome(outcome)
@@ -302,10 +341,7 @@ def _pool_main(
             try:
                 result_q.put(("done", slot, tid, True, worker(task), None))
             except Exception as exc:
-                detail = _describe(exc)
-                if not isinstance(exc, MedloadError):
-                    detail += "\n" + traceback.format_exc(limit=8)
-                result_q.put(("done", slot, tid, False, None, detail))
+                result_q.put(("done", slot, tid, False, None, _failure(exc)))
     except BaseException as exc:  # factory failed: say so once, the parent fails our tasks
         result_q.put(("broken", slot, _describe(exc)))
     finally:
@@ -395,9 +431,9 @@ class _Pool:
             if self.on_start:
                 self.on_start(msg[2], msg[1])
         elif kind == "done":
-            _, slot, tid, ok, value, error = msg
+            _, slot, tid, ok, value, failure = msg
             self.running.pop(slot, None)
-            self._record(Outcome(tid, ok, value, error, slot))
+            self._record(Outcome(tid, True, value, slot=slot) if ok else _failed(tid, failure, slot))
             self._feed(1)
         elif kind == "broken":
             self.broken_message = msg[2]
@@ -445,7 +481,7 @@ class _Pool:
         self.idle_since = self.idle_since or time.monotonic()
         if time.monotonic() - self.idle_since > 5.0 and self.task_q.empty():
             for tid in sorted(self.fed - self.finished):
-                self._record(Outcome(tid, False, None, "WorkerFailed: the task was lost when its worker ended", ""))
+                self._record(_failed(tid, ("WorkerFailed", "the task was lost when its worker ended", None), ""))
 
     def _replace_dead(self, dead: list[str]) -> None:
         if dead:
@@ -459,16 +495,11 @@ class _Pool:
             self.exited.add(slot)
             lost = self.running.pop(slot, "")
             if lost:
-                self._record(
-                    Outcome(
-                        lost,
-                        False,
-                        None,
-                        f"WorkerDied: the worker process ended (exit code {proc.exitcode}) "
-                        "while converting this; see the log for a crash in a library",
-                        slot,
-                    )
+                why = (
+                    f"the worker process ended (exit code {proc.exitcode}) while converting this; "
+                    "see the log for a crash in a library"
                 )
+                self._record(_failed(lost, ("WorkerDied", why, None), slot))
             if slot not in self.spoke:
                 self._count_silent_death(proc.exitcode)
             if not self.stopping and len(self.finished) < len(self.tasks) and not self.broken_message:
@@ -500,9 +531,9 @@ class _Pool:
             if tid in self.finished:
                 continue
             if self.broken_message:
-                self._record(Outcome(tid, False, None, f"WorkerFailed: {self.broken_message}", ""))
+                self._record(_failed(tid, ("WorkerFailed", self.broken_message, None), ""))
             elif tid in self.fed and not self.summary.interrupted:
-                self._record(Outcome(tid, False, None, "WorkerFailed: the task was lost when its worker ended", ""))
+                self._record(_failed(tid, ("WorkerFailed", "the task was lost when its worker ended", None), ""))
             else:
                 self.summary.not_run.append(tid)
 
@@ -519,7 +550,7 @@ def _drain(task_q: mp.queues.Queue[Any], pending: Tasks) -> None:
 
 
 # --- Dask ----------------------------------------------------------------------------------------
-def _dask_call(factory: Factory, slot: str, task: Any) -> tuple[bool, Any, str | None]:
+def _dask_call(factory: Factory, slot: str, task: Any) -> tuple[bool, Any, Failure | None]:
     # Errors come back as values: an exception object from a library may not unpickle on
     # the client, and one task's failure must not look like a cluster failure.
     worker = None
@@ -527,10 +558,7 @@ def _dask_call(factory: Factory, slot: str, task: Any) -> tuple[bool, Any, str |
         worker = factory(slot)
         return True, worker(task), None
     except Exception as exc:
-        detail = _describe(exc)
-        if not isinstance(exc, MedloadError):
-            detail += "\n" + traceback.format_exc(limit=8)
-        return False, None, detail
+        return False, None, _failure(exc)
     finally:
         if worker is not None:
             worker.close()
@@ -583,11 +611,12 @@ def _run_dask(factory: Factory, tasks: Tasks, address: str, n: int, on_outcome: 
             if fut.cancelled() or fut.status == "cancelled":
                 continue
             slot = "t-" + sanitize_key(tid)
-            if fut.status == "error":
-                outcome = Outcome(tid, False, None, _describe(fut.exception()), slot)
+            if fut.status == "error":  # Dask failed the task itself (KilledWorker: its workers died)
+                failed_by = fut.exception()
+                outcome = _failed(tid, (type(failed_by).__name__, str(failed_by), None), slot)
             else:
-                ok, value, error = fut.result()
-                outcome = Outcome(tid, ok, value, error, slot)
+                ok, value, failure = fut.result()
+                outcome = Outcome(tid, True, value, slot=slot) if ok else _failed(tid, failure, slot)
             finished.add(tid)
             summary.outcomes.append(outcome)
             if on_outcome:

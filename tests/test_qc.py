@@ -419,3 +419,27 @@ def test_python_m_medload_uses_its_workers(tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["options"]["backend"] == "local pool (2 processes)"
     assert report["counts"]["converted"] == report["counts"]["series"] >= 3
+
+
+def test_failed_rows_show_each_error_class_once_for_old_and_new_reports(tmp_path):
+    # Version 1 wrote a failed worker's reason as "Class: message" and every other reason
+    # without its class; version 2 never repeats the class. The page decides by the version and
+    # the stage, not by whether the reason's text begins with the class.
+    with medload.Store.create(tmp_path / "s.h5") as store:
+        store.add(medload.Volume(np.zeros((2, 8, 8)), np.eye(4), meta={"series_key": "ok"}))
+    rows = {
+        1: [
+            {"status": "failed", "stage": "worker", "error": "WorkerDied", "reason": "WorkerDied: exit code 9"},
+            {"status": "failed", "stage": "read", "error": "GeometryError", "reason": "GeometryError: quoted: 2 gaps"},
+        ],
+        2: [
+            {"status": "failed", "stage": "worker", "error": "WorkerDied", "reason": "exit code 9"},
+            {"status": "failed", "stage": "read", "error": "GeometryError", "reason": "GeometryError: quoted: 2 gaps"},
+        ],
+    }
+    for version, series in rows.items():
+        (tmp_path / "s.report.json").write_text(json.dumps({"medload_report": version, "series": series}))
+        page = Path(write_qc(tmp_path / "s.h5", workers=0)["path"]).read_text()
+        reasons = re.findall(r"<td class='reason'>(.*?)</td>", page)
+        # a reason that merely begins with a class name (a quoted message) keeps its own class in front
+        assert reasons == ["WorkerDied: exit code 9", "GeometryError: GeometryError: quoted: 2 gaps"], version

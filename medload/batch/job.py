@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medload.batch.pipelines import resolve_pipelines
 from medload.batch.plan import Plan, check_layout, check_source_map, check_sources, make_plan, report_path, write_source_map
@@ -16,6 +16,9 @@ from medload.batch.worker import Job
 from medload.cores import resolve_workers
 from medload.deid import PhiKey, resolve_key, scrub
 from medload.errors import ConfigError
+
+if TYPE_CHECKING:
+    from medload.parallel import Outcome
 
 __all__ = ["convert"]
 
@@ -290,17 +293,16 @@ def _run(
     )
     bar = Progress(progress, len(plan.tasks), sum(t.series.n_slices for t in plan.tasks))
 
-    def on_outcome(outcome: Any) -> None:
+    def on_outcome(outcome: Outcome) -> None:
         entry = plan.entries[outcome.task_id]
         if outcome.ok:
             entry.update(outcome.value)
         else:
-            entry.update(
-                status="failed",
-                stage="worker",
-                error=(outcome.error or "").split(":")[0],
-                reason=scrub(outcome.error or "unknown error", plan.names_of(outcome.task_id)),
-            )
+            # The report keeps the class and the message apart: ``reason`` never repeats ``error``.
+            names = plan.names_of(outcome.task_id)
+            entry.update(status="failed", stage="worker", error=outcome.error_type, reason=scrub(outcome.error_message, names))
+            if outcome.error_traceback:
+                entry.update(internal=True, traceback=scrub(outcome.error_traceback, names))
         bar.advance(entry.get("slices", 0) if entry.get("status") == "converted" else 0)
 
     try:

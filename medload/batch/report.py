@@ -14,7 +14,10 @@ from typing import Any
 from medload.batch.plan import Plan, report_path
 from medload.deid import hide
 
-__all__ = ["ConversionReport", "Progress", "make_report", "write_report"]
+__all__ = ["REPORT_VERSION", "ConversionReport", "Progress", "make_report", "write_report"]
+
+#: ``report.json``'s ``medload_report`` (see :attr:`ConversionReport.medload_report`).
+REPORT_VERSION = 2
 
 
 @dataclass
@@ -38,7 +41,9 @@ class ConversionReport:
     (True, {'failed': 0})
     """
 
-    medload_report: int = 1
+    #: The file's version. 2: a failed series' ``reason`` never starts with its ``error`` class
+    #: (version 1 wrote a failed worker's reason as ``"ErrorClass: message"``).
+    medload_report: int = REPORT_VERSION
     created: str = ""
     #: Written only with ``keep_phi`` (paths can hold names).
     sources: list[str] | None = None
@@ -160,7 +165,7 @@ def make_report(plan: Plan, *, options: dict[str, Any], interrupted: bool, start
         "report_path": str(report_path(plan.out, plan.single)),
     }
     report = ConversionReport(
-        medload_report=1,
+        medload_report=REPORT_VERSION,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **(where if plan.keep_phi else {}),
         n_sources=len(plan.sources),

@@ -313,14 +313,35 @@ def _volume_card(record: Any, facts: dict[str, Any], problems: list[Problem], sh
     )
 
 
+#: From this ``report.json`` version on, a failed series' ``reason`` never repeats its ``error``.
+_REASON_APART_SINCE = 2
+
+
+def _shown_reason(entry: dict[str, Any], version: int) -> str:
+    """``"ErrorClass: reason"`` of a report entry, from the report's facts, never by its text.
+
+    Reports of version 1 wrote a crashed or failed worker's reason (``stage`` ``"worker"``) as
+    ``"ErrorClass: message"`` already, and every other reason without the class.
+
+    Examples
+    --------
+    >>> _shown_reason({"stage": "worker", "error": "WorkerDied", "reason": "exit code 9"}, 2)
+    'WorkerDied: exit code 9'
+    >>> _shown_reason({"stage": "worker", "error": "WorkerDied", "reason": "WorkerDied: exit code 9"}, 1)
+    'WorkerDied: exit code 9'
+    """
+    reason = str(entry.get("reason", ""))
+    if not entry.get("error") or (version < _REASON_APART_SINCE and entry.get("stage") == "worker"):
+        return reason
+    return f"{entry['error']}: {reason}"
+
+
 def _failed_rows(report: dict[str, Any], show_text: bool) -> tuple[str, int]:
     rows = []
     for entry in report.get("series", []):
         if entry.get("status") in ("converted", "already converted"):
             continue
-        reason = entry.get("reason", "")
-        if entry.get("error"):
-            reason = f"{entry['error']}: {reason}" if not str(reason).startswith(entry["error"]) else reason
+        reason = _shown_reason(entry, report.get("medload_report", 1))
         description = f"<br><i>{escape(entry['description'])}</i>" if show_text and entry.get("description") else ""
         problems = _problem_items(entry.get("problems"))
         rows.append(
