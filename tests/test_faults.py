@@ -308,3 +308,77 @@ def test_sigkill_of_the_main_process_then_a_rerun_gives_the_uninterrupted_conten
         return out
 
     assert content(whole) == content(again) and len(content(again)) == 6
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        # The error number decides, whatever the words (a translated strerror, a library's own).
+        (OSError(28, "Schreiben fehlgeschlagen: Auf dem Gerät ist kein Speicherplatz mehr verfügbar"), "the disk is full"),
+        (OSError(122, "write failed"), "the disk quota is used up"),
+        # The words without the number decide nothing: a generic write failure, said as such.
+        (OSError("Can't write data (errno = 28, error message = 'No space left on device')"), "write failed while"),
+        (OSError(5, "Input/output error"), "write failed while"),
+    ],
+)
+def test_a_full_disk_is_recognized_by_its_error_number(tmp_path, monkeypatch, raised, said):
+    import errno
+
+    import h5py
+    import numpy as np
+
+    import medload
+
+    assert (errno.ENOSPC, errno.EDQUOT) == (28, 122)  # Linux's numbers, as written above
+
+    def setitem(self, index, value):
+        raise raised
+
+    store = medload.Store.create(tmp_path / "s.h5", dtype="float32", compression="none")
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", setitem)
+    with pytest.raises(medload.StoreError) as info:
+        store.add(medload.Volume(np.zeros((2, 4, 4), np.float32), np.eye(4), meta={"series_key": "a"}))
+    monkeypatch.undo()
+    store.abandon()
+    message = str(info.value)
+    assert said in message and "s.h5.partial" in message and "MiB free" in message
+    assert ("the disk" in message) == (raised.errno in (28, 122))
+
+
+REAL_WRITE_FAILURE = textwrap.dedent("""
+    import os, resource, signal, sys
+    import numpy as np
+    import medload
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit write() fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+    store = medload.Store.create(sys.argv[1], dtype="float32", compression="none")
+    try:
+        for k in range(8):
+            vol = medload.Volume(np.full((8, 64, 64), k, np.float32), np.eye(4), meta={"series_key": f"v{k}"})
+            store.add(vol)
+    except medload.StoreError as exc:
+        print(exc.__cause__.errno, "|", exc, flush=True)
+    os._exit(0)  # HDF5 cannot close a file past the size limit cleanly; nothing more to test here
+""")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ semantics of Linux")
+def test_a_real_hdf5_write_failure_carries_its_error_number(tmp_path):
+    # What the errno decision above relies on: h5py passes HDF5's file-driver errno on as
+    # OSError.errno (EFBIG here: the file-size limit, a write failure we can cause unprivileged).
+    import errno
+
+    (tmp_path / "fill.py").write_text(REAL_WRITE_FAILURE)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "fill.py"), str(tmp_path / "s.h5")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    number, _, message = done.stdout.partition(" | ")
+    assert int(number) == errno.EFBIG, done.stdout + done.stderr[-2000:]
+    assert "write failed while writing volume" in message and "the disk is full" not in message

@@ -302,3 +302,29 @@ def test_a_bad_value_range_is_refused_on_create_before_any_file(tmp_path, value_
     with pytest.raises(StoreError, match=r"value_range must be .*found"):
         medload.Store.create(tmp_path / "v.h5", dtype="uint8", value_range=value_range)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_hdf5_is_told_by_its_bytes_and_truncation_by_hdf5s_words(tmp_path):
+    from medload.store.layout import hdf5_says_truncated
+
+    # An HDF5 file with a 512-byte user block has its signature at 512, not at 0: cut, it is a
+    # truncated HDF5 file, not "not an HDF5 file".
+    blocked = tmp_path / "blocked.h5"
+    with h5py.File(blocked, "w", userblock_size=512) as f:
+        f["images"] = np.arange(64 * 64, dtype=np.float64).reshape(64, 64)
+    data = blocked.read_bytes()
+    assert data[:8] != b"\x89HDF\r\n\x1a\n" and data[512:520] == b"\x89HDF\r\n\x1a\n"
+    blocked.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match=r"a truncated HDF5 file \(\d+ bytes"):
+        medload.open(blocked)
+    # The one text check, against the words of the HDF5 that h5py ships today.
+    with pytest.raises(OSError) as cut:
+        h5py.File(blocked, "r")
+    assert hdf5_says_truncated(cut.value)
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"MZ" + bytes(2000))
+    with pytest.raises(OSError) as other:
+        h5py.File(junk, "r")
+    assert not hdf5_says_truncated(other.value)
+    with pytest.raises(StoreError, match=r"not an HDF5 file \(it starts with b'MZ\\x00"):
+        medload.open(junk)

@@ -43,6 +43,9 @@ __all__ = [
     "resume_shards",
     "WriterLock",
     "is_lock_error",
+    "HDF5_SIGNATURE",
+    "not_hdf5_head",
+    "hdf5_says_truncated",
 ]
 
 #: Shards of a folder store are named ``shard-<slot>.h5``.
@@ -152,6 +155,61 @@ def store_files(path: Path) -> list[Path]:
     return [path]
 
 
+#: The 8 bytes every HDF5 file has at offset 0, or at 512, 1024, 2048, ... after a user block.
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def not_hdf5_head(path: Path) -> bytes | None:
+    """The first 16 bytes of ``path`` when it has no HDF5 signature where one can be, else None.
+
+    Decided from the file's own bytes (the HDF5 format's signature), not from HDF5's message.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "notes.h5"
+    >>> _ = path.write_bytes(b"patient list")
+    >>> not_hdf5_head(path)
+    b'patient list'
+    >>> _ = path.write_bytes(bytes(512) + HDF5_SIGNATURE)  # after a 512-byte user block
+    >>> not_hdf5_head(path) is None
+    True
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+            size = os.fstat(handle.fileno()).st_size
+            offset = 512
+            while head[:8] != HDF5_SIGNATURE and offset + 8 <= size:
+                handle.seek(offset)
+                if handle.read(8) == HDF5_SIGNATURE:
+                    return None
+                offset *= 2
+    except OSError:
+        return None  # unreadable: HDF5's own message says more
+    return None if head[:8] == HDF5_SIGNATURE else head
+
+
+def hdf5_says_truncated(exc: OSError) -> bool:
+    """Whether HDF5 refused to open a file because it is shorter than its superblock records.
+
+    The one place where medload reads an error's text, and why: h5py turns every failure to
+    open a file into a plain ``OSError`` without an ``errno`` (HDF5's minor code
+    ``H5E_TRUNCATED`` is not passed on), so HDF5's wording (``"truncated file: eof = ..."``, from
+    its superblock check) is the only fact left. Only the message shown depends on it: a reword
+    in a later HDF5 makes the message less precise ("a file HDF5 cannot open"), never wrong.
+
+    Examples
+    --------
+    >>> hdf5_says_truncated(OSError("Unable to synchronously open file (truncated file: eof = 41024, "
+    ...                             "sblock->base_addr = 0, stored_eof = 82048)"))
+    True
+    >>> hdf5_says_truncated(OSError("Unable to synchronously open file (file signature not found)"))
+    False
+    """
+    return "truncated file" in str(exc)
+
+
 def _written_by_medload(path: Path) -> bool:
     """A plain file medload writes: a lock file, or an HDF5 file (a crashed partial shard may
     hold no root attributes yet, so the signature is what is checked)."""
@@ -161,7 +219,7 @@ def _written_by_medload(path: Path) -> bool:
         return path.stat().st_size < 4096
     try:
         with open(path, "rb") as fh:
-            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+            return fh.read(8) == HDF5_SIGNATURE
     except OSError:
         return False
 

@@ -12,7 +12,6 @@ Slices stored one per chunk are read without HDF5's per-call cost where possible
 
 from __future__ import annotations
 
-import builtins  # `open` below shadows the builtin in this module
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from medload.errors import ConfigError, StoreError
 from medload.problems import Problem, problems_json, read_problems
 from medload.store import _format as fmt
 from medload.store.chunks import ChunkTable
-from medload.store.layout import store_files
+from medload.store.layout import hdf5_says_truncated, not_hdf5_head, store_files
 from medload.volume import Volume
 
 if TYPE_CHECKING:
@@ -90,19 +89,13 @@ def _open_file(h5py: ModuleType, path: Path) -> h5py.File:
         # No chunk cache: a slice is one chunk, read once; a cache would only grow memory.
         return h5py.File(path, "r", rdcc_nbytes=0)
     except OSError as exc:
-        text = str(exc)
-        if "signature" in text:
-            found = "not an HDF5 file"
-            try:
-                with builtins.open(path, "rb") as handle:
-                    head = handle.read(16)
-                found += f" (it starts with {head!r})"
-            except OSError:
-                pass
-        elif "truncated" in text or "eof" in text.lower():
+        head = not_hdf5_head(path)
+        if head is not None:
+            found = f"not an HDF5 file (it starts with {head!r})"
+        elif hdf5_says_truncated(exc):
             found = f"a truncated HDF5 file ({path.stat().st_size} bytes; was it copied or written completely?)"
         else:
-            found = f"a file HDF5 cannot open ({text})"
+            found = f"a file HDF5 cannot open ({exc})"
         raise StoreError(f"{path} is {found}; expected a medload HDF5 store (schema {fmt.SCHEMA_VERSION}).") from exc
 
 

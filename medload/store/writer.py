@@ -581,15 +581,18 @@ def _write_failed(path: Path, exc: OSError, doing: str) -> StoreError:
     import errno
     import shutil
 
-    text = str(exc)
     try:
         free = shutil.disk_usage(path.parent).free
         space = f"{free / 1024**2:.1f} MiB free on its disk"
     except OSError:
         space = "free space unknown"
-    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "errno = 28" in text:
+    # The error number decides (h5py >= 3.2 sets it from HDF5's file driver), not the wording.
+    full = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}.get(exc.errno or 0)
+    if full:
         return StoreError(
-            f"{path}: the disk is full ({space}) while {doing}; volumes completed before are intact. "
+            f"{path}: {full} ({space}) while {doing}; volumes completed before are intact. "
             "Free some space (or write to another disk) and run the same command again: it resumes."
         )
-    return StoreError(f"{path}: write failed while {doing} ({type(exc).__name__}: {text[:300]}; {space}); run again to resume.")
+    return StoreError(
+        f"{path}: write failed while {doing} ({type(exc).__name__}: {str(exc)[:300]}; {space}); run again to resume."
+    )
