@@ -5,7 +5,7 @@ dask imports it in every worker process at start and calls :func:`dask_setup`. D
 local workers itself when their parent goes away, but from a thread that needs the GIL: a
 worker busy in a long C call that holds the GIL (a decoder, a compressor) lived on for as
 long as that call ran after its parent was SIGKILLed (the OOM killer's signal), writing into
-an output that a re-run was writing too. :func:`medload.parallel.die_with_parent` asks the
+an output that a re-run was writing too. :func:`medload.lifetime.die_with_parent` asks the
 kernel instead (``PR_SET_PDEATHSIG`` on Linux, a watchdog thread elsewhere), as the local
 pool's workers do. Workers of a cluster given by address are the cluster's, not ours: they
 get no preload.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from medload.parallel import die_with_parent
+from medload.lifetime import die_with_parent
 
 __all__ = ["dask_setup"]
 

@@ -28,7 +28,6 @@ from multiprocessing.connection import wait as wait_any
 import os
 import queue
 import signal
-import threading
 import time
 import traceback
 import warnings
@@ -39,6 +38,7 @@ from typing import Any, Protocol, TypeAlias
 from medload._optional import require
 from medload.cores import available_cores, resolve_workers
 from medload.errors import ConfigError, MedloadError
+from medload.lifetime import InterruptFlag, die_with_parent
 from medload.mainguard import unguarded_main_script
 
 __all__ = ["Outcome", "RunSummary", "Worker", "run_tasks", "default_workers", "unguarded_main_script"]
@@ -192,7 +192,7 @@ def run_tasks(
                 stacklevel=3,
             )
             n, dask = 0, None
-    with _InterruptFlag() as flag:
+    with InterruptFlag() as flag:
         if dask:
             return _run_dask(factory, tasks, dask, max(1, n), on_outcome, flag)
         if n == 0 or len(tasks) == 0:
@@ -232,35 +232,8 @@ def _failed(tid: str, failure: Failure, slot: str) -> Outcome:
     return Outcome(tid, False, None, error_type, message, slot, trace)
 
 
-class _InterruptFlag:
-    """First SIGINT sets the flag (stop feeding); the second raises KeyboardInterrupt."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._previous: Any = None
-        self._installed = False
-
-    def __enter__(self) -> _InterruptFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.event.is_set():
-            raise KeyboardInterrupt
-        self.event.set()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
-
-
 # --- in this process -------------------------------------------------------------------------
-def _run_inline(factory: Factory, tasks: Tasks, on_outcome: OnOutcome, on_start: OnStart, flag: _InterruptFlag) -> RunSummary:
+def _run_inline(factory: Factory, tasks: Tasks, on_outcome: OnOutcome, on_start: OnStart, flag: InterruptFlag) -> RunSummary:
     summary = RunSummary(backend="inline")
     worker = None
     try:
@@ -291,35 +264,6 @@ def _context() -> mp.context.ForkServerContext | mp.context.SpawnContext:
     if "forkserver" in mp.get_all_start_methods():
         return mp.get_context("forkserver")
     return mp.get_context("spawn")
-
-
-def die_with_parent(parent_pid: int, *, poll_s: float = 1.0) -> None:
-    """End this process when ``parent_pid`` ends, even by SIGKILL (the OOM killer's signal).
-
-    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` ends us when our parent process ends (with
-    forkserver that is the fork server, which itself ends when the main process does). Every
-    platform: a daemon thread checks once a second that ``parent_pid`` still exists and exits
-    if not. A worker left behind would hold its shard's lock and keep the next run out.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the watchdog below does it
-        pass
-
-    def watch() -> None:
-        while True:
-            time.sleep(poll_s)
-            try:
-                os.kill(parent_pid, 0)
-            except ProcessLookupError:
-                os._exit(70)
-            except PermissionError:  # pragma: no cover - exists, owned by someone else: pid reused
-                os._exit(70)
-
-    threading.Thread(target=watch, name="medload-parent-watch", daemon=True).start()
 
 
 def _pool_main(
@@ -357,7 +301,7 @@ class _Pool:
     """One local-pool run: its processes, its two queues, and where each task is."""
 
     def __init__(
-        self, factory: Factory, tasks: Tasks, n: int, on_outcome: OnOutcome, on_start: OnStart, flag: _InterruptFlag
+        self, factory: Factory, tasks: Tasks, n: int, on_outcome: OnOutcome, on_start: OnStart, flag: InterruptFlag
     ) -> None:
         self.factory, self.tasks, self.n, self.flag = factory, tasks, n, flag
         self.on_outcome, self.on_start = on_outcome, on_start
@@ -564,7 +508,7 @@ def _dask_call(factory: Factory, slot: str, task: Any) -> tuple[bool, Any, Failu
             worker.close()
 
 
-def _run_dask(factory: Factory, tasks: Tasks, address: str, n: int, on_outcome: OnOutcome, flag: _InterruptFlag) -> RunSummary:
+def _run_dask(factory: Factory, tasks: Tasks, address: str, n: int, on_outcome: OnOutcome, flag: InterruptFlag) -> RunSummary:
     distributed = require("distributed", "--dask (running on a Dask cluster)")
     from medload.deid import sanitize_key
 
