@@ -194,3 +194,17 @@ def test_a_parallel_convert_reports_the_error_class_and_the_reason_apart(tmp_pat
     page = Path(write_qc(tmp_path / "out", workers=0)["path"]).read_text()
     assert "LookupError: lookup: key: 3" in page and page.count("WorkerDied") == 1
     assert "WorkerDied: the worker process ended (exit code 9)" in page
+
+
+@pytest.mark.slow
+def test_a_failed_dask_task_carries_its_class_apart_from_its_message():
+    pytest.importorskip("distributed")
+    summary = run_tasks(Colons, [("a", "series a"), ("m", "medload")], workers=1, dask="local")
+    got = _by_id(summary.outcomes)
+    assert (got["a"].error_type, got["a"].error_message) == ("ColonError", "series a: key: value: 3")
+    assert "raise ColonError" in got["a"].error_traceback
+    assert (got["m"].error_type, got["m"].error_message, got["m"].error_traceback) == (
+        "MedloadError",
+        "TypeError: not the class: a quoted one",
+        None,
+    )
