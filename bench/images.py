@@ -1,6 +1,7 @@
 """2D image datasets: the usual PyTorch and TensorFlow pipelines against medload's store, in one run.
 
-Run: ``python bench/images.py [--n 5000] [--workers 0 2] [--workdir /tmp/medload-bench-images]``
+Run: ``python bench/images.py [--n 5000] [--workers 0 2] [--workdir /tmp/medload-bench-images]``;
+converting only: ``python bench/images.py --convert-only [--convert-n 1000] [--before TREE ...]``
 
 The images are made from real slices (``../shared/data``: the TotalSegmentator CT, its DICOM
 series, the NIH MR series), windowed, resized to 256x256, flipped and re-windowed into
@@ -23,6 +24,12 @@ its class label, in batches of 32, in shuffled order.
     prefetch, against ``medload.datasets.tf_dataset`` (shuffle, parallel batch reads,
     normalization, prefetch). Goal: >= 1.5x.
 (c) Bytes on disk: the store against the PNG originals and against the TFRecords.
+(d) Converting (``--convert-only``): images/s of ``medload convert FOLDER -o OUT --size 224
+    --grayscale --workers W`` (a new process each time, as a user runs it: start-up, scan,
+    plan, convert, report) on ``--convert-n`` of the images, beside a plain loop in one
+    process (PIL open + decode + grey + resize, one h5py uint8 LZ4 dataset per image), as a
+    ratio; ``--before TREE ...`` times other medload checkouts in the same run (e.g.
+    ``git archive <commit> | tar -x -C /tmp/before``) for before/after numbers.
 
 The machine may be shared: each method is timed in turn for ``--rounds`` rounds (one full
 epoch each, after a warm-up epoch) and its best round is kept.
@@ -234,6 +241,75 @@ def epoch_tf(ds) -> int:
     return n
 
 
+# --------------------------------------------------------------------------- (d) converting
+def subset_folder(work: Path, files: list[tuple[Path, int]], n: int) -> Path:
+    """The first ``n`` images of each class hard-linked into ``work/convert-<n>/<class>/``."""
+    root = work / f"convert-{n}"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    per_class: dict[str, int] = {}
+    for path, _ in files:
+        cls = path.parent.name
+        if per_class.get(cls, 0) >= -(-n // 2):
+            continue
+        per_class[cls] = per_class.get(cls, 0) + 1
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        os.link(path, root / cls / path.name)
+    done.write_text("")
+    return root
+
+
+def convert_anchor(folder: Path, out: Path) -> int:
+    """The plain loop: PIL open + decode + grey + resize, one h5py dataset per image (uint8, LZ4)."""
+    import h5py
+    import hdf5plugin
+    from PIL import Image
+
+    paths = sorted(p for p in folder.rglob("*") if p.suffix in (".png", ".jpg"))
+    with h5py.File(out, "w") as f:
+        for i, path in enumerate(paths):
+            with Image.open(path) as im:
+                if im.mode.startswith("I;16") or im.mode == "I":
+                    x = np.asarray(im.convert("F").resize((OUT, OUT), Image.BILINEAR), np.float32) / 65535.0
+                else:
+                    x = np.asarray(im.convert("L").resize((OUT, OUT), Image.BILINEAR), np.float32) / 255.0
+            f.create_dataset(f"{i:06d}", data=(x * 255 + 0.5).astype(np.uint8)[None], chunks=(1, OUT, OUT), **hdf5plugin.LZ4())
+    return len(paths)
+
+
+def convert_medload(tree: Path, folder: Path, out: Path, workers: int) -> float:
+    """Seconds for ``medload convert FOLDER -o OUT --size 224 --grayscale`` run from ``tree`` (a new process)."""
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(tree), "MEDLOAD_PHI_KEY": "bench-images-" + "0" * 40}
+    cmd = [sys.executable, "-m", "medload.cli", "convert", str(folder), "-o", str(out), "--size", str(OUT)]
+    cmd += ["--grayscale", "--workers", str(workers), "--quiet", "--patient-pattern", r"(?P<patient>\d+)_"]
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, cwd=tree)
+    return time.perf_counter() - t
+
+
+def convert_rows(work: Path, files: list[tuple[Path, int]], args: argparse.Namespace) -> list[tuple[str, float, float]]:
+    """(d) images/s converting: the plain loop, then medload from this tree and each ``--before`` tree."""
+    folder = subset_folder(work, files, args.convert_n)
+    n = sum(1 for p in folder.rglob("*") if p.suffix in (".png", ".jpg"))
+    anchor = 0.0
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        convert_anchor(folder, work / "anchor.h5")
+        anchor = max(anchor, n / (time.perf_counter() - t))
+    rows = [(f"(d) {n} images: plain loop, PIL decode + resize + one h5py dataset each", anchor, 1.0)]
+    trees = [("this tree", ROOT)] + [(f"--before {b}", Path(b).resolve()) for b in args.before]
+    for w in args.convert_workers:
+        for name, tree in trees:
+            best = min(convert_medload(tree, folder, work / "convert-out", w) for _ in range(args.rounds))
+            rows.append((f"(d) medload convert --workers {w} ({name})", n / best, n / best / anchor))
+    return rows
+
+
 # --------------------------------------------------------------------------- running
 def best_rate(fn, rounds: int) -> float:
     fn()  # warm-up: worker start, file cache, tf.data graph
@@ -260,6 +336,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "medload-bench-images"))
     ap.add_argument("--no-tf", action="store_true", help="skip the TensorFlow part")
+    ap.add_argument("--convert-only", action="store_true", help="only (d): images/s converting")
+    ap.add_argument("--convert-n", type=int, default=1000, help="images converted in (d) (default 1000)")
+    ap.add_argument("--convert-workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--before", nargs="*", default=[], help="other medload trees to time in (d), e.g. an older commit")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -267,6 +347,11 @@ def main() -> None:
     t = time.perf_counter()
     files = write_images(work / "images", args.n)
     print(f"images: {len(files)} in {work / 'images'} ({time.perf_counter() - t:.1f} s to make or find)")
+    if args.convert_only:
+        print(f"\n{'converting (one run; best of --rounds)':62s} {'images/s':>10s} {'ratio':>7s}")
+        for name, rate, ratio in convert_rows(work, files, args):
+            print(f"{name:62s} {rate:10.1f} {ratio:6.2f}x")
+        return
     store = work / "store"
     if not (store / "report.json").exists():
         t = time.perf_counter()
