@@ -97,7 +97,7 @@ class PipelineMismatchError(StoreError):
         return (_rebuild, (type(self), str(self), self.__dict__))
 
 
-def _rebuild(cls: type, message: str, state: dict[str, Any]) -> Exception:
+def _rebuild(cls: type[Exception], message: str, state: dict[str, Any]) -> Exception:
     exc = cls(message, **state)
     return exc
 

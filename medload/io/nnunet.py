@@ -43,7 +43,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +52,9 @@ from medload.errors import GeometryError, ReadError, UnsupportedError
 from medload.io.nifti import load_nifti, scan_nifti
 from medload.io.series import Series
 from medload.volume import Volume
+
+if TYPE_CHECKING:  # io.scan imports this module: imported where used
+    from medload.io.scan import ScanResult
 
 __all__ = ["NNUNET_ENDINGS", "is_nnunet", "load_nnunet", "read_dataset_json", "scan_nnunet"]
 
@@ -120,7 +123,7 @@ def _modality(channels: list[str]) -> str:
     return "unknown"
 
 
-def scan_nnunet(root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey | None = None) -> Any:
+def scan_nnunet(root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey | None = None) -> ScanResult:
     """One :class:`Series` per case of ``imagesTr`` and ``imagesTs``, headers only.
 
     Returns a :class:`~medload.io.scan.ScanResult` with, besides the series, ``.errors`` (a
