@@ -154,7 +154,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
                 "VolumeDataset: foreground_ratio > 0 samples patches around mask foreground, but the "
                 "selected volumes (some or all) have no masks, or with_mask=False; store masks or set foreground_ratio=0."
             )
-        records = self.reader.volumes  # a new list per access: read it once, not once per volume
+        records = self.reader.volumes  # one read-only tuple, read once here
         self._shapes = {int(v): tuple(int(s) for s in records[v].shape) for v in self.volume_ids}
         # Shared memory: set_epoch in the main process reaches persistent workers (fork and spawn).
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
