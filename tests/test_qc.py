@@ -443,3 +443,47 @@ def test_failed_rows_show_each_error_class_once_for_old_and_new_reports(tmp_path
         reasons = re.findall(r"<td class='reason'>(.*?)</td>", page)
         # a reason that merely begins with a class name (a quoted message) keeps its own class in front
         assert reasons == ["WorkerDied: exit code 9", "GeometryError: GeometryError: quoted: 2 gaps"], version
+
+
+def _thumb_pixels(folder: Path, name: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(folder / name) as im:
+        return np.asarray(im.convert("RGB"), np.float64)
+
+
+def test_every_channel_is_checked_and_drawn(tmp_path):
+    # A two-sequence MR (T2, ADC) and an RGB image. Before, the page read channel 0 alone: a
+    # NaN or a blank second channel passed unseen, and an RGB image was drawn as its red plane.
+    rng = np.random.default_rng(3)
+    mr = rng.random((2, 6, 24, 24)).astype(np.float32)  # (C, Z, Y, X)
+    mr[1] = 0.5  # the ADC channel is blank
+    mr[1, 2, 3, 4] = np.nan  # and holds one NaN
+    rgb = np.zeros((3, 1, 32, 32), np.float32)
+    rgb[0, :, :, :16] = 1.0  # left half red, right half blue
+    rgb[2, :, :, 16:] = 1.0
+    with medload.Store.create(tmp_path / "x.h5", dtype="float32") as store:
+        store.add(medload.Volume(mr, np.eye(4), modality="MR", meta={"channels": ["T2", "ADC"]}))
+        store.add(medload.Volume(rgb, np.eye(4), modality="XC", meta={"channels": ["R", "G", "B"]}))
+    info = write_qc(tmp_path / "x.h5")
+    page = Path(info["path"]).read_text()
+    cards = page.split("<article")[1:]
+    mr_card = next(c for c in cards if "data-modality='MR'" in c)
+    assert "1 stored values are NaN or infinite" in mr_card
+    assert "channel ADC is constant: every stored value is 0.5" in mr_card
+    # Three planes per channel, each captioned with its channel.
+    assert len(re.findall(r"data-plane='\w+'", mr_card)) == 6
+    assert mr_card.count(" T2</figcaption>") == 3 and mr_card.count(" ADC</figcaption>") == 3
+    thumbs = tmp_path / "x.qc" / "thumbs"
+    t2 = _thumb_pixels(thumbs, "000000_axial_c0.jpg")
+    adc = _thumb_pixels(thumbs, "000000_axial_c1.jpg")
+    assert t2.std() > 30  # random T2 values stretched over the window: texture
+    assert adc.std() < t2.std() / 3  # the blank channel is drawn blank, not as a copy of T2
+    # The RGB image: one colour picture, red where the red channel is, blue where the blue is.
+    rgb_card = next(c for c in cards if "data-modality='XC'" in c)
+    assert len(re.findall(r"data-plane='\w+'", rgb_card)) == 1
+    (drawn,) = thumbs.glob("000001_*")  # one slice: the plane its affine makes it (sagittal for np.eye(4))
+    picture = _thumb_pixels(thumbs, drawn.name)
+    red = (picture[..., 0] > 200) & (picture[..., 1] < 60) & (picture[..., 2] < 60)
+    blue = (picture[..., 2] > 200) & (picture[..., 0] < 60) & (picture[..., 1] < 60)
+    assert 0.4 < red.mean() < 0.6 and 0.4 < blue.mean() < 0.6  # half red, half blue (edges blur a little)

@@ -7,12 +7,13 @@ of volumes opens at once and draws what is scrolled to). It holds:
 
 - a summary: counts, modalities, slice shapes, histograms of spacing and of stored intensity
   (one per intensity meaning: a CT window in [0, 1] and an MR z-score are not one axis);
-- per volume: axial, coronal and sagittal planes through the mask's centroid (else the centre)
-  with edge letters read from the stored affine (:mod:`medload.qc.views`), the mask blended
+- per volume: axial, coronal and sagittal planes through the mask's centroid (else the centre),
+  in colour for an RGB image and one row per channel (the first four) for a multi-channel
+  volume such as stacked MR sequences or CT windows, with edge letters read from the stored affine (:mod:`medload.qc.views`), the mask blended
   in colour with a legend of its labels, the stored value range and what it means, the
   history (every pipeline step with its parameters) and problems (the converter's, as the
-  store holds them, and what the page itself finds: a constant image, non-finite values, an
-  empty mask), each shown with its kind (:class:`medload.problems.ProblemKind`), and the
+  store holds them, and what the page itself finds: a constant image or channel, non-finite
+  values in any channel, an empty mask), each shown with its kind (:class:`medload.problems.ProblemKind`), and the
   summary counts the volumes of each kind;
 - every series the converter did not write (failed, duplicate, not run) with its reason, and
   the unreadable files, from the ``report.json`` the converter wrote beside the store;
@@ -40,6 +41,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,9 +103,7 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
     # An integer store (the default uint8) is drawn from its stored values, the window mapped
     # through scale and offset: no float copy of the volume (measured ~2 ms of ~10 per volume).
     integer = np.issubdtype(np.dtype(record.dtype), np.integer)
-    image = reader.read_slices(volume, 0, record.n_slices, raw=integer)
-    if image.ndim == 4:  # (Z, C, H, W): channel 0 is drawn
-        image = image[:, 0]
+    image = reader.read_slices(volume, 0, record.n_slices, raw=integer)  # (Z, H, W) or (Z, C, H, W)
     mask = reader.read_mask(volume, 0, record.n_slices) if record.has_mask else None
     if integer:  # integers are finite
         n_bad, values = 0, image.ravel()
@@ -123,6 +123,8 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
         problems.append(Problem(ProblemKind.NONFINITE_VALUES, f"{n_bad} stored values are NaN or infinite"))
     if values.size and low == high:
         problems.append(Problem(ProblemKind.CONSTANT_IMAGE, f"constant image: every stored value is {low:.6g}"))
+    elif image.ndim == 4:
+        problems += _constant_channels(image, record, decoded)
     labels: dict[int, int] = {}
     if mask is not None:
         counts = np.bincount(mask.ravel().astype(np.intp, copy=False)) if mask.size else np.zeros(1, np.intp)
@@ -130,19 +132,98 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
         if not labels:
             problems.append(Problem(ProblemKind.EMPTY_MASK, "the mask is empty (no labelled voxel)"))
     shown = []
+    for suffix, channel, drawn in _drawn_channels(image, record):
+        drawn_window = stored_window if channel in (None, _COLOUR) else views.display_range(_finite(drawn))
+        shown += _thumbnails(drawn, drawn_window, record, mask, volume, thumbs, size, suffix=suffix, channel=channel)
+    step = max(1, values.size // _SAMPLES)
+    return {
+        "volume": volume,
+        "range": [low, high],
+        "window": list(window),
+        "labels": labels,
+        "problems": problems,
+        "views": shown,
+        "sample": decoded(np.asarray(values[::step][:_SAMPLES], np.float32)),
+    }
+
+
+#: The channel names of a colour image, drawn in colour.
+_COLOUR = "RGB"
+#: At most this many channels of a multi-channel volume get thumbnails of their own.
+MAX_DRAWN_CHANNELS = 4
+
+
+def _channel_names(record: Any, n: int) -> list[str]:
+    names = list(record.channels or ())
+    return names if len(names) == n else [f"channel {c}" for c in range(n)]
+
+
+def _drawn_channels(image: np.ndarray, record: Any) -> list[tuple[str, str | None, np.ndarray]]:
+    """What the thumbnails draw: ``(file-name suffix, channel caption, array)`` per picture row.
+
+    A 3D volume is one grey row; an RGB image (channels ``R, G, B``) one colour row, its array
+    ``(3, Z, H, W)``; any other multi-channel volume one grey row per channel (``(Z, H, W)``
+    each), the first :data:`MAX_DRAWN_CHANNELS` of them: a second MR sequence or a second CT
+    window is checked by eye like the first.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as R
+    >>> [(s, c, a.shape) for s, c, a in _drawn_channels(np.zeros((2, 2, 4, 4)), R(channels=("T2", "ADC")))]
+    [('_c0', 'T2', (2, 4, 4)), ('_c1', 'ADC', (2, 4, 4))]
+    >>> [(s, c, a.shape) for s, c, a in _drawn_channels(np.zeros((1, 3, 4, 4)), R(channels=("R", "G", "B")))]
+    [('', 'RGB', (3, 1, 4, 4))]
+    """
+    if image.ndim == 3:
+        return [("", None, image)]
+    if tuple(record.channels or ()) == ("R", "G", "B"):
+        return [("", _COLOUR, np.moveaxis(image, 1, 0))]
+    names = _channel_names(record, image.shape[1])
+    return [(f"_c{c}", names[c], image[:, c]) for c in range(min(image.shape[1], MAX_DRAWN_CHANNELS))]
+
+
+def _finite(array: np.ndarray) -> np.ndarray:
+    return array if np.issubdtype(array.dtype, np.integer) else array[np.isfinite(array)]
+
+
+def _constant_channels(image: np.ndarray, record: Any, decoded: Callable[[Any], Any]) -> list[Problem]:
+    """One ``constant_image`` problem per channel of a ``(Z, C, H, W)`` volume whose finite values are all one."""
+    problems = []
+    for c, name in enumerate(_channel_names(record, image.shape[1])):
+        values = _finite(image[:, c])
+        if values.size and values.min() == values.max():
+            value = float(decoded(values.min()))
+            problems.append(Problem(ProblemKind.CONSTANT_IMAGE, f"channel {name} is constant: every stored value is {value:.6g}"))
+    return problems
+
+
+def _thumbnails(
+    image: np.ndarray,
+    stored_window: tuple[float, float],
+    record: Any,
+    mask: np.ndarray | None,
+    volume: int,
+    thumbs: str,
+    size: int,
+    *,
+    suffix: str = "",
+    channel: str | None = None,
+) -> list[dict[str, Any]]:
+    """Draw the three planes of ``image`` (grey ``(Z, H, W)`` or colour ``(3, Z, H, W)``) into ``thumbs``."""
+    shown = []
     planes = views.orthogonal_views(image, record.affine, mask)
     if record.n_slices == 1:
         # A radiograph or a single slice: the other two planes would be one-pixel lines.
-        planes = [v for v in planes if min(v.image.shape) > 1] or planes[:1]
+        planes = [v for v in planes if min(v.image.shape[:2]) > 1] or planes[:1]
     for view in planes:
         gray = views.to_uint8(view.image, *stored_window)
         if view.mask is not None and view.mask.any():
-            # label colours drawn exactly: PNG; grey alone: JPEG (encodes 5-10x faster, smaller)
+            # label colours drawn exactly: PNG; no mask: JPEG (encodes 5-10x faster, smaller)
             picture = views.fit(views.overlay(gray, view.mask), view.pixel_mm, size)
-            name, data = f"{volume:06d}_{view.plane}.png", views.png_bytes(picture)
+            name, data = f"{volume:06d}_{view.plane}{suffix}.png", views.png_bytes(picture)
         else:
             picture = views.fit(gray, view.pixel_mm, size)
-            name, data = f"{volume:06d}_{view.plane}.jpg", views.jpeg_bytes(picture)
+            name, data = f"{volume:06d}_{view.plane}{suffix}.jpg", views.jpeg_bytes(picture)
         with open(os.path.join(thumbs, name), "wb") as handle:
             handle.write(data)
         shown.append(
@@ -154,18 +235,10 @@ def _volume_facts(store: str, volume: int, thumbs: str, size: int) -> dict[str, 
                 "labels": view.labels,
                 "width": int(picture.shape[1]),
                 "height": int(picture.shape[0]),
+                "channel": channel,
             }
         )
-    step = max(1, values.size // _SAMPLES)
-    return {
-        "volume": volume,
-        "range": [low, high],
-        "window": list(window),
-        "labels": labels,
-        "problems": problems,
-        "views": shown,
-        "sample": decoded(np.asarray(values[::step][:_SAMPLES], np.float32)),
-    }
+    return shown
 
 
 def _unreadable(volume: int, why: str) -> dict[str, Any]:
@@ -257,7 +330,9 @@ def _view_html(view: dict[str, Any]) -> str:
         f"<img src='thumbs/{view['file']}' width='{view['width']}' height='{view['height']}' loading='lazy' "
         f"alt='{view['plane']}' data-plane='{view['plane']}' data-labels='{escape(json.dumps(letters))}'>"
         f"<span class='lt right'>{letters['right']}</span><span class='lt bottom'>{letters['bottom']}</span>"
-        f"</div><figcaption>{view['plane']} {view['index'] + 1}/{view['n']}</figcaption></figure>"
+        f"</div><figcaption>{view['plane']} {view['index'] + 1}/{view['n']}"
+        + (f" {escape(view['channel'])}" if view.get("channel") else "")
+        + "</figcaption></figure>"
     )
 
 

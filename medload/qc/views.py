@@ -252,7 +252,8 @@ def to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 def overlay(gray: np.ndarray, mask: np.ndarray | None, *, alpha: float = 0.35) -> np.ndarray:
-    """RGB ``(H, W, 3)`` uint8: ``gray`` with each mask label blended in its :data:`LABEL_COLOURS` colour.
+    """RGB ``(H, W, 3)`` uint8: ``gray`` (or a colour ``(H, W, 3)`` image) with each mask label blended in its
+    :data:`LABEL_COLOURS` colour.
 
     Examples
     --------
@@ -260,7 +261,8 @@ def overlay(gray: np.ndarray, mask: np.ndarray | None, *, alpha: float = 0.35) -
     >>> rgb.tolist()
     [[[0, 0, 0], [230, 25, 75]]]
     """
-    rgb = np.repeat(np.asarray(gray, np.uint8)[..., None], 3, axis=-1)
+    gray = np.asarray(gray, np.uint8)
+    rgb = gray.copy() if gray.ndim == 3 else np.repeat(gray[..., None], 3, axis=-1)
     if mask is None or not np.any(mask):
         return rgb
     mask = np.asarray(mask)
