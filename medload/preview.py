@@ -4,7 +4,7 @@
 store's volumes and shown in order (volume by volume, slices in stored order). Each tile is the
 slice as stored (what a model sees), its edges lettered from the stored affine
 (:func:`medload.qc.views.slice_labels`), pixels square in mm, the mask blended in colour
-(:func:`medload.qc.views.overlay`), values mapped through ``window`` (stored values) or the
+(:func:`medload.qc.views.overlay`), an RGB image (channels ``R, G, B``) in colour, values mapped through ``window`` (stored values) or the
 slice's 0.5-99.5 percentiles. ``--before-after`` pairs each stored slice with the same
 slice read again from the source (found through the ``report.json`` the converter wrote beside
 the store, or ``sources=``), so the effect of the preprocessing can be seen. Tiles are square,
@@ -62,12 +62,26 @@ def pick_slices(n_slices: list[int], n: int) -> list[tuple[int, int]]:
     return sorted(picked)
 
 
-def _display(image: np.ndarray) -> np.ndarray:
-    """A 2D float image for display: channel 0 of a multi-channel slice, NaN-free."""
+def _display(image: np.ndarray, channels: Any = None) -> np.ndarray:
+    """A float image for display, NaN-free: an RGB slice ``(3, H, W)`` (channels ``R, G, B``) as
+    colour ``(H, W, 3)``, channel 0 of any other multi-channel slice, a 2D slice as it is.
+
+    Examples
+    --------
+    >>> _display(np.zeros((3, 2, 4)), ("R", "G", "B")).shape, _display(np.zeros((2, 2, 4)), ("T2", "ADC")).shape
+    ((2, 4, 3), (2, 4))
+    """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 3:
-        image = image[0]
+        image = np.moveaxis(image, 0, -1) if tuple(channels or ()) == ("R", "G", "B") else image[0]
     return np.nan_to_num(image)
+
+
+def _channel_title(record: Any) -> str:
+    """What a tile's title adds for a multi-channel volume: the channel drawn (channel 0), unless RGB."""
+    if len(record.shape) != 4 or tuple(record.channels or ()) == ("R", "G", "B"):
+        return ""
+    return f" {record.channels[0]}" if record.channels else " ch0"
 
 
 def _sources_from_report(store: Path) -> list[str]:
@@ -123,13 +137,14 @@ def _raw_slices(
                 continue
             done.add(series.series_key)
             volume = load(series)
-            array = volume.array[0] if volume.array.ndim == 4 else volume.array
+            # (C, Z, Y, X) -> slices (C, Y, X), drawn as the stored ones are (colour for R, G, B)
+            array = np.moveaxis(volume.array, 0, 1) if volume.array.ndim == 4 else volume.array
             if affines is not None:
                 affines[series.series_key] = volume.affine
             for z, record in wanted[series.series_key]:
                 index = _source_slice(volume.affine, len(array), record.affine, record.shape, z)
                 if index is not None:
-                    raw[(series.series_key, z)] = array[index]
+                    raw[(series.series_key, z)] = _display(array[index], volume.meta.get("channels"))
     return raw
 
 
@@ -257,10 +272,10 @@ def montage(
     if not records:
         raise StoreError(f"{store_path} holds no complete volume; nothing to preview")
     picked = pick_slices([r.n_slices for r in records], n)
-    stored = [_display(reader.read_slices(v, z, z + 1)[0]) for v, z in picked]
+    stored = [_display(reader.read_slices(v, z, z + 1)[0], records[v].channels) for v, z in picked]
     stored_masks = [reader.read_mask(v, z, z + 1)[0] if masks and records[v].has_mask else None for v, z in picked]
     shown = [(records[v].key, z) for v, z in picked]
-    titles = [f"{records[v].key[:12]} z{z}" for v, z in picked]
+    titles = [f"{records[v].key[:12]} z{z}{_channel_title(records[v])}" for v, z in picked]
     # (image, mask, affine, pixel mm, title, window) per tile
     tiles: list[tuple[Any, ...]] = []
     for (v, _z), image, mask, title in zip(picked, stored, stored_masks, titles):
@@ -313,6 +328,6 @@ def _beside_sources(
         before = raw.get((key, z))
         affine = source_affines.get(key)
         pixel_mm = tuple(np.linalg.norm(affine[:3, 1:3], axis=0)) if affine is not None else (1.0, 1.0)
-        paired.append((None if before is None else _display(before), None, affine, pixel_mm, "source " + stored_tile[4], None))
+        paired.append((before, None, affine, pixel_mm, "source " + stored_tile[4], None))
         paired.append(stored_tile[:4] + ("stored " + stored_tile[4],) + stored_tile[5:])
     return paired

@@ -487,3 +487,27 @@ def test_every_channel_is_checked_and_drawn(tmp_path):
     red = (picture[..., 0] > 200) & (picture[..., 1] < 60) & (picture[..., 2] < 60)
     blue = (picture[..., 2] > 200) & (picture[..., 0] < 60) & (picture[..., 1] < 60)
     assert 0.4 < red.mean() < 0.6 and 0.4 < blue.mean() < 0.6  # half red, half blue (edges blur a little)
+
+
+def test_preview_draws_an_rgb_image_in_colour_before_and_after(tmp_path):
+    # A colour photograph converted without --grayscale is stored as channels R, G, B; the
+    # preview drew its red plane in grey. Now both the stored and the source tile are in colour.
+    from PIL import Image
+
+    from medload.preview import montage
+
+    picture = np.zeros((40, 40, 3), np.uint8)
+    picture[:, :20, 0] = 255  # left half red
+    picture[:, 20:, 2] = 255  # right half blue
+    (tmp_path / "src").mkdir()
+    Image.fromarray(picture).save(tmp_path / "src" / "photo.png")
+    assert medload.convert(tmp_path / "src", tmp_path / "out", workers=0, progress=False).ok
+    assert medload.open(tmp_path / "out").volumes[0].channels == ("R", "G", "B")
+    info = montage(tmp_path / "out", tmp_path / "m.png", n=1, tile=128, before_after=True, sources=[str(tmp_path / "src")])
+    with Image.open(info["path"]) as im:
+        canvas = np.asarray(im.convert("RGB"))
+    for column in range(2):  # the source tile, then the stored tile
+        tile = canvas[:, column * 128 : (column + 1) * 128].astype(int)
+        red = (tile[..., 0] > 200) & (tile[..., 1] < 60) & (tile[..., 2] < 60)
+        blue = (tile[..., 2] > 200) & (tile[..., 0] < 60) & (tile[..., 1] < 60)
+        assert red.sum() > 1500 and blue.sum() > 1500, f"tile {column}: {red.sum()} red, {blue.sum()} blue pixels"
