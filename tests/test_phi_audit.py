@@ -11,7 +11,7 @@ import json
 import pytest
 
 import medload
-from fixtures.phi import search_output, write_audit_export
+from fixtures.phi import convert_audit_export, search_output, write_audit_export
 from medload.cli import main
 
 
@@ -20,23 +20,7 @@ def audit(tmp_path_factory):
     folder = tmp_path_factory.mktemp("audit")
     info = write_audit_export(folder)
     out = folder / "out"
-    code = main(
-        [
-            "convert",
-            str(info["export"]),
-            "-o",
-            str(out),
-            "--masks",
-            str(info["masks"]),
-            "--workers",
-            "0",
-            "--quiet",
-            "--size",
-            "16",
-            "--source-map",
-            str(folder / "source-map.json"),
-        ]
-    )
+    code = convert_audit_export(info, out, "--source-map", str(folder / "source-map.json"))
     return info, out, code
 
 
@@ -111,26 +95,7 @@ def test_the_source_map_is_outside_and_maps_pseudonyms_back(audit):
 def test_keep_phi_writes_the_expected_values(audit, tmp_path):
     info, _, _ = audit
     kept = tmp_path / "kept"
-    assert (
-        main(
-            [
-                "convert",
-                str(info["export"]),
-                "-o",
-                str(kept),
-                "--masks",
-                str(info["masks"]),
-                "--workers",
-                "0",
-                "--quiet",
-                "--size",
-                "16",
-                "--keep-phi",
-                "--allow-burned-in",
-            ]
-        )
-        == 1
-    )  # the unreadable file
+    assert convert_audit_export(info, kept, "--keep-phi", "--allow-burned-in") == 1  # the unreadable file
     hits = search_output(kept, info["kept"])
     assert sorted(hits) == sorted(info["kept"]), sorted(set(info["kept"]) - set(hits))
     assert len(medload.open(kept).volumes) == 3  # the burned-in series too, on request
@@ -142,24 +107,7 @@ def test_without_a_key_patient_keys_are_the_users_not_the_sources(audit, tmp_pat
     info, out, _ = audit
     stored = {v.patient_key for v in medload.open(out).volumes}
     again = tmp_path / "again"
-    assert (
-        main(
-            [
-                "convert",
-                str(info["export"]),
-                "-o",
-                str(again),
-                "--masks",
-                str(info["masks"]),
-                "--workers",
-                "0",
-                "--quiet",
-                "--size",
-                "16",
-            ]
-        )
-        == 1
-    )
+    assert convert_audit_export(info, again) == 1
     assert {v.patient_key for v in medload.open(again).volumes} == stored  # same user, same keys
     constants = set()
     for path in (medload.__file__ and __import__("pathlib").Path(medload.__file__).parent).rglob("*.py"):

@@ -258,27 +258,11 @@ def test_the_store_phi_audit_passes_over_the_qc_folder(tmp_path):
     """fixtures/phi.py's audit (79 planted values: names in folders, files, tags, descriptions,
     a mask and an unreadable file named after the patient) finds nothing in OUT/qc/, and the
     page still says why the burned-in series and the unreadable file were not converted."""
-    from fixtures.phi import search_output, write_audit_export
+    from fixtures.phi import convert_audit_export, search_output, write_audit_export
 
     info = write_audit_export(tmp_path / "audit")
     out = tmp_path / "out"
-    code = main(
-        [
-            "convert",
-            str(info["export"]),
-            "-o",
-            str(out),
-            "--masks",
-            str(info["masks"]),
-            "--workers",
-            "0",
-            "--quiet",
-            "--size",
-            "16",
-            "--qc",
-        ]
-    )
-    assert code == 1
+    assert convert_audit_export(info, out, "--qc") == 1
     page = (out / "qc" / "index.html").read_text()
     assert "BurnedInAnnotation is YES" in page and "unreadable file" in page
     assert len(list((out / "qc" / "thumbs").iterdir())) == 3 * len(medload.open(out).volumes)
@@ -286,10 +270,7 @@ def test_the_store_phi_audit_passes_over_the_qc_folder(tmp_path):
     assert hits == {}, hits
     # The audit sees the page: with --keep-phi it finds the patient's folder name there.
     kept = tmp_path / "kept"
-    assert (
-        main(["convert", str(info["export"]), "-o", str(kept), "--workers", "0", "--quiet", "--size", "16", "--keep-phi", "--qc"])
-        == 1
-    )
+    assert convert_audit_export(info, kept, "--keep-phi", "--qc", masks=False) == 1
     assert "SMITHSON_JOHNATHAN_MRN12345678" in search_output(kept / "qc", info["needles"])
 
 
