@@ -90,3 +90,50 @@ def test_ge_series_without_diffusion_weighting_get_no_table(tmp_path):
     ge_dwi_series(tmp_path / "in", bvals=(0, 0, 0), offset_1e9=False)
     vol = medload.load(tmp_path / "in")
     assert "diffusion" not in vol.meta and "diffusion_gradients_validated" not in vol.meta
+
+
+def _add_public(folder, bvals, gradients=None):
+    """Write the public DiffusionBValue (and DiffusionGradientOrientation) beside GE's private elements."""
+    for path in sorted(folder.iterdir()):
+        volume = int(path.name.split("_")[1])
+        ds = pydicom.dcmread(path)
+        ds.DiffusionBValue = float(bvals[volume])
+        if gradients is not None:
+            ds.DiffusionGradientOrientation = [float(v) for v in gradients[volume]]
+        ds.save_as(path)
+
+
+# Public values that disagree with the private ones everywhere: whichever is read shows.
+PUBLIC_B = (0, 500, 500, 700, 700, 3000, 800)
+PUBLIC_G = [[0, 0, 0], [0, 0, 1], [0, 0, 1], [0, 1, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("orientation", ["axial", "coronal"])
+def test_private_ge_encoding_wins_over_a_public_b_value_as_in_dcm2niix(tmp_path, orientation):
+    # GE software 27 on writes DiffusionBValue (0018,9087) beside the private elements, without
+    # a gradient. Before, medload read the public b-value alone: b 500/700/3000/800 with zero
+    # gradients, a table of "derived trace" frames. dcm2niix lets the private values win.
+    ge_dwi_series(tmp_path / "in", orientation=orientation, bvals=BVALS, gradients=GRADIENTS)
+    _add_public(tmp_path / "in", PUBLIC_B)
+    vol = medload.load(tmp_path / "in")
+    assert vol.meta["diffusion"]["bvals"] == [0.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 0.0]
+    ref_bval, ref_world = _dcm2niix(tmp_path / "in", tmp_path)
+    out = save_nifti(vol, tmp_path / "ours.nii", bids=True)
+    np.testing.assert_array_equal(np.loadtxt(out[1]), ref_bval)
+    np.testing.assert_allclose(bvec_world(np.loadtxt(out[2]), nib.load(out[0]).affine), ref_world, atol=1e-5)
+
+
+def test_private_ge_encoding_wins_over_a_public_gradient_too(tmp_path):
+    # With DiffusionGradientOrientation as well, dcm2niix still takes GE's private b-values and
+    # gradients, but treats the (image-frame) gradients as world vectors and skips its GE rules
+    # (geCorrectBvecs returns early once 0018,9089 was seen): b 2000 at |g| 0.707 stays 2000 and
+    # the in-plane signs differ from its own reading of the same private values without the
+    # public ones. medload applies GE's rules to the private values either way: the same table
+    # as without the public attributes.
+    ge_dwi_series(tmp_path / "plain", bvals=BVALS, gradients=GRADIENTS)
+    ge_dwi_series(tmp_path / "both", bvals=BVALS, gradients=GRADIENTS)
+    _add_public(tmp_path / "both", PUBLIC_B, PUBLIC_G)
+    plain = medload.load(tmp_path / "plain").meta["diffusion"]
+    both = medload.load(tmp_path / "both").meta["diffusion"]
+    assert both == plain
+    assert both["bvals"] == [0.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 0.0]

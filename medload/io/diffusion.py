@@ -5,7 +5,8 @@ Where the values come from (the first found wins): the public MR Diffusion attri
 object inside MRDiffusionSequence), then Siemens (0019,100C)/(0019,100E), then Philips
 (2001,1003)/(2005,10B0-10B2). Gradients are in the patient (LPS) frame, as DICOM stores
 them. GE's private elements, whose gradients are along the image, are read by
-:mod:`medload.io.gediffusion` when none of these is there.
+:mod:`medload.io.gediffusion` instead of these on a GE file that has them
+(:func:`~medload.io.gediffusion.has_ge_diffusion`; dcm2niix lets them win too).
 
 ``.bvec`` convention (:func:`bvecs_for_affine`, the one FSL and dcm2niix use): each gradient
 is expressed along the NIfTI image's own voxel axes (unit vectors of the affine's columns),

@@ -32,7 +32,7 @@ from typing import Any
 
 from medload.io.frame import element_value, number
 
-__all__ = ["GE_DIFFUSION_TAGS", "ge_diffusion", "is_ge"]
+__all__ = ["GE_DIFFUSION_TAGS", "ge_diffusion", "has_ge_diffusion", "is_ge"]
 
 _B, _GX, _GY, _GZ = 0x00431039, 0x001910BB, 0x001910BC, 0x001910BD
 _N_DIRECTIONS, _VAS_COLLAPSE, _SERIES_TYPE = 0x001910E0, 0x00431030, 0x0021105A
@@ -75,6 +75,27 @@ def _integer(ds: Any, tag: int, fmt: str) -> int | None:
         return struct.unpack(fmt, bytes(value[:size]))[0] if len(value) >= size else None
     got = _first_number(value)
     return None if got is None else int(got)
+
+
+def has_ge_diffusion(ds: Any) -> bool:
+    """A GE file with a b-value in (0043,1039): its diffusion encoding is read from GE's private elements.
+
+    They win over the public MR Diffusion attributes where a file has both (GE software 27 on
+    writes DiffusionBValue (0018,9087) beside them, without a gradient, and leaves it out
+    where b is 0), as in dcm2niix, whose reader lets the private values, later in the file,
+    overwrite the public ones (nii_dicom.cpp ``set_bValGE`` after ``set_bVal``).
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> ds = Dataset(); ds.Manufacturer = "GE MEDICAL SYSTEMS"; ds.DiffusionBValue = 1000.0
+    >>> has_ge_diffusion(ds)
+    False
+    >>> ds.add_new(0x00431039, "IS", ["1000001000", "8", "0", "0"])
+    >>> has_ge_diffusion(ds)
+    True
+    """
+    return is_ge(ds) and _value(ds, _B) is not None
 
 
 def _non_dti(ds: Any) -> bool:
@@ -132,7 +153,8 @@ def ge_diffusion(
     ``None`` for a b=0 image (as an image without diffusion), for files of other makers and
     when (0043,1039) is absent. Facts for the Volume's meta go into ``params``:
     ``diffusion_gradients_validated`` (False where dcm2niix says its own rule has limited
-    validation) and ``diffusion_unknown`` (why a diffusion-weighted image got no encoding).
+    validation) and ``diffusion_unknown`` (why a diffusion-weighted image got no encoding). Where
+    :func:`has_ge_diffusion`, the caller uses this and not the public attributes.
 
     Examples
     --------

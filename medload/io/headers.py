@@ -22,7 +22,7 @@ from medload.io.fastheader import KEYWORDS, Damaged, pixel_data_location, read_f
 from medload.io.frame import Frame, dicom_seconds, element_value
 from medload.io.frame import image_type as _image_type
 from medload.io.frame import number as _num
-from medload.io.gediffusion import GE_DIFFUSION_TAGS, ge_diffusion
+from medload.io.gediffusion import GE_DIFFUSION_TAGS, ge_diffusion, has_ge_diffusion
 from medload.io.mosaic import mosaic_frames, mosaic_tiles, tiles_per_side
 from medload.io.multiframe import (
     GRID_TAGS,
@@ -494,9 +494,13 @@ def _classic_frames(
     # AcquisitionTime. AcquisitionNumber is not used: scanners change it between positions of
     # one series (Philips DTI: 19 at some positions, 22 at others), which scrambled frames.
     time_key = (_num(ds.get("InstanceNumber"), 0.0), dicom_seconds(element_value(ds, 0x00080032)) or 0.0)
-    diffusion = classic_diffusion(ds, path)
-    if diffusion is None:  # GE's private elements (the public ones win where both are written)
+    # GE's private elements win where GE wrote the public ones too (software 27 on writes
+    # DiffusionBValue, without a gradient): dcm2niix reads both and the private ones, later in
+    # the file, overwrite the public (nii_dicom.cpp set_bValGE after set_bVal).
+    if has_ge_diffusion(ds):
         diffusion = ge_diffusion(ds, orientation, header.params)
+    else:
+        diffusion = classic_diffusion(ds, path)
     volume_id = _classic_volume_id(ds, diffusion)
     tiles, csa, tiles_from = mosaic_tiles(ds, image_type, path)
     # Echo time too: multi-echo series without EchoNumbers differ only there (as dcm2niix splits).
