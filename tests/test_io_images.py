@@ -132,6 +132,22 @@ def test_pixel_size_from_png_phys(tmp_path):
     assert vol.spacing == pytest.approx((1.0, 0.2, 0.1), abs=1e-3)
 
 
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_quarter_turn_of_exif_orientation_swaps_the_pixel_size_with_the_axes(tmp_path, orientation):
+    # 0.1 mm along the stored rows (x), 0.2 mm down them (y); turned 90 degrees, the displayed
+    # rows run along the stored columns, so their step is the stored x pixel size.
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "o.png", dpi=(254, 127), exif=exif)
+    vol = load_image(tmp_path / "o.png")
+    turned = orientation in (6, 8)
+    assert vol.shape == ((1, 40, 30) if turned else (1, 30, 40))
+    assert vol.spacing == pytest.approx((1.0, 0.1, 0.2) if turned else (1.0, 0.2, 0.1), abs=1e-3)
+    # turned, the displayed height is the stored width: 40 px x 0.1 mm = 4 mm (else 30 px x 0.2 mm)
+    height_mm = vol.shape[1] * vol.spacing[1]
+    assert height_mm == pytest.approx(4.0 if turned else 6.0, abs=1e-3)
+
+
 def test_every_bad_file_is_a_named_error_and_scan_goes_on(tmp_path):
     write_image_folder(tmp_path / "good", n_per_class=1)
     bad = write_bad_images(tmp_path / "bad")

@@ -291,15 +291,15 @@ def _decode_pil(path: Path, problems: list[Problem]) -> tuple[np.ndarray, tuple[
             if orientation in (2, 3, 4, 5, 6, 7, 8):
                 applied = f"EXIF orientation {orientation} applied (rows and columns as meant to be seen)."
                 problems.append(Problem(ProblemKind.EXIF_ORIENTATION_APPLIED, applied))
+            if orientation in (5, 6, 7, 8) and spacing is not None:
+                spacing = (spacing[1], spacing[0])  # a quarter turn: rows and columns trade pixel sizes too
             if is_png16_colour(depth):  # Pillow would cut it to 8 bits per channel
                 return apply_exif_orientation(read_png16_colour(path, problems), orientation)[None], spacing
             if orientation in (2, 3, 4, 5, 6, 7, 8):
                 oriented = ImageOps.exif_transpose(image)
             oriented.load()
             frames.append(_to_array(oriented, path, problems if k == 0 else []))
-    except ReadError:
-        raise
-    except UnsupportedError:
+    except (ReadError, UnsupportedError):
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ReadError(
