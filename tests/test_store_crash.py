@@ -121,6 +121,21 @@ def test_unreadable_partial_starts_over(tmp_path):
     assert [r.key for r in medload.open(path).volumes] == ["ser-0000"]
 
 
+def test_unreadable_partial_beside_a_finished_store_says_the_finished_store_goes_on(tmp_path):
+    # An append to a finished store killed while copying it: the copy is deleted, the finished
+    # store (not an empty one) is what the run continues, and the note says so.
+    path = tmp_path / "out.h5"
+    _write(path, SEEDS_FIRST)
+    path.with_name("out.h5.partial").write_bytes(path.read_bytes()[:300])
+    with medload.Store.create(path, compression="zstd:1", resume=True) as store:
+        (note,) = store.problems
+        assert note.kind is ProblemKind.STORE_STARTED_OVER
+        assert "started over" not in note.message and "the finished out.h5 is kept" in note.message
+        assert store.keys == ["ser-0000", "ser-0001"]
+        store.add(synthetic_volume(2, shape=(5, 16, 16)))
+    assert [r.key for r in medload.open(path).volumes] == ["ser-0000", "ser-0001", "ser-0002"]
+
+
 def test_damaged_volume_in_partial_is_dropped_and_rewritten(tmp_path):
     path = tmp_path / "out.h5"
     store = medload.Store.create(path, dtype="float32", compression="none")

@@ -343,7 +343,9 @@ class Store:
 
     def _start_over(self, partial: Path, why: str) -> None:
         """Delete a partial file of an interrupted run that cannot be resumed, and say why."""
-        message = f"{partial.name} from an interrupted run {why}; it was deleted and the store started over."
+        # Beside a finished store (an append was interrupted), the run goes on from that store.
+        after = f"the finished {self.path.name} is kept and continued" if self.path.exists() else "the store started over"
+        message = f"{partial.name} from an interrupted run {why}; it was deleted and {after}."
         self.problems.append(Problem(ProblemKind.STORE_STARTED_OVER, message))
         log.warning(message)
         partial.unlink()
