@@ -28,6 +28,8 @@ __all__ = [
     "SliceDataset",
     "VolumeDataset",
     "pad_collate",
+    "MonaiTransform",
+    "TorchIOTransform",
     "split",
     "patient_hash",
     "DEFAULT_FRACTIONS",
@@ -49,6 +51,8 @@ _LAZY = {
     "SliceDataset": "medload.datasets.slices",
     "VolumeDataset": "medload.datasets.volumes",
     "pad_collate": "medload.datasets.collate",
+    "MonaiTransform": "medload.datasets.adapters",
+    "TorchIOTransform": "medload.datasets.adapters",
     "tf_dataset": "medload.datasets.tf",
     "KerasBatches": "medload.datasets.keras",
 }

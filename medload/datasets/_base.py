@@ -119,6 +119,9 @@ class StoreDatasetBase:
         # Spacing travels with each item (physical augmentations need it); a plain list per
         # volume, so workers share nothing mutable.
         self._spacings: list[tuple[float, ...]] = [tuple(float(v) for v in r.spacing) for r in records]
+        # The stored grid's affine (voxel (z, y, x) -> RAS+ mm) per volume: MONAI and TorchIO
+        # need it to reorient or resample; without it they assume the identity.
+        self._affines: list[np.ndarray] = [np.asarray(r.affine, dtype=np.float64).reshape(4, 4) for r in records]
 
         chosen = self._by_split(records, split, splits, store_name)
         self.volume_labels, self.classes = resolve_labels(records, labels, label_key=label_key, store_name=store_name)

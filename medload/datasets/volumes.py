@@ -78,8 +78,13 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
     -----
     Items: ``image`` float32 ``(C, Z, H, W)``; ``mask`` int64 ``(1, Z, H, W)``, channel-first
     like the image (MONAI and TorchIO's convention); ``label`` int64 scalar; ``spacing`` float64
-    ``(3,)`` in mm along (Z, H, W); ``volume``, ``key``; for patches also ``origin`` (int64 ``(3,)``, the patch corner in
-    voxels). A volume smaller than the patch is padded with zeros (image and mask) at its end.
+    ``(3,)`` in mm along (Z, H, W); ``affine`` float64 ``(4, 4)``, the item's voxel
+    ``(z, y, x)`` to RAS+ millimetres (the stored grid's affine, moved to the patch's corner),
+    which MONAI (``MetaTensor.affine``) and TorchIO (``ScalarImage(affine=...)``) need to
+    reorient or resample: :class:`medload.datasets.MonaiTransform` and
+    :class:`medload.datasets.TorchIOTransform` hand it over; ``volume``, ``key``; for patches
+    also ``origin`` (int64 ``(3,)``, the patch corner in voxels). A volume smaller than the
+    patch is padded with zeros (image and mask) at its end.
 
     The random patch of item ``i`` comes from ``numpy.random.default_rng((seed, epoch, i))``:
     the same item whichever worker reads it, so runs repeat and any number of workers gives
@@ -174,12 +179,15 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
         volume = int(self.volume_ids[index // self.samples_per_volume])
         depth = self._shapes[volume][0]
         item: dict[str, Any] = {}
+        affine = self._affines[volume]
         if self.patch_size is None:
             image = self._read(volume, 0, depth).transpose(1, 0, 2, 3)  # (C, Z, H, W)
             mask = self._read_mask(volume, 0, depth).transpose(1, 0, 2, 3) if self.with_mask else None
         else:
             image, mask, origin = self._patch(volume, index, self.patch_size)
             item["origin"] = torch.from_numpy(origin)
+            affine = affine.copy()
+            affine[:3, 3] += affine[:3, :3] @ origin  # the patch's voxel (0, 0, 0) is the volume's voxel origin
         image = np.ascontiguousarray(image, dtype=np.float32)
         if self.replicate3:
             image = np.repeat(image, 3, axis=0)
@@ -191,6 +199,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
         if self.has_labels:
             item["label"] = torch.tensor(int(self.volume_labels[volume]), dtype=torch.int64)
         item["spacing"] = torch.tensor(self._spacings[volume], dtype=torch.float64)
+        item["affine"] = torch.from_numpy(np.array(affine, dtype=np.float64))
         item["volume"] = volume
         item["key"] = self.volume_keys[volume]
         item = self._wrap(item)
