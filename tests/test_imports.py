@@ -28,6 +28,16 @@ FORBIDDEN = {
         "medload.volume",
         "medload.deid",
     ),
+    # the local process pool under the batch runner and scan: generic, left of every layer
+    "medload.pool": (
+        "medload.io",
+        "medload.transforms",
+        "medload.store",
+        "medload.datasets",
+        "medload.batch",
+        "medload.cli",
+        "medload.parallel",
+    ),
     "medload.geometry": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.batch", "medload.cli"),
 }
 

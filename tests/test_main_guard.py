@@ -64,7 +64,7 @@ def test_a_pool_whose_workers_die_while_starting_stops_instead_of_looping(tmp_pa
         textwrap.dedent("""
         import medload.parallel as parallel
         parallel.unguarded_main_script = lambda: None
-        summary = parallel.run_tasks(parallel._Echo, [("a", 1), ("b", 2), ("c", 3)], workers=2)
+        summary = parallel.run_tasks(parallel.Echo, [("a", 1), ("b", 2), ("c", 3)], workers=2)
         print("failed", sorted(o.task_id for o in summary.outcomes if not o.ok))
         print(summary.outcomes[0].error)
     """)
