@@ -83,7 +83,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.source):
         raise ConfigError(f"{args.source} does not exist; expected a folder of DICOM/NIfTI files or a file")
-    result = scan(args.source, phi_key=args.phi_key, patient_pattern=args.patient_pattern)
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, found {args.workers}")
+    result = scan(args.source, phi_key=args.phi_key, patient_pattern=args.patient_pattern, workers=args.workers)
     rows = [s.summary() for s in result]
     if args.json:
         from medload.deid import report_summary

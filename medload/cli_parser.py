@@ -145,6 +145,7 @@ def _add_scan(sub: Any) -> None:
     p.add_argument(
         "--patient-pattern", metavar="REGEX", help="images: regular expression finding the patient in each file's path"
     )
+    p.add_argument("--workers", type=int, metavar="N", help="processes reading headers (default: all cores; 0: this one)")
 
 
 def _add_convert(sub: Any) -> None:

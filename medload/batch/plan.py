@@ -288,15 +288,18 @@ def patients_from_csv(
     return out, {"file": Path(path).name, "rows": len(table), "matched_images": matched}
 
 
-def _scan_all(plan: Plan, patient_pattern: str | None = None) -> list[Any]:
-    """Scan every source into ``plan`` (files, duplicates); return the distinct series found."""
+def _scan_all(plan: Plan, patient_pattern: str | None = None, workers: int | None = None) -> list[Any]:
+    """Scan every source into ``plan`` (files, duplicates); return the distinct series found.
+
+    ``workers`` processes read the headers (:func:`medload.io.scan`), as many as convert the series.
+    """
     from medload.io import scan
 
     found: list[Any] = []
     seen: dict[str, str] = {}
     for src in plan.sources:
         root = os.path.abspath(src) if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-        result = scan(src, phi_key=plan.key, patient_pattern=patient_pattern)
+        result = scan(src, phi_key=plan.key, patient_pattern=patient_pattern, workers=workers)
         plan.n_files += result.n_files
         plan.skipped.update(result.skipped)
         plan.unmatched_masks.extend(result.unmatched_masks)
@@ -407,7 +410,8 @@ def make_plan(
         key=resolve_key(phi_key),
         allow_burned_in=allow_burned_in,
     )
-    found = _scan_all(plan, patient_pattern)
+    # Headers are read on local processes: as many as convert (on Dask: this machine's cores).
+    found = _scan_all(plan, patient_pattern, None if dask and dask != "local" else workers)
     if patients:
         found, plan.patients_info = patients_from_csv(patients, found, plan.message_roots, plan.key)
     if masks:
