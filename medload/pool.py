@@ -42,7 +42,15 @@ __all__ = ["Outcome", "RunSummary", "Worker", "Echo", "run_local", "context", "f
 
 #: Modules the fork server imports once, so that its workers do not each import them again.
 #: Light ones only (no torch, h5py or tensorflow: a worker that needs them imports them).
-PRELOAD = ["numpy", "pydicom", "medload.io.headers", "medload.io.scan", "medload.io.nifti", "medload.io.images"]
+PRELOAD = [
+    "numpy",
+    "pydicom",
+    "medload.io.headers",
+    "medload.io.scan",
+    "medload.io.collect",
+    "medload.io.nifti",
+    "medload.io.images",
+]
 
 
 class Worker(Protocol):

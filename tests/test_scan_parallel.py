@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from pathlib import Path
@@ -17,14 +16,14 @@ from medload.io.scan import ScanResult
 from medload.problems import ProblemKind
 from tests.conftest import shared_path
 
-scan_module = importlib.import_module("medload.io.scan")  # the module: medload.io.scan is also the function
+import medload.io.collect as collect_module
 
 
 @pytest.fixture
 def pool_for_any_tree(monkeypatch):
     """Use the process pool even for a small tree, in chunks of a few files."""
-    monkeypatch.setattr(scan_module, "PARALLEL_MIN_FILES", 1)
-    monkeypatch.setattr(scan_module, "CHUNK_FILES", 4)
+    monkeypatch.setattr(collect_module, "PARALLEL_MIN_FILES", 1)
+    monkeypatch.setattr(collect_module, "CHUNK_FILES", 4)
 
 
 def _same(parallel: ScanResult, serial: ScanResult) -> None:
@@ -68,7 +67,7 @@ def test_a_parallel_scan_of_a_mixed_tree_equals_the_serial_scan(tmp_path, pool_f
 
 def test_a_parallel_scan_of_the_shared_data_equals_the_serial_scan(pool_for_any_tree, monkeypatch):
     data = shared_path()
-    monkeypatch.setattr(scan_module, "CHUNK_FILES", 64)
+    monkeypatch.setattr(collect_module, "CHUNK_FILES", 64)
     serial = scan(data, workers=0)
     assert len(serial) > 50 and serial.n_files > 500
     _same(scan(data, workers=2), serial)
@@ -80,11 +79,11 @@ def test_a_small_tree_is_read_in_this_process(tmp_path, monkeypatch):
     def no_pool(*args, **kwargs):
         raise AssertionError("a pool was started for 6 files")
 
-    monkeypatch.setattr(scan_module, "run_local", no_pool)
+    monkeypatch.setattr(collect_module, "run_local", no_pool)
     assert len(scan(tmp_path, workers=4)) == 1
 
 
-class DyingReader(scan_module._HeaderReader):
+class DyingReader(collect_module._HeaderReader):
     """Reads headers as scan's worker does, but its process dies on any file named crash.dcm,
     as one does when a codec segfaults on a file."""
 
@@ -99,7 +98,7 @@ def test_a_worker_that_dies_on_a_file_names_it_and_the_scan_goes_on(tmp_path, po
     serial = scan(tmp_path, workers=0)
     crash = tmp_path / "mr" / "crash.dcm"
     shutil.copy(sorted((tmp_path / "mr").glob("*.dcm"))[0], crash)
-    monkeypatch.setattr(scan_module, "_HeaderReader", DyingReader)
+    monkeypatch.setattr(collect_module, "_HeaderReader", DyingReader)
     parallel = scan(tmp_path, workers=2)
     assert parallel.n_files == serial.n_files + 1
     # the file that killed its worker is an error naming it; the one damaged slice still is

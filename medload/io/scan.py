@@ -11,11 +11,8 @@ at the same position with different temporal keys become a frames axis (``sortin
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import math
-import multiprocessing as mp
 import os
 import re
 from collections import Counter
@@ -25,39 +22,19 @@ from typing import Any, overload
 
 import numpy as np
 
-from medload.cores import resolve_workers
 from medload.deid import PhiKey, pseudonym, resolve_key
 from medload.errors import MedloadError, ReadError
-from medload.io.fastheader import damaged_series_uid
+from medload.io.collect import Collector, FileProblem, collect
 from medload.io.frame import Frame
-from medload.io.headers import FileHeader, burned_in_annotation, read_header
-from medload.io.images import image_format, is_image, scan_image
-from medload.io.nifti import is_nifti, scan_nifti
+from medload.io.headers import FileHeader, burned_in_annotation
 from medload.io.series import Series
 from medload.io.sorting import arrange
-from medload.pool import Outcome, run_local
 from medload.problems import Problem, ProblemKind
 
 __all__ = ["scan", "ScanResult", "FileProblem", "group_frames", "series_from_headers"]
 
 #: Two orientations closer than this (max abs difference of direction cosines) are one.
 ORIENTATION_TOLERANCE = 1e-3
-
-#: Fewer files than this are read in this process: starting worker processes (about 0.3 s
-#: each) costs more than reading them (about 1 ms a file; bench/scan.py).
-PARALLEL_MIN_FILES = 500
-
-#: Files per worker task, at most: small enough that 2 workers get many tasks each (a slow
-#: folder does not leave one core waiting), large enough that the pipe carries few messages.
-CHUNK_FILES = 256
-
-
-@dataclass(frozen=True)
-class FileProblem:
-    """A file scan could not use: its path and why, in one sentence."""
-
-    path: str
-    message: str
 
 
 @dataclass
@@ -346,7 +323,7 @@ def scan(
         one, each image is a patient of its own (:mod:`medload.io.images`).
     workers : int, optional
         Processes that read headers (default: every core; ``0`` or ``1``: this process).
-        Folders of fewer than :data:`PARALLEL_MIN_FILES` files are read in this process
+        Folders of fewer than :data:`medload.io.collect.PARALLEL_MIN_FILES` files are read in this process
         whatever the number. The result is the same either way: files are read in chunks and
         merged in the order of the walk. A file whose header read crashes its process (a
         codec's segfault) becomes an entry of ``.errors`` naming it; the scan goes on.
@@ -377,14 +354,7 @@ def scan(
         return scan_nnunet(root, phi_key=phi_key)
     nifti_root = root if os.path.isdir(root) else os.path.dirname(root)
     pattern = _patient_regex(patient_pattern)
-    files = list(_walk(root))
-    n = _scan_processes(workers, len(files))
-    if n:
-        found = _read_in_processes(files, _Collector(nifti_root, phi_key, pattern), n)
-    else:
-        found = _Collector(nifti_root, phi_key, pattern)
-        for file in files:
-            found.add(file)
+    found = collect(list(_walk(root)), Collector(nifti_root, phi_key, pattern), workers)
     result = _dicom_series(found.headers, found.damaged, found.errors, phi_key)
     result.extend(sorted(found.nifti_series, key=lambda s: s.files))
     result.extend(sorted(found.image_series, key=lambda s: s.files))
@@ -398,182 +368,6 @@ def _patient_regex(patient_pattern: str | None) -> re.Pattern[str] | None:
         return re.compile(patient_pattern)
     except re.error as exc:
         raise ReadError(f"patient pattern {patient_pattern!r} is not a valid regular expression ({exc}).") from None
-
-
-class _Collector:
-    """What a scan finds file by file: DICOM headers, NIfTI and 2D-image series, what was skipped."""
-
-    def __init__(self, root: str, phi_key: PhiKey, pattern: re.Pattern[str] | None) -> None:
-        self.root, self.phi_key, self.pattern = root, phi_key, pattern
-        self.skipped: Counter[str] = Counter()
-        self.fallbacks: Counter[str] = Counter()
-        self.errors: list[FileProblem] = []
-        self.damaged: list[tuple[str, str]] = []  # (path, SeriesInstanceUID read before the damage)
-        self.headers: list[FileHeader] = []
-        self.nifti_series: list[Series] = []
-        self.image_series: list[Series] = []
-        self.n_files = 0
-
-    def empty(self) -> _Collector:
-        """A new collector with the same root, key and pattern, nothing found yet."""
-        return _Collector(self.root, self.phi_key, self.pattern)
-
-    def merge(self, other: _Collector) -> None:
-        """Append what ``other`` found (the files after ours): as if we had read them."""
-        self.n_files += other.n_files
-        self.skipped.update(other.skipped)
-        self.fallbacks.update(other.fallbacks)
-        self.errors += other.errors
-        self.damaged += other.damaged
-        self.headers += other.headers
-        self.nifti_series += other.nifti_series
-        self.image_series += other.image_series
-
-    def add(self, file: str) -> None:
-        self.n_files += 1
-        if is_nifti(file, check_magic=False):
-            self.add_nifti(file)
-        elif is_image(file, check_magic=False):
-            self.add_image(file)
-        else:
-            self.add_dicom(file)
-
-    def add_nifti(self, file: str) -> None:
-        try:
-            self.nifti_series.append(scan_nifti(file, phi_key=self.phi_key, root=self.root))
-        except MedloadError as exc:
-            self.errors.append(FileProblem(file, str(exc)))
-        except Exception as exc:  # a damaged file must not end the scan
-            self.errors.append(FileProblem(file, f"{file}: NIfTI header cannot be read ({type(exc).__name__}: {exc})."))
-
-    def add_image(self, file: str) -> None:
-        try:
-            self.image_series.append(scan_image(file, root=self.root, phi_key=self.phi_key, patient_pattern=self.pattern))
-        except MedloadError as exc:
-            self.errors.append(FileProblem(file, str(exc)))
-        except Exception as exc:  # a damaged file must not end the scan
-            self.errors.append(FileProblem(file, f"{file}: image header cannot be read ({type(exc).__name__}: {exc})."))
-
-    def add_dicom(self, file: str) -> None:
-        try:
-            header = read_header(file)
-        except MedloadError as exc:
-            self.errors.append(FileProblem(file, str(exc)))
-            self.damaged.append((file, damaged_series_uid(file)))
-            return
-        except Exception as exc:  # noqa: BLE001 - one file never ends the scan, whatever its header does
-            self.errors.append(
-                FileProblem(
-                    file,
-                    f"{file}: header cannot be read ({type(exc).__name__}: {exc}); the file is damaged, re-copy or re-export it.",
-                )
-            )
-            self.damaged.append((file, damaged_series_uid(file)))
-            return
-        if header is not None and header.fallback:
-            self.fallbacks[header.fallback] += 1
-        if header is None:
-            # Names are not trusted: an uncompressed NIfTI without its suffix is found by magic.
-            if is_nifti(file):
-                self.add_nifti(file)
-            elif image_format(file) is not None:
-                self.add_image(file)
-            else:
-                self.skipped["not DICOM"] += 1
-        elif not header.is_image:
-            self.skipped[header.kind_name or "non-image object"] += 1
-        elif not header.frames:
-            self.skipped["image without frames"] += 1
-        else:
-            self.headers.append(header)
-
-
-def _scan_processes(workers: int | None, n_files: int) -> int:
-    """How many processes read the headers of ``n_files`` files; 0: this process alone."""
-    n = resolve_workers(workers)
-    if n < 2 or n_files < PARALLEL_MIN_FILES or mp.current_process().daemon:
-        # A daemonic process (another pool's worker) may not start processes of its own.
-        return 0
-    return n
-
-
-def _chunks(files: list[str], n: int) -> list[list[str]]:
-    """``files`` in consecutive chunks: at least 4 per process, at most :data:`CHUNK_FILES` each."""
-    count = max(4 * n, math.ceil(len(files) / CHUNK_FILES))
-    size = math.ceil(len(files) / count)
-    return [files[i : i + size] for i in range(0, len(files), size)]
-
-
-class _HeaderReader:
-    """A :mod:`medload.pool` worker: reads the headers of a chunk of files into a collector."""
-
-    def __init__(self, template: _Collector, slot: str) -> None:
-        self.template = template
-
-    def __call__(self, task: list[str]) -> _Collector:
-        found = self.template.empty()
-        for file in task:
-            found.add(file)
-        return found
-
-    def close(self) -> None:
-        pass
-
-
-def _read_in_processes(files: list[str], found: _Collector, n: int) -> _Collector:
-    """Read ``files`` on ``n`` processes in chunks; merge what each found in file order.
-
-    A chunk whose process died (a crash in a library) is read again one file per task, so the
-    file that crashes it is named in ``errors`` and its neighbours are read. A chunk that failed
-    otherwise (no worker could start) is read in this process, as a serial scan would.
-    """
-    chunks = _chunks(files, n)
-    factory = functools.partial(_HeaderReader, found.empty())
-    summary = run_local(factory, [(str(i), chunk) for i, chunk in enumerate(chunks)], n)
-    if summary.interrupted:
-        raise KeyboardInterrupt
-    outcome = {o.task_id: o for o in summary.outcomes}
-    died = [i for i in range(len(chunks)) if outcome[str(i)].error_type == "WorkerDied"]
-    one_by_one = {}
-    if died:
-        tasks = [(f"{i}/{j}", [file]) for i in died for j, file in enumerate(chunks[i])]
-        again = run_local(factory, tasks, min(n, len(tasks)), check_main=False)
-        if again.interrupted:
-            raise KeyboardInterrupt
-        one_by_one = {o.task_id: o for o in again.outcomes}
-    for i, chunk in enumerate(chunks):
-        if i in died:
-            for j, file in enumerate(chunk):
-                found.merge(_part(one_by_one[f"{i}/{j}"], [file], found))
-        else:
-            found.merge(_part(outcome[str(i)], chunk, found))
-    return found
-
-
-def _part(outcome: Outcome, files: list[str], found: _Collector) -> _Collector:
-    """What a task found: its value; a file whose process died, an error naming it; else read here."""
-    if outcome.ok:
-        part: _Collector = outcome.value
-        return part
-    part = found.empty()
-    if outcome.error_type == "WorkerDied" and len(files) == 1:
-        file = files[0]
-        part.n_files = 1
-        part.errors.append(
-            FileProblem(
-                file,
-                f"{file}: reading its header ended the reading process ({outcome.error_message}); a "
-                "library crashed on it, so the file is damaged or of a kind that crashes it: re-copy "
-                "or re-export it, or move it out of the folder.",
-            )
-        )
-        # Its series is not read from it (reading it again could crash this process): the
-        # series of its folder, when that folder holds one, is marked incomplete.
-        part.damaged.append((file, ""))
-        return part
-    for file in files:
-        part.add(file)
-    return part
 
 
 def _dicom_series(
