@@ -442,3 +442,135 @@ def test_masks_with_different_label_sets_collate_exactly(tmp_path):
     volumes = next(iter(torch.utils.data.DataLoader(VolumeDataset(path), batch_size=2)))
     assert tuple(volumes["affine"].shape) == (2, 4, 4)
     np.testing.assert_array_equal(volumes["mask"][:, 0].numpy(), np.stack([a, b]).astype(np.int64))
+
+
+@pytest.fixture(scope="module")
+def stacked_mr(tmp_path_factory) -> Path:
+    """An nnU-Net folder, two MR channels on an oblique grid: the lesion bright in T2, dark in ADC."""
+    import json
+
+    root = tmp_path_factory.mktemp("seam-mr") / "Dataset002_Seam"
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True)
+    affine = np.eye(4)
+    angle = np.deg2rad(25.0)
+    affine[:3, :3] = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]) @ np.diag(
+        [0.9, 0.9, 2.5]
+    )
+    affine[:3, 3] = [-20.0, 15.0, 30.0]
+    shape = (24, 20, 10)  # NIfTI (i, j, k)
+    label = np.zeros(shape, np.uint8)
+    label[3:9, 4:16, 2:8] = 1  # arm
+    label[9:18, 4:9, 2:8] = 2  # foot
+    for ch, contrast in enumerate((+300.0, -300.0)):
+        data = np.full(shape, 600.0, np.float32) + contrast * (label > 0) + (ch * 50.0) * (label == 2)
+        nib.save(nib.Nifti1Image(data, affine), root / "imagesTr" / f"c000_{ch:04d}.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / "c000.nii.gz")
+    spec = {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "arm": 1, "foot": 2}, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    out = root.parent / "store"
+    # pipeline="none": the raw values (the MR preset's N4 and z-score are for real anatomy, not a phantom).
+    assert medload.convert(root, out, workers=0, progress=False, pipeline="none").ok
+    return out
+
+
+def _contrast(image, mask) -> list[float]:
+    """Per channel: median inside the lesion minus median outside (T2 > 0, ADC < 0)."""
+    image, mask = np.asarray(image), np.asarray(mask)[0]
+    return [float(np.median(image[c][mask > 0]) - np.median(image[c][mask == 0])) for c in range(image.shape[0])]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MonaiTransform(mt.Orientationd(keys=KEYS, axcodes="RAS", labels=None)),
+        lambda: MonaiTransform(mt.RandAffined(keys=KEYS, prob=1.0, rotate_range=(0.4, 0.2, 0.2), mode=("bilinear", "nearest"))),
+        lambda: TorchIOTransform(tio.ToCanonical()),
+        lambda: TorchIOTransform(tio.RandomElasticDeformation(num_control_points=5, max_displacement=4.0)),
+    ],
+    ids=["monai Orientationd", "monai RandAffined", "torchio ToCanonical", "torchio RandomElasticDeformation"],
+)
+def test_stacked_mr_channels_stay_in_order(stacked_mr, make):
+    record = medload.open(stacked_mr).volumes[0]
+    assert record.channels == ("T2", "ADC") and record.has_mask
+    transform = make()
+    if hasattr(transform.transform, "set_random_state"):
+        transform.transform.set_random_state(seed=4)
+    torch.manual_seed(4)
+    before = VolumeDataset(stacked_mr)[0]
+    out = VolumeDataset(stacked_mr, transform=transform)[0]
+    t2, adc = _contrast(out["image"], out["mask"])
+    assert t2 > 0 > adc, (t2, adc)
+    assert out["mask"].dtype == torch.int64 and set(torch.unique(out["mask"]).tolist()) == {0, 1, 2}
+    # The world centroid of each label stays put (through the reorientation or the warp's small motion).
+    if "Orientationd" in str(transform) or "ToCanonical" in str(transform):
+        a = world_centroids(None, before["affine"].numpy(), before["mask"][0].numpy())
+        b = world_centroids(None, out["affine"].numpy(), out["mask"][0].numpy())
+        for k in HU:
+            np.testing.assert_allclose(a[k], b[k], atol=0.01)
+
+
+def test_chosen_channels_come_in_the_order_asked_through_2d_transforms(stacked_mr):
+    transform = MonaiTransform(mt.RandAffined(keys=KEYS, prob=1.0, rotate_range=(0.4,), mode=("bilinear", "nearest")))
+    transform.transform.set_random_state(seed=9)
+    ds = SliceDataset(stacked_mr, channels=["ADC", "T2"], transform=transform)
+    plain = SliceDataset(stacked_mr)
+    checked = 0
+    for i in range(len(ds)):
+        if plain[i]["mask"].sum() < 20:
+            continue
+        out = ds[i]
+        if (out["mask"] > 0).sum() < 10:
+            continue
+        adc, t2 = _contrast(out["image"], out["mask"])
+        assert t2 > 0 > adc, (i, adc, t2)
+        checked += 1
+    assert checked >= 3
+
+
+def _richest_slice(store) -> dict:
+    plain = SliceDataset(store)
+    return plain[max(range(len(plain)), key=lambda i: (len(plain[i]["mask"].unique()), int((plain[i]["mask"] > 0).sum())))]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tio.RandomFlip(axes=(0, 1), flip_probability=1.0),
+        lambda: tio.RandomAffine(degrees=20, translation=2),
+        lambda: tio.RandomElasticDeformation(num_control_points=5, max_displacement=(4, 4, 0)),
+        lambda: tio.Resample((0.5, 0.5, 2.0)),
+    ],
+    ids=["RandomFlip", "RandomAffine", "RandomElasticDeformation", "Resample"],
+)
+def test_torchio_on_slices_moves_mask_and_image_alike(case, make):
+    item = _richest_slice(case.store)
+    assert set(item["mask"].unique().tolist()) == {0, 1, 2}
+    torch.manual_seed(1)
+    out = TorchIOTransform(make())(item)
+    assert out["image"].ndim == 3  # (C, H, W) again
+    assert_labels_intact(out, item)
+    if out["image"].shape != item["image"].shape:  # Resample: the item says its new pixel size
+        np.testing.assert_allclose(out["spacing"].numpy(), [item["spacing"][0], 0.5, 0.5])
+
+
+@pytest.mark.parametrize("adapter", ["monai", "torchio"])
+def test_adapters_work_in_dataloader_workers(case, adapter):
+    transform = (
+        MonaiTransform(mt.RandAffined(keys=KEYS, prob=1.0, rotate_range=(0.3, 0.3, 0.3), mode=("bilinear", "nearest")))
+        if adapter == "monai"
+        else TorchIOTransform(tio.RandomAffine(degrees=15, image_interpolation="linear"))
+    )
+    ds = VolumeDataset(case.store, patch_size=(12, 20, 20), samples_per_volume=4, foreground_ratio=1.0, transform=transform)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, generator=torch.Generator().manual_seed(0))
+    batches = list(loader)
+    assert len(batches) == 2
+    for batch in batches:
+        assert batch["mask"].dtype == torch.int64 and tuple(batch["affine"].shape) == (2, 4, 4)
+        for b in range(2):
+            labels = set(batch["mask"][b].unique().tolist())
+            assert labels <= {0, 1, 2} and labels != {0}
+            for k in labels - {0}:
+                inside = batch["image"][b, 0][batch["mask"][b, 0] == k]
+                if inside.numel() >= 8:
+                    assert abs(float(inside.median()) - LEVEL[k]) < LEVEL_TOL
