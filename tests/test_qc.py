@@ -492,3 +492,24 @@ def test_preview_draws_an_rgb_image_in_colour_before_and_after(tmp_path):
         red = (tile[..., 0] > 200) & (tile[..., 1] < 60) & (tile[..., 2] < 60)
         blue = (tile[..., 2] > 200) & (tile[..., 0] < 60) & (tile[..., 1] < 60)
         assert red.sum() > 1500 and blue.sum() > 1500, f"tile {column}: {red.sum()} red, {blue.sum()} blue pixels"
+
+
+def test_out_folder_holding_other_files_is_refused_not_deleted(tmp_path, monkeypatch):
+    # `medload qc out/ --out ~/reports`: the page replaces an older page there, never a folder of the user's.
+    with medload.Store.create(tmp_path / "x.h5") as store:
+        store.add(medload.Volume(np.random.default_rng(0).random((3, 20, 20)), np.eye(4), modality="MR"))
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "notes.txt").write_text("mine")
+    with pytest.raises(medload.MedloadError, match="not a medload QC page"):
+        write_qc(tmp_path / "x.h5", reports)
+    assert (reports / "notes.txt").read_text() == "mine"
+    assert main(["qc", str(tmp_path / "x.h5"), "--out", str(reports)]) != 0
+    assert sorted(p.name for p in reports.iterdir()) == ["notes.txt"]
+    # An older page there (or an empty folder) is replaced; "." is the current folder.
+    first = write_qc(tmp_path / "x.h5", tmp_path / "page")
+    again = write_qc(tmp_path / "x.h5", tmp_path / "page")
+    assert again["path"] == first["path"] and sorted(p.name for p in (tmp_path / "page").iterdir()) == ["index.html", "thumbs"]
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    assert Path(write_qc(tmp_path / "x.h5", ".")["path"]) == tmp_path / "empty" / "index.html"

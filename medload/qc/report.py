@@ -52,6 +52,7 @@ from medload.errors import ConfigError, ReadError, StoreError
 from medload.problems import Problem, ProblemKind, read_problems
 from medload.qc import page, views
 from medload.qc.page import counter_table, escape, histogram_svg, number
+from medload.qc.place import check_replaceable, move_into_place
 
 if TYPE_CHECKING:
     from medload.store.reader import StoreReader
@@ -453,7 +454,7 @@ def write_qc(
     """Write the QC page of ``store`` (and its thumbnails) into ``out`` (default :func:`qc_folder`).
 
     The folder is built beside and moved into place when whole; an older page there is
-    replaced.
+    replaced, a folder holding anything else refused (:mod:`medload.qc.place`).
 
     Parameters
     ----------
@@ -515,7 +516,8 @@ def write_qc(
         (isinstance(pipeline, dict) and pipeline.get("keep_descriptions")) or options.get("keep_descriptions")
     )
 
-    final = Path(out) if out is not None else qc_folder(store_path)
+    final = Path(os.path.abspath(out)) if out is not None else qc_folder(store_path)
+    check_replaceable(final)  # before any work: a folder of the user's is refused, never deleted
     building = final.with_name(final.name + f".partial-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     (building / "thumbs").mkdir(parents=True)
@@ -534,9 +536,7 @@ def write_qc(
         (building / "index.html").write_text(
             page.page(title, summary, controls, cards, failed_html, n_failed, notes, thumb_size), encoding="utf-8"
         )
-        if final.exists():
-            shutil.rmtree(final)
-        building.rename(final)
+        move_into_place(building, final)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
