@@ -617,3 +617,76 @@ def test_real_series_reoriented_equals_dcm2niix_canonical(real_series, make):
     assert tuple(out["image"].shape[1:]) == reference.shape
     # float32 rounding of the Philips rescale (values near 1e6) is the only difference
     np.testing.assert_allclose(out["image"][0].numpy(), reference, rtol=1e-6, atol=1e-3)
+
+
+# --- NIfTI sources whose axes run any way: the item, reoriented, equals the source made canonical
+
+NIFTI_AXES = {
+    "LAS (radiological, det < 0)": np.diag([-0.9, 1.1, 2.0, 1.0]),
+    "PIR (permuted)": np.array([[0, 0, 1.5, 0], [-0.8, 0, 0, 0], [0, -1.2, 0, 0], [0, 0, 0, 1.0]]),
+    "oblique 30 degrees": None,
+}
+
+
+@pytest.fixture(scope="module", params=list(NIFTI_AXES))
+def nifti_source(request, tmp_path_factory):
+    affine = NIFTI_AXES[request.param]
+    if affine is None:
+        a = np.deg2rad(30.0)
+        affine = np.eye(4)
+        affine[:3, :3] = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]]) @ np.diag([1.0, 0.9, 2.2])
+    affine = affine.copy()
+    affine[:3, 3] = [12.0, -30.0, 7.5]
+    root = tmp_path_factory.mktemp("seam-nifti")
+    shape = (20, 18, 10)
+    labels = np.zeros(shape, np.uint8)
+    labels[2:9, 3:14, 2:6] = 1
+    labels[9:17, 3:7, 2:6] = 2
+    hu = np.where(labels == 1, HU[1], np.where(labels == 2, HU[2], AIR)).astype(np.int16)
+    (root / "img").mkdir()
+    (root / "labels").mkdir()
+    nib.save(nib.Nifti1Image(hu, affine), str(root / "img" / "ct.nii.gz"))
+    nib.save(nib.Nifti1Image(labels, affine), str(root / "labels" / "ct.nii.gz"))
+    store = root / "store"
+    report = medload.convert(
+        root / "img", store, masks=root / "labels", modality="CT", dtype="float32", workers=0, progress=False
+    )
+    assert report.ok and medload.open(store).volumes[0].has_mask, report
+    return store, nib.as_closest_canonical(nib.Nifti1Image(labels, affine))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MonaiTransform(mt.Orientationd(keys=KEYS, axcodes="RAS", labels=None)),
+        lambda: TorchIOTransform(tio.ToCanonical()),
+    ],
+    ids=["monai Orientationd RAS", "torchio ToCanonical"],
+)
+def test_nifti_source_reoriented_equals_the_source_made_canonical(nifti_source, make):
+    store, canonical = nifti_source
+    out = VolumeDataset(store, transform=make())[0]
+    np.testing.assert_allclose(out["affine"].numpy(), canonical.affine, atol=0.01)
+    np.testing.assert_array_equal(out["mask"][0].numpy(), np.asarray(canonical.dataobj))
+    levels = levels_inside(out["image"], out["mask"])
+    for k in HU:
+        assert abs(levels[k] - LEVEL[k]) < 1e-5
+
+
+def test_context_channels_are_the_neighbours_in_order_through_a_random_transform(case):
+    # 2.5D: channel j of slice k is slice k - 1 + j. A random transform moves all three alike:
+    # each channel equals the same transform (same random state) applied to that neighbour alone.
+    def transform():
+        t = mt.RandAffined(keys=["image"], prob=1.0, rotate_range=(0.5,), translate_range=(3, 3), mode="bilinear")
+        t.set_random_state(seed=21)
+        return MonaiTransform(t)
+
+    plain = SliceDataset(case.store, with_mask=False)
+    ds = SliceDataset(case.store, context=1, with_mask=False, transform=transform())
+    k = len(plain) // 2
+    out = ds[k]
+    assert out["image"].shape[0] == 3
+    for j, neighbour in enumerate((k - 1, k, k + 1)):
+        alone = transform()(plain[neighbour])
+        np.testing.assert_allclose(out["image"][j].numpy(), alone["image"][0].numpy(), atol=1e-5)
+    assert not np.allclose(out["image"][0].numpy(), out["image"][2].numpy())  # the neighbours differ
