@@ -162,6 +162,34 @@ def test_a_second_convert_into_one_output_is_refused_naming_the_holder(tmp_path)
     assert report.counts["converted"] == 1 and not (out / ".medload-convert.lock").exists()
 
 
+def test_a_run_that_opened_the_lock_file_as_the_holder_removed_it_does_not_share_the_output(tmp_path, monkeypatch):
+    # B opens the lock file while A holds it; A ends (removes the file, drops the lock); B then
+    # locks the removed file. C, starting now, makes a new lock file: B and C must not both run.
+    import fcntl
+
+    import medload
+    from medload.batch.runlock import run_lock
+
+    out = tmp_path / "out"
+    first = run_lock(out, False)
+    first.__enter__()
+    real_flock = fcntl.flock
+    calls = []
+
+    def flock_once_the_holder_ended(fd, operation):
+        if not calls:
+            first.__exit__(None, None, None)  # A finishes between B's open and B's flock
+        calls.append(fd)
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_once_the_holder_ended)
+    with run_lock(out, False) as path:
+        assert path.exists()  # B holds the lock file that is there, not a removed one
+        with pytest.raises(medload.StoreError, match="another medload convert"), run_lock(out, False):
+            pass  # C is refused
+    assert not (out / ".medload-convert.lock").exists()
+
+
 def test_the_run_lock_of_a_killed_convert_is_taken_over(tmp_path):
     import medload
 

@@ -62,16 +62,22 @@ def run_lock(out: Path, single: bool) -> Iterator[Path]:
         return
     path = run_lock_path(out, single)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = _holder(fd)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise StoreError(
+                f"{out} is being written by another medload convert ({holder}); one convert per output. "
+                "Wait for it to finish (a re-run then resumes), or write to another output path."
+            ) from None
+        if _is_linked(fd, path):
+            break
+        # The holder removed this file between our open and our lock (it had finished): a lock
+        # on a removed file keeps nobody out, so take the file that is there now.
         os.close(fd)
-        raise StoreError(
-            f"{out} is being written by another medload convert ({holder}); one convert per output. "
-            "Wait for it to finish (a re-run then resumes), or write to another output path."
-        ) from None
     try:
         os.ftruncate(fd, 0)
         os.write(
@@ -86,6 +92,14 @@ def run_lock(out: Path, single: bool) -> Iterator[Path]:
             path.unlink(missing_ok=True)
         finally:
             os.close(fd)
+
+
+def _is_linked(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not one removed since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _holder(fd: int) -> str:
