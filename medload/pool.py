@@ -250,7 +250,7 @@ def _run_inline(factory: Factory, tasks: Tasks, on_outcome: OnOutcome, on_start:
                 on_start(tid, "0000")
             try:
                 outcome = Outcome(tid, True, worker(task), slot="0000")
-            except Exception as exc:  # one task never stops the batch
+            except (Exception, SystemExit) as exc:  # one task never stops the batch (a library's sys.exit neither)
                 outcome = failed(tid, failure_of(exc), "0000")
             summary.outcomes.append(outcome)
             if on_outcome:
@@ -302,7 +302,7 @@ def _pool_main(factory: Factory, slot: str, task_q: mp.queues.Queue[Any], out: C
             out.send(("start", slot, tid))
             try:
                 out.send(("done", slot, tid, True, worker(task), None))
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a library's sys.exit fails its task, not the worker
                 out.send(("done", slot, tid, False, None, failure_of(exc)))
     finally:
         if worker is not None:

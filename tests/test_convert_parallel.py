@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 
 import pytest
 
@@ -60,6 +62,21 @@ class Colons:
 class BrokenFactory:
     def __call__(self, slot: str):
         raise MedloadError("cannot open the output on purpose")
+
+
+class Exiter:
+    """Calls sys.exit on task 5, as a library's fatal-error path may (SystemExit is no Exception)."""
+
+    def __init__(self, slot: str) -> None:
+        pass
+
+    def __call__(self, task):
+        if task == 5:
+            sys.exit(3)
+        return task
+
+    def close(self) -> None:
+        pass
 
 
 def _by_id(outcomes: list[Outcome]) -> dict[str, Outcome]:
@@ -211,3 +228,17 @@ def test_a_failed_dask_task_carries_its_class_apart_from_its_message():
         "TypeError: not the class: a quoted one",
         None,
     )
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_a_task_that_calls_sys_exit_fails_alone_and_the_run_ends(workers):
+    tasks = [(f"t{i}", i) for i in [1, 5, 2, 4, 6]]
+    done: list = []
+    runner = threading.Thread(target=lambda: done.append(run_tasks(Exiter, tasks, workers=workers)), daemon=True)
+    runner.start()
+    runner.join(120)  # before: the worker ended with its task still "running", and the run waited for ever
+    assert done, "run_tasks did not end"
+    got = _by_id(done[0].outcomes)
+    assert sorted(got) == sorted(t for t, _ in tasks)
+    assert not got["t5"].ok and got["t5"].error_type == "SystemExit"
+    assert {t: o.value for t, o in got.items() if o.ok} == {"t1": 1, "t2": 2, "t4": 4, "t6": 6}
