@@ -16,6 +16,7 @@ from medload.io.images import is_image, load_image, scan_image
 from medload.io.nifti import is_nifti, load_nifti, scan_nifti
 from medload.io.scan import FileProblem, ScanResult, scan
 from medload.io.series import Series
+from medload.io.validate import check_grid
 from medload.volume import Volume
 
 __all__ = ["scan", "load", "save_nifti", "Series", "ScanResult", "FileProblem"]
@@ -69,17 +70,11 @@ def load(
     ('MR', (1, 64, 64))
     """
     if isinstance(series_or_path, Series):
-        if series_or_path.kind == "nifti":
-            return load_nifti(series_or_path, modality=modality)
-        if series_or_path.kind == "image":
-            return load_image(series_or_path, modality=modality)
-        if series_or_path.kind == "nnunet":
-            from medload.io.nnunet import load_nnunet
-
-            return load_nnunet(series_or_path, modality=modality)
-        from medload.io.dicom import load_dicom
-
-        return load_dicom(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap, allow_burned_in=allow_burned_in)
+        volume = _read(series_or_path, modality=modality, keep_phi=keep_phi, on_gap=on_gap, allow_burned_in=allow_burned_in)
+        # Every reader's volume passes one check of its grid here: a header value each
+        # reader's own checks accept (finite, positive) can still give an affine of 1e308 mm voxels.
+        check_grid(_what(series_or_path), volume.affine)
+        return volume
     path = os.fspath(series_or_path)
     if not os.path.exists(path):
         raise ReadError(
@@ -87,9 +82,9 @@ def load(
         )
     if os.path.isfile(path) and is_nifti(path):
         # Keyed as scan(path) keys it: relative to the file's folder, with the same secret.
-        return load_nifti(scan_nifti(path, phi_key=phi_key, root=os.path.dirname(path)), modality=modality)
+        return load(scan_nifti(path, phi_key=phi_key, root=os.path.dirname(path)), modality=modality)
     if os.path.isfile(path) and is_image(path, check_magic=False):
-        return load_image(scan_image(path, root=os.path.dirname(os.path.abspath(path)), phi_key=phi_key), modality=modality)
+        return load(scan_image(path, root=os.path.dirname(os.path.abspath(path)), phi_key=phi_key), modality=modality)
     found = scan(path, phi_key=phi_key)
     if len(found) != 1:
         if not found:
@@ -101,3 +96,29 @@ def load(
             "Use medload.scan(path) and load the Series you want."
         )
     return load(found[0], modality=modality, keep_phi=keep_phi, on_gap=on_gap, allow_burned_in=allow_burned_in)
+
+
+def _read(series: Series, *, modality: str | None, keep_phi: bool, on_gap: str, allow_burned_in: bool) -> Volume:
+    """The volume of ``series`` from the reader of its kind."""
+    if series.kind == "nifti":
+        return load_nifti(series, modality=modality)
+    if series.kind == "image":
+        return load_image(series, modality=modality)
+    if series.kind == "nnunet":
+        from medload.io.nnunet import load_nnunet
+
+        return load_nnunet(series, modality=modality)
+    from medload.io.dicom import load_dicom
+
+    return load_dicom(series, modality=modality, keep_phi=keep_phi, on_gap=on_gap, allow_burned_in=allow_burned_in)
+
+
+def _what(series: Series) -> str:
+    """The series as error messages name it: its file, or its key and first file."""
+    if len(series.files) == 1:
+        return series.files[0]
+    return (
+        f"series {series.series_key} ({len(series.files)} files, first {series.files[0]})"
+        if series.files
+        else f"series {series.series_key}"
+    )

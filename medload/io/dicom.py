@@ -9,6 +9,7 @@ array, applying RescaleSlope/Intercept per image.
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,9 @@ def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
     return np.dtype(np.int16) if vmin < 0 else np.dtype(np.uint16)
 
 
+_INT32 = np.dtype(np.int32)
+
+
 def _fits(dtype: np.dtype, a: float, b: float) -> bool:
     info = np.iinfo(dtype)
     return info.min <= min(a, b) and max(a, b) <= info.max and float(a).is_integer() and float(b).is_integer()
@@ -188,11 +192,12 @@ def _decode_files(
             if dtype.kind == "f":
                 out[t, z] = image * f.slope + f.intercept if (f.slope != 1.0 or f.intercept != 0.0) else image
                 continue
-            if image.dtype.kind in "iu" and _fits(
-                out.dtype, stored_lo * f.slope + f.intercept, stored_hi * f.slope + f.intercept
-            ):
-                # The stored range (BitsStored) after rescale fits the output type: compute
-                # in int32 chunks straight into the output slice, no full-size temporary.
+            rescaled = (stored_lo * f.slope + f.intercept, stored_hi * f.slope + f.intercept)
+            if image.dtype.kind in "iu" and _fits(out.dtype, *rescaled) and _fits(_INT32, *rescaled):
+                # The stored range (BitsStored) after rescale fits the output type and int32:
+                # compute in int32 straight into the output slice, no full-size temporary. Not
+                # when only the output fits (it was widened to int64 by an earlier slice): int32
+                # products would wrap around, silently (slope 70000 on 16 bits).
                 if f.slope == 1.0:
                     np.add(image, np.int32(f.intercept), out=out[t, z], casting="unsafe")
                 else:
@@ -256,14 +261,22 @@ def _read_pydicom(path: str, label: str) -> np.ndarray:
             f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged, remove it or re-export {label}."
         ) from exc
     pixels = decode(ds, path)
-    if "ModalityLUTSequence" in ds:
-        from pydicom.pixels import apply_modality_lut
+    try:
+        if "ModalityLUTSequence" in ds:
+            from pydicom.pixels import apply_modality_lut
 
-        pixels = apply_modality_lut(pixels, ds)  # the LUT replaces RescaleSlope/Intercept
-    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
+            pixels = apply_modality_lut(pixels, ds)  # the LUT replaces RescaleSlope/Intercept
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
 
-        pixels = apply_color_lut(pixels, ds)
+            pixels = apply_color_lut(pixels, ds)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error) as exc:
+        # pydicom checks a LUT against the pixels only when applying it: a PALETTE COLOR image
+        # without its palette, a LUT descriptor that does not match its data.
+        raise ReadError(
+            f"{path}: its lookup table (ModalityLUTSequence or PALETTE COLOR palette) cannot be applied "
+            f"({type(exc).__name__}: {exc}); the header is damaged, remove the file or re-export {label}."
+        ) from None
     return pixels
 
 

@@ -36,20 +36,24 @@ What the reader does
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from medload.deid import PhiKey, pseudonym, resolve_key
-from medload.errors import ConfigError, ReadError, UnsupportedError
+from medload.errors import ConfigError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
 from medload.io.bids import entities, file_stem, read_sidecar, sidecar_meta, suffix_modality
 from medload.io.limits import check_volume_size
 from medload.io.series import Series
+from medload.io.validate import check_grid
 from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
 
@@ -111,6 +115,40 @@ def is_nifti(path: str | Path, *, check_magic: bool = True) -> bool:
 
 
 # --- header reading ---------------------------------------------------------------------
+@contextlib.contextmanager
+def _header_errors(path: Path) -> Iterator[None]:
+    """nibabel's refusals of a header, anywhere from opening it to reading its voxels, as a ReadError.
+
+    nibabel checks a header lazily: ``HeaderDataError`` (vox_offset inside the header, an
+    unknown datatype code, a bad magic, an extension that cannot be read, a NaN
+    scl_inter) and ``ValueError`` (a quaternion that is not one) come from whichever
+    property first touches the field, so one guard around the whole read catches them all.
+    """
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError, HeaderTypeError
+
+    try:
+        yield
+    except MedloadError:
+        raise
+    except (
+        HeaderDataError,
+        HeaderTypeError,
+        ImageFileError,
+        ValueError,
+        TypeError,
+        struct.error,
+        EOFError,
+        zlib.error,
+        OSError,
+    ) as exc:
+        raise ReadError(
+            f"NIfTI file {path}: its header cannot be used ({type(exc).__name__}: {exc}); expected a "
+            "NIfTI-1/2 header with a known datatype, vox_offset after the header, a valid magic and "
+            "readable extensions. The header is damaged: re-export the file."
+        ) from None
+
+
 def _open(path: Path) -> Nifti1Image:
     """``nibabel.load`` with errors that name the file and say what to do."""
     import nibabel as nib
@@ -210,6 +248,7 @@ def _affine_and_problems(path: Path, image: Nifti1Image) -> tuple[np.ndarray, st
             f"NIfTI file {path} has an unusable affine ({source}):\n{affine}\nexpected a finite, "
             "invertible 4x4; fix the header (e.g. nibabel's set_sform) or re-export it."
         )
+    check_grid(f"NIfTI file {path} ({source})", affine)
     return affine, source, problems
 
 
@@ -384,8 +423,9 @@ def scan_nifti(path: str | Path, *, phi_key: str | bytes | PhiKey | None = None,
     (6, 5, 4)
     """
     path = Path(path).resolve()
-    image = _open(path)
-    info = _describe(path, image, root=root, phi_key=phi_key, modality=None)
+    with _header_errors(path):
+        image = _open(path)
+        info = _describe(path, image, root=root, phi_key=phi_key, modality=None)
     return Series(
         kind="nifti",
         files=(str(path),),
@@ -507,13 +547,14 @@ def load_nifti(
         modality = modality or (series_or_path.modality if series_or_path.modality != "unknown" else None)
     else:
         path = Path(series_or_path).resolve()
-    image = _open(path)
-    info = _describe(path, image, root=root, phi_key=phi_key, modality=modality)
-    meta = info["meta"]
-    if keys_from_series is not None:  # keep the keys scan made (they may use a phi_key)
-        meta.update(keys_from_series)
-        meta["source_key"] = keys_from_series["series_key"]
-    data = _read_voxels(path, image)
+    with _header_errors(path):
+        image = _open(path)
+        info = _describe(path, image, root=root, phi_key=phi_key, modality=modality)
+        meta = info["meta"]
+        if keys_from_series is not None:  # keep the keys scan made (they may use a phi_key)
+            meta.update(keys_from_series)
+            meta["source_key"] = keys_from_series["series_key"]
+        data = _read_voxels(path, image)
     nifti_shape = tuple(reversed(info["shape"]))
     if data.shape != nifti_shape:  # drop singleton frames / add a slice axis; order="A": no copy
         data = data.reshape(nifti_shape, order="A")

@@ -7,7 +7,7 @@ rather than turning into a sheared affine, a mirrored volume or voxels off by 10
 * ImageOrientationPatient: both direction cosines of unit length and orthogonal, within
   :data:`ORIENTATION_TOLERANCE` (scanners round them to 4-6 decimals; a larger error is a
   damaged header, and no renormalization would say which of the numbers is wrong);
-* PixelSpacing: both values finite and positive;
+* PixelSpacing: both values finite and from :data:`MIN_SPACING_MM` to :data:`MAX_SPACING_MM`;
 * RescaleSlope finite and not 0, RescaleIntercept finite, and no rescaled value beyond
   :data:`MAX_RESCALED` (float32 would overflow);
 * Rows, Columns, BitsAllocated, BitsStored, SamplesPerPixel in their valid ranges;
@@ -16,6 +16,11 @@ rather than turning into a sheared affine, a mirrored volume or voxels off by 10
   pixels (uncompressed data), and a compressed file cannot hold fewer than 8 bytes a frame.
   This runs before any loop over frames, so ``NumberOfFrames = 10**7`` in a 1 KB file costs
   nothing.
+
+:func:`check_grid` runs on every volume :func:`medload.load` returns, whatever the reader: a
+voxel size or origin no scanner makes (a PixelSpacing or SliceThickness of 1e308, a NIfTI
+``srow`` of 1e30) is finite and passes the per-field checks above, but the affine it gives
+mirrors nothing real and breaks every step after it (reorientation, resampling).
 """
 
 from __future__ import annotations
@@ -27,10 +32,14 @@ from typing import Any
 from medload.errors import ReadError
 
 __all__ = [
+    "MAX_ORIGIN_MM",
     "MAX_RESCALED",
+    "MAX_SPACING_MM",
+    "MIN_SPACING_MM",
     "NATIVE_SYNTAXES",
     "ORIENTATION_TOLERANCE",
     "check_frame_count",
+    "check_grid",
     "check_header",
     "check_rescale_stated",
     "present_vector",
@@ -40,6 +49,12 @@ __all__ = [
 ORIENTATION_TOLERANCE = 1e-3
 #: Largest magnitude a rescaled value may reach (float32 holds up to 3.4e38).
 MAX_RESCALED = 1e30
+#: Voxel sizes accepted in a volume's affine, millimetres: 1 nm (microscopy) to 100 m.
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-6, 1e5
+#: Largest accepted distance of the first voxel from the scanner's origin (10 km).
+MAX_ORIGIN_MM = 1e7
+#: Smallest accepted |det| of the affine's axes made unit length (1: orthogonal axes, 0: collinear).
+MIN_AXIS_VOLUME = 1e-6
 NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 _FIX = "the header is damaged; re-export the file or remove it"
 
@@ -212,10 +227,13 @@ def check_header(header: Any) -> None:
                 f"{where}: RescaleSlope {f.slope:g} and RescaleIntercept {f.intercept:g} give values beyond "
                 f"{MAX_RESCALED:g} for {header.bits_stored}-bit pixels; {_FIX}."
             )
-        if f.pixel_spacing is not None and not all(_finite(v) and float(v) > 0 for v in f.pixel_spacing):
+        if f.pixel_spacing is not None and not all(
+            _finite(v) and MIN_SPACING_MM <= float(v) <= MAX_SPACING_MM for v in f.pixel_spacing
+        ):
             raise ReadError(
-                f"{where}: PixelSpacing is {list(f.pixel_spacing)}; expected two positive millimetre values "
-                f"(a negative or zero spacing would mirror or collapse the image); {_FIX}."
+                f"{where}: PixelSpacing is {list(f.pixel_spacing)}; expected two positive millimetre values, "
+                f"{MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} each (a negative or zero spacing would mirror or "
+                f"collapse the image, a huge one overflow its affine); {_FIX}."
             )
         if f.orientation is not None:
             row, col = f.orientation[:3], f.orientation[3:]
@@ -259,4 +277,57 @@ def check_rescale_stated(frames: Sequence[Any], label: str) -> None:
             f"{label}: {missing[0].file} states no RescaleSlope/RescaleIntercept while {len(frames) - len(missing)} "
             f"other image(s) of the series do, so its values would be read unscaled (slope 1, intercept 0) and be "
             f"off by the others' intercept. {len(missing)} image(s) lack them; {_FIX}."
+        )
+
+
+def check_grid(what: str, affine: Any) -> None:
+    """Refuse a volume whose affine no scanner would write: voxel sizes, origin or axes out of range.
+
+    Parameters
+    ----------
+    what : str
+        Names the file or series in the message.
+    affine : array_like, shape (4, 4)
+        The volume's affine (RAS, mm).
+
+    Raises
+    ------
+    ReadError
+        A voxel size outside [:data:`MIN_SPACING_MM`, :data:`MAX_SPACING_MM`], an origin farther
+        than :data:`MAX_ORIGIN_MM`, or axes (nearly) collinear; naming the values found.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_grid("ct/", np.diag([0.7, 0.7, 2.5, 1.0]))   # a sound grid passes silently
+    >>> try:
+    ...     check_grid("bad.dcm", np.diag([1e308, 1.0, 1.0, 1.0]))
+    ... except ReadError as exc:
+    ...     print(str(exc)[:64])
+    bad.dcm: the voxel grid the header gives has voxel sizes [1e+308
+    """
+    import numpy as np
+
+    a = np.asarray(affine, dtype=np.float64)
+    axes = a[:3, :3]
+    with np.errstate(over="ignore", invalid="ignore"):
+        sizes = np.hypot.reduce(axes, axis=0)  # no overflow to inf on the way (1e308 stays 1e308)
+        origin = float(np.max(np.abs(a[:3, 3])))
+        unit_volume = abs(float(np.linalg.det(axes / sizes))) if np.all(sizes > 0) and np.all(np.isfinite(sizes)) else 0.0
+    shown = "[" + ", ".join(f"{v:.6g}" for v in sizes) + "] mm"
+    if not np.all(np.isfinite(sizes)) or not np.all((sizes >= MIN_SPACING_MM) & (sizes <= MAX_SPACING_MM)):
+        raise ReadError(
+            f"{what}: the voxel grid the header gives has voxel sizes {shown}; expected "
+            f"{MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm each (PixelSpacing, SliceThickness or the "
+            f"image positions of DICOM; pixdim or srow of NIfTI); {_FIX}."
+        )
+    if not math.isfinite(origin) or origin > MAX_ORIGIN_MM:
+        raise ReadError(
+            f"{what}: the first voxel lies {origin:.6g} mm from the scanner's origin; expected at most "
+            f"{MAX_ORIGIN_MM:g} mm (ImagePositionPatient of DICOM; qoffset or srow of NIfTI); {_FIX}."
+        )
+    if not unit_volume >= MIN_AXIS_VOLUME:
+        raise ReadError(
+            f"{what}: the voxel grid's axes are (nearly) parallel (volume of the unit axes {unit_volume:.3g}; "
+            f"voxel sizes {shown}), so slices would collapse onto each other; {_FIX}."
         )

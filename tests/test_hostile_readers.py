@@ -1,0 +1,209 @@
+"""Each class of escape the reader campaign (``tools/fuzz_readers.py``) found, as one file made in code.
+
+Every test fails on the code before its fix: a library's exception escaped the reader (nibabel's
+HeaderDataError, pydicom's ValueError), a header made an allocation of its own choosing
+(a PNG chunk length), an affine of 1e308 mm voxels passed every per-field check and broke
+reorientation in convert, or a volume came back silently wrong (int32 products wrapping).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+import medload
+from medload.errors import ReadError
+from medload.io.nifti import scan_nifti
+
+
+def _png(tmp_path, name="x.png"):
+    array = np.arange(24 * 32, dtype=np.uint8).reshape(24, 32)
+    path = tmp_path / name
+    Image.fromarray(array).save(path, format="PNG")
+    return path, array
+
+
+def _chunks(data: bytes) -> dict[bytes, int]:
+    pos, out = 8, {}
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        out.setdefault(data[pos + 4 : pos + 8], pos)
+        pos += 12 + length
+    return out
+
+
+@pytest.mark.parametrize("chunk", [b"IDAT", b"IEND"])
+def test_png_chunk_length_beyond_the_file_is_refused_before_pillow_reads_it(tmp_path, chunk):
+    # Before: Pillow read(2**31 - 1) for the chunk, a 2 GiB allocation chosen by the file
+    # (MemoryError under a memory cap; without one the image even loaded).
+    path, _ = _png(tmp_path)
+    data = bytearray(path.read_bytes())
+    struct.pack_into(">I", data, _chunks(bytes(data))[chunk], 2**31 - 1)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReadError, match=rf"x.png: PNG chunk '{chunk.decode()}' at byte \d+ claims 2147483647 bytes"):
+        medload.load(path)
+    found = medload.scan(path)
+    assert len(found) == 0 and "claims 2147483647 bytes" in found.errors[0].message
+
+
+def test_png_with_trailing_bytes_after_iend_still_loads(tmp_path):
+    path, array = _png(tmp_path)
+    path.write_bytes(path.read_bytes() + b"\x00" * 17)
+    np.testing.assert_array_equal(medload.load(path).array[0], array)
+
+
+def _nifti(tmp_path, name="x.nii"):
+    data = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    image = nib.Nifti1Image(data, np.diag([2.0, 2.0, 3.0, 1.0]))
+    path = tmp_path / name
+    nib.save(image, path)
+    return path
+
+
+def _set(path, offset, fmt, value):
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<" + fmt, data, offset, value)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "offset, fmt, value, said",
+    [
+        (108, "f", 100.0, "vox offset 100 too low"),  # vox_offset inside the header
+        (70, "h", 8192, "data code 8192"),  # an unknown datatype
+        (116, "f", float("nan"), "invalid intercept nan"),  # scl_inter NaN beside a valid slope
+    ],
+)
+def test_nifti_header_nibabel_refuses_is_a_read_error_naming_the_file(tmp_path, offset, fmt, value, said):
+    # Before: nibabel's HeaderDataError escaped scan_nifti / load (scan hid it in its safety net).
+    path = _nifti(tmp_path)
+    if offset == 116:
+        _set(path, 112, "f", 2.0)
+    _set(path, offset, fmt, value)
+    with pytest.raises(ReadError, match=rf"NIfTI file .*x.nii: its header cannot be used \(HeaderDataError: .*{said}"):
+        medload.load(scan_nifti(path))
+
+
+def test_nifti2_with_a_nifti1_magic_is_a_read_error(tmp_path):
+    path = tmp_path / "two.nii"
+    nib.save(nib.Nifti2Image(np.zeros((4, 3, 2), np.int16), np.eye(4)), path)
+    data = bytearray(path.read_bytes())
+    data[4:12] = b"n+1\x00\r\n\x1a\n"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReadError, match=r"two.nii: its header cannot be used \(HeaderDataError: magic string 'n\+1'"):
+        scan_nifti(path)
+
+
+def test_nifti_qform_that_is_no_rotation_beside_a_valid_sform_is_a_read_error(tmp_path):
+    # nibabel opens it (the affine comes from the sform) and raises ValueError only when the
+    # qform is asked for, to compare the two: before, that escaped scan_nifti.
+    path = _nifti(tmp_path)
+    _set(path, 252, "h", 1)  # qform_code 1 beside sform_code 2
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<3f", data, 256, 0.6, 0.6, 0.53)  # b^2 + c^2 + d^2 = 1.0009: no rotation
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReadError, match=r"x.nii: its header cannot be used \(ValueError: w2 should be positive"):
+        scan_nifti(path)
+
+
+def test_nifti_srow_of_1e30_mm_is_refused_at_scan(tmp_path):
+    # Before: finite, invertible, accepted; convert then failed inside nibabel's orientation code
+    # ("Unable to find out axis 2.0 in start_ornt"), reported as an internal error.
+    path = _nifti(tmp_path)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<12f", data, 280, 1.0, 0.0, -1e30, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    struct.pack_into("<h", data, 254, 1)  # sform_code
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReadError, match=r"x.nii \(sform\): the voxel grid the header gives has voxel sizes \[1, 1, 1e\+30\] mm"):
+        scan_nifti(path)
+    report = medload.convert(path, tmp_path / "out.h5", workers=0, progress=False)
+    assert report["counts"]["unreadable_files"] == 1 and not any(s.get("internal") for s in report.series)
+
+
+def _dicom(tmp_path, name="CT_small.dcm", **values):
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file(name))
+    for key, value in values.items():
+        setattr(ds, key, value)
+    (tmp_path / "in").mkdir(exist_ok=True)
+    path = tmp_path / "in" / "a.dcm"
+    ds.save_as(path)
+    return path, ds
+
+
+def test_pixel_spacing_of_1e308_is_refused_at_scan(tmp_path):
+    path, _ = _dicom(tmp_path, PixelSpacing=["1e308", "1e308"])
+    found = medload.scan(path)
+    assert len(found) == 0
+    assert (
+        "PixelSpacing is [1e+308, 1e+308]; expected two positive millimetre values, 1e-06 to 100000 each"
+        in found.errors[0].message
+    )
+
+
+def test_slice_thickness_of_1e308_is_refused_at_load_naming_the_file(tmp_path):
+    # One slice: SliceThickness is its spacing along the normal. Before: an affine of 1e308
+    # loaded, and convert failed in reorientation with "cannot convert float NaN to integer".
+    path, _ = _dicom(tmp_path, "MR_small.dcm", SliceThickness="1e308")
+    with pytest.raises(ReadError, match=r"a.dcm: the voxel grid the header gives has voxel sizes \[1e\+308"):
+        medload.load(path)
+    report = medload.convert(tmp_path / "in", tmp_path / "out.h5", workers=0, progress=False)
+    (entry,) = report.failed
+    assert entry["error"] == "ReadError" and not entry.get("internal")
+
+
+def test_first_voxel_1e20_mm_from_the_origin_is_refused(tmp_path):
+    path, _ = _dicom(tmp_path, ImagePositionPatient=["1e20", "0", "0"])
+    with pytest.raises(ReadError, match=r"a.dcm: the first voxel lies 1e\+20 mm from the scanner's origin"):
+        medload.load(path)
+
+
+def test_palette_colour_image_without_its_palette_is_a_read_error(tmp_path):
+    # Before: pydicom's "No suitable Palette Color Lookup Table Module found" (ValueError) escaped load.
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("examples_palette.dcm"))
+    for keyword in [k for k in ds.dir() if "PaletteColor" in k]:
+        delattr(ds, keyword)
+    path = tmp_path / "p.dcm"
+    ds.save_as(path)
+    with pytest.raises(ReadError, match="p.dcm: its lookup table .* cannot be applied"):
+        medload.load(path)
+
+
+def test_an_integer_slope_beyond_int32_products_is_exact_in_every_slice(tmp_path):
+    # Slope 70000 on 16-bit values: 32000 * 70000 = 2.24e9 > int32. The first slice widened the
+    # output to int64 and every later one took the int32 fast path: its products wrapped
+    # (2240000000 read as -2054967296), a silently wrong volume.
+    (tmp_path / "in").mkdir()
+    truth = []
+    for k in range(3):
+        ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+        arr = ds.pixel_array.copy()
+        arr[0, :5], arr[1, :5] = 32000, -32000
+        ds.PixelData, ds.BitsStored, ds.HighBit = arr.tobytes(), 16, 15
+        ds.RescaleSlope, ds.RescaleIntercept = "70000", "-5"
+        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
+        ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{k}"
+        ds.InstanceNumber = k + 1
+        ds.save_as(tmp_path / "in" / f"{k}.dcm")
+        truth.append(arr.astype(np.int64) * 70000 - 5)
+    vol = medload.load(tmp_path / "in")
+    np.testing.assert_array_equal(vol.array.astype(np.int64), np.stack(truth))
+    assert vol.array[2, 0, 0] == 2_239_999_995
+
+
+def test_valid_files_of_every_kind_still_load(tmp_path):
+    # The new checks refuse only what no scanner writes: real files of each reader pass them.
+    path, ds = _dicom(tmp_path)
+    assert medload.load(path).spacing == pytest.approx((5.0, 0.661468, 0.661468))
+    assert medload.load(_nifti(tmp_path)).shape == (4, 5, 6)
+    png, array = _png(tmp_path)
+    np.testing.assert_array_equal(medload.load(png).array[0], array)
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", dpi=(25400, 25400))  # 1 micrometre pixels
+    (tmp_path / "fine.png").write_bytes(buf.getvalue())
+    assert medload.load(tmp_path / "fine.png").spacing[1:] == pytest.approx((0.001, 0.001))
