@@ -1,0 +1,940 @@
+"""A hostile-input campaign against every reader: DICOM, NIfTI and 2D images, through scan, load and convert.
+
+Run: ``python tools/fuzz_readers.py [--seed 7] [--cases 300]``; ``--long`` runs 5,000 cases;
+``--only N --keep DIR`` runs one case in this process and keeps its file;
+``--json out.json`` writes every finding.
+
+Where ``tools/fuzz.py`` mutates bytes of a few DICOM files and one synthetic NIfTI, this
+campaign starts from every small file an attacker's corpus would hold: all of pydicom's bundled
+test files (compressed, big endian, multi-frame, DICOMDIR, RT, SR), real scanner files from
+``../shared/data``, nibabel's test NIfTI files (NIfTI-2, 4D, CIFTI), and PNG/TIFF/JPEG made
+with Pillow and tifffile. Mutations are structure-aware per format:
+
+* DICOM: header values set through pydicom to lies (Rows, Columns, BitsAllocated,
+  NumberOfFrames, SamplesPerPixel, PixelRepresentation, PlanarConfiguration, Rescale*,
+  PixelSpacing, ImageOrientationPatient: NaN, huge, zero, negative, wrong VR and VM), the
+  preamble and file meta (magic, group length, transfer syntax), the encapsulated pixel data
+  (basic offset table, fragment lengths, delimiters), an undefined length on a plain
+  element, deep sequence nesting, truncation and bit flips (``fixtures/hostile.py``);
+* NIfTI: dim, pixdim, vox_offset, datatype, bitpix, scl_slope/inter, qform/sform, sizeof_hdr,
+  magic, truncation, a truncated gzip stream;
+* images: PNG IHDR size bombs (with a valid CRC), chunk lengths, TIFF ImageWidth/Length,
+  strip offsets/counts, BitsPerSample, SamplesPerPixel, an IFD chain that loops, JPEG SOF
+  dimensions, truncation and bit flips.
+
+Each case is written to its own folder and run through ``medload.scan``, ``medload.load`` of
+every series found (or of the file when scan finds none) and ``medload.convert`` (in-process,
+``workers=0``), in a worker process under an ``RLIMIT_AS`` cap and a per-case alarm. Outcomes:
+
+* ``ok`` / ``medload_error``: good (a convert whose report lists the file or series as failed
+  with a MedloadError class counts as ``medload_error``);
+* ``other``: another exception escaped, or convert's report holds a failure whose class is
+  not a MedloadError (a bug);
+* ``hang``: past ``--timeout``; ``memory``: MemoryError under the cap; ``crash``: the worker
+  died (segfault). A crashed case is re-run through ``convert(workers=1)`` in a fresh process
+  to check that the pool contains it (``crash_contained`` in the findings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+import traceback
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BAD = ("other", "hang", "memory", "crash", "harness")
+
+SHARED_BASES = [
+    "dcm_qa_nih/In/20180918GE/mr_0004/axial_epi_fmri_interleaved_i_to_s-00003.dcm",
+    "dcm_qa_nih/In/20180918Si/mr_0003/epi_pe_ap-00001.dcm",
+    "dcm_qa_enh/In/Siemens/XA10/6_1.dcm",
+]
+#: Shares of the three kinds of base file.
+KIND_SHARE = {"dicom": 0.6, "nifti": 0.2, "image": 0.2}
+MAX_BASE_BYTES = 400_000
+
+
+# --- the corpus ------------------------------------------------------------------------------
+
+
+def _dicom_bases() -> list[tuple[str, bytes]]:
+    import pydicom
+
+    test_files = Path(pydicom.__file__).parent / "data" / "test_files"
+    out = []
+    for path in sorted(test_files.rglob("*")):
+        if not path.is_file() or path.suffix in (".txt", ".json", ".dump", ".icc", ".gz", ".md") or path.name == "README":
+            continue
+        if path.stat().st_size <= MAX_BASE_BYTES:
+            out.append((path.relative_to(test_files).as_posix(), path.read_bytes()))
+    for rel in SHARED_BASES:
+        path = SHARED / rel
+        if path.exists():
+            out.append((rel.rsplit("/", 1)[-1], path.read_bytes()))
+    return out
+
+
+def _nifti_bases() -> list[tuple[str, bytes]]:
+    import gzip
+
+    import nibabel
+
+    data = Path(nibabel.__file__).parent / "tests" / "data"
+    out = []
+    for path in sorted(glob.glob(str(data / "*.nii")) + glob.glob(str(data / "*.nii.gz"))):
+        raw = Path(path).read_bytes()
+        if path.endswith(".gz"):
+            raw = gzip.decompress(raw)
+        if len(raw) <= 4 * MAX_BASE_BYTES:
+            out.append((Path(path).name.replace(".gz", ""), raw))
+    sys.path.insert(0, str(ROOT))
+    from fixtures.hostile import nifti_bytes
+
+    out.append(("synthetic.nii", nifti_bytes((6, 5, 4), seed=3)))
+    return out
+
+
+def _image_bases() -> list[tuple[str, bytes]]:
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+
+    def pil(mode: str, fmt: str, array: Any, **kw: Any) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(array).convert(mode).save(buf, format=fmt, **kw) if mode != "I;16" else Image.fromarray(array).save(
+            buf, format=fmt, **kw
+        )
+        return buf.getvalue()
+
+    g8 = rng.integers(0, 255, (24, 32), dtype=np.uint8)
+    g16 = rng.integers(0, 4000, (24, 32), dtype=np.uint16)
+    rgb = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    out.append(("grey8.png", pil("L", "PNG", g8)))
+    out.append(("grey16.png", pil("I;16", "PNG", g16)))
+    out.append(("rgb.png", pil("RGB", "PNG", rgb)))
+    out.append(("palette.png", pil("P", "PNG", rgb)))
+    out.append(("bilevel.png", pil("1", "PNG", g8)))
+    out.append(("grey.jpg", pil("L", "JPEG", g8, quality=90)))
+    out.append(("rgb.jpg", pil("RGB", "JPEG", rgb, quality=90)))
+    for name, array, kw in (
+        ("grey16.tif", g16, {}),
+        ("rgb.tif", rgb, {"photometric": "rgb"}),
+        ("float.tif", g16.astype(np.float32) / 7, {}),
+        ("pages.tif", np.stack([g16, g16[::-1]]), {}),
+        ("deflate.tif", g16, {"compression": "zlib"}),
+    ):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, array, **kw)
+        out.append((name, buf.getvalue()))
+    return out
+
+
+def bases() -> dict[str, list[tuple[str, bytes]]]:
+    """The base files by kind (``dicom``, ``nifti``, ``image``), read or made once per process."""
+    return {"dicom": _dicom_bases(), "nifti": _nifti_bases(), "image": _image_bases()}
+
+
+# --- DICOM mutators -------------------------------------------------------------------------
+
+_HEADER_LIES: dict[str, list[Any]] = {
+    "Rows": [0, 1, 2, 65535, "nan", -5, 70000],
+    "Columns": [0, 3, 65535, -1, 4096],
+    "BitsAllocated": [0, 1, 7, 12, 24, 32, 64, 65535],
+    "BitsStored": [0, 1, 17, 64, 65535],
+    "HighBit": [0, 31, 65535],
+    "NumberOfFrames": ["0", "-1", "2", "3", "1000000", "99999999999", "nan", "1.5", "abc", ""],
+    "SamplesPerPixel": [0, 2, 3, 4, 200, 65535],
+    "PixelRepresentation": [1, 2, 65535],
+    "PlanarConfiguration": [0, 1, 2, 65535],
+    "PhotometricInterpretation": ["RGB", "MONOCHROME1", "PALETTE COLOR", "YBR_FULL_422", "YBR_RCT", "XYZ", ""],
+    "RescaleSlope": ["0", "nan", "inf", "-inf", "1e308", "-2", "1e-320", "abc", ""],
+    "RescaleIntercept": ["nan", "-1e308", "-1024", "inf", ""],
+    "PixelSpacing": [["-0.5", "0.5"], ["nan", "1"], ["0", "0"], ["1"], ["1e308", "1e308"], ["1", "1", "1"], ["inf", "1"]],
+    "ImageOrientationPatient": [
+        ["2", "0", "0", "0", "1", "0"],
+        ["1", "0", "0", "1", "0", "0"],
+        ["nan", "0", "0", "0", "1", "0"],
+        ["0", "0", "0", "0", "0", "0"],
+        ["1", "0", "0", "0", "1"],
+        ["1e308", "0", "0", "0", "1", "0"],
+    ],
+    "ImagePositionPatient": [["nan", "0", "0"], ["inf", "1", "1"], ["1", "2"], ["1e308", "-1e308", "0"]],
+    "SliceThickness": ["0", "-3", "nan", "1e308"],
+    "SpacingBetweenSlices": ["0", "-3", "nan"],
+    "WindowCenter": ["nan", "1e308"],
+    "WindowWidth": ["0", "-1", "nan"],
+    "LargestImagePixelValue": [-1, 70000],
+}
+_WRONG_VRS = ["DS", "IS", "US", "UL", "SS", "FD", "FL", "LO", "OB", "SQ", "UN", "AT"]
+
+
+def _dataset(data: bytes):
+    import pydicom
+
+    return pydicom.dcmread(io.BytesIO(data), force=True)
+
+
+def _save(ds) -> bytes:
+    import pydicom
+
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=False)
+    return out.getvalue()
+
+
+def _pick(rng, seq):
+    return seq[int(rng.integers(0, len(seq)))]
+
+
+def _d_header_value(data: bytes, rng) -> bytes:
+    """One header value set to a lie (NaN, huge, zero, negative, wrong multiplicity)."""
+    from pydicom.datadict import dictionary_VR
+    from pydicom.dataelem import DataElement
+    from pydicom.tag import Tag
+
+    ds = _dataset(data)
+    for _ in range(int(rng.choice([1, 1, 2, 3]))):
+        name = _pick(rng, sorted(_HEADER_LIES))
+        value = _pick(rng, _HEADER_LIES[name])
+        tag = Tag(name)
+        vr = dictionary_VR(tag)
+        if vr in ("US", "SS", "UL") and isinstance(value, str):
+            vr = "DS"  # a number where a binary integer belongs: a wrong VR as well
+        if vr == "US" and isinstance(value, int) and not 0 <= value <= 65535:
+            vr = "SL"
+        ds[tag] = DataElement(tag, vr, value)
+    return _save(ds)
+
+
+def _d_wrong_vr(data: bytes, rng) -> bytes:
+    """A size or geometry element written with another VR (a float in Rows, a string in BitsAllocated)."""
+    from pydicom.dataelem import DataElement
+    from pydicom.tag import Tag
+
+    ds = _dataset(data)
+    name = _pick(
+        rng,
+        [
+            "Rows",
+            "Columns",
+            "BitsAllocated",
+            "SamplesPerPixel",
+            "NumberOfFrames",
+            "PixelSpacing",
+            "RescaleSlope",
+            "PixelRepresentation",
+        ],
+    )
+    vr = _pick(rng, _WRONG_VRS)
+    raw = {
+        "DS": "12.5",
+        "IS": "7",
+        "US": 7,
+        "UL": 4294967295,
+        "SS": -7,
+        "FD": float("nan"),
+        "FL": 1e30,
+        "LO": "wide",
+        "OB": b"\xff" * 6,
+        "SQ": [],
+        "UN": b"\x01\x02\x03",
+        "AT": 0x00280010,
+    }[vr]
+    tag = Tag(name)
+    ds[tag] = DataElement(tag, vr, raw)
+    return _save(ds)
+
+
+def _d_preamble(data: bytes, rng) -> bytes:
+    """The preamble, magic, meta group length or transfer syntax made wrong."""
+    choice = int(rng.integers(0, 5))
+    buf = bytearray(data)
+    if choice == 0 and data[128:132] == b"DICM":
+        buf[128:132] = _pick(rng, [b"DICN", b"\x00\x00\x00\x00", b"DIC\xff"])
+        return bytes(buf)
+    if choice == 1:
+        at = data.find(b"\x02\x00\x00\x00UL\x04\x00")
+        if at >= 0:
+            buf[at + 8 : at + 12] = struct.pack("<I", _pick(rng, [0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 3]))
+        return bytes(buf)
+    if choice == 2:
+        ds = _dataset(data)
+        if not hasattr(ds, "file_meta"):
+            return data[:-1]
+        ds.file_meta.TransferSyntaxUID = _pick(
+            rng,
+            [
+                "1.2.840.10008.1.2.2",  # big endian
+                "1.2.840.10008.1.2",  # implicit
+                "1.2.840.10008.1.2.1.99",  # deflated
+                "1.2.840.10008.1.2.4.50",  # JPEG baseline
+                "1.2.840.10008.1.2.5",  # RLE
+                "1.2.840.10008.1.2.4.90",  # JPEG 2000
+                "1.2.3.4.5",  # unknown
+                "",
+            ],
+        )
+        out = io.BytesIO()
+        import pydicom
+
+        pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+        # keep the dataset encoded as it was; only the meta lies
+        ds.save_as(out, enforce_file_format=False, implicit_vr=ds.original_encoding[0], little_endian=ds.original_encoding[1])
+        return out.getvalue()
+    if choice == 3:
+        return bytes(rng.integers(0, 256, 128, dtype="uint8")) + data[128:]
+    return data[132:] if data[128:132] == b"DICM" else b"\x00" * 128 + b"DICM" + data
+
+
+def _pixel_item_offsets(data: bytes) -> tuple[int, list[tuple[int, int]]] | None:
+    """(start of the PixelData items, [(item header offset, length)]) of encapsulated data."""
+    at = data.rfind(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")
+    skip = 12
+    if at < 0:
+        at = data.rfind(b"\xe0\x7f\x10\x00\xff\xff\xff\xff")
+        skip = 8
+    if at < 0:
+        return None
+    pos = at + skip
+    items = []
+    while pos + 8 <= len(data):
+        group, elem, length = struct.unpack_from("<HHI", data, pos)
+        if (group, elem) != (0xFFFE, 0xE000):
+            break
+        items.append((pos, length))
+        pos += 8 + length
+    return at + skip, items
+
+
+def _d_fragments(data: bytes, rng) -> bytes:
+    """The encapsulated pixel data's offset table and fragment lengths made wrong."""
+    found = _pixel_item_offsets(data)
+    if not found or not found[1]:
+        return _d_undefined_length(data, rng)
+    start, items = found
+    buf = bytearray(data)
+    choice = int(rng.integers(0, 7))
+    if choice == 0:  # offset table: a huge, a decreasing or an out-of-file offset
+        pos, length = items[0]
+        n = max(1, length // 4)
+        table = [int(v) for v in rng.choice([0, 4, 0x7FFFFFFF, 0xFFFFFFFF, len(data) * 2], n)]
+        body = struct.pack(f"<{n}I", *table)
+        return bytes(buf[:pos]) + struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body + bytes(buf[pos + 8 + length :])
+    if choice == 1:  # a fragment's length past the end
+        pos, _ = _pick(rng, items)
+        struct.pack_into("<I", buf, pos + 4, _pick(rng, [0xFFFFFFFF, 0xFFFFFFF0, len(data), 0x7FFFFFFF]))
+        return bytes(buf)
+    if choice == 2:  # an odd fragment length, shifting everything after
+        pos, length = _pick(rng, items)
+        struct.pack_into("<I", buf, pos + 4, max(0, length + int(rng.choice([-3, -1, 1, 5]))))
+        return bytes(buf)
+    if choice == 3:  # no sequence delimiter, file ends after the last fragment
+        end = items[-1][0] + 8 + items[-1][1]
+        return bytes(buf[:end])
+    if choice == 4:  # many empty fragments (a frame count lie for the fragment parser)
+        end = items[-1][0] + 8 + items[-1][1]
+        return bytes(buf[:end]) + struct.pack("<HHI", 0xFFFE, 0xE000, 0) * int(rng.choice([10, 5000])) + bytes(buf[end:])
+    if choice == 5:  # an offset table claiming many frames
+        pos, length = items[0]
+        n = int(rng.choice([2, 100, 20000]))
+        body = struct.pack(f"<{n}I", *range(0, 8 * n, 8))
+        return bytes(buf[:pos]) + struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body + bytes(buf[pos + 8 + length :])
+    # a fragment's bytes garbled (the codec's own parser meets it)
+    pos, length = _pick(rng, items[1:] or items)
+    for _ in range(int(rng.integers(1, 12))):
+        if length:
+            i = pos + 8 + int(rng.integers(0, length))
+            buf[i] = int(rng.integers(0, 256))
+    return bytes(buf)
+
+
+def _d_undefined_length(data: bytes, rng) -> bytes:
+    """A plain (non-sequence) element given an undefined or huge length."""
+    from fixtures.hostile import elements, set_length
+
+    els = [e for e in elements(data) if e.length_size == 4 and e.tag >> 16 != 0x0002]
+    if not els:
+        els = [e for e in elements(data) if e.tag >> 16 != 0x0002]
+    e = _pick(rng, els)
+    value = _pick(rng, [0xFFFFFFFF, 0xFFFFFFFE, 0x80000000, len(data) + 10])
+    if e.length_size == 2:
+        value &= 0xFFFF
+    return set_length(data, e.tag, value)
+
+
+def _d_nesting(data: bytes, rng) -> bytes:
+    from fixtures.hostile import nested_sequences
+
+    return nested_sequences(data, int(rng.choice([50, 900, 3000, 20000])))
+
+
+def _d_truncate(data: bytes, rng) -> bytes:
+    cut = int(rng.choice([1, 2, 64, 131, 140, int(rng.integers(132, len(data))), len(data) - 1, len(data) - 7]))
+    return data[: max(1, min(cut, len(data) - 1))]
+
+
+def _d_bytes(data: bytes, rng) -> bytes:
+    from fixtures.hostile import MUTATORS
+
+    name = _pick(rng, ["bit_flip", "header_bit_flip", "length", "vr_swap", "reorder", "private", "truncate", "set_value"])
+    return MUTATORS[name](data, rng)
+
+
+DICOM_MUTATORS = {
+    "header_value": _d_header_value,
+    "wrong_vr": _d_wrong_vr,
+    "preamble": _d_preamble,
+    "fragments": _d_fragments,
+    "undefined_length": _d_undefined_length,
+    "nesting": _d_nesting,
+    "truncate": _d_truncate,
+    "bytes": _d_bytes,
+}
+
+
+# --- NIfTI mutators -------------------------------------------------------------------------
+
+
+def _nifti2(data: bytes) -> bool:
+    return struct.unpack_from("<i", data, 0)[0] == 540
+
+
+def _n_set(data: bytes, field: str, value: Any) -> bytes:
+    """``data`` with NIfTI-1 or NIfTI-2 header ``field`` set (little endian)."""
+    n1 = {"dim": (40, "8h"), "datatype": (70, "h"), "bitpix": (72, "h"), "pixdim": (76, "8f"), "vox_offset": (108, "f"),
+          "scl_slope": (112, "f"), "scl_inter": (116, "f"), "qform_code": (252, "h"), "sform_code": (254, "h"),
+          "quatern": (256, "6f"), "srow": (280, "12f"), "sizeof_hdr": (0, "i"), "magic": (344, "4s")}  # fmt: skip
+    n2 = {"dim": (16, "8q"), "datatype": (12, "h"), "bitpix": (14, "h"), "pixdim": (104, "8d"), "vox_offset": (168, "q"),
+          "scl_slope": (176, "d"), "scl_inter": (184, "d"), "qform_code": (344, "i"), "sform_code": (348, "i"),
+          "quatern": (352, "6d"), "srow": (400, "12d"), "sizeof_hdr": (0, "i"), "magic": (4, "8s")}  # fmt: skip
+    offset, fmt = (n2 if _nifti2(data) else n1)[field]
+    buf = bytearray(data)
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if "q" in fmt or "h" in fmt or "i" in fmt:
+        lo, hi = {"q": (-(2**63), 2**63 - 1), "h": (-32768, 32767), "i": (-(2**31), 2**31 - 1)}[fmt[-1]]
+        values = [max(lo, min(hi, int(v))) for v in values]
+    struct.pack_into("<" + fmt, buf, offset, *values)
+    return bytes(buf)
+
+
+def _n_get(data: bytes, field: str) -> tuple:
+    offset, fmt = (
+        ((16, "8q") if _nifti2(data) else (40, "8h")) if field == "dim" else ((104, "8d") if _nifti2(data) else (76, "8f"))
+    )
+    return struct.unpack_from("<" + fmt, data, offset)
+
+
+def _n_dim(data: bytes, rng) -> bytes:
+    dim = list(_n_get(data, "dim"))
+    i = int(rng.integers(0, 8))
+    dim[i] = int(rng.choice([0, -1, 1, 2, 7, 8, 9, 32767, 65535, 2**31 - 1, 2**40]))
+    if rng.random() < 0.3:
+        dim[0] = int(rng.choice([0, 1, 5, 7, 8, -3]))
+    return _n_set(data, "dim", dim)
+
+
+def _n_pixdim(data: bytes, rng) -> bytes:
+    pix = list(_n_get(data, "pixdim"))
+    i = int(rng.integers(0, 8))
+    pix[i] = float(rng.choice([0.0, -1.0, float("nan"), float("inf"), 1e30, 1e-30, 3.4e38]))
+    return _n_set(data, "pixdim", pix)
+
+
+def _n_value(data: bytes, rng) -> bytes:
+    field, values = _pick(
+        rng,
+        [
+            ("vox_offset", [0, 4, 100, 347, 349, 2**31, -352, float("nan"), 1e30]),
+            ("datatype", [0, 1, 3, 5, 6, 7, 32, 128, 255, 511, 1024, 1536, 1792, 2048, 2304, 9999, -1]),
+            ("bitpix", [0, 1, 3, 24, 128, -8]),
+            ("scl_slope", [0.0, float("nan"), float("inf"), -1e38, 1e38, 1e-40]),
+            ("scl_inter", [float("nan"), float("inf"), 1e38]),
+            ("qform_code", [0, 1, 5, -1, 999]),
+            ("sform_code", [0, 1, 5, -1, 999]),
+            ("sizeof_hdr", [0, 347, 349, 540, 0x5C010000, -1]),
+            ("magic", [b"ni1\x00", b"n+2\x00", b"\x00\x00\x00\x00", b"n+1\x00"]),
+        ],
+    )
+    value = _pick(rng, values)
+    if field == "vox_offset" and _nifti2(data) and isinstance(value, float):
+        value = 2**40
+    if field == "magic" and _nifti2(data):
+        value = value + b"\r\n\x1a\n"
+    return _n_set(data, field, value)
+
+
+def _n_orientation(data: bytes, rng) -> bytes:
+    bad = _pick(rng, [float("nan"), float("inf"), 0.0, 1e30, -1e30])
+    if rng.random() < 0.5:
+        srow = [1.0, 0, 0, 0, 0, 1.0, 0, 0, 0, 0, 1.0, 0]
+        srow[int(rng.integers(0, 12))] = bad
+        if rng.random() < 0.3:
+            srow = [0.0] * 12  # singular
+        out = _n_set(data, "srow", srow)
+        return _n_set(out, "sform_code", 1)
+    quat = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    quat[int(rng.integers(0, 6))] = bad if rng.random() < 0.7 else 2.0  # b^2+c^2+d^2 > 1
+    out = _n_set(data, "quatern", quat)
+    return _n_set(_n_set(out, "qform_code", 1), "sform_code", 0)
+
+
+def _n_truncate(data: bytes, rng) -> bytes:
+    cut = int(rng.choice([10, 200, 347, 348, 352, 500, int(rng.integers(352, len(data))), len(data) - 1]))
+    return data[: max(1, min(cut, len(data) - 1))]
+
+
+def _n_bit_flip(data: bytes, rng) -> bytes:
+    buf = bytearray(data)
+    for _ in range(int(rng.integers(1, 5))):
+        i = int(rng.integers(0, min(len(buf), 352)))
+        buf[i] ^= 1 << int(rng.integers(0, 8))
+    return bytes(buf)
+
+
+NIFTI_MUTATORS = {
+    "dim": _n_dim,
+    "pixdim": _n_pixdim,
+    "value": _n_value,
+    "orientation": _n_orientation,
+    "truncate": _n_truncate,
+    "bit_flip": _n_bit_flip,
+}
+
+
+# --- image mutators -------------------------------------------------------------------------
+
+
+def _png_chunks(data: bytes) -> list[tuple[int, bytes, int]]:
+    """(offset, type, length) of each PNG chunk."""
+    pos, out = 8, []
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        out.append((pos, data[pos + 4 : pos + 8], length))
+        pos += 12 + length
+    return out
+
+
+def _i_png(data: bytes, rng) -> bytes:
+    chunks = _png_chunks(data)
+    buf = bytearray(data)
+    if rng.random() < 0.6:  # IHDR dimensions (CRC recomputed, so the decoder believes it)
+        pos = chunks[0][0]
+        w, h = struct.unpack_from(">II", data, pos + 8)
+        sizes = [0, 1, 65535, 100000, 2**31 - 1, 2**32 - 1]
+        if rng.random() < 0.5:
+            w = int(_pick(rng, sizes))
+        else:
+            h = int(_pick(rng, sizes))
+        struct.pack_into(">II", buf, pos + 8, w, h)
+        if rng.random() < 0.3:
+            buf[pos + 16] = int(_pick(rng, [1, 2, 4, 8, 16, 3, 32]))  # bit depth
+            buf[pos + 17] = int(_pick(rng, [0, 2, 3, 4, 6, 1, 7]))  # colour type
+        struct.pack_into(">I", buf, pos + 21, zlib.crc32(bytes(buf[pos + 4 : pos + 21])))
+        return bytes(buf)
+    pos, _, _ = _pick(rng, chunks)
+    struct.pack_into(">I", buf, pos, _pick(rng, [0, 0x7FFFFFFF, 0xFFFFFFFF, 13]))
+    return bytes(buf)
+
+
+def _tiff_tags(data: bytes) -> tuple[str, list[tuple[int, int, int, int]]]:
+    """(byte order, [(entry offset, tag, type, count)]) of the first IFD of a classic TIFF."""
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(order + "I", data, 4)
+    (n,) = struct.unpack_from(order + "H", data, ifd)
+    out = []
+    for k in range(n):
+        at = ifd + 2 + 12 * k
+        tag, typ, count = struct.unpack_from(order + "HHI", data, at)
+        out.append((at, tag, typ, count))
+    return order, out
+
+
+def _i_tiff(data: bytes, rng) -> bytes:
+    order, tags = _tiff_tags(data)
+    buf = bytearray(data)
+    choice = int(rng.integers(0, 3))
+    if choice == 0:  # a size, layout or offset tag set to a lie
+        wanted = {256: "ImageWidth", 257: "ImageLength", 258: "BitsPerSample", 277: "SamplesPerPixel", 273: "StripOffsets",
+                  279: "StripByteCounts", 278: "RowsPerStrip", 259: "Compression", 262: "Photometric", 339: "SampleFormat"}  # fmt: skip
+        present = [t for t in tags if t[1] in wanted]
+        at, tag, typ, count = _pick(rng, present)
+        value = int(_pick(rng, [0, 1, 3, 7, 65535, 0x7FFFFFFF, 0xFFFFFFFF, len(data) * 4]))
+        if typ == 3:  # SHORT
+            struct.pack_into(order + "HHIH", buf, at, tag, 3, 1, value & 0xFFFF)
+        else:
+            struct.pack_into(order + "HHII", buf, at, tag, 4, 1, value & 0xFFFFFFFF)
+        return bytes(buf)
+    if choice == 1:  # the IFD chain loops back to itself or points past the end
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (n,) = struct.unpack_from(order + "H", data, ifd)
+        nxt = ifd + 2 + 12 * n
+        struct.pack_into(order + "I", buf, nxt, _pick(rng, [ifd, 8, len(data) + 100, 0xFFFFFFFF]))
+        return bytes(buf)
+    at, tag, typ, count = _pick(rng, tags)  # a tag's count made huge
+    struct.pack_into(order + "I", buf, at + 4, _pick(rng, [0, 0x7FFFFFFF, 0xFFFFFFFF, 1 << 20]))
+    return bytes(buf)
+
+
+def _i_jpeg(data: bytes, rng) -> bytes:
+    buf = bytearray(data)
+    for marker in (b"\xff\xc0", b"\xff\xc1", b"\xff\xc2"):
+        at = data.find(marker)
+        if at >= 0:
+            h = int(_pick(rng, [0, 1, 65535, 30000]))
+            w = int(_pick(rng, [0, 1, 65535, 30000]))
+            struct.pack_into(">HH", buf, at + 5, h, w)
+            if rng.random() < 0.3:
+                buf[at + 9] = int(_pick(rng, [0, 2, 5, 255]))  # component count
+            return bytes(buf)
+    return _i_bytes(data, rng)
+
+
+def _i_size(data: bytes, rng) -> bytes:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return _i_png(data, rng)
+    if data[:2] in (b"II", b"MM"):
+        return _i_tiff(data, rng)
+    return _i_jpeg(data, rng)
+
+
+def _i_bytes(data: bytes, rng) -> bytes:
+    buf = bytearray(data)
+    if rng.random() < 0.4:
+        return bytes(buf[: int(rng.integers(1, len(buf)))])
+    for _ in range(int(rng.integers(1, 8))):
+        i = int(rng.integers(0, len(buf)))
+        buf[i] ^= 1 << int(rng.integers(0, 8))
+    return bytes(buf)
+
+
+IMAGE_MUTATORS = {"size": _i_size, "bytes": _i_bytes}
+MUTATORS = {"dicom": DICOM_MUTATORS, "nifti": NIFTI_MUTATORS, "image": IMAGE_MUTATORS}
+
+
+# --- cases ----------------------------------------------------------------------------------
+
+
+def make_case(seed: int, index: int, corpus: dict[str, list[tuple[str, bytes]]]) -> tuple[str, str, str, bytes]:
+    """(kind, base name, mutator name, file name, bytes) of case ``index`` (deterministic)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, index])
+    kinds = sorted(KIND_SHARE)
+    kind = str(rng.choice(kinds, p=[KIND_SHARE[k] for k in kinds]))
+    base_name, data = corpus[kind][int(rng.integers(0, len(corpus[kind])))]
+    mutators = MUTATORS[kind]
+    name = str(rng.choice(sorted(mutators)))
+    try:
+        out = mutators[name](data, rng)
+    except Exception:  # noqa: BLE001 - a mutator that does not fit this base: flip bytes instead
+        name += "->bytes"
+        out = _i_bytes(data, rng)
+    if kind == "nifti":
+        suffix = ".nii"
+        if rng.random() < 0.3:
+            import gzip
+
+            out = gzip.compress(out, compresslevel=1)
+            if rng.random() < 0.3:
+                out = out[: int(rng.integers(20, len(out)))]  # a truncated gzip stream
+            suffix = ".nii.gz"
+        file_name = "case" + suffix
+    elif kind == "image":
+        file_name = "case" + Path(base_name).suffix
+    else:
+        file_name = "case.dcm"
+    return kind, f"{base_name}:{name}", file_name, out
+
+
+class _Alarm(BaseException):
+    """Raised by SIGALRM inside a case (a BaseException so that no except Exception eats it)."""
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames))
+
+
+def run_case(path: str, out_dir: str) -> tuple[str, str]:
+    """(outcome, detail) of scanning, loading and converting ``path``."""
+    import medload
+    from medload import errors
+
+    medload_names = {
+        n for n in dir(errors) if isinstance(getattr(errors, n), type) and issubclass(getattr(errors, n), errors.MedloadError)
+    }
+    outcome = "ok"
+    stage = "reader"
+    try:
+        # The reader's own entry point first: scan turns any exception of one file into a
+        # FileProblem (a safety net), which would hide a reader that lets a library's
+        # exception through.
+        from medload.io.headers import read_header
+        from medload.io.images import is_image, scan_image
+        from medload.io.nifti import is_nifti, scan_nifti
+
+        try:
+            if is_nifti(path, check_magic=False):
+                scan_nifti(path)
+            elif is_image(path, check_magic=False):
+                scan_image(path)
+            else:
+                read_header(path)
+        except errors.MedloadError:
+            outcome = "medload_error"
+        stage = "scan"
+        found = medload.scan(path)
+        stage = "load"
+        for series in found:
+            try:
+                medload.load(series)
+            except errors.MedloadError:
+                outcome = "medload_error"
+        if not len(found):
+            try:
+                medload.load(path)
+            except errors.MedloadError:
+                outcome = "medload_error"
+        stage = "convert"
+        try:
+            report = medload.convert(path, os.path.join(out_dir, "out.h5"), workers=0, progress=False)
+        except errors.MedloadError:
+            return "medload_error", ""
+        for entry in report.failed:
+            if entry.get("internal") or entry.get("error") not in medload_names:
+                tb = str(entry.get("traceback", "")).strip().splitlines()[-3:]
+                return "other", f"convert report: {entry.get('error')}: {str(entry.get('reason'))[:200]} {' | '.join(tb)}"
+            outcome = "medload_error"
+        if not report.ok:
+            outcome = "medload_error"
+    except errors.MedloadError:
+        return "medload_error", stage
+    except MemoryError:
+        return "memory", stage
+    except _Alarm:
+        return "hang", stage
+    except RecursionError as exc:
+        return "other", f"{stage}: RecursionError: {str(exc)[:120]}"
+    except Exception as exc:  # noqa: BLE001 - what the campaign looks for
+        return "other", f"{stage}: {type(exc).__name__}: {str(exc)[:200]} at {_where(exc)}"
+    return outcome, ""
+
+
+def _worker(conn, seed: int, indices: list[int], timeout: int, memory: int) -> None:
+    import logging
+    import resource
+    import signal
+    import warnings
+
+    sys.path.insert(0, str(ROOT))
+    os.environ["MEDLOAD_MAX_VOLUME_BYTES"] = str(memory // 8)
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    warnings.simplefilter("ignore")
+    logging.disable(logging.CRITICAL)
+
+    def alarm(signum, frame):
+        raise _Alarm()
+
+    signal.signal(signal.SIGALRM, alarm)
+    corpus = bases()
+    import medload  # noqa: F401 - imported before the first alarm runs
+
+    work = tempfile.mkdtemp(prefix="medload-fuzzr-")
+    for index in indices:
+        conn.send(("start", index))
+        try:
+            kind, base, file_name, data = make_case(seed, index, corpus)
+        except Exception as exc:  # noqa: BLE001 - a harness bug is reported, not a crash
+            conn.send(("done", index, "?", "?", "harness", f"{type(exc).__name__}: {exc} at {_where(exc)}"))
+            continue
+        case_dir = os.path.join(work, f"c{index}")
+        os.makedirs(case_dir)
+        path = os.path.join(case_dir, file_name)
+        Path(path).write_bytes(data)
+        out_dir = os.path.join(work, f"o{index}")
+        os.makedirs(out_dir)
+        signal.alarm(timeout)
+        try:
+            outcome, detail = run_case(path, out_dir)
+        except _Alarm:
+            outcome, detail = "hang", "timeout"
+        except MemoryError:
+            outcome, detail = "memory", "MemoryError"
+        finally:
+            signal.alarm(0)
+        conn.send(("done", index, kind, base, outcome, detail))
+        shutil.rmtree(case_dir, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    conn.send(("end",))
+
+
+def crash_contained(seed: int, index: int) -> str:
+    """Re-run crashed case ``index`` through ``convert(workers=1)`` in a fresh process: does the pool contain it?"""
+    import subprocess
+
+    work = tempfile.mkdtemp(prefix="medload-fuzzr-crash-")
+    kind, base, file_name, data = make_case(seed, index, bases())
+    src = os.path.join(work, "in")
+    os.makedirs(src)
+    Path(src, file_name).write_bytes(data)
+    code = (
+        "import medload,sys; r=medload.convert(sys.argv[1], sys.argv[2], workers=1, progress=False); "
+        "print('failed', r['counts'].get('failed', 0), [s.get('error_class') for s in r.failed])"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, src, os.path.join(work, "out")], capture_output=True, text=True, timeout=300
+        )
+        return (
+            "contained: " + proc.stdout.strip()[-200:]
+            if proc.returncode == 0
+            else f"convert died: rc {proc.returncode} {proc.stderr[-300:]}"
+        )
+    except subprocess.TimeoutExpired:
+        return "convert hung"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def campaign(
+    seed: int,
+    cases: int,
+    *,
+    start: int = 0,
+    workers: int = 1,
+    timeout: int = 30,
+    memory: int = 3 * 1024**3,
+    progress: bool = False,
+) -> dict:
+    """Run cases ``start .. start + cases - 1`` of campaign ``seed``; return counts and findings."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    todo = list(range(start, start + cases))
+    counts: Counter = Counter()
+    by_kind: dict[str, Counter] = {}
+    findings: list[dict] = []
+    t0 = time.time()
+    running: list[list] = []
+
+    def launch(chunk: list[int]) -> None:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(child, seed, chunk, timeout, memory), daemon=True)
+        proc.start()
+        running.append([proc, parent, chunk, None])
+
+    for k in range(workers):
+        if todo[k::workers]:
+            launch(todo[k::workers])
+    done = 0
+    while running:
+        for slot in list(running):
+            proc, conn, chunk, current = slot
+            if conn.poll(0.2):
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    msg = ("eof",)
+                if msg[0] == "start":
+                    slot[3] = msg[1]
+                    continue
+                if msg[0] == "done":
+                    _, index, kind, base, outcome, detail = msg
+                    counts[outcome] += 1
+                    by_kind.setdefault(kind, Counter())[outcome] += 1
+                    if outcome in BAD:
+                        findings.append({"index": index, "kind": kind, "base": base, "outcome": outcome, "detail": detail})
+                    slot[3] = None
+                    done += 1
+                    if progress and done % 100 == 0:
+                        print(f"{done}/{cases} {dict(counts)} {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+                    continue
+                if msg[0] == "end":
+                    proc.join()
+                    running.remove(slot)
+                    continue
+            if not proc.is_alive() and not conn.poll(0):
+                running.remove(slot)
+                if current is not None:
+                    counts["crash"] += 1
+                    findings.append(
+                        {
+                            "index": current,
+                            "outcome": "crash",
+                            "detail": f"worker exit {proc.exitcode}; {crash_contained(seed, current)}",
+                        }
+                    )
+                    done += 1
+                    rest = [i for i in chunk if i > current]
+                    if rest:
+                        launch(rest)
+    return {
+        "seed": seed,
+        "start": start,
+        "cases": cases,
+        "seconds": round(time.time() - t0, 1),
+        "counts": dict(counts),
+        "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
+        "findings": sorted(findings, key=lambda f: f["index"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cases", type=int, default=300)
+    parser.add_argument("--long", action="store_true", help="5,000 cases (overrides --cases)")
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--timeout", type=int, default=30, help="seconds per case before it counts as a hang")
+    parser.add_argument("--memory", type=float, default=3.0, help="address-space cap of a worker in GiB")
+    parser.add_argument("--json", help="write the result here")
+    parser.add_argument("--only", type=int, help="run this one case in this process and keep its file")
+    parser.add_argument("--keep", default=".", help="folder for --only's file")
+    args = parser.parse_args(argv)
+    if args.only is not None:
+        sys.path.insert(0, str(ROOT))
+        kind, base, file_name, data = make_case(args.seed, args.only, bases())
+        folder = Path(args.keep) / f"fuzzr-{args.seed}-{args.only}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / file_name
+        path.write_bytes(data)
+        print(kind, base, path, *run_case(str(path), tempfile.mkdtemp()))
+        return 0
+    cases = 5000 if args.long else args.cases
+    result = campaign(
+        args.seed,
+        cases,
+        start=args.start,
+        workers=args.workers,
+        timeout=args.timeout,
+        memory=int(args.memory * 1024**3),
+        progress=True,
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("seed", "cases", "seconds", "counts", "by_kind")}))
+    for f in result["findings"][:40]:
+        print(f)
+    return 1 if any(result["counts"].get(k, 0) for k in BAD) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
