@@ -18,11 +18,16 @@ with Pillow and tifffile. Mutations are structure-aware per format:
   element, deep sequence nesting, truncation and bit flips (``fixtures/hostile.py``);
 * NIfTI: dim, pixdim, vox_offset, datatype, bitpix, scl_slope/inter, qform/sform, sizeof_hdr,
   magic, truncation, a truncated gzip stream;
+* series: a real multi-file series (pydicom's MR700, small series of ``../shared/data``) with
+  one or two of its files mutated as above, or a middle file dropped, or a file copied
+  (drawn with its own generator, so a seed's single-file cases stay the same);
 * images: PNG IHDR size bombs (with a valid CRC), chunk lengths, TIFF ImageWidth/Length,
   strip offsets/counts, BitsPerSample, SamplesPerPixel, an IFD chain that loops, JPEG SOF
   dimensions, truncation and bit flips.
 
-Each case is written to its own folder and run through ``medload.scan``, ``medload.load`` of
+Each case is written to its own folder and run through the reader's entry point on each file
+(``read_header``, ``scan_nifti``, ``scan_image``: scan's safety net would hide a library's
+exception), ``medload.scan``, ``medload.load`` of
 every series found (or of the file when scan finds none) and ``medload.convert`` (in-process,
 ``workers=0``), in a worker process under an ``RLIMIT_AS`` cap and a per-case alarm. Outcomes:
 
@@ -145,9 +150,35 @@ def _image_bases() -> list[tuple[str, bytes]]:
     return out
 
 
-def bases() -> dict[str, list[tuple[str, bytes]]]:
-    """The base files by kind (``dicom``, ``nifti``, ``image``), read or made once per process."""
-    return {"dicom": _dicom_bases(), "nifti": _nifti_bases(), "image": _image_bases()}
+#: Small real series (folders), one file of which a series case mutates.
+SERIES_BASES = [
+    "dicom2nifti/generic/anatomical/002_non_isotropic",
+    "dicom2nifti/generic/rgb/001",
+    "dicom2nifti/generic/compressed/001",
+    "dicom2nifti/generic/compressed_rle/001",
+    "dicom2nifti/hitachi/anatomical/001",
+    "dicom2nifti/anatomical/001_implicit",
+    "dcm_qa_nih/In/20180918Si/mr_0003",
+]
+
+
+def _series_bases() -> list[tuple[str, list[tuple[str, bytes]]]]:
+    import pydicom
+
+    out = []
+    mr700 = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "98892003" / "MR700"
+    for folder in [mr700] + [SHARED / rel for rel in SERIES_BASES]:
+        files = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.endswith((".nii.gz", ".json", ".txt")))
+        if len(files) >= 2:
+            out.append(
+                (folder.name if folder == mr700 else str(folder.relative_to(SHARED)), [(p.name, p.read_bytes()) for p in files])
+            )
+    return out
+
+
+def bases() -> dict[str, list]:
+    """The base files by kind (``dicom``, ``nifti``, ``image``; ``series``: folders), read or made once per process."""
+    return {"dicom": _dicom_bases(), "nifti": _nifti_bases(), "image": _image_bases(), "series": _series_bases()}
 
 
 # --- DICOM mutators -------------------------------------------------------------------------
@@ -631,10 +662,43 @@ MUTATORS = {"dicom": DICOM_MUTATORS, "nifti": NIFTI_MUTATORS, "image": IMAGE_MUT
 # --- cases ----------------------------------------------------------------------------------
 
 
-def make_case(seed: int, index: int, corpus: dict[str, list[tuple[str, bytes]]]) -> tuple[str, str, str, bytes]:
-    """(kind, base name, mutator name, file name, bytes) of case ``index`` (deterministic)."""
+#: Share of cases that mutate one file of a real multi-file series (drawn apart, so that the
+#: single-file cases of a seed stay what they were).
+SERIES_SHARE = 0.2
+
+
+def _series_case(rng, corpus) -> tuple[str, str, list[tuple[str, bytes]]]:
+    """A real series with one or two files mutated, or one file dropped or copied."""
+    base_name, files = corpus["series"][int(rng.integers(0, len(corpus["series"])))]
+    files = list(files)
+    choice = float(rng.random())
+    if choice < 0.1 and len(files) > 2:
+        k = int(rng.integers(1, len(files) - 1))
+        return base_name, "drop_middle", files[:k] + files[k + 1 :]
+    if choice < 0.2:
+        name, data = files[int(rng.integers(0, len(files)))]
+        return base_name, "copy", files + [("copy_" + name, data)]
+    names = []
+    for _ in range(1 if rng.random() < 0.8 else 2):
+        k = int(rng.integers(0, len(files)))
+        mutator = str(rng.choice(["header_value", "header_value", "wrong_vr", "truncate", "bytes", "fragments"]))
+        try:
+            files[k] = (files[k][0], DICOM_MUTATORS[mutator](files[k][1], rng))
+        except Exception:  # noqa: BLE001 - a mutator that does not fit: flip bytes instead
+            mutator += "->bytes"
+            files[k] = (files[k][0], _i_bytes(files[k][1], rng))
+        names.append(mutator)
+    return base_name, "+".join(names), files
+
+
+def make_case(seed: int, index: int, corpus: dict[str, list]) -> tuple[str, str, list[tuple[str, bytes]]]:
+    """(kind, "base:mutator", [(file name, bytes)]) of case ``index`` of campaign ``seed`` (deterministic)."""
     import numpy as np
 
+    series_rng = np.random.default_rng([seed, index, 1])
+    if corpus.get("series") and series_rng.random() < SERIES_SHARE:
+        base_name, name, files = _series_case(series_rng, corpus)
+        return "series", f"{base_name}:{name}", files
     rng = np.random.default_rng([seed, index])
     kinds = sorted(KIND_SHARE)
     kind = str(rng.choice(kinds, p=[KIND_SHARE[k] for k in kinds]))
@@ -660,7 +724,15 @@ def make_case(seed: int, index: int, corpus: dict[str, list[tuple[str, bytes]]])
         file_name = "case" + Path(base_name).suffix
     else:
         file_name = "case.dcm"
-    return kind, f"{base_name}:{name}", file_name, out
+    return kind, f"{base_name}:{name}", [(file_name, out)]
+
+
+def write_case(folder: str | os.PathLike[str], kind: str, files: list[tuple[str, bytes]]) -> str:
+    """Write a case's files into ``folder``; the path to give the readers (the folder for a series)."""
+    os.makedirs(folder, exist_ok=True)
+    for name, data in files:
+        Path(folder, name).write_bytes(data)
+    return str(folder) if kind == "series" else os.path.join(folder, files[0][0])
 
 
 class _Alarm(BaseException):
@@ -690,15 +762,16 @@ def run_case(path: str, out_dir: str) -> tuple[str, str]:
         from medload.io.images import is_image, scan_image
         from medload.io.nifti import is_nifti, scan_nifti
 
-        try:
-            if is_nifti(path, check_magic=False):
-                scan_nifti(path)
-            elif is_image(path, check_magic=False):
-                scan_image(path)
-            else:
-                read_header(path)
-        except errors.MedloadError:
-            outcome = "medload_error"
+        for file in sorted(Path(path).iterdir()) if os.path.isdir(path) else [Path(path)]:
+            try:
+                if is_nifti(file, check_magic=False):
+                    scan_nifti(file)
+                elif is_image(file, check_magic=False):
+                    scan_image(file)
+                else:
+                    read_header(str(file))
+            except errors.MedloadError:
+                outcome = "medload_error"
         stage = "scan"
         found = medload.scan(path)
         stage = "load"
@@ -760,14 +833,12 @@ def _worker(conn, seed: int, indices: list[int], timeout: int, memory: int) -> N
     for index in indices:
         conn.send(("start", index))
         try:
-            kind, base, file_name, data = make_case(seed, index, corpus)
+            kind, base, files = make_case(seed, index, corpus)
         except Exception as exc:  # noqa: BLE001 - a harness bug is reported, not a crash
             conn.send(("done", index, "?", "?", "harness", f"{type(exc).__name__}: {exc} at {_where(exc)}"))
             continue
         case_dir = os.path.join(work, f"c{index}")
-        os.makedirs(case_dir)
-        path = os.path.join(case_dir, file_name)
-        Path(path).write_bytes(data)
+        path = write_case(case_dir, kind, files)
         out_dir = os.path.join(work, f"o{index}")
         os.makedirs(out_dir)
         signal.alarm(timeout)
@@ -790,13 +861,12 @@ def crash_contained(seed: int, index: int) -> str:
     import subprocess
 
     work = tempfile.mkdtemp(prefix="medload-fuzzr-crash-")
-    kind, base, file_name, data = make_case(seed, index, bases())
+    kind, base, files = make_case(seed, index, bases())
     src = os.path.join(work, "in")
-    os.makedirs(src)
-    Path(src, file_name).write_bytes(data)
+    write_case(src, kind, files)
     code = (
         "import medload,sys; r=medload.convert(sys.argv[1], sys.argv[2], workers=1, progress=False); "
-        "print('failed', r['counts'].get('failed', 0), [s.get('error_class') for s in r.failed])"
+        "print('failed', r['counts'].get('failed', 0), [s.get('error') for s in r.failed])"
     )
     try:
         proc = subprocess.run(
@@ -911,12 +981,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.only is not None:
         sys.path.insert(0, str(ROOT))
-        kind, base, file_name, data = make_case(args.seed, args.only, bases())
-        folder = Path(args.keep) / f"fuzzr-{args.seed}-{args.only}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / file_name
-        path.write_bytes(data)
-        print(kind, base, path, *run_case(str(path), tempfile.mkdtemp()))
+        kind, base, files = make_case(args.seed, args.only, bases())
+        path = write_case(Path(args.keep) / f"fuzzr-{args.seed}-{args.only}", kind, files)
+        print(kind, base, path, *run_case(path, tempfile.mkdtemp()))
         return 0
     cases = 5000 if args.long else args.cases
     result = campaign(
