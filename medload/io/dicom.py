@@ -125,9 +125,6 @@ def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
     return np.dtype(np.int16) if vmin < 0 else np.dtype(np.uint16)
 
 
-_INT32 = np.dtype(np.int32)
-
-
 def _fits(dtype: np.dtype, a: float, b: float) -> bool:
     info = np.iinfo(dtype)
     return info.min <= min(a, b) and max(a, b) <= info.max and float(a).is_integer() and float(b).is_integer()
@@ -193,11 +190,10 @@ def _decode_files(
                 out[t, z] = image * f.slope + f.intercept if (f.slope != 1.0 or f.intercept != 0.0) else image
                 continue
             rescaled = (stored_lo * f.slope + f.intercept, stored_hi * f.slope + f.intercept)
-            if image.dtype.kind in "iu" and _fits(out.dtype, *rescaled) and _fits(_INT32, *rescaled):
-                # The stored range (BitsStored) after rescale fits the output type and int32:
-                # compute in int32 straight into the output slice, no full-size temporary. Not
-                # when only the output fits (it was widened to int64 by an earlier slice): int32
-                # products would wrap around, silently (slope 70000 on 16 bits).
+            if image.dtype.kind in "iu" and _fits(out.dtype, *rescaled) and _fits(np.dtype(np.int32), *rescaled):
+                # The stored range after rescale fits the output and int32: compute in int32 into
+                # the output slice, no temporary. Not when only an output widened to int64 by an
+                # earlier slice fits: int32 products would wrap, silently (slope 70000, 16 bits).
                 if f.slope == 1.0:
                     np.add(image, np.int32(f.intercept), out=out[t, z], casting="unsafe")
                 else:
@@ -271,8 +267,7 @@ def _read_pydicom(path: str, label: str) -> np.ndarray:
 
             pixels = apply_color_lut(pixels, ds)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error) as exc:
-        # pydicom checks a LUT against the pixels only when applying it: a PALETTE COLOR image
-        # without its palette, a LUT descriptor that does not match its data.
+        # pydicom checks a LUT only when applying it (a PALETTE COLOR image without its palette)
         raise ReadError(
             f"{path}: its lookup table (ModalityLUTSequence or PALETTE COLOR palette) cannot be applied "
             f"({type(exc).__name__}: {exc}); the header is damaged, remove the file or re-export {label}."

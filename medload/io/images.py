@@ -35,11 +35,9 @@ file names hold a patient id).
 
 Bad files
 ---------
-An empty file, a file that is no image (a text file named ``.png``), a truncated image and an
-image larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) each raise
-:class:`~medload.errors.ReadError` naming the file; :func:`medload.scan` records it and goes on.
-A 16-bit grey + alpha PNG, which no reader here decodes at full depth, raises
-:class:`~medload.errors.UnsupportedError` naming the file.
+An empty file, no image (a text file named ``.png``), a truncated image, a PNG chunk longer than
+the file (:mod:`medload.io.pngchunks`), an image over Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``: a
+ReadError naming the file (scan records it, goes on). 16-bit grey + alpha PNG: UnsupportedError.
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -57,6 +54,7 @@ import numpy as np
 from medload.deid import pseudonym
 from medload.errors import ReadError, UnsupportedError
 from medload.geometry import lps_to_ras
+from medload.io.pngchunks import check_png_chunks
 from medload.io.png16 import apply_exif_orientation, is_png16_colour, png_bit_depth, read_png16_colour, refuse_png16_grey_alpha
 from medload.io.series import Series
 from medload.problems import Problem, ProblemKind
@@ -165,57 +163,6 @@ def _check_pixels(path: Path, n_pixels: int) -> None:
         )
 
 
-#: Largest chunk length the PNG specification allows (2^31 - 1).
-_PNG_MAX_CHUNK = 2**31 - 1
-
-
-def check_png_chunks(path: str | os.PathLike[str]) -> None:
-    """Refuse a PNG whose chunk lengths claim more bytes than the file holds, before Pillow reads one.
-
-    Pillow reads a chunk with one ``read(length)`` of the length its header states (the image
-    data at the end of a load): a length of 2 GB in a 1 KB file allocates 2 GB first. The walk
-    reads 8 bytes per chunk, up to IEND.
-
-    Raises
-    ------
-    ReadError
-        Naming the file, the chunk, its claimed length and the bytes left.
-
-    Examples
-    --------
-    >>> import tempfile, os, struct, zlib
-    >>> path = os.path.join(tempfile.mkdtemp(), "x.png")
-    >>> ihdr = struct.pack(">II5B", 4, 4, 8, 0, 0, 0, 0)
-    >>> chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    >>> bomb = struct.pack(">I", 2**31 - 1) + b"IDAT"
-    >>> _ = open(path, "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk + bomb)
-    >>> try:
-    ...     check_png_chunks(path)
-    ... except ReadError as exc:
-    ...     print(str(exc).split(": ", 1)[1][:51])
-    PNG chunk 'IDAT' at byte 33 claims 2147483647 bytes
-    """
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        pos = 8
-        while pos + 8 <= size:
-            fh.seek(pos)
-            head = fh.read(8)
-            if len(head) < 8:
-                return
-            (length,) = struct.unpack(">I", head[:4])
-            kind = head[4:8].decode("latin-1")
-            left = size - pos - 12
-            if length > _PNG_MAX_CHUNK or length > left:
-                raise ReadError(
-                    f"{path}: PNG chunk {kind!r} at byte {pos} claims {length} bytes, but {max(left, 0)} bytes "
-                    "(before its checksum) are left in the file: the file is truncated or damaged. Re-export or re-copy it."
-                )
-            if head[4:8] == b"IEND":
-                return
-            pos += 12 + length
-
-
 def _open_pil(path: Path) -> Any:  # a PIL.Image.Image
     """``PIL.Image.open`` with a decompression-bomb *warning* made an error, and errors naming the file."""
     from PIL import Image, UnidentifiedImageError
@@ -223,8 +170,7 @@ def _open_pil(path: Path) -> Any:  # a PIL.Image.Image
     size = path.stat().st_size
     if size == 0:
         raise ReadError(f"{path}: empty file (0 bytes); expected a PNG, JPEG, TIFF or BMP image. Re-copy or remove it.")
-    if image_format(path) == "PNG":
-        check_png_chunks(path)
+    check_png_chunks(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
