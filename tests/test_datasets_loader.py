@@ -101,6 +101,23 @@ def test_shuffled_batches_equal_the_per_item_dataloaders_bit_for_bit(stores, dty
             assert_batches_equal(g, w)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float16", "int16"])
+def test_batches_equal_the_items_read_through_h5py_alone(stores, dtype):
+    # The batch path reads chunks itself (os.preadv + cramjam's LZ4 into the batch); the
+    # reference is the per-item DataLoader over a reader that only uses h5py.
+    ds, ref = SliceDataset(stores[dtype]), SliceDataset(stores[dtype])
+    ref.reader._direct = False
+    want = per_item_batches(ref, 5, shuffle=True, generator=torch.Generator().manual_seed(3))
+    for compact in (False, True):
+        loader = ds.loader(5, shuffle=True, generator=torch.Generator().manual_seed(3), compact=compact)
+        got = [loader.decode(batch) for batch in loader]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert_batches_equal(g, w)
+    assert ds.reader._read_paths["direct"] > 0 and ds.reader._read_paths["h5py"] == 0
+    assert ref.reader._read_paths["direct"] == 0
+
+
 def test_stored_channels_selected_and_in_context_equal_the_items(stores):
     for options in ({"channels": ["bone", "brain"]}, {"channels": ["subdural"], "context": 1}, {}):
         ds = SliceDataset(stores["channels"], **options)

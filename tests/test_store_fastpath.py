@@ -1,4 +1,4 @@
-"""Direct chunk reads (os.pread + lz4) return exactly what the h5py path returns, or step aside.
+"""Direct chunk reads (os.preadv + cramjam's LZ4) return exactly what the h5py path returns, or step aside.
 
 The reader counts its read calls per path in ``reader._read_paths`` (``"direct"`` or
 ``"h5py"``); ``reader._direct = False`` forces the h5py path, the reference here.
@@ -11,7 +11,7 @@ import pickle
 
 import h5py
 import hdf5plugin
-import lz4.block
+import cramjam
 import numpy as np
 import pytest
 
@@ -214,35 +214,44 @@ def test_a_chunk_stored_without_its_filter_falls_back(tmp_path):
     assert fast._read_paths == {"direct": 1, "h5py": 2}
 
 
-def test_without_lz4_installed_lz4_stores_read_through_h5py(tmp_path, monkeypatch):
-    monkeypatch.setattr(reader_module, "_lz4_decompress", None)
+def test_without_cramjam_installed_lz4_stores_read_through_h5py(tmp_path, monkeypatch):
+    monkeypatch.setattr(reader_module, "_lz4_block_into", None)
     for compression in ("lz4", "none"):
         path = tmp_path / f"{compression}.h5"
         write_store(path, "uint8", compression)
         fast, ref = medload.open(path), reference(path)
         assert_bit_equal(fast.read_slices(0, 0, 7), ref.read_slices(0, 0, 7))
         assert_bit_equal(fast.read_slices(2, 1, 2), ref.read_slices(2, 1, 2))
-        # Uncompressed chunks need no lz4: those are still read directly.
+        # Uncompressed chunks need no LZ4 decoder: those are still read directly.
         assert fast._read_paths == ({"direct": 0, "h5py": 2} if compression == "lz4" else {"direct": 2, "h5py": 0})
+
+
+def _decoded(chunk: bytes, nbytes: int) -> bytes | None:
+    """decode_lz4_chunk_into's result for ``chunk`` into a row of ``nbytes`` (None when it refuses)."""
+    out = np.full(nbytes, 0xAB, np.uint8)
+    return out.tobytes() if fmt.decode_lz4_chunk_into(chunk, out, cramjam.lz4.decompress_block_into) else None
+
+
+def lz4_block(raw: bytes) -> bytes:
+    return bytes(cramjam.lz4.compress_block(raw, store_size=False))
 
 
 def test_lz4_framing_that_disagrees_is_refused():
     raw = (np.arange(3000) % 7).astype(np.uint8).tobytes()
-    block = lz4.block.compress(raw, store_size=False)
+    block = lz4_block(raw)
     good = (3000).to_bytes(8, "big") + (4096).to_bytes(4, "big") + len(block).to_bytes(4, "big") + block
-    decode = lz4.block.decompress
-    assert fmt.decode_lz4_chunk(good, 3000, decode) == raw  # block size above the original size: capped
-    assert fmt.decode_lz4_chunk(good, 3001, decode) is None  # another original size than the slice's
-    assert fmt.decode_lz4_chunk(good[:-1], 3000, decode) is None  # truncated
-    assert fmt.decode_lz4_chunk(good + b"\0", 3000, decode) is None  # trailing bytes
-    assert fmt.decode_lz4_chunk(good[:12], 3000, decode) is None  # no block at all
+    assert _decoded(good, 3000) == raw  # block size above the original size: capped
+    assert _decoded(good, 3001) is None  # another original size than the slice's
+    assert _decoded(good[:-1], 3000) is None  # truncated
+    assert _decoded(good + b"\0", 3000) is None  # trailing bytes
+    assert _decoded(good[:12], 3000) is None  # no block at all
     broken = bytearray(good)
     broken[16:24] = b"\xff" * 8  # corrupt LZ4 tokens
-    assert fmt.decode_lz4_chunk(bytes(broken), 3000, decode) is None
+    assert _decoded(bytes(broken), 3000) is None
     zero_block = (3000).to_bytes(8, "big") + (0).to_bytes(4, "big") + good[12:]
-    assert fmt.decode_lz4_chunk(zero_block, 3000, decode) is None
+    assert _decoded(zero_block, 3000) is None
     # Two blocks, the first raw, the second compressed and short, as the filter writes them.
-    second = lz4.block.compress(raw[2000:], store_size=False)
+    second = lz4_block(raw[2000:])
     two = (
         (3000).to_bytes(8, "big")
         + (2000).to_bytes(4, "big")
@@ -251,8 +260,21 @@ def test_lz4_framing_that_disagrees_is_refused():
         + len(second).to_bytes(4, "big")
         + second
     )
-    assert fmt.decode_lz4_chunk(two, 3000, decode) == raw
-    assert fmt.decode_lz4_chunk(two[:-3], 3000, decode) is None
+    assert _decoded(two, 3000) == raw
+    assert _decoded(two[:-3], 3000) is None
+
+
+def test_a_block_that_reads_as_size_prefixed_is_left_to_hdf5():
+    # cramjam retries a block it cannot decode as one led by a 4-byte little-endian size. A
+    # corrupt block whose first 4 bytes say the slice's size could then decode to the right
+    # length from the wrong bytes; such blocks are refused (HDF5 decodes or rejects them).
+    raw = bytes(range(256)) * 16
+    prefixed = bytes(cramjam.lz4.compress_block(raw, store_size=True))
+    assert int.from_bytes(prefixed[:4], "little") == len(raw)
+    chunk = len(raw).to_bytes(8, "big") + len(raw).to_bytes(4, "big") + len(prefixed).to_bytes(4, "big") + prefixed
+    out = np.zeros(len(raw), np.uint8)
+    assert cramjam.lz4.decompress_block_into(prefixed, out, output_len=len(raw)) == len(raw)  # cramjam's retry
+    assert _decoded(chunk, len(raw)) is None
 
 
 def _read_in_child(reader, queue) -> None:
@@ -303,3 +325,142 @@ def test_without_preadv_uncompressed_chunks_are_read_with_pread(tmp_path, monkey
     assert_bit_equal(fast.read_slices(2, 3, 4, raw=True), ref.read_slices(2, 3, 4, raw=True))
     assert_bit_equal(fast.read_mask(2, 0, 6), ref.read_mask(2, 0, 6))
     assert fast._read_paths == {"direct": 3, "h5py": 0}
+
+
+# ---------------------------------------------------------------- whole batches (read_batch)
+
+
+def write_batch_store(path, dtype: str, compression: str) -> None:
+    """Two 3D volumes and a (Z, C, H, W) one, all with 16x16 slices, each with its own scale."""
+    data = "int16" if dtype == "int16" else "float32"
+    with medload.Store.create(path, dtype=dtype, compression=compression) as store:
+        store.add(synthetic_volume(4, dtype=data, shape=(7, 16, 16)))
+        store.add(synthetic_volume(5, dtype=data, shape=(5, 16, 16)))
+        store.add(synthetic_volume(6, dtype=data, shape=(4, 16, 16), channels=CHANNELS))
+
+
+def h5py_rows(path, reader, volumes, slices, *, raw: bool) -> np.ndarray:
+    """What h5py itself reads for each (volume, slice), decoded as the reader documents (stored * scale + offset in float32)."""
+    rows = []
+    with h5py.File(path, "r") as f:
+        for v, z in zip(volumes, slices):
+            record = reader.volumes[v]
+            stored = f["volumes"][record.key]["image"][z]
+            if not raw and stored.dtype != np.float32:
+                stored = stored.astype(np.float32)
+                if np.issubdtype(record.dtype, np.integer):
+                    stored = stored * np.float32(record.scale) + np.float32(record.offset)
+            rows.append(stored)
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd:1", "lz4+shuffle"])
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "int16", "float32"])
+def test_read_batch_rows_equal_h5pys_own_reads(tmp_path, dtype, compression):
+    path = tmp_path / "s.h5"
+    write_batch_store(path, dtype, compression)
+    fast, ref = medload.open(path), reference(path)
+    assert fast.volumes[0].scale != fast.volumes[1].scale or dtype in ("float32", "float16", "int16")
+    rng = np.random.default_rng(5)
+    pairs = [(v, z) for v in (0, 1) for z in range(fast.volumes[v].n_slices)]
+    batches = [
+        [pairs[i] for i in rng.permutation(len(pairs))],  # shuffled over both volumes
+        [(0, 2), (0, 3), (0, 4), (1, 0), (1, 1), (0, 0), (0, 0)],  # runs, a volume change, a repeat
+        [(1, 4)],
+        [(2, 3), (2, 0), (2, 1)],  # (C, H, W) rows of the channel volume
+    ]
+    for batch in batches:
+        volumes, slices = [v for v, _ in batch], [z for _, z in batch]
+        row = fast.volumes[volumes[0]].slice_shape
+        for raw in (False, True):
+            want = h5py_rows(path, fast, volumes, slices, raw=raw)
+            for reader in (fast, ref):
+                out = np.full((len(batch), *row), 7, want.dtype)
+                assert reader.read_batch(volumes, slices, out, raw=raw) is out
+                assert_bit_equal(out, want)
+                for i, (v, z) in enumerate(batch):  # the same rows as read_slices, one by one
+                    assert_bit_equal(out[i], reader.read_slices(v, z, z + 1, raw=raw)[0])
+    direct = fast._read_paths["direct"] > 0
+    assert direct == (compression in ("none", "lz4")) and ref._read_paths["direct"] == 0
+    if direct:
+        assert fast._read_paths["h5py"] == 0
+
+
+def test_read_batch_takes_channel_first_rows_of_3d_volumes_and_refuses_wrong_outs(tmp_path):
+    path = tmp_path / "s.h5"
+    write_batch_store(path, "uint8", "lz4")
+    reader = medload.open(path)
+    out = np.empty((2, 1, 16, 16), np.float32)  # (B, C, H, W): a batch of channel-first items
+    reader.read_batch([1, 0], [2, 6], out)
+    assert_bit_equal(out[:, 0], np.concatenate([reader.read_slices(1, 2, 3), reader.read_slices(0, 6, 7)]))
+    with pytest.raises(medload.ConfigError, match="out must be uint8"):
+        reader.read_batch([0], [0], np.empty((1, 16, 16), np.float32), raw=True)
+    with pytest.raises(medload.ConfigError, match="one row of a C-contiguous out per slice"):
+        reader.read_batch([0, 0], [0, 1], np.empty((3, 16, 16), np.float32))
+    with pytest.raises(medload.ConfigError, match="slices of one size"):
+        reader.read_batch([0, 2], [0, 0], np.empty((2, 16, 16), np.float32))
+    with pytest.raises(medload.StoreError, match=r"slices 5:7 are outside volume"):
+        reader.read_batch([1, 1], [5, 6], np.empty((2, 16, 16), np.float32))
+    assert reader.read_batch([], [], np.empty((0, 16, 16), np.float32)).shape == (0, 16, 16)
+
+
+def write_compressible_store(path) -> None:
+    """Like write_batch_store (uint8, LZ4), with smooth slices LZ4 shrinks (each chunk one LZ4 block)."""
+    ramp = np.add.outer(np.arange(16), np.arange(16)) // 8 / 4.0
+    with medload.Store.create(path, dtype="uint8", compression="lz4", value_range=(0, 10)) as store:
+        for i, (depth, channels) in enumerate(((7, None), (5, None), (4, CHANNELS))):
+            shape = (depth, 16, 16) if channels is None else (len(channels), depth, 16, 16)
+            array = ramp + np.arange(depth).reshape((depth, 1, 1) if channels is None else (1, depth, 1, 1))
+            meta = {"series_key": f"s{i}", "source_hash": f"h{i}"} | ({"channels": list(channels)} if channels else {})
+            store.add(medload.Volume(np.broadcast_to(array, shape).astype(np.float32), np.eye(4), meta=meta))
+
+
+def _chunk_place(path, key: str, z: int) -> tuple[int, int]:
+    with h5py.File(path, "r") as f:
+        image = f["volumes"][key]["image"]
+        info = image.id.get_chunk_info_by_coord((z,) + (0,) * (image.ndim - 1))
+    return info.byte_offset, info.size
+
+
+def test_a_corrupt_lz4_chunk_is_a_store_error_naming_the_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    from medload.datasets import SliceDataset
+
+    path = tmp_path / "corrupt.h5"
+    write_compressible_store(path)
+    reader = medload.open(path)
+    good = reader.read_slices(0, 0, 7, raw=True)
+    offset, size = _chunk_place(path, reader.volumes[0].key, 3)
+    assert size < 16 + 256 // 2  # an LZ4 block, not a raw one (raw bytes have no check to fail)
+    with open(path, "r+b") as f:  # LZ4 tokens asking for more literals than the block holds
+        f.seek(offset + 16)
+        f.write(b"\xff" * min(64, size - 16))
+    for fresh in (medload.open(path), reader):  # a new reader, and one that had read the file before
+        with pytest.raises(medload.StoreError, match=rf"{path.name}.*slices 3:4 of volume .*failed"):
+            fresh.read_slices(0, 3, 4)
+        with pytest.raises(medload.StoreError, match=path.name):
+            fresh.read_batch([1, 0], [0, 3], np.empty((2, 16, 16), np.uint8), raw=True)
+        # The other slices still read, and equal what was written.
+        assert_bit_equal(fresh.read_slices(0, 4, 7, raw=True), good[4:])
+    for compact in (True, False):
+        loader = SliceDataset(path, select={"channels": 1}).loader(4, compact=compact)
+        with pytest.raises(medload.StoreError, match=path.name):
+            for _ in loader:
+                pass
+    # Volumes without the corrupt chunk load as before.
+    batch = next(iter(SliceDataset(path, select=lambda r: r.n_slices == 5).loader(5)))
+    assert torch.equal(batch["image"][:, 0], torch.from_numpy(reader.read_slices(1, 0, 5)))
+
+
+def test_a_store_truncated_while_open_is_a_store_error_naming_the_file(tmp_path):
+    path = tmp_path / "cut.h5"
+    write_compressible_store(path)
+    reader = medload.open(path)
+    reader.read_slices(2, 0, 1)  # the file is open and its chunk tables built
+    offset, _ = _chunk_place(path, reader.volumes[2].key, 3)
+    with open(path, "r+b") as f:
+        f.truncate(offset + 20)  # in the middle of the last volume's slice 3
+    with pytest.raises(medload.StoreError, match=rf"{path.name}.*slices 3:4 of volume"):
+        reader.read_slices(2, 3, 4)
+    with pytest.raises(medload.StoreError, match=path.name):
+        reader.read_batch([2], [3], np.empty((1, 3, 16, 16), np.float32))

@@ -196,6 +196,13 @@ class SliceBatches(torch.utils.data.Dataset[Any]):
                     self.mask_dtype = np.dtype(np.int32 if self.mask_dtype.itemsize <= 2 else np.int64)
             else:
                 self.mask_dtype = np.dtype(np.int64)
+        # Rows as the store holds the slices (no context, every channel, no replication): one
+        # read_batch call per batch instead of a store call per run of slices.
+        self._plain = (
+            dataset.context == 0
+            and self.channels == dataset.stored_channels
+            and all(dataset._channel_index[int(v)] is None for v in dataset.volume_ids)
+        )
         self._scale = np.array([np.float32(r.scale) for r in reader.volumes], np.float32)
         self._offset = np.array([np.float32(r.offset) for r in reader.volumes], np.float32)
 
@@ -240,9 +247,13 @@ class SliceBatches(torch.utils.data.Dataset[Any]):
         """Images (and masks) of dataset positions ``idx`` into ``image`` (and ``mask``), as the items hold them."""
         ds = self.dataset
         vols, slices = ds._vol[idx], ds._slice[idx]
-        for a, b in _runs(vols, slices):
+        if self._plain:
+            # The common case: the store reads the whole batch, straight into its rows.
+            ds.reader.read_batch(vols, slices, image, raw=self.compact)
+        for a, b in _runs(vols, slices) if mask is not None or not self._plain else ():
             v, s0, s1 = int(vols[a]), int(slices[a]), int(slices[b - 1]) + 1
-            self._fill(image[a:b], v, s0, s1)
+            if not self._plain:
+                self._fill(image[a:b], v, s0, s1)
             if mask is not None:
                 mask[a:b] = ds.reader.read_mask(v, s0, s1).reshape(b - a, *self.mask_shape)
         if ds.standardize and not self.compact:

@@ -6,7 +6,7 @@ imports it.
 How it reads: a dataset of item positions (shuffled by ``tf.data`` with a seed when asked) is
 batched, and each batch of positions is read by a parallel ``map`` (``num_parallel_calls``,
 ``AUTOTUNE`` by default) that calls :meth:`NumpyBatches.read_stored`: runs of consecutive
-slices in one store call, LZ4 chunks read with ``os.pread`` and decoded by ``lz4``, both
+slices in one store call, LZ4 chunks read with ``os.preadv`` and decoded by ``cramjam`` into the batch, both
 outside Python's GIL, into one batch of stored values (uint8 for the default store), so
 several batches are read at once from any shard. Scale, offset, layout and normalization are
 TensorFlow ops on the batch. There is no per-image decode and no

@@ -399,75 +399,75 @@ LZ4_FILTER_ID = 32004
 _LZ4_HEADER = struct.Struct(">QII")
 
 
-def decode_lz4_chunk(chunk: bytes | memoryview, nbytes: int, decompress: Callable[..., bytes]) -> bytes | bytearray | None:
-    """Undo HDF5's LZ4 filter (id 32004) on one stored chunk, or ``None`` if its framing disagrees.
+def decode_lz4_chunk_into(chunk: bytes | memoryview, out: np.ndarray, decompress_into: Callable[..., int]) -> bool:
+    """Undo HDF5's LZ4 filter (id 32004) on one stored chunk, writing the bytes into ``out``; False if its framing disagrees.
 
     The framing, as written by the filter (hdf5plugin ``src/LZ4/H5Zlz4.c``): the original size
     (8 bytes, big-endian), the block size (4 bytes, big-endian; the filter caps it at the
     original size), then per block its stored size (4 bytes, big-endian) and the block; a block
     whose stored size equals its original size was kept raw (compression saved nothing), the
-    last block may be shorter. ``decompress`` is ``lz4.block.decompress``, passed in so this
-    module does not need ``lz4``. Anything unexpected (another original size than ``nbytes``,
-    a zero block size, a truncated or over-long chunk, a block LZ4 rejects or that decodes to
-    another length) gives ``None``: the caller then reads the chunk through HDF5, which
-    decodes it or raises, never a wrong slice.
+    last block may be shorter. ``out`` is a writable 1-D uint8 array of the chunk's original
+    size (a row of the batch being filled: no temporary, no copy). ``decompress_into`` is
+    ``cramjam.lz4.decompress_block_into``, passed in so this module does not need ``cramjam``.
+    Anything unexpected (another original size than ``out``'s, a zero block size, a truncated
+    or over-long chunk, a block LZ4 rejects or that decodes to another length) gives False,
+    ``out`` then holds garbage: the caller reads the chunk through HDF5, which decodes it or
+    raises, never a wrong slice.
 
     Examples
     --------
-    >>> import lz4.block
+    >>> import cramjam
     >>> raw = bytes(range(64)) * 4
-    >>> block = lz4.block.compress(raw, store_size=False)
+    >>> block = bytes(cramjam.lz4.compress_block(raw, store_size=False))
     >>> chunk = (256).to_bytes(8, "big") + (256).to_bytes(4, "big") + len(block).to_bytes(4, "big") + block
-    >>> decode_lz4_chunk(chunk, 256, lz4.block.decompress) == raw
-    True
-    >>> decode_lz4_chunk(chunk, 512, lz4.block.decompress) is None
-    True
+    >>> out = np.zeros(256, np.uint8)
+    >>> decode_lz4_chunk_into(chunk, out, cramjam.lz4.decompress_block_into), out.tobytes() == raw
+    (True, True)
+    >>> decode_lz4_chunk_into(chunk, np.zeros(512, np.uint8), cramjam.lz4.decompress_block_into)
+    False
     """
     view = memoryview(chunk)
-    total = len(view)
+    total, nbytes = len(view), out.size
     if total < 16:
-        return None
-    original, block_size, stored = _LZ4_HEADER.unpack_from(view)
-    if original != nbytes:
-        return None
+        return False
+    original, block_size, first = _LZ4_HEADER.unpack_from(view)
+    if original != nbytes or block_size == 0:
+        return False
+    if block_size >= nbytes and 16 + first == total and first != nbytes:
+        # One compressed block, every chunk medload writes: the loop below, without its Python.
+        return _lz4_block_into(view[16:], out, decompress_into)
     block_size = min(block_size, nbytes)
-    if block_size == 0:
-        return None
-    if block_size == nbytes:
-        # One block (every chunk medload writes): decode without an extra copy.
-        if 16 + stored != total:
-            return None
-        if stored == nbytes:
-            return bytes(view[16:])
-        try:
-            # bytes, not return_bytearray=True: that measured 3x slower (an extra allocation and copy).
-            out = decompress(view[16:], uncompressed_size=nbytes)
-        except Exception:  # noqa: BLE001 - lz4.block.LZ4BlockError or a corrupt size: let HDF5 say
-            return None
-        return out if len(out) == nbytes else None
-    whole = bytearray(nbytes)
     done, pos = 0, 12
     while done < nbytes:
         size = min(block_size, nbytes - done)
         if pos + 4 > total:
-            return None
+            return False
         stored = int.from_bytes(view[pos : pos + 4], "big")
         pos += 4
         if pos + stored > total:
-            return None
+            return False
+        block = view[pos : pos + stored]
         if stored == size:
-            whole[done : done + size] = view[pos : pos + stored]
-        else:
-            try:
-                part = decompress(view[pos : pos + stored], uncompressed_size=size)
-            except Exception:  # noqa: BLE001 - see above
-                return None
-            if len(part) != size:
-                return None
-            whole[done : done + size] = part
+            out[done : done + size] = np.frombuffer(block, np.uint8)
+        elif not _lz4_block_into(block, out[done : done + size], decompress_into):
+            return False
         pos += stored
         done += size
-    return whole if pos == total else None
+    return pos == total
+
+
+def _lz4_block_into(block: memoryview, out: np.ndarray, decompress_into: Callable[..., int]) -> bool:
+    """One LZ4 block decoded into all of ``out``; False if LZ4 rejects it or it decodes to another length."""
+    size = out.size
+    # cramjam retries a block it cannot decode as one led by a 4-byte little-endian size; such a
+    # retry can only fill ``out`` exactly when those 4 bytes say ``size``: leave that rare chunk
+    # to HDF5 rather than risk a misread.
+    if len(block) >= 4 and int.from_bytes(block[:4], "little") == size:
+        return False
+    try:
+        return decompress_into(block, out, output_len=size) == size
+    except Exception:  # noqa: BLE001 - cramjam.DecompressionError or a corrupt size: let HDF5 say
+        return False
 
 
 def volume_attrs(volume: Volume, *, source_hash: str, crc: int, channels: Any = None, label: int | None = None) -> dict[str, Any]:

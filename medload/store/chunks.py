@@ -1,32 +1,41 @@
 """Direct chunk reads: a slice's bytes read with ``os.pread`` where HDF5 stores it one per chunk.
 
-HDF5's fixed cost per read call and its filter pipeline dominated the
-reading of small slices (~14k slices/s per core on the default uint8 + LZ4 store). Where a
-dataset is stored one slice per chunk with no filter, or with only the LZ4 filter of
-hdf5plugin, the reader looks up where each chunk lies once per dataset (one HDF5 call), then
-reads a slice's bytes with ``os.pread`` on HDF5's own file descriptor and decodes them with the
-``lz4`` package (:func:`medload.store._format.decode_lz4_chunk`). The bytes are those HDF5 would
-return, so the result is the same bit for bit. Everything else (other filters, a chunk stored
-unfiltered by HDF5, chunks other than one slice, an unwritten chunk, ``lz4`` not installed)
-goes through h5py as before. Kept after measuring it under the batch loader (issue 15,
-bench/loader.py): ``SliceDataset.loader`` on the default store reads 1.26-1.29x faster with
-it than through h5py (uint8 batches, where the read is the whole cost), ``read_slices`` 1.6x;
+HDF5's fixed cost per read call and its filter pipeline dominated the reading of small
+slices (~14k slices/s per core on the default uint8 + LZ4 store). Where a dataset is stored
+one slice per chunk with no filter, or with only the LZ4 filter of hdf5plugin, the reader
+looks up where each chunk lies once per dataset and process (one HDF5 call), then reads a
+slice's bytes with ``os.preadv`` on HDF5's own file descriptor into a reused buffer and
+decodes them with ``cramjam`` straight into the caller's array, a row of the batch being
+filled (:func:`medload.store._format.decode_lz4_chunk_into`); unfiltered chunks are read
+straight into it. The bytes are those HDF5 would return, so the result is the same bit for
+bit. Everything else (other filters, a chunk stored unfiltered by HDF5, chunks other than one
+slice, an unwritten chunk, framing not as expected, ``cramjam`` not installed) goes through
+h5py as before, which decodes it or raises a StoreError naming the file.
+
+Measured (issue 15, bench/loader.py, 256x256 uint8 slices of ~43 kB LZ4): LZ4 into a
+preallocated row takes ~20 us a slice where ``lz4.block.decompress``, which returns a new
+``bytes`` (allocated, page-faulted, then copied into the batch), took ~55 us; the chunk's
+bytes read into a reused buffer ~5 us against ~7 us for ``os.pread``'s new ``bytes``.
 h5py's ``read_direct`` into a preallocated batch measured 4x slower than plain slicing.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-try:  # a speed-up, not a feature: without it LZ4 chunks are read through h5py
-    from lz4.block import decompress as _lz4_decompress
-except ImportError:  # pragma: no cover - lz4 is a dependency
-    _lz4_decompress = None
-
 from medload.store import _format as fmt
+
+_lz4_block_into: Callable[..., int] | None
+try:  # a speed-up, not a feature: without it LZ4 chunks are read through h5py
+    import cramjam
+
+    _lz4_block_into = cramjam.lz4.decompress_block_into  # cramjam.lz4 is no importable module
+except ImportError:  # pragma: no cover - cramjam is a dependency
+    _lz4_block_into = None
 
 if TYPE_CHECKING:
     import h5py
@@ -38,14 +47,15 @@ class ChunkTable:
     """Where each slice's chunk of one dataset lies in its file, to read slices without HDF5.
 
     Built once per dataset and process by :meth:`of` (``None`` where the dataset does not
-    qualify); :meth:`read` returns the stored values of a slice range, or ``None`` when a chunk
-    of it must go through h5py (unwritten, stored without its filter, framing not as expected).
-    The file descriptor is the one HDF5 itself opened (``get_vfd_handle``), so the offsets and
-    the bytes come from the same file even if the path was replaced since; ``os.pread`` moves
-    no shared file position, so HDF5's own reads are not disturbed.
+    qualify); :meth:`read_into` fills an array with the stored values of a slice range, or
+    says False when a chunk of it must go through h5py (unwritten, stored without its filter,
+    framing not as expected). The file descriptor is the one HDF5 itself opened
+    (``get_vfd_handle``), so the offsets and the bytes come from the same file even if the path
+    was replaced since; ``os.pread`` moves no shared file position, so HDF5's own reads are
+    not disturbed.
     """
 
-    __slots__ = ("fd", "offsets", "sizes", "lz4", "slice_shape", "dtype", "nbytes")
+    __slots__ = ("fd", "offsets", "sizes", "lz4", "slice_shape", "dtype", "nbytes", "_buffer", "_where", "_decoder")
 
     def __init__(
         self, fd: int, offsets: np.ndarray, sizes: np.ndarray, *, lz4: bool, slice_shape: tuple[int, ...], dtype: np.dtype
@@ -57,6 +67,11 @@ class ChunkTable:
         self.slice_shape = slice_shape
         self.dtype = dtype
         self.nbytes = int(np.prod(slice_shape, dtype=np.int64)) * dtype.itemsize
+        self._decoder: Callable[..., int] = _lz4_block_into or _no_decoder
+        # The compressed bytes of the chunks being read, reused from read to read (grown on demand).
+        self._buffer = bytearray(int(sizes.max()) if lz4 and sizes.size else 0)
+        # (offset, size) per slice as Python ints: a single slice's lookup without numpy scalars.
+        self._where = list(zip(offsets.tolist(), sizes.tolist()))
 
     @classmethod
     def of(cls, ds: h5py.Dataset) -> ChunkTable | None:
@@ -77,7 +92,7 @@ class ChunkTable:
         n_filters = dcpl.get_nfilters()
         if n_filters == 0:
             lz4 = False
-        elif n_filters == 1 and dcpl.get_filter(0)[0] == fmt.LZ4_FILTER_ID and _lz4_decompress is not None:
+        elif n_filters == 1 and dcpl.get_filter(0)[0] == fmt.LZ4_FILTER_ID and _lz4_block_into is not None:
             lz4 = True
         else:
             return None
@@ -87,70 +102,86 @@ class ChunkTable:
         fd = f.id.get_vfd_handle()
         if not isinstance(fd, int) or fd < 0:
             return None
-        table = cls(
-            fd, np.full(shape[0], -1, np.int64), np.zeros(shape[0], np.int64), lz4=lz4, slice_shape=shape[1:], dtype=dtype
-        )
+        offsets, sizes = np.full(shape[0], -1, np.int64), np.zeros(shape[0], np.int64)
+        nbytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
 
         def visit(info: Any) -> None:  # h5py's StoreInfo of one chunk
             z, *rest = info.chunk_offset
             if info.filter_mask != 0 or info.byte_offset is None or any(rest) or not 0 <= z < shape[0]:
                 return  # stored without its filter, unallocated or unexpected: h5py reads it
-            if not lz4 and info.size != table.nbytes:
+            if not lz4 and info.size != nbytes:
                 return
-            table.offsets[z] = info.byte_offset
-            table.sizes[z] = info.size
+            offsets[z] = info.byte_offset
+            sizes[z] = info.size
 
         if hasattr(ds.id, "chunk_iter"):
             ds.id.chunk_iter(visit)  # one HDF5 call for the whole index
         else:  # pragma: no cover - HDF5 older than 1.12.3
             for i in range(ds.id.get_num_chunks()):
                 visit(ds.id.get_chunk_info(i))
-        return table
+        return cls(fd, offsets, sizes, lz4=lz4, slice_shape=shape[1:], dtype=dtype)
 
     def read(self, start: int, stop: int) -> np.ndarray | None:
-        """Stored values of slices ``start:stop``, or ``None`` to use h5py.
+        """Stored values of slices ``start:stop`` in a new array, or ``None`` to use h5py."""
+        out = np.empty((stop - start, *self.slice_shape), self.dtype)
+        return out if self.read_into(start, stop, out) else None
 
-        One LZ4 slice comes back as a read-only view of the decompressed bytes (its caller
-        decodes it to float32, or copies it); everything else in a new writable array.
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> bool:
+        """Write the stored values of slices ``start:stop`` into ``out``; False to use h5py.
+
+        ``out``: the stored dtype, shape ``(stop - start, *slice_shape)``, C-contiguous (else
+        False). On False its contents are undefined (the caller overwrites them with h5py's read).
         """
         n = stop - start
-        if n == 1:  # the common case (a dataset item), kept free of array arithmetic
-            offset = int(self.offsets[start])
+        if not out.flags.c_contiguous:
+            return False  # a reshape below would copy, not fill, it
+        if n == 1:  # the common case (a shuffled batch), kept free of array arithmetic
+            offset, size = self._where[start]
             if offset < 0:
-                return None
-            size = int(self.sizes[start])
-            if self.lz4:
-                data = self._decode(os.pread(self.fd, size, offset))
-                return None if data is None else np.frombuffer(data, self.dtype).reshape(1, *self.slice_shape)
-            out = np.empty((1, *self.slice_shape), self.dtype)
-            return out if _pread_into(self.fd, out, offset) else None
+                return False
+            if not self.lz4:
+                return _pread_into(self.fd, out, offset)
+            chunk = self._read_chunks(offset, size)
+            return chunk is not None and fmt.decode_lz4_chunk_into(chunk, out.reshape(-1).view(np.uint8), self._decoder)
         if n == 0:
-            return np.empty((0, *self.slice_shape), self.dtype)
+            return True
         offsets = self.offsets[start:stop]
         if (offsets < 0).any():
-            return None
+            return False
         ends = offsets + self.sizes[start:stop]
         # Runs of chunks lying back to back in the file (a volume written in order): one system call each.
         cuts = [0, *(np.flatnonzero(offsets[1:] != ends[:-1]) + 1).tolist(), n]
-        out = np.empty((n, *self.slice_shape), self.dtype)
         if not self.lz4:
-            for a, b in zip(cuts[:-1], cuts[1:]):
-                if not _pread_into(self.fd, out[a:b], int(offsets[a])):
-                    return None
-            return out
-        flat = out.reshape(n, -1)
+            return all(_pread_into(self.fd, out[a:b], int(offsets[a])) for a, b in zip(cuts[:-1], cuts[1:]))
+        rows = out.reshape(n, -1).view(np.uint8)
         for a, b in zip(cuts[:-1], cuts[1:]):
             base = int(offsets[a])
-            run = memoryview(os.pread(self.fd, int(ends[b - 1]) - base, base))
+            run = self._read_chunks(base, int(ends[b - 1]) - base)
+            if run is None:
+                return False
             for i in range(a, b):
-                data = self._decode(run[int(offsets[i]) - base : int(ends[i]) - base])
-                if data is None:
-                    return None
-                flat[i] = np.frombuffer(data, self.dtype)
-        return out
+                chunk = run[int(offsets[i]) - base : int(ends[i]) - base]
+                if not fmt.decode_lz4_chunk_into(chunk, rows[i], self._decoder):
+                    return False
+        return True
 
-    def _decode(self, chunk: bytes | memoryview) -> bytes | bytearray | None:
-        return fmt.decode_lz4_chunk(chunk, self.nbytes, _lz4_decompress)
+    def _read_chunks(self, offset: int, size: int) -> memoryview | None:
+        """``size`` bytes of the file at ``offset``, in the reused buffer (valid until the next read); None if the file ends first."""
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        view = memoryview(self._buffer)[:size]
+        if hasattr(os, "preadv"):
+            done = os.preadv(self.fd, [view], offset)
+        else:  # no os.preadv (macOS before 11)
+            data = os.pread(self.fd, size, offset)
+            done = len(data)
+            view[:done] = data
+        return view if done == size else None
+
+
+def _no_decoder(*args: Any, **kwargs: Any) -> int:
+    """The decoder of a table of unfiltered chunks, which never decodes."""
+    raise RuntimeError("no LZ4 decoder: the table reads unfiltered chunks only")
 
 
 def _pread_into(fd: int, out: np.ndarray, offset: int) -> bool:
