@@ -165,6 +165,19 @@ class ChunkTable:
                     return False
         return True
 
+    def read_one_into(self, z: int, row: np.ndarray) -> bool:
+        """Slice ``z``'s stored bytes into ``row``, a contiguous 1-D uint8 view of ``nbytes``; False to use h5py.
+
+        :meth:`read_into` for one slice of a batch, with the caller's checks made once per batch.
+        """
+        offset, size = self._where[z]
+        if offset < 0:
+            return False
+        if not self.lz4:
+            return _pread_into(self.fd, row, offset)
+        chunk = self._read_chunks(offset, size)
+        return chunk is not None and fmt.decode_lz4_chunk_into(chunk, row, self._decoder)
+
     def _read_chunks(self, offset: int, size: int) -> memoryview | None:
         """``size`` bytes of the file at ``offset``, in the reused buffer (valid until the next read); None if the file ends first."""
         if len(self._buffer) < size:

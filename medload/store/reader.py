@@ -509,6 +509,7 @@ class StoreReader:
         vol_list, slice_list = vols.tolist(), where.tolist()
         runs = sorted(zip([0, *breaks], [*breaks, n]), key=lambda run: (vol_list[run[0]], slice_list[run[0]]))
         row_shape, row_size = out.shape[1:], math.prod(out.shape[1:])
+        row_bytes = out.reshape(n, -1).view(np.uint8)  # each row's bytes, for one-slice runs
         # Per volume of the batch, once: its record, slice shape, and the chunk table where the
         # rows can be filled straight from the file (stored values wanted, in out's dtype).
         plans: dict[int, tuple[VolumeRecord, tuple[int, ...], ChunkTable | None]] = {}
@@ -531,11 +532,15 @@ class StoreReader:
             stop = start + b - a
             if start < 0 or stop > rec.n_slices:
                 self._range(rec, start, stop)  # raises, naming the volume
-            rows = out[a:b] if shape == row_shape else out[a:b].reshape(b - a, *shape)
-            if table is not None and table.read_into(start, stop, rows):
-                self._read_paths["direct"] += 1
-            else:
-                self._read_image(volume, rec, start, stop, rows, raw=raw)
+            if table is not None:
+                if b - a == 1 and table.read_one_into(start, row_bytes[a]):
+                    self._read_paths["direct"] += 1
+                    continue
+                rows = out[a:b] if shape == row_shape else out[a:b].reshape(b - a, *shape)
+                if b - a > 1 and table.read_into(start, stop, rows):
+                    self._read_paths["direct"] += 1
+                    continue
+            self._read_image(volume, rec, start, stop, out[a:b].reshape(b - a, *shape), raw=raw)
         return out
 
     def _read_image(
