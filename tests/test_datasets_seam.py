@@ -690,3 +690,19 @@ def test_context_channels_are_the_neighbours_in_order_through_a_random_transform
         alone = transform()(plain[neighbour])
         np.testing.assert_allclose(out["image"][j].numpy(), alone["image"][0].numpy(), atol=1e-5)
     assert not np.allclose(out["image"][0].numpy(), out["image"][2].numpy())  # the neighbours differ
+
+
+def test_monai_multi_sample_crops_each_carry_their_own_affine(case):
+    crop = mt.RandCropByPosNegLabeld(keys=KEYS, label_key="mask", spatial_size=(8, 12, 12), pos=1, neg=0, num_samples=3)
+    crop.set_random_state(seed=6)
+    full = VolumeDataset(case.store)[0]
+    samples = VolumeDataset(case.store, transform=MonaiTransform(crop))[0]
+    assert isinstance(samples, list) and len(samples) == 3
+    inverse = np.linalg.inv(full["affine"].numpy())
+    for sample in samples:
+        assert sample["mask"].dtype == torch.int64 and (sample["mask"] > 0).any()
+        # The crop's affine sends its voxel (0, 0, 0) to a voxel of the volume holding the same value.
+        corner = np.rint(inverse @ sample["affine"].numpy() @ [0, 0, 0, 1])[:3].astype(int)
+        z, y, x = corner
+        np.testing.assert_array_equal(sample["image"][0].numpy(), full["image"][0, z : z + 8, y : y + 12, x : x + 12].numpy())
+        np.testing.assert_array_equal(sample["mask"][0].numpy(), full["mask"][0, z : z + 8, y : y + 12, x : x + 12].numpy())
