@@ -464,3 +464,26 @@ def test_a_store_truncated_while_open_is_a_store_error_naming_the_file(tmp_path)
         reader.read_slices(2, 3, 4)
     with pytest.raises(medload.StoreError, match=path.name):
         reader.read_batch([2], [3], np.empty((1, 3, 16, 16), np.float32))
+
+
+def test_threads_reading_at_once_get_the_rows_one_thread_gets(tmp_path):
+    # tf.data's parallel map reads batches from several threads; os.preadv and cramjam run
+    # outside the GIL, so the reused read buffers must be per thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "s.h5"
+    with medload.Store.create(path, dtype="uint8", compression="lz4") as store:
+        for seed in range(4):
+            store.add(synthetic_volume(seed, shape=(12, 48, 48)))
+    reader = medload.open(path)
+    pairs = np.array([(v, z) for v in range(4) for z in range(12)])
+    batches = [pairs[np.random.default_rng(i).permutation(len(pairs))[:16]] for i in range(48)]
+    want = [reader.read_batch(b[:, 0], b[:, 1], np.empty((16, 48, 48), np.float32)) for b in batches]
+
+    def read(i: int) -> bool:
+        got = reader.read_batch(batches[i][:, 0], batches[i][:, 1], np.empty((16, 48, 48), np.float32))
+        return got.tobytes() == want[i].tobytes()
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(read, [i for _ in range(5) for i in range(len(batches))]))
+    assert reader._read_paths["h5py"] == 0

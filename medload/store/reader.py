@@ -22,7 +22,7 @@ import numpy as np
 
 from medload.errors import ConfigError, StoreError
 from medload.store import _format as fmt
-from medload.store.chunks import ChunkTable
+from medload.store.chunks import ChunkTable, scratch_array
 from medload.store.layout import store_files
 from medload.store.records import VolumeRecord, open_file, records_of
 from medload.volume import Volume
@@ -107,7 +107,6 @@ class StoreReader:
         self._chunk_tables: dict[tuple[int, str], ChunkTable | None] = {}
         #: Read calls per path in this process ("direct" or "h5py"); tests check which was taken.
         self._read_paths: dict[str, int] = {"direct": 0, "h5py": 0}
-        self._scratch_bytes = np.empty(0, np.uint8)
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
@@ -162,14 +161,6 @@ class StoreReader:
         self._read_paths["h5py"] += 1
         out[...] = _read(self._dataset(volume, name), start, stop, self.record(volume))
         return out
-
-    def _scratch(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A reused array of ``shape`` and ``dtype`` for stored values on their way to float32
-        (a fresh one per read page-faulted afresh each time; see chunks.py)."""
-        nbytes = math.prod(shape) * dtype.itemsize
-        if self._scratch_bytes.size < nbytes:
-            self._scratch_bytes = np.empty(nbytes, np.uint8)
-        return self._scratch_bytes[:nbytes].view(dtype).reshape(shape)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "shards": self.shards, "attrs": self._attrs, "records": self._records}
@@ -437,7 +428,7 @@ class StoreReader:
             if out is None:
                 return stored
         else:
-            stored = self._read_stored_into(volume, "image", start, stop, self._scratch(shape, stored_dtype))
+            stored = self._read_stored_into(volume, "image", start, stop, scratch_array(shape, stored_dtype))
         return _decode_into(stored, rec, np.empty(shape, np.float32) if out is None else out)
 
     def read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
