@@ -21,6 +21,7 @@ __all__ = [
     "lps_to_ras",
     "slice_normal",
     "dicom_affine",
+    "default_plane_affine",
     "spacing_from_affine",
     "positions_along_normal",
     "axis_codes",
@@ -116,6 +117,23 @@ def dicom_affine(
     affine[:3, 2] = row_cosine * column_spacing  # x: column index grows along a row
     affine[:3, 3] = np.asarray(first_position, dtype=np.float64)
     return lps_to_ras(affine)
+
+
+def default_plane_affine(pixel_spacing: Sequence[float], slice_step: float = 1.0) -> np.ndarray:
+    """RAS+ affine, for array indices ``(z, y, x)``, of images without world geometry.
+
+    DICOM's default plane (ImageOrientationPatient ``1\\0\\0\\0\\1\\0``, position 0, as dcm2niix
+    assumes): rows run to patient-left, columns posterior, slices superior ``slice_step`` mm
+    apart. An axial plane, so :class:`~medload.transforms.orientation.CanonicalSlices` leaves
+    such images as they are; the index-order identity used before put the columns along S
+    (a sagittal plane) and the stored slices came out transposed.
+
+    Examples
+    --------
+    >>> default_plane_affine((0.5, 0.7), 2.5)[:3, :3].tolist()
+    [[0.0, 0.0, -0.7], [0.0, -0.5, 0.0], [2.5, 0.0, 0.0]]
+    """
+    return dicom_affine((1.0, 0.0, 0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0), pixel_spacing, (0.0, 0.0, float(slice_step)))
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:

@@ -24,7 +24,7 @@ from medload.errors import (
     ReadError,
     UnsupportedError,
 )
-from medload.geometry import dicom_affine, lps_to_ras, slice_normal
+from medload.geometry import default_plane_affine, dicom_affine, slice_normal
 from medload.io.codecs import decode, read_native
 from medload.io.duplicates import drop_identical
 from medload.io.frame import Frame
@@ -190,7 +190,8 @@ def _decode_files(
                 out[t, z] = image * f.slope + f.intercept if (f.slope != 1.0 or f.intercept != 0.0) else image
                 continue
             rescaled = (stored_lo * f.slope + f.intercept, stored_hi * f.slope + f.intercept)
-            if image.dtype.kind in "iu" and _fits(out.dtype, *rescaled) and _fits(np.dtype(np.int32), *rescaled):
+            stored = image.dtype.kind in "iu" and image.dtype.itemsize <= out.dtype.itemsize  # not a palette's uint16
+            if stored and _fits(out.dtype, *rescaled) and _fits(np.dtype(np.int32), *rescaled):
                 # The stored range after rescale fits the output and int32: compute in int32 into
                 # the output slice, no temporary. Not when only an output widened to int64 by an
                 # earlier slice fits: int32 products would wrap, silently (slope 70000, 16 bits).
@@ -443,9 +444,8 @@ def _place(
     """The affine of the decoded ``(T, Z, ...)`` array, evening its slices first where asked."""
     n_z = array.shape[1]
     positions = layout.positions
-    if layout.orientation is None:
-        ps = layout.pixel_spacing or (1.0, 1.0)
-        return array, lps_to_ras(np.diag([1.0, float(ps[0]), float(ps[1]), 1.0]))
+    if layout.orientation is None:  # no world geometry: DICOM's default plane, as dcm2niix assumes
+        return array, default_plane_affine(layout.pixel_spacing or (1.0, 1.0), h.slice_thickness or 1.0)
     if (layout.gaps or layout.uneven) and on_gap == "interpolate":
         targets, lower, weight = _interpolate_grid(layout)
         array = _interp(array, lower, weight)

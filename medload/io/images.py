@@ -53,7 +53,7 @@ import numpy as np
 
 from medload.deid import pseudonym
 from medload.errors import ReadError, UnsupportedError
-from medload.geometry import lps_to_ras
+from medload.geometry import default_plane_affine
 from medload.io.pngchunks import check_png_chunks
 from medload.io.png16 import apply_exif_orientation, is_png16_colour, png_bit_depth, read_png16_colour, refuse_png16_grey_alpha
 from medload.io.series import Series
@@ -578,7 +578,7 @@ def load_image(series_or_path: Series | str | os.PathLike[str], *, modality: str
     if pixel_mm is None:
         pixel_mm = (1.0, 1.0)
         problems.append(Problem(ProblemKind.PIXEL_SPACING_ASSUMED, "pixel size not stated in physical units: 1 mm assumed."))
-    affine = lps_to_ras(np.diag([1.0, float(pixel_mm[0]), float(pixel_mm[1]), 1.0]))
+    affine = default_plane_affine(pixel_mm)  # as a DICOM image without geometry
     meta: dict[str, Any] = {
         **series.volume_meta(),
         "format": fmt,

@@ -136,7 +136,8 @@ def _stack_without_geometry(frames: list[Frame], label: str) -> Layout:
             Problem(
                 ProblemKind.NO_WORLD_GEOMETRY,
                 f"{label}: {n} images without ImagePositionPatient/ImageOrientationPatient; stacked in "
-                "acquisition order with 1 mm spacing and an identity orientation (no world geometry).",
+                "acquisition order in DICOM's default axial plane, SpacingBetweenSlices (else SliceThickness, else "
+                "1 mm) apart (no world geometry).",
             )
         )
     return Layout(
