@@ -44,7 +44,7 @@ __all__ = [
     "pseudonym", "sanitize_key", "PHI_KEY_ENV", "CONFIG_DIR_ENV", "IDENTIFYING_KEYWORDS",
     "PhiKey", "resolve_key", "fingerprint", "config_dir", "key_file", "key_created_message",
     "read_key_file", "KeyCreatedWarning", "pixel_text_risk", "PIXEL_TEXT_MODALITIES",
-    "DESCRIPTOR_KEYS", "relative_paths", "source_roots", "hidden_texts", "hide", "scrub_paths",
+    "DESCRIPTOR_KEYS", "relative_paths", "source_roots", "hidden_texts", "named_files", "hide", "scrub_paths",
     "deidentified_meta", "report_summary", "META_KEYS", "allowed_meta", "clean_image_type",
     "SourceNames", "scrub", "file_key", "folder_key",
 ]
@@ -287,6 +287,20 @@ def hidden_texts(series: Any) -> list[str]:
     if getattr(series, "kind", "") == "nifti":
         texts += [os.path.basename(f) for f in series.files]
     return sorted({t for t in texts if len(t) >= _MIN_HIDDEN}, key=len, reverse=True)
+
+
+def named_files(series: Any) -> list[str]:
+    """Every file whose name a message about ``series`` may hold: its files and the damaged
+    files scan attached to it (``info["damaged_files"]``: not in ``files``, yet named by the
+    refusal and the problem that say why the series is not loaded).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> named_files(SimpleNamespace(files=("a.dcm",), info={"damaged_files": ["b.dcm"]}))
+    ['a.dcm', 'b.dcm']
+    """
+    return list(series.files) + list((getattr(series, "info", None) or {}).get("damaged_files", ()))
 
 
 def _map_text(value: Any, change: Callable[[str], str]) -> Any:

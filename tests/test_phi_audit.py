@@ -7,6 +7,7 @@ so the search can fail."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,99 @@ def test_without_a_key_patient_keys_are_the_users_not_the_sources(audit, tmp_pat
     guesses = {medload.deid.pseudonym("MRN12345678", prefix="pat-", secret=c) for c in constants}
     assert not stored & guesses
     assert medload.open(out).key_fingerprint == medload.deid.resolve_key().fingerprint
+
+
+# --------------------------------------------------------------------------- real, public data
+def _public_set(name: str, tmp_path_factory) -> Path:
+    """The DICOM files of one public test-data set (skips with the reason when absent)."""
+    import gzip
+    import os
+
+    import nibabel
+    import pydicom
+
+    if name == "pydicom":
+        return Path(pydicom.__file__).parent / "data" / "test_files"
+    if name == "pydicom-data":
+        try:
+            import data_store
+        except ImportError:
+            pytest.skip("pydicom-data is not installed (pip install pydicom-data; it is in medload[test])")
+        return Path(data_store.__file__).parent / "data"
+    # nibabel's DICOM files, the .dcm.gz ones unpacked (scan reads files, not archives)
+    folder = tmp_path_factory.mktemp("nibabel-dicom")
+    base = Path(nibabel.__file__).parent
+    for path in sorted((base / "nicom" / "tests" / "data").glob("*.dcm*")) + sorted((base / "tests" / "data").glob("*.dcm")):
+        target = folder / (path.parent.parent.parent.name + "-" + path.name.removesuffix(".gz"))
+        if path.suffix == ".gz":
+            with gzip.open(path) as fh:
+                target.write_bytes(fh.read())
+        else:
+            os.symlink(path, target)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pydicom", "pydicom-data", "nibabel"])
+def test_public_test_data_converted_with_defaults_holds_no_identifying_byte(name, tmp_path_factory, capsys):
+    """Real headers (names, IDs, dates, UIDs, institutions, physicians) and real file names:
+    the store, report.json, the QC page and its thumbnails hold none of them; the terminal
+    (the operator's own screen, docs/deidentification.md) holds no header value either."""
+    from fixtures.phi import public_needles, search_output
+
+    source = _public_set(name, tmp_path_factory)
+    needles = public_needles(source)
+    assert len(needles) > 100  # names, IDs, dates, UIDs and file names of dozens of files
+    out = tmp_path_factory.mktemp(f"public-{name}") / "out"
+    assert main(["convert", str(source), "-o", str(out), "--workers", "0"]) in (0, 1)  # 1: broken test files, reported
+    assert main(["qc", str(out), "--workers", "0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert sum(e["status"] == "converted" for e in report["series"]) >= 4
+    assert list((out / "qc").rglob("*.jpg")) or list((out / "qc").rglob("*.png"))
+    hits = search_output(out, sorted(needles), blank_pixels=True)
+    assert hits == {}, {n: (needles[n], w[:3]) for n, w in hits.items()}
+    terminal = capsys.readouterr()
+    said = (terminal.out + terminal.err).lower()
+    header_values = [n for n, w in needles.items() if w not in ("file name", "source folder")]
+    assert [n for n in header_values if n.lower() in said] == []
+
+
+def test_the_public_audit_can_fail_with_keep_phi(tmp_path_factory):
+    from fixtures.phi import public_needles, search_output
+
+    source = _public_set("pydicom", tmp_path_factory)
+    needles = public_needles(source)
+    assert needles["CompressedSamples^CT1"] == "PatientName in CT_small.dcm"
+    kept = tmp_path_factory.mktemp("public-kept") / "out"
+    main(["convert", str(source / "CT_small.dcm"), "-o", str(kept), "--workers", "0", "--quiet", "--keep-phi"])
+    hits = search_output(kept, sorted(needles), blank_pixels=True)
+    assert {"CompressedSamples^CT1", "CT_small.dcm"} <= set(hits), sorted(hits)
+
+
+def test_a_damaged_file_of_a_series_is_named_by_pseudonym(tmp_path):
+    """A truncated file scan attaches to its series (same SeriesInstanceUID) is named in the
+    refusal and in a problem; it was written as ``[source]/SMITHSON_...dcm`` into report.json
+    and the QC page (its name was not among the series' files the scrubber knew)."""
+    import pydicom
+
+    export = tmp_path / "export"
+    export.mkdir()
+    source = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
+    for i in range(3):
+        ds = pydicom.dcmread(source)
+        ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{i}"
+        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * i]
+        ds.InstanceNumber = i + 1
+        ds.save_as(export / f"im{i}.dcm")
+    whole = (export / "im2.dcm").read_bytes()
+    (export / "im2.dcm").unlink()
+    (export / "SMITHSON_JOHNATHAN_slice3.dcm").write_bytes(whole[: len(whole) - 3000])
+    out = tmp_path / "out"
+    assert main(["convert", str(export), "-o", str(out), "--workers", "0", "--quiet"]) == 1
+    assert main(["qc", str(out), "--workers", "0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    (failed,) = [e for e in report["series"] if e["status"] == "failed"]
+    assert "1 of its files cannot be read (file-" in failed["reason"], failed["reason"]
+    assert any(p["kind"] == "damaged_files" and "(file-" in p["message"] for p in failed["problems"])
+    hits = search_output(out, ["SMITHSON", "JOHNATHAN", "slice3"])
+    assert hits == {}, hits

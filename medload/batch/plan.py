@@ -28,6 +28,7 @@ from medload.deid import (
     SourceNames,
     file_key,
     hidden_texts,
+    named_files,
     report_summary,
     resolve_key,
     scrub,
@@ -311,7 +312,7 @@ def _scan_all(plan: Plan, patient_pattern: str | None = None, workers: int | Non
             plan.unreadable.append(entry)
         for s in result:
             if s.source_hash in seen:
-                entry = scrub(report_summary(s, plan.keep_descriptions), plan.names_for(s.files, hidden_texts(s)))
+                entry = scrub(report_summary(s, plan.keep_descriptions), plan.names_for(named_files(s), hidden_texts(s)))
                 entry.update(
                     source_hash=s.source_hash,
                     status="duplicate",
@@ -351,7 +352,7 @@ def _add_tasks(
         if mask is None and s.info.get("label_file"):
             mask = s.info["label_file"]  # a layout that pairs them (nnU-Net's labelsTr)
         plan.hidden[s.source_hash] = [] if plan.keep_descriptions else hidden_texts(s)
-        names = plan.names_for(list(s.files) + ([mask] if mask else []), plan.hidden[s.source_hash])
+        names = plan.names_for(named_files(s) + ([mask] if mask else []), plan.hidden[s.source_hash])
         plan.names[s.source_hash] = names
         _map_series(plan, s, mask)
         entry = scrub(report_summary(s, plan.keep_descriptions), names)

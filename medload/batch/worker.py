@@ -18,7 +18,7 @@ from typing import Any
 
 from medload.batch.fused import run_for_store
 from medload.batch.pipelines import pipeline_for
-from medload.deid import PhiKey, SourceNames, deidentified_meta, file_key, hidden_texts, scrub
+from medload.deid import PhiKey, SourceNames, deidentified_meta, file_key, hidden_texts, named_files, scrub
 from medload.errors import MedloadError
 from medload.volume import Volume
 
@@ -78,7 +78,7 @@ class Job:
         """What :func:`medload.deid.scrub` replaces in this task's messages and meta."""
         if self.keep_phi:
             return SourceNames.kept(self.roots)
-        files = list(task.series.files) + ([task.mask] if task.mask else [])
+        files = named_files(task.series) + ([task.mask] if task.mask else [])
         hidden = [] if self.keep_descriptions else hidden_texts(task.series)
         return SourceNames.of(files, roots=self.roots, key=self.key, hidden=hidden)
 
