@@ -706,3 +706,22 @@ def test_monai_multi_sample_crops_each_carry_their_own_affine(case):
         z, y, x = corner
         np.testing.assert_array_equal(sample["image"][0].numpy(), full["image"][0, z : z + 8, y : y + 12, x : x + 12].numpy())
         np.testing.assert_array_equal(sample["mask"][0].numpy(), full["mask"][0, z : z + 8, y : y + 12, x : x + 12].numpy())
+
+
+def test_monai_spacingd_on_a_slice_uses_its_pixel_size(case):
+    # A slice item carries its pixel size (1.0 x 1.2 mm here); MONAI given the plain tensor
+    # assumes 1 mm pixels and would make 55 x 47 pixels of "0.5 mm" instead of 55 x 56 (old code).
+    item = _richest_slice(case.store)
+    assert item["spacing"].tolist() == list(SPACING)
+    out = MonaiTransform(mt.Spacingd(keys=KEYS, pixdim=(0.5, 0.5), mode=("bilinear", "nearest")))(item)
+    # MONAI keeps the extent between the first and last pixel centres: (n - 1) * s / 0.5 + 1.
+    h, w = ((n - 1) * s / 0.5 + 1 for n, s in zip(item["image"].shape[1:], SPACING[1:]))
+    assert abs(out["image"].shape[1] - h) <= 1 and abs(out["image"].shape[2] - w) <= 1, tuple(out["image"].shape)
+    np.testing.assert_allclose(out["spacing"].numpy(), [SPACING[0], 0.5, 0.5], atol=1e-6)
+    assert "affine" not in out
+    assert_labels_intact(out, item)
+    # Each label keeps its physical area (mm^2) within a pixel row's worth.
+    for k in HU:
+        before = float((item["mask"] == k).sum()) * SPACING[1] * SPACING[2]
+        after = float((out["mask"] == k).sum()) * 0.25
+        assert abs(after - before) / before < 0.15, (k, before, after)

@@ -88,8 +88,11 @@ class MonaiTransform:
     ``Spacingd`` and the random spatial transforms know where each voxel is. What comes back
     is a medload item: ``image`` float32, ``mask`` int64 (MONAI returns resampled masks as
     float32; a mask resampled other than with nearest neighbours is refused), ``affine`` and
-    ``spacing`` of the new grid. Use it as the dataset's ``transform``; it pickles when the
-    MONAI transform does, so it works in DataLoader workers.
+    ``spacing`` of the new grid. A slice item ``(C, H, W)`` goes in with its pixel size as the
+    affine (so ``Spacingd(pixdim=(0.5, 0.5))`` resamples to 0.5 mm pixels, not from an assumed
+    1 mm) and comes back with its new ``spacing``; its orientation is the stored display
+    convention, which ``Orientationd`` cannot see. Use it as the dataset's ``transform``; it
+    pickles when the MONAI transform does, so it works in DataLoader workers.
 
     Parameters
     ----------
@@ -115,27 +118,49 @@ class MonaiTransform:
     def __call__(self, item: dict[str, Any]) -> Any:
         torch = require("torch", "medload.datasets.MonaiTransform")
         data = dict(item)
-        affine = item.get("affine")
+        affine = _given_affine(item)
         if affine is not None:
             meta_tensor = require("monai.data", "medload.datasets.MonaiTransform").MetaTensor
-            affine_t = torch.as_tensor(np.asarray(affine, dtype=np.float64))
+            affine_t = torch.as_tensor(affine)
             for key in ("image", "mask"):
                 if key in data:
                     data[key] = meta_tensor(torch.as_tensor(data[key]), affine=affine_t.clone())
         out = self.transform(data)
         if isinstance(out, (list, tuple)):
-            return [self._back(item, o) for o in out]
-        return self._back(item, out)
+            return [self._back(item, o, affine) for o in out]
+        return self._back(item, out, affine)
 
-    def _back(self, item: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    def _back(self, item: dict[str, Any], out: dict[str, Any], given: np.ndarray | None) -> dict[str, Any]:
         image = out["image"]
-        affine = None
-        if item.get("affine") is not None:
-            affine = np.asarray(image.affine, dtype=np.float64) if hasattr(image, "affine") else np.asarray(item["affine"])
+        if given is None:
+            return _finish(item, out, None, self.transform)
+        affine = np.asarray(image.affine, dtype=np.float64) if hasattr(image, "affine") else given
+        if item.get("affine") is None:  # a slice: only its new pixel size comes back
+            out = dict(out)
+            spacing = np.asarray(item["spacing"], dtype=np.float64).copy()
+            spacing[1:] = _spacing(affine)[:2]
+            out["spacing"] = require("torch", "medload.datasets.MonaiTransform").from_numpy(spacing)
+            return _finish(item, out, None, self.transform)
         return _finish(item, out, affine, self.transform)
 
     def __repr__(self) -> str:
         return f"MonaiTransform({self.transform!r})"
+
+
+def _given_affine(item: dict[str, Any]) -> np.ndarray | None:
+    """The affine handed to MONAI: the item's; for a slice item ``(C, H, W)``, its pixel size.
+
+    A slice has no world affine MONAI's 2D transforms could use (they read the affine's first
+    two world rows, which a sagittal slice does not span), but ``Spacingd`` and zooms need the
+    pixel size: without it MONAI assumes 1 mm pixels.
+    """
+    if item.get("affine") is not None:
+        return np.asarray(item["affine"], dtype=np.float64)
+    image = item.get("image")
+    if image is not None and getattr(image, "ndim", 0) == 3 and item.get("spacing") is not None:
+        spacing = np.asarray(item["spacing"], dtype=np.float64)
+        return np.diag([spacing[1], spacing[2], spacing[0], 1.0])
+    return None
 
 
 class TorchIOTransform:
