@@ -28,6 +28,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def bvec_world(bvecs: np.ndarray, affine: np.ndarray) -> np.ndarray:
 KNOWN: dict[str, str] = {
     "rtdose": "dcm2niix ignores GridFrameOffsetVector (3004,000C) and DoseGridScaling (3004,000E): "
     "it stacks dose planes 1 mm apart and writes raw integers; medload places them at the offsets "
-    "(5 mm here) and writes Gy (tests/test_io_special.py::test_pydicom_rt_dose_test_file_is_placed_and_scaled)",
+    "(5 mm here) and writes stored values x DoseGridScaling (tests/test_io_special.py::test_pydicom_rt_dose_test_file_is_placed_and_scaled)",
     "single-slice-normal": "one oblique slice: dcm2niix's slice axis is the scanner z axis, medload's "
     "the plane's normal; every voxel centre is at the same place (checked), only the slab direction "
     "differs",
@@ -230,10 +231,13 @@ def pydicom_reference(ds, vol) -> str | None:
     return None if d <= 1e-6 * max(1.0, float(np.abs(arr).max())) else f"voxels differ from pydicom's by up to {d:g}"
 
 
-def why_dcm2niix_differs(ds, dcm2niix_said: str) -> str:
-    """The documented reason dcm2niix's voxels differ where medload equals pydicom."""
+def why_dcm2niix_differs(ds, dcm2niix_said: str, ref: nib.Nifti1Image, vol) -> str:
+    """The documented reason dcm2niix's voxels differ where medload equals pydicom (each
+    reason's evidence checked: the row flip must make them equal)."""
     if "Bogus spatial matrix" in dcm2niix_said:
-        return KNOWN["bogus"]
+        theirs, ours = canonical(ref)[0], canonical(vol.to_nifti())[0]
+        if theirs.shape == ours.shape and np.array_equal(theirs[:, ::-1], ours):
+            return KNOWN["bogus"]
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if ds.PhotometricInterpretation == "MONOCHROME1":
         return KNOWN["monochrome1"]
@@ -309,7 +313,10 @@ def check(label: str, path: Path, dcm2niix: str) -> dict:
                     continue
                 voxels_only = [i for i, w in enumerate(why) if w.startswith("voxels differ")]
                 if voxels_only and pydicom_reference(facts["ds"], vols[voxels_only[0]]) is None:
-                    notes.append(why_dcm2niix_differs(facts["ds"], proc.stdout) + f" [dcm2niix: {why[voxels_only[0]]}]")
+                    notes.append(
+                        why_dcm2niix_differs(facts["ds"], proc.stdout, img, vols[voxels_only[0]])
+                        + f" [dcm2niix: {why[voxels_only[0]]}]"
+                    )
                     continue
                 fails.append(f"{ref.name}: {'; '.join(w for w in why if w)}")
                 continue
@@ -346,10 +353,35 @@ def check(label: str, path: Path, dcm2niix: str) -> dict:
         return row
 
 
+def short_reason(row: dict) -> str:
+    """The reason of a row in a few words: which KNOWN entry, or the refusal's first clause."""
+    why = row.get("why", "")
+    for key, text in KNOWN.items():
+        if text[:60] in why:
+            return f"known: {key}"
+    if why.startswith("no world geometry"):
+        return "no world geometry (axes, spacing, voxels agree; origin is a convention)"
+    if row["result"] == "refuse":
+        text = why.split(": ", 1)[-1].replace("<in>/", "")
+        text = re.sub(r" \((?:[^()]|\([^()]*\))*\)", "", text.split("; ")[0]).split(". ")[0]
+        return text[:130]
+    return why[:110]
+
+
+def markdown(rows: list[dict]) -> str:
+    """The per-file table: set, file, result, reason."""
+    lines = ["| set | file | result | reason |", "|---|---|---|---|"]
+    for r in rows:
+        group, _, name = r["unit"].partition("/")
+        lines.append(f"| {group} | `{name}` | {r['result']} | {short_reason(r).replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", default="")
+    parser.add_argument("--markdown", type=Path, help="write the per-file table (docs/validation.md's) here")
     args = parser.parse_args(argv)
     dcm2niix = shutil.which("dcm2niix")
     if dcm2niix is None:
@@ -371,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(counts), f"medload {medload.__version__}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
+    if args.markdown:
+        args.markdown.write_text(markdown(rows))
     return 1 if counts.get("DISAGREE") or counts.get("CRASH") else 0
 
 
