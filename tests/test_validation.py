@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+import nibabel
 import numpy as np
 import pydicom
 import pytest
@@ -127,3 +128,28 @@ def test_images_without_geometry_have_dcm2niix_axes(name, tmp_path):
     row = check(f"pydicom/{name}", path, shutil.which("dcm2niix"))
     assert row["result"] == "agree*" and "no world geometry: axes and spacing agree" in row["why"], row
     assert os.fspath(path) not in row["why"]
+
+
+MRICRON = Path("/usr/share/mricron/templates")
+NIBABEL_NIFTI = sorted(
+    p for p in (Path(nibabel.__file__).parent / "tests" / "data").glob("*.nii*") if not p.name.endswith(".dconn.nii")
+)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [MRICRON / name for name in ("ch2better.nii.gz", "inia19-t1-brain.nii.gz", "JHU-WhiteMatter-labels-2mm.nii.gz", "aal.nii.gz")]
+    + NIBABEL_NIFTI,
+    ids=lambda p: p.name,
+)
+def test_nifti_volumes_equal_nibabels_reading(path):
+    """Real T1 templates (Debian's mricron-data) and nibabel's NIfTI test files (4D, NIfTI-2,
+    scaled, oblique): medload's volume holds nibabel's voxels at nibabel's places."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent: apt-get install mricron-data (.ci/system-packages installs it)")
+    ref = nibabel.as_closest_canonical(nibabel.load(path))
+    ours = nibabel.as_closest_canonical(load(path).to_nifti())
+    np.testing.assert_allclose(ours.affine, ref.affine, atol=0.01)
+    theirs = ref.get_fdata()
+    mine = ours.get_fdata().reshape(theirs.shape)
+    np.testing.assert_allclose(mine, theirs, atol=1e-3 * max(1.0, float(np.abs(theirs).max())))
