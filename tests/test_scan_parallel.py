@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +19,7 @@ from fixtures.synthetic import write_dicom_series, write_nifti
 from medload.io import scan
 from medload.io.scan import ScanResult
 from medload.problems import ProblemKind
-from tests.conftest import shared_path
+from tests.conftest import ROOT, shared_path
 
 import medload.io.collect as collect_module
 
@@ -113,3 +118,79 @@ def test_a_worker_that_dies_on_a_file_names_it_and_the_scan_goes_on(tmp_path, po
     (mr,) = [s for s in parallel if s.files[0].startswith(mr_folder)]
     assert mr.shape == (4, 8, 8) and mr.info["damaged_files"] == [str(crash)]
     assert any(p.kind is ProblemKind.DAMAGED_FILES for p in mr.problems)
+
+
+SLOW_SCAN = textwrap.dedent("""
+    import os, sys, time
+    import medload.io.collect as collect
+
+    class SlowReader(collect._HeaderReader):
+        def __call__(self, task):
+            open(os.path.join(os.environ["PIDS"], str(os.getpid())), "w").close()
+            time.sleep(0.5)
+            return super().__call__(task)
+
+    if __name__ == "__main__":
+        collect.PARALLEL_MIN_FILES, collect.CHUNK_FILES, collect._HeaderReader = 1, 1, SlowReader
+        from medload.io import scan
+        try:
+            scan(sys.argv[1], workers=2)
+        except KeyboardInterrupt:
+            print("interrupted")
+            sys.exit(130)
+        print("finished")
+""")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process groups and /proc semantics of Linux")
+def test_ctrl_c_stops_a_parallel_scan_and_leaves_no_worker(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    write_dicom_series(tmp_path / "tree" / "ct", shape=(40, 8, 8))
+    (tmp_path / "slowscan.py").write_text(SLOW_SCAN)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = dict(os.environ, PIDS=str(pids), PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    cmd = [sys.executable, str(tmp_path / "slowscan.py"), str(tmp_path / "tree")]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(list(pids.iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        out, _ = proc.communicate(timeout=120)
+        assert (proc.returncode, out.decode().strip()) == (130, "interrupted")
+        deadline = time.time() + 15
+        alive = workers
+        while alive and time.time() < deadline:
+            alive = [w for w in workers if psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE]
+            time.sleep(0.2)
+        assert not alive, "scan workers outlived an interrupted scan"
+    finally:
+        proc.kill()
+
+
+UNGUARDED = textwrap.dedent("""
+    import sys, warnings
+    import medload.io.collect as collect
+    collect.PARALLEL_MIN_FILES = 1
+    from medload.io import scan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = scan(sys.argv[1], workers=None if sys.argv[2] == "default" else int(sys.argv[2]))
+    print(len(found), sum(issubclass(w.category, RuntimeWarning) for w in caught))
+""")
+
+
+@pytest.mark.parametrize(("workers", "warned"), [("default", 0), ("2", 1)])
+def test_a_script_without_the_main_guard_scans_in_its_own_process(tmp_path, workers, warned):
+    # Worker processes would re-run the script's top level; the default reads here quietly,
+    # an explicit workers=2 says why it could not be used.
+    write_dicom_series(tmp_path / "tree" / "ct", shape=(6, 8, 8))
+    (tmp_path / "unguarded.py").write_text(UNGUARDED)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, str(tmp_path / "unguarded.py"), str(tmp_path / "tree"), workers]
+    run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["1", str(warned)]

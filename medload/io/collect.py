@@ -23,6 +23,7 @@ from medload.io.headers import FileHeader, read_header
 from medload.io.images import image_format, is_image, scan_image
 from medload.io.nifti import is_nifti, scan_nifti
 from medload.io.series import Series
+from medload.mainguard import unguarded_main_script
 from medload.pool import Outcome, run_local
 
 __all__ = ["Collector", "FileProblem", "collect", "PARALLEL_MIN_FILES", "CHUNK_FILES"]
@@ -177,6 +178,10 @@ def collect(files: list[str], found: Collector, workers: int | None) -> Collecto
     (1, 1, 'CT')
     """
     n = _processes(workers, len(files))
+    if n and workers is None and unguarded_main_script() is not None:
+        # A script calling scan outside its main guard: with the default, read here quietly
+        # (worker processes would re-run the script); an explicit workers=N is warned about.
+        n = 0
     if n:
         return _read_in_processes(files, found, n)
     for file in files:
