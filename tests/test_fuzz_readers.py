@@ -44,3 +44,17 @@ def test_the_harness_sees_an_escape_in_convert_s_report(monkeypatch, tmp_path):
     path = tmp_path / "x.dcm"
     path.write_bytes(b"")
     assert fuzz_readers.run_case(str(path), str(tmp_path))[0] == "other"
+
+
+def test_the_pixel_oracle_sees_a_silently_wrong_volume():
+    # A plain one-image file loaded with every voxel off by one: what the campaign calls "wrong".
+    import pydicom
+
+    import medload
+
+    path = pydicom.data.get_testdata_file("MR_small.dcm")
+    series = medload.scan(path)[0]
+    volume = medload.load(series)
+    assert fuzz_readers.pixel_oracle(series, volume) is None
+    off = volume.with_array(volume.array + 1)
+    assert fuzz_readers.pixel_oracle(series, off).startswith("load: voxel (0, 0) is")

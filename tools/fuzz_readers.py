@@ -35,6 +35,9 @@ every series found (or of the file when scan finds none) and ``medload.convert``
   with a MedloadError class counts as ``medload_error``);
 * ``other``: another exception escaped, or convert's report holds a failure whose class is
   not a MedloadError (a bug);
+* ``wrong``: a plain one-image DICOM file (one frame, one sample, MONOCHROME2, no LUT) loaded,
+  but its voxels differ from pydicom's ``pixel_array`` with ``apply_rescale`` (a silently
+  wrong volume; :func:`pixel_oracle`);
 * ``hang``: past ``--timeout``; ``memory``: MemoryError under the cap; ``crash``: the worker
   died (segfault). A crashed case is re-run through ``convert(workers=1)`` in a fresh process
   to check that the pool contains it (``crash_contained`` in the findings).
@@ -60,7 +63,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-BAD = ("other", "hang", "memory", "crash", "harness")
+BAD = ("other", "wrong", "hang", "memory", "crash", "harness")
 
 SHARED_BASES = [
     "dcm_qa_nih/In/20180918GE/mr_0004/axial_epi_fmri_interleaved_i_to_s-00003.dcm",
@@ -735,6 +738,42 @@ def write_case(folder: str | os.PathLike[str], kind: str, files: list[tuple[str,
     return str(folder) if kind == "series" else os.path.join(folder, files[0][0])
 
 
+def pixel_oracle(series: Any, volume: Any) -> str | None:
+    """Where a volume loaded from one plain DICOM image differs from pydicom's reading of it, why; else None.
+
+    The oracle is pydicom's ``pixel_array`` with its ``apply_rescale``: one file, one frame, one
+    sample, MONOCHROME2, no LUT (the cases where medload's reading must equal it voxel for
+    voxel). A file pydicom cannot decode is no evidence either way.
+    """
+    import numpy as np
+    import pydicom
+    from pydicom.pixels import apply_rescale
+
+    if series.kind != "dicom" or len(series.files) != 1 or volume.array.ndim != 3 or volume.array.shape[0] != 1:
+        return None
+    try:
+        ds = pydicom.dcmread(series.files[0], force=True)
+        if (
+            int(ds.get("NumberOfFrames", 1) or 1) != 1
+            or int(ds.get("SamplesPerPixel", 1)) != 1
+            or str(ds.get("PhotometricInterpretation", "")) != "MONOCHROME2"
+            or "ModalityLUTSequence" in ds
+            or "PerFrameFunctionalGroupsSequence" in ds
+            or "DoseGridScaling" in ds  # RT Dose: medload applies it, apply_rescale does not
+        ):
+            return None
+        expected = np.asarray(apply_rescale(ds.pixel_array, ds), dtype=np.float64)
+    except Exception:  # noqa: BLE001 - pydicom cannot decode it: no oracle
+        return None
+    got = np.asarray(volume.array[0], dtype=np.float64)
+    if got.shape != expected.shape:
+        return f"load: shape {got.shape}, pydicom {expected.shape}"
+    if not np.allclose(got, expected, rtol=1e-6, atol=1e-3, equal_nan=True):
+        k = np.unravel_index(int(np.argmax(np.abs(got - expected))), got.shape)
+        return f"load: voxel {tuple(int(i) for i in k)} is {got[k]:g}, pydicom {expected[k]:g}"
+    return None
+
+
 class _Alarm(BaseException):
     """Raised by SIGALRM inside a case (a BaseException so that no except Exception eats it)."""
 
@@ -777,9 +816,13 @@ def run_case(path: str, out_dir: str) -> tuple[str, str]:
         stage = "load"
         for series in found:
             try:
-                medload.load(series)
+                volume = medload.load(series)
             except errors.MedloadError:
                 outcome = "medload_error"
+                continue
+            wrong = pixel_oracle(series, volume)
+            if wrong:
+                return "wrong", wrong
         if not len(found):
             try:
                 medload.load(path)
