@@ -36,7 +36,7 @@ every series found (or of the file when scan finds none) and ``medload.convert``
 * ``other``: another exception escaped, or convert's report holds a failure whose class is
   not a MedloadError (a bug);
 * ``wrong``: a plain one-image DICOM file (one frame, one sample, MONOCHROME2, no LUT) loaded,
-  but its voxels differ from pydicom's ``pixel_array`` with ``apply_rescale`` (a silently
+  but its voxels differ from pydicom's ``pixel_array`` rescaled (a silently
   wrong volume; :func:`pixel_oracle`);
 * ``hang``: past ``--timeout``; ``memory``: MemoryError under the cap; ``crash``: the worker
   died (segfault). A crashed case is re-run through ``convert(workers=1)`` in a fresh process
@@ -741,13 +741,12 @@ def write_case(folder: str | os.PathLike[str], kind: str, files: list[tuple[str,
 def pixel_oracle(series: Any, volume: Any) -> str | None:
     """Where a volume loaded from one plain DICOM image differs from pydicom's reading of it, why; else None.
 
-    The oracle is pydicom's ``pixel_array`` with its ``apply_rescale``: one file, one frame, one
+    The oracle is pydicom's ``pixel_array`` times RescaleSlope plus RescaleIntercept: one file, one frame, one
     sample, MONOCHROME2, no LUT (the cases where medload's reading must equal it voxel for
     voxel). A file pydicom cannot decode is no evidence either way.
     """
     import numpy as np
     import pydicom
-    from pydicom.pixels import apply_rescale
 
     if series.kind != "dicom" or len(series.files) != 1 or volume.array.ndim != 3 or volume.array.shape[0] != 1:
         return None
@@ -759,10 +758,14 @@ def pixel_oracle(series: Any, volume: Any) -> str | None:
             or str(ds.get("PhotometricInterpretation", "")) != "MONOCHROME2"
             or "ModalityLUTSequence" in ds
             or "PerFrameFunctionalGroupsSequence" in ds
-            or "DoseGridScaling" in ds  # RT Dose: medload applies it, apply_rescale does not
+            or "DoseGridScaling" in ds  # RT Dose: medload applies it too
         ):
             return None
-        expected = np.asarray(apply_rescale(ds.pixel_array, ds), dtype=np.float64)
+        # Slope and intercept each on its own (default 1 and 0), as dcm2niix, medload's
+        # reference, reads them; pydicom's apply_rescale ignores a slope without an intercept.
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        expected = np.asarray(ds.pixel_array, dtype=np.float64) * slope + intercept
     except Exception:  # noqa: BLE001 - pydicom cannot decode it: no oracle
         return None
     got = np.asarray(volume.array[0], dtype=np.float64)
