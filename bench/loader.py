@@ -124,7 +124,7 @@ def dataset_runners(label: str, path: Path, order: np.ndarray, *, batch: int, fu
     # The store's own read, without the dataset: the difference is the dataset's overhead.
     runners = [(f"{label}: StoreReader.read_slices alone", read_only, n), (f"{label}: SliceDataset __getitem__", getitem, n)]
     plain = SliceDataset(path, with_mask=False)
-    plain.reader._direct = False  # the same with the direct chunk reads (os.pread + lz4) off: h5py alone
+    plain.reader._direct = False  # the same with the direct chunk reads (os.preadv + cramjam LZ4) off: h5py alone
     if full:
         runners += [
             (f"{label}: StoreReader.read_slices alone, via h5py", lambda: read_only(plain.reader), n),

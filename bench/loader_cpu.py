@@ -1,0 +1,106 @@
+"""CPU time per batch of the 0-worker ``ds.loader`` and of its memmap anchors, for one code tree.
+
+Run: ``python bench/loader_cpu.py [--tree PATH] [--workdir DIR]``
+
+On a shared machine wall-clock rates swing with the neighbours' load; CPU time (this process's
+user + system, ``time.process_time``) much less. To compare two versions of medload, run this
+with ``--tree`` pointing at each (e.g. a ``git archive`` of the older commit) in alternation,
+on the same store and memmap (``--workdir`` keeps them between runs): the rows are the same
+loaders as ``bench/loader.py`` (batch 64, shuffled, default store, 0 workers).
+Prints: compact ms, float32 ms, bare memmap ms per 64 slices, memmap DataLoader + collate ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def best_ms(run, count: int, rounds: int = 4) -> float:
+    """The least CPU milliseconds of ``rounds`` calls of ``run``, per ``count``."""
+    run()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.process_time()
+        run()
+        best = min(best, (time.process_time() - t0) * 1e3 / count)
+    return best
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]), help="medload source tree to time")
+    parser.add_argument("--workdir", default="/tmp/medload-loader-cpu", help="where the store and memmap are kept")
+    parser.add_argument("--slices", type=int, default=2048)
+    args = parser.parse_args(argv)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    store, npy = work / "default.h5", work / "slices.npy"
+    if not store.exists() or not npy.exists():
+        # bench/loader.py's slices and store, made by this tree in another process: this one
+        # must import medload from --tree alone.
+        make = (
+            "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import loader as b; "
+            "s, _ = b.ct_slices(int(sys.argv[4])); np.save(sys.argv[3], s); b.build_store(sys.argv[2], s, dtype=None, compression=None)"
+        )
+        here = Path(__file__).resolve().parent
+        subprocess.run([sys.executable, "-c", make, str(here), str(store), str(npy), str(args.slices)], check=True)
+    sys.path.insert(0, args.tree)
+    import torch
+
+    from medload.datasets import SliceDataset
+
+    torch.set_num_threads(1)
+    ds = SliceDataset(store, with_mask=False)
+    rows = []
+    for compact in (True, False):
+        loader = ds.loader(64, shuffle=True, compact=compact, generator=torch.Generator().manual_seed(0))
+
+        def epoch(loader=loader) -> None:
+            for _ in loader:
+                pass
+
+        rows.append(best_ms(epoch, len(loader)))
+    mm = np.load(npy, mmap_mode="r")
+    order = np.random.default_rng(0).permutation(len(mm))
+
+    def bare() -> None:
+        for i in order:
+            np.array(mm[i])
+
+    rows.append(best_ms(bare, len(order) / 64))
+
+    class MemmapSlices(torch.utils.data.Dataset):  # bench/loader.py's anchor: one memmap slice per item
+        def __len__(self) -> int:
+            return len(mm)
+
+        def __getitem__(self, i: int) -> dict:
+            return {"image": torch.from_numpy(np.array(mm[i]))[None]}
+
+    per_item = torch.utils.data.DataLoader(
+        MemmapSlices(), batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+
+    def collate() -> None:
+        for _ in per_item:
+            pass
+
+    rows.append(best_ms(collate, len(per_item)))
+    import medload
+
+    print(
+        "CPU ms per batch of 64: ds.loader compact {:.2f}, float32 {:.2f}; memmap bare {:.2f}, "
+        "DataLoader + collate {:.2f}; load average {:.1f}; tree {}".format(
+            *rows, os.getloadavg()[0], Path(medload.__file__).parents[1]
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
