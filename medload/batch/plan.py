@@ -154,7 +154,7 @@ def _resume(
     from medload.store.layout import PARTIAL_SUFFIX, resume_shards
 
     try:
-        return resume_shards(out, single, pipelines, store_options)
+        done, notes = resume_shards(out, single, pipelines, store_options)
     except PipelineMismatchError as exc:
         if exc.stored is None:
             raise StoreError(f"{exc} (found while resuming {out}; --overwrite starts over)") from None
@@ -164,6 +164,24 @@ def _resume(
         ) from None
     except StoreError as exc:
         raise StoreError(f"{exc} (found while resuming {out}; --overwrite starts over)") from None
+    _refuse_header_only_hashes(out, done)
+    return done, notes
+
+
+def _refuse_header_only_hashes(out: Path, done: dict[str, tuple[str, str]]) -> None:
+    """A store whose NIfTI volumes are recorded by header and size only cannot be continued:
+    every file would look new (a second copy of each volume), and two files of one header
+    looked like one."""
+    from medload.io.nifti import is_header_only_hash
+
+    old = sorted(key for source_hash, (key, _) in done.items() if is_header_only_hash(source_hash))
+    if old:
+        raise StoreError(
+            f"{out} holds {len(old)} NIfTI volume(s) ({', '.join(old[:3])}{' ...' if len(old) > 3 else ''}) recorded "
+            "by an earlier medload by header and file size only, which cannot tell two images with one header "
+            "apart (a template-registered set); continuing it would store each again. Convert into a new output, "
+            "or --overwrite to start over."
+        )
 
 
 def _pipeline_mismatch(out: Path, shard: str, stored: Any, wanted: Any) -> str:

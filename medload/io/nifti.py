@@ -28,7 +28,8 @@ What the reader does
 - Keys: ``series_key`` (and ``source_key``) is a pseudonym of the file path relative to the
   scanned root (``scan_nifti(..., root=)``; the absolute path without one); ``patient_key`` /
   ``study_key`` are pseudonyms of BIDS ``sub-XX`` / ``sub-XX/ses-YY`` found in that path, else
-  of the same path.
+  of the same path. ``source_hash`` is a digest of the whole file (:data:`SOURCE_HASH_PREFIX`):
+  two files are one series converted once only when their bytes are equal.
 - Only a whitelist of sidecar fields reaches ``meta`` (no names, dates or institutions).
   Sidecar times are seconds in BIDS; medload's ``echo_time`` / ``repetition_time`` are
   milliseconds, as in DICOM, so they are converted.
@@ -60,9 +61,8 @@ from medload.volume import Volume
 if TYPE_CHECKING:
     from nibabel import Nifti1Image
     from nibabel.arrayproxy import ArrayProxy
-    from nibabel.nifti1 import Nifti1Header
 
-__all__ = ["is_nifti", "scan_nifti", "load_nifti", "NIFTI_SUFFIXES"]
+__all__ = ["is_nifti", "scan_nifti", "load_nifti", "NIFTI_SUFFIXES", "SOURCE_HASH_PREFIX", "is_header_only_hash"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -277,11 +277,37 @@ def _keys(path: Path, root: str | Path | None, phi_key: str | bytes | PhiKey | N
     return {"series_key": series_key, "study_key": study_key, "patient_key": patient_key}
 
 
-def _source_hash(path: Path, header: Nifti1Header) -> str:
-    # Header bytes + file size: changes when the image changes, without reading the voxels.
-    digest = hashlib.sha256(bytes(header.binaryblock))
-    digest.update(str(path.stat().st_size).encode())
-    return digest.hexdigest()[:16]
+#: How a NIfTI ``source_hash`` starts: a digest of the whole file's bytes.
+SOURCE_HASH_PREFIX = "nifti-sha256:"
+
+
+def _source_hash(path: Path) -> str:
+    """``nifti-sha256:`` + a digest of every byte of the file: equal only for the same image.
+
+    A digest of the header and the file size (what medload used before) is equal for every
+    image of one protocol registered to one template (an uncompressed MNI or BraTS set, one
+    header for all): the converter took them for one series converted once, and masks and
+    resumes matched the wrong file.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return SOURCE_HASH_PREFIX + digest.hexdigest()[:32]
+
+
+def is_header_only_hash(source_hash: str) -> bool:
+    """Whether ``source_hash`` is a NIfTI digest of header and file size only (medload 0.1 and 0.2
+    up to this change: 16 hexadecimal digits), which cannot tell two images of one header apart.
+
+    Examples
+    --------
+    >>> is_header_only_hash("0123456789abcdef"), is_header_only_hash(SOURCE_HASH_PREFIX + "0" * 32)
+    (True, False)
+    >>> is_header_only_hash("sha256:0123456789abcdef")   # a 2D image's: never a NIfTI's
+    False
+    """
+    return len(source_hash) == 16 and all(c in "0123456789abcdef" for c in source_hash)
 
 
 def _check_sizes(path: Path, image: Nifti1Image) -> None:
@@ -365,7 +391,7 @@ def _describe(
         "source": "nifti",
         "source_key": keys["series_key"],
         **keys,
-        "source_hash": _source_hash(path, image.header),
+        "source_hash": _source_hash(path),
         "description": file_stem(path),
         "intensity": "HU" if chosen == "CT" else "scanner units",
         "affine_source": affine_source,
