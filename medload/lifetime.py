@@ -76,7 +76,10 @@ class InterruptFlag:
 
     def __exit__(self, *exc: Any) -> None:
         if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
+            # None: the handler before was not set from Python (an embedding program's); it cannot be
+            # put back, and signal.signal refuses None: Python's own handler is the nearest.
+            previous = signal.default_int_handler if self._previous is None else self._previous
+            signal.signal(signal.SIGINT, previous)
 
     def __bool__(self) -> bool:
         return self.event.is_set()

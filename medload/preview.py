@@ -267,27 +267,26 @@ def montage(
     if window is not None and not (len(window) == 2 and float(window[1]) > float(window[0])):
         raise ConfigError(f"preview window must be (low, high) with high > low, found {window}")
     store_path = Path(store)
-    reader = open_store(store_path)
-    records = reader.volumes
-    if not records:
-        raise StoreError(f"{store_path} holds no complete volume; nothing to preview")
-    picked = pick_slices([r.n_slices for r in records], n)
-    stored = [_display(reader.read_slices(v, z, z + 1)[0], records[v].channels) for v, z in picked]
-    stored_masks = [reader.read_mask(v, z, z + 1)[0] if masks and records[v].has_mask else None for v, z in picked]
-    shown = [(records[v].key, z) for v, z in picked]
-    titles = [f"{records[v].key[:12]} z{z}{_channel_title(records[v])}" for v, z in picked]
-    # (image, mask, affine, pixel mm, title, window) per tile
-    tiles: list[tuple[Any, ...]] = []
-    for (v, _z), image, mask, title in zip(picked, stored, stored_masks, titles):
-        tiles.append((image, mask, records[v].affine, records[v].spacing[1:], title, window))
-    if before_after:
-        srcs = sources or _sources_from_report(store_path)
-        if not srcs:
-            raise ConfigError(
-                f"--before-after needs the sources: no report.json beside {store_path} names them; pass --source DIR"
-            )
-        tiles = _beside_sources(tiles, picked, records, srcs, phi_key)
-    reader.close()
+    with open_store(store_path) as reader:  # closed on an error too
+        records = reader.volumes
+        if not records:
+            raise StoreError(f"{store_path} holds no complete volume; nothing to preview")
+        picked = pick_slices([r.n_slices for r in records], n)
+        stored = [_display(reader.read_slices(v, z, z + 1)[0], records[v].channels) for v, z in picked]
+        stored_masks = [reader.read_mask(v, z, z + 1)[0] if masks and records[v].has_mask else None for v, z in picked]
+        shown = [(records[v].key, z) for v, z in picked]
+        titles = [f"{records[v].key[:12]} z{z}{_channel_title(records[v])}" for v, z in picked]
+        # (image, mask, affine, pixel mm, title, window) per tile
+        tiles: list[tuple[Any, ...]] = []
+        for (v, _z), image, mask, title in zip(picked, stored, stored_masks, titles):
+            tiles.append((image, mask, records[v].affine, records[v].spacing[1:], title, window))
+        if before_after:
+            srcs = sources or _sources_from_report(store_path)
+            if not srcs:
+                raise ConfigError(
+                    f"--before-after needs the sources: no report.json beside {store_path} names them; pass --source DIR"
+                )
+            tiles = _beside_sources(tiles, picked, records, srcs, phi_key)
 
     count = len(tiles)
     if columns is None:
