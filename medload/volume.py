@@ -57,6 +57,26 @@ def _check_json(meta: Mapping[str, Any]) -> dict[str, Any]:
 _LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
 
 
+def _singular(affine: np.ndarray) -> bool:
+    """Zero spacing or (nearly) repeated axes: scale-free, so a grid of micrometre voxels is not singular.
+
+    An absolute determinant test called 1e-6 mm voxels singular (determinant 1e-18) though the
+    readers accept them (:func:`medload.io.validate.check_grid`); the volume of the unit axes
+    does not depend on the voxel size.
+
+    Examples
+    --------
+    >>> _singular(np.diag([1e-6, 1e-6, 1e-6, 1.0])), _singular(np.diag([1.0, 0.0, 1.0, 1.0]))
+    (False, True)
+    >>> _singular(np.array([[1.0, 1.0, 0, 0], [0, 1e-12, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]]))  # two axes along x
+    True
+    """
+    sizes = np.hypot.reduce(affine[:3, :3], axis=0)  # no overflow on the way (1e308 stays 1e308)
+    if not np.all(sizes > 0):
+        return True
+    return bool(abs(np.linalg.det(affine[:3, :3] / sizes)) < 1e-9)
+
+
 class Volume:
     """An image array with its world geometry, modality, metadata and history.
 
@@ -116,7 +136,7 @@ class Volume:
         # Volume is made per pipeline step, and a folder of small images makes five per image.
         if not np.all(np.isfinite(affine)) or not np.all(np.abs(affine[3] - _LAST_ROW) <= 1e-8 + 1e-5 * _LAST_ROW):
             raise ConfigError(f"Volume affine must be finite with last row [0, 0, 0, 1], found\n{affine}")
-        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        if _singular(affine):
             raise ConfigError(f"Volume affine is singular (zero spacing or repeated axes):\n{affine}")
         affine.setflags(write=False)
         self._array = array

@@ -207,3 +207,17 @@ def test_valid_files_of_every_kind_still_load(tmp_path):
     Image.fromarray(array).save(buf, format="PNG", dpi=(25400, 25400))  # 1 micrometre pixels
     (tmp_path / "fine.png").write_bytes(buf.getvalue())
     assert medload.load(tmp_path / "fine.png").spacing[1:] == pytest.approx((0.001, 0.001))
+
+
+def test_micrometre_voxels_the_readers_accept_make_a_volume(tmp_path):
+    # check_grid accepts voxel sizes down to 1e-6 mm; the Volume refused them as "singular" (its
+    # test was an absolute determinant, 1e-13 here), a ConfigError naming no file.
+    from fixtures.synthetic import write_dicom_series
+
+    truth = write_dicom_series(tmp_path / "micro", shape=(3, 6, 5), spacing=(1e-3, 1e-5, 1e-5), seed=2)
+    volume = medload.load(medload.scan(tmp_path / "micro")[0])
+    np.testing.assert_allclose(volume.spacing, (1e-3, 1e-5, 1e-5), rtol=1e-3)
+    assert volume.shape == (3, 6, 5)
+    assert np.array_equal(np.sort(volume.array.ravel()), np.sort(np.asarray(truth["array"]).ravel()))
+    with pytest.raises(medload.errors.ConfigError, match="singular"):
+        medload.Volume(np.zeros((2, 2, 2)), np.diag([1.0, 0.0, 1.0, 1.0]))

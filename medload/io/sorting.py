@@ -200,9 +200,13 @@ def _check_plane(
 def _cluster(frames: list[Frame], dist: np.ndarray, label: str, problems: list[Problem]) -> list[list[int]]:
     """Group the images by position along the normal, drop identical copies, order each group in time."""
     order = np.argsort(dist, kind="stable")
+    # One position within 0.01 mm, or a tenth of a pixel where pixels are smaller (micro-CT): slices
+    # 5 um apart are slices, not frames of one position.
+    pixel = min((min(f.pixel_spacing) for f in frames if f.pixel_spacing and min(f.pixel_spacing) > 0), default=None)
+    tolerance = POSITION_TOLERANCE_MM if pixel is None else min(POSITION_TOLERANCE_MM, 0.1 * pixel)
     clusters: list[list[int]] = []
     for i in order:
-        if clusters and abs(dist[i] - dist[clusters[-1][0]]) <= POSITION_TOLERANCE_MM:
+        if clusters and abs(dist[i] - dist[clusters[-1][0]]) <= tolerance:
             clusters[-1].append(int(i))
         else:
             clusters.append([int(i)])
