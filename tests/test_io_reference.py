@@ -23,6 +23,7 @@ import pytest
 from medload.errors import MedloadError
 from medload.io import load, scan
 from tests.conftest import SHARED_DATA, shared_path
+from tools.validate import canonical  # every frame, canonical orientation: one definition for tests and tool
 
 DCM2NIIX = shutil.which("dcm2niix")
 
@@ -60,20 +61,6 @@ FOLDERS = [
 # (none today), medload's frames may be a permutation of dcm2niix's, but one permutation of
 # whole volumes: found on the whole array and checked to map every slice alike.
 FRAME_ORDER_DIFFERS: dict[str, str] = {}
-
-
-def canonical(image: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
-    """Every frame (last axis), canonical orientation, scaling applied (RGB: R, G, B frames)."""
-    img = nib.as_closest_canonical(image)
-    if img.get_data_dtype().names:  # dcm2niix writes RGB as a structured dtype
-        rgb = np.asanyarray(img.dataobj)
-        data = np.stack([rgb["R"], rgb["G"], rgb["B"]], axis=-1).astype(np.float64)
-    else:
-        data = img.get_fdata(dtype=np.float64)
-    if data.ndim == 3:
-        data = data[..., None]
-    data = data.reshape(data.shape[:3] + (-1,))
-    return np.asarray(data, dtype=np.float64), img.affine
 
 
 def volume_permutation(data: np.ndarray, ref: np.ndarray, tol: float) -> list[int] | None:
