@@ -47,6 +47,7 @@ __all__ = ["ChunkTable", "scratch_array"]
 # Buffers reused from read to read, one set per thread: tf.data's parallel map reads batches
 # from several threads at once, and os.preadv and cramjam both run outside the GIL.
 _per_thread = threading.local()
+_preadv = getattr(os, "preadv", None)  # Linux, BSD; not every macOS
 
 
 def scratch_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -205,8 +206,12 @@ class ChunkTable:
             return False
         if not self.lz4:
             return _pread_into(self.fd, row, offset)
-        chunk = self._read_chunks(offset, size)
-        return chunk is not None and fmt.decode_lz4_chunk_into(chunk, row, self._decoder)
+        if _preadv is None:
+            chunk = self._read_chunks(offset, size)
+            return chunk is not None and fmt.decode_lz4_chunk_into(chunk, row, self._decoder)
+        # _read_chunks inlined: this runs once per slice of every shuffled batch.
+        view = _chunk_buffer(size)
+        return _preadv(self.fd, [view], offset) == size and fmt.decode_lz4_chunk_into(view, row, self._decoder)
 
     def _read_chunks(self, offset: int, size: int) -> memoryview | None:
         """``size`` bytes of the file at ``offset``, in this thread's reused buffer (valid until its next read); None if the file ends first."""
