@@ -119,21 +119,44 @@ def dicom_affine(
     return lps_to_ras(affine)
 
 
-def default_plane_affine(pixel_spacing: Sequence[float], slice_step: float = 1.0) -> np.ndarray:
+def default_plane_affine(shape: Sequence[int], pixel_spacing: Sequence[float], slice_step: float = 1.0) -> np.ndarray:
     """RAS+ affine, for array indices ``(z, y, x)``, of images without world geometry.
 
-    DICOM's default plane (ImageOrientationPatient ``1\\0\\0\\0\\1\\0``, position 0, as dcm2niix
-    assumes): rows run to patient-left, columns posterior, slices superior ``slice_step`` mm
-    apart. An axial plane, so :class:`~medload.transforms.orientation.CanonicalSlices` leaves
-    such images as they are; the index-order identity used before put the columns along S
-    (a sagittal plane) and the stored slices came out transposed.
+    DICOM's default plane (ImageOrientationPatient ``1\\0\\0\\0\\1\\0``, as dcm2niix assumes):
+    rows run to patient-left, columns posterior, slices superior ``slice_step`` mm apart. An
+    axial plane, so :class:`~medload.transforms.orientation.CanonicalSlices` leaves such images as
+    they are; the index-order identity used before put the columns along S (a sagittal plane)
+    and the stored slices came out transposed.
+
+    The grid is centred on the world origin: dcm2niix writes such images with qform and sform
+    codes 0 (no world transform), which nibabel (``get_base_affine``) reads as the NIfTI/Analyze
+    default, the voxel grid centred on 0 with ``pixdim`` spacing. Centring here puts every voxel
+    where a reader of dcm2niix's file finds it; an origin of 0 at the first voxel put the image
+    half a field of view away from it.
+
+    Parameters
+    ----------
+    shape : sequence of 3 ints
+        The spatial shape ``(z, y, x)``: slices, rows, columns.
+    pixel_spacing : sequence of 2 floats
+        ``[between rows, between columns]`` in mm.
+    slice_step : float
+        Distance between slices in mm.
 
     Examples
     --------
-    >>> default_plane_affine((0.5, 0.7), 2.5)[:3, :3].tolist()
+    >>> aff = default_plane_affine((3, 4, 5), (0.5, 0.7), 2.5)
+    >>> aff[:3, :3].tolist()
     [[0.0, 0.0, -0.7], [0.0, -0.5, 0.0], [2.5, 0.0, 0.0]]
+    >>> (aff @ [1, 1.5, 2, 1]).tolist()     # the centre of the grid is at the origin
+    [0.0, 0.0, 0.0, 1.0]
     """
-    return dicom_affine((1.0, 0.0, 0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0), pixel_spacing, (0.0, 0.0, float(slice_step)))
+    n_z, n_y, n_x = (int(v) for v in shape)
+    row_spacing, column_spacing = (float(v) for v in pixel_spacing)
+    step = float(slice_step)
+    # LPS position of the first voxel: half the grid back along each axis, so its centre is at 0
+    first = (-(n_x - 1) / 2 * column_spacing, -(n_y - 1) / 2 * row_spacing, -(n_z - 1) / 2 * step)
+    return dicom_affine((1.0, 0.0, 0.0, 0.0, 1.0, 0.0), first, pixel_spacing, (0.0, 0.0, step))
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:

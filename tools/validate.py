@@ -146,25 +146,21 @@ def directions(affine: np.ndarray) -> np.ndarray:
     return axes / np.linalg.norm(axes, axis=0)
 
 
-def compare(ref: nib.Nifti1Image, vol, *, no_geometry: bool) -> str | None:
+def compare(ref: nib.Nifti1Image, vol) -> str | None:
     """None when ``vol`` holds ``ref``'s voxels at its places, else what differs.
 
-    Places: the world coordinates of the corner voxels' centres within 0.01 mm. Without world
-    geometry (no ImagePositionPatient/Orientation: both tools place the image by convention),
-    the axis directions and spacings must agree; the origin is each tool's own choice.
+    Places: the world coordinates of the corner voxels' centres within 0.01 mm, as nibabel reads
+    each file. Images without world geometry too: dcm2niix writes them with qform and sform codes
+    0, which nibabel places centred on the origin, and medload centres them the same way
+    (``medload.geometry.default_plane_affine``).
     """
     data, affine = canonical(vol.to_nifti())
     rdata, raffine = canonical(ref)
     if data.shape != rdata.shape:
         return f"shape {data.shape} vs {rdata.shape}"
-    if no_geometry:
-        err = float(np.abs(affine[:3, :3] - raffine[:3, :3]).max())
-        if err > 0.01:
-            return f"axes differ by {err:.4f} (no world geometry: directions and spacing compared)"
-    else:
-        err = float(np.abs(corner_centres(affine, data.shape) - corner_centres(raffine, rdata.shape)).max())
-        if err > 0.01:
-            return f"corner voxel centres differ by {err:.4f} mm"
+    err = float(np.abs(corner_centres(affine, data.shape) - corner_centres(raffine, rdata.shape)).max())
+    if err > 0.01:
+        return f"corner voxel centres differ by {err:.4f} mm"
     tol = 1e-3 * max(1.0, float(np.abs(rdata).max()))
     diff = np.abs(data - rdata).max(axis=(0, 1, 2))
     if float(diff.max()) > tol:
@@ -306,7 +302,7 @@ def check(label: str, path: Path, dcm2niix: str) -> dict:
                     continue
                 fails.append(f"{ref.name}: {'; '.join(w for w in why if w)}")
                 continue
-            why = [compare(img, v, no_geometry=not facts["geometry"]) for v in vols]
+            why = [compare(img, v) for v in vols]
             if None not in why:
                 if facts["ds"].get("Modality") == "RTDOSE":
                     notes.append(KNOWN["rtdose"])
@@ -325,8 +321,6 @@ def check(label: str, path: Path, dcm2niix: str) -> dict:
                 a, b = canonical(vol.to_nifti())[1], canonical(img)[1]
                 if np.abs(a - b).max() > 0.01:
                     notes.append(KNOWN["single-slice-normal"])
-            if not facts["geometry"]:
-                notes.append("no world geometry: axes and spacing agree, the origin is each tool's convention")
             bad = compare_diffusion(ref, vol, Path(tmp))
             if bad:
                 b = np.atleast_1d(np.loadtxt(ref.with_suffix(".bval")))
@@ -359,8 +353,6 @@ def short_reason(row: dict) -> str:
     for key, text in KNOWN.items():
         if text[:60] in why:
             return f"known: {key}"
-    if why.startswith("no world geometry"):
-        return "no world geometry (axes, spacing, voxels agree; origin is a convention)"
     if row["result"] == "refuse":
         text = why.split(": ", 1)[-1].replace("<in>/", "")
         text = re.sub(r" \((?:[^()]|\([^()]*\))*\)", "", text.split("; ")[0]).split(". ")[0]

@@ -445,7 +445,8 @@ def _place(
     n_z = array.shape[1]
     positions = layout.positions
     if layout.orientation is None:  # no world geometry: DICOM's default plane, as dcm2niix assumes
-        return array, default_plane_affine(layout.pixel_spacing or (1.0, 1.0), h.slice_thickness or 1.0)
+        shape = array.shape[1:4]  # (Z, rows, columns); colour samples, where any, come last
+        return array, default_plane_affine(shape, layout.pixel_spacing or (1.0, 1.0), h.slice_thickness or 1.0)
     if (layout.gaps or layout.uneven) and on_gap == "interpolate":
         targets, lower, weight = _interpolate_grid(layout)
         array = _interp(array, lower, weight)

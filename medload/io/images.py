@@ -578,7 +578,7 @@ def load_image(series_or_path: Series | str | os.PathLike[str], *, modality: str
     if pixel_mm is None:
         pixel_mm = (1.0, 1.0)
         problems.append(Problem(ProblemKind.PIXEL_SPACING_ASSUMED, "pixel size not stated in physical units: 1 mm assumed."))
-    affine = default_plane_affine(pixel_mm)  # as a DICOM image without geometry
+    affine = default_plane_affine(arr.shape[:3], pixel_mm)  # as a DICOM image without geometry (centred)
     meta: dict[str, Any] = {
         **series.volume_meta(),
         "format": fmt,
