@@ -221,3 +221,28 @@ def test_micrometre_voxels_the_readers_accept_make_a_volume(tmp_path):
     assert np.array_equal(np.sort(volume.array.ravel()), np.sort(np.asarray(truth["array"]).ravel()))
     with pytest.raises(medload.errors.ConfigError, match="singular"):
         medload.Volume(np.zeros((2, 2, 2)), np.diag([1.0, 0.0, 1.0, 1.0]))
+
+
+def test_a_missing_slice_of_a_micrometre_step_series_is_a_gap_not_a_stretched_volume(tmp_path):
+    # 5 um micro-CT slices with the fifth file gone: one step of 10 um among steps of 5 um. The step
+    # check's fixed 0.01 mm tolerance passed it as an even stack of 7 slices 5.8 um apart (every
+    # slice after the gap misplaced); the gap is now refused with the files on either side, as it
+    # is at 0.05 mm, and on_gap="interpolate" fills it.
+    import pydicom
+    from fixtures.synthetic import write_dicom_series
+
+    for step in (0.005, 0.05):
+        folder = tmp_path / f"micro-{step}"
+        write_dicom_series(folder, shape=(8, 6, 5), spacing=(step, step, step), seed=2)
+        by_z = sorted(folder.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+        by_z[4].unlink()
+        series = medload.scan(folder)[0]
+        with pytest.raises(medload.errors.GeometryError, match="missing slices: 1 slice") as caught:
+            medload.load(series)
+        assert by_z[3].name in str(caught.value) and by_z[5].name in str(caught.value)
+        filled = medload.load(series, on_gap="interpolate")
+        assert filled.shape == (8, 6, 5)
+        np.testing.assert_allclose(filled.spacing[0], step, rtol=1e-3)
+    whole = tmp_path / "whole"
+    write_dicom_series(whole, shape=(8, 6, 5), spacing=(0.005, 0.005, 0.005), seed=2)
+    assert medload.load(medload.scan(whole)[0]).spacing == pytest.approx((0.005, 0.005, 0.005), rel=1e-3)

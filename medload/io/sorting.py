@@ -102,7 +102,8 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     orientation = tuple(float(v) for v in orients[0])
     positions = np.array([f.position for f in frames], dtype=float)
     dist = positions_along_normal(positions, orientation)
-    clusters = _cluster(frames, dist, label, problems)
+    tolerance = _position_tolerance(frames)
+    clusters = _cluster(frames, dist, tolerance, label, problems)
     n_frames, duplicates, conflicts, order_error = _frames_per_position(clusters, frames, dist, label, problems, errors)
     grid = [[c[min(t, len(c) - 1)] for c in clusters] for t in range(n_frames)]
     first = [c[0] for c in clusters]
@@ -120,7 +121,7 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     )
     if len(clusters) < 2:
         return layout
-    _measure_steps(layout, frames, first, label)
+    _measure_steps(layout, frames, first, tolerance, label)
     _measure_tilt(layout, slice_normal(orientation), label)
     return layout
 
@@ -197,13 +198,27 @@ def _check_plane(
     return frames[0].pixel_spacing
 
 
-def _cluster(frames: list[Frame], dist: np.ndarray, label: str, problems: list[Problem]) -> list[list[int]]:
-    """Group the images by position along the normal, drop identical copies, order each group in time."""
-    order = np.argsort(dist, kind="stable")
-    # One position within 0.01 mm, or a tenth of a pixel where pixels are smaller (micro-CT): slices
-    # 5 um apart are slices, not frames of one position.
+def _position_tolerance(frames: list[Frame]) -> float:
+    """Two images closer than this (mm along the normal) share a position.
+
+    :data:`POSITION_TOLERANCE_MM`, or a tenth of the in-plane pixel where pixels are smaller
+    (micro-CT): slices 5 um apart are slices, not frames of one position, and a 5 um step
+    that is 10 um once is a missing slice, not an even stack.
+
+    Examples
+    --------
+    >>> from medload.io.frame import Frame
+    >>> def frame(pixel): return Frame("f", -1, -1, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0), pixel, 1.0, 0.0, (0.0,), (), "1")
+    >>> _position_tolerance([frame((0.3, 0.3))]), _position_tolerance([frame((0.005, 0.005))]), _position_tolerance([frame(None)])
+    (0.01, 0.0005, 0.01)
+    """
     pixel = min((min(f.pixel_spacing) for f in frames if f.pixel_spacing and min(f.pixel_spacing) > 0), default=None)
-    tolerance = POSITION_TOLERANCE_MM if pixel is None else min(POSITION_TOLERANCE_MM, 0.1 * pixel)
+    return POSITION_TOLERANCE_MM if pixel is None else min(POSITION_TOLERANCE_MM, 0.1 * pixel)
+
+
+def _cluster(frames: list[Frame], dist: np.ndarray, tolerance: float, label: str, problems: list[Problem]) -> list[list[int]]:
+    """Group the images by position along the normal (``tolerance`` mm apart at most), drop identical copies, order each group in time."""
+    order = np.argsort(dist, kind="stable")
     clusters: list[list[int]] = []
     for i in order:
         if clusters and abs(dist[i] - dist[clusters[-1][0]]) <= tolerance:
@@ -271,12 +286,14 @@ def _frames_per_position(
     return n_frames, duplicates, conflicts, order_error
 
 
-def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label: str) -> None:
+def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], position_tol: float, label: str) -> None:
     """The median step between slices, and the gaps and uneven steps against it (spacing errors)."""
     steps = np.diff(layout.distances)
     median = float(np.median(steps))
     layout.median_step = median
-    tol = max(POSITION_TOLERANCE_MM, STEP_TOLERANCE * median)
+    # The position tolerance, not a fixed 0.01 mm: 5 um micro-CT steps with one slice missing
+    # (one step of 10 um) were an even stack of the wrong spacing.
+    tol = max(position_tol, STEP_TOLERANCE * median)
     off = np.abs(steps - median) > tol
     if not off.any():
         return
