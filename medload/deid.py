@@ -92,8 +92,24 @@ def pseudonym(value: str | None, *, prefix: str = "", secret: str | bytes | PhiK
     """
     if not value:
         return prefix + "none"
-    digest = hmac.new(resolve_key(secret).secret, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+    digest = hmac.new(resolve_key(secret).secret, text_bytes(str(value)), hashlib.sha256).hexdigest()
     return prefix + digest[:length]
+
+
+def text_bytes(text: str) -> bytes:
+    """UTF-8 bytes of any ``str``, lone surrogates included, for hashing it.
+
+    A path with bytes that are not UTF-8 reaches medload as a ``str`` holding surrogates
+    (``os.fsdecode``'s surrogateescape), as does a header value decoded the same way; strict
+    UTF-8 refuses them (``UnicodeEncodeError``). ``surrogatepass`` encodes them as they are, so
+    every text has its own bytes (different texts, different bytes) and the others keep theirs.
+
+    Examples
+    --------
+    >>> text_bytes("Ärzte") == "Ärzte".encode("utf-8"), len(text_bytes("scan\\udcff.dcm"))
+    (True, 11)
+    """
+    return text.encode("utf-8", "surrogatepass")
 
 
 #: Modalities whose pixels often hold text (names, dates, IDs) or a face even when no header

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.deid import pseudonym
+from medload.deid import pseudonym, text_bytes
 from medload.errors import ReadError, UnsupportedError
 from medload.geometry import default_plane_affine
 from medload.io.pngchunks import check_png_chunks
@@ -414,7 +414,7 @@ def _file_hash(path: Path, relative: str) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    digest.update(relative.encode())
+    digest.update(text_bytes(relative))
     return "sha256:" + digest.hexdigest()[:16]
 
 

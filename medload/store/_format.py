@@ -52,21 +52,80 @@ def load_h5py() -> Any:
     return require("h5py", "the HDF5 store")
 
 
-def canonical_json(value: Any) -> str:
+def canonical_json(value: Any, *, field: str = "the pipeline configuration", remedy: str = "") -> str:
     """JSON with sorted keys and no spaces: equal configurations give equal text.
+
+    Non-ASCII text is written as ``\\uXXXX`` escapes (``ensure_ascii``), so every ``str`` is
+    stored faithfully, a NUL character or an unpaired surrogate included.
+
+    Parameters
+    ----------
+    value : Any
+        Plain values (dict, list, str, numbers, bool, None).
+    field, remedy : str
+        What ``value`` is and what to do, for the :class:`~medload.errors.ConfigError` raised when
+        it is not JSON-able (a set, an object, NaN).
 
     Examples
     --------
-    >>> canonical_json({"b": 1, "a": [1.0, "x"]})
-    '{"a":[1.0,"x"],"b":1}'
+    >>> print(canonical_json({"b": 1, "a": [1.0, "x\\x00"]}))
+    {"a":[1.0,"x\\u0000"],"b":1}
+    >>> canonical_json([float("nan")], field="volume v: its history")
+    Traceback (most recent call last):
+    ...
+    medload.errors.ConfigError: volume v: its history must be JSON-able to be recorded in the store, ...
     """
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ConfigError(
-            f"the pipeline configuration must be JSON-able to be recorded in the store, found "
-            f"{type(value).__name__} ({exc}); pass pipeline.to_config() or a dict of plain values."
+            f"{field} must be JSON-able to be recorded in the store, found "
+            f"{type(value).__name__} ({exc}); " + (remedy or "pass pipeline.to_config() or a dict of plain values.")
         ) from exc
+
+
+def check_texts(attrs: Mapping[str, Any], what: str) -> None:
+    """Refuse a ``str`` attribute that an HDF5 text attribute cannot hold as it is.
+
+    h5py stores text as variable-length UTF-8 C strings: a NUL character cannot be stored
+    (``ValueError`` from inside h5py) and an unpaired surrogate (the mark of bytes that were not
+    UTF-8: a file name or a header decoded with ``surrogateescape``) cannot be encoded
+    (``UnicodeEncodeError``). Every other text is stored as it is; JSON attributes
+    (:func:`canonical_json`) escape both and need no check.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``what``, the attribute and the character's position (not the text: it may
+        hold a name), and what to do.
+
+    Examples
+    --------
+    >>> check_texts({"series_key": "ser-1", "intensity": "HU µ"}, "volume v")
+    >>> check_texts({"series_key": "ser\\x001"}, "volume v")
+    Traceback (most recent call last):
+    ...
+    medload.errors.ConfigError: volume v: the text of 'series_key' (volume.meta['series_key']) holds a NUL character ...
+    """
+    for name, value in attrs.items():
+        if not isinstance(value, str) or (value.isascii() and "\x00" not in value):
+            continue
+        if "\x00" in value:
+            at, found = value.index("\x00"), "a NUL character (U+0000)"
+        else:
+            try:
+                value.encode("utf-8")
+                continue
+            except UnicodeEncodeError as exc:
+                at = exc.start
+                found = f"an unpaired surrogate (U+{ord(value[at]):04X}: bytes that were not UTF-8, decoded with surrogateescape)"
+        source = f" (volume.meta[{name!r}])" if name in META_ATTRS else ""
+        raise ConfigError(
+            f"{what}: the text of {name!r}{source} holds {found} at character {at}, which an HDF5 "
+            "text attribute cannot store; remove or replace it before writing (e.g. "
+            "text.replace('\\x00', '') for a NUL, os.fsencode(text).decode('utf-8', 'replace') for a "
+            "surrogate), or put the value in meta under another key, which is stored as JSON."
+        )
 
 
 def pipeline_config(pipeline: Any) -> Any:
@@ -470,8 +529,13 @@ def _lz4_block_into(block: memoryview, out: np.ndarray, decompress_into: Callabl
         return False
 
 
-def volume_attrs(volume: Volume, *, source_hash: str, crc: int, channels: Any = None, label: int | None = None) -> dict[str, Any]:
+def volume_attrs(
+    volume: Volume, *, source_hash: str, crc: int, channels: Any = None, label: int | None = None, what: str = "volume"
+) -> dict[str, Any]:
     """The attributes of a volume's group (docs/hdf5-schema.md), except ``complete``.
+
+    Every text is checked (:func:`check_texts`) and every JSON attribute made here, before a
+    byte is written: a :class:`~medload.errors.ConfigError` names ``what`` and the field.
 
     Examples
     --------
@@ -482,6 +546,7 @@ def volume_attrs(volume: Volume, *, source_hash: str, crc: int, channels: Any = 
     ('ZYX', 'CT', 'none', 7)
     """
     meta = volume.meta
+    remedy = "record plain numbers, strings, lists and dicts (float(x), str(x), list(s)); NaN and infinity are not JSON."
     attrs = {
         "affine": np.asarray(volume.affine, dtype=np.float64),
         "spacing": np.asarray(volume.spacing, dtype=np.float64),
@@ -493,15 +558,18 @@ def volume_attrs(volume: Volume, *, source_hash: str, crc: int, channels: Any = 
         "study_key": str(meta.get("study_key", "")),
         "series_key": str(meta.get("series_key", "")),
         "intensity": str(meta.get("intensity", "")),
-        "history": canonical_json([[name, params] for name, params in volume.history]),
+        "history": canonical_json(
+            [[name, params] for name, params in volume.history], field=f"{what}: its history", remedy=remedy
+        ),
         "source_hash": source_hash,
-        "meta": canonical_json({k: v for k, v in meta.items() if k not in META_ATTRS}),
+        "meta": canonical_json({k: v for k, v in meta.items() if k not in META_ATTRS}, field=f"{what}: its meta", remedy=remedy),
         "crc32": np.uint32(crc),
     }
     if channels is not None:
-        attrs["channels"] = canonical_json(list(channels))
+        attrs["channels"] = canonical_json(list(channels), field=f"{what}: its channels", remedy=remedy)
     if label is not None:
         attrs["label"] = np.int64(label)
+    check_texts(attrs, what)
     return attrs
 
 

@@ -198,7 +198,7 @@ class Store:
     def _root_attrs(self) -> dict[str, Any]:
         import medload
 
-        return {
+        attrs = {
             "medload_schema": fmt.SCHEMA_VERSION,
             "medload_version": medload.__version__,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -208,10 +208,13 @@ class Store:
             "compression": self.compression,
             **({"phi_key_fingerprint": self.key_fingerprint} if self.key_fingerprint else {}),
         }
+        fmt.check_texts(attrs, f"the store {self.path}")
+        return attrs
 
     def _new_partial(self) -> None:
+        attrs = self._root_attrs()  # checked before the file is made
         f = self._h5py.File(self.partial_path, "w", rdcc_nbytes=0)
-        f.attrs.update(self._root_attrs())
+        f.attrs.update(attrs)
         f.create_group("volumes")
         f.flush()
         self._file = f
@@ -444,7 +447,7 @@ class Store:
         source_hash = str(meta.get("source_hash") or inputs.content_hash(volume))
         if source_hash in self._hashes:
             return self._hashes[source_hash]
-        what = f"volume {meta.get('series_key') or meta.get('source_key') or key or '(no key)'}"
+        what = "volume " + _printable(str(meta.get("series_key") or meta.get("source_key") or key or "(no key)"))
         array = volume.array
         four_d = array.ndim == 4
         z, h, w = volume.spatial_shape
@@ -453,6 +456,9 @@ class Store:
         scale, offset = self._encoding(array, encoded, what)
         mdtype = fmt.mask_dtype(mask_array, what) if mask_array is not None else None
         channels = inputs.checked_channels(meta.get("channels"), array, what)
+        # Every text and JSON attribute is made (and checked) before a byte is written; the
+        # checksum is filled in once the pixels are.
+        attrs = fmt.volume_attrs(volume, source_hash=source_hash, crc=0, channels=channels, label=label, what=what)
 
         f = self._writable()
         key = self._unique_key(volume, key)
@@ -476,7 +482,7 @@ class Store:
                     block = np.ascontiguousarray(mask_array[z0 : z0 + BLOCK_SLICES], dtype=mdtype)
                     mds[z0 : z0 + len(block)] = block
                     crc = fmt.crc32(block, crc)
-            attrs = fmt.volume_attrs(volume, source_hash=source_hash, crc=crc, channels=channels, label=label)
+            attrs["crc32"] = np.uint32(crc)
             fmt.write_new_attrs(group, attrs)
             f.flush()
             # The flag that makes the volume count: written only once everything above is on disk.
@@ -567,6 +573,15 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, dtype={self.dtype}, compression={self.compression}, volumes={len(self._keys)})"
+
+
+def _printable(text: str) -> str:
+    """``text`` for a message: as it is, or with unprintable characters escaped (a NUL, a surrogate).
+
+    >>> _printable("ser-1"), _printable("ser\\x00\\udcff")
+    ('ser-1', 'ser\\\\x00\\\\udcff')
+    """
+    return text if text.isprintable() else ascii(text)[1:-1]
 
 
 def _unwritable(path: Path, exc: OSError) -> StoreError:
