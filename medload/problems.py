@@ -126,7 +126,7 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     _K.ONE_BIT_EXPANDED: "1-bit image read as 8-bit (0 and 255)",
     _K.ALPHA_DROPPED: "alpha channel (or extra samples) dropped",
     _K.COLOUR_CONVERTED: "CMYK, YCbCr, LAB or HSV image converted to RGB",
-    _K.EXIF_ORIENTATION_APPLIED: "EXIF orientation applied to rows and columns",
+    _K.EXIF_ORIENTATION_APPLIED: "EXIF orientation (or a TIFF's Orientation tag) applied to rows and columns",
     _K.STORE_STARTED_OVER: "a partial store left by an interrupted run could not be used; it was deleted",
     _K.STORE_RESUMED: "a partial store left by an interrupted run was resumed (complete volumes kept)",
     _K.NONFINITE_VALUES: "stored values that are NaN or infinite (QC page)",

@@ -167,3 +167,66 @@ def test_every_bad_file_is_a_named_error_and_scan_goes_on(tmp_path):
     messages = {**errors, **failed_at_load}
     for name, what in bad.items():
         assert name in messages[name] and what in messages[name], (name, messages[name])
+
+
+def exif_transposed(stored: np.ndarray, orientation: int) -> np.ndarray:
+    """Pillow's reading of a stored (H, W) image with an orientation tag: the reference."""
+    from PIL import ImageOps
+
+    image = Image.fromarray(stored)
+    image.getexif()[0x0112] = orientation
+    return np.asarray(ImageOps.exif_transpose(image))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_tiff_orientation_tag_is_applied_like_exif(tmp_path, orientation):
+    # tifffile decodes the stored order; viewers (and Pillow) show the Orientation tag's. Before,
+    # a TIFF tagged 6 came out lying on its side with rows and columns transposed, unsaid.
+    stored = np.arange(5 * 7, dtype=np.uint16).reshape(5, 7) * 100  # every pixel its own value
+    stack = np.stack([stored, stored + 1, stored + 2])
+    tifffile.imwrite(tmp_path / "o.tif", stack, photometric="minisblack", extratags=[(274, "H", 1, orientation, True)])
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        assert int(tif.pages[0].tags["Orientation"].value) == orientation
+    series = scan_image(tmp_path / "o.tif", root=tmp_path)
+    vol = load_image(series)
+    expected = np.stack([exif_transposed(page, orientation) for page in stack])
+    assert series.shape == vol.shape == expected.shape
+    np.testing.assert_array_equal(vol.array, expected)
+    said = [p.message for p in vol.problems if p.kind is ProblemKind.EXIF_ORIENTATION_APPLIED]
+    assert said == (
+        [] if orientation == 1 else [f"TIFF Orientation {orientation} applied (rows and columns as meant to be seen)."]
+    )
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 5, 6, 8])
+def test_a_quarter_turn_of_a_tiff_orientation_swaps_the_pixel_size_with_the_axes(tmp_path, orientation):
+    # 10 px/cm along the stored rows (x: 1 mm), 5 px/cm down them (y: 2 mm), RGB
+    rgb = np.random.default_rng(3).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    tifffile.imwrite(
+        tmp_path / "c.tif", rgb, resolution=(10.0, 5.0), resolutionunit="CENTIMETER", extratags=[(274, "H", 1, orientation, True)]
+    )
+    vol = load_image(tmp_path / "c.tif")
+    turned = orientation in (5, 6, 7, 8)
+    assert vol.shape == ((3, 1, 6, 4) if turned else (3, 1, 4, 6))
+    assert vol.spacing == pytest.approx((1.0, 1.0, 2.0) if turned else (1.0, 2.0, 1.0))
+    np.testing.assert_array_equal(np.moveaxis(vol.array[:, 0], 0, -1), exif_transposed(rgb, orientation))
+
+
+@pytest.mark.parametrize("orientation", [2, 6, 7])
+def test_a_tiff_pillow_decodes_is_oriented_as_tifffiles_are(tmp_path, orientation):
+    # LZW needs imagecodecs in tifffile, so Pillow (libtiff) decodes it: the same orientation,
+    # the same pixel size and the same note as the tifffile path above.
+    from PIL import TiffImagePlugin
+
+    stored = (np.arange(5 * 7, dtype=np.uint8).reshape(5, 7) * 7).astype(np.uint8)
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[274] = orientation
+    Image.fromarray(stored).save(tmp_path / "lzw.tif", compression="tiff_lzw", tiffinfo=tags, dpi=(254, 127))
+    series = scan_image(tmp_path / "lzw.tif", root=tmp_path)
+    vol = load_image(series)
+    assert series.shape == vol.shape
+    np.testing.assert_array_equal(vol.array[0], exif_transposed(stored, orientation))
+    assert vol.spacing == pytest.approx((1.0, 0.1, 0.2) if orientation in (5, 6, 7, 8) else (1.0, 0.2, 0.1), abs=1e-3)
+    assert any(
+        p.kind is ProblemKind.EXIF_ORIENTATION_APPLIED and f"TIFF Orientation {orientation}" in p.message for p in vol.problems
+    )

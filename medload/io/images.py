@@ -13,15 +13,19 @@ What a plain image becomes
   their alpha channel and a palette image is expanded to RGB (or to grey when its palette is
   grey), each recorded in ``meta["problems"]``; CMYK and YCbCr are converted to RGB.
 - EXIF orientation (phones, dermoscopes, endoscopes) is applied with
-  ``PIL.ImageOps.exif_transpose``, so rows and columns are as the image is meant to be seen.
+  ``PIL.ImageOps.exif_transpose``, so rows and columns are as the image is meant to be seen; a
+  TIFF's Orientation tag (274, the first page's) alike, on every page (tifffile decodes the
+  stored order; Pillow applies the tag itself while loading). A quarter turn swaps the pixel
+  size with the axes; either is recorded in ``meta["problems"]``.
 - ``meta["stored_range"]`` is the range of the stored type (``[0, 255]``, ``[0, 65535]``),
   which the ``image`` preset (``ScaleStoredRange``) maps to ``[0, 1]``; float images keep
   their values.
 - Geometry: a pixel size the file states in physical units (PNG ``pHYs`` in metres, TIFF or
   JPEG resolution in inches or centimetres) gives the spacing; otherwise 1 mm, recorded in
-  ``meta["problems"]``. The affine is the one DICOM images without an orientation get (LPS
-  ``diag(1, row mm, column mm)`` turned into RAS), so a PNG and a DICOM of one radiograph
-  store the same slice the same way up.
+  ``meta["problems"]``. The affine is the one DICOM images without an orientation get
+  (:func:`medload.geometry.default_plane_affine`: DICOM's default axial plane, the grid centred
+  on the origin as nibabel places dcm2niix's NIfTI of such an image), so a PNG and a DICOM of
+  one radiograph store the same slice the same way up, at the same place.
 - Modality: the caller's ``modality=``, else ``"OT"`` (DICOM's "other").
 
 Keys
@@ -201,6 +205,22 @@ def _open_pil(path: Path) -> Any:  # a PIL.Image.Image
     return image
 
 
+def _orientation_value(value: Any) -> int:
+    """An Orientation tag's value as 1-8 (1, the stored order, for a missing or out-of-range value)."""
+    try:
+        orientation = int(value)
+    except (TypeError, ValueError):
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def _oriented_stack(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Every slice of a ``(Z, H, W[, 3])`` stack as its Orientation tag says it is meant to be seen."""
+    if orientation == 1:
+        return arr
+    return np.ascontiguousarray(np.stack([apply_exif_orientation(page, orientation) for page in arr]))
+
+
 def _tiff_header(path: Path) -> dict[str, Any] | None:
     """Shape, dtype and axes of the TIFF's one image series; ``None`` when tifffile cannot read it."""
     import tifffile
@@ -223,12 +243,17 @@ def _tiff_header(path: Path) -> dict[str, Any] | None:
                     resolution = (xr[0] / xr[1], yr[0] / yr[1], "inch" if unit == 2 else "cm")
             except Exception:  # noqa: BLE001 - a pixel size is optional
                 resolution = None
+            # Orientation (274), the tag EXIF took from TIFF: how the stored rows and columns are
+            # meant to be seen. tifffile decodes the stored order; _decode_tiff applies it. The
+            # first page's counts for the series (tifffile parses the other pages' IFDs lazily).
+            orientation = getattr(page, "tags", {}).get("Orientation")
             return {
                 "shape": tuple(int(v) for v in series.shape),
                 "axes": series.axes,
                 "dtype": np.dtype(series.dtype),
                 "compression": int(page.compression),
                 "resolution": resolution,
+                "orientation": _orientation_value(orientation.value if orientation is not None else None),
             }
     except UnsupportedError:
         raise
@@ -297,8 +322,17 @@ def _decode_pil(path: Path, problems: list[Problem]) -> tuple[np.ndarray, tuple[
                 return apply_exif_orientation(read_png16_colour(path, problems), orientation)[None], spacing
             if orientation in (2, 3, 4, 5, 6, 7, 8):
                 oriented = ImageOps.exif_transpose(image)
+            # A TIFF's Orientation tag, read before the load: Pillow (>= 8) applies it while
+            # loading and then deletes the tag; an older one leaves both to us.
+            stated = _orientation_value(image.tag_v2.get(0x0112)) if fmt == "TIFF" else 1
             oriented.load()
-            frames.append(_to_array(oriented, path, problems if k == 0 else []))
+            frame = _to_array(oriented, path, problems if k == 0 else [])
+            if stated != 1:
+                frame = _pil_tiff_oriented(path, image, frame, stated)
+                if k == 0:
+                    applied = f"TIFF Orientation {stated} applied (rows and columns as meant to be seen)."
+                    problems.append(Problem(ProblemKind.EXIF_ORIENTATION_APPLIED, applied))
+            frames.append(frame)
     except (ReadError, UnsupportedError):
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -313,6 +347,23 @@ def _decode_pil(path: Path, problems: list[Problem]) -> tuple[np.ndarray, tuple[
             f"{path}: pages of different sizes or types; medload reads pages of one size as slices. Split the file."
         )
     return np.stack(frames), spacing
+
+
+def _pil_tiff_oriented(path: Path, image: Any, frame: np.ndarray, orientation: int) -> np.ndarray:
+    """A TIFF page Pillow decoded, as its Orientation tag says it is meant to be seen; refused
+    when Pillow's result has not the shape the tag gives (Pillow 13 mis-decodes an uncompressed
+    page with a quarter turn; tifffile, which medload uses for those, is not affected)."""
+    if 0x0112 in image.tag_v2:  # this Pillow did not apply it while loading
+        frame = apply_exif_orientation(frame, orientation)
+    rows, columns = image.tag_v2.get(257), image.tag_v2.get(256)  # ImageLength, ImageWidth
+    expected = (columns, rows) if orientation in (5, 6, 7, 8) else (rows, columns)
+    if tuple(frame.shape[:2]) != expected:
+        raise UnsupportedError(
+            f"{path}: TIFF with Orientation {orientation} decoded by Pillow to {frame.shape[:2]} pixels, "
+            f"expected {expected} after the orientation; the pixels may be scrambled. Save it uncompressed "
+            "or deflate-compressed (tifffile reads those) or without the Orientation tag, and convert again."
+        )
+    return frame
 
 
 def _pil_spacing(image: Any) -> tuple[float, float] | None:
@@ -370,6 +421,15 @@ def _decode_tiff(path: Path, header: dict[str, Any], problems: list[Problem]) ->
     if arr.dtype == bool:
         problems.append(Problem(ProblemKind.ONE_BIT_EXPANDED, "1-bit image read as 8-bit (0 and 255)."))
         arr = arr.astype(np.uint8) * np.uint8(255)
+    orientation = header.get("orientation", 1)
+    if orientation != 1:  # tifffile returns the stored order; viewers show the tag's
+        arr = _oriented_stack(arr, orientation)
+        problems.append(
+            Problem(
+                ProblemKind.EXIF_ORIENTATION_APPLIED,
+                f"TIFF Orientation {orientation} applied (rows and columns as meant to be seen).",
+            )
+        )
     return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("="), copy=False))
 
 
@@ -388,14 +448,23 @@ def _decode(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, list[Pr
                 # Compressions tifffile needs imagecodecs for (LZW, JPEG, PackBits...): Pillow decodes them.
                 arr = None
             if arr is not None:
-                res = header["resolution"]
-                spacing = None
-                if res is not None and res[0] > 0 and res[1] > 0:
-                    per = 25.4 if res[2] == "inch" else 10.0
-                    spacing = (per / res[1], per / res[0])
-                return arr, spacing, problems, fmt
+                return arr, _tiff_spacing(header), problems, fmt
+            arr, spacing = _decode_pil(path, problems)  # Pillow orients the pages as tifffile's path does
+            return arr, spacing or _tiff_spacing(header), problems, fmt
     arr, spacing = _decode_pil(path, problems)
     return arr, spacing, problems, fmt or "image"
+
+
+def _tiff_spacing(header: dict[str, Any]) -> tuple[float, float] | None:
+    """(row, column) pixel size in mm from a TIFF's resolution tags, as the image is meant to be seen."""
+    res = header["resolution"]
+    if res is None or not (res[0] > 0 and res[1] > 0):
+        return None
+    per = 25.4 if res[2] == "inch" else 10.0
+    spacing = (per / res[1], per / res[0])
+    if header.get("orientation", 1) in (5, 6, 7, 8):
+        spacing = (spacing[1], spacing[0])  # a quarter turn: rows and columns trade pixel sizes too
+    return spacing
 
 
 def _stored_range(dtype: np.dtype) -> list[float] | None:
@@ -466,6 +535,8 @@ def scan_image(
         spatial = tuple(v for a, v in zip(axes, tiff_shape) if a != "S")
         if len(spatial) == 2:
             spatial = (1, *spatial)
+        if header["orientation"] in (5, 6, 7, 8) and len(spatial) == 3:
+            spatial = (spatial[0], spatial[2], spatial[1])  # a quarter turn at load: rows and columns trade
         if len(spatial) != 3:
             raise UnsupportedError(
                 f"{file}: TIFF axes {axes!r} (shape {tiff_shape}); medload reads one page or a stack of pages."
@@ -479,6 +550,10 @@ def scan_image(
             refuse_png16_grey_alpha(file, png_bit_depth(file) if image.format == "PNG" else None)
             n = int(getattr(image, "n_frames", 1)) if image.format == "TIFF" else 1
             w, h = image.size
+            if image.format == "TIFF":  # stored size turned by the Orientation tag, as load applies it
+                w, h = image.tag_v2.get(256, w), image.tag_v2.get(257, h)
+                if _orientation_value(image.tag_v2.get(0x0112)) in (5, 6, 7, 8):
+                    w, h = h, w
             if image.format == "JPEG" or (image.format != "TIFF" and "exif" in image.info):
                 # Only where the EXIF block precedes the pixels: asking a PNG whose eXIf chunk
                 # follows them would decode the whole image during a header scan.
