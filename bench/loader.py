@@ -19,6 +19,8 @@ round after round, and its best round is kept: the ratios compare like with like
 * a DataLoader over a dataset that reads nothing, 0 and 2 workers (the machinery's ceiling), and
   the 0-worker ``ds.loader`` in two processes at once, each over half the slices (what two cores
   give at that moment: the most 2 workers can reach, on a shared machine often well under 2x);
+* the default type stored without compression (``--compression none``), ``ds.loader`` float32 and
+  compact, 0 workers: what LZ4 decoding costs, beside the 1.5x larger file;
 * one ``torch.save`` file per slice read back with ``torch.load`` (MONAI PersistentDataset's way);
 * one DICOM file per sample, decoded with pydicom, rescaled and windowed (int16 CT, uncompressed).
 
@@ -49,6 +51,7 @@ from medload.store import DEFAULT_COMPRESSION, DEFAULT_DTYPE  # noqa: E402
 SIZE = 256
 OLD = "torch's per-batch segments"  # ring_buffers=False: the transport before the ring
 SIDE = "two processes side by side"  # the 0-worker loader in two processes at once: two cores' worth
+PLAIN = f"store {DEFAULT_DTYPE} uncompressed"  # --compression none: what LZ4 decoding costs
 CT_NIFTI = ROOT.parent / "shared" / "data" / "totalsegmentator_ct" / "example_ct.nii.gz"
 
 
@@ -100,6 +103,23 @@ def build_store(path: Path, slices: np.ndarray, *, dtype: str | None, compressio
                 },
             )
             store.add(vol)
+
+
+def loader_runners(label: str, path: Path, *, batch: int) -> list[tuple[str, object, int]]:
+    """``ds.loader`` float32 and compact, 0 workers, of the store at ``path``."""
+    import torch
+
+    ds = SliceDataset(path, with_mask=False)
+    runners = []
+    for kind in ("float32", "compact"):
+        loader = ds.loader(batch, shuffle=True, compact=kind == "compact", generator=torch.Generator().manual_seed(0))
+
+        def epoch(loader=loader) -> None:
+            for _ in loader:
+                pass
+
+        runners.append((f"{label}: ds.loader {kind}, 0 workers", epoch, len(ds)))
+    return runners
 
 
 def dataset_runners(label: str, path: Path, order: np.ndarray, *, batch: int, full: bool) -> list[tuple[str, object, int]]:
@@ -447,6 +467,11 @@ def main(argv: list[str] | None = None) -> None:
                     kind = "compact" if compact else "float32"
                     name = f"{label}: ds.loader {kind}, 0 workers, {SIDE}"
                     runners.append((name, lambda compact=compact, side=side: side.run(compact), len(slices)))
+        # The default type without compression (``--compression none``): what LZ4 decoding costs.
+        plain_path = tmp / "uint8-none.h5"
+        build_store(plain_path, slices, dtype=None, compression="none")
+        sizes[PLAIN] = plain_path.stat().st_size
+        runners += loader_runners(PLAIN, plain_path, batch=args.batch)
         runners.append(torch_load_runner(tmp, slices, min(args.torch_files, len(slices))))
         runners.append(dicom_runner(tmp, slices, min(args.dicom_files, len(slices))))
         best = best_rates(runners, rounds=args.rounds)
@@ -517,6 +542,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"{alone / sum(ring_ms):.2f}x)"
             )
         print(f"  (direct chunk reads / h5py reads, ds.loader {kind}, 0 workers: {zero / via_h5py:.2f}x)")
+        plain = best[f"{PLAIN}: ds.loader {kind}, 0 workers"]
+        print(
+            f"  ({PLAIN}, --compression none, ds.loader {kind}, 0 workers: {plain / collate:.2f}x memmap + default "
+            f"collate, {plain / limit:.2f}x bare memmap; {sizes[PLAIN] / sizes[default]:.2f}x the default store's size)"
+        )
 
 
 if __name__ == "__main__":
