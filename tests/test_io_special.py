@@ -5,6 +5,7 @@ header, RT Dose, Modality LUT, radiograph spacing, 32-bit RGB. Files are written
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -131,3 +132,32 @@ def test_32_bit_rgb_secondary_capture_keeps_its_values_and_writes_nifti(tmp_path
     image = vol.to_nifti()
     assert image.get_data_dtype() == np.uint32
     np.testing.assert_array_equal(np.asanyarray(image.dataobj)[..., 0, 0].T, truth["rgb"][..., 0])
+
+
+def test_a_mosaic_with_pixels_left_over_is_refused_where_dcm2niix_shears_its_tiles(tmp_path):
+    # nibabel's test mosaic: 48 slices (7x7 tiles) in 256x256 pixels, 36-pixel tiles and 4 rows
+    # and 4 columns left over. No cut is defined: nibabel raises; dcm2niix steps its tile rows by
+    # 256 * 256 // 7 = 9362 pixels (36 lines and 146 pixels), so slice 7 on starts mid-line.
+    # Flooring the tile size would be one more guess, differing from dcm2niix: refused instead.
+    import shutil
+
+    path = Path(nib.__file__).parent / "nicom" / "tests" / "data" / "0.dcm"
+    with pytest.raises(ReadError, match=r"256x256 pixels are not 7x7 equal tiles \(4 row\(s\) and 4 column\(s\) left over"):
+        load(path)
+    if DCM2NIIX is None:
+        return
+    (tmp_path / "in").mkdir()
+    shutil.copy(path, tmp_path / "in" / "0.dcm")
+    subprocess.run(
+        [DCM2NIIX, "-z", "n", "-f", "ref", "-o", str(tmp_path), str(tmp_path / "in")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    theirs = np.asanyarray(nib.load(tmp_path / "ref.nii").dataobj)[:, ::-1].T  # (slice, row, column) as stored
+    mosaic = pydicom.dcmread(path).pixel_array
+    assert theirs.shape == (48, 36, 36)
+    np.testing.assert_array_equal(theirs[1], mosaic[:36, 36:72])  # first tile row: whole lines
+    sheared = mosaic.ravel()[9362 : 9362 + 36 * 256].reshape(36, 256)[:, :36]
+    np.testing.assert_array_equal(theirs[7], sheared)  # lines 36-71 from column 146 on: across two tiles
+    assert not np.array_equal(theirs[7], mosaic[36:72, :36])  # not the floored tile

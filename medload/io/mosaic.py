@@ -129,9 +129,15 @@ def mosaic_tiles(ds: Any, image_type: tuple[str, ...], path: str = "") -> tuple[
         )
     side = tiles_per_side(int(n))
     if rows % side or cols % side:
+        # Refused, not rounded: no cut of the leftover is defined. nibabel's MosaicWrapper raises
+        # here; dcm2niix (nii_demosaic) steps tile rows by rows * columns // side pixels, which is
+        # not a whole number of lines, so its slices after the first tile row start mid-line
+        # (sheared across two tiles); flooring the tile size instead would differ from it.
         raise ReadError(
             f"{path}: Siemens mosaic of {int(n)} slices ({source}) cannot be cut: {rows}x{cols} "
-            f"pixels are not {side}x{side} equal tiles. The header does not match the image; re-export it."
+            f"pixels are not {side}x{side} equal tiles ({rows % side} row(s) and {cols % side} column(s) left "
+            "over, so which pixels belong to which slice is not defined). The header does not match the "
+            "image; re-export it."
         )
     return int(n), csa, source
 
