@@ -23,6 +23,7 @@ __all__ = [
     "dicom_affine",
     "default_plane_affine",
     "spacing_from_affine",
+    "unit_axes_volume",
     "positions_along_normal",
     "axis_codes",
     "align_to_grid",
@@ -168,6 +169,41 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
     (3.0, 0.5, 0.5)
     """
     return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
+def unit_axes_volume(affine: np.ndarray) -> float:
+    """How far the affine's axes are from collinear, whatever the voxel size: 1 orthogonal, 0 collinear.
+
+    The absolute value of the determinant of the 3x3 axes each made unit length. An absolute
+    determinant test calls micrometre voxels singular (1e-6 mm voxels: determinant 1e-18)
+    though their axes are orthogonal; this one does not depend on the voxel size. It is the
+    one test of a singular grid: :func:`medload.io.validate.check_grid` (the readers, with
+    :data:`~medload.io.validate.MIN_AXIS_VOLUME`) and :class:`~medload.volume.Volume` use it.
+
+    Parameters
+    ----------
+    affine : array_like, shape (4, 4) or (3, 3)
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0.0 when an axis has zero, infinite or NaN length.
+
+    Examples
+    --------
+    >>> unit_axes_volume(np.diag([1e-6, 1e-6, 1e-6, 1.0])), unit_axes_volume(np.diag([0.7, 0.7, 2.5]))
+    (1.0, 1.0)
+    >>> unit_axes_volume(np.diag([1.0, 0.0, 1.0])), unit_axes_volume(np.diag([1.0, np.nan, 1.0]))
+    (0.0, 0.0)
+    >>> round(unit_axes_volume(np.array([[1.0, 1.0, 0], [0, 1e-3, 0], [0, 0, 1.0]])), 6)  # two axes along x
+    0.001
+    """
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    with np.errstate(over="ignore", invalid="ignore"):
+        sizes = np.hypot.reduce(axes, axis=0)  # no overflow on the way (1e308 stays 1e308)
+        if not (np.all(sizes > 0) and np.all(np.isfinite(sizes))):
+            return 0.0
+        return abs(float(np.linalg.det(axes / sizes)))
 
 
 def axis_codes(affine: np.ndarray) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medload.errors import ConfigError, UnsupportedError
-from medload.geometry import axis_codes, spacing_from_affine
+from medload.geometry import axis_codes, spacing_from_affine, unit_axes_volume
 from medload.problems import Problem, problems_json, read_problems
 
 if TYPE_CHECKING:  # imported where used: `import medload` stays light
@@ -58,11 +58,10 @@ _LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
 
 
 def _singular(affine: np.ndarray) -> bool:
-    """Zero spacing or (nearly) repeated axes: scale-free, so a grid of micrometre voxels is not singular.
+    """Zero spacing or (nearly) repeated axes, by :func:`~medload.geometry.unit_axes_volume`.
 
-    An absolute determinant test called 1e-6 mm voxels singular (determinant 1e-18) though the
-    readers accept them (:func:`medload.io.validate.check_grid`); the volume of the unit axes
-    does not depend on the voxel size.
+    Scale-free, so a grid of micrometre voxels, which the readers accept
+    (:func:`medload.io.validate.check_grid`), is not singular.
 
     Examples
     --------
@@ -71,10 +70,7 @@ def _singular(affine: np.ndarray) -> bool:
     >>> _singular(np.array([[1.0, 1.0, 0, 0], [0, 1e-12, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]]))  # two axes along x
     True
     """
-    sizes = np.hypot.reduce(affine[:3, :3], axis=0)  # no overflow on the way (1e308 stays 1e308)
-    if not np.all(sizes > 0):
-        return True
-    return bool(abs(np.linalg.det(affine[:3, :3] / sizes)) < 1e-9)
+    return unit_axes_volume(affine) < 1e-9
 
 
 class Volume:

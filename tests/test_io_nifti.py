@@ -328,3 +328,34 @@ def test_real_ct_nifti_and_mask_grid():
     assert ct.meta["intensity"] == "HU" and float(ct.array.min()) <= -900  # air in HU
     seg = scan_nifti(shared_path("totalsegmentator_ct", "example_seg_dicom.nii.gz"))
     assert seg.shape == (20, 512, 512)
+
+
+@pytest.mark.parametrize("voxel_mm", [1e-3, 1e-6])
+@pytest.mark.parametrize("units", ["mm", "micron"])
+def test_micrometre_voxels_load_and_scan_like_the_grid_check_accepts(tmp_path, voxel_mm, units):
+    # micro-CT / microscopy: 1 um and 1 nm voxels. The reader refused them as an "unusable
+    # affine" by an absolute determinant test (1e-18 < 1e-12) that check_grid and Volume do not use.
+    scale = 1e3 if units == "micron" else 1.0  # the header's numbers are in its own units
+    affine = np.diag([voxel_mm * scale, 2 * voxel_mm * scale, 3 * voxel_mm * scale, 1.0])
+    affine[:3, 3] = [5 * voxel_mm * scale, 0.0, -1.0 * voxel_mm * scale]
+    array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_xyzt_units(units)
+    path = tmp_path / "micro.nii.gz"
+    nib.save(image, path)
+    series = scan_nifti(path)
+    vol = load_nifti(series)
+    assert series.shape == vol.shape == (4, 5, 6)[::-1]
+    np.testing.assert_allclose(series.spacing, vol.spacing, rtol=1e-12)
+    # (z, y, x) array of nibabel's (i, j, k): the world of voxel (z, y, x) is nibabel's of (x, y, z)
+    np.testing.assert_array_equal(vol.array, array.transpose(2, 1, 0))
+    np.testing.assert_allclose(vol.spacing, (3 * voxel_mm, 2 * voxel_mm, voxel_mm), rtol=1e-6)  # the sform is float32
+    world = vol.affine @ [3, 4, 5, 1]
+    np.testing.assert_allclose(world[:3], (affine @ [5, 4, 3, 1])[:3] / scale, rtol=1e-6, atol=0)
+
+
+def test_collinear_nifti_axes_are_refused_by_the_grid_check_naming_the_file(tmp_path):
+    affine = np.array([[1.0, 1.0, 0, 0], [0, 1e-9, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # i and j both along x
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), affine), tmp_path / "flat.nii")
+    with pytest.raises(ReadError, match=r"flat\.nii \(sform\): the voxel grid's axes are \(nearly\) parallel"):
+        load_nifti(tmp_path / "flat.nii")

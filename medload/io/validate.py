@@ -53,8 +53,11 @@ MAX_RESCALED = 1e30
 MIN_SPACING_MM, MAX_SPACING_MM = 1e-6, 1e5
 #: Largest accepted distance of the first voxel from the scanner's origin (10 km).
 MAX_ORIGIN_MM = 1e7
-#: Smallest accepted |det| of the affine's axes made unit length (1: orthogonal axes, 0: collinear).
+#: Smallest accepted |det| of the affine's axes made unit length (1: orthogonal axes, 0: collinear;
+#: :func:`medload.geometry.unit_axes_volume`).
 MIN_AXIS_VOLUME = 1e-6
+#: Relative rounding of a float32 (2**-23, about 1.2e-7), allowed on the spacing limits.
+_FLOAT32_ROUNDING = 2.0**-23
 NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 _FIX = "the header is damaged; re-export the file or remove it"
 
@@ -308,14 +311,17 @@ def check_grid(what: str, affine: Any) -> None:
     """
     import numpy as np
 
+    from medload.geometry import unit_axes_volume
+
     a = np.asarray(affine, dtype=np.float64)
-    axes = a[:3, :3]
     with np.errstate(over="ignore", invalid="ignore"):
-        sizes = np.hypot.reduce(axes, axis=0)  # no overflow to inf on the way (1e308 stays 1e308)
+        sizes = np.hypot.reduce(a[:3, :3], axis=0)  # no overflow to inf on the way (1e308 stays 1e308)
         origin = float(np.max(np.abs(a[:3, 3])))
-        unit_volume = abs(float(np.linalg.det(axes / sizes))) if np.all(sizes > 0) and np.all(np.isfinite(sizes)) else 0.0
+    unit_volume = unit_axes_volume(a)
     shown = "[" + ", ".join(f"{v:.6g}" for v in sizes) + "] mm"
-    if not np.all(np.isfinite(sizes)) or not np.all((sizes >= MIN_SPACING_MM) & (sizes <= MAX_SPACING_MM)):
+    # The limits with float32's rounding (NIfTI headers hold float32: 1e-6 is read as 9.99999997e-07).
+    low, high = MIN_SPACING_MM * (1 - _FLOAT32_ROUNDING), MAX_SPACING_MM * (1 + _FLOAT32_ROUNDING)
+    if not np.all(np.isfinite(sizes)) or not np.all((sizes >= low) & (sizes <= high)):
         raise ReadError(
             f"{what}: the voxel grid the header gives has voxel sizes {shown}; expected "
             f"{MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm each (PixelSpacing, SliceThickness or the "
