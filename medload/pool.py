@@ -275,9 +275,22 @@ def context() -> mp.context.ForkServerContext | mp.context.SpawnContext:
     return _CONTEXT
 
 
-def _pool_main(factory: Factory, slot: str, task_q: mp.queues.Queue[Any], out: Connection, parent_pid: int | None = None) -> None:
+def _pool_main(
+    factory: Factory,
+    slot: str,
+    task_q: mp.queues.Queue[Any],
+    out: Connection,
+    parent_pid: int | None = None,
+    environ: dict[str, str] | None = None,
+) -> None:
     # The parent decides when to stop; a terminal's Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if environ is not None:
+        # A fork server's children inherit the environment of the moment it started, not the
+        # parent's of now (spawn's children get the latter): MEDLOAD_MAX_VOLUME_BYTES raised in
+        # a notebook after a first parallel run, as a LimitError says to, reached no worker.
+        os.environ.clear()
+        os.environ.update(environ)
     if parent_pid is not None:
         die_with_parent(parent_pid)
     worker = None
@@ -363,7 +376,7 @@ class _Pool:
         reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=_pool_main,
-            args=(self.factory, slot, self.task_q, writer, os.getpid()),
+            args=(self.factory, slot, self.task_q, writer, os.getpid(), dict(os.environ)),
             daemon=True,
             name=f"medload-worker-{slot}",
         )

@@ -55,3 +55,28 @@ def test_an_on_outcome_callback_that_raises_ends_the_run_without_waiting_for_its
     while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(_gone(pid) for pid in pids), "a worker process outlived the failed run"
+
+
+class LimitReader:
+    """A worker that answers with the per-volume limit its process sees."""
+
+    def __init__(self, slot: str) -> None:
+        self.slot = slot
+
+    def __call__(self, task: int) -> int:
+        from medload.io.limits import max_volume_bytes
+
+        return max_volume_bytes()
+
+
+def test_a_limit_raised_after_a_first_parallel_run_reaches_the_workers(monkeypatch):
+    # A LimitError says to raise MEDLOAD_MAX_VOLUME_BYTES; in a notebook that is os.environ. The
+    # workers are forked by the fork server, which kept the environment of its own start: the
+    # second run's workers still refused the volume (a serial run took it).
+    monkeypatch.delenv("MEDLOAD_MAX_VOLUME_BYTES", raising=False)
+    first = run_local(LimitReader, [("a", 0), ("b", 1)], 2, check_main=False)
+    assert {o.value for o in first.outcomes} == {16 * 1024**3}  # the default; the fork server runs now
+    monkeypatch.setenv("MEDLOAD_MAX_VOLUME_BYTES", "64G")
+    second = run_local(LimitReader, [("a", 0), ("b", 1)], 2, check_main=False)
+    assert [o.ok for o in second.outcomes] == [True, True]
+    assert {o.value for o in second.outcomes} == {64 * 1024**3}
