@@ -251,7 +251,12 @@ def _on_screen(text: str, paths: dict[str, Any]) -> str:
 def _store_info(path: str) -> dict[str, Any]:
     from medload.store import open as open_store
 
-    reader = open_store(path)
+    with open_store(path) as reader:  # closed when a field fails to read too
+        return _reader_info(reader, path)
+
+
+def _reader_info(reader: Any, path: str) -> dict[str, Any]:
+    """The facts ``medload info`` shows, of an open store reader."""
     records = reader.volumes
     root = Path(path)
     if root.is_dir():
@@ -282,7 +287,6 @@ def _store_info(path: str) -> dict[str, Any]:
         # Which key made the pseudonyms (compare with your key's: docs/deidentification.md).
         "phi_key_fingerprint": reader.key_fingerprint,
     }
-    reader.close()
     return info
 
 

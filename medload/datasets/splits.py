@@ -55,7 +55,8 @@ def _patients_and_labels(source: Any) -> tuple[list[str], dict[str, Any]]:
     if isinstance(source, (str, Path)):
         from medload.store import open as open_store
 
-        source = open_store(source)
+        with open_store(source) as reader:  # opened here, so closed here (a reader passed in stays open)
+            return _patients_and_labels(reader)
     if hasattr(source, "volumes") and hasattr(source, "patient_keys"):
         per_patient: dict[str, list[int]] = {}
         for rec in source.volumes:

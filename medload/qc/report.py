@@ -503,9 +503,8 @@ def write_qc(
                 "or move it away to draw the page from the store alone"
             ) from exc
     try:
-        reader = open_store(store_path)
-        records, pipeline = list(reader.volumes), reader.pipeline
-        reader.close()
+        with open_store(store_path) as reader:  # closed when a field fails to read too
+            records, pipeline = list(reader.volumes), reader.pipeline
     except StoreError:
         if not report:  # no store and no report: nothing to show
             raise

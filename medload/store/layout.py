@@ -249,9 +249,8 @@ def resume_shards(
         store.close()
     if not shards:
         return {}, notes
-    reader = open_store(out)
-    done = {rec.source_hash: (rec.key, rec.shard) for rec in reader.volumes}
-    reader.close()
+    with open_store(out) as reader:
+        done = {rec.source_hash: (rec.key, rec.shard) for rec in reader.volumes}
     return done, notes
 
 
