@@ -513,3 +513,27 @@ def test_out_folder_holding_other_files_is_refused_not_deleted(tmp_path, monkeyp
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path / "empty")
     assert Path(write_qc(tmp_path / "x.h5", ".")["path"]) == tmp_path / "empty" / "index.html"
+
+
+def test_out_folder_with_a_web_page_of_the_users_is_refused_not_deleted(tmp_path):
+    # `medload qc out/ --out ~/www`: a folder holding the user's own index.html (and thumbs/ of
+    # photos) has the names of a page folder; it was deleted whole and replaced by the page.
+    with medload.Store.create(tmp_path / "x.h5") as store:
+        store.add(medload.Volume(np.random.default_rng(0).random((3, 20, 20)), np.eye(4), modality="MR"))
+    www = tmp_path / "www"
+    (www / "thumbs").mkdir(parents=True)
+    (www / "index.html").write_text("<!DOCTYPE html><html><head><title>My lab</title></head></html>")
+    (www / "thumbs" / "holiday.jpg").write_bytes(b"\xff\xd8 a photo")
+    with pytest.raises(medload.MedloadError, match="not a medload QC page"):
+        write_qc(tmp_path / "x.h5", www)
+    assert "My lab" in (www / "index.html").read_text() and (www / "thumbs" / "holiday.jpg").exists()
+    photos = tmp_path / "photos"  # only a thumbs/ of the user's
+    (photos / "thumbs").mkdir(parents=True)
+    (photos / "thumbs" / "cat.png").write_bytes(b"png")
+    with pytest.raises(medload.MedloadError, match="thumbs/cat.png"):
+        write_qc(tmp_path / "x.h5", photos)
+    assert (photos / "thumbs" / "cat.png").exists()
+    # A page medload wrote there is still replaced.
+    write_qc(tmp_path / "x.h5", tmp_path / "page")
+    again = write_qc(tmp_path / "x.h5", tmp_path / "page")
+    assert Path(again["path"]).read_text().count("<title>medload QC") == 1
