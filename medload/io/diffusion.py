@@ -28,7 +28,7 @@ import numpy as np
 from medload.errors import ReadError
 from medload.io.frame import element_value, first_item, number
 
-__all__ = ["DIFFUSION_TAGS", "bvecs_for_affine", "classic_diffusion", "enhanced_diffusion"]
+__all__ = ["DIFFUSION_TAGS", "bvecs_for_affine", "classic_diffusion", "enhanced_diffusion", "public_gradient"]
 
 _SIEMENS_B, _SIEMENS_G = 0x0019100C, 0x0019100E
 _PHILIPS_B = 0x20011003
@@ -119,6 +119,29 @@ def classic_diffusion(ds: Any, where: str | None = None) -> tuple[float, float, 
         values = parts[0] if len(parts) == 1 else (None if any(p is None for p in parts) else [p[0] for p in parts if p])
         return _encoding(b, values, where, _TAG_TEXT[b_tag])
     return None
+
+
+def public_gradient(ds: Any, where: str | None = None) -> tuple[float, float, float] | None:
+    """DiffusionGradientOrientation (0018,9089) of a single-frame image (LPS, as DICOM defines it), or ``None`` when absent.
+
+    With ``where`` (the file), a value that is present but not three finite numbers is a
+    :class:`~medload.errors.ReadError` naming it.
+
+    Examples
+    --------
+    >>> from pydicom import Dataset
+    >>> ds = Dataset(); ds.DiffusionGradientOrientation = [0.0, 0.6, 0.8]
+    >>> public_gradient(ds), public_gradient(Dataset())
+    ((0.0, 0.6, 0.8), None)
+    """
+    values = _floats(element_value(ds, _PUBLIC_G))
+    g = _direction(values)
+    if values is not None and g is None and where is not None:
+        raise ReadError(
+            f"{where}: DiffusionGradientOrientation (0018,9089) is {values}; expected three finite numbers. "
+            "The header is damaged; re-export the file or remove it."
+        )
+    return g
 
 
 def enhanced_diffusion(diff: Any, where: str | None = None) -> tuple[float, float, float, float] | None:

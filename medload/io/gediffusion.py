@@ -18,6 +18,11 @@ since its PR #971, v1.0.20250826), because its output is medload's reference:
   vector into LPS with dcm2niix's voxel axes (+row, -column, +normal), so its .bvec names the
   same world direction as dcm2niix's (``tests/test_io_ge_diffusion.py``).
 
+* no private gradient elements but the public DiffusionGradientOrientation (0018,9089): that
+  gradient, in the patient frame as DICOM defines it (as dcm2niix reads such a series when its
+  first file carries the element too; it uses GE's image-frame rules when that file does not,
+  for whichever element a gradient came from: docs/validation.md).
+
 dcm2niix itself calls the non-axial and ROW cases "limited validation"; medload records that
 as ``meta["diffusion_gradients_validated"] = False``. Without an orientation or a ROW/COL phase
 direction the gradient cannot be placed: the b-values are then not read either, and
@@ -30,6 +35,7 @@ import math
 import struct
 from typing import Any
 
+from medload.io.diffusion import public_gradient
 from medload.io.frame import element_value, number
 
 __all__ = ["GE_DIFFUSION_TAGS", "ge_diffusion", "has_ge_diffusion", "is_ge"]
@@ -146,7 +152,7 @@ def _to_lps(g: tuple[float, float, float], orientation: tuple[float, ...], colum
 
 
 def ge_diffusion(
-    ds: Any, orientation: tuple[float, ...] | None, params: dict[str, Any]
+    ds: Any, orientation: tuple[float, ...] | None, params: dict[str, Any], where: str | None = None
 ) -> tuple[float, float, float, float] | None:
     """``(b, gx, gy, gz)`` (gradient in LPS) of a GE image from its private elements, or ``None``.
 
@@ -174,6 +180,13 @@ def ge_diffusion(
     b = float(raw_b % 1_000_000_000)
     if b <= 0:  # every image of a GE fMRI or anatomical EPI: nothing more to read
         return None
+    if all(element_value(ds, tag) is None for tag in (_GX, _GY, _GZ)):
+        # No private gradient at all, but the public one (software that writes the MR Diffusion
+        # attributes): in the patient frame, as DICOM defines it, beside GE's b-value. Before,
+        # such a DW image counted as a b=0 image and the series lost its whole table, unsaid.
+        public = public_gradient(ds, where)
+        if public is not None and any(abs(v) > 1e-7 for v in public):
+            return (b, *public)
     g = (_value(ds, _GX) or 0.0, _value(ds, _GY) or 0.0, _value(ds, _GZ) or 0.0)
     if all(abs(v) <= 1e-7 for v in g):
         # The nominal b on a DTI scan's b=0 image; a derived trace/ADC image otherwise.

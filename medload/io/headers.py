@@ -498,7 +498,7 @@ def _classic_frames(
     # DiffusionBValue, without a gradient): dcm2niix reads both and the private ones, later in
     # the file, overwrite the public (nii_dicom.cpp set_bValGE after set_bVal).
     if has_ge_diffusion(ds):
-        diffusion = ge_diffusion(ds, orientation, header.params)
+        diffusion = ge_diffusion(ds, orientation, header.params, path)
     else:
         diffusion = classic_diffusion(ds, path)
     volume_id = _classic_volume_id(ds, diffusion)
