@@ -15,6 +15,9 @@ _EXTRA = {
     "hdf5plugin": "store",
     "matplotlib": "preview",
     "torchvision": "augment",
+    "monai": "augment",
+    "torchio": "augment",
+    "albumentations": "augment",
     "tensorflow": "tf",
     "keras": "tf",
 }

@@ -30,6 +30,7 @@ __all__ = [
     "pad_collate",
     "MonaiTransform",
     "TorchIOTransform",
+    "AlbumentationsTransform",
     "split",
     "patient_hash",
     "DEFAULT_FRACTIONS",
@@ -53,6 +54,7 @@ _LAZY = {
     "pad_collate": "medload.datasets.collate",
     "MonaiTransform": "medload.datasets.adapters",
     "TorchIOTransform": "medload.datasets.adapters",
+    "AlbumentationsTransform": "medload.datasets.adapters",
     "tf_dataset": "medload.datasets.tf",
     "KerasBatches": "medload.datasets.keras",
 }

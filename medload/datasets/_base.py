@@ -13,6 +13,7 @@ import numpy as np
 
 from medload._optional import require
 from medload.datasets.labels import resolve_labels
+from medload.datasets.seeding import WorkerSeeds
 from medload.datasets.splits import split as make_split
 from medload.errors import ConfigError, MedloadError
 
@@ -105,6 +106,7 @@ class StoreDatasetBase:
         self._reader: Any = reader
         self._path = path
         self.transform = transform
+        self._seeds = WorkerSeeds()  # each worker's own random stream for the transform
         self.standardize = bool(standardize)
         self.return_tuple = bool(return_tuple)
         self.seed = int(seed)
@@ -232,6 +234,13 @@ class StoreDatasetBase:
     def _read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
         """Mask slices ``start:stop`` as int64 ``(n, 1, H, W)``: channel-first like the image."""
         return self._reader.read_mask(volume, start, stop).astype(np.int64)[:, None]
+
+    def _transformed(self, item: dict[str, Any]) -> Any:
+        """``item`` through :attr:`transform`, reseeded first in a DataLoader worker new to it (see :mod:`medload.datasets.seeding`)."""
+        if self.transform is None:
+            return item
+        self._seeds.check(self.transform)
+        return self.transform(item)
 
     def _wrap(self, item: dict[str, Any]) -> dict[str, Any]:
         """With ``tv_tensors=True``: image and mask as torchvision's ``Image`` and ``Mask``."""

@@ -1,4 +1,4 @@
-"""Hand dataset items to MONAI and TorchIO transforms with their geometry, and take them back.
+"""Hand dataset items to MONAI, TorchIO and albumentations transforms with their geometry, and take them back.
 
 A medload item holds plain tensors and, for :class:`~medload.VolumeDataset`, the item's
 ``affine`` (voxel ``(z, y, x)`` to RAS+ mm). MONAI's dictionary transforms read the geometry
@@ -23,7 +23,7 @@ import numpy as np
 from medload._optional import require
 from medload.errors import MedloadError
 
-__all__ = ["MonaiTransform", "TorchIOTransform"]
+__all__ = ["AlbumentationsTransform", "MonaiTransform", "TorchIOTransform"]
 
 # A resampled label is an exact integer in float32 when the mask was resampled with nearest
 # neighbours; anything further off was interpolated.
@@ -233,3 +233,119 @@ class TorchIOTransform:
 
     def __repr__(self) -> str:
         return f"TorchIOTransform({self.transform!r})"
+
+
+# albumentations transforms that move pixels but keep their size (flips, crops, pads), and those
+# that keep it where pixels are square (quarter turns, transposes). Any other spatial transform
+# (resize, scale, rotate, elastic...) leaves the item's in-plane pixel size unknown.
+_KEEP_PIXEL_SIZE = ("HorizontalFlip", "VerticalFlip", "RandomCrop", "CenterCrop", "Crop", "PadIfNeeded", "Pad")
+_KEEP_SQUARE_PIXELS = ("RandomRotate90", "Transpose", "D4", "SquareSymmetry")
+
+
+class AlbumentationsTransform:
+    """Apply an albumentations transform to medload slice items, channels last as it expects.
+
+    albumentations takes numpy ``(H, W, C)`` images and ``(H, W)`` masks as keyword arguments;
+    a medload slice item holds ``(C, H, W)`` tensors. Handed over as they are, a ``(1, 256,
+    256)`` slice is read as one row of 256 pixels with 256 channels, and flips and rotations
+    move the wrong axes without an error. This wrapper hands the image over as float32
+    ``(H, W, C)`` and the mask as ``(H, W, K)`` in the smallest type OpenCV warps that holds its
+    labels (OpenCV warps no int64), and gives back a medload item: ``image`` float32 ``(C, H,
+    W)``, ``mask`` int64 ``(K, H, W)``; other keys pass through. A transform that would
+    interpolate masks (``mask_interpolation`` other than nearest, which makes labels that lie
+    between two others out of their border) is refused when the wrapper is made.
+    albumentations reports no geometry: after a spatial transform other than flips,
+    crops and pads (and quarter turns of square pixels), ``spacing[1:]`` is NaN, since the
+    pixel size is no longer known; use :class:`MonaiTransform` where it matters.
+
+    albumentations' pixel-level transforms (brightness, contrast, gamma, noise) read float
+    images as lying in ``[0, 1]``: the range of the default store's CT windows and 2D images,
+    not of z-scored MR. Each DataLoader worker draws its own random stream (see
+    :mod:`medload.datasets.seeding`). 3D items (:class:`~medload.VolumeDataset`) are refused.
+
+    Parameters
+    ----------
+    transform : callable
+        An albumentations transform or ``Compose``, called as ``transform(image=..., mask=...)``.
+
+    Examples
+    --------
+    >>> import torch, albumentations as A
+    >>> item = {"image": torch.arange(6.0).reshape(1, 2, 3), "mask": torch.tensor([[[0, 0, 1], [0, 2, 2]]]),
+    ...         "spacing": torch.tensor([2.0, 0.5, 0.5], dtype=torch.float64)}
+    >>> out = AlbumentationsTransform(A.HorizontalFlip(p=1.0))(item)
+    >>> out["image"][0].tolist(), out["mask"][0].tolist(), out["spacing"].tolist()
+    ([[2.0, 1.0, 0.0], [5.0, 4.0, 3.0]], [[1, 0, 0], [2, 2, 0]], [2.0, 0.5, 0.5])
+    """
+
+    def __init__(self, transform: Callable[..., Any]) -> None:
+        cv2 = require("cv2", "medload.datasets.AlbumentationsTransform")
+        for t in _spatial_transforms(transform):
+            mode = getattr(t, "mask_interpolation", cv2.INTER_NEAREST)
+            if mode not in (cv2.INTER_NEAREST, cv2.INTER_NEAREST_EXACT):
+                raise MedloadError(
+                    f"AlbumentationsTransform: {_name(t)} resamples masks with mask_interpolation={mode}, which "
+                    "makes labels no voxel had; keep albumentations' default (cv2.INTER_NEAREST)."
+                )
+        self.transform = transform
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        torch = require("torch", "medload.datasets.AlbumentationsTransform")
+        image = torch.as_tensor(item["image"])
+        if image.ndim != 3 or item.get("affine") is not None:
+            raise MedloadError(
+                f"AlbumentationsTransform: an item with image {tuple(image.shape)}; albumentations transforms 2D "
+                "slices (C, H, W) from SliceDataset. For volumes use MonaiTransform or TorchIOTransform."
+            )
+        data: dict[str, Any] = {"image": np.ascontiguousarray(image.numpy().transpose(1, 2, 0), dtype=np.float32)}
+        if "mask" in item:
+            mask = torch.as_tensor(item["mask"]).numpy()
+            data["mask"] = np.ascontiguousarray(mask.transpose(1, 2, 0).astype(_warpable(mask)))
+        out = self.transform(**data)
+        result = dict(item)
+        result["image"] = torch.from_numpy(np.ascontiguousarray(np.asarray(out["image"], np.float32).transpose(2, 0, 1)))
+        if "mask" in item:
+            back = np.asarray(out["mask"])
+            back = back[..., None] if back.ndim == 2 else back
+            result["mask"] = torch.from_numpy(np.ascontiguousarray(back.transpose(2, 0, 1)).astype(np.int64))
+        if "spacing" in item:
+            spacing = torch.as_tensor(item["spacing"], dtype=torch.float64).numpy().copy()
+            if not _keeps_pixel_size(self.transform, square=bool(spacing[1] == spacing[2])):
+                spacing[1:] = np.nan
+            result["spacing"] = torch.from_numpy(spacing)
+        return result
+
+    def __repr__(self) -> str:
+        return f"AlbumentationsTransform({self.transform!r})"
+
+
+def _warpable(mask: np.ndarray) -> np.dtype:
+    """The smallest integer type OpenCV warps that holds every label of ``mask``."""
+    low, high = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
+    for kind in (np.uint8, np.uint16, np.int16):
+        info = np.iinfo(kind)
+        if info.min <= low and high <= info.max:
+            return np.dtype(kind)
+    raise MedloadError(
+        f"AlbumentationsTransform: mask labels {low}..{high} do not fit the 16-bit types OpenCV warps; renumber the labels."
+    )
+
+
+def _spatial_transforms(transform: Any) -> list[Any]:
+    """The albumentations transforms in ``transform`` (walked through compositions) that move pixels."""
+    albumentations = require("albumentations", "medload.datasets.AlbumentationsTransform")
+    found, pending = [], [transform]
+    while pending:
+        t = pending.pop()
+        if isinstance(t, albumentations.BaseCompose):
+            pending.extend(t.transforms)
+        elif isinstance(t, albumentations.DualTransform):
+            found.append(t)
+    return found
+
+
+def _keeps_pixel_size(transform: Any, *, square: bool) -> bool:
+    """Whether every spatial transform in ``transform`` leaves the pixel size known."""
+    albumentations = require("albumentations", "medload.datasets.AlbumentationsTransform")
+    keep = tuple(getattr(albumentations, name) for name in _KEEP_PIXEL_SIZE + (_KEEP_SQUARE_PIXELS if square else ()))
+    return all(isinstance(t, keep) for t in _spatial_transforms(transform))

@@ -239,9 +239,7 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
         item["volume"] = volume
         item["slice"] = slice_
         item["key"] = self.volume_keys[volume]
-        item = self._wrap(item)
-        if self.transform is not None:
-            item = self.transform(item)
+        item = self._transformed(self._wrap(item))
         if self.return_tuple:
             return item["image"], item["label"]
         return item

@@ -202,9 +202,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
         item["affine"] = torch.from_numpy(np.array(affine, dtype=np.float64))
         item["volume"] = volume
         item["key"] = self.volume_keys[volume]
-        item = self._wrap(item)
-        if self.transform is not None:
-            item = self.transform(item)
+        item = self._transformed(self._wrap(item))
         if self.return_tuple:
             return item["image"], item["label"]
         return item
