@@ -1,6 +1,8 @@
 """What convert's second worker pool costs: one pool scans the headers, a new one converts.
 
-Run: ``python bench/pool_start.py [--series 8 --slices 256 --size 512] [--rounds 5]``
+Run: ``python bench/pool_start.py [--series 8 --slices 256 --size 512] [--rounds 5]``;
+``python bench/pool_start.py --pools-only --rounds 20 [--tree PATH]`` times the trivial pool
+alone, for the code tree at PATH (e.g. a ``git archive`` of an older commit, run in alternation).
 
 ``medload convert --workers N`` reads headers on a pool of N processes (``medload.io.scan``,
 when there are at least ``PARALLEL_MIN_FILES`` files), which ends; then it starts a second pool
@@ -88,6 +90,36 @@ def pool_cost(factory, n: int) -> tuple[float, float]:
     return wall, cpu
 
 
+def pools_only(n: int, rounds: int) -> None:
+    """The trivial pool alone: whole-run and last-result-to-return wall times, and CPU, per round."""
+    import medload
+    from medload.pool import Echo, run_local
+
+    run_local(Echo, [(str(i), i) for i in range(n)], n, check_main=False)  # the fork server starts
+    whole, tail, cpu = [], [], []
+    for _ in range(rounds):
+        done: list[float] = []
+        c0, t0 = tree_cpu(), time.perf_counter()
+        run_local(
+            Echo,
+            [(str(i), i) for i in range(n)],
+            n,
+            on_outcome=lambda o, done=done: done.append(time.perf_counter()),
+            check_main=False,
+        )
+        t1 = time.perf_counter()
+        time.sleep(0.2)  # the fork server reaps the workers: their CPU is counted
+        whole.append(t1 - t0)
+        tail.append(t1 - done[-1])
+        cpu.append(tree_cpu() - c0)
+    load = os.getloadavg()
+    print(
+        f"pool of {n}, {rounds} rounds (tree {Path(medload.__file__).parents[1]}, load {load[0]:.1f}): "
+        f"whole run median {statistics.median(whole) * 1e3:.0f} ms, last result -> return median "
+        f"{statistics.median(tail) * 1e3:.0f} ms, CPU median {statistics.median(cpu) * 1e3:.0f} ms"
+    )
+
+
 def convert_gap(src: Path, out: Path, workers: int) -> tuple[float, float, float]:
     """Inside one convert: seconds from the scan pool's end to the convert pool's first task start,
     CPU seconds of the tree over that gap, and the whole convert's wall seconds."""
@@ -133,9 +165,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="folder to keep the synthetic series in between runs")
+    parser.add_argument("--pools-only", action="store_true", help="only the trivial pool, --rounds times")
+    parser.add_argument("--tree", help="medload source tree to time (default: this one)")
     args = parser.parse_args()
     n = args.workers
+    if args.tree:
+        assert "medload" not in sys.modules
+        sys.path.insert(0, str(Path(args.tree).resolve()))
     print(f"load average before: {os.getloadavg()}")
+    if args.pools_only:
+        pools_only(n, args.rounds)
+        return
     work = Path(tempfile.mkdtemp(prefix="medload-bench-pool-"))
     root = args.keep or work / "synthetic"
     root.mkdir(parents=True, exist_ok=True)
