@@ -158,3 +158,65 @@ def test_keras_model_trains_from_tf_dataset_and_pydataset(image_store):
     assert data.classes == ["effusion", "normal", "pneumonia"]
     history = model.fit(data, epochs=2, verbose=0, shuffle=False)
     assert all(np.isfinite(history.history["loss"]))
+
+
+@pytest.fixture(scope="module")
+def one_file_and_shards(tmp_path_factory):
+    """The same six volumes (5 slices each, every slice different) as one file and as 3 shards.
+
+    Keys sort in the order the volumes were written, so both stores number the slices alike,
+    as a parallel convert's shards (whole volumes per shard) and a one-file convert do.
+    """
+    root = tmp_path_factory.mktemp("layouts")
+    rng = np.random.default_rng(11)
+    vols = []
+    for v in range(6):
+        array = rng.random((5, 6, 7)) + np.arange(5)[:, None, None]
+        meta = {"patient_key": f"p{v}", "series_key": f"s{v}", "source_hash": f"h{v}"}
+        vols.append((medload.Volume(array, np.eye(4), meta=meta), v % 3))
+    with medload.Store.create(root / "one.h5", value_range=(0, 6)) as store:
+        for vol, label in vols:
+            store.add(vol, label=label, key=vol.meta["series_key"])
+    for shard in range(3):
+        with medload.Store.create(root / "shards" / f"shard-{shard:04d}.h5", value_range=(0, 6)) as store:
+            for vol, label in vols[2 * shard : 2 * shard + 2]:
+                store.add(vol, label=label, key=vol.meta["series_key"])
+    return root / "one.h5", root / "shards"
+
+
+def test_a_folder_of_shards_serves_what_one_file_serves_for_a_seed(one_file_and_shards):
+    """tf.data (parallel batch reads), numpy and Keras batches: a seed gives the same batches
+    from a folder of shards as from one file, and each epoch serves every slice once."""
+    from medload.datasets import KerasBatches, tf_dataset
+
+    one, shards = one_file_and_shards
+    assert len(medload.open(shards).shards) == 3
+    flat = np.concatenate([r["image"] for r in NumpyBatches(one, batch_size=30)])  # every slice, in order
+
+    def tf_epochs(path, calls):
+        ds = tf_dataset(path, batch_size=4, shuffle=True, seed=5, deterministic=True, num_parallel_calls=calls)
+        return [[(x.numpy(), y.numpy()) for x, y in ds] for _ in range(2)]
+
+    ref = tf_epochs(one, 1)
+    for path, calls in ((shards, 1), (shards, None), (one, None)):
+        got = tf_epochs(path, calls)
+        for epoch_ref, epoch_got in zip(ref, got, strict=True):
+            for (xr, yr), (xg, yg) in zip(epoch_ref, epoch_got, strict=True):
+                np.testing.assert_array_equal(xg, xr)
+                np.testing.assert_array_equal(yg, yr)
+    for epoch in ref:
+        served = np.concatenate([x for x, _ in epoch])[..., 0]
+        assert served.shape[0] == 30
+        # Every slice once: sorted by content, the epoch is the store's slices.
+        key = lambda a: np.lexsort(a.reshape(len(a), -1).T[::-1])  # noqa: E731
+        np.testing.assert_array_equal(served[key(served)], flat[:, 0][key(flat[:, 0])])
+    assert not np.array_equal(np.concatenate([x for x, _ in ref[0]]), np.concatenate([x for x, _ in ref[1]]))
+    for make in (
+        lambda p: NumpyBatches(p, batch_size=4, shuffle=True, seed=5, channels_last=True),
+        lambda p: KerasBatches(p, batch_size=4, shuffle=True, seed=5),
+    ):
+        a, b = make(one), make(shards)
+        for i in range(len(a)):
+            xa, xb = (a[i], b[i]) if isinstance(a, KerasBatches) else (a.batch(i), b.batch(i))
+            for key_ in ("image", "label") if isinstance(xa, dict) else (0, 1):
+                np.testing.assert_array_equal(xa[key_], xb[key_])
