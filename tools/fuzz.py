@@ -39,10 +39,14 @@ import json
 import os
 import sys
 import tempfile
-import time
 import traceback
 from collections import Counter
 from pathlib import Path
+
+try:
+    from tools import sandbox
+except ImportError:  # run as a script: python tools/fuzz.py
+    import sandbox  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -166,7 +170,7 @@ def run_case(path: str) -> tuple[str, str]:
         return "medload_error", type(exc).__name__
     except MemoryError:
         return "memory", "MemoryError"
-    except _Alarm:
+    except sandbox.Alarm:
         return "hang", "timeout"
     except RecursionError as exc:
         return "other", f"RecursionError: {str(exc)[:200]}"
@@ -177,54 +181,30 @@ def run_case(path: str) -> tuple[str, str]:
     return "ok", f"{len(found)} series, {len(found.errors)} unreadable"
 
 
-class _Alarm(BaseException):
-    """Raised by SIGALRM inside a case (a BaseException so that no except Exception eats it)."""
-
-
-def _worker(conn, seed: int, indices: list[int], timeout: int, memory: int, diff: bool) -> None:
-    import resource
-    import signal
-
-    sys.path.insert(0, str(ROOT))
-    os.environ["MEDLOAD_MAX_VOLUME_BYTES"] = str(memory // 4)
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    import warnings
-
-    warnings.simplefilter("ignore")
-    import logging
-
-    logging.disable(logging.CRITICAL)
-
-    def alarm(signum, frame):
-        raise _Alarm()
-
-    signal.signal(signal.SIGALRM, alarm)
+def _worker(conn, indices: list[int], seed: int, timeout: int, memory: int, diff: bool) -> None:
+    sandbox.confine(memory, memory // 4)
     bases = _bases()
     work = tempfile.mkdtemp(prefix="medload-fuzz-")
-    for index in indices:
-        conn.send(("start", index))
+
+    def one(index: int) -> tuple:
         try:
             base, mutator, data = make_case(seed, index, bases)
         except Exception as exc:  # noqa: BLE001 - a harness bug is reported, not a crash
-            conn.send(("done", index, "?", "?", "harness", f"{type(exc).__name__}: {exc}", None))
-            continue
+            return "?", "?", "harness", f"{type(exc).__name__}: {exc}", None
         suffix = ".nii.gz" if base == "nifti.gz" else ".nii" if base == "nifti" else ".dcm"
         path = os.path.join(work, f"case{suffix}")
         with open(path, "wb") as fh:
             fh.write(data)
-        signal.alarm(timeout)
-        try:
+
+        def case() -> tuple:
             outcome, detail = run_case(path)
-            disagreement = differential(path) if (diff and suffix == ".dcm" and outcome != "hang") else None
-        except _Alarm:
-            outcome, detail, disagreement = "hang", "timeout", None
-        except MemoryError:
-            outcome, detail, disagreement = "memory", "MemoryError", None
-        finally:
-            signal.alarm(0)
-        conn.send(("done", index, base, mutator, outcome, detail, disagreement))
+            return outcome, detail, differential(path) if (diff and suffix == ".dcm" and outcome != "hang") else None
+
+        outcome, detail, disagreement = sandbox.guarded(timeout, case, None)
         os.remove(path)
-    conn.send(("end",))
+        return base, mutator, outcome, detail, disagreement
+
+    sandbox.serve(conn, indices, one)
 
 
 def campaign(
@@ -239,78 +219,32 @@ def campaign(
     progress: bool = False,
 ) -> dict:
     """Run cases ``start .. start + cases - 1`` of campaign ``seed``; return counts and findings."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
     todo = list(range(start, start + cases))
-    chunks = [todo[k::workers] for k in range(workers)]
-    counts: Counter = Counter()
+    tally = sandbox.Tally(cases, 500 if progress else 0)
     by_mutator: dict[str, Counter] = {}
-    findings: list[dict] = []
     disagreements: list[dict] = []
-    t0 = time.time()
-    done = 0
-    running = []
-    for chunk in chunks:
-        if chunk:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, seed, chunk, timeout, memory, diff), daemon=True)
-            proc.start()
-            running.append([proc, parent, chunk, None])
-    while running:
-        for slot in list(running):
-            proc, conn, chunk, current = slot
-            if conn.poll(0.2):
-                try:
-                    msg = conn.recv()
-                except EOFError:
-                    msg = None
-                if msg is None:
-                    pass
-                elif msg[0] == "start":
-                    slot[3] = msg[1]
-                    continue
-                elif msg[0] == "done":
-                    _, index, base, mutator, outcome, detail, disagreement = msg
-                    counts[outcome] += 1
-                    by_mutator.setdefault(mutator, Counter())[outcome] += 1
-                    if outcome in ("other", "hang", "memory", "harness"):
-                        findings.append({"index": index, "base": base, "mutator": mutator, "outcome": outcome, "detail": detail})
-                    if disagreement:
-                        counts["disagree"] += 1
-                        disagreements.append({"index": index, "base": base, "mutator": mutator, "detail": disagreement})
-                    slot[3] = None
-                    done += 1
-                    if progress and done % 500 == 0:
-                        print(f"{done}/{cases} {dict(counts)} {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-                    continue
-                elif msg[0] == "end":
-                    proc.join()
-                    running.remove(slot)
-                    continue
-            if not proc.is_alive() and not conn.poll(0):
-                # the worker died inside a case: record it, go on after it with a fresh worker
-                running.remove(slot)
-                if current is not None:
-                    counts["crash"] += 1
-                    findings.append({"index": current, "outcome": "crash", "detail": f"worker exit {proc.exitcode}"})
-                    done += 1
-                    rest = [i for i in chunk if i > current]
-                else:
-                    rest = []
-                if rest:
-                    parent, child = ctx.Pipe()
-                    proc2 = ctx.Process(target=_worker, args=(child, seed, rest, timeout, memory, diff), daemon=True)
-                    proc2.start()
-                    running.append([proc2, parent, rest, None])
+
+    def on_done(fields: tuple) -> None:
+        index, base, mutator, outcome, detail, disagreement = fields
+        by_mutator.setdefault(mutator, Counter())[outcome] += 1
+        if disagreement:
+            tally.counts["disagree"] += 1
+            disagreements.append({"index": index, "base": base, "mutator": mutator, "detail": disagreement})
+        bad = outcome in ("other", "hang", "memory", "harness")
+        tally.add(
+            outcome, {"index": index, "base": base, "mutator": mutator, "outcome": outcome, "detail": detail} if bad else None
+        )
+
+    chunks = [todo[k::workers] for k in range(workers)]
+    sandbox.supervise(_worker, chunks, (seed, timeout, memory, diff), on_done=on_done, on_crash=tally.crash)
     return {
         "seed": seed,
         "start": start,
         "cases": cases,
-        "seconds": round(time.time() - t0, 1),
-        "counts": dict(counts),
+        "seconds": tally.seconds(),
+        "counts": dict(tally.counts),
         "by_mutator": {k: dict(v) for k, v in sorted(by_mutator.items())},
-        "findings": findings,
+        "findings": tally.findings,
         "disagreements": disagreements,
     }
 

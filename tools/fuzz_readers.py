@@ -54,12 +54,16 @@ import shutil
 import struct
 import sys
 import tempfile
-import time
 import traceback
 import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+try:
+    from tools import sandbox
+except ImportError:  # run as a script: python tools/fuzz_readers.py
+    import sandbox  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -777,10 +781,6 @@ def pixel_oracle(series: Any, volume: Any) -> str | None:
     return None
 
 
-class _Alarm(BaseException):
-    """Raised by SIGALRM inside a case (a BaseException so that no except Exception eats it)."""
-
-
 def _where(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)[-3:]
     return " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames))
@@ -847,7 +847,7 @@ def run_case(path: str, out_dir: str) -> tuple[str, str]:
         return "medload_error", stage
     except MemoryError:
         return "memory", stage
-    except _Alarm:
+    except sandbox.Alarm:
         return "hang", stage
     except RecursionError as exc:
         return "other", f"{stage}: RecursionError: {str(exc)[:120]}"
@@ -856,50 +856,28 @@ def run_case(path: str, out_dir: str) -> tuple[str, str]:
     return outcome, ""
 
 
-def _worker(conn, seed: int, indices: list[int], timeout: int, memory: int) -> None:
-    import logging
-    import resource
-    import signal
-    import warnings
-
-    sys.path.insert(0, str(ROOT))
-    os.environ["MEDLOAD_MAX_VOLUME_BYTES"] = str(memory // 8)
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    warnings.simplefilter("ignore")
-    logging.disable(logging.CRITICAL)
-
-    def alarm(signum, frame):
-        raise _Alarm()
-
-    signal.signal(signal.SIGALRM, alarm)
+def _worker(conn, indices: list[int], seed: int, timeout: int, memory: int) -> None:
+    sandbox.confine(memory, memory // 8)
     corpus = bases()
     import medload  # noqa: F401 - imported before the first alarm runs
 
     work = tempfile.mkdtemp(prefix="medload-fuzzr-")
-    for index in indices:
-        conn.send(("start", index))
+
+    def one(index: int) -> tuple:
         try:
             kind, base, files = make_case(seed, index, corpus)
         except Exception as exc:  # noqa: BLE001 - a harness bug is reported, not a crash
-            conn.send(("done", index, "?", "?", "harness", f"{type(exc).__name__}: {exc} at {_where(exc)}"))
-            continue
+            return "?", "?", "harness", f"{type(exc).__name__}: {exc} at {_where(exc)}"
         case_dir = os.path.join(work, f"c{index}")
         path = write_case(case_dir, kind, files)
         out_dir = os.path.join(work, f"o{index}")
         os.makedirs(out_dir)
-        signal.alarm(timeout)
-        try:
-            outcome, detail = run_case(path, out_dir)
-        except _Alarm:
-            outcome, detail = "hang", "timeout"
-        except MemoryError:
-            outcome, detail = "memory", "MemoryError"
-        finally:
-            signal.alarm(0)
-        conn.send(("done", index, kind, base, outcome, detail))
+        outcome, detail = sandbox.guarded(timeout, lambda: run_case(path, out_dir))
         shutil.rmtree(case_dir, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
-    conn.send(("end",))
+        return kind, base, outcome, detail
+
+    sandbox.serve(conn, indices, one)
 
 
 def crash_contained(seed: int, index: int) -> str:
@@ -940,75 +918,29 @@ def campaign(
     progress: bool = False,
 ) -> dict:
     """Run cases ``start .. start + cases - 1`` of campaign ``seed``; return counts and findings."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
     todo = list(range(start, start + cases))
-    counts: Counter = Counter()
+    tally = sandbox.Tally(cases, 100 if progress else 0)
     by_kind: dict[str, Counter] = {}
-    findings: list[dict] = []
-    t0 = time.time()
-    running: list[list] = []
 
-    def launch(chunk: list[int]) -> None:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, seed, chunk, timeout, memory), daemon=True)
-        proc.start()
-        running.append([proc, parent, chunk, None])
+    def on_done(fields: tuple) -> None:
+        index, kind, base, outcome, detail = fields
+        by_kind.setdefault(kind, Counter())[outcome] += 1
+        bad = outcome in BAD
+        tally.add(outcome, {"index": index, "kind": kind, "base": base, "outcome": outcome, "detail": detail} if bad else None)
 
-    for k in range(workers):
-        if todo[k::workers]:
-            launch(todo[k::workers])
-    done = 0
-    while running:
-        for slot in list(running):
-            proc, conn, chunk, current = slot
-            if conn.poll(0.2):
-                try:
-                    msg = conn.recv()
-                except EOFError:
-                    msg = ("eof",)
-                if msg[0] == "start":
-                    slot[3] = msg[1]
-                    continue
-                if msg[0] == "done":
-                    _, index, kind, base, outcome, detail = msg
-                    counts[outcome] += 1
-                    by_kind.setdefault(kind, Counter())[outcome] += 1
-                    if outcome in BAD:
-                        findings.append({"index": index, "kind": kind, "base": base, "outcome": outcome, "detail": detail})
-                    slot[3] = None
-                    done += 1
-                    if progress and done % 100 == 0:
-                        print(f"{done}/{cases} {dict(counts)} {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-                    continue
-                if msg[0] == "end":
-                    proc.join()
-                    running.remove(slot)
-                    continue
-            if not proc.is_alive() and not conn.poll(0):
-                running.remove(slot)
-                if current is not None:
-                    counts["crash"] += 1
-                    findings.append(
-                        {
-                            "index": current,
-                            "outcome": "crash",
-                            "detail": f"worker exit {proc.exitcode}; {crash_contained(seed, current)}",
-                        }
-                    )
-                    done += 1
-                    rest = [i for i in chunk if i > current]
-                    if rest:
-                        launch(rest)
+    def on_crash(index: int, exitcode: int | None) -> None:
+        tally.crash(index, exitcode, f"; {crash_contained(seed, index)}")
+
+    chunks = [todo[k::workers] for k in range(workers)]
+    sandbox.supervise(_worker, chunks, (seed, timeout, memory), on_done=on_done, on_crash=on_crash)
     return {
         "seed": seed,
         "start": start,
         "cases": cases,
-        "seconds": round(time.time() - t0, 1),
-        "counts": dict(counts),
+        "seconds": tally.seconds(),
+        "counts": dict(tally.counts),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
-        "findings": sorted(findings, key=lambda f: f["index"]),
+        "findings": sorted(tally.findings, key=lambda f: f["index"]),
     }
 
 
