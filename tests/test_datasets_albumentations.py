@@ -115,7 +115,7 @@ def test_an_interpolated_mask_is_refused(tmp_path):
     path = labelled_store(tmp_path / "s.h5")
     # Linear resampling makes labels 1 and 2 along the border of 3 and 0: no check of the
     # values could tell them from real ones, so the wrapper refuses such a transform up front.
-    smear = A.Compose([A.HorizontalFlip(p=1.0), A.OneOf([A.Resize(30, 45)])], mask_interpolation=cv2.INTER_LINEAR)
+    smear = A.Compose([A.HorizontalFlip(p=1.0), A.OneOf([A.Resize(30, 45)], p=1.0)], mask_interpolation=cv2.INTER_LINEAR)
     smeared = smear(image=np.zeros((4, 4, 1), np.float32), mask=np.array([[0, 0, 3, 3]] * 4, np.uint8))["mask"]
     assert {1, 2} & set(np.unique(smeared).tolist())
     with pytest.raises(MedloadError, match="mask_interpolation"):

@@ -37,6 +37,11 @@ def open_reader(store: Any) -> tuple[Any, str | None]:
     )
 
 
+def torch_from_numpy(array: np.ndarray) -> Any:
+    """``torch.from_numpy``, torch imported on first use (``import medload.datasets`` stays light)."""
+    return require("torch", "medload datasets").from_numpy(array)
+
+
 def _select(
     records: list[Any], volume_labels: np.ndarray, chosen: np.ndarray, select: Any, split: str | None, store_name: str
 ) -> np.ndarray:
@@ -121,6 +126,7 @@ class StoreDatasetBase:
         # Spacing travels with each item (physical augmentations need it); a plain list per
         # volume, so workers share nothing mutable.
         self._spacings: list[tuple[float, ...]] = [tuple(float(v) for v in r.spacing) for r in records]
+        self._spacing_rows = np.asarray(self._spacings, np.float64)  # the same as rows, copied per item
         # The stored grid's affine (voxel (z, y, x) -> RAS+ mm) per volume: MONAI and TorchIO
         # need it to reorient or resample; without it they assume the identity.
         self._affines: list[np.ndarray] = [np.asarray(r.affine, dtype=np.float64).reshape(4, 4) for r in records]
@@ -234,6 +240,15 @@ class StoreDatasetBase:
     def _read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
         """Mask slices ``start:stop`` as int64 ``(n, 1, H, W)``: channel-first like the image."""
         return self._reader.read_mask(volume, start, stop).astype(np.int64)[:, None]
+
+    def _item_numbers(self, volume: int, label: int | None) -> dict[str, Any]:
+        """``spacing`` (and ``label``) of an item: fresh tensors (a transform may change them in place), made
+        from numpy (``torch.tensor`` of a tuple costs several times more, per item)."""
+        numbers: dict[str, Any] = {}
+        if label is not None:
+            numbers["label"] = torch_from_numpy(np.array(label, np.int64))
+        numbers["spacing"] = torch_from_numpy(self._spacing_rows[volume].copy())
+        return numbers
 
     def _transformed(self, item: dict[str, Any]) -> Any:
         """``item`` through :attr:`transform`, reseeded first in a DataLoader worker new to it (see :mod:`medload.datasets.seeding`)."""

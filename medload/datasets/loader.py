@@ -205,7 +205,6 @@ class SliceBatches(torch.utils.data.Dataset[Any]):
         )
         self._scale = np.array([np.float32(r.scale) for r in reader.volumes], np.float32)
         self._offset = np.array([np.float32(r.offset) for r in reader.volumes], np.float32)
-        self._spacing = np.asarray(dataset._spacings, np.float64)  # per volume, looked up per batch
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -270,7 +269,7 @@ class SliceBatches(torch.utils.data.Dataset[Any]):
             fields["mask"] = None
         if ds.has_labels:
             fields["label"] = ds._label[idx].astype(np.int64)
-        fields["spacing"] = self._spacing[vols]
+        fields["spacing"] = ds._spacing_rows[vols]
         fields["volume"] = vols.astype(np.int64)
         fields["slice"] = ds._slice[idx].astype(np.int64)
         fields["key"] = [ds.volume_keys[v] for v in vols.tolist()]

@@ -233,9 +233,7 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
         item: dict[str, Any] = {"image": torch.from_numpy(image)}
         if mask is not None:
             item["mask"] = torch.from_numpy(mask)
-        if self.has_labels:
-            item["label"] = torch.tensor(int(self._label[i]))
-        item["spacing"] = torch.tensor(self._spacings[volume], dtype=torch.float64)
+        item.update(self._item_numbers(volume, int(self._label[i]) if self.has_labels else None))
         item["volume"] = volume
         item["slice"] = slice_
         item["key"] = self.volume_keys[volume]

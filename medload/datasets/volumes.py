@@ -196,9 +196,7 @@ class VolumeDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
         item = {"image": torch.from_numpy(image), **item}
         if mask is not None:
             item["mask"] = torch.from_numpy(np.ascontiguousarray(mask))
-        if self.has_labels:
-            item["label"] = torch.tensor(int(self.volume_labels[volume]), dtype=torch.int64)
-        item["spacing"] = torch.tensor(self._spacings[volume], dtype=torch.float64)
+        item.update(self._item_numbers(volume, int(self.volume_labels[volume]) if self.has_labels else None))
         item["affine"] = torch.from_numpy(np.array(affine, dtype=np.float64))
         item["volume"] = volume
         item["key"] = self.volume_keys[volume]
