@@ -298,14 +298,21 @@ def _class_name(classes: list[str] | None, label: int) -> str:
 
 
 def _describe_pipeline(config: Any) -> list[str]:
+    """The store's pipeline, one line per modality; shown as found (a store from elsewhere may hold anything)."""
     if not isinstance(config, dict):
-        return [str(config)]
+        return [str(config)[:200]]
 
-    def steps(cfg: dict[str, Any]) -> str:
-        names = [f"{s['name']}({', '.join(f'{k}={v}' for k, v in s.get('params', {}).items())})" for s in cfg.get("steps", [])]
-        return " -> ".join(names) or "(as read)"
+    def step(s: Any) -> str:
+        if not isinstance(s, dict) or not isinstance(s.get("params", {}), dict):
+            return str(s)[:80]
+        return f"{s.get('name')}({', '.join(f'{k}={v}' for k, v in s.get('params', {}).items())})"
 
-    if "by_modality" in config:
+    def steps(cfg: Any) -> str:
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("steps", []), list):
+            return str(cfg)[:200]
+        return " -> ".join(step(s) for s in cfg.get("steps", [])) or "(as read)"
+
+    if isinstance(config.get("by_modality"), dict):
         lines = [f"{mod}: {steps(cfg)}" for mod, cfg in config["by_modality"].items()]
         return lines + [f"other: {steps(config.get('other', {}))}"]
     return [steps(config)]

@@ -241,7 +241,8 @@ def test_lz4_framing_that_disagrees_is_refused():
     block = lz4_block(raw)
     good = (3000).to_bytes(8, "big") + (4096).to_bytes(4, "big") + len(block).to_bytes(4, "big") + block
     assert _decoded(good, 3000) == raw  # block size above the original size: capped
-    assert _decoded(good, 3001) is None  # another original size than the slice's
+    with pytest.raises(fmt.LZ4SizeError):  # another original size than the slice's: refused, not left to HDF5
+        _decoded(good, 3001)
     assert _decoded(good[:-1], 3000) is None  # truncated
     assert _decoded(good + b"\0", 3000) is None  # trailing bytes
     assert _decoded(good[:12], 3000) is None  # no block at all

@@ -87,17 +87,9 @@ def _names_to_ints(names: Sequence[str | None], classes: Sequence[str] | None, w
 
 def _stored_classes(records: Sequence[Any], store_name: str) -> list[str] | None:
     """Class names stored with the labels (``meta["class_name"]``), ``classes[i]`` for label ``i``."""
-    names: dict[int, str] = {}
-    for rec in records:
-        label, name = getattr(rec, "label", None), (getattr(rec, "meta", None) or {}).get("class_name")
-        if label is None or int(label) < 0 or name is None:
-            continue
-        if names.setdefault(int(label), str(name)) != str(name):
-            raise MedloadError(
-                f"{store_name}: label {label} is named {names[int(label)]!r} in one volume and {name!r} in "
-                f"volume {rec.key!r}; the store mixes conversions with different class lists."
-            )
-    return [names.get(i, str(i)) for i in range(max(names) + 1)] if names else None
+    from medload.store.records import class_names
+
+    return class_names(records, store_name)
 
 
 def _is_int(text: Any) -> bool:

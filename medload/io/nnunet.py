@@ -96,6 +96,12 @@ def read_dataset_json(root: str | os.PathLike[str]) -> dict[str, Any]:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReadError(f"{path}: not a readable dataset.json ({exc}); expected nnU-Net's JSON description.") from None
+    except RecursionError:
+        raise ReadError(f"{path}: JSON nested too deeply to be a dataset.json; expected nnU-Net's JSON description.") from None
+    if not isinstance(spec, dict):
+        raise ReadError(
+            f"{path}: holds a JSON {type(spec).__name__}, expected nnU-Net's JSON object (channel_names, labels, ...)."
+        )
     names = spec.get("channel_names") or spec.get("modality")
     if not isinstance(names, dict) or not names:
         raise ReadError(f"{path}: names no channels (expected 'channel_names' or 'modality': {{\"0\": \"CT\", ...}}).")
@@ -104,14 +110,37 @@ def read_dataset_json(root: str | os.PathLike[str]) -> dict[str, Any]:
     except ValueError:
         raise ReadError(f"{path}: channel indices must be 0, 1, ...; found {sorted(names)}.") from None
     labels_in = spec.get("labels") or {}
+    if not isinstance(labels_in, dict):
+        raise ReadError(
+            f"{path}: 'labels' is a {type(labels_in).__name__}, expected an object of name: value ({{\"background\": 0, ...}})."
+        )
     labels: dict[str, Any] = {}
     for k, v in labels_in.items():
         if isinstance(k, str) and k.lstrip("-").isdigit() and isinstance(v, str):
-            labels[v] = int(k)  # v1 / Decathlon: {"0": "background"}
+            labels[v] = _label_value(int(k), path, v)  # v1 / Decathlon: {"0": "background"}
+        elif isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            labels[str(k)] = [_label_value(x, path, k) for x in v]  # a region: the labels it unites
+        elif isinstance(v, int) and not isinstance(v, bool):
+            labels[str(k)] = _label_value(v, path, k)
+        elif isinstance(v, str) and v.strip().lstrip("-").isdigit():
+            labels[str(k)] = _label_value(int(v), path, k)
         else:
-            labels[str(k)] = v if isinstance(v, list) else int(v)
+            raise ReadError(
+                f"{path}: label {str(k)[:40]!r} is {str(v)[:40]!r}, expected a whole number (or a list of them for a region)."
+            )
     ending = str(spec.get("file_ending") or ".nii.gz")
     return {"channels": channels, "labels": labels, "file_ending": ending}
+
+
+#: Label values a mask can hold: medload stores masks in at most int64, and nnU-Net's are small.
+_LABEL_RANGE = (0, 2**31 - 1)
+
+
+def _label_value(value: int, path: Path, name: Any) -> int:
+    """``value`` when it is a label a mask can hold, else a ReadError naming the label."""
+    if not _LABEL_RANGE[0] <= value <= _LABEL_RANGE[1]:
+        raise ReadError(f"{path}: label {str(name)[:40]!r} is {value}, expected a value in {list(_LABEL_RANGE)}.")
+    return value
 
 
 def _modality(channels: list[str]) -> str:

@@ -444,9 +444,10 @@ def read_catalog(f: h5py.File) -> list[dict[str, Any]] | None:
         return None
     try:
         entries = json.loads(f["catalog"][()])
-    except (ValueError, TypeError, OSError):
-        return None
-    if int(f.attrs.get("n_volumes", -1)) != len(entries):
+    except (ValueError, TypeError, OSError, RecursionError):
+        return None  # the volume groups' own attributes are read instead
+    n_volumes = f.attrs.get("n_volumes", -1)
+    if not isinstance(entries, list) or not isinstance(n_volumes, (int, np.integer)) or int(n_volumes) != len(entries):
         return None
     return entries
 
@@ -456,6 +457,14 @@ LZ4_FILTER_ID = 32004
 
 # Original size, block size, and the stored size of the first block (all big-endian).
 _LZ4_HEADER = struct.Struct(">QII")
+
+
+class LZ4SizeError(ValueError):
+    """A stored LZ4 chunk says it holds another number of bytes than its slice (``original``: what it says)."""
+
+    def __init__(self, original: int, expected: int) -> None:
+        super().__init__(f"its LZ4 chunk says it holds {original} bytes, the slice has {expected}")
+        self.original = original
 
 
 def decode_lz4_chunk_into(chunk: bytes | memoryview, out: np.ndarray, decompress_into: Callable[..., int]) -> bool:
@@ -471,7 +480,9 @@ def decode_lz4_chunk_into(chunk: bytes | memoryview, out: np.ndarray, decompress
     Anything unexpected (another original size than ``out``'s, a zero block size, a truncated
     or over-long chunk, a block LZ4 rejects or that decodes to another length) gives False,
     ``out`` then holds garbage: the caller reads the chunk through HDF5, which decodes it or
-    raises, never a wrong slice.
+    raises, never a wrong slice. A chunk whose original size is not ``out``'s raises
+    :class:`LZ4SizeError` instead: it cannot hold this slice, and HDF5's filter would first
+    allocate the size it claims (up to 2**64 bytes, from the file).
 
     Examples
     --------
@@ -483,14 +494,17 @@ def decode_lz4_chunk_into(chunk: bytes | memoryview, out: np.ndarray, decompress
     >>> decode_lz4_chunk_into(chunk, out, cramjam.lz4.decompress_block_into), out.tobytes() == raw
     (True, True)
     >>> decode_lz4_chunk_into(chunk, np.zeros(512, np.uint8), cramjam.lz4.decompress_block_into)
-    False
+    Traceback (most recent call last):
+    medload.store._format.LZ4SizeError: its LZ4 chunk says it holds 256 bytes, the slice has 512
     """
     view = memoryview(chunk)
     total, nbytes = len(view), out.size
     if total < 16:
         return False
     original, block_size, first = _LZ4_HEADER.unpack_from(view)
-    if original != nbytes or block_size == 0:
+    if original != nbytes:
+        raise LZ4SizeError(original, nbytes)
+    if block_size == 0:
         return False
     if block_size >= nbytes and 16 + first == total and first != nbytes:
         # One compressed block, every chunk medload writes: the loop below, without its Python.

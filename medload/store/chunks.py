@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medload.errors import StoreError
 from medload.store import _format as fmt
 
 _lz4_block_into: Callable[..., int] | None
@@ -88,12 +89,21 @@ class ChunkTable:
     not disturbed.
     """
 
-    __slots__ = ("fd", "offsets", "sizes", "lz4", "slice_shape", "dtype", "nbytes", "_where", "_decoder")
+    __slots__ = ("fd", "offsets", "sizes", "lz4", "slice_shape", "dtype", "nbytes", "what", "_where", "_decoder")
 
     def __init__(
-        self, fd: int, offsets: np.ndarray, sizes: np.ndarray, *, lz4: bool, slice_shape: tuple[int, ...], dtype: np.dtype
+        self,
+        fd: int,
+        offsets: np.ndarray,
+        sizes: np.ndarray,
+        *,
+        lz4: bool,
+        slice_shape: tuple[int, ...],
+        dtype: np.dtype,
+        what: str = "a dataset",
     ) -> None:
         self.fd = fd
+        self.what = what
         self.offsets = offsets
         self.sizes = sizes
         self.lz4 = lz4
@@ -105,15 +115,15 @@ class ChunkTable:
         self._where = list(zip(offsets.tolist(), sizes.tolist()))
 
     @classmethod
-    def of(cls, ds: h5py.Dataset) -> ChunkTable | None:
-        """The table of h5py dataset ``ds``, or ``None`` if only h5py can read it."""
+    def of(cls, ds: h5py.Dataset, what: str = "a dataset") -> ChunkTable | None:
+        """The table of h5py dataset ``ds``, or ``None`` if only h5py can read it; ``what`` names it in errors."""
         try:
-            return cls._build(ds)
+            return cls._build(ds, what)
         except Exception:  # noqa: BLE001 - a speed-up only: anything unexpected means h5py reads it
             return None
 
     @classmethod
-    def _build(cls, ds: h5py.Dataset) -> ChunkTable | None:
+    def _build(cls, ds: h5py.Dataset, what: str) -> ChunkTable | None:
         shape, dtype = tuple(ds.shape), ds.dtype
         if len(shape) < 2 or shape[0] == 0 or ds.chunks != (1,) + shape[1:]:
             return None
@@ -150,7 +160,7 @@ class ChunkTable:
         else:  # pragma: no cover - HDF5 older than 1.12.3
             for i in range(ds.id.get_num_chunks()):
                 visit(ds.id.get_chunk_info(i))
-        return cls(fd, offsets, sizes, lz4=lz4, slice_shape=shape[1:], dtype=dtype)
+        return cls(fd, offsets, sizes, lz4=lz4, slice_shape=shape[1:], dtype=dtype, what=what)
 
     def read(self, start: int, stop: int) -> np.ndarray | None:
         """Stored values of slices ``start:stop`` in a new array, or ``None`` to use h5py."""
@@ -173,7 +183,7 @@ class ChunkTable:
             if not self.lz4:
                 return _pread_into(self.fd, out, offset)
             chunk = self._read_chunks(offset, size)
-            return chunk is not None and fmt.decode_lz4_chunk_into(chunk, out.reshape(-1).view(np.uint8), self._decoder)
+            return chunk is not None and self._decode(chunk, out.reshape(-1).view(np.uint8), start)
         if n == 0:
             return True
         offsets = self.offsets[start:stop]
@@ -192,7 +202,7 @@ class ChunkTable:
                 return False
             for i in range(a, b):
                 chunk = run[int(offsets[i]) - base : int(ends[i]) - base]
-                if not fmt.decode_lz4_chunk_into(chunk, rows[i], self._decoder):
+                if not self._decode(chunk, rows[i], start + i):
                     return False
         return True
 
@@ -208,10 +218,26 @@ class ChunkTable:
             return _pread_into(self.fd, row, offset)
         if _preadv is None:
             chunk = self._read_chunks(offset, size)
-            return chunk is not None and fmt.decode_lz4_chunk_into(chunk, row, self._decoder)
-        # _read_chunks inlined: this runs once per slice of every shuffled batch.
+            return chunk is not None and self._decode(chunk, row, z)
+        # _read_chunks and _decode inlined: this runs once per slice of every shuffled batch.
         view = _chunk_buffer(size)
-        return _preadv(self.fd, [view], offset) == size and fmt.decode_lz4_chunk_into(view, row, self._decoder)
+        if _preadv(self.fd, [view], offset) != size:
+            return False
+        try:
+            return fmt.decode_lz4_chunk_into(view, row, self._decoder)
+        except fmt.LZ4SizeError as exc:
+            raise self._damaged(exc, z) from None
+
+    def _decode(self, chunk: memoryview, row: np.ndarray, z: int) -> bool:
+        """Slice ``z``'s LZ4 chunk into ``row``; False to use h5py; a StoreError for a chunk that cannot be this slice."""
+        try:
+            return fmt.decode_lz4_chunk_into(chunk, row, self._decoder)
+        except fmt.LZ4SizeError as exc:
+            raise self._damaged(exc, z) from None
+
+    def _damaged(self, exc: fmt.LZ4SizeError, z: int) -> StoreError:
+        # Not left to h5py: HDF5's LZ4 filter would first allocate the size the chunk claims.
+        return StoreError(f"{self.what}, slice {z}: {exc}; the file is damaged, write it again.")
 
     def _read_chunks(self, offset: int, size: int) -> memoryview | None:
         """``size`` bytes of the file at ``offset``, in this thread's reused buffer (valid until its next read); None if the file ends first."""

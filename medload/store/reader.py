@@ -24,7 +24,7 @@ from medload.errors import ConfigError, StoreError
 from medload.store import _format as fmt
 from medload.store.chunks import ChunkTable, scratch_array
 from medload.store.layout import store_files
-from medload.store.records import VolumeRecord, open_file, records_of
+from medload.store.records import VolumeRecord, class_names, open_file, records_of
 from medload.volume import Volume
 
 if TYPE_CHECKING:
@@ -127,8 +127,11 @@ class StoreReader:
             rec = self.record(volume)
             try:
                 ds = self._file(rec.shard)["volumes"][rec.key][name]
-            except KeyError:
-                raise StoreError(f"{rec.shard}: volume {rec.key} has no {name} dataset.") from None
+            except (KeyError, TypeError, ValueError, OSError, RuntimeError):
+                raise StoreError(
+                    f"{rec.shard}: volume {rec.key} has no readable {name} dataset; the file is damaged, write it again."
+                ) from None
+            _check_dataset(ds, rec, name)
             cache[volume] = ds
         return ds
 
@@ -138,7 +141,10 @@ class StoreReader:
         try:
             return self._chunk_tables[key]
         except KeyError:
-            table = self._chunk_tables[key] = ChunkTable.of(self._dataset(volume, name))
+            rec = self.record(volume)
+            table = self._chunk_tables[key] = ChunkTable.of(
+                self._dataset(volume, name), f"{rec.shard}: volume {rec.key}'s {name}"
+            )
             return table
 
     def _read_stored(self, volume: int, name: str, start: int, stop: int) -> np.ndarray:
@@ -245,24 +251,18 @@ class StoreReader:
         >>> medload.open(path).classes
         ['normal', 'pneumonia']
         """
-        names: dict[int, str] = {}
-        for rec in self._records:
-            name = rec.meta.get("class_name")
-            if rec.label is None or rec.label < 0 or name is None:
-                continue
-            if names.setdefault(rec.label, str(name)) != str(name):
-                raise StoreError(
-                    f"{self.path}: label {rec.label} is named {names[rec.label]!r} in one volume and {name!r} in "
-                    f"volume {rec.key!r}; the store mixes conversions with different class lists. Convert again into one store."
-                )
-        if not names:
-            return None
-        return [names.get(i, str(i)) for i in range(max(names) + 1)]
+        return class_names(self._records, self.path)
 
     @property
     def pipeline(self) -> Any:
         """The pipeline configuration the store was written with (``None`` if none)."""
-        return json.loads(self._attrs.get("pipeline", "null"))
+        text = self._attrs.get("pipeline", "null")
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError, RecursionError):
+            raise StoreError(
+                f"{self.path}: its 'pipeline' attribute is not JSON ({str(text)[:60]!r}); the file is damaged, write it again."
+            ) from None
 
     @property
     def key_fingerprint(self) -> str | None:
@@ -520,6 +520,41 @@ def _decode_into(stored: np.ndarray, rec: VolumeRecord, out: np.ndarray) -> np.n
         if rec.offset != 0.0:
             np.add(out, np.float32(rec.offset), out=out)
     return out
+
+
+def _check_dataset(ds: Any, rec: VolumeRecord, name: str) -> None:
+    """Refuse an image or mask dataset that is not what ``rec`` (the store's catalog) says it is.
+
+    Once per dataset and process, when it is first opened: every read after it (the chunk
+    table's direct reads included) trusts the record's shape and dtype for the arrays it
+    allocates and fills, so a dataset of another shape, dtype or kind (a file made or changed
+    by someone else, a damaged catalog) must never reach them.
+    """
+    h5py = fmt.load_h5py()
+    if not isinstance(ds, h5py.Dataset):
+        raise StoreError(
+            f"{rec.shard}: volume {rec.key}'s {name} is a {type(ds).__name__}, not a dataset; the file is damaged, write it again."
+        )
+    if ds.external or ds.is_virtual:
+        # Its values would be another file's bytes (any file the reader may open), not the store's.
+        raise StoreError(
+            f"{rec.shard}: volume {rec.key}'s {name} keeps its values in other files "
+            f"({'external storage' if ds.external else 'a virtual dataset'}), which medload never writes; refused. "
+            "Convert the sources again."
+        )
+    shape, dtype = tuple(ds.shape), ds.dtype
+    if name == "image":
+        want = f"{np.dtype(rec.dtype)} {rec.shape}"
+        ok = shape == rec.shape and dtype == np.dtype(rec.dtype)
+    else:  # a mask: integer labels on the spatial grid (Z, H, W)
+        spatial = (rec.shape[0], *rec.shape[-2:])
+        want = f"native integers {spatial}"
+        ok = shape == spatial and dtype.kind in "iu" and dtype.isnative
+    if not ok:
+        raise StoreError(
+            f"{rec.shard}: volume {rec.key}'s {name} is {dtype} {shape}, its catalog says {want}; "
+            "the file is damaged or was changed after it was written. Convert the sources again."
+        )
 
 
 def _read(ds: h5py.Dataset, start: int, stop: int, rec: VolumeRecord) -> np.ndarray:

@@ -31,7 +31,7 @@ from medload.deid import sanitize_key
 from medload.errors import PipelineMismatchError, StoreError
 from medload.problems import Problem, ProblemKind
 from medload.store import _format as fmt
-from medload.store import inputs, layout
+from medload.store import inputs, layout, records
 from medload.volume import Volume
 
 __all__ = ["Store"]
@@ -226,9 +226,9 @@ class Store:
                 f"{where} is an HDF5 file but not a medload store (no 'medload_schema' attribute); "
                 "choose another output path, or overwrite=True to replace it."
             )
-        if int(schema) != fmt.SCHEMA_VERSION:
+        if (version := records.schema_version(schema, where)) != fmt.SCHEMA_VERSION:
             raise StoreError(
-                f"{where} is a medload store of schema {int(schema)}, this medload writes schema "
+                f"{where} is a medload store of schema {version}, this medload writes schema "
                 f"{fmt.SCHEMA_VERSION}; write to a new path, or overwrite=True to replace it."
             )
         if attrs.get("pipeline_hash") != self.pipeline_hash:
@@ -270,13 +270,9 @@ class Store:
             raise StoreError(f"{path} exists but does not open as HDF5 ({exc}); delete it or pass overwrite=True.") from exc
         with f:
             self._check_root(f.attrs, path)
-            entries = fmt.read_catalog(f)
-            if entries is None:  # a file without /catalog: read every group
-                entries = [
-                    fmt.entry_of_group(key, group) for key, group in f["volumes"].items() if group.attrs.get("complete", False)
-                ]
-            for entry in entries:
-                self._register(entry)
+        # Every volume's metadata checked as a reader checks it: a damaged store is refused here (StoreError).
+        for entry in records.read_shard(self._h5py, path)[1]:
+            self._register(entry)
 
     def _open_partial(self) -> None:
         try:
