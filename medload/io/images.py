@@ -61,6 +61,7 @@ from medload.geometry import default_plane_affine
 from medload.io.pngchunks import check_png_chunks
 from medload.io.png16 import apply_exif_orientation, is_png16_colour, png_bit_depth, read_png16_colour, refuse_png16_grey_alpha
 from medload.io.series import Series
+from medload.io.tiff import decode_tiff, orientation_value, pil_tiff_oriented, tiff_header, tiff_shape, tiff_spacing
 from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
 
@@ -205,62 +206,6 @@ def _open_pil(path: Path) -> Any:  # a PIL.Image.Image
     return image
 
 
-def _orientation_value(value: Any) -> int:
-    """An Orientation tag's value as 1-8 (1, the stored order, for a missing or out-of-range value)."""
-    try:
-        orientation = int(value)
-    except (TypeError, ValueError):
-        return 1
-    return orientation if 1 <= orientation <= 8 else 1
-
-
-def _oriented_stack(arr: np.ndarray, orientation: int) -> np.ndarray:
-    """Every slice of a ``(Z, H, W[, 3])`` stack as its Orientation tag says it is meant to be seen."""
-    if orientation == 1:
-        return arr
-    return np.ascontiguousarray(np.stack([apply_exif_orientation(page, orientation) for page in arr]))
-
-
-def _tiff_header(path: Path) -> dict[str, Any] | None:
-    """Shape, dtype and axes of the TIFF's one image series; ``None`` when tifffile cannot read it."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            if len(tif.series) != 1:
-                raise UnsupportedError(
-                    f"{path}: TIFF holds {len(tif.series)} image series of different shapes or types; "
-                    "medload reads one series (pages of one size) per file. Split it into one file per series."
-                )
-            series = tif.series[0]
-            page = tif.pages[0]
-            resolution = None
-            try:
-                tags = getattr(page, "tags", {})
-                unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
-                if "XResolution" in tags and "YResolution" in tags and unit in (2, 3):
-                    xr, yr = tags["XResolution"].value, tags["YResolution"].value
-                    resolution = (xr[0] / xr[1], yr[0] / yr[1], "inch" if unit == 2 else "cm")
-            except Exception:  # noqa: BLE001 - a pixel size is optional
-                resolution = None
-            # Orientation (274), the tag EXIF took from TIFF: how the stored rows and columns are
-            # meant to be seen. tifffile decodes the stored order; _decode_tiff applies it. The
-            # first page's counts for the series (tifffile parses the other pages' IFDs lazily).
-            orientation = getattr(page, "tags", {}).get("Orientation")
-            return {
-                "shape": tuple(int(v) for v in series.shape),
-                "axes": series.axes,
-                "dtype": np.dtype(series.dtype),
-                "compression": int(page.compression),
-                "resolution": resolution,
-                "orientation": _orientation_value(orientation.value if orientation is not None else None),
-            }
-    except UnsupportedError:
-        raise
-    except Exception:  # noqa: BLE001 - tifffile could not parse it; Pillow gets its turn and names the problem
-        return None
-
-
 # --- colour -----------------------------------------------------------------------------------
 def _to_array(image: Any, path: Path, problems: list[Problem]) -> np.ndarray:
     """A decoded Pillow image as ``(H, W)`` or ``(H, W, 3)``, alpha dropped and palettes expanded, recorded."""
@@ -324,11 +269,11 @@ def _decode_pil(path: Path, problems: list[Problem]) -> tuple[np.ndarray, tuple[
                 oriented = ImageOps.exif_transpose(image)
             # A TIFF's Orientation tag, read before the load: Pillow (>= 8) applies it while
             # loading and then deletes the tag; an older one leaves both to us.
-            stated = _orientation_value(image.tag_v2.get(0x0112)) if fmt == "TIFF" else 1
+            stated = orientation_value(image.tag_v2.get(0x0112)) if fmt == "TIFF" else 1
             oriented.load()
             frame = _to_array(oriented, path, problems if k == 0 else [])
             if stated != 1:
-                frame = _pil_tiff_oriented(path, image, frame, stated)
+                frame = pil_tiff_oriented(path, image, frame, stated)
                 if k == 0:
                     applied = f"TIFF Orientation {stated} applied (rows and columns as meant to be seen)."
                     problems.append(Problem(ProblemKind.EXIF_ORIENTATION_APPLIED, applied))
@@ -349,23 +294,6 @@ def _decode_pil(path: Path, problems: list[Problem]) -> tuple[np.ndarray, tuple[
     return np.stack(frames), spacing
 
 
-def _pil_tiff_oriented(path: Path, image: Any, frame: np.ndarray, orientation: int) -> np.ndarray:
-    """A TIFF page Pillow decoded, as its Orientation tag says it is meant to be seen; refused
-    when Pillow's result has not the shape the tag gives (Pillow 13 mis-decodes an uncompressed
-    page with a quarter turn; tifffile, which medload uses for those, is not affected)."""
-    if 0x0112 in image.tag_v2:  # this Pillow did not apply it while loading
-        frame = apply_exif_orientation(frame, orientation)
-    rows, columns = image.tag_v2.get(257), image.tag_v2.get(256)  # ImageLength, ImageWidth
-    expected = (columns, rows) if orientation in (5, 6, 7, 8) else (rows, columns)
-    if tuple(frame.shape[:2]) != expected:
-        raise UnsupportedError(
-            f"{path}: TIFF with Orientation {orientation} decoded by Pillow to {frame.shape[:2]} pixels, "
-            f"expected {expected} after the orientation; the pixels may be scrambled. Save it uncompressed "
-            "or deflate-compressed (tifffile reads those) or without the Orientation tag, and convert again."
-        )
-    return frame
-
-
 def _pil_spacing(image: Any) -> tuple[float, float] | None:
     """(row, column) pixel size in mm when the file states one in physical units."""
     fmt = image.format
@@ -383,88 +311,28 @@ def _pil_spacing(image: Any) -> tuple[float, float] | None:
     return None
 
 
-def _decode_tiff(path: Path, header: dict[str, Any], problems: list[Problem]) -> np.ndarray:
-    """tifffile's decode as ``(Z, H, W)`` or ``(Z, H, W, 3)``."""
-    import tifffile
-
-    axes, shape = header["axes"], header["shape"]
-    _check_pixels(path, int(np.prod(shape)) // (shape[axes.index("S")] if "S" in axes else 1))
-    try:
-        arr = tifffile.imread(path, series=0)
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds; each becomes a named ReadError
-        raise ReadError(
-            f"{path}: TIFF pixels cannot be decoded ({type(exc).__name__}: {exc}); the file is probably truncated "
-            "or damaged. Re-export or re-copy it."
-        ) from None
-    if "S" in axes:
-        arr = np.moveaxis(arr, axes.index("S"), -1)
-        axes = axes.replace("S", "") + "S"
-    spatial = axes.replace("S", "")
-    if not spatial.endswith("YX") or len(spatial) > 3:
-        raise UnsupportedError(
-            f"{path}: TIFF axes {header['axes']!r} (shape {shape}); medload reads YX images, one page or "
-            "a stack of pages (one more axis). Save one file per image or stack."
-        )
-    if len(spatial) == 2:
-        arr = arr[None]
-    if "S" in axes:
-        s = arr.shape[-1]
-        if s == 1:
-            arr = arr[..., 0]
-        elif s == 2:
-            problems.append(Problem(ProblemKind.ALPHA_DROPPED, "alpha channel dropped (grey + alpha image)."))
-            arr = arr[..., 0]
-        elif s >= 3:
-            if s > 3:
-                problems.append(Problem(ProblemKind.ALPHA_DROPPED, f"{s - 3} extra sample(s) (alpha) dropped."))
-            arr = arr[..., :3]
-    if arr.dtype == bool:
-        problems.append(Problem(ProblemKind.ONE_BIT_EXPANDED, "1-bit image read as 8-bit (0 and 255)."))
-        arr = arr.astype(np.uint8) * np.uint8(255)
-    orientation = header.get("orientation", 1)
-    if orientation != 1:  # tifffile returns the stored order; viewers show the tag's
-        arr = _oriented_stack(arr, orientation)
-        problems.append(
-            Problem(
-                ProblemKind.EXIF_ORIENTATION_APPLIED,
-                f"TIFF Orientation {orientation} applied (rows and columns as meant to be seen).",
-            )
-        )
-    return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("="), copy=False))
-
-
 def _decode(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, list[Problem], str]:
     """Decode ``path``: ``(Z, H, W[, 3])`` array, pixel size (mm) if stated, problems, format."""
     problems: list[Problem] = []
     fmt = image_format(path)
     if fmt == "TIFF":
-        header = _tiff_header(path)
+        header = tiff_header(path)
         if header is not None:
+            axes, shape = header["axes"], header["shape"]
+            _check_pixels(path, int(np.prod(shape)) // (shape[axes.index("S")] if "S" in axes else 1))
             try:
-                arr = _decode_tiff(path, header, problems)
+                arr = decode_tiff(path, header, problems)
             except ReadError:
                 if header["compression"] in (1, 8, 32946):  # none / deflate: tifffile alone decodes these
                     raise
                 # Compressions tifffile needs imagecodecs for (LZW, JPEG, PackBits...): Pillow decodes them.
                 arr = None
             if arr is not None:
-                return arr, _tiff_spacing(header), problems, fmt
+                return arr, tiff_spacing(header), problems, fmt
             arr, spacing = _decode_pil(path, problems)  # Pillow orients the pages as tifffile's path does
-            return arr, spacing or _tiff_spacing(header), problems, fmt
+            return arr, spacing or tiff_spacing(header), problems, fmt
     arr, spacing = _decode_pil(path, problems)
     return arr, spacing, problems, fmt or "image"
-
-
-def _tiff_spacing(header: dict[str, Any]) -> tuple[float, float] | None:
-    """(row, column) pixel size in mm from a TIFF's resolution tags, as the image is meant to be seen."""
-    res = header["resolution"]
-    if res is None or not (res[0] > 0 and res[1] > 0):
-        return None
-    per = 25.4 if res[2] == "inch" else 10.0
-    spacing = (per / res[1], per / res[0])
-    if header.get("orientation", 1) in (5, 6, 7, 8):
-        spacing = (spacing[1], spacing[0])  # a quarter turn: rows and columns trade pixel sizes too
-    return spacing
 
 
 def _stored_range(dtype: np.dtype) -> list[float] | None:
@@ -528,19 +396,9 @@ def scan_image(
     file = Path(path).resolve()
     relative = _relative(file, root)
     fmt = image_format(file)
-    header = _tiff_header(file) if fmt == "TIFF" else None
+    header = tiff_header(file) if fmt == "TIFF" else None
     if header is not None:
-        axes, tiff_shape = header["axes"], header["shape"]
-        channels = tiff_shape[axes.index("S")] if "S" in axes else 1
-        spatial = tuple(v for a, v in zip(axes, tiff_shape) if a != "S")
-        if len(spatial) == 2:
-            spatial = (1, *spatial)
-        if header["orientation"] in (5, 6, 7, 8) and len(spatial) == 3:
-            spatial = (spatial[0], spatial[2], spatial[1])  # a quarter turn at load: rows and columns trade
-        if len(spatial) != 3:
-            raise UnsupportedError(
-                f"{file}: TIFF axes {axes!r} (shape {tiff_shape}); medload reads one page or a stack of pages."
-            )
+        spatial, channels = tiff_shape(file, header)
         _check_pixels(file, int(np.prod(spatial)))
         colour = channels >= 3
         mode = f"TIFF {header['dtype']}{' colour' if colour else ''}"
@@ -552,7 +410,7 @@ def scan_image(
             w, h = image.size
             if image.format == "TIFF":  # stored size turned by the Orientation tag, as load applies it
                 w, h = image.tag_v2.get(256, w), image.tag_v2.get(257, h)
-                if _orientation_value(image.tag_v2.get(0x0112)) in (5, 6, 7, 8):
+                if orientation_value(image.tag_v2.get(0x0112)) in (5, 6, 7, 8):
                     w, h = h, w
             if image.format == "JPEG" or (image.format != "TIFF" and "exif" in image.info):
                 # Only where the EXIF block precedes the pixels: asking a PNG whose eXIf chunk
