@@ -112,6 +112,9 @@ def test_tf_dataset_matches_numpy_batches_and_splits(image_store):
     x, _ = next(iter(tf_dataset(image_store, batch_size=4, channels="replicate3", channels_last=False)))
     ref = NumpyBatches(image_store, batch_size=4, channels="replicate3").batch(0)["image"]
     np.testing.assert_array_equal(x.numpy(), ref)
+    # Three channels, channels last (the transpose path; one channel is a reshape).
+    x, _ = next(iter(tf_dataset(image_store, batch_size=4, channels="replicate3")))
+    np.testing.assert_array_equal(x.numpy(), ref.transpose(0, 2, 3, 1))
 
 
 def test_tf_dataset_deterministic_shuffle(image_store):
