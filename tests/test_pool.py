@@ -47,8 +47,8 @@ def test_an_on_outcome_callback_that_raises_ends_the_run_without_waiting_for_its
     with pytest.raises(RuntimeError, match="the callback failed on quick"):
         run_local(PidSleeper, tasks, 2, on_outcome=fail, check_main=False)
     elapsed = time.monotonic() - started
-    # A hang check, not a timing: the old cleanup needed at least 2 x 30 s here.
-    assert elapsed < 25, f"the failed run took {elapsed:.0f} s to end"
+    # A hang check, not a timing: the old cleanup needed at least 2 x 30 s here (63 s measured).
+    assert elapsed < 45, f"the failed run took {elapsed:.0f} s to end"
     pids = [int((tmp_path / name).read_text()) for name in ("quick", "long") if (tmp_path / name).exists()]
     assert pids, "no worker started a task"
     deadline = time.monotonic() + 10

@@ -172,7 +172,9 @@ class TorchIOTransform:
     a medload item: ``image`` float32, ``mask`` int64, ``affine`` and ``spacing`` of the new grid;
     other keys pass through. A 2D slice item ``(C, H, W)`` (no affine) goes in as
     ``(C, H, W, 1)`` with its in-plane spacing, so TorchIO's 2D use works; reorienting needs a
-    :class:`~medload.VolumeDataset` item.
+    :class:`~medload.VolumeDataset` item. Such a slice has no anatomy: TorchIO's axis names
+    then name array axes (``Flip(axes=("LR",))`` flips the rows, not the patient's left and
+    right); flip a slice by index (``axes=(1,)`` for the columns).
 
     Parameters
     ----------
