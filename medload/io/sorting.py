@@ -121,7 +121,7 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     )
     if len(clusters) < 2:
         return layout
-    _measure_steps(layout, frames, first, tolerance, label)
+    _measure_steps(layout, frames, first, label)
     _measure_tilt(layout, slice_normal(orientation), label)
     return layout
 
@@ -202,8 +202,7 @@ def _position_tolerance(frames: list[Frame]) -> float:
     """Two images closer than this (mm along the normal) share a position.
 
     :data:`POSITION_TOLERANCE_MM`, or a tenth of the in-plane pixel where pixels are smaller
-    (micro-CT): slices 5 um apart are slices, not frames of one position, and a 5 um step
-    that is 10 um once is a missing slice, not an even stack.
+    (micro-CT): slices 5 um apart are slices, not frames of one position.
 
     Examples
     --------
@@ -286,14 +285,15 @@ def _frames_per_position(
     return n_frames, duplicates, conflicts, order_error
 
 
-def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], position_tol: float, label: str) -> None:
+def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label: str) -> None:
     """The median step between slices, and the gaps and uneven steps against it (spacing errors)."""
     steps = np.diff(layout.distances)
     median = float(np.median(steps))
     layout.median_step = median
-    # The position tolerance, not a fixed 0.01 mm: 5 um micro-CT steps with one slice missing
-    # (one step of 10 um) were an even stack of the wrong spacing.
-    tol = max(position_tol, STEP_TOLERANCE * median)
+    # 0.01 mm, but never over a quarter of the step: with a fixed 0.01 mm, 5 um micro-CT steps
+    # with one slice missing (one step of 10 um) were an even stack of the wrong spacing. Steps
+    # of 0.04 mm and more keep the 0.01 mm (positions written to 2 decimals stay even).
+    tol = max(min(POSITION_TOLERANCE_MM, 0.25 * median), STEP_TOLERANCE * median)
     off = np.abs(steps - median) > tol
     if not off.any():
         return
