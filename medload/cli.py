@@ -96,7 +96,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             "series": series,
             "files": result.n_files,
             "skipped": dict(result.skipped),
-            "unreadable": [{"path": e.path, "reason": e.message} for e in result.errors],
+            "unreadable": [e.to_json() for e in result.errors],
         }
         print(json.dumps(_json_safe(payload), indent=1, allow_nan=False))
         return EXIT_OK

@@ -77,6 +77,8 @@ class ProblemKind(enum.StrEnum):
     ALPHA_DROPPED = "alpha_dropped"
     COLOUR_CONVERTED = "colour_converted"
     EXIF_ORIENTATION_APPLIED = "exif_orientation_applied"
+    # --- masks (io/masks.py, batch/worker.py)
+    MASK_NOT_USED = "mask_not_used"
     # --- the store writer, on opening for resume (store/writer.py)
     STORE_STARTED_OVER = "store_started_over"
     STORE_RESUMED = "store_resumed"
@@ -127,6 +129,8 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     _K.ALPHA_DROPPED: "alpha channel (or extra samples) dropped",
     _K.COLOUR_CONVERTED: "CMYK, YCbCr, LAB or HSV image converted to RGB",
     _K.EXIF_ORIENTATION_APPLIED: "EXIF orientation (or a TIFF's Orientation tag) applied to rows and columns",
+    _K.MASK_NOT_USED: "a mask paired with the series by its grid's shape alone lies elsewhere in the world; "
+    "the volume was stored without a mask",
     _K.STORE_STARTED_OVER: "a partial store left by an interrupted run could not be used; it was deleted",
     _K.STORE_RESUMED: "a partial store left by an interrupted run was resumed (complete volumes kept)",
     _K.NONFINITE_VALUES: "stored values that are NaN or infinite (QC page)",

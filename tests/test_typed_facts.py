@@ -122,6 +122,60 @@ def test_a_cmyk_jpeg_is_converted_to_rgb_by_kind(tmp_path):
     assert sorted(_kinds(vol.problems)) == ["colour_converted", "patient_unknown", "pixel_spacing_assumed"]
 
 
+def test_a_mask_paired_by_shape_alone_that_lies_elsewhere_is_a_problem_of_the_volume(tmp_path):
+    # Before, the converter wrote a plain sentence into the report entry's "notes" (no kind, not
+    # stored, not on the QC page); now the volume has a problem of kind mask_not_used.
+    from fixtures.phi import search_output
+
+    write_dicom_series(tmp_path / "src", shape=(4, 12, 10), seed=5)
+    (series,) = medload.scan(tmp_path / "src")
+    ct = medload.load(series)
+    moved = ct.affine.copy()
+    moved[:3, 3] += 80.0  # same shape, 80 mm away along every axis
+    mask = ct.with_array(np.ones(ct.shape, np.uint8), affine=moved)
+    (tmp_path / "masks").mkdir()
+    mask.to_nifti().to_filename(str(tmp_path / "masks" / "Wigglesworth_seg.nii.gz"))
+    report = medload.convert(tmp_path / "src", tmp_path / "out", workers=0, progress=False, masks=tmp_path / "masks")
+    assert report.ok, report.failed
+    (entry,) = report.series
+    assert entry["mask"] is None and "notes" not in entry
+    assert [p["kind"] for p in entry["problems"]] == ["mask_not_used"]
+    (rec,) = medload.open(tmp_path / "out").volumes
+    assert not rec.has_mask and [p.kind for p in rec.problems] == [ProblemKind.MASK_NOT_USED]
+    assert "not used" in rec.problems[0].message and "file-" in rec.problems[0].message
+    assert search_output(tmp_path / "out", ["Wigglesworth"]) == {}
+
+
+def test_a_file_scan_cannot_use_carries_the_class_of_its_error(tmp_path, monkeypatch, capsys):
+    # Scan errors were a path and a sentence; report.json's unreadable files a file key and a
+    # reason. The class of the error (and whether it was medload's own refusal) is the fact.
+    from medload.cli import main
+    from medload.io import collect
+
+    truth = write_dicom_series(tmp_path / "src", shape=(3, 6, 5), seed=2)
+    broken = truth["files"][-1]
+    data = open(broken, "rb").read()
+    open(broken, "wb").write(data[: len(data) - 20])  # pixels cut short
+    (tmp_path / "src" / "b.nii").write_bytes(b"")  # scan_nifti is made to fail below
+
+    def library_error(*args, **kwargs):
+        raise ValueError("a library's own words")
+
+    monkeypatch.setattr(collect, "scan_nifti", library_error)
+    found = medload.scan(tmp_path / "src", workers=0)
+    by_name = {e.path.rsplit("/", 1)[-1]: e for e in found.errors}
+    assert (by_name[broken.rsplit("/", 1)[-1]].error, by_name[broken.rsplit("/", 1)[-1]].internal) == ("ReadError", False)
+    assert (by_name["b.nii"].error, by_name["b.nii"].internal) == ("ValueError", True)
+
+    report = medload.convert(tmp_path / "src", tmp_path / "out", workers=0, progress=False)
+    files = sorted((f["error"], f.get("internal", False)) for f in report["files"])
+    assert files == [("ReadError", False), ("ValueError", True)]
+    capsys.readouterr()
+    assert main(["scan", str(tmp_path / "src"), "--json", "--workers", "0"]) == 0
+    unreadable = json.loads(capsys.readouterr().out)["unreadable"]
+    assert sorted((e["error"], e.get("internal", False)) for e in unreadable) == files
+
+
 def test_the_qc_page_names_its_own_findings_by_kind(tmp_path):
     import re
 
@@ -295,6 +349,8 @@ def _message_like(node, caught: set[str], items: set[str] = frozenset()) -> bool
             and any(isinstance(a, ast.Name) and a.id in caught for a in sub.args)
         ):
             return True
+        if isinstance(sub, ast.Attribute) and sub.attr == "args" and isinstance(sub.value, ast.Name) and sub.value.id in caught:
+            return True  # exc.args[0]: the exception's text by another way
     return False
 
 
@@ -382,19 +438,39 @@ def _searches_in(node, caught: set[str], items: set[str]) -> list[int]:
             textual = isinstance(left, ast.Constant | ast.JoinedStr) and isinstance(getattr(left, "value", ""), str)
             if isinstance(op, ast.In | ast.NotIn) and textual and _message_like(right, caught, items):
                 found.append(node.lineno)
-            elif isinstance(op, ast.Eq | ast.NotEq):  # str(exc) == "No space left on device"
+            elif isinstance(op, ast.Eq | ast.NotEq):  # str(exc) == "No space left", problem.message == "..."
                 pair = ((left, right), (right, left))
-                if any(isinstance(a, ast.Constant) and isinstance(a.value, str) and _str_of(b, caught) for a, b in pair):
+                if any(_text_constant(a) and _text_value(b, caught, items) for a, b in pair):
                     found.append(node.lineno)
+            elif isinstance(op, ast.In | ast.NotIn) and _text_value(left, caught, set()) and _constant_texts(right):
+                # message in ("...", "..."): a lookup by wording. Only a text itself (not a name
+                # taken from a loop over problems, which may hold their kinds) on the left.
+                found.append(node.lineno)
         return found
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _SEARCHES | _PARSES:
-        if node.func.attr in ("search", "match", "fullmatch", "findall"):  # re.search(pattern, text)
-            haystacks = node.args[1:2]
+        if node.func.attr in ("search", "match", "fullmatch", "findall"):
+            # re.search(pattern, text), and a compiled pattern's PATTERN.search(text)
+            haystacks = node.args[:2]
         else:  # text.startswith(...), text.split(":")
             haystacks = [node.func.value]
         if any(_message_like(h, caught, items) for h in haystacks):
             return [node.lineno]
     return []
+
+
+def _text_constant(node) -> bool:
+    import ast
+
+    return isinstance(node, ast.Constant | ast.JoinedStr) and isinstance(getattr(node, "value", ""), str)
+
+
+def _constant_texts(node) -> bool:
+    """Whether ``node`` is a literal collection of texts (``{"a", "b"}``, ``("a",)``)."""
+    import ast
+
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return bool(node.elts) and all(_text_constant(e) for e in node.elts)
+    return False
 
 
 def _str_of(node, caught: set[str]) -> bool:
@@ -468,6 +544,14 @@ def disk_full(exc: OSError) -> bool:
     return "No space left" in text
 def same(exc: BaseException) -> bool:
     return str(exc) == "No space left on device"
+_GAP = re.compile("missing slices")
+gap = [p for p in problems if _GAP.search(p.message)]
+if problem.message == "mask not used": pass
+try:
+    pass
+except OSError as exc:
+    if "truncated" in exc.args[0]: pass
+if reason in ("no mask", "mask not used"): pass
 """
     good = """
 if problem.kind is ProblemKind.SLICE_GAP: pass
@@ -478,6 +562,9 @@ def disk_full(exc: OSError) -> bool:
     return exc.errno == errno.ENOSPC
 if name.startswith("shard-"): pass
 low, high = text.split(",")
+if _SHARD.fullmatch(path.name): pass
+if problem.kind in (ProblemKind.SLICE_GAP,): pass
+if mode in ("L", "RGB"): pass
 """
-    assert _text_searches(ast.parse(bad)) == [2, 3, 7, 8, 9, 10, 13, 15]
+    assert _text_searches(ast.parse(bad)) == [2, 3, 7, 8, 9, 10, 13, 15, 17, 18, 22, 23]
     assert _text_searches(ast.parse(good)) == []

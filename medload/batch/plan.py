@@ -324,7 +324,13 @@ def _scan_all(plan: Plan, patient_pattern: str | None = None, workers: int | Non
         plan.unmatched_masks.extend(result.unmatched_masks)
         for problem in result.errors:
             names = plan.names_for([problem.path])
-            entry = {"file": file_key(problem.path, plan.key), "status": "unreadable", "reason": scrub(problem.message, names)}
+            entry = {
+                "file": file_key(problem.path, plan.key),
+                "status": "unreadable",
+                "error": problem.error,  # what to decide by; the reason is for people
+                "reason": scrub(problem.message, names),
+                **({"internal": True} if problem.internal else {}),
+            }
             if plan.keep_phi:
                 entry["path"] = scrub(os.path.abspath(problem.path), SourceNames.kept([root]))
             plan.unreadable.append(entry)

@@ -156,13 +156,15 @@ class Worker:
             mask = None
             if task.mask:
                 stage = "mask"
-                mask, why = load_mask(task.mask, volume, by_grid=task.mask_by_grid)
+                mask, unused = load_mask(task.mask, volume, by_grid=task.mask_by_grid)
                 if mask is None:
                     entry["mask"] = None
                 else:
                     entry["mask"] = os.path.basename(task.mask) if self.job.keep_phi else file_key(task.mask, self.job.key)
-                if why:
-                    entry.setdefault("notes", []).append(scrub(why, names))
+                if unused is not None:  # a problem of the volume (stored, reported, on the QC page), by kind
+                    problems = [*volume.meta.get("problems", []), scrub(unused.to_json(), names)]
+                    volume = volume.with_array(volume.array, meta={**volume.meta, "problems": problems})
+                    entry["problems"] = [p.to_json() for p in volume.problems]
             stage = "write"
             store = self._store()
             stage = "preprocess"

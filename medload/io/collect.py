@@ -14,6 +14,7 @@ import multiprocessing as mp
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from medload.cores import resolve_workers
 from medload.deid import PhiKey
@@ -39,10 +40,29 @@ CHUNK_FILES = 256
 
 @dataclass(frozen=True)
 class FileProblem:
-    """A file scan could not use: its path and why, in one sentence."""
+    """A file scan could not use: its path, why (one sentence, for people), and the error's class.
+
+    Decide by ``error`` and ``internal``, never by ``message`` (it is reworded and de-identified).
+
+    Attributes
+    ----------
+    error : str
+        Class name of the error that refused the file: a :class:`~medload.errors.MedloadError`
+        subclass (``ReadError``, ``LimitError``, ``UnsupportedError``, ...), ``"WorkerDied"`` when
+        reading it ended the reading process, or a library's exception that scan caught for it.
+    internal : bool
+        True when ``error`` is not medload's own refusal (a library's exception, a crash): the
+        file is damaged in a way no check of medload's names, or medload has a bug.
+    """
 
     path: str
     message: str
+    error: str
+    internal: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"path", "error", "reason"}`` (and ``"internal": true`` when so), as ``medload scan --json`` prints it."""
+        return {"path": self.path, "error": self.error, "reason": self.message, **({"internal": True} if self.internal else {})}
 
 
 class Collector:
@@ -87,23 +107,27 @@ class Collector:
         try:
             self.nifti_series.append(scan_nifti(file, phi_key=self.phi_key, root=self.root))
         except MedloadError as exc:
-            self.errors.append(FileProblem(file, str(exc)))
+            self.errors.append(FileProblem(file, str(exc), type(exc).__name__))
         except Exception as exc:  # a damaged file must not end the scan
-            self.errors.append(FileProblem(file, f"{file}: NIfTI header cannot be read ({type(exc).__name__}: {exc})."))
+            self.errors.append(
+                FileProblem(file, f"{file}: NIfTI header cannot be read ({type(exc).__name__}: {exc}).", type(exc).__name__, True)
+            )
 
     def add_image(self, file: str) -> None:
         try:
             self.image_series.append(scan_image(file, root=self.root, phi_key=self.phi_key, patient_pattern=self.pattern))
         except MedloadError as exc:
-            self.errors.append(FileProblem(file, str(exc)))
+            self.errors.append(FileProblem(file, str(exc), type(exc).__name__))
         except Exception as exc:  # a damaged file must not end the scan
-            self.errors.append(FileProblem(file, f"{file}: image header cannot be read ({type(exc).__name__}: {exc})."))
+            self.errors.append(
+                FileProblem(file, f"{file}: image header cannot be read ({type(exc).__name__}: {exc}).", type(exc).__name__, True)
+            )
 
     def add_dicom(self, file: str) -> None:
         try:
             header = read_header(file)
         except MedloadError as exc:
-            self.errors.append(FileProblem(file, str(exc)))
+            self.errors.append(FileProblem(file, str(exc), type(exc).__name__))
             self.damaged.append((file, damaged_series_uid(file)))
             return
         except Exception as exc:  # noqa: BLE001 - one file never ends the scan, whatever its header does
@@ -111,6 +135,8 @@ class Collector:
                 FileProblem(
                     file,
                     f"{file}: header cannot be read ({type(exc).__name__}: {exc}); the file is damaged, re-copy or re-export it.",
+                    type(exc).__name__,
+                    True,
                 )
             )
             self.damaged.append((file, damaged_series_uid(file)))
@@ -234,6 +260,8 @@ def _part(outcome: Outcome, files: list[str], found: Collector) -> Collector:
                 f"{file}: reading its header ended the reading process ({outcome.error_message}); a "
                 "library crashed on it, so the file is damaged or of a kind that crashes it: re-copy "
                 "or re-export it, or move it out of the folder.",
+                "WorkerDied",
+                True,
             )
         )
         # Its series is not read from it (reading it again could crash this process): the

@@ -22,6 +22,7 @@ from nibabel.spatialimages import HeaderDataError
 from medload.deid import sanitize_key
 from medload.errors import ConfigError, GeometryError, ReadError, UnsupportedError
 from medload.geometry import align_to_grid
+from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
 
 __all__ = ["MASK_SUFFIXES", "MaskFile", "mask_files", "match_masks", "load_mask"]
@@ -96,8 +97,11 @@ def match_masks(series: Sequence[Any], candidates: Sequence[MaskFile]) -> dict[s
     return out
 
 
-def load_mask(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | None, str]:
-    """Load a NIfTI mask for ``volume``; (None, why) when a grid-matched one does not fit.
+def load_mask(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | None, Problem | None]:
+    """Load a NIfTI mask for ``volume``: ``(mask, None)``, or ``(None, problem)`` when one paired by grid does not fit.
+
+    The problem is of kind :attr:`~medload.problems.ProblemKind.MASK_NOT_USED`; its message names
+    the mask file (the caller scrubs it like every message it writes).
 
     Raises
     ------
@@ -135,9 +139,9 @@ def load_mask(path: str, volume: Volume, *, by_grid: bool) -> tuple[Volume | Non
             f"the series {volume.spatial_shape} and {np.round(volume.origin, 2).tolist()}"
         )
         if by_grid:
-            return None, why + "; not used"
+            return None, Problem(ProblemKind.MASK_NOT_USED, why + "; it was paired by its shape alone, so it is not used")
         raise GeometryError(why + "; resample the mask onto the series grid first")
-    return Volume(_integer_labels(aligned, name), volume.affine, modality=volume.modality), ""
+    return Volume(_integer_labels(aligned, name), volume.affine, modality=volume.modality), None
 
 
 def _integer_labels(data: np.ndarray, name: str) -> np.ndarray:

@@ -212,6 +212,7 @@ def scan_nnunet(root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey |
                         first,
                         f"{folder.name}/{case}: the case {what} (dataset.json names "
                         f"{n_channels}: {spec['channels']}); the case is skipped.",
+                        "ReadError",
                     )
                 )
                 continue
@@ -219,7 +220,7 @@ def scan_nnunet(root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey |
             try:
                 heads = [scan_nifti(f, phi_key=key, root=root) for f in present]
             except ReadError as exc:
-                errors.append(FileProblem(present[0], str(exc)))
+                errors.append(FileProblem(present[0], str(exc), type(exc).__name__))
                 continue
             shapes = {h.shape for h in heads}
             if len(shapes) != 1 or len(heads[0].shape) != 3:
@@ -228,6 +229,7 @@ def scan_nnunet(root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey |
                         present[0],
                         f"{folder.name}/{case}: its channels are not one 3D grid "
                         f"(shapes {[h.shape for h in heads]}); the case is skipped.",
+                        "GeometryError",
                     )
                 )
                 continue

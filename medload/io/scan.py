@@ -382,7 +382,7 @@ def _dicom_series(
             series = series_from_headers(key, frames, heads, phi_key=phi_key)
         except MedloadError as exc:
             for h in heads:
-                errors.append(FileProblem(h.path, str(exc)))
+                errors.append(FileProblem(h.path, str(exc), type(exc).__name__))
             continue
         if damaged_of.get(index):
             series = _with_damaged(series, damaged_of[index])
