@@ -128,11 +128,13 @@ def _raw_slices(
     ``affines``, when given, receives each matched series' source affine (for its edge letters).
     """
     from medload.io import load, scan
+    from medload.io.sources import source_names, source_root
 
     raw: dict[tuple[str, int], np.ndarray] = {}
     done: set[str] = set()
+    names = source_names(sources)  # as convert named them, so the keys match
     for src in sources:
-        for series in scan(src, phi_key=phi_key):
+        for series in scan(src, phi_key=phi_key, source_name=names[source_root(src)]):
             if series.series_key not in wanted or series.series_key in done:
                 continue
             done.add(series.series_key)

@@ -116,8 +116,10 @@ def test_scan_and_load_give_the_same_keys_dicom_and_nifti(tmp_path):
             ), (path, secret)
             assert medload.load(series).meta["patient_key"] == series.patient_key
     assert medload.load(nifti, phi_key="k1").meta["patient_key"] != medload.load(nifti, phi_key="k2").meta["patient_key"]
-    # the BIDS subject is what a NIfTI patient key stands for: the same as its folder's scan
-    assert medload.load(nifti, phi_key="k1").meta["patient_key"] == pseudonym("sub-07", prefix="pat-", secret="k1")
+    # the BIDS subject within its dataset is what a NIfTI patient key stands for (every dataset
+    # has a sub-01): loading one file gives the key of its dataset folder's scan
+    assert medload.load(nifti, phi_key="k1").meta["patient_key"] == pseudonym("bids/sub-07", prefix="pat-", secret="k1")
+    assert medload.scan(tmp_path / "bids", phi_key="k1")[0].patient_key == medload.load(nifti, phi_key="k1").meta["patient_key"]
 
 
 # --------------------------------------------------------------------------- store

@@ -224,12 +224,20 @@ def test_keys_relative_to_root_and_bids_subject(tmp_path):
     assert sa.study_key == sb.study_key != sc.study_key
     assert len({sa.series_key, sb.series_key, sc.series_key}) == 3
     assert sa.patient_key.startswith("pat-") and sa.series_key.startswith("ser-") and sa.study_key.startswith("stu-")
-    # The same export scanned from another place gives the same keys.
-    shutil.copytree(root, tmp_path / "copy")
+    # The same export moved to another place gives the same keys; keys name the source folder
+    # (medload.io.sources), so a folder of another name is another dataset: other keys.
+    shutil.copytree(root, tmp_path / "elsewhere" / "ds")
     moved = scan_nifti(
-        tmp_path / "copy" / "sub-07" / "ses-1" / "anat" / "sub-07_ses-1_T1w.nii.gz", root=tmp_path / "copy", phi_key="k"
+        tmp_path / "elsewhere" / "ds" / "sub-07" / "ses-1" / "anat" / "sub-07_ses-1_T1w.nii.gz",
+        root=tmp_path / "elsewhere" / "ds",
+        phi_key="k",
     )
     assert (moved.series_key, moved.patient_key) == (sa.series_key, sa.patient_key)
+    shutil.copytree(root, tmp_path / "ds002")
+    other = scan_nifti(
+        tmp_path / "ds002" / "sub-07" / "ses-1" / "anat" / "sub-07_ses-1_T1w.nii.gz", root=tmp_path / "ds002", phi_key="k"
+    )
+    assert other.series_key != sa.series_key and other.patient_key != sa.patient_key
     # Another secret gives other keys; load keeps the keys scan made.
     assert scan_nifti(a["path"], root=root, phi_key="other").series_key != sa.series_key
     vol = load_nifti(sa)

@@ -184,6 +184,43 @@ def _refuse_header_only_hashes(out: Path, done: dict[str, tuple[str, str]]) -> N
         )
 
 
+#: Series kinds whose keys are made from where their files lie (medload.io.sources), not from headers.
+PATH_KEYED_KINDS = ("nifti", "image", "nnunet")
+
+
+def _refuse_rekeyed(out: Path, found: Sequence[Any], done: dict[str, tuple[str, str]]) -> None:
+    """Refuse to continue a store whose NIfTI / image volumes carry other keys than this run's.
+
+    The files already converted are matched by ``source_hash``; when their recorded patient,
+    study or series keys differ from the keys this scan makes for them, the volumes still to
+    convert would get keys that do not link with the stored ones (one patient, two keys, and
+    a patient-level split could put them apart). That happens to a store written before keys
+    named their source folder (:mod:`medload.io.sources`), and to one resumed with its sources
+    given from another folder or with another patient pattern or patients CSV.
+    """
+    again = {s.source_hash: s for s in found if s.kind in PATH_KEYED_KINDS and s.source_hash in done}
+    if not again:
+        return
+    from medload.store.reader import open as open_store
+
+    reader = open_store(out)
+    try:
+        stored = {rec.source_hash: rec for rec in reader.volumes if rec.source_hash in again}
+    finally:
+        reader.close()
+    fields = ("patient_key", "study_key", "series_key")
+    differ = sorted(rec.key for h, rec in stored.items() if any(getattr(rec, f) != getattr(again[h], f) for f in fields))
+    if differ:
+        raise StoreError(
+            f"{out} holds {len(differ)} NIfTI or 2D-image volume(s) ({', '.join(differ[:3])}"
+            f"{' ...' if len(differ) > 3 else ''}) whose patient, study or series keys differ from the keys this "
+            "run makes for the same files: the store was written by an earlier medload, whose keys of such files "
+            "did not name their source folder, or its sources were given from other folders, or with another "
+            "patient pattern or patients CSV. Continuing it would give one patient two keys. Resume with the "
+            "sources and options it was made with, convert into a new output, or --overwrite to start over."
+        )
+
+
 def _pipeline_mismatch(out: Path, shard: str, stored: Any, wanted: Any) -> str:
     from medload.transforms.pipeline import config_diff
 
@@ -200,10 +237,12 @@ IMAGE_KEY_COLUMNS = ("file", "filename", "image", "path", "image index")
 
 
 def _image_names(s: Any, roots: Sequence[str]) -> list[str]:
-    """What a label CSV may call a 2D image: its path below a source root, or its file name;
-    an nnU-Net case: its case id."""
+    """What a label CSV may call a 2D image: its source's name and path below it, its path below a
+    source root, or its file name; an nnU-Net case: its dataset's name and case id, or its case id."""
+    source = s.info.get("source_name") if getattr(s, "info", None) else None
     if getattr(s, "kind", "") == "nnunet":
-        return [str(s.info.get("case"))]
+        case = str(s.info.get("case"))
+        return ([f"{source}/{case}"] if source else []) + [case]
     if getattr(s, "kind", "") != "image":
         return []
     file = os.path.realpath(s.files[0])
@@ -212,7 +251,37 @@ def _image_names(s: Any, roots: Sequence[str]) -> list[str]:
         real = os.path.realpath(root)
         if file.startswith(real + os.sep):
             names.insert(0, os.path.relpath(file, real).replace(os.sep, "/"))
-    return names
+    if source and s.info.get("relative"):
+        names.insert(0, f"{source}/{s.info['relative']}")
+    return list(dict.fromkeys(names))
+
+
+def _match_names(table: Any, series: Sequence[Any], names_of: Any, what: str) -> dict[str, str]:
+    """``{source_hash: CSV key}``: each series' first name that is a key of ``table``.
+
+    A key that names several series (``0001.png`` of two sources or two class folders) is
+    refused: labelling them alike would be a guess. The error names the longer spellings that
+    tell them apart.
+    """
+    matches: dict[str, list[tuple[str, list[str]]]] = {}
+    out: dict[str, str] = {}
+    for s in series:
+        names = names_of(s)
+        hit = next((k for k in names if k in table), None)
+        if hit is not None:
+            out[s.source_hash] = hit
+            matches.setdefault(hit, []).append((s.source_hash, names))
+    ambiguous = {k: v for k, v in matches.items() if len(v) > 1}
+    if ambiguous:
+        key, hits = sorted(ambiguous.items())[0]
+        spellings = ", ".join(names[0] for _, names in hits[:4])
+        raise ConfigError(
+            f"{what}: the row {key!r} names {len(hits)} images ({spellings}{' ...' if len(hits) > 4 else ''})"
+            f"{f' and {len(ambiguous) - 1} other row(s) name several too' if len(ambiguous) > 1 else ''}; "
+            "write each file as its source folder's name and its path below it (as listed) so that each row "
+            "names one image."
+        )
+    return out
 
 
 def read_labels(
@@ -223,8 +292,10 @@ def read_labels(
     The CSV is read by :func:`medload.datasets.labels.read_label_table` (the same rules as
     ``SliceDataset(labels=)``); integer labels are used as given, class names become 0..n-1
     in sorted order (``info["classes"]``). Keys are the pseudonyms ``medload scan`` shows or,
-    for 2D images, a ``file`` column (:data:`IMAGE_KEY_COLUMNS`): the path below the source
-    folder or the file name.
+    for 2D images, a ``file`` column (:data:`IMAGE_KEY_COLUMNS`): the source folder's name and
+    the path below it (``ds_a/normal/0001.png``), the path below the source folder, or the file
+    name; a row that names several images is refused (ConfigError). nnU-Net cases: the case id,
+    or the dataset folder's name and the case id.
     """
     from medload.datasets.labels import read_label_table
 
@@ -238,15 +309,16 @@ def read_labels(
         as_int = [classes.index(v) for v in values]
     by_key = dict(zip(table, as_int))
     fields = ("series_key", "study_key", "patient_key") if key_col == "key" else (key_col,)
-    out: dict[str, int] = {}
-    used: set[str] = set()
-    for s in series:
-        names = _image_names(s, roots) if key_col in IMAGE_KEY_COLUMNS else [getattr(s, f) for f in fields]
-        for k in names:
-            if k in by_key:
-                out[s.source_hash] = by_key[k]
-                used.add(k)
-                break
+    if key_col in IMAGE_KEY_COLUMNS:
+        hits = _match_names(by_key, series, lambda s: _image_names(s, roots), f"labels {Path(path).name}")
+    else:
+        hits = {}
+        for s in series:
+            k = next((getattr(s, f) for f in fields if getattr(s, f) in by_key), None)
+            if k is not None:
+                hits[s.source_hash] = k
+    out = {h: by_key[k] for h, k in hits.items()}
+    used = set(hits.values())
     unknown = sorted(set(by_key) - used)
     # Listed only when they look like medload's pseudonyms: a CSV keyed by MRNs by mistake
     # must not put them in the report (they are counted).
@@ -296,9 +368,10 @@ def patients_from_csv(
 
     _, table = read_label_table(path, IMAGE_KEY_COLUMNS, label_columns=("patient_id", "patient"))
     key = resolve_key(phi_key)  # once, not per image
+    hits = _match_names(table, series, lambda s: _image_names(s, roots), f"patients {Path(path).name}")
     out, matched = [], 0
     for s in series:
-        found = next((table[k][0] for k in _image_names(s, roots) if k in table), None)
+        found = table[hits[s.source_hash]][0] if s.source_hash in hits else None
         if found is not None:
             matched += 1
             problems = tuple(p for p in s.problems if p.kind is not ProblemKind.PATIENT_UNKNOWN)
@@ -313,12 +386,17 @@ def _scan_all(plan: Plan, patient_pattern: str | None = None, workers: int | Non
     ``workers`` processes read the headers (:func:`medload.io.scan`), as many as convert the series.
     """
     from medload.io import scan
+    from medload.io.sources import source_names, source_root
 
     found: list[Any] = []
     seen: dict[str, str] = {}
+    # Path-derived keys name their source; two sources of one name are told apart here.
+    name_of = source_names(plan.sources)
     for src in plan.sources:
         root = os.path.abspath(src) if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-        result = scan(src, phi_key=plan.key, patient_pattern=patient_pattern, workers=workers)
+        result = scan(
+            src, phi_key=plan.key, patient_pattern=patient_pattern, workers=workers, source_name=name_of[source_root(src)]
+        )
         plan.n_files += result.n_files
         plan.skipped.update(result.skipped)
         plan.unmatched_masks.extend(result.unmatched_masks)
@@ -439,6 +517,7 @@ def make_plan(
     found = _scan_all(plan, patient_pattern, None if dask and dask != "local" else workers)
     if patients:
         found, plan.patients_info = patients_from_csv(patients, found, plan.message_roots, plan.key)
+    _refuse_rekeyed(out_path, found, done)
     if masks:
         mask_root = os.path.realpath(masks) + os.sep
         holding = [src for src in source_list if (os.path.realpath(src) + os.sep).startswith(mask_root)]

@@ -23,7 +23,11 @@ from typing import Any
 
 from medload.deid import clean_image_type
 
-__all__ = ["file_stem", "read_sidecar", "suffix_modality", "entities", "sidecar_meta"]
+__all__ = ["file_stem", "read_sidecar", "suffix_modality", "entities", "subject_folder", "sidecar_meta"]
+
+#: BIDS folders inside a dataset that repeat its subjects (``derivatives/<pipeline>/sub-01`` is
+#: the dataset's ``sub-01``): a subject folder below one belongs to the folder above it.
+_INNER_FOLDERS = ("derivatives", "sourcedata")
 
 # BIDS suffixes (the last "_" entity of a file name) and the modality they imply.
 # fmt: off
@@ -103,6 +107,35 @@ def entities(path: Path) -> tuple[str | None, str | None]:
             if ses:
                 session = "ses-" + ses.group(1)
     return subject, session
+
+
+def subject_folder(path: Path, subject: str) -> Path:
+    """The folder whose subject labels name ``path``'s subject: the BIDS dataset holding it.
+
+    That is the folder holding its ``sub-XX`` folder of label ``subject`` (above
+    ``derivatives/`` and ``sourcedata/``, whose subjects are the dataset's), or, when no folder
+    carries it (only the file name), the file's folder. ``sub-01`` names one person within
+    this folder only: two datasets both number their subjects from 01.
+
+    Examples
+    --------
+    >>> str(subject_folder(Path("/data/ds001/sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz"), "sub-01"))
+    '/data/ds001'
+    >>> str(subject_folder(Path("/data/ds001/derivatives/fmriprep/sub-01/anat/sub-01_desc-brain_mask.nii.gz"), "sub-01"))
+    '/data/ds001'
+    >>> str(subject_folder(Path("/home/sub-lab/flat/sub-01_T1w.nii.gz"), "sub-01"))
+    '/home/sub-lab/flat'
+    """
+    folders = path.parent.parts
+    holding = [i for i, part in enumerate(folders) if (m := _SUB.match(part)) and "sub-" + m.group(1) == subject]
+    if not holding:
+        return path.parent
+    above = folders[: holding[-1]]
+    for i, part in enumerate(above):
+        if part in _INNER_FOLDERS:
+            above = above[:i]
+            break
+    return Path(*above) if above else Path(path.anchor or ".")
 
 
 def sidecar_meta(sidecar: Mapping[str, Any] | None) -> dict[str, Any]:

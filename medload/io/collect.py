@@ -68,8 +68,9 @@ class FileProblem:
 class Collector:
     """What a scan finds file by file: DICOM headers, NIfTI and 2D-image series, what was skipped."""
 
-    def __init__(self, root: str, phi_key: PhiKey, pattern: re.Pattern[str] | None) -> None:
-        self.root, self.phi_key, self.pattern = root, phi_key, pattern
+    def __init__(self, root: str, phi_key: PhiKey, pattern: re.Pattern[str] | None, source_name: str | None = None) -> None:
+        # source_name: the name NIfTI and image keys are made in (medload.io.sources); None: root's own.
+        self.root, self.phi_key, self.pattern, self.source_name = root, phi_key, pattern, source_name
         self.skipped: Counter[str] = Counter()
         self.fallbacks: Counter[str] = Counter()
         self.errors: list[FileProblem] = []
@@ -81,7 +82,7 @@ class Collector:
 
     def empty(self) -> Collector:
         """A new collector with the same root, key and pattern, nothing found yet."""
-        return Collector(self.root, self.phi_key, self.pattern)
+        return Collector(self.root, self.phi_key, self.pattern, self.source_name)
 
     def merge(self, other: Collector) -> None:
         """Append what ``other`` found (the files after ours): as if we had read them."""
@@ -105,7 +106,7 @@ class Collector:
 
     def add_nifti(self, file: str) -> None:
         try:
-            self.nifti_series.append(scan_nifti(file, phi_key=self.phi_key, root=self.root))
+            self.nifti_series.append(scan_nifti(file, phi_key=self.phi_key, root=self.root, source_name=self.source_name))
         except MedloadError as exc:
             self.errors.append(FileProblem(file, str(exc), type(exc).__name__))
         except Exception as exc:  # a damaged file must not end the scan
@@ -115,7 +116,9 @@ class Collector:
 
     def add_image(self, file: str) -> None:
         try:
-            self.image_series.append(scan_image(file, root=self.root, phi_key=self.phi_key, patient_pattern=self.pattern))
+            self.image_series.append(
+                scan_image(file, root=self.root, phi_key=self.phi_key, patient_pattern=self.pattern, source_name=self.source_name)
+            )
         except MedloadError as exc:
             self.errors.append(FileProblem(file, str(exc), type(exc).__name__))
         except Exception as exc:  # a damaged file must not end the scan

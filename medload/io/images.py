@@ -30,9 +30,11 @@ What a plain image becomes
 
 Keys
 ----
-``series_key`` / ``source_key`` is a pseudonym of the path relative to the scanned root.
-``patient_key``: with ``patient_pattern`` a pseudonym of what the regular expression finds in
-that relative path (its ``patient`` group, else its first group, else the whole match);
+``series_key`` / ``source_key`` is a pseudonym of the scanned root's name and the path below
+it (:mod:`medload.io.sources`: ``0001.png`` of two folders is two images).
+``patient_key``: with ``patient_pattern`` a pseudonym of the root's name and what the regular
+expression finds in the relative path (its ``patient`` group, else its first group, else the
+whole match), so patient ``00012`` of two sources is two people;
 without one, each image is a patient of its own, so patient-level splits are image-level
 splits (two images of one patient can then land in train and test: give a pattern when the
 file names hold a patient id).
@@ -55,12 +57,14 @@ from typing import Any
 
 import numpy as np
 
-from medload.deid import pseudonym, text_bytes
+from medload.deid import text_bytes
 from medload.errors import ReadError, UnsupportedError
 from medload.geometry import default_plane_affine
 from medload.io.pngchunks import check_png_chunks
 from medload.io.png16 import apply_exif_orientation, is_png16_colour, png_bit_depth, read_png16_colour, refuse_png16_grey_alpha
 from medload.io.series import Series
+from medload.io.sources import image_keys, patient_from_path, relative_path
+from medload.io.sources import source_name as _source_name
 from medload.io.tiff import decode_tiff, orientation_value, pil_tiff_oriented, tiff_header, tiff_shape, tiff_spacing
 from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
@@ -121,34 +125,6 @@ def is_image(path: str | os.PathLike[str], *, check_magic: bool = True) -> bool:
     if os.fspath(path).lower().endswith(IMAGE_SUFFIXES):
         return True
     return check_magic and os.path.isfile(path) and image_format(path) is not None
-
-
-def _relative(path: Path, root: str | os.PathLike[str] | None) -> str:
-    if root is not None:
-        try:
-            return path.relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
-            pass
-    return path.as_posix()
-
-
-def patient_from_path(relative: str, pattern: str | re.Pattern[str]) -> str | None:
-    """What ``pattern`` finds in ``relative``: its ``patient`` group, else its first group, else the whole match.
-
-    Examples
-    --------
-    >>> patient_from_path("pneumonia/00012_003.png", r"(?P<patient>\\d+)_")
-    '00012'
-    >>> patient_from_path("normal/scan.png", r"(\\d+)_") is None
-    True
-    """
-    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-    match = rx.search(relative)
-    if match is None:
-        return None
-    if "patient" in rx.groupindex:
-        return match.group("patient")
-    return match.group(1) if rx.groups else match.group(0)
 
 
 # --- opening and checking -----------------------------------------------------------------
@@ -362,6 +338,7 @@ def scan_image(
     root: str | os.PathLike[str] | None = None,
     phi_key: Any = None,
     patient_pattern: str | re.Pattern[str] | None = None,
+    source_name: str | None = None,
 ) -> Series:
     """Describe one image file as a :class:`Series` (header only, pixels not decoded).
 
@@ -370,12 +347,16 @@ def scan_image(
     path : str or path-like
         A PNG, JPEG, TIFF or BMP file.
     root : str or path-like, optional
-        The folder being scanned: keys are pseudonyms of the path relative to it, and the first
-        folder below it is the image's class folder (``info["class_folder"]``, ImageFolder's layout).
+        The folder being scanned (the source): keys are pseudonyms of its name and the path
+        below it (:mod:`medload.io.sources`: ``0001.png`` of two folders is two images of two
+        patients), and the first folder below it is the image's class folder
+        (``info["class_folder"]``, ImageFolder's layout).
     phi_key : str, bytes or medload.deid.PhiKey, optional
         Secret of the pseudonyms (default: :func:`medload.deid.resolve_key`'s).
     patient_pattern : str or compiled regular expression, optional
-        Searched in the relative path; what it finds is the patient (see the module doc).
+        Searched in the relative path; what it finds is the patient of this source (see the module doc).
+    source_name : str, optional
+        The source's name in its keys; default the root folder's own name.
 
     Raises
     ------
@@ -394,7 +375,7 @@ def scan_image(
     ('image', (1, 4, 6), 'OT', 'normal')
     """
     file = Path(path).resolve()
-    relative = _relative(file, root)
+    relative = relative_path(file, root)
     fmt = image_format(file)
     header = tiff_header(file) if fmt == "TIFF" else None
     if header is not None:
@@ -430,27 +411,15 @@ def scan_image(
         finally:
             image.close()
     shape: tuple[int, ...] = (3, *spatial) if colour else spatial
-    patient = relative
-    problems: list[Problem] = []
-    if patient_pattern is not None:
-        found = patient_from_path(relative, patient_pattern)
-        if found is None:
-            pattern = patient_pattern if isinstance(patient_pattern, str) else patient_pattern.pattern
-            raise ReadError(
-                f"{file}: patient pattern {pattern!r} finds nothing in {relative!r}; every image needs a "
-                "patient so that splits keep patients apart. Fix the pattern or the file name."
-            )
-        patient = found
-    else:
-        problems.append(Problem(ProblemKind.PATIENT_UNKNOWN, "no patient pattern: this image counts as a patient of its own."))
+    keys, problems = image_keys(file, relative, root, source=source_name, patient_pattern=patient_pattern, secret=phi_key)
     parts = relative.split("/")
     class_folder = parts[0] if root is not None and len(parts) > 1 else None
     return Series(
         kind="image",
         files=(str(file),),
-        series_key=pseudonym(relative, prefix="ser-", secret=phi_key),
-        study_key=pseudonym(relative, prefix="stu-", secret=phi_key),
-        patient_key=pseudonym(patient, prefix="pat-", secret=phi_key),
+        series_key=keys["series_key"],
+        study_key=keys["study_key"],
+        patient_key=keys["patient_key"],
         modality="OT",
         # No description: a file name is the one place a failing image is named in reports, and
         # descriptions are hidden there (the path below the source is shown, as for DICOM files).
@@ -459,8 +428,15 @@ def scan_image(
         spacing=None,
         problems=tuple(problems),
         source_hash=_file_hash(file, relative),
-        info={"format": fmt or "image", "mode": mode, "class_folder": class_folder},
+        info={"format": fmt or "image", "mode": mode, "class_folder": class_folder, **_source_info(root, source_name, relative)},
     )
+
+
+def _source_info(root: Any, source: str | None, relative: str) -> dict[str, str | None]:
+    """Which source and where in it (label CSVs name images so: ``medload.batch.plan``)."""
+    if root is None:
+        return {"source_name": None, "relative": None}
+    return {"source_name": source or _source_name(root), "relative": relative}
 
 
 def _grey_palette(image: Any) -> bool:

@@ -74,15 +74,25 @@ def mask_files(folder: str | os.PathLike[str]) -> list[MaskFile]:
 
 
 def match_masks(series: Sequence[Any], candidates: Sequence[MaskFile]) -> dict[str, tuple[str, bool]]:
-    """{source_hash: (mask path, matched by grid only)}: by name first, else a unique same-shape mask."""
+    """{source_hash: (mask path, matched by grid only)}: by name first, else a unique same-shape mask.
+
+    Names are the series key, a NIfTI file's name and the description, each used only when no
+    other series has it.
+    """
     by_stem = {m.stem: m.path for m in candidates}
     out: dict[str, tuple[str, bool]] = {}
+    names_of = {}
     for s in series:
         names = [s.series_key, sanitize_key(s.description or "")]
         if s.kind == "nifti" and s.files:
             base = os.path.basename(s.files[0])
             names.insert(1, _stem(base) or base)
-        hit = next((by_stem[n] for n in names if n in by_stem), None)
+        names_of[s.source_hash] = [n for n in dict.fromkeys(names) if n]
+    # A name several series share (sub-01_T1w of two datasets, one description for many
+    # series) pairs none of them: the mask would be a guess. Their series keys still pair.
+    shared = Counter(n for names in names_of.values() for n in names)
+    for s in series:
+        hit = next((by_stem[n] for n in names_of[s.source_hash] if n in by_stem and shared[n] == 1), None)
         if hit:
             out[s.source_hash] = (hit, False)
     # By grid only one to one: the only mask of that shape for the only series of that shape.

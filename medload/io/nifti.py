@@ -25,10 +25,11 @@ What the reader does
   of the file name: ``T1w``, ``bold``, ``dwi``... -> MR, ``ct`` -> CT, ``pet`` -> PT); else the
   caller's ``modality=``; else ``"unknown"``. A caller's ``modality=`` that disagrees with the
   sidecar wins, and the disagreement is written to ``meta["problems"]``.
-- Keys: ``series_key`` (and ``source_key``) is a pseudonym of the file path relative to the
-  scanned root (``scan_nifti(..., root=)``; the absolute path without one); ``patient_key`` /
-  ``study_key`` are pseudonyms of BIDS ``sub-XX`` / ``sub-XX/ses-YY`` found in that path, else
-  of the same path. ``source_hash`` is a digest of the whole file (:data:`SOURCE_HASH_PREFIX`):
+- Keys: ``series_key`` (and ``source_key``) is a pseudonym of the scanned root's name and the
+  file's path below it (``scan_nifti(..., root=)``, :mod:`medload.io.sources`; the absolute
+  path without a root); ``patient_key`` / ``study_key`` are pseudonyms of the BIDS dataset and
+  its ``sub-XX`` / ``sub-XX/ses-YY`` found in that path (:func:`~medload.io.bids.subject_folder`:
+  ``sub-01`` of two datasets is two people), else of the same path as the series. ``source_hash`` is a digest of the whole file (:data:`SOURCE_HASH_PREFIX`):
   two files are one series converted once only when their bytes are equal.
 - Only a whitelist of sidecar fields reaches ``meta`` (no names, dates or institutions).
   Sidecar times are seconds in BIDS; medload's ``echo_time`` / ``repetition_time`` are
@@ -48,12 +49,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from medload.deid import PhiKey, pseudonym, resolve_key
+from medload.deid import PhiKey
 from medload.errors import ConfigError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
-from medload.io.bids import entities, file_stem, read_sidecar, sidecar_meta, suffix_modality
+from medload.io.bids import file_stem, read_sidecar, sidecar_meta, suffix_modality
 from medload.io.limits import check_volume_size
 from medload.io.series import Series
+from medload.io.sources import nifti_keys
+from medload.io.sources import source_name as _source_name
 from medload.io.validate import check_grid
 from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
@@ -249,31 +252,6 @@ def _affine_and_problems(path: Path, image: Nifti1Image) -> tuple[np.ndarray, st
     return affine, source, problems
 
 
-def _relative(path: Path, root: str | Path | None) -> str:
-    # Without a root the absolute path is used: unique (two exports may both hold
-    # "image.nii.gz"), though not stable when the files move; scan passes its root.
-    if root is None:
-        return path.as_posix()
-    base = Path(root).resolve()
-    if base.is_file():
-        base = base.parent
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def _keys(path: Path, root: str | Path | None, phi_key: str | bytes | PhiKey | None) -> dict[str, str]:
-    relative = _relative(path, root)
-    phi_key = resolve_key(phi_key)
-    subject, session = entities(Path(relative))
-    series_key = pseudonym(relative, prefix="ser-", secret=phi_key)
-    patient_key = pseudonym(subject or relative, prefix="pat-", secret=phi_key)
-    study_id = f"{subject}/{session or ''}" if subject else relative
-    study_key = pseudonym(study_id, prefix="stu-", secret=phi_key)
-    return {"series_key": series_key, "study_key": study_key, "patient_key": patient_key}
-
-
 #: How a NIfTI ``source_hash`` starts: a digest of the whole file's bytes.
 SOURCE_HASH_PREFIX = "nifti-sha256:"
 
@@ -355,7 +333,13 @@ def _check_sizes(path: Path, image: Nifti1Image) -> None:
 
 
 def _describe(
-    path: Path, image: Nifti1Image, *, root: str | Path | None, phi_key: str | bytes | PhiKey | None, modality: str | None
+    path: Path,
+    image: Nifti1Image,
+    *,
+    root: str | Path | None,
+    phi_key: str | bytes | PhiKey | None,
+    modality: str | None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Everything scan and load share: shape, geometry, modality, keys, meta."""
     _check_sizes(path, image)
@@ -383,7 +367,7 @@ def _describe(
         chosen = sidecar_modality or "unknown"
     medload_affine = affine[:, [2, 1, 0, 3]]
     spacing = tuple(float(v) for v in np.round(spacing_from_affine(medload_affine), 6))
-    keys = _keys(path, root, phi_key)
+    keys = nifti_keys(path, root, source=source, secret=phi_key)
     meta: dict[str, Any] = {
         "source": "nifti",
         "source_key": keys["series_key"],
@@ -413,7 +397,13 @@ def _describe(
 
 
 # --- public -----------------------------------------------------------------------------
-def scan_nifti(path: str | Path, *, phi_key: str | bytes | PhiKey | None = None, root: str | Path | None = None) -> Series:
+def scan_nifti(
+    path: str | Path,
+    *,
+    phi_key: str | bytes | PhiKey | None = None,
+    root: str | Path | None = None,
+    source_name: str | None = None,
+) -> Series:
     """Describe one NIfTI file from its header (no voxels read) as a :class:`Series`.
 
     Parameters
@@ -423,9 +413,13 @@ def scan_nifti(path: str | Path, *, phi_key: str | bytes | PhiKey | None = None,
     phi_key : str, bytes or PhiKey, optional
         Secret of the pseudonyms (default: :func:`medload.deid.resolve_key`'s).
     root : str or Path, optional
-        The folder being scanned; keys are pseudonyms of the path relative to it, so the same
-        export scanned from another place gets the same keys. Default: the absolute path
+        The folder being scanned (the source); keys are pseudonyms of its name and the path
+        below it (:mod:`medload.io.sources`), so the same export moved elsewhere gets the same
+        keys, and ``sub-01`` of two datasets is two patients. Default: the absolute path
         (unique, but the keys change when the files move).
+    source_name : str, optional
+        The source's name in its keys; default its folder's own name (``medload.convert``
+        names two sources of one name by their parent folders too).
 
     Returns
     -------
@@ -448,7 +442,7 @@ def scan_nifti(path: str | Path, *, phi_key: str | bytes | PhiKey | None = None,
     path = Path(path).resolve()
     with _header_errors(path):
         image = _open(path)
-        info = _describe(path, image, root=root, phi_key=phi_key, modality=None)
+        info = _describe(path, image, root=root, phi_key=phi_key, modality=None, source=source_name)
     return Series(
         kind="nifti",
         files=(str(path),),
@@ -461,7 +455,10 @@ def scan_nifti(path: str | Path, *, phi_key: str | bytes | PhiKey | None = None,
         spacing=info["spacing"],
         problems=info["problems"],
         source_hash=info["meta"]["source_hash"],
-        info={"root": str(Path(root).resolve()) if root is not None else None},
+        info={
+            "root": str(Path(root).resolve()) if root is not None else None,
+            "source_name": (source_name or _source_name(root)) if root is not None else None,
+        },
     )
 
 
@@ -552,7 +549,7 @@ def load_nifti(
     >>> float(vol.array[1, 2, 0])   # NIfTI voxel (i=0, j=2, k=1)
     -1015.0
     """
-    root = None
+    root = source = None
     keys_from_series: dict[str, str] | None = None
     if isinstance(series_or_path, Series):
         if series_or_path.kind != "nifti" or len(series_or_path.files) != 1:
@@ -562,6 +559,7 @@ def load_nifti(
             )
         path = Path(series_or_path.files[0])
         root = (series_or_path.info or {}).get("root")
+        source = (series_or_path.info or {}).get("source_name")
         keys_from_series = {
             "series_key": series_or_path.series_key,
             "study_key": series_or_path.study_key,
@@ -572,7 +570,7 @@ def load_nifti(
         path = Path(series_or_path).resolve()
     with _header_errors(path):
         image = _open(path)
-        info = _describe(path, image, root=root, phi_key=phi_key, modality=modality)
+        info = _describe(path, image, root=root, phi_key=phi_key, modality=modality, source=source)
         meta = info["meta"]
         if keys_from_series is not None:  # keep the keys scan made (they may use a phi_key)
             meta.update(keys_from_series)

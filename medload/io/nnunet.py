@@ -51,6 +51,7 @@ from medload.deid import PhiKey, pseudonym, resolve_key
 from medload.errors import GeometryError, ReadError, UnsupportedError
 from medload.io.nifti import load_nifti, scan_nifti
 from medload.io.series import Series
+from medload.io.sources import path_identity
 from medload.volume import Volume
 
 if TYPE_CHECKING:  # io.scan imports this module: imported where used
@@ -152,8 +153,14 @@ def _modality(channels: list[str]) -> str:
     return "unknown"
 
 
-def scan_nnunet(root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey | None = None) -> ScanResult:
+def scan_nnunet(
+    root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey | None = None, source_name: str | None = None
+) -> ScanResult:
     """One :class:`Series` per case of ``imagesTr`` and ``imagesTs``, headers only.
+
+    Keys are pseudonyms of the dataset's name and the case id (:mod:`medload.io.sources`): the
+    name is ``source_name``, by default the dataset folder's own name (``Dataset001_X``), so
+    case ``a`` of two datasets is two patients.
 
     Returns a :class:`~medload.io.scan.ScanResult` with, besides the series, ``.errors`` (a
     case missing a channel, channels on different grids, an unreadable header) and
@@ -177,6 +184,7 @@ def scan_nnunet(root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey |
             f"({', '.join(NNUNET_ENDINGS)}). Convert the images folder as plain images instead."
         )
     key = resolve_key(phi_key)
+    name = source_name or root.name
     n_channels = len(spec["channels"])
     pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(ending) + "$")
     series: list[Series] = []
@@ -234,7 +242,7 @@ def scan_nnunet(root: str | os.PathLike[str], *, phi_key: str | bytes | PhiKey |
                 )
                 continue
             label = labels_left.pop(case, None) if split == "Tr" else None
-            series.append(_case_series(root, spec, split, case, present, heads, label, key))
+            series.append(_case_series(root, spec, split, case, present, heads, label, key, name))
     return ScanResult(series, errors=errors, n_files=n_files, unmatched_masks=sorted(labels_left.values()))
 
 
@@ -247,6 +255,7 @@ def _case_series(
     heads: list[Series],
     label: str | None,
     key: PhiKey,
+    name: str,
 ) -> Series:
     """The :class:`Series` of one complete nnU-Net case (headers of its channels in ``heads``)."""
     # The case id is part of it: two cases whose files have equal headers and sizes (a
@@ -255,9 +264,9 @@ def _case_series(
     return Series(
         kind="nnunet",
         files=tuple(present),
-        series_key=pseudonym(f"{root.name}/{split}/{case}", prefix="ser-", secret=key),
-        study_key=pseudonym(f"{root.name}/{case}", prefix="stu-", secret=key),
-        patient_key=pseudonym(f"{root.name}/{case}", prefix="pat-", secret=key),
+        series_key=pseudonym(path_identity(name, f"{split}/{case}"), prefix="ser-", secret=key),
+        study_key=pseudonym(path_identity(name, case), prefix="stu-", secret=key),
+        patient_key=pseudonym(path_identity(name, case), prefix="pat-", secret=key),
         modality=_modality(spec["channels"]),
         description=case,
         shape=(len(spec["channels"]), *heads[0].shape),
@@ -270,6 +279,7 @@ def _case_series(
             "label_file": label,
             "label_names": dict(spec["labels"]),
             "root": str(root),
+            "source_name": name,
         },
     )
 

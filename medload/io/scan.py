@@ -307,6 +307,7 @@ def scan(
     phi_key: str | bytes | PhiKey | None = None,
     patient_pattern: str | None = None,
     workers: int | None = None,
+    source_name: str | None = None,
 ) -> ScanResult:
     """Find every DICOM series, NIfTI file and 2D image (PNG, JPEG, TIFF, BMP) under ``path``, reading headers only.
 
@@ -327,6 +328,12 @@ def scan(
         whatever the number. The result is the same either way: files are read in chunks and
         merged in the order of the walk. A file whose header read crashes its process (a
         codec's segfault) becomes an entry of ``.errors`` naming it; the scan goes on.
+    source_name : str, optional
+        The name NIfTI, 2D-image and nnU-Net keys are made in, with each file's path below
+        ``path`` (:mod:`medload.io.sources`); default: the folder's own name (a file's folder's),
+        symlinks resolved. DICOM keys come from the headers' UIDs and PatientID instead.
+        ``medload.convert`` passes the names it gives its sources (two of one name get their
+        parents' too).
 
     Returns
     -------
@@ -351,10 +358,10 @@ def scan(
 
     if is_nnunet(root):
         # An nnU-Net / Decathlon dataset: one volume per case (channels stacked), labels paired.
-        return scan_nnunet(root, phi_key=phi_key)
+        return scan_nnunet(root, phi_key=phi_key, source_name=source_name)
     nifti_root = root if os.path.isdir(root) else os.path.dirname(root)
     pattern = _patient_regex(patient_pattern)
-    found = collect(list(_walk(root)), Collector(nifti_root, phi_key, pattern), workers)
+    found = collect(list(_walk(root)), Collector(nifti_root, phi_key, pattern, source_name), workers)
     result = _dicom_series(found.headers, found.damaged, found.errors, phi_key)
     result.extend(sorted(found.nifti_series, key=lambda s: s.files))
     result.extend(sorted(found.image_series, key=lambda s: s.files))
