@@ -126,10 +126,14 @@ def test_the_same_source_twice_is_one_series(tmp_path):
 def test_resuming_an_unchanged_multi_source_convert_adds_nothing(tmp_path):
     sources = [_bids(tmp_path / "ds001", 100), _bids(tmp_path / "ds002", 200)]
     sources += [_pngs(tmp_path / "x" / "site", 10), _pngs(tmp_path / "y" / "site", 20)]
+    copy = tmp_path / "ds002" / "sub-09" / "anat" / "sub-09_T1w.nii.gz"  # ds001's image again, in ds002
+    copy.parent.mkdir(parents=True)
+    shutil.copy(tmp_path / "ds001" / os.path.join(*BIDS_FILE), copy)
     out = tmp_path / "out.h5"
     first = medload.convert(sources, out, **OPTIONS)
-    assert first.counts["converted"] == 4
+    assert first.counts["converted"] == 4 and first.counts["duplicate_series"] == 1
     before = {v: (r.key, r.patient_key, r.series_key) for v, r in _records(out).items()}
+    # in the other order the copy is found first: its original's stored keys still count as this run's
     again = medload.convert(list(reversed(sources)), out, **OPTIONS)
     assert again.counts["converted"] == 0 and again.counts["already_converted"] == 4, again.counts
     assert {v: (r.key, r.patient_key, r.series_key) for v, r in _records(out).items()} == before

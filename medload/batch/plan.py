@@ -71,6 +71,8 @@ class Plan:
     #: source_hash -> the texts of that series a report must not show.
     hidden: dict[str, list[str]] = field(default_factory=dict)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
+    #: The Series of those duplicates (another copy of a series found first).
+    duplicate_series: list[Any] = field(default_factory=list)
     unreadable: list[dict[str, Any]] = field(default_factory=list)
     #: Mask files that match no image (a --masks folder's, nnU-Net's labelsTr files without a case).
     unmatched_masks: list[str] = field(default_factory=list)
@@ -189,27 +191,24 @@ PATH_KEYED_KINDS = ("nifti", "image", "nnunet")
 
 
 def _refuse_rekeyed(out: Path, found: Sequence[Any], done: dict[str, tuple[str, str]]) -> None:
-    """Refuse to continue a store whose NIfTI / image volumes carry other keys than this run's.
-
-    The files already converted are matched by ``source_hash``; when their recorded patient,
-    study or series keys differ from the keys this scan makes for them, the volumes still to
-    convert would get keys that do not link with the stored ones (one patient, two keys, and
-    a patient-level split could put them apart). That happens to a store written before keys
-    named their source folder (:mod:`medload.io.sources`), and to one resumed with its sources
-    given from another folder or with another patient pattern or patients CSV.
-    """
-    again = {s.source_hash: s for s in found if s.kind in PATH_KEYED_KINDS and s.source_hash in done}
+    """Refuse to continue a store whose NIfTI / image volumes (matched by ``source_hash``) carry
+    other keys than this run makes for them: new volumes would not link with the stored ones
+    (one patient, two keys). A store written before keys named their source folder
+    (:mod:`medload.io.sources`), or resumed with other sources, pattern or patients CSV."""
+    again: dict[str, set[tuple[str, str, str]]] = {}
+    for s in found:  # a copy in another source is the same series: either copy's keys may be stored
+        if s.kind in PATH_KEYED_KINDS and s.source_hash in done:
+            again.setdefault(s.source_hash, set()).add((s.patient_key, s.study_key, s.series_key))
     if not again:
         return
     from medload.store.reader import open as open_store
 
     reader = open_store(out)
     try:
-        stored = {rec.source_hash: rec for rec in reader.volumes if rec.source_hash in again}
+        stored = [rec for rec in reader.volumes if rec.source_hash in again]
     finally:
         reader.close()
-    fields = ("patient_key", "study_key", "series_key")
-    differ = sorted(rec.key for h, rec in stored.items() if any(getattr(rec, f) != getattr(again[h], f) for f in fields))
+    differ = sorted(rec.key for rec in stored if (rec.patient_key, rec.study_key, rec.series_key) not in again[rec.source_hash])
     if differ:
         raise StoreError(
             f"{out} holds {len(differ)} NIfTI or 2D-image volume(s) ({', '.join(differ[:3])}"
@@ -421,6 +420,7 @@ def _scan_all(plan: Plan, patient_pattern: str | None = None, workers: int | Non
                     reason=f"same instances and file sizes as series {seen[s.source_hash]} of this batch; converted once",
                 )
                 plan.duplicates.append(entry)
+                plan.duplicate_series.append(s)
                 _map_series(plan, s)
                 continue
             seen[s.source_hash] = s.series_key
@@ -517,7 +517,7 @@ def make_plan(
     found = _scan_all(plan, patient_pattern, None if dask and dask != "local" else workers)
     if patients:
         found, plan.patients_info = patients_from_csv(patients, found, plan.message_roots, plan.key)
-    _refuse_rekeyed(out_path, found, done)
+    _refuse_rekeyed(out_path, [*found, *plan.duplicate_series], done)
     if masks:
         mask_root = os.path.realpath(masks) + os.sep
         holding = [src for src in source_list if (os.path.realpath(src) + os.sep).startswith(mask_root)]
