@@ -49,11 +49,15 @@ import shutil
 import struct
 import sys
 import tempfile
-import time
 import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+try:
+    from tools import sandbox
+except ImportError:  # run as a script: python tools/fuzz_stores.py
+    import sandbox  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ("other", "wrong", "hang", "memory", "crash", "harness")
@@ -62,10 +66,6 @@ KIND_SHARE = {"store": 0.7, "labels": 0.15, "sidecar": 0.15}
 
 class _Wrong(Exception):
     """A read returned pixels that are not the stored ones (the campaign's 'wrong')."""
-
-
-class _Alarm(BaseException):
-    """Raised by SIGALRM inside a case (a BaseException so that no except Exception eats it)."""
 
 
 # --- the base stores ---------------------------------------------------------------------------
@@ -972,7 +972,7 @@ def run_case(kind: str, job: dict[str, Any], work: Path) -> tuple[str, str]:
         return "wrong", f"{stage}: {exc}"
     except MemoryError:
         return "memory", stage
-    except _Alarm:
+    except sandbox.Alarm:
         return "hang", stage
     except RecursionError as exc:
         return "other", f"{stage}: RecursionError: {str(exc)[:120]} at {_where(exc)}"
@@ -981,57 +981,37 @@ def run_case(kind: str, job: dict[str, Any], work: Path) -> tuple[str, str]:
     return outcome, ""
 
 
-def _worker(conn: Any, seed: int, indices: list[int], timeout: int, memory: int) -> None:
-    import logging
-    import resource
-    import signal
-    import warnings
-
-    sys.path.insert(0, str(ROOT))
-    os.environ["MEDLOAD_MAX_VOLUME_BYTES"] = str(memory // 8)
-    warnings.simplefilter("ignore")
-    logging.disable(logging.CRITICAL)
+def _worker(conn: Any, indices: list[int], seed: int, timeout: int, memory: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="medload-fuzzs-"))
-    corpus = bases(work / "bases")
-    import h5py  # noqa: F401 - imported before the cap and the first alarm
-    import torch  # noqa: F401
 
-    import medload  # noqa: F401
+    def prepare() -> dict[str, Any]:
+        corpus = bases(work / "bases")
+        import h5py  # noqa: F401 - imported before the cap and the first alarm
+        import torch  # noqa: F401
 
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        import medload  # noqa: F401
 
-    def alarm(signum: int, frame: Any) -> None:
-        raise _Alarm()
+        return corpus
 
-    signal.signal(signal.SIGALRM, alarm)
-    for index in indices:
-        conn.send(("start", index))
+    corpus = sandbox.confine(memory, memory // 8, prepare=prepare)
+
+    def one(index: int) -> tuple[Any, ...]:
         case_dir = work / f"c{index}"
         run_dir = work / f"r{index}"
         run_dir.mkdir()
-        signal.alarm(timeout)
         try:
-            kind, base, job = make_case(seed, index, corpus, case_dir)
-        except _Alarm:
-            signal.alarm(0)
-            conn.send(("done", index, "?", "?", "harness", "making the case timed out"))
-            continue
+            with sandbox.alarm_after(timeout):
+                kind, base, job = make_case(seed, index, corpus, case_dir)
+        except sandbox.Alarm:
+            return "?", "?", "harness", "making the case timed out"
         except Exception as exc:  # noqa: BLE001 - a harness bug is reported, not a crash
-            signal.alarm(0)
-            conn.send(("done", index, "?", "?", "harness", f"{type(exc).__name__}: {exc} at {_where(exc)}"))
-            continue
-        try:
-            outcome, detail = run_case(kind, job, run_dir)
-        except _Alarm:
-            outcome, detail = "hang", "timeout"
-        except MemoryError:
-            outcome, detail = "memory", "MemoryError"
-        finally:
-            signal.alarm(0)
-        conn.send(("done", index, kind, base, outcome, detail))
+            return "?", "?", "harness", f"{type(exc).__name__}: {exc} at {_where(exc)}"
+        outcome, detail = sandbox.guarded(timeout, lambda: run_case(kind, job, run_dir))
         shutil.rmtree(case_dir, ignore_errors=True)
         shutil.rmtree(run_dir, ignore_errors=True)
-    conn.send(("end",))
+        return kind, base, outcome, detail
+
+    sandbox.serve(conn, indices, one)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -1046,69 +1026,26 @@ def campaign(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run cases ``start .. start + cases - 1`` of campaign ``seed``; return counts and findings."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
     todo = list(range(start, start + cases))
-    counts: Counter = Counter()
+    tally = sandbox.Tally(cases, 25 if progress else 0)
     by_kind: dict[str, Counter] = {}
-    findings: list[dict[str, Any]] = []
-    t0 = time.time()
-    running: list[list[Any]] = []
 
-    def launch(chunk: list[int]) -> None:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, seed, chunk, timeout, memory), daemon=True)
-        proc.start()
-        running.append([proc, parent, chunk, None])
+    def on_done(fields: tuple[Any, ...]) -> None:
+        index, kind, base, outcome, detail = fields
+        by_kind.setdefault(kind, Counter())[outcome] += 1
+        bad = outcome in BAD
+        tally.add(outcome, {"index": index, "kind": kind, "base": base, "outcome": outcome, "detail": detail} if bad else None)
 
-    for k in range(workers):
-        if todo[k::workers]:
-            launch(todo[k::workers])
-    done = 0
-    while running:
-        for slot in list(running):
-            proc, conn, chunk, current = slot
-            if conn.poll(0.2):
-                try:
-                    msg = conn.recv()
-                except EOFError:
-                    msg = ("eof",)
-                if msg[0] == "start":
-                    slot[3] = msg[1]
-                    continue
-                if msg[0] == "done":
-                    _, index, kind, base, outcome, detail = msg
-                    counts[outcome] += 1
-                    by_kind.setdefault(kind, Counter())[outcome] += 1
-                    if outcome in BAD:
-                        findings.append({"index": index, "kind": kind, "base": base, "outcome": outcome, "detail": detail})
-                    slot[3] = None
-                    done += 1
-                    if progress and done % 25 == 0:
-                        print(f"{done}/{cases} {dict(counts)} {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-                    continue
-                if msg[0] == "end":
-                    proc.join()
-                    running.remove(slot)
-                    continue
-            if not proc.is_alive() and not conn.poll(0):
-                running.remove(slot)
-                if current is not None:
-                    counts["crash"] += 1
-                    findings.append({"index": current, "outcome": "crash", "detail": f"worker exit {proc.exitcode}"})
-                    done += 1
-                    rest = [i for i in chunk if i > current]
-                    if rest:
-                        launch(rest)
+    chunks = [todo[k::workers] for k in range(workers)]
+    sandbox.supervise(_worker, chunks, (seed, timeout, memory), on_done=on_done, on_crash=tally.crash)
     return {
         "seed": seed,
         "start": start,
         "cases": cases,
-        "seconds": round(time.time() - t0, 1),
-        "counts": dict(counts),
+        "seconds": tally.seconds(),
+        "counts": dict(tally.counts),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
-        "findings": sorted(findings, key=lambda f: f["index"]),
+        "findings": sorted(tally.findings, key=lambda f: f["index"]),
     }
 
 

@@ -1,4 +1,4 @@
-"""The worker sandbox of the fuzzing campaigns (``tools/fuzz.py``, ``tools/fuzz_readers.py``).
+"""The worker sandbox of the fuzzing campaigns (``tools/fuzz.py``, ``fuzz_readers.py``, ``fuzz_stores.py``).
 
 Cases run in spawned worker processes, each under an address-space cap (``RLIMIT_AS``) and a
 per-case alarm (``SIGALRM``), so that a case that allocates what a header claims ends in
@@ -13,17 +13,18 @@ sends ``("start", index)`` before each case, ``("done", index, *fields)`` after 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["Alarm", "Tally", "confine", "guarded", "serve", "supervise"]
+__all__ = ["Alarm", "Tally", "alarm_after", "confine", "guarded", "serve", "supervise"]
 
 
 class Alarm(BaseException):
@@ -57,8 +58,8 @@ class Tally:
         return round(time.time() - self.started, 1)
 
 
-def confine(memory: int, max_volume_bytes: int) -> None:
-    """Set up this worker process: the memory cap, medload's per-volume limit, quiet, the alarm.
+def confine(memory: int, max_volume_bytes: int, *, prepare: Callable[[], Any] | None = None) -> Any:
+    """Set up this worker process: the repository on the path, medload's per-volume limit, quiet, the memory cap, the alarm.
 
     Parameters
     ----------
@@ -67,6 +68,9 @@ def confine(memory: int, max_volume_bytes: int) -> None:
     max_volume_bytes : int
         ``MEDLOAD_MAX_VOLUME_BYTES``: what medload refuses to allocate for one volume, below the
         cap so that its own refusal (a MedloadError) is what a header's lie meets first.
+    prepare : callable, optional
+        Run before the cap is set (a corpus built once, imports such as torch that reserve
+        more address space than a case may use); its result is returned.
     """
     import logging
     import resource
@@ -75,14 +79,28 @@ def confine(memory: int, max_volume_bytes: int) -> None:
 
     sys.path.insert(0, str(ROOT))
     os.environ["MEDLOAD_MAX_VOLUME_BYTES"] = str(max_volume_bytes)
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)
+    prepared = prepare() if prepare is not None else None
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
     def alarm(signum: int, frame: Any) -> None:
         raise Alarm()
 
     signal.signal(signal.SIGALRM, alarm)
+    return prepared
+
+
+@contextlib.contextmanager
+def alarm_after(timeout: int) -> Iterator[None]:
+    """Raise :class:`Alarm` in the block after ``timeout`` seconds (in a process set up by :func:`confine`)."""
+    import signal
+
+    signal.alarm(timeout)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
 
 
 def guarded(timeout: int, case: Callable[[], tuple[Any, ...]], *pad: Any) -> tuple[Any, ...]:
@@ -94,17 +112,13 @@ def guarded(timeout: int, case: Callable[[], tuple[Any, ...]], *pad: Any) -> tup
         What ``case`` returns, or ``("hang", "timeout", *pad)`` when the alarm rang and
         ``("memory", "MemoryError", *pad)`` when an allocation passed the cap.
     """
-    import signal
-
-    signal.alarm(timeout)
     try:
-        return case()
+        with alarm_after(timeout):
+            return case()
     except Alarm:
         return ("hang", "timeout", *pad)
     except MemoryError:
         return ("memory", "MemoryError", *pad)
-    finally:
-        signal.alarm(0)
 
 
 def serve(conn: Any, indices: Sequence[int], run: Callable[[int], tuple[Any, ...]]) -> None:
