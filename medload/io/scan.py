@@ -29,6 +29,7 @@ from medload.io.frame import Frame
 from medload.io.headers import FileHeader, burned_in_annotation
 from medload.io.series import Series
 from medload.io.sorting import arrange
+from medload.io.sources import source_name as _source_name
 from medload.problems import Problem, ProblemKind
 
 __all__ = ["scan", "ScanResult", "FileProblem", "group_frames", "series_from_headers"]
@@ -361,7 +362,9 @@ def scan(
         return scan_nnunet(root, phi_key=phi_key, source_name=source_name)
     nifti_root = root if os.path.isdir(root) else os.path.dirname(root)
     pattern = _patient_regex(patient_pattern)
-    found = collect(list(_walk(root)), Collector(nifti_root, phi_key, pattern, source_name), workers)
+    # The source's name once, not per file (resolving the root costs system calls).
+    name = source_name or _source_name(nifti_root)
+    found = collect(list(_walk(root)), Collector(nifti_root, phi_key, pattern, name), workers)
     result = _dicom_series(found.headers, found.damaged, found.errors, phi_key)
     result.extend(sorted(found.nifti_series, key=lambda s: s.files))
     result.extend(sorted(found.image_series, key=lambda s: s.files))
