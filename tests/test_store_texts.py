@@ -139,3 +139,17 @@ def test_convert_of_an_image_folder_with_file_names_that_are_not_utf8(tmp_path):
     assert main(["convert", str(images), "-o", str(out), "--workers", "0", "--quiet", "--size", "16"]) == 0
     assert len(medload.open(out).volumes) == len(written)
     assert search_output(out, ["WIBBLEMORE"]) == {}
+
+
+def test_convert_of_an_nnunet_dataset_whose_case_names_are_not_utf8(tmp_path):
+    from tests.test_nnunet import make_dataset
+
+    src = make_dataset(tmp_path / "Dataset001_Toy", cases=2)
+    _undecodable(src, b"GLOBBERTY\xff")
+    for sub in ("imagesTr", "labelsTr"):
+        for path in sorted((src / sub).iterdir()):
+            os.rename(path, path.parent / path.name.replace("case000", os.fsdecode(b"GLOBBERTY\xff")))
+    report = medload.convert(src, tmp_path / "out", workers=0, progress=False, pipeline="none")
+    assert [e["status"] for e in report.series] == ["converted", "converted"]
+    assert sum(v.has_mask for v in medload.open(tmp_path / "out").volumes) == 2
+    assert search_output(tmp_path / "out", ["GLOBBERTY"]) == {}

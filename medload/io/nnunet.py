@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medload.deid import PhiKey, pseudonym, resolve_key
+from medload.deid import PhiKey, pseudonym, resolve_key, text_bytes
 from medload.errors import GeometryError, ReadError, UnsupportedError
 from medload.io.nifti import load_nifti, scan_nifti
 from medload.io.series import Series
@@ -260,7 +260,7 @@ def _case_series(
     """The :class:`Series` of one complete nnU-Net case (headers of its channels in ``heads``)."""
     # The case id is part of it: two cases whose files have equal headers and sizes (a
     # synthetic dataset) are not duplicates of each other.
-    digest = hashlib.sha256("|".join([split, case, *(h.source_hash for h in heads)]).encode()).hexdigest()[:32]
+    digest = hashlib.sha256(text_bytes("|".join([split, case, *(h.source_hash for h in heads)]))).hexdigest()[:32]
     return Series(
         kind="nnunet",
         files=tuple(present),
