@@ -122,7 +122,21 @@ class PhiKey:
 
 
 def _as_bytes(secret: str | bytes) -> bytes:
-    return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    """The key's bytes; a ``str`` from the command line or the environment as the bytes typed.
+
+    Python decodes argv and the environment with ``surrogateescape``: a key holding bytes that
+    are not UTF-8 arrives with lone surrogates, which strict UTF-8 refuses (``medload`` stopped
+    with UnicodeEncodeError). Valid UTF-8 keys give the same bytes as before.
+
+    >>> _as_bytes("k\\udcffk") == b"k\\xffk", _as_bytes("clé") == "clé".encode("utf-8")
+    (True, True)
+    """
+    if not isinstance(secret, str):
+        return bytes(secret)
+    try:
+        return secret.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no decoding of bytes made
+        return secret.encode("utf-8", "surrogatepass")
 
 
 class KeyCreatedWarning(UserWarning):
@@ -229,7 +243,7 @@ def resolve_key(phi_key: str | bytes | PhiKey | None = None, *, create: bool = T
         return PhiKey(_as_bytes(phi_key), "argument")
     env = os.environ.get(PHI_KEY_ENV)
     if env:
-        return PhiKey(env.encode("utf-8"), "environment")
+        return PhiKey(_as_bytes(env), "environment")
     path = key_file()
     created = False
     if not path.exists():

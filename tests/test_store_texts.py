@@ -153,3 +153,16 @@ def test_convert_of_an_nnunet_dataset_whose_case_names_are_not_utf8(tmp_path):
     assert [e["status"] for e in report.series] == ["converted", "converted"]
     assert sum(v.has_mask for v in medload.open(tmp_path / "out").volumes) == 2
     assert search_output(tmp_path / "out", ["GLOBBERTY"]) == {}
+
+
+def test_a_pseudonym_key_whose_bytes_are_not_utf8_works_from_the_environment_and_the_command_line(tmp_path, monkeypatch):
+    from medload.deid import pseudonym, resolve_key
+
+    key = os.fsdecode(b"secret-\xff\xfe-" + b"k" * 32)  # as Python hands over argv and the environment
+    monkeypatch.setenv("MEDLOAD_PHI_KEY", key)
+    from_environment = resolve_key(None)
+    assert from_environment.secret == b"secret-\xff\xfe-" + b"k" * 32  # the bytes typed
+    assert pseudonym("1.2.3", secret=from_environment) == pseudonym("1.2.3", secret=key)
+    write_dicom_series(tmp_path / "src", shape=(2, 4, 4), seed=3)
+    assert main(["scan", str(tmp_path / "src"), "--json", "--workers", "0"]) == 0
+    assert main(["scan", str(tmp_path / "src"), "--json", "--workers", "0", "--phi-key", key]) == 0
