@@ -55,6 +55,7 @@ class ProblemKind(enum.StrEnum):
     SLICE_GAP = "slice_gap"
     UNEVEN_SPACING = "uneven_spacing"
     GANTRY_TILT = "gantry_tilt"
+    POSITIONS_ROUNDED = "positions_rounded"
     # --- DICOM series found by scan (io/scan.py)
     PATIENT_UNKNOWN = "patient_unknown"
     BURNED_IN_ANNOTATION = "burned_in_annotation"
@@ -109,6 +110,8 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     _K.SLICE_GAP: "slices missing against the median step (load refuses it unless on_gap='interpolate')",
     _K.UNEVEN_SPACING: "uneven slice steps (load refuses it unless on_gap='interpolate')",
     _K.GANTRY_TILT: "slices stacked obliquely to their plane; the affine keeps the true shear",
+    _K.POSITIONS_ROUNDED: "slice positions written with few decimals: steps uneven by their rounding only; "
+    "the even step from first to last slice is used",
     _K.PATIENT_UNKNOWN: "no PatientID (DICOM) or no patient pattern (image files): the series or image "
     "counts as a patient of its own",
     _K.BURNED_IN_ANNOTATION: "BurnedInAnnotation YES: load refuses it unless allow_burned_in=True",

@@ -143,7 +143,7 @@ def _widen(out: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def _interpolate_grid(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Even grid over the layout's span: (target distances, lower index, weight of upper)."""
-    d = layout.distances
+    d = layout.grid_distances
     span = float(d[-1] - d[0])
     n = int(round(span / layout.median_step)) + 1
     targets = np.linspace(d[0], d[-1], n)
@@ -450,7 +450,7 @@ def _place(
     if (layout.gaps or layout.uneven) and on_gap == "interpolate":
         targets, lower, weight = _interpolate_grid(layout)
         array = _interp(array, lower, weight)
-        d = layout.distances
+        d = layout.grid_distances
         positions = np.array([np.interp(targets, d, positions[:, k]) for k in range(3)]).T
         problems.append(
             Problem(
@@ -461,10 +461,10 @@ def _place(
         )
         n_z = len(targets)
     if n_z > 1:
-        step = (positions[-1] - positions[0]) / (n_z - 1)
+        step = layout.slice_step(positions[0], positions[-1], n_z)
     else:
         step = slice_normal(layout.orientation) * float(h.slice_thickness or 1.0)
-    return array, dicom_affine(layout.orientation, positions[0], layout.pixel_spacing or (1.0, 1.0), step)
+    return array, dicom_affine(layout.orientation, positions[0], layout.pixel_spacing or (1.0, 1.0), tuple(step))
 
 
 def _frames_axis(

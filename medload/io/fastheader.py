@@ -512,6 +512,20 @@ class LiteHeader:
             return default
         return self._value(tag)
 
+    def written(self, name: str | int) -> list[str] | None:
+        r"""The element's values as the text written in the file (DS keeps its digits), or None.
+
+        Examples
+        --------
+        >>> LiteHeader({0x00200032: ("DS", b"1.50\\-2\\3e-1 ")}, {}, False).written("ImagePositionPatient")
+        ['1.50', '-2', '3e-1']
+        """
+        tag = _tag_of(name)
+        if tag is None or tag not in self._raw:
+            return None
+        text = self._raw[tag][1].decode("latin-1").rstrip("\x00 ")
+        return [p.strip(" ") for p in text.split("\\")] if text else None
+
     def _value(self, tag: int) -> Any:
         if tag in self._cache:
             return self._cache[tag]

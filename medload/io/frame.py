@@ -13,7 +13,17 @@ from typing import Any, overload
 
 import numpy as np
 
-__all__ = ["Frame", "dicom_seconds", "element_value", "first_item", "image_type", "number", "vector"]
+__all__ = [
+    "Frame",
+    "dicom_seconds",
+    "element_value",
+    "first_item",
+    "image_type",
+    "number",
+    "position_rounding",
+    "rounding_of_text",
+    "vector",
+]
 
 
 @dataclass
@@ -41,6 +51,10 @@ class Frame:
     # modality LUT, per-frame groups) or are the defaults 1 and 0 of a file that states none: a
     # series mixing both would be silently off by the intercept (validate.check_rescale_stated).
     rescale_stated: bool = True
+    # Half a unit in the last decimal written of each coordinate of ``position`` (mm): how far
+    # the written DS strings may be from the scanner's position by rounding alone ("12.34" ->
+    # 0.005). None where the position was computed, not written (mosaic tiles, frame offsets).
+    position_rounding: tuple[float, ...] | None = None
 
 
 def element_value(ds: Any, tag: int) -> Any:
@@ -130,3 +144,49 @@ def dicom_seconds(value: Any) -> float | None:
     whole = whole.ljust(6, "0") if len(whole) in (2, 4) else whole.zfill(6)
     h, m, sec = int(whole[:2]), int(whole[2:4]), int(whole[4:6])
     return h * 3600.0 + m * 60.0 + sec + (float("0." + frac) if frac else 0.0)
+
+
+def rounding_of_text(texts: Any) -> tuple[float, ...] | None:
+    """Half a unit in the last written decimal of each decimal string in ``texts`` (mm).
+
+    DS is a decimal string of at most 16 characters; scanners and anonymizers write positions
+    with 1 to 6 decimals or in exponent form. A value written ``"30.11"`` stands for anything
+    in [30.105, 30.115]: its rounding is 0.005. ``None`` when a text is not a number.
+
+    Examples
+    --------
+    >>> rounding_of_text(["30.11", "-2", "1.5e-3"])
+    (0.005, 0.5, 5e-05)
+    >>> rounding_of_text(["12.3456789"]), rounding_of_text(["abc"]), rounding_of_text(None)
+    ((5e-08,), None, None)
+    """
+    if texts is None:
+        return None
+    out = []
+    for text in texts if isinstance(texts, (list, tuple)) else [texts]:
+        mantissa, _, exponent = str(text).strip().lower().partition("e")
+        whole, _, fraction = mantissa.lstrip("+-").partition(".")
+        if not (whole + fraction).isdigit() or (exponent and not exponent.lstrip("+-").isdigit()):
+            return None
+        decimals = len(fraction) - (int(exponent) if exponent else 0)
+        out.append(0.5 * 10.0**-decimals)
+    return tuple(out)
+
+
+def position_rounding(ds: Any) -> tuple[float, ...] | None:
+    """The rounding of ImagePositionPatient as written in ``ds`` (:func:`rounding_of_text`).
+
+    ``ds`` is a pydicom Dataset (its DS values keep their ``original_string``) or a
+    :class:`~medload.io.fastheader.LiteHeader` (``written`` gives the text). ``None`` where the
+    text is not known (a value set from floats) or not three numbers.
+    """
+    written = getattr(ds, "written", None)
+    if callable(written):
+        texts = written(0x00200032)
+    else:
+        value = ds.get("ImagePositionPatient")
+        texts = None if value is None else [getattr(v, "original_string", None) for v in value]
+        if texts is not None and any(t is None for t in texts):
+            return None
+    rounding = rounding_of_text(texts)
+    return rounding if rounding is not None and len(rounding) == 3 else None

@@ -5,6 +5,12 @@ name. Images at the same position are frames of a 4D volume (ordered by temporal
 acquisition number, trigger time, b-value, then instance number), or copies of one another.
 Every geometric problem is measured: duplicate positions, gaps against the median step,
 uneven steps, gantry tilt (a step that is not along the normal), mixed pixel spacing.
+
+Positions written with few decimals ("30.11", as some scanners and anonymizers write them)
+make even steps read uneven (0.07, 0.08, 0.07 mm for a 0.075 mm step). Where the written
+precision of the positions explains every deviation (each position within its rounding of one
+even grid), the stack is even, its step the first-to-last distance over the steps; a missing
+slice or a step beyond the rounding is still found (:func:`medload.io.rounding.grid_within_rounding`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 
 from medload.geometry import positions_along_normal, slice_normal
 from medload.io.frame import Frame
+from medload.io.rounding import grid_within_rounding
 from medload.problems import Problem, ProblemKind
 
 __all__ = ["POSITION_TOLERANCE_MM", "SPACING_KINDS", "Layout", "arrange"]
@@ -53,11 +60,53 @@ class Layout:
     # positions (mm along the normal) whose frames cannot take the order of the others
     frame_order_conflicts: list[float] = field(default_factory=list)
     frame_order_error: str = ""  # the sentence saying so (also in errors)
+    # How far each written position (LPS, per coordinate, mm) may be from the scanner's by the
+    # rounding of its DS strings (the largest over the slices); None where not known.
+    position_rounding: tuple[float, ...] | None = None
+    # The steps vary only as far as that rounding explains: the slices lie on one even grid of
+    # step median_step along the normal (io/rounding.py); the affine steps along it.
+    even_within_rounding: bool = False
 
     @property
     def spacing_errors(self) -> list[Problem]:
         """The errors that are only missing or uneven slices (kinds :data:`SPACING_KINDS`)."""
         return [e for e in self.errors if e.kind in SPACING_KINDS]
+
+    @property
+    def rounding_along_normal(self) -> float:
+        """How far a written position may be off along the slice normal by rounding (mm; 0 when unknown)."""
+        if self.position_rounding is None or self.orientation is None:
+            return 0.0
+        return float(np.abs(slice_normal(self.orientation)) @ np.asarray(self.position_rounding))
+
+    @property
+    def grid_distances(self) -> np.ndarray:
+        """Each slice's distance along the normal (mm): on its even grid point where the stack is
+        even within rounding (filling a gap then moves no acquired slice), else as written.
+
+        Examples
+        --------
+        >>> lay = Layout([[0, 1, 2]], np.zeros((3, 3)), None, None, np.array([0.0, 0.08, 0.22]))
+        >>> lay.median_step, lay.even_within_rounding = 0.075, True
+        >>> lay.grid_distances
+        array([0.   , 0.075, 0.225])
+        """
+        d = self.distances
+        if not self.even_within_rounding or len(d) < 2:
+            return d
+        return d[0] + np.round((d - d[0]) / self.median_step) * self.median_step
+
+    def slice_step(self, first: np.ndarray, last: np.ndarray, n_z: int) -> np.ndarray:
+        """The affine's step from slice to slice (LPS mm), ``first`` and ``last`` slices' positions apart.
+
+        Along the normal where the stack is even within rounding (unless tilted): the written
+        positions' sideways differences are rounding, not shear.
+        """
+        step = (np.asarray(last) - np.asarray(first)) / (n_z - 1)
+        if self.even_within_rounding and not self.tilt_deg and self.orientation is not None:
+            normal = slice_normal(self.orientation)
+            return normal * float(step @ normal)
+        return step
 
     @property
     def shape_zt(self) -> tuple[int, int]:
@@ -118,6 +167,7 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
         duplicates=duplicates,
         frame_order_conflicts=conflicts,
         frame_order_error=order_error,
+        position_rounding=_position_rounding([frames[i] for i in first]),
     )
     if len(clusters) < 2:
         return layout
@@ -215,6 +265,24 @@ def _position_tolerance(frames: list[Frame]) -> float:
     return POSITION_TOLERANCE_MM if pixel is None else min(POSITION_TOLERANCE_MM, 0.1 * pixel)
 
 
+def _position_rounding(frames: list[Frame]) -> tuple[float, ...] | None:
+    """The largest rounding of the written positions per coordinate, or None if any is unknown.
+
+    Examples
+    --------
+    >>> from medload.io.frame import Frame
+    >>> def frame(r): return Frame("f", -1, -1, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0), None, 1.0, 0.0, (0.0,), (), "1", position_rounding=r)
+    >>> _position_rounding([frame((0.005, 0.005, 0.005)), frame((0.5, 0.005, 0.0005))])
+    (0.5, 0.005, 0.005)
+    >>> _position_rounding([frame((0.005, 0.005, 0.005)), frame(None)]) is None
+    True
+    """
+    known = [f.position_rounding for f in frames]
+    if not known or any(r is None or len(r) != 3 for r in known):
+        return None
+    return tuple(float(v) for v in np.max(np.array(known, dtype=float), axis=0))
+
+
 def _cluster(frames: list[Frame], dist: np.ndarray, tolerance: float, label: str, problems: list[Problem]) -> list[list[int]]:
     """Group the images by position along the normal (``tolerance`` mm apart at most), drop identical copies, order each group in time."""
     order = np.argsort(dist, kind="stable")
@@ -297,13 +365,46 @@ def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label:
     off = np.abs(steps - median) > tol
     if not off.any():
         return
+    rounding = layout.rounding_along_normal
+    # Only where rounding explains more than the tolerance does: positions written with full
+    # precision are judged exactly as before.
+    grid = grid_within_rounding(layout.distances, median, rounding) if 4 * rounding > tol else None
+    if grid is not None:
+        layout.median_step, layout.gaps = grid
+        layout.even_within_rounding = True
+        layout.problems.append(
+            Problem(
+                ProblemKind.POSITIONS_ROUNDED,
+                f"{label}: slice positions are written with few decimals (up to {rounding:.4g} mm off along "
+                f"the normal by rounding): steps of {steps.min():.4g} to {steps.max():.4g} mm are the rounding of "
+                f"one even step of {layout.median_step:.6g} mm (first to last slice over the steps), which the "
+                "affine uses.",
+            )
+        )
+        odd: list[str] = []
+    else:
+        odd = _classify_steps(layout, steps, median, tol)
+    _report_spacing(layout, frames, first, label, steps, odd)
+
+
+def _classify_steps(layout: Layout, steps: np.ndarray, median: float, tol: float) -> list[str]:
+    """Gaps (steps near a multiple of the median) into ``layout.gaps``; the other odd steps, as text."""
+    off = np.abs(steps - median) > tol
     ratio = steps / median
     multiple = np.abs(ratio - np.round(ratio)) * median <= tol
+    odd = []
     for k in np.nonzero(off)[0]:
         if multiple[k] and round(ratio[k]) >= 2:
             layout.gaps.append((int(k), int(round(ratio[k])) - 1))
         else:
             layout.uneven = True
+            odd.append(f"{steps[k]:.3f}")
+    return odd
+
+
+def _report_spacing(layout: Layout, frames: list[Frame], first: list[int], label: str, steps: np.ndarray, odd: list[str]) -> None:
+    """The spacing errors (missing slices, uneven steps) of the measured layout, as sentences."""
+    median = layout.median_step
     if layout.gaps:
         missing = sum(m for _, m in layout.gaps)
         where = "; ".join(
@@ -319,11 +420,10 @@ def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label:
             )
         )
     if layout.uneven:
-        odd = [f"{steps[k]:.3f}" for k in np.nonzero(off)[0] if not (multiple[k] and round(ratio[k]) >= 2)][:5]
         layout.errors.append(
             Problem(
                 ProblemKind.UNEVEN_SPACING,
-                f"{label}: uneven slice spacing: steps of {', '.join(odd)} mm against a median of "
+                f"{label}: uneven slice spacing: steps of {', '.join(odd[:5])} mm against a median of "
                 f"{median:.3f} mm (files {_names(frames, first)}). A single affine cannot describe these "
                 "slices; pass on_gap='interpolate' (medload convert --on-gap interpolate) to resample them "
                 "linearly onto an even grid, or "
@@ -338,7 +438,13 @@ def _measure_tilt(layout: Layout, normal: np.ndarray, label: str) -> None:
     step_vec = (pos0[-1] - pos0[0]) / (len(pos0) - 1)
     cos = abs(float(step_vec @ normal)) / max(float(np.linalg.norm(step_vec)), 1e-12)
     tilt = float(np.degrees(np.arccos(min(1.0, cos))))
-    if tilt > TILT_TOLERANCE_DEG:
+    # Across the normal, the first and last written positions may each be off by their rounding:
+    # a sideways step within that is rounding, not tilt (1-decimal oblique positions read 1.5 deg).
+    across = float(np.linalg.norm(step_vec - (step_vec @ normal) * normal))
+    rounded = layout.position_rounding is not None and across <= 2 * float(np.linalg.norm(layout.position_rounding)) / (
+        len(pos0) - 1
+    )
+    if tilt > TILT_TOLERANCE_DEG and not rounded:
         layout.tilt_deg = tilt
         layout.problems.append(
             Problem(
