@@ -26,6 +26,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from fixtures.special import enhanced_asl
 from fixtures.synthetic import write_dicom_series
 from medload.errors import GeometryError
 from medload.io import load, scan
@@ -175,3 +176,17 @@ def test_the_same_steps_are_rounding_only_when_written_with_few_decimals(tmp_pat
     _positions_written(tmp_path / "six", z_values, 6)
     with pytest.raises(GeometryError, match="uneven slice spacing"):
         load(tmp_path / "six")
+
+
+def test_rounded_per_frame_positions_of_an_enhanced_object_are_even(tmp_path):
+    # one enhanced MR object, 12 frames 0.25 mm apart, each PlanePositionSequence written with 1 decimal
+    truth = enhanced_asl(tmp_path / "enhanced", n_slices=12, n_frames=1)
+    ds = pydicom.dcmread(truth["files"][0])
+    for k, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        item.PlanePositionSequence[0].ImagePositionPatient = ["0.0", "0.0", f"{round(0.25 * k, 1):.1f}"]
+    ds.save_as(truth["files"][0])
+    volume = load(tmp_path / "enhanced")
+    assert volume.shape == (12, 6, 6)
+    assert volume.spacing[0] == pytest.approx(2.8 / 11, abs=1e-6)  # 0.0 to 2.8 (2.75 written with 1 decimal)
+    np.testing.assert_array_equal(volume.array, truth["array"][0])
+    assert ProblemKind.POSITIONS_ROUNDED in [p.kind for p in volume.problems]
