@@ -43,7 +43,7 @@ from medload.problems import Problem, is_problem_record
 __all__ = [
     "pseudonym", "sanitize_key", "PHI_KEY_ENV", "CONFIG_DIR_ENV", "IDENTIFYING_KEYWORDS",
     "PhiKey", "resolve_key", "fingerprint", "config_dir", "key_file", "key_created_message",
-    "read_key_file", "KeyCreatedWarning", "pixel_text_risk", "PIXEL_TEXT_MODALITIES",
+    "read_key_file", "KeyCreatedWarning",
     "DESCRIPTOR_KEYS", "relative_paths", "source_roots", "hidden_texts", "named_files", "hide", "scrub_paths",
     "deidentified_meta", "report_summary", "META_KEYS", "allowed_meta", "clean_image_type",
     "SourceNames", "scrub", "file_key", "folder_key",
@@ -110,40 +110,6 @@ def text_bytes(text: str) -> bytes:
     (True, 11)
     """
     return text.encode("utf-8", "surrogatepass")
-
-
-#: Modalities whose pixels often hold text (names, dates, IDs) or a face even when no header
-#: says so: ultrasound (the vendor's text overlay is part of the image), photographs and video
-#: (external camera, endoscopy, ophthalmic, microscopy), "other" and document captures.
-PIXEL_TEXT_MODALITIES = frozenset({"US", "IVUS", "XC", "ES", "OP", "GM", "SM", "OT", "DOC"})
-#: SOP classes of Secondary Capture images (screenshots, scanned film, exported reports).
-SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
-
-
-def pixel_text_risk(burned_in_annotation: str, modality: str, sop_class: str = "") -> str:
-    """How likely a DICOM image's pixels hold identifying text: ``"burned-in"``, ``"possible"`` or ``""``.
-
-    ``"burned-in"``: the header says so (BurnedInAnnotation YES); readers refuse such series
-    unless allowed. ``"possible"``: nothing says there is none (BurnedInAnnotation absent) and
-    the image is of a kind that often carries text (:data:`PIXEL_TEXT_MODALITIES`, a Secondary
-    Capture screenshot); converted, with a problem note. ``""``: BurnedInAnnotation NO, or a
-    modality that does not usually carry text (CT, MR, PT, CR, DX, ...).
-
-    Examples
-    --------
-    >>> pixel_text_risk("YES", "CT"), pixel_text_risk("", "US"), pixel_text_risk("NO", "US")
-    ('burned-in', 'possible', '')
-    >>> pixel_text_risk("", "OT", "1.2.840.10008.5.1.4.1.1.7"), pixel_text_risk("", "CT")
-    ('possible', '')
-    """
-    value = (burned_in_annotation or "").strip().upper()
-    if value == "YES":
-        return "burned-in"
-    if value == "NO":
-        return ""
-    if (modality or "").upper() in PIXEL_TEXT_MODALITIES or (sop_class or "").startswith(SECONDARY_CAPTURE_SOP_PREFIX):
-        return "possible"
-    return ""
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")

@@ -17,6 +17,7 @@ import pytest
 
 import medload
 import medload.store._format as fmt
+import medload.store.lz4frame as lz4frame
 import medload.store.chunks as reader_module  # the direct chunk reader (moved out of reader.py)
 from fixtures.stores import synthetic_mask, synthetic_volume
 
@@ -229,7 +230,7 @@ def test_without_cramjam_installed_lz4_stores_read_through_h5py(tmp_path, monkey
 def _decoded(chunk: bytes, nbytes: int) -> bytes | None:
     """decode_lz4_chunk_into's result for ``chunk`` into a row of ``nbytes`` (None when it refuses)."""
     out = np.full(nbytes, 0xAB, np.uint8)
-    return out.tobytes() if fmt.decode_lz4_chunk_into(chunk, out, cramjam.lz4.decompress_block_into) else None
+    return out.tobytes() if lz4frame.decode_lz4_chunk_into(chunk, out, cramjam.lz4.decompress_block_into) else None
 
 
 def lz4_block(raw: bytes) -> bytes:
@@ -241,7 +242,7 @@ def test_lz4_framing_that_disagrees_is_refused():
     block = lz4_block(raw)
     good = (3000).to_bytes(8, "big") + (4096).to_bytes(4, "big") + len(block).to_bytes(4, "big") + block
     assert _decoded(good, 3000) == raw  # block size above the original size: capped
-    with pytest.raises(fmt.LZ4SizeError):  # another original size than the slice's: refused, not left to HDF5
+    with pytest.raises(lz4frame.LZ4SizeError):  # another original size than the slice's: refused, not left to HDF5
         _decoded(good, 3001)
     assert _decoded(good[:-1], 3000) is None  # truncated
     assert _decoded(good + b"\0", 3000) is None  # trailing bytes

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.deid import pixel_text_risk
+from medload.io.burnedin import pixel_text_risk
 from medload.errors import (
     BurnedInAnnotationError,
     ConfigError,

@@ -6,7 +6,7 @@ one slice per chunk with no filter, or with only the LZ4 filter of hdf5plugin, t
 looks up where each chunk lies once per dataset and process (one HDF5 call), then reads a
 slice's bytes with ``os.preadv`` on HDF5's own file descriptor into a reused buffer and
 decodes them with ``cramjam`` straight into the caller's array, a row of the batch being
-filled (:func:`medload.store._format.decode_lz4_chunk_into`); unfiltered chunks are read
+filled (:func:`medload.store.lz4frame.decode_lz4_chunk_into`); unfiltered chunks are read
 straight into it. The bytes are those HDF5 would return, so the result is the same bit for
 bit. Everything else (other filters, a chunk stored unfiltered by HDF5, chunks other than one
 slice, an unwritten chunk, framing not as expected, ``cramjam`` not installed) goes through
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medload.errors import StoreError
-from medload.store import _format as fmt
+from medload.store import lz4frame
 
 _lz4_block_into: Callable[..., int] | None
 try:  # a speed-up, not a feature: without it LZ4 chunks are read through h5py
@@ -133,7 +133,7 @@ class ChunkTable:
         n_filters = dcpl.get_nfilters()
         if n_filters == 0:
             lz4 = False
-        elif n_filters == 1 and dcpl.get_filter(0)[0] == fmt.LZ4_FILTER_ID and _lz4_block_into is not None:
+        elif n_filters == 1 and dcpl.get_filter(0)[0] == lz4frame.LZ4_FILTER_ID and _lz4_block_into is not None:
             lz4 = True
         else:
             return None
@@ -224,18 +224,18 @@ class ChunkTable:
         if _preadv(self.fd, [view], offset) != size:
             return False
         try:
-            return fmt.decode_lz4_chunk_into(view, row, self._decoder)
-        except fmt.LZ4SizeError as exc:
+            return lz4frame.decode_lz4_chunk_into(view, row, self._decoder)
+        except lz4frame.LZ4SizeError as exc:
             raise self._damaged(exc, z) from None
 
     def _decode(self, chunk: memoryview, row: np.ndarray, z: int) -> bool:
         """Slice ``z``'s LZ4 chunk into ``row``; False to use h5py; a StoreError for a chunk that cannot be this slice."""
         try:
-            return fmt.decode_lz4_chunk_into(chunk, row, self._decoder)
-        except fmt.LZ4SizeError as exc:
+            return lz4frame.decode_lz4_chunk_into(chunk, row, self._decoder)
+        except lz4frame.LZ4SizeError as exc:
             raise self._damaged(exc, z) from None
 
-    def _damaged(self, exc: fmt.LZ4SizeError, z: int) -> StoreError:
+    def _damaged(self, exc: lz4frame.LZ4SizeError, z: int) -> StoreError:
         # Not left to h5py: HDF5's LZ4 filter would first allocate the size the chunk claims.
         return StoreError(f"{self.what}, slice {z}: {exc}; the file is damaged, write it again.")
 

@@ -32,6 +32,7 @@ from medload.errors import PipelineMismatchError, StoreError
 from medload.problems import Problem, ProblemKind
 from medload.store import _format as fmt
 from medload.store import inputs, layout, records
+from medload.store.writefail import printable, unwritable, write_failed
 from medload.volume import Volume
 
 __all__ = ["Store"]
@@ -165,12 +166,12 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = layout.WriterLock(layout.lock_path(path))
         except OSError as exc:
-            raise _unwritable(path, exc) from exc
+            raise unwritable(path, exc) from exc
         try:
             self._open(path, resume, overwrite)
         except OSError as exc:
             self._lock.release()
-            raise _unwritable(path, exc) from exc
+            raise unwritable(path, exc) from exc
         except BaseException:
             self._lock.release()
             raise
@@ -443,7 +444,7 @@ class Store:
         source_hash = str(meta.get("source_hash") or inputs.content_hash(volume))
         if source_hash in self._hashes:
             return self._hashes[source_hash]
-        what = "volume " + _printable(str(meta.get("series_key") or meta.get("source_key") or key or "(no key)"))
+        what = "volume " + printable(str(meta.get("series_key") or meta.get("source_key") or key or "(no key)"))
         array = volume.array
         four_d = array.ndim == 4
         z, h, w = volume.spatial_shape
@@ -491,7 +492,7 @@ class Store:
             except Exception:  # noqa: BLE001 - the salvage on the next run drops it anyway
                 pass
             if isinstance(exc, OSError):  # disk full, I/O error: the store's, said as such
-                raise _write_failed(self.partial_path, exc, f"writing volume {key}") from exc
+                raise write_failed(self.partial_path, exc, f"writing volume {key}") from exc
             raise
         self._register(
             fmt.catalog_entry(
@@ -538,7 +539,7 @@ class Store:
                 os.replace(self.partial_path, self.path)
             except OSError as exc:
                 # The partial file stays: the next run salvages every complete volume in it.
-                raise _write_failed(self.partial_path, exc, "finishing the store (its index)") from exc
+                raise write_failed(self.partial_path, exc, "finishing the store (its index)") from exc
         finally:
             self._lock.release()
 
@@ -569,43 +570,3 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, dtype={self.dtype}, compression={self.compression}, volumes={len(self._keys)})"
-
-
-def _printable(text: str) -> str:
-    """``text`` for a message: as it is, or with unprintable characters escaped (a NUL, a surrogate).
-
-    >>> _printable("ser-1"), _printable("ser\\x00\\udcff")
-    ('ser-1', 'ser\\\\x00\\\\udcff')
-    """
-    return text if text.isprintable() else ascii(text)[1:-1]
-
-
-def _unwritable(path: Path, exc: OSError) -> StoreError:
-    # An output path the user chose (under a file, read-only, disk full): say so, not errno alone.
-    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-    return StoreError(
-        f"cannot write the store {path}: {exc.strerror or exc}{where}; choose an output path in a "
-        "writable folder with free space."
-    )
-
-
-def _write_failed(path: Path, exc: OSError, doing: str) -> StoreError:
-    """A write that failed (disk full above all), naming the shard and the free space left."""
-    import errno
-    import shutil
-
-    try:
-        free = shutil.disk_usage(path.parent).free
-        space = f"{free / 1024**2:.1f} MiB free on its disk"
-    except OSError:
-        space = "free space unknown"
-    # The error number decides (h5py >= 3.2 sets it from HDF5's file driver), not the wording.
-    full = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}.get(exc.errno or 0)
-    if full:
-        return StoreError(
-            f"{path}: {full} ({space}) while {doing}; volumes completed before are intact. "
-            "Free some space (or write to another disk) and run the same command again: it resumes."
-        )
-    return StoreError(
-        f"{path}: write failed while {doing} ({type(exc).__name__}: {str(exc)[:300]}; {space}); run again to resume."
-    )
