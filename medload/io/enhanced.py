@@ -16,7 +16,7 @@ import numpy as np
 from medload.io import philips
 from medload.io.diffusion import enhanced_diffusion
 from medload.errors import ReadError
-from medload.io.frame import Frame, first_item, number, position_rounding
+from medload.io.frame import Frame, first_item, number, position_text
 from medload.io.validate import present_vector
 
 __all__ = ["enhanced_frames", "has_philips_scale"]
@@ -132,7 +132,7 @@ def enhanced_frames(ds: Any, path: str, base_split: tuple[Any, ...], sop_uid: st
                 split_key=split,
                 uid=f"{sop_uid}#{i}",
                 diffusion=diffusion,
-                position_rounding=None if position is None else position_rounding(pos),
+                position_text=None if position is None else position_text(pos),
                 volume_id=(
                     temporal,
                     None if diffusion is None else (round(diffusion[0], 1), *(round(v, 4) for v in diffusion[1:])),

@@ -19,7 +19,7 @@ from medload.io import philips
 from medload.io.diffusion import DIFFUSION_TAGS, classic_diffusion
 from medload.io.enhanced import enhanced_frames, has_philips_scale
 from medload.io.fastheader import KEYWORDS, Damaged, pixel_data_location, read_fast
-from medload.io.frame import Frame, dicom_seconds, element_value, position_rounding
+from medload.io.frame import Frame, dicom_seconds, element_value, position_text
 from medload.io.frame import image_type as _image_type
 from medload.io.frame import number as _num
 from medload.io.gediffusion import GE_DIFFUSION_TAGS, ge_diffusion, has_ge_diffusion
@@ -533,7 +533,7 @@ def _classic_frames(
             diffusion=diffusion,
             trigger=_num(ds.get("TriggerTime")),
             rescale_stated=stated,
-            position_rounding=None if position is None else position_rounding(ds),
+            position_text=None if position is None else position_text(ds),
         )
     ]
 

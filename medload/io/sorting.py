@@ -61,7 +61,8 @@ class Layout:
     frame_order_conflicts: list[float] = field(default_factory=list)
     frame_order_error: str = ""  # the sentence saying so (also in errors)
     # How far each written position (LPS, per coordinate, mm) may be from the scanner's by the
-    # rounding of its DS strings (the largest over the slices); None where not known.
+    # rounding of its DS strings (the largest over the slices); None where not known or not
+    # needed (worked out only where steps are off or the stack looks tilted).
     position_rounding: tuple[float, ...] | None = None
     # The steps vary only as far as that rounding explains: the slices lie on one even grid of
     # step median_step along the normal (io/rounding.py); the affine steps along it.
@@ -167,12 +168,11 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
         duplicates=duplicates,
         frame_order_conflicts=conflicts,
         frame_order_error=order_error,
-        position_rounding=_position_rounding([frames[i] for i in first]),
     )
     if len(clusters) < 2:
         return layout
     _measure_steps(layout, frames, first, label)
-    _measure_tilt(layout, slice_normal(orientation), label)
+    _measure_tilt(layout, slice_normal(orientation), label, [frames[first[0]], frames[first[-1]]])
     return layout
 
 
@@ -271,10 +271,10 @@ def _position_rounding(frames: list[Frame]) -> tuple[float, ...] | None:
     Examples
     --------
     >>> from medload.io.frame import Frame
-    >>> def frame(r): return Frame("f", -1, -1, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0), None, 1.0, 0.0, (0.0,), (), "1", position_rounding=r)
-    >>> _position_rounding([frame((0.005, 0.005, 0.005)), frame((0.5, 0.005, 0.0005))])
+    >>> def frame(t): return Frame("f", -1, -1, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0), None, 1.0, 0.0, (0.0,), (), "1", position_text=t)
+    >>> _position_rounding([frame(("1.00", "2.00", "3.00")), frame(("1", "2.00", "3.000"))])
     (0.5, 0.005, 0.005)
-    >>> _position_rounding([frame((0.005, 0.005, 0.005)), frame(None)]) is None
+    >>> _position_rounding([frame(("1.00", "2.00", "3.00")), frame(None)]) is None
     True
     """
     known = [f.position_rounding for f in frames]
@@ -365,6 +365,7 @@ def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label:
     off = np.abs(steps - median) > tol
     if not off.any():
         return
+    layout.position_rounding = _position_rounding([frames[i] for i in first])
     rounding = layout.rounding_along_normal
     # Only where rounding explains more than the tolerance does: positions written with full
     # precision are judged exactly as before.
@@ -432,19 +433,19 @@ def _report_spacing(layout: Layout, frames: list[Frame], first: list[int], label
         )
 
 
-def _measure_tilt(layout: Layout, normal: np.ndarray, label: str) -> None:
-    """Gantry tilt: the step from slice to slice is not along the normal."""
+def _measure_tilt(layout: Layout, normal: np.ndarray, label: str, ends: list[Frame]) -> None:
+    """Gantry tilt: the step from slice to slice (``ends``: the first and last slice) is not along the normal."""
     pos0 = layout.positions
     step_vec = (pos0[-1] - pos0[0]) / (len(pos0) - 1)
     cos = abs(float(step_vec @ normal)) / max(float(np.linalg.norm(step_vec)), 1e-12)
     tilt = float(np.degrees(np.arccos(min(1.0, cos))))
+    if tilt <= TILT_TOLERANCE_DEG:
+        return
     # Across the normal, the first and last written positions may each be off by their rounding:
     # a sideways step within that is rounding, not tilt (1-decimal oblique positions read 1.5 deg).
     across = float(np.linalg.norm(step_vec - (step_vec @ normal) * normal))
-    rounded = layout.position_rounding is not None and across <= 2 * float(np.linalg.norm(layout.position_rounding)) / (
-        len(pos0) - 1
-    )
-    if tilt > TILT_TOLERANCE_DEG and not rounded:
+    rounding = _position_rounding(ends)
+    if rounding is None or across > 2 * float(np.linalg.norm(rounding)) / (len(pos0) - 1):
         layout.tilt_deg = tilt
         layout.problems.append(
             Problem(
