@@ -88,10 +88,15 @@ def test_two_image_folders_with_the_same_file_names_are_two_patients(tmp_path):
     a, b = _pngs(tmp_path / "site_a", 10), _pngs(tmp_path / "site_b", 20)
     medload.convert([a, b], tmp_path / "out.h5", **OPTIONS)
     _two_people_two_keys(tmp_path / "out.h5", (10, 20), (medload.scan(a)[0], medload.scan(b)[0]))
-    # a patient pattern finds patient 0001 in both: two sources, two people
+    # A patient pattern is the user's own patient id, one id space across sources: 0001 in both
+    # folders is one patient (NIH ChestX-ray14 spreads a patient's films over images_001..012/),
+    # kept in one split, while the two images stay two series.
     pattern = r"(?P<patient>\d+)\.png"
     medload.convert([a, b], tmp_path / "pattern.h5", patient_pattern=pattern, **OPTIONS)
-    assert len({r.patient_key for r in _records(tmp_path / "pattern.h5").values()}) == 2
+    records = _records(tmp_path / "pattern.h5").values()
+    assert len({r.patient_key for r in records}) == 1 and len({r.series_key for r in records}) == 2
+    parts = medload.split(tmp_path / "pattern.h5", fractions={"train": 0.5, "test": 0.5}, seed=0)
+    assert sorted(len(keys) for keys in parts.values()) == [0, 1]
 
 
 def test_nnunet_datasets_of_one_name_with_the_same_cases_are_two_patients(tmp_path):

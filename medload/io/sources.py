@@ -13,9 +13,13 @@ the case id:
   folder gets new ones;
 - two different sources of one batch with the same name (``/a/data``, ``/b/data``) are told
   apart by as many parent folders as it takes (``a/data``, ``b/data``: :func:`source_names`);
-- one source is one namespace of subject labels: ``sub-01`` (or a ``patient_pattern``'s match,
-  or an nnU-Net case id) in two sources is two people. Sessions of one person kept in two
-  folders are one patient only when converted from their common parent folder.
+- one source is one namespace of subject labels: ``sub-01`` (or an nnU-Net case id) in two
+  sources is two people. Sessions of one person kept in two folders are one patient only when
+  converted from their common parent folder;
+- a ``patient_pattern``'s match is the user's own patient id, one id space across the sources
+  (as a ``--patients`` CSV is): NIH ChestX-ray14 ships one patient's films spread over
+  ``images_001/`` ... ``images_012/``, and scoping ``00012`` to each folder would put that
+  patient in two splits.
 
 Keys are keyed pseudonyms of these strings (:func:`medload.deid.pseudonym`): no folder name
 reaches an output.
@@ -205,8 +209,9 @@ def image_keys(
 ) -> tuple[dict[str, str], list[Problem]]:
     """The keys of a 2D image at ``relative`` below ``root``, and the problem of an unknown patient.
 
-    Series and study: the source's name and the path; patient: the source's name and what
-    ``patient_pattern`` finds in the path (:func:`patient_from_path`), else the image's own.
+    Series and study: the source's name and the path; patient: what ``patient_pattern`` finds
+    in the path (:func:`patient_from_path`; one id space across sources, so one patient's images
+    spread over several folders stay one patient), else the image's own (source and path).
 
     Raises
     ------
@@ -216,7 +221,7 @@ def image_keys(
     Examples
     --------
     >>> keys, problems = image_keys(Path("/x/site_a/7_1.png"), "7_1.png", "/x/site_a", patient_pattern=r"(\\d+)_", secret="k")
-    >>> keys["patient_key"] == pseudonym("site_a/7", prefix="pat-", secret="k"), problems
+    >>> keys["patient_key"] == pseudonym("7", prefix="pat-", secret="k"), problems
     (True, [])
     """
     patient = relative
@@ -234,7 +239,8 @@ def image_keys(
         problems.append(Problem(ProblemKind.PATIENT_UNKNOWN, "no patient pattern: this image counts as a patient of its own."))
     where = _key_source(root, source)
     identity = path_identity(where, relative) if where is not None else relative
-    patient = path_identity(where, patient) if where is not None else patient
+    if patient_pattern is None:  # the image is its own patient: where it lies, as its series
+        patient = identity
     keys = {
         "series_key": pseudonym(identity, prefix="ser-", secret=secret),
         "study_key": pseudonym(identity, prefix="stu-", secret=secret),
