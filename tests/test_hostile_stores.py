@@ -297,3 +297,15 @@ def test_medload_info_describes_a_pipeline_of_another_shape_instead_of_failing(s
     assert main(["info", str(store)]) == 0
     out = capsys.readouterr().out
     assert "CT: {'steps': 'x'}" in out and "other: (as read)" in out
+
+
+def test_a_catalog_listing_more_slices_than_the_file_holds_is_refused(store):
+    # A dataset declared with 2**30 slices and never written costs HDF5 nothing; the reader's
+    # index (24 bytes a slice) would have been 24 GiB, sized by the file.
+    with h5py.File(store, "r+") as f:
+        group = f["volumes"]["ser-0000"]
+        del group["image"]
+        group.create_dataset("image", shape=(2**30, 16, 16), dtype=np.uint8, chunks=(1, 16, 16))
+    _edit_catalog(store, 0, lambda e: e.update(shape=[2**30, 16, 16]))
+    with pytest.raises(StoreError, match=r"s.h5: its volumes list 1,073,741,830 slices, more than its [\d,]+ bytes can hold"):
+        medload.open(store)

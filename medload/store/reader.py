@@ -555,6 +555,18 @@ def _check_dataset(ds: Any, rec: VolumeRecord, name: str) -> None:
             f"{rec.shard}: volume {rec.key}'s {name} is {dtype} {shape}, its catalog says {want}; "
             "the file is damaged or was changed after it was written. Convert the sources again."
         )
+    # Every chunk of a complete volume was written; HDF5 reads one never written as zeros.
+    if ds.chunks is not None:
+        expected = math.prod(-(-n // c) for n, c in zip(shape, ds.chunks))
+        stored = ds.id.get_num_chunks()
+    else:
+        expected, stored = ds.nbytes, ds.id.get_storage_size()
+    if stored < expected:
+        unit = "chunks" if ds.chunks is not None else "bytes"
+        raise StoreError(
+            f"{rec.shard}: volume {rec.key}'s {name} has {stored} of its {expected} {unit} stored (the rest would read "
+            "as zeros); the file was not written completely or was changed after. Convert the sources again."
+        )
 
 
 def _read(ds: h5py.Dataset, start: int, stop: int, rec: VolumeRecord) -> np.ndarray:

@@ -118,6 +118,15 @@ def read_shard(h5py: ModuleType, path: Path) -> tuple[dict[str, Any], list[dict[
         if rec.key in seen:
             raise StoreError(f"{path}: volume {rec.key!r} is listed twice in its /catalog; the file is damaged, write it again.")
         seen.add(rec.key)
+    # Every slice of a complete volume is stored (at least a byte of it): a catalog listing more
+    # slices than the file has bytes describes datasets that were never written, and would size
+    # the reader's index (24 bytes a slice) from the file.
+    n_slices, size = sum(rec.n_slices for rec in records), path.stat().st_size
+    if n_slices > size:
+        raise StoreError(
+            f"{path}: its volumes list {n_slices:,} slices, more than its {size:,} bytes can hold; "
+            "the file is damaged or was changed after it was written. Convert the sources again."
+        )
     return attrs, entries, records
 
 
