@@ -190,8 +190,17 @@ def test_an_image_kept_in_another_file_is_refused(store, tmp_path):
         lambda g, v: g.create_dataset("image", shape=v.shape, dtype=v.dtype, external=[(str(secret), 0, v.nbytes)]),
     )
     reader = medload.open(store)
-    with pytest.raises(StoreError, match="image keeps its values in other files \\(external storage\\)"):
+    with pytest.raises(StoreError, match="image keeps its values in another file \\(external storage\\)"):
         reader.read_slices(0, 0, 1)
+
+
+def test_an_image_linked_from_another_hdf5_file_is_refused(store, tmp_path):
+    # Before: h5py followed the external link and read the other file's dataset as the image.
+    with h5py.File(tmp_path / "other.h5", "w") as other:
+        other.create_dataset("x", data=np.full((6, 16, 16), 7, np.uint8), chunks=(1, 16, 16))
+    _replace_image(store, "ser-0000", lambda g, v: g.__setitem__("image", h5py.ExternalLink(str(tmp_path / "other.h5"), "/x")))
+    with pytest.raises(StoreError, match=r"image keeps its values in another file \(a link to .*other.h5\)"):
+        medload.open(store).read_slices(0, 0, 1)
 
 
 @pytest.mark.parametrize(
@@ -309,3 +318,48 @@ def test_a_catalog_listing_more_slices_than_the_file_holds_is_refused(store):
     _edit_catalog(store, 0, lambda e: e.update(shape=[2**30, 16, 16]))
     with pytest.raises(StoreError, match=r"s.h5: its volumes list 1,073,741,830 slices, more than its [\d,]+ bytes can hold"):
         medload.open(store)
+
+
+# --- BIDS sidecars ----------------------------------------------------------------------------
+
+
+def _bids(tmp_path, sidecar: str):
+    from fixtures.hostile import nifti_bytes
+
+    (tmp_path / "sub-01_T1w.nii").write_bytes(nifti_bytes((12, 10, 4), seed=1))
+    (tmp_path / "sub-01_T1w.json").write_text(sidecar)
+    return tmp_path / "sub-01_T1w.nii"
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    [
+        '{"EchoTime": NaN, "RepetitionTime": Infinity, "FlipAngle": -Infinity, "SliceThickness": 1e400}',
+        '{"EchoTime": 1' + "0" * 400 + ', "MagneticFieldStrength": 1' + "0" * 400 + "}",
+        '{"EchoTime": 1e308, "InversionTime": "0.9", "RepetitionTime": true}',
+        '{"EchoTime": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    ],
+    ids=["nan-inf", "huge-int", "overflow-string-bool", "deep"],
+)
+def test_a_sidecar_s_unusable_values_are_dropped_and_the_image_loads(tmp_path, sidecar):
+    # Before: NaN/inf made load fail with a ConfigError blaming the caller's meta; an integer
+    # beyond float range (OverflowError) or deep nesting (RecursionError) made scan drop the
+    # NIfTI as "header cannot be read"; "0.9" (seconds, as text) was kept as an echo time in ms.
+    path = _bids(tmp_path, sidecar)
+    found = medload.scan(tmp_path)
+    assert len(found) == 1 and not found.errors
+    volume = medload.load(found[0])
+    np.testing.assert_array_equal(volume.array.shape, medload.load(path).array.shape)
+    for key in ("echo_time", "repetition_time", "inversion_time", "flip_angle", "magnetic_field_strength", "slice_thickness"):
+        assert key not in volume.meta, (key, volume.meta.get(key))
+
+
+def test_a_sound_sidecar_is_still_read(tmp_path):
+    _bids(tmp_path, '{"EchoTime": 0.03, "RepetitionTime": 2, "FlipAngle": 9, "MagneticFieldStrength": 3}')
+    meta = medload.load(medload.scan(tmp_path)[0]).meta
+    assert (meta["echo_time"], meta["repetition_time"], meta["flip_angle"], meta["magnetic_field_strength"]) == (
+        30.0,
+        2000.0,
+        9,
+        3,
+    )

@@ -332,6 +332,7 @@ def _s_dataset(path: Path, rng: Any) -> str:
                 "missing",
                 "external",
                 "unwritten",
+                "external_link",
             ],
         )
         data = old[()]
@@ -371,6 +372,12 @@ def _s_dataset(path: Path, rng: Any) -> str:
             target = path.with_name("external.raw")
             target.write_bytes(data.tobytes())
             group.create_dataset(name, shape=shape, dtype=dtype, external=[(target.name, 0, data.nbytes)])
+        elif what == "external_link":  # the dataset in another HDF5 file, named by the store
+            import h5py
+
+            with h5py.File(path.with_name("other.h5"), "w") as other:
+                other.create_dataset("x", data=data, chunks=(1, *rest) if data.ndim > 1 else None)
+            group[name] = h5py.ExternalLink("other.h5", "/x")
         elif what == "unwritten":  # the right shape, dtype and filter; some slices never written
             new = group.create_dataset(name, shape=shape, dtype=dtype, chunks=(1, *rest), **kwargs)
             for k in range(0, z, 2):
@@ -732,7 +739,7 @@ def make_case(seed: int, index: int, corpus: dict[str, Any], folder: Path) -> tu
         data.mkdir()
         (data / "sub-01_T1w.nii").write_bytes(nifti_bytes((12, 10, 4), seed=1))
         (data / "sub-01_T1w.json").write_text(_sidecar_text(rng), encoding="utf-8", errors="surrogateescape")
-        return kind, "bids sidecar", {"source": str(data)}
+        return kind, "bids sidecar", {"source": str(data), "bids": True}
     data = folder / "Dataset001_X"
     for sub in ("imagesTr", "labelsTr"):
         (data / sub).mkdir(parents=True)
@@ -958,8 +965,12 @@ def run_case(kind: str, job: dict[str, Any], work: Path) -> tuple[str, str]:
             for series in found:
                 try:
                     medload.load(series)
-                except errors.MedloadError:
+                except errors.MedloadError as exc:
+                    if job.get("bids"):  # a sidecar is optional metadata: its quirks must not cost the image
+                        return "other", f"load: the sidecar made the image unreadable: {type(exc).__name__}: {str(exc)[:200]}"
                     refused()
+            if job.get("bids") and len(found) != 1:
+                return "other", f"scan: the sidecar made the image unreadable: {[e.message[:200] for e in found.errors]}"
             stage = "convert"
             try:
                 report = medload.convert(job["source"], work / "out.h5", workers=0, progress=False)

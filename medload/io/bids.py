@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,7 +74,7 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None  # a broken sidecar must not stop the image from loading; modality falls back
     return data if isinstance(data, dict) else None
 
@@ -145,10 +146,16 @@ def sidecar_meta(sidecar: Mapping[str, Any] | None) -> dict[str, Any]:
         value = (sidecar or {}).get(bids_key)
         if value is None:
             continue
-        if factor is not None and isinstance(value, (int, float)):
-            value = round(float(value) * factor, 6)
-        if isinstance(value, (str, int, float, bool)) or (
-            isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)
+        if factor is not None:  # a time in seconds: a finite number, else dropped (a string's unit is unknown)
+            value = _finite(value, factor)
+            if value is None:
+                continue
+        # Kept only as plain finite values: a NaN, an infinity or an integer beyond float range
+        # (JSON allows all three) is dropped, so that a sidecar's quirk never stops its image.
+        if (
+            isinstance(value, (str, bool))
+            or _finite(value) is not None
+            or (isinstance(value, list) and all(isinstance(v, str) or _finite(v) is not None for v in value))
         ):
             meta[meta_key] = value
     if "image_type" in meta:  # only defined terms: the rest is free text (even names)
@@ -156,3 +163,20 @@ def sidecar_meta(sidecar: Mapping[str, Any] | None) -> dict[str, Any]:
         if not meta["image_type"]:
             del meta["image_type"]
     return meta
+
+
+def _finite(value: Any, factor: float = 1.0) -> float | None:
+    """``value * factor`` rounded to 6 decimals when ``value`` is a number and the result finite, else ``None``.
+
+    Examples
+    --------
+    >>> _finite(0.03, 1000.0), _finite(float("nan")), _finite(10**400), _finite(1e308, 1000.0), _finite("1")
+    (30.0, None, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        result = round(float(value) * factor, 6)
+    except OverflowError:
+        return None
+    return result if math.isfinite(result) else None

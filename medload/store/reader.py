@@ -125,13 +125,14 @@ class StoreReader:
         ds = cache.get(volume)
         if ds is None:
             rec = self.record(volume)
+            f = self._file(rec.shard)
             try:
-                ds = self._file(rec.shard)["volumes"][rec.key][name]
+                ds = f["volumes"][rec.key][name]
             except (KeyError, TypeError, ValueError, OSError, RuntimeError):
                 raise StoreError(
                     f"{rec.shard}: volume {rec.key} has no readable {name} dataset; the file is damaged, write it again."
                 ) from None
-            _check_dataset(ds, rec, name)
+            _check_dataset(ds, rec, name, f.filename)
             cache[volume] = ds
         return ds
 
@@ -522,7 +523,7 @@ def _decode_into(stored: np.ndarray, rec: VolumeRecord, out: np.ndarray) -> np.n
     return out
 
 
-def _check_dataset(ds: Any, rec: VolumeRecord, name: str) -> None:
+def _check_dataset(ds: Any, rec: VolumeRecord, name: str, filename: str) -> None:
     """Refuse an image or mask dataset that is not what ``rec`` (the store's catalog) says it is.
 
     Once per dataset and process, when it is first opened: every read after it (the chunk
@@ -535,12 +536,20 @@ def _check_dataset(ds: Any, rec: VolumeRecord, name: str) -> None:
         raise StoreError(
             f"{rec.shard}: volume {rec.key}'s {name} is a {type(ds).__name__}, not a dataset; the file is damaged, write it again."
         )
-    if ds.external or ds.is_virtual:
+    elsewhere = (
+        "external storage"
+        if ds.external
+        else "a virtual dataset"
+        if ds.is_virtual
+        else f"a link to {ds.file.filename}"
+        if ds.file.filename != filename
+        else None
+    )
+    if elsewhere is not None:
         # Its values would be another file's bytes (any file the reader may open), not the store's.
         raise StoreError(
-            f"{rec.shard}: volume {rec.key}'s {name} keeps its values in other files "
-            f"({'external storage' if ds.external else 'a virtual dataset'}), which medload never writes; refused. "
-            "Convert the sources again."
+            f"{rec.shard}: volume {rec.key}'s {name} keeps its values in another file ({elsewhere}), which "
+            "medload never writes; refused. Convert the sources again."
         )
     shape, dtype = tuple(ds.shape), ds.dtype
     if name == "image":
