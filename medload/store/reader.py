@@ -132,7 +132,13 @@ class StoreReader:
                 raise StoreError(
                     f"{rec.shard}: volume {rec.key} has no readable {name} dataset; the file is damaged, write it again."
                 ) from None
-            _check_dataset(ds, rec, name, f.filename)
+            try:
+                _check_dataset(ds, rec, name, f.filename)
+            except (OSError, RuntimeError, ValueError, TypeError) as exc:  # HDF5's checks of a damaged index
+                raise StoreError(
+                    f"{rec.shard}: volume {rec.key}'s {name} could not be read ({type(exc).__name__}: {exc}); "
+                    "the file is damaged, write it again."
+                ) from exc
             cache[volume] = ds
         return ds
 
