@@ -93,7 +93,7 @@ def test_a_catalog_shape_and_dtype_lie_about_an_intact_dataset_is_refused(store)
         ("dtype", "bool", r"dtype is 'bool'"),
         ("shape", [2**31, 16, 16], r"shape is 2147483648, expected a whole number in \[1, 2147483647\]"),
         ("shape", [3, 16], r"shape is \[3, 16\], expected \(Z, H, W\)"),
-        ("offset", float("nan"), r"offset is nan, expected one finite numbers"),
+        ("offset", float("nan"), r"offset is nan, expected a finite number"),
         ("scale", float("inf"), r"scale is inf"),
         ("scale", -1.0, r"scale must be > 0"),
         ("offset", 1e308, r"do not decode uint8 values to finite float32"),

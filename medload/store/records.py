@@ -212,7 +212,9 @@ def _finite(values: Any, what: str, shape: tuple[int, ...]) -> np.ndarray:
     except (TypeError, ValueError):
         raise _Bad(f"{what} is {values!r:.60}, expected numbers") from None
     if array.shape != shape or not np.isfinite(array).all():
-        raise _Bad(f"{what} is {values!r:.60}, expected {'x'.join(map(str, shape)) or 'one'} finite numbers")
+        raise _Bad(
+            f"{what} is {values!r:.60}, expected {'x'.join(map(str, shape)) + ' finite numbers' if shape else 'a finite number'}"
+        )
     return array
 
 
