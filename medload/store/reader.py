@@ -24,7 +24,7 @@ from medload.errors import ConfigError, StoreError
 from medload.store import _format as fmt
 from medload.store.chunks import ChunkTable, scratch_array
 from medload.store.layout import store_files
-from medload.store.records import VolumeRecord, class_names, open_file, records_of
+from medload.store.records import VolumeRecord, check_dataset, class_names, open_file, records_of
 from medload.volume import Volume
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class StoreReader:
                     f"{rec.shard}: volume {rec.key} has no readable {name} dataset; the file is damaged, write it again."
                 ) from None
             try:
-                _check_dataset(ds, rec, name, f.filename)
+                check_dataset(ds, rec, name, f.filename)
             except (OSError, RuntimeError, ValueError, TypeError) as exc:  # HDF5's checks of a damaged index
                 raise StoreError(
                     f"{rec.shard}: volume {rec.key}'s {name} could not be read ({type(exc).__name__}: {exc}); "
@@ -527,61 +527,6 @@ def _decode_into(stored: np.ndarray, rec: VolumeRecord, out: np.ndarray) -> np.n
         if rec.offset != 0.0:
             np.add(out, np.float32(rec.offset), out=out)
     return out
-
-
-def _check_dataset(ds: Any, rec: VolumeRecord, name: str, filename: str) -> None:
-    """Refuse an image or mask dataset that is not what ``rec`` (the store's catalog) says it is.
-
-    Once per dataset and process, when it is first opened: every read after it (the chunk
-    table's direct reads included) trusts the record's shape and dtype for the arrays it
-    allocates and fills, so a dataset of another shape, dtype or kind (a file made or changed
-    by someone else, a damaged catalog) must never reach them.
-    """
-    h5py = fmt.load_h5py()
-    if not isinstance(ds, h5py.Dataset):
-        raise StoreError(
-            f"{rec.shard}: volume {rec.key}'s {name} is a {type(ds).__name__}, not a dataset; the file is damaged, write it again."
-        )
-    elsewhere = (
-        "external storage"
-        if ds.external
-        else "a virtual dataset"
-        if ds.is_virtual
-        else f"a link to {ds.file.filename}"
-        if ds.file.filename != filename
-        else None
-    )
-    if elsewhere is not None:
-        # Its values would be another file's bytes (any file the reader may open), not the store's.
-        raise StoreError(
-            f"{rec.shard}: volume {rec.key}'s {name} keeps its values in another file ({elsewhere}), which "
-            "medload never writes; refused. Convert the sources again."
-        )
-    shape, dtype = tuple(ds.shape), ds.dtype
-    if name == "image":
-        want = f"{np.dtype(rec.dtype)} {rec.shape}"
-        ok = shape == rec.shape and dtype == np.dtype(rec.dtype)
-    else:  # a mask: integer labels on the spatial grid (Z, H, W)
-        spatial = (rec.shape[0], *rec.shape[-2:])
-        want = f"native integers {spatial}"
-        ok = shape == spatial and dtype.kind in "iu" and dtype.isnative
-    if not ok:
-        raise StoreError(
-            f"{rec.shard}: volume {rec.key}'s {name} is {dtype} {shape}, its catalog says {want}; "
-            "the file is damaged or was changed after it was written. Convert the sources again."
-        )
-    # Every chunk of a complete volume was written; HDF5 reads one never written as zeros.
-    if ds.chunks is not None:
-        expected = math.prod(-(-n // c) for n, c in zip(shape, ds.chunks))
-        stored = ds.id.get_num_chunks()
-    else:
-        expected, stored = ds.nbytes, ds.id.get_storage_size()
-    if stored < expected:
-        unit = "chunks" if ds.chunks is not None else "bytes"
-        raise StoreError(
-            f"{rec.shard}: volume {rec.key}'s {name} has {stored} of its {expected} {unit} stored (the rest would read "
-            "as zeros); the file was not written completely or was changed after. Convert the sources again."
-        )
 
 
 def _read(ds: h5py.Dataset, start: int, stop: int, rec: VolumeRecord) -> np.ndarray:

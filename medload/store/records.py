@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +24,7 @@ from medload.store.layout import hdf5_says_truncated, not_hdf5_head
 if TYPE_CHECKING:
     import h5py
 
-__all__ = ["VolumeRecord", "open_file", "records_of", "read_shard", "class_names", "MAX_CLASSES"]
+__all__ = ["VolumeRecord", "open_file", "records_of", "read_shard", "check_dataset", "class_names", "MAX_CLASSES"]
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,61 @@ def _record(entry: Any, shard: str) -> VolumeRecord:
         raise StoreError(
             f"{shard}: {name}: {exc}; the file is damaged or was not written by medload. Convert the sources again."
         ) from None
+
+
+def check_dataset(ds: Any, rec: VolumeRecord, name: str, filename: str) -> None:
+    """Refuse an image or mask dataset that is not what ``rec`` (the store's catalog) says it is.
+
+    Once per dataset and process, when it is first opened: every read after it (the chunk
+    table's direct reads included) trusts the record's shape and dtype for the arrays it
+    allocates and fills, so a dataset of another shape, dtype or kind (a file made or changed
+    by someone else, a damaged catalog) must never reach them.
+    """
+    h5py = fmt.load_h5py()
+    if not isinstance(ds, h5py.Dataset):
+        raise StoreError(
+            f"{rec.shard}: volume {rec.key}'s {name} is a {type(ds).__name__}, not a dataset; the file is damaged, write it again."
+        )
+    elsewhere = (
+        "external storage"
+        if ds.external
+        else "a virtual dataset"
+        if ds.is_virtual
+        else f"a link to {ds.file.filename}"
+        if ds.file.filename != filename
+        else None
+    )
+    if elsewhere is not None:
+        # Its values would be another file's bytes (any file the reader may open), not the store's.
+        raise StoreError(
+            f"{rec.shard}: volume {rec.key}'s {name} keeps its values in another file ({elsewhere}), which "
+            "medload never writes; refused. Convert the sources again."
+        )
+    shape, dtype = tuple(ds.shape), ds.dtype
+    if name == "image":
+        want = f"{np.dtype(rec.dtype)} {rec.shape}"
+        ok = shape == rec.shape and dtype == np.dtype(rec.dtype)
+    else:  # a mask: integer labels on the spatial grid (Z, H, W)
+        spatial = (rec.shape[0], *rec.shape[-2:])
+        want = f"native integers {spatial}"
+        ok = shape == spatial and dtype.kind in "iu" and dtype.isnative
+    if not ok:
+        raise StoreError(
+            f"{rec.shard}: volume {rec.key}'s {name} is {dtype} {shape}, its catalog says {want}; "
+            "the file is damaged or was changed after it was written. Convert the sources again."
+        )
+    # Every chunk of a complete volume was written; HDF5 reads one never written as zeros.
+    if ds.chunks is not None:
+        expected = math.prod(-(-n // c) for n, c in zip(shape, ds.chunks))
+        stored = ds.id.get_num_chunks()
+    else:
+        expected, stored = ds.nbytes, ds.id.get_storage_size()
+    if stored < expected:
+        unit = "chunks" if ds.chunks is not None else "bytes"
+        raise StoreError(
+            f"{rec.shard}: volume {rec.key}'s {name} has {stored} of its {expected} {unit} stored (the rest would read "
+            "as zeros); the file was not written completely or was changed after. Convert the sources again."
+        )
 
 
 #: The longest class list a store's labels may make: ``classes[i]`` names label ``i``, so a
