@@ -248,9 +248,10 @@ class AlbumentationsTransform:
     """Apply an albumentations transform to medload slice items, channels last as it expects.
 
     albumentations takes numpy ``(H, W, C)`` images and ``(H, W)`` masks as keyword arguments;
-    a medload slice item holds ``(C, H, W)`` tensors. Handed over as they are, a ``(1, 256,
-    256)`` slice is read as one row of 256 pixels with 256 channels, and flips and rotations
-    move the wrong axes without an error. This wrapper hands the image over as float32
+    a medload slice item holds ``(C, H, W)`` tensors. Handed over as they are, the channels are
+    read as rows: ``HorizontalFlip`` turns a ``(3, 64, 64)`` RGB slice upside down and
+    ``Rotate`` turns a ``(1, 256, 256)`` slice in the wrong plane, without an error (or OpenCV
+    fails deep inside, as ``HorizontalFlip`` does on 256 "channels"). This wrapper hands the image over as float32
     ``(H, W, C)`` and the mask as ``(H, W, K)`` in the smallest type OpenCV warps that holds its
     labels (OpenCV warps no int64), and gives back a medload item: ``image`` float32 ``(C, H,
     W)``, ``mask`` int64 ``(K, H, W)``; other keys pass through. A transform that would
