@@ -88,7 +88,10 @@ def best_rates(runners: list[tuple[str, object, int]], *, rounds: int) -> dict[s
     return best
 
 
-def build_store(path: Path, slices: np.ndarray, *, dtype: str | None, compression: str | None, per_volume: int = 128) -> None:
+def build_store(
+    path: Path, slices: np.ndarray, *, dtype: str | None, compression: str | None, per_volume: int = 128, prefix: str = ""
+) -> None:
+    """A store of ``slices`` cut into volumes of ``per_volume``, keyed ``pat-{prefix}NNN`` (a shard's prefix keeps keys apart)."""
     with medload.Store.create(path, dtype=dtype, compression=compression, overwrite=True) as store:
         for v, start in enumerate(range(0, len(slices), per_volume)):
             vol = medload.Volume(
@@ -96,9 +99,9 @@ def build_store(path: Path, slices: np.ndarray, *, dtype: str | None, compressio
                 np.eye(4),
                 modality="CT",
                 meta={
-                    "patient_key": f"pat-{v:03d}",
-                    "series_key": f"se-{v:03d}",
-                    "source_hash": f"bench-{v}",
+                    "patient_key": f"pat-{prefix}{v:03d}",
+                    "series_key": f"se-{prefix}{v:03d}",
+                    "source_hash": f"bench-{prefix}{v}",
                     "intensity": "HU window 40/400 scaled to [0,1]",
                 },
             )

@@ -50,20 +50,9 @@ def build_sharded(folder: Path, slices: np.ndarray, shards: int, per_volume: int
         lo, hi = s * per_shard * per_volume, min((s + 1) * per_shard * per_volume, len(slices))
         if lo >= hi:
             break
-        with medload.Store.create(folder / f"shard-{s:04d}.h5", overwrite=True) as store:
-            for v, start in enumerate(range(lo, hi, per_volume)):
-                vol = medload.Volume(
-                    slices[start : min(start + per_volume, hi)],
-                    np.eye(4),
-                    modality="CT",
-                    meta={
-                        "patient_key": f"pat-{s:02d}-{v:03d}",
-                        "series_key": f"se-{s:02d}-{v:03d}",
-                        "source_hash": f"bench-{s}-{v}",
-                        "intensity": "HU window 40/400 scaled to [0,1]",
-                    },
-                )
-                store.add(vol)
+        build_store(
+            folder / f"shard-{s:04d}.h5", slices[lo:hi], dtype=None, compression=None, per_volume=per_volume, prefix=f"{s:02d}-"
+        )
 
 
 def timed(runners: list[tuple[str, object, int]], rounds: int) -> dict[str, tuple[float, float]]:

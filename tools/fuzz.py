@@ -280,14 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         diff=not args.no_diff,
         progress=True,
     )
-    text = json.dumps(result, indent=1)
-    if args.json:
-        Path(args.json).write_text(text)
-    print(json.dumps({k: result[k] for k in ("seed", "cases", "seconds", "counts")}))
-    for f in result["findings"][:20] + result["disagreements"][:20]:
-        print(f)
-    bad = sum(result["counts"].get(k, 0) for k in ("other", "hang", "memory", "crash", "harness", "disagree"))
-    return 1 if bad else 0
+    findings = result["findings"][:20] + result["disagreements"][:20]
+    bad = ("other", "hang", "memory", "crash", "harness", "disagree")
+    return sandbox.report(result, args.json, ("seed", "cases", "seconds", "counts"), findings, bad)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import glob
 import io
-import json
 import os
 import shutil
 import struct
@@ -973,12 +972,7 @@ def main(argv: list[str] | None = None) -> int:
         memory=int(args.memory * 1024**3),
         progress=True,
     )
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("seed", "cases", "seconds", "counts", "by_kind")}))
-    for f in result["findings"][:40]:
-        print(f)
-    return 1 if any(result["counts"].get(k, 0) for k in BAD) else 0
+    return sandbox.report(result, args.json, ("seed", "cases", "seconds", "counts", "by_kind"), result["findings"][:40], BAD)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ sends ``("start", index)`` before each case, ``("done", index, *fields)`` after 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -197,3 +198,18 @@ def supervise(
                     rest = [i for i in chunk if i > current]
                     if rest:
                         launch(rest)
+
+
+def report(
+    result: dict[str, Any], json_path: str | None, summary: Sequence[str], findings: Sequence[Any], bad: Sequence[str]
+) -> int:
+    """A campaign's end: ``result`` written to ``json_path`` (if given), its ``summary`` keys and the ``findings`` printed.
+
+    Returns the command's exit status: 1 if any of the ``bad`` outcomes was counted.
+    """
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in summary}))
+    for finding in findings:
+        print(finding)
+    return 1 if any(result["counts"].get(k, 0) for k in bad) else 0
