@@ -78,27 +78,50 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _scan_payload(result: Any, source: str, key: Any, keep_descriptions: bool) -> dict[str, Any]:
+    """``medload scan --json``'s object: what ``report.json`` says of the same series and files.
+
+    JSON is saved and shared, so the converter's rules hold (docs/deidentification.md): files
+    and folders by their pseudonyms (``file-``, ``dir-``), descriptions only when kept. The
+    table on screen names the paths: it is the operator's own terminal.
+    """
+    from medload.deid import SourceNames, file_key, hidden_texts, named_files, report_summary, scrub, source_roots
+
+    roots = source_roots([source])
+
+    def names(files: Any, hidden: Any = ()) -> SourceNames:
+        return SourceNames.of(files, roots=roots, key=key, hidden=() if keep_descriptions else hidden)
+
+    unreadable = [
+        {
+            "file": file_key(e.path, key),
+            "error": e.error,
+            "reason": scrub(e.message, names([e.path])),
+            **({"internal": True} if e.internal else {}),
+        }
+        for e in result.errors
+    ]
+    return {
+        "series": [scrub(report_summary(s, keep_descriptions), names(named_files(s), hidden_texts(s))) for s in result],
+        "files": result.n_files,
+        "skipped": dict(result.skipped),
+        "unreadable": unreadable,
+    }
+
+
 def _cmd_scan(args: argparse.Namespace) -> int:
+    from medload.deid import resolve_key
     from medload.io import scan
 
     if not os.path.exists(args.source):
         raise ConfigError(f"{args.source} does not exist; expected a folder of DICOM/NIfTI files or a file")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, found {args.workers}")
-    result = scan(args.source, phi_key=args.phi_key, patient_pattern=args.patient_pattern, workers=args.workers)
+    key = resolve_key(args.phi_key)
+    result = scan(args.source, phi_key=key, patient_pattern=args.patient_pattern, workers=args.workers)
     rows = [s.summary() for s in result]
     if args.json:
-        from medload.deid import report_summary
-
-        # Output for scripts is written somewhere: the converter's rule for descriptions.
-        series = [report_summary(s, args.keep_descriptions) for s in result]
-        payload = {
-            "series": series,
-            "files": result.n_files,
-            "skipped": dict(result.skipped),
-            "unreadable": [e.to_json() for e in result.errors],
-        }
-        print(json.dumps(_json_safe(payload), indent=1, allow_nan=False))
+        print(json.dumps(_json_safe(_scan_payload(result, args.source, key, args.keep_descriptions)), indent=1, allow_nan=False))
         return EXIT_OK
     from rich.table import Table
 
