@@ -24,13 +24,12 @@ import numpy as np
 
 from medload.geometry import positions_along_normal, slice_normal
 from medload.io.frame import Frame
+from medload.io.positions import POSITION_TOLERANCE_MM, group_positions, position_tolerance
 from medload.io.rounding import grid_within_rounding
 from medload.problems import Problem, ProblemKind
 
 __all__ = ["POSITION_TOLERANCE_MM", "SPACING_KINDS", "Layout", "arrange"]
 
-#: Two images closer than this along the normal share one slice position.
-POSITION_TOLERANCE_MM = 0.01
 #: A step may differ from the median step by this fraction before it counts as uneven
 #: (scanners write positions rounded to ~1e-3 mm; 1% is far above that and far below a slice).
 STEP_TOLERANCE = 0.01
@@ -152,8 +151,7 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     orientation = tuple(float(v) for v in orients[0])
     positions = np.array([f.position for f in frames], dtype=float)
     dist = positions_along_normal(positions, orientation)
-    tolerance = _position_tolerance(frames)
-    clusters = _cluster(frames, dist, tolerance, label, problems)
+    clusters = _cluster(frames, dist, position_tolerance(frames), label, problems)
     n_frames, duplicates, conflicts, order_error = _frames_per_position(clusters, frames, dist, label, problems, errors)
     grid = [[c[min(t, len(c) - 1)] for c in clusters] for t in range(n_frames)]
     first = [c[0] for c in clusters]
@@ -248,23 +246,6 @@ def _check_plane(
     return frames[0].pixel_spacing
 
 
-def _position_tolerance(frames: list[Frame]) -> float:
-    """Two images closer than this (mm along the normal) share a position.
-
-    :data:`POSITION_TOLERANCE_MM`, or a tenth of the in-plane pixel where pixels are smaller
-    (micro-CT): slices 5 um apart are slices, not frames of one position.
-
-    Examples
-    --------
-    >>> from medload.io.frame import Frame
-    >>> def frame(pixel): return Frame("f", -1, -1, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0), pixel, 1.0, 0.0, (0.0,), (), "1")
-    >>> _position_tolerance([frame((0.3, 0.3))]), _position_tolerance([frame((0.005, 0.005))]), _position_tolerance([frame(None)])
-    (0.01, 0.0005, 0.01)
-    """
-    pixel = min((min(f.pixel_spacing) for f in frames if f.pixel_spacing and min(f.pixel_spacing) > 0), default=None)
-    return POSITION_TOLERANCE_MM if pixel is None else min(POSITION_TOLERANCE_MM, 0.1 * pixel)
-
-
 def _position_rounding(frames: list[Frame]) -> tuple[float, ...] | None:
     """The largest rounding of the written positions per coordinate, or None if any is unknown.
 
@@ -284,14 +265,9 @@ def _position_rounding(frames: list[Frame]) -> tuple[float, ...] | None:
 
 
 def _cluster(frames: list[Frame], dist: np.ndarray, tolerance: float, label: str, problems: list[Problem]) -> list[list[int]]:
-    """Group the images by position along the normal (``tolerance`` mm apart at most), drop identical copies, order each group in time."""
-    order = np.argsort(dist, kind="stable")
-    clusters: list[list[int]] = []
-    for i in order:
-        if clusters and abs(dist[i] - dist[clusters[-1][0]]) <= tolerance:
-            clusters[-1].append(int(i))
-        else:
-            clusters.append([int(i)])
+    """Group the images by slice position (:func:`medload.io.positions.group_positions`), drop
+    identical copies, order each group in time."""
+    clusters = group_positions(frames, dist, tolerance)
     # Identical copies (same SOPInstanceUID, e.g. a file exported twice) are dropped at once.
     dropped = 0
     for c in clusters:
