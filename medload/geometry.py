@@ -13,6 +13,7 @@ in which the *column index* grows (along a row), the last three the direction in
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -24,6 +25,13 @@ __all__ = [
     "default_plane_affine",
     "spacing_from_affine",
     "unit_axes_volume",
+    "MIN_SPACING_MM",
+    "MAX_SPACING_MM",
+    "MAX_ORIGIN_MM",
+    "MIN_AXIS_VOLUME",
+    "voxel_sizes",
+    "spacing_in_bounds",
+    "grid_fault",
     "positions_along_normal",
     "axis_codes",
     "align_to_grid",
@@ -31,6 +39,19 @@ __all__ = [
 
 #: Flips x and y: DICOM LPS+ to NIfTI/nibabel RAS+.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+# The bounds of a sound voxel grid, one definition for the readers (medload.io.validate.check_grid)
+# and the store (medload.store.records, which may not import io): what a reader accepts, a
+# store's affine must satisfy.
+#: Voxel sizes of a sound grid, millimetres: 1 nm (microscopy) to 100 m.
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-6, 1e5
+#: Farthest a sound grid's first voxel lies from the scanner's origin (10 km), millimetres.
+MAX_ORIGIN_MM = 1e7
+#: Smallest :func:`unit_axes_volume` of a sound grid (1: orthogonal axes, 0: collinear).
+MIN_AXIS_VOLUME = 1e-6
+# Relative rounding of a float32 (2**-23, about 1.2e-7), allowed on the voxel size bounds: NIfTI
+# headers hold float32, so a pixdim of 1e-6 is read as 9.99999997e-07.
+_FLOAT32_ROUNDING = 2.0**-23
 
 
 def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
@@ -177,8 +198,8 @@ def unit_axes_volume(affine: np.ndarray) -> float:
     The absolute value of the determinant of the 3x3 axes each made unit length. An absolute
     determinant test calls micrometre voxels singular (1e-6 mm voxels: determinant 1e-18)
     though their axes are orthogonal; this one does not depend on the voxel size. It is the
-    one test of a singular grid: :func:`medload.io.validate.check_grid` (the readers, with
-    :data:`~medload.io.validate.MIN_AXIS_VOLUME`) and :class:`~medload.volume.Volume` use it.
+    one test of a singular grid: :func:`grid_fault` (the readers and the store, with
+    :data:`MIN_AXIS_VOLUME`) and :class:`~medload.volume.Volume` use it.
 
     Parameters
     ----------
@@ -204,6 +225,61 @@ def unit_axes_volume(affine: np.ndarray) -> float:
         if not (np.all(sizes > 0) and np.all(np.isfinite(sizes))):
             return 0.0
         return abs(float(np.linalg.det(axes / sizes)))
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """The lengths of the affine's three axes in millimetres, without overflow (1e308 stays 1e308).
+
+    Examples
+    --------
+    >>> voxel_sizes(np.diag([1e308, 0.5, 2.0, 1.0])).tolist()
+    [1e+308, 0.5, 2.0]
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.hypot.reduce(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def spacing_in_bounds(sizes: np.ndarray) -> bool:
+    """Whether every voxel size is finite and within [:data:`MIN_SPACING_MM`, :data:`MAX_SPACING_MM`] (float32 rounding allowed).
+
+    Examples
+    --------
+    >>> spacing_in_bounds(np.array([0.7, 0.7, 2.5])), spacing_in_bounds(np.array([1e308, 1.0, 1.0]))
+    (True, False)
+    >>> spacing_in_bounds(np.array([np.float32(1e-6), 1.0, 1.0]))  # read from a float32 header
+    True
+    """
+    values = np.asarray(sizes, dtype=np.float64)
+    low, high = MIN_SPACING_MM * (1 - _FLOAT32_ROUNDING), MAX_SPACING_MM * (1 + _FLOAT32_ROUNDING)
+    return bool(np.all(np.isfinite(values)) and np.all((values >= low) & (values <= high)))
+
+
+def grid_fault(affine: np.ndarray) -> Literal["spacing", "origin", "axes"] | None:
+    """Which bound of a sound voxel grid an affine breaks, first found first; ``None`` for a sound grid.
+
+    ``"spacing"``: a voxel size outside :func:`spacing_in_bounds`; ``"origin"``: the first voxel
+    farther than :data:`MAX_ORIGIN_MM` (or not finite); ``"axes"``: axes (nearly) parallel
+    (:func:`unit_axes_volume` below :data:`MIN_AXIS_VOLUME`). A reader refuses such a volume
+    (:func:`medload.io.validate.check_grid`) and the store such a record.
+
+    Examples
+    --------
+    >>> grid_fault(np.diag([0.7, 0.7, 2.5, 1.0])) is None
+    True
+    >>> shifted = np.eye(4); shifted[0, 3] = 1e30
+    >>> grid_fault(np.diag([1e308, 1.0, 1.0, 1.0])), grid_fault(shifted), grid_fault(np.ones((4, 4)))
+    ('spacing', 'origin', 'axes')
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    if not spacing_in_bounds(voxel_sizes(a)):
+        return "spacing"
+    with np.errstate(over="ignore", invalid="ignore"):
+        origin = float(np.max(np.abs(a[:3, 3])))
+    if not np.isfinite(origin) or origin > MAX_ORIGIN_MM:
+        return "origin"
+    if not unit_axes_volume(a) >= MIN_AXIS_VOLUME:
+        return "axes"
+    return None
 
 
 def axis_codes(affine: np.ndarray) -> tuple[str, ...]:

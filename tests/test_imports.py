@@ -39,6 +39,17 @@ FORBIDDEN = {
         "medload.parallel",
     ),
     "medload.geometry": ("medload.io", "medload.transforms", "medload.store", "medload.datasets", "medload.batch", "medload.cli"),
+    # the per-volume size limit, shared by the readers (io) and the store: left of both
+    "medload.limits": (
+        "medload.io",
+        "medload.transforms",
+        "medload.store",
+        "medload.datasets",
+        "medload.batch",
+        "medload.cli",
+        "medload.parallel",
+        "medload.volume",
+    ),
 }
 
 # Heavy third-party packages and the one module allowed to import each.

@@ -64,7 +64,7 @@ class LimitReader:
         self.slot = slot
 
     def __call__(self, task: int) -> int:
-        from medload.io.limits import max_volume_bytes
+        from medload.limits import max_volume_bytes
 
         return max_volume_bytes()
 

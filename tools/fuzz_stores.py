@@ -1031,6 +1031,20 @@ def _worker(conn: Any, indices: list[int], seed: int, timeout: int, memory: int)
     shutil.rmtree(work, ignore_errors=True)
 
 
+def _mutation(description: str) -> str:
+    """A store case's mutator from its description (``base:mutator:detail``), with the chunk mutation's kind.
+
+    Examples
+    --------
+    >>> _mutation("conv:chunk_bytes:chunk@4096+120 lz4:flip"), _mutation("made:flip:flip [12]")
+    ('chunk_bytes:flip', 'flip')
+    """
+    parts = description.split(":")
+    if len(parts) < 2:
+        return "?"
+    return f"{parts[1]}:{parts[-1]}" if parts[1] == "chunk_bytes" else parts[1]
+
+
 def campaign(
     seed: int,
     cases: int,
@@ -1045,10 +1059,13 @@ def campaign(
     todo = list(range(start, start + cases))
     tally = sandbox.Tally(cases, 25 if progress else 0)
     by_kind: dict[str, Counter] = {}
+    by_mutator: dict[str, Counter] = {}
 
     def on_done(fields: tuple[Any, ...]) -> None:
         index, kind, base, outcome, detail = fields
         by_kind.setdefault(kind, Counter())[outcome] += 1
+        if kind == "store":
+            by_mutator.setdefault(_mutation(base), Counter())[outcome] += 1
         bad = outcome in BAD
         tally.add(outcome, {"index": index, "kind": kind, "base": base, "outcome": outcome, "detail": detail} if bad else None)
 
@@ -1061,6 +1078,7 @@ def campaign(
         "seconds": tally.seconds(),
         "counts": dict(tally.counts),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
+        "by_mutator": {k: dict(v) for k, v in sorted(by_mutator.items())},
         "findings": sorted(tally.findings, key=lambda f: f["index"]),
     }
 
@@ -1094,7 +1112,9 @@ def main(argv: list[str] | None = None) -> int:
         memory=int(args.memory * 1024**3),
         progress=True,
     )
-    return sandbox.report(result, args.json, ("seed", "cases", "seconds", "counts", "by_kind"), result["findings"][:60], BAD)
+    return sandbox.report(
+        result, args.json, ("seed", "cases", "seconds", "counts", "by_kind", "by_mutator"), result["findings"][:60], BAD
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from medload.io.codecs import decode, read_native
 from medload.io.duplicates import drop_identical
 from medload.io.frame import Frame
 from medload.io.headers import FileHeader, burned_in_annotation, diffusion_facts, read_header, unchanged
-from medload.io.limits import check_volume_size
+from medload.limits import check_volume_size
 from medload.io.mosaic import cut_tile
 from medload.io.series import Series
 from medload.io.sorting import SPACING_KINDS, Layout, arrange

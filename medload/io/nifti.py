@@ -53,7 +53,7 @@ from medload.deid import PhiKey
 from medload.errors import ConfigError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
 from medload.io.bids import file_stem, read_sidecar, sidecar_meta, suffix_modality
-from medload.io.limits import check_volume_size
+from medload.limits import check_volume_size
 from medload.io.series import Series
 from medload.io.sources import nifti_keys
 from medload.io.sources import source_name as _source_name
@@ -289,7 +289,7 @@ def _check_sizes(path: Path, image: Nifti1Image) -> None:
     """Every size the header claims, checked before a voxel is read (issue 11: header bombs).
 
     An uncompressed file must hold ``vox_offset`` + the voxels it claims; any file, compressed
-    or not, must stay under the per-volume limit (``medload.io.limits``) in the dtype load
+    or not, must stay under the per-volume limit (``medload.limits``) in the dtype load
     returns (float32 when scaled).
     """
     header = image.header

@@ -30,12 +30,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from medload.errors import ReadError
+from medload.geometry import MAX_ORIGIN_MM, MAX_SPACING_MM, MIN_SPACING_MM, grid_fault, unit_axes_volume, voxel_sizes
 
 __all__ = [
-    "MAX_ORIGIN_MM",
     "MAX_RESCALED",
-    "MAX_SPACING_MM",
-    "MIN_SPACING_MM",
     "NATIVE_SYNTAXES",
     "ORIENTATION_TOLERANCE",
     "check_frame_count",
@@ -49,15 +47,6 @@ __all__ = [
 ORIENTATION_TOLERANCE = 1e-3
 #: Largest magnitude a rescaled value may reach (float32 holds up to 3.4e38).
 MAX_RESCALED = 1e30
-#: Voxel sizes accepted in a volume's affine, millimetres: 1 nm (microscopy) to 100 m.
-MIN_SPACING_MM, MAX_SPACING_MM = 1e-6, 1e5
-#: Largest accepted distance of the first voxel from the scanner's origin (10 km).
-MAX_ORIGIN_MM = 1e7
-#: Smallest accepted |det| of the affine's axes made unit length (1: orthogonal axes, 0: collinear;
-#: :func:`medload.geometry.unit_axes_volume`).
-MIN_AXIS_VOLUME = 1e-6
-#: Relative rounding of a float32 (2**-23, about 1.2e-7), allowed on the spacing limits.
-_FLOAT32_ROUNDING = 2.0**-23
 NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 _FIX = "the header is damaged; re-export the file or remove it"
 
@@ -296,8 +285,9 @@ def check_grid(what: str, affine: Any) -> None:
     Raises
     ------
     ReadError
-        A voxel size outside [:data:`MIN_SPACING_MM`, :data:`MAX_SPACING_MM`], an origin farther
-        than :data:`MAX_ORIGIN_MM`, or axes (nearly) collinear; naming the values found.
+        A voxel size outside [:data:`~medload.geometry.MIN_SPACING_MM`, :data:`~medload.geometry.MAX_SPACING_MM`],
+        an origin farther than :data:`~medload.geometry.MAX_ORIGIN_MM`, or axes (nearly) collinear
+        (:func:`medload.geometry.grid_fault`); naming the values found.
 
     Examples
     --------
@@ -311,29 +301,26 @@ def check_grid(what: str, affine: Any) -> None:
     """
     import numpy as np
 
-    from medload.geometry import unit_axes_volume
-
     a = np.asarray(affine, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sizes = np.hypot.reduce(a[:3, :3], axis=0)  # no overflow to inf on the way (1e308 stays 1e308)
-        origin = float(np.max(np.abs(a[:3, 3])))
-    unit_volume = unit_axes_volume(a)
+    fault = grid_fault(a)
+    if fault is None:
+        return
+    sizes = voxel_sizes(a)
     shown = "[" + ", ".join(f"{v:.6g}" for v in sizes) + "] mm"
-    # The limits with float32's rounding (NIfTI headers hold float32: 1e-6 is read as 9.99999997e-07).
-    low, high = MIN_SPACING_MM * (1 - _FLOAT32_ROUNDING), MAX_SPACING_MM * (1 + _FLOAT32_ROUNDING)
-    if not np.all(np.isfinite(sizes)) or not np.all((sizes >= low) & (sizes <= high)):
+    if fault == "spacing":
         raise ReadError(
             f"{what}: the voxel grid the header gives has voxel sizes {shown}; expected "
             f"{MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm each (PixelSpacing, SliceThickness or the "
             f"image positions of DICOM; pixdim or srow of NIfTI); {_FIX}."
         )
-    if not math.isfinite(origin) or origin > MAX_ORIGIN_MM:
+    if fault == "origin":
+        with np.errstate(over="ignore", invalid="ignore"):
+            origin = float(np.max(np.abs(a[:3, 3])))
         raise ReadError(
             f"{what}: the first voxel lies {origin:.6g} mm from the scanner's origin; expected at most "
             f"{MAX_ORIGIN_MM:g} mm (ImagePositionPatient of DICOM; qoffset or srow of NIfTI); {_FIX}."
         )
-    if not unit_volume >= MIN_AXIS_VOLUME:
-        raise ReadError(
-            f"{what}: the voxel grid's axes are (nearly) parallel (volume of the unit axes {unit_volume:.3g}; "
-            f"voxel sizes {shown}), so slices would collapse onto each other; {_FIX}."
-        )
+    raise ReadError(
+        f"{what}: the voxel grid's axes are (nearly) parallel (volume of the unit axes {unit_axes_volume(a):.3g}; "
+        f"voxel sizes {shown}), so slices would collapse onto each other; {_FIX}."
+    )

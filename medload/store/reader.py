@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medload.errors import ConfigError, StoreError
+from medload.limits import check_volume_size
 from medload.store import _format as fmt
 from medload.store.chunks import ChunkTable, scratch_array
 from medload.store.layout import store_files
@@ -107,6 +108,8 @@ class StoreReader:
         self._chunk_tables: dict[tuple[int, str], ChunkTable | None] = {}
         #: Read calls per path in this process ("direct" or "h5py"); tests check which was taken.
         self._read_paths: dict[str, int] = {"direct": 0, "h5py": 0}
+        # Volumes whose size was checked against the per-volume limit in this process.
+        self._sized: set[tuple[int, str]] = set()
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
@@ -141,6 +144,22 @@ class StoreReader:
                 ) from exc
             cache[volume] = ds
         return ds
+
+    def _check_size(self, volume: int, rec: VolumeRecord, name: str = "image") -> None:
+        """Refuse a volume whose decoded image (float32) or mask would be over the per-volume limit.
+
+        Once per volume, dataset and process, before its first read allocates anything: a
+        catalog may declare any shape whose chunks compress to nothing (a volume of zeros), and
+        a read sizes its arrays from it. The limit is the readers'
+        (:func:`medload.limits.max_volume_bytes`, ``$MEDLOAD_MAX_VOLUME_BYTES``).
+        """
+        if name == "image":
+            shape, itemsize = rec.shape, 4
+        else:  # integer labels on the spatial grid, in their stored type (opening a dataset reads no pixels)
+            shape, itemsize = (rec.shape[0], *rec.shape[-2:]), self._dataset(volume, name).dtype.itemsize
+        what = f"{rec.shard}: volume {rec.key}" + ("" if name == "image" else "'s mask")
+        check_volume_size(what, shape, itemsize, claimed_by="its catalog", error=StoreError)
+        self._sized.add((volume, name))
 
     def _table(self, volume: int, name: str) -> ChunkTable | None:
         """The dataset's :class:`ChunkTable` in this process (built on first use), or ``None``."""
@@ -330,6 +349,8 @@ class StoreReader:
         """
         self._check_pid()
         rec = self.record(volume)
+        if (volume, "image") not in self._sized:
+            self._check_size(volume, rec)
         start, stop = self._range(rec, start, stop)
         return self._read_image(volume, rec, start, stop, out, raw=raw)
 
@@ -385,6 +406,8 @@ class StoreReader:
             plan = plans.get(volume)
             if plan is None:
                 rec = self.record(volume)
+                if (volume, "image") not in self._sized:
+                    self._check_size(volume, rec)
                 if math.prod(rec.slice_shape) != row_size:
                     raise ConfigError(
                         f"read_batch: volume {rec.key} has slices of shape {rec.slice_shape}, out rows {row_shape}; "
@@ -455,6 +478,8 @@ class StoreReader:
         if not rec.has_mask:
             raise StoreError(f"{rec.shard}: volume {rec.key} has no mask; check VolumeRecord.has_mask first.")
         start, stop = self._range(rec, start, stop)
+        if (volume, "mask") not in self._sized:
+            self._check_size(volume, rec, "mask")
         return self._read_stored(volume, "mask", start, stop)  # a new array the caller may change
 
     def mask_dtype(self, volume: int) -> np.dtype | None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medload.errors import MedloadError, StoreError
+from medload.geometry import MAX_ORIGIN_MM, MAX_SPACING_MM, MIN_SPACING_MM, grid_fault, spacing_in_bounds, voxel_sizes
 from medload.problems import Problem, problems_json, read_problems
 from medload.store import _format as fmt
 from medload.store.layout import hdf5_says_truncated, not_hdf5_head
@@ -219,25 +220,26 @@ def _finite(values: Any, what: str, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
-# The readers' bounds of a sound voxel grid (medload.io.validate.check_grid, which the store
-# may not import): a store's affine must be one a reader could have made.
-_SPACING_MM, _MAX_ORIGIN_MM, _MIN_AXIS_VOLUME = (1e-6, 1e5), 1e7, 1e-6
-
-
 def _grid_sizes(sizes: np.ndarray, what: str) -> np.ndarray:
-    if not np.all((sizes >= _SPACING_MM[0]) & (sizes <= _SPACING_MM[1])):
-        raise _Bad(f"{what} gives voxel sizes {sizes.tolist()} mm, expected {_SPACING_MM[0]:g} to {_SPACING_MM[1]:g} mm each")
+    if not spacing_in_bounds(sizes):
+        raise _Bad(f"{what} gives voxel sizes {sizes.tolist()} mm, expected {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm each")
     return sizes
 
 
 def _grid(affine: np.ndarray) -> np.ndarray:
-    """``affine`` when it is a voxel grid a reader could have made, else _Bad (previews and datasets divide by it)."""
-    sizes = _grid_sizes(np.hypot.reduce(affine[:3, :3], axis=0), "affine")
-    if np.any(affine[3] != (0.0, 0.0, 0.0, 1.0)) or np.max(np.abs(affine[:3, 3])) > _MAX_ORIGIN_MM:
+    """``affine`` when it is a voxel grid a reader could have made (:func:`medload.geometry.grid_fault`), else _Bad.
+
+    Previews and datasets divide by it; its last row is the store's own check (a reader's
+    Volume always has [0, 0, 0, 1]).
+    """
+    fault = grid_fault(affine)
+    if fault == "spacing":
+        _grid_sizes(voxel_sizes(affine), "affine")
+    if fault == "origin" or np.any(affine[3] != (0.0, 0.0, 0.0, 1.0)):
         raise _Bad(
-            f"affine has last row {affine[3].tolist()} and origin {affine[:3, 3].tolist()} mm, expected [0, 0, 0, 1] and at most {_MAX_ORIGIN_MM:g} mm"
+            f"affine has last row {affine[3].tolist()} and origin {affine[:3, 3].tolist()} mm, expected [0, 0, 0, 1] and at most {MAX_ORIGIN_MM:g} mm"
         )
-    if abs(np.linalg.det(affine[:3, :3] / sizes)) < _MIN_AXIS_VOLUME:
+    if fault == "axes":
         raise _Bad("affine has (nearly) parallel axes")
     return affine
 

@@ -3,7 +3,9 @@
 A header may claim any size (Rows = Columns = 65535, a billion NIfTI voxels in a 1 KB file,
 a ``.nii.gz`` that inflates to gigabytes of zeros). Readers check every claimed size here
 first: against the file's real size where the format fixes it (uncompressed data), and
-against a per-volume limit on the bytes of the array ``load`` would return.
+against a per-volume limit on the bytes of the array ``load`` would return. The store checks
+the shape its catalog declares against the same limit before it allocates a volume
+(``medload.store``); this module stands left of both layers (it imports only the errors).
 
 The limit is ``MEDLOAD_MAX_VOLUME_BYTES`` (environment; plain bytes or with a ``K``/``M``/
 ``G``/``T`` suffix, powers of 1024), default :data:`DEFAULT_MAX_VOLUME_BYTES`.
@@ -15,7 +17,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from medload.errors import LimitError
+from medload.errors import LimitError, MedloadError
 
 __all__ = ["DEFAULT_MAX_VOLUME_BYTES", "check_volume_size", "format_bytes", "max_volume_bytes"]
 
@@ -61,7 +63,9 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def check_volume_size(what: str, shape: Sequence[int], itemsize: int) -> int:
+def check_volume_size(
+    what: str, shape: Sequence[int], itemsize: int, *, claimed_by: str = "its header", error: type[MedloadError] = LimitError
+) -> int:
     """Refuse a volume whose array would exceed the limit; return its size in bytes.
 
     Parameters
@@ -72,11 +76,17 @@ def check_volume_size(what: str, shape: Sequence[int], itemsize: int) -> int:
         The array shape the header claims.
     itemsize : int
         Bytes per voxel of the array that would be allocated.
+    claimed_by : str
+        What claims the shape, for the message ("its header"; the store says "its catalog").
+    error : type
+        The error raised: :class:`~medload.errors.LimitError` for a reader, the store's
+        :class:`~medload.errors.StoreError` for a store.
 
     Raises
     ------
     LimitError
-        The array would be larger than :func:`max_volume_bytes`, or a dimension is not positive.
+        The array would be larger than :func:`max_volume_bytes`, or a dimension is not positive
+        (``error``, when given).
 
     Examples
     --------
@@ -90,17 +100,19 @@ def check_volume_size(what: str, shape: Sequence[int], itemsize: int) -> int:
     """
     dims = [int(v) for v in shape]
     if any(d <= 0 for d in dims):
-        raise LimitError(
-            f"{what}: its header claims a volume of shape {tuple(dims)}, with an empty dimension; the header is damaged, re-export the file."
+        raise error(
+            f"{what}: {claimed_by} claims a volume of shape {tuple(dims)}, with an empty dimension; {claimed_by} is damaged, "
+            "re-export the file."
         )
     n = itemsize
     for d in dims:
         n *= d
     limit = max_volume_bytes()
     if n > limit:
-        raise LimitError(
-            f"{what}: its header claims a volume of shape {tuple(dims)} x {itemsize} bytes = {format_bytes(n)}, "
+        raise error(
+            f"{what}: {claimed_by} claims a volume of shape {tuple(dims)} x {itemsize} bytes = {format_bytes(n)}, "
             f"above the per-volume limit of {format_bytes(limit)}. If the volume is real, raise the limit "
-            f"(environment variable MEDLOAD_MAX_VOLUME_BYTES, e.g. MEDLOAD_MAX_VOLUME_BYTES={n // 1024**3 + 1}G); otherwise the header is damaged."
+            f"(environment variable MEDLOAD_MAX_VOLUME_BYTES, e.g. MEDLOAD_MAX_VOLUME_BYTES={n // 1024**3 + 1}G); "
+            f"otherwise {claimed_by} is damaged."
         )
     return n
