@@ -8,6 +8,7 @@ reorientation in convert, or a volume came back silently wrong (int32 products w
 
 from __future__ import annotations
 
+import copy
 import io
 import struct
 
@@ -246,3 +247,50 @@ def test_a_missing_slice_of_a_micrometre_step_series_is_a_gap_not_a_stretched_vo
     whole = tmp_path / "whole"
     write_dicom_series(whole, shape=(8, 6, 5), spacing=(0.005, 0.005, 0.005), seed=2)
     assert medload.load(medload.scan(whole)[0]).spacing == pytest.approx((0.005, 0.005, 0.005), rel=1e-3)
+
+
+def _enhanced(tmp_path, damage):
+    """fixtures.special's 6-frame enhanced MR (3 slices x 2 frames, pixel = 100 t + z) with ``damage(ds)`` applied."""
+    from fixtures.special import enhanced_asl
+
+    made = enhanced_asl(tmp_path / "in", n_slices=3, n_frames=2, size=6)
+    path = made["files"][0]
+    ds = pydicom.dcmread(path)
+    damage(ds)
+    ds.save_as(path)
+    return path
+
+
+def test_enhanced_number_of_frames_below_the_pixels_is_refused(tmp_path):
+    # A targeted probe (the campaigns had no enhanced-object mutator): NumberOfFrames lowered from 6 to 3 in an enhanced object. The
+    # PixelData length check only ran where the fast walker located PixelData, and it gave up
+    # on every multi-frame file: 3 of 6 frames loaded as a whole volume.
+    def fewer(ds):
+        ds.NumberOfFrames = 3
+
+    path = _enhanced(tmp_path, fewer)
+    found = medload.scan(path)
+    assert len(found) == 0
+    assert "PixelData holds 432 bytes but the header claims 3 frame(s) of 6 x 6" in found.errors[0].message
+
+
+@pytest.mark.parametrize("items", [2, 9])
+def test_enhanced_per_frame_groups_of_another_count_than_the_frames_are_refused(tmp_path, items):
+    # 2 items for 6 frames: frames 2-5 had no per-frame group, fell back to the shared one (no
+    # position) and became a second series; 2 of 6 frames loaded as a volume. 9 items: the
+    # extra ones were ignored, whichever frames they described.
+    def recount(ds):
+        per = ds.PerFrameFunctionalGroupsSequence
+        while len(per) > items:
+            del per[-1]
+        while len(per) < items:
+            per.append(copy.deepcopy(per[0]))
+
+    path = _enhanced(tmp_path, recount)
+    found = medload.scan(path)
+    assert len(found) == 0
+    assert f"enhanced.dcm: PerFrameFunctionalGroupsSequence has {items} item(s) but NumberOfFrames is 6" in (
+        found.errors[0].message
+    )
+    report = medload.convert(tmp_path / "in", tmp_path / "out.h5", workers=0, progress=False)
+    assert report["counts"]["unreadable_files"] == 1 and report["counts"]["converted"] == 0

@@ -79,6 +79,18 @@ def enhanced_frames(ds: Any, path: str, base_split: tuple[Any, ...], sop_uid: st
     (magnitude/phase/field map), echo time, stack or rescale type become different volumes.
     """
     n = int(ds.get("NumberOfFrames", 1) or 1)
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    stated = ds.get("NumberOfFrames") not in (None, "")
+    if per is not None and (len(per) < n or (stated and len(per) > n)):
+        # A frame without its item fell back to the shared group (no position: a series of its
+        # own); extra items were ignored, whichever frames they describe. Without NumberOfFrames
+        # the PixelData length has been checked to hold one frame, which the first item
+        # describes (pydicom's liver_1frame.dcm: one frame cut from a SEG, three items kept).
+        raise ReadError(
+            f"{path}: PerFrameFunctionalGroupsSequence has {len(per)} item(s) but NumberOfFrames is {n}; "
+            "expected one item per frame, so it cannot be told which item describes which frame. "
+            "The header is damaged; re-export the file or remove it."
+        )
     instance = float(number(ds.get("InstanceNumber"), 0.0) or 0.0)
     is_philips = philips.is_philips(ds)
     frames = []

@@ -348,7 +348,9 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
                     return None
                 return (start, length, ts)
             break
-        if tag in _MULTIFRAME:
+        if tag in _MULTIFRAME and not pixel:
+            # Only locating PixelData, the functional groups are skipped like any element: a
+            # multi-frame file's PixelData length is checked against NumberOfFrames too.
             raise _Giveup("multi-frame")
         if length == _UNDEFINED:
             if tag in wanted:
