@@ -25,6 +25,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from medload.deidmeta import (
+    CODED_TERMS,
+    DESCRIPTOR_KEYS,
+    IMAGE_TYPE_TERMS,
+    META_KEYS,
+    MODALITY_TERMS,
+    VALUE_KINDS,
+    allowed_meta,
+    clean_image_type,
+    clean_modality,
+    shown_value,
+)
 from medload.phikey import (
     CONFIG_DIR_ENV,
     PHI_KEY_ENV,
@@ -46,7 +58,8 @@ __all__ = [
     "read_key_file", "KeyCreatedWarning",
     "DESCRIPTOR_KEYS", "relative_paths", "source_roots", "hidden_texts", "named_files", "hide", "scrub_paths",
     "deidentified_meta", "report_summary", "META_KEYS", "allowed_meta", "clean_image_type",
-    "SourceNames", "scrub", "file_key", "folder_key",
+    "SourceNames", "scrub", "file_key", "folder_key", "IMAGE_TYPE_TERMS", "MODALITY_TERMS", "CODED_TERMS",
+    "VALUE_KINDS", "clean_modality", "shown_value",
 ]
 # fmt: on
 
@@ -130,94 +143,7 @@ def sanitize_key(text: str, *, max_length: int = 120) -> str:
     return cleaned[:max_length] or "unnamed"
 
 
-# --------------------------------------------------------------------------- meta allow-list
-#: Every key a reader may put in ``Volume.meta`` that a de-identified store may hold: an
-#: allow-list, so a field a reader starts to copy (a sidecar key, a header value) stays out of
-#: stores until someone adds it here on purpose. None is in DICOM PS3.15 Table E.1-1's basic
-#: profile; the descriptors (:data:`DESCRIPTOR_KEYS`) are dropped unless kept on request.
-# fmt: off
-META_KEYS = frozenset({
-    # identity (pseudonyms) and provenance
-    "source", "source_key", "series_key", "study_key", "patient_key", "source_hash", "intensity",
-    "modality_tag", "n_files", "transfer_syntax", "format", "problems", "pixel_text",
-    # geometry and layout facts
-    "channels", "label_names", "frames_axis", "stored_range", "monochrome1_mirrored", "mosaic_tiles",
-    "gantry_tilt_deg", "philips_precise_scaling", "affine_source", "frame_interval_ms", "diffusion",
-    # acquisition parameters (not in the basic profile; preprocessing needs them)
-    "kvp", "echo_time", "repetition_time", "inversion_time", "flip_angle", "magnetic_field_strength",
-    "slice_thickness", "spacing_between_slices", "exposure", "xray_tube_current", "tube_current",
-    "manufacturer", "manufacturer_model", "convolution_kernel", "patient_position", "scanning_sequence",
-    "photometric_interpretation", "window_center", "window_width", "image_type",
-})
-# fmt: on
-
-#: Values of ImageType (DICOM PS3.3 C.7.6.1.1.2 and the modality modules' defined terms, and
-#: the common vendor terms) that may be stored; any other value is free text and is dropped.
-# fmt: off
-IMAGE_TYPE_TERMS = frozenset({
-    "ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "AXIAL", "LOCALIZER", "REFORMATTED", "MPR",
-    "PROJECTION IMAGE", "MIP", "MINIP", "VOLUME", "CALCIUM SCORE", "SUBTRACTION", "PERFUSION",
-    "T1 MAP", "T2 MAP", "T2* MAP", "DIFFUSION MAP", "DENSITY MAP", "PHASE MAP", "VELOCITY MAP",
-    "IMAGE ADDITION", "PHASE SUBTRACT", "MODULUS SUBTRACT", "OTHER", "MIXED", "NONE",
-    "M", "P", "R", "I", "MAG", "MAGNITUDE", "PHASE", "REAL", "IMAGINARY", "ND", "NORM", "DIS2D",
-    "DIS3D", "MOSAIC", "FM", "FIL", "MFSPLIT", "DIFFUSION", "ADC", "TRACEW", "TRACE", "FA",
-    "MOCO", "SUB", "CSA MPR", "CSA RESAMPLED", "CSAPARALLEL", "MPR_MPR", "SCREEN SAVE",
-    "M_SE", "M_FFE", "M_IR", "M_PCA", "R_SE", "I_SE", "P_SE", "FFE", "SE", "IR", "PCA",
-    "CINE", "DYNAMIC", "FLUOROSCOPY", "ANGIO", "ENDOVIEW", "ORIGINAL/PRIMARY", "EPI", "T1", "T2",
-    "PD", "FLAIR", "SWI", "DWI", "TOF", "CT_SOM5 SPI", "CT_SOM5 SEQ", "SINGLE PLANE", "BIPLANE A",
-    "BIPLANE B", "POST_PROCESSED", "POST_CONTRAST", "PRE_CONTRAST", "VOLUMETRIC", "FORMAT",
-})
-# fmt: on
-
-
-def clean_image_type(values: Any) -> list[str]:
-    """ImageType values that are defined terms (:data:`IMAGE_TYPE_TERMS`); free text is dropped.
-
-    Examples
-    --------
-    >>> clean_image_type(["ORIGINAL", "PRIMARY", "AXIAL", "SMITHSON JOHN"])
-    ['ORIGINAL', 'PRIMARY', 'AXIAL']
-    """
-    if isinstance(values, str):
-        values = values.split("\\")
-    try:
-        items = [str(v).strip().upper() for v in values]
-    except TypeError:
-        return []
-    return [v for v in items if v in IMAGE_TYPE_TERMS]
-
-
-def allowed_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """``meta`` with only the :data:`META_KEYS` and :data:`DESCRIPTOR_KEYS`; ImageType cleaned.
-
-    Examples
-    --------
-    >>> allowed_meta({"kvp": 120.0, "ImageComments": "John's scan", "image_type": ["DERIVED", "JOHN"]})
-    {'kvp': 120.0, 'image_type': ['DERIVED']}
-    """
-    out = {k: v for k, v in meta.items() if k in META_KEYS or k in DESCRIPTOR_KEYS}
-    if "image_type" in out:
-        cleaned = clean_image_type(out["image_type"])
-        if cleaned:
-            out["image_type"] = cleaned
-        else:
-            del out["image_type"]
-    return out
-
-
 # --------------------------------------------------------------------------- free text
-#: Meta keys holding descriptors that DICOM PS3.15 Table E.1-1's basic profile removes
-#: (SeriesDescription, StudyDescription, ProtocolName, BodyPartExamined, comments, ...) and that
-#: only its "Retain ... Clean Descriptors" option keeps: ``keep_descriptions=True``. For NIfTI
-#: sources ``description`` is the file name (which can be a patient's name): same rule.
-# fmt: off
-DESCRIPTOR_KEYS = frozenset({
-    "description", "series_description", "study_description", "protocol_name", "body_part",
-    "performed_procedure_step_description", "requested_procedure_description", "image_comments",
-    "acquisition_comments", "derivation_description", "contrast_bolus_agent", "class_folder",
-})
-# fmt: on
-
 # A description shorter than this is not hidden inside message texts: replacing "ct" in
 # every message would mangle them, and so short a text names nobody.
 _MIN_HIDDEN = 4

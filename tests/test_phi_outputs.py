@@ -58,3 +58,56 @@ def test_scan_json_names_files_by_pseudonym_the_table_by_path(tmp_path, capsys):
     # The table is the operator's own screen: it names the files so they can act.
     assert main(["scan", str(export), "--workers", "0"]) == 0
     assert NAME_FOLDER in capsys.readouterr().out.replace("\n", "")
+
+
+def _convert_and_check(source: Path, out: Path, needles: list[str], capsys) -> dict[str, list[str]]:
+    """Convert ``source`` with the defaults, draw the QC page, print ``info --json``: every hit."""
+    capsys.readouterr()
+    assert main(["convert", str(source), "-o", str(out), "--workers", "0", "--quiet", "--size", "8"]) in (0, 1)
+    assert main(["qc", str(out), "--workers", "0"]) == 0
+    assert main(["info", str(out), "--json"]) == 0
+    return _grep(out, capsys.readouterr().out, needles)
+
+
+def test_coded_header_values_are_kept_only_as_defined_terms(tmp_path, capsys):
+    """Modality, PatientPosition, ScanningSequence and PhotometricInterpretation are coded strings
+    (CS) copied into meta; a console that types a name there put it in the store."""
+    import medload
+
+    planted = {"Modality": "Quagmirova", "PatientPosition": "Zoltaneous", "ScanningSequence": "SE\\Brumblesnatch"}
+    write_dicom_series(tmp_path / "src" / "a", shape=(2, 8, 8), seed=1, extra_tags=planted, return_array=False)
+    photometric = {"PatientPosition": "HFS", "ScanningSequence": "GR", "PhotometricInterpretation": "Wigglebottom"}
+    write_dicom_series(tmp_path / "src" / "b", modality="MR", shape=(2, 8, 8), seed=2, extra_tags=photometric, return_array=False)
+    hits = _convert_and_check(tmp_path / "src", tmp_path / "out", NAME_WORDS + ["Wigglebottom"], capsys)
+    assert hits == {}, hits
+    volumes = sorted(medload.open(tmp_path / "out").volumes, key=lambda v: v.modality)
+    assert [v.modality for v in volumes] == ["MR", "unknown"]  # a Modality that is no defined term is unknown
+    assert volumes[0].meta["patient_position"] == "HFS" and volumes[0].meta["scanning_sequence"] == "GR"
+    assert volumes[1].meta["scanning_sequence"] == "SE"  # the defined term of the two is kept
+
+
+def test_sidecar_values_of_the_wrong_kind_are_not_stored(tmp_path, capsys):
+    """A BIDS sidecar is JSON anyone edits: a name typed as a field strength or a window was stored."""
+    import nibabel
+    import numpy as np
+
+    import medload
+
+    anat = tmp_path / "src" / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    image = nibabel.Nifti1Image(np.arange(5 * 6 * 7, dtype=np.int16).reshape(5, 6, 7), np.eye(4))
+    nibabel.save(image, anat / "sub-01_T1w.nii.gz")
+    sidecar = {
+        "MagneticFieldStrength": "Quagmirova",
+        "FlipAngle": ["Zoltaneous"],
+        "WindowCenter": "Brumblesnatch",
+        "Manufacturer": "Siemens",
+        "EchoTime": 0.005,
+        "KVP": True,
+    }
+    (anat / "sub-01_T1w.json").write_text(json.dumps(sidecar), encoding="utf-8")
+    hits = _convert_and_check(tmp_path / "src", tmp_path / "out", NAME_WORDS, capsys)
+    assert hits == {}, hits
+    (volume,) = medload.open(tmp_path / "out").volumes
+    assert volume.meta["echo_time"] == 5.0 and volume.meta["manufacturer"] == "Siemens"
+    assert not {"magnetic_field_strength", "flip_angle", "window_center", "kvp"} & set(volume.meta)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from medload.deid import clean_image_type
+from medload.deid import clean_image_type, clean_modality
 from medload.errors import ReadError
 from medload.io import philips
 from medload.io.diffusion import DIFFUSION_TAGS, classic_diffusion
@@ -449,7 +449,8 @@ def _plain_header(
         size=size,
         mtime_ns=mtime_ns,
         sop_class=sop_class,
-        modality=str(ds.get("Modality", "") or "unknown"),
+        # A defined term or "unknown": free text typed here went into keys, stores and reports.
+        modality=clean_modality(ds.get("Modality")),
         series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
         study_uid=str(ds.get("StudyInstanceUID", "") or ""),
         patient_id=str(ds.get("PatientID", "") or ""),

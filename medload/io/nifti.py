@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from medload.deid import PhiKey
+from medload.deid import PhiKey, clean_modality
 from medload.errors import ConfigError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
 from medload.io.bids import file_stem, read_sidecar, sidecar_meta, suffix_modality
@@ -348,9 +348,8 @@ def _describe(
     sidecar = read_sidecar(path)
     sidecar_modality = None
     if sidecar is not None:
-        value = sidecar.get("Modality")
-        sidecar_modality = str(value).upper() if isinstance(value, str) and value.strip() else None
-        sidecar_modality = sidecar_modality or suffix_modality(path)
+        given = clean_modality(sidecar.get("Modality"))  # free text is no modality: "unknown"
+        sidecar_modality = (given if given != "unknown" else None) or suffix_modality(path)
     else:
         sidecar_modality = suffix_modality(path)
     if modality:
