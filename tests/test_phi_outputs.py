@@ -111,3 +111,40 @@ def test_sidecar_values_of_the_wrong_kind_are_not_stored(tmp_path, capsys):
     (volume,) = medload.open(tmp_path / "out").volumes
     assert volume.meta["echo_time"] == 5.0 and volume.meta["manufacturer"] == "Siemens"
     assert not {"magnetic_field_strength", "flip_angle", "window_center", "kvp"} & set(volume.meta)
+
+
+def _plant(files: list[str], keyword: str, value: str, vr: str = "LO") -> None:
+    """``keyword`` set to ``value`` in each file, written as ``vr`` (a text where a number belongs)."""
+    from pydicom.datadict import tag_for_keyword
+
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.add(pydicom.DataElement(tag_for_keyword(keyword), vr, value))
+        ds.save_as(f, enforce_file_format=True)
+
+
+def test_refusals_quote_header_numbers_never_header_text(tmp_path, capsys):
+    """A refusal says which attribute is wrong and what it holds; a name typed where a number
+    belongs was quoted whole into report.json, the QC page and scan --json."""
+    planted = {
+        "PixelSpacing": "Quagmirova\\1",
+        "ImageOrientationPatient": "Zoltaneous\\0\\0\\0\\1\\0",
+        "ImagePositionPatient": "Brumblesnatch\\0\\0",
+        "NumberOfFrames": "Wigglebottom",
+    }
+    for i, (keyword, value) in enumerate(planted.items()):
+        truth = write_dicom_series(tmp_path / "src" / f"s{i}", shape=(2, 8, 8), seed=i, return_array=False)
+        _plant(truth["files"], keyword, value)
+    write_dicom_series(tmp_path / "src" / "good", shape=(2, 8, 8), seed=9, return_array=False)
+    needles = NAME_WORDS + ["Wigglebottom"]
+    hits = _convert_and_check(tmp_path / "src", tmp_path / "out", needles, capsys)
+    assert hits == {}, hits
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    reasons = [e["reason"] for e in report["files"]] + [e["reason"] for e in report["series"] if e.get("reason")]
+    for keyword in planted:
+        said = [r for r in reasons if f"{keyword} is " in r]
+        assert said and all("<text of " in r for r in said), (keyword, reasons)  # what is wrong is said; the text is not
+    assert main(["scan", str(tmp_path / "src"), "--json", "--workers", "0"]) == 0
+    printed = tmp_path / "scan"
+    printed.mkdir()
+    assert _grep(printed, capsys.readouterr().out, needles) == {}

@@ -16,6 +16,7 @@ import numpy as np
 from medload.io import philips
 from medload.io.diffusion import enhanced_diffusion
 from medload.errors import ReadError
+from medload.deidmeta import shown_value
 from medload.io.frame import Frame, first_item, number, position_text
 from medload.io.validate import present_vector
 
@@ -49,7 +50,7 @@ def _finite(where: str, owner: Any, keyword: str, tag: str, default: float) -> f
     got = number(value)
     if got is None or not np.isfinite(got):
         raise ReadError(
-            f"{where}: {keyword} {tag} is {value if got is None else got!r}; expected a finite number (read as absent, this frame would "
+            f"{where}: {keyword} {tag} is {shown_value(value) if got is None else repr(got)}; expected a finite number (read as absent, this frame would "
             "get another frame's or the default value). The header is damaged; re-export the file or remove it."
         )
     return float(got)

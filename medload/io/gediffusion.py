@@ -35,6 +35,7 @@ import math
 import struct
 from typing import Any
 
+from medload.deidmeta import shown_value
 from medload.io.diffusion import public_gradient
 from medload.io.frame import element_value, number
 
@@ -196,7 +197,7 @@ def ge_diffusion(
     if orientation is None or phase not in ("ROW", "COL"):
         params["diffusion_unknown"] = (
             "GE gradient directions (0019,10BB-10BD) are along the image; placing them needs "
-            f"ImageOrientationPatient and InPlanePhaseEncodingDirection ROW or COL (found {phase or 'none'!r}), "
+            f"ImageOrientationPatient and InPlanePhaseEncodingDirection ROW or COL (found {shown_value(phase) if phase else repr('none')}), "
             "so b-values and directions were not read."
         )
         return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from medload.deid import clean_image_type, clean_modality
+from medload.deid import clean_image_type, clean_modality, shown_value
 from medload.errors import ReadError
 from medload.io import philips
 from medload.io.diffusion import DIFFUSION_TAGS, classic_diffusion
@@ -407,7 +407,7 @@ def _header(ds: Any, path: str, located: tuple[int, int] | None = None) -> FileH
     )
     if ds.get("NumberOfFrames") not in (None, "") and _num(ds.get("NumberOfFrames")) is None:
         raise ReadError(
-            f"{path}: NumberOfFrames is {ds.get('NumberOfFrames')!r}, not a number; cannot tell how many "
+            f"{path}: NumberOfFrames is {shown_value(ds.get('NumberOfFrames'))}, not a number; cannot tell how many "
             "images the file holds. Fix the header or re-export the file."
         )
     n_frames = int(_num(ds.get("NumberOfFrames"), 1) or 1)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from medload.errors import ReadError
+from medload.deidmeta import shown_value
 from medload.geometry import slice_normal
 from medload.io.frame import Frame, element_value, number, vector
 
@@ -39,7 +40,9 @@ def _offsets(ds: Any, n: int, path: str) -> np.ndarray:
     try:
         offsets = np.array([float(v) for v in values])
     except (TypeError, ValueError) as exc:
-        raise ReadError(f"{path}: GridFrameOffsetVector {raw!r} is not a list of numbers; fix the header or re-export.") from exc
+        raise ReadError(
+            f"{path}: GridFrameOffsetVector {shown_value(raw)} is not a list of numbers; fix the header or re-export."
+        ) from exc
     if len(offsets) != n or not np.all(np.isfinite(offsets)):
         raise ReadError(
             f"{path}: GridFrameOffsetVector has {len(offsets)} value(s) for {n} frames; expected one offset per "

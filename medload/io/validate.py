@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from medload.errors import ReadError
+from medload.deidmeta import shown_value
 from medload.geometry import MAX_ORIGIN_MM, MAX_SPACING_MM, MIN_SPACING_MM, grid_fault, unit_axes_volume, voxel_sizes
 
 __all__ = [
@@ -158,7 +159,7 @@ def present_vector(path: str, value: Any, n: int, name: str) -> tuple[float, ...
         values = [value] if isinstance(value, (int, float, str)) else list(value)
         out = tuple(float(v) for v in values)
     except (TypeError, ValueError, OverflowError):
-        raise ReadError(f"{path}: {name} is {value!r}; expected {n} numbers; {_FIX}.") from None
+        raise ReadError(f"{path}: {name} is {shown_value(value)}; expected {n} numbers; {_FIX}.") from None
     if len(out) != n or not all(math.isfinite(v) for v in out):
         raise ReadError(f"{path}: {name} is {list(out)}; expected {n} finite numbers; {_FIX}.")
     return out
