@@ -52,6 +52,8 @@ class ProblemKind(enum.StrEnum):
     DUPLICATE_POSITIONS = "duplicate_positions"
     FRAMES_REORDERED = "frames_reordered"
     FRAME_ORDER_CONFLICT = "frame_order_conflict"
+    FRAMES_UNORDERED = "frames_unordered"
+    FRAMES_MISSING = "frames_missing"
     SLICE_GAP = "slice_gap"
     UNEVEN_SPACING = "uneven_spacing"
     GANTRY_TILT = "gantry_tilt"
@@ -104,9 +106,13 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     _K.PIXEL_SPACING_MIXED: "PixelSpacing differs between images (load refuses it)",
     _K.DUPLICATE_IMAGES_DROPPED: "copies of an image (same SOPInstanceUID) were dropped",
     _K.DUPLICATE_POSITIONS: "some slice positions hold more images than the others (load drops identical copies, else refuses)",
-    _K.FRAMES_REORDERED: "at some slice positions the frames were put in the order of the other positions "
-    "(temporal position, diffusion encoding or TriggerTime)",
+    _K.FRAMES_REORDERED: "frames put in one order at every slice position: where InstanceNumber orders them "
+    "differently between positions (or ties), by temporal position, TriggerTime or AcquisitionTime; else in the "
+    "other positions' order of diffusion encodings",
     _K.FRAME_ORDER_CONFLICT: "some slice positions hold other frames than the rest (load refuses it)",
+    _K.FRAMES_UNORDERED: "images at one slice position that only their file names order (equal InstanceNumber and "
+    "AcquisitionTime, no temporal position, trigger time or diffusion encoding; load drops identical copies, else refuses)",
+    _K.FRAMES_MISSING: "some slice positions hold fewer frames than the others (load refuses it)",
     _K.SLICE_GAP: "slices missing against the median step (load refuses it unless on_gap='interpolate')",
     _K.UNEVEN_SPACING: "uneven slice steps (load refuses it unless on_gap='interpolate')",
     _K.GANTRY_TILT: "slices stacked obliquely to their plane; the affine keeps the true shear",

@@ -8,6 +8,7 @@ dcm2niix gives an answer it is compared too.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import medload
 from fixtures.special import write_image
+from medload.errors import FrameOrderError, GeometryError
 from medload.io import load, scan
+from medload.problems import ProblemKind
 from tests.test_io_reference import DCM2NIIX, match
 from tests.test_io_rounded_positions import rounded_series
 
@@ -119,3 +123,257 @@ def test_a_single_slice_time_series_with_jittered_positions_stays_frames(tmp_pat
     volume = load(tmp_path)
     assert volume.shape == (4, 1, SIZE, SIZE)
     np.testing.assert_array_equal(volume.array, truth(4, 1))
+
+
+# --- the order of the frames at every position
+
+
+def hashed(t: int, z: int) -> str:
+    """A file name that says nothing of the image (as exports named by UID or hash)."""
+    return hashlib.sha1(f"{t}/{z}".encode()).hexdigest()[:12]
+
+
+#: What tells the frames apart, as written for frame t at slice z.
+IDENTIFIERS = {
+    "TemporalPositionIdentifier": lambda t, z: {"TemporalPositionIdentifier": t + 1},
+    "TriggerTime": lambda t, z: {"TriggerTime": f"{40 * t + 0.3 * z:.1f}"},  # drifts between slices
+    "AcquisitionTime": lambda t, z: {"AcquisitionTime": f"{100000 + 10 * t + z / 10:.2f}"},
+}
+SHUFFLED = np.random.default_rng(5).permutation(4 * 3)
+INSTANCE_NUMBERS = {
+    "restart per frame": lambda t, z: z + 1,  # equal for every frame at one position
+    "shuffled": lambda t, z: int(SHUFFLED[3 * t + z]) + 1,
+}
+
+
+@pytest.mark.parametrize("instance", list(INSTANCE_NUMBERS))
+@pytest.mark.parametrize("identifier", list(IDENTIFIERS))
+def test_frames_follow_their_identifier_where_instance_numbers_do_not_order_them(tmp_path, identifier, instance):
+    # Before, file names (or shuffled InstanceNumbers) ordered the frames: each position in
+    # another order (interleaved frames), or one common order made from the most frequent
+    # (frames out of time order). dcm2niix interleaves most of these too.
+    def tags(t: int, z: int) -> dict[str, Any]:
+        return {"InstanceNumber": INSTANCE_NUMBERS[instance](t, z), **IDENTIFIERS[identifier](t, z)}
+
+    write_series(tmp_path, 4, 3, tags, name=hashed)
+    volume = load(tmp_path)
+    np.testing.assert_array_equal(volume.array, truth(4, 3))
+    if (identifier, instance) != ("AcquisitionTime", "restart per frame"):  # that one AcquisitionTime orders as it always did
+        assert any(p.kind is ProblemKind.FRAMES_REORDERED and identifier in p.message for p in volume.problems)
+
+
+def test_instance_numbers_that_order_every_position_alike_are_kept_as_dcm2niix_keeps_them(tmp_path):
+    # Guard: InstanceNumbers run against TemporalPositionIdentifier, alike at every position.
+    # dcm2niix follows InstanceNumber; so does medload (documented in docs/validation.md).
+    write_series(
+        tmp_path / "dicom", 3, 3, lambda t, z: {"InstanceNumber": (2 - t) * 3 + z + 1, "TemporalPositionIdentifier": t + 1}
+    )
+    volume = load(tmp_path / "dicom")
+    np.testing.assert_array_equal(volume.array, truth(3, 3)[::-1])
+    (reference,) = dcm2niix(tmp_path / "dicom", tmp_path / "ref")
+    ok, why = match(reference, [("medload", volume)])
+    assert ok, why
+
+
+def test_diffusion_frames_with_restarting_instance_numbers_keep_one_encoding_per_frame(tmp_path):
+    # b-value + gradient alone tell the frames apart (no time): every frame must hold one
+    # encoding at every position and the table must follow the frames.
+    grads = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+    def tags(t: int, z: int) -> dict[str, Any]:
+        return {"InstanceNumber": z + 1, "DiffusionBValue": 0.0 if t == 0 else 1000.0, "DiffusionGradientOrientation": grads[t]}
+
+    write_series(tmp_path, 4, 3, tags, name=hashed)
+    volume = load(tmp_path)
+    frame_of = volume.array[:, 0, 0, 0] // 100  # which acquisition each frame holds, at slice 0
+    np.testing.assert_array_equal(volume.array, truth(4, 3)[frame_of])
+    assert volume.meta["diffusion"]["gradients_lps"] == [grads[t] for t in frame_of]
+
+
+def test_images_that_only_file_names_order_are_refused_naming_them(tmp_path):
+    # Same InstanceNumber, no AcquisitionTime, no identifier: which frame is which is unknown.
+    # Before, file names ordered them: a 4D volume whose frames mixed acquisitions, silently.
+    write_series(tmp_path / "bad", 3, 3, lambda t, z: {"InstanceNumber": z + 1}, name=hashed)
+    (series,) = scan(tmp_path / "bad")
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    with pytest.raises(FrameOrderError, match=r"frames without an order: 3 of 3 slice positions .*bad/[0-9a-f]{12}") as info:
+        load(series)
+    assert info.value.positions_mm == (0.0, 3.0, 6.0)
+    # a batch goes on past it and names it
+    write_series(tmp_path / "good", 2, 3, lambda t, z: {})
+    report = medload.convert(tmp_path, tmp_path / "out", workers=0, progress=False)
+    assert report.counts["converted"] == 1 and report.counts["failed"] == 1
+    assert [s["error"] for s in report.failed] == ["FrameOrderError"]
+
+
+def test_a_whole_series_copied_with_new_uids_and_the_same_instance_numbers_loads_once(tmp_path):
+    # The tie is harmless where the tied images are identical: the copies are dropped, said so.
+    for copy in ("a", "b"):
+        write_series(tmp_path, 1, 3, lambda t, z: {}, name=lambda t, z, copy=copy: f"{copy}{z}")
+    volume = load(tmp_path)
+    np.testing.assert_array_equal(volume.array, truth(1, 3)[0])
+    assert any(p.kind is ProblemKind.IDENTICAL_IMAGES_DROPPED for p in volume.problems)
+
+
+def test_an_identifier_missing_on_some_files_is_refused(tmp_path):
+    # Guard: TemporalPositionIdentifier absent from one file: its position holds a frame of no
+    # known temporal position; refused naming the position, never guessed.
+    def tags(t: int, z: int) -> dict[str, Any]:
+        return {} if (t, z) == (2, 1) else {"TemporalPositionIdentifier": t + 1}
+
+    write_series(tmp_path, 3, 3, tags)
+    with pytest.raises(FrameOrderError, match="3.00 mm") as info:
+        load(tmp_path)
+    assert info.value.positions_mm == (3.0,)
+
+
+# --- echoes, repeats and missing frames
+
+
+@pytest.mark.parametrize("echo_numbers", [True, False])
+def test_multi_echo_series_are_one_volume_per_echo_as_dcm2niix_writes_them(tmp_path, echo_numbers):
+    # Guard (passes before and after): two echoes at every position, never interleaved as time
+    # frames; with EchoNumbers or EchoTime alone, scan splits them into one Series per echo.
+    def tags(t: int, z: int) -> dict[str, Any]:
+        return {"EchoTime": [4.5, 9.8][t], **({"EchoNumbers": t + 1} if echo_numbers else {})}
+
+    write_series(tmp_path / "dicom", 2, 3, tags, name=hashed)
+    found = scan(tmp_path / "dicom")
+    assert [s.shape for s in found] == [(3, SIZE, SIZE)] * 2
+    volumes = sorted((load(s) for s in found), key=lambda v: int(v.array.max()))
+    for t, volume in enumerate(volumes):
+        np.testing.assert_array_equal(volume.array, truth(2, 3)[t])
+    references = dcm2niix(tmp_path / "dicom", tmp_path / "ref")
+    assert len(references) == 2
+    for reference in references:
+        ok, why = match(reference, [(f"echo {t + 1}", v) for t, v in enumerate(volumes)])
+        assert ok, why
+
+
+def test_a_repeated_image_in_a_time_series_is_dropped_if_a_copy_and_refused_if_not(tmp_path):
+    # Guard: one position holds an extra image with the same TemporalPositionIdentifier.
+    def tags(t: int, z: int) -> dict[str, Any]:
+        return {"TemporalPositionIdentifier": t + 1}
+
+    write_series(tmp_path / "copy", 2, 3, tags)
+    write_image(
+        tmp_path / "copy" / "again",
+        image(1, 2),
+        {
+            **tags(1, 2),
+            "ImagePositionPatient": [0, 0, 6.0],
+            "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
+            "PixelSpacing": [0.5, 0.5],
+            "InstanceNumber": 6,
+        },
+    )
+    volume = load(tmp_path / "copy")
+    np.testing.assert_array_equal(volume.array, truth(2, 3))
+    assert any(p.kind is ProblemKind.IDENTICAL_IMAGES_DROPPED and "again" in p.message for p in volume.problems)
+    write_series(tmp_path / "repeat", 2, 3, tags)
+    write_image(
+        tmp_path / "repeat" / "again",
+        image(1, 2) + 7,
+        {
+            **tags(1, 2),
+            "ImagePositionPatient": [0, 0, 6.0],
+            "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
+            "PixelSpacing": [0.5, 0.5],
+            "InstanceNumber": 6,
+        },
+    )
+    with pytest.raises(
+        GeometryError,
+        match=r"duplicate positions: 1 slice position\(s\) hold more images than the others \(2\): 6.00 mm \(3 images",
+    ):
+        load(tmp_path / "repeat")
+
+
+def test_a_missing_frame_is_refused_saying_which_frame_is_missing_where(tmp_path):
+    # Before: "duplicate positions: 2 slice position(s) hold more images than the others (3)",
+    # the complete positions named as the odd ones.
+    files = write_series(tmp_path / "dicom", 4, 3, lambda t, z: {"TemporalPositionIdentifier": t + 1})
+    Path(files[2 * 3 + 1]).unlink()  # frame 2 at slice 1
+    (series,) = scan(tmp_path / "dicom")
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_MISSING]
+    with pytest.raises(
+        GeometryError,
+        match=r"series ser-\w+ \(11 files in .*dicom\): missing frames: 1 of 3 slice position\(s\) hold fewer images than the others \(4 each\): 3.00 mm holds 3 \(.*; missing: temporal position 3\)",
+    ) as info:
+        load(series)
+    assert "duplicate" not in str(info.value)
+    # without identifiers the message still says where and how many
+    files = write_series(tmp_path / "plain", 4, 3, lambda t, z: {})
+    Path(files[5]).unlink()
+    with pytest.raises(GeometryError, match=r"missing frames: 1 of 3 slice position\(s\) .*6.00 mm holds 3 \("):
+        load(tmp_path / "plain")
+
+
+# --- enhanced multi-frame objects whose frames are stored out of order
+
+
+def write_enhanced(
+    path: Path, n_frames: int, n_slices: int, *, dimension_values: bool, temporal_index: bool, seed: int = 3
+) -> None:
+    """One enhanced MR object of ``n_frames`` x ``n_slices`` frames stored in a seeded shuffled order.
+
+    Each frame says its place in FrameContentSequence: StackID, InStackPositionNumber, and
+    (``temporal_index``) TemporalPositionIndex; with ``dimension_values`` DimensionIndexValues
+    (stack, in-stack position, temporal position) under a DimensionIndexSequence.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    from fixtures.special import ENHANCED_MR_STORAGE
+
+    def item(**sequences: Dataset) -> Dataset:
+        out = Dataset()
+        for name, value in sequences.items():
+            setattr(out, name, DicomSequence([value]))
+        return out
+
+    stored = np.random.default_rng(seed).permutation(n_frames * n_slices)
+    per_frame, pixels = [], []
+    for k in stored:
+        t, z = divmod(int(k), n_slices)
+        content = Dataset()
+        content.StackID = "1"
+        content.InStackPositionNumber = z + 1
+        if temporal_index:
+            content.TemporalPositionIndex = t + 1
+        if dimension_values:
+            content.DimensionIndexValues = [1, z + 1, t + 1]
+        position, orientation = Dataset(), Dataset()
+        position.ImagePositionPatient = [0.0, 0.0, 3.0 * z]
+        orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        per_frame.append(item(FrameContentSequence=content, PlanePositionSequence=position, PlaneOrientationSequence=orientation))
+        pixels.append(image(t, z))
+    measures = Dataset()
+    measures.PixelSpacing = [0.5, 0.5]
+    measures.SliceThickness = 3.0
+    tags: dict[str, Any] = {
+        "InstanceNumber": 1,
+        "PerFrameFunctionalGroupsSequence": DicomSequence(per_frame),
+        "SharedFunctionalGroupsSequence": DicomSequence([item(PixelMeasuresSequence=measures)]),
+        "NumberOfFrames": len(pixels),
+    }
+    if dimension_values:
+        dims = []
+        for pointer in (0x00209056, 0x00209057, 0x00209128):  # StackID, InStackPositionNumber, TemporalPositionIndex
+            d = Dataset()
+            d.DimensionIndexPointer = pointer
+            d.FunctionalGroupPointer = 0x00209111
+            dims.append(d)
+        tags["DimensionIndexSequence"] = DicomSequence(dims)
+    write_image(path, np.stack(pixels), tags, sop_class=ENHANCED_MR_STORAGE)
+
+
+@pytest.mark.parametrize(("dimension_values", "temporal_index"), [(True, True), (True, False), (False, True)])
+def test_enhanced_frames_stored_out_of_order_follow_their_functional_groups(tmp_path, dimension_values, temporal_index):
+    write_enhanced(tmp_path / "dicom" / "enhanced.dcm", 4, 3, dimension_values=dimension_values, temporal_index=temporal_index)
+    volume = load(tmp_path / "dicom")
+    np.testing.assert_array_equal(volume.array, truth(4, 3))
+    if dimension_values:  # dcm2niix sorts by DimensionIndexValues
+        (reference,) = dcm2niix(tmp_path / "dicom", tmp_path / "ref")
+        ok, why = match(reference, [("medload", volume)])
+        assert ok, why

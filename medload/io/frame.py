@@ -18,6 +18,7 @@ __all__ = [
     "dicom_seconds",
     "element_value",
     "first_item",
+    "frame_names",
     "image_type",
     "number",
     "position_text",
@@ -47,6 +48,7 @@ class Frame:
     volume_id: tuple[Any, ...] = ()
     diffusion: tuple[float, float, float, float] | None = None  # (b, gx, gy, gz), gradient in LPS
     trigger: float | None = None  # TriggerTime (ms): ranks the same at every position
+    acquisition_time: float | None = None  # AcquisitionTime (s since midnight): orders frames where nothing else does
     # Whether slope and intercept came from the header (RescaleSlope/Intercept, a dose scaling, a
     # modality LUT, per-frame groups) or are the defaults 1 and 0 of a file that states none: a
     # series mixing both would be silently off by the intercept (validate.check_rescale_stated).
@@ -206,3 +208,22 @@ def position_text(ds: Any) -> tuple[str, ...] | None:
     if texts is None or any(t is None for t in texts):
         return None
     return tuple(texts)
+
+
+def frame_names(frames: list[Frame], idx: Any) -> str:
+    """The files (with frame or tile) of ``frames[i]`` for ``i`` in ``idx``, four at most, for messages.
+
+    Examples
+    --------
+    >>> fs = [Frame(f"/d/f{k}", -1, -1, None, None, None, 1.0, 0.0, (), (), str(k)) for k in range(6)]
+    >>> frame_names(fs, range(6))
+    '/d/f0, /d/f1, /d/f2, /d/f3 and 2 more'
+    """
+    names = []
+    for i in idx:
+        f = frames[i]
+        name = f.file + (f"[frame {f.frame}]" if f.frame >= 0 else "") + (f"[tile {f.mosaic}]" if f.mosaic >= 0 else "")
+        names.append(name)
+    shown = names[:4]
+    more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+    return ", ".join(shown) + more

@@ -494,7 +494,8 @@ def _classic_frames(
     # Frames at one position are ordered as dcm2niix orders them: InstanceNumber, then
     # AcquisitionTime. AcquisitionNumber is not used: scanners change it between positions of
     # one series (Philips DTI: 19 at some positions, 22 at others), which scrambled frames.
-    time_key = (_num(ds.get("InstanceNumber"), 0.0), dicom_seconds(element_value(ds, 0x00080032)) or 0.0)
+    acquisition_time = dicom_seconds(element_value(ds, 0x00080032))
+    time_key = (_num(ds.get("InstanceNumber"), 0.0), acquisition_time or 0.0)
     # GE's private elements win where GE wrote the public ones too (software 27 on writes
     # DiffusionBValue, without a gradient): dcm2niix reads both and the private ones, later in
     # the file, overwrite the public (nii_dicom.cpp set_bValGE after set_bVal).
@@ -512,7 +513,7 @@ def _classic_frames(
         header.params["mosaic_tiles_from"] = tiles_from
         header.frames = mosaic_frames(ds, path, csa, tiles, position, orientation, spacing, time_key, split, sop_uid)
         for f in header.frames:
-            f.volume_id, f.diffusion = volume_id, diffusion
+            f.volume_id, f.diffusion, f.acquisition_time = volume_id, diffusion, acquisition_time
         side = tiles_per_side(tiles)
         header.rows, header.columns = header.rows // side, header.columns // side  # one tile
         return
@@ -533,6 +534,7 @@ def _classic_frames(
             volume_id=volume_id,
             diffusion=diffusion,
             trigger=_num(ds.get("TriggerTime")),
+            acquisition_time=acquisition_time,
             rescale_stated=stated,
             position_text=None if position is None else position_text(ds),
         )

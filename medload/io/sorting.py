@@ -1,8 +1,8 @@
 """Arrange the 2D images of one volume in space and time, and find what is wrong with them.
 
 Slices are sorted by their position along the slice normal, never by InstanceNumber or file
-name. Images at the same position are frames of a 4D volume (ordered by temporal position,
-acquisition number, trigger time, b-value, then instance number), or copies of one another.
+name. Images at the same position (:mod:`medload.io.positions` says which) are frames of a 4D
+volume, in one order at every position (:mod:`medload.io.frameorder`), or copies of one another.
 Every geometric problem is measured: duplicate positions, gaps against the median step,
 uneven steps, gantry tilt (a step that is not along the normal), mixed pixel spacing.
 
@@ -15,15 +15,14 @@ slice or a step beyond the rounding is still found (:func:`medload.io.rounding.g
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from medload.geometry import positions_along_normal, slice_normal
 from medload.io.frame import Frame
+from medload.io.frame import frame_names as _names
+from medload.io.frameorder import order_frames
 from medload.io.positions import POSITION_TOLERANCE_MM, group_positions, position_tolerance
 from medload.io.rounding import grid_within_rounding
 from medload.problems import Problem, ProblemKind
@@ -113,17 +112,6 @@ class Layout:
         return len(self.grid[0]) if self.grid else 0, len(self.grid)
 
 
-def _names(frames: list[Frame], idx: Iterable[int]) -> str:
-    names = []
-    for i in idx:
-        f = frames[i]
-        name = f.file + (f"[frame {f.frame}]" if f.frame >= 0 else "") + (f"[tile {f.mosaic}]" if f.mosaic >= 0 else "")
-        names.append(name)
-    shown = names[:4]
-    more = f" and {len(names) - 4} more" if len(names) > 4 else ""
-    return ", ".join(shown) + more
-
-
 def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     """Sort ``frames`` (one volume's images) into a ``(T, Z)`` grid and measure its geometry.
 
@@ -152,8 +140,10 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     positions = np.array([f.position for f in frames], dtype=float)
     dist = positions_along_normal(positions, orientation)
     clusters = _cluster(frames, dist, position_tolerance(frames), label, problems)
-    n_frames, duplicates, conflicts, order_error = _frames_per_position(clusters, frames, dist, label, problems, errors)
-    grid = [[c[min(t, len(c) - 1)] for c in clusters] for t in range(n_frames)]
+    order = order_frames(clusters, frames, dist, label)
+    problems.extend(order.problems)
+    errors.extend(order.errors)
+    grid = [[c[min(t, len(c) - 1)] for c in clusters] for t in range(order.n_frames)]
     first = [c[0] for c in clusters]
     layout = Layout(
         grid=grid,
@@ -163,9 +153,9 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
         distances=dist[first],
         problems=problems,
         errors=errors,
-        duplicates=duplicates,
-        frame_order_conflicts=conflicts,
-        frame_order_error=order_error,
+        duplicates=order.duplicates,
+        frame_order_conflicts=order.conflicts,
+        frame_order_error=order.order_error,
     )
     if len(clusters) < 2:
         return layout
@@ -292,43 +282,6 @@ def _cluster(frames: list[Frame], dist: np.ndarray, tolerance: float, label: str
     return clusters
 
 
-def _frames_per_position(
-    clusters: list[list[int]],
-    frames: list[Frame],
-    dist: np.ndarray,
-    label: str,
-    problems: list[Problem],
-    errors: list[Problem],
-) -> tuple[int, list[list[int]], list[float], str]:
-    """Frames per position, the positions holding extra images, and any frame-order conflict."""
-    counts = np.array([len(c) for c in clusters])
-    duplicates: list[list[int]] = []
-    n_frames = int(counts.min())
-    conflicts: list[float] = []
-    order_error = ""
-    if counts.max() == counts.min() and n_frames > 1:
-        conflicts, order_error = _one_frame_order(clusters, frames, dist, label, problems)
-        if order_error:
-            errors.append(Problem(ProblemKind.FRAME_ORDER_CONFLICT, order_error))
-        else:
-            _trigger_order(clusters, frames, dist, label, problems)
-    if counts.max() != counts.min():
-        # More images at some positions than others: copies with new UIDs (checked on pixels
-        # at load) or an incomplete time series.
-        duplicates = [c for c in clusters if len(c) > n_frames]
-        at = [f"{dist[c[0]]:.2f} mm ({len(c)} images: {_names(frames, c)})" for c in duplicates[:3]]
-        errors.append(
-            Problem(
-                ProblemKind.DUPLICATE_POSITIONS,
-                f"{label}: duplicate positions: {len(duplicates)} slice position(s) hold more images than the "
-                f"others ({n_frames}): {'; '.join(at)}. Expected the same number of images at every position. "
-                "Identical copies are dropped at load; otherwise remove the extra files or load each "
-                "acquisition separately.",
-            )
-        )
-    return n_frames, duplicates, conflicts, order_error
-
-
 def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label: str) -> None:
     """The median step between slices, and the gaps and uneven steps against it (spacing errors)."""
     steps = np.diff(layout.distances)
@@ -429,93 +382,5 @@ def _measure_tilt(layout: Layout, normal: np.ndarray, label: str, ends: list[Fra
                 f"{label}: gantry tilt of {tilt:.2f} degrees: slices are stacked obliquely to their plane. "
                 "The affine keeps the true shear (every voxel is at its scanner position); dcm2niix instead "
                 "resamples to an orthogonal grid. Resample before using tools that assume orthogonal axes.",
-            )
-        )
-
-
-def _one_frame_order(
-    clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, problems: list[Problem]
-) -> tuple[list[float], str]:
-    """Give every position the same frame order; return the positions where that is impossible
-    and the sentence saying so ("" when every position takes one order).
-
-    Each position's images come sorted as dcm2niix sorts them (InstanceNumber, then
-    AcquisitionTime; DimensionIndexValues for enhanced objects). Their ``volume_id``
-    (temporal position, Philips gradient number, b-value and gradient direction) must then
-    read the same at every position. Where a position reads otherwise but holds the same
-    frames, its images are put in the order of the most common sequence (said in problems);
-    where it holds other frames, no order can be right: the position is reported.
-    """
-    ids = [tuple(frames[i].volume_id for i in c) for c in clusters]
-    counts = Counter(ids)
-    if len(counts) == 1:
-        return [], ""
-    reference = counts.most_common(1)[0][0]
-    reordered: list[float] = []
-    conflicts: list[float] = []
-    for c, seq in zip(clusters, ids):
-        if seq == reference:
-            continue
-        where = float(dist[c[0]])
-        if Counter(seq) != Counter(reference):
-            conflicts.append(where)
-            continue
-        pool: dict[Any, list[int]] = {}
-        for i in c:
-            pool.setdefault(frames[i].volume_id, []).append(i)
-        c[:] = [pool[v].pop(0) for v in reference]
-        reordered.append(where)
-    if reordered:
-        problems.append(
-            Problem(
-                ProblemKind.FRAMES_REORDERED,
-                f"{label}: at {len(reordered)} of {len(clusters)} slice positions "
-                f"({', '.join(f'{d:.2f}' for d in reordered[:5])}{' ...' if len(reordered) > 5 else ''} mm) "
-                "InstanceNumber/AcquisitionTime order the frames differently from the other positions; "
-                "their frames were put in the order of the others by temporal position and diffusion "
-                "encoding (b-value, gradient).",
-            )
-        )
-    if not conflicts:
-        return [], ""
-    bad = set(conflicts)
-    shown = "; ".join([f"{float(dist[c[0]]):.2f} mm ({_names(frames, c[:2])})" for c in clusters if float(dist[c[0]]) in bad][:4])
-    return conflicts, (
-        f"{label}: no single frame order: {len(conflicts)} of {len(clusters)} slice positions hold "
-        f"frames of other temporal positions or diffusion encodings than the rest ({shown}"
-        f"{' ...' if len(conflicts) > 4 else ''}). Expected the same frames at every position; "
-        "check that the export is complete, or load the frames of one acquisition separately."
-    )
-
-
-def _trigger_order(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, problems: list[Problem]) -> None:
-    """Give every position the same order of TriggerTime ranks (cardiac phases, dynamics).
-
-    Trigger times themselves differ a little between positions (heart rate), their order
-    must not: frame t is the same phase everywhere. A position whose trigger times (all
-    different there) rank otherwise than at most positions takes their rank order.
-    """
-    if any(frames[i].trigger is None for c in clusters for i in c):
-        return
-    triggers = [[float(frames[i].trigger or 0.0) for i in c] for c in clusters]
-    if all(len(set(row)) == 1 for row in triggers):
-        return
-    patterns = [tuple(np.argsort(np.argsort(row, kind="stable"), kind="stable")) for row in triggers]
-    reference = Counter(patterns).most_common(1)[0][0]
-    reordered = []
-    for c, row, pattern in zip(clusters, triggers, patterns):
-        if pattern == reference or len(set(row)) != len(row):
-            continue
-        by_time = sorted(c, key=lambda i: float(frames[i].trigger or 0.0))
-        c[:] = [by_time[r] for r in reference]
-        reordered.append(float(dist[c[0]]))
-    if reordered:
-        problems.append(
-            Problem(
-                ProblemKind.FRAMES_REORDERED,
-                f"{label}: at {len(reordered)} of {len(clusters)} slice positions "
-                f"({', '.join(f'{d:.2f}' for d in reordered[:5])}{' ...' if len(reordered) > 5 else ''} mm) "
-                "InstanceNumber/AcquisitionTime order the frames otherwise than TriggerTime does at the other "
-                "positions; their frames were put in the others' TriggerTime order.",
             )
         )

@@ -1,0 +1,266 @@
+"""The order of the frames at every slice position of a 4D series, or why there is none.
+
+Frame ``t`` must be the same acquisition at every slice position. Each position's images come
+sorted as dcm2niix sorts them: InstanceNumber, then AcquisitionTime (DimensionIndexValues for
+an enhanced object). That order is kept where it is the same at every position. It is not
+where InstanceNumbers are shuffled between positions, or restart with every frame (then equal
+at one position, and only file names, which mean nothing, ordered the frames). There the
+frames are ordered by the first identifier that every image has and that tells the frames of
+each position apart (:data:`ORDER_KEYS`): the temporal position (TemporalPositionIdentifier,
+TemporalPositionIndex), TriggerTime (its rank: trigger times drift between slices), then
+AcquisitionTime. A diffusion series says which frame is which by its encodings (b-value,
+gradient) rather than when: every position takes the encodings' order of most positions.
+
+Refused, never stacked: images of one position that nothing but their file names orders
+(equal InstanceNumber and AcquisitionTime, no identifier; identical copies are dropped at load
+first), positions holding frames found at no other position, and positions holding fewer
+frames than the others (a missing frame would shift every later one).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from medload.io.frame import Frame, frame_names
+from medload.problems import Problem, ProblemKind
+
+__all__ = ["ORDER_KEYS", "FrameOrder", "order_frames"]
+
+
+def _temporal(frame: Frame) -> Any:
+    value = frame.volume_id[0] if frame.volume_id else None
+    return value if isinstance(value, (int, float)) else None
+
+
+#: What orders frames where InstanceNumber does not, in order of preference: (name, value of a frame).
+ORDER_KEYS: tuple[tuple[str, Callable[[Frame], Any]], ...] = (
+    ("temporal position (TemporalPositionIdentifier/TemporalPositionIndex)", _temporal),
+    ("TriggerTime", lambda f: f.trigger),
+    ("AcquisitionTime", lambda f: f.acquisition_time),
+)
+
+
+@dataclass
+class FrameOrder:
+    """What :func:`order_frames` found: frames per position, problems, errors, groups to compare."""
+
+    n_frames: int
+    problems: list[Problem] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)
+    duplicates: list[list[int]] = field(default_factory=list)  # images to compare pixel for pixel
+    conflicts: list[float] = field(default_factory=list)  # positions (mm) without the common frame order
+    order_error: str = ""  # the sentence saying so
+
+
+def _where(dist: np.ndarray, clusters: list[list[int]], shown: list[float]) -> str:
+    more = " ..." if len(shown) > 5 else ""
+    return f"at {len(shown)} of {len(clusters)} slice positions ({', '.join(f'{d:.2f}' for d in shown[:5])}{more} mm)"
+
+
+def order_frames(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str) -> FrameOrder:
+    """Put the images of every position (``clusters``, indices into ``frames``) in one frame order, in place.
+
+    ``dist`` is each image's distance along the normal (mm), ``label`` names the series.
+
+    Examples
+    --------
+    >>> def image(z, t, instance): return Frame(f"f{z}{t}", -1, -1, None, None, None, 1.0, 0.0, (instance, 0.0), (), f"{z}{t}", volume_id=(t + 1, None, None))
+    >>> fs = [image(0, 0, 1), image(0, 1, 2), image(1, 0, 9), image(1, 1, 3)]   # shuffled InstanceNumbers
+    >>> clusters = [[0, 1], [3, 2]]
+    >>> found = order_frames(clusters, fs, np.array([0.0, 0.0, 3.0, 3.0]), "s")
+    >>> clusters, found.n_frames, [p.kind.value for p in found.problems]
+    ([[0, 1], [2, 3]], 2, ['frames_reordered'])
+    """
+    counts = [len(c) for c in clusters]
+    found = FrameOrder(n_frames=min(counts))
+    if max(counts) != min(counts):
+        _uneven(clusters, frames, dist, label, found)
+        return found
+    if found.n_frames < 2:
+        return found
+    _order_by_identifier(clusters, frames, dist, label, found)
+    found.conflicts, found.order_error = _one_frame_order(clusters, frames, dist, label, found.problems)
+    if found.order_error:
+        found.errors.append(Problem(ProblemKind.FRAME_ORDER_CONFLICT, found.order_error))
+        return found
+    ties = _ties(clusters, frames)
+    if ties:
+        found.duplicates = ties
+        at = sorted({float(dist[g[0]]) for g in ties})
+        found.conflicts = at
+        found.order_error = (
+            f"{label}: frames without an order: {_where(dist, clusters, at)[3:]} hold images that nothing but their file "
+            f"names orders ({frame_names(frames, ties[0])}: the same InstanceNumber and AcquisitionTime, no temporal "
+            "position, TriggerTime or diffusion encoding), so which frame each belongs to is unknown. Identical copies "
+            "are dropped at load; otherwise give the files InstanceNumbers or TemporalPositionIdentifiers in "
+            "acquisition order, or load each acquisition separately."
+        )
+        found.errors.append(Problem(ProblemKind.FRAMES_UNORDERED, found.order_error))
+    return found
+
+
+def _ties(clusters: list[list[int]], frames: list[Frame]) -> list[list[int]]:
+    """Groups of single-frame images at one position that nothing but their file names tells apart.
+
+    Frames of multi-frame files and mosaic tiles are left out: one such file is one volume, so
+    its file is what keeps its frames together at every position.
+    """
+    groups: list[list[int]] = []
+    for c in clusters:
+        by_key: dict[Any, list[int]] = {}
+        for i in c:
+            f = frames[i]
+            if f.frame < 0 and f.mosaic < 0:
+                by_key.setdefault((f.time_key, f.volume_id, f.trigger), []).append(i)
+        groups.extend(g for g in by_key.values() if len(g) > 1)
+    return groups
+
+
+def _order_key(clusters: list[list[int]], frames: list[Frame]) -> tuple[str, Callable[[Frame], Any]] | None:
+    """The first of :data:`ORDER_KEYS` that every image has and that differs within every position.
+
+    Where diffusion encodings (or Philips gradient numbers) say which frame is which, only the
+    temporal position may order them: TriggerTime and AcquisitionTime do not override them.
+    """
+    encoded = any(v is not None for c in clusters for i in c for v in frames[i].volume_id[1:])
+    for k, (name, value) in enumerate(ORDER_KEYS):
+        if k > 0 and encoded:
+            break
+        rows = [[value(frames[i]) for i in c] for c in clusters]
+        if all(v is not None for row in rows for v in row) and all(len(set(row)) == len(row) for row in rows):
+            return name, value
+    return None
+
+
+def _order_by_identifier(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> None:
+    """Order every position by the identifier of :func:`_order_key`, where InstanceNumber order
+    is not the same at every position (or ties); said in ``found.problems``."""
+    key = _order_key(clusters, frames)
+    if key is None:
+        return
+    name, value = key
+    patterns = {tuple(np.argsort([value(frames[i]) for i in c], kind="stable")) for c in clusters}
+    tied = any(len({frames[i].time_key for i in c}) < len(c) for c in clusters)
+    if len(patterns) == 1 and not tied:
+        return  # InstanceNumber orders every position alike: kept, as dcm2niix keeps it
+    moved = []
+    for c in clusters:
+        ordered = sorted(c, key=lambda i: value(frames[i]))
+        if ordered != c:
+            c[:] = ordered
+            moved.append(float(dist[c[0]]))
+    if moved:
+        found.problems.append(
+            Problem(
+                ProblemKind.FRAMES_REORDERED,
+                f"{label}: InstanceNumber/AcquisitionTime {'tie at some positions' if tied else 'order the frames differently between positions'}; "
+                f"the frames at every position were put in the order of their {name} (which changed the order "
+                f"{_where(dist, clusters, moved)}).",
+            )
+        )
+
+
+def _uneven(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> None:
+    """Positions holding more images than the fewest (copies to compare) and fewer than most (missing frames)."""
+    counts = Counter(len(c) for c in clusters)
+    usual = max(counts, key=lambda n: (counts[n], n))
+    # Copies with new UIDs are checked on pixels at load wherever a position holds more than the fewest.
+    found.duplicates = [c for c in clusters if len(c) > found.n_frames]
+    fewer = [c for c in clusters if len(c) < usual]
+    more = [c for c in clusters if len(c) > usual]
+    if fewer:
+        reference = Counter(frames[i].volume_id for i in next(c for c in clusters if len(c) == usual))
+        at = []
+        for c in fewer[:3]:
+            absent = reference - Counter(frames[i].volume_id for i in c)
+            said = [v for v in absent.elements() if any(x is not None for x in v)]
+            what = f"; missing: {', '.join(_identity(v) for v in said[:3])}" if said else ""
+            at.append(f"{dist[c[0]]:.2f} mm holds {len(c)} ({frame_names(frames, c)}{what})")
+        found.errors.append(
+            Problem(
+                ProblemKind.FRAMES_MISSING,
+                f"{label}: missing frames: {len(fewer)} of {len(clusters)} slice position(s) hold fewer images than "
+                f"the others ({usual} each): {'; '.join(at)}{' ...' if len(fewer) > 3 else ''}. Stacking the rest "
+                "would shift every later frame; re-export the complete series, or remove the incomplete frame from "
+                "every position to load the others.",
+            )
+        )
+    if more or not fewer:
+        shown = more or found.duplicates
+        at = [f"{dist[c[0]]:.2f} mm ({len(c)} images: {frame_names(frames, c)})" for c in shown[:3]]
+        found.errors.append(
+            Problem(
+                ProblemKind.DUPLICATE_POSITIONS,
+                f"{label}: duplicate positions: {len(shown)} slice position(s) hold more images than the "
+                f"others ({usual if more else found.n_frames}): {'; '.join(at)}. Expected the same number of images at "
+                "every position. Identical copies are dropped at load; otherwise remove the extra files or load each "
+                "acquisition separately.",
+            )
+        )
+
+
+def _identity(volume_id: tuple[Any, ...]) -> str:
+    """A frame identifier in words (temporal position, diffusion encoding)."""
+    temporal, encoding = volume_id[0], volume_id[-1]
+    parts = [f"temporal position {temporal:g}"] if isinstance(temporal, (int, float)) else []
+    if isinstance(encoding, tuple):
+        parts.append(f"b={encoding[0]:g} gradient {list(encoding[1:])}")
+    return " ".join(parts) or str(volume_id)
+
+
+def _one_frame_order(
+    clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, problems: list[Problem]
+) -> tuple[list[float], str]:
+    """Give every position the same sequence of frame identifiers; return the positions where
+    that is impossible and the sentence saying so ("" when every position takes one order).
+
+    Each frame's ``volume_id`` (temporal position, Philips gradient number, b-value and gradient
+    direction) must read the same at every position. Where a position reads otherwise but holds
+    the same frames, its images are put in the order of the most common sequence (said in
+    problems); where it holds other frames, no order can be right: the position is reported.
+    """
+    ids = [tuple(frames[i].volume_id for i in c) for c in clusters]
+    counts = Counter(ids)
+    if len(counts) == 1:
+        return [], ""
+    reference = counts.most_common(1)[0][0]
+    reordered: list[float] = []
+    conflicts: list[float] = []
+    for c, seq in zip(clusters, ids):
+        if seq == reference:
+            continue
+        where = float(dist[c[0]])
+        if Counter(seq) != Counter(reference):
+            conflicts.append(where)
+            continue
+        pool: dict[Any, list[int]] = {}
+        for i in c:
+            pool.setdefault(frames[i].volume_id, []).append(i)
+        c[:] = [pool[v].pop(0) for v in reference]
+        reordered.append(where)
+    if reordered:
+        problems.append(
+            Problem(
+                ProblemKind.FRAMES_REORDERED,
+                f"{label}: {_where(dist, clusters, reordered)} InstanceNumber/AcquisitionTime order the frames differently "
+                "from the other positions; their frames were put in the order of the others by temporal position and "
+                "diffusion encoding (b-value, gradient).",
+            )
+        )
+    if not conflicts:
+        return [], ""
+    bad = set(conflicts)
+    shown = "; ".join(
+        [f"{float(dist[c[0]]):.2f} mm ({frame_names(frames, c[:2])})" for c in clusters if float(dist[c[0]]) in bad][:4]
+    )
+    return conflicts, (
+        f"{label}: no single frame order: {len(conflicts)} of {len(clusters)} slice positions hold "
+        f"frames of other temporal positions or diffusion encodings than the rest ({shown}"
+        f"{' ...' if len(conflicts) > 4 else ''}). Expected the same frames at every position; "
+        "check that the export is complete, or load the frames of one acquisition separately."
+    )
