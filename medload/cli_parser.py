@@ -66,11 +66,12 @@ examples:
   medload convert /data/ct /data/mr -o out/ --preset CT=ct-lung --config MR=mr.toml --workers 8
   medload convert /data/export -o out/ --dask tcp://scheduler:8786 --labels labels.csv
   medload convert /data/export -o one.h5 --workers 1 --dtype float16 --compression gzip
-  medload convert chest_xray/ -o xr/ --size 224 --grayscale --patient-pattern '(?P<patient>\\d+)_'
+  medload convert chest_xray/ -o xr/ --size 224 --grayscale --patient-pattern '(?P<patient>\\d+)_' --labels folders
   medload convert /data/export -o out/ --qc     # then open out/qc/index.html in a browser
 
 2D images: class folders (ImageFolder's layout, chest_xray/NORMAL/*.png, chest_xray/PNEUMONIA/*.png)
-give labels and class names unless --labels names a CSV (a 'file' column for images).
+give labels unless --labels names a CSV (a 'file' column for images); their names are stored as
+class names with --labels folders (else as class- pseudonyms: a folder per patient looks the same).
 --patient-pattern (or --patients CSV with file,patient_id) gives each image's patient so that
 splits keep patients apart; without one every image counts as its own patient.
 """
@@ -213,7 +214,8 @@ def _add_convert_inputs(p: Any) -> None:
         "--labels",
         metavar="CSV",
         help="labels.csv: label + series_key/study_key/patient_key "
-        "(images: file); 'folders': class folders (default for images in 2+ folders)",
+        "(images: file); 'folders': class folders, their names stored as class names (default for images in 2+ "
+        "folders, the names then as class- pseudonyms)",
     )
     p.add_argument(
         "--patient-pattern",

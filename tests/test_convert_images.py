@@ -23,7 +23,8 @@ PATTERN = r"(?P<patient>\d+)_"
 def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("conv")
     truth = write_image_folder(root / "src", n_per_class=6, images_per_patient=2)
-    report = medload.convert(root / "src", root / "out", workers=0, progress=False, patient_pattern=PATTERN)
+    # labels="folders": the folder names are class names (said, they are written as they are).
+    report = medload.convert(root / "src", root / "out", workers=0, progress=False, patient_pattern=PATTERN, labels="folders")
     return root, truth, report
 
 
@@ -76,7 +77,7 @@ def test_patient_splits_from_a_file_name_pattern_keep_patients_apart(converted):
     files = _file_of(root / "src")
     # Grey and colour images mixed: one channel count for the datasets with --grayscale.
     report = medload.convert(
-        root / "src", root / "grey", workers=0, progress=False, patient_pattern=PATTERN, grayscale=True, size=16
+        root / "src", root / "grey", workers=0, progress=False, patient_pattern=PATTERN, grayscale=True, size=16, labels="folders"
     )
     assert report.ok
     store = medload.open(root / "grey")

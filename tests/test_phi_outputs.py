@@ -148,3 +148,27 @@ def test_refusals_quote_header_numbers_never_header_text(tmp_path, capsys):
     printed = tmp_path / "scan"
     printed.mkdir()
     assert _grep(printed, capsys.readouterr().out, needles) == {}
+
+
+def test_folders_taken_for_classes_are_named_only_when_the_operator_says_so(tmp_path, capsys):
+    """Images in two or more folders are labelled by folder (ImageFolder's layout) by default;
+    an export with a folder per patient (``DOE^BROUHAHAZ/``) wrote the patients' names as class names."""
+    import numpy as np
+    from PIL import Image
+
+    import medload
+
+    pixels = (np.arange(16 * 16).reshape(16, 16) % 251).astype(np.uint8)
+    for who in ("DOE^BROUHAHAZ", "ROE^CATTYWAMPUS"):
+        (tmp_path / "src" / who).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.roll(pixels, i + len(who))).save(tmp_path / "src" / who / f"{i}.png")
+    hits = _convert_and_check(tmp_path / "src", tmp_path / "out", ["BROUHAHAZ", "CATTYWAMPUS"], capsys)
+    assert hits == {}, hits
+    store = medload.open(tmp_path / "out")
+    assert sorted(v.label for v in store.volumes) == [0, 0, 1, 1]  # still labelled by folder
+    assert len(store.classes) == 2 and all(c.startswith("class-") for c in store.classes)
+    # Said once, the folder names are class names: written as they are.
+    out = tmp_path / "named"
+    assert main(["convert", str(tmp_path / "src"), "-o", str(out), "--workers", "0", "--quiet", "--labels", "folders"]) == 0
+    assert medload.open(out).classes == ["DOE^BROUHAHAZ", "ROE^CATTYWAMPUS"]

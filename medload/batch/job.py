@@ -83,8 +83,10 @@ def convert(
         ``file`` column (path below the source folder, or file name). Class names become
         0..n-1 in sorted order, stored with the labels (``medload info`` and the datasets'
         ``classes`` show them). ``"folders"``: ImageFolder's layout, each image's first folder
-        below its source is its class; this is the default when 2D images sit in two or more
-        class folders and no CSV is given.
+        below its source is its class, the folder names stored as class names. Without ``labels``,
+        2D images in two or more folders are labelled so too, but the class names stored are
+        keyed pseudonyms (``class-`` + 16 hex, mapped back by ``source_map``): a folder per
+        patient (``DOE^JOHN/``) looks the same, and no output may hold a patient's name.
     masks : path, optional
         Folder of NIfTI label masks. A mask is matched to a series by file name (the
         series_key, the NIfTI source's name, or the sanitized description), else by being the

@@ -125,22 +125,26 @@ def read_labels(
     return out, info
 
 
-def class_folder_labels(series: Sequence[Any]) -> tuple[dict[str, int], dict[str, Any]]:
+def class_folder_labels(series: Sequence[Any], pseudonym_key: Any = None) -> tuple[dict[str, int], dict[str, Any]]:
     """ImageFolder's rule: each 2D image's first folder below its source is its class.
 
     Returns ``{source_hash: label}`` (class names sorted, label = position) and the report's
-    ``labels`` entry. Images directly in a source folder get no label.
+    ``labels`` entry. Images directly in a source folder get no label. With ``pseudonym_key``
+    the class names written are keyed pseudonyms of the folder names (``class-`` + 16 hex):
+    folders taken for classes without the operator saying so may be patients' folders
+    (``DOE^JOHN/``), whose names no output may hold; the labels are the same.
     """
     images = [s for s in series if getattr(s, "kind", "") == "image"]
     named = [s for s in images if s.info.get("class_folder")]
     classes = sorted({s.info["class_folder"] for s in named})
     out = {s.source_hash: classes.index(s.info["class_folder"]) for s in named}
-    info = {
-        "from": "class folders",
-        "classes": classes,
-        "matched_series": len(out),
-        "unlabelled_images": len(images) - len(named),
-    }
+    info: dict[str, Any] = {"from": "class folders"}
+    if pseudonym_key is not None:
+        from medload.deid import pseudonym
+
+        info["class_names"] = "pseudonyms of the folder names; pass --labels folders (labels='folders') to store the names"
+        classes = [pseudonym(c, prefix="class-", secret=pseudonym_key) for c in classes]
+    info.update(classes=classes, matched_series=len(out), unlabelled_images=len(images) - len(named))
     return out, info
 
 

@@ -29,6 +29,7 @@ from medload.deid import (
     file_key,
     hidden_texts,
     named_files,
+    pseudonym,
     report_summary,
     resolve_key,
     scrub,
@@ -384,8 +385,14 @@ def make_plan(
         {s.info.get("class_folder") for s in found if getattr(s, "kind", "") == "image" and s.info.get("class_folder")}
     )
     if labels == "folders" or (labels is None and n_class_folders >= 2):
-        # ImageFolder's layout: given by default when the images sit in two or more class folders.
-        label_of, plan.labels_info = class_folder_labels(found)
+        # ImageFolder's layout: given by default when the images sit in two or more class folders;
+        # then the folders are a guess (a folder per patient looks the same) and their names are
+        # written as pseudonyms, unless asked for (--labels folders) or --keep-phi.
+        named = labels == "folders" or plan.keep_phi
+        label_of, plan.labels_info = class_folder_labels(found, None if named else plan.key)
+        if not named:  # --source-map says which folder each class- pseudonym stands for
+            folders = {s.info["class_folder"] for s in found if getattr(s, "kind", "") == "image" and s.info.get("class_folder")}
+            plan.source_map["names"].update({pseudonym(f, prefix="class-", secret=plan.key): f for f in folders})
     elif labels:
         label_of, plan.labels_info = read_labels(labels, found, plan.message_roots)
     mask_of = _pair_masks(plan, found, masks, require_masks)
