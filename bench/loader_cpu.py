@@ -7,7 +7,8 @@ user + system, ``time.process_time``) much less. To compare two versions of medl
 with ``--tree`` pointing at each (e.g. a ``git archive`` of the older commit) in alternation,
 on the same store and memmap (``--workdir`` keeps them between runs): the rows are the same
 loaders as ``bench/loader.py`` (batch 64, shuffled, default store, 0 workers).
-Prints: compact ms, float32 ms, bare memmap ms per 64 slices, memmap DataLoader + collate ms.
+Prints: compact ms, float32 ms per 64 slices; ds[i] CPU us per item and DataLoader(ds) + collate ms
+per batch (the item path); bare memmap ms per 64 slices, memmap DataLoader + collate ms.
 """
 
 from __future__ import annotations
@@ -67,6 +68,22 @@ def main(argv: list[str] | None = None) -> None:
                 pass
 
         rows.append(best_ms(epoch, len(loader)))
+    # The item path: ds[i] (what a DataLoader without batched fetch pays per slice), and torch's
+    # DataLoader over the items with default_collate.
+    item_order = np.random.default_rng(1).permutation(len(ds))[:512]
+
+    def items() -> None:
+        for i in item_order:
+            ds[int(i)]
+
+    rows.append(best_ms(items, len(item_order)) * 1e3)
+    item_loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    def item_batches() -> None:
+        for _ in item_loader:
+            pass
+
+    rows.append(best_ms(item_batches, len(item_loader)))
     mm = np.load(npy, mmap_mode="r")
     order = np.random.default_rng(0).permutation(len(mm))
 
@@ -95,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     import medload
 
     print(
-        "CPU ms per batch of 64: ds.loader compact {:.2f}, float32 {:.2f}; memmap bare {:.2f}, "
-        "DataLoader + collate {:.2f}; load average {:.1f}; tree {}".format(
+        "CPU ms per batch of 64: ds.loader compact {:.2f}, float32 {:.2f}; ds[i] {:.1f} us per item, "
+        "DataLoader(ds) + collate {:.2f}; memmap bare {:.2f}, DataLoader + collate {:.2f}; load average {:.1f}; tree {}".format(
             *rows, os.getloadavg()[0], Path(medload.__file__).parents[1]
         )
     )

@@ -718,7 +718,9 @@ def test_monai_spacingd_on_a_slice_uses_its_pixel_size(case):
     h, w = ((n - 1) * s / 0.5 + 1 for n, s in zip(item["image"].shape[1:], SPACING[1:]))
     assert abs(out["image"].shape[1] - h) <= 1 and abs(out["image"].shape[2] - w) <= 1, tuple(out["image"].shape)
     np.testing.assert_allclose(out["spacing"].numpy(), [SPACING[0], 0.5, 0.5], atol=1e-6)
-    assert "affine" not in out
+    # The slice's world affine comes back for the new grid: 0.5 mm pixels in the slice's plane.
+    np.testing.assert_allclose(np.linalg.norm(out["affine"].numpy()[:3, :3], axis=0), [0.5, 0.5, SPACING[0]], atol=1e-6)
+    np.testing.assert_allclose(out["affine"].numpy()[:3, 2], item["affine"].numpy()[:3, 2], atol=1e-9)
     assert_labels_intact(out, item)
     # Each label keeps its physical area (mm^2) within a pixel row's worth.
     for k in HU:

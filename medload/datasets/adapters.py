@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from medload._optional import require
+from medload.datasets.tio_slices import int32_labels, transform_slice
+from medload.datasets.world import back_to_world, pixel_frame
 from medload.errors import MedloadError
 
 __all__ = ["AlbumentationsTransform", "MonaiTransform", "TorchIOTransform"]
@@ -76,23 +78,49 @@ def _finish(item: dict[str, Any], out: dict[str, Any], affine: np.ndarray | None
     if affine is not None:
         result["affine"] = torch.from_numpy(np.array(affine, dtype=np.float64))
         if "spacing" in item:
-            result["spacing"] = torch.from_numpy(_spacing(affine))
+            sizes = _spacing(affine)
+            # A slice's affine has columns (row, column, slice); its spacing runs (slice, row, column).
+            result["spacing"] = torch.from_numpy(sizes[[2, 0, 1]] if result["image"].ndim == 3 else sizes)
     return result
+
+
+def _is_slice(item: dict[str, Any]) -> bool:
+    """Whether ``item`` is a 2D slice item ``(C, H, W)`` (else a volume ``(C, Z, H, W)``)."""
+    return int(getattr(item.get("image"), "ndim", 0)) == 3
+
+
+def _world(item: dict[str, Any]) -> np.ndarray | None:
+    """The item's world affine, if it has one."""
+    return None if item.get("affine") is None else np.asarray(item["affine"], dtype=np.float64)
+
+
+def _slice_pixels(item: dict[str, Any]) -> np.ndarray:
+    """A slice's pixel frame: from its affine, or from ``spacing`` for an item made without one."""
+    world = _world(item)
+    if world is not None:
+        return pixel_frame(world)
+    spacing = np.asarray(item.get("spacing", (1.0, 1.0, 1.0)), dtype=np.float64)
+    return np.diag([spacing[1], spacing[2], spacing[0], 1.0])
 
 
 class MonaiTransform:
     """Apply a MONAI dictionary transform to medload items, with the item's affine.
 
     ``image`` and ``mask`` go in as ``monai.data.MetaTensor`` carrying the item's ``affine``
-    (when the item has one: :class:`~medload.VolumeDataset` items do), so ``Orientationd``,
-    ``Spacingd`` and the random spatial transforms know where each voxel is. What comes back
-    is a medload item: ``image`` float32, ``mask`` int64 (MONAI returns resampled masks as
-    float32; a mask resampled other than with nearest neighbours is refused), ``affine`` and
-    ``spacing`` of the new grid. A slice item ``(C, H, W)`` goes in with its pixel size as the
-    affine (so ``Spacingd(pixdim=(0.5, 0.5))`` resamples to 0.5 mm pixels, not from an assumed
-    1 mm) and comes back with its new ``spacing``; its orientation is the stored display
-    convention, which ``Orientationd`` cannot see. Use it as the dataset's ``transform``; it
-    pickles when the MONAI transform does, so it works in DataLoader workers.
+    (:class:`~medload.VolumeDataset` items), so ``Orientationd``, ``Spacingd`` and the random
+    spatial transforms know where each voxel is. What comes back is a medload item: ``image``
+    float32, ``mask`` int64 (MONAI returns resampled masks as float32; a mask resampled other
+    than with nearest neighbours is refused), ``affine`` and ``spacing`` of the new grid.
+
+    A slice item ``(C, H, W)`` goes in with its pixel frame (its pixel sizes on the diagonal):
+    MONAI's 2D transforms read the affine's top-left block as the slice's plane, which holds
+    for an axial slice only, so ``Spacingd(pixdim=(0.5, 0.5))`` resamples from the true pixel
+    size (not an assumed 1 mm) and ``RandAffined`` turns the slice in its own plane. What MONAI
+    did to that frame is carried into the slice's world ``affine`` (see
+    :mod:`medload.datasets.world`), so the item that comes back says where its pixels lie.
+    ``Orientationd`` cannot reorient a slice in its pixel frame (use :class:`TorchIOTransform`
+    with ``tio.ToCanonical()`` or a :class:`~medload.VolumeDataset`). Use it as the dataset's
+    ``transform``; it pickles when the MONAI transform does, so it works in DataLoader workers.
 
     Parameters
     ----------
@@ -118,49 +146,35 @@ class MonaiTransform:
     def __call__(self, item: dict[str, Any]) -> Any:
         torch = require("torch", "medload.datasets.MonaiTransform")
         data = dict(item)
-        affine = _given_affine(item)
-        if affine is not None:
+        frame = _slice_pixels(item) if _is_slice(item) else _world(item)
+        if frame is not None:
             meta_tensor = require("monai.data", "medload.datasets.MonaiTransform").MetaTensor
-            affine_t = torch.as_tensor(affine)
             for key in ("image", "mask"):
                 if key in data:
-                    data[key] = meta_tensor(torch.as_tensor(data[key]), affine=affine_t.clone())
+                    data[key] = meta_tensor(torch.as_tensor(data[key]), affine=torch.from_numpy(frame.copy()))
         out = self.transform(data)
         if isinstance(out, (list, tuple)):
-            return [self._back(item, o, affine) for o in out]
-        return self._back(item, out, affine)
+            return [self._back(item, o, frame) for o in out]
+        return self._back(item, out, frame)
 
-    def _back(self, item: dict[str, Any], out: dict[str, Any], given: np.ndarray | None) -> dict[str, Any]:
+    def _back(self, item: dict[str, Any], out: dict[str, Any], frame: np.ndarray | None) -> dict[str, Any]:
+        if frame is None:
+            return _finish(item, out, None, self.transform)
         image = out["image"]
-        if given is None:
-            return _finish(item, out, None, self.transform)
-        affine = np.asarray(image.affine, dtype=np.float64) if hasattr(image, "affine") else given
-        if item.get("affine") is None:  # a slice: only its new pixel size comes back
-            out = dict(out)
-            spacing = np.asarray(item["spacing"], dtype=np.float64).copy()
-            spacing[1:] = _spacing(affine)[:2]
-            out["spacing"] = require("torch", "medload.datasets.MonaiTransform").from_numpy(spacing)
-            return _finish(item, out, None, self.transform)
-        return _finish(item, out, affine, self.transform)
+        moved = np.asarray(image.affine, dtype=np.float64) if hasattr(image, "affine") else frame
+        if not _is_slice(item):
+            return _finish(item, out, moved, self.transform)
+        world = _world(item)
+        if world is not None:
+            return _finish(item, out, back_to_world(world, frame, moved), self.transform)
+        out = dict(out)  # a slice made without an affine: only its new pixel size comes back
+        spacing = np.asarray(item["spacing"], dtype=np.float64).copy()
+        spacing[1:] = _spacing(moved)[:2]
+        out["spacing"] = require("torch", "medload.datasets.MonaiTransform").from_numpy(spacing)
+        return _finish(item, out, None, self.transform)
 
     def __repr__(self) -> str:
         return f"MonaiTransform({self.transform!r})"
-
-
-def _given_affine(item: dict[str, Any]) -> np.ndarray | None:
-    """The affine handed to MONAI: the item's; for a slice item ``(C, H, W)``, its pixel size.
-
-    A slice has no world affine MONAI's 2D transforms could use (they read the affine's first
-    two world rows, which a sagittal slice does not span), but ``Spacingd`` and zooms need the
-    pixel size: without it MONAI assumes 1 mm pixels.
-    """
-    if item.get("affine") is not None:
-        return np.asarray(item["affine"], dtype=np.float64)
-    image = item.get("image")
-    if image is not None and getattr(image, "ndim", 0) == 3 and item.get("spacing") is not None:
-        spacing = np.asarray(item["spacing"], dtype=np.float64)
-        return np.diag([spacing[1], spacing[2], spacing[0], 1.0])
-    return None
 
 
 class TorchIOTransform:
@@ -170,16 +184,22 @@ class TorchIOTransform:
     ``ToCanonical`` cannot take int64), both with the item's ``affine``; the array axes
     ``(z, y, x)`` stay as they are, since the affine says where they point. What comes back is
     a medload item: ``image`` float32, ``mask`` int64, ``affine`` and ``spacing`` of the new grid;
-    other keys pass through. A 2D slice item ``(C, H, W)`` (no affine) goes in as
-    ``(C, H, W, 1)`` with its in-plane spacing, so TorchIO's 2D use works; reorienting needs a
-    :class:`~medload.VolumeDataset` item. Such a slice has no anatomy: TorchIO's axis names
-    then name array axes (``Flip(axes=("LR",))`` flips the rows, not the patient's left and
-    right); flip a slice by index (``axes=(1,)`` for the columns).
+    other keys pass through.
+
+    A slice item ``(C, H, W)`` goes in as ``(C, H, W, 1)`` with its world affine, so TorchIO's
+    anatomical axis names mean the patient's axes: ``Flip(axes=("LR",))`` mirrors an axial
+    slice left to right (and leaves a sagittal slice, which has no left-right extent, as it
+    is); ``ToCanonical`` orders the slice's axes as RAS does. TorchIO treats a 2D image as
+    lying in the world's axial plane for ``RandomAffine``, ``RandomElasticDeformation`` and
+    ``RandomMotion`` (it would turn a sagittal slice out of its plane), so those run in the
+    slice's pixel frame, their result carried back into the world affine. The slice comes back
+    ``(C, H', W')`` with the slice axis last again; a transform that makes it more than one
+    voxel thick (``Resample`` across the slices) is refused, with the way out.
 
     Parameters
     ----------
     transform : callable
-        A TorchIO transform (or ``tio.Compose``).
+        A TorchIO transform (or ``tio.Compose``, whose steps a slice takes one at a time).
 
     Examples
     --------
@@ -196,42 +216,32 @@ class TorchIOTransform:
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         torch = require("torch", "medload.datasets.TorchIOTransform")
-        tio = require("torchio", "medload.datasets.TorchIOTransform")
-        image = torch.as_tensor(item["image"])
-        flat = image.ndim == 3  # a slice (C, H, W): TorchIO wants (C, X, Y, Z)
-        affine = self._affine(item, flat)
-        images = {"image": tio.ScalarImage(tensor=image[..., None] if flat else image, affine=affine)}
-        if "mask" in item:
-            mask = torch.as_tensor(item["mask"])
-            if mask.numel() and int(mask.abs().max()) > np.iinfo(np.int32).max:
-                raise MedloadError(f"TorchIOTransform: mask labels up to {int(mask.max())} do not fit TorchIO's int32 LabelMap.")
-            mask = mask.to(torch.int32)
-            images["mask"] = tio.LabelMap(tensor=mask[..., None] if flat else mask, affine=affine)
-        subject = self.transform(tio.Subject(**images))
-        out = dict(item)
-        out["image"] = subject["image"].data[..., 0] if flat else subject["image"].data
-        if "mask" in item:
-            out["mask"] = subject["mask"].data[..., 0] if flat else subject["mask"].data
-        new_affine = np.asarray(subject["image"].affine, dtype=np.float64)
-        if flat:  # the slice's own spacing along (slice, row, column); no world affine to hand back
-            if "spacing" in item:
-                spacing = np.asarray(item["spacing"], dtype=np.float64).copy()
-                spacing[1:] = _spacing(new_affine)[:2]
-                out["spacing"] = torch.from_numpy(spacing)
+        if _is_slice(item):
+            given = _world(item)
+            image, mask, world = transform_slice(self.transform, item, _slice_pixels(item) if given is None else given)
+            out = dict(item, image=image)
+            if mask is not None:
+                out["mask"] = mask
+            if given is not None:
+                return _finish(item, out, world, self.transform)
+            if "spacing" in item:  # a slice made without an affine: only its new pixel size comes back
+                out["spacing"] = torch.from_numpy(_spacing(world)[[2, 0, 1]].copy())
             return _finish(item, out, None, self.transform)
-        return _finish(item, out, new_affine, self.transform)
-
-    @staticmethod
-    def _affine(item: dict[str, Any], flat: bool) -> np.ndarray:
-        if not flat:
-            if item.get("affine") is None:
-                raise MedloadError(
-                    "TorchIOTransform: a 3D item without 'affine'; VolumeDataset items carry it. Pass one "
-                    "(voxel (z, y, x) to RAS+ mm), or medload would hand TorchIO a wrong geometry."
-                )
-            return np.asarray(item["affine"], dtype=np.float64)
-        spacing = np.asarray(item.get("spacing", (1.0, 1.0, 1.0)), dtype=np.float64)
-        return np.diag([spacing[1], spacing[2], spacing[0], 1.0])
+        tio = require("torchio", "medload.datasets.TorchIOTransform")
+        affine = _world(item)
+        if affine is None:
+            raise MedloadError(
+                "TorchIOTransform: a 3D item without 'affine'; VolumeDataset items carry it. Pass one "
+                "(voxel (z, y, x) to RAS+ mm), or medload would hand TorchIO a wrong geometry."
+            )
+        images = {"image": tio.ScalarImage(tensor=torch.as_tensor(item["image"]), affine=affine)}
+        if "mask" in item:
+            images["mask"] = tio.LabelMap(tensor=int32_labels(item["mask"]), affine=affine)
+        subject = self.transform(tio.Subject(**images))
+        out = dict(item, image=subject["image"].data)
+        if "mask" in item:
+            out["mask"] = subject["mask"].data
+        return _finish(item, out, np.asarray(subject["image"].affine, dtype=np.float64), self.transform)
 
     def __repr__(self) -> str:
         return f"TorchIOTransform({self.transform!r})"
@@ -259,7 +269,9 @@ class AlbumentationsTransform:
     between two others out of their border) is refused when the wrapper is made.
     albumentations reports no geometry: after a spatial transform other than flips,
     crops and pads (and quarter turns of square pixels), ``spacing[1:]`` is NaN, since the
-    pixel size is no longer known; use :class:`MonaiTransform` where it matters.
+    pixel size is no longer known, and after any spatial transform (a flip too: whether it
+    happened is not reported) the item's ``affine`` is NaN rather than stale; use
+    :class:`MonaiTransform` or :class:`TorchIOTransform` where it matters.
 
     albumentations' pixel-level transforms (brightness, contrast, gamma, noise) read float
     images as lying in ``[0, 1]``: the range of the default store's CT windows and 2D images,
@@ -295,7 +307,7 @@ class AlbumentationsTransform:
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         torch = require("torch", "medload.datasets.AlbumentationsTransform")
         image = torch.as_tensor(item["image"])
-        if image.ndim != 3 or item.get("affine") is not None:
+        if image.ndim != 3:
             raise MedloadError(
                 f"AlbumentationsTransform: an item with image {tuple(image.shape)}; albumentations transforms 2D "
                 "slices (C, H, W) from SliceDataset. For volumes use MonaiTransform or TorchIOTransform."
@@ -311,6 +323,9 @@ class AlbumentationsTransform:
             back = np.asarray(out["mask"])
             back = back[..., None] if back.ndim == 2 else back
             result["mask"] = torch.from_numpy(np.ascontiguousarray(back.transpose(2, 0, 1)).astype(np.int64))
+        if item.get("affine") is not None and _spatial_transforms(self.transform):
+            # Where the pixels went is not reported (nor whether a random flip happened): unknown, not stale.
+            result["affine"] = torch.full((4, 4), float("nan"), dtype=torch.float64)
         if "spacing" in item:
             spacing = torch.as_tensor(item["spacing"], dtype=torch.float64).numpy().copy()
             if not _keeps_pixel_size(self.transform, square=bool(spacing[1] == spacing[2])):

@@ -46,6 +46,7 @@ from medload.datasets.ring import (
     field_bytes,
     ring_available,
 )
+from medload.datasets.world import slice_affines
 from medload.errors import ConfigError, MedloadError
 
 if TYPE_CHECKING:
@@ -270,6 +271,7 @@ class SliceBatches(torch.utils.data.Dataset[Any]):
         if ds.has_labels:
             fields["label"] = ds._label[idx].astype(np.int64)
         fields["spacing"] = ds._spacing_rows[vols]
+        fields["affine"] = slice_affines(ds._slice_bases, ds._slice_steps, vols, ds._slice[idx])
         fields["volume"] = vols.astype(np.int64)
         fields["slice"] = ds._slice[idx].astype(np.int64)
         fields["key"] = [ds.volume_keys[v] for v in vols.tolist()]

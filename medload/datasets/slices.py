@@ -10,6 +10,7 @@ import numpy as np
 from medload._optional import require
 from medload.datasets._base import StoreDatasetBase, standardize_channels
 from medload.errors import ConfigError
+from medload.datasets.world import slice_bases
 
 if TYPE_CHECKING:
     import torch
@@ -84,8 +85,13 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
     TorchIO and torchvision v2 transforms move image and mask alike; ``label`` int64 scalar
     tensor (``-1`` = no label), present when any selected volume is labelled; ``spacing``
     float64 ``(3,)``, the stored grid's spacing in mm along (slice, row, column), so
-    ``spacing[1:]`` is the item's in-plane pixel size; ``volume`` (int, index into
-    :attr:`volume_keys`), ``slice`` (int), ``key`` (str, the volume's key).
+    ``spacing[1:]`` is the item's in-plane pixel size; ``affine`` float64 ``(4, 4)``, the
+    slice's voxel ``(row, column, 0)`` to RAS+ millimetres: the world point of the stored
+    volume's voxel ``(slice, row, column)`` (columns: row step, column step, slice step; see
+    :mod:`medload.datasets.world`), so TorchIO's anatomical axis names and ``ToCanonical``
+    mean the patient's axes (through :class:`~medload.datasets.TorchIOTransform`, or
+    ``tio.ScalarImage(tensor=item["image"][..., None], affine=item["affine"])``); ``volume``
+    (int, index into :attr:`volume_keys`), ``slice`` (int), ``key`` (str, the volume's key).
 
     Each process opens its own read-only store handle on first use (after a fork or in a
     spawned worker), so any number of DataLoader workers, ``persistent_workers``,
@@ -171,6 +177,8 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
         self._n = int(self._vol.shape[0])
         self._depth = np.array([r.shape[0] for r in self.reader.volumes], np.int64)
         self._offsets = np.arange(-context, context + 1, dtype=np.int64)
+        # Each volume's slice-0 affine and slice step, once: an item's affine is a copy with its origin moved.
+        self._slice_bases, self._slice_steps = slice_bases(self._affines)
         self.channels_out = 3 if self.replicate3 else (2 * context + 1) * self.stored_channels
 
     def __len__(self) -> int:
@@ -234,6 +242,7 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
         if mask is not None:
             item["mask"] = torch.from_numpy(mask)
         item.update(self._item_numbers(volume, int(self._label[i]) if self.has_labels else None))
+        item["affine"] = torch.from_numpy(self._slice_bases[volume] + self._slice_steps[volume] * slice_)
         item["volume"] = volume
         item["slice"] = slice_
         item["key"] = self.volume_keys[volume]
