@@ -314,13 +314,21 @@ def test_a_missing_frame_is_refused_saying_which_frame_is_missing_where(tmp_path
 
 
 def write_enhanced(
-    path: Path, n_frames: int, n_slices: int, *, dimension_values: bool, temporal_index: bool, seed: int = 3
+    path: Path,
+    n_frames: int,
+    n_slices: int,
+    *,
+    dimension_values: bool,
+    temporal_index: bool,
+    echo_times: Any = None,
+    seed: int = 3,
 ) -> None:
     """One enhanced MR object of ``n_frames`` x ``n_slices`` frames stored in a seeded shuffled order.
 
     Each frame says its place in FrameContentSequence: StackID, InStackPositionNumber, and
     (``temporal_index``) TemporalPositionIndex; with ``dimension_values`` DimensionIndexValues
-    (stack, in-stack position, temporal position) under a DimensionIndexSequence.
+    (stack, in-stack position, temporal position) under a DimensionIndexSequence; with
+    ``echo_times`` frame ``t`` is an echo at ``echo_times[t]`` ms (MREchoSequence).
     """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
@@ -347,7 +355,11 @@ def write_enhanced(
         position, orientation = Dataset(), Dataset()
         position.ImagePositionPatient = [0.0, 0.0, 3.0 * z]
         orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        per_frame.append(item(FrameContentSequence=content, PlanePositionSequence=position, PlaneOrientationSequence=orientation))
+        groups = {"FrameContentSequence": content, "PlanePositionSequence": position, "PlaneOrientationSequence": orientation}
+        if echo_times is not None:
+            groups["MREchoSequence"] = Dataset()
+            groups["MREchoSequence"].EffectiveEchoTime = echo_times[t]
+        per_frame.append(item(**groups))
         pixels.append(image(t, z))
     measures = Dataset()
     measures.PixelSpacing = [0.5, 0.5]
@@ -378,3 +390,13 @@ def test_enhanced_frames_stored_out_of_order_follow_their_functional_groups(tmp_
         (reference,) = dcm2niix(tmp_path / "dicom", tmp_path / "ref")
         ok, why = match(reference, [("medload", volume)])
         assert ok, why
+
+
+def test_enhanced_multi_echo_frames_are_one_volume_per_echo(tmp_path):
+    # Guard (passes before and after): two echoes stored shuffled in one object, never time frames.
+    write_enhanced(tmp_path / "dicom" / "echoes.dcm", 2, 3, dimension_values=True, temporal_index=False, echo_times=[4.5, 9.8])
+    found = scan(tmp_path / "dicom")
+    assert [s.shape for s in found] == [(3, SIZE, SIZE)] * 2
+    volumes = sorted((load(s) for s in found), key=lambda v: int(v.array.max()))
+    for t, volume in enumerate(volumes):
+        np.testing.assert_array_equal(volume.array, truth(2, 3)[t])
