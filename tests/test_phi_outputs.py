@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from fixtures.phi import search_output
 from fixtures.synthetic import write_dicom_series
@@ -172,3 +173,22 @@ def test_folders_taken_for_classes_are_named_only_when_the_operator_says_so(tmp_
     out = tmp_path / "named"
     assert main(["convert", str(tmp_path / "src"), "-o", str(out), "--workers", "0", "--quiet", "--labels", "folders"]) == 0
     assert medload.open(out).classes == ["DOE^BROUHAHAZ", "ROE^CATTYWAMPUS"]
+
+
+def test_the_run_lock_left_by_a_killed_run_names_no_machine(tmp_path, monkeypatch):
+    """A run killed mid-way leaves ``.medload-convert.lock`` in the output folder; it held the
+    machine's name (a hospital's workstation, ``RAD-WS-QUAGMIROVA.hospital.example``)."""
+    import socket
+
+    import medload
+    from medload.batch.runlock import run_lock
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "RAD-WS-QUAGMIROVA.hospital.example")
+    out = tmp_path / "out"
+    with run_lock(out, False) as path:
+        held = path.read_bytes()
+        with pytest.raises(medload.StoreError, match=r"another medload convert \(process \d+ on this machine"):
+            with run_lock(out, False):
+                pass
+    assert b"QUAGMIROVA" not in held.upper() and b"hospital" not in held
+    assert json.loads(held)["pid"] == os.getpid()

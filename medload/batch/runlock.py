@@ -10,8 +10,10 @@ keeps the next one out: the lock of a dead holder is simply taken.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -41,7 +43,7 @@ def run_lock(out: Path, single: bool) -> Iterator[Path]:
     Raises
     ------
     StoreError
-        Another convert (alive) writes to ``out``; the message names its process, host and start.
+        Another convert (alive) writes to ``out``; the message names its process, whether it runs\n        on this machine, and its start.
 
     Examples
     --------
@@ -80,12 +82,11 @@ def run_lock(out: Path, single: bool) -> Iterator[Path]:
         os.close(fd)
     try:
         os.ftruncate(fd, 0)
-        os.write(
-            fd,
-            json.dumps(
-                {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            ).encode(),
-        )
+        salt = secrets.token_hex(8)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        # A killed run leaves this file in the output folder: it says which machine holds the
+        # lock without naming it (a host name can name the hospital): a salted hash of it.
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": _machine(salt), "salt": salt, "started": started}).encode())
         yield path
     finally:
         try:
@@ -102,9 +103,23 @@ def _is_linked(fd: int, path: Path) -> bool:
         return False
 
 
+def _machine(salt: str) -> str:
+    """This machine, as the lock file holds it: SHA-256 of ``salt``, the machine id and the host name.
+
+    The machine id (``/etc/machine-id``, 128 random bits where systemd is) keeps a list of
+    guessed host names from telling which machine it was.
+    """
+    try:
+        machine_id = Path("/etc/machine-id").read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        machine_id = ""
+    return hashlib.sha256(f"{salt}|{machine_id}|{socket.gethostname()}".encode()).hexdigest()[:16]
+
+
 def _holder(fd: int) -> str:
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"process {info['pid']} on {info['host']}, started {info['started']}"
+        where = "this machine" if info["host"] == _machine(str(info["salt"])) else "another machine"
+        return f"process {info['pid']} on {where}, started {info['started']}"
     except (OSError, ValueError, KeyError):
         return "holder unknown"
