@@ -47,6 +47,7 @@ class ProblemKind(enum.StrEnum):
     PIXEL_SPACING_ASSUMED = "pixel_spacing_assumed"
     ORIENTATION_MIXED = "orientation_mixed"
     PIXEL_SPACING_INCOMPLETE = "pixel_spacing_incomplete"
+    POSITION_INCOMPLETE = "position_incomplete"
     PIXEL_SPACING_MIXED = "pixel_spacing_mixed"
     DUPLICATE_IMAGES_DROPPED = "duplicate_images_dropped"
     DUPLICATE_POSITIONS = "duplicate_positions"
@@ -103,6 +104,8 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     _K.PIXEL_SPACING_ASSUMED: "no in-plane pixel size in the file (DICOM PixelSpacing, image resolution): 1 mm assumed",
     _K.ORIENTATION_MIXED: "images of one volume have different orientations (load refuses it)",
     _K.PIXEL_SPACING_INCOMPLETE: "some images state PixelSpacing and some do not (load refuses it)",
+    _K.POSITION_INCOMPLETE: "some images (frames of an enhanced object) state ImagePositionPatient/ImageOrientationPatient "
+    "and some do not (load refuses it)",
     _K.PIXEL_SPACING_MIXED: "PixelSpacing differs between images (load refuses it)",
     _K.DUPLICATE_IMAGES_DROPPED: "copies of an image (same SOPInstanceUID) were dropped",
     _K.DUPLICATE_POSITIONS: "some slice positions hold more images than the others (load drops identical copies, else refuses)",

@@ -294,3 +294,64 @@ def test_enhanced_per_frame_groups_of_another_count_than_the_frames_are_refused(
     )
     report = medload.convert(tmp_path / "in", tmp_path / "out.h5", workers=0, progress=False)
     assert report["counts"]["unreadable_files"] == 1 and report["counts"]["converted"] == 0
+
+
+@pytest.mark.parametrize(
+    "name, values, said",
+    [
+        # before: 16-bit samples decoded as int8, wrapped around (-128..127 for 128..2191)
+        (
+            "MR_small_jp2klossless.dcm",
+            {"BitsAllocated": 8, "BitsStored": 8, "HighBit": 7},
+            "holds 16-bit samples, but BitsAllocated is 8",
+        ),
+        # before: every voxel 0
+        (
+            "MR_small_jpeg_ls_lossless.dcm",
+            {"BitsAllocated": 8, "BitsStored": 8, "HighBit": 7},
+            "holds 16-bit samples, but BitsAllocated is 8",
+        ),
+        (
+            "SC_rgb_jls_lossy_line.dcm",
+            {"SamplesPerPixel": 1, "PhotometricInterpretation": "MONOCHROME2"},
+            "has components 3, but SamplesPerPixel is 1",
+        ),
+    ],
+)
+def test_a_header_that_contradicts_its_codestream_is_refused(tmp_path, name, values, said):
+    # A targeted probe (the campaigns changed BitsAllocated on native files only): each loaded
+    # a silently wrong volume.
+    path, _ = _dicom(tmp_path, name, **values)
+    with pytest.raises(ReadError, match=rf"a.dcm: the JPEG(-LS| 2000) codestream of frame 0 {said}; the header does not"):
+        medload.load(path)
+    report = medload.convert(tmp_path / "in", tmp_path / "out.h5", workers=0, progress=False)
+    assert [s["error"] for s in report.failed] == ["ReadError"]
+
+
+def test_compressed_files_whose_header_matches_still_load():
+    # The check reads only what the codestream states: sound files decode as pydicom decodes them.
+    from tools.fuzz_readers import pixel_oracle
+
+    for name in ("MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm", "JPEGLSNearLossless_16.dcm", "JPEG2000.dcm"):
+        series = medload.scan(pydicom.data.get_testdata_file(name))[0]
+        assert pixel_oracle(series, medload.load(series)) is None
+    rgb = medload.load(pydicom.data.get_testdata_file("SC_rgb_jls_lossy_line.dcm"))
+    assert sorted(rgb.array.shape)[-3:] == [3, 100, 100]
+
+
+def test_an_enhanced_frame_without_its_plane_position_is_refused_not_all_frames_stacked_without_geometry(tmp_path):
+    # A targeted probe: one frame's PlanePositionSequence empty. Before, that frame had no
+    # position, so all 6 frames were stacked in DICOM's default plane 1 mm apart (the other
+    # 5 frames' positions and 4 mm spacing dropped, only a no_world_geometry note said so).
+    from pydicom.sequence import Sequence
+
+    def empty_position(ds):
+        ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence = Sequence([])
+
+    path = _enhanced(tmp_path, empty_position)
+    (series,) = medload.scan(path)
+    assert [p.kind for p in series.problems] == [medload.problems.ProblemKind.POSITION_INCOMPLETE]
+    with pytest.raises(medload.errors.GeometryError, match=r"1 of 6 images have no ImagePositionPatient/.*\[frame 1\]"):
+        medload.load(series)
+    whole = medload.load(medload.scan(_enhanced(tmp_path / "whole", lambda ds: None))[0])
+    assert whole.shape == (2, 3, 6, 6) and whole.spacing[0] == pytest.approx(4.0)

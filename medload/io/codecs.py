@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from medload.errors import MissingDependencyError, ReadError, UnsupportedError
+from medload.io.codestream import check_codestream
 
 __all__ = ["decode", "codec_hint", "read_native"]
 
@@ -76,6 +77,7 @@ def decode(ds: Any, path: str) -> np.ndarray:
             f"{path}: no pixel data in this DICOM image; expected a PixelData element. Remove the file or re-export it."
         )
     _check_decoder(ts, path)
+    check_codestream(ds, path, ts)
     try:
         return ds.pixel_array
     except MemoryError:

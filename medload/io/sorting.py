@@ -130,8 +130,9 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     >>> [fs[i].file for i in lay.grid[0]], lay.median_step
     (['f0', 'f1', 'f2', 'f3'], 2.0)
     """
-    if not all(f.position is not None and f.orientation is not None for f in frames):
-        return _stack_without_geometry(frames, label)
+    bare = [i for i, f in enumerate(frames) if f.position is None or f.orientation is None]
+    if bare:
+        return _stack_without_geometry(frames, label, bare)
     problems: list[Problem] = []
     errors: list[Problem] = []
     orients = np.array([f.orientation for f in frames], dtype=float)
@@ -164,13 +165,26 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     return layout
 
 
-def _stack_without_geometry(frames: list[Frame], label: str) -> Layout:
+def _stack_without_geometry(frames: list[Frame], label: str, bare: list[int]) -> Layout:
     """No geometry (a cine loop, an ultrasound clip, a secondary capture): a stack of 2D
-    images in their stored order, unit spacing. Said so; never silently placed in space."""
+    images in their stored order, unit spacing. Said so; never silently placed in space.
+
+    Where only the ``bare`` frames lack it (an enhanced object whose per-frame plane position
+    is empty for some frames), the others' geometry would be dropped: refused."""
     n = len(frames)
     problems: list[Problem] = []
+    errors: list[Problem] = []
+    if len(bare) < n:
+        errors.append(
+            Problem(
+                ProblemKind.POSITION_INCOMPLETE,
+                f"{label}: {len(bare)} of {n} images have no ImagePositionPatient/ImageOrientationPatient "
+                f"({_names(frames, bare[:2])}) while the others have; they cannot be placed among them, and "
+                "stacking all without geometry would drop the others'. Remove or re-export those files.",
+            )
+        )
     order = sorted(range(n), key=lambda i: (frames[i].time_key, frames[i].file, frames[i].frame))
-    if n > 1:
+    if n > 1 and not errors:
         problems.append(
             Problem(
                 ProblemKind.NO_WORLD_GEOMETRY,
@@ -186,7 +200,7 @@ def _stack_without_geometry(frames: list[Frame], label: str) -> Layout:
         pixel_spacing=frames[0].pixel_spacing,
         distances=np.arange(n, dtype=float),
         problems=problems,
-        errors=[],
+        errors=errors,
     )
 
 
