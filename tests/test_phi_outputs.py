@@ -192,3 +192,32 @@ def test_the_run_lock_left_by_a_killed_run_names_no_machine(tmp_path, monkeypatc
                 pass
     assert b"QUAGMIROVA" not in held.upper() and b"hospital" not in held
     assert json.loads(held)["pid"] == os.getpid()
+
+
+def test_the_report_records_options_without_their_names(tmp_path, capsys):
+    """``--patients QUAGMIROVA_ids.csv`` and ``--dask tcp://rad-ws-zoltaneous.hospital.example:8786``:
+    report.json recorded the CSV's file name and the scheduler's host name."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from medload.batch.job import _report_options
+
+    (tmp_path / "src").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "src" / f"{i}.png")
+    table = tmp_path / "QUAGMIROVA_ids.csv"
+    table.write_text("file,patient_id\n0.png,MRN-1\n1.png,MRN-2\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["convert", str(tmp_path / "src"), "-o", str(out), "--workers", "0", "--quiet", "--patients", str(table)]) == 0
+    patients = json.loads((out / "report.json").read_text())["options"]["patients"]
+    assert patients["matched_images"] == 2 and patients["file"].startswith("file-")
+    assert search_output(out, ["QUAGMIROVA"]) == {}
+    given = dict.fromkeys(["size", "resize_mode", "orientation", "dtype", "compression", "workers", "on_gap", "keep_phi"])
+    given.update(patient_pattern=None, grayscale=False, image_modality=None, allow_burned_in=False, force=False)
+    given.update(require_masks=False, keep_descriptions=False, masks=None, source_map=None)
+    plan = SimpleNamespace(labels_info=None, patients_info=None)
+    for address, recorded in (("tcp://rad-ws-zoltaneous.hospital.example:8786", "scheduler"), ("local", "local"), (None, None)):
+        options = _report_options(dict(given, dask=address), plan, backend="dask", modality=None)
+        assert options["dask"] == recorded

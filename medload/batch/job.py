@@ -221,11 +221,13 @@ def convert(
 def _report_options(given: dict[str, Any], plan: Any, *, backend: str, modality: str | None) -> dict[str, Any]:
     """The options a report records: the call's arguments (``given``), the modality as checked,
     the backend that ran, and what the plan made of the label and patient tables."""
-    copied = "size resize_mode orientation dtype compression workers dask on_gap keep_phi patient_pattern grayscale"
+    copied = "size resize_mode orientation dtype compression workers on_gap keep_phi patient_pattern grayscale"
     copied += " image_modality allow_burned_in"
     options = {name: given[name] for name in copied.split()}
     options.update(
         modality=modality,
+        # A scheduler's address names a machine (which can name the hospital): not recorded.
+        dask=given["dask"] if given["dask"] in (None, "local") else "scheduler",
         force=bool(given["force"]),
         require_masks=bool(given["require_masks"]),
         keep_descriptions=bool(given["keep_descriptions"] or given["keep_phi"]),

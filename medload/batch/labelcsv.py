@@ -159,7 +159,7 @@ def patients_from_csv(
     import dataclasses
 
     from medload.datasets.labels import read_label_table
-    from medload.deid import pseudonym, resolve_key
+    from medload.deid import file_key, pseudonym, resolve_key
 
     _, table = read_label_table(path, IMAGE_KEY_COLUMNS, label_columns=("patient_id", "patient"))
     key = resolve_key(phi_key)  # once, not per image
@@ -172,4 +172,5 @@ def patients_from_csv(
             problems = tuple(p for p in s.problems if p.kind is not ProblemKind.PATIENT_UNKNOWN)
             s = dataclasses.replace(s, patient_key=pseudonym(found, prefix="pat-", secret=key), problems=problems)
         out.append(s)
-    return out, {"file": Path(path).name, "rows": len(table), "matched_images": matched}
+    # The table's name is a file_key, as every file an output names: a name the operator chose can name a patient.
+    return out, {"file": file_key(path, key), "rows": len(table), "matched_images": matched}
