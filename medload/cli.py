@@ -1,4 +1,4 @@
-"""The ``medload`` command: ``scan``, ``convert``, ``info``, ``preview``, ``qc``; a thin layer over the API.
+"""The ``medload`` command: ``scan``, ``convert``, ``info``, ``verify``, ``preview``, ``qc``; a thin layer over the API.
 
 Exit status: 0 all went well; 1 a data error (the conversion finished but some series or files
 failed, the report lists them; or a store or file that cannot be read), printed as one line;
@@ -375,6 +375,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Every damaged volume on its own line (stdout), then a summary; exit 1 when any is damaged."""
+    import dataclasses
+
+    from medload.store import open as open_store
+
+    _existing_store(args.store)
+    report = open_store(args.store).verify()
+    if args.json:
+        print(json.dumps({**dataclasses.asdict(report), "ok": report.ok}, indent=1))
+    else:
+        for damage in report.damaged:
+            print(f"damaged: {damage.key}: {_one_line(damage.message)}")
+        older = f", {report.by_volume} by their one volume checksum (written before slice checksums)" if report.by_volume else ""
+        unchecked = f", {len(report.unchecked)} without checksums (read only)" if report.unchecked else ""
+        print(
+            f"{args.store}: {report.volumes} volumes read, {report.by_slice} checked slice by slice{older}{unchecked}; "
+            + (f"{len(report.damaged)} damaged." if report.damaged else "none damaged.")
+        )
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def _cmd_preview(args: argparse.Namespace) -> int:
     from medload.preview import montage
 
@@ -415,7 +437,14 @@ def _existing_store(path: str) -> None:
         raise ConfigError(f"{path} does not exist; expected a medload store (folder of shards or FILE.h5)")
 
 
-_COMMANDS = {"scan": _cmd_scan, "convert": _cmd_convert, "info": _cmd_info, "preview": _cmd_preview, "qc": _cmd_qc}
+_COMMANDS = {
+    "scan": _cmd_scan,
+    "convert": _cmd_convert,
+    "info": _cmd_info,
+    "verify": _cmd_verify,
+    "preview": _cmd_preview,
+    "qc": _cmd_qc,
+}
 
 
 def _failure_line(entry: dict[str, Any]) -> str:

@@ -84,6 +84,17 @@ example:
   medload info out/ --json
 """
 
+VERIFY_HELP = """\
+Read every volume of a store and compare its stored bytes with the checksums written with them
+(CRC-32 per slice; one per volume in stores written before slice checksums). Lists every
+damaged volume by key and goes on past each; exits 1 if any is damaged, 0 if none.
+Run it after copying a store to another disk or share, and before training on an old one.
+
+example:
+  medload verify out/
+  medload verify out.h5 --json
+"""
+
 PREVIEW_HELP = """\
 Draw a montage of stored slices as a PNG, in order (volume by volume, slices in stored order),
 each as stored with its edges lettered from the affine (R/L, A/P, S/I) and the mask in colour;
@@ -130,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scan(sub)
     _add_convert(sub)
     _add_info(sub)
+    _add_verify(sub)
     _add_preview(sub)
     _add_qc(sub)
     return parser
@@ -265,6 +277,14 @@ def _add_info(sub: Any) -> None:
     p = sub.add_parser("info", help="describe a store", description=INFO_HELP, formatter_class=_FORMAT)
     p.add_argument("store", metavar="OUT", help="store file or folder of shards")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _add_verify(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify", help="check a store's pixels against their checksums", description=VERIFY_HELP, formatter_class=_FORMAT
+    )
+    p.add_argument("store", metavar="OUT", help="store file or folder of shards")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _add_preview(sub: Any) -> None:

@@ -97,6 +97,30 @@ class PipelineMismatchError(StoreError):
         return (_rebuild, (type(self), str(self), self.__dict__))
 
 
+class ChecksumError(StoreError):
+    """Stored pixels differ from the checksums written with them: the file was damaged after it was written.
+
+    Attributes
+    ----------
+    path : str
+        The store file (shard) that holds the volume.
+    key : str
+        The volume's key.
+    slices : tuple of int
+        The damaged slices (image or mask); empty when the volume has only its one whole-volume
+        checksum (stores written before slice checksums).
+    """
+
+    def __init__(self, message: str, *, path: str = "", key: str = "", slices: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
+        self.slices = tuple(slices)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes, attributes kept
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
 def _rebuild(cls: type[Exception], message: str, state: dict[str, Any]) -> Exception:
     exc = cls(message, **state)
     return exc

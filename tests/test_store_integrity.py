@@ -21,7 +21,7 @@ import pytest
 
 import medload
 from fixtures.stores import build_store
-from medload.errors import StoreError
+from medload.errors import ChecksumError, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +97,163 @@ def test_the_limit_is_the_environment_s_and_a_volume_under_it_reads(tmp_path, mo
         medload.open(path).read_mask(0, 0, 1)
     monkeypatch.setenv("MEDLOAD_MAX_VOLUME_BYTES", "6K")
     assert medload.open(path).read_volume(0).shape == (6, 16, 16)
+
+
+# --- bit flips inside stored pixel bytes -------------------------------------------------------
+
+
+def _flip_last_byte(path: Path, key: str, name: str, z: int) -> None:
+    """Flip the low bit of the last stored byte of slice ``z``'s chunk, as a failing disk would.
+
+    The last bytes of an LZ4 block are always literals (the LZ4 block format), so the chunk
+    still decodes, to one changed value: the silently wrong slice a checksum must catch.
+    """
+    with h5py.File(path, "r+") as f:
+        ds = f["volumes"][key][name]
+        filter_mask, chunk = ds.id.read_direct_chunk((z,) + (0,) * (ds.ndim - 1))
+        chunk = bytearray(chunk)
+        chunk[-1] ^= 1
+        ds.id.write_direct_chunk((z,) + (0,) * (ds.ndim - 1), bytes(chunk), filter_mask)
+
+
+@pytest.fixture(params=["lz4", "none"])
+def store(request, tmp_path):
+    path = tmp_path / "s.h5"
+    build_store(path, seeds=[0, 1, 2], compression=request.param)
+    return path
+
+
+def test_a_flipped_bit_in_an_image_slice_is_caught_by_read_volume_and_verify(store):
+    with medload.open(store) as reader:
+        before = reader.read_slices(1, 3, 4, raw=True)
+    _flip_last_byte(store, "ser-0001", "image", 3)
+    reader = medload.open(store)
+    # Without the check the damaged slice decodes, one value off: what training would have got.
+    after = reader.read_slices(1, 3, 4, raw=True)
+    assert int(np.count_nonzero(after != before)) == 1
+    with pytest.raises(ChecksumError) as caught:
+        reader.read_volume(1)
+    message = str(caught.value)
+    assert message.startswith(f"{store}: volume ser-0001: the stored bytes of its image slice 3 (1 of 6) do not match")
+    assert "Copy the store again from a good copy or convert the sources again" in message
+    assert f"`medload verify {store}` lists every damaged volume" in message
+    assert caught.value.key == "ser-0001" and caught.value.slices == (3,)
+    assert reader.read_volume(0).shape == (6, 16, 16) and reader.read_volume(2).shape == (6, 16, 16)
+    report = reader.verify()
+    assert not report.ok and report.volumes == 3 and report.by_slice == 3
+    assert [(d.key, d.slices) for d in report.damaged] == [("ser-0001", (3,))]
+
+
+def test_verify_slices_catches_the_damaged_slice_on_every_slice_read(store):
+    _flip_last_byte(store, "ser-0002", "image", 5)
+    reader = medload.open(store, verify_slices=True)
+    np.testing.assert_array_equal(reader.read_slices(2, 0, 5, raw=True), medload.open(store).read_slices(2, 0, 5, raw=True))
+    for read in (
+        lambda r: r.read_slices(2, 5, 6),
+        lambda r: r.read_slices(2, 4, 6, raw=True),
+        lambda r: r.read_batch([0, 2], [1, 5], np.empty((2, 16, 16), np.uint8), raw=True),
+        lambda r: r.read_batch([2, 2], [4, 5], np.empty((2, 16, 16), np.uint8), raw=True),
+        lambda r: r.read_batch([2], [5], np.empty((1, 16, 16), np.float32)),
+    ):
+        for direct in (True, False):  # the direct chunk reads and h5py's
+            reader._direct = direct
+            reader.close()
+            with pytest.raises(ChecksumError, match=r"s.h5: volume ser-0002: the stored bytes of its image slice 5 \(1 of 6\)"):
+                read(reader)
+    # The flag travels with the reader to DataLoader workers (pickled).
+    import pickle
+
+    with pytest.raises(ChecksumError, match="slice 5"):
+        pickle.loads(pickle.dumps(reader)).read_slices(2, 5, 6)
+
+
+def test_a_flipped_mask_byte_is_caught_when_the_mask_is_read(store):
+    _flip_last_byte(store, "ser-0000", "mask", 2)
+    reader = medload.open(store)
+    assert reader.read_volume(0).shape == (6, 16, 16)  # the image is whole
+    with pytest.raises(ChecksumError, match=r"volume ser-0000: the stored bytes of its mask slice 2 \(1 of 6\)"):
+        reader.read_volume(0, mask=True)
+    with pytest.raises(ChecksumError, match="mask slice 2"):
+        medload.open(store, verify_slices=True).read_mask(0, 0, 6)
+    assert [(d.key, d.slices) for d in reader.verify().damaged] == [("ser-0000", (2,))]
+
+
+def test_chunks_swapped_between_slices_are_caught(store):
+    # Each chunk decodes perfectly; the slices are in the wrong places.
+    with h5py.File(store, "r+") as f:
+        ds = f["volumes"]["ser-0001"]["image"]
+        first, second = ds.id.read_direct_chunk((1, 0, 0)), ds.id.read_direct_chunk((4, 0, 0))
+        ds.id.write_direct_chunk((1, 0, 0), second[1], second[0])
+        ds.id.write_direct_chunk((4, 0, 0), first[1], first[0])
+    with pytest.raises(ChecksumError, match=r"image slices 1, 4 \(2 of 6\)"):
+        medload.open(store).read_volume(1)
+
+
+def test_an_intact_store_verifies_clean_and_reads_as_before(store, capsys):
+    from medload.cli import main
+
+    reader = medload.open(store)
+    report = reader.verify()
+    assert report.ok and (report.volumes, report.by_slice, report.by_volume, report.unchecked) == (3, 3, 0, ())
+    np.testing.assert_array_equal(medload.open(store, verify_slices=True).read_slices(0, 0, 6), reader.read_slices(0, 0, 6))
+    assert main(["verify", str(store)]) == 0
+    assert capsys.readouterr().out.strip() == f"{store}: 3 volumes read, 3 checked slice by slice; none damaged."
+
+
+def test_medload_verify_lists_every_damaged_volume_and_exits_1(store, capsys):
+    from medload.cli import main
+
+    _flip_last_byte(store, "ser-0000", "image", 0)
+    _flip_last_byte(store, "ser-0002", "mask", 5)
+    assert main(["verify", str(store)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"damaged: ser-0000: {store}: volume ser-0000: the stored bytes of its image slice 0 (1 of 6)")
+    assert lines[1].startswith(f"damaged: ser-0002: {store}: volume ser-0002: the stored bytes of its mask slice 5 (1 of 6)")
+    assert lines[2] == f"{store}: 3 volumes read, 3 checked slice by slice; 2 damaged."
+    assert main(["verify", str(store), "--json"]) == 1
+    found = json.loads(capsys.readouterr().out)
+    assert found["ok"] is False and [(d["key"], d["slices"]) for d in found["damaged"]] == [("ser-0000", [0]), ("ser-0002", [5])]
+
+
+def _as_older_store(path: Path) -> None:
+    """What medload wrote before slice checksums: the same file without the *_crc32 datasets."""
+    with h5py.File(path, "r+") as f:
+        for key in f["volumes"]:
+            for name in ("image_crc32", "mask_crc32"):
+                if name in f["volumes"][key]:
+                    del f["volumes"][key][name]
+
+
+def test_a_store_written_before_slice_checksums_reads_and_is_checked_by_its_volume_checksum(store, capsys):
+    from medload.cli import main
+
+    with medload.open(store) as reader:
+        expected = reader.read_volume(1, mask=True)
+    _as_older_store(store)
+    reader = medload.open(store, verify_slices=True)  # nothing to check per slice: reads as before
+    image, mask = reader.read_volume(1, mask=True)
+    np.testing.assert_array_equal(image.array, expected[0].array)
+    np.testing.assert_array_equal(mask.array, expected[1].array)
+    report = reader.verify()
+    assert report.ok and (report.by_slice, report.by_volume) == (0, 3)
+    reader.close()
+    _flip_last_byte(store, "ser-0001", "image", 3)
+    with medload.open(store) as reader, pytest.raises(ChecksumError, match=r"ser-0001: its stored image and mask bytes do not"):
+        reader.read_volume(1)  # the mask is read too: the one checksum covers both
+    _flip_last_byte(store, "ser-0002", "mask", 0)
+    with medload.open(store) as reader:
+        damaged = reader.verify().damaged
+    assert [(d.key, d.slices) for d in damaged] == [("ser-0001", ()), ("ser-0002", ())]
+    assert main(["verify", str(store)]) == 1
+    assert (
+        "0 checked slice by slice, 3 by their one volume checksum (written before slice checksums); 2 damaged."
+        in capsys.readouterr().out
+    )
+
+
+def test_a_checksum_dataset_of_the_wrong_shape_is_a_store_error(store):
+    with h5py.File(store, "r+") as f:
+        del f["volumes"]["ser-0000"]["image_crc32"]
+        f["volumes"]["ser-0000"]["image_crc32"] = np.zeros(5, np.uint32)
+    with pytest.raises(StoreError, match=r"volume ser-0000's image_crc32 is uint32 \(5,\), expected uint32 \(6,\)"):
+        medload.open(store).read_volume(0)

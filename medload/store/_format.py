@@ -357,6 +357,27 @@ def crc32(buffer: np.ndarray, value: int = 0) -> int:
     return zlib.crc32(np.ascontiguousarray(buffer).data, value)
 
 
+def decode_into(stored: np.ndarray, scale: float, offset: float, out: np.ndarray) -> np.ndarray:
+    """Decode stored values into float32 ``out``: ``stored * scale + offset`` (see :func:`encoding`); returns ``out``.
+
+    ``stored`` is float32 (copied), float32 widened from float16 (copied) or integers: cast into
+    ``out`` exactly, then scaled there in place (two passes over ``out`` measured faster than
+    numpy's mixed-type multiply, ~14 against ~17 us per 256x256 slice; the same float32 product).
+
+    Examples
+    --------
+    >>> decode_into(np.array([0, 128, 255], np.uint8), 1 / 255, 0.0, np.empty(3, np.float32)).round(3)
+    array([0.   , 0.502, 1.   ], dtype=float32)
+    """
+    out[...] = stored
+    if stored.dtype.kind in "iu":
+        if scale != 1.0:
+            np.multiply(out, np.float32(scale), out=out)
+        if offset != 0.0:
+            np.add(out, np.float32(offset), out=out)
+    return out
+
+
 _F16_EXP_MASK = np.uint32(0x7C00 << 13)
 
 

@@ -12,7 +12,6 @@ Slices stored one per chunk are read without HDF5's per-call cost where possible
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -20,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medload.errors import ConfigError, StoreError
+from medload.errors import ChecksumError, ConfigError, StoreError
 from medload.limits import check_volume_size
 from medload.store import _format as fmt
 from medload.store.chunks import ChunkTable, scratch_array
-from medload.store.layout import store_files
-from medload.store.records import VolumeRecord, check_dataset, class_names, open_file, records_of
+from medload.store.integrity import Checksums, Damage, VerifyReport, damage_error, mismatched
+from medload.store.catalog import StoreCatalog
+from medload.store.records import VolumeRecord, check_dataset, open_file
 from medload.volume import Volume
 
 if TYPE_CHECKING:
@@ -34,10 +34,12 @@ if TYPE_CHECKING:
 __all__ = ["open", "StoreReader", "VolumeRecord"]
 
 
-class StoreReader:
+class StoreReader(StoreCatalog):
     """Read-only view of a medload store: one file or a folder of shard files.
 
-    Use :func:`open`. Picklable; safe to use from many processes at once.
+    Use :func:`open`. Picklable; safe to use from many processes at once. What the store
+    holds (:attr:`volumes`, :attr:`index`, :attr:`classes`, ...) is :class:`StoreCatalog`'s;
+    the pixels are read here.
 
     Examples
     --------
@@ -53,50 +55,12 @@ class StoreReader:
             [6., 7.]]], dtype=float32)
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        h5py = fmt.load_h5py()
-        shards = store_files(self.path)
-        records: list[VolumeRecord] = []
-        attrs: dict[str, Any] | None = None
-        for shard in shards:
-            shard_attrs, shard_records = records_of(h5py, shard)
-            if attrs is None:
-                attrs = shard_attrs
-            elif shard_attrs.get("pipeline_hash") != attrs.get("pipeline_hash"):
-                raise StoreError(
-                    f"{self.path}: shard {shard.name} was written with another pipeline than {shards[0].name} "
-                    f"({shard_attrs.get('pipeline')} vs {attrs.get('pipeline')}); a folder store holds one "
-                    "pipeline's output. Move or delete the stale shards and convert again."
-                )
-            elif shard_attrs.get("phi_key_fingerprint") != attrs.get("phi_key_fingerprint"):
-                # One patient would have two keys: patient-level splits would put it on both sides.
-                raise StoreError(
-                    f"{self.path}: shard {shard.name} was written with pseudonym key "
-                    f"{shard_attrs.get('phi_key_fingerprint') or '(none recorded)'}, {shards[0].name} with "
-                    f"{attrs.get('phi_key_fingerprint') or '(none recorded)'}; their patient keys do not "
-                    "match. Convert every source again into a new folder with one key."
-                )
-            records.extend(shard_records)
-        self.shards = tuple(str(s) for s in shards)
-        self._attrs = attrs or {}
-        self._records = tuple(records)  # read-only: `volumes` hands it out without a copy
+    def __init__(self, path: str | os.PathLike[str], *, verify_slices: bool = False) -> None:
+        #: Check every slice read against its checksum (:func:`open`'s ``verify_slices``).
+        self.verify_slices = bool(verify_slices)
+        super().__init__(path)
         self._direct = True
-        self._build_index()
         self._reset_handles()
-
-    def _build_index(self) -> None:
-        self._patient_keys = sorted({r.patient_key for r in self._records})
-        patient_of = {k: i for i, k in enumerate(self._patient_keys)}
-        counts = np.array([r.n_slices for r in self._records], dtype=np.int64)
-        index = np.zeros(int(counts.sum()), dtype=fmt.INDEX_DTYPE)
-        index["volume"] = np.repeat(np.arange(len(counts)), counts)
-        starts = np.repeat(np.cumsum(counts) - counts, counts)
-        index["slice"] = np.arange(len(index)) - starts
-        index["patient"] = np.repeat([patient_of[r.patient_key] for r in self._records], counts).astype(np.int32)
-        index["label"] = np.repeat([-1 if r.label is None else r.label for r in self._records], counts)
-        index.setflags(write=False)
-        self._index = index
 
     # ---------------------------------------------------------------- process-local handles
     def _reset_handles(self) -> None:
@@ -110,6 +74,7 @@ class StoreReader:
         self._read_paths: dict[str, int] = {"direct": 0, "h5py": 0}
         # Volumes whose size was checked against the per-volume limit in this process.
         self._sized: set[tuple[int, str]] = set()
+        self._checksums = Checksums(self._group, str(self.path))
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
@@ -123,20 +88,28 @@ class StoreReader:
             self._files[shard] = f
         return f
 
+    def _group(self, rec: VolumeRecord, name: str = "image") -> h5py.Group:
+        try:
+            return self._file(rec.shard)["volumes"][rec.key]
+        except (KeyError, TypeError, ValueError, OSError, RuntimeError):
+            raise StoreError(
+                f"{rec.shard}: volume {rec.key} has no readable {name} dataset; the file is damaged, write it again."
+            ) from None
+
     def _dataset(self, volume: int, name: str) -> h5py.Dataset:
         cache = self._images if name == "image" else self._masks
         ds = cache.get(volume)
         if ds is None:
             rec = self.record(volume)
-            f = self._file(rec.shard)
+            group = self._group(rec, name)
             try:
-                ds = f["volumes"][rec.key][name]
+                ds = group[name]
             except (KeyError, TypeError, ValueError, OSError, RuntimeError):
                 raise StoreError(
                     f"{rec.shard}: volume {rec.key} has no readable {name} dataset; the file is damaged, write it again."
                 ) from None
             try:
-                check_dataset(ds, rec, name, f.filename)
+                check_dataset(ds, rec, name, self._file(rec.shard).filename)
             except (OSError, RuntimeError, ValueError, TypeError) as exc:  # HDF5's checks of a damaged index
                 raise StoreError(
                     f"{rec.shard}: volume {rec.key}'s {name} could not be read ({type(exc).__name__}: {exc}); "
@@ -173,32 +146,44 @@ class StoreReader:
             )
             return table
 
-    def _read_stored(self, volume: int, name: str, start: int, stop: int) -> np.ndarray:
-        """Stored values of slices ``start:stop`` in a new array: direct chunk reads where possible, else h5py."""
+    def _read_stored(self, volume: int, name: str, start: int, stop: int, *, verify: bool | None = None) -> np.ndarray:
+        """Stored values of slices ``start:stop`` in a new array: direct chunk reads where possible, else h5py.
+
+        Checked against their checksums when ``verify`` (default :attr:`verify_slices`) says so.
+        """
         table = self._table(volume, name) if self._direct else None
-        if table is not None:
-            stored = table.read(start, stop)
-            if stored is not None:
-                self._read_paths["direct"] += 1
-                return stored
-        self._read_paths["h5py"] += 1
-        return _read(self._dataset(volume, name), start, stop, self.record(volume))
+        stored = table.read(start, stop) if table is not None else None
+        self._read_paths["h5py" if stored is None else "direct"] += 1
+        if stored is None:
+            stored = _read(self._dataset(volume, name), start, stop, self.record(volume))
+        if self.verify_slices if verify is None else verify:
+            self._checksums.check_slices(self.record(volume), name, start, stored)
+        return stored
 
     def _read_stored_into(self, volume: int, name: str, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         """Stored values of slices ``start:stop`` written into ``out`` (the stored dtype and shape) and returned."""
         table = self._table(volume, name) if self._direct else None
         if table is not None and table.read_into(start, stop, out):
             self._read_paths["direct"] += 1
-            return out
-        self._read_paths["h5py"] += 1
-        out[...] = _read(self._dataset(volume, name), start, stop, self.record(volume))
+        else:
+            self._read_paths["h5py"] += 1
+            out[...] = _read(self._dataset(volume, name), start, stop, self.record(volume))
+        if self.verify_slices:
+            self._checksums.check_slices(self.record(volume), name, start, out)
         return out
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "shards": self.shards, "attrs": self._attrs, "records": self._records}
+        return {
+            "path": self.path,
+            "shards": self.shards,
+            "attrs": self._attrs,
+            "records": self._records,
+            "verify_slices": self.verify_slices,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
+        self.verify_slices = state.get("verify_slices", False)
         self.shards = state["shards"]
         self._attrs = state["attrs"]
         self._records = state["records"]
@@ -221,95 +206,6 @@ class StoreReader:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    # ---------------------------------------------------------------- metadata
-    @property
-    def volumes(self) -> tuple[VolumeRecord, ...]:
-        """Every complete volume, in shard order then key order (one tuple, not a new list per access)."""
-        return self._records
-
-    def record(self, volume: int) -> VolumeRecord:
-        """The :class:`VolumeRecord` at position ``volume`` (with a clear error when out of range).
-
-        Examples
-        --------
-        >>> import tempfile, numpy as np, medload
-        >>> path = tempfile.mkdtemp() + "/s.h5"
-        >>> with medload.Store.create(path) as store:
-        ...     _ = store.add(medload.Volume(np.zeros((2, 3, 4)), np.eye(4), meta={"series_key": "s1"}), label=2)
-        >>> medload.open(path).record(0).label, medload.open(path).record(0).slice_shape
-        (2, (3, 4))
-        """
-        try:
-            if volume < 0:
-                raise IndexError
-            return self._records[volume]
-        except (IndexError, TypeError):
-            raise StoreError(
-                f"{self.path}: volume {volume!r} does not exist; the store holds {len(self._records)} volumes (0..{len(self._records) - 1})."
-            ) from None
-
-    @property
-    def index(self) -> np.ndarray:
-        """One row per slice: ``volume`` (position in :attr:`volumes`), ``slice``, ``patient`` (into :attr:`patient_keys`), ``label`` (-1 if none). Read-only."""
-        return self._index
-
-    @property
-    def patient_keys(self) -> list[str]:
-        """Sorted pseudonymous patient keys; ``index['patient']`` points into this list."""
-        return list(self._patient_keys)
-
-    @property
-    def classes(self) -> list[str] | None:
-        """Class names by label (``classes[i]`` names label ``i``), or ``None`` if no volume's label has a name.
-
-        A name is ``meta["class_name"]`` of a labelled volume (class folders, a label CSV of
-        names); labels without a name, between named ones, are listed as their number.
-
-        Examples
-        --------
-        >>> import tempfile, numpy as np, medload
-        >>> path = tempfile.mkdtemp() + "/s.h5"
-        >>> with medload.Store.create(path) as store:
-        ...     for i, name in enumerate(["normal", "pneumonia"]):
-        ...         vol = medload.Volume(np.full((1, 3, 4), i), np.eye(4), meta={"series_key": f"s{i}", "class_name": name})
-        ...         _ = store.add(vol, label=i)
-        >>> medload.open(path).classes
-        ['normal', 'pneumonia']
-        """
-        return class_names(self._records, self.path)
-
-    @property
-    def pipeline(self) -> Any:
-        """The pipeline configuration the store was written with (``None`` if none)."""
-        text = self._attrs.get("pipeline", "null")
-        try:
-            return json.loads(text)
-        except (TypeError, ValueError, RecursionError):
-            raise StoreError(
-                f"{self.path}: its 'pipeline' attribute is not JSON ({str(text)[:60]!r}); the file is damaged, write it again."
-            ) from None
-
-    @property
-    def key_fingerprint(self) -> str | None:
-        """Fingerprint of the pseudonym key the store was written with (``None`` if not recorded).
-
-        Compare it with ``medload.deid.resolve_key().fingerprint`` to know whether your keys
-        (``medload scan``, a labels file) match the store's; the key itself is never stored.
-        """
-        value = self._attrs.get("phi_key_fingerprint")
-        return None if value is None else str(value)
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        """Root attributes of the (first) shard: schema, version, created, pipeline, dtype, compression."""
-        return dict(self._attrs)
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __repr__(self) -> str:
-        return f"StoreReader({str(self.path)!r}, shards={len(self.shards)}, volumes={len(self._records)}, slices={len(self)})"
 
     # ---------------------------------------------------------------- pixels
     def _range(self, rec: VolumeRecord, start: int, stop: int) -> tuple[int, int]:
@@ -425,10 +321,14 @@ class StoreReader:
             if table is not None:
                 if b - a == 1 and table.read_one_into(start, row_bytes[a]):
                     self._read_paths["direct"] += 1
+                    if self.verify_slices:
+                        self._checksums.check_slices(rec, "image", start, row_bytes[a : a + 1])
                     continue
                 rows = out[a:b] if shape == row_shape else out[a:b].reshape(b - a, *shape)
                 if b - a > 1 and table.read_into(start, stop, rows):
                     self._read_paths["direct"] += 1
+                    if self.verify_slices:
+                        self._checksums.check_slices(rec, "image", start, rows)
                     continue
             self._read_image(volume, rec, start, stop, out[a:b].reshape(b - a, *shape), raw=raw)
         return out
@@ -459,7 +359,7 @@ class StoreReader:
                 return stored
         else:
             stored = self._read_stored_into(volume, "image", start, stop, scratch_array(shape, stored_dtype))
-        return _decode_into(stored, rec, np.empty(shape, np.float32) if out is None else out)
+        return fmt.decode_into(stored, rec.scale, rec.offset, np.empty(shape, np.float32) if out is None else out)
 
     def read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
         """Mask slices ``start:stop`` of one volume, integer ``(n, H, W)`` in the stored type.
@@ -515,43 +415,125 @@ class StoreReader:
         Volume(CT, shape=(2, 3, 4), dtype=float32, spacing=3x1x1 mm, orientation=RAS, steps=0)
         """
         rec = self.record(volume)
-        array = self.read_slices(volume, 0, rec.n_slices)
+        stored = self.read_slices(volume, 0, rec.n_slices, raw=True)  # a new array, in the stored dtype
+        labels = self.read_mask(volume, 0, rec.n_slices) if rec.has_mask and mask else None
+        labels = self._check_whole(volume, rec, stored, labels)
+        if stored.dtype == np.float16:
+            array = fmt.float16_to_float32(stored)
+        elif stored.dtype != np.float32:
+            array = fmt.decode_into(stored, rec.scale, rec.offset, np.empty(stored.shape, np.float32))
+        else:
+            array = stored
         if array.ndim == 4:
             array = np.ascontiguousarray(array.transpose(1, 0, 2, 3))
-        meta = dict(rec.meta)
-        for name in fmt.META_ATTRS:
-            if name == "channels":
-                continue  # a list in meta, set below
-            value = getattr(rec, name)
-            if value:
-                meta[name] = value
-        if rec.channels is not None:
-            meta["channels"] = list(rec.channels)
-        image = Volume(array, rec.affine, modality=rec.modality, meta=meta, history=rec.history)
+        image = Volume(array, rec.affine, modality=rec.modality, meta=rec.volume_meta(), history=rec.history)
         if not mask:
             return image
         mask_volume = None
-        if rec.has_mask:
-            mask_volume = Volume(
-                self.read_mask(volume, 0, rec.n_slices), rec.affine, modality=rec.modality, meta={"intensity": "labels"}
-            )
+        if labels is not None:
+            mask_volume = Volume(labels, rec.affine, modality=rec.modality, meta={"intensity": "labels"})
         return image, mask_volume
 
+    def _check_whole(self, volume: int, rec: VolumeRecord, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+        """``read_volume``'s check of a whole volume read (``mask`` when read); returns the mask, read here for an older store."""
+        kind = self._checksums.kind(rec)
+        if kind == "slice" and not self.verify_slices:  # verify_slices checked them on the way
+            self._checksums.check_slices(rec, "image", 0, image)
+            if mask is not None:
+                self._checksums.check_slices(rec, "mask", 0, mask)
+        elif kind == "volume":  # one checksum of the image's bytes then the mask's: both are needed
+            if rec.has_mask and mask is None:
+                mask = self.read_mask(volume, 0, rec.n_slices)
+            self._checksums.check_volume(rec, image, mask)
+        return mask
 
-def _decode_into(stored: np.ndarray, rec: VolumeRecord, out: np.ndarray) -> np.ndarray:
-    """``read_slices``' decoding of stored values into float32 ``out``: ``stored * scale + offset``.
+    def verify_volume(self, volume: int) -> str:
+        """Read one volume (image and mask) and compare it with its checksums; how it was checked.
 
-    ``stored`` is float32 (copied), float32 widened from float16 (copied) or integers: cast into
-    ``out`` exactly, then scaled there in place (two passes over ``out`` measured faster than
-    numpy's mixed-type multiply, ~14 against ~17 us per 256x256 slice; the same float32 product).
-    """
-    out[...] = stored
-    if stored.dtype.kind in "iu":
-        if rec.scale != 1.0:
-            np.multiply(out, np.float32(rec.scale), out=out)
-        if rec.offset != 0.0:
-            np.add(out, np.float32(rec.offset), out=out)
-    return out
+        Reads 32 slices at a time (memory stays small whatever the volume's size) and goes
+        through every slice before it raises, so the error lists every damaged one.
+
+        Returns
+        -------
+        str
+            ``"slice"`` (each slice against its checksum), ``"volume"`` (a store written before
+            slice checksums: the volume's one checksum) or ``"none"`` (no checksum: only read).
+
+        Raises
+        ------
+        ChecksumError
+            A :class:`~medload.errors.StoreError` naming the file, the volume and the damaged
+            slices; other StoreErrors where the volume cannot be read at all.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> with medload.Store.create(path) as store:
+        ...     _ = store.add(medload.Volume(np.zeros((2, 3, 4)), np.eye(4)))
+        >>> medload.open(path).verify_volume(0)
+        'slice'
+        """
+        self._check_pid()
+        rec = self.record(volume)
+        kind = self._checksums.kind(rec)
+        parts: dict[str, list[np.ndarray]] = {}
+        bad: set[int] = set()
+        damaged: list[str] = []
+        for name in ("image", "mask") if rec.has_mask else ("image",):
+            if (volume, name) not in self._sized:
+                self._check_size(volume, rec, name)
+            expected = self._checksums.of_slices(rec, name) if kind == "slice" else None
+            found = []
+            for z0 in range(0, rec.n_slices, 32):
+                stored = self._read_stored(volume, name, z0, min(rec.n_slices, z0 + 32), verify=False)
+                if expected is not None:
+                    found += mismatched(stored, expected, z0)
+                elif kind == "volume":
+                    parts.setdefault(name, []).append(stored)
+            if found:
+                bad.update(found)
+                damaged.append(name)
+        if damaged:
+            raise damage_error(rec, " and ".join(damaged), sorted(bad), str(self.path))
+        if kind == "volume":
+            mask = np.concatenate(parts["mask"]) if "mask" in parts else None
+            self._checksums.check_volume(rec, np.concatenate(parts["image"]), mask)
+        return kind
+
+    def verify(self) -> VerifyReport:
+        """Read every volume and compare it with its checksums; every damaged volume is reported, none stops it.
+
+        What ``medload verify STORE`` runs. Costs one read of the whole store.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> with medload.Store.create(path) as store:
+        ...     _ = store.add(medload.Volume(np.zeros((2, 3, 4)), np.eye(4)))
+        >>> report = medload.open(path).verify()
+        >>> report.ok, report.volumes, report.by_slice
+        (True, 1, 1)
+        """
+        kinds: dict[str, list[str]] = {"slice": [], "volume": [], "none": []}
+        damaged = []
+        for volume, rec in enumerate(self._records):
+            try:
+                kinds[self.verify_volume(volume)].append(rec.key)
+            except StoreError as exc:
+                slices = exc.slices if isinstance(exc, ChecksumError) else ()
+                damaged.append(Damage(key=rec.key, shard=rec.shard, slices=slices, message=str(exc)))
+                if isinstance(exc, ChecksumError):  # compared, and found to differ
+                    kinds["slice" if slices else "volume"].append(rec.key)
+        return VerifyReport(
+            path=str(self.path),
+            volumes=len(self._records),
+            by_slice=len(kinds["slice"]),
+            by_volume=len(kinds["volume"]),
+            unchecked=tuple(kinds["none"]),
+            damaged=tuple(damaged),
+        )
 
 
 def _read(ds: h5py.Dataset, start: int, stop: int, rec: VolumeRecord) -> np.ndarray:
@@ -566,11 +548,18 @@ def _read(ds: h5py.Dataset, start: int, stop: int, rec: VolumeRecord) -> np.ndar
         ) from exc
 
 
-def open(path: str | os.PathLike[str]) -> StoreReader:  # noqa: A001 - medload.open, by design
+def open(path: str | os.PathLike[str], *, verify_slices: bool = False) -> StoreReader:  # noqa: A001 - medload.open, by design
     """Open a medload store (one ``.h5`` file or a folder of shard files) for reading.
 
     Cheap: reads attributes only. Raises :class:`~medload.StoreError` naming what was found
     when ``path`` is not a medload store (plain HDF5, another file type, truncated, newer schema).
+
+    ``read_volume`` always checks the volume it read against its checksums; with
+    ``verify_slices=True`` every slice read is checked too (``read_slices``, ``read_batch``,
+    ``read_mask``, and so the datasets' items and batches: pass this reader to them), at a cost
+    on the slice loader measured in docs/benchmarks.md. A damaged slice raises
+    :class:`~medload.errors.ChecksumError` naming the file, the volume and the slice. Stores
+    written before slice checksums are read as before (their slices cannot be checked).
 
     Examples
     --------
@@ -582,4 +571,4 @@ def open(path: str | os.PathLike[str]) -> StoreReader:  # noqa: A001 - medload.o
     >>> len(medload.open(folder))
     6
     """
-    return StoreReader(path)
+    return StoreReader(path, verify_slices=verify_slices)

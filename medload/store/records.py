@@ -75,6 +75,19 @@ class VolumeRecord:
         """Shape of one decoded slice: ``(H, W)`` or ``(C, H, W)``."""
         return self.shape[1:]
 
+    def volume_meta(self) -> dict[str, Any]:
+        """The ``meta`` of the :class:`~medload.Volume` this record was written from (its own attributes joined back)."""
+        meta = dict(self.meta)
+        for name in fmt.META_ATTRS:
+            if name == "channels":
+                continue  # a list in meta, set below
+            value = getattr(self, name)
+            if value:
+                meta[name] = value
+        if self.channels is not None:
+            meta["channels"] = list(self.channels)
+        return meta
+
 
 def open_file(h5py: ModuleType, path: Path) -> h5py.File:
     try:

@@ -32,6 +32,7 @@ from medload.errors import PipelineMismatchError, StoreError
 from medload.problems import Problem, ProblemKind
 from medload.store import _format as fmt
 from medload.store import inputs, layout, records
+from medload.store.integrity import CRC_SUFFIX, slice_crc32s
 from medload.store.writefail import printable, unwritable, write_failed
 from medload.volume import Volume
 
@@ -395,6 +396,17 @@ class Store:
             raise StoreError(f"{what}: encoded=(scale, offset) needs the stored type {self.dtype}, found {array.dtype}.")
         return float(encoded[0]), float(encoded[1])
 
+    def _write_mask(self, group: Any, mask: np.ndarray, crc: int) -> int:
+        """Write a volume's mask (integer labels, its stored type) and its slice checksums; ``crc`` carried on over its bytes."""
+        z, h, w = mask.shape
+        mds = group.create_dataset("mask", shape=(z, h, w), dtype=mask.dtype, chunks=(1, h, w), **self._filter_kwargs)
+        for z0 in range(0, z, BLOCK_SLICES):
+            block = mask[z0 : z0 + BLOCK_SLICES]
+            mds[z0 : z0 + len(block)] = block
+            crc = fmt.crc32(block, crc)
+        group.create_dataset("mask" + CRC_SUFFIX, data=slice_crc32s(mask))
+        return crc
+
     def add(
         self,
         volume: Volume,
@@ -466,6 +478,7 @@ class Store:
                 "image", shape=stored_shape, dtype=self.dtype, chunks=(1,) + stored_shape[1:], **self._filter_kwargs
             )
             fmt.write_new_attrs(image, {"scale": scale, "offset": offset})
+            slice_crcs = np.empty(z, np.uint32)
             crc = 0
             for z0 in range(0, z, BLOCK_SLICES):
                 z1 = min(z, z0 + BLOCK_SLICES)
@@ -473,12 +486,10 @@ class Store:
                 block = fmt.encode(block, self.dtype, scale, offset) if encoded is None else np.ascontiguousarray(block)
                 image[z0:z1] = block
                 crc = fmt.crc32(block, crc)
+                slice_crcs[z0:z1] = slice_crc32s(block)
+            group.create_dataset("image" + CRC_SUFFIX, data=slice_crcs)
             if mask_array is not None:
-                mds = group.create_dataset("mask", shape=(z, h, w), dtype=mdtype, chunks=(1, h, w), **self._filter_kwargs)
-                for z0 in range(0, z, BLOCK_SLICES):
-                    block = np.ascontiguousarray(mask_array[z0 : z0 + BLOCK_SLICES], dtype=mdtype)
-                    mds[z0 : z0 + len(block)] = block
-                    crc = fmt.crc32(block, crc)
+                crc = self._write_mask(group, np.ascontiguousarray(mask_array, dtype=mdtype), crc)
             attrs["crc32"] = np.uint32(crc)
             fmt.write_new_attrs(group, attrs)
             f.flush()
