@@ -9,6 +9,10 @@ on the same store and memmap (``--workdir`` keeps them between runs): the rows a
 loaders as ``bench/loader.py`` (batch 64, shuffled, default store, 0 workers).
 Prints: compact ms, float32 ms per 64 slices; ds[i] CPU us per item and DataLoader(ds) + collate ms
 per batch (the item path); bare memmap ms per 64 slices, memmap DataLoader + collate ms.
+
+``--verify-slices``: the store opened with ``medload.open(path, verify_slices=True)`` (every
+slice read checked against its CRC-32; trees without slice checksums do not have the option).
+``--loaders-only``: the two ds.loader rows alone (the other rows printed as 0).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]), help="medload source tree to time")
     parser.add_argument("--workdir", default="/tmp/medload-loader-cpu", help="where the store and memmap are kept")
     parser.add_argument("--slices", type=int, default=2048)
+    parser.add_argument("--verify-slices", action="store_true", help="check every slice read against its checksum")
+    parser.add_argument("--loaders-only", action="store_true", help="time the two ds.loader rows only")
     args = parser.parse_args(argv)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -58,7 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     from medload.datasets import SliceDataset
 
     torch.set_num_threads(1)
-    ds = SliceDataset(store, with_mask=False)
+    if args.verify_slices:
+        import medload
+
+        ds = SliceDataset(medload.open(store, verify_slices=True), with_mask=False)
+    else:
+        ds = SliceDataset(store, with_mask=False)
     rows = []
     for compact in (True, False):
         loader = ds.loader(64, shuffle=True, compact=compact, generator=torch.Generator().manual_seed(0))
@@ -68,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
                 pass
 
         rows.append(best_ms(epoch, len(loader)))
+    if args.loaders_only:
+        report(rows + [0.0] * 4, args.verify_slices)
+        return
     # The item path: ds[i] (what a DataLoader without batched fetch pays per slice), and torch's
     # DataLoader over the items with default_collate.
     item_order = np.random.default_rng(1).permutation(len(ds))[:512]
@@ -109,12 +123,17 @@ def main(argv: list[str] | None = None) -> None:
             pass
 
     rows.append(best_ms(collate, len(per_item)))
+    report(rows, args.verify_slices)
+
+
+def report(rows: list[float], verify_slices: bool) -> None:
+    """One line: the six CPU times, the load average and the tree timed."""
     import medload
 
     print(
         "CPU ms per batch of 64: ds.loader compact {:.2f}, float32 {:.2f}; ds[i] {:.1f} us per item, "
-        "DataLoader(ds) + collate {:.2f}; memmap bare {:.2f}, DataLoader + collate {:.2f}; load average {:.1f}; tree {}".format(
-            *rows, os.getloadavg()[0], Path(medload.__file__).parents[1]
+        "DataLoader(ds) + collate {:.2f}; memmap bare {:.2f}, DataLoader + collate {:.2f}; load average {:.1f}; tree {}{}".format(
+            *rows, os.getloadavg()[0], Path(medload.__file__).parents[1], " (verify_slices)" if verify_slices else ""
         )
     )
 
