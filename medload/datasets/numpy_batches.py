@@ -177,6 +177,18 @@ class NumpyBatches(StoreDatasetBase):
             image = image[:, None]
         return image, self._vol_scale[vols], self._vol_offset[vols]
 
+    def read_masks(self, items: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Masks of ``items``, int64 ``(B, 1, H, W)`` (``(B, H, W, 1)`` with ``channels_last``), runs read in one call each."""
+        idx = np.asarray(items, dtype=np.int64).reshape(-1)
+        vols, slices = self._vol[idx], self._slice[idx]
+        sort = np.lexsort((slices, vols))
+        sv, ss = vols[sort], slices[sort]
+        breaks = np.flatnonzero((sv[1:] != sv[:-1]) | (ss[1:] != ss[:-1] + 1)) + 1
+        mask = np.empty((idx.size, 1, *self._records[int(vols[0])].slice_shape[-2:]), np.int64)
+        for a, b in zip(np.concatenate(([0], breaks)).tolist(), np.concatenate((breaks, [idx.size])).tolist()):
+            mask[sort[a:b]] = self._read_mask(int(sv[a]), int(ss[a]), int(ss[a]) + (b - a))
+        return np.ascontiguousarray(mask.transpose(0, 2, 3, 1)) if self.channels_last else mask
+
     # --- reading -------------------------------------------------------------------------------
     def read(self, items: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The batch of item positions ``items`` (any order), read in runs of consecutive slices."""

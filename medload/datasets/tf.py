@@ -17,7 +17,7 @@ reading with training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ import numpy as np
 from medload._optional import require
 from medload.datasets.normalize import ChannelNormalize, resolve_normalize
 from medload.datasets.numpy_batches import NumpyBatches
+from medload.errors import ConfigError
 
 tf = require("tensorflow", "medload.datasets.tf")
 
@@ -48,8 +49,11 @@ def tf_dataset(
     channels_last: bool = True,
     num_parallel_calls: int | None = None,
     prefetch: int | None = None,
+    with_mask: bool = False,
+    augment: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """A batched ``tf.data.Dataset`` of ``(image, label)`` (or ``image`` when no volume has a label).
+    """A batched ``tf.data.Dataset`` of ``(image, label)`` (or ``image`` when no volume has a label),
+    or of ``(image, mask)`` for segmentation.
 
     Parameters
     ----------
@@ -77,12 +81,24 @@ def tf_dataset(
         ``image`` as ``(B, H, W, C)``, Keras' default layout (``False``: ``(B, C, H, W)``).
     num_parallel_calls, prefetch : int, optional
         Batches read at once and batches kept ready; default ``tf.data.AUTOTUNE``.
+    with_mask : bool
+        Elements ``(image, mask)``: each slice's stored mask, int64 ``(B, H, W, 1)`` (channels
+        as the image), the target of a segmentation model; every selected volume needs a mask.
+    augment : callable, optional
+        Random augmentation of each batch, after normalization: a Keras 3 preprocessing layer
+        or ``keras.layers.Pipeline`` (channels last). With ``with_mask`` it is called as
+        ``augment({"images": image, "segmentation_masks": mask})``, Keras' form that moves
+        both alike and resamples the mask with nearest neighbours; the mask comes back int64
+        (a mask whose values are no longer whole labels stops the run). A layer applied to the
+        image alone (``dataset.map(lambda x, y: (layer(x), y))``, or inside the model) flips
+        and turns the image but not its mask: the classic silent failure.
 
     Returns
     -------
     tf.data.Dataset
-        Elements ``(image float32, label int64)``; ``dataset.classes`` is not available on a
-        tf.data object, so the class names are in ``medload.open(store).classes``.
+        Elements ``(image float32, label int64)`` (``(image, mask int64)`` with ``with_mask``);
+        ``dataset.classes`` is not available on a tf.data object, so the class names are in
+        ``medload.open(store).classes``.
 
     Examples
     --------
@@ -98,6 +114,8 @@ def tf_dataset(
     [((3, 8, 8, 1), [0, 1, 0]), ((1, 8, 8, 1), [1])]
     """
     autotune = tf.data.AUTOTUNE
+    if augment is not None and not channels_last:
+        raise ConfigError("tf_dataset: augment= takes Keras layers, which expect channels last; pass channels_last=True.")
     reader = NumpyBatches(
         store,
         split,
@@ -108,7 +126,7 @@ def tf_dataset(
         label_key=label_key,
         channels_last=False,
         seed=seed,
-        with_mask=False,
+        with_mask=bool(with_mask),
     )
     norm = resolve_normalize(
         normalize,
@@ -119,22 +137,16 @@ def tf_dataset(
     )
     first = reader.read_stored([0])[0]
     stored_shape = (None, *first.shape[1:])
-    with_labels = reader.has_labels
+    mask_shape = (None, *first.shape[2:], 1) if channels_last else (None, 1, *first.shape[2:])
+    with_labels = reader.has_labels and not with_mask
 
     # The stored values (uint8 for the default store) cross from Python, then become float32
     # in TensorFlow ops: the Python side of a batch is reads and LZ4 decodes only.
-    stored_dtype = reader.read_stored([0])[0].dtype
-    labels_of = reader._label
-
-    def read(positions: np.ndarray) -> tuple[np.ndarray, ...]:
-        image, scale, offset = reader.read_stored(positions)
-        image = image.astype(stored_dtype, copy=False)
-        if with_labels:
-            return image, scale, offset, labels_of[positions].astype(np.int64)
-        return image, scale, offset
+    stored_dtype = first.dtype
+    read = _batch_reader(reader, stored_dtype, with_mask=with_mask, with_labels=with_labels, channels_last=channels_last)
 
     def fetch(positions: Any) -> Any:  # tf.Tensor in and out (TensorFlow ships no types)
-        tout = [tf.as_dtype(stored_dtype), tf.float32, tf.float32] + ([tf.int64] if with_labels else [])
+        tout = [tf.as_dtype(stored_dtype), tf.float32, tf.float32] + ([tf.int64] if with_labels or with_mask else [])
         values = tf.numpy_function(read, [positions], tout, stateful=False)
         stored = tf.ensure_shape(values[0], stored_shape)
         image = tf.cast(stored, tf.float32) * tf.reshape(values[1], (-1, 1, 1, 1)) + tf.reshape(values[2], (-1, 1, 1, 1))
@@ -142,6 +154,10 @@ def tf_dataset(
             image = tf.transpose(image, (0, 2, 3, 1))
         if norm is not None:
             image = _normalize_tf(image, norm, channels_last)
+        if with_mask:
+            return _augmented(augment, image, tf.ensure_shape(values[3], mask_shape))
+        if augment is not None:
+            image = augment(image)
         if with_labels:
             return image, tf.ensure_shape(values[3], (None,))
         return image
@@ -154,6 +170,40 @@ def tf_dataset(
         fetch, num_parallel_calls=autotune if num_parallel_calls is None else num_parallel_calls, deterministic=deterministic
     )
     return ds.prefetch(autotune if prefetch is None else prefetch)
+
+
+def _batch_reader(
+    reader: NumpyBatches, stored_dtype: np.dtype, *, with_mask: bool, with_labels: bool, channels_last: bool
+) -> Any:
+    """The Python side of a batch: stored images, their scale and offset, and the masks or labels."""
+    labels_of = reader._label
+
+    def read(positions: np.ndarray) -> tuple[np.ndarray, ...]:
+        image, scale, offset = reader.read_stored(positions)
+        image = image.astype(stored_dtype, copy=False)
+        if with_mask:
+            mask = reader.read_masks(positions)  # (B, 1, H, W)
+            return image, scale, offset, np.ascontiguousarray(mask.transpose(0, 2, 3, 1)) if channels_last else mask
+        if with_labels:
+            return image, scale, offset, labels_of[positions].astype(np.int64)
+        return image, scale, offset
+
+    return read
+
+
+def _augmented(augment: Callable[[Any], Any] | None, image: Any, mask: Any) -> tuple[Any, Any]:
+    """``(image, mask)`` through ``augment`` in Keras' dictionary form, the mask back to int64 labels."""
+    if augment is None:
+        return image, mask
+    out = augment({"images": image, "segmentation_masks": mask})
+    moved = tf.cast(out["segmentation_masks"], tf.float32)
+    check = tf.debugging.assert_less_equal(
+        tf.reduce_max(tf.abs(moved - tf.round(moved))),
+        1e-3,
+        message="tf_dataset: augment interpolated the mask (values between labels); resample masks with nearest neighbours.",
+    )
+    with tf.control_dependencies([check]):
+        return out["images"], tf.cast(tf.round(moved), tf.int64)
 
 
 def _normalize_tf(image: Any, norm: ChannelNormalize, channels_last: bool) -> Any:
