@@ -55,6 +55,7 @@ class ProblemKind(enum.StrEnum):
     FRAME_ORDER_CONFLICT = "frame_order_conflict"
     FRAMES_UNORDERED = "frames_unordered"
     FRAMES_MISSING = "frames_missing"
+    SLICES_OR_FRAMES = "slices_or_frames"
     SLICE_GAP = "slice_gap"
     UNEVEN_SPACING = "uneven_spacing"
     GANTRY_TILT = "gantry_tilt"
@@ -116,6 +117,8 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     _K.FRAMES_UNORDERED: "images at one slice position that only their file names order (equal InstanceNumber and "
     "AcquisitionTime, no temporal position, trigger time or diffusion encoding; load drops identical copies, else refuses)",
     _K.FRAMES_MISSING: "some slice positions hold fewer frames than the others (load refuses it)",
+    _K.SLICES_OR_FRAMES: "images closer than the same-position tolerance, every one of them, that only AcquisitionTime "
+    "tells apart: slices that close or frames with jittered positions (load refuses it)",
     _K.SLICE_GAP: "slices missing against the median step (load refuses it unless on_gap='interpolate')",
     _K.UNEVEN_SPACING: "uneven slice steps (load refuses it unless on_gap='interpolate')",
     _K.GANTRY_TILT: "slices stacked obliquely to their plane; the affine keeps the true shear",

@@ -112,6 +112,24 @@ def test_frames_whose_written_positions_jitter_stay_frames(tmp_path, jitter):
     np.testing.assert_array_equal(volume.array, truth(4, 5))
 
 
+def test_images_within_the_tolerance_that_only_acquisition_time_tells_apart_are_refused(tmp_path):
+    # A single-slice dynamic whose positions jitter by 2 um, or 2 slices 2 um apart acquired
+    # twice: only AcquisitionTime tells the 4 images apart. Before this refusal the split made
+    # it 2 frames of 2 slices, silently (main kept it 4 frames of one slice, right by chance).
+    write_series(
+        tmp_path,
+        4,
+        1,
+        lambda t, z: {"ImagePositionPatient": [0.0, 0.0, 0.002 * (t % 2)], "AcquisitionTime": f"{100000 + 10 * t:.2f}"},
+    )
+    (series,) = scan(tmp_path)
+    assert [p.kind for p in series.problems] == [ProblemKind.SLICES_OR_FRAMES]
+    with pytest.raises(
+        GeometryError, match=r"slices or frames: 4 images .* within 0.01 mm of one another .*TemporalPositionIdentifier"
+    ):
+        load(series)
+
+
 def test_a_single_slice_time_series_with_jittered_positions_stays_frames(tmp_path):
     # Guard: one position, 4 dynamics told apart by TemporalPositionIdentifier, 2 um jitter.
     write_series(

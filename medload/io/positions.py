@@ -19,6 +19,9 @@ into its distinct written positions (:data:`SAME_POSITION_MM` apart at least), e
 image within the tolerance) is split unless its images carry frame identifiers (temporal
 position, diffusion encoding, trigger time) that tell each one apart: several slices a few
 micrometres apart are slices, a single-slice time series with jittered positions is frames.
+Where only AcquisitionTime tells its images apart, nothing says which: a CT writes one per
+slice, a single-slice dynamic one per frame. Such a group is left undecided (the caller
+refuses it), never guessed.
 
 Neither the number of images per position nor InstanceNumber order can tell: the paired
 micro-CT slices gave two images at every position, and InstanceNumbers run 1, 2 at the first
@@ -80,12 +83,21 @@ def _told_apart(frames: list[Frame], group: list[int]) -> bool:
     return informative and len(set(ids)) == len(ids)
 
 
-def group_positions(frames: list[Frame], dist: np.ndarray, tolerance: float) -> list[list[int]]:
+def _told_apart_by_time(frames: list[Frame], group: list[int]) -> bool:
+    times = [frames[i].acquisition_time for i in group]
+    return all(t is not None for t in times) and len(set(times)) == len(times)
+
+
+def group_positions(
+    frames: list[Frame], dist: np.ndarray, tolerance: float, undecided: list[list[int]] | None = None
+) -> list[list[int]]:
     """The images (indices into ``frames``) of each slice position, positions in order along the normal.
 
     ``dist`` is each image's distance along the slice normal (mm); ``tolerance`` the largest
     distance between images of one position (:func:`position_tolerance`). See the module's
-    docstring for when a group within the tolerance is still several slices.
+    docstring for when a group within the tolerance is still several slices. A group that
+    may be either (only AcquisitionTime tells its images apart) is split, and appended to
+    ``undecided`` for the caller to refuse.
 
     Examples
     --------
@@ -110,5 +122,7 @@ def group_positions(frames: list[Frame], dist: np.ndarray, tolerance: float) -> 
         elif not apart and _told_apart(frames, group):
             out.append(group)
         else:
+            if not apart and undecided is not None and _told_apart_by_time(frames, group):
+                undecided.append(group)
             out.extend(_chain(np.array(group), dist, fine))
     return out

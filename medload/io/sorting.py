@@ -140,7 +140,7 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     orientation = tuple(float(v) for v in orients[0])
     positions = np.array([f.position for f in frames], dtype=float)
     dist = positions_along_normal(positions, orientation)
-    clusters = _cluster(frames, dist, position_tolerance(frames), label, problems)
+    clusters = _cluster(frames, dist, position_tolerance(frames), label, problems, errors)
     order = order_frames(clusters, frames, dist, label)
     problems.extend(order.problems)
     errors.extend(order.errors)
@@ -268,10 +268,24 @@ def _position_rounding(frames: list[Frame]) -> tuple[float, ...] | None:
     return tuple(float(v) for v in np.max(np.array(known, dtype=float), axis=0))
 
 
-def _cluster(frames: list[Frame], dist: np.ndarray, tolerance: float, label: str, problems: list[Problem]) -> list[list[int]]:
+def _cluster(
+    frames: list[Frame], dist: np.ndarray, tolerance: float, label: str, problems: list[Problem], errors: list[Problem]
+) -> list[list[int]]:
     """Group the images by slice position (:func:`medload.io.positions.group_positions`), drop
     identical copies, order each group in time."""
-    clusters = group_positions(frames, dist, tolerance)
+    undecided: list[list[int]] = []
+    clusters = group_positions(frames, dist, tolerance, undecided)
+    for group in undecided:
+        errors.append(
+            Problem(
+                ProblemKind.SLICES_OR_FRAMES,
+                f"{label}: slices or frames: {len(group)} images ({_names(frames, group)}) lie within {tolerance:.3g} mm "
+                f"of one another along the slice normal, at {dist[group[0]]:.4f} to {dist[group[-1]]:.4f} mm, and only "
+                "AcquisitionTime tells them apart: slices that close, or frames of one slice whose written positions "
+                "jitter; nothing says which. Re-export them with TemporalPositionIdentifier if they are frames, or "
+                "load them one file at a time.",
+            )
+        )
     # Identical copies (same SOPInstanceUID, e.g. a file exported twice) are dropped at once.
     dropped = 0
     for c in clusters:
