@@ -355,3 +355,44 @@ def test_an_enhanced_frame_without_its_plane_position_is_refused_not_all_frames_
         medload.load(series)
     whole = medload.load(medload.scan(_enhanced(tmp_path / "whole", lambda ds: None))[0])
     assert whole.shape == (2, 3, 6, 6) and whole.spacing[0] == pytest.approx(4.0)
+
+
+def test_a_tiff_of_thousands_of_one_page_series_is_refused_before_tifffile_sorts_them(tmp_path):
+    # Campaign finding (fuzz_readers --only-structure, seed 101 case 9): 5,000 pages written as
+    # 5,000 series of 4 x 4 (1.3 MB) cost 20 s CPU in scan alone (tifffile's series pyramid
+    # search is quadratic), again in load and convert: a hang under the campaign's alarm.
+    import tifffile
+
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for i in range(2100):
+            tw.write(np.full((4, 4), i, np.uint16), contiguous=False)
+    with pytest.raises(
+        medload.errors.UnsupportedError,
+        match=r"pages.tif: TIFF holds 2100 pages \(IFDs\) that are not one stack .* at most 2,048",
+    ):
+        medload.load(path)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.arange(3000 * 4, dtype=np.uint16).reshape(3000, 2, 2))
+    assert medload.load(stack).shape == (3000, 2, 2)
+
+
+def test_an_image_over_the_volume_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    # The per-volume limit (MEDLOAD_MAX_VOLUME_BYTES) bounded DICOM and NIfTI only; a PNG or TIFF
+    # was bounded by Pillow's pixel count alone (a 16-bit RGBA PNG under it decodes to 715 MB).
+    import tifffile
+
+    monkeypatch.setenv("MEDLOAD_MAX_VOLUME_BYTES", "100K")
+    big = np.zeros((200, 200, 4), np.uint8)  # 160,000 bytes decoded
+    Image.fromarray(big, "RGBA").save(tmp_path / "big.png")
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((3, 200, 100), np.uint16), compression="zlib")  # 120,000 bytes
+    for name in ("big.png", "big.tif"):
+        with pytest.raises(
+            medload.errors.LimitError, match=rf"{name}: its header claims a volume of shape .* above the per-volume limit"
+        ):
+            medload.load(tmp_path / name)
+    Image.fromarray(big[:100, :100]).save(tmp_path / "small.png")  # 40,000 bytes
+    assert (
+        medload.load(tmp_path / "small.png").shape[-3:] == (1, 100, 100)
+        or medload.load(tmp_path / "small.png").array.size == 40000
+    )

@@ -65,6 +65,7 @@ from medload.io.png16 import apply_exif_orientation, is_png16_colour, png_bit_de
 from medload.io.series import Series
 from medload.io.sources import image_keys, patient_from_path, relative_path
 from medload.io.sources import source_name as _source_name
+from medload.limits import check_volume_size
 from medload.io.tiff import decode_tiff, orientation_value, pil_tiff_oriented, tiff_header, tiff_shape, tiff_spacing
 from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
@@ -178,8 +179,18 @@ def _open_pil(path: Path) -> Any:  # a PIL.Image.Image
         raise ReadError(
             f"{path}: image header cannot be read ({type(exc).__name__}: {exc}); the file is damaged. Re-export it."
         ) from None
-    _check_pixels(path, image.width * image.height * max(int(getattr(image, "n_frames", 1)), 1))
+    frames = max(int(getattr(image, "n_frames", 1)), 1)
+    _check_pixels(path, image.width * image.height * frames)
+    # The per-volume limit too, in the bytes the decoded pixels take (a 16-bit RGBA PNG of 89
+    # million pixels, under Pillow's limit, is 715 MB): refused before decoding.
+    depth = png_bit_depth(path) if image.format == "PNG" else None
+    itemsize = 2 if depth is not None and depth[0] == 16 else _MODE_ITEMSIZE.get(image.mode, 1)
+    check_volume_size(str(path), (frames, image.height, image.width, len(image.getbands())), itemsize)
     return image
+
+
+#: Bytes per band of Pillow's modes that are not 8 bits per band.
+_MODE_ITEMSIZE = {"I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 
 
 # --- colour -----------------------------------------------------------------------------------
@@ -296,6 +307,7 @@ def _decode(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, list[Pr
         if header is not None:
             axes, shape = header["axes"], header["shape"]
             _check_pixels(path, int(np.prod(shape)) // (shape[axes.index("S")] if "S" in axes else 1))
+            check_volume_size(str(path), shape, header["dtype"].itemsize)
             try:
                 arr = decode_tiff(path, header, problems)
             except ReadError:
