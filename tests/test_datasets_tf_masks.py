@@ -113,3 +113,32 @@ def test_a_segmentation_model_trains_on_augmented_pairs(mask_store):
     data = tf_dataset(mask_store, batch_size=6, shuffle=True, with_mask=True, augment=_augment_layer())
     losses = model.fit(data, epochs=4, verbose=0, shuffle=False).history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_keras_batches_serve_masks_and_augment_pairs(mask_store):
+    from medload.datasets import KerasBatches
+
+    plain = KerasBatches(mask_store, batch_size=6, with_mask=True)
+    ref = NumpyBatches(mask_store, batch_size=6, channels_last=True, with_mask=True)
+    for i in range(len(plain)):
+        x, m = plain[i]
+        assert m.dtype == np.int64
+        np.testing.assert_array_equal(m, ref.batch(i)["mask"])
+    augmented = KerasBatches(mask_store, batch_size=6, with_mask=True, augment=_augment_layer())
+    moved = 0
+    for i in range(len(augmented)):
+        x, m = augmented[i]
+        assert m.dtype == np.int64 and set(np.unique(m).tolist()) <= {0, 1, 2}
+        for k, level in levels(x, m).items():
+            assert abs(level - LEVEL[k]) < 0.1, (i, k, level)
+        moved += int(not np.array_equal(m, plain[i][1]))
+    assert moved >= 2
+
+    def blur(data):
+        return {
+            "images": data["images"],
+            "segmentation_masks": (data["segmentation_masks"] + np.roll(data["segmentation_masks"], 1, 1)) / 2,
+        }
+
+    with pytest.raises(medload.MedloadError, match="interpolated the mask"):
+        KerasBatches(mask_store, batch_size=6, with_mask=True, augment=blur)[0]

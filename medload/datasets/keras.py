@@ -9,19 +9,48 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from medload._optional import require
 from medload.datasets.numpy_batches import NumpyBatches
+from medload.errors import MedloadError
 
 if TYPE_CHECKING:
     import keras
 else:
     keras = require("keras", "medload.datasets.KerasBatches")
 
-__all__ = ["KerasBatches"]
+__all__ = ["KerasBatches", "augmented_pair"]
+
+# A mask resampled with nearest neighbours comes back from Keras as whole numbers in float32.
+_LABEL_TOLERANCE = 1e-3
+
+
+def augmented_pair(augment: Any, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, mask)`` through a Keras layer in its ``{"images", "segmentation_masks"}`` form; the mask int64.
+
+    Examples
+    --------
+    >>> image, mask = np.arange(4.0).reshape(1, 1, 4, 1), np.array([0, 0, 1, 2]).reshape(1, 1, 4, 1)
+    >>> x, m = augmented_pair(lambda d: {k: np.flip(np.asarray(v), 2) for k, v in d.items()}, image, mask)
+    >>> x.ravel().tolist(), m.ravel().tolist(), m.dtype
+    ([3.0, 2.0, 1.0, 0.0], [2, 1, 0, 0], dtype('int64'))
+    """
+    if augment is None:
+        return image, mask
+    out = augment({"images": image, "segmentation_masks": mask})
+    moved = np.asarray(out["segmentation_masks"], dtype=np.float64)
+    off = float(np.abs(moved - np.round(moved)).max()) if moved.size else 0.0
+    if off > _LABEL_TOLERANCE:
+        raise MedloadError(
+            f"augment interpolated the mask: its values are {off:.3f} off whole labels; resample masks with "
+            "nearest neighbours (Keras layers do when called with {'images': ..., 'segmentation_masks': ...})."
+        )
+    return np.asarray(out["images"], dtype=np.float32), np.round(moved).astype(np.int64)
 
 
 class KerasBatches(keras.utils.PyDataset):
-    """Batches ``(image (B, H, W, C) float32, label (B,) int64)`` for ``model.fit``.
+    """Batches ``(image (B, H, W, C) float32, label (B,) int64)`` for ``model.fit``, or ``(image, mask)``.
 
     Parameters
     ----------
@@ -29,6 +58,13 @@ class KerasBatches(keras.utils.PyDataset):
         As for :class:`~medload.datasets.NumpyBatches` (images are channels-last).
     workers, use_multiprocessing, max_queue_size
         Keras' ``PyDataset`` options.
+    with_mask : bool
+        Batches ``(image, mask)``: the stored masks, int64 ``(B, H, W, 1)``, for segmentation.
+    augment : callable, optional
+        A Keras 3 preprocessing layer (or ``keras.layers.Pipeline``) run on each batch; with
+        ``with_mask`` called as ``augment({"images": image, "segmentation_masks": mask})`` so
+        that both move alike (the mask with nearest neighbours, back as int64; a mask no longer
+        whole labels is refused). A random layer inside the model moves the image only.
 
     Examples
     --------
@@ -61,6 +97,8 @@ class KerasBatches(keras.utils.PyDataset):
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
+        with_mask: bool = False,
+        augment: Any = None,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         self.batches = NumpyBatches(
@@ -75,8 +113,10 @@ class KerasBatches(keras.utils.PyDataset):
             normalize=normalize,
             channels_last=True,
             seed=seed,
-            with_mask=False,
+            with_mask=bool(with_mask),
         )
+        self.with_mask = bool(with_mask)
+        self.augment = augment
         #: Class names by label, when the store (or ``labels``) names them.
         self.classes = self.batches.classes
 
@@ -85,9 +125,12 @@ class KerasBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> Any:
         out = self.batches.batch(int(index))
+        if self.with_mask:
+            return augmented_pair(self.augment, out["image"], out["mask"])
+        image = out["image"] if self.augment is None else np.asarray(self.augment(out["image"]))
         if self.batches.has_labels:
-            return out["image"], out["label"]
-        return out["image"]
+            return image, out["label"]
+        return image
 
     def on_epoch_end(self) -> None:
         # A new shuffled order for the next epoch (seeded: the same seed repeats the run).
