@@ -268,3 +268,14 @@ def test_albumentations_leaves_no_stale_affine(case):
     assert torch.isnan(flipped["affine"]).all()  # albumentations does not say where the pixels went
     brighter = AlbumentationsTransform(A.RandomBrightnessContrast(p=1.0))(item)
     assert torch.equal(brighter["affine"], item["affine"])  # pixel values only: the grid stands
+
+
+def test_numpy_batches_carry_the_slices_affines(case):
+    from medload.datasets import NumpyBatches
+
+    ds = SliceDataset(case.store)
+    for batch in NumpyBatches(case.store, batch_size=6, shuffle=True, seed=1):
+        for row, (v, s) in enumerate(zip(batch["volume"], batch["slice"])):
+            item = ds[int(np.flatnonzero((ds._vol == v) & (ds._slice == s))[0])]
+            np.testing.assert_array_equal(batch["affine"][row], item["affine"].numpy())
+            np.testing.assert_array_equal(batch["spacing"][row], item["spacing"].numpy())

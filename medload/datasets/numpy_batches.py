@@ -15,6 +15,7 @@ import numpy as np
 
 from medload.datasets._base import StoreDatasetBase
 from medload.datasets.normalize import resolve_normalize
+from medload.datasets.world import slice_affines, slice_bases
 from medload.errors import MedloadError
 
 __all__ = ["NumpyBatches"]
@@ -22,6 +23,10 @@ __all__ = ["NumpyBatches"]
 
 class NumpyBatches(StoreDatasetBase):
     """Batches of slices as numpy arrays: ``{"image": (B, C, H, W) float32, "label": (B,) int64, ...}``.
+
+    Besides ``image`` (``mask``, ``label``): ``spacing`` ``(B, 3)`` and ``affine`` ``(B, 4, 4)``
+    float64, each slice's as in :class:`~medload.datasets.SliceDataset`'s items (pixel
+    ``(row, column, 0)`` to RAS+ mm), ``volume`` and ``slice``.
 
     Parameters
     ----------
@@ -112,6 +117,7 @@ class NumpyBatches(StoreDatasetBase):
         self._vol_scale = np.array([r.scale for r in records], np.float32)
         self._vol_offset = np.array([r.offset for r in records], np.float32)
         self._vol_all_channels = np.array([self._channel_index.get(i) is None for i in range(len(records))], bool)
+        self._slice_bases, self._slice_steps = slice_bases(self._affines)
         self.epoch = 0
         train = None
         if isinstance(normalize, str) and normalize == "train":
@@ -242,6 +248,8 @@ class NumpyBatches(StoreDatasetBase):
             out["mask"] = mask if not self.channels_last else np.ascontiguousarray(mask.transpose(0, 2, 3, 1))
         if self.has_labels:
             out["label"] = self._label[idx].astype(np.int64)
+        out["spacing"] = self._spacing_rows[vols]
+        out["affine"] = slice_affines(self._slice_bases, self._slice_steps, vols, slices)
         out["volume"] = vols
         out["slice"] = slices
         return out
