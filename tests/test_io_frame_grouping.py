@@ -234,6 +234,29 @@ def test_a_whole_series_copied_with_new_uids_and_the_same_instance_numbers_loads
     assert any(p.kind is ProblemKind.IDENTICAL_IMAGES_DROPPED for p in volume.problems)
 
 
+@pytest.mark.parametrize("gap", ["missing", "tied"])
+@pytest.mark.parametrize("identifier", ["TriggerTime", "AcquisitionTime"])
+def test_shuffled_instance_numbers_with_an_identifier_missing_or_tied_somewhere_are_refused(tmp_path, identifier, gap):
+    # TriggerTime (or AcquisitionTime) orders the frames at slices 0 and 2, where the shuffled
+    # InstanceNumbers rank them otherwise; at slice 1 it is missing or the same for every frame.
+    # Before, the InstanceNumbers ordered every position: frames mixed, silently.
+    def tags(t: int, z: int) -> dict[str, Any]:
+        if z != 1:
+            written = IDENTIFIERS[identifier](t, z)
+        elif gap == "missing":
+            written = {}
+        else:
+            written = IDENTIFIERS[identifier](0, 1)  # the same value for every frame
+        return {"InstanceNumber": int(SHUFFLED[3 * t + z]) + 1, **written}
+
+    write_series(tmp_path, 4, 3, tags, name=hashed)
+    (series,) = scan(tmp_path)
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    with pytest.raises(FrameOrderError, match=rf"{identifier} is missing or equal at 1 of 3 slice positions \(3.00 mm\)") as info:
+        load(series)
+    assert info.value.positions_mm == (3.0,)
+
+
 def test_an_identifier_missing_on_some_files_is_refused(tmp_path):
     # Guard: TemporalPositionIdentifier absent from one file: its position holds a frame of no
     # known temporal position; refused naming the position, never guessed.

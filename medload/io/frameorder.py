@@ -83,7 +83,12 @@ def order_frames(clusters: list[list[int]], frames: list[Frame], dist: np.ndarra
         return found
     if found.n_frames < 2:
         return found
-    _order_by_identifier(clusters, frames, dist, label, found)
+    if not _order_by_identifier(clusters, frames, dist, label, found):
+        unordered = _contradicted(clusters, frames, dist, label)
+        if unordered is not None:
+            found.conflicts, found.order_error = unordered
+            found.errors.append(Problem(ProblemKind.FRAMES_UNORDERED, found.order_error))
+            return found
     found.conflicts, found.order_error = _one_frame_order(clusters, frames, dist, label, found.problems)
     if found.order_error:
         found.errors.append(Problem(ProblemKind.FRAME_ORDER_CONFLICT, found.order_error))
@@ -137,17 +142,17 @@ def _order_key(clusters: list[list[int]], frames: list[Frame]) -> tuple[str, Cal
     return None
 
 
-def _order_by_identifier(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> None:
+def _order_by_identifier(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> bool:
     """Order every position by the identifier of :func:`_order_key`, where InstanceNumber order
-    is not the same at every position (or ties); said in ``found.problems``."""
+    is not the same at every position (or ties); said in ``found.problems``. False without one."""
     key = _order_key(clusters, frames)
     if key is None:
-        return
+        return False
     name, value = key
     patterns = {tuple(np.argsort([value(frames[i]) for i in c], kind="stable")) for c in clusters}
     tied = any(len({frames[i].time_key for i in c}) < len(c) for c in clusters)
     if len(patterns) == 1 and not tied:
-        return  # InstanceNumber orders every position alike: kept, as dcm2niix keeps it
+        return True  # InstanceNumber orders every position alike: kept, as dcm2niix keeps it
     moved = []
     for c in clusters:
         ordered = sorted(c, key=lambda i: value(frames[i]))
@@ -163,6 +168,32 @@ def _order_by_identifier(clusters: list[list[int]], frames: list[Frame], dist: n
                 f"{_where(dist, clusters, moved)}).",
             )
         )
+    return True
+
+
+def _contradicted(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str) -> tuple[list[float], str] | None:
+    """Positions that nothing orders where InstanceNumber is shown not to: an identifier of
+    :data:`ORDER_KEYS` orders the frames of some positions, InstanceNumber ranks them otherwise
+    between those positions, and at the others the identifier is missing or ties (None if not so).
+    """
+    encoded = any(v is not None for c in clusters for i in c for v in frames[i].volume_id[1:])
+    for k, (name, value) in enumerate(ORDER_KEYS):
+        if k > 0 and encoded:
+            break
+        rows = [[value(frames[i]) for i in c] for c in clusters]
+        known = [None not in row and len(set(row)) == len(row) for row in rows]
+        patterns = {tuple(np.argsort(row, kind="stable")) for row, ok in zip(rows, known) if ok}
+        if all(known) or known.count(True) < 2 or len(patterns) < 2:
+            continue
+        bad = [c for c, ok in zip(clusters, known) if not ok]
+        at = [float(dist[c[0]]) for c in bad]
+        return at, (
+            f"{label}: frames without an order: InstanceNumbers rank the frames differently between positions (their "
+            f"{name} says so where it orders them), and {name} is missing or equal {_where(dist, clusters, at)} "
+            f"({frame_names(frames, bad[0])}), so nothing orders the frames there. Give every image its {name}, or "
+            "re-export the series with InstanceNumbers in acquisition order."
+        )
+    return None
 
 
 def _uneven(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> None:
