@@ -396,3 +396,36 @@ def test_an_image_over_the_volume_limit_is_refused_before_decoding(tmp_path, mon
         medload.load(tmp_path / "small.png").shape[-3:] == (1, 100, 100)
         or medload.load(tmp_path / "small.png").array.size == 40000
     )
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 1), (5, 1, 64)])
+def test_n4_on_an_image_one_voxel_wide_is_a_transform_error(shape):
+    # Campaign finding (fuzz_readers --only-structure, seed 202 case 88): an RLE image whose
+    # Columns lie loaded one voxel wide; convert's MR preset ran N4 on it and ITK's RuntimeError
+    # ("Zero-valued spacing is not supported") escaped as an internal error. Two voxels work.
+    from medload.errors import TransformError
+    from medload.transforms.mr import n4_bias_correct
+
+    image = np.random.default_rng(0).random(shape).astype(np.float32) + 1
+    with pytest.raises(TransformError, match=rf"n4: expected at least 2 voxels along every axis, found .*{shape[-1]}\)"):
+        n4_bias_correct(image)
+    assert n4_bias_correct(np.repeat(image, 2, axis=shape.index(1))).shape == tuple(2 * n if n == 1 else n for n in shape)
+
+
+@pytest.mark.parametrize("values", [{"Rows": 64}, {"Columns": 127}])
+def test_an_rle_image_whose_rows_or_columns_lie_is_refused(tmp_path, values):
+    # A targeted probe: pydicom decodes an RLE segment longer than Rows x Columns with a warning
+    # and keeps its start, so Rows 64 of 128 loaded the top half as the whole image and
+    # Columns 127 of 128 a sheared one. The segments' decoded lengths are counted from their runs.
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    ds.compress(RLELossless)
+    for key, value in values.items():
+        setattr(ds, key, value)
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "a.dcm")
+    with pytest.raises(ReadError, match=r"a.dcm: RLE segment 0 of frame 0 decodes to 16384 bytes, but Rows x Columns is"):
+        medload.load(tmp_path / "in" / "a.dcm")
+    report = medload.convert(tmp_path / "in", tmp_path / "out.h5", workers=0, progress=False)
+    assert [s["error"] for s in report.failed] == ["ReadError"]

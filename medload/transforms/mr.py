@@ -81,6 +81,13 @@ def n4_bias_correct(
                 for i, s in enumerate(array)
             ]
         )
+    if min(array.shape) < 2:
+        # N4's B-spline field spans each axis: along an axis of one voxel its spacing is 0, which
+        # ITK refused with a RuntimeError ("Zero-valued spacing") that escaped as an internal error.
+        raise TransformError(
+            f"n4: expected at least 2 voxels along every axis, found an image of shape {array.shape}; "
+            "leave N4 out of the pipeline for images this small (e.g. a preset without it)."
+        )
     image = sitk.GetImageFromArray(array)
     image.SetSpacing([float(s) for s in spacing[::-1]])
     if mask is None:
