@@ -46,9 +46,32 @@ file), :mod:`~medload.batch.pipelines` (the ``pipeline`` argument), :mod:`~medlo
 
 from __future__ import annotations
 
-from medload.batch.job import convert
-from medload.batch.pipelines import resolve_pipelines
-from medload.batch.plan import REPORT_NAME
-from medload.batch.report import ConversionReport
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medload.batch.job import convert
+    from medload.batch.pipelines import resolve_pipelines
+    from medload.batch.plan import REPORT_NAME
+    from medload.batch.report import ConversionReport
+
+# name -> module that defines it, imported on first use (PEP 562): a worker process unpickles
+# medload.batch.worker's Job, which runs this file; the planning side (job, plan, labelcsv,
+# report, runlock) is then never imported there (about 0.1 CPU s per worker process).
+_LAZY = {
+    "convert": "medload.batch.job",
+    "resolve_pipelines": "medload.batch.pipelines",
+    "REPORT_NAME": "medload.batch.plan",
+    "ConversionReport": "medload.batch.report",
+}
 
 __all__ = ["convert", "ConversionReport", "resolve_pipelines", "REPORT_NAME"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medload.batch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -317,7 +317,7 @@ def _add_tasks(
             continue
         label = label_of.get(s.source_hash)
         name = classes[label] if classes and label is not None and 0 <= label < len(classes) else None
-        plan.tasks.append(Task(s.source_hash, s, label, mask, by_grid, class_name=name))
+        plan.tasks.append(Task(s.source_hash, s, label, mask, by_grid, class_name=name, names=names))
     # Largest first: a big series started last would leave the other workers idle at the end.
     plan.tasks.sort(key=lambda t: -int(np.prod(t.series.shape or (0,), dtype=np.int64)))
 
