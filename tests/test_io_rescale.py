@@ -59,3 +59,35 @@ def test_a_series_that_states_no_rescale_anywhere_loads_unscaled(tmp_path):
             },
         )
     np.testing.assert_array_equal(load(tmp_path).array, 1064)
+
+
+@pytest.mark.parametrize(
+    ("image_dtype", "out_dtype", "intercept"),
+    [
+        ("uint16", "int16", -1024.0),  # CT as Siemens writes it
+        ("uint16", "int16", -32768.0),
+        ("int16", "int16", 1000.0),
+        ("uint16", "uint16", 0.0),
+        ("uint8", "uint8", 3.0),
+        ("uint8", "int16", -1024.0),  # wider output: through int32, as before
+        ("uint16", "int32", -1024.0),
+        (">u2", "int16", -1024.0),  # big-endian pixels (pydicom's array of a big-endian file)
+        (">i2", "int16", 0.0),
+    ],
+)
+def test_the_intercept_is_added_as_through_int32(image_dtype, out_dtype, intercept):
+    # add_intercept adds same-width pixels in the output's own type (one pass). Every stored
+    # value, in the output's range or not, must come out as through int32 with an unsafe cast
+    # (the way every slice was rescaled before): both wrap modulo 2**bits.
+    from medload.io.codecs import add_intercept
+
+    info = np.iinfo(image_dtype)
+    image = np.arange(info.min, info.max + 1, dtype=np.int64).astype(image_dtype).reshape(-1, 256)
+    expected = np.empty(image.shape, out_dtype)
+    np.add(image, np.int32(intercept), out=expected, casting="unsafe")
+    got = np.empty(image.shape, out_dtype)
+    add_intercept(image, intercept, got)
+    assert np.array_equal(got, expected)
+    strided = np.empty((image.shape[0], 512), out_dtype)[:, ::2]  # a mosaic tile, a view: same
+    add_intercept(image, intercept, strided)
+    assert np.array_equal(strided, expected)

@@ -25,7 +25,7 @@ from medload.errors import (
     UnsupportedError,
 )
 from medload.geometry import default_plane_affine, dicom_affine, slice_normal
-from medload.io.codecs import decode, read_native
+from medload.io.codecs import add_intercept, decode, read_native
 from medload.io.duplicates import drop_identical
 from medload.io.frame import Frame
 from medload.io.headers import FileHeader, burned_in_annotation, diffusion_facts, read_header, unchanged
@@ -196,7 +196,7 @@ def _decode_files(
                 # the output slice, no temporary. Not when only an output widened to int64 by an
                 # earlier slice fits: int32 products would wrap, silently (slope 70000, 16 bits).
                 if f.slope == 1.0:
-                    np.add(image, np.int32(f.intercept), out=out[t, z], casting="unsafe")
+                    add_intercept(image, f.intercept, out[t, z])
                 else:
                     np.add(
                         np.multiply(image, np.int32(f.slope), dtype=np.int32),
