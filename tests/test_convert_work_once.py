@@ -5,6 +5,8 @@
   task; the worker uses them instead of making the same names again.
 - A worker process imports what converting needs, not the planning side of the batch
   (plan, job, report, label CSVs, the run lock), nor nibabel for a series without a mask.
+- An uncompressed multi-frame file (enhanced MR) whose header scan parsed is not parsed again
+  by pydicom to load it: its frames are read at PixelData's offset.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 import medload
 from fixtures.synthetic import ct_series, write_nifti
+from tests.conftest import shared_path
 from medload.batch.worker import Job, Task
 from medload.deid import SourceNames
 
@@ -115,3 +118,26 @@ def test_a_worker_imports_no_planning_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['medload.batch', 'medload.batch.fused', 'medload.batch.pipelines', 'medload.batch.worker']"
+
+
+def test_a_native_multi_frame_file_is_read_once_without_pydicom(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Enhanced MR objects (uncompressed): scan parsed the header; load reads every frame from
+    # PixelData's offset (codecs.read_native) instead of pydicom parsing the whole file again,
+    # and gets the very voxels pydicom's pixel_array gave (per-frame rescale and order as before).
+    from medload.io import dicom
+
+    series = [s for s in medload.scan(shared_path("dcm_qa_enh", "In")) if s.headers[0].frames[0].frame >= 0]
+    native = [s for s in series if s.headers[0].transfer_syntax in dicom._NATIVE]
+    assert len(native) >= 2
+    with monkeypatch.context() as m:
+        m.setattr(dicom, "_read_native", lambda h, placed: None)  # the pydicom path, as before
+        before = {s.source_hash: medload.load(s).array for s in native}
+
+    def refused(path: str, label: str) -> None:
+        raise AssertionError(f"{path} was parsed by pydicom again")
+
+    monkeypatch.setattr(dicom, "_read_pydicom", refused)
+    for s in native:
+        array = medload.load(s).array
+        assert array.dtype == before[s.source_hash].dtype
+        assert np.array_equal(array, before[s.source_hash])

@@ -223,16 +223,11 @@ _NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 
 
 def _read_native(h: FileHeader, placed: list[tuple[int, int, Frame]]) -> np.ndarray | None:
-    """Uncompressed single-frame grey-scale pixels read straight from the file (fast path)."""
-    if (
-        h.transfer_syntax not in _NATIVE
-        or h.samples != 1
-        or h.photometric == "PALETTE COLOR"
-        or h.modality_lut
-        or any(f.frame >= 0 for _, _, f in placed)
-    ):
+    """Uncompressed grey-scale pixels (every frame of a multi-frame file) read straight from the file."""
+    if h.transfer_syntax not in _NATIVE or h.samples != 1 or h.photometric == "PALETTE COLOR" or h.modality_lut:
         return None
-    return read_native(
+    multi = any(f.frame >= 0 for _, _, f in placed)
+    pixels = read_native(
         h.path,
         rows=h.stored_rows,
         columns=h.stored_columns,
@@ -241,7 +236,10 @@ def _read_native(h: FileHeader, placed: list[tuple[int, int, Frame]]) -> np.ndar
         signed=h.signed,
         # where scan's walk found PixelData (the header is reused only for an unchanged file)
         location=(h.pixel_offset, h.pixel_bytes) if h.pixel_offset is not None and h.pixel_bytes is not None else None,
+        frames=multi,
     )
+    # A frame beyond the pixels read (PixelData shorter than NumberOfFrames): pydicom says why.
+    return None if pixels is None or (multi and max(f.frame for _, _, f in placed) >= len(pixels)) else pixels
 
 
 def _read_pydicom(path: str, label: str) -> np.ndarray:
