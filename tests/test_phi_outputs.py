@@ -221,3 +221,21 @@ def test_the_report_records_options_without_their_names(tmp_path, capsys):
     for address, recorded in (("tcp://rad-ws-zoltaneous.hospital.example:8786", "scheduler"), ("local", "local"), (None, None)):
         options = _report_options(dict(given, dask=address), plan, backend="dask", modality=None)
         assert options["dask"] == recorded
+
+
+def test_an_rt_dose_in_units_that_are_no_defined_term_names_no_units(tmp_path, capsys):
+    """DoseUnits (3004,0002) is GY or RELATIVE; any other text went into the stored ``intensity``
+    ("dose in QUAGMIROVA ...")."""
+    import medload
+
+    source = pydicom.data.get_testdata_file("rtdose.dcm", download=False)
+    if source is None:
+        pytest.skip("pydicom's rtdose.dcm is not installed")
+    ds = pydicom.dcmread(source)
+    ds.DoseUnits = "QUAGMIROVA"
+    (tmp_path / "src").mkdir()
+    ds.save_as(tmp_path / "src" / "dose.dcm")
+    hits = _convert_and_check(tmp_path / "src", tmp_path / "out", ["QUAGMIROVA"], capsys)
+    assert hits == {}, hits
+    (volume,) = medload.open(tmp_path / "out").volumes
+    assert volume.intensity.startswith("dose in units DoseUnits does not define (")

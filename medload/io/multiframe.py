@@ -111,7 +111,8 @@ def dose_intensity(ds: Any) -> str:
     if scaling is None:
         return ""
     units = str(element_value(ds, _DOSE_UNITS) or "").strip().upper()
+    # DoseUnits' defined terms only: other text is no unit (and this text goes into stores).
     what = {"GY": "dose in Gy", "RELATIVE": "relative dose (percent of the reference)"}.get(
-        units, f"dose in {units or 'unknown units'}"
+        units, "dose in units DoseUnits does not define (not GY or RELATIVE)"
     )
     return f"{what} (stored values x DoseGridScaling {scaling:g})"
