@@ -257,3 +257,25 @@ def test_a_checksum_dataset_of_the_wrong_shape_is_a_store_error(store):
         f["volumes"]["ser-0000"]["image_crc32"] = np.zeros(5, np.uint32)
     with pytest.raises(StoreError, match=r"volume ser-0000's image_crc32 is uint32 \(5,\), expected uint32 \(6,\)"):
         medload.open(store).read_volume(0)
+
+
+def test_volumes_added_to_an_older_store_get_slice_checksums_and_the_old_ones_keep_theirs(tmp_path):
+    from fixtures.stores import synthetic_mask, synthetic_volume
+
+    path = tmp_path / "s.h5"
+    build_store(path, seeds=[0, 1])
+    _as_older_store(path)
+    with medload.Store.create(path) as store:  # resuming onto the store, as convert does
+        volume = synthetic_volume(2)
+        store.add(volume, mask=synthetic_mask(volume))
+    with medload.open(path) as reader:
+        report = reader.verify()
+        assert report.ok and (report.volumes, report.by_slice, report.by_volume) == (3, 1, 2)
+        np.testing.assert_allclose(
+            reader.read_volume(2).array, synthetic_volume(2).array, atol=reader.volumes[2].scale / 2 + 1e-6
+        )
+    _flip_last_byte(path, "ser-0002", "image", 4)
+    _flip_last_byte(path, "ser-0000", "image", 1)
+    with medload.open(path) as reader:
+        damaged = {d.key: d.slices for d in reader.verify().damaged}
+    assert damaged == {"ser-0000": (), "ser-0002": (4,)}
