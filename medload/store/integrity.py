@@ -176,12 +176,16 @@ class Checksums:
 
     def check_volume(self, rec: VolumeRecord, image: np.ndarray, mask: np.ndarray | None) -> None:
         """Raise :func:`damage_error` when the whole ``image`` then ``mask`` differ from the volume's ``crc32``."""
-        expected = self.of_volume(rec)
         crc = zlib.crc32(np.ascontiguousarray(image).data)
         if mask is not None:
             crc = zlib.crc32(np.ascontiguousarray(mask).data, crc)
+        self.compare_volume(rec, crc)
+
+    def compare_volume(self, rec: VolumeRecord, crc: int) -> None:
+        """Raise :func:`damage_error` when ``crc`` (of the image's bytes, then the mask's) is not the volume's ``crc32``."""
+        expected = self.of_volume(rec)
         if expected is not None and crc != expected:
-            raise damage_error(rec, "image" if mask is None else "image and mask", None, self.path)
+            raise damage_error(rec, "image and mask" if rec.has_mask else "image", None, self.path)
 
 
 @dataclass(frozen=True)
