@@ -58,3 +58,29 @@ def test_the_pixel_oracle_sees_a_silently_wrong_volume():
     assert fuzz_readers.pixel_oracle(series, volume) is None
     off = volume.with_array(volume.array + 1)
     assert fuzz_readers.pixel_oracle(series, off).startswith("load: voxel (0, 0) is")
+
+
+STRUCTURE_SEED, STRUCTURE_CASES = 7, 40
+
+
+def test_seeded_structure_cases_give_only_returns_and_medload_errors():
+    # tools/fuzz_structures.py: enhanced functional groups that lie, codestreams against their
+    # header, bit layouts, PNG/TIFF/GIF/gzip bombs. Before the fixes of tests/test_hostile_readers.py
+    # (seeds 101 and 202, 150 cases each) they gave hangs (a TIFF of 5,000 one-page series, 16-bit
+    # colour PNGs over the volume limit decoded whole) and an internal error (N4 on an image one
+    # voxel wide, loaded from an RLE file whose Columns lied).
+    import numpy as np
+
+    from tools import fuzz_structures
+
+    result = fuzz_readers.campaign(
+        STRUCTURE_SEED, STRUCTURE_CASES, workers=1, timeout=60, memory=3 * 1024**3, only_structure=True
+    )
+    counts = result["counts"]
+    assert sum(counts.get(k, 0) for k in ("ok", "medload_error")) == STRUCTURE_CASES, result["findings"][:10]
+    assert counts.get("ok", 0) > 3 and counts.get("medload_error", 0) > 3, counts
+    drawn = set()
+    for index in range(STRUCTURE_CASES):
+        rng = np.random.default_rng([STRUCTURE_SEED, index, 2])  # as make_case draws with only_structure
+        drawn.add(str(rng.choice(sorted(fuzz_structures.STRUCTURE_MUTATORS))))
+    assert drawn == set(fuzz_structures.STRUCTURE_MUTATORS)

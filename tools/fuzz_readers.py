@@ -23,7 +23,10 @@ with Pillow and tifffile. Mutations are structure-aware per format:
   (drawn with its own generator, so a seed's single-file cases stay the same);
 * images: PNG IHDR size bombs (with a valid CRC), chunk lengths, TIFF ImageWidth/Length,
   strip offsets/counts, BitsPerSample, SamplesPerPixel, an IFD chain that loops, JPEG SOF
-  dimensions, truncation and bit flips.
+  dimensions, truncation and bit flips;
+* structure (``tools/fuzz_structures.py``): enhanced multi-frame functional groups that lie,
+  JPEG/JPEG-LS/JPEG 2000/RLE codestreams against their header, contradictory bit layouts,
+  real decompression bombs (PNG, TIFF pages and tiles, APNG/GIF frames, gzip NIfTI).
 
 Each case is written to its own folder and run through the reader's entry point on each file
 (``read_header``, ``scan_nifti``, ``scan_image``: scan's safety net would hide a library's
@@ -60,8 +63,9 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from tools import sandbox
+    from tools import fuzz_structures, sandbox
 except ImportError:  # run as a script: python tools/fuzz_readers.py
+    import fuzz_structures  # type: ignore[no-redef]
     import sandbox  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,9 +186,17 @@ def _series_bases() -> list[tuple[str, list[tuple[str, bytes]]]]:
     return out
 
 
-def bases() -> dict[str, list]:
-    """The base files by kind (``dicom``, ``nifti``, ``image``; ``series``: folders), read or made once per process."""
-    return {"dicom": _dicom_bases(), "nifti": _nifti_bases(), "image": _image_bases(), "series": _series_bases()}
+def bases(*, only_structure: bool = False) -> dict[str, Any]:
+    """The base files by kind (``dicom``, ``nifti``, ``image``; ``series``: folders), read or made once per process.
+
+    ``only_structure`` marks a campaign whose cases all come from ``tools/fuzz_structures.py``."""
+    return {
+        "dicom": _dicom_bases(),
+        "nifti": _nifti_bases(),
+        "image": _image_bases(),
+        "series": _series_bases(),
+        "only_structure": only_structure,
+    }
 
 
 # --- DICOM mutators -------------------------------------------------------------------------
@@ -671,6 +683,10 @@ MUTATORS = {"dicom": DICOM_MUTATORS, "nifti": NIFTI_MUTATORS, "image": IMAGE_MUT
 #: Share of cases that mutate one file of a real multi-file series (drawn apart, so that the
 #: single-file cases of a seed stay what they were).
 SERIES_SHARE = 0.2
+#: Share of the other cases drawn from ``tools/fuzz_structures.py`` (enhanced multi-frame
+#: groups, codestreams against their header, bit layouts, image and NIfTI bombs), with a
+#: generator of their own as well.
+STRUCTURE_SHARE = 0.25
 
 
 def _series_case(rng, corpus) -> tuple[str, str, list[tuple[str, bytes]]]:
@@ -702,9 +718,14 @@ def make_case(seed: int, index: int, corpus: dict[str, list]) -> tuple[str, str,
     import numpy as np
 
     series_rng = np.random.default_rng([seed, index, 1])
-    if corpus.get("series") and series_rng.random() < SERIES_SHARE:
+    only = corpus.get("only_structure")
+    if corpus.get("series") and not only and series_rng.random() < SERIES_SHARE:
         base_name, name, files = _series_case(series_rng, corpus)
         return "series", f"{base_name}:{name}", files
+    structure_rng = np.random.default_rng([seed, index, 2])
+    if only or structure_rng.random() < STRUCTURE_SHARE:
+        name, files = fuzz_structures.structure_case(structure_rng, corpus)
+        return "structure", name, files
     rng = np.random.default_rng([seed, index])
     kinds = sorted(KIND_SHARE)
     kind = str(rng.choice(kinds, p=[KIND_SHARE[k] for k in kinds]))
@@ -855,9 +876,9 @@ def run_case(path: str, out_dir: str) -> tuple[str, str]:
     return outcome, ""
 
 
-def _worker(conn, indices: list[int], seed: int, timeout: int, memory: int) -> None:
+def _worker(conn, indices: list[int], seed: int, timeout: int, memory: int, only_structure: bool = False) -> None:
     sandbox.confine(memory, memory // 8)
-    corpus = bases()
+    corpus = bases(only_structure=only_structure)
     import medload  # noqa: F401 - imported before the first alarm runs
 
     work = tempfile.mkdtemp(prefix="medload-fuzzr-")
@@ -879,12 +900,12 @@ def _worker(conn, indices: list[int], seed: int, timeout: int, memory: int) -> N
     sandbox.serve(conn, indices, one)
 
 
-def crash_contained(seed: int, index: int) -> str:
+def crash_contained(seed: int, index: int, only_structure: bool = False) -> str:
     """Re-run crashed case ``index`` through ``convert(workers=1)`` in a fresh process: does the pool contain it?"""
     import subprocess
 
     work = tempfile.mkdtemp(prefix="medload-fuzzr-crash-")
-    kind, base, files = make_case(seed, index, bases())
+    kind, base, files = make_case(seed, index, bases(only_structure=only_structure))
     src = os.path.join(work, "in")
     write_case(src, kind, files)
     code = (
@@ -915,8 +936,10 @@ def campaign(
     timeout: int = 30,
     memory: int = 3 * 1024**3,
     progress: bool = False,
+    only_structure: bool = False,
 ) -> dict:
-    """Run cases ``start .. start + cases - 1`` of campaign ``seed``; return counts and findings."""
+    """Run cases ``start .. start + cases - 1`` of campaign ``seed`` (with ``only_structure``, every
+    case a ``tools/fuzz_structures.py`` one); return counts and findings."""
     todo = list(range(start, start + cases))
     tally = sandbox.Tally(cases, 100 if progress else 0)
     by_kind: dict[str, Counter] = {}
@@ -928,10 +951,10 @@ def campaign(
         tally.add(outcome, {"index": index, "kind": kind, "base": base, "outcome": outcome, "detail": detail} if bad else None)
 
     def on_crash(index: int, exitcode: int | None) -> None:
-        tally.crash(index, exitcode, f"; {crash_contained(seed, index)}")
+        tally.crash(index, exitcode, f"; {crash_contained(seed, index, only_structure)}")
 
     chunks = [todo[k::workers] for k in range(workers)]
-    sandbox.supervise(_worker, chunks, (seed, timeout, memory), on_done=on_done, on_crash=on_crash)
+    sandbox.supervise(_worker, chunks, (seed, timeout, memory, only_structure), on_done=on_done, on_crash=on_crash)
     return {
         "seed": seed,
         "start": start,
@@ -953,12 +976,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=30, help="seconds per case before it counts as a hang")
     parser.add_argument("--memory", type=float, default=3.0, help="address-space cap of a worker in GiB")
     parser.add_argument("--json", help="write the result here")
+    parser.add_argument("--only-structure", action="store_true", help="draw every case from tools/fuzz_structures.py")
     parser.add_argument("--only", type=int, help="run this one case in this process and keep its file")
     parser.add_argument("--keep", default=".", help="folder for --only's file")
     args = parser.parse_args(argv)
     if args.only is not None:
         sys.path.insert(0, str(ROOT))
-        kind, base, files = make_case(args.seed, args.only, bases())
+        kind, base, files = make_case(args.seed, args.only, bases(only_structure=args.only_structure))
         path = write_case(Path(args.keep) / f"fuzzr-{args.seed}-{args.only}", kind, files)
         print(kind, base, path, *run_case(path, tempfile.mkdtemp()))
         return 0
@@ -971,6 +995,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         memory=int(args.memory * 1024**3),
         progress=True,
+        only_structure=args.only_structure,
     )
     return sandbox.report(result, args.json, ("seed", "cases", "seconds", "counts", "by_kind"), result["findings"][:40], BAD)
 
