@@ -59,7 +59,7 @@ def rle_segment_lengths(frame: bytes) -> list[int]:
     Examples
     --------
     >>> header = struct.pack("<16I", 1, 64, *[0] * 14)
-    >>> rle_segment_lengths(header + bytes([2, 1, 2, 3]) + bytes([253, 9]) + bytes([128]))
+    >>> rle_segment_lengths(header + bytes([2, 1, 2, 3]) + bytes([253, 9]) + bytes([128, 0]))
     [7]
     """
     count = struct.unpack_from("<I", frame, 0)[0] if len(frame) >= 64 else 0
@@ -71,11 +71,13 @@ def rle_segment_lengths(frame: bytes) -> list[int]:
         n = len(segment)
         while pos < n:
             h = segment[pos]
+            # Only bytes present count (pydicom's decoder as well): a segment padded to an even
+            # length ends in a run header with nothing after it.
             if h < 128:  # a literal run of h + 1 bytes
-                out += h + 1
+                out += min(h + 1, n - pos - 1)
                 pos += h + 2
             elif h > 128:  # the next byte 257 - h times
-                out += 257 - h
+                out += 257 - h if pos + 1 < n else 0
                 pos += 2
             else:
                 pos += 1
@@ -90,8 +92,8 @@ def _check_rle(ds: Any, path: str, frame: bytes) -> None:
         if length > expected + 1:
             raise ReadError(
                 f"{path}: RLE segment {k} of frame 0 decodes to {length} bytes, but Rows x Columns is "
-                f"{ds.get('Rows')} x {ds.get('Columns')} = {expected}; the header does not describe the pixels, "
-                "so they would be decoded wrong; re-export the file."
+                f"{ds.get('Rows')} x {ds.get('Columns')} = {expected}; the header does not describe the pixels or "
+                "they are damaged, so they would be decoded wrong; re-export the file."
             )
 
 
