@@ -352,29 +352,9 @@ def _d_preamble(data: bytes, rng) -> bytes:
     return data[132:] if data[128:132] == b"DICM" else b"\x00" * 128 + b"DICM" + data
 
 
-def _pixel_item_offsets(data: bytes) -> tuple[int, list[tuple[int, int]]] | None:
-    """(start of the PixelData items, [(item header offset, length)]) of encapsulated data."""
-    at = data.rfind(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")
-    skip = 12
-    if at < 0:
-        at = data.rfind(b"\xe0\x7f\x10\x00\xff\xff\xff\xff")
-        skip = 8
-    if at < 0:
-        return None
-    pos = at + skip
-    items = []
-    while pos + 8 <= len(data):
-        group, elem, length = struct.unpack_from("<HHI", data, pos)
-        if (group, elem) != (0xFFFE, 0xE000):
-            break
-        items.append((pos, length))
-        pos += 8 + length
-    return at + skip, items
-
-
 def _d_fragments(data: bytes, rng) -> bytes:
     """The encapsulated pixel data's offset table and fragment lengths made wrong."""
-    found = _pixel_item_offsets(data)
+    found = fuzz_structures.pixel_item_offsets(data)
     if not found or not found[1]:
         return _d_undefined_length(data, rng)
     start, items = found

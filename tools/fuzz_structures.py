@@ -204,23 +204,29 @@ _CODEC_LIES: dict[str, list[Any]] = {
 }
 
 
-def _encapsulated(data: bytes) -> tuple[int, list[tuple[int, int]]] | None:
+def pixel_item_offsets(data: bytes) -> tuple[int, list[tuple[int, int]]] | None:
+    """(start of the PixelData items, [(item header offset, length)]) of encapsulated data."""
     at = data.rfind(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")
+    skip = 12
+    if at < 0:
+        at = data.rfind(b"\xe0\x7f\x10\x00\xff\xff\xff\xff")
+        skip = 8
     if at < 0:
         return None
-    pos, items = at + 12, []
+    pos = at + skip
+    items = []
     while pos + 8 <= len(data):
         group, elem, length = struct.unpack_from("<HHI", data, pos)
         if (group, elem) != (0xFFFE, 0xE000):
             break
         items.append((pos, length))
         pos += 8 + length
-    return at + 12, items
+    return at + skip, items
 
 
 def _codestream_bytes(data: bytes, rng: Any) -> tuple[str, bytes]:
     """A lie inside the first fragment: a huge J2K SIZ or JPEG SOF size, an RLE header's segment count or offsets."""
-    found = _encapsulated(data)
+    found = pixel_item_offsets(data)
     if not found or len(found[1]) < 2:
         return "bit_flip", _flip(data, rng)
     pos, length = found[1][1]
@@ -256,7 +262,7 @@ def _offset_tables(data: bytes, rng: Any) -> tuple[str, bytes]:
         ds.ExtendedOffsetTable = struct.pack(f"<{n}Q", *([0] * (n - 1) + [big]))
         ds.ExtendedOffsetTableLengths = struct.pack(f"<{n}Q", *([big] * n))
         return "extended_offsets", _save(ds)
-    found = _encapsulated(data)
+    found = pixel_item_offsets(data)
     if not found:
         return "bit_flip", _flip(data, rng)
     pos, length = found[1][0]
