@@ -112,10 +112,13 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     _K.DUPLICATE_POSITIONS: "some slice positions hold more images than the others (load drops identical copies, else refuses)",
     _K.FRAMES_REORDERED: "frames put in one order at every slice position: where InstanceNumber orders them "
     "differently between positions (or ties), by temporal position, TriggerTime or AcquisitionTime; else in the "
-    "other positions' order of diffusion encodings",
+    "other positions' order of diffusion encodings (repeated encodings by an identifier that orders the encodings "
+    "alike at every position)",
     _K.FRAME_ORDER_CONFLICT: "some slice positions hold other frames than the rest (load refuses it)",
     _K.FRAMES_UNORDERED: "images at one slice position that only their file names order (equal InstanceNumber and "
-    "AcquisitionTime, no temporal position, trigger time or diffusion encoding; load drops identical copies, else refuses)",
+    "AcquisitionTime, no temporal position, trigger time or diffusion encoding; load drops identical copies, else "
+    "refuses; scan's shape counts them once), or frames of one diffusion encoding (two b=0) that only shuffled "
+    "InstanceNumbers order (load refuses it)",
     _K.FRAMES_MISSING: "some slice positions hold fewer frames than the others (load refuses it)",
     _K.SLICES_OR_FRAMES: "images closer than the same-position tolerance, every one of them, that only AcquisitionTime "
     "tells apart: slices that close or frames with jittered positions (load refuses it)",

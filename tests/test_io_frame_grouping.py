@@ -227,11 +227,102 @@ def test_images_that_only_file_names_order_are_refused_naming_them(tmp_path):
 
 def test_a_whole_series_copied_with_new_uids_and_the_same_instance_numbers_loads_once(tmp_path):
     # The tie is harmless where the tied images are identical: the copies are dropped, said so.
+    # Scan (headers only) counts the tied images once, so it reports the shape load returns:
+    # before, scan said (2, 3, 4, 4) and load gave (3, 4, 4).
     for copy in ("a", "b"):
         write_series(tmp_path, 1, 3, lambda t, z: {}, name=lambda t, z, copy=copy: f"{copy}{z}")
-    volume = load(tmp_path)
+    (series,) = scan(tmp_path)
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    volume = load(series)
+    assert series.shape == volume.shape == (3, SIZE, SIZE)
     np.testing.assert_array_equal(volume.array, truth(1, 3)[0])
     assert any(p.kind is ProblemKind.IDENTICAL_IMAGES_DROPPED for p in volume.problems)
+
+
+def test_a_copied_time_series_tied_on_every_header_loads_once_and_other_pixels_are_refused(tmp_path):
+    # A 2-frame series (TemporalPositionIdentifier) exported twice with new UIDs and the same
+    # InstanceNumbers: 4 images per position, 2 of each frame. Before, scan said 4 frames.
+    def tags(t: int, z: int) -> dict[str, Any]:
+        return {"TemporalPositionIdentifier": t + 1}
+
+    for copy in ("a", "b"):
+        write_series(tmp_path / "copy", 2, 3, tags, name=lambda t, z, copy=copy: f"{copy}{t}{z}")
+    (series,) = scan(tmp_path / "copy")
+    volume = load(series)
+    assert series.shape == volume.shape == (2, 3, SIZE, SIZE)
+    np.testing.assert_array_equal(volume.array, truth(2, 3))
+    # the same headers over other pixels: not copies, nothing orders them; refused, scan says so
+    write_series(tmp_path / "other", 2, 3, tags, name=lambda t, z: f"a{t}{z}")
+    for t in range(2):
+        for z in range(3):
+            write_image(
+                tmp_path / "other" / f"b{t}{z}",
+                image(t, z) + 50,
+                {
+                    **tags(t, z),
+                    "SeriesDescription": "frames synthetic",
+                    "InstanceNumber": t * 3 + z + 1,
+                    "ImagePositionPatient": [0.0, 0.0, 3.0 * z],
+                    "ImageOrientationPatient": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+                    "PixelSpacing": [0.5, 0.5],
+                },
+            )
+    (series,) = scan(tmp_path / "other")
+    assert series.shape == (2, 3, SIZE, SIZE)
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    with pytest.raises(FrameOrderError, match=r"frames without an order: 3 of 3 slice positions"):
+        load(series)
+
+
+# --- diffusion series with an encoding repeated (several b=0 frames) and shuffled InstanceNumbers
+
+#: b=0 twice (frames 0 and 3), as most DTI protocols interleave b=0 frames.
+DTI_GRADIENTS = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+DTI_SHUFFLED = np.random.default_rng(0).permutation(5 * 4)
+
+
+def dti_tags(instance: str, acquisition_time: bool) -> Callable[[int, int], dict[str, Any]]:
+    def tags(t: int, z: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "InstanceNumber": int(DTI_SHUFFLED[4 * t + z]) + 1 if instance == "shuffled" else t * 4 + z + 1,
+            "DiffusionBValue": 0.0 if not any(DTI_GRADIENTS[t]) else 1000.0,
+            "DiffusionGradientOrientation": DTI_GRADIENTS[t],
+        }
+        if acquisition_time:
+            out["AcquisitionTime"] = f"{100000 + 10 * t + z / 10:.2f}"
+        return out
+
+    return tags
+
+
+def test_two_b0_frames_with_shuffled_instance_numbers_follow_acquisition_time(tmp_path):
+    # The encodings put the b=1000 frames in one order at every position, but the two b=0
+    # frames look alike: before, their shuffled InstanceNumbers ordered them, so frames 0 and 3
+    # swapped between slices (seed 0: at 2 of 4 positions), silently. dcm2niix mixes this
+    # series too (it follows InstanceNumber); the same images with InstanceNumbers in
+    # acquisition order are its reference.
+    write_series(tmp_path / "shuffled", 5, 4, dti_tags("shuffled", True), name=hashed)
+    volume = load(tmp_path / "shuffled")
+    np.testing.assert_array_equal(volume.array, truth(5, 4))
+    assert volume.meta["diffusion"]["gradients_lps"] == DTI_GRADIENTS
+    assert any(p.kind is ProblemKind.FRAMES_REORDERED and "AcquisitionTime" in p.message for p in volume.problems)
+    write_series(tmp_path / "ordered", 5, 4, dti_tags("in order", True), name=hashed)
+    (reference,) = dcm2niix(tmp_path / "ordered", tmp_path / "ref")
+    ok, why = match(reference, [("medload", volume)])
+    assert ok, why
+
+
+def test_two_b0_frames_that_nothing_orders_are_refused(tmp_path):
+    # No AcquisitionTime: nothing says which b=0 is which where InstanceNumbers are shown shuffled.
+    write_series(tmp_path / "dicom", 5, 4, dti_tags("shuffled", False), name=hashed)
+    (series,) = scan(tmp_path / "dicom")
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    with pytest.raises(FrameOrderError, match=r"2 frames at every position share one encoding \(b=0 gradient") as info:
+        load(series)
+    assert info.value.positions_mm == (0.0, 3.0, 6.0, 9.0)
+    # Guard: InstanceNumbers in acquisition order (alike at every position) are kept, as dcm2niix keeps them.
+    write_series(tmp_path / "ordered", 5, 4, dti_tags("in order", False), name=hashed)
+    np.testing.assert_array_equal(load(tmp_path / "ordered").array, truth(5, 4))
 
 
 @pytest.mark.parametrize("gap", ["missing", "tied"])

@@ -11,10 +11,17 @@ TemporalPositionIndex), TriggerTime (its rank: trigger times drift between slice
 AcquisitionTime. A diffusion series says which frame is which by its encodings (b-value,
 gradient) rather than when: every position takes the encodings' order of most positions.
 
+Several frames of one encoding (two b=0 frames of a DTI) look alike: their encodings do not
+say which is which, and where InstanceNumbers put the encodings in other orders at other
+positions, InstanceNumber is shown not to be acquisition order, so it cannot either. They follow
+an identifier of :data:`ORDER_KEYS` that puts the encodings in the same order at every position,
+else the series is refused.
+
 Refused, never stacked: images of one position that nothing but their file names orders
 (equal InstanceNumber and AcquisitionTime, no identifier; identical copies are dropped at load
-first), positions holding frames found at no other position, and positions holding fewer
-frames than the others (a missing frame would shift every later one).
+first, and counted once in the grid, so that scan reports the shape load returns), frames of
+one encoding that nothing orders (above), positions holding frames found at no other position,
+and positions holding fewer frames than the others (a missing frame would shift every later one).
 """
 
 from __future__ import annotations
@@ -89,24 +96,99 @@ def order_frames(clusters: list[list[int]], frames: list[Frame], dist: np.ndarra
             found.conflicts, found.order_error = unordered
             found.errors.append(Problem(ProblemKind.FRAMES_UNORDERED, found.order_error))
             return found
-    found.conflicts, found.order_error = _one_frame_order(clusters, frames, dist, label, found.problems)
+    # Positions whose InstanceNumbers put the encodings in other orders: InstanceNumber is not
+    # acquisition order, so it cannot say which of two frames of one encoding (two b=0) is which.
+    repeats = _repeated(clusters, frames) if len({tuple(frames[i].volume_id for i in c) for c in clusters}) > 1 else []
+    keyed = bool(repeats) and _order_repeats(clusters, frames, dist, label, found, repeats[0])
+    reordered: list[Problem] = []
+    found.conflicts, found.order_error = _one_frame_order(clusters, frames, dist, label, reordered)
     if found.order_error:
+        found.problems.extend(reordered)
         found.errors.append(Problem(ProblemKind.FRAME_ORDER_CONFLICT, found.order_error))
         return found
-    ties = _ties(clusters, frames)
-    if ties:
-        found.duplicates = ties
-        at = sorted({float(dist[g[0]]) for g in ties})
-        found.conflicts = at
-        found.order_error = (
-            f"{label}: frames without an order: {_where(dist, clusters, at)[3:]} hold images that nothing but their file "
-            f"names orders ({frame_names(frames, ties[0])}: the same InstanceNumber and AcquisitionTime, no temporal "
-            "position, TriggerTime or diffusion encoding), so which frame each belongs to is unknown. Identical copies "
-            "are dropped at load; otherwise give the files InstanceNumbers or TemporalPositionIdentifiers in "
-            "acquisition order, or load each acquisition separately."
-        )
-        found.errors.append(Problem(ProblemKind.FRAMES_UNORDERED, found.order_error))
+    if repeats and not keyed:
+        _refuse_repeats(clusters, frames, dist, label, found, repeats[0])
+        return found
+    found.problems.extend(reordered)
+    _refuse_ties(clusters, frames, dist, label, found)
     return found
+
+
+def _refuse_ties(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> None:
+    """Images that nothing but their file names orders: copies to compare at load, else refused."""
+    ties = _ties(clusters, frames)
+    if not ties:
+        return
+    found.duplicates = ties
+    found.n_frames = _count_ties_once(clusters, ties)
+    at = sorted({float(dist[g[0]]) for g in ties})
+    found.conflicts = at
+    found.order_error = (
+        f"{label}: frames without an order: {_where(dist, clusters, at)[3:]} hold images that nothing but their file "
+        f"names orders ({frame_names(frames, ties[0])}: the same InstanceNumber and AcquisitionTime, no temporal "
+        "position, TriggerTime or diffusion encoding), so which frame each belongs to is unknown. Identical copies "
+        "are dropped at load (the shape counts them once); otherwise give the files InstanceNumbers or "
+        "TemporalPositionIdentifiers in acquisition order, or load each acquisition separately."
+    )
+    found.errors.append(Problem(ProblemKind.FRAMES_UNORDERED, found.order_error))
+
+
+def _repeated(clusters: list[list[int]], frames: list[Frame]) -> list[tuple[Any, ...]]:
+    """The frame identifiers (encodings) held by several frames of the first position."""
+    return [v for v, n in Counter(frames[i].volume_id for i in clusters[0]).items() if n > 1 and any(x is not None for x in v)]
+
+
+def _order_repeats(
+    clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder, repeated: tuple[Any, ...]
+) -> bool:
+    """Order every position by an identifier that orders the encodings alike at every position.
+
+    Called where InstanceNumbers put the encodings in different orders at different positions
+    and some encoding is held by several frames (two b=0 frames of a DTI): the encodings would
+    give every position one sequence (:func:`_one_frame_order`), but the frames of one encoding
+    would stay in InstanceNumber order, shown not to be acquisition order: swapped between
+    slices. The first of :data:`ORDER_KEYS` that every image has, distinct within each
+    position, and that puts the encodings in the same order at every position orders them.
+    False when none does.
+    """
+    for name, value in ORDER_KEYS:
+        rows = [[value(frames[i]) for i in c] for c in clusters]
+        if any(None in row or len(set(row)) < len(row) for row in rows):
+            continue
+        ordered = [sorted(c, key=lambda i: value(frames[i])) for c in clusters]
+        if len({tuple(frames[i].volume_id for i in c) for c in ordered}) > 1:
+            continue  # it orders the encodings differently between positions: not acquisition order either
+        moved = [float(dist[c[0]]) for c, o in zip(clusters, ordered) if c != o]
+        for c, o in zip(clusters, ordered):
+            c[:] = o
+        found.problems.append(
+            Problem(
+                ProblemKind.FRAMES_REORDERED,
+                f"{label}: InstanceNumbers order the diffusion encodings differently between positions, so they do not "
+                f"say which frame of a repeated encoding ({_identity(repeated)}) is which; the frames at every position "
+                f"were put in the order of their {name}, which orders the encodings alike at every position (which "
+                f"changed the order {_where(dist, clusters, moved)}).",
+            )
+        )
+        return True
+    return False
+
+
+def _refuse_repeats(
+    clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder, repeated: tuple[Any, ...]
+) -> None:
+    """Frames of one encoding that nothing orders where InstanceNumber is shown not to: refused."""
+    found.conflicts = [float(dist[c[0]]) for c in clusters]
+    n_same = Counter(frames[i].volume_id for i in clusters[0])[repeated]
+    found.order_error = (
+        f"{label}: frames without an order: InstanceNumbers order the diffusion encodings differently between "
+        f"positions, so they are not in acquisition order, and {n_same} frames at every position share one encoding "
+        f"({_identity(repeated)}; {frame_names(frames, clusters[0][:2])} ...): nothing tells which of them is which "
+        "(no temporal position, TriggerTime or AcquisitionTime that orders the frames alike at every position), so "
+        "stacking them could swap those frames between slices. Re-export the series with InstanceNumbers in "
+        "acquisition order, or with AcquisitionTime or TemporalPositionIdentifier in every image."
+    )
+    found.errors.append(Problem(ProblemKind.FRAMES_UNORDERED, found.order_error))
 
 
 def _ties(clusters: list[list[int]], frames: list[Frame]) -> list[list[int]]:
@@ -124,6 +206,19 @@ def _ties(clusters: list[list[int]], frames: list[Frame]) -> list[list[int]]:
                 by_key.setdefault((f.time_key, f.volume_id, f.trigger), []).append(i)
         groups.extend(g for g in by_key.values() if len(g) > 1)
     return groups
+
+
+def _count_ties_once(clusters: list[list[int]], ties: list[list[int]]) -> int:
+    """Move the images that tie with an earlier one to the end of their position; the frames
+    per position counting each tie once (the grid takes that many from every position).
+
+    Tied images are copies or a refusal: load compares their pixels and drops identical ones,
+    so the shape scan reports from this grid is the shape load returns (or load refuses).
+    """
+    extra = {i for group in ties for i in group[1:]}
+    for c in clusters:
+        c[:] = [i for i in c if i not in extra] + [i for i in c if i in extra]
+    return min(sum(i not in extra for i in c) for c in clusters)
 
 
 def _order_key(clusters: list[list[int]], frames: list[Frame]) -> tuple[str, Callable[[Frame], Any]] | None:
