@@ -60,6 +60,7 @@ class ProblemKind(enum.StrEnum):
     UNEVEN_SPACING = "uneven_spacing"
     GANTRY_TILT = "gantry_tilt"
     POSITIONS_ROUNDED = "positions_rounded"
+    POSITIONS_ROUNDED_TOGETHER = "positions_rounded_together"
     # --- DICOM series found by scan (io/scan.py)
     PATIENT_UNKNOWN = "patient_unknown"
     BURNED_IN_ANNOTATION = "burned_in_annotation"
@@ -127,6 +128,8 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     _K.GANTRY_TILT: "slices stacked obliquely to their plane; the affine keeps the true shear",
     _K.POSITIONS_ROUNDED: "slice positions written with few decimals: steps uneven by their rounding only; "
     "the even step from first to last slice is used",
+    _K.POSITIONS_ROUNDED_TOGETHER: "slice positions written with fewer decimals than the slices' step needs: several "
+    "slices read as one position, told apart by nothing but InstanceNumber (load refuses it)",
     _K.PATIENT_UNKNOWN: "no PatientID (DICOM) or no patient pattern (image files): the series or image "
     "counts as a patient of its own",
     _K.BURNED_IN_ANNOTATION: "BurnedInAnnotation YES: load refuses it unless allow_burned_in=True",

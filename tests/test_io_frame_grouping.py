@@ -16,6 +16,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 
 import medload
@@ -141,6 +142,51 @@ def test_a_single_slice_time_series_with_jittered_positions_stays_frames(tmp_pat
     volume = load(tmp_path)
     assert volume.shape == (4, 1, SIZE, SIZE)
     np.testing.assert_array_equal(volume.array, truth(4, 1))
+
+
+@pytest.mark.parametrize("decimals", [2, 1])
+def test_slices_finer_than_their_written_positions_are_refused_as_rounded_together(tmp_path, decimals):
+    # 7.5 um steps written with 2 decimals: 30.12, 30.13, 30.13, 30.14, ... Two slices read as one
+    # position. Refused before too, but as "duplicate positions ... identical copies are dropped",
+    # which sent the user after copies that are not there.
+    rounded_series(tmp_path, "axial", 20, 0.0075 * 10 ** (2 - decimals), decimals, pixel=0.5)
+    (series,) = scan(tmp_path)
+    assert [p.kind for p in series.problems] == [ProblemKind.POSITIONS_ROUNDED_TOGETHER]
+    with pytest.raises(
+        GeometryError,
+        match=rf"slice positions rounded together: .*up to {0.5 * 10**-decimals:g} mm .*neighbouring written positions "
+        rf"are {10**-decimals:g} mm apart.* 20 slices cannot be placed. Re-export .* full precision",
+    ):
+        load(series)
+
+
+@pytest.mark.parametrize(("step", "origin", "decimals"), [(0.005, -0.002, 2), (0.5, -0.2, 0)])
+def test_slices_rounded_in_pairs_are_refused_not_stacked_as_two_frames(tmp_path, step, origin, decimals):
+    # 20 slices 5 um apart written with 2 decimals (or 0.5 mm apart written as integers) pair up
+    # at every written position: before, a silently wrong (2, 10) time series of interleaved
+    # slices, without a problem. dcm2niix v1.0.20260724 writes it as 10 slices x 2 volumes too.
+    write_series(tmp_path, 1, 20, lambda t, z: {"ImagePositionPatient": ["0", "0", f"{origin + step * z:.{decimals}f}"]})
+    (series,) = scan(tmp_path)
+    assert [p.kind for p in series.problems] == [ProblemKind.POSITIONS_ROUNDED_TOGETHER]
+    with pytest.raises(GeometryError, match=r"10 of 10 positions hold 2 images that only InstanceNumber tells apart"):
+        load(series)
+
+
+def test_coarse_positions_with_frame_identifiers_or_copies_are_still_frames_and_copies(tmp_path):
+    # Guards: integer positions 1 mm apart, 2 frames told apart by TemporalPositionIdentifier, are
+    # a 4D volume; an extra copy of one file (new UID, same InstanceNumber) is dropped as before.
+    write_series(
+        tmp_path / "frames", 2, 4, lambda t, z: {"ImagePositionPatient": ["0", "0", str(z)], "TemporalPositionIdentifier": t + 1}
+    )
+    volume = load(tmp_path / "frames")
+    np.testing.assert_array_equal(volume.array, truth(2, 4))
+    files = write_series(tmp_path / "copy", 1, 4, lambda t, z: {"ImagePositionPatient": ["0", "0", str(z)]})
+    ds = pydicom.dcmread(files[2])
+    ds.SOPInstanceUID += ".9"
+    ds.save_as(tmp_path / "copy" / "again")
+    volume = load(tmp_path / "copy")
+    np.testing.assert_array_equal(volume.array, truth(1, 4)[0])
+    assert any(p.kind is ProblemKind.IDENTICAL_IMAGES_DROPPED for p in volume.problems)
 
 
 # --- the order of the frames at every position

@@ -34,7 +34,7 @@ import numpy as np
 
 from medload.io.frame import Frame
 
-__all__ = ["POSITION_TOLERANCE_MM", "SAME_POSITION_MM", "group_positions", "position_tolerance"]
+__all__ = ["POSITION_TOLERANCE_MM", "SAME_POSITION_MM", "group_positions", "position_tolerance", "told_apart"]
 
 #: Two images closer than this along the normal share one slice position (see position_tolerance).
 POSITION_TOLERANCE_MM = 0.01
@@ -75,7 +75,7 @@ def _chain(order: np.ndarray, dist: np.ndarray, tolerance: float) -> list[list[i
     return groups
 
 
-def _told_apart(frames: list[Frame], group: list[int]) -> bool:
+def told_apart(frames: list[Frame], group: list[int]) -> bool:
     """Whether frame identifiers (temporal position, diffusion encoding, trigger time) give each
     image of ``group`` an identity of its own."""
     ids = [(frames[i].volume_id, frames[i].trigger) for i in group]
@@ -119,7 +119,7 @@ def group_positions(
         apart = [float(dist[groups[j][0]] - dist[groups[j - 1][-1]]) for j in (k, k + 1) if 0 < j < len(groups)]
         if apart and spread <= APART_FRACTION * min(apart):
             out.append(group)
-        elif not apart and _told_apart(frames, group):
+        elif not apart and told_apart(frames, group):
             out.append(group)
         else:
             if not apart and undecided is not None and _told_apart_by_time(frames, group):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fits_even_grid", "grid_within_rounding"]
+__all__ = ["coarser_than_step", "fits_even_grid", "grid_within_rounding"]
 
 
 def grid_within_rounding(distances: np.ndarray, median: float, rounding: float) -> tuple[float, list[tuple[int, int]]] | None:
@@ -81,3 +81,28 @@ def fits_even_grid(distances: np.ndarray, index: np.ndarray, rounding: float) ->
         if low > high:
             return False
     return True
+
+
+def coarser_than_step(written: np.ndarray, rounding: float) -> bool:
+    """Whether neighbouring written positions are at most one unit of their last decimal apart.
+
+    ``written`` holds the distinct written positions (mm along the normal, in order) and
+    ``rounding`` how far each may be from the scanner's (half a unit of the last decimal). Where
+    the median step between them is one unit (``2 * rounding``) or less, the slices lie closer
+    together than the positions can say: two slices 7.5 um apart written with 2 decimals both
+    read 30.13, as one position. Steps of two units or more cannot come from rounding slices
+    together (their step would be over a unit, so no two round alike).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> written = np.unique(np.round(np.arange(20) * 0.0075, 2))    # 7.5 um slices, 2 decimals
+    >>> written[:5], coarser_than_step(written, 0.005)
+    (array([0.  , 0.01, 0.02, 0.03, 0.04]), True)
+    >>> coarser_than_step(np.arange(5) * 3.0, 0.005), coarser_than_step(np.arange(5) * 0.02, 0.005)   # 3 mm, 20 um
+    (False, False)
+    """
+    if len(written) < 2 or rounding <= 0:
+        return False
+    step = float(np.median(np.diff(written)))
+    return step <= 2.0 * rounding * (1.0 + 1e-6) + 1e-9  # float error of the distances (nm)

@@ -11,6 +11,10 @@ make even steps read uneven (0.07, 0.08, 0.07 mm for a 0.075 mm step). Where the
 precision of the positions explains every deviation (each position within its rounding of one
 even grid), the stack is even, its step the first-to-last distance over the steps; a missing
 slice or a step beyond the rounding is still found (:func:`medload.io.rounding.grid_within_rounding`).
+Where the written positions are coarser than the step itself (neighbours one unit of the last
+decimal apart, and images sharing a written position that only InstanceNumber tells apart),
+different slices read as one position: refused (``positions_rounded_together``), never stacked
+as frames or compared as copies.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import numpy as np
 from medload.geometry import positions_along_normal, slice_normal
 from medload.io.frame import Frame
 from medload.io.frame import frame_names as _names
-from medload.io.frameorder import order_frames
-from medload.io.positions import POSITION_TOLERANCE_MM, group_positions, position_tolerance
-from medload.io.rounding import grid_within_rounding
+from medload.io.frameorder import FrameOrder, order_frames
+from medload.io.positions import POSITION_TOLERANCE_MM, group_positions, position_tolerance, told_apart
+from medload.io.rounding import coarser_than_step, grid_within_rounding
 from medload.problems import Problem, ProblemKind
 
 __all__ = ["POSITION_TOLERANCE_MM", "SPACING_KINDS", "Layout", "arrange"]
@@ -142,6 +146,9 @@ def arrange(frames: list[Frame], *, label: str = "series") -> Layout:
     dist = positions_along_normal(positions, orientation)
     clusters = _cluster(frames, dist, position_tolerance(frames), label, problems, errors)
     order = order_frames(clusters, frames, dist, label)
+    together = _rounded_together(frames, clusters, dist, label)
+    if together is not None:  # not frames, nor copies: neither an order nor a pixel comparison helps
+        order = FrameOrder(n_frames=order.n_frames, errors=[together])
     problems.extend(order.problems)
     errors.extend(order.errors)
     grid = [[c[min(t, len(c) - 1)] for c in clusters] for t in range(order.n_frames)]
@@ -308,6 +315,45 @@ def _cluster(
     for c in clusters:
         c.sort(key=lambda i: (frames[i].time_key, frames[i].file, frames[i].frame, frames[i].mosaic))
     return clusters
+
+
+def _rounded_together(frames: list[Frame], clusters: list[list[int]], dist: np.ndarray, label: str) -> Problem | None:
+    """The refusal of slices read as one position because their positions are rounded coarser than their step.
+
+    Images that share a written position, with distinct InstanceNumbers and no temporal
+    position, trigger time or diffusion encoding telling them apart, next to positions at most
+    one unit of the written decimals away (:func:`medload.io.rounding.coarser_than_step`): the
+    slices are closer than the positions' precision. Stacked as frames (every position holding
+    two) they were a silently wrong 4D volume of half the slices; refused as duplicate
+    positions, the message blamed copies. ``None`` where that is not so.
+    """
+    shared = [c for c in clusters if len(c) > 1]
+    if not shared or len(clusters) < 2:
+        return None
+    for c in shared:
+        if told_apart(frames, c) or len({frames[i].time_key[0] for i in c}) < len(c) or frames[c[0]].frame >= 0:
+            return None  # frames of a 4D volume, copies to compare, or an enhanced object's frames
+    # The finest rounding any image shows: writers drop trailing zeros ("0.0" beside "0.002"),
+    # so one coarse-looking text does not make the series coarse.
+    known = [f.position_rounding for f in frames]
+    orientation = frames[0].orientation
+    if any(r is None for r in known) or orientation is None:
+        return None
+    along = float(np.abs(slice_normal(orientation)) @ np.min(np.array(known, dtype=float), axis=0))
+    written = np.array([float(dist[c[0]]) for c in clusters])
+    if not coarser_than_step(written, along):
+        return None
+    return Problem(
+        ProblemKind.POSITIONS_ROUNDED_TOGETHER,
+        f"{label}: slice positions rounded together: ImagePositionPatient is written with few decimals (up to "
+        f"{along:.4g} mm off along the normal by rounding) while neighbouring written positions are "
+        f"{float(np.median(np.diff(written))):.4g} mm apart, so the slices lie closer together than their positions "
+        f"say and different slices read as one position: {len(shared)} of {len(clusters)} positions hold "
+        f"{max(len(c) for c in shared)} images that only InstanceNumber tells apart ({_names(frames, shared[0])}). "
+        f"Neither frames nor copies; the {sum(len(c) for c in clusters)} slices cannot be placed. Re-export the series "
+        "with ImagePositionPatient at full precision (an anonymizer or converter rounded it), or, if they are frames "
+        "of a time series, with TemporalPositionIdentifier.",
+    )
 
 
 def _measure_steps(layout: Layout, frames: list[Frame], first: list[int], label: str) -> None:
