@@ -8,7 +8,9 @@ with ``--tree`` pointing at each (e.g. a ``git archive`` of the older commit) in
 on the same store and memmap (``--workdir`` keeps them between runs): the rows are the same
 loaders as ``bench/loader.py`` (batch 64, shuffled, default store, 0 workers).
 Prints: compact ms, float32 ms per 64 slices; ds[i] CPU us per item and DataLoader(ds) + collate ms
-per batch (the item path); bare memmap ms per 64 slices, memmap DataLoader + collate ms.
+per batch (the item path); bare memmap ms per 64 slices, memmap DataLoader + collate ms; and
+"LZ4 alone": ``cramjam.lz4.decompress_block_into`` of 64 of the store's chunks (bytes already in
+memory, shuffled) into the rows of one batch, the floor under the compact row whatever the tree.
 
 ``--verify-slices``: the store opened with ``medload.open(path, verify_slices=True)`` (every
 slice read checked against its CRC-32; trees without slice checksums do not have the option).
@@ -79,8 +81,9 @@ def main(argv: list[str] | None = None) -> None:
                 pass
 
         rows.append(best_ms(epoch, len(loader)))
+    lz4_alone = best_ms(lz4_decoding(store), 2048 / 64)
     if args.loaders_only:
-        report(rows + [0.0] * 4, args.verify_slices)
+        report(rows + [0.0] * 4 + [lz4_alone], args.verify_slices)
         return
     # The item path: ds[i] (what a DataLoader without batched fetch pays per slice), and torch's
     # DataLoader over the items with default_collate.
@@ -123,16 +126,39 @@ def main(argv: list[str] | None = None) -> None:
             pass
 
     rows.append(best_ms(collate, len(per_item)))
-    report(rows, args.verify_slices)
+    report(rows + [lz4_alone], args.verify_slices)
+
+
+def lz4_decoding(store: Path):
+    """A run decoding 2048 of ``store``'s LZ4 chunks (one 16-byte filter header, one block) into batch rows."""
+    import cramjam
+    import h5py
+
+    blocks = []
+    with h5py.File(store, "r") as f:
+        for key in f["volumes"]:
+            image = f["volumes"][key]["image"]
+            blocks += [bytes(image.id.read_direct_chunk((z, 0, 0))[1][16:]) for z in range(image.shape[0])]
+            nbytes = int(np.prod(image.shape[1:])) * image.dtype.itemsize
+    order = np.random.default_rng(0).permutation(len(blocks))[:2048].tolist()
+    batch = np.empty((64, nbytes), np.uint8)
+    decode = cramjam.lz4.decompress_block_into
+
+    def run() -> None:
+        for i, k in enumerate(order):
+            decode(blocks[k], batch[i % 64], output_len=nbytes)
+
+    return run
 
 
 def report(rows: list[float], verify_slices: bool) -> None:
-    """One line: the six CPU times, the load average and the tree timed."""
+    """One line: the seven CPU times, the load average and the tree timed."""
     import medload
 
     print(
         "CPU ms per batch of 64: ds.loader compact {:.2f}, float32 {:.2f}; ds[i] {:.1f} us per item, "
-        "DataLoader(ds) + collate {:.2f}; memmap bare {:.2f}, DataLoader + collate {:.2f}; load average {:.1f}; tree {}{}".format(
+        "DataLoader(ds) + collate {:.2f}; memmap bare {:.2f}, DataLoader + collate {:.2f}; LZ4 alone {:.2f}; "
+        "load average {:.1f}; tree {}{}".format(
             *rows, os.getloadavg()[0], Path(medload.__file__).parents[1], " (verify_slices)" if verify_slices else ""
         )
     )

@@ -486,3 +486,102 @@ def test_threads_reading_at_once_get_the_rows_one_thread_gets(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(read, [i for _ in range(5) for i in range(len(batches))]))
     assert reader._read_paths["h5py"] == 0
+
+
+# ---------------------------------------------------------------- batches decoded from the mapped file
+
+
+class _Spy:
+    """Counts the rows FileMap.decode_rows was given and left, and the slow path's one-slice reads."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.given = self.left = self.one_by_one = 0
+        decode_rows, read_one_into = reader_module.FileMap.decode_rows, reader_module.ChunkTable.read_one_into
+
+        def counted_decode(fmap, offsets, sizes, rows, out):
+            left = decode_rows(fmap, offsets, sizes, rows, out)
+            self.given += len(rows)
+            self.left += len(left)
+            return left
+
+        def counted_one(table, z, row):
+            self.one_by_one += 1
+            return read_one_into(table, z, row)
+
+        monkeypatch.setattr(reader_module.FileMap, "decode_rows", counted_decode)
+        monkeypatch.setattr(reader_module.ChunkTable, "read_one_into", counted_one)
+
+
+def test_lz4_batches_decode_from_the_mapped_file_into_the_rows_h5py_reads(tmp_path, monkeypatch):
+    # write_batch_store's noise: LZ4 keeps each block raw; write_compressible_store's ramps: LZ4 blocks.
+    path, compressible = tmp_path / "s.h5", tmp_path / "c.h5"
+    write_batch_store(path, "uint8", "lz4")
+    write_compressible_store(compressible)
+    spy = _Spy(monkeypatch)
+    for where in (path, compressible):
+        reader = medload.open(where)
+        rng = np.random.default_rng(11)
+        pairs = [(v, z) for v in (0, 1) for z in range(reader.volumes[v].n_slices)]
+        for size in (1, 5, 12):
+            batch = [pairs[i] for i in rng.permutation(len(pairs))[:size]] + [(0, 2), (0, 3)]  # a run at the end
+            volumes, slices = [v for v, _ in batch], [z for _, z in batch]
+            out = np.full((len(batch), 1, 16, 16), 7, np.uint8)
+            reader.read_batch(volumes, slices, out, raw=True)
+            assert_bit_equal(out[:, 0], h5py_rows(where, reader, volumes, slices, raw=True))
+        assert reader._read_paths == {"direct": 24, "h5py": 0} and len(reader._file_maps) == 1
+    assert spy.given == 2 * (1 + 5 + 12 + 6) and spy.left == 0 and spy.one_by_one == 0
+    sizes = [_chunk_place(where, medload.open(where).volumes[0].key, 0)[1] for where in (path, compressible)]
+    assert sizes[0] == 16 + 256 and sizes[1] < 16 + 128  # one block kept raw, one LZ4 block
+    # Float rows of a uint8 store are decoded from stored values in a scratch array, not mapped.
+    reader.read_batch([0, 1], [1, 1], np.empty((2, 16, 16), np.float32))
+    assert spy.given == 48
+
+
+def test_mapped_batches_leave_other_framings_to_the_chunk_reader(tmp_path, monkeypatch):
+    # Multi-block chunks (another writer's block size) and a chunk stored with the filter
+    # skipped are not one LZ4 block: their rows go the old way, and equal h5py's.
+    original = fmt.parse_compression
+
+    def small_blocks(spec, *, itemsize=2):
+        canonical, kwargs = original(spec, itemsize=itemsize)
+        return canonical, (dict(hdf5plugin.LZ4(nbytes=100)) if canonical == "lz4" else kwargs)
+
+    path = tmp_path / "blocks.h5"
+    monkeypatch.setattr(fmt, "parse_compression", small_blocks)
+    with medload.Store.create(path, dtype="uint8", compression="lz4") as store:
+        store.add(synthetic_volume(8, shape=(4, 16, 16)))
+    monkeypatch.setattr(fmt, "parse_compression", original)
+    with medload.Store.create(tmp_path / "one.h5", dtype="uint8", compression="lz4") as store:
+        store.add(synthetic_volume(9, shape=(5, 16, 16)))
+    replacement = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    with h5py.File(tmp_path / "one.h5", "r+") as f:
+        f["volumes"][medload.open(tmp_path / "one.h5").volumes[0].key]["image"].id.write_direct_chunk(
+            (2, 0, 0), replacement.tobytes(), filter_mask=1
+        )
+    spy = _Spy(monkeypatch)
+    for name in ("blocks.h5", "one.h5"):
+        reader = medload.open(tmp_path / name)
+        n = reader.volumes[0].n_slices
+        slices = list(range(n))[::-1]
+        out = np.empty((n, 16, 16), np.uint8)
+        reader.read_batch([0] * n, slices, out, raw=True)
+        assert_bit_equal(out, h5py_rows(tmp_path / name, reader, [0] * n, slices, raw=True))
+        assert reader._read_paths["h5py"] == (1 if name == "one.h5" else 0)
+    assert_bit_equal(out[n - 1 - 2], replacement)
+    # blocks.h5: 4 rows given, 4 left; one.h5: 5 given, the unfiltered chunk's left (h5py reads it).
+    assert (spy.given, spy.left, spy.one_by_one) == (9, 5, 5)
+
+
+def test_a_mapped_store_cut_short_after_opening_is_a_store_error_not_a_crash(tmp_path):
+    path = tmp_path / "cut.h5"
+    write_compressible_store(path)
+    reader = medload.open(path)
+    out = np.empty((2, 3, 16, 16), np.uint8)
+    reader.read_batch([2, 2], [0, 2], out, raw=True)  # the file is mapped at its whole length
+    assert len(reader._file_maps) == 1
+    offset, _ = _chunk_place(path, reader.volumes[2].key, 3)
+    with open(path, "r+b") as f:
+        f.truncate(offset + 20)  # in the middle of slice 3; the mapping still spans the old length
+    with pytest.raises(medload.StoreError, match=rf"{path.name}.*slices 3:4 of volume"):
+        reader.read_batch([2, 2], [0, 3], out, raw=True)
+    reader.read_batch([2], [1], out[:1], raw=True)  # the slices before the cut still read

@@ -12,7 +12,6 @@ Slices stored one per chunk are read without HDF5's per-call cost where possible
 
 from __future__ import annotations
 
-import math
 import os
 import zlib
 from pathlib import Path
@@ -23,7 +22,8 @@ import numpy as np
 from medload.errors import ChecksumError, ConfigError, StoreError
 from medload.limits import check_volume_size
 from medload.store import _format as fmt
-from medload.store.chunks import ChunkTable, scratch_array
+from medload.store.batchread import fill_rows
+from medload.store.chunks import ChunkTable, FileMap, scratch_array
 from medload.store.integrity import Checksums, Damage, VerifyReport, damage_error, mismatched
 from medload.store.catalog import StoreCatalog
 from medload.store.records import VolumeRecord, check_dataset, open_file
@@ -71,6 +71,10 @@ class StoreReader(StoreCatalog):
         self._masks: dict[int, Any] = {}
         # (volume, "image"|"mask") -> ChunkTable, or None where only h5py can read the dataset.
         self._chunk_tables: dict[tuple[int, str], ChunkTable | None] = {}
+        # HDF5's file descriptor -> that file mapped read-only (FileMap), shared by its LZ4 tables.
+        self._file_maps: dict[int, FileMap | None] = {}
+        # read_batch's plan per (volume, raw, out dtype, row shape, direct): record, shape, table.
+        self._batch_plans: dict[tuple[Any, ...], Any] = {}
         #: Read calls per path in this process ("direct" or "h5py"); tests check which was taken.
         self._read_paths: dict[str, int] = {"direct": 0, "h5py": 0}
         # Volumes whose size was checked against the per-volume limit in this process.
@@ -143,7 +147,7 @@ class StoreReader(StoreCatalog):
         except KeyError:
             rec = self.record(volume)
             table = self._chunk_tables[key] = ChunkTable.of(
-                self._dataset(volume, name), f"{rec.shard}: volume {rec.key}'s {name}"
+                self._dataset(volume, name), f"{rec.shard}: volume {rec.key}'s {name}", self._file_maps
             )
             return table
 
@@ -290,49 +294,7 @@ class StoreReader(StoreCatalog):
             )
         if n == 0:
             return out
-        breaks = (np.flatnonzero((vols[1:] != vols[:-1]) | (where[1:] != where[:-1] + 1)) + 1).tolist()
-        vol_list, slice_list = vols.tolist(), where.tolist()
-        runs = sorted(zip([0, *breaks], [*breaks, n]), key=lambda run: (vol_list[run[0]], slice_list[run[0]]))
-        row_shape, row_size = out.shape[1:], math.prod(out.shape[1:])
-        row_bytes = out.reshape(n, -1).view(np.uint8)  # each row's bytes, for one-slice runs
-        # Per volume of the batch, once: its record, slice shape, and the chunk table where the
-        # rows can be filled straight from the file (stored values wanted, in out's dtype).
-        plans: dict[int, tuple[VolumeRecord, tuple[int, ...], ChunkTable | None]] = {}
-        for a, b in runs:
-            volume, start = vol_list[a], slice_list[a]
-            plan = plans.get(volume)
-            if plan is None:
-                rec = self.record(volume)
-                if (volume, "image") not in self._sized:
-                    self._check_size(volume, rec)
-                if math.prod(rec.slice_shape) != row_size:
-                    raise ConfigError(
-                        f"read_batch: volume {rec.key} has slices of shape {rec.slice_shape}, out rows {row_shape}; "
-                        "a batch holds slices of one size."
-                    )
-                as_stored = raw or np.dtype(rec.dtype) == np.float32
-                table = self._table(volume, "image") if self._direct and as_stored else None
-                if table is not None and table.dtype != out.dtype:
-                    table = None  # _read_image says what out must be
-                plan = plans[volume] = (rec, rec.slice_shape, table)
-            rec, shape, table = plan
-            stop = start + b - a
-            if start < 0 or stop > rec.n_slices:
-                self._range(rec, start, stop)  # raises, naming the volume
-            if table is not None:
-                if b - a == 1 and table.read_one_into(start, row_bytes[a]):
-                    self._read_paths["direct"] += 1
-                    if self.verify_slices:
-                        self._checksums.check_slices(rec, "image", start, row_bytes[a : a + 1])
-                    continue
-                rows = out[a:b] if shape == row_shape else out[a:b].reshape(b - a, *shape)
-                if b - a > 1 and table.read_into(start, stop, rows):
-                    self._read_paths["direct"] += 1
-                    if self.verify_slices:
-                        self._checksums.check_slices(rec, "image", start, rows)
-                    continue
-            self._read_image(volume, rec, start, stop, out[a:b].reshape(b - a, *shape), raw=raw)
-        return out
+        return fill_rows(self, vols, where, out, raw=raw)
 
     def _read_image(
         self, volume: int, rec: VolumeRecord, start: int, stop: int, out: np.ndarray | None, *, raw: bool
