@@ -59,7 +59,8 @@ __all__ = [
     "DESCRIPTOR_KEYS", "relative_paths", "source_roots", "hidden_texts", "named_files", "hide", "scrub_paths",
     "deidentified_meta", "report_summary", "META_KEYS", "allowed_meta", "clean_image_type",
     "SourceNames", "scrub", "file_key", "folder_key", "IMAGE_TYPE_TERMS", "MODALITY_TERMS", "CODED_TERMS",
-    "VALUE_KINDS", "clean_modality", "shown_value",
+    "VALUE_KINDS", "clean_modality", "shown_value", "KEYED_HASH_PREFIX", "keyed_source_hash", "is_keyed_source_hash",
+    "keyed_form",
 ]
 # fmt: on
 
@@ -107,6 +108,57 @@ def pseudonym(value: str | None, *, prefix: str = "", secret: str | bytes | PhiK
         return prefix + "none"
     digest = hmac.new(resolve_key(secret).secret, text_bytes(str(value)), hashlib.sha256).hexdigest()
     return prefix + digest[:length]
+
+
+#: How a keyed ``source_hash`` starts: :func:`keyed_source_hash`. Stores written by an earlier
+#: medload hold the readers' unkeyed digests (``sha256:``, ``nifti-sha256:``, ``nnunet-``).
+KEYED_HASH_PREFIX = "src-"
+
+
+def keyed_source_hash(digest: str, secret: str | bytes | PhiKey | None = None) -> str:
+    """The ``source_hash`` a Series, a Volume and a store carry: ``src-`` + HMAC-SHA256 of the
+    reader's digest of the source (instance UIDs and file sizes, a file's bytes) under the key.
+
+    A plain digest is a fingerprint of the source: whoever holds the UIDs (the PACS) or the file
+    can recompute it and find the stored volume. Keyed, it links only for the key's holder; the
+    same key gives the same hash, so re-runs still skip what is converted. A store of an earlier
+    medload holds ``digest`` itself; :func:`keyed_form` of it is what this medload computes.
+
+    Examples
+    --------
+    >>> keyed_source_hash("sha256:0123456789abcdef", "k")
+    'src-b27b59bedb67b88e2b3a2a099ac7610c'
+    >>> keyed_source_hash("sha256:0123456789abcdef", "k") != keyed_source_hash("sha256:0123456789abcdef", "other")
+    True
+    """
+    return pseudonym(digest, prefix=KEYED_HASH_PREFIX, secret=secret, length=32)
+
+
+def is_keyed_source_hash(value: str) -> bool:
+    """Whether a stored ``source_hash`` is keyed (:func:`keyed_source_hash`), not an earlier medload's digest.
+
+    Examples
+    --------
+    >>> is_keyed_source_hash("src-b27b59bedb67b88e2b3a2a099ac7610c"), is_keyed_source_hash("sha256:0123456789abcdef")
+    (True, False)
+    """
+    return bool(re.fullmatch(KEYED_HASH_PREFIX + "[0-9a-f]{32}", str(value)))
+
+
+def keyed_form(stored: str, secret: str | bytes | PhiKey | None = None) -> str:
+    """A stored ``source_hash`` as this medload computes it for the same source: itself when
+    keyed, else (an earlier medload's unkeyed digest) :func:`keyed_source_hash` of it.
+
+    A resumed store of an earlier medload is matched so: nothing is converted twice.
+
+    Examples
+    --------
+    >>> keyed_form("sha256:0123456789abcdef", "k") == keyed_source_hash("sha256:0123456789abcdef", "k")
+    True
+    >>> keyed_form("src-b27b59bedb67b88e2b3a2a099ac7610c", "k")
+    'src-b27b59bedb67b88e2b3a2a099ac7610c'
+    """
+    return stored if is_keyed_source_hash(stored) else keyed_source_hash(stored, secret)
 
 
 def text_bytes(text: str) -> bytes:

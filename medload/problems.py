@@ -88,6 +88,8 @@ class ProblemKind(enum.StrEnum):
     # --- the store writer, on opening for resume (store/writer.py)
     STORE_STARTED_OVER = "store_started_over"
     STORE_RESUMED = "store_resumed"
+    # --- a store continued by medload.convert (batch/plan.py)
+    UNKEYED_SOURCE_HASHES = "unkeyed_source_hashes"
     # --- the QC page, from stored slices (qc/report.py)
     NONFINITE_VALUES = "nonfinite_values"
     CONSTANT_IMAGE = "constant_image"
@@ -154,6 +156,8 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     "the volume was stored without a mask",
     _K.STORE_STARTED_OVER: "a partial store left by an interrupted run could not be used; it was deleted",
     _K.STORE_RESUMED: "a partial store left by an interrupted run was resumed (complete volumes kept)",
+    _K.UNKEYED_SOURCE_HASHES: "volumes of the continued store carry an earlier medload's unkeyed source_hash "
+    "(a digest of the source files): matched by it, kept as they are",
     _K.NONFINITE_VALUES: "stored values that are NaN or infinite (QC page)",
     _K.CONSTANT_IMAGE: "every stored value is the same (QC page)",
     _K.EMPTY_MASK: "the stored mask has no labelled voxel (QC page)",

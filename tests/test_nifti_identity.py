@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from fixtures.stores import as_earlier_medload
 import medload
 from medload.errors import StoreError
 from medload.io import nifti
@@ -86,6 +87,7 @@ def test_a_store_recorded_by_header_only_is_not_continued(tmp_path, monkeypatch)
 
     with monkeypatch.context() as patch:
         patch.setattr(nifti, "_source_hash", header_only)
+        as_earlier_medload(patch)  # and unkeyed, as then
         medload.convert(images, tmp_path / "out", pipeline="none", workers=0, progress=False)
     with medload.open(tmp_path / "out") as store:
         assert len(store.volumes) == 1  # the old digest took the two subjects for one

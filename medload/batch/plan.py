@@ -28,6 +28,8 @@ from medload.deid import (
     SourceNames,
     file_key,
     hidden_texts,
+    is_keyed_source_hash,
+    keyed_form,
     named_files,
     pseudonym,
     report_summary,
@@ -36,7 +38,7 @@ from medload.deid import (
     source_roots,
 )
 from medload.errors import ConfigError, PipelineMismatchError, StoreError
-from medload.problems import Problem
+from medload.problems import Problem, ProblemKind
 
 __all__ = [
     "Plan",
@@ -185,11 +187,29 @@ def _refuse_header_only_hashes(out: Path, done: dict[str, tuple[str, str]]) -> N
         )
 
 
+def _keyed_done(plan: Plan, done: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """``done`` by the source hash this run computes: a store of an earlier medload records the
+    readers' unkeyed digests, of which this run's hashes are the keyed form
+    (:func:`medload.deid.keyed_form`), so its volumes are not converted again. Said in the report."""
+    old = sum(not is_keyed_source_hash(h) for h in done)
+    if old:
+        plan.resume_notes.append(
+            Problem(
+                ProblemKind.UNKEYED_SOURCE_HASHES,
+                f"{old} volume(s) of this store carry an unkeyed source_hash (an earlier medload's digest of the "
+                "source files, which whoever holds them can recompute to find the volume): they were matched by "
+                "it and not converted again, and their hashes are kept as they are. To have every hash keyed, "
+                "convert into a new output or pass --overwrite.",
+            )
+        )
+    return {keyed_form(h, plan.key): entry for h, entry in done.items()}
+
+
 #: Series kinds whose keys are made from where their files lie (medload.io.sources), not from headers.
 PATH_KEYED_KINDS = ("nifti", "image", "nnunet")
 
 
-def _refuse_rekeyed(out: Path, found: Sequence[Any], done: dict[str, tuple[str, str]]) -> None:
+def _refuse_rekeyed(out: Path, found: Sequence[Any], done: dict[str, tuple[str, str]], key: PhiKey | None) -> None:
     """Refuse to continue a store whose NIfTI / image volumes (matched by ``source_hash``) carry
     other keys than this run makes for them: new volumes would not link with the stored ones
     (one patient, two keys). A store written before keys named their source folder
@@ -204,10 +224,12 @@ def _refuse_rekeyed(out: Path, found: Sequence[Any], done: dict[str, tuple[str, 
 
     reader = open_store(out)
     try:
-        stored = [rec for rec in reader.volumes if rec.source_hash in again]
+        stored = [(rec, keyed_form(rec.source_hash, key)) for rec in reader.volumes]
     finally:
         reader.close()
-    differ = sorted(rec.key for rec in stored if (rec.patient_key, rec.study_key, rec.series_key) not in again[rec.source_hash])
+    differ = sorted(
+        rec.key for rec, h in stored if h in again and (rec.patient_key, rec.study_key, rec.series_key) not in again[h]
+    )
     if differ:
         raise StoreError(
             f"{out} holds {len(differ)} NIfTI or 2D-image volume(s) ({', '.join(differ[:3])}"
@@ -365,10 +387,11 @@ def make_plan(
         allow_burned_in=allow_burned_in,
     )
     # Headers are read on local processes: as many as convert (on Dask: this machine's cores).
+    done = _keyed_done(plan, done)
     found = _scan_all(plan, patient_pattern, None if dask and dask != "local" else workers)
     if patients:
         found, plan.patients_info = patients_from_csv(patients, found, plan.message_roots, plan.key)
-    _refuse_rekeyed(out_path, [*found, *plan.duplicate_series], done)
+    _refuse_rekeyed(out_path, [*found, *plan.duplicate_series], done, plan.key)
     if masks:
         mask_root = os.path.realpath(masks) + os.sep
         holding = [src for src in source_list if (os.path.realpath(src) + os.sep).startswith(mask_root)]

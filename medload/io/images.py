@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from medload.deid import text_bytes
+from medload.deid import keyed_source_hash, text_bytes
 from medload.errors import ReadError, UnsupportedError
 from medload.geometry import default_plane_affine
 from medload.io.pngchunks import check_png_chunks
@@ -335,6 +335,8 @@ def _stored_range(dtype: np.dtype) -> list[float] | None:
 
 
 def _file_hash(path: Path, relative: str) -> str:
+    """``sha256:`` + a digest of the file and its path below the source (what an earlier medload
+    stored as it is; now keyed by :func:`medload.deid.keyed_source_hash`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -439,7 +441,7 @@ def scan_image(
         shape=shape,
         spacing=None,
         problems=tuple(problems),
-        source_hash=_file_hash(file, relative),
+        source_hash=keyed_source_hash(_file_hash(file, relative), phi_key),
         info={"format": fmt or "image", "mode": mode, "class_folder": class_folder, **_source_info(root, source_name, relative)},
     )
 

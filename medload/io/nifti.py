@@ -29,8 +29,10 @@ What the reader does
   file's path below it (``scan_nifti(..., root=)``, :mod:`medload.io.sources`; the absolute
   path without a root); ``patient_key`` / ``study_key`` are pseudonyms of the BIDS dataset and
   its ``sub-XX`` / ``sub-XX/ses-YY`` found in that path (:func:`~medload.io.bids.subject_folder`:
-  ``sub-01`` of two datasets is two people), else of the same path as the series. ``source_hash`` is a digest of the whole file (:data:`SOURCE_HASH_PREFIX`):
-  two files are one series converted once only when their bytes are equal.
+  ``sub-01`` of two datasets is two people), else of the same path as the series. ``source_hash`` is a digest of the whole file (:data:`SOURCE_HASH_PREFIX`)
+  keyed with the pseudonym key (:func:`medload.deid.keyed_source_hash`: a plain digest would
+  let whoever holds the file find its volume): two files are one series converted once only
+  when their bytes are equal.
 - Only a whitelist of sidecar fields reaches ``meta`` (no names, dates or institutions).
   Sidecar times are seconds in BIDS; medload's ``echo_time`` / ``repetition_time`` are
   milliseconds, as in DICOM, so they are converted.
@@ -49,7 +51,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from medload.deid import PhiKey, clean_modality
+from medload.deid import PhiKey, clean_modality, keyed_source_hash
 from medload.errors import ConfigError, MedloadError, ReadError, UnsupportedError
 from medload.geometry import spacing_from_affine
 from medload.io.bids import file_stem, read_sidecar, sidecar_meta, suffix_modality
@@ -252,7 +254,8 @@ def _affine_and_problems(path: Path, image: Nifti1Image) -> tuple[np.ndarray, st
     return affine, source, problems
 
 
-#: How a NIfTI ``source_hash`` starts: a digest of the whole file's bytes.
+#: How a NIfTI's unkeyed digest of the whole file's bytes starts (an earlier medload stored it
+#: as it is; now :func:`medload.deid.keyed_source_hash` of it).
 SOURCE_HASH_PREFIX = "nifti-sha256:"
 
 
@@ -340,8 +343,11 @@ def _describe(
     phi_key: str | bytes | PhiKey | None,
     modality: str | None,
     source: str | None = None,
+    source_hash: str | None = None,
+    keyed_hash: bool = True,
 ) -> dict[str, Any]:
-    """Everything scan and load share: shape, geometry, modality, keys, meta."""
+    """Everything scan and load share: shape, geometry, modality, keys, meta (``source_hash``:
+    scan's, so that load does not hash the file again; else the file's, keyed unless told not)."""
     _check_sizes(path, image)
     shape = _medload_shape(path, image.shape)
     affine, affine_source, problems = _affine_and_problems(path, image)
@@ -371,7 +377,7 @@ def _describe(
         "source": "nifti",
         "source_key": keys["series_key"],
         **keys,
-        "source_hash": _source_hash(path),
+        "source_hash": source_hash or (keyed_source_hash(_source_hash(path), phi_key) if keyed_hash else _source_hash(path)),
         "description": file_stem(path),
         "intensity": "HU" if chosen == "CT" else "scanner units",
         "affine_source": affine_source,
@@ -402,6 +408,7 @@ def scan_nifti(
     phi_key: str | bytes | PhiKey | None = None,
     root: str | Path | None = None,
     source_name: str | None = None,
+    keyed_hash: bool = True,
 ) -> Series:
     """Describe one NIfTI file from its header (no voxels read) as a :class:`Series`.
 
@@ -419,6 +426,10 @@ def scan_nifti(
     source_name : str, optional
         The source's name in its keys; default its folder's own name (``medload.convert``
         names two sources of one name by their parent folders too).
+    keyed_hash : bool
+        ``False``: ``source_hash`` is the file's unkeyed digest (:data:`SOURCE_HASH_PREFIX`), for a
+        reader that combines several files and keys their digests once (nnU-Net's cases). Never
+        store it: whoever holds the file can recompute it.
 
     Returns
     -------
@@ -441,7 +452,7 @@ def scan_nifti(
     path = Path(path).resolve()
     with _header_errors(path):
         image = _open(path)
-        info = _describe(path, image, root=root, phi_key=phi_key, modality=None, source=source_name)
+        info = _describe(path, image, root=root, phi_key=phi_key, modality=None, source=source_name, keyed_hash=keyed_hash)
     return Series(
         kind="nifti",
         files=(str(path),),
@@ -548,7 +559,7 @@ def load_nifti(
     >>> float(vol.array[1, 2, 0])   # NIfTI voxel (i=0, j=2, k=1)
     -1015.0
     """
-    root = source = None
+    root = source = scanned_hash = None
     keys_from_series: dict[str, str] | None = None
     if isinstance(series_or_path, Series):
         if series_or_path.kind != "nifti" or len(series_or_path.files) != 1:
@@ -559,6 +570,7 @@ def load_nifti(
         path = Path(series_or_path.files[0])
         root = (series_or_path.info or {}).get("root")
         source = (series_or_path.info or {}).get("source_name")
+        scanned_hash = series_or_path.source_hash or None
         keys_from_series = {
             "series_key": series_or_path.series_key,
             "study_key": series_or_path.study_key,
@@ -569,7 +581,7 @@ def load_nifti(
         path = Path(series_or_path).resolve()
     with _header_errors(path):
         image = _open(path)
-        info = _describe(path, image, root=root, phi_key=phi_key, modality=modality, source=source)
+        info = _describe(path, image, root=root, phi_key=phi_key, modality=modality, source=source, source_hash=scanned_hash)
         meta = info["meta"]
         if keys_from_series is not None:  # keep the keys scan made (they may use a phi_key)
             meta.update(keys_from_series)

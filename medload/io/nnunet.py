@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medload.deid import PhiKey, pseudonym, resolve_key, text_bytes
+from medload.deid import PhiKey, keyed_source_hash, pseudonym, resolve_key, text_bytes
 from medload.errors import GeometryError, ReadError, UnsupportedError
 from medload.io.nifti import load_nifti, scan_nifti
 from medload.io.series import Series
@@ -226,7 +226,8 @@ def scan_nnunet(
                 continue
             present = [by_channel[c] for c in range(n_channels)]
             try:
-                heads = [scan_nifti(f, phi_key=key, root=root) for f in present]
+                # Unkeyed digests of the channels: the case's digest is keyed once (_case_series).
+                heads = [scan_nifti(f, phi_key=key, root=root, keyed_hash=False) for f in present]
             except ReadError as exc:
                 errors.append(FileProblem(present[0], str(exc), type(exc).__name__))
                 continue
@@ -271,7 +272,7 @@ def _case_series(
         description=case,
         shape=(len(spec["channels"]), *heads[0].shape),
         spacing=heads[0].spacing,
-        source_hash=f"nnunet-{digest}",
+        source_hash=keyed_source_hash(f"nnunet-{digest}", key),
         info={
             "case": case,
             "split": split,

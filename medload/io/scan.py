@@ -22,7 +22,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from medload.deid import PhiKey, pseudonym, resolve_key
+from medload.deid import PhiKey, keyed_source_hash, pseudonym, resolve_key
 from medload.errors import MedloadError, ReadError
 from medload.io.collect import Collector, FileProblem, collect
 from medload.io.frame import Frame
@@ -270,6 +270,8 @@ def series_from_headers(
         spacing = (round(float(dz), 6), float(layout.pixel_spacing[0]), float(layout.pixel_spacing[1]))
     uids = sorted((f.uid, 0) for f in frames)
     sizes = sorted((hh.path.rsplit(os.sep, 1)[-1], hh.size) for hh in heads)
+    # The digest of instances and sizes (what an earlier medload stored as it is), keyed: a plain
+    # digest of the UIDs lets whoever holds them (the PACS) find the stored volume.
     digest = hashlib.sha256(json.dumps([uids, [s for _, s in sizes], key]).encode()).hexdigest()[:16]
     orientation = list(frames[0].orientation) if frames[0].orientation else None
     identity, unknown = _identity(h, heads)
@@ -295,7 +297,7 @@ def series_from_headers(
         shape=shape,
         spacing=spacing,
         problems=tuple(problems),
-        source_hash="sha256:" + digest,
+        source_hash=keyed_source_hash("sha256:" + digest, phi_key),
         info={"split": key, "orientation": orientation, "series_number": h.series_number, "sop_class": h.sop_class},
         headers=tuple(sorted(heads, key=lambda hh: hh.path)),
         burned_in_annotation=burned_in_annotation(heads),

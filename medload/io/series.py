@@ -38,7 +38,9 @@ class Series:
         Problems found in headers (gaps, duplicates, tilt, ...), each a
         :class:`~medload.problems.Problem` (decide by its ``kind``; its ``message`` is a full sentence).
     source_hash : str
-        Fingerprint of the source (instance UIDs and file sizes) for resumable conversion.
+        What tells this source's volume apart for resumable conversion: a digest of its
+        instance UIDs and file sizes (a file's bytes) keyed with the pseudonym key
+        (:func:`medload.deid.keyed_source_hash`), ``src-`` and 32 hex digits.
     info : dict
         JSON-able details the reader needs to load exactly this volume (e.g. which
         ImageType or echo it was split by). Not part of the public contract.
