@@ -120,8 +120,10 @@ KIND_MEANINGS: dict[ProblemKind, str] = {
     _K.FRAME_ORDER_CONFLICT: "some slice positions hold other frames than the rest (load refuses it)",
     _K.FRAMES_UNORDERED: "images at one slice position that only their file names order (equal InstanceNumber and "
     "AcquisitionTime, no temporal position, trigger time or diffusion encoding; load drops identical copies, else "
-    "refuses; scan's shape counts them once), or frames of one diffusion encoding (two b=0) that only shuffled "
-    "InstanceNumbers order (load refuses it)",
+    "refuses; scan's shape counts them once), or frames of one diffusion encoding or temporal position (two b=0) "
+    "that only shuffled InstanceNumbers order, frames without a temporal position beside frames with one where "
+    "InstanceNumbers are shuffled, or frames that only InstanceNumber (a multi-frame object's stored order) orders "
+    "running neither volume after volume nor slice after slice (load refuses it)",
     _K.FRAMES_MISSING: "some slice positions hold fewer frames than the others (load refuses it)",
     _K.SLICES_OR_FRAMES: "images closer than the same-position tolerance, every one of them, that only AcquisitionTime "
     "tells apart: slices that close or frames with jittered positions (load refuses it)",

@@ -363,7 +363,7 @@ def test_two_b0_frames_that_nothing_orders_are_refused(tmp_path):
     write_series(tmp_path / "dicom", 5, 4, dti_tags("shuffled", False), name=hashed)
     (series,) = scan(tmp_path / "dicom")
     assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
-    with pytest.raises(FrameOrderError, match=r"2 frames at every position share one encoding \(b=0 gradient") as info:
+    with pytest.raises(FrameOrderError, match=r"2 frames at every position share one identifier \(b=0 gradient") as info:
         load(series)
     assert info.value.positions_mm == (0.0, 3.0, 6.0, 9.0)
     # Guard: InstanceNumbers in acquisition order (alike at every position) are kept, as dcm2niix keeps them.
@@ -404,6 +404,84 @@ def test_an_identifier_missing_on_some_files_is_refused(tmp_path):
     with pytest.raises(FrameOrderError, match="3.00 mm") as info:
         load(tmp_path)
     assert info.value.positions_mm == (3.0,)
+
+
+def acquisitions_tags(instance: str, acquisition_time: bool) -> Callable[[int, int], dict[str, Any]]:
+    """Two acquisitions (AcquisitionNumber 1, 2) of 2 temporal positions each (TemporalPositionIdentifier 1, 2)."""
+    shuffled = np.random.default_rng(0).permutation(4 * 3)
+
+    def tags(t: int, z: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "AcquisitionNumber": t // 2 + 1,
+            "TemporalPositionIdentifier": t % 2 + 1,
+            "InstanceNumber": int(shuffled[3 * t + z]) + 1 if instance == "shuffled" else 3 * t + z + 1,
+        }
+        if acquisition_time:
+            out["AcquisitionTime"] = f"{100000 + 10 * t + z / 10:.2f}"
+        return out
+
+    return tags
+
+
+def test_temporal_positions_repeated_by_acquisition_number_follow_acquisition_time_or_are_refused(tmp_path):
+    # AcquisitionNumber and TemporalPositionIdentifier disagree on what a frame is: each temporal
+    # position twice at every slice. Before, with shuffled InstanceNumbers the two frames of one
+    # temporal position stayed in InstanceNumber order: swapped between slices (seed 0), silently.
+    write_series(tmp_path / "timed", 4, 3, acquisitions_tags("shuffled", True), name=hashed)
+    volume = load(tmp_path / "timed")
+    np.testing.assert_array_equal(volume.array, truth(4, 3))
+    write_series(tmp_path / "ordered", 4, 3, acquisitions_tags("in order", False), name=hashed)
+    (reference,) = dcm2niix(tmp_path / "ordered", tmp_path / "ref")  # dcm2niix is right where InstanceNumbers are
+    ok, why = match(reference, [("medload", volume)])
+    assert ok, why
+    write_series(tmp_path / "untimed", 4, 3, acquisitions_tags("shuffled", False), name=hashed)
+    (series,) = scan(tmp_path / "untimed")
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    with pytest.raises(FrameOrderError, match=r"2 frames at every position share one identifier \(temporal position 1;"):
+        load(series)
+
+
+def test_a_temporal_position_missing_on_one_frame_everywhere_with_shuffled_instance_numbers_is_refused(tmp_path):
+    # Frame 2 has no TemporalPositionIdentifier at any position; the others' shuffled
+    # InstanceNumbers show InstanceNumber is not time order. Before, the frames were put in one
+    # order by their identifiers, frame 2 wherever the first position's InstanceNumbers put it:
+    # a time series out of time order (seed 5: frames 1, 2, 0, 3), silently.
+    def tags(t: int, z: int) -> dict[str, Any]:
+        return {"InstanceNumber": int(SHUFFLED[3 * t + z]) + 1, **({} if t == 2 else {"TemporalPositionIdentifier": t + 1})}
+
+    write_series(tmp_path / "dicom", 4, 3, tags, name=hashed)
+    (series,) = scan(tmp_path / "dicom")
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    with pytest.raises(FrameOrderError, match=r"1 frame\(s\) have no temporal position .*at 3 of 3 slice positions") as info:
+        load(series)
+    assert info.value.positions_mm == (0.0, 3.0, 6.0)
+    # Guard: InstanceNumbers in acquisition order place it, as dcm2niix does
+    write_series(tmp_path / "ordered", 4, 3, lambda t, z: {} if t == 2 else {"TemporalPositionIdentifier": t + 1})
+    np.testing.assert_array_equal(load(tmp_path / "ordered").array, truth(4, 3))
+
+
+INSTANCE_LAYOUTS = {
+    "volume after volume, interleaved slices": (lambda t, z: 3 * t + [0, 2, 1][z] + 1, True),
+    "slice after slice": (lambda t, z: 4 * z + t + 1, True),
+    "shuffled": (lambda t, z: int(SHUFFLED[3 * t + z]) + 1, False),
+}
+
+
+@pytest.mark.parametrize("layout", list(INSTANCE_LAYOUTS))
+def test_frames_that_only_instance_numbers_order_load_only_where_they_run_in_blocks(tmp_path, layout):
+    # No identifier at all: InstanceNumber alone orders the frames. Shuffled between positions
+    # (seed 5), it stacked acquisitions mixed between slices, silently (dcm2niix warns "Check
+    # sorted order" and stacks them too); volume-wise or slice-wise numbering loads as before.
+    number, loads = INSTANCE_LAYOUTS[layout]
+    write_series(tmp_path / "dicom", 4, 3, lambda t, z: {"InstanceNumber": number(t, z)}, name=hashed)
+    (series,) = scan(tmp_path / "dicom")
+    if loads:
+        assert series.problems == ()
+        np.testing.assert_array_equal(load(series).array, truth(4, 3))
+        return
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    with pytest.raises(FrameOrderError, match=r"nothing but InstanceNumber orders the frames .*neither volume after volume"):
+        load(series)
 
 
 # --- echoes, repeats and missing frames
@@ -568,6 +646,16 @@ def test_enhanced_frames_stored_out_of_order_follow_their_functional_groups(tmp_
         (reference,) = dcm2niix(tmp_path / "dicom", tmp_path / "ref")
         ok, why = match(reference, [("medload", volume)])
         assert ok, why
+
+
+def test_enhanced_frames_stored_out_of_order_without_any_identifier_are_refused(tmp_path):
+    # Neither TemporalPositionIndex nor DimensionIndexValues: only the stored order orders the
+    # frames, and it is shuffled between positions. Before, a 4D volume of mixed frames, silently.
+    write_enhanced(tmp_path / "dicom" / "enhanced.dcm", 4, 3, dimension_values=False, temporal_index=False)
+    (series,) = scan(tmp_path / "dicom")
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    with pytest.raises(FrameOrderError, match=r"nothing but their stored order in the multi-frame object orders"):
+        load(series)
 
 
 def test_enhanced_multi_echo_frames_are_one_volume_per_echo(tmp_path):

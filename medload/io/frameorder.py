@@ -17,6 +17,12 @@ positions, InstanceNumber is shown not to be acquisition order, so it cannot eit
 an identifier of :data:`ORDER_KEYS` that puts the encodings in the same order at every position,
 else the series is refused.
 
+Where no identifier tells the frames apart, InstanceNumber (a multi-frame object's stored
+order) alone orders them; it is kept where it runs in blocks, volume after volume or slice after
+slice (:mod:`medload.io.storedorder`), and refused where it is shuffled between positions. Frames
+without a temporal position beside frames with one are refused where InstanceNumbers order the
+temporal positions differently between positions: nothing places them in time.
+
 Refused, never stacked: images of one position that nothing but their file names orders
 (equal InstanceNumber and AcquisitionTime, no identifier; identical copies are dropped at load
 first, and counted once in the grid, so that scan reports the shape load returns), frames of
@@ -34,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from medload.io.frame import Frame, frame_names
+from medload.io.storedorder import in_blocks
 from medload.problems import Problem, ProblemKind
 
 __all__ = ["ORDER_KEYS", "FrameOrder", "order_frames"]
@@ -90,8 +97,9 @@ def order_frames(clusters: list[list[int]], frames: list[Frame], dist: np.ndarra
         return found
     if found.n_frames < 2:
         return found
-    if not _order_by_identifier(clusters, frames, dist, label, found):
-        unordered = _contradicted(clusters, frames, dist, label)
+    keyed = _order_by_identifier(clusters, frames, dist, label, found)
+    if not keyed:
+        unordered = _contradicted(clusters, frames, dist, label) or _partly_timed(clusters, frames, dist, label)
         if unordered is not None:
             found.conflicts, found.order_error = unordered
             found.errors.append(Problem(ProblemKind.FRAMES_UNORDERED, found.order_error))
@@ -99,7 +107,7 @@ def order_frames(clusters: list[list[int]], frames: list[Frame], dist: np.ndarra
     # Positions whose InstanceNumbers put the encodings in other orders: InstanceNumber is not
     # acquisition order, so it cannot say which of two frames of one encoding (two b=0) is which.
     repeats = _repeated(clusters, frames) if len({tuple(frames[i].volume_id for i in c) for c in clusters}) > 1 else []
-    keyed = bool(repeats) and _order_repeats(clusters, frames, dist, label, found, repeats[0])
+    keyed = keyed or (bool(repeats) and _order_repeats(clusters, frames, dist, label, found, repeats[0]))
     reordered: list[Problem] = []
     found.conflicts, found.order_error = _one_frame_order(clusters, frames, dist, label, reordered)
     if found.order_error:
@@ -110,15 +118,16 @@ def order_frames(clusters: list[list[int]], frames: list[Frame], dist: np.ndarra
         _refuse_repeats(clusters, frames, dist, label, found, repeats[0])
         return found
     found.problems.extend(reordered)
-    _refuse_ties(clusters, frames, dist, label, found)
+    if not _refuse_ties(clusters, frames, dist, label, found) and not keyed:
+        _refuse_shuffled(clusters, frames, dist, label, found)
     return found
 
 
-def _refuse_ties(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> None:
-    """Images that nothing but their file names orders: copies to compare at load, else refused."""
+def _refuse_ties(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> bool:
+    """Images that nothing but their file names orders: copies to compare at load, else refused (True if any)."""
     ties = _ties(clusters, frames)
     if not ties:
-        return
+        return False
     found.duplicates = ties
     found.n_frames = _count_ties_once(clusters, ties)
     at = sorted({float(dist[g[0]]) for g in ties})
@@ -131,6 +140,71 @@ def _refuse_ties(clusters: list[list[int]], frames: list[Frame], dist: np.ndarra
         "TemporalPositionIdentifiers in acquisition order, or load each acquisition separately."
     )
     found.errors.append(Problem(ProblemKind.FRAMES_UNORDERED, found.order_error))
+    return True
+
+
+def _fallback_ranks(clusters: list[list[int]], frames: list[Frame]) -> list[list[int]] | None:
+    """Each position's frames' ranks in the order that alone orders them (:mod:`medload.io.storedorder`):
+    InstanceNumber (then AcquisitionTime, file); a multi-frame object's frames by InstanceNumber and
+    stored order. None where frame identifiers or DimensionIndexValues differing within a position order them.
+    """
+    members = [i for c in clusters for i in c]
+    if any(v is not None for i in members for v in (*frames[i].volume_id, frames[i].trigger)):
+        return None
+    if any(frames[i].frame >= 0 for i in members):
+        if any(len({frames[i].time_key[1:-1] for i in c}) > 1 for c in clusters):
+            return None  # DimensionIndexValues order them, as dcm2niix
+        key: Callable[[int], Any] = lambda i: (frames[i].time_key[0], frames[i].file, frames[i].frame)  # noqa: E731
+    else:
+        key = lambda i: (frames[i].time_key, frames[i].file, frames[i].mosaic)  # noqa: E731
+    rank = {i: r for r, i in enumerate(sorted(members, key=key))}
+    return [sorted(rank[i] for i in c) for c in clusters]
+
+
+def _refuse_shuffled(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> None:
+    """Frames that only InstanceNumber (or a multi-frame object's stored order) orders, shuffled between positions: refused."""
+    ranks = _fallback_ranks(clusters, frames)
+    if ranks is None or in_blocks(ranks):
+        return
+    found.conflicts = [float(dist[c[0]]) for c in clusters]
+    multi = frames[clusters[0][0]].frame >= 0
+    what = "their stored order in the multi-frame object" if multi else "InstanceNumber"
+    found.order_error = (
+        f"{label}: frames without an order: nothing but {what} orders the frames at each slice position (no "
+        "temporal position, TriggerTime, AcquisitionTime or diffusion encoding), and it runs neither volume after "
+        f"volume nor slice after slice but shuffled between positions ({frame_names(frames, clusters[0][:2])} ...), so "
+        "stacking by it would mix acquisitions between slices. Re-export the series with InstanceNumbers in "
+        "acquisition order, or with TemporalPositionIdentifier (TemporalPositionIndex) in every image."
+    )
+    found.errors.append(Problem(ProblemKind.FRAMES_UNORDERED, found.order_error))
+
+
+def _partly_timed(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str) -> tuple[list[float], str] | None:
+    """Frames of which some have a temporal position and some not, where InstanceNumbers order the
+    frames differently between positions: nothing places those frames in time (None if not so)."""
+    timed = [[_temporal(frames[i]) is not None for i in c] for c in clusters]
+    if all(all(t) for t in timed) or not any(any(t) for t in timed):
+        return None
+    runs = [[_temporal(frames[i]) for i in c if _temporal(frames[i]) is not None] for c in clusters]
+    longest = max(runs, key=len)
+    if all(_subsequence(run, longest) for run in runs):
+        return None  # InstanceNumber orders the temporal positions alike at every position: kept, as dcm2niix keeps it
+    bad = [c for c, t in zip(clusters, timed) if not all(t)]
+    at = [float(dist[c[0]]) for c in bad]
+    untimed = [i for i in bad[0] if _temporal(frames[i]) is None]
+    return at, (
+        f"{label}: frames without an order: {len(untimed)} frame(s) have no temporal position "
+        f"(TemporalPositionIdentifier/TemporalPositionIndex) {_where(dist, clusters, at)} ({frame_names(frames, untimed[:2])}) "
+        "while the others have one, and InstanceNumbers order the frames differently between positions, so nothing "
+        "places those frames in time. Give every image its temporal position, or re-export the series with "
+        "InstanceNumbers in acquisition order."
+    )
+
+
+def _subsequence(run: list[Any], longest: list[Any]) -> bool:
+    """Whether ``run`` holds values of ``longest`` in the same order."""
+    remaining = iter(longest)
+    return all(any(v == w for w in remaining) for v in run)
 
 
 def _repeated(clusters: list[list[int]], frames: list[Frame]) -> list[tuple[Any, ...]]:
@@ -144,7 +218,8 @@ def _order_repeats(
     """Order every position by an identifier that orders the encodings alike at every position.
 
     Called where InstanceNumbers put the encodings in different orders at different positions
-    and some encoding is held by several frames (two b=0 frames of a DTI): the encodings would
+    and some encoding is held by several frames (two b=0 frames of a DTI; one temporal position
+    in each of two acquisitions): the encodings would
     give every position one sequence (:func:`_one_frame_order`), but the frames of one encoding
     would stay in InstanceNumber order, shown not to be acquisition order: swapped between
     slices. The first of :data:`ORDER_KEYS` that every image has, distinct within each
@@ -164,10 +239,11 @@ def _order_repeats(
         found.problems.append(
             Problem(
                 ProblemKind.FRAMES_REORDERED,
-                f"{label}: InstanceNumbers order the diffusion encodings differently between positions, so they do not "
-                f"say which frame of a repeated encoding ({_identity(repeated)}) is which; the frames at every position "
-                f"were put in the order of their {name}, which orders the encodings alike at every position (which "
-                f"changed the order {_where(dist, clusters, moved)}).",
+                f"{label}: InstanceNumbers order the frames' identifiers (temporal position, diffusion encoding) "
+                f"differently between positions, so they do not say which of the frames with one identifier "
+                f"({_identity(repeated)}) is which; the frames at every position were put in the order of their {name}, "
+                f"which orders the identifiers alike at every position (which changed the order "
+                f"{_where(dist, clusters, moved)}).",
             )
         )
         return True
@@ -181,9 +257,10 @@ def _refuse_repeats(
     found.conflicts = [float(dist[c[0]]) for c in clusters]
     n_same = Counter(frames[i].volume_id for i in clusters[0])[repeated]
     found.order_error = (
-        f"{label}: frames without an order: InstanceNumbers order the diffusion encodings differently between "
-        f"positions, so they are not in acquisition order, and {n_same} frames at every position share one encoding "
-        f"({_identity(repeated)}; {frame_names(frames, clusters[0][:2])} ...): nothing tells which of them is which "
+        f"{label}: frames without an order: InstanceNumbers order the frames' identifiers (temporal position, "
+        f"diffusion encoding) differently between positions, so they are not in acquisition order, and {n_same} "
+        f"frames at every position share one identifier ({_identity(repeated)}; "
+        f"{frame_names(frames, clusters[0][:2])} ...): nothing tells which of them is which "
         "(no temporal position, TriggerTime or AcquisitionTime that orders the frames alike at every position), so "
         "stacking them could swap those frames between slices. Re-export the series with InstanceNumbers in "
         "acquisition order, or with AcquisitionTime or TemporalPositionIdentifier in every image."
