@@ -480,7 +480,7 @@ def test_frames_that_only_instance_numbers_order_load_only_where_they_run_in_blo
         np.testing.assert_array_equal(load(series).array, truth(4, 3))
         return
     assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
-    with pytest.raises(FrameOrderError, match=r"nothing but InstanceNumber orders the frames .*neither volume after volume"):
+    with pytest.raises(FrameOrderError, match=r"nothing but InstanceNumber orders the frames .*does not run volume after volume"):
         load(series)
 
 
@@ -578,13 +578,17 @@ def write_enhanced(
     temporal_index: bool,
     echo_times: Any = None,
     seed: int = 3,
+    in_stack: Callable[[int, int], int] | None = None,
+    temporal_dimension: bool = True,
 ) -> None:
     """One enhanced MR object of ``n_frames`` x ``n_slices`` frames stored in a seeded shuffled order.
 
     Each frame says its place in FrameContentSequence: StackID, InStackPositionNumber, and
     (``temporal_index``) TemporalPositionIndex; with ``dimension_values`` DimensionIndexValues
     (stack, in-stack position, temporal position) under a DimensionIndexSequence; with
-    ``echo_times`` frame ``t`` is an echo at ``echo_times[t]`` ms (MREchoSequence).
+    ``echo_times`` frame ``t`` is an echo at ``echo_times[t]`` ms (MREchoSequence); ``in_stack(t, z)``
+    replaces InStackPositionNumber ``z + 1``; without ``temporal_dimension`` the dimensions are
+    (stack, in-stack position) only.
     """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
@@ -603,11 +607,11 @@ def write_enhanced(
         t, z = divmod(int(k), n_slices)
         content = Dataset()
         content.StackID = "1"
-        content.InStackPositionNumber = z + 1
+        content.InStackPositionNumber = in_stack(t, z) if in_stack else z + 1
         if temporal_index:
             content.TemporalPositionIndex = t + 1
         if dimension_values:
-            content.DimensionIndexValues = [1, z + 1, t + 1]
+            content.DimensionIndexValues = [1, content.InStackPositionNumber, t + 1][: 3 if temporal_dimension else 2]
         position, orientation = Dataset(), Dataset()
         position.ImagePositionPatient = [0.0, 0.0, 3.0 * z]
         orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -628,7 +632,9 @@ def write_enhanced(
     }
     if dimension_values:
         dims = []
-        for pointer in (0x00209056, 0x00209057, 0x00209128):  # StackID, InStackPositionNumber, TemporalPositionIndex
+        for pointer in (0x00209056, 0x00209057, 0x00209128)[
+            : 3 if temporal_dimension else 2
+        ]:  # StackID, InStackPositionNumber, TemporalPositionIndex
             d = Dataset()
             d.DimensionIndexPointer = pointer
             d.FunctionalGroupPointer = 0x00209111
@@ -656,6 +662,26 @@ def test_enhanced_frames_stored_out_of_order_without_any_identifier_are_refused(
     assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
     with pytest.raises(FrameOrderError, match=r"nothing but their stored order in the multi-frame object orders"):
         load(series)
+
+
+def test_enhanced_in_stack_numbers_changing_within_a_position_order_no_frames(tmp_path):
+    # DimensionIndexValues (stack, in-stack position) only, no TemporalPositionIndex, and
+    # InStackPositionNumbers shuffled from frame to frame of one position: they sorted each
+    # position's frames differently (mixed frames, silently; dcm2niix sorts by them too).
+    # Guard: with the temporal position among the dimensions, it orders them whatever the in-stack numbers.
+    shuffled = [np.random.default_rng(9 + t).permutation(3) for t in range(4)]
+
+    def in_stack(t: int, z: int) -> int:
+        return int(shuffled[t][z]) + 1
+
+    options = {"dimension_values": True, "temporal_index": False, "in_stack": in_stack}
+    write_enhanced(tmp_path / "bad" / "enhanced.dcm", 4, 3, temporal_dimension=False, **options)
+    (series,) = scan(tmp_path / "bad")
+    assert [p.kind for p in series.problems] == [ProblemKind.FRAMES_UNORDERED]
+    with pytest.raises(FrameOrderError, match=r"nothing but DimensionIndexValues that change between the frames"):
+        load(series)
+    write_enhanced(tmp_path / "good" / "enhanced.dcm", 4, 3, **options)
+    np.testing.assert_array_equal(load(tmp_path / "good").array, truth(4, 3))
 
 
 def test_enhanced_multi_echo_frames_are_one_volume_per_echo(tmp_path):

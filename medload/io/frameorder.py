@@ -161,18 +161,51 @@ def _fallback_ranks(clusters: list[list[int]], frames: list[Frame]) -> list[list
     return [sorted(rank[i] for i in c) for c in clusters]
 
 
+def _dimensions_disagree(clusters: list[list[int]], frames: list[Frame]) -> bool:
+    """Whether a DimensionIndexValues item that sorts the frames of a position holds other values
+    at other positions: then it is not a frame identifier (an in-stack position number changing
+    from frame to frame of one slice position), and it cannot order the frames. Items are taken
+    in the order they sort; one that tells every frame apart alike at every position decides.
+
+    Examples
+    --------
+    >>> def frame(dims): return Frame("f", 0, -1, None, None, None, 1.0, 0.0, (1, *dims, 0), (), "u")
+    >>> ok = [frame((1, 1)), frame((1, 2)), frame((2, 1)), frame((2, 2))]     # (in-stack, temporal)
+    >>> bad = [frame((1, 1)), frame((2, 2)), frame((2, 1)), frame((3, 2))]    # in-stack changing within a position
+    >>> _dimensions_disagree([[0, 1], [2, 3]], ok), _dimensions_disagree([[0, 1], [2, 3]], bad)
+    (False, True)
+    """
+    dims = [[frames[i].time_key[1:-1] for i in c] for c in clusters]
+    if any(frames[i].frame < 0 for c in clusters for i in c) or any(len(d) != len(dims[0][0]) for row in dims for d in row):
+        return False
+    for k in range(len(dims[0][0])):  # in the order they sort the frames
+        values = [Counter(d[k] for d in row) for row in dims]
+        if all(len(v) == 1 for v in values):
+            continue  # the same for every frame of a position: orders nothing here
+        if any(v != values[0] for v in values):
+            return True
+        if all(max(v.values()) == 1 for v in values):
+            return False  # tells every frame apart, alike at every position: later items order nothing
+    return False
+
+
 def _refuse_shuffled(clusters: list[list[int]], frames: list[Frame], dist: np.ndarray, label: str, found: FrameOrder) -> None:
     """Frames that only InstanceNumber (or a multi-frame object's stored order) orders, shuffled between positions: refused."""
+    members = [i for c in clusters for i in c]
+    identified = any(v is not None for i in members for v in (*frames[i].volume_id, frames[i].trigger))
     ranks = _fallback_ranks(clusters, frames)
-    if ranks is None or in_blocks(ranks):
-        return
-    found.conflicts = [float(dist[c[0]]) for c in clusters]
     multi = frames[clusters[0][0]].frame >= 0
-    what = "their stored order in the multi-frame object" if multi else "InstanceNumber"
+    if not identified and multi and ranks is None and _dimensions_disagree(clusters, frames):
+        what = "DimensionIndexValues that change between the frames of a position and hold other values at other positions"
+    elif ranks is None or in_blocks(ranks):
+        return
+    else:
+        what = "their stored order in the multi-frame object" if multi else "InstanceNumber"
+    found.conflicts = [float(dist[c[0]]) for c in clusters]
     found.order_error = (
         f"{label}: frames without an order: nothing but {what} orders the frames at each slice position (no "
-        "temporal position, TriggerTime, AcquisitionTime or diffusion encoding), and it runs neither volume after "
-        f"volume nor slice after slice but shuffled between positions ({frame_names(frames, clusters[0][:2])} ...), so "
+        "temporal position, TriggerTime, AcquisitionTime or diffusion encoding), and it does not run volume after "
+        f"volume nor slice after slice alike at every position ({frame_names(frames, clusters[0][:2])} ...), so "
         "stacking by it would mix acquisitions between slices. Re-export the series with InstanceNumbers in "
         "acquisition order, or with TemporalPositionIdentifier (TemporalPositionIndex) in every image."
     )
