@@ -142,3 +142,82 @@ def test_keras_batches_serve_masks_and_augment_pairs(mask_store):
 
     with pytest.raises(medload.MedloadError, match="interpolated the mask"):
         KerasBatches(mask_store, batch_size=6, with_mask=True, augment=blur)[0]
+
+
+# --- segmentation and classification together ---------------------------------------------
+
+
+def test_tf_dataset_with_label_serves_mask_and_label_for_a_two_output_model(mask_store):
+    from medload.datasets import tf_dataset
+
+    ref = NumpyBatches(mask_store, batch_size=5, channels_last=True, with_mask=True)
+    got = list(tf_dataset(mask_store, batch_size=5, with_mask=True, with_label=True))
+    assert len(got) == len(ref) == 4
+    for (x, targets), r in zip(got, ref):
+        assert sorted(targets) == ["label", "mask"]
+        np.testing.assert_array_equal(targets["mask"].numpy(), r["mask"])
+        np.testing.assert_array_equal(targets["label"].numpy(), r["label"])  # volume v has label v % 2
+        assert targets["label"].dtype == tf.int64 and targets["mask"].dtype == tf.int64
+        np.testing.assert_allclose(x.numpy(), r["image"], atol=1e-6)
+    # The default stays (image, mask): labels beside a mask only when asked for.
+    x, m = next(iter(tf_dataset(mask_store, batch_size=5, with_mask=True)))
+    assert m.shape == x.shape
+
+
+def test_augment_moves_image_and_mask_and_keeps_each_slices_label(mask_store):
+    from medload.datasets import tf_dataset
+
+    ref = NumpyBatches(mask_store, batch_size=6, with_mask=True)
+    data = tf_dataset(mask_store, batch_size=6, with_mask=True, with_label=True, augment=_augment_layer())
+    moved = 0
+    for (x, targets), r in zip(data, ref):
+        m = targets["mask"].numpy()
+        np.testing.assert_array_equal(targets["label"].numpy(), r["label"])
+        for k, level in levels(x.numpy(), m).items():
+            assert abs(level - LEVEL[k]) < 0.1, (k, level)
+        moved += int(not np.array_equal(m, r["mask"].transpose(0, 2, 3, 1)))
+    assert moved >= 2
+
+
+def test_a_two_output_keras_model_trains_on_mask_and_label(mask_store):
+    from medload.datasets import tf_dataset
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((*SHAPE[1:], 1))
+    features = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    mask_out = keras.layers.Conv2D(3, 1, name="mask")(features)
+    label_out = keras.layers.Dense(2, name="label")(keras.layers.GlobalAveragePooling2D()(features))
+    model = keras.Model(inputs, {"mask": mask_out, "label": label_out})
+    xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss={"mask": xent, "label": xent})
+    data = tf_dataset(mask_store, batch_size=6, shuffle=True, with_mask=True, with_label=True)
+    history = model.fit(data, epochs=4, verbose=0, shuffle=False).history
+    assert {"mask_loss", "label_loss"} <= set(history), sorted(history)
+    assert history["mask_loss"][-1] < 0.5 * history["mask_loss"][0], history["mask_loss"]
+
+
+def test_with_label_without_labels_is_refused(tmp_path):
+    from medload.datasets import KerasBatches, tf_dataset
+
+    path = tmp_path / "unlabelled.h5"
+    with medload.Store.create(path) as store:
+        meta = {"patient_key": "p", "series_key": "s", "source_hash": "h"}
+        store.add(medload.Volume(np.zeros((2, 8, 8), np.float32), np.eye(4), meta=meta), mask=np.ones((2, 8, 8), np.uint8))
+    with pytest.raises(medload.MedloadError, match="with_label=True"):
+        tf_dataset(path, with_mask=True, with_label=True)
+    with pytest.raises(medload.MedloadError, match="with_label=True"):
+        KerasBatches(path, with_mask=True, with_label=True)
+
+
+def test_keras_batches_with_label_serve_mask_and_label(mask_store):
+    from medload.datasets import KerasBatches
+
+    ref = NumpyBatches(mask_store, batch_size=6, channels_last=True, with_mask=True)
+    data = KerasBatches(mask_store, batch_size=6, with_mask=True, with_label=True, augment=_augment_layer())
+    for i in range(len(data)):
+        x, targets = data[i]
+        np.testing.assert_array_equal(targets["label"], ref.batch(i)["label"])
+        assert targets["mask"].dtype == np.int64
+        for k, level in levels(x, targets["mask"]).items():
+            assert abs(level - LEVEL[k]) < 0.1, (i, k, level)
+    assert KerasBatches(mask_store, with_label=False)[0].shape == (3 * SHAPE[0], *SHAPE[1:], 1)

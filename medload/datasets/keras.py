@@ -50,7 +50,7 @@ def augmented_pair(augment: Any, image: np.ndarray, mask: np.ndarray) -> tuple[n
 
 
 class KerasBatches(keras.utils.PyDataset):
-    """Batches ``(image (B, H, W, C) float32, label (B,) int64)`` for ``model.fit``, or ``(image, mask)``.
+    """Batches ``(image (B, H, W, C) float32, label (B,) int64)`` for ``model.fit``, ``(image, mask)``, or both.
 
     Parameters
     ----------
@@ -60,6 +60,11 @@ class KerasBatches(keras.utils.PyDataset):
         Keras' ``PyDataset`` options.
     with_mask : bool
         Batches ``(image, mask)``: the stored masks, int64 ``(B, H, W, 1)``, for segmentation.
+    with_label : bool, optional
+        As for :func:`~medload.datasets.tf_dataset`: ``None`` labels beside the image alone
+        when the store has them; ``True`` with ``with_mask`` gives ``(image, {"mask": mask,
+        "label": label})`` for a model with outputs named ``"mask"`` and ``"label"``; ``False``
+        never.
     augment : callable, optional
         A Keras 3 preprocessing layer (or ``keras.layers.Pipeline``) run on each batch; with
         ``with_mask`` called as ``augment({"images": image, "segmentation_masks": mask})`` so
@@ -98,6 +103,7 @@ class KerasBatches(keras.utils.PyDataset):
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
         with_mask: bool = False,
+        with_label: bool | None = None,
         augment: Any = None,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
@@ -116,6 +122,13 @@ class KerasBatches(keras.utils.PyDataset):
             with_mask=bool(with_mask),
         )
         self.with_mask = bool(with_mask)
+        if with_label and not self.batches.has_labels:
+            raise MedloadError(
+                f"KerasBatches: with_label=True but no selected volume of {self.batches._path or 'the store'} has a "
+                "label; pass labels= (a CSV, a mapping or label_from(...)), or with_label=None."
+            )
+        #: Whether batches carry the class labels (see ``with_label``).
+        self.with_label = self.batches.has_labels and not self.with_mask if with_label is None else bool(with_label)
         self.augment = augment
         #: Class names by label, when the store (or ``labels``) names them.
         self.classes = self.batches.classes
@@ -125,12 +138,12 @@ class KerasBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> Any:
         out = self.batches.batch(int(index))
+        label = out["label"] if self.with_label else None
         if self.with_mask:
-            return augmented_pair(self.augment, out["image"], out["mask"])
+            image, mask = augmented_pair(self.augment, out["image"], out["mask"])
+            return (image, mask) if label is None else (image, {"mask": mask, "label": label})
         image = out["image"] if self.augment is None else np.asarray(self.augment(out["image"]))
-        if self.batches.has_labels:
-            return image, out["label"]
-        return image
+        return image if label is None else (image, label)
 
     def on_epoch_end(self) -> None:
         # A new shuffled order for the next epoch (seeded: the same seed repeats the run).

@@ -50,10 +50,12 @@ def tf_dataset(
     num_parallel_calls: int | None = None,
     prefetch: int | None = None,
     with_mask: bool = False,
+    with_label: bool | None = None,
     augment: Callable[[Any], Any] | None = None,
 ) -> Any:
     """A batched ``tf.data.Dataset`` of ``(image, label)`` (or ``image`` when no volume has a label),
-    or of ``(image, mask)`` for segmentation.
+    of ``(image, mask)`` for segmentation, or of ``(image, {"mask": mask, "label": label})`` for
+    a model that does both.
 
     Parameters
     ----------
@@ -84,6 +86,13 @@ def tf_dataset(
     with_mask : bool
         Elements ``(image, mask)``: each slice's stored mask, int64 ``(B, H, W, 1)`` (channels
         as the image), the target of a segmentation model; every selected volume needs a mask.
+    with_label : bool, optional
+        Serve the class labels. ``None`` (default): beside the image when any selected volume
+        has a label, but not beside a mask (``(image, mask)`` as above). ``True``: always; with
+        ``with_mask`` the elements are ``(image, {"mask": mask, "label": label})``, the targets
+        of a Keras model with two outputs named ``"mask"`` and ``"label"`` (segmentation and
+        classification: Keras matches a dictionary of targets to the outputs by name); a store
+        without labels is refused. ``False``: never (``image`` alone, or ``(image, mask)``).
     augment : callable, optional
         Random augmentation of each batch, after normalization: a Keras 3 preprocessing layer
         or ``keras.layers.Pipeline`` (channels last). With ``with_mask`` it is called as
@@ -91,12 +100,14 @@ def tf_dataset(
         both alike and resamples the mask with nearest neighbours; the mask comes back int64
         (a mask whose values are no longer whole labels stops the run). A layer applied to the
         image alone (``dataset.map(lambda x, y: (layer(x), y))``, or inside the model) flips
-        and turns the image but not its mask: the classic silent failure.
+        and turns the image but not its mask: the classic silent failure. Labels pass by
+        ``augment`` unchanged.
 
     Returns
     -------
     tf.data.Dataset
-        Elements ``(image float32, label int64)`` (``(image, mask int64)`` with ``with_mask``);
+        Elements ``(image float32, label int64)`` (``(image, mask int64)`` with ``with_mask``,
+        ``(image, {"mask": mask, "label": label})`` with ``with_mask`` and ``with_label``);
         ``dataset.classes`` is not available on a tf.data object, so the class names are in
         ``medload.open(store).classes``.
 
@@ -138,7 +149,7 @@ def tf_dataset(
     first = reader.read_stored([0])[0]
     stored_shape = (None, *first.shape[1:])
     mask_shape = (None, *first.shape[2:], 1) if channels_last else (None, 1, *first.shape[2:])
-    with_labels = reader.has_labels and not with_mask
+    with_labels = _serve_labels(with_label, reader, with_mask=bool(with_mask))
 
     # The stored values (uint8 for the default store) cross from Python, then become float32
     # in TensorFlow ops: the Python side of a batch is reads and LZ4 decodes only.
@@ -146,7 +157,7 @@ def tf_dataset(
     read = _batch_reader(reader, stored_dtype, with_mask=with_mask, with_labels=with_labels, channels_last=channels_last)
 
     def fetch(positions: Any) -> Any:  # tf.Tensor in and out (TensorFlow ships no types)
-        tout = [tf.as_dtype(stored_dtype), tf.float32, tf.float32] + ([tf.int64] if with_labels or with_mask else [])
+        tout = [tf.as_dtype(stored_dtype), tf.float32, tf.float32] + [tf.int64] * (int(with_mask) + int(with_labels))
         values = tf.numpy_function(read, [positions], tout, stateful=False)
         stored = tf.ensure_shape(values[0], stored_shape)
         image = tf.cast(stored, tf.float32) * tf.reshape(values[1], (-1, 1, 1, 1)) + tf.reshape(values[2], (-1, 1, 1, 1))
@@ -154,13 +165,13 @@ def tf_dataset(
             image = tf.transpose(image, (0, 2, 3, 1))
         if norm is not None:
             image = _normalize_tf(image, norm, channels_last)
+        label = tf.ensure_shape(values[-1], (None,)) if with_labels else None
         if with_mask:
-            return _augmented(augment, image, tf.ensure_shape(values[3], mask_shape))
+            image, mask = _augmented(augment, image, tf.ensure_shape(values[3], mask_shape))
+            return (image, mask) if label is None else (image, {"mask": mask, "label": label})
         if augment is not None:
             image = augment(image)
-        if with_labels:
-            return image, tf.ensure_shape(values[3], (None,))
-        return image
+        return image if label is None else (image, label)
 
     items = tf.data.Dataset.range(reader.n_items)
     if shuffle:
@@ -181,14 +192,27 @@ def _batch_reader(
     def read(positions: np.ndarray) -> tuple[np.ndarray, ...]:
         image, scale, offset = reader.read_stored(positions)
         image = image.astype(stored_dtype, copy=False)
+        values: tuple[np.ndarray, ...] = (image, scale, offset)
         if with_mask:
             mask = reader.read_masks(positions)  # (B, 1, H, W)
-            return image, scale, offset, np.ascontiguousarray(mask.transpose(0, 2, 3, 1)) if channels_last else mask
+            values += (np.ascontiguousarray(mask.transpose(0, 2, 3, 1)) if channels_last else mask,)
         if with_labels:
-            return image, scale, offset, labels_of[positions].astype(np.int64)
-        return image, scale, offset
+            values += (labels_of[positions].astype(np.int64),)
+        return values
 
     return read
+
+
+def _serve_labels(with_label: bool | None, reader: NumpyBatches, *, with_mask: bool) -> bool:
+    """Whether elements carry the class labels (``with_label``, checked against the store)."""
+    if with_label is None:
+        return reader.has_labels and not with_mask
+    if with_label and not reader.has_labels:
+        raise ConfigError(
+            f"with_label=True but no selected volume of {reader._path or 'the store'} has a label; pass labels= "
+            "(a CSV, a mapping or label_from(...)), or with_label=None."
+        )
+    return bool(with_label)
 
 
 def _augmented(augment: Callable[[Any], Any] | None, image: Any, mask: Any) -> tuple[Any, Any]:
