@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from medload._optional import require
+from medload.datasets.handover import checked_geometry, item_transform, moves_pixels_unreported
 from medload.datasets.labels import resolve_labels
 from medload.datasets.seeding import WorkerSeeds
 from medload.datasets.splits import split as make_split
@@ -250,12 +251,28 @@ class StoreDatasetBase:
         numbers["spacing"] = torch_from_numpy(self._spacing_rows[volume].copy())
         return numbers
 
+    @property
+    def transform(self) -> Callable[[Any], Any] | None:
+        """The item transform; a MONAI transform set here runs as :class:`~medload.datasets.MonaiTransform`.
+
+        (see :mod:`medload.datasets.handover`: MONAI gets the item's affine and updates it).
+        """
+        return self._transform
+
+    @transform.setter
+    def transform(self, transform: Callable[[Any], Any] | None) -> None:
+        self._transform = item_transform(transform)
+        self._unreported = transform is not None and moves_pixels_unreported(transform)
+
     def _transformed(self, item: dict[str, Any]) -> Any:
-        """``item`` through :attr:`transform`, reseeded first in a DataLoader worker new to it (see :mod:`medload.datasets.seeding`)."""
-        if self.transform is None:
+        """``item`` through :attr:`transform`, reseeded first in a DataLoader worker new to it (see
+        :mod:`medload.datasets.seeding`); an ``affine`` the transform left stale becomes NaN."""
+        transform = self._transform
+        if transform is None:
             return item
-        self._seeds.check(self.transform)
-        return self.transform(item)
+        self._seeds.check(transform)
+        before = {k: item[k] for k in ("image", "affine", "spacing") if k in item}  # the transform may change item in place
+        return checked_geometry(before, transform(item), unreported=self._unreported, transform=transform)
 
     def _wrap(self, item: dict[str, Any]) -> dict[str, Any]:
         """With ``tv_tensors=True``: image and mask as torchvision's ``Image`` and ``Mask``."""

@@ -23,9 +23,13 @@ import numpy as np
 from medload._optional import require
 from medload.datasets.tio_slices import int32_labels, transform_slice
 from medload.datasets.world import back_to_world, pixel_frame
-from medload.errors import MedloadError
+from medload.datasets.handover import walk
+from medload.errors import ConfigError, MedloadError
 
 __all__ = ["AlbumentationsTransform", "MonaiTransform", "TorchIOTransform"]
+
+# MONAI's modules of spatial dictionary transforms (flips, turns, resampling, crops).
+_MONAI_SPATIAL = ("monai.transforms.spatial.dictionary", "monai.transforms.croppad.dictionary")
 
 # A resampled label is an exact integer in float32 when the mask was resampled with nearest
 # neighbours; anything further off was interpolated.
@@ -121,6 +125,10 @@ class MonaiTransform:
     ``Orientationd`` cannot reorient a slice in its pixel frame (use :class:`TorchIOTransform`
     with ``tio.ToCanonical()`` or a :class:`~medload.VolumeDataset`). Use it as the dataset's
     ``transform``; it pickles when the MONAI transform does, so it works in DataLoader workers.
+    A MONAI transform passed to a dataset as ``transform=`` is wrapped in it for you (see
+    :mod:`medload.datasets.handover`). A spatial transform whose ``keys`` name ``"label"`` (as
+    MONAI's tutorials name the segmentation) is refused on an item whose ``label`` is its class
+    number: the segmentation is ``"mask"``.
 
     Parameters
     ----------
@@ -142,9 +150,21 @@ class MonaiTransform:
 
     def __init__(self, transform: Callable[[Any], Any]) -> None:
         self.transform = transform
+        # MONAI's tutorials call the segmentation "label"; in a medload item that is the class number.
+        self._moves_label = tuple(
+            type(t).__name__
+            for t in walk(transform)
+            if type(t).__module__ in _MONAI_SPATIAL and "label" in tuple(getattr(t, "keys", ()) or ())
+        )
 
     def __call__(self, item: dict[str, Any]) -> Any:
         torch = require("torch", "medload.datasets.MonaiTransform")
+        if self._moves_label and getattr(item.get("label"), "ndim", None) == 0:
+            raise ConfigError(
+                f"{self._moves_label[0]} moves keys including 'label', but in a medload item 'label' is the class "
+                "number (a scalar) and the segmentation is 'mask'; pass keys=['image', 'mask'] (MONAI's tutorials "
+                "name the segmentation 'label')."
+            )
         data = dict(item)
         frame = _slice_pixels(item) if _is_slice(item) else _world(item)
         if frame is not None:
