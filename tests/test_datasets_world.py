@@ -242,6 +242,25 @@ def test_torchio_2d_augmentations_turn_a_slice_in_its_own_plane(case, make):
     np.testing.assert_allclose(np.abs(out["affine"].numpy()[:3, 2]), np.abs(item["affine"].numpy()[:3, 2]), atol=1e-9)
 
 
+def test_torchio_one_of_runs_each_choice_in_its_own_frame(case):
+    # A OneOf mixing a world-named flip with an in-plane augmentation: each choice as it would run alone.
+    item = _labelled_slice(case)
+    flip_drawn = tio.OneOf({tio.Flip(axes=("LR",)): 1.0, tio.RandomAffine(degrees=20): 0.0})
+    alone = TorchIOTransform(tio.Flip(axes=("LR",)))(item)
+    out = TorchIOTransform(flip_drawn)(item)
+    for key in ("image", "mask", "affine"):
+        assert torch.equal(out[key], alone[key]), key
+    affine_drawn = tio.Compose([tio.OneOf({tio.Flip(axes=("LR",)): 0.0, tio.RandomAffine(degrees=20): 1.0})])
+    torch.manual_seed(1)
+    out = TorchIOTransform(affine_drawn)(item)
+    assert_labels_intact(out, item)
+    for k in HU:  # turned in the slice's plane: both labels survive
+        assert int((out["mask"] == k).sum()) > 0.6 * int((item["mask"] == k).sum()), k
+    np.testing.assert_allclose(np.abs(out["affine"].numpy()[:3, 2]), np.abs(item["affine"].numpy()[:3, 2]), atol=1e-9)
+    never = TorchIOTransform(tio.OneOf([tio.Flip(axes=(0,)), tio.RandomAffine(degrees=20)], p=0.0))(item)
+    assert torch.equal(never["image"], item["image"]) and torch.equal(never["affine"], item["affine"])
+
+
 def test_torchio_resampling_a_slice_keeps_its_slice_step_and_world(case):
     item = _labelled_slice(case)
     out = TorchIOTransform(tio.Resample(0.5))(item)

@@ -7,7 +7,9 @@ patient's axes. Its 2D augmentations, though, take a 2D image to lie in the worl
 along world axes): a sagittal slice would be turned out of its plane and come back mostly empty.
 Those run in the slice's pixel frame (:func:`medload.datasets.world.pixel_frame`) and what they did
 is carried back into the world affine. A ``tio.Compose`` is taken one step at a time, each step in
-its frame, and after each step the slice axis is put last again (``ToCanonical`` may move it).
+its frame, and after each step the slice axis is put last again (``ToCanonical`` may move it); a
+``tio.OneOf`` draws its choice first (from torch's generator, as TorchIO does), which then runs in
+its own frame.
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ def transform_slice(transform: Any, item: dict[str, Any], world: np.ndarray) -> 
     image = torch.as_tensor(item["image"])[..., None]
     mask = int32_labels(item["mask"])[..., None] if "mask" in item else None
     world = np.asarray(world, np.float64)
-    for step in _steps(transform):
+    pending = _steps(transform)
+    while pending:
+        step = pending.pop(0)
+        chosen = _drawn(step)
+        if chosen is not None:  # a OneOf (or a Compose that may not run): its draw's steps, each in its frame
+            pending[:0] = chosen
+            continue
         frame = _pixel_frame(world, step) if _in_plane(step) else world
         step = _flip_in_plane(step, frame)
         if step is None:  # a flip along the slice's normal only: the slice stays as it is
@@ -110,12 +118,32 @@ def _steps(transform: Any) -> list[Any]:
     return [transform]
 
 
+def _drawn(step: Any) -> list[Any] | None:
+    """For a ``OneOf``, or a ``Compose`` that runs with a probability below one: the steps this call draws.
+
+    Drawn from torch's generator in TorchIO's own order (the transform's probability, then
+    ``OneOf``'s choice), so that each choice then runs in its own frame: a ``OneOf`` that mixes
+    ``RandomAffine`` (pixel frame) with ``Flip(axes=("LR",))`` (world frame) ran wholly in the
+    pixel frame, where ``"LR"`` names the rows. ``None`` for any other transform.
+    """
+    tio = require("torchio", "medload.datasets.TorchIOTransform")
+    if not isinstance(step, (tio.OneOf, tio.Compose)):
+        return None
+    torch = require("torch", "medload.datasets.TorchIOTransform")
+    if torch.rand(1).item() > float(step.probability):
+        return []
+    if isinstance(step, tio.Compose):
+        return [s for t in step.transforms for s in _steps(t)]
+    choices = list(step.transforms_dict)
+    index = int(torch.multinomial(torch.Tensor(list(step.transforms_dict.values())), 1))
+    return _steps(choices[index])
+
+
 def _in_plane(transform: Any) -> bool:
-    """Whether ``transform`` (or any choice of a ``OneOf``) is one of TorchIO's axial-plane augmentations."""
+    """Whether ``transform`` is one of TorchIO's axial-plane augmentations."""
     tio = require("torchio", "medload.datasets.TorchIOTransform")
     kinds = tuple(k for k in (getattr(tio, name, None) for name in IN_PLANE) if isinstance(k, type))
-    inner = getattr(transform, "transforms_dict", None) or {}
-    return isinstance(transform, kinds) or any(_in_plane(t) for t in inner)
+    return isinstance(transform, kinds)
 
 
 def _slice_axis_last(step: Any, image: Any, mask: Any, world: np.ndarray, normal: np.ndarray) -> tuple[Any, Any, np.ndarray]:
