@@ -9,6 +9,8 @@ Writes one default store (uint8 + LZ4) of a ``slices x size x size`` windowed CT
   same reads with the check skipped (the reader told the volume has no checksum);
 * ``verify()`` (every slice read in blocks of 32 and checked) beside the same block reads
   unchecked;
+* ``VolumeDataset`` items (a whole volume, and a 64 x 128 x 128 patch), which check every slice
+  they read always, beside the same items with the check skipped;
 * ``zlib.crc32`` of one slice alone.
 
 For the slice loader (``verify_slices``) see bench/loader_cpu.py ``--verify-slices``. CPU time
@@ -57,6 +59,14 @@ def main(argv: list[str] | None = None) -> None:
         store.add(medload.Volume(slices, np.diag([2.5, 0.7, 0.7, 1.0]), modality="CT", meta={"series_key": "ct"}))
     checked, unchecked = medload.open(path), medload.open(path)
     unchecked._checksums.kind = lambda rec: "none"  # the same reads, the comparison skipped
+    unchecked._checksums.of_slices = lambda rec, name: None
+    from medload.datasets import VolumeDataset
+
+    volumes = {name: VolumeDataset(reader) for name, reader in (("checked", checked), ("unchecked", unchecked))}
+    patches = {
+        name: VolumeDataset(reader, patch_size=(min(64, args.slices), 128, 128))
+        for name, reader in (("checked", checked), ("unchecked", unchecked))
+    }
 
     def blocks(reader) -> None:
         for z0 in range(0, args.slices, 32):
@@ -71,12 +81,23 @@ def main(argv: list[str] | None = None) -> None:
         )
         rows["verify"] = min(rows.get("verify", 1e9), best_ms(checked.verify, args.rounds))
         rows["blocks unchecked"] = min(rows.get("blocks unchecked", 1e9), best_ms(lambda: blocks(unchecked), args.rounds))
+        for kind in ("checked", "unchecked"):
+            rows[f"volume {kind}"] = min(rows.get(f"volume {kind}", 1e9), best_ms(lambda k=kind: volumes[k][0], args.rounds))
+            rows[f"patch {kind}"] = min(rows.get(f"patch {kind}", 1e9), best_ms(lambda k=kind: patches[k][0], args.rounds))
     crc_us = best_ms(lambda: [zlib.crc32(one.data) for _ in range(200)], args.rounds) * 1e3 / 200
     mb = args.slices * args.size * args.size / 1e6
     print(f"{args.slices} x {args.size} x {args.size} uint8 + LZ4 ({mb:.0f} MB stored values; {source})")
     print(
         "CPU ms: read_volume {read_volume:.1f} (checked) vs {read_volume unchecked:.1f} (unchecked), "
         "verify {verify:.1f} vs the same block reads {blocks unchecked:.1f}".format(**rows)
+    )
+    print(
+        "CPU ms: VolumeDataset whole volume {volume checked:.1f} vs {volume unchecked:.1f}, patch {patch checked:.1f} "
+        "vs {patch unchecked:.1f} (checked vs unchecked)".format(**rows)
+    )
+    print(
+        f"ratios: VolumeDataset volume {rows['volume checked'] / rows['volume unchecked']:.2f}, "
+        f"patch {rows['patch checked'] / rows['patch unchecked']:.2f}"
     )
     print(
         f"ratios: read_volume {rows['read_volume'] / rows['read_volume unchecked']:.2f}, "

@@ -279,3 +279,29 @@ def test_volumes_added_to_an_older_store_get_slice_checksums_and_the_old_ones_ke
     with medload.open(path) as reader:
         damaged = {d.key: d.slices for d in reader.verify().damaged}
     assert damaged == {"ser-0000": (), "ser-0002": (4,)}
+
+
+def test_volume_dataset_items_are_checked_without_verify_slices(store):
+    # A VolumeDataset item is a whole volume (or a block of its slices), as read_volume reads:
+    # checked always, whatever verify_slices says (a tenth of the read's cost, bench/checksums.py).
+    pytest.importorskip("torch")
+    from medload.datasets import VolumeDataset
+
+    whole = VolumeDataset(store, with_mask=True)
+    intact = whole[whole.volume_keys.index("ser-0002")]["image"].clone()
+    whole.reader.close()
+    _flip_last_byte(store, "ser-0001", "image", 3)
+    _flip_last_byte(store, "ser-0000", "mask", 2)
+    for ds in (VolumeDataset(store, with_mask=False), VolumeDataset(medload.open(store), with_mask=False)):
+        with pytest.raises(ChecksumError, match=r"volume ser-0001: the stored bytes of its image slice 3"):
+            ds[ds.volume_keys.index("ser-0001")]
+    patches = VolumeDataset(store, with_mask=False, patch_size=(6, 8, 8), samples_per_volume=2)
+    with pytest.raises(ChecksumError, match="image slice 3"):
+        patches[2 * patches.volume_keys.index("ser-0001")]
+    masked = VolumeDataset(store, with_mask=True)
+    with pytest.raises(ChecksumError, match="mask slice 2"):
+        masked[masked.volume_keys.index("ser-0000")]
+    with pytest.raises(ChecksumError, match="mask slice 2"):  # foreground sampling reads the whole mask
+        VolumeDataset(store, with_mask=True, patch_size=(2, 8, 8), foreground_ratio=1.0)[masked.volume_keys.index("ser-0000")]
+    # The intact volume reads as before.
+    np.testing.assert_array_equal(masked[masked.volume_keys.index("ser-0002")]["image"].numpy(), intact.numpy())

@@ -227,20 +227,30 @@ class StoreDatasetBase:
         return self._reader
 
     # --- helpers for subclasses ---------------------------------------------------------------
-    def _read(self, volume: int, start: int, stop: int) -> np.ndarray:
-        """Slices ``start:stop`` of one volume as float32 ``(n, C, H, W)``, channels chosen."""
+    def _read(self, volume: int, start: int, stop: int, *, verify: bool | None = None) -> np.ndarray:
+        """Slices ``start:stop`` of one volume as float32 ``(n, C, H, W)``, channels chosen; checked
+        against their checksums when ``verify`` (default: the reader's ``verify_slices``) says so."""
         # numpy only, torch.from_numpy at the end: torch ops on every slice would wake torch's
         # intra-op threads, which costs milliseconds per call in a busy main process
         # (measured with bench/loader.py: 0-worker loading 15x slower with 2 threads).
-        image = self._reader.read_slices(volume, start, stop)
+        image = (
+            self._reader.read_slices(volume, start, stop)
+            if verify is None
+            else self._reader.read_slices(volume, start, stop, verify=verify)
+        )
         if image.ndim == 3:
             return image[:, None]
         idx = self._channel_index[volume]
         return image if idx is None else image[:, idx]
 
-    def _read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
+    def _read_mask(self, volume: int, start: int, stop: int, *, verify: bool | None = None) -> np.ndarray:
         """Mask slices ``start:stop`` as int64 ``(n, 1, H, W)``: channel-first like the image."""
-        return self._reader.read_mask(volume, start, stop).astype(np.int64)[:, None]
+        mask = (
+            self._reader.read_mask(volume, start, stop)
+            if verify is None
+            else self._reader.read_mask(volume, start, stop, verify=verify)
+        )
+        return mask.astype(np.int64)[:, None]
 
     def _item_numbers(self, volume: int, label: int | None) -> dict[str, Any]:
         """``spacing`` (and ``label``) of an item: fresh tensors (a transform may change them in place), made

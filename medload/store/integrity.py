@@ -15,8 +15,9 @@ read, always (per slice where the store has slice checksums, else the volume's `
 needs the mask read too); :meth:`StoreReader.verify <medload.store.StoreReader.verify>` (``medload
 verify STORE``) checks every volume and reports each damaged one; ``medload.open(path,
 verify_slices=True)`` checks every slice read (``read_slices``, ``read_batch``, ``read_mask``,
-the datasets' items and batches): off by default, for its cost on the slice loader
-(docs/benchmarks.md). A store written before slice checksums reads as before; its slices are
+the slice datasets' items and batches): off by default, for its cost on the slice loader
+(docs/benchmarks.md); ``VolumeDataset`` checks its items always (``read_slices(verify=True)``),
+as ``read_volume`` does. A store written before slice checksums reads as before; its slices are
 never checked one by one, its whole volumes are (by ``crc32``).
 """
 

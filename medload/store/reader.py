@@ -165,7 +165,9 @@ class StoreReader(StoreCatalog):
             self._checksums.check_slices(self.record(volume), name, start, stored)
         return stored
 
-    def _read_stored_into(self, volume: int, name: str, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+    def _read_stored_into(
+        self, volume: int, name: str, start: int, stop: int, out: np.ndarray, *, verify: bool | None = None
+    ) -> np.ndarray:
         """Stored values of slices ``start:stop`` written into ``out`` (the stored dtype and shape) and returned."""
         table = self._table(volume, name) if self._direct else None
         if table is not None and table.read_into(start, stop, out):
@@ -173,7 +175,7 @@ class StoreReader(StoreCatalog):
         else:
             self._read_paths["h5py"] += 1
             out[...] = _read(self._dataset(volume, name), start, stop, self.record(volume))
-        if self.verify_slices:
+        if self.verify_slices if verify is None else verify:
             self._checksums.check_slices(self.record(volume), name, start, out)
         return out
 
@@ -219,7 +221,9 @@ class StoreReader(StoreCatalog):
             raise StoreError(f"{rec.shard}: slices {start}:{stop} are outside volume {rec.key}, which has {rec.n_slices} slices.")
         return start, stop
 
-    def read_slices(self, volume: int, start: int, stop: int, *, raw: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+    def read_slices(
+        self, volume: int, start: int, stop: int, *, raw: bool = False, out: np.ndarray | None = None, verify: bool | None = None
+    ) -> np.ndarray:
         """Slices ``start:stop`` of one volume, decoded to float32 ``(n, H, W)`` or ``(n, C, H, W)``.
 
         Parameters
@@ -234,6 +238,9 @@ class StoreReader(StoreCatalog):
             Write the slices into this array (shape ``(n, ...)``; float32, or the stored dtype
             with ``raw=True``) instead of a new one, and return it: a batch loader fills one
             preallocated batch this way. The values are the same bits as without ``out``.
+        verify : bool, optional
+            Check the slices against their checksums (a :class:`~medload.errors.ChecksumError`
+            naming the damaged ones); ``None``: as :attr:`verify_slices` says.
 
         Examples
         --------
@@ -253,7 +260,7 @@ class StoreReader(StoreCatalog):
         if (volume, "image") not in self._sized:
             self._check_size(volume, rec)
         start, stop = self._range(rec, start, stop)
-        return self._read_image(volume, rec, start, stop, out, raw=raw)
+        return self._read_image(volume, rec, start, stop, out, raw=raw, verify=verify)
 
     def read_batch(self, volumes: Any, slices: Any, out: np.ndarray, *, raw: bool = False) -> np.ndarray:
         """Slice ``slices[i]`` of volume ``volumes[i]`` into ``out[i]`` for every ``i``: a whole batch in one call.
@@ -297,7 +304,15 @@ class StoreReader(StoreCatalog):
         return fill_rows(self, vols, where, out, raw=raw)
 
     def _read_image(
-        self, volume: int, rec: VolumeRecord, start: int, stop: int, out: np.ndarray | None, *, raw: bool
+        self,
+        volume: int,
+        rec: VolumeRecord,
+        start: int,
+        stop: int,
+        out: np.ndarray | None,
+        *,
+        raw: bool,
+        verify: bool | None = None,
     ) -> np.ndarray:
         """``read_slices`` after its checks of ``volume``, ``start`` and ``stop``."""
         stored_dtype = np.dtype(rec.dtype)
@@ -311,21 +326,23 @@ class StoreReader(StoreCatalog):
                 )
             if as_stored and out.flags.c_contiguous:
                 # Straight into the caller's array (a row of a batch): decompressed there, no copy.
-                return self._read_stored_into(volume, "image", start, stop, out)
+                return self._read_stored_into(volume, "image", start, stop, out, verify=verify)
         elif as_stored:
-            return self._read_stored(volume, "image", start, stop)  # a new array the caller may change
+            return self._read_stored(volume, "image", start, stop, verify=verify)  # a new array the caller may change
         if as_stored:
-            stored = self._read_stored(volume, "image", start, stop)
+            stored = self._read_stored(volume, "image", start, stop, verify=verify)
         elif stored_dtype == np.float16:
-            stored = fmt.float16_to_float32(self._read_stored(volume, "image", start, stop))
+            stored = fmt.float16_to_float32(self._read_stored(volume, "image", start, stop, verify=verify))
             if out is None:
                 return stored
         else:
-            stored = self._read_stored_into(volume, "image", start, stop, scratch_array(shape, stored_dtype))
+            stored = self._read_stored_into(volume, "image", start, stop, scratch_array(shape, stored_dtype), verify=verify)
         return fmt.decode_into(stored, rec.scale, rec.offset, np.empty(shape, np.float32) if out is None else out)
 
-    def read_mask(self, volume: int, start: int, stop: int) -> np.ndarray:
+    def read_mask(self, volume: int, start: int, stop: int, *, verify: bool | None = None) -> np.ndarray:
         """Mask slices ``start:stop`` of one volume, integer ``(n, H, W)`` in the stored type.
+
+        Checked against their checksums when ``verify`` (default :attr:`verify_slices`) says so.
 
         Examples
         --------
@@ -343,7 +360,7 @@ class StoreReader(StoreCatalog):
         start, stop = self._range(rec, start, stop)
         if (volume, "mask") not in self._sized:
             self._check_size(volume, rec, "mask")
-        return self._read_stored(volume, "mask", start, stop)  # a new array the caller may change
+        return self._read_stored(volume, "mask", start, stop, verify=verify)  # a new array the caller may change
 
     def mask_dtype(self, volume: int) -> np.dtype | None:
         """The stored integer type of a volume's mask (``None`` when it has none).
