@@ -241,6 +241,9 @@ def test_missing_split_name_is_a_clear_error(store_path):
         SliceDataset(path, "tets")
     with pytest.raises(MedloadError, match="selects no volume"):
         SliceDataset(path, "train", splits={"train": ["pat-999"]})
+    # A split the default fractions left empty (few patients) says so, not "made for other patients".
+    with pytest.raises(MedloadError, match=r"split 'val' holds no patient: .* were split \{'train': 3, 'val': 0"):
+        SliceDataset(path, "val", splits={"train": ["pat-000", "pat-001", "pat-002"], "val": []})
 
 
 # --- 5. clear errors ----------------------------------------------------------------------------

@@ -168,6 +168,13 @@ class StoreDatasetBase:
                     f"those, or splits=medload.split(store, fractions={{...}}) naming {split!r}."
                 )
             patients = {str(p) for p in splits[split]}
+            if not patients:
+                n = len({str(r.patient_key) for r in records})
+                raise MedloadError(
+                    f"split {split!r} holds no patient: the {n} patients of store {store_name} were split "
+                    f"{ {k: len(v) for k, v in splits.items()} } and {split!r} got none. With so few patients pass "
+                    "splits=medload.split(store, fractions={...}) (or folds=) that gives it some, or split=None."
+                )
             chosen = np.array([str(r.patient_key) in patients for r in records], bool)
             if not chosen.any():
                 raise MedloadError(
