@@ -288,7 +288,9 @@ class StoreDatasetBase:
         if transform is None:
             return item
         self._seeds.check(transform)
-        before = {k: item[k] for k in ("image", "affine", "spacing") if k in item}  # the transform may change item in place
+        before: dict[str, Any] = {
+            k: item[k] for k in ("image", "affine", "spacing") if k in item
+        }  # the transform may change item in place
         return checked_geometry(before, transform(item), unreported=self._unreported, transform=transform)
 
     def _wrap(self, item: dict[str, Any]) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def checked_geometry(before: dict[str, Any], out: Any, *, unreported: bool, tran
     """
     if not isinstance(out, dict) or "affine" not in before or out.get("affine") is not before["affine"]:
         return out
-    image = out.get("image")
+    image: Any = out.get("image")
     why = None
     by_monai = hasattr(image, "affine") and type(image).__module__.startswith("monai.")
     if _spatial_shape(image) != _spatial_shape(before.get("image")):
