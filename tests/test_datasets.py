@@ -196,6 +196,9 @@ def test_replicate3_standardize_and_tuple_mode(store_path):
     assert label.dtype == torch.int64 and int(label) in (0, 1)
     with pytest.raises(MedloadError, match="no selected volume .* has a label"):
         SliceDataset(build_and_path(path.parent / "nolabels.h5", labels=False), return_tuple=True)
+    # Masks asked for are never dropped silently: (image, label) has no place for them.
+    with pytest.raises(MedloadError, match=r"would drop the masks asked for"):
+        SliceDataset(path, with_mask=True, return_tuple=True)
 
 
 def build_and_path(path: Path, **kwargs) -> Path:

@@ -181,3 +181,12 @@ def test_monai_tutorial_keys_name_the_mask_label_and_are_told_what_medload_calls
     ds = SliceDataset(store, transform=mt.RandFlipd(keys=["image", "label"], prob=1.0, spatial_axis=0))
     with pytest.raises(medload.MedloadError, match=r"keys=\['image', 'mask'\]"):
         ds[0]
+
+
+def test_torchvision_v2_moves_the_mask_without_tv_tensors_asked_for(store):
+    v2 = pytest.importorskip("torchvision.transforms.v2", reason="torchvision does not import here")
+    # Given plain tensors, v2 flips the first (the image) and leaves the mask: the dataset hands it tv_tensors.
+    item = SliceDataset(store, transform=v2.RandomHorizontalFlip(p=1.0))[0]
+    plain = SliceDataset(store)[0]
+    assert torch.equal(item["image"], torch.flip(plain["image"], dims=(-1,)))
+    assert torch.equal(item["mask"], torch.flip(plain["mask"], dims=(-1,)))

@@ -159,6 +159,11 @@ def test_tf_dataset_with_label_serves_mask_and_label_for_a_two_output_model(mask
         np.testing.assert_array_equal(targets["label"].numpy(), r["label"])  # volume v has label v % 2
         assert targets["label"].dtype == tf.int64 and targets["mask"].dtype == tf.int64
         np.testing.assert_allclose(x.numpy(), r["image"], atol=1e-6)
+    # Shuffled: each slice's label is its own volume's (volume v's arm starts at row 3 + v, its label is v % 2).
+    for _, targets in tf_dataset(mask_store, batch_size=4, shuffle=True, seed=2, with_mask=True, with_label=True):
+        mask = targets["mask"].numpy()[..., 0]
+        volume = np.array([np.argwhere(m == 1)[:, 0].min() - 3 for m in mask])
+        np.testing.assert_array_equal(targets["label"].numpy(), volume % 2)
     # The default stays (image, mask): labels beside a mask only when asked for.
     x, m = next(iter(tf_dataset(mask_store, batch_size=5, with_mask=True)))
     assert m.shape == x.shape

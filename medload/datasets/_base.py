@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from medload._optional import require
-from medload.datasets.handover import checked_geometry, item_transform, moves_pixels_unreported
+from medload.datasets.handover import checked_geometry, holds_torchvision_v2, item_transform, moves_pixels_unreported
 from medload.datasets.labels import resolve_labels
 from medload.datasets.seeding import WorkerSeeds
 from medload.datasets.splits import split as make_split
@@ -147,6 +147,11 @@ class StoreDatasetBase:
             )
 
         self.with_mask = _masks(selected, with_mask, store_name)
+        if self.return_tuple and with_mask:
+            raise ConfigError(
+                "return_tuple=True gives (image, label), which would drop the masks asked for with with_mask=True; "
+                "use the items' dicts (item['image'], item['mask'], item['label']), or with_mask=None."
+            )
         self._channel_index: dict[int, Any] = {}
         self.replicate3 = channels == "replicate3"
         counts = self._channels(selected, channels, store_name)
@@ -280,6 +285,8 @@ class StoreDatasetBase:
     def transform(self, transform: Callable[[Any], Any] | None) -> None:
         self._transform = item_transform(transform)
         self._unreported = transform is not None and moves_pixels_unreported(transform)
+        # torchvision v2 moves only the first plain tensor of a dict (the image, not its mask): give it tv_tensors.
+        self._v2 = transform is not None and holds_torchvision_v2(transform)
 
     def _transformed(self, item: dict[str, Any]) -> Any:
         """``item`` through :attr:`transform`, reseeded first in a DataLoader worker new to it (see
@@ -294,8 +301,8 @@ class StoreDatasetBase:
         return checked_geometry(before, transform(item), unreported=self._unreported, transform=transform)
 
     def _wrap(self, item: dict[str, Any]) -> dict[str, Any]:
-        """With ``tv_tensors=True``: image and mask as torchvision's ``Image`` and ``Mask``."""
-        if self.tv_tensors:
+        """With ``tv_tensors=True`` or a torchvision v2 transform: image and mask as torchvision's ``Image`` and ``Mask``."""
+        if self.tv_tensors or self._v2:
             from torchvision import tv_tensors
 
             item["image"] = tv_tensors.Image(item["image"])

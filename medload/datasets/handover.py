@@ -9,6 +9,9 @@ answer, with no error. So:
   through :class:`~medload.datasets.MonaiTransform` (:func:`item_transform`): MONAI gets
   ``MetaTensor`` s carrying the item's affine, so its spatial transforms update it, and the item
   comes back with ``affine`` and ``spacing`` of the new grid and an int64 mask;
+* a torchvision v2 transform gets ``image`` and ``mask`` as ``tv_tensors.Image`` and ``Mask``
+  (as with ``tv_tensors=True``): given plain tensors, v2 moves only the first (the image) and
+  leaves the mask where it was;
 * after any other transform, an ``affine`` that did not change although the pixels moved is
   replaced by NaN (unknown, not stale) with a :class:`StaleAffineWarning` (:func:`checked_geometry`):
   when the image's grid changed shape, when MONAI ran on the plain tensors inside the user's own
@@ -33,7 +36,7 @@ from typing import Any
 
 from medload._optional import require
 
-__all__ = ["StaleAffineWarning", "checked_geometry", "item_transform", "moves_pixels_unreported", "walk"]
+__all__ = ["StaleAffineWarning", "checked_geometry", "holds_torchvision_v2", "item_transform", "moves_pixels_unreported", "walk"]
 
 
 class StaleAffineWarning(UserWarning):
@@ -94,6 +97,17 @@ def moves_pixels_unreported(transform: Any) -> bool:
     False
     """
     return any(type(t).__module__.startswith("torchvision.transforms.v2._geometry") for t in walk(transform))
+
+
+def holds_torchvision_v2(transform: Any) -> bool:
+    """Whether ``transform`` holds a torchvision v2 transform (which then needs ``tv_tensors`` to move the mask too).
+
+    Examples
+    --------
+    >>> holds_torchvision_v2(lambda item: item)
+    False
+    """
+    return any(type(t).__module__.startswith("torchvision.transforms.v2") for t in walk(transform))
 
 
 def _v2_keeps_pixel_size(transform: Any) -> bool:

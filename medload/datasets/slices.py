@@ -59,7 +59,8 @@ class SliceDataset(StoreDatasetBase, torch.utils.data.Dataset[Any]):
     label_key : {"patient", "study", "series", "volume"}
         What the CSV or mapping keys are.
     return_tuple : bool
-        Return ``(image, label)`` like torchvision's ``ImageFolder`` instead of a dict.
+        Return ``(image, label)`` like torchvision's ``ImageFolder`` instead of a dict (refused
+        with ``with_mask=True``, whose masks it would drop).
     tv_tensors : bool
         Return ``image`` as ``torchvision.tv_tensors.Image`` and ``mask`` as
         ``torchvision.tv_tensors.Mask`` (needs torchvision), so torchvision v2 transforms
