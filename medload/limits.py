@@ -19,11 +19,22 @@ from collections.abc import Sequence
 
 from medload.errors import LimitError, MedloadError
 
-__all__ = ["DEFAULT_MAX_VOLUME_BYTES", "check_volume_size", "format_bytes", "max_volume_bytes"]
+__all__ = [
+    "DEFAULT_MAX_VOLUME_BYTES",
+    "MAX_FUNCTIONAL_GROUP_ITEMS",
+    "check_volume_size",
+    "format_bytes",
+    "max_volume_bytes",
+]
 
 #: 16 GiB: five times a 1,000-slice 512 x 512 CT in float32, far above any single volume we
 #: met in exports, and far below what a header bomb asks for.
 DEFAULT_MAX_VOLUME_BYTES = 16 * 1024**3
+#: Items a functional group sequence may hold where the header gives no count for it: the shared
+#: one (the standard allows one item) and a per-frame one without NumberOfFrames (one frame;
+#: pydicom's liver_1frame.dcm, one frame cut from a SEG, keeps 3). With NumberOfFrames, the
+#: per-frame sequence may hold that many (:mod:`medload.io.frameitems`).
+MAX_FUNCTIONAL_GROUP_ITEMS = 64
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 

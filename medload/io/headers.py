@@ -20,6 +20,7 @@ from medload.io.diffusion import DIFFUSION_TAGS, classic_diffusion
 from medload.io.enhanced import enhanced_frames, has_philips_scale
 from medload.io.fastheader import KEYWORDS, Damaged, pixel_data_location, read_fast
 from medload.io.frame import Frame, dicom_seconds, element_value, position_text
+from medload.io.frameitems import check_functional_groups
 from medload.io.frame import image_type as _image_type
 from medload.io.frame import number as _num
 from medload.io.gediffusion import GE_DIFFUSION_TAGS, ge_diffusion, has_ge_diffusion
@@ -278,6 +279,9 @@ def read_header(path: str, *, specific: bool = True) -> FileHeader | None:
     rt_dose = not isinstance(lite, str) and str(lite.get("SOPClassUID") or "") == RT_DOSE_STORAGE
     if specific and not isinstance(lite, str) and not rt_dose:
         return header_from_dataset(lite, path)
+    # pydicom parses every item of a sequence of undefined length (its reader must find the end):
+    # count the functional groups' items first, at most one more than NumberOfFrames.
+    check_functional_groups(path)
     header = _read_with_pydicom(path, specific)
     if header is not None:
         header.fallback = lite if isinstance(lite, str) else ("RT Dose (group 3004)" if rt_dose else "whole header asked for")

@@ -1,0 +1,110 @@
+"""The third hostile-input round: work bounded by what the header declares, one BitsStored rule
+for every codec, and multi-page TIFFs whose later pages differ from the first.
+
+Each test fails on the code before its fix (named in the test): pydicom parsed every item of a
+functional group sequence before medload counted them (31 s CPU for 20,000 items), JPEG 2000 and
+JPEG-LS values above BitsStored were kept while native and RLE ones were masked, and a TIFF's
+page 37 was decoded with page 0's shape, type, samples and orientation.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+
+import numpy as np
+import pydicom
+import pytest
+
+import medload
+from medload.errors import ReadError
+from medload.io import headers
+
+# --- enhanced multi-frame: items counted before pydicom parses them ----------------------------
+
+
+def _enhanced(tmp_path, damage, *, undefined=True, size=6):
+    """fixtures.special's 6-frame enhanced MR (3 slices x 2 frames) with ``damage(ds)`` applied,
+    its sequences written with undefined length (as scanners write them; pydicom must then parse
+    every item to find the end)."""
+    from fixtures.special import enhanced_asl
+
+    made = enhanced_asl(tmp_path / "in", n_slices=3, n_frames=2, size=size)
+    path = made["files"][0]
+    ds = pydicom.dcmread(path)
+    damage(ds)
+    if undefined:
+        for elem in ds.iterall():
+            if elem.VR == "SQ":
+                elem.is_undefined_length = True
+    ds.save_as(path)
+    return path
+
+
+def _no_pydicom(monkeypatch):
+    def refuse(path, specific):
+        raise AssertionError(f"pydicom parsed {path}'s header before the item count was checked")
+
+    monkeypatch.setattr(headers, "_read_with_pydicom", refuse)
+
+
+def _more_items(n):
+    def damage(ds):
+        per = ds.PerFrameFunctionalGroupsSequence
+        for _ in range(n):
+            per.append(copy.deepcopy(per[0]))
+
+    return damage
+
+
+@pytest.mark.parametrize("undefined", [True, False])
+def test_per_frame_items_beyond_number_of_frames_are_refused_before_pydicom_parses_them(tmp_path, monkeypatch, undefined):
+    # Before: pydicom parsed all 2,006 items (20,000 copies of a Siemens XA10 item: 27 MB, 31 s
+    # CPU, 760 MB) and enhanced_frames refused the count afterwards.
+    path = _enhanced(tmp_path, _more_items(2000), undefined=undefined)
+    _no_pydicom(monkeypatch)
+    found = medload.scan(path)
+    assert len(found) == 0
+    message = found.errors[0].message
+    assert "PerFrameFunctionalGroupsSequence (5200,9230) holds more than 6 item(s) but NumberOfFrames is 6" in message
+    with pytest.raises(ReadError, match="holds more than 6 item"):
+        medload.load(path)
+
+
+def test_a_frame_count_raised_to_match_the_items_is_refused_by_the_file_size_first(tmp_path, monkeypatch):
+    # NumberOfFrames lifted to the 2,006 items: 2,006 frames of 64 x 64 x 16 bits (16 MB) do not
+    # fit the file (0.4 MB), refused from the walked header before pydicom reads the items.
+    def damage(ds):
+        _more_items(2000)(ds)
+        ds.NumberOfFrames = 2006
+
+    path = _enhanced(tmp_path, damage, size=64)
+    _no_pydicom(monkeypatch)
+    found = medload.scan(path)
+    assert len(found) == 0 and "the header claims 2006 frame(s) of 64 x 64" in found.errors[0].message
+
+
+def test_a_shared_group_of_many_items_is_refused_before_pydicom_parses_it(tmp_path, monkeypatch):
+    def damage(ds):
+        shared = ds.SharedFunctionalGroupsSequence
+        for _ in range(500):
+            shared.append(copy.deepcopy(shared[0]))
+
+    path = _enhanced(tmp_path, damage)
+    _no_pydicom(monkeypatch)
+    found = medload.scan(path)
+    assert len(found) == 0
+    assert "SharedFunctionalGroupsSequence (5200,9229) holds more than 64 item(s) but the standard allows one item" in (
+        found.errors[0].message
+    )
+
+
+def test_enhanced_files_with_their_own_item_counts_still_load(tmp_path):
+    path = _enhanced(tmp_path, lambda ds: None)
+    vol = medload.load(path)
+    assert vol.shape == (2, 3, 6, 6)
+    assert [int(vol.array[t, z, 0, 0]) for t in range(2) for z in range(3)] == [0, 1, 2, 100, 101, 102]
+    # one frame cut from a SEG, three items kept, no NumberOfFrames: read as before
+    liver = pydicom.data.get_testdata_file("liver_1frame.dcm")
+    assert len(medload.scan(liver).errors) == 0
