@@ -108,3 +108,61 @@ def test_enhanced_files_with_their_own_item_counts_still_load(tmp_path):
     # one frame cut from a SEG, three items kept, no NumberOfFrames: read as before
     liver = pydicom.data.get_testdata_file("liver_1frame.dcm")
     assert len(medload.scan(liver).errors) == 0
+
+
+# --- BitsStored: one rule for every codec ------------------------------------------------------
+
+_ENCODERS = {
+    "native": None,
+    "RLE": ("pydicom", "RLE"),
+    "JPEG 2000": ("gdcmconv", "--j2k"),
+    "JPEG-LS": ("dcmcjpls", None),
+    "JPEG lossless": ("gdcmconv", "--jpeg"),
+}
+
+
+def _bits_case(tmp_path, codec, signed):
+    """A 128 x 128 image stored with 16 bits, compressed by ``codec``, then labelled BitsStored 12."""
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    values = (np.arange(128 * 128, dtype=np.int64) * 7 % 9000 - (4500 if signed else 0)).reshape(128, 128)
+    values[0, :4] = [-3000, 5000, -2048, 2047] if signed else [5000, 60000, 4095, 100]
+    array = values.astype(np.int16 if signed else np.uint16)
+    ds.PixelRepresentation, ds.BitsStored, ds.HighBit = int(signed), 16, 15
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    ds.PixelData = array.tobytes()
+    native = tmp_path / "native.dcm"
+    ds.save_as(native)
+    path = tmp_path / "in" / "a.dcm"
+    path.parent.mkdir(exist_ok=True)
+    encoder = _ENCODERS[codec]
+    if encoder is None:
+        shutil.copy(native, path)
+    elif encoder[0] == "pydicom":
+        ds.compress(RLELossless)
+        ds.save_as(path)
+    else:
+        if shutil.which(encoder[0]) is None:
+            pytest.skip(f"{encoder[0]} is not installed")
+        args = [encoder[0], *([encoder[1]] if encoder[1] else []), str(native), str(path)]
+        subprocess.run(args, check=True, capture_output=True, timeout=60)
+    ds = pydicom.dcmread(path)
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.save_as(path)
+    return path, array
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("codec", sorted(_ENCODERS))
+def test_values_above_bits_stored_read_alike_whatever_the_codec(tmp_path, codec, signed):
+    # Before: native, RLE and JPEG lossless masked a sample to its 12 stored bits (5000 -> 904),
+    # JPEG 2000 and JPEG-LS kept the codestream's value (5000, and 60000 wrapped to -5536 in
+    # the int16 output chosen for 12 bits): the same pixels gave two volumes by codec.
+    path, array = _bits_case(tmp_path, codec, signed)
+    expected = array.astype(np.int64) & 0xFFF
+    if signed:
+        expected = np.where(expected >= 2048, expected - 4096, expected)
+    got = medload.load(path).array[0].astype(np.int64)
+    np.testing.assert_array_equal(got, expected)
+    assert got[0, :4].tolist() == ([-3000 & 0xFFF, 5000 - 4096, -2048, 2047] if signed else [904, 60000 & 0xFFF, 4095, 100])

@@ -769,7 +769,14 @@ def pixel_oracle(series: Any, volume: Any) -> str | None:
         # reference, reads them; pydicom's apply_rescale ignores a slope without an intercept.
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        expected = np.asarray(ds.pixel_array, dtype=np.float64) * slope + intercept
+        # A sample's value is its BitsStored bits for every codec (medload.io.codecs.stored_bits,
+        # pydicom's correct_unused_bits, which pydicom skips for JPEG 2000 and JPEG-LS).
+        from medload.io.codecs import stored_bits
+
+        stored = stored_bits(
+            np.array(ds.pixel_array), int(ds.get("BitsStored", 0) or 0), int(ds.get("PixelRepresentation", 0) or 0) == 1
+        )
+        expected = np.asarray(stored, dtype=np.float64) * slope + intercept
     except Exception:  # noqa: BLE001 - pydicom cannot decode it: no oracle
         return None
     got = np.asarray(volume.array[0], dtype=np.float64)

@@ -19,7 +19,7 @@ import numpy as np
 from medload.errors import MissingDependencyError, ReadError, UnsupportedError
 from medload.io.codestream import check_codestream
 
-__all__ = ["decode", "codec_hint", "read_native", "add_intercept"]
+__all__ = ["decode", "codec_hint", "read_native", "add_intercept", "stored_bits"]
 
 _JPEG = "pip install pylibjpeg pylibjpeg-libjpeg (or python-gdcm)"
 _JPEGLS = "pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls, or python-gdcm)"
@@ -79,7 +79,7 @@ def decode(ds: Any, path: str) -> np.ndarray:
     _check_decoder(ts, path)
     check_codestream(ds, path, ts)
     try:
-        return ds.pixel_array
+        pixels = ds.pixel_array
     except MemoryError:
         raise
     # Only pydicom and its plugins run in this block, on the file's bytes: whatever they raise
@@ -91,6 +91,9 @@ def decode(ds: Any, path: str) -> np.ndarray:
             f"{_first_line(exc)}); the file is damaged or its header does not match its pixel data, "
             "re-export it (uncompressed if it keeps failing)."
         ) from exc
+    if "PixelData" not in ds:
+        return pixels
+    return stored_bits(pixels, int(ds.get("BitsStored", 0) or 0), int(ds.get("PixelRepresentation", 0) or 0) == 1)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -181,14 +184,37 @@ def read_native(
         return None  # unreadable (gone, no permission): the pydicom path says so, naming the file
     if array.size != count:
         return None
-    array = array.reshape((-1, rows, columns) if frames else (rows, columns))
-    if 0 < bits_stored < bits_allocated:
-        if signed:
-            shift = bits_allocated - bits_stored
-            array = (array << shift) >> shift
-        else:
-            array &= (1 << bits_stored) - 1
-    return array
+    return stored_bits(array.reshape((-1, rows, columns) if frames else (rows, columns)), bits_stored, signed)
+
+
+def stored_bits(array: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
+    """The values of ``array``'s low ``bits_stored`` bits: higher bits cleared, or the sign bit
+    (bit ``bits_stored - 1``) extended for signed data.
+
+    One rule for every transfer syntax: pydicom's ``correct_unused_bits``, which it applies to
+    native, deflated, RLE and JPEG data (a sample's value is its BitsStored bits, PS3.5 8.1.1;
+    the bits above may hold overlays). pydicom leaves JPEG 2000 and JPEG-LS samples as their
+    codestream's precision gives them, so a value above ``2**BitsStored - 1`` under a smaller
+    BitsStored was kept there and masked for the other codecs; :func:`decode` applies this to
+    every codec's output.
+
+    Examples
+    --------
+    >>> stored_bits(np.array([5000, 4095], np.uint16), 12, False).tolist()
+    [904, 4095]
+    >>> stored_bits(np.array([0x0FFF, 0x0800], np.int16), 12, True).tolist()
+    [-1, -2048]
+    """
+    shift = array.dtype.itemsize * 8 - bits_stored
+    if array.dtype.kind not in "iu" or not 0 < bits_stored or shift <= 0:
+        return array
+    out = array if array.flags.writeable else array.copy()  # in place: no copy of a slice on the hot path
+    if signed and array.dtype.kind == "i":
+        np.left_shift(out, shift, out=out)
+        np.right_shift(out, shift, out=out)
+    else:
+        np.bitwise_and(out, out.dtype.type((1 << bits_stored) - 1), out=out)
+    return out
 
 
 def add_intercept(image: np.ndarray, intercept: float, out: np.ndarray) -> None:

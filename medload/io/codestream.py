@@ -103,8 +103,8 @@ def check_codestream(ds: Any, path: str, ts: str) -> None:
     Checked: the codestream's sample precision fits BitsAllocated; for JPEG and JPEG-LS its
     rows, columns and components are Rows, Columns and SamplesPerPixel; an RLE segment decodes
     to no more than Rows x Columns bytes (one byte of padding aside). A precision above
-    BitsStored (but within BitsAllocated) is left alone: scanners write that, and pydicom
-    decodes it right.
+    BitsStored (but within BitsAllocated) is left alone: scanners write that; the decoded
+    values are then masked to BitsStored as for every codec (:func:`medload.io.codecs.stored_bits`).
 
     Examples
     --------
