@@ -166,3 +166,68 @@ def test_values_above_bits_stored_read_alike_whatever_the_codec(tmp_path, codec,
     got = medload.load(path).array[0].astype(np.int64)
     np.testing.assert_array_equal(got, expected)
     assert got[0, :4].tolist() == ([-3000 & 0xFFF, 5000 - 4096, -2048, 2047] if signed else [904, 60000 & 0xFFF, 4095, 100])
+
+
+# --- multi-page TIFF: every page against the first ---------------------------------------------
+
+
+def _tiff_pages(path, n, odd_page, odd, **kw):
+    import tifffile
+
+    with tifffile.TiffWriter(path, **kw) as tw:
+        for i in range(n):
+            page, extra = np.full((8, 6), i, np.uint16), []
+            if i == odd_page:
+                page = {
+                    "shape": np.full((6, 8), i, np.uint16),
+                    "dtype": np.full((8, 6), i, np.uint8),
+                    "samples": np.full((8, 6, 3), i, np.uint16),
+                    "float": np.full((8, 6), i, np.float32),
+                }.get(odd, page)
+                extra = [(274, 3, 1, 3, False)] if odd == "orientation" else []
+            tw.write(page, metadata=None, contiguous=False, extratags=extra)
+    return path
+
+
+@pytest.mark.parametrize(
+    "odd, said",
+    [
+        ("dtype", "BitsPerSample 8, page 0 has 16"),
+        ("samples", "PhotometricInterpretation 2, page 0 has 1"),
+        ("float", "BitsPerSample 32, page 0 has 16"),
+        ("orientation", "Orientation 3, page 0 has 1"),
+        ("shape", "ImageWidth 8, page 0 has 6"),
+    ],
+)
+@pytest.mark.parametrize("bigtiff", [False, True])
+def test_a_tiff_page_unlike_the_first_is_refused_not_read_with_the_first_pages_layout(tmp_path, odd, said, bigtiff):
+    # Before: tifffile sampled pages 1, 7 and 99, found them like page 0 and decoded page 37
+    # with page 0's layout: its uint8 bytes as uint16 (9509 for 37), its float bits as integers,
+    # the first third of its RGB samples as grey, its Orientation ignored. (A page of another
+    # shape was refused, by Pillow's path after tifffile's RuntimeError.)
+    path = _tiff_pages(tmp_path / "stack.tif", 100, 37, odd, bigtiff=bigtiff)
+    with pytest.raises(medload.errors.UnsupportedError, match=rf"stack.tif: TIFF page 37 \(of 100\) has {said}"):
+        medload.load(path)
+    found = medload.scan(tmp_path)
+    assert len(found) == 0 and "TIFF page 37" in found.errors[0].message
+
+
+def test_a_page_unlike_the_first_is_found_past_the_sorting_limit(tmp_path):
+    # 2,100 pages (over MAX_TIFF_PAGES, where only tifffile's sample of four pages told a stack)
+    path = _tiff_pages(tmp_path / "long.tif", 2100, 1500, "dtype")
+    with pytest.raises(medload.errors.UnsupportedError, match=r"TIFF page 1500 \(of 2100\) has BitsPerSample 8"):
+        medload.load(path)
+
+
+def test_a_tiff_whose_pages_agree_still_loads_every_page_oriented(tmp_path):
+    import tifffile
+
+    path = tmp_path / "turned.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for i in range(40):
+            tw.write(np.arange(48, dtype=np.uint16).reshape(8, 6) + 100 * i, metadata=None, extratags=[(274, 3, 1, 3, False)])
+    vol = medload.load(path)
+    assert vol.shape == (40, 8, 6)
+    expected = np.arange(48, dtype=np.uint16).reshape(8, 6)[::-1, ::-1]  # Orientation 3: a half turn
+    np.testing.assert_array_equal(vol.array[37], expected + 3700)
+    np.testing.assert_array_equal(medload.load(_tiff_pages(tmp_path / "plain.tif", 100, -1, "")).array[:, 0, 0], np.arange(100))

@@ -18,6 +18,7 @@ import numpy as np
 
 from medload.errors import ReadError, UnsupportedError
 from medload.io.png16 import apply_exif_orientation
+from medload.io.tiffpages import first_page_unlike_the_first
 from medload.problems import Problem, ProblemKind
 
 #: Pages (IFDs) a TIFF file may hold unless they are one stack (:func:`_one_stack`): 2,048
@@ -74,6 +75,10 @@ def _one_stack(tif: Any) -> bool:
         return False
 
 
+def _shown(value: tuple[int, ...]) -> str:
+    return "absent" if not value else str(value[0]) if len(value) == 1 else str(list(value))
+
+
 def tiff_header(path: Path) -> dict[str, Any] | None:
     """Shape, dtype and axes of the TIFF's one image series; ``None`` when tifffile cannot read it."""
     import tifffile
@@ -88,6 +93,16 @@ def tiff_header(path: Path) -> dict[str, Any] | None:
                     f"{path}: TIFF holds {len(tif.pages)} pages (IFDs) that are not one stack of pages of one size; "
                     f"medload sorts at most {MAX_TIFF_PAGES:,} such pages per file (the time to sort pages into "
                     "series grows with the square of their number). Split the file, or save the stack as one NIfTI volume."
+                )
+            # tifffile decodes pages it finds alike from a sample of four with the first page's
+            # layout (and the Orientation is the first page's): every page's IFD is checked.
+            unlike = first_page_unlike_the_first(path, len(tif.pages)) if len(tif.pages) > 1 else None
+            if unlike is not None:
+                index, tag, first, other = unlike
+                raise UnsupportedError(
+                    f"{path}: TIFF page {index} (of {len(tif.pages)}) has {tag} {_shown(other)}, page 0 has {_shown(first)}; "
+                    "medload reads the pages of a file as one stack of one size, type, sample count and orientation, "
+                    "and this page would be decoded with page 0's. Save such pages in separate files."
                 )
             if len(tif.series) != 1:
                 raise UnsupportedError(
