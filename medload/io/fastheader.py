@@ -20,11 +20,27 @@ of the file raises :class:`Damaged` (the file is unreadable, not "skipped").
 
 from __future__ import annotations
 
-import os
 import struct
 from functools import lru_cache
 from typing import Any, BinaryIO
 
+from medload.io.dicomwalk import (
+    EXPLICIT_LONG,
+    EXPLICIT_SHORT,
+    IMPLICIT,
+    LITTLE_EXPLICIT,
+    PIXEL_DATA,
+    STOP,
+    UNDEFINED,
+    Buffer,
+    Damaged,
+    Giveup,
+    file_meta,
+    skip_undefined,
+    tag_explicit,
+    tag_implicit,
+    u32,
+)
 from medload.io.keywords import KEYWORDS
 
 # fmt: off
@@ -34,47 +50,9 @@ __all__ = [
 ]
 # fmt: on
 
-_EXPLICIT_LONG = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
-_EXPLICIT_SHORT = {
-    b"AE",
-    b"AS",
-    b"AT",
-    b"CS",
-    b"DA",
-    b"DS",
-    b"DT",
-    b"FL",
-    b"FD",
-    b"IS",
-    b"LO",
-    b"LT",
-    b"PN",
-    b"SH",
-    b"SL",
-    b"SS",
-    b"ST",
-    b"TM",
-    b"UI",
-    b"UL",
-    b"US",
-}
-_IMPLICIT = "1.2.840.10008.1.2"
-_LITTLE_EXPLICIT = {"1.2.840.10008.1.2.1"}
-_UNDEFINED = 0xFFFFFFFF
-_PIXEL_DATA = 0x7FE00010
-_STOP = frozenset({0x7FE00008, 0x7FE00009, _PIXEL_DATA})  # float, double float, pixel data
 # Functional group sequences: scan needs them parsed; leave such files to pydicom.
 _MULTIFRAME = {0x52009229, 0x52009230}
 _NUMBER_OF_FRAMES = 0x00280008
-_CHUNK = 16384
-#: Undefined-length sequences nested deeper than this go to pydicom (which refuses them
-#: with a RecursionError that scan reports); real headers nest 3-4 levels.
-MAX_NESTING = 32
-
-_u16 = struct.Struct("<H").unpack_from
-_u32 = struct.Struct("<I").unpack_from
-_tag_ex = struct.Struct("<HH2sH").unpack_from
-_tag_im = struct.Struct("<HHI").unpack_from
 
 
 #: Why a file went to pydicom (the values :func:`read_fast` returns instead of a header).
@@ -85,103 +63,6 @@ FALLBACK_REASONS = (
     "value length not whole values", "bad sequence item", "deep nesting",
 )
 # fmt: on
-
-
-class _Giveup(Exception):
-    """The fast path does not handle this file; use pydicom. The message (a FALLBACK_REASONS entry) says why."""
-
-
-class Damaged(Exception):
-    """The file starts as DICOM but its structure ends early or lies about a length.
-
-    ``found`` holds the wanted elements read before the damage (so that scan can tell which
-    series a truncated file belonged to).
-    """
-
-    def __init__(self, reason: str, found: dict[int, tuple[str | None, bytes]] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.found = found or {}
-
-
-class _Buffer:
-    def __init__(self, fh: BinaryIO) -> None:
-        self.fh = fh
-        self.data = bytearray(fh.read(_CHUNK))
-        self.eof = len(self.data) < _CHUNK
-        try:
-            self.size = os.fstat(fh.fileno()).st_size
-        except (OSError, AttributeError, ValueError):
-            self.size = 1 << 62
-        self.found: dict[int, tuple[str | None, bytes]] = {}
-
-    def need(self, end: int) -> None:
-        if end > self.size:
-            raise Damaged(f"an element runs to byte {end}, past the end of the file ({self.size} bytes)", self.found)
-        while len(self.data) < end:
-            if self.eof:
-                raise Damaged(f"the file ends at byte {len(self.data)} inside an element", self.found)
-            more = self.fh.read(max(_CHUNK, end - len(self.data)))
-            if len(more) == 0:
-                self.eof = True
-                raise Damaged(f"the file ends at byte {len(self.data)} inside an element", self.found)
-            self.data += more
-
-
-def _skip_undefined(buf: _Buffer, pos: int, implicit: bool, depth: int = 0) -> int:
-    """Position after a sequence of undefined length whose items start at ``pos``."""
-    if depth > MAX_NESTING:
-        raise _Giveup("deep nesting")
-    while True:
-        buf.need(pos + 8)
-        group, elem, length = _tag_im(buf.data, pos)
-        pos += 8
-        if group != 0xFFFE:
-            raise _Giveup("bad sequence item")
-        if elem == 0xE0DD:  # sequence delimiter
-            return pos
-        if elem != 0xE000:
-            raise _Giveup("bad sequence item")
-        if length != _UNDEFINED:
-            buf.need(pos + length)
-            pos += length
-            continue
-        # item of undefined length: elements until the item delimiter
-        while True:
-            buf.need(pos + 8)
-            g, e = _u16(buf.data, pos)[0], _u16(buf.data, pos + 2)[0]
-            if g == 0xFFFE and e == 0xE00D:
-                pos += 8
-                break
-            pos = _next_element(buf, pos, implicit, depth + 1)[4]
-
-
-def _next_element(buf: _Buffer, pos: int, implicit: bool, depth: int = 0) -> tuple[int, Any, int, int, int]:
-    """(tag, VR bytes or None, value start, value length, position after) of the element at pos."""
-    buf.need(pos + 8)
-    if implicit:
-        group, elem, length = _tag_im(buf.data, pos)
-        vr = None
-        start = pos + 8
-    else:
-        group, elem, vr, short = _tag_ex(buf.data, pos)
-        if vr in _EXPLICIT_LONG:
-            buf.need(pos + 12)
-            length = _u32(buf.data, pos + 8)[0]
-            start = pos + 12
-        elif vr in _EXPLICIT_SHORT:
-            length = short
-            start = pos + 8
-        else:
-            raise _Giveup("unknown VR")
-    tag = (group << 16) | elem
-    if length == _UNDEFINED:
-        if tag == _PIXEL_DATA:
-            return tag, vr, start, -1, start
-        end = _skip_undefined(buf, start, implicit, depth)
-        return tag, vr, start, -1, end
-    buf.need(start + length)
-    return tag, vr, start, length, start + length
 
 
 def pixel_data_location(path: str) -> tuple[int, int, str] | None:
@@ -205,13 +86,13 @@ def pixel_data_location(path: str) -> tuple[int, int, str] | None:
 def locate_pixel_data(fh: BinaryIO) -> tuple[int, int, str] | None:
     """:func:`pixel_data_location` on an open binary file (read from its start)."""
     try:
-        buf = _Buffer(fh)
+        buf = Buffer(fh)
         if len(buf.data) < 144 or buf.data[128:132] != b"DICM":
             return None
         found = _parse(buf, frozenset(), pixel=True)
-    except (_Giveup, Damaged, struct.error, OSError, ValueError, RecursionError):
+    except (Giveup, Damaged, struct.error, OSError, ValueError, RecursionError):
         return None
-    if not isinstance(found, tuple) or found[2] not in (_IMPLICIT, *_LITTLE_EXPLICIT):
+    if not isinstance(found, tuple) or found[2] not in (IMPLICIT, *LITTLE_EXPLICIT):
         return None
     return found
 
@@ -261,12 +142,12 @@ def read_fast(path: str, wanted: frozenset[int]) -> LiteHeader | str:
     'big endian or deflated'
     """
     with open(path, "rb") as fh:
-        buf = _Buffer(fh)
+        buf = Buffer(fh)
         if len(buf.data) < 144 or buf.data[128:132] != b"DICM":
             return "no DICM preamble"
         try:
             got = _parse(buf, wanted)
-        except _Giveup as exc:
+        except Giveup as exc:
             return str(exc)
         except RecursionError:
             return "deep nesting"
@@ -294,15 +175,15 @@ def damaged_series_uid(path: str) -> str:
     return ""
 
 
-def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
-    pos, meta, ts, implicit = _file_meta(buf)
+def _parse(buf: Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
+    pos, meta, ts, implicit = file_meta(buf)
     found = buf.found
     pixel_at: tuple[int, int] | None = None
     data: bytes | bytearray = buf.data
     n = len(data)
     size = buf.size
-    unpack_ex, unpack_im, u32 = _tag_ex, _tag_im, _u32
-    long_vrs, short_vrs = _EXPLICIT_LONG, _EXPLICIT_SHORT
+    unpack_ex, unpack_im, unpack_u32 = tag_explicit, tag_implicit, u32
+    long_vrs, short_vrs = EXPLICIT_LONG, EXPLICIT_SHORT
     previous = -1
     # Every top-level element header up to PixelData is walked (values of unwanted elements
     # are skipped, not read): an element out of place is seen, never hidden by an early stop.
@@ -323,20 +204,20 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
         else:
             group, elem, vr, length = unpack_ex(data, pos)
             if vr in long_vrs:
-                length = u32(data, pos + 8)[0]
+                length = unpack_u32(data, pos + 8)[0]
                 start = pos + 12
             elif vr in short_vrs:
                 start = pos + 8
             else:
                 # Not an explicit VR (a file written implicit despite its transfer syntax,
                 # or a damaged VR): pydicom detects and handles that; we do not guess.
-                raise _Giveup("unknown VR")
+                raise Giveup("unknown VR")
         tag = (group << 16) | elem
         if tag <= previous:
-            raise _Giveup("elements out of order")
+            raise Giveup("elements out of order")
         previous = tag
-        if tag in _STOP:  # where pydicom's stop_before_pixels stops; any other tag is walked
-            if tag == _PIXEL_DATA and length != _UNDEFINED:
+        if tag in STOP:  # where pydicom's stop_before_pixels stops; any other tag is walked
+            if tag == PIXEL_DATA and length != UNDEFINED:
                 if start + length > size:
                     raise Damaged(
                         f"PixelData claims {length} bytes from byte {start} but the file has {size} bytes: the file is truncated",
@@ -344,18 +225,18 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
                     )
                 pixel_at = (start, length)
             if pixel:
-                if tag != _PIXEL_DATA or length == _UNDEFINED:
+                if tag != PIXEL_DATA or length == UNDEFINED:
                     return None
                 return (start, length, ts)
             break
         if tag in _MULTIFRAME and not pixel:
             # Only locating PixelData, the functional groups are skipped like any element: a
             # multi-frame file's PixelData length is checked against NumberOfFrames too.
-            raise _Giveup("multi-frame")
-        if length == _UNDEFINED:
+            raise Giveup("multi-frame")
+        if length == UNDEFINED:
             if tag in wanted:
-                raise _Giveup("wanted sequence")
-            pos = _skip_undefined(buf, start, implicit)
+                raise Giveup("wanted sequence")
+            pos = skip_undefined(buf, start, implicit)
             data, n = buf.data, len(buf.data)
             continue
         after = start + length
@@ -375,55 +256,25 @@ def _parse(buf: _Buffer, wanted: frozenset[int], *, pixel: bool = False) -> Any:
 def _lite_header(found: dict[int, Any], meta: dict[str, str], implicit: bool, pixel_at: tuple[int, int] | None) -> LiteHeader:
     """The walked header, unless it is one the fast path leaves to pydicom (multi-frame, mosaic)."""
     if _NUMBER_OF_FRAMES in found:
-        raise _Giveup("multi-frame")  # scan needs the functional groups, which pydicom parses
+        raise Giveup("multi-frame")  # scan needs the functional groups, which pydicom parses
     image_type = found.get(0x00080008)
     if image_type is not None and b"MOSAIC" in image_type[1].upper():
-        raise _Giveup("mosaic")  # nibabel's CSA parser wants a pydicom dataset
+        raise Giveup("mosaic")  # nibabel's CSA parser wants a pydicom dataset
     header = LiteHeader(found, meta, implicit)
     header.pixel_data = pixel_at
     return header
 
 
-def _file_meta(buf: _Buffer) -> tuple[int, dict[str, str], str, bool]:
-    """The file meta group: where the dataset starts, its meta elements, transfer syntax, implicit VR."""
-    pos = 132
-    meta: dict[str, str] = {}
-    ts = None
-    while True:  # the file meta group is always explicit VR little endian
-        buf.need(pos + 8)
-        if _u16(buf.data, pos)[0] != 0x0002:  # the group
-            break
-        tag, vr, start, length, pos = _next_element(buf, pos, implicit=False)
-        if length < 0:
-            raise _Giveup("odd file meta")
-        if tag in (0x00020010, 0x00020002, 0x00020003):
-            value = bytes(buf.data[start : start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
-            if tag == 0x00020010:
-                ts = value
-                meta["TransferSyntaxUID"] = value
-            elif tag == 0x00020002:
-                meta["MediaStorageSOPClassUID"] = value
-            else:
-                meta["MediaStorageSOPInstanceUID"] = value
-    if ts is None:
-        raise _Giveup("odd file meta")
-    if ts == _IMPLICIT:
-        return pos, meta, ts, True
-    if ts in _LITTLE_EXPLICIT or (ts.startswith("1.2.840.10008.1.2.4.") or ts in ("1.2.840.10008.1.2.5",)):
-        return pos, meta, ts, False  # compressed syntaxes encode the header as explicit VR little endian
-    raise _Giveup("big endian or deflated")
-
-
-def _keep(buf: _Buffer, tag: int, vr: bytes | None, start: int, after: int) -> None:
+def _keep(buf: Buffer, tag: int, vr: bytes | None, start: int, after: int) -> None:
     """Store a wanted element's VR and value in ``buf.found``, checked against the dictionary."""
     buf.need(after)  # a no-op when read already (the caller checked the file is long enough)
     vr_text = vr.decode() if vr else None
     expected = _VR_OF_TAG.get(tag)
     if vr_text is not None and expected is not None and vr_text not in (expected, "UN"):
-        raise _Giveup("VR differs from the dictionary")
+        raise Giveup("VR differs from the dictionary")
     binary = _BINARY.get(vr_text or expected or "")
     if binary is not None and (after - start) % struct.calcsize(binary):
-        raise _Giveup("value length not whole values")
+        raise Giveup("value length not whole values")
     buf.found[tag] = (vr_text, bytes(buf.data[start:after]))
 
 
