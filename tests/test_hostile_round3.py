@@ -180,7 +180,7 @@ def _tiff_pages(path, n, odd_page, odd, **kw):
             if i == odd_page:
                 page = {
                     "shape": np.full((6, 8), i, np.uint16),
-                    "dtype": np.full((8, 6), i, np.uint8),
+                    "dtype": np.full((8, 6), i % 256, np.uint8),
                     "samples": np.full((8, 6, 3), i, np.uint16),
                     "float": np.full((8, 6), i, np.float32),
                 }.get(odd, page)
@@ -231,3 +231,36 @@ def test_a_tiff_whose_pages_agree_still_loads_every_page_oriented(tmp_path):
     expected = np.arange(48, dtype=np.uint16).reshape(8, 6)[::-1, ::-1]  # Orientation 3: a half turn
     np.testing.assert_array_equal(vol.array[37], expected + 3700)
     np.testing.assert_array_equal(medload.load(_tiff_pages(tmp_path / "plain.tif", 100, -1, "")).array[:, 0, 0], np.arange(100))
+
+
+# --- found by this round's new mutators (huge_vm) ----------------------------------------------
+
+
+def _ct(tmp_path, name, value):
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    setattr(ds, name, value)
+    path = tmp_path / "in" / "ct.dcm"
+    path.parent.mkdir(exist_ok=True)
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("name, value", [("RescaleIntercept", ["-1024", "5"]), ("RescaleSlope", ["2", "3"])])
+def test_a_rescale_value_of_several_values_is_refused_not_read_as_absent(tmp_path, name, value):
+    # Before: float() of the two values failed and the default was used: RescaleIntercept
+    # "-1024\5" loaded CT_small with intercept 0, every voxel 1024 HU off and labelled HU.
+    path = _ct(tmp_path, name, value)
+    found = medload.scan(path)
+    assert len(found) == 0
+    assert f"ct.dcm: {name} (0028,105{3 if name == 'RescaleSlope' else 2}) is [" in found.errors[0].message
+    assert "expected one number" in found.errors[0].message
+
+
+def test_a_window_centre_of_nan_is_dropped_from_meta_and_the_image_loads(tmp_path):
+    # Before: the NaN went into meta, the Volume refused meta that is not JSON, and load raised
+    # a GeometryError telling to fix ImageOrientationPatient, PixelSpacing and positions.
+    path = _ct(tmp_path, "WindowCenter", ["nan", "40"])
+    vol = medload.load(path)
+    reference = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm")).pixel_array.astype(np.int64) - 1024
+    np.testing.assert_array_equal(vol.array[0], reference)
+    assert "window_center" not in vol.meta

@@ -8,7 +8,8 @@ cases of a seed stay what they were). Each mutator takes ``(rng, corpus)`` and r
   ``../shared/data``'s Siemens XA10 one when present) whose NumberOfFrames, per-frame and shared
   functional groups lie: items dropped, duplicated, emptied, thousands of them, a plane position
   or pixel measures sequence empty, DimensionIndexValues of the wrong count or size, the
-  per-frame sequence replaced by bytes;
+  per-frame sequence replaced by bytes, sequences of undefined length with up to 3,000 extra
+  items (NumberOfFrames sometimes raised to match);
 * ``codestream``: JPEG 2000, JPEG-LS, JPEG lossless and RLE files (pydicom's test files, and
   CT_small.dcm compressed with gdcmconv/dcmcjpls where installed) whose header contradicts
   the codestream (Rows, Columns, BitsAllocated/Stored, HighBit, PixelRepresentation,
@@ -21,6 +22,8 @@ cases of a seed stay what they were). Each mutator takes ``(rng, corpus)`` and r
   a 16-bit colour 9000 x 9000 image, of a zTXt/iCCP chunk), 200,000 empty IDAT chunks, APNG and
   GIF with 1,000 frames, TIFF with 2,000 or 5,000 pages, tiled and compressed TIFF claiming 60000 x 60000 or
   a tile size of 2**30, a BigTIFF whose IFD chain loops, a JPEG whose SOF claims 9000 x 9000;
+* ``tiff_odd_page``: a multi-page TIFF whose pages agree but one (size, type, samples, sample
+  format, orientation, compression, planar layout), 12 to 2,100 pages;
 * ``nifti_structure``: NIfTI-1/2 extensions whose esize runs past the file or is negative,
   dims negative or 2**40 (NIfTI-2), datatype against bitpix, a gzip stream that inflates to
   1 GiB of zeros under a header of 1024**3 voxels, or 200 MB more than its header claims.
@@ -136,7 +139,18 @@ def _enhanced(rng: Any, corpus: Any) -> tuple[str, list[tuple[str, bytes]]]:
     ds = _read(data)
     per = ds.PerFrameFunctionalGroupsSequence
     n = len(per)
-    choice = int(rng.integers(0, 10))
+    choice = int(rng.integers(0, 11))
+    if choice == 10:
+        # sequences of undefined length (as scanners write them: pydicom parses every item to
+        # find the end) with items beyond NumberOfFrames, or NumberOfFrames raised to match
+        extra = int(_pick(rng, [1, 100, 3000]))
+        ds.PerFrameFunctionalGroupsSequence = Sequence(list(per) + [per[0]] * extra)
+        if rng.random() < 0.3:
+            ds.NumberOfFrames = n + extra
+        for elem in ds.iterall():
+            if elem.VR == "SQ":
+                elem.is_undefined_length = True
+        return f"{base_name}:enhanced:undefined_length_items", [("case.dcm", _save(ds))]
     if choice == 0:
         ds.NumberOfFrames = int(_pick(rng, [0, 1, n - 1, n + 1, 2 * n, 10**6]))
         name = "number_of_frames"
@@ -512,7 +526,40 @@ def _gzip_case(kind: str, image: bytes) -> tuple[str, list[tuple[str, bytes]]]:
     return f"nifti:gzip_{kind}", [("case.nii.gz", data)]
 
 
+def _tiff_odd_page(rng: Any, corpus: Any) -> tuple[str, list[tuple[str, bytes]]]:
+    """A multi-page TIFF whose pages agree but one (another size, type, sample count, sample
+    format, orientation, compression or planar layout): tifffile finds a stack from a sample of
+    four pages and decodes the rest with the first page's layout."""
+    import numpy as np
+    import tifffile
+
+    n = int(_pick(rng, [12, 100, 2100]))
+    odd_page = int(rng.integers(2, n - 1))
+    odd = str(_pick(rng, ["shape", "dtype", "samples", "float", "orientation", "compression", "planar", "signed"]))
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf, bigtiff=bool(rng.random() < 0.3)) as tw:
+        for i in range(n):
+            page, kw = np.full((8, 6), i % 65536, np.uint16), {}
+            if i == odd_page:
+                page = {
+                    "shape": np.full((6, 8), i, np.uint16),
+                    "dtype": np.full((8, 6), i % 256, np.uint8),
+                    "samples": np.full((8, 6, 3), i, np.uint16),
+                    "float": np.full((8, 6), i, np.float32),
+                    "planar": np.full((3, 8, 6), i, np.uint16),
+                    "signed": np.full((8, 6), -i, np.int16),
+                }.get(odd, page)
+                kw = {
+                    "orientation": {"extratags": [(274, 3, 1, int(_pick(rng, [3, 6, 9])), False)]},
+                    "compression": {"compression": "zlib"},
+                    "planar": {"photometric": "rgb", "planarconfig": "separate"},
+                }.get(odd, {})
+            tw.write(page, metadata=None, contiguous=False, **kw)
+    return f"tiff:odd_page:{odd}:{odd_page}_of_{n}", [("case.tif", buf.getvalue())]
+
+
 STRUCTURE_MUTATORS = {
+    "tiff_odd_page": _tiff_odd_page,
     "enhanced": _enhanced,
     "codestream": _codestream,
     "bit_layout": _bit_layout,

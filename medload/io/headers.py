@@ -8,6 +8,7 @@ Philips precise scaling from ``philips.py``. Only headers are read here
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,7 +35,7 @@ from medload.io.multiframe import (
     has_frame_grid,
 )
 from medload.io.sopclass import looks_like_dicom, non_image_kind
-from medload.io.validate import check_frame_count, check_header, present_vector
+from medload.io.validate import check_frame_count, check_header, present_vector, stated_number
 
 __all__ = [
     "FileHeader",
@@ -229,7 +230,10 @@ def _params(ds: Any) -> dict[str, Any]:
                     if not isinstance(value, (int, float, str)) and hasattr(value, "__iter__")
                     else [float(value)]
                 )
-                out[key] = vals[0] if len(vals) == 1 else vals
+                # NaN/inf: absent (meta is JSON); so are thousands of values (a damaged header, which
+                # pydicom leaves as undecoded UN bytes past 64 KB) where scanners write 1 to 3.
+                if len(vals) <= 64 and not isinstance(value, bytes) and all(math.isfinite(v) for v in vals):
+                    out[key] = vals[0] if len(vals) == 1 else vals
             except (TypeError, ValueError):
                 pass
     image_type = _image_type(ds)
@@ -547,7 +551,8 @@ def _classic_frames(
 
 def _rescale(ds: Any, header: FileHeader) -> tuple[float, float, bool]:
     """Slope, intercept, and whether the file states them (RT Dose scaling, Modality LUT, Philips precise values)."""
-    slope, intercept = float(_num(ds.get("RescaleSlope"), 1.0)), float(_num(ds.get("RescaleIntercept"), 0.0))
+    slope = stated_number(header.path, ds.get("RescaleSlope"), "RescaleSlope (0028,1053)", 1.0)
+    intercept = stated_number(header.path, ds.get("RescaleIntercept"), "RescaleIntercept (0028,1052)", 0.0)
     stated = ds.get("RescaleSlope") is not None or ds.get("RescaleIntercept") is not None
     if dose_scaling(ds) is not None:
         slope, intercept, stated = float(dose_scaling(ds) or 1.0), 0.0, True

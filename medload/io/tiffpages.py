@@ -4,8 +4,8 @@ tifffile reads a file whose pages look alike as one "uniform" series, decoding e
 the first page's layout; it tells them alike from a sample (pages 1, 7 and the last against
 the first, ``TiffFile.is_uniform``), and medload read the Orientation tag of the first page
 only. A page 37 of another type (uint8 among uint16 pages), of three samples among grey ones,
-of float samples, or with its own Orientation came back silently wrong: its bytes read with
-page 0's layout. Reading the few layout tags of every IFD with ``struct`` costs microseconds a
+of float samples, or with an Orientation of its own came back silently wrong: its bytes read
+with page 0's layout (a page that states no Orientation takes page 0's, as before). Reading the few layout tags of every IFD with ``struct`` costs microseconds a
 page and no pixel; the walk is bounded by the page count tifffile found (itself bounded by
 :data:`medload.io.tiff.MAX_TIFF_PAGES` unless the file is one stack) and stops at an IFD seen
 before.
@@ -25,7 +25,7 @@ __all__ = ["LAYOUT_TAGS", "first_page_unlike_the_first"]
 LAYOUT_TAGS: dict[int, tuple[str, tuple[int, ...]]] = {
     254: ("NewSubfileType", (0,)), 256: ("ImageWidth", ()), 257: ("ImageLength", ()),
     258: ("BitsPerSample", (1,)), 259: ("Compression", (1,)), 262: ("PhotometricInterpretation", ()),
-    274: ("Orientation", (1,)), 277: ("SamplesPerPixel", (1,)), 284: ("PlanarConfiguration", (1,)),
+    274: ("Orientation", ()), 277: ("SamplesPerPixel", (1,)), 284: ("PlanarConfiguration", (1,)),
     317: ("Predictor", (1,)), 322: ("TileWidth", ()), 323: ("TileLength", ()), 338: ("ExtraSamples", ()),
     339: ("SampleFormat", (1,)),
 }
@@ -68,6 +68,8 @@ def _layout(fh: BinaryIO, order: str, big: bool, offset: int) -> tuple[dict[int,
     for tag, kind, count, field in struct.iter_unpack(order + entry_fmt, block[: n * entry_size]):
         if tag in LAYOUT_TAGS:
             layout[tag] = _values(fh, order, kind, count, field)
+    if layout[274] and not 1 <= layout[274][0] <= 8:
+        layout[274] = (1,)  # read as the stored order (medload.io.tiff.orientation_value)
     return layout, following
 
 
@@ -103,10 +105,12 @@ def first_page_unlike_the_first(path: Path, max_pages: int) -> tuple[int, str, A
                 seen.add(offset)
                 layout, offset = _layout(fh, order, big, offset)
                 if first is None:
-                    first = layout
+                    first = {**layout, 274: layout[274] or (1,)}
                     continue
                 for tag, value in layout.items():
-                    if value != first[tag]:
+                    # A later page without an Orientation tag takes the first page's (writers
+                    # such as tifffile's extratags state it once); one that states another is refused.
+                    if value != first[tag] and not (tag == 274 and not value):
                         return index, LAYOUT_TAGS[tag][0], first[tag], value
     except (OSError, ValueError, struct.error):
         return None

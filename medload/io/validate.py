@@ -137,6 +137,32 @@ def check_frame_count(
         )
 
 
+def stated_number(path: str, value: Any, name: str, default: float) -> float:
+    """One number, or ``default`` when the element is absent or empty; a value present but not one
+    number (several values, text) is refused: read as absent, a RescaleIntercept of "-1024\\5" made
+    a CT 1024 HU off, still labelled HU. (NaN and inf pass here; :func:`check_header` refuses them.)
+
+    Examples
+    --------
+    >>> stated_number("a.dcm", "-1024", "RescaleIntercept", 0.0), stated_number("a.dcm", None, "RescaleIntercept", 0.0)
+    (-1024.0, 0.0)
+    >>> try:
+    ...     stated_number("a.dcm", ["-1024", "5"], "RescaleIntercept (0028,1052)", 0.0)
+    ... except ReadError as exc:
+    ...     print(str(exc)[:70])
+    a.dcm: RescaleIntercept (0028,1052) is ['-1024', '5']; expected one number
+    """
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ReadError(
+            f"{path}: {name} is {shown_value(value)}; expected one number (read as absent it would be {default:g}, and every "
+            "value of the image off by the difference). The header is damaged; re-export the file or remove it."
+        ) from None
+
+
 def present_vector(path: str, value: Any, n: int, name: str) -> tuple[float, ...] | None:
     """``n`` finite floats, or None when the element is absent; a present but malformed one is refused.
 
