@@ -930,10 +930,12 @@ def campaign(
     todo = list(range(start, start + cases))
     tally = sandbox.Tally(cases, 100 if progress else 0)
     by_kind: dict[str, Counter] = {}
+    outcomes: list[tuple[int, str, str, str]] = []  # every case, to compare two trees case by case
 
     def on_done(fields: tuple) -> None:
         index, kind, base, outcome, detail = fields
         by_kind.setdefault(kind, Counter())[outcome] += 1
+        outcomes.append((index, kind, base, outcome))
         bad = outcome in BAD
         tally.add(outcome, {"index": index, "kind": kind, "base": base, "outcome": outcome, "detail": detail} if bad else None)
 
@@ -950,6 +952,7 @@ def campaign(
         "counts": dict(tally.counts),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
         "findings": sorted(tally.findings, key=lambda f: f["index"]),
+        "outcomes": sorted(outcomes),
     }
 
 

@@ -272,6 +272,10 @@ def _keep(buf: Buffer, tag: int, vr: bytes | None, start: int, after: int) -> No
     expected = _VR_OF_TAG.get(tag)
     if vr_text is not None and expected is not None and vr_text not in (expected, "UN"):
         raise Giveup("VR differs from the dictionary")
+    if vr_text == "UN" and after - start > 0xFFFF and expected is not None and expected.encode() in EXPLICIT_SHORT:
+        # A value too long for its VR in explicit VR (a writer made it UN): pydicom keeps such an
+        # element as UN bytes, so pydicom reads this file (the two readers must agree).
+        raise Giveup("VR differs from the dictionary")
     binary = _BINARY.get(vr_text or expected or "")
     if binary is not None and (after - start) % struct.calcsize(binary):
         raise Giveup("value length not whole values")
