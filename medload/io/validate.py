@@ -149,7 +149,7 @@ def stated_number(path: str, value: Any, name: str, default: float) -> float:
     >>> try:
     ...     stated_number("a.dcm", ["-1024", "5"], "RescaleIntercept (0028,1052)", 0.0)
     ... except ReadError as exc:
-    ...     print(str(exc)[:70])
+    ...     print(str(exc)[:74])
     a.dcm: RescaleIntercept (0028,1052) is ['-1024', '5']; expected one number
     """
     if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
