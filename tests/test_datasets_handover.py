@@ -20,6 +20,7 @@ import medload
 
 torch = pytest.importorskip("torch")
 mt = pytest.importorskip("monai.transforms")
+tio = pytest.importorskip("torchio")
 
 from medload.datasets import SliceDataset, VolumeDataset  # noqa: E402
 from medload.datasets.handover import StaleAffineWarning  # noqa: E402
@@ -59,10 +60,25 @@ def store(tmp_path_factory):
     return path
 
 
-def assert_geometry_true(item) -> None:
-    """Every unpadded pixel holds the world point the item's affine gives it; the mask, its label there."""
+def assert_aligned(item) -> None:
+    """Each unpadded pixel's mask label is the label of the world point its image channels hold."""
+    image, mask = item["image"].numpy(), item["mask"]
+    assert mask.dtype == torch.int64
+    inside = image[3].reshape(-1) > 0.9999
+    held = image[:3].reshape(3, -1).T[inside]
+    assert (mask.numpy().reshape(-1)[inside] == label_of(held)).mean() > 0.9
+
+
+def assert_geometry_true(item, *, rim: int = 0) -> None:
+    """Every unpadded pixel (``rim`` pixels from the edge left out) holds the world point the item's
+    affine gives it; the mask, its label there."""
+    assert_aligned(item)
     image, mask, affine = item["image"].numpy(), item["mask"], item["affine"].numpy()
     assert mask.dtype == torch.int64 and np.isfinite(affine).all()
+    if rim:
+        core = np.zeros(image.shape[1:], bool)
+        core[tuple(slice(rim, n - rim) for n in image.shape[1:])] = True
+        image = np.where(core, image, 0.0)  # the rim counts as padded
     spatial = image.shape[1:]
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in spatial], indexing="ij"), axis=-1).reshape(-1, len(spatial))
     if len(spatial) == 2:
@@ -190,3 +206,47 @@ def test_torchvision_v2_moves_the_mask_without_tv_tensors_asked_for(store):
     plain = SliceDataset(store)[0]
     assert torch.equal(item["image"], torch.flip(plain["image"], dims=(-1,)))
     assert torch.equal(item["mask"], torch.flip(plain["mask"], dims=(-1,)))
+
+
+def test_monai_pos_neg_crops_reading_label_key_label_are_told_to_read_the_mask(store):
+    crop = mt.RandCropByPosNegLabeld(keys=KEYS, label_key="label", spatial_size=(4, 8, 8), num_samples=2)
+    with pytest.raises(medload.MedloadError, match="label_key='mask'"):
+        VolumeDataset(store, transform=crop)[0]
+    crop = mt.RandCropByPosNegLabeld(keys=KEYS, label_key="mask", spatial_size=(4, 8, 8), num_samples=2)
+    crop.set_random_state(seed=0)
+    for item in VolumeDataset(store, transform=crop)[0]:  # one item per sample, each with its own affine
+        assert tuple(item["image"].shape[1:]) == (4, 8, 8)
+        assert_geometry_true(item)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: tio.ToCanonical(), lambda: tio.Resample((1.5, 0.7, 0.7))], ids=["ToCanonical", "Resample"]
+)
+def test_a_bare_torchio_transform_on_volume_items_keeps_the_affine_true(store, make):
+    # TorchIO refuses a plain dict (it asks for include=); the dataset hands it a Subject with the affine.
+    assert_geometry_true(VolumeDataset(store, transform=make())[0], rim=1)  # SimpleITK extends the border
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tio.RandomFlip(axes=(0, 1, 2), flip_probability=1.0),
+        lambda: tio.RandomAffine(degrees=15, translation=2, image_interpolation="linear", default_pad_value=0),
+    ],
+    ids=["RandomFlip", "RandomAffine"],
+)
+def test_a_bare_torchio_augmentation_moves_image_and_mask_alike(store, make):
+    # TorchIO's augmentations make another patient on the same grid: the affine stays, the content moves.
+    torch.manual_seed(2)
+    item, plain = VolumeDataset(store, transform=make())[0], VolumeDataset(store)[0]
+    assert_aligned(item)
+    assert not torch.equal(item["image"], plain["image"])
+    torch.testing.assert_close(item["affine"], plain["affine"])
+
+
+def test_a_bare_torchio_flip_on_a_slice_mirrors_the_patients_left_and_right(store):
+    plain = SliceDataset(store)[4]
+    out = SliceDataset(store, transform=tio.Flip(axes=("LR",)))[4]
+    assert_aligned(out)
+    # The oblique slice's columns run closest to R: those are what a left-right flip mirrors.
+    assert torch.equal(out["image"], torch.flip(plain["image"], dims=(-1,)))

@@ -154,16 +154,17 @@ class MonaiTransform:
         self._moves_label = tuple(
             type(t).__name__
             for t in walk(transform)
-            if type(t).__module__ in _MONAI_SPATIAL and "label" in tuple(getattr(t, "keys", ()) or ())
+            if type(t).__module__ in _MONAI_SPATIAL
+            and ("label" in tuple(getattr(t, "keys", ()) or ()) or getattr(t, "label_key", None) == "label")
         )
 
     def __call__(self, item: dict[str, Any]) -> Any:
         torch = require("torch", "medload.datasets.MonaiTransform")
         if self._moves_label and getattr(item.get("label"), "ndim", None) == 0:
             raise ConfigError(
-                f"{self._moves_label[0]} moves keys including 'label', but in a medload item 'label' is the class "
-                "number (a scalar) and the segmentation is 'mask'; pass keys=['image', 'mask'] (MONAI's tutorials "
-                "name the segmentation 'label')."
+                f"{self._moves_label[0]} moves or reads the key 'label', but in a medload item 'label' is the class "
+                "number (a scalar) and the segmentation is 'mask'; pass keys=['image', 'mask'] (and label_key='mask'; "
+                "MONAI's tutorials name the segmentation 'label')."
             )
         data = dict(item)
         frame = _slice_pixels(item) if _is_slice(item) else _world(item)
@@ -214,7 +215,8 @@ class TorchIOTransform:
     ``RandomMotion`` (it would turn a sagittal slice out of its plane), so those run in the
     slice's pixel frame, their result carried back into the world affine. The slice comes back
     ``(C, H', W')`` with the slice axis last again; a transform that makes it more than one
-    voxel thick (``Resample`` across the slices) is refused, with the way out.
+    voxel thick (``Resample`` across the slices) is refused, with the way out. A TorchIO
+    transform passed to a dataset as ``transform=`` is wrapped in it for you.
 
     Parameters
     ----------

@@ -8,7 +8,10 @@ answer, with no error. So:
 * a MONAI transform passed as ``transform=`` (what a user copying a MONAI tutorial writes) is run
   through :class:`~medload.datasets.MonaiTransform` (:func:`item_transform`): MONAI gets
   ``MetaTensor`` s carrying the item's affine, so its spatial transforms update it, and the item
-  comes back with ``affine`` and ``spacing`` of the new grid and an int64 mask;
+  comes back with ``affine`` and ``spacing`` of the new grid and an int64 mask; a TorchIO
+  transform likewise through :class:`~medload.datasets.TorchIOTransform` (TorchIO refuses a
+  plain dictionary without ``include=``, and given one, takes the mask for an intensity image
+  on a 1 mm identity grid);
 * a torchvision v2 transform gets ``image`` and ``mask`` as ``tv_tensors.Image`` and ``Mask``
   (as with ``tv_tensors=True``): given plain tensors, v2 moves only the first (the image) and
   leaves the mask where it was;
@@ -43,25 +46,30 @@ class StaleAffineWarning(UserWarning):
     """A transform moved an item's pixels but left its ``affine`` as it was; the dataset set it to NaN."""
 
 
-def _is_monai(transform: Any) -> bool:
-    return type(transform).__module__.startswith("monai.")
-
-
 def item_transform(transform: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
-    """``transform`` as a dataset runs it: a MONAI transform wrapped in :class:`~medload.datasets.MonaiTransform`.
+    """``transform`` as a dataset runs it: a MONAI transform wrapped in :class:`~medload.datasets.MonaiTransform`,
+    a TorchIO one in :class:`~medload.datasets.TorchIOTransform`.
 
     Examples
     --------
     >>> from monai.transforms import RandFlipd
+    >>> import torchio as tio
     >>> item_transform(RandFlipd(keys=["image", "mask"], prob=0.5)).__class__.__name__
     'MonaiTransform'
+    >>> item_transform(tio.RandomFlip()).__class__.__name__
+    'TorchIOTransform'
     >>> item_transform(None) is None
     True
     """
-    if transform is not None and _is_monai(transform):
+    module = type(transform).__module__
+    if module.startswith("monai."):
         from medload.datasets.adapters import MonaiTransform
 
-        return MonaiTransform(transform)
+        return MonaiTransform(transform)  # type: ignore[arg-type]
+    if module.startswith("torchio."):
+        from medload.datasets.adapters import TorchIOTransform
+
+        return TorchIOTransform(transform)  # type: ignore[arg-type]
     return transform
 
 
@@ -146,7 +154,7 @@ def checked_geometry(before: dict[str, Any], out: Any, *, unreported: bool, tran
     torch = require("torch", "medload datasets")
     warnings.warn(
         f"{why}, but the item's 'affine' was left as it was; it is NaN now (unknown, not stale). Pass a MONAI "
-        "transform to the dataset itself (or wrap it in medload.datasets.MonaiTransform), or use TorchIOTransform, "
+        "transform to the dataset itself (or wrap it in medload.datasets.MonaiTransform), or a TorchIO one, "
         "which carry the affine along.",
         StaleAffineWarning,
         stacklevel=2,
