@@ -459,14 +459,18 @@ def test_a_bug_on_one_series_is_reported_as_internal_with_its_traceback_and_exit
     import medload.io
 
     src = _export(tmp_path / "src", 2, slices=3, size=16)
-    original = medload.io.load
 
-    def buggy_load(series, **kwargs):
-        if series.modality == "MR":
-            return original(series, **kwargs)
-        raise KeyError("a bug in medload")
+    def buggy(original):
+        def buggy_load(series, *args, **kwargs):
+            if series.modality == "MR":
+                return original(series, *args, **kwargs)
+            raise KeyError("a bug in medload")
 
-    monkeypatch.setattr(medload.io, "load", buggy_load)
+        return buggy_load
+
+    # the CT's window preset reads it with load_stored (looked up from its codes), the MR with load
+    monkeypatch.setattr(medload.io, "load", buggy(medload.io.load))
+    monkeypatch.setattr(medload.io, "load_stored", buggy(medload.io.load_stored))
     report = medload.convert(src, tmp_path / "out", workers=0, progress=False)
     (failed,) = report.failed
     assert failed["internal"] is True and failed["stage"] == "read" and failed["error"] == "KeyError"

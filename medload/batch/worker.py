@@ -12,14 +12,15 @@ import json
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from medload.batch.fused import run_for_store
+from medload.batch.fused import StoredTables, run_for_store
 from medload.batch.pipelines import pipeline_for
 from medload.deid import PhiKey, SourceNames, deidentified_meta, file_key, hidden_texts, named_files, scrub
 from medload.errors import MedloadError
+from medload.io.stored import LookedUp
 from medload.volume import Volume
 
 __all__ = ["Task", "Job", "Worker"]
@@ -130,8 +131,8 @@ class Worker:
             self.pipes[name] = Pipeline.from_config(config)
         return self.pipes[name]
 
-    def _read(self, task: Task, names: SourceNames) -> Volume:
-        from medload.io import load
+    def _read(self, task: Task, names: SourceNames) -> Volume | LookedUp:
+        from medload.io import load, load_stored
 
         series = task.series
         kind = getattr(series, "kind", "")
@@ -141,18 +142,36 @@ class Worker:
             modality = self.job.modality
         else:
             modality = None  # DICOM says its own
-        volume = load(
-            series,
-            keep_phi=self.job.keep_phi,
-            on_gap=self.job.on_gap,
-            allow_burned_in=self.job.allow_burned_in,
-            modality=modality,
-        )
+        options: dict[str, Any] = {
+            "keep_phi": self.job.keep_phi,
+            "on_gap": self.job.on_gap,
+            "allow_burned_in": self.job.allow_burned_in,
+        }
+        scanned = str(series.modality or "unknown")
+        tables = self._tables(scanned) if kind == "dicom" and not task.mask else None
+        volume: Volume | LookedUp
+        if tables is not None:
+            # Its pipeline ends in a window into uint8: looked up from the stored codes as read (fused.py).
+            volume = load_stored(series, tables, **options)
+            if isinstance(volume, LookedUp) and self._pipeline(volume.volume.modality) is not self._pipeline(scanned):
+                volume = load(series, **options)  # the headers say another modality than scan found
+        else:
+            volume = load(series, modality=modality, **options)
         meta = deidentified_meta(volume.meta, self.job.roots, self.job.keep_phi, self.job.keep_descriptions, names=names)
         meta.setdefault("source_hash", series.source_hash)
         if task.class_name is not None:
             meta["class_name"] = task.class_name
+        if isinstance(volume, LookedUp):
+            looked = volume.volume
+            return replace(volume, volume=Volume(looked.array, looked.affine, modality=looked.modality, meta=meta))
         return Volume(volume.array, volume.affine, modality=volume.modality, meta=meta, history=volume.history)
+
+    def _tables(self, modality: str) -> StoredTables | None:
+        """The stored tables of ``modality``'s pipeline into this job's store, where it runs on stored codes (fused.py)."""
+        from medload.store import check_dtype
+
+        options = self.job.store_options
+        return StoredTables.of(self._pipeline(modality), check_dtype(options.get("dtype")), options.get("value_range"))
 
     def __call__(self, task: Task) -> dict[str, Any]:
         started = time.perf_counter()
@@ -161,10 +180,12 @@ class Worker:
         names = self.job.names(task)
         try:
             volume = self._read(task, names)
-            entry["problems"] = [p.to_json() for p in volume.problems]
+            entry["problems"] = [p.to_json() for p in _problems(volume)]
             mask = None
             if task.mask:
                 from medload.io.masks import load_mask  # nibabel: imported where a mask is read
+
+                assert isinstance(volume, Volume)  # never looked up where a mask comes (_read)
 
                 stage = "mask"
                 mask, unused = load_mask(task.mask, volume, by_grid=task.mask_by_grid)
@@ -179,7 +200,7 @@ class Worker:
             stage = "write"
             store = self._store()
             stage = "preprocess"
-            pipe = self._pipeline(volume.modality)
+            pipe = self._pipeline(_modality(volume))
             # A final CT window into a uint8 store runs as one lookup-table pass (same bytes).
             out, mask, encoded = run_for_store(pipe, volume, mask, store)
             stage = "write"
@@ -218,3 +239,11 @@ class Worker:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+def _problems(volume: Volume | LookedUp) -> tuple[Any, ...]:
+    return (volume.volume if isinstance(volume, LookedUp) else volume).problems
+
+
+def _modality(volume: Volume | LookedUp) -> str:
+    return (volume.volume if isinstance(volume, LookedUp) else volume).modality

@@ -8,6 +8,7 @@ DICOM is read here (``headers``, ``sorting``, ``codecs``, ``dicom``, ``scan``); 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from medload.errors import ReadError
 from medload.deid import PhiKey
@@ -16,6 +17,7 @@ from medload.io.images import is_image, load_image, scan_image
 from medload.io.nifti import is_nifti, load_nifti, scan_nifti
 from medload.io.scan import FileProblem, ScanResult, scan
 from medload.io.series import Series
+from medload.io.stored import LookedUp, TableFor
 from medload.io.validate import check_grid
 from medload.volume import Volume
 
@@ -96,6 +98,36 @@ def load(
             "Use medload.scan(path) and load the Series you want."
         )
     return load(found[0], modality=modality, keep_phi=keep_phi, on_gap=on_gap, allow_burned_in=allow_burned_in)
+
+
+def load_stored(
+    series: Series, table_for: TableFor, *, keep_phi: bool = False, on_gap: str = "error", allow_burned_in: bool = False
+) -> LookedUp | Volume:
+    """:func:`load` of a DICOM ``series`` looked up in ``table_for``'s table from its stored values, where it can be.
+
+    A converter that turns rescaled values straight into stored bytes (``medload.batch.fused``)
+    asks for this: a grey-scale uncompressed series whose slices rescale to integers comes back
+    as a :class:`~medload.io.stored.LookedUp` (every slice looked up as it is read, no rescaled
+    volume made; see :mod:`medload.io.stored` for ``table_for``); anything else as :func:`load`
+    gives it. Same checks and errors as :func:`load`.
+
+    Examples
+    --------
+    >>> import os, pydicom, numpy as np
+    >>> path = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> above_zero = (np.arange(1 << 16, dtype=np.uint16).view(np.int16) > 0).astype(np.uint8)
+    >>> looked = load_stored(scan(path)[0], lambda shell, value_range: above_zero)
+    >>> looked.volume.array.dtype, bool(looked.volume.array.any()), looked.rescaled_dtype
+    (dtype('uint8'), True, dtype('int16'))
+    """
+    options: dict[str, Any] = {"keep_phi": keep_phi, "on_gap": on_gap, "allow_burned_in": allow_burned_in}
+    if series.kind != "dicom":
+        return load(series, **options)
+    from medload.io.dicom import load_dicom_stored
+
+    loaded = load_dicom_stored(series, table_for, **options)
+    check_grid(_what(series), loaded.volume.affine if isinstance(loaded, LookedUp) else loaded.affine)
+    return loaded
 
 
 def _read(series: Series, *, modality: str | None, keep_phi: bool, on_gap: str, allow_burned_in: bool) -> Volume:

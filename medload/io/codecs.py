@@ -134,6 +134,7 @@ def read_native(
     signed: bool,
     location: tuple[int, int] | None = None,
     frames: bool = False,
+    into: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Stored values of a single-frame, single-sample, uncompressed little-endian image, or None.
 
@@ -150,6 +151,10 @@ def read_native(
     ``frames=True`` reads a multi-frame object's every frame, ``(frames, rows, columns)``: as
     many whole frames as PixelData holds (pydicom's ``pixel_array`` of the same file, without
     parsing its header again: for an enhanced MR file, its thousands of per-frame elements).
+
+    ``into``, a uint8 buffer of at least the image's bytes (one frame), is read into and
+    returned viewed as the image: a reader that looks each slice up at once reuses one buffer
+    (fresh pages for every slice cost more than reading it, ``medload/io/stored.py``).
 
     Examples
     --------
@@ -179,7 +184,12 @@ def read_native(
             if length not in (count * itemsize, count * itemsize + 1):  # +1: padding to even length
                 return None  # more (or less) data than one image: let pydicom decide
             fh.seek(offset)
-            array = np.fromfile(fh, dtype=dtype, count=count)
+            if into is not None and not frames and into.nbytes >= count * itemsize:
+                array = into[: count * itemsize].view(dtype)
+                if fh.readinto(array.data) != count * itemsize:
+                    return None
+            else:
+                array = np.fromfile(fh, dtype=dtype, count=count)
     except OSError:
         return None  # unreadable (gone, no permission): the pydicom path says so, naming the file
     if array.size != count:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,17 +28,19 @@ from medload.errors import (
 from medload.geometry import default_plane_affine, dicom_affine, slice_normal
 from medload.io.codecs import add_intercept, decode, read_native
 from medload.io.duplicates import drop_identical
+from medload.io.dicomvolume import dicom_meta, frames_axis
 from medload.io.frame import Frame
-from medload.io.headers import FileHeader, burned_in_annotation, diffusion_facts, read_header, unchanged
+from medload.io.headers import FileHeader, burned_in_annotation, read_header, unchanged
 from medload.limits import check_volume_size
 from medload.io.mosaic import cut_tile
 from medload.io.series import Series
 from medload.io.sorting import SPACING_KINDS, Layout, arrange
+from medload.io.stored import LookedUp, TableFor, fits, look_up, stored_range
 from medload.io.validate import check_rescale_stated
 from medload.problems import Problem, ProblemKind
 from medload.volume import Volume
 
-__all__ = ["load_dicom", "ON_GAP"]
+__all__ = ["load_dicom", "load_dicom_stored", "ON_GAP"]
 
 #: What ``on_gap`` may be: refuse a series with missing or unevenly spaced slices, or
 #: interpolate it linearly onto an even grid (step = span / round(span / median step)).
@@ -89,13 +92,6 @@ def _frames_of(series: Series) -> tuple[list[Frame], list[FileHeader]]:
     return frames, heads
 
 
-def _stored_range(bits_stored: int, signed: bool) -> tuple[int, int]:
-    """Smallest and largest value BitsStored bits can hold (two's complement if signed)."""
-    if signed:
-        return -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1
-    return 0, 2**bits_stored - 1
-
-
 def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
     """Smallest dtype holding every rescaled value the headers allow (float32 if non-integer)."""
     if any(hh.modality_lut for hh in heads):
@@ -104,7 +100,7 @@ def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
     intercepts = np.array([f.intercept for f in frames])
     if not (np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))):
         return np.dtype(np.float32)
-    lo, hi = _stored_range(max(hh.bits_stored for hh in heads), heads[0].signed)
+    lo, hi = stored_range(max(hh.bits_stored for hh in heads), heads[0].signed)
     ends = np.concatenate([slopes * lo + intercepts, slopes * hi + intercepts])
     vmin, vmax = float(ends.min()), float(ends.max())
     for dt in (np.uint8, np.int16, np.uint16):
@@ -123,11 +119,6 @@ def _output_dtype(heads: list[FileHeader], frames: list[Frame]) -> np.dtype:
     # but real data rarely uses them: start at 16 bits and widen if a slice needs it
     # (_widen), so memory stays at 2 bytes a voxel for the common CT case.
     return np.dtype(np.int16) if vmin < 0 else np.dtype(np.uint16)
-
-
-def _fits(dtype: np.dtype, a: float, b: float) -> bool:
-    info = np.iinfo(dtype)
-    return info.min <= min(a, b) and max(a, b) <= info.max and float(a).is_integer() and float(b).is_integer()
 
 
 def _widen(out: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -168,7 +159,7 @@ def _decode_files(
     bits = max(hh.bits_stored for hh in heads)
     tiles_of = {hh.path: hh.mosaic_tiles for hh in heads}
     head_of = {hh.path: hh for hh in heads}
-    stored_lo, stored_hi = _stored_range(bits, h.signed)
+    stored_lo, stored_hi = stored_range(bits, h.signed)
     for path in sorted(where):
         pixels = _read_native(head_of[path], where[path])
         if pixels is None:
@@ -191,7 +182,7 @@ def _decode_files(
                 continue
             rescaled = (stored_lo * f.slope + f.intercept, stored_hi * f.slope + f.intercept)
             stored = image.dtype.kind in "iu" and image.dtype.itemsize <= out.dtype.itemsize  # not a palette's uint16
-            if stored and _fits(out.dtype, *rescaled) and _fits(np.dtype(np.int32), *rescaled):
+            if stored and fits(out.dtype, *rescaled) and fits(np.dtype(np.int32), *rescaled):
                 # The stored range after rescale fits the output and int32: compute in int32 into
                 # the output slice, no temporary. Not when only an output widened to int64 by an
                 # earlier slice fits: int32 products would wrap, silently (slope 70000, 16 bits).
@@ -222,8 +213,8 @@ def _decode_files(
 _NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 
 
-def _read_native(h: FileHeader, placed: list[tuple[int, int, Frame]]) -> np.ndarray | None:
-    """Uncompressed grey-scale pixels (every frame of a multi-frame file) read straight from the file."""
+def _read_native(h: FileHeader, placed: list[tuple[int, int, Frame]], into: np.ndarray | None = None) -> np.ndarray | None:
+    """Uncompressed grey-scale pixels (every frame of a multi-frame file) read straight from the file (``into``: see read_native)."""
     if h.transfer_syntax not in _NATIVE or h.samples != 1 or h.photometric == "PALETTE COLOR" or h.modality_lut:
         return None
     multi = any(f.frame >= 0 for _, _, f in placed)
@@ -237,6 +228,7 @@ def _read_native(h: FileHeader, placed: list[tuple[int, int, Frame]]) -> np.ndar
         # where scan's walk found PixelData (the header is reused only for an unchanged file)
         location=(h.pixel_offset, h.pixel_bytes) if h.pixel_offset is not None and h.pixel_bytes is not None else None,
         frames=multi,
+        into=into,
     )
     # A frame beyond the pixels read (PixelData shorter than NumberOfFrames): pydicom says why.
     return None if pixels is None or (multi and max(f.frame for _, _, f in placed) >= len(pixels)) else pixels
@@ -277,7 +269,7 @@ def _read_pydicom(path: str, label: str) -> np.ndarray:
 def _invert(image: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     # MONOCHROME1: the minimum stored value is white. Mirror within the stored range so that
     # higher values are brighter, as for every other grey-scale image.
-    lo, hi = _stored_range(bits, signed)
+    lo, hi = stored_range(bits, signed)
     return (lo + hi) - image.astype(np.int64)
 
 
@@ -330,62 +322,145 @@ def load_dicom(
     >>> vol.shape, vol.meta["intensity"]
     ((1, 128, 128), 'HU')
     """
-    _refuse_unloadable(series, on_gap)
-    frames, heads = _frames_of(series)
-    h = heads[0]
-    risk = _refuse_burned_in(series, heads, modality, allow_burned_in)
-    # Messages of exceptions name the folder in full (they go to the user); meta["problems"]
-    # go to stores and reports, so there files are named relative to the series' folder and
-    # the description is left out (folder names and descriptions can hold patient names).
-    folder = os.path.commonpath([os.path.dirname(hh.path) for hh in heads]) if heads else ""
-    label = f"series {series.series_key} ({len(heads)} files in {folder})"
-    check_rescale_stated(frames, label)
-    frames, layout, problems = _checked_layout(frames, label, on_gap)
-    if h.samples not in (1, 3):
-        raise UnsupportedError(f"{h.path}: {h.samples} samples per pixel; medload reads grey-scale and RGB images.")
-    monochrome1 = h.photometric == "MONOCHROME1"
-    dtype = _output_dtype(heads, frames)
-    n_z, n_t = layout.shape_zt
-    check_volume_size(label, (n_t, n_z, h.rows, h.columns, h.samples), dtype.itemsize)
-    array = _decode_files(frames, layout, heads, dtype, label, monochrome1)
-    if monochrome1:
-        problems.append(
-            Problem(
-                ProblemKind.MONOCHROME1_MIRRORED,
-                "MONOCHROME1 image inverted within its stored range so that higher values are brighter.",
-            )
-        )
-    array, affine = _place(array, layout, h, on_gap, problems)
-    array, meta_extra = _frames_axis(array, h, frames, layout, label, problems)
-    modality_out = modality or h.modality or "unknown"
-    meta = _dicom_meta(
-        series,
-        heads,
-        frames,
-        layout,
-        modality_out,
-        meta_extra,
-        [p.with_message(lambda m: _relative_to(m, folder, label, f"series {series.series_key}")) for p in problems],
+    read = _Headers.of(series, modality, on_gap, allow_burned_in)
+    array = _decode_files(read.frames, read.layout, read.heads, read.dtype, read.label, read.monochrome1)
+    return read.volume(array, keep_phi)
+
+
+def load_dicom_stored(
+    series: Series,
+    table_for: TableFor,
+    *,
+    modality: str | None = None,
+    keep_phi: bool = False,
+    on_gap: str = "error",
+    allow_burned_in: bool = False,
+) -> LookedUp | Volume:
+    """:func:`load_dicom`'s volume looked up in ``table_for``'s table from its stored values, where it can be.
+
+    A grey-scale, uncompressed series of one frame per position whose every slice rescales
+    to integers (CT in HU) is read file by file and each slice looked up at once through its
+    own RescaleSlope/Intercept (:func:`medload.io.stored.look_up`): a
+    :class:`~medload.io.stored.LookedUp` with the affine and meta :func:`load_dicom` gives, and
+    no rescaled volume made. Anything else (compressed, colour, MONOCHROME1, a modality LUT,
+    float rescale, time frames, interpolated gaps, no table) is :func:`load_dicom`'s Volume.
+    Other parameters and errors as :func:`load_dicom`.
+
+    Examples
+    --------
+    >>> import os, pydicom
+    >>> from medload.io.scan import scan
+    >>> path = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    >>> identity = np.arange(1 << 16, dtype=np.uint16).view(np.int16)   # each int16 value itself
+    >>> looked = load_dicom_stored(scan(path)[0], lambda shell, value_range: identity)
+    >>> np.array_equal(looked.volume.array, load_dicom(scan(path)[0]).array), looked.value_range
+    (True, (-896, 1167))
+    """
+    read = _Headers.of(series, modality, on_gap, allow_burned_in)
+    h, (n_z, n_t) = read.heads[0], read.layout.shape_zt
+    storable = (
+        n_t == 1
+        and h.samples == 1
+        and not read.monochrome1
+        and read.dtype.kind in "iu"
+        and read.dtype.itemsize <= 2
+        and all(hh.transfer_syntax in _NATIVE and not hh.mosaic_tiles for hh in read.heads)
+        and not (on_gap == "interpolate" and (read.layout.gaps or read.layout.uneven))
     )
-    if risk:
-        meta["pixel_text"] = risk
-        if risk == "possible":
-            meta["problems"].append(
+    if storable:
+        # The Volume of no pixels checks the grid and makes the meta exactly as load_dicom does.
+        shell = read.volume(np.empty((1, n_z, 0, 0), read.dtype), keep_phi)
+        probe = Volume(np.zeros((1, 1, 1), read.dtype), shell.affine, modality=shell.modality, meta=shell.meta)
+        found = look_up(read.frames, read.layout, read.heads, read.dtype, _read_native, lambda got: table_for(probe, got))
+        if found is not None:
+            array, table, value_range = found
+            volume = Volume(array, shell.affine, modality=shell.modality, meta=shell.meta)
+            return LookedUp(volume, table, value_range, read.dtype)
+    return read.volume(_decode_files(read.frames, read.layout, read.heads, read.dtype, read.label, read.monochrome1), keep_phi)
+
+
+@dataclass
+class _Headers:
+    """What a series' headers say of its volume before a pixel is read: frames in place, type, checks done."""
+
+    series: Series
+    modality: str | None
+    on_gap: str
+    frames: list[Frame]
+    heads: list[FileHeader]
+    layout: Layout
+    problems: list[Problem]
+    dtype: np.dtype
+    risk: str
+    folder: str
+    label: str
+
+    @property
+    def monochrome1(self) -> bool:
+        return self.heads[0].photometric == "MONOCHROME1"
+
+    @classmethod
+    def of(cls, series: Series, modality: str | None, on_gap: str, allow_burned_in: bool) -> _Headers:
+        _refuse_unloadable(series, on_gap)
+        frames, heads = _frames_of(series)
+        h = heads[0]
+        risk = _refuse_burned_in(series, heads, modality, allow_burned_in)
+        # Messages of exceptions name the folder in full (they go to the user); meta["problems"]
+        # go to stores and reports, so there files are named relative to the series' folder and
+        # the description is left out (folder names and descriptions can hold patient names).
+        folder = os.path.commonpath([os.path.dirname(hh.path) for hh in heads]) if heads else ""
+        label = f"series {series.series_key} ({len(heads)} files in {folder})"
+        check_rescale_stated(frames, label)
+        frames, layout, problems = _checked_layout(frames, label, on_gap)
+        if h.samples not in (1, 3):
+            raise UnsupportedError(f"{h.path}: {h.samples} samples per pixel; medload reads grey-scale and RGB images.")
+        dtype = _output_dtype(heads, frames)
+        n_z, n_t = layout.shape_zt
+        check_volume_size(label, (n_t, n_z, h.rows, h.columns, h.samples), dtype.itemsize)
+        return cls(series, modality, on_gap, frames, heads, layout, problems, dtype, risk, folder, label)
+
+    def volume(self, array: np.ndarray, keep_phi: bool) -> Volume:
+        """The Volume of the decoded ``(T, Z, Y, X[, samples])`` ``array``: placed, its axes named, its meta."""
+        h, series, label, problems = self.heads[0], self.series, self.label, list(self.problems)
+        if self.monochrome1:
+            problems.append(
                 Problem(
-                    ProblemKind.PIXEL_TEXT_POSSIBLE,
-                    f"{modality_out} image without BurnedInAnnotation NO: its pixels may hold text (names, dates) "
-                    "that medload does not remove; check them before sharing (docs/deidentification.md).",
+                    ProblemKind.MONOCHROME1_MIRRORED,
+                    "MONOCHROME1 image inverted within its stored range so that higher values are brighter.",
                 )
             )
-    if keep_phi:
-        meta["phi"] = _phi(h.path)
-    try:
-        return Volume(array, affine, modality=modality_out, meta=meta)
-    except MedloadError as exc:  # e.g. a singular affine: say which files made it
-        raise GeometryError(
-            f"{label} (first file {h.path}): {exc} The headers' ImageOrientationPatient, "
-            "PixelSpacing and slice positions do not make a valid grid; fix or re-export them."
-        ) from exc
+        array, affine = _place(array, self.layout, h, self.on_gap, problems)
+        array, meta_extra = frames_axis(array, h, self.frames, self.layout, label, problems)
+        modality_out = self.modality or h.modality or "unknown"
+        short = f"series {series.series_key}"
+        meta = dicom_meta(
+            series,
+            self.heads,
+            self.frames,
+            self.layout,
+            modality_out,
+            meta_extra,
+            [p.with_message(lambda m: _relative_to(m, self.folder, label, short)) for p in problems],
+        )
+        if self.risk:
+            meta["pixel_text"] = self.risk
+            if self.risk == "possible":
+                meta["problems"].append(
+                    Problem(
+                        ProblemKind.PIXEL_TEXT_POSSIBLE,
+                        f"{modality_out} image without BurnedInAnnotation NO: its pixels may hold text (names, dates) "
+                        "that medload does not remove; check them before sharing (docs/deidentification.md).",
+                    )
+                )
+        if keep_phi:
+            meta["phi"] = _phi(h.path)
+        try:
+            return Volume(array, affine, modality=modality_out, meta=meta)
+        except MedloadError as exc:  # e.g. a singular affine: say which files made it
+            raise GeometryError(
+                f"{label} (first file {h.path}): {exc} The headers' ImageOrientationPatient, "
+                "PixelSpacing and slice positions do not make a valid grid; fix or re-export them."
+            ) from exc
 
 
 def _refuse_unloadable(series: Series, on_gap: str) -> None:
@@ -443,7 +518,7 @@ def _place(
     n_z = array.shape[1]
     positions = layout.positions
     if layout.orientation is None:  # no world geometry: DICOM's default plane, as dcm2niix assumes
-        shape = array.shape[1:4]  # (Z, rows, columns); colour samples, where any, come last
+        shape = (array.shape[1], h.rows, h.columns)  # (Z, rows, columns), of the array or of its shell
         return array, default_plane_affine(shape, layout.pixel_spacing or (1.0, 1.0), h.slice_thickness or 1.0)
     if (layout.gaps or layout.uneven) and on_gap == "interpolate":
         targets, lower, weight = _interpolate_grid(layout)
@@ -463,129 +538,6 @@ def _place(
     else:
         step = slice_normal(layout.orientation) * float(h.slice_thickness or 1.0)
     return array, dicom_affine(layout.orientation, positions[0], layout.pixel_spacing or (1.0, 1.0), tuple(step))
-
-
-def _frames_axis(
-    array: np.ndarray, h: FileHeader, frames: list[Frame], layout: Layout, label: str, problems: list[Problem]
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The leading axis made time, colour channels, or none; with the diffusion table."""
-    meta_extra: dict[str, Any] = {}
-    if array.shape[0] > 1 and all(np.array_equal(array[0], array[t]) for t in range(1, array.shape[0])):
-        if h.samples > 1:
-            # A colour Volume has no frames axis (scan reports (3, Z, Y, X) for it): keep one.
-            problems.append(
-                Problem(
-                    ProblemKind.IDENTICAL_FRAMES_DROPPED,
-                    f"{array.shape[0] - 1} identical copies of every slice were dropped (same pixels at the same position).",
-                )
-            )
-            array = array[:1]
-        else:
-            # Kept, as dcm2niix keeps them, so that load gives the shape scan reported (scan
-            # reads no pixels and cannot know); said so, for whoever wants one: vol.array[0].
-            problems.append(
-                Problem(
-                    ProblemKind.IDENTICAL_FRAMES_KEPT,
-                    f"the {array.shape[0]} frames at every slice position are identical pixel for pixel "
-                    "(copies of one acquisition with new UIDs); all kept as frames, as dcm2niix does.",
-                )
-            )
-    diffusion = _diffusion_table([frames[row[0]] for row in layout.grid])
-    if diffusion:
-        meta_extra["diffusion"] = diffusion
-        derived = [t for t, (b, g) in enumerate(zip(diffusion["bvals"], diffusion["gradients_lps"])) if b > 0 and not any(g)]
-        if derived:
-            problems.append(
-                Problem(
-                    ProblemKind.DIFFUSION_DERIVED_FRAMES,
-                    f"frame(s) {derived} are diffusion-weighted (b > 0) without a gradient direction: derived "
-                    "isotropic/trace (or ADC) images, kept as frames; dcm2niix leaves them out of the DWI "
-                    "volume. Drop them before fitting a tensor.",
-                )
-            )
-    if h.samples > 1:
-        if array.shape[0] > 1:
-            # The leading axis holds the colour channels: a colour time series has no place
-            # in a Volume, and keeping only the first time point would be a silently wrong volume.
-            raise UnsupportedError(
-                f"{label}: {array.shape[0]} different colour images at each slice position (time "
-                "points or acquisitions); medload reads one colour image per position. Load the "
-                "files of one time point (or acquisition) on their own."
-            )
-        array = np.moveaxis(array[0], -1, 0)  # (Z, Y, X, 3) -> (3, Z, Y, X)
-        meta_extra["channels"] = ["R", "G", "B"]
-    elif array.shape[0] > 1:
-        meta_extra["frames_axis"] = "time"
-    else:
-        array = array[0]
-    return np.ascontiguousarray(array), meta_extra
-
-
-def _dicom_meta(
-    series: Series,
-    heads: list[FileHeader],
-    frames: list[Frame],
-    layout: Layout,
-    modality_out: str,
-    meta_extra: dict[str, Any],
-    problems: list[Problem],
-) -> dict[str, Any]:
-    """The Volume's meta: the series' keys, what a voxel means, the header parameters, the problems."""
-    h = heads[0]
-    slopes = {(f.slope, f.intercept) for f in frames}
-    rescaled = slopes != {(1.0, 0.0)}
-    meta: dict[str, Any] = {
-        **series.volume_meta(),
-        "intensity": _intensity(h, modality_out, rescaled),
-        "modality_tag": h.modality,
-        "n_files": len(heads),
-        "transfer_syntax": h.transfer_syntax,
-        **h.params,
-        **meta_extra,
-        "problems": problems,
-    }
-    if h.photometric == "MONOCHROME1":
-        # A fact, not a sentence: RadiographWindow reads this flag (a message can be reworded,
-        # or have a description hidden inside it by de-identification).
-        meta["monochrome1_mirrored"] = True
-        # The stored range in output units, so a header window (given for the un-mirrored
-        # values) can be mirrored the same way: center' = lo + hi - center.
-        signed_lo, signed_hi = _stored_range(max(hh.bits_stored for hh in heads), h.signed)  # as _invert mirrored
-        slope, intercept = frames[0].slope, frames[0].intercept
-        meta["stored_range"] = sorted([signed_lo * slope + intercept, signed_hi * slope + intercept])
-    meta.update(diffusion_facts(heads))
-    if h.mosaic_tiles:
-        meta["mosaic_tiles"] = h.mosaic_tiles
-    if layout.tilt_deg:
-        meta["gantry_tilt_deg"] = round(layout.tilt_deg, 3)
-    return meta
-
-
-def _intensity(h: FileHeader, modality: str, rescaled: bool) -> str:
-    """What a voxel value means, in words (the store's ``intensity`` attribute)."""
-    if h.intensity:  # the object says: RT Dose, Modality LUT
-        return h.intensity
-    if modality == "CT" and (rescaled or h.signed):
-        return "HU"
-    if h.params.get("philips_precise_scaling"):
-        return "scanner units (Philips precise values: stored / private ScaleSlope, as dcm2niix)"
-    return "scanner units"
-
-
-def _diffusion_table(first_of_each_frame: list[Frame]) -> dict[str, Any] | None:
-    """b-values and LPS gradient directions per frame, in the volume's frame order (or None).
-
-    Every position holds the same encodings in the same order (``sorting`` checked), so the
-    frames at the first position say it for all.
-    """
-    encodings = [f.diffusion for f in first_of_each_frame]
-    if all(e is None or e[0] <= 0 for e in encodings):
-        return None  # no diffusion weighting (some scanners write b=0 on every image)
-    table = [e if e is not None else (0.0, 0.0, 0.0, 0.0) for e in encodings]
-    return {
-        "bvals": [round(float(e[0]), 4) for e in table],
-        "gradients_lps": [[round(float(v), 6) for v in e[1:]] for e in table],
-    }
 
 
 def _interp(array: np.ndarray, lower: np.ndarray, weight: np.ndarray) -> np.ndarray:
