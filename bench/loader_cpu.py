@@ -15,6 +15,10 @@ memory, shuffled) into the rows of one batch, the floor under the compact row wh
 ``--verify-slices``: the store opened with ``medload.open(path, verify_slices=True)`` (every
 slice read checked against its CRC-32; trees without slice checksums do not have the option).
 ``--loaders-only``: the two ds.loader rows alone (the other rows printed as 0).
+``--layers N``: instead, where a compact batch goes, each layer in this process, best of N rounds
+taken in turns: the 0-worker ``ds.loader(64, compact=True)`` epoch, its ``SliceBatches`` indexed
+with the same batches of indices, ``StoreReader.read_batch`` of them into one reused array, and
+LZ4 decoding alone.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slices", type=int, default=2048)
     parser.add_argument("--verify-slices", action="store_true", help="check every slice read against its checksum")
     parser.add_argument("--loaders-only", action="store_true", help="time the two ds.loader rows only")
+    parser.add_argument("--layers", type=int, default=0, help="time the compact loader's layers, best of this many rounds")
     args = parser.parse_args(argv)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -72,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         ds = SliceDataset(medload.open(store, verify_slices=True), with_mask=False)
     else:
         ds = SliceDataset(store, with_mask=False)
+    if args.layers:
+        layers(ds, store, args.layers)
+        return
     rows = []
     for compact in (True, False):
         loader = ds.loader(64, shuffle=True, compact=compact, generator=torch.Generator().manual_seed(0))
@@ -127,6 +135,37 @@ def main(argv: list[str] | None = None) -> None:
 
     rows.append(best_ms(collate, len(per_item)))
     report(rows + [lz4_alone], args.verify_slices)
+
+
+def layers(ds, store: Path, rounds: int) -> None:
+    """Print CPU ms per batch of 64 of each layer under the compact 0-worker loader, best of ``rounds`` in turns."""
+    import torch
+
+    loader = ds.loader(64, shuffle=True, compact=True, generator=torch.Generator().manual_seed(0))
+    batches = [list(b) for b in loader.sampler]
+    out = np.empty((64, 1, *ds.reader.volumes[0].slice_shape[-2:]), ds.reader.volumes[0].dtype)
+    reads = [(ds._vol[np.array(b)], ds._slice[np.array(b)]) for b in batches]
+    runs = {
+        "ds.loader epoch": lambda: [None for _ in loader],
+        "SliceBatches[indices]": lambda: [None for b in batches if loader.dataset[b] is None],
+        "read_batch into a reused array": lambda: [ds.reader.read_batch(v, s, out, raw=True) for v, s in reads],
+        "LZ4 alone": lz4_decoding(store),
+    }
+    best = dict.fromkeys(runs, float("inf"))
+    for run in runs.values():
+        run()
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t0 = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - t0)
+    import medload
+
+    print(
+        "CPU ms per batch of 64, compact, 0 workers: "
+        + ", ".join(f"{name} {seconds * 1e3 / len(batches):.2f}" for name, seconds in best.items())
+        + f"; load average {os.getloadavg()[0]:.1f}; tree {Path(medload.__file__).parents[1]}"
+    )
 
 
 def lz4_decoding(store: Path):

@@ -477,15 +477,18 @@ def test_threads_reading_at_once_get_the_rows_one_thread_gets(tmp_path):
     reader = medload.open(path)
     pairs = np.array([(v, z) for v in range(4) for z in range(12)])
     batches = [pairs[np.random.default_rng(i).permutation(len(pairs))[:16]] for i in range(48)]
-    want = [reader.read_batch(b[:, 0], b[:, 1], np.empty((16, 48, 48), np.float32)) for b in batches]
+    # float32 rows (chunks read with os.preadv into per-thread buffers) and stored rows (decoded
+    # from the mapped file, as compact batches are)
+    for dtype, raw in ((np.float32, False), (np.uint8, True)):
+        want = [reader.read_batch(b[:, 0], b[:, 1], np.empty((16, 48, 48), dtype), raw=raw) for b in batches]
 
-    def read(i: int) -> bool:
-        got = reader.read_batch(batches[i][:, 0], batches[i][:, 1], np.empty((16, 48, 48), np.float32))
-        return got.tobytes() == want[i].tobytes()
+        def read(i: int, dtype=dtype, raw=raw, want=want) -> bool:
+            got = reader.read_batch(batches[i][:, 0], batches[i][:, 1], np.empty((16, 48, 48), dtype), raw=raw)
+            return got.tobytes() == want[i].tobytes()
 
-    with ThreadPoolExecutor(4) as pool:
-        assert all(pool.map(read, [i for _ in range(5) for i in range(len(batches))]))
-    assert reader._read_paths["h5py"] == 0
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(read, [i for _ in range(5) for i in range(len(batches))]))
+    assert reader._read_paths["h5py"] == 0 and len(reader._file_maps) == 1
 
 
 # ---------------------------------------------------------------- batches decoded from the mapped file
@@ -585,3 +588,34 @@ def test_a_mapped_store_cut_short_after_opening_is_a_store_error_not_a_crash(tmp
     with pytest.raises(medload.StoreError, match=rf"{path.name}.*slices 3:4 of volume"):
         reader.read_batch([2, 2], [0, 3], out, raw=True)
     reader.read_batch([2], [1], out[:1], raw=True)  # the slices before the cut still read
+
+
+@pytest.mark.parametrize("compression", ["lz4", "none", "zstd:1"])
+def test_mask_batches_equal_h5pys_masks_in_any_integer_type(tmp_path, monkeypatch, compression):
+    path = tmp_path / "s.h5"
+    write_store(path, "uint8", compression)  # volumes 0 and 2 have masks, 1 has none
+    spy = _Spy(monkeypatch)
+    reader, ref = medload.open(path), reference(path)
+    rng = np.random.default_rng(3)
+    pairs = [(v, z) for v in (0, 2) for z in range(reader.volumes[v].n_slices)]
+    with h5py.File(path, "r") as f:
+        stored = {v: f["volumes"][reader.volumes[v].key]["mask"][()] for v in (0, 2)}
+    for batch in ([pairs[i] for i in rng.permutation(len(pairs))], [(2, 1), (2, 2), (2, 3), (2, 0)]):
+        volumes, slices = [v for v, _ in batch], [z for _, z in batch]
+        want = np.stack([stored[v][z] for v, z in batch]) if len({v for v in volumes}) == 1 else None
+        for dtype in (np.uint8, np.int64):
+            for r in (reader, ref):
+                if want is None:  # two slice sizes (24x20 and 12x18): one batch per volume
+                    for v in (0, 2):
+                        rows = [i for i, (w, _) in enumerate(batch) if w == v]
+                        out = np.full((len(rows), 1, *stored[v].shape[1:]), 99, dtype)
+                        r.read_mask_batch([v] * len(rows), [slices[i] for i in rows], out)
+                        assert_bit_equal(out[:, 0], np.stack([stored[v][slices[i]] for i in rows]).astype(dtype))
+                else:
+                    out = np.full((len(batch), *want.shape[1:]), 99, dtype)
+                    assert r.read_mask_batch(volumes, slices, out) is out
+                    assert_bit_equal(out, want.astype(dtype))
+    assert ref._read_paths["direct"] == 0
+    assert spy.given > 0 if compression == "lz4" else spy.given == 0
+    with pytest.raises(StoreError, match="volume .* has no mask"):
+        reader.read_mask_batch([0, 1], [0, 0], np.empty((2, 24, 20), np.uint8))

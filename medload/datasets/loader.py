@@ -197,6 +197,9 @@ class SliceBatches(torch.utils.data.Dataset[Any]):
                     self.mask_dtype = np.dtype(np.int32 if self.mask_dtype.itemsize <= 2 else np.int64)
             else:
                 self.mask_dtype = np.dtype(np.int64)
+            stored_masks = {reader.mask_dtype(int(v)) for v in dataset.volume_ids}
+            # One stored type: a batch's masks read in that type, then cast once if the batch's differs.
+            self._mask_stored = stored_masks.pop() if len(stored_masks) == 1 else None
         # Rows as the store holds the slices (no context, every channel, no replication): one
         # read_batch call per batch instead of a store call per run of slices.
         self._plain = (
@@ -251,12 +254,15 @@ class SliceBatches(torch.utils.data.Dataset[Any]):
         if self._plain:
             # The common case: the store reads the whole batch, straight into its rows.
             ds.reader.read_batch(vols, slices, image, raw=self.compact)
-        for a, b in _runs(vols, slices) if mask is not None or not self._plain else ():
-            v, s0, s1 = int(vols[a]), int(slices[a]), int(slices[b - 1]) + 1
-            if not self._plain:
-                self._fill(image[a:b], v, s0, s1)
-            if mask is not None:
-                mask[a:b] = ds.reader.read_mask(v, s0, s1).reshape(b - a, *self.mask_shape)
+        else:
+            for a, b in _runs(vols, slices):
+                self._fill(image[a:b], int(vols[a]), int(slices[a]), int(slices[b - 1]) + 1)
+        if mask is not None:
+            stored = self._mask_stored
+            if stored is None or stored == mask.dtype:  # straight into the rows (mixed types: cast run by run)
+                ds.reader.read_mask_batch(vols, slices, mask)
+            else:
+                mask[...] = ds.reader.read_mask_batch(vols, slices, np.empty(mask.shape, stored))
         if ds.standardize and not self.compact:
             for row in image:
                 row[...] = standardize_channels(row)

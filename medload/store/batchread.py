@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medload.errors import ConfigError
+from medload.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from medload.store.chunks import ChunkTable, FileMap
@@ -29,11 +29,15 @@ Plan = tuple["VolumeRecord", tuple[int, ...], "ChunkTable | None"]
 _Rows = tuple[list[int], list[int], list[int]]
 
 
-def fill_rows(reader: StoreReader, vols: np.ndarray, where: np.ndarray, out: np.ndarray, *, raw: bool) -> np.ndarray:
-    """Slice ``where[i]`` of volume ``vols[i]`` into ``out[i]`` (checked by the caller: same lengths, C-contiguous, not empty).
+def fill_rows(
+    reader: StoreReader, vols: np.ndarray, where: np.ndarray, out: np.ndarray, *, raw: bool, name: str = "image"
+) -> np.ndarray:
+    """Slice ``where[i]`` of volume ``vols[i]``'s ``name`` (image or mask) into ``out[i]`` (checked
+    by the caller: same lengths, C-contiguous, not empty).
 
     Raises what ``read_batch`` documents: a slice outside its volume (StoreError, naming the
-    run), a volume of another slice size (ConfigError), a damaged chunk (StoreError).
+    run), a volume of another slice size (ConfigError), a damaged chunk (StoreError), a volume
+    without a mask (StoreError).
     """
     n = int(vols.size)
     vol_list, slice_list = vols.tolist(), where.tolist()
@@ -42,10 +46,10 @@ def fill_rows(reader: StoreReader, vols: np.ndarray, where: np.ndarray, out: np.
     cache = reader._batch_plans
     plans: dict[int, Plan] = {}
     for volume in set(vol_list):  # per volume of the batch, once (and once per process and out type)
-        key = (volume, raw, out.dtype, row_shape, reader._direct)
+        key = (volume, name, raw, out.dtype, row_shape, reader._direct)
         plan = cache.get(key)
         if plan is None:
-            plan = cache[key] = _plan(reader, volume, row_shape, out.dtype, raw=raw)
+            plan = cache[key] = _plan(reader, volume, row_shape, out.dtype, raw=raw, name=name)
         plans[volume] = plan
     # Rows of volumes whose chunks can be decoded from a mapped file, grouped by file; the rest
     # read by runs. A slice outside its volume: every run checked as before, naming the run.
@@ -78,10 +82,10 @@ def fill_rows(reader: StoreReader, vols: np.ndarray, where: np.ndarray, out: np.
             undone = set(left)
             for i in rows:
                 if i not in undone:
-                    reader._checksums.check_slices(plans[vol_list[i]][0], "image", slice_list[i], row_bytes[i : i + 1])
+                    reader._checksums.check_slices(plans[vol_list[i]][0], name, slice_list[i], row_bytes[i : i + 1])
         rest.extend(left)
     if rest:
-        _read_runs(reader, _runs(sorted(rest), vol_list, slice_list), plans, vol_list, slice_list, out, raw=raw)
+        _read_runs(reader, _runs(sorted(rest), vol_list, slice_list), plans, vol_list, slice_list, out, raw=raw, name=name)
     return out
 
 
@@ -106,6 +110,7 @@ def _read_runs(
     out: np.ndarray,
     *,
     raw: bool,
+    name: str,
 ) -> None:
     """Each run in one call: direct chunk reads where the volume's table serves it, else h5py."""
     row_shape = out.shape[1:]
@@ -117,30 +122,36 @@ def _read_runs(
             if b - a == 1 and table.read_one_into(start, row_bytes[a]):
                 reader._read_paths["direct"] += 1
                 if reader.verify_slices:
-                    reader._checksums.check_slices(rec, "image", start, row_bytes[a : a + 1])
+                    reader._checksums.check_slices(rec, name, start, row_bytes[a : a + 1])
                 continue
             rows = out[a:b] if shape == row_shape else out[a:b].reshape(b - a, *shape)
             if b - a > 1 and table.read_into(start, stop, rows):
                 reader._read_paths["direct"] += 1
                 if reader.verify_slices:
-                    reader._checksums.check_slices(rec, "image", start, rows)
+                    reader._checksums.check_slices(rec, name, start, rows)
                 continue
-        reader._read_image(volume, rec, start, stop, out[a:b].reshape(b - a, *shape), raw=raw)
+        if name == "image":
+            reader._read_image(volume, rec, start, stop, out[a:b].reshape(b - a, *shape), raw=raw)
+        else:  # cast to out's integer type on assignment; checked against the checksums as read
+            out[a:b].reshape(b - a, *shape)[...] = reader._read_stored(volume, "mask", start, stop)
 
 
-def _plan(reader: StoreReader, volume: int, row_shape: tuple[int, ...], dtype: np.dtype, *, raw: bool) -> Plan:
+def _plan(reader: StoreReader, volume: int, row_shape: tuple[int, ...], dtype: np.dtype, *, raw: bool, name: str) -> Plan:
     """Volume ``volume``'s record, slice shape and chunk table where rows can be filled straight
     from the file (stored values wanted, in ``out``'s dtype); refuses another slice size."""
     rec = reader.record(volume)
-    if (volume, "image") not in reader._sized:
-        reader._check_size(volume, rec)
-    if math.prod(rec.slice_shape) != math.prod(row_shape):
+    if name == "mask" and not rec.has_mask:
+        raise StoreError(f"{rec.shard}: volume {rec.key} has no mask; check VolumeRecord.has_mask first.")
+    if (volume, name) not in reader._sized:
+        reader._check_size(volume, rec, name)
+    shape = rec.slice_shape if name == "image" else tuple(rec.shape[-2:])  # a mask is (Z, H, W)
+    if math.prod(shape) != math.prod(row_shape):
         raise ConfigError(
-            f"read_batch: volume {rec.key} has slices of shape {rec.slice_shape}, out rows {row_shape}; "
+            f"read_batch: volume {rec.key} has {name} slices of shape {shape}, out rows {row_shape}; "
             "a batch holds slices of one size."
         )
     as_stored = raw or np.dtype(rec.dtype) == np.float32
-    table = reader._table(volume, "image") if reader._direct and as_stored else None
+    table = reader._table(volume, name) if reader._direct and as_stored else None
     if table is not None and table.dtype != dtype:
-        table = None  # _read_image says what out must be
-    return rec, rec.slice_shape, table
+        table = None  # _read_image says what out must be; a mask is cast as it is assigned
+    return rec, shape, table

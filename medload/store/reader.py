@@ -290,18 +290,40 @@ class StoreReader(StoreCatalog):
         >>> medload.open(path).read_batch([0, 0, 0], [4, 1, 2], batch, raw=True)[:, 0, 0, 0].tolist()
         [204, 51, 102]
         """
+        return self._batch(volumes, slices, out, raw=raw, name="image")
+
+    def read_mask_batch(self, volumes: Any, slices: Any, out: np.ndarray) -> np.ndarray:
+        """Mask slice ``slices[i]`` of volume ``volumes[i]`` into ``out[i]`` for every ``i`` (:meth:`read_batch` for masks).
+
+        Each row holds ``read_mask(volumes[i], slices[i], slices[i] + 1)[0]``, cast to ``out``'s
+        integer type (straight from the file where it is the stored type, :meth:`mask_dtype`).
+        A volume without a mask is a StoreError.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, medload
+        >>> path = tempfile.mkdtemp() + "/s.h5"
+        >>> with medload.Store.create(path) as store:
+        ...     _ = store.add(medload.Volume(np.zeros((3, 2, 2)), np.eye(4)), mask=np.arange(12, dtype=np.uint8).reshape(3, 2, 2))
+        >>> medload.open(path).read_mask_batch([0, 0], [2, 0], np.empty((2, 1, 2, 2), np.int64))[:, 0, 0].tolist()
+        [[8, 9], [0, 1]]
+        """
+        return self._batch(volumes, slices, out, raw=True, name="mask")
+
+    def _batch(self, volumes: Any, slices: Any, out: np.ndarray, *, raw: bool, name: str) -> np.ndarray:
         self._check_pid()
         vols = np.asarray(volumes, dtype=np.int64).reshape(-1)
         where = np.asarray(slices, dtype=np.int64).reshape(-1)
         n = int(vols.size)
         if where.size != n or out.shape[:1] != (n,) or not out.flags.c_contiguous:
+            call = "read_batch" if name == "image" else "read_mask_batch"
             raise ConfigError(
-                f"read_batch: {n} volumes, {where.size} slices and out of shape {out.shape} "
+                f"{call}: {n} volumes, {where.size} slices and out of shape {out.shape} "
                 f"({'' if out.flags.c_contiguous else 'not '}C-contiguous); pass one row of a C-contiguous out per slice."
             )
         if n == 0:
             return out
-        return fill_rows(self, vols, where, out, raw=raw)
+        return fill_rows(self, vols, where, out, raw=raw, name=name)
 
     def _read_image(
         self,
