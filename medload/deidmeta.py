@@ -32,7 +32,7 @@ __all__ = [
 META_KEYS = frozenset({
     # identity (pseudonyms) and provenance
     "source", "source_key", "series_key", "study_key", "patient_key", "source_hash", "intensity",
-    "modality_tag", "n_files", "transfer_syntax", "format", "problems", "pixel_text",
+    "modality_tag", "n_files", "transfer_syntax", "format", "problems", "pixel_text", "class_name",
     # geometry and layout facts
     "channels", "label_names", "frames_axis", "stored_range", "monochrome1_mirrored", "mosaic_tiles",
     "gantry_tilt_deg", "philips_precise_scaling", "affine_source", "frame_interval_ms", "diffusion",

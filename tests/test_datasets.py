@@ -353,7 +353,8 @@ def test_folder_of_shards_and_imagefolder_style_labels(tmp_path):
     folder = tmp_path / "shards"
     folder.mkdir()
     for shard, classes in enumerate((["tumor", "normal"], ["normal"])):
-        with medload.Store.create(folder / f"shard-{shard:04d}.h5", dtype="float32", compression="none") as store:
+        # keep_phi: the caller's own meta key "folder" is stored as given (default: the allow-list only).
+        with medload.Store.create(folder / f"shard-{shard:04d}.h5", dtype="float32", compression="none", keep_phi=True) as store:
             for j, name in enumerate(classes):
                 code = 10 * shard + j
                 vol = medload.Volume(

@@ -188,6 +188,7 @@ def convert(
     key = resolve_key(phi_key)
     # Resuming (or appending to) a store made with another key is refused by the store.
     store_options["key_fingerprint"] = key.fingerprint
+    store_options["keep_phi"] = True  # the worker de-identifies meta as this run asks (names by pseudonym): kept as given
     with run_lock(Path(out), single):  # one convert per output, refused at once (issue 11)
         plan = make_plan(
             source_list,

@@ -473,12 +473,20 @@ def read_catalog(f: h5py.File) -> list[dict[str, Any]] | None:
 
 
 def volume_attrs(
-    volume: Volume, *, source_hash: str, crc: int, channels: Any = None, label: int | None = None, what: str = "volume"
+    volume: Volume,
+    *,
+    source_hash: str,
+    crc: int,
+    channels: Any = None,
+    label: int | None = None,
+    what: str = "volume",
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The attributes of a volume's group (docs/hdf5-schema.md), except ``complete``.
 
     Every text is checked (:func:`check_texts`) and every JSON attribute made here, before a
     byte is written: a :class:`~medload.errors.ConfigError` names ``what`` and the field.
+    ``meta``: what to store of ``volume.meta`` (default all of it).
 
     Examples
     --------
@@ -488,7 +496,7 @@ def volume_attrs(
     >>> attrs["layout"], attrs["modality"], attrs["patient_key"], int(attrs["crc32"])
     ('ZYX', 'CT', 'none', 7)
     """
-    meta = volume.meta
+    meta = volume.meta if meta is None else meta
     remedy = "record plain numbers, strings, lists and dicts (float(x), str(x), list(s)); NaN and infinity are not JSON."
     attrs = {
         "affine": np.asarray(volume.affine, dtype=np.float64),

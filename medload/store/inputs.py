@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from typing import Any
 
 import numpy as np
 
+from medload.deid import DESCRIPTOR_KEYS, deidentified_meta
 from medload.errors import StoreError
+from medload.problems import KIND_MEANINGS, read_problems
 from medload.store import _format as fmt
 from medload.volume import Volume
 
@@ -27,6 +30,8 @@ __all__ = [
     "verify_group",
     "write_index",
     "stored_config",
+    "stored_meta",
+    "MetaNotStoredWarning",
 ]
 
 #: Slices read per call when verifying: bounds the extra memory to a few slices.
@@ -133,6 +138,46 @@ def stored_config(attrs: Any) -> Any:
         return json.loads(attrs.get("pipeline", "null"))
     except (TypeError, ValueError):
         return None
+
+
+class MetaNotStoredWarning(UserWarning):
+    """``Store.add`` left out meta keys that are not on the allow-list (named, never their values)."""
+
+
+def stored_meta(meta: dict[str, Any], *, keep: bool, warned: set[str]) -> dict[str, Any]:
+    """``meta`` as a store that leaves the hospital may hold it: :func:`medload.deid.deidentified_meta`,
+    the allow-list ``medload.convert`` applies (no identifying fields, no description unless
+    ``keep`` (``keep_descriptions``), header values only of their kind). Each problem keeps its kind with
+    the kind's meaning (:data:`~medload.problems.KIND_MEANINGS`) for its message: a reader's
+    message names files and folders, which only ``medload.convert`` knows how to replace.
+
+    Keys dropped that no medload reader makes (a caller's own: ``meta["diagnosis"]``) are named in
+    a :class:`MetaNotStoredWarning`, once per key in ``warned``: a description or ``phi``, which
+    :func:`medload.load` gives for reading, is dropped without one.
+
+    Examples
+    --------
+    >>> stored_meta({"kvp": 120, "description": "SMITH^JOHN head", "phi": {"PatientName": "SMITH^JOHN"}},
+    ...             keep=False, warned=set())
+    {'kvp': 120}
+    >>> stored_meta({"problems": [{"kind": "gantry_tilt", "message": "/exp/SMITH^JOHN/ct: tilt of 14 degrees"}]},
+    ...             keep=False, warned=set())["problems"][0]["message"]
+    'slices stacked obliquely to their plane; the affine keeps the true shear'
+    """
+    kept = deidentified_meta(meta, [], False, keep)
+    if "problems" in kept:
+        kept["problems"] = [{"kind": p.kind.value, "message": KIND_MEANINGS[p.kind]} for p in read_problems(kept["problems"])]
+    own = sorted(k for k in meta if k not in kept and k != "phi" and k.lower() not in DESCRIPTOR_KEYS and k not in warned)
+    if own:
+        warned.update(own)
+        warnings.warn(
+            f"Store.add did not store meta keys {own}: a store holds only the keys of medload.deid.META_KEYS, "
+            "which may leave the hospital (docs/deidentification.md). To store meta as given, pass keep_phi=True "
+            "to medload.Store.create.",
+            MetaNotStoredWarning,
+            stacklevel=3,
+        )
+    return kept
 
 
 def content_hash(volume: Volume) -> str:

@@ -76,6 +76,8 @@ class Store:
         overwrite: bool = False,
         value_range: tuple[float, float] | None = None,
         key_fingerprint: str | None = None,
+        keep_phi: bool = False,
+        keep_descriptions: bool = False,
     ) -> Store:
         """Open a store for writing: new, or continuing one written with the same pipeline.
 
@@ -108,6 +110,12 @@ class Store:
             (``medload.convert`` passes it). Recorded as the root attribute
             ``phi_key_fingerprint``; continuing a store recorded with another fingerprint (or
             none) is refused, since its patient keys would not match the new ones.
+        keep_phi : bool
+            Store each volume's meta as given. Default: what ``medload.convert`` stores
+            (:func:`~medload.store.inputs.stored_meta`: no identifying field, no description such as
+            the NIfTI file name :func:`medload.load` gives; a key of the caller's is named in a warning).
+        keep_descriptions : bool
+            Keep descriptions (SeriesDescription, a file's name) in the de-identified meta.
 
         Returns
         -------
@@ -125,7 +133,10 @@ class Store:
         medload.errors.PipelineMismatchError: ...
         """
         self = object.__new__(cls)
-        self._init(Path(path), fmt.check_dtype(dtype), compression, pipeline, resume, overwrite, value_range, key_fingerprint)
+        rules = (bool(keep_phi), bool(keep_descriptions))
+        self._init(
+            Path(path), fmt.check_dtype(dtype), compression, pipeline, resume, overwrite, value_range, key_fingerprint, rules
+        )
         return self
 
     def _init(
@@ -138,6 +149,7 @@ class Store:
         overwrite: bool,
         value_range: tuple[float, float] | None,
         key_fingerprint: str | None = None,
+        meta_rules: tuple[bool, bool] = (False, False),
     ) -> None:
         self.compression, self._filter_kwargs = fmt.parse_compression(compression, itemsize=np.dtype(dtype).itemsize)
         self.pipeline = fmt.pipeline_config(pipeline)
@@ -148,6 +160,8 @@ class Store:
         self.pipeline_hash = fmt.pipeline_hash(self.pipeline)
         self.value_range = None if value_range is None else inputs.check_value_range(value_range)
         self.key_fingerprint = None if key_fingerprint is None else str(key_fingerprint)
+        self.keep_phi, self.keep_descriptions = meta_rules  # what Store.add stores of meta (Store.create)
+        self._warned: set[str] = set()  # meta keys a MetaNotStoredWarning named
         self._file: Any = None  # the h5py.File being written, once opened (h5py ships no types)
         self._hashes: dict[str, str] = {}  # source_hash -> key
         self._keys: set[str] = set()
@@ -452,7 +466,7 @@ class Store:
             raise StoreError(
                 f"Store.add takes a medload.Volume, found {type(volume).__name__}; wrap arrays with medload.Volume(array, affine)."
             )
-        meta = volume.meta
+        meta = volume.meta if self.keep_phi else inputs.stored_meta(volume.meta, keep=self.keep_descriptions, warned=self._warned)
         source_hash = str(meta.get("source_hash") or inputs.content_hash(volume))
         if source_hash in self._hashes:
             return self._hashes[source_hash]
@@ -467,7 +481,7 @@ class Store:
         channels = inputs.checked_channels(meta.get("channels"), array, what)
         # Every text and JSON attribute is made (and checked) before a byte is written; the
         # checksum is filled in once the pixels are.
-        attrs = fmt.volume_attrs(volume, source_hash=source_hash, crc=0, channels=channels, label=label, what=what)
+        attrs = fmt.volume_attrs(volume, source_hash=source_hash, crc=0, channels=channels, label=label, what=what, meta=meta)
 
         f = self._writable()
         key = self._unique_key(volume, key)
