@@ -234,8 +234,8 @@ def test_a_store_of_the_previous_version_reads_its_sentences_as_unclassified(tmp
     vol = store.read_volume(0)
     assert vol.problems == rec.problems
     store.close()
-    # Written again (a re-conversion of the volume read back), it is a record.
-    with medload.Store.create(tmp_path / "new.h5", dtype="float32") as new:
+    # Written again (a re-conversion of the volume read back, its meta as read: keep_phi), it is a record.
+    with medload.Store.create(tmp_path / "new.h5", dtype="float32", keep_phi=True) as new:
         new.add(vol)
     (again,) = medload.open(tmp_path / "new.h5").volumes
     assert again.meta["problems"] == [{"kind": "unclassified", "message": old[0]}]
