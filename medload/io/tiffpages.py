@@ -60,6 +60,8 @@ def _layout(fh: BinaryIO, order: str, big: bool, offset: int) -> tuple[dict[int,
     if len(head) < struct.calcsize(count_fmt):
         raise ValueError("IFD past the end")
     (n,) = struct.unpack(order + count_fmt, head)
+    if n > 4096:  # tifffile's own bound on tags per IFD: no read sized by the file
+        raise ValueError("suspicious number of tags")
     block = fh.read(n * entry_size + struct.calcsize(next_fmt))
     if len(block) < n * entry_size + struct.calcsize(next_fmt):
         raise ValueError("IFD past the end")
