@@ -175,6 +175,12 @@ def test_a_flipped_mask_byte_is_caught_when_the_mask_is_read(store):
         reader.read_volume(0, mask=True)
     with pytest.raises(ChecksumError, match="mask slice 2"):
         medload.open(store, verify_slices=True).read_mask(0, 0, 6)
+    for direct in (True, False):  # a batch's masks: decoded from the mapped file (LZ4), or h5py's
+        checked = medload.open(store, verify_slices=True)
+        checked._direct = direct
+        with pytest.raises(ChecksumError, match="mask slice 2"):
+            checked.read_mask_batch([0, 0], [5, 2], np.empty((2, 16, 16), np.uint8))
+        checked.read_mask_batch([0, 0], [5, 1], np.empty((2, 16, 16), np.uint8))  # the others read
     assert [(d.key, d.slices) for d in reader.verify().damaged] == [("ser-0000", (2,))]
 
 
