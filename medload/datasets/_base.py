@@ -275,9 +275,9 @@ class StoreDatasetBase:
 
     @property
     def transform(self) -> Callable[[Any], Any] | None:
-        """The item transform; a MONAI transform set here runs as :class:`~medload.datasets.MonaiTransform`.
-
-        (see :mod:`medload.datasets.handover`: MONAI gets the item's affine and updates it).
+        """The item transform; a MONAI or TorchIO transform set here runs as
+        :class:`~medload.datasets.MonaiTransform` or :class:`~medload.datasets.TorchIOTransform`
+        (see :mod:`medload.datasets.handover`: the library gets the item's affine and updates it).
         """
         return self._transform
 
