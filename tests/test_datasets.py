@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 import medload  # noqa: E402
 from medload.datasets import SliceDataset, VolumeDataset, split  # noqa: E402
-from medload.datasets._base import MaskWarning  # noqa: E402
+from medload.datasets import MaskWarning  # noqa: E402
 from medload.errors import MedloadError, StoreError  # noqa: E402
 
 SIZE = 32

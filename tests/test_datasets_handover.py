@@ -23,7 +23,7 @@ mt = pytest.importorskip("monai.transforms")
 tio = pytest.importorskip("torchio")
 
 from medload.datasets import SliceDataset, VolumeDataset  # noqa: E402
-from medload.datasets.handover import StaleAffineWarning  # noqa: E402
+from medload.datasets import StaleAffineWarning  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="monai")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="monai")

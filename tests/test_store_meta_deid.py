@@ -18,7 +18,7 @@ import pytest
 import medload
 from fixtures.phi import search_output
 from fixtures.synthetic import write_dicom_series, write_nifti
-from medload.store.inputs import MetaNotStoredWarning
+from medload.store import MetaNotStoredWarning
 
 NAME = "Quagmirova^Zoltaneous"
 WORDS = ["Quagmirova", "Zoltaneous", "Brumblesnatch", "Pickwickian"]

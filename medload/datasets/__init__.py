@@ -45,6 +45,8 @@ __all__ = [
     "IMAGENET_STD",
     "tf_dataset",
     "KerasBatches",
+    "MaskWarning",
+    "StaleAffineWarning",
 ]
 
 # torch, tensorflow and keras are imported only when a class needing them is first asked for (PEP 562).
@@ -57,6 +59,8 @@ _LAZY = {
     "AlbumentationsTransform": "medload.datasets.adapters",
     "tf_dataset": "medload.datasets.tf",
     "KerasBatches": "medload.datasets.keras",
+    "MaskWarning": "medload.datasets._base",
+    "StaleAffineWarning": "medload.datasets.handover",
 }
 
 

@@ -26,6 +26,7 @@ from medload.store._format import (
     encoding,
     parse_compression,
 )
+from medload.store.inputs import MetaNotStoredWarning
 from medload.store.reader import StoreReader, VolumeRecord, open
 from medload.store.writer import Store
 
@@ -33,6 +34,7 @@ __all__ = [
     "Store",
     "StoreReader",
     "VolumeRecord",
+    "MetaNotStoredWarning",
     "open",
     "SCHEMA_VERSION",
     "DEFAULT_DTYPE",
