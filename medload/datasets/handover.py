@@ -93,7 +93,13 @@ def walk(transform: Any) -> list[Any]:
 
 
 # torchvision v2 transforms that move pixels but keep their size: the pixel size stays known.
+_V2_GEOMETRY = "torchvision.transforms.v2._geometry"
 _V2_KEEP_PIXEL_SIZE = ("RandomHorizontalFlip", "RandomVerticalFlip", "RandomCrop", "CenterCrop", "Pad")
+
+
+def _from_module(transform: Any, prefix: str) -> list[Any]:
+    """The transforms within ``transform`` whose class is defined under the module ``prefix``."""
+    return [t for t in walk(transform) if type(t).__module__.startswith(prefix)]
 
 
 def moves_pixels_unreported(transform: Any) -> bool:
@@ -104,7 +110,7 @@ def moves_pixels_unreported(transform: Any) -> bool:
     >>> moves_pixels_unreported(lambda item: item)
     False
     """
-    return any(type(t).__module__.startswith("torchvision.transforms.v2._geometry") for t in walk(transform))
+    return bool(_from_module(transform, _V2_GEOMETRY))
 
 
 def holds_torchvision_v2(transform: Any) -> bool:
@@ -115,15 +121,11 @@ def holds_torchvision_v2(transform: Any) -> bool:
     >>> holds_torchvision_v2(lambda item: item)
     False
     """
-    return any(type(t).__module__.startswith("torchvision.transforms.v2") for t in walk(transform))
+    return bool(_from_module(transform, "torchvision.transforms.v2"))
 
 
 def _v2_keeps_pixel_size(transform: Any) -> bool:
-    return all(
-        type(t).__name__ in _V2_KEEP_PIXEL_SIZE
-        for t in walk(transform)
-        if type(t).__module__.startswith("torchvision.transforms.v2._geometry")
-    )
+    return all(type(t).__name__ in _V2_KEEP_PIXEL_SIZE for t in _from_module(transform, _V2_GEOMETRY))
 
 
 def _spatial_shape(image: Any) -> tuple[int, ...]:
